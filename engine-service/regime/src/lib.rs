@@ -1,0 +1,1 @@
+//! Regime detection (being built).

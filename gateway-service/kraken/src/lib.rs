@@ -1,0 +1,1 @@
+//! Kraken spot adapter (being built).

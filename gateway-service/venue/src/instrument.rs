@@ -1,0 +1,258 @@
+//! Instruments and the pre-trade check every order passes before it leaves
+//! the gateway: rounded to the venue's precision, refused below its minimums.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::{NewOrder, OrderType, Side};
+
+/// Spot pair or linear perpetual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstrumentKind {
+    Spot,
+    Perpetual,
+}
+
+/// A tradable instrument and its filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instrument {
+    /// The venue's name for it ("DOGEUSD", "BTCUSDT").
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    pub kind: InstrumentKind,
+    pub tick_size: Decimal,
+    pub price_decimals: u32,
+    pub lot_decimals: u32,
+    pub min_volume: Decimal,
+    pub min_cost: Decimal,
+    pub maker_fee: Decimal,
+    pub taker_fee: Decimal,
+    pub max_open_orders: u32,
+}
+
+/// Why an order cannot be sent as asked. The message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct OrderCheckError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl OrderCheckError {
+    fn new(field: &'static str, message: impl Into<String>) -> OrderCheckError {
+        OrderCheckError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl Instrument {
+    /// Rounds a limit price to the tick: buys down and sells up, so rounding
+    /// never makes an order more aggressive than the engine asked.
+    pub fn round_price(&self, side: Side, price: Decimal) -> Decimal {
+        let strategy = match side {
+            Side::Buy => RoundingStrategy::ToNegativeInfinity,
+            Side::Sell => RoundingStrategy::ToPositiveInfinity,
+        };
+        let by_decimals = price.round_dp_with_strategy(self.price_decimals, strategy);
+        if self.tick_size <= Decimal::ZERO {
+            return by_decimals;
+        }
+        let ticks = (price / self.tick_size)
+            .round_dp_with_strategy(0, strategy)
+            .normalize();
+        (ticks * self.tick_size).normalize()
+    }
+
+    /// Rounds a volume down to the lot precision.
+    pub fn round_volume(&self, volume: Decimal) -> Decimal {
+        volume
+            .round_dp_with_strategy(self.lot_decimals, RoundingStrategy::ToZero)
+            .normalize()
+    }
+
+    /// Validates an order against this instrument and returns it rounded.
+    ///
+    /// `reference_price` prices a market order for the cost minimum.
+    pub fn check_order(
+        &self,
+        order: &NewOrder,
+        reference_price: Option<Decimal>,
+    ) -> Result<NewOrder, OrderCheckError> {
+        if order.volume <= Decimal::ZERO {
+            return Err(OrderCheckError::new("volume", "must be greater than zero"));
+        }
+        let volume = self.round_volume(order.volume);
+        if volume <= Decimal::ZERO {
+            return Err(OrderCheckError::new(
+                "volume",
+                format!(
+                    "{} rounds to zero at {} lot decimals",
+                    order.volume, self.lot_decimals
+                ),
+            ));
+        }
+        if volume < self.min_volume {
+            return Err(OrderCheckError::new(
+                "volume",
+                format!(
+                    "{volume} is below the minimum order volume {} for {}",
+                    self.min_volume, self.symbol
+                ),
+            ));
+        }
+        let price = match (order.order_type, order.price) {
+            (OrderType::Limit, None) => {
+                return Err(OrderCheckError::new("price", "a limit order needs a price"));
+            }
+            (OrderType::Limit, Some(p)) if p <= Decimal::ZERO => {
+                return Err(OrderCheckError::new("price", "must be greater than zero"));
+            }
+            (OrderType::Limit, Some(p)) => {
+                let rounded = self.round_price(order.side, p);
+                if rounded <= Decimal::ZERO {
+                    return Err(OrderCheckError::new(
+                        "price",
+                        format!("{p} rounds to zero at tick {}", self.tick_size),
+                    ));
+                }
+                Some(rounded)
+            }
+            (OrderType::Market, Some(_)) => {
+                return Err(OrderCheckError::new(
+                    "price",
+                    "a market order takes no price",
+                ));
+            }
+            (OrderType::Market, None) => None,
+        };
+        if order.post_only && order.order_type == OrderType::Market {
+            return Err(OrderCheckError::new(
+                "post_only",
+                "a market order cannot be post-only",
+            ));
+        }
+        if let Some(p) = price.or(reference_price) {
+            let cost = p * volume;
+            if cost < self.min_cost {
+                return Err(OrderCheckError::new(
+                    "volume",
+                    format!(
+                        "cost {cost} is below the minimum order cost {} for {}",
+                        self.min_cost, self.symbol
+                    ),
+                ));
+            }
+        }
+        Ok(NewOrder {
+            volume,
+            price,
+            ..order.clone()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn doge() -> Instrument {
+        Instrument {
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            kind: InstrumentKind::Spot,
+            tick_size: dec!(0.000001),
+            price_decimals: 6,
+            lot_decimals: 8,
+            min_volume: dec!(10),
+            min_cost: dec!(0.5),
+            maker_fee: dec!(0.0025),
+            taker_fee: dec!(0.004),
+            max_open_orders: 60,
+        }
+    }
+
+    fn order(side: Side, volume: Decimal, price: Option<Decimal>) -> NewOrder {
+        NewOrder {
+            client_order_id: "c1".into(),
+            symbol: "DOGEUSD".into(),
+            side,
+            order_type: if price.is_some() {
+                OrderType::Limit
+            } else {
+                OrderType::Market
+            },
+            volume,
+            price,
+            post_only: false,
+            userref: 0,
+            reduce_only: false,
+        }
+    }
+
+    #[test]
+    fn check_order_table() {
+        struct Case {
+            name: &'static str,
+            order: NewOrder,
+            expect: Result<(Decimal, Option<Decimal>), &'static str>,
+        }
+        let cases = [
+            Case {
+                name: "buy price rounds down to tick",
+                order: order(Side::Buy, dec!(20.123456789), Some(dec!(0.1234567))),
+                expect: Ok((dec!(20.12345678), Some(dec!(0.123456)))),
+            },
+            Case {
+                name: "sell price rounds up to tick",
+                order: order(Side::Sell, dec!(20), Some(dec!(0.1234561))),
+                expect: Ok((dec!(20), Some(dec!(0.123457)))),
+            },
+            Case {
+                name: "zero volume",
+                order: order(Side::Buy, dec!(0), Some(dec!(0.1))),
+                expect: Err("volume"),
+            },
+            Case {
+                name: "negative volume",
+                order: order(Side::Buy, dec!(-5), Some(dec!(0.1))),
+                expect: Err("volume"),
+            },
+            Case {
+                name: "below minimum volume",
+                order: order(Side::Buy, dec!(9.99), Some(dec!(0.1))),
+                expect: Err("volume"),
+            },
+            Case {
+                name: "below minimum cost",
+                order: order(Side::Buy, dec!(10), Some(dec!(0.01))),
+                expect: Err("volume"),
+            },
+            Case {
+                name: "negative price",
+                order: order(Side::Buy, dec!(10), Some(dec!(-0.1))),
+                expect: Err("price"),
+            },
+            Case {
+                name: "market order without price passes",
+                order: order(Side::Buy, dec!(10), None),
+                expect: Ok((dec!(10), None)),
+            },
+        ];
+        for case in cases {
+            let got = doge().check_order(&case.order, None);
+            match (got, case.expect) {
+                (Ok(o), Ok((v, p))) => {
+                    assert_eq!((o.volume, o.price), (v, p), "{}", case.name)
+                }
+                (Err(e), Err(field)) => assert_eq!(e.field, field, "{}: {e}", case.name),
+                (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
+            }
+        }
+    }
+}

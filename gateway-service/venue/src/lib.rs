@@ -1,0 +1,255 @@
+//! The venue abstraction of the gateway.
+//!
+//! Every exchange adapter (paper, Kraken, Bybit) implements [`Venue`] and
+//! speaks the venue-neutral types defined here. All money and quantities are
+//! [`Decimal`]; the gateway converts them to and from the gRPC decimal strings
+//! at its edge. Errors are [`VenueError`], which knows whether a call may be
+//! retried and whether an order's outcome is unknown.
+
+mod clock;
+mod error;
+mod instrument;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::VenueError;
+pub use instrument::{Instrument, InstrumentKind, OrderCheckError};
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    /// The other side.
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
+
+    /// "buy" / "sell", as Kraken and the engine's control API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
+}
+
+/// The order types Herd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderType {
+    Limit,
+    Market,
+}
+
+/// An order's life-cycle state as the venue reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    /// Sent, outcome unknown (timeout, 5xx): resolved by polling, never resent.
+    Pending,
+    Open,
+    Filled,
+    Canceled,
+    Expired,
+    Rejected,
+}
+
+impl OrderStatus {
+    /// True once the order can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Expired | OrderStatus::Rejected
+        )
+    }
+}
+
+/// Best bid, best ask and last trade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ticker {
+    pub symbol: String,
+    pub bid: Decimal,
+    pub ask: Decimal,
+    pub last: Decimal,
+    pub volume_24h: Decimal,
+    pub time_ms: i64,
+}
+
+/// One OHLCV candle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candle {
+    pub open_time_ms: i64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub volume: Decimal,
+}
+
+/// One asset's balance. `free` is what open orders do not hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Balance {
+    pub asset: String,
+    pub total: Decimal,
+    pub free: Decimal,
+}
+
+/// An order to place, already validated and rounded against its instrument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub volume: Decimal,
+    /// Limit price; `None` for market orders.
+    pub price: Option<Decimal>,
+    pub post_only: bool,
+    pub userref: i32,
+    pub reduce_only: bool,
+}
+
+/// How to find an order at the venue: by the venue's id when it is known,
+/// otherwise by the engine's client order id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderRef {
+    pub client_order_id: String,
+    pub venue_order_id: Option<String>,
+}
+
+/// An order as the venue last reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderState {
+    pub client_order_id: String,
+    pub venue_order_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub price: Option<Decimal>,
+    pub volume: Decimal,
+    pub volume_executed: Decimal,
+    /// Average execution price, when anything executed.
+    pub average_price: Option<Decimal>,
+    pub fee: Decimal,
+    pub fee_asset: String,
+    pub status: OrderStatus,
+    pub userref: i32,
+    pub opened_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+    pub reason: Option<String>,
+    pub post_only: bool,
+}
+
+impl OrderState {
+    /// A pending record for an order whose submit has not been answered.
+    pub fn pending(order: &NewOrder, now_ms: i64) -> OrderState {
+        OrderState {
+            client_order_id: order.client_order_id.clone(),
+            venue_order_id: String::new(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            order_type: order.order_type,
+            price: order.price,
+            volume: order.volume,
+            volume_executed: Decimal::ZERO,
+            average_price: None,
+            fee: Decimal::ZERO,
+            fee_asset: String::new(),
+            status: OrderStatus::Pending,
+            userref: order.userref,
+            opened_at_ms: now_ms,
+            closed_at_ms: None,
+            reason: None,
+            post_only: order.post_only,
+        }
+    }
+}
+
+/// What a venue said to a submitted order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlaceOutcome {
+    /// The venue accepted the order (it may already be filled).
+    Accepted(OrderState),
+    /// No answer we can trust (timeout, 5xx, "service unavailable"): the order
+    /// may or may not exist. The caller keeps it in flight and resolves it by
+    /// polling with the client order id; it must never be resent blindly.
+    Unknown { reason: String },
+}
+
+/// One metered counter of a venue's rate limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetCounter {
+    pub name: String,
+    pub level: Decimal,
+    pub limit: Decimal,
+    pub decay_per_second: Decimal,
+}
+
+/// The venue's rate budget as the adapter models it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BudgetSnapshot {
+    pub counters: Vec<BudgetCounter>,
+    pub waiting_cancels: u32,
+    pub waiting_places: u32,
+    pub waiting_queries: u32,
+    /// Unix ms until which private calls are suspended (lockout), if any.
+    pub locked_until_ms: Option<i64>,
+}
+
+/// An exchange as the gateway sees it.
+///
+/// Implementations own signing, nonces and their venue's rate limits; the
+/// gateway owns order ownership, polling and event fan-out.
+#[async_trait]
+pub trait Venue: Send + Sync + 'static {
+    /// Short lowercase name: "paper", "kraken", "bybit".
+    fn name(&self) -> &'static str;
+
+    async fn instruments(&self) -> Result<Vec<Instrument>, VenueError>;
+
+    async fn ticker(&self, symbol: &str) -> Result<Ticker, VenueError>;
+
+    /// Candles of `interval_minutes`, oldest first, opening at or after `since_ms`.
+    async fn candles(
+        &self,
+        symbol: &str,
+        interval_minutes: u32,
+        since_ms: i64,
+    ) -> Result<Vec<Candle>, VenueError>;
+
+    async fn balances(&self) -> Result<Vec<Balance>, VenueError>;
+
+    /// Submits an order. A transport-level failure whose outcome cannot be known
+    /// is [`PlaceOutcome::Unknown`], not an error.
+    async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError>;
+
+    async fn cancel_order(&self, order: &OrderRef) -> Result<(), VenueError>;
+
+    /// Every open order of the key, on every pair.
+    async fn open_orders(&self) -> Result<Vec<OrderState>, VenueError>;
+
+    /// The given orders, at most [`Venue::max_query_batch`] per call. Orders the
+    /// venue does not know are left out of the answer.
+    async fn query_orders(&self, orders: &[OrderRef]) -> Result<Vec<OrderState>, VenueError>;
+
+    /// How many orders one `query_orders` call may name.
+    fn max_query_batch(&self) -> usize {
+        50
+    }
+
+    /// The adapter's model of its rate budget.
+    fn budget(&self) -> BudgetSnapshot {
+        BudgetSnapshot::default()
+    }
+}

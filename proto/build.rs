@@ -1,0 +1,26 @@
+//! Compiles the .proto files with protox (a pure-Rust protobuf compiler), so a
+//! fresh machine needs no system protoc, and writes the encoded descriptor set
+//! that the servers register for reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "herd/gateway/v1/gateway.proto",
+        "herd/engine/v1/engine.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["."])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("herd_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

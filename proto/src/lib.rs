@@ -1,0 +1,20 @@
+//! Herd's gRPC API, generated from the .proto files in this crate.
+//!
+//! `gateway` is `herd.gateway.v1` (engines -> gateway), `engine` is
+//! `herd.engine.v1` (operators -> engine). [`FILE_DESCRIPTOR_SET`] is what the
+//! servers register with tonic-reflection so grpcurl needs no .proto files.
+
+#![allow(clippy::doc_markdown, clippy::large_enum_variant)]
+
+/// `herd.gateway.v1`.
+pub mod gateway {
+    tonic::include_proto!("herd.gateway.v1");
+}
+
+/// `herd.engine.v1`.
+pub mod engine {
+    tonic::include_proto!("herd.engine.v1");
+}
+
+/// The encoded `FileDescriptorSet` of both packages, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/herd_descriptor.bin"));
