@@ -1,1 +1,124 @@
-//! placeholder
+//! The paper venue: an exchange simulated in-process, so a whole herd runs
+//! with no keys and no network.
+//!
+//! [`Exchange`] is the matching core (also used by the wire-level simulators
+//! in tests/); [`PaperVenue`] wraps it behind the gateway's [`Venue`] trait,
+//! and [`PaperVenue::drive`] moves its price path in real time.
+
+mod exchange;
+mod path;
+
+pub use exchange::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+pub use path::{PathConfig, PathRegime, PricePath, SplitMix64};
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herd_venue::{
+    Balance, Candle, Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Ticker,
+    Venue, VenueError,
+};
+use rust_decimal::Decimal;
+
+/// The paper exchange behind the [`Venue`] trait.
+#[derive(Debug, Clone)]
+pub struct PaperVenue {
+    exchange: Arc<Mutex<Exchange>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl PaperVenue {
+    pub fn new(cfg: &PaperConfig, clock: Arc<dyn Clock>) -> PaperVenue {
+        let exchange = Exchange::new(cfg, clock.now_ms());
+        PaperVenue {
+            exchange: Arc::new(Mutex::new(exchange)),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Exchange>, VenueError> {
+        self.exchange
+            .lock()
+            .map_err(|_| VenueError::Other("paper exchange state is poisoned".into()))
+    }
+
+    /// Moves a symbol's market to `price` and fills what that crosses.
+    pub fn set_price(&self, symbol: &str, price: Decimal) -> Result<Ticker, VenueError> {
+        let now = self.clock.now_ms();
+        let mut ex = self.lock()?;
+        ex.set_price(symbol, price, now)?;
+        ex.ticker(symbol)
+    }
+
+    /// One step of every price path.
+    pub fn step(&self) -> Result<(), VenueError> {
+        let now = self.clock.now_ms();
+        self.lock()?.step(now);
+        Ok(())
+    }
+
+    /// Steps the price paths every `interval` until the task is dropped.
+    pub async fn drive(self, interval: Duration) {
+        let mut tick = tokio_interval(interval);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.step() {
+                tracing::error!(error = %e, "paper venue step failed");
+                return;
+            }
+        }
+    }
+}
+
+fn tokio_interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval(period.max(Duration::from_millis(1)));
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+#[async_trait]
+impl Venue for PaperVenue {
+    fn name(&self) -> &'static str {
+        "paper"
+    }
+
+    async fn instruments(&self) -> Result<Vec<Instrument>, VenueError> {
+        Ok(self.lock()?.instruments())
+    }
+
+    async fn ticker(&self, symbol: &str) -> Result<Ticker, VenueError> {
+        self.lock()?.ticker(symbol)
+    }
+
+    async fn candles(
+        &self,
+        symbol: &str,
+        interval_minutes: u32,
+        since_ms: i64,
+    ) -> Result<Vec<Candle>, VenueError> {
+        self.lock()?.candles(symbol, interval_minutes, since_ms)
+    }
+
+    async fn balances(&self) -> Result<Vec<Balance>, VenueError> {
+        Ok(self.lock()?.balances())
+    }
+
+    async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
+        let now = self.clock.now_ms();
+        self.lock()?.place(order, now).map(PlaceOutcome::Accepted)
+    }
+
+    async fn cancel_order(&self, order: &OrderRef) -> Result<(), VenueError> {
+        let now = self.clock.now_ms();
+        self.lock()?.cancel(order, now).map(|_| ())
+    }
+
+    async fn open_orders(&self) -> Result<Vec<OrderState>, VenueError> {
+        Ok(self.lock()?.open_orders())
+    }
+
+    async fn query_orders(&self, orders: &[OrderRef]) -> Result<Vec<OrderState>, VenueError> {
+        Ok(self.lock()?.query(orders))
+    }
+}

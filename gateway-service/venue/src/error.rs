@@ -20,7 +20,10 @@ pub enum VenueError {
     OrderLimit(String),
     /// The venue said we exceeded its rate limits.
     #[error("rate limited by venue: {message}")]
-    RateLimited { message: String, retry_after_ms: i64 },
+    RateLimited {
+        message: String,
+        retry_after_ms: i64,
+    },
     /// Private calls are suspended until `until_ms` (Kraken temporary lockout,
     /// Bybit IP ban).
     #[error("locked out until {until_ms}: {message}")]

@@ -70,7 +70,10 @@ impl OrderStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Expired | OrderStatus::Rejected
+            OrderStatus::Filled
+                | OrderStatus::Canceled
+                | OrderStatus::Expired
+                | OrderStatus::Rejected
         )
     }
 }

@@ -1,0 +1,248 @@
+//! The paper matching core, case by case: post-only, partial fills, fees on
+//! the right coin, funds and the open-order limit.
+
+use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+use herd_venue::{NewOrder, OrderRef, OrderStatus, OrderType, Side, VenueError};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn config(policy: FeePolicy, liquidity: Option<Decimal>, max_open: u32) -> PaperConfig {
+    let mut doge = PaperInstrument::doge_usd();
+    doge.start_price = dec!(0.1);
+    doge.liquidity_per_step = liquidity;
+    doge.instrument.max_open_orders = max_open;
+    PaperConfig {
+        instruments: vec![doge],
+        fee_policy: policy,
+        ..PaperConfig::default()
+    }
+}
+
+fn limit(id: &str, side: Side, volume: Decimal, price: Decimal, post_only: bool) -> NewOrder {
+    NewOrder {
+        client_order_id: id.into(),
+        symbol: "DOGEUSD".into(),
+        side,
+        order_type: OrderType::Limit,
+        volume,
+        price: Some(price),
+        post_only,
+        userref: 0,
+        reduce_only: false,
+    }
+}
+
+fn market(id: &str, side: Side, volume: Decimal) -> NewOrder {
+    NewOrder {
+        order_type: OrderType::Market,
+        price: None,
+        ..limit(id, side, volume, dec!(1), false)
+    }
+}
+
+fn balance(ex: &Exchange, asset: &str) -> (Decimal, Decimal) {
+    let b = ex
+        .balances()
+        .into_iter()
+        .find(|b| b.asset == asset)
+        .unwrap();
+    (b.total, b.free)
+}
+
+fn by_id(id: &str) -> OrderRef {
+    OrderRef {
+        client_order_id: id.into(),
+        venue_order_id: None,
+    }
+}
+
+#[test]
+fn post_only_that_would_cross_is_rejected() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    // ask = 0.1 + one tick
+    for (price, side) in [
+        (dec!(0.1000001), Side::Buy),
+        (dec!(0.11), Side::Buy),
+        (dec!(0.0999999), Side::Sell),
+    ] {
+        let err = ex
+            .place(&limit("p", side, dec!(100), price, true), T0)
+            .unwrap_err();
+        assert!(
+            matches!(err, VenueError::Rejected(_)),
+            "{price} {side:?}: {err}"
+        );
+    }
+    assert!(ex.open_orders().is_empty());
+    // one tick inside is fine
+    let o = ex
+        .place(
+            &limit("ok", Side::Buy, dec!(100), dec!(0.0999999), true),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(o.status, OrderStatus::Open);
+}
+
+#[test]
+fn resting_buy_fills_as_maker_with_quote_fee() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    ex.place(&limit("b1", Side::Buy, dec!(100), dec!(0.099), true), T0)
+        .unwrap();
+    // held: 100 * 0.099 * 1.0025 = 9.92475
+    assert_eq!(balance(&ex, "USD"), (dec!(1000), dec!(990.07525)));
+    ex.set_price("DOGEUSD", dec!(0.0995), T0 + 1).unwrap();
+    assert_eq!(
+        ex.query(&[by_id("b1")])[0].status,
+        OrderStatus::Open,
+        "not crossed yet"
+    );
+    ex.set_price("DOGEUSD", dec!(0.0989), T0 + 2).unwrap();
+    let o = &ex.query(&[by_id("b1")])[0];
+    assert_eq!(o.status, OrderStatus::Filled);
+    assert_eq!(
+        o.average_price,
+        Some(dec!(0.099)),
+        "maker fills at its limit"
+    );
+    assert_eq!(o.fee, dec!(0.02475));
+    assert_eq!(o.fee_asset, "USD");
+    // 1000 - 9.9 - 0.02475
+    assert_eq!(balance(&ex, "USD"), (dec!(990.07525), dec!(990.07525)));
+    assert_eq!(balance(&ex, "DOGE"), (dec!(5100), dec!(5100)));
+}
+
+#[test]
+fn bybit_style_buy_pays_fee_in_base_and_sell_in_quote() {
+    let mut ex = Exchange::new(&config(FeePolicy::BaseOnBuy, None, 225), T0);
+    let buy = ex.place(&market("m1", Side::Buy, dec!(100)), T0).unwrap();
+    assert_eq!(buy.status, OrderStatus::Filled);
+    assert_eq!(
+        (buy.fee, buy.fee_asset.as_str()),
+        (dec!(0.4), "DOGE"),
+        "taker 0.4 % of 100 DOGE"
+    );
+    assert_eq!(
+        buy.average_price,
+        Some(dec!(0.1000001)),
+        "market buy fills at the ask"
+    );
+    assert_eq!(balance(&ex, "DOGE").0, dec!(5099.6));
+    let sell = ex.place(&market("m2", Side::Sell, dec!(100)), T0).unwrap();
+    // bid 0.0999999 * 100 = 9.99999, fee 0.4 % = 0.03999996
+    assert_eq!(
+        (sell.fee, sell.fee_asset.as_str()),
+        (dec!(0.03999996), "USD")
+    );
+    assert_eq!(
+        balance(&ex, "USD").0,
+        dec!(1000) - dec!(10.00001) + dec!(9.99999) - dec!(0.03999996)
+    );
+}
+
+#[test]
+fn partial_fills_follow_liquidity_per_step() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, Some(dec!(40)), 225), T0);
+    ex.place(&limit("s1", Side::Sell, dec!(100), dec!(0.101), true), T0)
+        .unwrap();
+    let mut seen = vec![];
+    for i in 1..=3 {
+        ex.set_price("DOGEUSD", dec!(0.102), T0 + i).unwrap();
+        let o = &ex.query(&[by_id("s1")])[0];
+        seen.push((o.volume_executed, o.status));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (dec!(40), OrderStatus::Open),
+            (dec!(80), OrderStatus::Open),
+            (dec!(100), OrderStatus::Filled)
+        ]
+    );
+}
+
+#[test]
+fn insufficient_balance_is_rejected_and_nothing_is_placed() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    let cases = [
+        limit("a", Side::Buy, dec!(20000), dec!(0.099), true), // 1980 USD > 1000
+        limit("b", Side::Sell, dec!(5001), dec!(0.2), true),   // 5001 DOGE > 5000
+        market("c", Side::Buy, dec!(10000)),
+    ];
+    for o in cases {
+        let err = ex.place(&o, T0).unwrap_err();
+        assert!(
+            matches!(err, VenueError::InsufficientFunds(_)),
+            "{}: {err}",
+            o.client_order_id
+        );
+    }
+    assert!(ex.open_orders().is_empty());
+    // Holds count: two sells of 3000 cannot both rest on 5000 DOGE.
+    ex.place(&limit("d", Side::Sell, dec!(3000), dec!(0.2), true), T0)
+        .unwrap();
+    let err = ex
+        .place(&limit("e", Side::Sell, dec!(3000), dec!(0.2), true), T0)
+        .unwrap_err();
+    assert!(matches!(err, VenueError::InsufficientFunds(_)));
+    // Cancel releases the hold.
+    ex.cancel(&by_id("d"), T0).unwrap();
+    assert_eq!(balance(&ex, "DOGE"), (dec!(5000), dec!(5000)));
+}
+
+#[test]
+fn open_order_limit_per_pair() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 3), T0);
+    for i in 0..3 {
+        ex.place(
+            &limit(&format!("o{i}"), Side::Sell, dec!(10), dec!(0.2), true),
+            T0,
+        )
+        .unwrap();
+    }
+    let err = ex
+        .place(&limit("o3", Side::Sell, dec!(10), dec!(0.2), true), T0)
+        .unwrap_err();
+    assert!(matches!(err, VenueError::OrderLimit(_)), "{err}");
+    assert_eq!(ex.open_orders().len(), 3);
+}
+
+#[test]
+fn same_client_id_returns_the_first_order() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    let a = ex
+        .place(&limit("x", Side::Sell, dec!(10), dec!(0.2), true), T0)
+        .unwrap();
+    let b = ex
+        .place(&limit("x", Side::Sell, dec!(10), dec!(0.3), true), T0)
+        .unwrap();
+    assert_eq!(a.venue_order_id, b.venue_order_id);
+    assert_eq!(ex.open_orders().len(), 1);
+}
+
+#[test]
+fn candles_aggregate_and_history_is_generated() {
+    let cfg = PaperConfig {
+        history_minutes: 120,
+        ..config(FeePolicy::Quote, None, 225)
+    };
+    let ex = Exchange::new(&cfg, T0);
+    let one = ex.candles("DOGEUSD", 1, 0).unwrap();
+    assert!(one.len() >= 120, "{}", one.len());
+    let fifteen = ex.candles("DOGEUSD", 15, 0).unwrap();
+    assert!(
+        fifteen.len() >= 8 && fifteen.len() <= 10,
+        "{}",
+        fifteen.len()
+    );
+    for w in one.windows(2) {
+        assert!(w[0].open_time_ms < w[1].open_time_ms);
+        assert!(w[0].low <= w[0].high);
+    }
+    assert!(matches!(
+        ex.candles("NOPE", 1, 0),
+        Err(VenueError::InvalidArgument(_))
+    ));
+}
