@@ -1,1 +1,127 @@
-//! placeholder
+//! Herd's exchange gateway.
+//!
+//! The gateway owns the venue's API key: it signs every call, keeps the
+//! nonce, spends the rate budget across engines, polls every open order and
+//! streams each engine its own order events. Engines authenticate with a
+//! bearer token and only ever see their own orders.
+//!
+//! Map: [`config`] (typed config), [`auth`] (tokens -> identity),
+//! [`service`] (the gRPC handlers and the shared [`service::Core`]),
+//! [`registry`] (ownership, last-known states, per-engine event logs),
+//! [`poller`] (venue polling -> events), [`convert`] (wire <-> venue types).
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod poller;
+pub mod registry;
+pub mod service;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use herd_paper::PaperVenue;
+use herd_proto::gateway::gateway_admin_server::GatewayAdminServer;
+use herd_proto::gateway::gateway_server::GatewayServer;
+use herd_venue::{Clock, SystemClock, Venue};
+use tonic::transport::Server;
+
+use crate::auth::Auth;
+use crate::config::{GatewayConfig, VenueKind};
+use crate::registry::Registry;
+use crate::service::{AdminService, Core, GatewayService};
+
+/// A new id for this process's life: events carry it so an engine can tell
+/// a restarted gateway from the one it talked to before.
+fn new_incarnation(clock: &dyn Clock) -> String {
+    format!("{:x}-{:x}", clock.now_ms(), std::process::id())
+}
+
+/// Runs the gateway until `shutdown` resolves. `on_ready` gets the address
+/// actually bound (useful with port 0).
+pub async fn run(
+    cfg: GatewayConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
+        VenueKind::Paper => {
+            let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
+            (Arc::new(p.clone()), Some(p))
+        }
+        VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
+    };
+    let engines: Vec<(String, String)> = cfg.engines.iter().map(|e| (e.id.clone(), e.prefix())).collect();
+    let registry = Arc::new(Registry::new(&engines, new_incarnation(clock.as_ref()), cfg.event_retention));
+    let userrefs: HashMap<String, (i32, i32)> = cfg
+        .engines
+        .iter()
+        .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
+        .collect();
+    let core = Arc::new(Core::new(venue.clone(), paper.clone(), registry.clone(), clock, userrefs));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(p) = paper {
+        tasks.spawn(p.drive(Duration::from_millis(cfg.paper.step_ms)));
+    }
+    tasks.spawn(poller::run(
+        core.clone(),
+        Duration::from_millis(cfg.poll_interval_ms),
+        cfg.pending_timeout_ms,
+    ));
+
+    let auth = Auth::from_config(&cfg);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<GatewayServer<GatewayService>>().await;
+    let engine_auth = auth.clone();
+    let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| engine_auth.engine(r));
+    let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| auth.admin(r));
+
+    let (incoming, local) = herd_proto::serving::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(%local, venue = venue.name(), engines = engines.len(), incarnation = registry.incarnation(), "gateway listening");
+    on_ready(local);
+
+    let health_on_stop = health.clone();
+    let stop = async move {
+        shutdown.await;
+        // Tell probes and clients first, then drain.
+        health_on_stop.set_not_serving::<GatewayServer<GatewayService>>().await;
+        health_on_stop
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tracing::info!("gateway draining");
+    };
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_svc)
+        .add_service(herd_proto::serving::reflection_v1()?)
+        .add_service(herd_proto::serving::reflection_v1alpha()?)
+        .add_service(gateway)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .context("gateway server failed")?;
+    tasks.abort_all();
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var(config::env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,1 +1,34 @@
-fn main() {}
+//! `herd-gateway`: the exchange gateway process.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Herd's exchange gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file; environment variables override it.
+    #[arg(long, short, env = "HERD_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address (overrides the config), e.g. 127.0.0.1:0 for any free port.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    herd_gateway::init_tracing();
+    let args = Args::parse();
+    let mut cfg = herd_gateway::config::GatewayConfig::load(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    herd_gateway::run(
+        cfg,
+        // The readiness line tests and herdctl wait for.
+        |addr| println!("herd-gateway listening on {addr}"),
+        herd_proto::serving::termination_signal(),
+    )
+    .await
+}

@@ -19,3 +19,5 @@ pub mod engine {
 /// The encoded `FileDescriptorSet` of both packages, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/herd_descriptor.bin"));
+
+pub mod serving;

@@ -1,1 +1,22 @@
-//! Kraken spot adapter (being built).
+//! Kraken spot REST adapter.
+//!
+//! Layers, bottom up: [`common`] (credential and signing, constants, enums,
+//! URLs), [`http`] (the raw client: Kraken's endpoints with Kraken's types),
+//! [`nonce`] and [`budget`] (per-key nonce and the modelled rate limits),
+//! [`parse`] (Kraken's types to herd's), and [`venue`] (the
+//! [`herd_venue::Venue`] implementation the gateway uses). [`config`] is the
+//! typed configuration that builds it.
+
+pub mod budget;
+pub mod common;
+pub mod config;
+pub mod http;
+pub mod nonce;
+pub mod parse;
+pub mod venue;
+
+pub use budget::{Priority, RateBudget};
+pub use common::{KrakenCredential, Tier};
+pub use config::{CredentialSource, KrakenConfig};
+pub use http::{KrakenError, KrakenHttpClient};
+pub use venue::{KrakenVenue, Resolution};

@@ -1,0 +1,686 @@
+//! Gaussian hidden Markov model with diagonal covariances: Baum-Welch fitting and forward
+//! filtering.
+//!
+//! The EM loop follows hmmlearn's `GaussianHMM(covariance_type="diag")` step for step so the
+//! two agree to rounding (see `tests/reference.rs`):
+//! - E-step: scaled forward-backward. Emission densities are evaluated in log space, shifted
+//!   by their per-step maximum before exponentiating, and floored at 1e-300 so a step can never
+//!   have zero total mass; the log-likelihood is `sum(ln c_t + max_t)`.
+//! - M-step with hmmlearn's default priors: start and transition probabilities are the
+//!   normalised expected counts; `mean = sum(g x) / sum(g)`;
+//!   `var = (covars_prior + sum(g x^2) - 2 mean sum(g x) + mean^2 sum(g)) / max(sum(g), 1e-5)`.
+//! - Loop: `for _ in 0..max_iter { E; M; record lnL of the E-step; stop if lnL - prev < tol }`.
+//!
+//! Two deliberate additions, which never bind on healthy data: after each M-step variances
+//! are floored at `min_covar` (hmmlearn uses `min_covar` only at initialisation), and a state
+//! whose expected count is exactly zero keeps its previous mean, variance and transition row
+//! instead of becoming 0/0.
+
+use crate::error::{RegimeError, invalid};
+use crate::features::Observations;
+use crate::rng::SplitMix64;
+
+const EMISSION_FLOOR: f64 = 1e-300;
+const SUM_TOL: f64 = 1e-6;
+const KMEANS_RESTARTS: usize = 10;
+const KMEANS_MAX_ITER: usize = 50;
+
+/// Parameters of a Gaussian HMM with `k` states over `d` features.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HmmParams {
+    /// Initial state distribution, length `k`.
+    pub startprob: Vec<f64>,
+    /// Row-stochastic transition matrix, `k` rows of `k`: `transmat[i][j] = P(j | i)`.
+    pub transmat: Vec<Vec<f64>>,
+    /// State means, `k` rows of `d`.
+    pub means: Vec<Vec<f64>>,
+    /// State variances (diagonal covariances), `k` rows of `d`, all > 0.
+    pub vars: Vec<Vec<f64>>,
+}
+
+/// Settings for [`GaussianHmm::fit`] and [`GaussianHmm::fit_from`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FitConfig {
+    /// Number of hidden states (3 for the regime detector).
+    pub n_states: usize,
+    /// Maximum EM iterations.
+    pub max_iter: usize,
+    /// Stop when the log-likelihood gains less than this over one iteration.
+    pub tol: f64,
+    /// Variance floor, also added to the initial variances (hmmlearn's `min_covar`).
+    pub min_covar: f64,
+    /// Added to the numerator of every variance update (hmmlearn's `covars_prior`).
+    pub covars_prior: f64,
+    /// Seed for the initialisation in [`GaussianHmm::fit`].
+    pub seed: u64,
+}
+
+impl Default for FitConfig {
+    /// 3 states, 100 iterations, hmmlearn's defaults `tol = 1e-2`, `min_covar = 1e-3`,
+    /// `covars_prior = 1e-2`, seed 42.
+    fn default() -> Self {
+        Self {
+            n_states: 3,
+            max_iter: 100,
+            tol: 1e-2,
+            min_covar: 1e-3,
+            covars_prior: 1e-2,
+            seed: 42,
+        }
+    }
+}
+
+/// How an EM run ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FitReport {
+    /// EM iterations performed.
+    pub iterations: usize,
+    /// True when stopped by `tol` rather than by `max_iter`.
+    pub converged: bool,
+    /// Log-likelihood computed in each iteration's E-step (before that iteration's M-step),
+    /// like hmmlearn's `monitor_.history`.
+    pub log_likelihood_history: Vec<f64>,
+}
+
+/// The initial distribution for [`GaussianHmm::filter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// The fitted start probabilities: right for a sequence that starts where training did.
+    StartProb,
+    /// The stationary distribution of the transition matrix: right for a window cut from the
+    /// middle of a series (what the detector uses).
+    Stationary,
+}
+
+/// A validated Gaussian HMM with diagonal covariances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaussianHmm {
+    params: HmmParams,
+    k: usize,
+    d: usize,
+}
+
+struct Stats {
+    loglik: f64,
+    start: Vec<f64>,
+    trans: Vec<f64>,
+    post: Vec<f64>,
+    obs: Vec<f64>,
+    obs2: Vec<f64>,
+}
+
+impl GaussianHmm {
+    /// Validates shapes and values: probabilities non-negative and summing to 1 (within
+    /// 1e-6), means finite, variances finite and > 0.
+    pub fn new(params: HmmParams) -> Result<Self, RegimeError> {
+        let k = params.startprob.len();
+        let d = params.means.first().map_or(0, Vec::len);
+        if k == 0 || d == 0 {
+            return Err(invalid("hmm params", "need at least one state and one feature"));
+        }
+        let prob_ok = |row: &[f64]| {
+            row.iter().all(|p| p.is_finite() && *p >= 0.0)
+                && (row.iter().sum::<f64>() - 1.0).abs() <= SUM_TOL
+        };
+        if !prob_ok(&params.startprob) {
+            return Err(invalid("hmm params", "startprob is not a probability vector"));
+        }
+        if params.transmat.len() != k
+            || params.transmat.iter().any(|r| r.len() != k || !prob_ok(r))
+        {
+            return Err(invalid(
+                "hmm params",
+                format!("transmat must be {k}x{k} with rows summing to 1"),
+            ));
+        }
+        if params.means.len() != k
+            || params.means.iter().any(|r| r.len() != d || r.iter().any(|v| !v.is_finite()))
+        {
+            return Err(invalid("hmm params", format!("means must be {k}x{d} and finite")));
+        }
+        if params.vars.len() != k
+            || params
+                .vars
+                .iter()
+                .any(|r| r.len() != d || r.iter().any(|v| !v.is_finite() || *v <= 0.0))
+        {
+            return Err(invalid(
+                "hmm params",
+                format!("vars must be {k}x{d}, finite and > 0"),
+            ));
+        }
+        Ok(Self { params, k, d })
+    }
+
+    /// The model's parameters.
+    pub fn params(&self) -> &HmmParams {
+        &self.params
+    }
+
+    /// Number of hidden states.
+    pub fn n_states(&self) -> usize {
+        self.k
+    }
+
+    /// Fits from a seeded initialisation: k-means++ (10 restarts, deterministic from
+    /// `config.seed`) for the means, the data's per-feature variance (ddof 1) plus `min_covar`
+    /// for every state's variances, uniform start and transition probabilities (hmmlearn's
+    /// initialisation scheme). Same data and seed give bit-identical results.
+    pub fn fit(obs: &Observations, config: &FitConfig) -> Result<(Self, FitReport), RegimeError> {
+        let init = initial_params(obs, config)?;
+        Self::fit_from(init, obs, config)
+    }
+
+    /// Runs Baum-Welch from the given initial parameters (`config.seed` is unused).
+    pub fn fit_from(
+        initial: HmmParams,
+        obs: &Observations,
+        config: &FitConfig,
+    ) -> Result<(Self, FitReport), RegimeError> {
+        let mut model = Self::new(initial)?;
+        model.check_obs(obs)?;
+        if obs.len() < 2 {
+            return Err(RegimeError::TooFew {
+                what: "observations to fit",
+                have: obs.len(),
+                need: 2,
+            });
+        }
+        let mut history: Vec<f64> = Vec::with_capacity(config.max_iter);
+        let mut converged = false;
+        for _ in 0..config.max_iter {
+            let stats = model.e_step(obs)?;
+            model.m_step(&stats, config);
+            history.push(stats.loglik);
+            if let [.., prev, last] = history[..]
+                && last - prev < config.tol
+            {
+                converged = true;
+                break;
+            }
+        }
+        if !model.is_finite() {
+            return Err(RegimeError::Numerical(
+                "fitted parameters are not finite".into(),
+            ));
+        }
+        let report = FitReport {
+            iterations: history.len(),
+            converged,
+            log_likelihood_history: history,
+        };
+        Ok((model, report))
+    }
+
+    /// Log-likelihood of `obs` under the model, starting from the start probabilities.
+    pub fn log_likelihood(&self, obs: &Observations) -> Result<f64, RegimeError> {
+        self.check_obs(obs)?;
+        let (b, maxes) = self.emissions(obs);
+        Ok(self.forward(&self.params.startprob, &b, &maxes)?.2)
+    }
+
+    /// Forward filtering: for every step t the posterior P(state | obs[0..=t]), normalised
+    /// per step. Returns one row of length `k` per observation.
+    pub fn filter(&self, obs: &Observations, prior: Prior) -> Result<Vec<Vec<f64>>, RegimeError> {
+        self.check_obs(obs)?;
+        let init = match prior {
+            Prior::StartProb => self.params.startprob.clone(),
+            Prior::Stationary => self.stationary(),
+        };
+        let (b, maxes) = self.emissions(obs);
+        let (alpha, _, _) = self.forward(&init, &b, &maxes)?;
+        Ok(alpha.chunks_exact(self.k).map(<[f64]>::to_vec).collect())
+    }
+
+    /// Posterior at the last step of `obs` (see [`GaussianHmm::filter`]).
+    pub fn filter_last(&self, obs: &Observations, prior: Prior) -> Result<Vec<f64>, RegimeError> {
+        self.filter(obs, prior)?
+            .pop()
+            .ok_or(RegimeError::TooFew {
+                what: "observations to filter",
+                have: 0,
+                need: 1,
+            })
+    }
+
+    /// Stationary distribution of the transition matrix, by power iteration on the lazy
+    /// chain (A + I) / 2, which has the same stationary distribution and always converges.
+    pub fn stationary(&self) -> Vec<f64> {
+        let k = self.k;
+        let mut pi = vec![1.0 / k as f64; k];
+        for _ in 0..100_000 {
+            let mut next = vec![0.0; k];
+            for (i, p) in pi.iter().enumerate() {
+                for (j, n) in next.iter_mut().enumerate() {
+                    let lazy = 0.5 * self.params.transmat[i][j] + if i == j { 0.5 } else { 0.0 };
+                    *n += p * lazy;
+                }
+            }
+            let sum: f64 = next.iter().sum();
+            next.iter_mut().for_each(|n| *n /= sum);
+            let delta: f64 = next.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum();
+            pi = next;
+            if delta < 1e-13 {
+                break;
+            }
+        }
+        pi
+    }
+
+    fn check_obs(&self, obs: &Observations) -> Result<(), RegimeError> {
+        if obs.cols() != self.d {
+            return Err(invalid(
+                "observations",
+                format!("{} columns, model has {} features", obs.cols(), self.d),
+            ));
+        }
+        if obs.is_empty() {
+            return Err(RegimeError::TooFew {
+                what: "observations",
+                have: 0,
+                need: 1,
+            });
+        }
+        Ok(())
+    }
+
+    fn is_finite(&self) -> bool {
+        let p = &self.params;
+        p.startprob.iter().all(|v| v.is_finite())
+            && [&p.transmat, &p.means, &p.vars]
+                .iter()
+                .all(|m| m.iter().flatten().all(|v| v.is_finite()))
+    }
+
+    /// Emission probabilities scaled per step: `b[t*k + j] = max(exp(logN_j(x_t) - m_t),
+    /// 1e-300)` with `m_t = max_j logN_j(x_t)`.
+    fn emissions(&self, obs: &Observations) -> (Vec<f64>, Vec<f64>) {
+        let (k, d) = (self.k, self.d);
+        let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+        let consts: Vec<f64> = self
+            .params
+            .vars
+            .iter()
+            .map(|v| -0.5 * (d as f64 * ln_2pi + v.iter().map(|x| x.ln()).sum::<f64>()))
+            .collect();
+        let n = obs.len();
+        let mut b = vec![0.0; n * k];
+        let mut maxes = vec![0.0; n];
+        for (t, x) in obs.rows().enumerate() {
+            let row = &mut b[t * k..(t + 1) * k];
+            for (j, slot) in row.iter_mut().enumerate() {
+                let (mu, var) = (&self.params.means[j], &self.params.vars[j]);
+                let maha: f64 = x
+                    .iter()
+                    .zip(mu)
+                    .zip(var)
+                    .map(|((x, m), v)| (x - m) * (x - m) / v)
+                    .sum();
+                *slot = consts[j] - 0.5 * maha;
+            }
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for slot in row.iter_mut() {
+                *slot = (*slot - m).exp().max(EMISSION_FLOOR);
+            }
+            maxes[t] = m;
+        }
+        (b, maxes)
+    }
+
+    /// Scaled forward pass: normalised alphas, scale factors c_t and the log-likelihood.
+    fn forward(
+        &self,
+        init: &[f64],
+        b: &[f64],
+        maxes: &[f64],
+    ) -> Result<(Vec<f64>, Vec<f64>, f64), RegimeError> {
+        let k = self.k;
+        let n = maxes.len();
+        let mut alpha = vec![0.0; n * k];
+        let mut scale = vec![0.0; n];
+        let mut loglik = 0.0;
+        let mut pred = vec![0.0; k];
+        for t in 0..n {
+            if t == 0 {
+                pred.copy_from_slice(init);
+            } else {
+                let (done, _) = alpha.split_at(t * k);
+                let prev = &done[(t - 1) * k..];
+                for (j, p) in pred.iter_mut().enumerate() {
+                    *p = (0..k).map(|i| prev[i] * self.params.transmat[i][j]).sum();
+                }
+            }
+            let row = &mut alpha[t * k..(t + 1) * k];
+            let mut c = 0.0;
+            for ((a, p), bj) in row.iter_mut().zip(&pred).zip(&b[t * k..(t + 1) * k]) {
+                *a = p * bj;
+                c += *a;
+            }
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(RegimeError::Numerical(format!(
+                    "forward pass lost all probability mass at step {t}"
+                )));
+            }
+            row.iter_mut().for_each(|a| *a /= c);
+            scale[t] = c;
+            loglik += c.ln() + maxes[t];
+        }
+        if !loglik.is_finite() {
+            return Err(RegimeError::Numerical("log-likelihood is not finite".into()));
+        }
+        Ok((alpha, scale, loglik))
+    }
+
+    fn e_step(&self, obs: &Observations) -> Result<Stats, RegimeError> {
+        let (k, d) = (self.k, self.d);
+        let a = &self.params.transmat;
+        let n = obs.len();
+        let (b, maxes) = self.emissions(obs);
+        let (alpha, scale, loglik) = self.forward(&self.params.startprob, &b, &maxes)?;
+
+        let mut beta = vec![1.0; n * k];
+        for t in (0..n - 1).rev() {
+            let (head, tail) = beta.split_at_mut((t + 1) * k);
+            let next = &tail[..k];
+            let bn = &b[(t + 1) * k..(t + 2) * k];
+            for (i, slot) in head[t * k..].iter_mut().enumerate() {
+                let s: f64 = (0..k).map(|j| a[i][j] * bn[j] * next[j]).sum();
+                *slot = s / scale[t + 1];
+            }
+        }
+
+        let mut stats = Stats {
+            loglik,
+            start: vec![0.0; k],
+            trans: vec![0.0; k * k],
+            post: vec![0.0; k],
+            obs: vec![0.0; k * d],
+            obs2: vec![0.0; k * d],
+        };
+        let mut gamma = vec![0.0; k];
+        for (t, x) in obs.rows().enumerate() {
+            let (al, be) = (&alpha[t * k..(t + 1) * k], &beta[t * k..(t + 1) * k]);
+            let mut norm = 0.0;
+            for ((g, a), b) in gamma.iter_mut().zip(al).zip(be) {
+                *g = a * b;
+                norm += *g;
+            }
+            if !(norm > 0.0 && norm.is_finite()) {
+                return Err(RegimeError::Numerical(format!(
+                    "state posteriors degenerate at step {t}"
+                )));
+            }
+            gamma.iter_mut().for_each(|g| *g /= norm);
+            if t == 0 {
+                stats.start.copy_from_slice(&gamma);
+            }
+            for (i, g) in gamma.iter().enumerate() {
+                stats.post[i] += g;
+                for (f, xv) in x.iter().enumerate() {
+                    stats.obs[i * d + f] += g * xv;
+                    stats.obs2[i * d + f] += g * xv * xv;
+                }
+            }
+            if t + 1 < n {
+                let bn = &b[(t + 1) * k..(t + 2) * k];
+                let be_next = &beta[(t + 1) * k..(t + 2) * k];
+                for i in 0..k {
+                    for j in 0..k {
+                        stats.trans[i * k + j] +=
+                            al[i] * a[i][j] * bn[j] * be_next[j] / scale[t + 1];
+                    }
+                }
+            }
+        }
+        let all = [&stats.start, &stats.trans, &stats.post, &stats.obs, &stats.obs2];
+        if all.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
+            return Err(RegimeError::Numerical(
+                "expected sufficient statistics are not finite".into(),
+            ));
+        }
+        Ok(stats)
+    }
+
+    fn m_step(&mut self, s: &Stats, config: &FitConfig) {
+        let (k, d) = (self.k, self.d);
+        let p = &mut self.params;
+        let start_sum: f64 = s.start.iter().sum();
+        if start_sum > 0.0 {
+            p.startprob = s.start.iter().map(|x| x / start_sum).collect();
+        }
+        for (i, row) in p.transmat.iter_mut().enumerate() {
+            let counts = &s.trans[i * k..(i + 1) * k];
+            let sum: f64 = counts.iter().sum();
+            if sum > 0.0 {
+                *row = counts.iter().map(|c| c / sum).collect();
+            }
+        }
+        for i in 0..k {
+            let post = s.post[i];
+            if post <= 0.0 {
+                continue;
+            }
+            for f in 0..d {
+                let (o, o2) = (s.obs[i * d + f], s.obs2[i * d + f]);
+                let mean = o / post;
+                let c_n = o2 - 2.0 * mean * o + mean * mean * post;
+                let var = (config.covars_prior + c_n) / post.max(1e-5);
+                p.means[i][f] = mean;
+                p.vars[i][f] = var.max(config.min_covar);
+            }
+        }
+    }
+}
+
+fn initial_params(obs: &Observations, config: &FitConfig) -> Result<HmmParams, RegimeError> {
+    let k = config.n_states;
+    if k == 0 {
+        return Err(invalid("fit config", "n_states must be > 0"));
+    }
+    if obs.len() < k.max(2) {
+        return Err(RegimeError::TooFew {
+            what: "observations to fit",
+            have: obs.len(),
+            need: k.max(2),
+        });
+    }
+    let d = obs.cols();
+    let n = obs.len() as f64;
+    let mut mean = vec![0.0; d];
+    for row in obs.rows() {
+        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x / n);
+    }
+    let mut var = vec![0.0; d];
+    for row in obs.rows() {
+        for ((v, x), m) in var.iter_mut().zip(row).zip(&mean) {
+            *v += (x - m) * (x - m) / (n - 1.0);
+        }
+    }
+    let vars_row: Vec<f64> = var.iter().map(|v| v + config.min_covar).collect();
+    Ok(HmmParams {
+        startprob: vec![1.0 / k as f64; k],
+        transmat: vec![vec![1.0 / k as f64; k]; k],
+        means: kmeans(obs, k, config.seed),
+        vars: vec![vars_row; k],
+    })
+}
+
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// k-means with k-means++ seeding; the best of [`KMEANS_RESTARTS`] runs by inertia.
+/// Centres come out sorted by their first differing coordinate so the result does not depend
+/// on which restart found it first. Requires `obs.len() >= k >= 1`.
+fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = SplitMix64::new(seed);
+    let n = obs.len();
+    let mut best: Option<(f64, Vec<Vec<f64>>)> = None;
+    for _ in 0..KMEANS_RESTARTS {
+        let mut centres: Vec<Vec<f64>> = vec![obs.row(rng.below(n)).to_vec()];
+        let mut dist: Vec<f64> = obs.rows().map(|x| sq_dist(x, &centres[0])).collect();
+        while centres.len() < k {
+            let total: f64 = dist.iter().sum();
+            let pick = if total > 0.0 {
+                let target = rng.next_f64() * total;
+                let mut acc = 0.0;
+                dist.iter()
+                    .position(|w| {
+                        acc += w;
+                        acc > target
+                    })
+                    .unwrap_or(n - 1)
+            } else {
+                rng.below(n)
+            };
+            let c = obs.row(pick).to_vec();
+            for (dv, x) in dist.iter_mut().zip(obs.rows()) {
+                *dv = dv.min(sq_dist(x, &c));
+            }
+            centres.push(c);
+        }
+        let mut assign = vec![usize::MAX; n];
+        let mut inertia = 0.0;
+        for _ in 0..KMEANS_MAX_ITER {
+            let mut changed = false;
+            inertia = 0.0;
+            for (t, x) in obs.rows().enumerate() {
+                let (j, dj) = centres
+                    .iter()
+                    .map(|c| sq_dist(x, c))
+                    .enumerate()
+                    .fold((0, f64::INFINITY), |acc, (j, dj)| if dj < acc.1 { (j, dj) } else { acc });
+                inertia += dj;
+                if assign[t] != j {
+                    assign[t] = j;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+            let mut sums = vec![vec![0.0; obs.cols()]; k];
+            let mut counts = vec![0usize; k];
+            for (x, &j) in obs.rows().zip(&assign) {
+                counts[j] += 1;
+                sums[j].iter_mut().zip(x).for_each(|(s, v)| *s += v);
+            }
+            for ((c, s), &cnt) in centres.iter_mut().zip(sums).zip(&counts) {
+                if cnt > 0 {
+                    *c = s.into_iter().map(|v| v / cnt as f64).collect();
+                }
+            }
+        }
+        if best.as_ref().is_none_or(|(b, _)| inertia < *b) {
+            best = Some((inertia, centres));
+        }
+    }
+    let mut centres = best.map(|(_, c)| c).unwrap_or_default();
+    centres.sort_by(|a, b| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    centres
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy_obs() -> Observations {
+        // Two well separated clusters with persistence: 100 steps near -2, 100 near +2.
+        let mut rng = SplitMix64::new(1);
+        let rows: Vec<Vec<f64>> = (0..300)
+            .map(|t| {
+                let c = if (t / 50) % 2 == 0 { -2.0 } else { 2.0 };
+                vec![c + rng.next_f64() - 0.5, rng.next_f64()]
+            })
+            .collect();
+        Observations::from_rows(&rows).unwrap()
+    }
+
+    #[test]
+    fn fit_is_deterministic_from_seed_and_increases_likelihood() {
+        let obs = toy_obs();
+        let cfg = FitConfig { n_states: 2, tol: 1e-8, ..FitConfig::default() };
+        let (a, ra) = GaussianHmm::fit(&obs, &cfg).unwrap();
+        let (b, rb) = GaussianHmm::fit(&obs, &cfg).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ra, rb);
+        for w in ra.log_likelihood_history.windows(2) {
+            assert!(w[1] >= w[0] - 1e-9, "EM decreased: {w:?}");
+        }
+        let mut means: Vec<f64> = a.params().means.iter().map(|m| m[0]).collect();
+        means.sort_by(f64::total_cmp);
+        assert!((means[0] + 2.0).abs() < 0.1 && (means[1] - 2.0).abs() < 0.1, "{means:?}");
+        let stay = a.params().transmat[0][0];
+        assert!(stay > 0.9, "{stay}");
+    }
+
+    #[test]
+    fn filtered_posteriors_are_distributions() {
+        let obs = toy_obs();
+        let (m, _) = GaussianHmm::fit(&obs, &FitConfig::default()).unwrap();
+        for prior in [Prior::StartProb, Prior::Stationary] {
+            for p in m.filter(&obs, prior).unwrap() {
+                assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+                assert!(p.iter().all(|x| (0.0..=1.0).contains(x)));
+            }
+        }
+        let pi = m.stationary();
+        assert!((pi.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn invalid_params_are_rejected() {
+        let good = HmmParams {
+            startprob: vec![0.5, 0.5],
+            transmat: vec![vec![0.9, 0.1], vec![0.2, 0.8]],
+            means: vec![vec![0.0], vec![1.0]],
+            vars: vec![vec![1.0], vec![1.0]],
+        };
+        assert!(GaussianHmm::new(good.clone()).is_ok());
+        let mut bad = good.clone();
+        bad.startprob = vec![0.7, 0.7];
+        assert!(GaussianHmm::new(bad).is_err());
+        let mut bad = good.clone();
+        bad.vars[1][0] = 0.0;
+        assert!(GaussianHmm::new(bad).is_err());
+        let mut bad = good.clone();
+        bad.transmat[0] = vec![1.0];
+        assert!(GaussianHmm::new(bad).is_err());
+        let m = GaussianHmm::new(good).unwrap();
+        let wrong_cols = Observations::from_rows(&[vec![1.0, 2.0]]).unwrap();
+        assert!(m.log_likelihood(&wrong_cols).is_err());
+    }
+
+    #[test]
+    fn too_few_observations_is_an_error() {
+        let obs = Observations::from_rows(&[vec![1.0], vec![2.0]]).unwrap();
+        assert!(matches!(
+            GaussianHmm::fit(&obs, &FitConfig::default()),
+            Err(RegimeError::TooFew { have: 2, need: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn constant_observations_fit_without_nan() {
+        let obs = Observations::new(2, vec![0.0; 400]).unwrap();
+        let (m, _) = GaussianHmm::fit(&obs, &FitConfig::default()).unwrap();
+        assert!(m.params().vars.iter().flatten().all(|v| *v >= 1e-3));
+        let p = m.filter_last(&obs, Prior::Stationary).unwrap();
+        assert!(p.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn extreme_outlier_does_not_break_filtering() {
+        let obs = toy_obs();
+        let (m, _) = GaussianHmm::fit(&obs, &FitConfig { n_states: 2, ..FitConfig::default() }).unwrap();
+        let far = Observations::from_rows(&[vec![1e6, -1e6], vec![0.0, 0.0]]).unwrap();
+        let p = m.filter_last(&far, Prior::Stationary).unwrap();
+        assert!(p.iter().all(|x| x.is_finite()));
+    }
+}

@@ -1,0 +1,290 @@
+//! Kraken's REST payloads as Kraken spells them. Prices and volumes arrive as
+//! strings and become [`Decimal`]; fee percentages and timestamps arrive as
+//! JSON numbers and are read through their decimal text, never as f64.
+//! Unknown fields are ignored so Kraken can add fields without breaking us.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::common::enums::{KrakenOrderStatus, KrakenOrderType, KrakenSide, KrakenSystemStatus};
+
+/// `{"error": [...], "result": ...}`.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(default)]
+    pub error: Vec<String>,
+    pub result: Option<T>,
+}
+
+/// A decimal read from a JSON string or number (Kraken mixes both).
+fn decimal_from_value(v: &serde_json::Value) -> Result<Decimal, String> {
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(format!("expected a number, got {other}")),
+    };
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// serde `deserialize_with` for a decimal that may be a string or a number.
+pub fn de_decimal_any<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    decimal_from_value(&v).map_err(serde::de::Error::custom)
+}
+
+/// A Kraken timestamp: seconds since the epoch, fractional (`1688666559.8974`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize)]
+pub struct KrakenTime(pub Decimal);
+
+impl KrakenTime {
+    /// Milliseconds since the epoch, rounded to the nearest.
+    pub fn to_ms(self) -> i64 {
+        let ms = (self.0 * Decimal::ONE_THOUSAND).round();
+        i64::try_from(ms).unwrap_or(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for KrakenTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KrakenTime, D::Error> {
+        de_decimal_any(d).map(KrakenTime)
+    }
+}
+
+/// A fee schedule step `[volume, percent]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeeTier {
+    pub volume: Decimal,
+    /// Percent, e.g. 0.25 for 0.25 %.
+    pub percent: Decimal,
+}
+
+impl<'de> Deserialize<'de> for FeeTier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FeeTier, D::Error> {
+        let (v, p): (serde_json::Value, serde_json::Value) = Deserialize::deserialize(d)?;
+        Ok(FeeTier {
+            volume: decimal_from_value(&v).map_err(serde::de::Error::custom)?,
+            percent: decimal_from_value(&p).map_err(serde::de::Error::custom)?,
+        })
+    }
+}
+
+/// Time.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServerTime {
+    pub unixtime: i64,
+    pub rfc1123: String,
+}
+
+/// SystemStatus.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SystemStatus {
+    pub status: KrakenSystemStatus,
+    pub timestamp: String,
+}
+
+/// One entry of AssetPairs, keyed by the pair name (`XXBTZUSD`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AssetPair {
+    pub altname: String,
+    #[serde(default)]
+    pub wsname: Option<String>,
+    pub base: String,
+    pub quote: String,
+    pub pair_decimals: u32,
+    pub lot_decimals: u32,
+    #[serde(default)]
+    pub cost_decimals: Option<u32>,
+    #[serde(default)]
+    pub ordermin: Option<Decimal>,
+    #[serde(default)]
+    pub costmin: Option<Decimal>,
+    #[serde(default)]
+    pub tick_size: Option<Decimal>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub fees: Vec<FeeTier>,
+    #[serde(default)]
+    pub fees_maker: Vec<FeeTier>,
+}
+
+/// One entry of Ticker. Arrays are `[price, whole lot volume, lot volume]`
+/// for a/b, `[price, lot volume]` for c, `[today, last 24 hours]` for v.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TickerInfo {
+    pub a: Vec<Decimal>,
+    pub b: Vec<Decimal>,
+    pub c: Vec<Decimal>,
+    pub v: Vec<Decimal>,
+    #[serde(default)]
+    pub o: Option<Decimal>,
+}
+
+/// One OHLC row: `[time, open, high, low, close, vwap, volume, count]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OhlcRow(
+    pub i64,
+    pub Decimal,
+    pub Decimal,
+    pub Decimal,
+    pub Decimal,
+    pub Decimal,
+    pub Decimal,
+    pub i64,
+);
+
+/// OHLC: one key named after the pair, and `last` (the id to poll from).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OhlcResult {
+    pub last: i64,
+    #[serde(flatten)]
+    pub rows: BTreeMap<String, Vec<OhlcRow>>,
+}
+
+/// One asset of BalanceEx.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BalanceExEntry {
+    pub balance: Decimal,
+    #[serde(default)]
+    pub hold_trade: Option<Decimal>,
+    #[serde(default)]
+    pub credit: Option<Decimal>,
+    #[serde(default)]
+    pub credit_used: Option<Decimal>,
+}
+
+/// `descr` of an order.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OrderDescr {
+    /// The pair's altname (`XBTUSD`).
+    pub pair: String,
+    #[serde(rename = "type")]
+    pub side: KrakenSide,
+    pub ordertype: KrakenOrderType,
+    /// Limit price; "0" for market orders.
+    pub price: Decimal,
+    #[serde(default)]
+    pub price2: Option<Decimal>,
+    #[serde(default)]
+    pub order: Option<String>,
+}
+
+/// An order as OpenOrders, ClosedOrders and QueryOrders report it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OrderInfo {
+    #[serde(default)]
+    pub refid: Option<String>,
+    #[serde(default)]
+    pub userref: Option<i64>,
+    #[serde(default)]
+    pub cl_ord_id: Option<String>,
+    pub status: KrakenOrderStatus,
+    pub opentm: KrakenTime,
+    #[serde(default)]
+    pub closetm: Option<KrakenTime>,
+    pub descr: OrderDescr,
+    pub vol: Decimal,
+    pub vol_exec: Decimal,
+    pub cost: Decimal,
+    pub fee: Decimal,
+    /// Average execution price.
+    pub price: Decimal,
+    #[serde(default)]
+    pub misc: String,
+    #[serde(default)]
+    pub oflags: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub trades: Option<Vec<String>>,
+}
+
+/// OpenOrders.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OpenOrdersResult {
+    pub open: BTreeMap<String, OrderInfo>,
+}
+
+/// ClosedOrders (50 per page, newest first).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClosedOrdersResult {
+    pub closed: BTreeMap<String, OrderInfo>,
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// AddOrder's `descr`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AddOrderDescr {
+    pub order: String,
+    #[serde(default)]
+    pub close: Option<String>,
+}
+
+/// AddOrder. `txid` is empty when `validate` was set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AddOrderResult {
+    pub descr: AddOrderDescr,
+    #[serde(default)]
+    pub txid: Vec<String>,
+}
+
+/// CancelOrder.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CancelOrderResult {
+    pub count: u32,
+    #[serde(default)]
+    pub pending: Option<bool>,
+}
+
+/// CancelAll.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CancelAllResult {
+    pub count: u32,
+}
+
+/// CancelAllOrdersAfter. `triggerTime` is "0" when the switch is disabled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CancelAllOrdersAfterResult {
+    #[serde(rename = "currentTime")]
+    pub current_time: String,
+    #[serde(rename = "triggerTime")]
+    pub trigger_time: String,
+}
+
+/// One trade of TradesHistory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TradeInfo {
+    pub ordertxid: String,
+    #[serde(default)]
+    pub postxid: Option<String>,
+    /// The pair's name (`XXBTZUSD`), not its altname.
+    pub pair: String,
+    pub time: KrakenTime,
+    #[serde(rename = "type")]
+    pub side: KrakenSide,
+    pub ordertype: KrakenOrderType,
+    pub price: Decimal,
+    pub cost: Decimal,
+    pub fee: Decimal,
+    pub vol: Decimal,
+    #[serde(default)]
+    pub misc: String,
+    #[serde(default)]
+    pub maker: Option<bool>,
+    #[serde(default)]
+    pub trade_id: Option<i64>,
+}
+
+/// TradesHistory (50 per page).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TradesHistoryResult {
+    pub trades: BTreeMap<String, TradeInfo>,
+    #[serde(default)]
+    pub count: u64,
+}

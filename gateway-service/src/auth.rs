@@ -1,0 +1,119 @@
+//! Bearer-token authentication for the business services. The interceptor
+//! puts the caller's identity into the request extensions for handlers to
+//! read; health and reflection are served without it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::config::GatewayConfig;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Engine(String),
+    Admin,
+}
+
+/// Token -> identity, compared in constant time.
+#[derive(Clone)]
+pub struct Auth {
+    engines: Arc<Vec<(Vec<u8>, String)>>,
+    admin: Option<Arc<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("engines", &self.engines.len())
+            .field("admin", &self.admin.is_some())
+            .finish()
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer<T>(req: &Request<T>) -> Result<&[u8], Status> {
+    let value = req
+        .metadata()
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("missing authorization metadata (\"Bearer <token>\")"))?;
+    let s = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
+    s.strip_prefix("Bearer ")
+        .or_else(|| s.strip_prefix("bearer "))
+        .map(str::as_bytes)
+        .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))
+}
+
+impl Auth {
+    pub fn from_config(cfg: &GatewayConfig) -> Auth {
+        Auth {
+            engines: Arc::new(
+                cfg.engines
+                    .iter()
+                    .map(|e| (e.token.expose().as_bytes().to_vec(), e.id.clone()))
+                    .collect(),
+            ),
+            admin: Some(cfg.admin_token.expose())
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::new(t.as_bytes().to_vec())),
+        }
+    }
+
+    fn identify(&self, token: &[u8]) -> Option<Caller> {
+        let mut found = None;
+        // Compare against every token so timing does not reveal which matched.
+        for (t, id) in self.engines.iter() {
+            if ct_eq(t, token) {
+                found = Some(Caller::Engine(id.clone()));
+            }
+        }
+        if let Some(admin) = &self.admin
+            && ct_eq(admin, token)
+        {
+            found = Some(Caller::Admin);
+        }
+        found
+    }
+
+    /// Interceptor for engine calls: only engine tokens pass.
+    pub fn engine(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        match self.identify(bearer(&req)?) {
+            Some(c @ Caller::Engine(_)) => {
+                req.extensions_mut().insert(c);
+                Ok(req)
+            }
+            Some(Caller::Admin) => Err(Status::permission_denied(
+                "the admin token cannot trade; use an engine token",
+            )),
+            None => Err(Status::unauthenticated("unknown token")),
+        }
+    }
+
+    /// Interceptor for admin calls: only the admin token passes.
+    pub fn admin(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        match self.identify(bearer(&req)?) {
+            Some(Caller::Admin) => {
+                req.extensions_mut().insert(Caller::Admin);
+                Ok(req)
+            }
+            Some(Caller::Engine(_)) => Err(Status::permission_denied("admin calls need the admin token")),
+            None => Err(Status::unauthenticated("unknown token")),
+        }
+    }
+}
+
+/// The engine id an authenticated request carries.
+pub fn engine_of<T>(req: &Request<T>) -> Result<String, Status> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Engine(id)) => Ok(id.clone()),
+        _ => Err(Status::unauthenticated("no engine identity on the request")),
+    }
+}

@@ -1,0 +1,377 @@
+//! The gateway's typed configuration: a TOML file, then environment
+//! overrides, then validation. Defaults are a paper venue on loopback.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use herd_paper::PaperConfig;
+use serde::Deserialize;
+
+/// Environment variables that override the file (one place for their names).
+pub mod env {
+    pub const LISTEN: &str = "HERD_GATEWAY_LISTEN";
+    pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
+    pub const VENUE: &str = "HERD_GATEWAY_VENUE";
+    pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
+    pub const LOG_FORMAT: &str = "HERD_LOG_FORMAT";
+}
+
+/// A secret string: never printed by Debug or Display.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("REDACTED")
+    }
+}
+
+/// Which venue the gateway trades on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VenueKind {
+    #[default]
+    Paper,
+    Kraken,
+}
+
+/// One engine allowed to use the gateway.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineEntry {
+    pub id: String,
+    /// The bearer token the engine presents.
+    #[serde(default)]
+    pub token: Secret,
+    /// Read the token from this file instead (a Kubernetes Secret mount).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// The engine's userref range, inclusive; ranges must not overlap.
+    pub userref_min: i32,
+    pub userref_max: i32,
+    /// Prefix of the engine's orders' client ids at the venue; defaults to "<id>-".
+    #[serde(default)]
+    pub order_prefix: Option<String>,
+    /// Share of a scarce budget relative to other engines.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl EngineEntry {
+    pub fn prefix(&self) -> String {
+        self.order_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}-", self.id))
+    }
+}
+
+/// The paper venue's knobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PaperSection {
+    #[serde(flatten)]
+    pub exchange: PaperConfig,
+    /// Milliseconds between price-path steps.
+    pub step_ms: u64,
+}
+
+impl Default for PaperSection {
+    fn default() -> PaperSection {
+        PaperSection {
+            exchange: PaperConfig {
+                history_minutes: 4_400,
+                ..PaperConfig::default()
+            },
+            step_ms: 1_000,
+        }
+    }
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub venue: VenueKind,
+    pub admin_token: Secret,
+    pub engines: Vec<EngineEntry>,
+    /// Milliseconds between order polls.
+    pub poll_interval_ms: u64,
+    /// Order events kept per engine for resuming streams.
+    pub event_retention: usize,
+    /// A pending order the venue still does not know after this long is
+    /// reported rejected.
+    pub pending_timeout_ms: i64,
+    pub paper: PaperSection,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            venue: VenueKind::Paper,
+            admin_token: Secret::default(),
+            engines: Vec::new(),
+            poll_interval_ms: 500,
+            event_retention: 100_000,
+            pending_timeout_ms: 30_000,
+            paper: PaperSection::default(),
+        }
+    }
+}
+
+/// A configuration problem, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl GatewayConfig {
+    /// Loads the file (if any), applies environment overrides and validates.
+    pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => GatewayConfig::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.resolve_token_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies overrides from `get` (the environment in production).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get(env::LISTEN) {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: env::LISTEN,
+                message: format!("{v:?} is not host:port ({e})"),
+            })?;
+        }
+        if let Some(v) = get(env::ADMIN_TOKEN) {
+            self.admin_token = Secret::new(v);
+        }
+        if let Some(v) = get(env::VENUE) {
+            self.venue = match v.as_str() {
+                "paper" => VenueKind::Paper,
+                "kraken" => VenueKind::Kraken,
+                other => {
+                    return Err(ConfigError::Env {
+                        name: env::VENUE,
+                        message: format!("{other:?} is not a venue (paper, kraken)"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get(env::POLL_INTERVAL_MS) {
+            self.poll_interval_ms = v.parse().map_err(|e| ConfigError::Env {
+                name: env::POLL_INTERVAL_MS,
+                message: format!("{v:?}: {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn resolve_token_files(&mut self) -> Result<(), ConfigError> {
+        for e in &mut self.engines {
+            if let Some(path) = &e.token_file {
+                let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                e.token = Secret::new(token.trim());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        let mut prefixes = HashSet::new();
+        for e in &self.engines {
+            if e.id.is_empty() || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError::Invalid(format!(
+                    "engine id {:?} must be non-empty [A-Za-z0-9_-]",
+                    e.id
+                )));
+            }
+            if !ids.insert(e.id.clone()) {
+                return Err(ConfigError::Invalid(format!("engine id {:?} appears twice", e.id)));
+            }
+            if e.token.expose().len() < 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: token must be at least 8 characters",
+                    e.id
+                )));
+            }
+            if !tokens.insert(e.token.expose().to_string()) {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?} shares its token with another engine",
+                    e.id
+                )));
+            }
+            if e.userref_min <= 0 || e.userref_min > e.userref_max {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: userref range {}..={} must be positive and ordered",
+                    e.id, e.userref_min, e.userref_max
+                )));
+            }
+            let prefix = e.prefix();
+            if prefix.len() > 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: order prefix {prefix:?} is longer than 8 characters",
+                    e.id
+                )));
+            }
+            if !prefixes.insert(prefix.clone()) {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: order prefix {prefix:?} is used twice",
+                    e.id
+                )));
+            }
+            if e.weight == 0 {
+                return Err(ConfigError::Invalid(format!("engine {:?}: weight must be >= 1", e.id)));
+            }
+        }
+        for (i, a) in self.engines.iter().enumerate() {
+            for b in &self.engines[i + 1..] {
+                if a.userref_min <= b.userref_max && b.userref_min <= a.userref_max {
+                    return Err(ConfigError::Invalid(format!(
+                        "engines {:?} and {:?} have overlapping userref ranges",
+                        a.id, b.id
+                    )));
+                }
+            }
+        }
+        if !self.admin_token.expose().is_empty() && self.admin_token.expose().len() < 8 {
+            return Err(ConfigError::Invalid("admin_token must be at least 8 characters".into()));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(id: &str, token: &str, min: i32, max: i32) -> EngineEntry {
+        EngineEntry {
+            id: id.into(),
+            token: Secret::new(token),
+            token_file: None,
+            userref_min: min,
+            userref_max: max,
+            order_prefix: None,
+            weight: 1,
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let cfg = GatewayConfig {
+            admin_token: Secret::new("super-secret-admin"),
+            engines: vec![engine("e0", "super-secret-engine", 1, 10)],
+            ..GatewayConfig::default()
+        };
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("super-secret"), "{dbg}");
+        assert!(dbg.contains("REDACTED"));
+    }
+
+    #[test]
+    fn validation_table() {
+        let cases: Vec<(Vec<EngineEntry>, Option<&str>)> = vec![
+            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-111", 11, 20)], None),
+            (vec![engine("e0", "token-000", 1, 10), engine("e0", "token-111", 11, 20)], Some("twice")),
+            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-000", 11, 20)], Some("shares its token")),
+            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-111", 10, 20)], Some("overlapping")),
+            (vec![engine("e0", "short", 1, 10)], Some("at least 8")),
+            (vec![engine("e 0", "token-000", 1, 10)], Some("must be non-empty")),
+            (vec![engine("e0", "token-000", 5, 1)], Some("ordered")),
+        ];
+        for (engines, want) in cases {
+            let cfg = GatewayConfig {
+                engines,
+                ..GatewayConfig::default()
+            };
+            match (cfg.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.to_string().contains(w), "{e} should mention {w}"),
+                (got, want) => panic!("got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_bad_values() {
+        let mut cfg = GatewayConfig::default();
+        cfg.apply_env(|k| (k == env::LISTEN).then(|| "127.0.0.1:6000".to_string()))
+            .unwrap();
+        assert_eq!(cfg.listen.port(), 6000);
+        let err = cfg
+            .apply_env(|k| (k == env::VENUE).then(|| "binance".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("HERD_GATEWAY_VENUE"), "{err}");
+    }
+
+    #[test]
+    fn file_parses() {
+        let text = r#"
+            listen = "127.0.0.1:7000"
+            admin_token = "admin-token-1"
+            poll_interval_ms = 250
+            [[engines]]
+            id = "e0"
+            token = "engine-token-0"
+            userref_min = 1000
+            userref_max = 1999
+            [paper]
+            step_ms = 200
+            history_minutes = 10
+        "#;
+        let cfg: GatewayConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.engines[0].prefix(), "e0-");
+        assert_eq!(cfg.paper.step_ms, 200);
+        assert_eq!(cfg.paper.exchange.history_minutes, 10);
+        assert_eq!(cfg.paper.exchange.instruments[0].instrument.symbol, "DOGEUSD");
+    }
+}

@@ -1,0 +1,486 @@
+//! Which engine owns which order, the last state the gateway saw of each, and
+//! every engine's numbered event log.
+//!
+//! Orders are keyed by the engine's own client order id; at the venue they
+//! carry the engine's prefix ("e0-" + id) so ownership is unambiguous for the
+//! whole key. Every state change the gateway learns of (a submit answer, a
+//! poll, a cancel) goes through [`Registry::apply`], which compares it with
+//! the last known state and appends the resulting events to the owner's log
+//! with the next sequence number. Streams read the log; a reconnecting engine
+//! resumes after the last sequence it processed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use herd_proto::gateway as pb;
+use herd_venue::{OrderRef, OrderState, OrderStatus};
+use rust_decimal::Decimal;
+use tokio::sync::watch;
+
+use crate::convert;
+
+/// Why events cannot be served from the requested sequence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("unknown engine {0:?}")]
+    UnknownEngine(String),
+    #[error(
+        "events after sequence {requested} are no longer kept (oldest kept is {oldest}); reconcile with QueryOrders"
+    )]
+    Gap { requested: u64, oldest: u64 },
+    #[error("sequence {requested} is ahead of the last event {last}")]
+    Ahead { requested: u64, last: u64 },
+}
+
+#[derive(Debug)]
+struct Tracked {
+    state: OrderState,
+    cancel_requested: bool,
+}
+
+#[derive(Debug)]
+struct EngineBook {
+    prefix: String,
+    orders: HashMap<String, Tracked>,
+    log: VecDeque<pb::OrderEvent>,
+    next_seq: u64,
+    seq_tx: watch::Sender<u64>,
+    calls: u64,
+    streams: u32,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    engines: HashMap<String, EngineBook>,
+    /// venue-facing client id -> (engine, engine's client id)
+    owners: HashMap<String, (String, String)>,
+}
+
+/// What a new submit found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// First time: go ahead and send it.
+    New,
+    /// The engine used this client id before: here is that order.
+    Existing(OrderState),
+}
+
+/// The gateway's order book of record.
+#[derive(Debug)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    incarnation: String,
+    retention: usize,
+}
+
+impl Registry {
+    /// `engines` is (engine id, venue prefix).
+    pub fn new(engines: &[(String, String)], incarnation: String, retention: usize) -> Registry {
+        let mut inner = Inner::default();
+        for (id, prefix) in engines {
+            let (seq_tx, _) = watch::channel(0);
+            inner.engines.insert(
+                id.clone(),
+                EngineBook {
+                    prefix: prefix.clone(),
+                    orders: HashMap::new(),
+                    log: VecDeque::new(),
+                    next_seq: 1,
+                    seq_tx,
+                    calls: 0,
+                    streams: 0,
+                },
+            );
+        }
+        Registry {
+            inner: Mutex::new(inner),
+            incarnation,
+            retention: retention.max(1),
+        }
+    }
+
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way later calls would trip over, so recover the guard.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The venue-facing client id of an engine's order.
+    pub fn venue_client_id(&self, engine: &str, client_order_id: &str) -> Option<String> {
+        self.lock()
+            .engines
+            .get(engine)
+            .map(|b| format!("{}{client_order_id}", b.prefix))
+    }
+
+    /// Counts one call against the engine's spend.
+    pub fn count_call(&self, engine: &str) {
+        if let Some(b) = self.lock().engines.get_mut(engine) {
+            b.calls += 1;
+        }
+    }
+
+    /// Records a submit before it is sent, so an unknown outcome can be
+    /// resolved by polling. `order` carries the venue-facing client id.
+    pub fn register(&self, engine: &str, client_order_id: &str, order: OrderState) -> Registration {
+        let mut inner = self.lock();
+        let Some(book) = inner.engines.get_mut(engine) else {
+            return Registration::New;
+        };
+        if let Some(t) = book.orders.get(client_order_id) {
+            return Registration::Existing(t.state.clone());
+        }
+        let venue_id = order.client_order_id.clone();
+        book.orders.insert(
+            client_order_id.to_string(),
+            Tracked {
+                state: order,
+                cancel_requested: false,
+            },
+        );
+        inner
+            .owners
+            .insert(venue_id, (engine.to_string(), client_order_id.to_string()));
+        Registration::New
+    }
+
+    /// Drops an order the venue definitely refused, so the engine may reuse its id.
+    pub fn forget(&self, engine: &str, client_order_id: &str) {
+        let mut inner = self.lock();
+        let venue_id = inner.engines.get_mut(engine).and_then(|b| {
+            b.orders
+                .remove(client_order_id)
+                .map(|t| t.state.client_order_id)
+        });
+        if let Some(v) = venue_id {
+            inner.owners.remove(&v);
+        }
+    }
+
+    /// (engine, engine's client id) of a venue-facing client id.
+    pub fn owner(&self, venue_client_id: &str) -> Option<(String, String)> {
+        self.lock().owners.get(venue_client_id).cloned()
+    }
+
+    /// The order as last seen (venue-facing client id).
+    pub fn get(&self, engine: &str, client_order_id: &str) -> Option<OrderState> {
+        self.lock()
+            .engines
+            .get(engine)?
+            .orders
+            .get(client_order_id)
+            .map(|t| t.state.clone())
+    }
+
+    /// Open and pending orders of one engine.
+    pub fn working_orders(&self, engine: &str) -> Vec<OrderState> {
+        let inner = self.lock();
+        let mut v: Vec<OrderState> = inner
+            .engines
+            .get(engine)
+            .map(|b| {
+                b.orders
+                    .values()
+                    .filter(|t| !t.state.status.is_final())
+                    .map(|t| t.state.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| (a.opened_at_ms, &a.client_order_id).cmp(&(b.opened_at_ms, &b.client_order_id)));
+        v
+    }
+
+    /// Every order of every engine that can still change, as venue refs.
+    pub fn tracked(&self) -> Vec<(OrderRef, OrderStatus, i64)> {
+        let inner = self.lock();
+        inner
+            .engines
+            .values()
+            .flat_map(|b| b.orders.values())
+            .filter(|t| !t.state.status.is_final())
+            .map(|t| {
+                (
+                    OrderRef {
+                        client_order_id: t.state.client_order_id.clone(),
+                        venue_order_id: Some(t.state.venue_order_id.clone())
+                            .filter(|s| !s.is_empty()),
+                    },
+                    t.state.status,
+                    t.state.opened_at_ms,
+                )
+            })
+            .collect()
+    }
+
+    pub fn mark_cancel_requested(&self, engine: &str, client_order_id: &str) {
+        if let Some(t) = self
+            .lock()
+            .engines
+            .get_mut(engine)
+            .and_then(|b| b.orders.get_mut(client_order_id))
+        {
+            t.cancel_requested = true;
+        }
+    }
+
+    /// Feeds a venue state in; returns the events it produced. States of
+    /// orders no engine owns are ignored.
+    pub fn apply(&self, new: &OrderState, now_ms: i64) -> Vec<pb::OrderEvent> {
+        let mut inner = self.lock();
+        let Some((engine, client_id)) = inner.owners.get(&new.client_order_id).cloned() else {
+            return Vec::new();
+        };
+        let Some(book) = inner.engines.get_mut(&engine) else {
+            return Vec::new();
+        };
+        let Some(tracked) = book.orders.get_mut(&client_id) else {
+            return Vec::new();
+        };
+        let old = tracked.state.clone();
+        if old.status.is_final() {
+            return Vec::new();
+        }
+        let kinds = diff(&old, new);
+        tracked.state = new.clone();
+        let prefix = book.prefix.clone();
+        let mut out = Vec::new();
+        for (kind, fill) in kinds {
+            let seq = book.next_seq;
+            book.next_seq += 1;
+            let event = pb::OrderEvent {
+                sequence: seq,
+                incarnation: self.incarnation.clone(),
+                kind: kind as i32,
+                order: Some(convert::order_to_pb(new, &prefix)),
+                fill_volume: fill.as_ref().map(|f| f.volume.to_string()).unwrap_or_default(),
+                fill_price: fill.as_ref().map(|f| f.price.to_string()).unwrap_or_default(),
+                fill_fee: fill.as_ref().map(|f| f.fee.to_string()).unwrap_or_default(),
+                time_ms: now_ms,
+            };
+            book.log.push_back(event.clone());
+            while book.log.len() > self.retention {
+                book.log.pop_front();
+            }
+            out.push(event);
+        }
+        if let Some(last) = out.last() {
+            book.seq_tx.send_replace(last.sequence);
+        }
+        out
+    }
+
+    /// Events of `engine` after `after`, at most `max`.
+    pub fn events_after(&self, engine: &str, after: u64, max: usize) -> Result<Vec<pb::OrderEvent>, LogError> {
+        let inner = self.lock();
+        let book = inner
+            .engines
+            .get(engine)
+            .ok_or_else(|| LogError::UnknownEngine(engine.to_string()))?;
+        let last = book.next_seq - 1;
+        if after > last {
+            return Err(LogError::Ahead {
+                requested: after,
+                last,
+            });
+        }
+        let oldest = book.log.front().map_or(book.next_seq, |e| e.sequence);
+        if after + 1 < oldest {
+            return Err(LogError::Gap {
+                requested: after,
+                oldest,
+            });
+        }
+        Ok(book
+            .log
+            .iter()
+            .filter(|e| e.sequence > after)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    /// A receiver that changes whenever the engine gets a new event.
+    pub fn subscribe(&self, engine: &str) -> Option<watch::Receiver<u64>> {
+        self.lock().engines.get(engine).map(|b| b.seq_tx.subscribe())
+    }
+
+    pub fn last_sequence(&self, engine: &str) -> u64 {
+        self.lock()
+            .engines
+            .get(engine)
+            .map_or(0, |b| b.next_seq - 1)
+    }
+
+    pub fn stream_opened(&self, engine: &str) {
+        if let Some(b) = self.lock().engines.get_mut(engine) {
+            b.streams += 1;
+        }
+    }
+
+    pub fn stream_closed(&self, engine: &str) {
+        if let Some(b) = self.lock().engines.get_mut(engine) {
+            b.streams = b.streams.saturating_sub(1);
+        }
+    }
+
+    /// Per engine: (id, streams open, last sequence, working orders, calls).
+    pub fn engine_summaries(&self) -> Vec<(String, u32, u64, u32, u64)> {
+        let inner = self.lock();
+        let mut v: Vec<_> = inner
+            .engines
+            .iter()
+            .map(|(id, b)| {
+                let working = b.orders.values().filter(|t| !t.state.status.is_final()).count();
+                (
+                    id.clone(),
+                    b.streams,
+                    b.next_seq - 1,
+                    u32::try_from(working).unwrap_or(u32::MAX),
+                    b.calls,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The engine's prefix, for converting orders at the edge.
+    pub fn prefix(&self, engine: &str) -> Option<String> {
+        self.lock().engines.get(engine).map(|b| b.prefix.clone())
+    }
+}
+
+/// What one event adds to the fills.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FillDelta {
+    pub volume: Decimal,
+    pub price: Decimal,
+    pub fee: Decimal,
+}
+
+/// The events that take an order from `old` to `new`, in order.
+pub fn diff(old: &OrderState, new: &OrderState) -> Vec<(pb::OrderEventKind, Option<FillDelta>)> {
+    use pb::OrderEventKind as K;
+    let mut out = Vec::new();
+    if old.status == OrderStatus::Pending && new.status != OrderStatus::Pending && new.status != OrderStatus::Rejected {
+        out.push((K::Open, None));
+    }
+    let delta = new.volume_executed - old.volume_executed;
+    if delta > Decimal::ZERO {
+        let new_value = new.average_price.or(new.price).unwrap_or_default() * new.volume_executed;
+        let old_value = old.average_price.or(old.price).unwrap_or_default() * old.volume_executed;
+        let price = ((new_value - old_value) / delta).round_dp(12).normalize();
+        let fill = FillDelta {
+            volume: delta,
+            price,
+            fee: (new.fee - old.fee).max(Decimal::ZERO),
+        };
+        let kind = if new.status == OrderStatus::Filled {
+            K::Filled
+        } else {
+            K::PartialFill
+        };
+        out.push((kind, Some(fill)));
+    } else if new.status == OrderStatus::Filled && old.status != OrderStatus::Filled {
+        out.push((K::Filled, None));
+    }
+    if new.status != old.status {
+        match new.status {
+            OrderStatus::Canceled => out.push((K::Canceled, None)),
+            OrderStatus::Expired => out.push((K::Expired, None)),
+            OrderStatus::Rejected => out.push((K::Rejected, None)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_venue::{NewOrder, OrderType, Side};
+    use pb::OrderEventKind as K;
+    use rust_decimal_macros::dec;
+
+    fn pending(id: &str) -> OrderState {
+        OrderState::pending(
+            &NewOrder {
+                client_order_id: id.into(),
+                symbol: "DOGEUSD".into(),
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                volume: dec!(100),
+                price: Some(dec!(0.1)),
+                post_only: true,
+                userref: 1,
+                reduce_only: false,
+            },
+            0,
+        )
+    }
+
+    fn with(s: &OrderState, status: OrderStatus, exec: Decimal, avg: Option<Decimal>, fee: Decimal) -> OrderState {
+        OrderState {
+            status,
+            volume_executed: exec,
+            average_price: avg,
+            fee,
+            venue_order_id: "OABC".into(),
+            ..s.clone()
+        }
+    }
+
+    #[test]
+    fn diff_table() {
+        let p = pending("e0-a");
+        let open = with(&p, OrderStatus::Open, dec!(0), None, dec!(0));
+        let part = with(&p, OrderStatus::Open, dec!(40), Some(dec!(0.1)), dec!(0.01));
+        let full = with(&p, OrderStatus::Filled, dec!(100), Some(dec!(0.09)), dec!(0.0225));
+        let cancel_part = with(&p, OrderStatus::Canceled, dec!(40), Some(dec!(0.1)), dec!(0.01));
+        let kinds = |a: &OrderState, b: &OrderState| diff(a, b).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(kinds(&p, &open), vec![K::Open]);
+        assert_eq!(kinds(&p, &full), vec![K::Open, K::Filled]);
+        assert_eq!(kinds(&open, &part), vec![K::PartialFill]);
+        assert_eq!(kinds(&part, &full), vec![K::Filled]);
+        assert_eq!(kinds(&part, &cancel_part), vec![K::Canceled]);
+        assert_eq!(kinds(&open, &open), Vec::<K>::new());
+        // The second fill's own price: (100 * 0.09 - 40 * 0.1) / 60
+        let (_, fill) = &diff(&part, &full)[0];
+        let fill = fill.clone().unwrap();
+        assert_eq!(fill.volume, dec!(60));
+        assert_eq!(fill.price, dec!(0.083333333333));
+        assert_eq!(fill.fee, dec!(0.0125));
+    }
+
+    #[test]
+    fn sequences_resume_and_belong_to_their_engine() {
+        let reg = Registry::new(
+            &[("e0".into(), "e0-".into()), ("e1".into(), "e1-".into())],
+            "inc".into(),
+            3,
+        );
+        assert_eq!(reg.register("e0", "a", pending("e0-a")), Registration::New);
+        assert!(matches!(reg.register("e0", "a", pending("e0-a")), Registration::Existing(_)));
+        let p = pending("e0-a");
+        reg.apply(&with(&p, OrderStatus::Open, dec!(0), None, dec!(0)), 1);
+        reg.apply(&with(&p, OrderStatus::Open, dec!(10), Some(dec!(0.1)), dec!(0)), 2);
+        reg.apply(&with(&p, OrderStatus::Open, dec!(20), Some(dec!(0.1)), dec!(0)), 3);
+        reg.apply(&with(&p, OrderStatus::Filled, dec!(100), Some(dec!(0.1)), dec!(0)), 4);
+        assert_eq!(reg.last_sequence("e0"), 4);
+        assert_eq!(reg.last_sequence("e1"), 0, "e1 sees none of e0's events");
+        let after2: Vec<u64> = reg.events_after("e0", 2, 10).unwrap().iter().map(|e| e.sequence).collect();
+        assert_eq!(after2, vec![3, 4]);
+        // Retention 3: event 1 is gone, so resuming after 0 is a gap.
+        assert!(matches!(reg.events_after("e0", 0, 10), Err(LogError::Gap { .. })));
+        assert!(matches!(reg.events_after("e0", 9, 10), Err(LogError::Ahead { .. })));
+        // The engine-facing order id has no prefix.
+        let ev = &reg.events_after("e0", 3, 10).unwrap()[0];
+        assert_eq!(ev.order.as_ref().unwrap().client_order_id, "a");
+        // Final orders do not change any more.
+        assert!(reg.apply(&with(&p, OrderStatus::Canceled, dec!(100), None, dec!(0)), 5).is_empty());
+    }
+}

@@ -1,0 +1,498 @@
+//! The `herd.gateway.v1` services: what engines and operators call.
+//!
+//! Handlers validate the request, check the order against the instrument's
+//! filters, record it in the registry *before* it is sent (so an unknown
+//! outcome can be resolved by polling), call the venue and feed whatever the
+//! venue answered back through the registry, which emits the events.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use herd_paper::PaperVenue;
+use herd_proto::gateway as pb;
+use herd_venue::{Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue, VenueError};
+use tokio::sync::{Notify, RwLock, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::engine_of;
+use crate::convert;
+use crate::registry::{LogError, Registration, Registry};
+
+/// Maps a venue error to the gRPC status engines see. The one place this
+/// mapping lives.
+pub fn venue_status(e: &VenueError) -> Status {
+    let msg = e.to_string();
+    match e {
+        VenueError::InvalidArgument(_) => Status::invalid_argument(msg),
+        VenueError::Rejected(_) | VenueError::InsufficientFunds(_) | VenueError::OrderLimit(_) => {
+            Status::failed_precondition(msg)
+        }
+        VenueError::UnknownOrder(_) => Status::not_found(msg),
+        VenueError::RateLimited { .. } | VenueError::Lockout { .. } => Status::resource_exhausted(msg),
+        VenueError::Auth(_) => Status::internal(format!("gateway cannot authenticate with the venue: {msg}")),
+        VenueError::Unavailable(_) | VenueError::Transport(_) => Status::unavailable(msg),
+        VenueError::Parse(_) | VenueError::Other(_) => Status::internal(msg),
+    }
+}
+
+/// Shared state of the gateway's handlers and background tasks.
+pub struct Core {
+    pub venue: Arc<dyn Venue>,
+    pub paper: Option<PaperVenue>,
+    pub registry: Arc<Registry>,
+    pub clock: Arc<dyn Clock>,
+    /// engine -> inclusive userref range
+    pub userrefs: HashMap<String, (i32, i32)>,
+    /// Wakes the poller at once (after a submit or a cancel).
+    pub poll_now: Arc<Notify>,
+    instruments: RwLock<HashMap<String, Instrument>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("venue", &self.venue.name())
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub fn new(
+        venue: Arc<dyn Venue>,
+        paper: Option<PaperVenue>,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        userrefs: HashMap<String, (i32, i32)>,
+    ) -> Core {
+        Core {
+            venue,
+            paper,
+            registry,
+            clock,
+            userrefs,
+            poll_now: Arc::new(Notify::new()),
+            instruments: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
+        if let Some(i) = self.instruments.read().await.get(symbol) {
+            return Ok(i.clone());
+        }
+        let fresh = self.venue.instruments().await.map_err(|e| venue_status(&e))?;
+        let mut map = self.instruments.write().await;
+        map.clear();
+        map.extend(fresh.into_iter().map(|i| (i.symbol.clone(), i)));
+        map.get(symbol)
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}")))
+    }
+
+    fn prefix(&self, engine: &str) -> Result<String, Status> {
+        self.registry
+            .prefix(engine)
+            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))
+    }
+
+    fn order_pb(&self, engine: &str, o: &OrderState) -> Result<pb::Order, Status> {
+        Ok(convert::order_to_pb(o, &self.prefix(engine)?))
+    }
+
+    /// Refreshes the given orders from the venue and applies what changed.
+    pub async fn refresh(&self, refs: &[OrderRef]) -> Result<(), VenueError> {
+        for chunk in refs.chunks(self.venue.max_query_batch().max(1)) {
+            let states = self.venue.query_orders(chunk).await?;
+            let now = self.clock.now_ms();
+            for s in &states {
+                self.registry.apply(s, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
+        let order = convert::new_order_from_pb(req)?;
+        let (lo, hi) = self
+            .userrefs
+            .get(engine)
+            .copied()
+            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))?;
+        let userref = if order.userref == 0 { lo } else { order.userref };
+        if !(lo..=hi).contains(&userref) {
+            return Err(Status::invalid_argument(format!(
+                "userref: {userref} is outside this engine's range {lo}..={hi}"
+            )));
+        }
+        let instrument = self.instrument(&order.symbol).await?;
+        let checked = instrument
+            .check_order(&order, None)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let venue_order = NewOrder {
+            client_order_id: format!("{}{}", self.prefix(engine)?, order.client_order_id),
+            userref,
+            ..checked
+        };
+        let now = self.clock.now_ms();
+        match self.registry.register(
+            engine,
+            &order.client_order_id,
+            OrderState::pending(&venue_order, now),
+        ) {
+            Registration::Existing(existing) => return self.order_pb(engine, &existing),
+            Registration::New => {}
+        }
+        match self.venue.place_order(&venue_order).await {
+            Ok(PlaceOutcome::Accepted(state)) => {
+                self.registry.apply(&state, self.clock.now_ms());
+            }
+            Ok(PlaceOutcome::Unknown { reason }) => {
+                tracing::warn!(engine, client_order_id = %order.client_order_id, %reason,
+                    "order outcome unknown; resolving by polling");
+                self.poll_now.notify_one();
+            }
+            Err(e) if e.is_outcome_unknown() => {
+                tracing::warn!(engine, client_order_id = %order.client_order_id, error = %e,
+                    "order outcome unknown; resolving by polling");
+                self.poll_now.notify_one();
+            }
+            Err(e) => {
+                self.registry.forget(engine, &order.client_order_id);
+                return Err(venue_status(&e));
+            }
+        }
+        let state = self
+            .registry
+            .get(engine, &order.client_order_id)
+            .ok_or_else(|| Status::internal("order vanished from the registry"))?;
+        self.order_pb(engine, &state)
+    }
+
+    async fn cancel(&self, engine: &str, client_order_id: &str) -> Result<pb::Order, Status> {
+        convert::validate_client_order_id(client_order_id)?;
+        let state = self
+            .registry
+            .get(engine, client_order_id)
+            .ok_or_else(|| Status::not_found(format!("order {client_order_id:?} not found")))?;
+        if state.status.is_final() {
+            return Err(Status::failed_precondition(format!(
+                "order {client_order_id:?} is already {:?}",
+                state.status
+            )));
+        }
+        let r = OrderRef {
+            client_order_id: state.client_order_id.clone(),
+            venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
+        };
+        let cancel = self.venue.cancel_order(&r).await;
+        if cancel.is_ok() {
+            self.registry.mark_cancel_requested(engine, client_order_id);
+        }
+        // Either way the order's true state comes from the venue: a cancel that
+        // raced a fill must report the fill, not lose it.
+        if let Err(e) = self.refresh(std::slice::from_ref(&r)).await {
+            tracing::warn!(engine, client_order_id, error = %e, "refresh after cancel failed");
+            self.poll_now.notify_one();
+        }
+        let now_state = self
+            .registry
+            .get(engine, client_order_id)
+            .ok_or_else(|| Status::internal("order vanished from the registry"))?;
+        match cancel {
+            Ok(()) => self.order_pb(engine, &now_state),
+            Err(VenueError::UnknownOrder(_)) if now_state.status.is_final() => self.order_pb(engine, &now_state),
+            Err(e) => Err(venue_status(&e)),
+        }
+    }
+}
+
+/// `herd.gateway.v1.Gateway`.
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    core: Arc<Core>,
+}
+
+impl GatewayService {
+    pub fn new(core: Arc<Core>) -> GatewayService {
+        GatewayService { core }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::OrderEvent, Status>> + Send>>;
+
+fn log_status(e: &LogError) -> Status {
+    match e {
+        LogError::UnknownEngine(_) => Status::permission_denied(e.to_string()),
+        LogError::Gap { .. } => Status::out_of_range(e.to_string()),
+        LogError::Ahead { .. } => Status::invalid_argument(format!("after_sequence: {e}")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayService {
+    async fn get_session(
+        &self,
+        req: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        let engine = engine_of(&req)?;
+        let (lo, hi) = self.core.userrefs.get(&engine).copied().unwrap_or_default();
+        Ok(Response::new(pb::GetSessionResponse {
+            engine_id: engine.clone(),
+            venue: self.core.venue.name().to_string(),
+            incarnation: self.core.registry.incarnation().to_string(),
+            userref_min: lo,
+            userref_max: hi,
+            last_sequence: self.core.registry.last_sequence(&engine),
+        }))
+    }
+
+    async fn list_instruments(
+        &self,
+        req: Request<pb::ListInstrumentsRequest>,
+    ) -> Result<Response<pb::ListInstrumentsResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let list = self.core.venue.instruments().await.map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::ListInstrumentsResponse {
+            instruments: list.iter().map(convert::instrument_to_pb).collect(),
+        }))
+    }
+
+    async fn get_ticker(&self, req: Request<pb::GetTickerRequest>) -> Result<Response<pb::Ticker>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let symbol = &req.get_ref().symbol;
+        self.core.instrument(symbol).await?;
+        let t = self.core.venue.ticker(symbol).await.map_err(|e| venue_status(&e))?;
+        Ok(Response::new(convert::ticker_to_pb(&t)))
+    }
+
+    async fn get_candles(
+        &self,
+        req: Request<pb::GetCandlesRequest>,
+    ) -> Result<Response<pb::GetCandlesResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let r = req.get_ref();
+        if ![1, 5, 15, 30, 60, 240, 1440, 10080, 21600].contains(&r.interval_minutes) {
+            return Err(Status::invalid_argument(format!(
+                "interval_minutes: {} is not one of 1, 5, 15, 30, 60, 240, 1440, 10080, 21600",
+                r.interval_minutes
+            )));
+        }
+        self.core.instrument(&r.symbol).await?;
+        let candles = self
+            .core
+            .venue
+            .candles(&r.symbol, r.interval_minutes, r.since_ms)
+            .await
+            .map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::GetCandlesResponse {
+            candles: candles.iter().map(convert::candle_to_pb).collect(),
+        }))
+    }
+
+    async fn get_balances(
+        &self,
+        req: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let b = self.core.venue.balances().await.map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::GetBalancesResponse {
+            balances: b.iter().map(convert::balance_to_pb).collect(),
+        }))
+    }
+
+    async fn place_order(
+        &self,
+        req: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        let order = self.core.place(&engine, req.get_ref()).await?;
+        Ok(Response::new(pb::PlaceOrderResponse { order: Some(order) }))
+    }
+
+    async fn cancel_order(
+        &self,
+        req: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        let order = self.core.cancel(&engine, &req.get_ref().client_order_id).await?;
+        Ok(Response::new(pb::CancelOrderResponse { order: Some(order) }))
+    }
+
+    async fn query_orders(
+        &self,
+        req: Request<pb::QueryOrdersRequest>,
+    ) -> Result<Response<pb::QueryOrdersResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        let mut orders = Vec::new();
+        for id in &req.get_ref().client_order_ids {
+            convert::validate_client_order_id(id)?;
+            let o = self
+                .core
+                .registry
+                .get(&engine, id)
+                .ok_or_else(|| Status::not_found(format!("order {id:?} not found")))?;
+            orders.push(self.core.order_pb(&engine, &o)?);
+        }
+        Ok(Response::new(pb::QueryOrdersResponse { orders }))
+    }
+
+    async fn list_open_orders(
+        &self,
+        req: Request<pb::ListOpenOrdersRequest>,
+    ) -> Result<Response<pb::ListOpenOrdersResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        let symbol = &req.get_ref().symbol;
+        let orders = self
+            .core
+            .registry
+            .working_orders(&engine)
+            .iter()
+            .filter(|o| symbol.is_empty() || &o.symbol == symbol)
+            .map(|o| self.core.order_pb(&engine, o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ListOpenOrdersResponse { orders }))
+    }
+
+    type StreamOrderEventsStream = EventStream;
+
+    async fn stream_order_events(
+        &self,
+        req: Request<pb::StreamOrderEventsRequest>,
+    ) -> Result<Response<Self::StreamOrderEventsStream>, Status> {
+        let engine = engine_of(&req)?;
+        let after = req.get_ref().after_sequence;
+        let registry = self.core.registry.clone();
+        // Refuse at once when the stream cannot start where asked.
+        registry.events_after(&engine, after, 0).map_err(|e| log_status(&e))?;
+        let mut changes = registry
+            .subscribe(&engine)
+            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))?;
+        let (tx, rx) = mpsc::channel(256);
+        registry.stream_opened(&engine);
+        tracing::info!(engine, after, "order event stream opened");
+        tokio::spawn(async move {
+            let mut cursor = after;
+            'outer: loop {
+                changes.borrow_and_update();
+                match registry.events_after(&engine, cursor, 256) {
+                    Ok(batch) if !batch.is_empty() => {
+                        for ev in batch {
+                            cursor = ev.sequence;
+                            if tx.send(Ok(ev)).await.is_err() {
+                                break 'outer;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(log_status(&e))).await;
+                        break;
+                    }
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break; },
+                    _ = tx.closed() => break,
+                }
+            }
+            registry.stream_closed(&engine);
+            tracing::info!(engine, cursor, "order event stream closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as EventStream))
+    }
+
+    async fn get_budget(
+        &self,
+        req: Request<pb::GetBudgetRequest>,
+    ) -> Result<Response<pb::GetBudgetResponse>, Status> {
+        engine_of(&req)?;
+        Ok(Response::new(budget_pb(&self.core)))
+    }
+}
+
+fn budget_pb(core: &Core) -> pb::GetBudgetResponse {
+    let b = core.venue.budget();
+    pb::GetBudgetResponse {
+        venue: core.venue.name().to_string(),
+        counters: b
+            .counters
+            .iter()
+            .map(|c| pb::BudgetCounter {
+                name: c.name.clone(),
+                level: c.level.to_string(),
+                limit: c.limit.to_string(),
+                decay_per_second: c.decay_per_second.to_string(),
+            })
+            .collect(),
+        waiting_cancels: b.waiting_cancels,
+        waiting_places: b.waiting_places,
+        waiting_queries: b.waiting_queries,
+        spend: core
+            .registry
+            .engine_summaries()
+            .into_iter()
+            .map(|(engine_id, _, _, _, calls)| pb::EngineSpend { engine_id, calls })
+            .collect(),
+        locked_until_ms: b.locked_until_ms.unwrap_or(0),
+    }
+}
+
+/// `herd.gateway.v1.GatewayAdmin`.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    core: Arc<Core>,
+}
+
+impl AdminService {
+    pub fn new(core: Arc<Core>) -> AdminService {
+        AdminService { core }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::gateway_admin_server::GatewayAdmin for AdminService {
+    async fn set_paper_price(
+        &self,
+        req: Request<pb::SetPaperPriceRequest>,
+    ) -> Result<Response<pb::SetPaperPriceResponse>, Status> {
+        let paper = self
+            .core
+            .paper
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("the gateway is not on the paper venue"))?;
+        let r = req.get_ref();
+        let price = convert::parse_decimal("price", &r.price)?;
+        let ticker = paper.set_price(&r.symbol, price).map_err(|e| venue_status(&e))?;
+        self.core.poll_now.notify_one();
+        Ok(Response::new(pb::SetPaperPriceResponse {
+            ticker: Some(convert::ticker_to_pb(&ticker)),
+        }))
+    }
+
+    async fn list_engines(
+        &self,
+        _req: Request<pb::ListEnginesRequest>,
+    ) -> Result<Response<pb::ListEnginesResponse>, Status> {
+        let engines = self
+            .core
+            .registry
+            .engine_summaries()
+            .into_iter()
+            .map(|(engine_id, streams, last_sequence, open_orders, calls)| pb::EngineInfo {
+                engine_id,
+                stream_connected: streams > 0,
+                last_sequence,
+                open_orders,
+                calls,
+            })
+            .collect();
+        Ok(Response::new(pb::ListEnginesResponse { engines }))
+    }
+}
