@@ -1,1 +1,107 @@
-//! placeholder
+//! A Herd trading engine.
+//!
+//! Strategies ([`strategy`]) are pure reducers; the execution layer
+//! ([`execution`]) owns the gateway connection, follows the engine's order
+//! events and journals them in the [`store`]; the control server
+//! ([`control`]) gives operators status and control.
+
+pub mod config;
+pub mod control;
+pub mod execution;
+pub mod store;
+pub mod strategy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use herd_proto::engine::engine_server::EngineServer;
+use tonic::transport::Server;
+
+use crate::config::EngineConfig;
+use crate::control::{ControlAuth, ControlService};
+use crate::execution::Shared;
+use crate::store::Store;
+use crate::strategy::Strategy;
+
+/// Opens the store the config names: Postgres when `database_url` is set,
+/// else SQLite under the data dir.
+pub async fn open_store(cfg: &EngineConfig) -> anyhow::Result<Store> {
+    let url = cfg.database_url.expose();
+    let store = if url.is_empty() {
+        Store::open_sqlite_dir(&cfg.data_dir, &cfg.id).await
+    } else {
+        Store::connect(url).await
+    }
+    .context("cannot open the engine's store")?;
+    Ok(store)
+}
+
+/// Runs the engine until `shutdown` resolves. `on_ready` gets the control
+/// server's bound address.
+pub async fn run(
+    cfg: EngineConfig,
+    strategies: Vec<Box<dyn Strategy>>,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let gateway = execution::gateway_client(&cfg.gateway_url, &cfg.gateway_token)?;
+    let shared = Arc::new(Shared::new(cfg.clone(), store.clone(), gateway, strategies));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(shared.clone().run_event_stream());
+    tasks.spawn(shared.clone().run_ticks());
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health.set_serving::<EngineServer<ControlService>>().await;
+    let auth = ControlAuth::new(&cfg.control_token);
+    let control =
+        EngineServer::with_interceptor(ControlService::new(shared.clone()), move |r| auth.check(r));
+    let (incoming, local) = herd_proto::serving::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(%local, engine = %cfg.id, gateway = %cfg.gateway_url, "engine control server listening");
+    on_ready(local);
+
+    let health_on_stop = health.clone();
+    let stop = async move {
+        shutdown.await;
+        health_on_stop
+            .set_not_serving::<EngineServer<ControlService>>()
+            .await;
+        health_on_stop
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        tracing::info!("engine draining");
+    };
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_svc)
+        .add_service(herd_proto::serving::reflection_v1()?)
+        .add_service(herd_proto::serving::reflection_v1alpha()?)
+        .add_service(control)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .context("engine control server failed")?;
+    tasks.abort_all();
+    store.close().await;
+    tracing::info!("engine stopped");
+    Ok(())
+}
+
+/// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

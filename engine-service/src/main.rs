@@ -1,1 +1,34 @@
-fn main() {}
+//! `herd-engine`: one trading engine process.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A Herd trading engine.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file; environment variables override it.
+    #[arg(long, short, env = "HERD_ENGINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Control server address (overrides the config), e.g. 127.0.0.1:0.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    herd_engine::init_tracing();
+    let args = Args::parse();
+    let mut cfg = herd_engine::config::EngineConfig::load(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    herd_engine::run(
+        cfg,
+        Vec::new(),
+        |addr| println!("herd-engine listening on {addr}"),
+        herd_proto::serving::termination_signal(),
+    )
+    .await
+}

@@ -39,10 +39,9 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn bearer<T>(req: &Request<T>) -> Result<&[u8], Status> {
-    let value = req
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated("missing authorization metadata (\"Bearer <token>\")"))?;
+    let value = req.metadata().get("authorization").ok_or_else(|| {
+        Status::unauthenticated("missing authorization metadata (\"Bearer <token>\")")
+    })?;
     let s = value
         .to_str()
         .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
@@ -104,7 +103,9 @@ impl Auth {
                 req.extensions_mut().insert(Caller::Admin);
                 Ok(req)
             }
-            Some(Caller::Engine(_)) => Err(Status::permission_denied("admin calls need the admin token")),
+            Some(Caller::Engine(_)) => Err(Status::permission_denied(
+                "admin calls need the admin token",
+            )),
             None => Err(Status::unauthenticated("unknown token")),
         }
     }

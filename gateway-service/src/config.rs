@@ -224,14 +224,22 @@ impl GatewayConfig {
         let mut tokens = HashSet::new();
         let mut prefixes = HashSet::new();
         for e in &self.engines {
-            if e.id.is_empty() || !e.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if e.id.is_empty()
+                || !e
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(ConfigError::Invalid(format!(
                     "engine id {:?} must be non-empty [A-Za-z0-9_-]",
                     e.id
                 )));
             }
             if !ids.insert(e.id.clone()) {
-                return Err(ConfigError::Invalid(format!("engine id {:?} appears twice", e.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "engine id {:?} appears twice",
+                    e.id
+                )));
             }
             if e.token.expose().len() < 8 {
                 return Err(ConfigError::Invalid(format!(
@@ -265,7 +273,10 @@ impl GatewayConfig {
                 )));
             }
             if e.weight == 0 {
-                return Err(ConfigError::Invalid(format!("engine {:?}: weight must be >= 1", e.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: weight must be >= 1",
+                    e.id
+                )));
             }
         }
         for (i, a) in self.engines.iter().enumerate() {
@@ -279,7 +290,9 @@ impl GatewayConfig {
             }
         }
         if !self.admin_token.expose().is_empty() && self.admin_token.expose().len() < 8 {
-            return Err(ConfigError::Invalid("admin_token must be at least 8 characters".into()));
+            return Err(ConfigError::Invalid(
+                "admin_token must be at least 8 characters".into(),
+            ));
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
@@ -319,12 +332,39 @@ mod tests {
     #[test]
     fn validation_table() {
         let cases: Vec<(Vec<EngineEntry>, Option<&str>)> = vec![
-            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-111", 11, 20)], None),
-            (vec![engine("e0", "token-000", 1, 10), engine("e0", "token-111", 11, 20)], Some("twice")),
-            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-000", 11, 20)], Some("shares its token")),
-            (vec![engine("e0", "token-000", 1, 10), engine("e1", "token-111", 10, 20)], Some("overlapping")),
+            (
+                vec![
+                    engine("e0", "token-000", 1, 10),
+                    engine("e1", "token-111", 11, 20),
+                ],
+                None,
+            ),
+            (
+                vec![
+                    engine("e0", "token-000", 1, 10),
+                    engine("e0", "token-111", 11, 20),
+                ],
+                Some("twice"),
+            ),
+            (
+                vec![
+                    engine("e0", "token-000", 1, 10),
+                    engine("e1", "token-000", 11, 20),
+                ],
+                Some("shares its token"),
+            ),
+            (
+                vec![
+                    engine("e0", "token-000", 1, 10),
+                    engine("e1", "token-111", 10, 20),
+                ],
+                Some("overlapping"),
+            ),
             (vec![engine("e0", "short", 1, 10)], Some("at least 8")),
-            (vec![engine("e 0", "token-000", 1, 10)], Some("must be non-empty")),
+            (
+                vec![engine("e 0", "token-000", 1, 10)],
+                Some("must be non-empty"),
+            ),
             (vec![engine("e0", "token-000", 5, 1)], Some("ordered")),
         ];
         for (engines, want) in cases {
@@ -372,6 +412,9 @@ mod tests {
         assert_eq!(cfg.engines[0].prefix(), "e0-");
         assert_eq!(cfg.paper.step_ms, 200);
         assert_eq!(cfg.paper.exchange.history_minutes, 10);
-        assert_eq!(cfg.paper.exchange.instruments[0].instrument.symbol, "DOGEUSD");
+        assert_eq!(
+            cfg.paper.exchange.instruments[0].instrument.symbol,
+            "DOGEUSD"
+        );
     }
 }

@@ -37,7 +37,10 @@ pub fn validate_client_order_id(id: &str) -> Result<(), Status> {
             id.len()
         )));
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(Status::invalid_argument(format!(
             "client_order_id: {id:?} may only hold letters, digits, '-' and '_'"
         )));
@@ -54,7 +57,11 @@ pub fn new_order_from_pb(r: &pb::PlaceOrderRequest) -> Result<NewOrder, Status> 
     let side = match pb::Side::try_from(r.side) {
         Ok(pb::Side::Buy) => Side::Buy,
         Ok(pb::Side::Sell) => Side::Sell,
-        _ => return Err(Status::invalid_argument("side: must be SIDE_BUY or SIDE_SELL")),
+        _ => {
+            return Err(Status::invalid_argument(
+                "side: must be SIDE_BUY or SIDE_SELL",
+            ));
+        }
     };
     let order_type = match pb::OrderType::try_from(r.order_type) {
         Ok(pb::OrderType::Limit) => OrderType::Limit,
@@ -82,7 +89,9 @@ pub fn new_order_from_pb(r: &pb::PlaceOrderRequest) -> Result<NewOrder, Status> 
             Some(p)
         }
         OrderType::Market if !r.price.trim().is_empty() => {
-            return Err(Status::invalid_argument("price: a market order takes no price"));
+            return Err(Status::invalid_argument(
+                "price: a market order takes no price",
+            ));
         }
         OrderType::Market => None,
     };
@@ -254,7 +263,11 @@ mod tests {
         for (r, field) in cases {
             let err = new_order_from_pb(&r).unwrap_err();
             assert_eq!(err.code(), tonic::Code::InvalidArgument);
-            assert!(err.message().starts_with(field), "{field}: {}", err.message());
+            assert!(
+                err.message().starts_with(field),
+                "{field}: {}",
+                err.message()
+            );
         }
         assert!(new_order_from_pb(&req("10", "0.1")).is_ok());
         assert!(new_order_from_pb(&req("1e1", "0.1")).is_ok());

@@ -56,14 +56,28 @@ pub async fn run(
         }
         VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
     };
-    let engines: Vec<(String, String)> = cfg.engines.iter().map(|e| (e.id.clone(), e.prefix())).collect();
-    let registry = Arc::new(Registry::new(&engines, new_incarnation(clock.as_ref()), cfg.event_retention));
+    let engines: Vec<(String, String)> = cfg
+        .engines
+        .iter()
+        .map(|e| (e.id.clone(), e.prefix()))
+        .collect();
+    let registry = Arc::new(Registry::new(
+        &engines,
+        new_incarnation(clock.as_ref()),
+        cfg.event_retention,
+    ));
     let userrefs: HashMap<String, (i32, i32)> = cfg
         .engines
         .iter()
         .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
         .collect();
-    let core = Arc::new(Core::new(venue.clone(), paper.clone(), registry.clone(), clock, userrefs));
+    let core = Arc::new(Core::new(
+        venue.clone(),
+        paper.clone(),
+        registry.clone(),
+        clock,
+        userrefs,
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(p) = paper {
@@ -79,8 +93,12 @@ pub async fn run(
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<GatewayServer<GatewayService>>().await;
     let engine_auth = auth.clone();
-    let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| engine_auth.engine(r));
-    let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| auth.admin(r));
+    let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
+        engine_auth.engine(r)
+    });
+    let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| {
+        auth.admin(r)
+    });
 
     let (incoming, local) = herd_proto::serving::bind(cfg.listen)
         .await
@@ -92,7 +110,9 @@ pub async fn run(
     let stop = async move {
         shutdown.await;
         // Tell probes and clients first, then drain.
-        health_on_stop.set_not_serving::<GatewayServer<GatewayService>>().await;
+        health_on_stop
+            .set_not_serving::<GatewayServer<GatewayService>>()
+            .await;
         health_on_stop
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -118,7 +138,9 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var(config::env::LOG_FORMAT).is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -59,7 +59,9 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
     }
     let now = core.clock.now_ms();
     for (r, status, opened_at) in missing {
-        if status == OrderStatus::Pending && !found.contains(&r.client_order_id) && now - opened_at > pending_timeout_ms
+        if status == OrderStatus::Pending
+            && !found.contains(&r.client_order_id)
+            && now - opened_at > pending_timeout_ms
         {
             if let Some(state) = rejected_state(core, &r, now) {
                 tracing::warn!(client_order_id = %r.client_order_id, "pending order unknown to the venue; reporting it rejected");
@@ -91,7 +93,12 @@ pub async fn run(core: Arc<Core>, interval: Duration, pending_timeout_ms: i64) {
             Ok(r) => {
                 consecutive_errors = 0;
                 if r.events > 0 {
-                    tracing::debug!(tracked = r.tracked, calls = r.venue_calls, events = r.events, "poll");
+                    tracing::debug!(
+                        tracked = r.tracked,
+                        calls = r.venue_calls,
+                        events = r.events,
+                        "poll"
+                    );
                 }
             }
             Err(e) => {

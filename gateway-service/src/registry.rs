@@ -190,7 +190,9 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default();
-        v.sort_by(|a, b| (a.opened_at_ms, &a.client_order_id).cmp(&(b.opened_at_ms, &b.client_order_id)));
+        v.sort_by(|a, b| {
+            (a.opened_at_ms, &a.client_order_id).cmp(&(b.opened_at_ms, &b.client_order_id))
+        });
         v
     }
 
@@ -256,8 +258,14 @@ impl Registry {
                 incarnation: self.incarnation.clone(),
                 kind: kind as i32,
                 order: Some(convert::order_to_pb(new, &prefix)),
-                fill_volume: fill.as_ref().map(|f| f.volume.to_string()).unwrap_or_default(),
-                fill_price: fill.as_ref().map(|f| f.price.to_string()).unwrap_or_default(),
+                fill_volume: fill
+                    .as_ref()
+                    .map(|f| f.volume.to_string())
+                    .unwrap_or_default(),
+                fill_price: fill
+                    .as_ref()
+                    .map(|f| f.price.to_string())
+                    .unwrap_or_default(),
                 fill_fee: fill.as_ref().map(|f| f.fee.to_string()).unwrap_or_default(),
                 time_ms: now_ms,
             };
@@ -274,7 +282,12 @@ impl Registry {
     }
 
     /// Events of `engine` after `after`, at most `max`.
-    pub fn events_after(&self, engine: &str, after: u64, max: usize) -> Result<Vec<pb::OrderEvent>, LogError> {
+    pub fn events_after(
+        &self,
+        engine: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<pb::OrderEvent>, LogError> {
         let inner = self.lock();
         let book = inner
             .engines
@@ -305,7 +318,10 @@ impl Registry {
 
     /// A receiver that changes whenever the engine gets a new event.
     pub fn subscribe(&self, engine: &str) -> Option<watch::Receiver<u64>> {
-        self.lock().engines.get(engine).map(|b| b.seq_tx.subscribe())
+        self.lock()
+            .engines
+            .get(engine)
+            .map(|b| b.seq_tx.subscribe())
     }
 
     pub fn last_sequence(&self, engine: &str) -> u64 {
@@ -334,7 +350,11 @@ impl Registry {
             .engines
             .iter()
             .map(|(id, b)| {
-                let working = b.orders.values().filter(|t| !t.state.status.is_final()).count();
+                let working = b
+                    .orders
+                    .values()
+                    .filter(|t| !t.state.status.is_final())
+                    .count();
                 (
                     id.clone(),
                     b.streams,
@@ -366,7 +386,10 @@ pub struct FillDelta {
 pub fn diff(old: &OrderState, new: &OrderState) -> Vec<(pb::OrderEventKind, Option<FillDelta>)> {
     use pb::OrderEventKind as K;
     let mut out = Vec::new();
-    if old.status == OrderStatus::Pending && new.status != OrderStatus::Pending && new.status != OrderStatus::Rejected {
+    if old.status == OrderStatus::Pending
+        && new.status != OrderStatus::Pending
+        && new.status != OrderStatus::Rejected
+    {
         out.push((K::Open, None));
     }
     let delta = new.volume_executed - old.volume_executed;
@@ -423,7 +446,13 @@ mod tests {
         )
     }
 
-    fn with(s: &OrderState, status: OrderStatus, exec: Decimal, avg: Option<Decimal>, fee: Decimal) -> OrderState {
+    fn with(
+        s: &OrderState,
+        status: OrderStatus,
+        exec: Decimal,
+        avg: Option<Decimal>,
+        fee: Decimal,
+    ) -> OrderState {
         OrderState {
             status,
             volume_executed: exec,
@@ -439,9 +468,23 @@ mod tests {
         let p = pending("e0-a");
         let open = with(&p, OrderStatus::Open, dec!(0), None, dec!(0));
         let part = with(&p, OrderStatus::Open, dec!(40), Some(dec!(0.1)), dec!(0.01));
-        let full = with(&p, OrderStatus::Filled, dec!(100), Some(dec!(0.09)), dec!(0.0225));
-        let cancel_part = with(&p, OrderStatus::Canceled, dec!(40), Some(dec!(0.1)), dec!(0.01));
-        let kinds = |a: &OrderState, b: &OrderState| diff(a, b).into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        let full = with(
+            &p,
+            OrderStatus::Filled,
+            dec!(100),
+            Some(dec!(0.09)),
+            dec!(0.0225),
+        );
+        let cancel_part = with(
+            &p,
+            OrderStatus::Canceled,
+            dec!(40),
+            Some(dec!(0.1)),
+            dec!(0.01),
+        );
+        let kinds = |a: &OrderState, b: &OrderState| {
+            diff(a, b).into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
         assert_eq!(kinds(&p, &open), vec![K::Open]);
         assert_eq!(kinds(&p, &full), vec![K::Open, K::Filled]);
         assert_eq!(kinds(&open, &part), vec![K::PartialFill]);
@@ -464,23 +507,52 @@ mod tests {
             3,
         );
         assert_eq!(reg.register("e0", "a", pending("e0-a")), Registration::New);
-        assert!(matches!(reg.register("e0", "a", pending("e0-a")), Registration::Existing(_)));
+        assert!(matches!(
+            reg.register("e0", "a", pending("e0-a")),
+            Registration::Existing(_)
+        ));
         let p = pending("e0-a");
         reg.apply(&with(&p, OrderStatus::Open, dec!(0), None, dec!(0)), 1);
-        reg.apply(&with(&p, OrderStatus::Open, dec!(10), Some(dec!(0.1)), dec!(0)), 2);
-        reg.apply(&with(&p, OrderStatus::Open, dec!(20), Some(dec!(0.1)), dec!(0)), 3);
-        reg.apply(&with(&p, OrderStatus::Filled, dec!(100), Some(dec!(0.1)), dec!(0)), 4);
+        reg.apply(
+            &with(&p, OrderStatus::Open, dec!(10), Some(dec!(0.1)), dec!(0)),
+            2,
+        );
+        reg.apply(
+            &with(&p, OrderStatus::Open, dec!(20), Some(dec!(0.1)), dec!(0)),
+            3,
+        );
+        reg.apply(
+            &with(&p, OrderStatus::Filled, dec!(100), Some(dec!(0.1)), dec!(0)),
+            4,
+        );
         assert_eq!(reg.last_sequence("e0"), 4);
         assert_eq!(reg.last_sequence("e1"), 0, "e1 sees none of e0's events");
-        let after2: Vec<u64> = reg.events_after("e0", 2, 10).unwrap().iter().map(|e| e.sequence).collect();
+        let after2: Vec<u64> = reg
+            .events_after("e0", 2, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
         assert_eq!(after2, vec![3, 4]);
         // Retention 3: event 1 is gone, so resuming after 0 is a gap.
-        assert!(matches!(reg.events_after("e0", 0, 10), Err(LogError::Gap { .. })));
-        assert!(matches!(reg.events_after("e0", 9, 10), Err(LogError::Ahead { .. })));
+        assert!(matches!(
+            reg.events_after("e0", 0, 10),
+            Err(LogError::Gap { .. })
+        ));
+        assert!(matches!(
+            reg.events_after("e0", 9, 10),
+            Err(LogError::Ahead { .. })
+        ));
         // The engine-facing order id has no prefix.
         let ev = &reg.events_after("e0", 3, 10).unwrap()[0];
         assert_eq!(ev.order.as_ref().unwrap().client_order_id, "a");
         // Final orders do not change any more.
-        assert!(reg.apply(&with(&p, OrderStatus::Canceled, dec!(100), None, dec!(0)), 5).is_empty());
+        assert!(
+            reg.apply(
+                &with(&p, OrderStatus::Canceled, dec!(100), None, dec!(0)),
+                5
+            )
+            .is_empty()
+        );
     }
 }

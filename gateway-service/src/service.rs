@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use herd_paper::PaperVenue;
 use herd_proto::gateway as pb;
-use herd_venue::{Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue, VenueError};
+use herd_venue::{
+    Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue, VenueError,
+};
 use tokio::sync::{Notify, RwLock, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,8 +33,12 @@ pub fn venue_status(e: &VenueError) -> Status {
             Status::failed_precondition(msg)
         }
         VenueError::UnknownOrder(_) => Status::not_found(msg),
-        VenueError::RateLimited { .. } | VenueError::Lockout { .. } => Status::resource_exhausted(msg),
-        VenueError::Auth(_) => Status::internal(format!("gateway cannot authenticate with the venue: {msg}")),
+        VenueError::RateLimited { .. } | VenueError::Lockout { .. } => {
+            Status::resource_exhausted(msg)
+        }
+        VenueError::Auth(_) => {
+            Status::internal(format!("gateway cannot authenticate with the venue: {msg}"))
+        }
         VenueError::Unavailable(_) | VenueError::Transport(_) => Status::unavailable(msg),
         VenueError::Parse(_) | VenueError::Other(_) => Status::internal(msg),
     }
@@ -83,19 +89,23 @@ impl Core {
         if let Some(i) = self.instruments.read().await.get(symbol) {
             return Ok(i.clone());
         }
-        let fresh = self.venue.instruments().await.map_err(|e| venue_status(&e))?;
+        let fresh = self
+            .venue
+            .instruments()
+            .await
+            .map_err(|e| venue_status(&e))?;
         let mut map = self.instruments.write().await;
         map.clear();
         map.extend(fresh.into_iter().map(|i| (i.symbol.clone(), i)));
-        map.get(symbol)
-            .cloned()
-            .ok_or_else(|| Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}")))
+        map.get(symbol).cloned().ok_or_else(|| {
+            Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}"))
+        })
     }
 
     fn prefix(&self, engine: &str) -> Result<String, Status> {
-        self.registry
-            .prefix(engine)
-            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))
+        self.registry.prefix(engine).ok_or_else(|| {
+            Status::permission_denied(format!("engine {engine:?} is not configured"))
+        })
     }
 
     fn order_pb(&self, engine: &str, o: &OrderState) -> Result<pb::Order, Status> {
@@ -116,12 +126,14 @@ impl Core {
 
     async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
         let order = convert::new_order_from_pb(req)?;
-        let (lo, hi) = self
-            .userrefs
-            .get(engine)
-            .copied()
-            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))?;
-        let userref = if order.userref == 0 { lo } else { order.userref };
+        let (lo, hi) = self.userrefs.get(engine).copied().ok_or_else(|| {
+            Status::permission_denied(format!("engine {engine:?} is not configured"))
+        })?;
+        let userref = if order.userref == 0 {
+            lo
+        } else {
+            order.userref
+        };
         if !(lo..=hi).contains(&userref) {
             return Err(Status::invalid_argument(format!(
                 "userref: {userref} is outside this engine's range {lo}..={hi}"
@@ -203,7 +215,9 @@ impl Core {
             .ok_or_else(|| Status::internal("order vanished from the registry"))?;
         match cancel {
             Ok(()) => self.order_pb(engine, &now_state),
-            Err(VenueError::UnknownOrder(_)) if now_state.status.is_final() => self.order_pb(engine, &now_state),
+            Err(VenueError::UnknownOrder(_)) if now_state.status.is_final() => {
+                self.order_pb(engine, &now_state)
+            }
             Err(e) => Err(venue_status(&e)),
         }
     }
@@ -254,17 +268,30 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::ListInstrumentsRequest>,
     ) -> Result<Response<pb::ListInstrumentsResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let list = self.core.venue.instruments().await.map_err(|e| venue_status(&e))?;
+        let list = self
+            .core
+            .venue
+            .instruments()
+            .await
+            .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::ListInstrumentsResponse {
             instruments: list.iter().map(convert::instrument_to_pb).collect(),
         }))
     }
 
-    async fn get_ticker(&self, req: Request<pb::GetTickerRequest>) -> Result<Response<pb::Ticker>, Status> {
+    async fn get_ticker(
+        &self,
+        req: Request<pb::GetTickerRequest>,
+    ) -> Result<Response<pb::Ticker>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
         let symbol = &req.get_ref().symbol;
         self.core.instrument(symbol).await?;
-        let t = self.core.venue.ticker(symbol).await.map_err(|e| venue_status(&e))?;
+        let t = self
+            .core
+            .venue
+            .ticker(symbol)
+            .await
+            .map_err(|e| venue_status(&e))?;
         Ok(Response::new(convert::ticker_to_pb(&t)))
     }
 
@@ -297,7 +324,12 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let b = self.core.venue.balances().await.map_err(|e| venue_status(&e))?;
+        let b = self
+            .core
+            .venue
+            .balances()
+            .await
+            .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetBalancesResponse {
             balances: b.iter().map(convert::balance_to_pb).collect(),
         }))
@@ -319,8 +351,13 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let engine = engine_of(&req)?;
         self.core.registry.count_call(&engine);
-        let order = self.core.cancel(&engine, &req.get_ref().client_order_id).await?;
-        Ok(Response::new(pb::CancelOrderResponse { order: Some(order) }))
+        let order = self
+            .core
+            .cancel(&engine, &req.get_ref().client_order_id)
+            .await?;
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(order),
+        }))
     }
 
     async fn query_orders(
@@ -370,10 +407,12 @@ impl pb::gateway_server::Gateway for GatewayService {
         let after = req.get_ref().after_sequence;
         let registry = self.core.registry.clone();
         // Refuse at once when the stream cannot start where asked.
-        registry.events_after(&engine, after, 0).map_err(|e| log_status(&e))?;
-        let mut changes = registry
-            .subscribe(&engine)
-            .ok_or_else(|| Status::permission_denied(format!("engine {engine:?} is not configured")))?;
+        registry
+            .events_after(&engine, after, 0)
+            .map_err(|e| log_status(&e))?;
+        let mut changes = registry.subscribe(&engine).ok_or_else(|| {
+            Status::permission_denied(format!("engine {engine:?} is not configured"))
+        })?;
         let (tx, rx) = mpsc::channel(256);
         registry.stream_opened(&engine);
         tracing::info!(engine, after, "order event stream opened");
@@ -405,7 +444,9 @@ impl pb::gateway_server::Gateway for GatewayService {
             registry.stream_closed(&engine);
             tracing::info!(engine, cursor, "order event stream closed");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as EventStream))
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as EventStream
+        ))
     }
 
     async fn get_budget(
@@ -462,14 +503,15 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         &self,
         req: Request<pb::SetPaperPriceRequest>,
     ) -> Result<Response<pb::SetPaperPriceResponse>, Status> {
-        let paper = self
-            .core
-            .paper
-            .as_ref()
-            .ok_or_else(|| Status::failed_precondition("the gateway is not on the paper venue"))?;
+        let paper =
+            self.core.paper.as_ref().ok_or_else(|| {
+                Status::failed_precondition("the gateway is not on the paper venue")
+            })?;
         let r = req.get_ref();
         let price = convert::parse_decimal("price", &r.price)?;
-        let ticker = paper.set_price(&r.symbol, price).map_err(|e| venue_status(&e))?;
+        let ticker = paper
+            .set_price(&r.symbol, price)
+            .map_err(|e| venue_status(&e))?;
         self.core.poll_now.notify_one();
         Ok(Response::new(pb::SetPaperPriceResponse {
             ticker: Some(convert::ticker_to_pb(&ticker)),
@@ -485,13 +527,15 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             .registry
             .engine_summaries()
             .into_iter()
-            .map(|(engine_id, streams, last_sequence, open_orders, calls)| pb::EngineInfo {
-                engine_id,
-                stream_connected: streams > 0,
-                last_sequence,
-                open_orders,
-                calls,
-            })
+            .map(
+                |(engine_id, streams, last_sequence, open_orders, calls)| pb::EngineInfo {
+                    engine_id,
+                    stream_connected: streams > 0,
+                    last_sequence,
+                    open_orders,
+                    calls,
+                },
+            )
             .collect();
         Ok(Response::new(pb::ListEnginesResponse { engines }))
     }

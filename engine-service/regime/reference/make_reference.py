@@ -12,11 +12,13 @@ Writes (commit these; the Rust test needs no Python):
 """
 
 import json
+import sys
 
 import numpy as np
 from hmmlearn.hmm import GaussianHMM
 
-from synth import synth_candles, features
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+from synth import synth_candles, features  # noqa: E402
 
 N_CANDLES = 1000
 SEED = 20240601

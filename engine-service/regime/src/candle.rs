@@ -55,7 +55,10 @@ pub(crate) fn validate(candles: &[Candle]) -> Result<(), RegimeError> {
 /// be in strictly increasing time order. Errors carry the 1-based line number.
 pub fn parse_candles_csv(text: &str) -> Result<Vec<Candle>, RegimeError> {
     const HEADER: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let Some((header_idx, header)) = lines.next() else {
         return Err(RegimeError::Csv {
             line: 1,
@@ -82,10 +85,7 @@ pub fn parse_candles_csv(text: &str) -> Result<Vec<Candle>, RegimeError> {
         };
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != HEADER.len() {
-            return Err(err(format!(
-                "expected 6 fields, got {}",
-                fields.len()
-            )));
+            return Err(err(format!("expected 6 fields, got {}", fields.len())));
         }
         let time = parse_time(fields[0]).map_err(&err)?;
         let mut vals = [0.0f64; 5];
@@ -138,6 +138,7 @@ fn parse_time(raw: &str) -> Result<i64, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -157,8 +158,14 @@ mod tests {
                 text: "Time, Open,High,Low,Close,Volume\n\n1700000000,1,1,1,1,1\n",
                 expect: Ok(1),
             },
-            Case { text: "", expect: Err((1, "empty file")) },
-            Case { text: "t,o,h,l,c,v\n", expect: Err((1, "header")) },
+            Case {
+                text: "",
+                expect: Err((1, "empty file")),
+            },
+            Case {
+                text: "t,o,h,l,c,v\n",
+                expect: Err((1, "header")),
+            },
             Case {
                 text: "time,open,high,low,close,volume\n1,1,1,1,1\n",
                 expect: Err((2, "expected 6 fields")),
@@ -198,7 +205,8 @@ mod tests {
 
     #[test]
     fn seconds_are_converted_to_millis() {
-        let c = parse_candles_csv("time,open,high,low,close,volume\n1700000000,1,1,1,1,1\n").unwrap();
+        let c =
+            parse_candles_csv("time,open,high,low,close,volume\n1700000000,1,1,1,1,1\n").unwrap();
         assert_eq!(c[0].open_time_ms, 1_700_000_000_000);
     }
 }

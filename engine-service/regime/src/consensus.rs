@@ -105,6 +105,7 @@ pub fn consensus(primary: &TimeframeReading, secondary: &TimeframeReading) -> Re
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -132,21 +133,93 @@ mod tests {
     fn consensus_rule_table() {
         use Regime::*;
         let cases = [
-            Case { name: "full bullish", m1: (Bullish, 0.4, 0.5), m15: (Bullish, 0.6, 0.8), agreement: "full", regime: Bullish, confidence: 0.6, bias: 0.3 * 0.5 + 0.7 * 0.8 },
-            Case { name: "full bearish", m1: (Bearish, 0.78, -0.3), m15: (Bearish, 0.72, -0.5), agreement: "full", regime: Bearish, confidence: 0.78, bias: 0.3 * -0.3 + 0.7 * -0.5 },
-            Case { name: "full ranging", m1: (Ranging, 0.5, 0.0), m15: (Ranging, 0.3, 0.1), agreement: "full", regime: Ranging, confidence: 0.5, bias: 0.07 },
-            Case { name: "full but low confidence", m1: (Bullish, 0.1, 0.0), m15: (Bullish, 0.19, 0.0), agreement: "full", regime: Ranging, confidence: 0.19, bias: 0.0 },
-            Case { name: "15m neutral", m1: (Bullish, 0.9, 0.9), m15: (Ranging, 0.9, 0.0), agreement: "15m_neutral", regime: Ranging, confidence: 0.0, bias: 0.0 },
-            Case { name: "1m cooling", m1: (Ranging, 0.9, 0.02), m15: (Bearish, 0.8, -0.6), agreement: "1m_cooling", regime: Bearish, confidence: 0.4, bias: -0.3 },
-            Case { name: "1m cooling, dampened below threshold", m1: (Ranging, 0.9, 0.0), m15: (Bullish, 0.3, 0.5), agreement: "1m_cooling", regime: Ranging, confidence: 0.15, bias: 0.25 },
-            Case { name: "conflict", m1: (Bearish, 0.9, -0.9), m15: (Bullish, 0.9, 0.9), agreement: "conflict", regime: Ranging, confidence: 0.0, bias: 0.0 },
+            Case {
+                name: "full bullish",
+                m1: (Bullish, 0.4, 0.5),
+                m15: (Bullish, 0.6, 0.8),
+                agreement: "full",
+                regime: Bullish,
+                confidence: 0.6,
+                bias: 0.3 * 0.5 + 0.7 * 0.8,
+            },
+            Case {
+                name: "full bearish",
+                m1: (Bearish, 0.78, -0.3),
+                m15: (Bearish, 0.72, -0.5),
+                agreement: "full",
+                regime: Bearish,
+                confidence: 0.78,
+                bias: 0.3 * -0.3 + 0.7 * -0.5,
+            },
+            Case {
+                name: "full ranging",
+                m1: (Ranging, 0.5, 0.0),
+                m15: (Ranging, 0.3, 0.1),
+                agreement: "full",
+                regime: Ranging,
+                confidence: 0.5,
+                bias: 0.07,
+            },
+            Case {
+                name: "full but low confidence",
+                m1: (Bullish, 0.1, 0.0),
+                m15: (Bullish, 0.19, 0.0),
+                agreement: "full",
+                regime: Ranging,
+                confidence: 0.19,
+                bias: 0.0,
+            },
+            Case {
+                name: "15m neutral",
+                m1: (Bullish, 0.9, 0.9),
+                m15: (Ranging, 0.9, 0.0),
+                agreement: "15m_neutral",
+                regime: Ranging,
+                confidence: 0.0,
+                bias: 0.0,
+            },
+            Case {
+                name: "1m cooling",
+                m1: (Ranging, 0.9, 0.02),
+                m15: (Bearish, 0.8, -0.6),
+                agreement: "1m_cooling",
+                regime: Bearish,
+                confidence: 0.4,
+                bias: -0.3,
+            },
+            Case {
+                name: "1m cooling, dampened below threshold",
+                m1: (Ranging, 0.9, 0.0),
+                m15: (Bullish, 0.3, 0.5),
+                agreement: "1m_cooling",
+                regime: Ranging,
+                confidence: 0.15,
+                bias: 0.25,
+            },
+            Case {
+                name: "conflict",
+                m1: (Bearish, 0.9, -0.9),
+                m15: (Bullish, 0.9, 0.9),
+                agreement: "conflict",
+                regime: Ranging,
+                confidence: 0.0,
+                bias: 0.0,
+            },
         ];
         for c in cases {
-            let r = consensus(&tf("1m", c.m1.0, c.m1.1, c.m1.2), &tf("15m", c.m15.0, c.m15.1, c.m15.2));
+            let r = consensus(
+                &tf("1m", c.m1.0, c.m1.1, c.m1.2),
+                &tf("15m", c.m15.0, c.m15.1, c.m15.2),
+            );
             assert!(r.ready, "{}", c.name);
             assert_eq!(r.agreement, c.agreement, "{}", c.name);
             assert_eq!(r.regime, c.regime, "{}", c.name);
-            assert!((r.confidence - c.confidence).abs() < 1e-12, "{}: {}", c.name, r.confidence);
+            assert!(
+                (r.confidence - c.confidence).abs() < 1e-12,
+                "{}: {}",
+                c.name,
+                r.confidence
+            );
             assert!((r.bias - c.bias).abs() < 1e-12, "{}: {}", c.name, r.bias);
             assert_eq!(r.is_ranging(), c.regime == Ranging, "{}", c.name);
             assert_eq!(r.per_timeframe.len(), 2);
@@ -170,7 +243,10 @@ mod tests {
 
     #[test]
     fn serializes_with_upper_case_regimes() {
-        let r = consensus(&tf("1m", Regime::Bullish, 0.5, 0.5), &tf("15m", Regime::Bullish, 0.5, 0.5));
+        let r = consensus(
+            &tf("1m", Regime::Bullish, 0.5, 0.5),
+            &tf("15m", Regime::Bullish, 0.5, 0.5),
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["regime"], "BULLISH");
         assert_eq!(json["agreement"], "full");

@@ -121,7 +121,10 @@ impl TimeframeConfig {
 
     fn validate(&self) -> Result<(), RegimeError> {
         if self.fit.n_states != 3 {
-            return Err(invalid("timeframe config", "the detector needs exactly 3 states"));
+            return Err(invalid(
+                "timeframe config",
+                "the detector needs exactly 3 states",
+            ));
         }
         if self.min_train_candles < WARMUP + 10 || self.train_candles < self.min_train_candles {
             return Err(invalid(
@@ -236,7 +239,10 @@ impl TrainedModel {
     /// Summarises a filtered posterior over HMM states (length 3).
     pub fn summarize(&self, posterior: &[f64]) -> Result<PosteriorSummary, RegimeError> {
         if posterior.len() != 3 {
-            return Err(invalid("posterior", format!("length {}, expected 3", posterior.len())));
+            return Err(invalid(
+                "posterior",
+                format!("length {}, expected 3", posterior.len()),
+            ));
         }
         let [bear, range, bull] = self.order.map(|s| posterior[s]);
         let labelled = [
@@ -280,7 +286,10 @@ impl TrainedModel {
 fn label_order(hmm: &GaussianHmm) -> Result<[usize; 3], RegimeError> {
     let means = &hmm.params().means;
     if means.len() != 3 {
-        return Err(invalid("hmm", format!("{} states, expected 3", means.len())));
+        return Err(invalid(
+            "hmm",
+            format!("{} states, expected 3", means.len()),
+        ));
     }
     let mut idx = [0usize, 1, 2];
     idx.sort_by(|&a, &b| means[a][EMA_SPREAD].total_cmp(&means[b][EMA_SPREAD]));
@@ -361,7 +370,11 @@ impl TimeframeDetector {
 
     /// Retrains if due and enough candles are available, then infers. Too little history is
     /// not an error here: the reading is simply not ready (or uses the previous model).
-    pub fn update(&mut self, candles: &[Candle], now_ms: i64) -> Result<TimeframeReading, RegimeError> {
+    pub fn update(
+        &mut self,
+        candles: &[Candle],
+        now_ms: i64,
+    ) -> Result<TimeframeReading, RegimeError> {
         if self.needs_retrain(now_ms) && candles.len() >= self.config.min_train_candles {
             self.train(candles, now_ms)?;
         }
@@ -407,10 +420,13 @@ pub struct RegimeRun {
 
 /// Offline analysis of a candle history (what `herdctl regime --candles FILE.csv` prints):
 /// trains once on the most recent `config.train_candles` candles, exactly as a live detector
-/// given this history would, then for every candle after the warm-up filters the `window`
-/// observations ending at it. Rows before the end are therefore judged by a model that has
+/// given this history would, then computes features over the whole history and for every
+/// candle after the warm-up filters the `window` observations ending at it. Rows before the end are therefore judged by a model that has
 /// seen later data; this is a diagnostic view, not a backtest.
-pub fn analyze_candles(candles: &[Candle], config: &TimeframeConfig) -> Result<RegimeRun, RegimeError> {
+pub fn analyze_candles(
+    candles: &[Candle],
+    config: &TimeframeConfig,
+) -> Result<RegimeRun, RegimeError> {
     config.validate()?;
     if candles.len() < config.min_train_candles {
         return Err(RegimeError::TooFew {

@@ -3,10 +3,10 @@
 //! Per candle: MACD(12,26,9) histogram slope, EMA spread (EMA9 - EMA21) / EMA21, RSI14 zone
 //! (RSI - 50) / 50 with Wilder smoothing, and volume ratio volume / EMA20(volume).
 //!
-//! Exact definitions (mirrored by `reference/make_reference.py`):
+//! Exact definitions (mirrored in Python by `reference/synth.py` for the reference test):
 //! - EMA(n): alpha = 2 / (n + 1), seeded with the first value (pandas `ewm(adjust=False)`).
 //! - MACD = EMA12(close) - EMA26(close); signal = EMA9(MACD); hist = MACD - signal;
-//!   slope[t] = hist[t] - hist[t-1].
+//!   `slope[t] = hist[t] - hist[t-1]`.
 //! - RSI: Wilder averages of gains and losses seeded with the simple mean of the first 14
 //!   changes, then `avg = (avg * 13 + x) / 14`.
 //! - The first [`WARMUP`] candles produce no row.
@@ -51,7 +51,7 @@ impl Observations {
     /// Builds from row-major data; `data.len()` must be a multiple of `cols` (> 0) and every
     /// value finite.
     pub fn new(cols: usize, data: Vec<f64>) -> Result<Self, RegimeError> {
-        if cols == 0 || data.len() % cols != 0 {
+        if cols == 0 || !data.len().is_multiple_of(cols) {
             return Err(invalid(
                 "observations",
                 format!("{} values do not fill rows of {cols} columns", data.len()),
@@ -60,7 +60,11 @@ impl Observations {
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             return Err(invalid(
                 "observations",
-                format!("value at row {} column {} is not finite", i / cols, i % cols),
+                format!(
+                    "value at row {} column {} is not finite",
+                    i / cols,
+                    i % cols
+                ),
             ));
         }
         Ok(Self { cols, data })
@@ -90,7 +94,7 @@ impl Observations {
         self.cols
     }
 
-    /// Row `t`. Panics-free callers index below [`Observations::len`].
+    /// Row `t`; callers keep `t` below [`Observations::len`].
     pub(crate) fn row(&self, t: usize) -> &[f64] {
         &self.data[t * self.cols..(t + 1) * self.cols]
     }
@@ -255,7 +259,11 @@ impl Standardizer {
         if obs.cols() != self.mean.len() {
             return Err(invalid(
                 "observations",
-                format!("{} columns, standardizer has {}", obs.cols(), self.mean.len()),
+                format!(
+                    "{} columns, standardizer has {}",
+                    obs.cols(),
+                    self.mean.len()
+                ),
             ));
         }
         let mut data = Vec::with_capacity(obs.len() * obs.cols());
@@ -269,6 +277,7 @@ impl Standardizer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -316,7 +325,10 @@ mod tests {
     #[test]
     fn too_few_candles_is_an_error() {
         let err = compute_features(&candles(&[1.0; WARMUP], 1.0)).unwrap_err();
-        assert!(matches!(err, RegimeError::TooFew { have: WARMUP, .. }), "{err}");
+        assert!(
+            matches!(err, RegimeError::TooFew { have: WARMUP, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -116,17 +116,22 @@ impl GaussianHmm {
         let k = params.startprob.len();
         let d = params.means.first().map_or(0, Vec::len);
         if k == 0 || d == 0 {
-            return Err(invalid("hmm params", "need at least one state and one feature"));
+            return Err(invalid(
+                "hmm params",
+                "need at least one state and one feature",
+            ));
         }
         let prob_ok = |row: &[f64]| {
             row.iter().all(|p| p.is_finite() && *p >= 0.0)
                 && (row.iter().sum::<f64>() - 1.0).abs() <= SUM_TOL
         };
         if !prob_ok(&params.startprob) {
-            return Err(invalid("hmm params", "startprob is not a probability vector"));
+            return Err(invalid(
+                "hmm params",
+                "startprob is not a probability vector",
+            ));
         }
-        if params.transmat.len() != k
-            || params.transmat.iter().any(|r| r.len() != k || !prob_ok(r))
+        if params.transmat.len() != k || params.transmat.iter().any(|r| r.len() != k || !prob_ok(r))
         {
             return Err(invalid(
                 "hmm params",
@@ -134,9 +139,15 @@ impl GaussianHmm {
             ));
         }
         if params.means.len() != k
-            || params.means.iter().any(|r| r.len() != d || r.iter().any(|v| !v.is_finite()))
+            || params
+                .means
+                .iter()
+                .any(|r| r.len() != d || r.iter().any(|v| !v.is_finite()))
         {
-            return Err(invalid("hmm params", format!("means must be {k}x{d} and finite")));
+            return Err(invalid(
+                "hmm params",
+                format!("means must be {k}x{d} and finite"),
+            ));
         }
         if params.vars.len() != k
             || params
@@ -234,13 +245,11 @@ impl GaussianHmm {
 
     /// Posterior at the last step of `obs` (see [`GaussianHmm::filter`]).
     pub fn filter_last(&self, obs: &Observations, prior: Prior) -> Result<Vec<f64>, RegimeError> {
-        self.filter(obs, prior)?
-            .pop()
-            .ok_or(RegimeError::TooFew {
-                what: "observations to filter",
-                have: 0,
-                need: 1,
-            })
+        self.filter(obs, prior)?.pop().ok_or(RegimeError::TooFew {
+            what: "observations to filter",
+            have: 0,
+            need: 1,
+        })
     }
 
     /// Stationary distribution of the transition matrix, by power iteration on the lazy
@@ -366,7 +375,9 @@ impl GaussianHmm {
             loglik += c.ln() + maxes[t];
         }
         if !loglik.is_finite() {
-            return Err(RegimeError::Numerical("log-likelihood is not finite".into()));
+            return Err(RegimeError::Numerical(
+                "log-likelihood is not finite".into(),
+            ));
         }
         Ok((alpha, scale, loglik))
     }
@@ -432,7 +443,13 @@ impl GaussianHmm {
                 }
             }
         }
-        let all = [&stats.start, &stats.trans, &stats.post, &stats.obs, &stats.obs2];
+        let all = [
+            &stats.start,
+            &stats.trans,
+            &stats.post,
+            &stats.obs,
+            &stats.obs2,
+        ];
         if all.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
             return Err(RegimeError::Numerical(
                 "expected sufficient statistics are not finite".into(),
@@ -545,11 +562,10 @@ fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
             let mut changed = false;
             inertia = 0.0;
             for (t, x) in obs.rows().enumerate() {
-                let (j, dj) = centres
-                    .iter()
-                    .map(|c| sq_dist(x, c))
-                    .enumerate()
-                    .fold((0, f64::INFINITY), |acc, (j, dj)| if dj < acc.1 { (j, dj) } else { acc });
+                let (j, dj) = centres.iter().map(|c| sq_dist(x, c)).enumerate().fold(
+                    (0, f64::INFINITY),
+                    |acc, (j, dj)| if dj < acc.1 { (j, dj) } else { acc },
+                );
                 inertia += dj;
                 if assign[t] != j {
                     assign[t] = j;
@@ -587,6 +603,7 @@ fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -605,7 +622,11 @@ mod tests {
     #[test]
     fn fit_is_deterministic_from_seed_and_increases_likelihood() {
         let obs = toy_obs();
-        let cfg = FitConfig { n_states: 2, tol: 1e-8, ..FitConfig::default() };
+        let cfg = FitConfig {
+            n_states: 2,
+            tol: 1e-8,
+            ..FitConfig::default()
+        };
         let (a, ra) = GaussianHmm::fit(&obs, &cfg).unwrap();
         let (b, rb) = GaussianHmm::fit(&obs, &cfg).unwrap();
         assert_eq!(a, b);
@@ -615,7 +636,10 @@ mod tests {
         }
         let mut means: Vec<f64> = a.params().means.iter().map(|m| m[0]).collect();
         means.sort_by(f64::total_cmp);
-        assert!((means[0] + 2.0).abs() < 0.1 && (means[1] - 2.0).abs() < 0.1, "{means:?}");
+        assert!(
+            (means[0] + 2.0).abs() < 0.1 && (means[1] - 2.0).abs() < 0.1,
+            "{means:?}"
+        );
         let stay = a.params().transmat[0][0];
         assert!(stay > 0.9, "{stay}");
     }
@@ -662,7 +686,11 @@ mod tests {
         let obs = Observations::from_rows(&[vec![1.0], vec![2.0]]).unwrap();
         assert!(matches!(
             GaussianHmm::fit(&obs, &FitConfig::default()),
-            Err(RegimeError::TooFew { have: 2, need: 3, .. })
+            Err(RegimeError::TooFew {
+                have: 2,
+                need: 3,
+                ..
+            })
         ));
     }
 
@@ -678,7 +706,14 @@ mod tests {
     #[test]
     fn extreme_outlier_does_not_break_filtering() {
         let obs = toy_obs();
-        let (m, _) = GaussianHmm::fit(&obs, &FitConfig { n_states: 2, ..FitConfig::default() }).unwrap();
+        let (m, _) = GaussianHmm::fit(
+            &obs,
+            &FitConfig {
+                n_states: 2,
+                ..FitConfig::default()
+            },
+        )
+        .unwrap();
         let far = Observations::from_rows(&[vec![1e6, -1e6], vec![0.0, 0.0]]).unwrap();
         let p = m.filter_last(&far, Prior::Stationary).unwrap();
         assert!(p.iter().all(|x| x.is_finite()));

@@ -6,7 +6,7 @@
 //! - [`features`]: MACD histogram slope, EMA spread, RSI zone, volume ratio; z-scoring.
 //! - [`hmm`]: diagonal-covariance Gaussian HMM, Baum-Welch matching hmmlearn, forward filter.
 //! - [`detector`]: one timeframe's detector, state labelling, readings, offline analysis.
-//! - [`consensus`]: the 1 m / 15 m agreement rules and the [`RegimeReading`] output.
+//! - [`mod@consensus`]: the 1 m / 15 m agreement rules and the [`RegimeReading`] output.
 //! - [`parse_candles_csv`]: reads `time,open,high,low,close,volume` files.
 
 mod candle;

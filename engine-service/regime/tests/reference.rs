@@ -8,6 +8,8 @@
 //!   RTOL 1e-7, same iteration count and convergence flag;
 //! - filtered posteriors: ATOL 1e-9.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use herd_regime::features::{Observations, Standardizer, compute_features};
 use herd_regime::hmm::{FitConfig, GaussianHmm, HmmParams, Prior};
 use herd_regime::parse_candles_csv;
@@ -36,7 +38,11 @@ fn expected() -> Value {
 }
 
 fn vec1(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn vec2(v: &Value) -> Vec<Vec<f64>> {
@@ -80,7 +86,13 @@ fn features_match_python_formulas() {
 
     let e = expected();
     let z = Standardizer::fit(&python).unwrap();
-    check("feature mean", &z.mean, &vec1(&e["feature_mean"]), 0.0, 1e-12);
+    check(
+        "feature mean",
+        &z.mean,
+        &vec1(&e["feature_mean"]),
+        0.0,
+        1e-12,
+    );
     check("feature std", &z.std, &vec1(&e["feature_std"]), 0.0, 1e-12);
 }
 
@@ -98,16 +110,48 @@ fn baum_welch_matches_hmmlearn() {
     let (model, report) = GaussianHmm::fit_from(params(&e["initial"]), &obs, &config).unwrap();
     let want = params(&e["fitted"]);
     // The variance floor must not bind on this data, or the comparison would be unfair.
-    assert!(want.vars.iter().flatten().all(|v| *v > 10.0 * config.min_covar));
+    assert!(
+        want.vars
+            .iter()
+            .flatten()
+            .all(|v| *v > 10.0 * config.min_covar)
+    );
 
-    assert_eq!(report.iterations, e["iterations"].as_u64().unwrap() as usize);
+    assert_eq!(
+        report.iterations,
+        e["iterations"].as_u64().unwrap() as usize
+    );
     assert_eq!(report.converged, e["converged"].as_bool().unwrap());
     let got = model.params();
     let mut worst = 0.0f64;
-    worst = worst.max(check("startprob", &got.startprob, &want.startprob, PARAM_ATOL, PARAM_RTOL));
-    worst = worst.max(check("transmat", &flat(&got.transmat), &flat(&want.transmat), PARAM_ATOL, PARAM_RTOL));
-    worst = worst.max(check("means", &flat(&got.means), &flat(&want.means), PARAM_ATOL, PARAM_RTOL));
-    worst = worst.max(check("vars", &flat(&got.vars), &flat(&want.vars), PARAM_ATOL, PARAM_RTOL));
+    worst = worst.max(check(
+        "startprob",
+        &got.startprob,
+        &want.startprob,
+        PARAM_ATOL,
+        PARAM_RTOL,
+    ));
+    worst = worst.max(check(
+        "transmat",
+        &flat(&got.transmat),
+        &flat(&want.transmat),
+        PARAM_ATOL,
+        PARAM_RTOL,
+    ));
+    worst = worst.max(check(
+        "means",
+        &flat(&got.means),
+        &flat(&want.means),
+        PARAM_ATOL,
+        PARAM_RTOL,
+    ));
+    worst = worst.max(check(
+        "vars",
+        &flat(&got.vars),
+        &flat(&want.vars),
+        PARAM_ATOL,
+        PARAM_RTOL,
+    ));
     check(
         "log-likelihood history",
         &report.log_likelihood_history,
@@ -147,8 +191,22 @@ fn forward_filter_matches_on_hmmlearn_params() {
         POSTERIOR_ATOL,
         0.0,
     );
-    check("stationary", &model.stationary(), &vec1(&e["stationary"]), 1e-12, 0.0);
+    check(
+        "stationary",
+        &model.stationary(),
+        &vec1(&e["stationary"]),
+        1e-12,
+        0.0,
+    );
     let window = e["window"].as_u64().unwrap() as usize;
-    let last = model.filter_last(&obs.tail(window), Prior::Stationary).unwrap();
-    check("window posterior", &last, &vec1(&e["window_posterior"]), POSTERIOR_ATOL, 0.0);
+    let last = model
+        .filter_last(&obs.tail(window), Prior::Stationary)
+        .unwrap();
+    check(
+        "window posterior",
+        &last,
+        &vec1(&e["window_posterior"]),
+        POSTERIOR_ATOL,
+        0.0,
+    );
 }

@@ -494,9 +494,13 @@ mod tests {
             let max_seen = max_seen.clone();
             tasks.push(tokio::spawn(async move {
                 let cost = if i % 5 == 0 { 2.0 } else { 1.0 };
-                b.acquire(Priority::Query, true, &[Charge::new(CounterKey::Rest, cost)])
-                    .await
-                    .unwrap();
+                b.acquire(
+                    Priority::Query,
+                    true,
+                    &[Charge::new(CounterKey::Rest, cost)],
+                )
+                .await
+                .unwrap();
                 let level = b.level(&CounterKey::Rest);
                 let mut m = max_seen.lock().unwrap();
                 *m = m.max(level);
@@ -511,7 +515,10 @@ mod tests {
         // (72 - 15) / 0.33 s, and not much more.
         let took = start.elapsed().as_secs_f64();
         let floor = (72.0 - 15.0) / 0.33;
-        assert!(took >= floor - 0.01 && took < floor + 3.5, "took {took}, floor {floor}");
+        assert!(
+            took >= floor - 0.01 && took < floor + 3.5,
+            "took {took}, floor {floor}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -528,7 +535,9 @@ mod tests {
                 } else {
                     (Priority::Place, 1.0)
                 };
-                b.acquire(p, true, &[Charge::new(key.clone(), cost)]).await.unwrap();
+                b.acquire(p, true, &[Charge::new(key.clone(), cost)])
+                    .await
+                    .unwrap();
                 let l = b.level(&key);
                 assert!(l <= 60.0 + 1e-6, "trading level {l}");
             }));
@@ -569,7 +578,11 @@ mod tests {
         tokio::task::yield_now().await;
         let snap = b.snapshot();
         assert_eq!(
-            (snap.waiting_cancels, snap.waiting_places, snap.waiting_queries),
+            (
+                snap.waiting_cancels,
+                snap.waiting_places,
+                snap.waiting_queries
+            ),
             (2, 2, 2)
         );
         for t in tasks {
@@ -587,7 +600,8 @@ mod tests {
         let blocked = {
             let b = b.clone();
             tokio::spawn(async move {
-                b.acquire(Priority::Cancel, true, &[Charge::new(a, 8.0)]).await
+                b.acquire(Priority::Cancel, true, &[Charge::new(a, 8.0)])
+                    .await
             })
         };
         tokio::task::yield_now().await;
@@ -595,7 +609,11 @@ mod tests {
         b.acquire(Priority::Query, true, &[Charge::new(CounterKey::Rest, 1.0)])
             .await
             .unwrap();
-        assert_eq!(t0.elapsed(), Duration::ZERO, "query on REST is not behind a cancel on XBTUSD");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "query on REST is not behind a cancel on XBTUSD"
+        );
         blocked.await.unwrap().unwrap();
     }
 
@@ -613,7 +631,10 @@ mod tests {
             .await
             .unwrap();
         let waited = t0.elapsed().as_secs_f64();
-        assert!((waited - 1.0).abs() < 0.01, "Pro decays 1/s: waited {waited}");
+        assert!(
+            (waited - 1.0).abs() < 0.01,
+            "Pro decays 1/s: waited {waited}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -623,18 +644,30 @@ mod tests {
         b.lock_out_until(until);
         assert_eq!(b.snapshot().locked_until_ms, Some(until));
         let err = b
-            .acquire(Priority::Cancel, true, &[Charge::new(CounterKey::Rest, 1.0)])
+            .acquire(
+                Priority::Cancel,
+                true,
+                &[Charge::new(CounterKey::Rest, 1.0)],
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, VenueError::Lockout { until_ms, .. } if until_ms == until));
-        b.acquire(Priority::Query, false, &[Charge::new(CounterKey::Public, 1.0)])
-            .await
-            .unwrap();
+        b.acquire(
+            Priority::Query,
+            false,
+            &[Charge::new(CounterKey::Public, 1.0)],
+        )
+        .await
+        .unwrap();
         wall.advance_ms(900_001);
         assert_eq!(b.snapshot().locked_until_ms, None);
-        b.acquire(Priority::Cancel, true, &[Charge::new(CounterKey::Rest, 1.0)])
-            .await
-            .unwrap();
+        b.acquire(
+            Priority::Cancel,
+            true,
+            &[Charge::new(CounterKey::Rest, 1.0)],
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -642,9 +675,13 @@ mod tests {
         let (b, _) = budget(Tier::Pro);
         let t0 = tokio::time::Instant::now();
         for _ in 0..5 {
-            b.acquire(Priority::Query, false, &[Charge::new(CounterKey::Public, 1.0)])
-                .await
-                .unwrap();
+            b.acquire(
+                Priority::Query,
+                false,
+                &[Charge::new(CounterKey::Public, 1.0)],
+            )
+            .await
+            .unwrap();
         }
         let took = t0.elapsed().as_secs_f64();
         assert!((took - 4.0).abs() < 0.01, "{took}");
@@ -657,8 +694,12 @@ mod tests {
         let waiting = {
             let b = b.clone();
             tokio::spawn(async move {
-                b.acquire(Priority::Cancel, true, &[Charge::new(CounterKey::Rest, 1.0)])
-                    .await
+                b.acquire(
+                    Priority::Cancel,
+                    true,
+                    &[Charge::new(CounterKey::Rest, 1.0)],
+                )
+                .await
             })
         };
         tokio::task::yield_now().await;

@@ -45,7 +45,9 @@ pub struct MillisAsMicros<C>(pub C);
 
 impl<C: herd_venue::Clock> MicrosClock for MillisAsMicros<C> {
     fn now_micros(&self) -> u64 {
-        u64::try_from(self.0.now_ms()).unwrap_or(0).saturating_mul(1000)
+        u64::try_from(self.0.now_ms())
+            .unwrap_or(0)
+            .saturating_mul(1000)
     }
 }
 
@@ -204,7 +206,11 @@ mod tests {
         clock.advance_ms(5);
         assert_eq!(g.next().unwrap(), 1_005_000);
         clock.set_ms(0);
-        assert_eq!(g.next().unwrap(), 1_005_001, "clock going back never lowers it");
+        assert_eq!(
+            g.next().unwrap(),
+            1_005_001,
+            "clock going back never lowers it"
+        );
     }
 
     #[test]
@@ -249,7 +255,11 @@ mod tests {
         let second = NonceGenerator::with_clock(micros, Some(path.clone()), 1_000).unwrap();
         let n = second.next().unwrap();
         assert!(n > last, "restart went backwards: {n} <= {last}");
-        let on_disk: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        let on_disk: u64 = std::fs::read_to_string(&path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(on_disk >= n);
     }
 
@@ -261,13 +271,20 @@ mod tests {
         let g = NonceGenerator::with_clock(micros, Some(path.clone()), 100).unwrap();
         let a = g.next().unwrap();
         let mark = std::fs::read_to_string(&path).unwrap();
-        for _ in 0..99 {
+        assert_eq!(mark.trim().parse::<u64>().unwrap(), a + 100);
+        // Nonces up to the mark are covered by it: no write.
+        for _ in 0..100 {
             g.next().unwrap();
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), mark, "same block");
-        g.next().unwrap();
-        let new_mark: u64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
-        assert_eq!(new_mark, a + 100 + 100);
+        let beyond = g.next().unwrap();
+        assert_eq!(beyond, a + 101);
+        let new_mark: u64 = std::fs::read_to_string(&path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(new_mark, beyond + 100);
     }
 
     #[test]

@@ -134,7 +134,8 @@ mod tests {
     #[test]
     fn published_signing_example() {
         let cred = KrakenCredential::new("key", SECRET).unwrap();
-        let body = "nonce=1616492376594&ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25";
+        let body =
+            "nonce=1616492376594&ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25";
         let sig = cred.sign("/0/private/AddOrder", 1616492376594, body.as_bytes());
         assert_eq!(
             sig,

@@ -149,7 +149,11 @@ impl KrakenHttpClient {
         &self.nonce
     }
 
-    async fn public<T: DeserializeOwned>(&self, method: &str, query: Form) -> Result<T, KrakenError> {
+    async fn public<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        query: Form,
+    ) -> Result<T, KrakenError> {
         let mut url = urls::join(&self.base_url, &urls::public_path(method));
         if !query.is_empty() {
             url.push('?');
@@ -161,7 +165,11 @@ impl KrakenHttpClient {
         decode_body(status, &body)
     }
 
-    async fn private<T: DeserializeOwned>(&self, method: &str, fields: Form) -> Result<T, KrakenError> {
+    async fn private<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        fields: Form,
+    ) -> Result<T, KrakenError> {
         let credential = self
             .credential
             .as_ref()
@@ -233,7 +241,10 @@ impl KrakenHttpClient {
         interval: u32,
         since: Option<i64>,
     ) -> Result<OhlcResult, KrakenError> {
-        let mut q: Form = vec![("pair", pair.to_owned()), ("interval", interval.to_string())];
+        let mut q: Form = vec![
+            ("pair", pair.to_owned()),
+            ("interval", interval.to_string()),
+        ];
         if let Some(s) = since {
             q.push(("since", s.to_string()));
         }

@@ -64,11 +64,16 @@ impl KrakenApiError {
     pub fn parse(s: &str) -> KrakenApiError {
         let s = s.trim();
         if let Some(rest) = s.strip_prefix("EGeneral:Invalid arguments") {
-            let detail = rest.strip_prefix(':').map(str::trim).filter(|d| !d.is_empty());
+            let detail = rest
+                .strip_prefix(':')
+                .map(str::trim)
+                .filter(|d| !d.is_empty());
             return KrakenApiError::InvalidArguments(detail.map(str::to_owned));
         }
         if let Some(rest) = s.strip_prefix("EService:Throttled") {
-            let ts = rest.strip_prefix(':').and_then(|t| t.trim().parse::<i64>().ok());
+            let ts = rest
+                .strip_prefix(':')
+                .and_then(|t| t.trim().parse::<i64>().ok());
             return KrakenApiError::Throttled(ts);
         }
         match s {
@@ -244,7 +249,9 @@ impl KrakenError {
                 message: msg,
                 retry_after_ms: 1000,
             },
-            KrakenError::Http { status: 401 | 403, .. } => VenueError::Auth(msg),
+            KrakenError::Http {
+                status: 401 | 403, ..
+            } => VenueError::Auth(msg),
             KrakenError::Http { .. } => VenueError::Other(msg),
             KrakenError::Timeout(_) | KrakenError::Connect(_) | KrakenError::Transport(_) => {
                 VenueError::Transport(msg)
@@ -264,30 +271,190 @@ mod tests {
     fn every_documented_string_parses_and_round_trips() {
         use KrakenApiError as K;
         let cases: Vec<(&str, KrakenApiError, fn(&VenueError) -> bool, bool, bool)> = vec![
-            ("EAPI:Invalid key", K::InvalidKey, |e| matches!(e, VenueError::Auth(_)), false, false),
-            ("EAPI:Invalid signature", K::InvalidSignature, |e| matches!(e, VenueError::Auth(_)), false, false),
-            ("EAPI:Invalid nonce", K::InvalidNonce, |e| matches!(e, VenueError::Auth(_)), true, false),
-            ("EGeneral:Invalid arguments", K::InvalidArguments(None), |e| matches!(e, VenueError::InvalidArgument(_)), false, false),
-            ("EGeneral:Invalid arguments:volume", K::InvalidArguments(Some("volume".into())), |e| matches!(e, VenueError::InvalidArgument(_)), false, false),
-            ("EGeneral:Permission denied", K::PermissionDenied, |e| matches!(e, VenueError::Auth(_)), false, false),
-            ("EGeneral:Temporary lockout", K::TemporaryLockout, |e| matches!(e, VenueError::Lockout { until_ms: 901_000, .. }), true, false),
-            ("EAPI:Rate limit exceeded", K::ApiRateLimit, |e| matches!(e, VenueError::RateLimited { .. }), true, false),
-            ("EOrder:Rate limit exceeded", K::OrderRateLimit, |e| matches!(e, VenueError::RateLimited { .. }), true, false),
-            ("EService:Throttled:1700", K::Throttled(Some(1700)), |e| matches!(e, VenueError::RateLimited { retry_after_ms: 1_699_000, .. }), true, false),
-            ("EOrder:Insufficient funds", K::InsufficientFunds, |e| matches!(e, VenueError::InsufficientFunds(_)), false, false),
-            ("EOrder:Orders limit exceeded", K::OrdersLimitExceeded, |e| matches!(e, VenueError::OrderLimit(_)), false, false),
-            ("EOrder:Unknown order", K::UnknownOrder, |e| matches!(e, VenueError::UnknownOrder(_)), false, false),
-            ("EOrder:Order minimum not met", K::OrderMinimumNotMet, |e| matches!(e, VenueError::InvalidArgument(_)), false, false),
-            ("EOrder:Cost minimum not met", K::CostMinimumNotMet, |e| matches!(e, VenueError::InvalidArgument(_)), false, false),
-            ("EOrder:Tick size check failed", K::TickSizeCheckFailed, |e| matches!(e, VenueError::InvalidArgument(_)), false, false),
-            ("EOrder:Post only order", K::PostOnly, |e| matches!(e, VenueError::Rejected(_)), false, false),
-            ("EService:Unavailable", K::Unavailable, |e| matches!(e, VenueError::Unavailable(_)), true, true),
-            ("EService:Busy", K::Busy, |e| matches!(e, VenueError::Unavailable(_)), true, true),
-            ("EService:Market in cancel_only mode", K::MarketCancelOnly, |e| matches!(e, VenueError::Rejected(_)), false, false),
-            ("EService:Market in post_only mode", K::MarketPostOnly, |e| matches!(e, VenueError::Rejected(_)), false, false),
-            ("EService:Deadline elapsed", K::DeadlineElapsed, |e| matches!(e, VenueError::Unavailable(_)), true, true),
-            ("EGeneral:Internal error", K::InternalError, |e| matches!(e, VenueError::Unavailable(_)), true, true),
-            ("EFunding:Unknown asset", K::Other("EFunding:Unknown asset".into()), |e| matches!(e, VenueError::Other(_)), false, false),
+            (
+                "EAPI:Invalid key",
+                K::InvalidKey,
+                |e| matches!(e, VenueError::Auth(_)),
+                false,
+                false,
+            ),
+            (
+                "EAPI:Invalid signature",
+                K::InvalidSignature,
+                |e| matches!(e, VenueError::Auth(_)),
+                false,
+                false,
+            ),
+            (
+                "EAPI:Invalid nonce",
+                K::InvalidNonce,
+                |e| matches!(e, VenueError::Auth(_)),
+                true,
+                false,
+            ),
+            (
+                "EGeneral:Invalid arguments",
+                K::InvalidArguments(None),
+                |e| matches!(e, VenueError::InvalidArgument(_)),
+                false,
+                false,
+            ),
+            (
+                "EGeneral:Invalid arguments:volume",
+                K::InvalidArguments(Some("volume".into())),
+                |e| matches!(e, VenueError::InvalidArgument(_)),
+                false,
+                false,
+            ),
+            (
+                "EGeneral:Permission denied",
+                K::PermissionDenied,
+                |e| matches!(e, VenueError::Auth(_)),
+                false,
+                false,
+            ),
+            (
+                "EGeneral:Temporary lockout",
+                K::TemporaryLockout,
+                |e| {
+                    matches!(
+                        e,
+                        VenueError::Lockout {
+                            until_ms: 901_000,
+                            ..
+                        }
+                    )
+                },
+                true,
+                false,
+            ),
+            (
+                "EAPI:Rate limit exceeded",
+                K::ApiRateLimit,
+                |e| matches!(e, VenueError::RateLimited { .. }),
+                true,
+                false,
+            ),
+            (
+                "EOrder:Rate limit exceeded",
+                K::OrderRateLimit,
+                |e| matches!(e, VenueError::RateLimited { .. }),
+                true,
+                false,
+            ),
+            (
+                "EService:Throttled:1700",
+                K::Throttled(Some(1700)),
+                |e| {
+                    matches!(
+                        e,
+                        VenueError::RateLimited {
+                            retry_after_ms: 1_699_000,
+                            ..
+                        }
+                    )
+                },
+                true,
+                false,
+            ),
+            (
+                "EOrder:Insufficient funds",
+                K::InsufficientFunds,
+                |e| matches!(e, VenueError::InsufficientFunds(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Orders limit exceeded",
+                K::OrdersLimitExceeded,
+                |e| matches!(e, VenueError::OrderLimit(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Unknown order",
+                K::UnknownOrder,
+                |e| matches!(e, VenueError::UnknownOrder(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Order minimum not met",
+                K::OrderMinimumNotMet,
+                |e| matches!(e, VenueError::InvalidArgument(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Cost minimum not met",
+                K::CostMinimumNotMet,
+                |e| matches!(e, VenueError::InvalidArgument(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Tick size check failed",
+                K::TickSizeCheckFailed,
+                |e| matches!(e, VenueError::InvalidArgument(_)),
+                false,
+                false,
+            ),
+            (
+                "EOrder:Post only order",
+                K::PostOnly,
+                |e| matches!(e, VenueError::Rejected(_)),
+                false,
+                false,
+            ),
+            (
+                "EService:Unavailable",
+                K::Unavailable,
+                |e| matches!(e, VenueError::Unavailable(_)),
+                true,
+                true,
+            ),
+            (
+                "EService:Busy",
+                K::Busy,
+                |e| matches!(e, VenueError::Unavailable(_)),
+                true,
+                true,
+            ),
+            (
+                "EService:Market in cancel_only mode",
+                K::MarketCancelOnly,
+                |e| matches!(e, VenueError::Rejected(_)),
+                false,
+                false,
+            ),
+            (
+                "EService:Market in post_only mode",
+                K::MarketPostOnly,
+                |e| matches!(e, VenueError::Rejected(_)),
+                false,
+                false,
+            ),
+            (
+                "EService:Deadline elapsed",
+                K::DeadlineElapsed,
+                |e| matches!(e, VenueError::Unavailable(_)),
+                true,
+                true,
+            ),
+            (
+                "EGeneral:Internal error",
+                K::InternalError,
+                |e| matches!(e, VenueError::Unavailable(_)),
+                true,
+                true,
+            ),
+            (
+                "EFunding:Unknown asset",
+                K::Other("EFunding:Unknown asset".into()),
+                |e| matches!(e, VenueError::Other(_)),
+                false,
+                false,
+            ),
         ];
         for (text, want, venue, retryable, unknown) in cases {
             let got = KrakenApiError::parse(text);

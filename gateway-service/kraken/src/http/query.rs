@@ -191,7 +191,9 @@ pub struct QueryOrdersParams {
 impl QueryOrdersParams {
     pub fn to_form(&self) -> Result<Form, KrakenError> {
         if self.txids.is_empty() {
-            return Err(KrakenError::Request("QueryOrders needs at least one txid".into()));
+            return Err(KrakenError::Request(
+                "QueryOrders needs at least one txid".into(),
+            ));
         }
         if self.txids.len() > QUERY_ORDERS_MAX_TXIDS {
             return Err(KrakenError::Request(format!(
@@ -308,7 +310,13 @@ mod tests {
         for id in ok {
             assert!(check_cl_ord_id(id).is_ok(), "{id}");
         }
-        let bad = ["", "this-is-nineteen-ch", "has space", "ünïcode", "6d1b345e-2821-40e2-ad83-4ecb18a0687z"];
+        let bad = [
+            "",
+            "this-is-nineteen-ch",
+            "has space",
+            "ünïcode",
+            "6d1b345e-2821-40e2-ad83-4ecb18a0687z",
+        ];
         for id in bad {
             assert!(check_cl_ord_id(id).is_err(), "{id}");
         }
@@ -316,7 +324,11 @@ mod tests {
 
     #[test]
     fn query_orders_limits() {
-        let ids = |n: usize| (0..n).map(|i| format!("O{i:05}-AAAAA-BBBBBB")).collect::<Vec<_>>();
+        let ids = |n: usize| {
+            (0..n)
+                .map(|i| format!("O{i:05}-AAAAA-BBBBBB"))
+                .collect::<Vec<_>>()
+        };
         let ok = QueryOrdersParams {
             txids: ids(50),
             ..Default::default()

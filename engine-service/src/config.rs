@@ -1,0 +1,221 @@
+//! The engine's typed configuration: a TOML file, then environment
+//! overrides, then validation. Defaults are safe: nothing trades until a
+//! strategy is enabled.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variables that override the file (one place for their names).
+pub mod env {
+    pub const ID: &str = "HERD_ENGINE_ID";
+    pub const LISTEN: &str = "HERD_ENGINE_LISTEN";
+    pub const GATEWAY_URL: &str = "HERD_GATEWAY_URL";
+    pub const GATEWAY_TOKEN: &str = "HERD_GATEWAY_TOKEN";
+    pub const CONTROL_TOKEN: &str = "HERD_CONTROL_TOKEN";
+    pub const DATA_DIR: &str = "HERD_DATA_DIR";
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+}
+
+/// A secret string: never printed by Debug.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("REDACTED")
+    }
+}
+
+/// The whole engine configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// The engine's id; must match the gateway's entry for its token.
+    pub id: String,
+    /// Control server (gRPC) address.
+    pub listen: SocketAddr,
+    pub gateway_url: String,
+    pub gateway_token: Secret,
+    /// Token operators present to the control server.
+    pub control_token: Secret,
+    /// Where the SQLite store lives (ignored with `database_url`).
+    pub data_dir: PathBuf,
+    /// Postgres URL; empty means SQLite under `data_dir`.
+    pub database_url: Secret,
+    /// The instrument the engine trades.
+    pub symbol: String,
+    /// Milliseconds between strategy ticks (price refresh and timers).
+    pub tick_ms: u64,
+    /// Venue errors in a row that pause the engine.
+    pub max_consecutive_errors: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            id: "e0".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            gateway_url: "http://127.0.0.1:50051".into(),
+            gateway_token: Secret::default(),
+            control_token: Secret::default(),
+            data_dir: PathBuf::from(".herd/data"),
+            database_url: Secret::default(),
+            symbol: "DOGEUSD".into(),
+            tick_ms: 1_000,
+            max_consecutive_errors: 25,
+        }
+    }
+}
+
+/// A configuration problem, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl EngineConfig {
+    /// Loads the file (if any), applies environment overrides and validates.
+    pub fn load(path: Option<&Path>) -> Result<EngineConfig, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => EngineConfig::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get(env::ID) {
+            self.id = v;
+        }
+        if let Some(v) = get(env::LISTEN) {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                name: env::LISTEN,
+                message: format!("{v:?} is not host:port ({e})"),
+            })?;
+        }
+        if let Some(v) = get(env::GATEWAY_URL) {
+            self.gateway_url = v;
+        }
+        if let Some(v) = get(env::GATEWAY_TOKEN) {
+            self.gateway_token = Secret::new(v);
+        }
+        if let Some(v) = get(env::CONTROL_TOKEN) {
+            self.control_token = Secret::new(v);
+        }
+        if let Some(v) = get(env::DATA_DIR) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get(env::DATABASE_URL) {
+            self.database_url = Secret::new(v);
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "id {:?} must be non-empty [A-Za-z0-9_-]",
+                self.id
+            )));
+        }
+        if self.gateway_token.expose().is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "gateway_token is required (or {})",
+                env::GATEWAY_TOKEN
+            )));
+        }
+        if self.control_token.expose().len() < 8 {
+            return Err(ConfigError::Invalid(format!(
+                "control_token must be at least 8 characters (or set {})",
+                env::CONTROL_TOKEN
+            )));
+        }
+        if !(self.gateway_url.starts_with("http://") || self.gateway_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "gateway_url {:?} must start with http:// or https://",
+                self.gateway_url
+            )));
+        }
+        if self.tick_ms == 0 {
+            return Err(ConfigError::Invalid("tick_ms must be >= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print_and_validation_names_the_problem() {
+        let cfg = EngineConfig {
+            gateway_token: Secret::new("gw-secret-123"),
+            control_token: Secret::new("ctl-secret-123"),
+            database_url: Secret::new("postgres://user:pw-secret@host/db"),
+            ..EngineConfig::default()
+        };
+        cfg.validate().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        let bad = EngineConfig {
+            gateway_url: "127.0.0.1:50051".into(),
+            ..cfg.clone()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("gateway_url")
+        );
+        let bad = EngineConfig {
+            control_token: Secret::new("x"),
+            ..cfg
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("control_token")
+        );
+    }
+}

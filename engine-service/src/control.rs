@@ -1,0 +1,316 @@
+//! `herd.engine.v1.Engine`: status and operator control of one engine.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use herd_proto::engine as pb;
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+
+use crate::config::Secret;
+use crate::execution::{Mode, Shared, now_ms};
+use crate::store::is_final_status;
+use crate::strategy::{OrderIntent, Side};
+
+/// Checks the operator's bearer token on every control call.
+#[derive(Clone)]
+pub struct ControlAuth {
+    token: Vec<u8>,
+}
+
+impl std::fmt::Debug for ControlAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlAuth(REDACTED)")
+    }
+}
+
+impl ControlAuth {
+    pub fn new(token: &Secret) -> ControlAuth {
+        ControlAuth {
+            token: token.expose().as_bytes().to_vec(),
+        }
+    }
+
+    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let v = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Status::unauthenticated("missing authorization metadata (\"Bearer <token>\")")
+            })?;
+        let presented = v
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?
+            .as_bytes();
+        let same = presented.len() == self.token.len()
+            && presented
+                .iter()
+                .zip(&self.token)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("unknown token"))
+        }
+    }
+}
+
+/// The control service.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    shared: Arc<Shared>,
+}
+
+impl ControlService {
+    pub fn new(shared: Arc<Shared>) -> ControlService {
+        ControlService { shared }
+    }
+}
+
+fn mode_pb(m: Mode) -> pb::Mode {
+    match m {
+        Mode::Running => pb::Mode::Running,
+        Mode::Paused => pb::Mode::Paused,
+        Mode::Halted => pb::Mode::Halted,
+    }
+}
+
+fn ok(message: impl Into<String>) -> Response<pb::ControlResponse> {
+    Response::new(pb::ControlResponse {
+        ok: true,
+        message: message.into(),
+    })
+}
+
+/// Builds the status payload (also used by herdctl's JSON output and the dashboard).
+pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
+    let now = now_ms();
+    let st = shared.state().clone();
+    let working = shared
+        .store
+        .working_orders()
+        .await
+        .map_err(|e| Status::internal(format!("store: {e}")))?;
+    let fills = shared
+        .store
+        .fill_count()
+        .await
+        .map_err(|e| Status::internal(format!("store: {e}")))?;
+    let strategies = shared
+        .strategies
+        .lock()
+        .await
+        .iter()
+        .map(|s| pb::StrategyStatus {
+            name: s.name().to_string(),
+            enabled: s.enabled(),
+            state: if s.enabled() { "enabled" } else { "disabled" }.to_string(),
+            detail_json: s.status(now).to_string(),
+        })
+        .collect();
+    Ok(pb::EngineStatus {
+        engine_id: shared.cfg.id.clone(),
+        mode: mode_pb(st.mode) as i32,
+        pause_reason: st.pause_reason,
+        gateway_connected: st.gateway_connected,
+        gateway_incarnation: st.incarnation,
+        last_event_sequence: st.last_sequence,
+        open_orders: working
+            .into_iter()
+            .filter(|o| !is_final_status(&o.status))
+            .map(|o| pb::OpenOrder {
+                client_order_id: o.client_order_id,
+                symbol: o.symbol,
+                side: o.side,
+                price: o.price,
+                volume: o.volume,
+                volume_executed: o.volume_executed,
+                status: o.status,
+                owner: o.owner,
+            })
+            .collect(),
+        fills_journaled: fills,
+        price: st
+            .market
+            .as_ref()
+            .map(|m| m.last.to_string())
+            .unwrap_or_default(),
+        price_age_ms: if st.market_time_ms > 0 {
+            now - st.market_time_ms
+        } else {
+            0
+        },
+        strategies,
+        time_ms: now,
+        consecutive_venue_errors: st.consecutive_errors,
+    })
+}
+
+fn parse_positive(field: &str, s: &str) -> Result<Decimal, Status> {
+    let d = Decimal::from_str(s.trim())
+        .map_err(|_| Status::invalid_argument(format!("{field}: {s:?} is not a decimal number")))?;
+    if d <= Decimal::ZERO {
+        return Err(Status::invalid_argument(format!(
+            "{field}: must be greater than zero, got {d}"
+        )));
+    }
+    Ok(d)
+}
+
+#[tonic::async_trait]
+impl pb::engine_server::Engine for ControlService {
+    async fn get_status(
+        &self,
+        _req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::EngineStatus>, Status> {
+        Ok(Response::new(status(&self.shared).await?))
+    }
+
+    async fn pause(
+        &self,
+        req: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let reason = Some(req.into_inner().reason)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "paused by operator".into());
+        let mut st = self.shared.state();
+        if st.mode == Mode::Halted {
+            return Err(Status::failed_precondition(
+                "engine is halted; resume it first",
+            ));
+        }
+        st.mode = Mode::Paused;
+        st.pause_reason = reason.clone();
+        tracing::warn!(%reason, "engine paused");
+        Ok(ok(format!("paused: {reason}")))
+    }
+
+    async fn resume(
+        &self,
+        _req: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let mut st = self.shared.state();
+        st.mode = Mode::Running;
+        st.pause_reason.clear();
+        st.consecutive_errors = 0;
+        tracing::info!("engine resumed");
+        Ok(ok("running"))
+    }
+
+    async fn emergency_stop(
+        &self,
+        req: Request<pb::EmergencyStopRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let reason = Some(req.into_inner().reason)
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "emergency stop by operator".into());
+        {
+            let mut st = self.shared.state();
+            st.mode = Mode::Halted;
+            st.pause_reason = reason.clone();
+        }
+        tracing::error!(%reason, "EMERGENCY STOP");
+        let open = self
+            .shared
+            .gateway
+            .clone()
+            .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest {
+                symbol: String::new(),
+            })
+            .await?
+            .into_inner()
+            .orders;
+        let mut failed = Vec::new();
+        for o in &open {
+            if let Err(s) = self.shared.cancel(&o.client_order_id).await {
+                failed.push(format!("{}: {}", o.client_order_id, s.message()));
+            }
+        }
+        let message = if failed.is_empty() {
+            format!("halted; canceled {} open orders", open.len())
+        } else {
+            format!(
+                "halted; canceled {} of {} open orders; FAILED: {}",
+                open.len() - failed.len(),
+                open.len(),
+                failed.join("; ")
+            )
+        };
+        Ok(Response::new(pb::ControlResponse {
+            ok: failed.is_empty(),
+            message,
+        }))
+    }
+
+    async fn submit_order(
+        &self,
+        req: Request<pb::SubmitOrderRequest>,
+    ) -> Result<Response<pb::SubmitOrderResponse>, Status> {
+        let r = req.into_inner();
+        let side = match r.side.to_ascii_lowercase().as_str() {
+            "buy" => Side::Buy,
+            "sell" => Side::Sell,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "side: {other:?} is not buy or sell"
+                )));
+            }
+        };
+        let price = match r.order_type.to_ascii_lowercase().as_str() {
+            "limit" | "" => Some(parse_positive("price", &r.price)?),
+            "market" => None,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "order_type: {other:?} is not limit or market"
+                )));
+            }
+        };
+        let volume = parse_positive("volume", &r.volume)?;
+        let symbol = if r.symbol.is_empty() {
+            self.shared.cfg.symbol.clone()
+        } else {
+            r.symbol
+        };
+        let mode = self.shared.state().mode;
+        if mode != Mode::Running {
+            return Err(Status::failed_precondition(format!(
+                "engine is {mode:?}; resume it first"
+            )));
+        }
+        let intent = OrderIntent {
+            client_order_id: self.shared.next_id("m"),
+            symbol,
+            side,
+            volume,
+            price,
+            post_only: r.post_only,
+            userref_offset: 0,
+        };
+        let order = self.shared.place("manual", &intent).await?;
+        let status = herd_proto::gateway::OrderStatus::try_from(order.status)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("ORDER_STATUS_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::SubmitOrderResponse {
+            client_order_id: order.client_order_id,
+            status,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        req: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let id = req.into_inner().client_order_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("client_order_id: is required"));
+        }
+        let o = self.shared.cancel(&id).await?;
+        Ok(ok(format!("order {} is {}", o.client_order_id, o.status)))
+    }
+}

@@ -1,0 +1,579 @@
+//! The execution layer: the only part of the engine that talks to the
+//! gateway. It places and cancels what strategies ask for, follows the
+//! engine's order-event stream (resuming after the last sequence the store
+//! recorded), journals every event exactly once and hands updates back to
+//! the strategy that owns the order.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herd_proto::gateway as pb;
+use herd_proto::gateway::gateway_client::GatewayClient;
+use rust_decimal::Decimal;
+use tokio::sync::Mutex as AsyncMutex;
+use tonic::codegen::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::config::{EngineConfig, Secret};
+use crate::store::{OrderRow, Store};
+use crate::strategy::{
+    Action, IdGen, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
+};
+
+/// Wall-clock milliseconds (the engine's one clock read; strategies get it
+/// passed in).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Adds the engine's bearer token to every gateway call.
+#[derive(Clone)]
+pub struct TokenInterceptor {
+    header: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl std::fmt::Debug for TokenInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenInterceptor(REDACTED)")
+    }
+}
+
+impl TokenInterceptor {
+    pub fn new(token: &Secret) -> Result<TokenInterceptor, Status> {
+        let header = format!("Bearer {}", token.expose())
+            .parse()
+            .map_err(|_| Status::invalid_argument("token is not valid ASCII metadata"))?;
+        Ok(TokenInterceptor { header })
+    }
+}
+
+impl Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
+        Ok(req)
+    }
+}
+
+pub type Gateway = GatewayClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Connects (lazily) to the gateway at `url` with `token`.
+pub fn gateway_client(url: &str, token: &Secret) -> anyhow::Result<Gateway> {
+    let channel = Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(GatewayClient::with_interceptor(
+        channel,
+        TokenInterceptor::new(token)?,
+    ))
+}
+
+/// Engine mode as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Running,
+    Paused,
+    Halted,
+}
+
+/// What the engine knows about itself, for status and gating.
+#[derive(Debug, Clone)]
+pub struct EngineState {
+    pub mode: Mode,
+    pub pause_reason: String,
+    pub gateway_connected: bool,
+    pub incarnation: String,
+    pub last_sequence: u64,
+    pub userref_min: i32,
+    pub market: Option<MarketView>,
+    pub market_time_ms: i64,
+    pub consecutive_errors: u32,
+    pub last_error: String,
+}
+
+/// Everything the engine's tasks share.
+pub struct Shared {
+    pub cfg: EngineConfig,
+    pub store: Store,
+    pub gateway: Gateway,
+    state: Mutex<EngineState>,
+    pub strategies: AsyncMutex<Vec<Box<dyn Strategy>>>,
+    ids: Mutex<IdGen>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("engine", &self.cfg.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap_or_default()
+}
+
+/// Is this failure the venue's or the network's (it counts toward the pause
+/// after too many in a row), rather than a problem with the request?
+fn is_venue_error(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Unknown
+    )
+}
+
+/// The strategy-facing view of a stream event.
+pub fn update_from_event(ev: &pb::OrderEvent) -> Option<OrderUpdate> {
+    let o = ev.order.as_ref()?;
+    let kind = match pb::OrderEventKind::try_from(ev.kind).ok()? {
+        pb::OrderEventKind::Open => UpdateKind::Open,
+        pb::OrderEventKind::PartialFill => UpdateKind::PartialFill,
+        pb::OrderEventKind::Filled => UpdateKind::Filled,
+        pb::OrderEventKind::Canceled => UpdateKind::Canceled,
+        pb::OrderEventKind::Expired => UpdateKind::Expired,
+        pb::OrderEventKind::Rejected => UpdateKind::Rejected,
+        pb::OrderEventKind::Unspecified => return None,
+    };
+    Some(OrderUpdate {
+        client_order_id: o.client_order_id.clone(),
+        kind,
+        volume_executed: dec(&o.volume_executed),
+        average_price: Some(dec(&o.average_price)).filter(|p| !p.is_zero()),
+        fill_volume: dec(&ev.fill_volume),
+        fill_price: dec(&ev.fill_price),
+        fill_fee: dec(&ev.fill_fee),
+        fee_asset: o.fee_asset.clone(),
+        message: o.reason.clone(),
+    })
+}
+
+impl Shared {
+    pub fn new(
+        cfg: EngineConfig,
+        store: Store,
+        gateway: Gateway,
+        strategies: Vec<Box<dyn Strategy>>,
+    ) -> Shared {
+        Shared {
+            cfg,
+            store,
+            gateway,
+            state: Mutex::new(EngineState {
+                mode: Mode::Running,
+                pause_reason: String::new(),
+                gateway_connected: false,
+                incarnation: String::new(),
+                last_sequence: 0,
+                userref_min: 0,
+                market: None,
+                market_time_ms: 0,
+                consecutive_errors: 0,
+                last_error: String::new(),
+            }),
+            strategies: AsyncMutex::new(strategies),
+            ids: Mutex::new(IdGen::new(now_ms())),
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, EngineState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_id(&self, tag: &str) -> String {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).next(tag)
+    }
+
+    fn note_result<T>(&self, r: &Result<T, Status>) {
+        let mut st = self.state();
+        match r {
+            Ok(_) => st.consecutive_errors = 0,
+            Err(s) if is_venue_error(s) => {
+                st.consecutive_errors += 1;
+                st.last_error = s.message().to_string();
+                if st.consecutive_errors >= self.cfg.max_consecutive_errors
+                    && st.mode == Mode::Running
+                {
+                    st.mode = Mode::Paused;
+                    st.pause_reason = format!(
+                        "{} consecutive venue errors; last: {}",
+                        st.consecutive_errors,
+                        s.message()
+                    );
+                    tracing::error!(reason = %st.pause_reason, "engine paused");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Places one order for `owner`: journaled as pending first, then sent.
+    pub async fn place(&self, owner: &str, intent: &OrderIntent) -> Result<pb::Order, Status> {
+        let now = now_ms();
+        self.store
+            .insert_order(&OrderRow {
+                client_order_id: intent.client_order_id.clone(),
+                owner: owner.to_string(),
+                symbol: intent.symbol.clone(),
+                side: intent.side.as_str().to_string(),
+                order_type: if intent.price.is_some() {
+                    "limit"
+                } else {
+                    "market"
+                }
+                .to_string(),
+                price: intent.price.map(|p| p.to_string()).unwrap_or_default(),
+                volume: intent.volume.to_string(),
+                volume_executed: "0".into(),
+                average_price: String::new(),
+                fee: "0".into(),
+                fee_asset: String::new(),
+                status: "pending".into(),
+                venue_order_id: String::new(),
+                created_at_ms: now,
+                updated_at_ms: now,
+            })
+            .await
+            .map_err(|e| Status::internal(format!("journal: {e}")))?;
+        let userref_min = self.state().userref_min;
+        let req = pb::PlaceOrderRequest {
+            client_order_id: intent.client_order_id.clone(),
+            symbol: intent.symbol.clone(),
+            side: match intent.side {
+                Side::Buy => pb::Side::Buy,
+                Side::Sell => pb::Side::Sell,
+            } as i32,
+            order_type: if intent.price.is_some() {
+                pb::OrderType::Limit
+            } else {
+                pb::OrderType::Market
+            } as i32,
+            volume: intent.volume.to_string(),
+            price: intent.price.map(|p| p.to_string()).unwrap_or_default(),
+            post_only: intent.post_only,
+            userref: if userref_min > 0 {
+                userref_min + intent.userref_offset
+            } else {
+                0
+            },
+            reduce_only: false,
+        };
+        let r = self.gateway.clone().place_order(req).await;
+        self.note_result(&r);
+        match r {
+            Ok(resp) => {
+                let order = resp
+                    .into_inner()
+                    .order
+                    .ok_or_else(|| Status::internal("gateway answered without an order"))?;
+                if let Err(e) = self.store.update_order(&order, now_ms()).await {
+                    tracing::error!(error = %e, "journal update failed");
+                }
+                Ok(order)
+            }
+            Err(s) => {
+                if !matches!(
+                    s.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+                ) {
+                    // A definite refusal: the order does not exist anywhere.
+                    let rejected = pb::Order {
+                        client_order_id: intent.client_order_id.clone(),
+                        symbol: intent.symbol.clone(),
+                        status: pb::OrderStatus::Rejected as i32,
+                        volume_executed: "0".into(),
+                        reason: s.message().to_string(),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.store.update_order(&rejected, now_ms()).await {
+                        tracing::error!(error = %e, "journal update failed");
+                    }
+                }
+                Err(s)
+            }
+        }
+    }
+
+    pub async fn cancel(&self, client_order_id: &str) -> Result<pb::Order, Status> {
+        let r = self
+            .gateway
+            .clone()
+            .cancel_order(pb::CancelOrderRequest {
+                client_order_id: client_order_id.to_string(),
+            })
+            .await;
+        self.note_result(&r);
+        let order = r?
+            .into_inner()
+            .order
+            .ok_or_else(|| Status::internal("gateway answered without an order"))?;
+        if let Err(e) = self.store.update_order(&order, now_ms()).await {
+            tracing::error!(error = %e, "journal update failed");
+        }
+        Ok(order)
+    }
+
+    /// Runs strategy actions; failures are fed back to the owning strategy,
+    /// whose answers run in turn (bounded, so a confused strategy cannot spin).
+    pub async fn execute(&self, owner: &str, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut budget = 200;
+        while let Some(action) = queue.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                tracing::error!(owner, "strategy action loop cut off after 200 actions");
+                break;
+            }
+            let failure = match &action {
+                Action::Place(intent) => {
+                    let mode = self.state().mode;
+                    if mode != Mode::Running {
+                        Some((
+                            intent.client_order_id.clone(),
+                            UpdateKind::PlaceFailed,
+                            format!("engine is {mode:?}"),
+                        ))
+                    } else {
+                        match self.place(owner, intent).await {
+                            Ok(_) => None,
+                            Err(s)
+                                if matches!(
+                                    s.code(),
+                                    Code::Unavailable | Code::DeadlineExceeded
+                                ) =>
+                            {
+                                // Outcome unknown: the stream or a reconcile tells.
+                                tracing::warn!(owner, client_order_id = %intent.client_order_id, error = %s.message(), "place outcome unknown");
+                                None
+                            }
+                            Err(s) => Some((
+                                intent.client_order_id.clone(),
+                                UpdateKind::PlaceFailed,
+                                s.message().to_string(),
+                            )),
+                        }
+                    }
+                }
+                Action::Cancel { client_order_id } => match self.cancel(client_order_id).await {
+                    Ok(_) => None,
+                    Err(s) => Some((
+                        client_order_id.clone(),
+                        UpdateKind::CancelFailed,
+                        s.message().to_string(),
+                    )),
+                },
+            };
+            if let Some((client_order_id, kind, message)) = failure {
+                tracing::warn!(owner, %client_order_id, ?kind, %message, "order action failed");
+                let update = OrderUpdate {
+                    client_order_id,
+                    kind,
+                    volume_executed: Decimal::ZERO,
+                    average_price: None,
+                    fill_volume: Decimal::ZERO,
+                    fill_price: Decimal::ZERO,
+                    fill_fee: Decimal::ZERO,
+                    fee_asset: String::new(),
+                    message,
+                };
+                let more = {
+                    let mut strategies = self.strategies.lock().await;
+                    strategies
+                        .iter_mut()
+                        .find(|s| s.name() == owner)
+                        .map(|s| s.on_order(&update, now_ms()))
+                        .unwrap_or_default()
+                };
+                queue.extend(more);
+            }
+        }
+    }
+
+    /// Journals one stream event and hands it to the owning strategy.
+    async fn handle_event(&self, ev: pb::OrderEvent) -> anyhow::Result<()> {
+        self.store.record_event(&ev).await?;
+        self.state().last_sequence = ev.sequence;
+        let Some(update) = update_from_event(&ev) else {
+            return Ok(());
+        };
+        let (owner, actions) = {
+            let mut strategies = self.strategies.lock().await;
+            match strategies
+                .iter_mut()
+                .find(|s| s.owns(&update.client_order_id))
+            {
+                Some(s) => (s.name().to_string(), s.on_order(&update, now_ms())),
+                None => return Ok(()),
+            }
+        };
+        self.execute(&owner, actions).await;
+        Ok(())
+    }
+
+    /// Brings journaled working orders up to date with the gateway: after a
+    /// reconnect, orders whose submit was never answered are resolved.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let working = self.store.working_orders().await?;
+        for chunk in working.chunks(50) {
+            for row in chunk {
+                let r = self
+                    .gateway
+                    .clone()
+                    .query_orders(pb::QueryOrdersRequest {
+                        client_order_ids: vec![row.client_order_id.clone()],
+                    })
+                    .await;
+                match r {
+                    Ok(resp) => {
+                        for o in resp.into_inner().orders {
+                            self.store.update_order(&o, now_ms()).await?;
+                        }
+                    }
+                    Err(s) if s.code() == Code::NotFound && row.status == "pending" => {
+                        // Journaled but never reached the gateway.
+                        let rejected = pb::Order {
+                            client_order_id: row.client_order_id.clone(),
+                            status: pb::OrderStatus::Rejected as i32,
+                            volume_executed: "0".into(),
+                            reason: "never reached the gateway".into(),
+                            ..Default::default()
+                        };
+                        self.store.update_order(&rejected, now_ms()).await?;
+                    }
+                    Err(s) if s.code() == Code::NotFound => {
+                        tracing::warn!(client_order_id = %row.client_order_id,
+                            "the gateway does not know this working order");
+                    }
+                    Err(s) => return Err(s.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One connection's life: session, reconcile, stream until it breaks.
+    async fn stream_once(&self) -> anyhow::Result<()> {
+        let session = self
+            .gateway
+            .clone()
+            .get_session(pb::GetSessionRequest {})
+            .await?
+            .into_inner();
+        if session.engine_id != self.cfg.id {
+            anyhow::bail!(
+                "the gateway knows this token as engine {:?}, but this engine is {:?}",
+                session.engine_id,
+                self.cfg.id
+            );
+        }
+        let cursor = self.store.cursor().await?;
+        let after = if cursor.incarnation == session.incarnation {
+            cursor.last_sequence
+        } else {
+            if !cursor.incarnation.is_empty() {
+                tracing::warn!(old = %cursor.incarnation, new = %session.incarnation,
+                    "gateway restarted; reconciling orders before trusting its stream");
+            }
+            self.store.set_cursor(&session.incarnation, 0).await?;
+            0
+        };
+        self.reconcile().await?;
+        let mut stream = self
+            .gateway
+            .clone()
+            .stream_order_events(pb::StreamOrderEventsRequest {
+                after_sequence: after,
+            })
+            .await?
+            .into_inner();
+        {
+            let mut st = self.state();
+            st.gateway_connected = true;
+            st.incarnation = session.incarnation.clone();
+            st.userref_min = session.userref_min;
+            st.last_sequence = after;
+        }
+        tracing::info!(incarnation = %session.incarnation, after, "following order events");
+        while let Some(ev) = stream.message().await? {
+            self.handle_event(ev).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the event stream forever, reconnecting with backoff.
+    pub async fn run_event_stream(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.stream_once().await {
+                Ok(()) => tracing::warn!("order event stream ended"),
+                Err(e) => tracing::warn!(error = %e, "order event stream failed"),
+            }
+            self.state().gateway_connected = false;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            if self.state().gateway_connected {
+                backoff = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// Refreshes the market and runs every strategy's tick, every `tick_ms`.
+    pub async fn run_ticks(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let r = self
+                .gateway
+                .clone()
+                .get_ticker(pb::GetTickerRequest {
+                    symbol: self.cfg.symbol.clone(),
+                })
+                .await;
+            self.note_result(&r);
+            let market = match r {
+                Ok(t) => {
+                    let t = t.into_inner();
+                    let m = MarketView {
+                        symbol: t.symbol,
+                        last: dec(&t.last),
+                        bid: dec(&t.bid),
+                        ask: dec(&t.ask),
+                    };
+                    let mut st = self.state();
+                    st.market = Some(m.clone());
+                    st.market_time_ms = t.time_ms;
+                    m
+                }
+                Err(s) => {
+                    tracing::debug!(error = %s.message(), "ticker refresh failed");
+                    continue;
+                }
+            };
+            let now = now_ms();
+            let batches: Vec<(String, Vec<Action>)> = {
+                let mut strategies = self.strategies.lock().await;
+                strategies
+                    .iter_mut()
+                    .map(|s| (s.name().to_string(), s.on_tick(&market, now)))
+                    .collect()
+            };
+            for (owner, actions) in batches {
+                if !actions.is_empty() {
+                    self.execute(&owner, actions).await;
+                }
+            }
+        }
+    }
+}
