@@ -61,6 +61,11 @@ pub struct EngineConfig {
     pub tick_ms: u64,
     /// Venue errors in a row that pause the engine.
     pub max_consecutive_errors: u32,
+    /// Milliseconds between balance refreshes (each costs the key's budget).
+    pub balance_refresh_ms: u64,
+    /// Milliseconds between regime detector updates (candles are fetched,
+    /// the detector retrains daily off the event loop).
+    pub regime_refresh_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +81,8 @@ impl Default for EngineConfig {
             symbol: "DOGEUSD".into(),
             tick_ms: 1_000,
             max_consecutive_errors: 25,
+            balance_refresh_ms: 15_000,
+            regime_refresh_ms: 60_000,
         }
     }
 }
@@ -174,6 +181,11 @@ impl EngineConfig {
                 "gateway_url {:?} must start with http:// or https://",
                 self.gateway_url
             )));
+        }
+        if self.balance_refresh_ms == 0 || self.regime_refresh_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "balance_refresh_ms and regime_refresh_ms must be >= 1".into(),
+            ));
         }
         if self.tick_ms == 0 {
             return Err(ConfigError::Invalid("tick_ms must be >= 1".into()));

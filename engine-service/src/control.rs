@@ -145,6 +145,19 @@ pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
         strategies,
         time_ms: now,
         consecutive_venue_errors: st.consecutive_errors,
+        regime: Some(pb::RegimeStatus {
+            regime: st.regime.regime.clone(),
+            ready: st.regime.ready,
+            confidence: st.regime.confidence,
+            bias: st.regime.bias,
+            agreement: st
+                .regime_detail
+                .get("agreement")
+                .and_then(|a| a.as_str())
+                .unwrap_or("not_ready")
+                .to_string(),
+            detail_json: st.regime_detail.to_string(),
+        }),
     })
 }
 

@@ -21,7 +21,8 @@ use tonic::{Code, Request, Status};
 use crate::config::{EngineConfig, Secret};
 use crate::store::{OrderRow, Store};
 use crate::strategy::{
-    Action, IdGen, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
+    Action, IdGen, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, RegimeView, Side,
+    Strategy, UpdateKind,
 };
 
 /// Wall-clock milliseconds (the engine's one clock read; strategies get it
@@ -95,6 +96,14 @@ pub struct EngineState {
     pub userref_min: i32,
     pub market: Option<MarketView>,
     pub market_time_ms: i64,
+    pub instrument: Option<InstrumentInfo>,
+    pub free_base: Option<Decimal>,
+    pub free_quote: Option<Decimal>,
+    pub balances_time_ms: i64,
+    pub open_orders_on_pair: Option<u32>,
+    pub regime: RegimeView,
+    /// The detector's full reading (per timeframe), for status.
+    pub regime_detail: serde_json::Value,
     pub consecutive_errors: u32,
     pub last_error: String,
 }
@@ -179,6 +188,13 @@ impl Shared {
                 userref_min: 0,
                 market: None,
                 market_time_ms: 0,
+                instrument: None,
+                free_base: None,
+                free_quote: None,
+                balances_time_ms: 0,
+                open_orders_on_pair: None,
+                regime: RegimeView::not_ready(),
+                regime_detail: serde_json::Value::Null,
                 consecutive_errors: 0,
                 last_error: String::new(),
             }),
@@ -528,12 +544,94 @@ impl Shared {
         }
     }
 
+    /// The instrument's filters (fetched once, retried until it works).
+    async fn refresh_instrument(&self) {
+        if self.state().instrument.is_some() {
+            return;
+        }
+        let r = self
+            .gateway
+            .clone()
+            .list_instruments(pb::ListInstrumentsRequest {})
+            .await;
+        self.note_result(&r);
+        let Ok(list) = r else { return };
+        let found = list
+            .into_inner()
+            .instruments
+            .into_iter()
+            .find(|i| i.symbol == self.cfg.symbol)
+            .map(|i| InstrumentInfo {
+                symbol: i.symbol,
+                base: i.base,
+                quote: i.quote,
+                tick_size: dec(&i.tick_size),
+                price_decimals: i.price_decimals,
+                lot_decimals: i.lot_decimals,
+                min_volume: dec(&i.min_volume),
+                min_cost: dec(&i.min_cost),
+                maker_fee: dec(&i.maker_fee),
+                taker_fee: dec(&i.taker_fee),
+                max_open_orders: i.max_open_orders,
+            });
+        if found.is_none() {
+            tracing::error!(symbol = %self.cfg.symbol, "the gateway does not list the configured symbol");
+        }
+        self.state().instrument = found;
+    }
+
+    /// Free balances of base and quote, at most every `balance_refresh_ms`.
+    async fn refresh_balances(&self, now: i64) {
+        let (due, base, quote) = {
+            let st = self.state();
+            let Some(i) = &st.instrument else { return };
+            (
+                now - st.balances_time_ms
+                    >= i64::try_from(self.cfg.balance_refresh_ms).unwrap_or(i64::MAX),
+                i.base.clone(),
+                i.quote.clone(),
+            )
+        };
+        if !due {
+            return;
+        }
+        let r = self
+            .gateway
+            .clone()
+            .get_balances(pb::GetBalancesRequest {})
+            .await;
+        self.note_result(&r);
+        if let Ok(b) = r {
+            let b = b.into_inner().balances;
+            let free = |asset: &str| b.iter().find(|x| x.asset == asset).map(|x| dec(&x.free));
+            let mut st = self.state();
+            st.free_base = Some(free(&base).unwrap_or_default());
+            st.free_quote = Some(free(&quote).unwrap_or_default());
+            st.balances_time_ms = now;
+        }
+    }
+
+    async fn refresh_capacity(&self) {
+        let r = self
+            .gateway
+            .clone()
+            .get_capacity(pb::GetCapacityRequest {
+                symbol: self.cfg.symbol.clone(),
+            })
+            .await;
+        self.note_result(&r);
+        self.state().open_orders_on_pair = r.ok().map(|c| c.into_inner().open_orders);
+    }
+
     /// Refreshes the market and runs every strategy's tick, every `tick_ms`.
     pub async fn run_ticks(self: Arc<Self>) {
         let mut interval = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
+            self.refresh_instrument().await;
+            self.refresh_balances(now_ms()).await;
+            self.refresh_capacity().await;
             let r = self
                 .gateway
                 .clone()
@@ -545,13 +643,18 @@ impl Shared {
             let market = match r {
                 Ok(t) => {
                     let t = t.into_inner();
+                    let mut st = self.state();
                     let m = MarketView {
                         symbol: t.symbol,
                         last: dec(&t.last),
                         bid: dec(&t.bid),
                         ask: dec(&t.ask),
+                        instrument: st.instrument.clone(),
+                        free_base: st.free_base,
+                        free_quote: st.free_quote,
+                        open_orders_on_pair: st.open_orders_on_pair,
+                        regime: st.regime.clone(),
                     };
-                    let mut st = self.state();
                     st.market = Some(m.clone());
                     st.market_time_ms = t.time_ms;
                     m

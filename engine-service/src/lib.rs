@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod execution;
+pub mod regime;
 pub mod store;
 pub mod strategy;
 
@@ -53,6 +54,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(shared.clone().run_event_stream());
     tasks.spawn(shared.clone().run_ticks());
+    tasks.spawn(regime::run(shared.clone()));
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health.set_serving::<EngineServer<ControlService>>().await;

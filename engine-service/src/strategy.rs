@@ -81,13 +81,80 @@ pub struct OrderUpdate {
     pub message: String,
 }
 
-/// What the engine knows about the market at a tick.
+/// The traded instrument's filters, as the gateway reports them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstrumentInfo {
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    pub tick_size: Decimal,
+    pub price_decimals: u32,
+    pub lot_decimals: u32,
+    pub min_volume: Decimal,
+    pub min_cost: Decimal,
+    pub maker_fee: Decimal,
+    pub taker_fee: Decimal,
+    pub max_open_orders: u32,
+}
+
+/// The market regime as gates read it. Not ready means "not RANGING".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegimeView {
+    /// "BEARISH", "RANGING", "BULLISH" or "UNKNOWN".
+    pub regime: String,
+    pub ready: bool,
+    pub confidence: f64,
+    pub bias: f64,
+}
+
+impl RegimeView {
+    pub fn not_ready() -> RegimeView {
+        RegimeView {
+            regime: "UNKNOWN".into(),
+            ready: false,
+            confidence: 0.0,
+            bias: 0.0,
+        }
+    }
+
+    /// True only for a ready detector that says RANGING (gates fail closed).
+    pub fn is_ranging(&self) -> bool {
+        self.ready && self.regime == "RANGING"
+    }
+}
+
+/// What the engine knows about the market at a tick. Anything it could not
+/// learn is `None`; strategies treat a missing value as a failed gate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MarketView {
     pub symbol: String,
     pub last: Decimal,
     pub bid: Decimal,
     pub ask: Decimal,
+    pub instrument: Option<InstrumentInfo>,
+    /// Free balances of the instrument's base and quote.
+    pub free_base: Option<Decimal>,
+    pub free_quote: Option<Decimal>,
+    /// Open orders on the pair across the whole key.
+    pub open_orders_on_pair: Option<u32>,
+    pub regime: RegimeView,
+}
+
+impl MarketView {
+    /// A view with only prices (tests and simple strategies).
+    pub fn prices(symbol: &str, last: Decimal, bid: Decimal, ask: Decimal) -> MarketView {
+        MarketView {
+            symbol: symbol.to_string(),
+            last,
+            bid,
+            ask,
+            instrument: None,
+            free_base: None,
+            free_quote: None,
+            open_orders_on_pair: None,
+            regime: RegimeView::not_ready(),
+        }
+    }
 }
 
 /// Builds client order ids unique across engine restarts: a per-run prefix

@@ -7,13 +7,16 @@
 //! venue still does not know after the pending timeout is reported rejected:
 //! it was never placed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use herd_venue::{OrderRef, OrderState, OrderStatus, VenueError};
 
 use crate::service::Core;
+
+/// How often the open-order count is refreshed while no order is tracked.
+const IDLE_COUNT_REFRESH_MS: i64 = 10_000;
 
 /// What one poll cycle did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,12 +33,23 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         tracked: tracked.len(),
         ..PollReport::default()
     };
-    if tracked.is_empty() {
+    let counts_age =
+        core.clock.now_ms() - core.open_counts.lock().unwrap_or_else(|p| p.into_inner()).1;
+    // With nothing tracked, look only now and then (the per-pair open-order
+    // count still matters to engines' capacity checks).
+    if tracked.is_empty() && counts_age < IDLE_COUNT_REFRESH_MS {
         return Ok(report);
     }
     let open = core.venue.open_orders().await?;
     report.venue_calls += 1;
     let now = core.clock.now_ms();
+    {
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for s in &open {
+            *counts.entry(s.symbol.clone()).or_default() += 1;
+        }
+        *core.open_counts.lock().unwrap_or_else(|p| p.into_inner()) = (counts, now);
+    }
     let mut seen: HashSet<String> = HashSet::new();
     for s in &open {
         report.events += core.registry.apply(s, now).len();

@@ -196,6 +196,16 @@ impl Registry {
         v
     }
 
+    /// Working orders of every engine on `symbol`.
+    pub fn working_count(&self, symbol: &str) -> usize {
+        self.lock()
+            .engines
+            .values()
+            .flat_map(|b| b.orders.values())
+            .filter(|t| !t.state.status.is_final() && t.state.symbol == symbol)
+            .count()
+    }
+
     /// Every order of every engine that can still change, as venue refs.
     pub fn tracked(&self) -> Vec<(OrderRef, OrderStatus, i64)> {
         let inner = self.lock();

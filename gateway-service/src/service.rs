@@ -54,6 +54,8 @@ pub struct Core {
     pub userrefs: HashMap<String, (i32, i32)>,
     /// Wakes the poller at once (after a submit or a cancel).
     pub poll_now: Arc<Notify>,
+    /// Open orders per symbol for the whole key at the poller's last look.
+    pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -81,6 +83,7 @@ impl Core {
             clock,
             userrefs,
             poll_now: Arc::new(Notify::new()),
+            open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             instruments: RwLock::new(HashMap::new()),
         }
     }
@@ -395,6 +398,41 @@ impl pb::gateway_server::Gateway for GatewayService {
             .map(|o| self.core.order_pb(&engine, o))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListOpenOrdersResponse { orders }))
+    }
+
+    async fn get_capacity(
+        &self,
+        req: Request<pb::GetCapacityRequest>,
+    ) -> Result<Response<pb::GetCapacityResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        let symbol = req.get_ref().symbol.clone();
+        let instrument = self.core.instrument(&symbol).await?;
+        let own = self
+            .core
+            .registry
+            .working_orders(&engine)
+            .iter()
+            .filter(|o| o.symbol == symbol)
+            .count();
+        let all_engines = self.core.registry.working_count(&symbol);
+        let (polled, as_of_ms) = {
+            let g = self
+                .core
+                .open_counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (g.0.get(&symbol).copied().unwrap_or(0), g.1)
+        };
+        Ok(Response::new(pb::GetCapacityResponse {
+            symbol,
+            // The venue's count can lag a fresh submit; never report fewer
+            // than the gateway itself is tracking.
+            open_orders: polled.max(u32::try_from(all_engines).unwrap_or(u32::MAX)),
+            max_open_orders: instrument.max_open_orders,
+            own_open_orders: u32::try_from(own).unwrap_or(u32::MAX),
+            as_of_ms,
+        }))
     }
 
     type StreamOrderEventsStream = EventStream;

@@ -287,17 +287,14 @@ impl RateBudget {
         let me = {
             let mut st = self.lock();
             st.next_id += 1;
-            let w = Waiter {
-                id: st.next_id,
-                priority,
-                keys: charges.iter().map(|c| c.key.clone()).collect(),
-            };
+            let id = st.next_id;
+            let keys: Vec<CounterKey> = charges.iter().map(|c| c.key.clone()).collect();
             st.waiters.push(Waiter {
-                id: w.id,
+                id,
                 priority,
-                keys: w.keys.clone(),
+                keys: keys.clone(),
             });
-            w
+            Waiter { id, priority, keys }
         };
         let _guard = WaiterGuard {
             budget: self,

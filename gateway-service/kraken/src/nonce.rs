@@ -1,11 +1,12 @@
 //! The per-key nonce: strictly increasing, and never lower after a restart.
 //!
-//! A nonce is `max(last + 1, clock in microseconds, persisted high-water mark
-//! + 1)`. The high-water mark is written ahead in blocks: before handing out a
-//! nonce above the reserved mark, the generator durably writes a new mark one
-//! block higher, so a restart (even with the wall clock set back) starts above
-//! every nonce the previous process could have used, and the file is synced
-//! about once per block rather than once per call.
+//! A nonce is the largest of: the last one plus one, the clock in
+//! microseconds, and the persisted high-water mark plus one. The mark is
+//! written ahead in blocks: before handing out a nonce above the reserved
+//! mark, the generator durably writes a new mark one block higher, so a
+//! restart (even with the wall clock set back) starts above every nonce the
+//! previous process could have used, and the file is synced about once per
+//! block rather than once per call.
 //!
 //! Serialising a key's requests from nonce to send is the HTTP client's job
 //! (see [`crate::http::KrakenHttpClient`]); this type only issues numbers.

@@ -46,7 +46,7 @@ const DEADLINE_GRACE_MS: i64 = 5_000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolution {
     /// The order exists (open or closed).
-    Found(OrderState),
+    Found(Box<OrderState>),
     /// Kraken knows no such order. `conclusive` is true once the submit's
     /// AddOrder deadline has passed: the matching engine can no longer accept
     /// it, so the order was never placed. Before that it may still appear.
@@ -334,11 +334,13 @@ impl KrakenVenue {
     }
 
     /// Records what a fresh view of orders says, and refreshes the open-order
-    /// counts of the budget. `complete` means `states` is every open order.
-    fn learn(&self, dir: &PairDirectory, states: &[OrderState], complete: bool) {
+    /// counts of the budget. `complete_since_ms` means `states` is every open
+    /// order as of a request sent at that time: tracked orders placed after it
+    /// are kept, the rest are replaced.
+    fn learn(&self, dir: &PairDirectory, states: &[OrderState], complete_since_ms: Option<i64>) {
         let mut t = self.tracker();
-        if complete {
-            t.open.clear();
+        if let Some(since) = complete_since_ms {
+            t.open.retain(|_, o| o.opened_ms >= since);
         }
         for s in states {
             if !s.client_order_id.is_empty() {
@@ -367,6 +369,7 @@ impl KrakenVenue {
     /// Every open order, with the priority of the caller's choosing.
     pub async fn open_orders_at(&self, priority: Priority) -> Result<Vec<OrderState>, VenueError> {
         let dir = self.pairs().await?;
+        let asked_ms = self.now_ms();
         let raw = self
             .private_call(
                 priority,
@@ -379,7 +382,7 @@ impl KrakenVenue {
             .iter()
             .map(|(txid, info)| self.to_state(&dir, txid, info))
             .collect::<Result<Vec<_>, _>>()?;
-        self.learn(&dir, &states, true);
+        self.learn(&dir, &states, Some(asked_ms));
         Ok(states)
     }
 
@@ -409,7 +412,7 @@ impl KrakenVenue {
                 .iter()
                 .map(|(txid, info)| self.to_state(&dir, txid, info))
                 .collect::<Result<Vec<_>, _>>()?;
-            self.learn(&dir, &states, false);
+            self.learn(&dir, &states, None);
             out.extend(states);
         }
         for o in orders
@@ -419,7 +422,7 @@ impl KrakenVenue {
             if let Resolution::Found(state) =
                 self.resolve_order_at(priority, &o.client_order_id).await?
             {
-                out.push(state);
+                out.push(*state);
             }
         }
         Ok(out)
@@ -507,8 +510,8 @@ impl KrakenVenue {
                 if state.client_order_id.is_empty() {
                     state.client_order_id = client_order_id.to_owned();
                 }
-                self.learn(&dir, std::slice::from_ref(&state), false);
-                Ok(Resolution::Found(state))
+                self.learn(&dir, std::slice::from_ref(&state), None);
+                Ok(Resolution::Found(Box::new(state)))
             }
             None => {
                 let conclusive = unresolved

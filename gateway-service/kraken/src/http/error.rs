@@ -270,7 +270,14 @@ mod tests {
     #[test]
     fn every_documented_string_parses_and_round_trips() {
         use KrakenApiError as K;
-        let cases: Vec<(&str, KrakenApiError, fn(&VenueError) -> bool, bool, bool)> = vec![
+        type Case = (
+            &'static str,
+            KrakenApiError,
+            fn(&VenueError) -> bool,
+            bool,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "EAPI:Invalid key",
                 K::InvalidKey,

@@ -40,7 +40,11 @@ pub struct Recorded {
 impl Recorded {
     /// A form field of the body (or the query string), decoded.
     pub fn field(&self, name: &str) -> Option<String> {
-        let src = if self.method == "POST" { &self.body } else { &self.query };
+        let src = if self.method == "POST" {
+            &self.body
+        } else {
+            &self.query
+        };
         src.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
             (k == name).then(|| decode(v))
@@ -129,11 +133,15 @@ impl MockKraken {
         let rec = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let rec = rec.clone();
                 let handler = handler.clone();
                 tokio::spawn(async move {
-                    let Some(req) = read_request(&mut sock).await else { return };
+                    let Some(req) = read_request(&mut sock).await else {
+                        return;
+                    };
                     rec.lock().unwrap().push(req.clone());
                     let reply = handler(&req);
                     tokio::time::sleep(reply.delay).await;
@@ -233,7 +241,11 @@ pub fn with_public(
 }
 
 /// A venue on `url` with a wall clock the test controls.
-pub fn venue_with(url: &str, tier: Tier, config: impl FnOnce(&mut KrakenConfig)) -> (KrakenVenue, ManualClock) {
+pub fn venue_with(
+    url: &str,
+    tier: Tier,
+    config: impl FnOnce(&mut KrakenConfig),
+) -> (KrakenVenue, ManualClock) {
     let wall = ManualClock::new(T0_MS);
     let mut cfg = KrakenConfig {
         tier,
