@@ -118,6 +118,8 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    /// Used when `venue = "kraken"`.
+    pub kraken: herd_kraken::KrakenConfig,
 }
 
 impl Default for GatewayConfig {
@@ -131,6 +133,7 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            kraken: herd_kraken::KrakenConfig::default(),
         }
     }
 }

@@ -54,7 +54,11 @@ pub async fn run(
             let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
             (Arc::new(p.clone()), Some(p))
         }
-        VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
+        VenueKind::Kraken => {
+            let k = herd_kraken::KrakenVenue::new(&cfg.kraken)
+                .context("cannot start the Kraken venue")?;
+            (Arc::new(k), None)
+        }
     };
     let engines: Vec<(String, String)> = cfg
         .engines
