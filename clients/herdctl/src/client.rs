@@ -33,11 +33,9 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 }
 
 fn bearer(token: &str) -> anyhow::Result<Bearer> {
-    Ok(Bearer(
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the token is not valid ASCII"))?,
-    ))
+    Ok(Bearer(format!("Bearer {token}").parse().map_err(|_| {
+        anyhow::anyhow!("the token is not valid ASCII")
+    })?))
 }
 
 pub type Engine = EngineClient<InterceptedService<Channel, Bearer>>;
@@ -45,15 +43,24 @@ pub type Gateway = GatewayClient<InterceptedService<Channel, Bearer>>;
 pub type Admin = GatewayAdminClient<InterceptedService<Channel, Bearer>>;
 
 pub async fn engine(url: &str, token: &str) -> anyhow::Result<Engine> {
-    Ok(EngineClient::with_interceptor(channel(url).await?, bearer(token)?))
+    Ok(EngineClient::with_interceptor(
+        channel(url).await?,
+        bearer(token)?,
+    ))
 }
 
 pub async fn gateway(url: &str, token: &str) -> anyhow::Result<Gateway> {
-    Ok(GatewayClient::with_interceptor(channel(url).await?, bearer(token)?))
+    Ok(GatewayClient::with_interceptor(
+        channel(url).await?,
+        bearer(token)?,
+    ))
 }
 
 pub async fn admin(url: &str, token: &str) -> anyhow::Result<Admin> {
-    Ok(GatewayAdminClient::with_interceptor(channel(url).await?, bearer(token)?))
+    Ok(GatewayAdminClient::with_interceptor(
+        channel(url).await?,
+        bearer(token)?,
+    ))
 }
 
 /// Asks "[y/N]" on the terminal; without a terminal the answer is no.

@@ -32,7 +32,11 @@ enum Output {
 #[derive(Debug, clap::Args)]
 struct EngineArgs {
     /// The engine's control URL.
-    #[arg(long, env = "HERD_ENGINE_URL", default_value = "http://127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "HERD_ENGINE_URL",
+        default_value = "http://127.0.0.1:50061"
+    )]
     engine: String,
     /// Control token (or HERD_CONTROL_TOKEN, or --token-file; the local herd's
     /// token is found in .herd/local/ when none is given).
@@ -47,7 +51,11 @@ struct EngineArgs {
 /// How to reach the gateway.
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
-    #[arg(long, env = "HERD_GATEWAY_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "HERD_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     gateway: String,
     /// An engine token (budget) or the admin token (engines).
     #[arg(long, env = "HERD_GATEWAY_TOKEN", hide_env_values = true)]
@@ -148,54 +156,85 @@ fn print_control(r: epb::ControlResponse, output: Output) -> ExitCode {
     } else {
         println!("{}", r.message);
     }
-    if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Up(args) => up::run(args).await.map(|()| ExitCode::SUCCESS),
         Cmd::Status(e) => {
-            let mut c = client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
             let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
             match e.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&render::status_json(&s))?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::status_json(&s))?
+                ),
                 Output::Table => print!("{}", render::status_table(&s)),
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Pause { e, reason } => {
-            let mut c = client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
             let r = c.pause(epb::PauseRequest { reason }).await?.into_inner();
             Ok(print_control(r, e.output))
         }
         Cmd::Resume(e) => {
-            let mut c = client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
             let r = c.resume(epb::ResumeRequest {}).await?.into_inner();
             Ok(print_control(r, e.output))
         }
         Cmd::EmergencyStop { e, reason, yes } => {
-            if !yes && !client::confirm(&format!("Emergency stop {}: cancel all its orders and halt it?", e.engine))? {
+            if !yes
+                && !client::confirm(&format!(
+                    "Emergency stop {}: cancel all its orders and halt it?",
+                    e.engine
+                ))?
+            {
                 eprintln!("herdctl: not confirmed; nothing done");
                 return Ok(ExitCode::from(3));
             }
-            let mut c = client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
-            let r = c.emergency_stop(epb::EmergencyStopRequest { reason }).await?.into_inner();
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let r = c
+                .emergency_stop(epb::EmergencyStopRequest { reason })
+                .await?
+                .into_inner();
             Ok(print_control(r, e.output))
         }
         Cmd::Budget(g) => {
-            let mut c = client::gateway(&g.gateway, &token(g.token, g.token_file, "engine-0.token")?).await?;
+            let mut c =
+                client::gateway(&g.gateway, &token(g.token, g.token_file, "engine-0.token")?)
+                    .await?;
             let b = c.get_budget(gpb::GetBudgetRequest {}).await?.into_inner();
             match g.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&render::budget_json(&b))?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::budget_json(&b))?
+                ),
                 Output::Table => print!("{}", render::budget_table(&b)),
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Engines(g) => {
-            let mut c = client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
-            let list = c.list_engines(gpb::ListEnginesRequest {}).await?.into_inner();
+            let mut c =
+                client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
+            let list = c
+                .list_engines(gpb::ListEnginesRequest {})
+                .await?
+                .into_inner();
             match g.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&render::engines_json(&list))?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::engines_json(&list))?
+                ),
                 Output::Table => print!("{}", render::engines_table(&list)),
             }
             Ok(ExitCode::SUCCESS)

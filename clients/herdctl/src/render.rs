@@ -27,7 +27,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
     line(headers.to_vec(), &mut out);
-    line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect(), &mut out);
+    line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        &mut out,
+    );
     for r in rows {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
@@ -94,7 +103,10 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
         .as_ref()
         .map(|r| {
             if r.ready {
-                format!("{} ({}, confidence {:.2})", r.regime, r.agreement, r.confidence)
+                format!(
+                    "{} ({}, confidence {:.2})",
+                    r.regime, r.agreement, r.confidence
+                )
             } else {
                 "not ready".to_string()
             }
@@ -113,7 +125,10 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
         vec![
             "gateway".into(),
             if s.gateway_connected {
-                format!("connected (incarnation {}, seq {})", s.gateway_incarnation, s.last_event_sequence)
+                format!(
+                    "connected (incarnation {}, seq {})",
+                    s.gateway_incarnation, s.last_event_sequence
+                )
             } else {
                 "DISCONNECTED".into()
             },
@@ -129,7 +144,10 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
         vec!["regime".into(), regime],
         vec!["open orders".into(), s.open_orders.len().to_string()],
         vec!["fills journaled".into(), s.fills_journaled.to_string()],
-        vec!["venue errors in a row".into(), s.consecutive_venue_errors.to_string()],
+        vec![
+            "venue errors in a row".into(),
+            s.consecutive_venue_errors.to_string(),
+        ],
     ];
     out.push_str(&table(&["field", "value"], &rows));
     if !s.open_orders.is_empty() {
@@ -148,14 +166,23 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["order", "owner", "side", "price", "filled", "status"], &rows));
+        out.push_str(&table(
+            &["order", "owner", "side", "price", "filled", "status"],
+            &rows,
+        ));
     }
     if !s.strategies.is_empty() {
         out.push('\n');
         let rows: Vec<Vec<String>> = s
             .strategies
             .iter()
-            .map(|st| vec![st.name.clone(), st.state.clone(), summarize_detail(&st.detail_json)])
+            .map(|st| {
+                vec![
+                    st.name.clone(),
+                    st.state.clone(),
+                    summarize_detail(&st.detail_json),
+                ]
+            })
             .collect();
         out.push_str(&table(&["strategy", "state", "summary"], &rows));
     }
@@ -169,7 +196,14 @@ fn summarize_detail(detail: &str) -> String {
     };
     map.iter()
         .filter(|(_, v)| !v.is_object() && !v.is_array())
-        .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -202,7 +236,14 @@ pub fn budget_table(b: &gpb::GetBudgetResponse) -> String {
     let rows: Vec<Vec<String>> = b
         .counters
         .iter()
-        .map(|c| vec![c.name.clone(), c.level.clone(), c.limit.clone(), c.decay_per_second.clone()])
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.level.clone(),
+                c.limit.clone(),
+                c.decay_per_second.clone(),
+            ]
+        })
         .collect();
     out.push_str(&table(&["counter", "level", "limit", "decay/s"], &rows));
     out.push('\n');
@@ -216,10 +257,15 @@ pub fn budget_table(b: &gpb::GetBudgetResponse) -> String {
 }
 
 pub fn engines_json(l: &gpb::ListEnginesResponse) -> Value {
-    json!(l.engines.iter().map(|e| json!({
-        "engine_id": e.engine_id, "stream_connected": e.stream_connected,
-        "last_sequence": e.last_sequence, "open_orders": e.open_orders, "calls": e.calls,
-    })).collect::<Vec<_>>())
+    json!(
+        l.engines
+            .iter()
+            .map(|e| json!({
+                "engine_id": e.engine_id, "stream_connected": e.stream_connected,
+                "last_sequence": e.last_sequence, "open_orders": e.open_orders, "calls": e.calls,
+            }))
+            .collect::<Vec<_>>()
+    )
 }
 
 pub fn engines_table(l: &gpb::ListEnginesResponse) -> String {
@@ -236,12 +282,16 @@ pub fn engines_table(l: &gpb::ListEnginesResponse) -> String {
             ]
         })
         .collect();
-    table(&["engine", "stream", "last seq", "open orders", "calls"], &rows)
+    table(
+        &["engine", "stream", "last seq", "open orders", "calls"],
+        &rows,
+    )
 }
 
 /// `herdctl regime`: fit on a CSV and print one row per candle after warm-up.
 pub fn regime(path: &Path, timeframe: &str, json_out: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let candles = herd_regime::parse_candles_csv(&text)?;
     let cfg = match timeframe {
         "1m" => herd_regime::TimeframeConfig::one_minute(),

@@ -62,7 +62,11 @@ struct Proc {
 
 /// Fills a config template. Port 0 means "any free port" for every service.
 fn fill(template: &str, gateway_port: u16, engine_port: u16, data_dir: &Path) -> String {
-    let second = if engine_port == 0 { 0 } else { engine_port.saturating_add(1) };
+    let second = if engine_port == 0 {
+        0
+    } else {
+        engine_port.saturating_add(1)
+    };
     template
         .replace("{gateway_port}", &gateway_port.to_string())
         .replace("{engine_0_port}", &engine_port.to_string())
@@ -71,12 +75,16 @@ fn fill(template: &str, gateway_port: u16, engine_port: u16, data_dir: &Path) ->
 }
 
 fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn spawn(name: &str, sub: &str, config: &Path, log: &Path) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe().context("cannot find the herdctl binary")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut child = Command::new(exe)
         .arg(sub)
         .arg("--config")
@@ -117,7 +125,11 @@ async fn terminate(procs: &mut [Proc]) {
     for p in procs.iter().rev() {
         if let Some(pid) = p.child.id() {
             // SIGTERM: the services drain and exit on their own.
-            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
         }
     }
     for p in procs.iter_mut().rev() {
@@ -147,7 +159,13 @@ async fn screen(procs: &[Proc], gateway_url: &str) -> String {
                 let regime = s
                     .regime
                     .as_ref()
-                    .map(|r| if r.ready { r.regime.clone() } else { "not ready".into() })
+                    .map(|r| {
+                        if r.ready {
+                            r.regime.clone()
+                        } else {
+                            "not ready".into()
+                        }
+                    })
                     .unwrap_or_default();
                 let strategies = s
                     .strategies
@@ -158,7 +176,10 @@ async fn screen(procs: &[Proc], gateway_url: &str) -> String {
                 rows.push(vec![
                     s.engine_id.clone(),
                     p.addr.clone(),
-                    render::status_json(&s)["mode"].as_str().unwrap_or("?").to_string(),
+                    render::status_json(&s)["mode"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
                     if s.gateway_connected { "yes" } else { "NO" }.into(),
                     s.price.clone(),
                     regime,
@@ -167,16 +188,34 @@ async fn screen(procs: &[Proc], gateway_url: &str) -> String {
                     strategies,
                 ]);
             }
-            Err(e) => rows.push(vec![p.name.clone(), p.addr.clone(), format!("unreachable: {e}")]),
+            Err(e) => rows.push(vec![
+                p.name.clone(),
+                p.addr.clone(),
+                format!("unreachable: {e}"),
+            ]),
         }
     }
     out.push_str(&render::table(
-        &["engine", "control", "mode", "gw", "price", "regime", "open", "fills", "strategies"],
+        &[
+            "engine",
+            "control",
+            "mode",
+            "gw",
+            "price",
+            "regime",
+            "open",
+            "fills",
+            "strategies",
+        ],
         &rows,
     ));
     let engines = async {
         let mut c = client::admin(gateway_url, ADMIN_TOKEN).await?;
-        Ok::<_, anyhow::Error>(c.list_engines(gpb::ListEnginesRequest {}).await?.into_inner())
+        Ok::<_, anyhow::Error>(
+            c.list_engines(gpb::ListEnginesRequest {})
+                .await?
+                .into_inner(),
+        )
     }
     .await;
     out.push('\n');
@@ -216,7 +255,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let gateway_cfg = conf_dir.join("gateway.toml");
     std::fs::write(
         &gateway_cfg,
-        fill(GATEWAY_TEMPLATE, args.gateway_port, args.engine_port, &data_dir),
+        fill(
+            GATEWAY_TEMPLATE,
+            args.gateway_port,
+            args.engine_port,
+            &data_dir,
+        ),
     )?;
     // Tokens where herdctl's other commands find them.
     std::fs::write(conf_dir.join("control.token"), CONTROL_TOKEN)?;
@@ -225,7 +269,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let mut procs = Vec::new();
     let started = async {
-        procs.push(spawn("gateway", "gateway", &gateway_cfg, &log_dir.join("gateway.log")).await?);
+        procs.push(
+            spawn(
+                "gateway",
+                "gateway",
+                &gateway_cfg,
+                &log_dir.join("gateway.log"),
+            )
+            .await?,
+        );
         // Engines learn the port the gateway actually got.
         let gateway_port = port_of(&procs[0].addr);
         for (i, t) in ENGINE_TEMPLATES.iter().enumerate() {
