@@ -702,6 +702,20 @@ impl Shared {
             .await;
             match listed {
                 Ok((session, open)) => {
+                    let r = &self.cfg.rangers;
+                    let last_ranger = i64::from(session.userref_min)
+                        + i64::from(r.userref_offset)
+                        + i64::from(r.max_slots)
+                        - 1;
+                    if last_ranger > i64::from(session.userref_max) {
+                        tracing::error!(
+                            userref_min = session.userref_min,
+                            userref_max = session.userref_max,
+                            offset = r.userref_offset,
+                            max_slots = r.max_slots,
+                            "this engine's userref range is too narrow for its rangers; the gateway will refuse their orders"
+                        );
+                    }
                     let mut st = self.state();
                     if st.userref_min <= 0 {
                         st.userref_min = session.userref_min;

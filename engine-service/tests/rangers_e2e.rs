@@ -376,3 +376,18 @@ async fn not_ready_regime_places_nothing() {
     e0.stop().await;
     gw.stop().await;
 }
+
+#[test]
+fn demo_configs_parse_and_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/rangers-demo");
+    let gw = herd_gateway::config::GatewayConfig::load(Some(&dir.join("gateway.toml"))).unwrap();
+    let doge = &gw.paper.exchange.instruments[0];
+    assert_eq!(doge.instrument.symbol, "DOGEUSD");
+    assert_eq!(doge.path.volatility, 0.0015);
+    let e = herd_engine::config::EngineConfig::load(Some(&dir.join("engine.toml"))).unwrap();
+    assert!(e.rangers.enabled);
+    assert_eq!(e.rangers.entry_pct, dec!(0.15));
+    assert_eq!(e.rangers.doge_reserve, dec!(100));
+    assert_eq!(e.gateway_token.expose(), gw.engines[0].token.expose());
+    assert_eq!(herd_engine::strategies_from_config(&e).unwrap().len(), 1);
+}
