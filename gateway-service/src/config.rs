@@ -14,7 +14,6 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
-    pub const LOG_FORMAT: &str = "HERD_LOG_FORMAT";
 }
 
 /// A secret string: never printed by Debug or Display.
@@ -118,6 +117,8 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    /// Used when `venue = "kraken"`.
+    pub kraken: herd_kraken::KrakenConfig,
 }
 
 impl Default for GatewayConfig {
@@ -131,6 +132,7 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            kraken: herd_kraken::KrakenConfig::default(),
         }
     }
 }

@@ -54,7 +54,11 @@ pub async fn run(
             let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
             (Arc::new(p.clone()), Some(p))
         }
-        VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
+        VenueKind::Kraken => {
+            let k = herd_kraken::KrakenVenue::new(&cfg.kraken)
+                .context("cannot start the Kraken venue")?;
+            (Arc::new(k), None)
+        }
     };
     let engines: Vec<(String, String)> = cfg
         .engines
@@ -135,15 +139,5 @@ pub async fn run(
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var(config::env::LOG_FORMAT).is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    herd_proto::serving::init_tracing();
 }

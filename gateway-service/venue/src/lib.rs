@@ -180,6 +180,8 @@ impl OrderState {
 }
 
 /// What a venue said to a submitted order.
+// One value per order submit; boxing the common variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlaceOutcome {
     /// The venue accepted the order (it may already be filled).
