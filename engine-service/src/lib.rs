@@ -7,8 +7,6 @@
 //! strategies: [`capacity`] (open-order headroom) and [`capital`] (funds
 //! promised to orders). Strategies: [`rangers`].
 
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 pub mod capacity;
 pub mod capital;
 pub mod config;
