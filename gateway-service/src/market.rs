@@ -17,13 +17,14 @@ use herd_venue::{Candle, Clock, Ticker, Venue, VenueError};
 use tokio::sync::Mutex;
 
 type Slot<T> = Arc<Mutex<Option<(i64, T)>>>;
+type CandleKey = (String, u32);
 
 /// The cache.
 #[derive(Debug)]
 pub struct MarketData {
     ttl_ms: i64,
     tickers: std::sync::Mutex<HashMap<String, Slot<Ticker>>>,
-    candles: std::sync::Mutex<HashMap<(String, u32), Slot<Vec<Candle>>>>,
+    candles: std::sync::Mutex<HashMap<CandleKey, Slot<Vec<Candle>>>>,
     venue_calls: AtomicU64,
 }
 

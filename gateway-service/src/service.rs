@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::engine_of;
 use crate::convert;
+use crate::fair::{FairQueue, Permit, Priority};
 use crate::registry::{LogError, Registration, Registry};
 
 /// Maps a venue error to the gRPC status engines see. The one place this
@@ -57,6 +58,8 @@ pub struct Core {
     pub userrefs: HashMap<String, (i32, i32)>,
     /// Wakes the poller at once (after a submit or a cancel).
     pub poll_now: Arc<Notify>,
+    /// Weighted fair sharing of private venue calls between engines and the poller.
+    pub fair: FairQueue,
     /// Ticker and candle fan-out: one venue call serves every engine.
     pub market: crate::market::MarketData,
     /// Open orders per symbol for the whole key at the poller's last look.
@@ -90,8 +93,27 @@ impl Core {
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
+            fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the default fair queue (equal weights) with a configured one.
+    pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
+        self.fair = fair;
+        self
+    }
+
+    /// A slot for `engine`'s venue call; a full queue is RESOURCE_EXHAUSTED
+    /// with a retry hint.
+    async fn slot(&self, engine: &str, priority: Priority) -> Result<Permit, Status> {
+        self.fair.acquire(engine, priority).await.map_err(|e| {
+            let mut st = Status::resource_exhausted(e.to_string());
+            if let Ok(v) = e.retry_after_ms.to_string().parse() {
+                st.metadata_mut().insert("retry-after-ms", v);
+            }
+            st
+        })
     }
 
     async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
@@ -157,6 +179,8 @@ impl Core {
             userref,
             ..checked
         };
+        // Take the slot before registering: a full queue must leave no trace.
+        let _slot = self.slot(engine, Priority::Place).await?;
         let now = self.clock.now_ms();
         match self.registry.register(
             engine,
@@ -208,6 +232,7 @@ impl Core {
             client_order_id: state.client_order_id.clone(),
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
+        let _slot = self.slot(engine, Priority::Cancel).await?;
         let cancel = self.venue.cancel_order(&r).await;
         if cancel.is_ok() {
             self.registry.mark_cancel_requested(engine, client_order_id);
