@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod fair;
 pub mod poller;
 pub mod registry;
 pub mod service;

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use herd_proto::engine as epb;
-use herd_tests::{CONTROL_TOKEN, EngineProc, GatewayProc, engine_client, wait_until, workspace_root};
+use herd_tests::{
+    CONTROL_TOKEN, EngineProc, GatewayProc, engine_client, wait_until, workspace_root,
+};
 
 fn grpcurl() -> PathBuf {
     if let Ok(p) = std::env::var("HERD_GRPCURL") {
@@ -19,7 +21,9 @@ fn grpcurl() -> PathBuf {
     if local.exists() {
         return local;
     }
-    if let Ok(out) = std::process::Command::new("grpcurl").arg("-version").output()
+    if let Ok(out) = std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output()
         && out.status.success()
     {
         return PathBuf::from("grpcurl");
@@ -43,8 +47,12 @@ fn run(args: &[&str]) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_checks_health_and_gets_status() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = GatewayProc::start(dir.path(), 1, "[paper]\nhistory_minutes = 0\n").await.unwrap();
-    let e0 = EngineProc::start(dir.path(), "e0", &gw.proc.addr, "").await.unwrap();
+    let gw = GatewayProc::start(dir.path(), 1, "[paper]\nhistory_minutes = 0\n")
+        .await
+        .unwrap();
+    let e0 = EngineProc::start(dir.path(), "e0", &gw.proc.addr, "")
+        .await
+        .unwrap();
     let mut c = engine_client(&e0.proc.url()).await.unwrap();
     wait_until("engine connected", Duration::from_secs(30), || {
         let mut c = c.clone();
@@ -62,15 +70,32 @@ async fn grpcurl_lists_describes_checks_health_and_gets_status() {
 
     let (ok, out) = run(&["-plaintext", gw_addr, "list"]);
     assert!(ok, "{out}");
-    for svc in ["herd.gateway.v1.Gateway", "herd.gateway.v1.GatewayAdmin", "grpc.health.v1.Health"] {
+    for svc in [
+        "herd.gateway.v1.Gateway",
+        "herd.gateway.v1.GatewayAdmin",
+        "grpc.health.v1.Health",
+    ] {
         assert!(out.contains(svc), "gateway list lacks {svc}: {out}");
     }
     let (ok, out) = run(&["-plaintext", e_addr, "list"]);
-    assert!(ok && out.contains("herd.engine.v1.Engine") && out.contains("grpc.health.v1.Health"), "{out}");
+    assert!(
+        ok && out.contains("herd.engine.v1.Engine") && out.contains("grpc.health.v1.Health"),
+        "{out}"
+    );
 
-    let (ok, out) = run(&["-plaintext", gw_addr, "describe", "herd.gateway.v1.Gateway.PlaceOrder"]);
+    let (ok, out) = run(&[
+        "-plaintext",
+        gw_addr,
+        "describe",
+        "herd.gateway.v1.Gateway.PlaceOrder",
+    ]);
     assert!(ok && out.contains("PlaceOrderRequest"), "{out}");
-    let (ok, out) = run(&["-plaintext", gw_addr, "describe", "herd.gateway.v1.PlaceOrderRequest"]);
+    let (ok, out) = run(&[
+        "-plaintext",
+        gw_addr,
+        "describe",
+        "herd.gateway.v1.PlaceOrderRequest",
+    ]);
     assert!(ok && out.contains("client_order_id"), "{out}");
     let (ok, out) = run(&["-plaintext", gw_addr, "describe", "grpc.health.v1.Health"]);
     assert!(ok && out.contains("Check"), "{out}");
@@ -81,9 +106,16 @@ async fn grpcurl_lists_describes_checks_health_and_gets_status() {
     }
 
     let auth = format!("authorization: Bearer {CONTROL_TOKEN}");
-    let (ok, out) = run(&["-plaintext", "-H", &auth, e_addr, "herd.engine.v1.Engine/GetStatus"]);
+    let (ok, out) = run(&[
+        "-plaintext",
+        "-H",
+        &auth,
+        e_addr,
+        "herd.engine.v1.Engine/GetStatus",
+    ]);
     assert!(ok, "{out}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let status: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(status["engineId"], "e0");
     assert_eq!(status["mode"], "MODE_RUNNING");
     assert_eq!(status["gatewayConnected"], true);

@@ -73,6 +73,23 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
             "detail": serde_json::from_str::<Value>(&r.detail_json).unwrap_or(Value::Null),
         })
     });
+    let rangers = s.rangers.as_ref().map(|r| {
+        json!({
+            "enabled": r.enabled,
+            "active": r.active,
+            "regime_ok": r.regime_ok,
+            "cycles_today": r.cycles_today,
+            "profit_today": r.profit_today,
+            "orphans_today": r.orphans_today,
+            "orphan_exposure_usd": r.orphan_exposure_usd,
+            "doge_reserve": r.doge_reserve,
+            "slots": r.slots.iter().map(|x| json!({
+                "ranger_id": x.ranger_id, "stage": x.stage, "entry_price": x.entry_price,
+                "exit_price": x.exit_price, "entry_volume": x.entry_volume,
+                "age_sec": x.age_sec, "last_error": x.last_error,
+            })).collect::<Vec<_>>(),
+        })
+    });
     json!({
         "engine_id": s.engine_id,
         "mode": mode_name(s.mode),
@@ -91,6 +108,7 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
         })).collect::<Vec<_>>(),
         "regime": regime,
         "strategies": strategies,
+        "rangers": rangers,
         "time_ms": s.time_ms,
     })
 }
@@ -185,6 +203,45 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
             })
             .collect();
         out.push_str(&table(&["strategy", "state", "summary"], &rows));
+    }
+    if let Some(r) = s.rangers.as_ref().filter(|r| r.enabled || r.active > 0) {
+        out.push('\n');
+        out.push_str(&format!(
+            "rangers: {} active, regime {}; today {} cycles, profit {}, {} orphans (exposure {})\n",
+            r.active,
+            if r.regime_ok { "ok" } else { "not RANGING" },
+            r.cycles_today,
+            r.profit_today,
+            r.orphans_today,
+            r.orphan_exposure_usd
+        ));
+        let rows: Vec<Vec<String>> = r
+            .slots
+            .iter()
+            .map(|x| {
+                vec![
+                    x.ranger_id.to_string(),
+                    x.stage.clone(),
+                    x.entry_price.clone(),
+                    x.exit_price.clone(),
+                    x.entry_volume.clone(),
+                    format!("{:.0}", x.age_sec),
+                    x.last_error.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "ranger",
+                "stage",
+                "entry",
+                "exit",
+                "volume",
+                "age s",
+                "last error",
+            ],
+            &rows,
+        ));
     }
     out
 }
