@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod fair;
+pub mod market;
 pub mod poller;
 pub mod registry;
 pub mod service;

@@ -44,6 +44,9 @@ pub fn venue_status(e: &VenueError) -> Status {
     }
 }
 
+/// How long a ticker or candle answer is served from the cache.
+const MARKET_DATA_TTL_MS: i64 = 250;
+
 /// Shared state of the gateway's handlers and background tasks.
 pub struct Core {
     pub venue: Arc<dyn Venue>,
@@ -54,6 +57,8 @@ pub struct Core {
     pub userrefs: HashMap<String, (i32, i32)>,
     /// Wakes the poller at once (after a submit or a cancel).
     pub poll_now: Arc<Notify>,
+    /// Ticker and candle fan-out: one venue call serves every engine.
+    pub market: crate::market::MarketData,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
     instruments: RwLock<HashMap<String, Instrument>>,
@@ -84,6 +89,7 @@ impl Core {
             userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
+            market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             instruments: RwLock::new(HashMap::new()),
         }
     }
@@ -313,8 +319,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.core.instrument(&r.symbol).await?;
         let candles = self
             .core
-            .venue
-            .candles(&r.symbol, r.interval_minutes, r.since_ms)
+            .market
+            .candles(
+                self.core.venue.as_ref(),
+                self.core.clock.as_ref(),
+                &r.symbol,
+                r.interval_minutes,
+                r.since_ms,
+            )
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetCandlesResponse {
