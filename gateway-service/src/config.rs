@@ -65,6 +65,14 @@ pub struct EngineEntry {
     /// Share of a scarce budget relative to other engines.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Dead man's switch: when the engine's event stream has been gone this
+    /// long, the gateway cancels the engine's working orders (0 = never).
+    #[serde(default = "default_cancel_on_disconnect_ms")]
+    pub cancel_on_disconnect_ms: i64,
+}
+
+fn default_cancel_on_disconnect_ms() -> i64 {
+    120_000
 }
 
 fn default_weight() -> u32 {
@@ -87,6 +95,9 @@ pub struct PaperSection {
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
+    /// Keep the paper account (balances, orders, prices) in this file so it
+    /// survives a gateway restart; saved every few seconds and at shutdown.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PaperSection {
@@ -97,6 +108,7 @@ impl Default for PaperSection {
                 ..PaperConfig::default()
             },
             step_ms: 1_000,
+            state_file: None,
         }
     }
 }
@@ -327,6 +339,7 @@ mod tests {
             userref_max: max,
             order_prefix: None,
             weight: 1,
+            cancel_on_disconnect_ms: 0,
         }
     }
 

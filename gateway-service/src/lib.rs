@@ -16,6 +16,7 @@ pub mod convert;
 pub mod fair;
 pub mod market;
 pub mod poller;
+pub mod recovery;
 pub mod registry;
 pub mod service;
 
@@ -53,7 +54,10 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
         VenueKind::Paper => {
-            let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
+            let p = match &cfg.paper.state_file {
+                Some(path) => PaperVenue::load_or_new(&cfg.paper.exchange, clock.clone(), path)?,
+                None => PaperVenue::new(&cfg.paper.exchange, clock.clone()),
+            };
             (Arc::new(p.clone()), Some(p))
         }
         VenueKind::Kraken => {
@@ -101,9 +105,29 @@ pub async fn run(
         .with_fair_queue(fair),
     );
 
+    core.registry.mark_all_gone_since(core.clock.now_ms());
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(p) = paper {
+    tasks.spawn(recovery::run_adoption(core.clone()));
+    tasks.spawn(recovery::run_dead_man(
+        core.clone(),
+        cfg.engines
+            .iter()
+            .map(|e| (e.id.clone(), e.cancel_on_disconnect_ms))
+            .collect(),
+    ));
+    if let Some(p) = paper.clone() {
         tasks.spawn(p.drive(Duration::from_millis(cfg.paper.step_ms)));
+    }
+    if let (Some(p), Some(path)) = (paper.clone(), cfg.paper.state_file.clone()) {
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = p.save(&path) {
+                    tracing::error!(error = %e, "paper state not saved");
+                }
+            }
+        });
     }
     tasks.spawn(poller::run(
         core.clone(),
@@ -151,6 +175,9 @@ pub async fn run(
         .await
         .context("gateway server failed")?;
     tasks.abort_all();
+    if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
+        p.save(path).context("saving the paper state at shutdown")?;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

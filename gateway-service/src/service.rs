@@ -143,6 +143,14 @@ impl Core {
         Ok(convert::order_to_pb(o, &self.prefix(engine)?))
     }
 
+    /// The order from the registry, or found at the venue (after a restart).
+    pub async fn get_or_lookup(&self, engine: &str, client_order_id: &str) -> Option<OrderState> {
+        match self.registry.get(engine, client_order_id) {
+            Some(s) => Some(s),
+            None => crate::recovery::lookup(self, engine, client_order_id).await,
+        }
+    }
+
     /// Refreshes the given orders from the venue and applies what changed.
     pub async fn refresh(&self, refs: &[OrderRef]) -> Result<(), VenueError> {
         for chunk in refs.chunks(self.venue.max_query_batch().max(1)) {
@@ -216,11 +224,12 @@ impl Core {
         self.order_pb(engine, &state)
     }
 
-    async fn cancel(&self, engine: &str, client_order_id: &str) -> Result<pb::Order, Status> {
+    /// Cancels one of `engine`'s orders and reports its state after.
+    pub async fn cancel(&self, engine: &str, client_order_id: &str) -> Result<pb::Order, Status> {
         convert::validate_client_order_id(client_order_id)?;
         let state = self
-            .registry
-            .get(engine, client_order_id)
+            .get_or_lookup(engine, client_order_id)
+            .await
             .ok_or_else(|| Status::not_found(format!("order {client_order_id:?} not found")))?;
         if state.status.is_final() {
             return Err(Status::failed_precondition(format!(
@@ -411,8 +420,8 @@ impl pb::gateway_server::Gateway for GatewayService {
             convert::validate_client_order_id(id)?;
             let o = self
                 .core
-                .registry
-                .get(&engine, id)
+                .get_or_lookup(&engine, id)
+                .await
                 .ok_or_else(|| Status::not_found(format!("order {id:?} not found")))?;
             orders.push(self.core.order_pb(&engine, &o)?);
         }
@@ -481,6 +490,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let engine = engine_of(&req)?;
         let after = req.get_ref().after_sequence;
         let registry = self.core.registry.clone();
+        let clock = self.core.clock.clone();
         // Refuse at once when the stream cannot start where asked.
         registry
             .events_after(&engine, after, 0)
@@ -516,7 +526,7 @@ impl pb::gateway_server::Gateway for GatewayService {
                     _ = tx.closed() => break,
                 }
             }
-            registry.stream_closed(&engine);
+            registry.stream_closed(&engine, clock.now_ms());
             tracing::info!(engine, cursor, "order event stream closed");
         });
         Ok(Response::new(
@@ -602,15 +612,20 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             .registry
             .engine_summaries()
             .into_iter()
-            .map(
-                |(engine_id, streams, last_sequence, open_orders, calls)| pb::EngineInfo {
-                    engine_id,
+            .map(|(engine_id, streams, last_sequence, open_orders, calls)| {
+                let dead_man = self.core.registry.dead_man_last(&engine_id);
+                pb::EngineInfo {
                     stream_connected: streams > 0,
                     last_sequence,
                     open_orders,
                     calls,
-                },
-            )
+                    queue_depth: u32::try_from(self.core.fair.depth(&engine_id))
+                        .unwrap_or(u32::MAX),
+                    dead_man_fired_at_ms: dead_man.map_or(0, |d| d.0),
+                    dead_man_canceled: dead_man.map_or(0, |d| d.1),
+                    engine_id,
+                }
+            })
             .collect();
         Ok(Response::new(pb::ListEnginesResponse { engines }))
     }
