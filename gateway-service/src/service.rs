@@ -44,6 +44,37 @@ pub fn venue_status(e: &VenueError) -> Status {
     }
 }
 
+/// How many times a call the venue refused for rate reasons is made again.
+const RATE_LIMIT_RETRIES: u32 = 3;
+
+/// Runs a venue call, making it again (up to [`RATE_LIMIT_RETRIES`] times)
+/// when the venue answered that we exceeded its rate limits. Such an answer
+/// means the call was refused before it took effect, so repeating it is safe
+/// even for orders; the adapter's budget has meanwhile learnt from the
+/// answer and makes the repeat wait. Engines never see a rate-limit error
+/// that one patient retry would have avoided.
+pub async fn retry_rate_limited<T, F, Fut>(what: &str, mut call: F) -> Result<T, VenueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, VenueError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(VenueError::RateLimited {
+                message,
+                retry_after_ms,
+            }) if attempt < RATE_LIMIT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(what, attempt, %message, "venue rate limit; retrying once the budget allows");
+                let pause = u64::try_from(retry_after_ms.clamp(0, 1_000)).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Shared state of the gateway's handlers and background tasks.
 pub struct Core {
     pub venue: Arc<dyn Venue>,
@@ -92,9 +123,7 @@ impl Core {
         if let Some(i) = self.instruments.read().await.get(symbol) {
             return Ok(i.clone());
         }
-        let fresh = self
-            .venue
-            .instruments()
+        let fresh = retry_rate_limited("instruments", || self.venue.instruments())
             .await
             .map_err(|e| venue_status(&e))?;
         let mut map = self.instruments.write().await;
@@ -118,7 +147,8 @@ impl Core {
     /// Refreshes the given orders from the venue and applies what changed.
     pub async fn refresh(&self, refs: &[OrderRef]) -> Result<(), VenueError> {
         for chunk in refs.chunks(self.venue.max_query_batch().max(1)) {
-            let states = self.venue.query_orders(chunk).await?;
+            let states =
+                retry_rate_limited("query_orders", || self.venue.query_orders(chunk)).await?;
             let now = self.clock.now_ms();
             for s in &states {
                 self.registry.apply(s, now);
@@ -142,12 +172,25 @@ impl Core {
                 "userref: {userref} is outside this engine's range {lo}..={hi}"
             )));
         }
+        let prefix = self.prefix(engine)?;
+        let venue_client_id = format!("{prefix}{}", order.client_order_id);
+        let max = self.venue.max_client_order_id_len();
+        if venue_client_id.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "client_order_id: {:?} is too long for {}: with this engine's prefix {prefix:?} \
+                 it is {} characters at the venue, which allows {max} (use at most {})",
+                order.client_order_id,
+                self.venue.name(),
+                venue_client_id.len(),
+                max.saturating_sub(prefix.len()),
+            )));
+        }
         let instrument = self.instrument(&order.symbol).await?;
         let checked = instrument
             .check_order(&order, None)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let venue_order = NewOrder {
-            client_order_id: format!("{}{}", self.prefix(engine)?, order.client_order_id),
+            client_order_id: venue_client_id,
             userref,
             ..checked
         };
@@ -160,7 +203,7 @@ impl Core {
             Registration::Existing(existing) => return self.order_pb(engine, &existing),
             Registration::New => {}
         }
-        match self.venue.place_order(&venue_order).await {
+        match retry_rate_limited("place_order", || self.venue.place_order(&venue_order)).await {
             Ok(PlaceOutcome::Accepted(state)) => {
                 self.registry.apply(&state, self.clock.now_ms());
             }
@@ -202,7 +245,7 @@ impl Core {
             client_order_id: state.client_order_id.clone(),
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
-        let cancel = self.venue.cancel_order(&r).await;
+        let cancel = retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await;
         if cancel.is_ok() {
             self.registry.mark_cancel_requested(engine, client_order_id);
         }
@@ -271,10 +314,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::ListInstrumentsRequest>,
     ) -> Result<Response<pb::ListInstrumentsResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let list = self
-            .core
-            .venue
-            .instruments()
+        let list = retry_rate_limited("instruments", || self.core.venue.instruments())
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::ListInstrumentsResponse {
@@ -289,10 +329,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.core.registry.count_call(&engine_of(&req)?);
         let symbol = &req.get_ref().symbol;
         self.core.instrument(symbol).await?;
-        let t = self
-            .core
-            .venue
-            .ticker(symbol)
+        let t = retry_rate_limited("ticker", || self.core.venue.ticker(symbol))
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(convert::ticker_to_pb(&t)))
@@ -311,12 +348,13 @@ impl pb::gateway_server::Gateway for GatewayService {
             )));
         }
         self.core.instrument(&r.symbol).await?;
-        let candles = self
-            .core
-            .venue
-            .candles(&r.symbol, r.interval_minutes, r.since_ms)
-            .await
-            .map_err(|e| venue_status(&e))?;
+        let candles = retry_rate_limited("candles", || {
+            self.core
+                .venue
+                .candles(&r.symbol, r.interval_minutes, r.since_ms)
+        })
+        .await
+        .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetCandlesResponse {
             candles: candles.iter().map(convert::candle_to_pb).collect(),
         }))
@@ -327,10 +365,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let b = self
-            .core
-            .venue
-            .balances()
+        let b = retry_rate_limited("balances", || self.core.venue.balances())
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetBalancesResponse {
