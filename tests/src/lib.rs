@@ -5,4 +5,5 @@
 // Tests unwrap freely (style.md); library code may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod kraken_harness;
 pub mod kraken_sim;

@@ -298,8 +298,14 @@ impl Sim {
             ..PaperConfig::default()
         };
         let auth = KeyAuth::new(&cfg.api_key, &cfg.secret_b64)?;
+        let mut ex = Exchange::new(&paper, now.ms);
+        // The generated history wanders; start each market at its start price.
+        for p in &cfg.pairs {
+            ex.set_price(&p.instrument.symbol, p.start_price, now.ms)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Sim {
-            ex: Exchange::new(&paper, now.ms),
+            ex,
             auth,
             limits: Limits::new(cfg.tier, cfg.enforce_limits, cfg.lockout),
             stats: Stats::default(),
