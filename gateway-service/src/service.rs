@@ -87,6 +87,10 @@ pub struct Core {
     pub poll_now: Arc<Notify>,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
+    /// Venue-facing client ids whose submit has not returned yet (waiting
+    /// for budget or for the answer). The poller leaves them alone: there is
+    /// nothing to resolve until the submit itself has given up.
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -115,6 +119,7 @@ impl Core {
             userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
+            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             instruments: RwLock::new(HashMap::new()),
         }
     }
@@ -203,7 +208,11 @@ impl Core {
             Registration::Existing(existing) => return self.order_pb(engine, &existing),
             Registration::New => {}
         }
-        match retry_rate_limited("place_order", || self.venue.place_order(&venue_order)).await {
+        let submitted = {
+            let _in_flight = InFlight::new(self, &venue_order.client_order_id);
+            retry_rate_limited("place_order", || self.venue.place_order(&venue_order)).await
+        };
+        match submitted {
             Ok(PlaceOutcome::Accepted(state)) => {
                 self.registry.apply(&state, self.clock.now_ms());
             }
@@ -266,6 +275,35 @@ impl Core {
             }
             Err(e) => Err(venue_status(&e)),
         }
+    }
+}
+
+/// Marks a submit as in flight for as long as it lives.
+struct InFlight<'a> {
+    core: &'a Core,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(core: &'a Core, id: &str) -> InFlight<'a> {
+        core.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        InFlight {
+            core,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.core
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
