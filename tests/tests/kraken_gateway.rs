@@ -290,7 +290,7 @@ async fn three_engines_at_full_speed_get_no_rate_limit_errors() {
             let mut n = 0u32;
             while start.elapsed() < run_for {
                 n += 1;
-                let (sym, vol, price) = if n % 2 == 0 {
+                let (sym, vol, price) = if n.is_multiple_of(2) {
                     ("DOGEUSD", "100", format!("0.{:04}", 500 + n % 100))
                 } else {
                     ("BTCUSD", "0.001", format!("{}", 30_000 + n % 100))
@@ -317,7 +317,7 @@ async fn three_engines_at_full_speed_get_no_rate_limit_errors() {
                         Err(st) => *errors.entry(st.code()).or_default() += 1,
                     }
                 }
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     match e.get_balances(pb::GetBalancesRequest {}).await {
                         Ok(_) => queries += 1,
                         Err(st) => *errors.entry(st.code()).or_default() += 1,

@@ -903,7 +903,7 @@ impl Sim {
                 hits.push((close, txid));
             }
         }
-        hits.sort_by(|a, b| b.0.cmp(&a.0));
+        hits.sort_by_key(|h| std::cmp::Reverse(h.0));
         let count = hits.len();
         let mut closed = Map::new();
         for (_, txid) in hits.into_iter().skip(ofs).take(PAGE) {

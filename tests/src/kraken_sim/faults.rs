@@ -87,7 +87,7 @@ impl FaultSet {
                 continue;
             }
             r.seen += 1;
-            if r.seen % r.every.max(1) != 0 {
+            if !r.seen.is_multiple_of(r.every.max(1)) {
                 continue;
             }
             r.hits += 1;
