@@ -14,7 +14,6 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
-    pub const LOG_FORMAT: &str = "HERD_LOG_FORMAT";
 }
 
 /// A secret string: never printed by Debug or Display.

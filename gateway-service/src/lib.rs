@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dms;
+pub mod fair;
 pub mod poller;
 pub mod registry;
 pub mod service;
@@ -144,15 +145,5 @@ pub async fn run(
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var(config::env::LOG_FORMAT).is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    herd_proto::serving::init_tracing();
 }
