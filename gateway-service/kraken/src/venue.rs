@@ -670,7 +670,7 @@ impl Venue for KrakenVenue {
 
     async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
         let pair = self.pair(&order.symbol).await?;
-        let params = self.add_order_params(order, &pair)?;
+        let mut params = self.add_order_params(order, &pair)?;
         self.budget.check_lockout()?;
         self.budget.check_open_order_slot(&pair.altname)?;
         let sent_ms = self.now_ms();
@@ -704,22 +704,24 @@ impl Venue for KrakenVenue {
             CounterKey::Trading(pair.altname.clone()),
             TRADING_COST_ADD_ORDER,
         )];
-        let answer = match self
-            .call(
-                Priority::Place,
-                true,
-                &charge,
-                Some(&pair.altname),
-                self.http.add_order(&params),
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                forget(self);
-                return Err(e);
+        if let Err(e) = self.budget.acquire(Priority::Place, true, &charge).await {
+            forget(self);
+            return Err(e);
+        }
+        // The deadline counts from now, not from before the wait for budget:
+        // an order that queued behind the trading counter must not arrive
+        // already expired.
+        if let Some(s) = self.deadline_s {
+            let now_s = self.now_ms().div_euclid(1000);
+            params.deadline = Some(parse::rfc3339_utc(now_s + i64::from(s)));
+            if let Some(u) = self.tracker().unresolved.get_mut(&order.client_order_id) {
+                u.deadline_ms = Some((now_s + i64::from(s)) * 1000);
             }
-        };
+        }
+        let answer = self.http.add_order(&params).await;
+        if let Err(e) = &answer {
+            self.observe(e, Some(&pair.altname));
+        }
         match answer {
             Ok(result) => match result.txid.first() {
                 Some(txid) => {
