@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::engine_of;
 use crate::convert;
+use crate::fair::{FairQueue, Permit, Priority};
 use crate::registry::{LogError, Registration, Registry};
 
 /// Maps a venue error to the gRPC status engines see. The one place this
@@ -75,6 +76,9 @@ where
     }
 }
 
+/// How long a ticker or candle answer is served from the cache.
+const MARKET_DATA_TTL_MS: i64 = 250;
+
 /// Shared state of the gateway's handlers and background tasks.
 pub struct Core {
     pub venue: Arc<dyn Venue>,
@@ -85,6 +89,10 @@ pub struct Core {
     pub userrefs: HashMap<String, (i32, i32)>,
     /// Wakes the poller at once (after a submit or a cancel).
     pub poll_now: Arc<Notify>,
+    /// Weighted fair sharing of private venue calls between engines and the poller.
+    pub fair: FairQueue,
+    /// Ticker and candle fan-out: one venue call serves every engine.
+    pub market: crate::market::MarketData,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
     /// Venue-facing client ids whose submit has not returned yet (waiting
@@ -120,8 +128,28 @@ impl Core {
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+            market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
+            fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the default fair queue (equal weights) with a configured one.
+    pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
+        self.fair = fair;
+        self
+    }
+
+    /// A slot for `engine`'s venue call; a full queue is RESOURCE_EXHAUSTED
+    /// with a retry hint.
+    async fn slot(&self, engine: &str, priority: Priority) -> Result<Permit, Status> {
+        self.fair.acquire(engine, priority).await.map_err(|e| {
+            let mut st = Status::resource_exhausted(e.to_string());
+            if let Ok(v) = e.retry_after_ms.to_string().parse() {
+                st.metadata_mut().insert("retry-after-ms", v);
+            }
+            st
+        })
     }
 
     async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
@@ -199,6 +227,8 @@ impl Core {
             userref,
             ..checked
         };
+        // Take the slot before registering: a full queue must leave no trace.
+        let _slot = self.slot(engine, Priority::Place).await?;
         let now = self.clock.now_ms();
         match self.registry.register(
             engine,
@@ -254,6 +284,7 @@ impl Core {
             client_order_id: state.client_order_id.clone(),
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
+        let _slot = self.slot(engine, Priority::Cancel).await?;
         let cancel = retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await;
         if cancel.is_ok() {
             self.registry.mark_cancel_requested(engine, client_order_id);
@@ -386,13 +417,18 @@ impl pb::gateway_server::Gateway for GatewayService {
             )));
         }
         self.core.instrument(&r.symbol).await?;
-        let candles = retry_rate_limited("candles", || {
-            self.core
-                .venue
-                .candles(&r.symbol, r.interval_minutes, r.since_ms)
-        })
-        .await
-        .map_err(|e| venue_status(&e))?;
+        let candles = self
+            .core
+            .market
+            .candles(
+                self.core.venue.as_ref(),
+                self.core.clock.as_ref(),
+                &r.symbol,
+                r.interval_minutes,
+                r.since_ms,
+            )
+            .await
+            .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetCandlesResponse {
             candles: candles.iter().map(convert::candle_to_pb).collect(),
         }))

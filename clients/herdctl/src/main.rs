@@ -261,9 +261,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Engine { config } => {
             herd_engine::init_tracing();
             let cfg = herd_engine::config::EngineConfig::load(Some(&config))?;
+            let strategies = herd_engine::strategies_from_config(&cfg)?;
             herd_engine::run(
                 cfg,
-                Vec::new(),
+                strategies,
                 |addr| println!("herd-engine listening on {addr}"),
                 herd_proto::serving::termination_signal(),
             )
