@@ -113,6 +113,39 @@ impl Default for PaperSection {
     }
 }
 
+/// The venue's dead man's switch (Kraken's CancelAllOrdersAfter): while any
+/// engine has its event stream connected the gateway re-arms it every
+/// `refresh_s` with `timeout_s`; when every engine is gone it lapses and the
+/// venue cancels all open orders of the key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadMansSwitch {
+    /// None = on for venues that have one (Kraken), off for paper.
+    pub enabled: Option<bool>,
+    pub timeout_s: u32,
+    pub refresh_s: u32,
+}
+
+impl Default for DeadMansSwitch {
+    fn default() -> DeadMansSwitch {
+        DeadMansSwitch {
+            enabled: None,
+            timeout_s: 60,
+            refresh_s: 20,
+        }
+    }
+}
+
+impl DeadMansSwitch {
+    /// Whether the switch runs on `venue`.
+    pub fn active_on(&self, venue: VenueKind) -> bool {
+        match venue {
+            VenueKind::Paper => false,
+            VenueKind::Kraken => self.enabled.unwrap_or(true),
+        }
+    }
+}
+
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -139,6 +172,7 @@ pub struct GatewayConfig {
     pub poller_weight: u32,
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
+    pub dead_mans_switch: DeadMansSwitch,
 }
 
 impl Default for GatewayConfig {
@@ -156,6 +190,7 @@ impl Default for GatewayConfig {
             engine_queue_limit: 64,
             poller_weight: 0,
             kraken: herd_kraken::KrakenConfig::default(),
+            dead_mans_switch: DeadMansSwitch::default(),
         }
     }
 }
@@ -319,6 +354,13 @@ impl GatewayConfig {
                 "admin_token must be at least 8 characters".into(),
             ));
         }
+        let dms = &self.dead_mans_switch;
+        if dms.timeout_s == 0 || dms.refresh_s == 0 || dms.refresh_s >= dms.timeout_s {
+            return Err(ConfigError::Invalid(format!(
+                "dead_mans_switch: refresh_s ({}) must be at least 1 and below timeout_s ({})",
+                dms.refresh_s, dms.timeout_s
+            )));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
         }
@@ -438,6 +480,22 @@ mod tests {
         assert_eq!(cfg.engines[0].prefix(), "e0-");
         assert_eq!(cfg.paper.step_ms, 200);
         assert_eq!(cfg.paper.exchange.history_minutes, 10);
+        assert!(!cfg.dead_mans_switch.active_on(VenueKind::Paper));
+        assert!(cfg.dead_mans_switch.active_on(VenueKind::Kraken));
+        let off: GatewayConfig = toml::from_str(
+            "venue = \"kraken\"\n[dead_mans_switch]\nenabled = false\nrefresh_s = 15",
+        )
+        .unwrap();
+        assert!(!off.dead_mans_switch.active_on(VenueKind::Kraken));
+        assert_eq!(off.dead_mans_switch.refresh_s, 15);
+        let bad: GatewayConfig =
+            toml::from_str("[dead_mans_switch]\nrefresh_s = 60\ntimeout_s = 60").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("refresh_s")
+        );
         assert_eq!(
             cfg.paper.exchange.instruments[0].instrument.symbol,
             "DOGEUSD"

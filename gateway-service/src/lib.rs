@@ -8,11 +8,13 @@
 //! Map: [`config`] (typed config), [`auth`] (tokens -> identity),
 //! [`service`] (the gRPC handlers and the shared [`service::Core`]),
 //! [`registry`] (ownership, last-known states, per-engine event logs),
-//! [`poller`] (venue polling -> events), [`convert`] (wire <-> venue types).
+//! [`poller`] (venue polling -> events), [`dms`] (the venue's dead man's
+//! switch), [`convert`] (wire <-> venue types).
 
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod dms;
 pub mod fair;
 pub mod market;
 pub mod poller;
@@ -132,8 +134,11 @@ pub async fn run(
     tasks.spawn(poller::run(
         core.clone(),
         Duration::from_millis(cfg.poll_interval_ms),
-        cfg.pending_timeout_ms,
+        cfg.pending_timeout_ms.max(venue.min_pending_timeout_ms()),
     ));
+    if cfg.dead_mans_switch.active_on(cfg.venue) {
+        tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
+    }
 
     let auth = Auth::from_config(&cfg);
     let (health, health_svc) = tonic_health::server::health_reporter();

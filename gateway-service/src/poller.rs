@@ -5,7 +5,9 @@
 //! left the open list (or were never seen there) are queried, in batches of
 //! the venue's maximum. A pending order (submit outcome unknown) that the
 //! venue still does not know after the pending timeout is reported rejected:
-//! it was never placed.
+//! it was never placed. A submit still in flight (queued for budget or
+//! awaiting its answer) is not looked for at all: that would only spend
+//! budget on a question its own answer is about to settle.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,9 +63,17 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         report.events += core.registry.apply(s, now).len();
         seen.insert(s.client_order_id.clone());
     }
+    let in_flight = core
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let missing: Vec<(OrderRef, OrderStatus, i64)> = tracked
         .into_iter()
         .filter(|(r, _, _)| !seen.contains(&r.client_order_id))
+        .filter(|(r, status, _)| {
+            *status != OrderStatus::Pending || !in_flight.contains(&r.client_order_id)
+        })
         .collect();
     let mut found: HashSet<String> = HashSet::new();
     let batch = core.venue.max_query_batch().max(1);

@@ -358,6 +358,11 @@ impl Registry {
         }
     }
 
+    /// True while at least one engine has an event stream open.
+    pub fn any_stream_connected(&self) -> bool {
+        self.lock().engines.values().any(|b| b.streams > 0)
+    }
+
     pub fn stream_closed(&self, engine: &str, now_ms: i64) {
         if let Some(b) = self.lock().engines.get_mut(engine) {
             b.streams = b.streams.saturating_sub(1);

@@ -45,6 +45,37 @@ pub fn venue_status(e: &VenueError) -> Status {
     }
 }
 
+/// How many times a call the venue refused for rate reasons is made again.
+const RATE_LIMIT_RETRIES: u32 = 3;
+
+/// Runs a venue call, making it again (up to [`RATE_LIMIT_RETRIES`] times)
+/// when the venue answered that we exceeded its rate limits. Such an answer
+/// means the call was refused before it took effect, so repeating it is safe
+/// even for orders; the adapter's budget has meanwhile learnt from the
+/// answer and makes the repeat wait. Engines never see a rate-limit error
+/// that one patient retry would have avoided.
+pub async fn retry_rate_limited<T, F, Fut>(what: &str, mut call: F) -> Result<T, VenueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, VenueError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(VenueError::RateLimited {
+                message,
+                retry_after_ms,
+            }) if attempt < RATE_LIMIT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(what, attempt, %message, "venue rate limit; retrying once the budget allows");
+                let pause = u64::try_from(retry_after_ms.clamp(0, 1_000)).unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// How long a ticker or candle answer is served from the cache.
 const MARKET_DATA_TTL_MS: i64 = 250;
 
@@ -64,6 +95,10 @@ pub struct Core {
     pub market: crate::market::MarketData,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
+    /// Venue-facing client ids whose submit has not returned yet (waiting
+    /// for budget or for the answer). The poller leaves them alone: there is
+    /// nothing to resolve until the submit itself has given up.
+    pub in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -92,6 +127,7 @@ impl Core {
             userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
+            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
@@ -120,9 +156,7 @@ impl Core {
         if let Some(i) = self.instruments.read().await.get(symbol) {
             return Ok(i.clone());
         }
-        let fresh = self
-            .venue
-            .instruments()
+        let fresh = retry_rate_limited("instruments", || self.venue.instruments())
             .await
             .map_err(|e| venue_status(&e))?;
         let mut map = self.instruments.write().await;
@@ -154,7 +188,8 @@ impl Core {
     /// Refreshes the given orders from the venue and applies what changed.
     pub async fn refresh(&self, refs: &[OrderRef]) -> Result<(), VenueError> {
         for chunk in refs.chunks(self.venue.max_query_batch().max(1)) {
-            let states = self.venue.query_orders(chunk).await?;
+            let states =
+                retry_rate_limited("query_orders", || self.venue.query_orders(chunk)).await?;
             let now = self.clock.now_ms();
             for s in &states {
                 self.registry.apply(s, now);
@@ -178,12 +213,25 @@ impl Core {
                 "userref: {userref} is outside this engine's range {lo}..={hi}"
             )));
         }
+        let prefix = self.prefix(engine)?;
+        let venue_client_id = format!("{prefix}{}", order.client_order_id);
+        let max = self.venue.max_client_order_id_len();
+        if venue_client_id.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "client_order_id: {:?} is too long for {}: with this engine's prefix {prefix:?} \
+                 it is {} characters at the venue, which allows {max} (use at most {})",
+                order.client_order_id,
+                self.venue.name(),
+                venue_client_id.len(),
+                max.saturating_sub(prefix.len()),
+            )));
+        }
         let instrument = self.instrument(&order.symbol).await?;
         let checked = instrument
             .check_order(&order, None)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let venue_order = NewOrder {
-            client_order_id: format!("{}{}", self.prefix(engine)?, order.client_order_id),
+            client_order_id: venue_client_id,
             userref,
             ..checked
         };
@@ -198,7 +246,11 @@ impl Core {
             Registration::Existing(existing) => return self.order_pb(engine, &existing),
             Registration::New => {}
         }
-        match self.venue.place_order(&venue_order).await {
+        let submitted = {
+            let _in_flight = InFlight::new(self, &venue_order.client_order_id);
+            retry_rate_limited("place_order", || self.venue.place_order(&venue_order)).await
+        };
+        match submitted {
             Ok(PlaceOutcome::Accepted(state)) => {
                 self.registry.apply(&state, self.clock.now_ms());
             }
@@ -242,7 +294,7 @@ impl Core {
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
         let _slot = self.slot(engine, Priority::Cancel).await?;
-        let cancel = self.venue.cancel_order(&r).await;
+        let cancel = retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await;
         if cancel.is_ok() {
             self.registry.mark_cancel_requested(engine, client_order_id);
         }
@@ -263,6 +315,35 @@ impl Core {
             }
             Err(e) => Err(venue_status(&e)),
         }
+    }
+}
+
+/// Marks a submit as in flight for as long as it lives.
+struct InFlight<'a> {
+    core: &'a Core,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(core: &'a Core, id: &str) -> InFlight<'a> {
+        core.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        InFlight {
+            core,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.core
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -311,10 +392,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::ListInstrumentsRequest>,
     ) -> Result<Response<pb::ListInstrumentsResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let list = self
-            .core
-            .venue
-            .instruments()
+        let list = retry_rate_limited("instruments", || self.core.venue.instruments())
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::ListInstrumentsResponse {
@@ -329,10 +407,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.core.registry.count_call(&engine_of(&req)?);
         let symbol = &req.get_ref().symbol;
         self.core.instrument(symbol).await?;
-        let t = self
-            .core
-            .venue
-            .ticker(symbol)
+        let t = retry_rate_limited("ticker", || self.core.venue.ticker(symbol))
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(convert::ticker_to_pb(&t)))
@@ -373,10 +448,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         req: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
-        let b = self
-            .core
-            .venue
-            .balances()
+        let b = retry_rate_limited("balances", || self.core.venue.balances())
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetBalancesResponse {
