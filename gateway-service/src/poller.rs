@@ -76,11 +76,10 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         if status == OrderStatus::Pending
             && !found.contains(&r.client_order_id)
             && now - opened_at > pending_timeout_ms
+            && let Some(state) = rejected_state(core, &r, now)
         {
-            if let Some(state) = rejected_state(core, &r, now) {
-                tracing::warn!(client_order_id = %r.client_order_id, "pending order unknown to the venue; reporting it rejected");
-                report.events += core.registry.apply(&state, now).len();
-            }
+            tracing::warn!(client_order_id = %r.client_order_id, "pending order unknown to the venue; reporting it rejected");
+            report.events += core.registry.apply(&state, now).len();
         }
     }
     Ok(report)

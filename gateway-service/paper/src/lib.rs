@@ -5,6 +5,9 @@
 //! in tests/); [`PaperVenue`] wraps it behind the gateway's [`Venue`] trait,
 //! and [`PaperVenue::drive`] moves its price path in real time.
 
+// Tests unwrap freely (style.md); library code may not.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 mod exchange;
 mod path;
 
