@@ -652,6 +652,48 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         }))
     }
 
+    async fn set_paper_funding(
+        &self,
+        req: Request<pb::SetPaperFundingRequest>,
+    ) -> Result<Response<pb::SetPaperFundingResponse>, Status> {
+        let paper =
+            self.core.paper.as_ref().ok_or_else(|| {
+                Status::failed_precondition("the gateway is not on the paper venue")
+            })?;
+        let r = req.get_ref();
+        if !r.rate.trim().is_empty() {
+            let rate = convert::parse_decimal("rate", &r.rate)?;
+            paper
+                .set_funding_rate(&r.symbol, rate)
+                .map_err(|e| venue_status(&e))?;
+        }
+        let payments = if r.settle_now {
+            paper
+                .settle_funding_now(&r.symbol)
+                .map_err(|e| venue_status(&e))?
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rate = self
+            .core
+            .venue
+            .funding_rates(std::slice::from_ref(&r.symbol))
+            .await
+            .map_err(|e| venue_status(&e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found(format!("symbol: {:?} has no funding", r.symbol)))?;
+        Ok(Response::new(pb::SetPaperFundingResponse {
+            rate: Some(convert::funding_rate_to_pb(&rate)),
+            payments: payments
+                .iter()
+                .map(convert::funding_payment_to_pb)
+                .collect(),
+        }))
+    }
+
     async fn list_engines(
         &self,
         _req: Request<pb::ListEnginesRequest>,
