@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use herd_bybit::BybitConfig;
 use herd_paper::PaperConfig;
 use serde::Deserialize;
 
@@ -14,6 +15,8 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
+    /// Bybit's REST base URL (point it at the simulator).
+    pub const BYBIT_BASE_URL: &str = "HERD_GATEWAY_BYBIT_BASE_URL";
     pub const LOG_FORMAT: &str = "HERD_LOG_FORMAT";
 }
 
@@ -45,6 +48,9 @@ pub enum VenueKind {
     #[default]
     Paper,
     Kraken,
+    /// Bybit V5: spot and USDT linear perpetuals (key and secret from
+    /// BYBIT_API_KEY / BYBIT_API_SECRET or files, see [`BybitConfig`]).
+    Bybit,
 }
 
 /// One engine allowed to use the gateway.
@@ -118,6 +124,7 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    pub bybit: BybitConfig,
 }
 
 impl Default for GatewayConfig {
@@ -131,6 +138,7 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            bybit: BybitConfig::default(),
         }
     }
 }
@@ -188,13 +196,17 @@ impl GatewayConfig {
             self.venue = match v.as_str() {
                 "paper" => VenueKind::Paper,
                 "kraken" => VenueKind::Kraken,
+                "bybit" => VenueKind::Bybit,
                 other => {
                     return Err(ConfigError::Env {
                         name: env::VENUE,
-                        message: format!("{other:?} is not a venue (paper, kraken)"),
+                        message: format!("{other:?} is not a venue (paper, kraken, bybit)"),
                     });
                 }
             };
+        }
+        if let Some(v) = get(env::BYBIT_BASE_URL) {
+            self.bybit.base_url = v;
         }
         if let Some(v) = get(env::POLL_INTERVAL_MS) {
             self.poll_interval_ms = v.parse().map_err(|e| ConfigError::Env {
@@ -297,6 +309,19 @@ impl GatewayConfig {
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
         }
+        if self.venue == VenueKind::Bybit {
+            let url = &self.bybit.base_url;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "bybit.base_url {url:?} must start with http:// or https://"
+                )));
+            }
+            if !(1..=60_000).contains(&self.bybit.recv_window_ms) {
+                return Err(ConfigError::Invalid(
+                    "bybit.recv_window_ms must be between 1 and 60000".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -390,6 +415,29 @@ mod tests {
             .apply_env(|k| (k == env::VENUE).then(|| "binance".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("HERD_GATEWAY_VENUE"), "{err}");
+    }
+
+    #[test]
+    fn bybit_section_parses() {
+        let text = r#"
+            venue = "bybit"
+            [bybit]
+            base_url = "http://127.0.0.1:9000"
+            recv_window_ms = 10000
+            credentials = { source = "files", key_path = "/s/k", secret_path = "/s/s" }
+        "#;
+        let mut cfg: GatewayConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.recv_window_ms, 10_000);
+        cfg.apply_env(|k| (k == env::BYBIT_BASE_URL).then(|| "ftp://x".to_string()))
+            .unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("base_url"));
+        let mut cfg = GatewayConfig::default();
+        cfg.apply_env(|k| (k == env::VENUE).then(|| "bybit".to_string()))
+            .unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.base_url, "https://api.bybit.com");
     }
 
     #[test]

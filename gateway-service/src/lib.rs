@@ -58,6 +58,11 @@ pub async fn run(
             (Arc::new(p.clone()), Some(p))
         }
         VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
+        VenueKind::Bybit => {
+            let v = herd_bybit::BybitVenue::new(&cfg.bybit)
+                .map_err(|e| anyhow::anyhow!("bybit venue: {e}"))?;
+            (Arc::new(v), None)
+        }
     };
     let engines: Vec<(String, String)> = cfg
         .engines
