@@ -5,7 +5,7 @@
 //! outcome can be resolved by polling), call the venue and feed whatever the
 //! venue answered back through the registry, which emits the events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -58,7 +58,28 @@ pub struct Core {
     pub poll_now: Arc<Notify>,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
+    /// Venue-facing client ids whose submit is still in progress (waiting
+    /// for rate budget or for the venue's answer): the poller must not call
+    /// them "never acknowledged" while they may still be sent.
+    in_flight: std::sync::Mutex<HashSet<String>>,
     instruments: RwLock<HashMap<String, Instrument>>,
+}
+
+/// Marks a submit in flight until dropped (also when the handler's future
+/// is cancelled).
+struct InFlight<'a> {
+    core: &'a Core,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.core
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -86,6 +107,7 @@ impl Core {
             userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
+            in_flight: std::sync::Mutex::new(HashSet::new()),
             instruments: RwLock::new(HashMap::new()),
         }
     }
@@ -105,6 +127,25 @@ impl Core {
         map.get(symbol).cloned().ok_or_else(|| {
             Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}"))
         })
+    }
+
+    /// True while the submit of this venue-facing client id is in progress.
+    pub fn is_in_flight(&self, venue_client_id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(venue_client_id)
+    }
+
+    fn mark_in_flight(&self, venue_client_id: &str) -> InFlight<'_> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(venue_client_id.to_string());
+        InFlight {
+            core: self,
+            id: venue_client_id.to_string(),
+        }
     }
 
     fn prefix(&self, engine: &str) -> Result<String, Status> {
@@ -162,7 +203,10 @@ impl Core {
             Registration::Existing(existing) => return self.order_pb(engine, &existing),
             Registration::New => {}
         }
-        match self.venue.place_order(&venue_order).await {
+        let in_flight = self.mark_in_flight(&venue_order.client_order_id);
+        let answer = self.venue.place_order(&venue_order).await;
+        drop(in_flight);
+        match answer {
             Ok(PlaceOutcome::Accepted(state)) => {
                 self.registry.apply(&state, self.clock.now_ms());
             }
