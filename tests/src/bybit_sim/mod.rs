@@ -526,10 +526,12 @@ impl BybitSim {
                 return Response::json(200, envelope(code, &msg, json!({}), now));
             }
             if let Some(limit) = account_limit(&req.path, &category) {
-                let key_cat = if req.path.starts_with("/v5/order/c") {
-                    category.clone()
-                } else {
-                    String::new()
+                // Order create / cancel / cancel-all count per category.
+                let key_cat = match req.path.as_str() {
+                    "/v5/order/create" | "/v5/order/cancel" | "/v5/order/cancel-all" => {
+                        category.clone()
+                    }
+                    _ => String::new(),
                 };
                 let w = st.windows.entry((req.path.clone(), key_cat)).or_default();
                 while w.front().is_some_and(|t| *t + ACCOUNT_WINDOW_MS <= now) {
