@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::rangers::RangerConfig;
+
 /// Environment variables that override the file (one place for their names).
 pub mod env {
     pub const ID: &str = "HERD_ENGINE_ID";
@@ -16,7 +18,25 @@ pub mod env {
     pub const CONTROL_TOKEN: &str = "HERD_CONTROL_TOKEN";
     pub const DATA_DIR: &str = "HERD_DATA_DIR";
     pub const DATABASE_URL: &str = "DATABASE_URL";
+    pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
+    pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
+    /// The `[rangers]` section's variables (`RANGER_*`).
+    pub use crate::rangers::env as rangers;
 }
+
+/// Where the engine's regime reading comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegimeSource {
+    /// The HMM detector over the gateway's candles (the default).
+    #[default]
+    Hmm,
+    /// `fixed_regime`, always: demos and tests on the paper venue.
+    Fixed,
+}
+
+/// Regimes `fixed_regime` may name; "UNKNOWN" is a detector that is not ready.
+pub const REGIMES: &[&str] = &["RANGING", "BULLISH", "BEARISH", "UNKNOWN"];
 
 /// A secret string: never printed by Debug.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -66,6 +86,13 @@ pub struct EngineConfig {
     /// Milliseconds between regime detector updates (candles are fetched,
     /// the detector retrains daily off the event loop).
     pub regime_refresh_ms: u64,
+    /// "hmm" (default) or "fixed".
+    pub regime_source: RegimeSource,
+    /// The regime a "fixed" source reports: RANGING, BULLISH, BEARISH or
+    /// UNKNOWN (not ready, which gates read as not RANGING).
+    pub fixed_regime: String,
+    /// The rangers (seed 000): disabled unless `enabled = true`.
+    pub rangers: RangerConfig,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +110,9 @@ impl Default for EngineConfig {
             max_consecutive_errors: 25,
             balance_refresh_ms: 15_000,
             regime_refresh_ms: 60_000,
+            regime_source: RegimeSource::Hmm,
+            fixed_regime: "UNKNOWN".into(),
+            rangers: RangerConfig::default(),
         }
     }
 }
@@ -124,6 +154,7 @@ impl EngineConfig {
         Ok(cfg)
     }
 
+    /// Applies environment overrides from `get` (the environment in production).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get(env::ID) {
             self.id = v;
@@ -149,9 +180,28 @@ impl EngineConfig {
         if let Some(v) = get(env::DATABASE_URL) {
             self.database_url = Secret::new(v);
         }
+        if let Some(v) = get(env::REGIME_SOURCE) {
+            self.regime_source = match v.trim().to_ascii_lowercase().as_str() {
+                "hmm" => RegimeSource::Hmm,
+                "fixed" => RegimeSource::Fixed,
+                other => {
+                    return Err(ConfigError::Env {
+                        name: env::REGIME_SOURCE,
+                        message: format!("{other:?} is not a regime source (hmm, fixed)"),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get(env::FIXED_REGIME) {
+            self.fixed_regime = v.trim().to_ascii_uppercase();
+        }
+        self.rangers
+            .apply_env(&get)
+            .map_err(|(name, message)| ConfigError::Env { name, message })?;
         Ok(())
     }
 
+    /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id.is_empty()
             || !self
@@ -190,6 +240,15 @@ impl EngineConfig {
         if self.tick_ms == 0 {
             return Err(ConfigError::Invalid("tick_ms must be >= 1".into()));
         }
+        if !REGIMES.contains(&self.fixed_regime.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "fixed_regime {:?} must be one of {} (or set {})",
+                self.fixed_regime,
+                REGIMES.join(", "),
+                env::FIXED_REGIME
+            )));
+        }
+        self.rangers.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -229,5 +288,64 @@ mod tests {
                 .to_string()
                 .contains("control_token")
         );
+    }
+
+    #[test]
+    fn rangers_section_env_and_regime_source() {
+        let text = r#"
+            gateway_token = "gw-token-1"
+            control_token = "ctl-token-1"
+            regime_source = "fixed"
+            fixed_regime = "RANGING"
+            [rangers]
+            enabled = true
+            max_slots = 2
+            order_size_usd = "2.50"
+            entry_pct = 0.15
+            doge_reserve = 100
+        "#;
+        let mut cfg: EngineConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.regime_source, RegimeSource::Fixed);
+        assert!(cfg.rangers.enabled);
+        assert_eq!(cfg.rangers.max_slots, 2);
+        assert_eq!(cfg.rangers.order_size_usd.to_string(), "2.50");
+        assert_eq!(cfg.rangers.entry_pct.to_string(), "0.15");
+        assert_eq!(cfg.rangers.exit_timeout_sec, 1350);
+        cfg.apply_env(|k| match k {
+            env::rangers::ENABLED => Some("false".into()),
+            env::rangers::MAX_SLOTS => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!cfg.rangers.enabled);
+        assert_eq!(cfg.rangers.max_slots, 3);
+        let e = cfg
+            .apply_env(|k| (k == env::rangers::MAX_SLOTS).then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("RANGER_MAX_SLOTS"), "{e}");
+        let bad = EngineConfig {
+            fixed_regime: "SIDEWAYS".into(),
+            ..cfg.clone()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("fixed_regime")
+        );
+        let mut bad = cfg.clone();
+        bad.rangers.max_slots = 0;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rangers.max_slots")
+        );
+        let typo = "[rangers]\nenabeld = true\n";
+        assert!(toml::from_str::<EngineConfig>(typo).is_err());
+        let defaults = EngineConfig::default();
+        assert!(!defaults.rangers.enabled, "nothing trades by default");
+        assert_eq!(defaults.regime_source, RegimeSource::Hmm);
     }
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
 use crate::execution::{Mode, Shared, now_ms};
+use crate::rangers::{self, RangersStatusBlock};
 use crate::store::is_final_status;
 use crate::strategy::{OrderIntent, Side};
 
@@ -84,10 +85,49 @@ fn ok(message: impl Into<String>) -> Response<pb::ControlResponse> {
     })
 }
 
+fn opt_dec(d: Option<Decimal>) -> String {
+    d.map(|d| d.normalize().to_string()).unwrap_or_default()
+}
+
+/// The typed rangers block from the strategy's status JSON.
+pub fn rangers_status_pb(block: &RangersStatusBlock) -> pb::RangersStatus {
+    pb::RangersStatus {
+        enabled: block.enabled,
+        active: block.active,
+        regime_ok: block.regime_ok,
+        cycles_today: block.cycles_today,
+        profit_today: block.profit_today.normalize().to_string(),
+        orphans_today: block.orphans_today,
+        orphan_exposure_usd: block.orphan_exposure_usd.normalize().to_string(),
+        doge_reserve: block.doge_reserve.normalize().to_string(),
+        slots: block
+            .slots
+            .iter()
+            .map(|s| pb::RangerSlotStatus {
+                ranger_id: s.ranger_id,
+                stage: s.stage.clone(),
+                entry_price: opt_dec(s.entry_price),
+                exit_price: opt_dec(s.exit_price),
+                entry_volume: opt_dec(s.entry_volume),
+                age_sec: s.age_sec,
+                last_error: s.last_error.clone(),
+            })
+            .collect(),
+    }
+}
+
 /// Builds the status payload (also used by herdctl's JSON output and the dashboard).
 pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
     let now = now_ms();
     let st = shared.state().clone();
+    let rangers_block = shared
+        .strategies
+        .lock()
+        .await
+        .iter()
+        .find(|s| s.name() == rangers::STRATEGY_NAME)
+        .and_then(|s| serde_json::from_value::<RangersStatusBlock>(s.status(now)).ok())
+        .unwrap_or_else(|| RangersStatusBlock::disabled(&shared.cfg.rangers));
     let working = shared
         .store
         .working_orders()
@@ -158,6 +198,7 @@ pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
                 .to_string(),
             detail_json: st.regime_detail.to_string(),
         }),
+        rangers: Some(rangers_status_pb(&rangers_block)),
     })
 }
 
@@ -325,5 +366,35 @@ impl pb::engine_server::Engine for ControlService {
         }
         let o = self.shared.cancel(&id).await?;
         Ok(ok(format!("order {} is {}", o.client_order_id, o.status)))
+    }
+
+    async fn set_rangers_enabled(
+        &self,
+        req: Request<pb::SetRangersEnabledRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let enabled = req.into_inner().enabled;
+        let actions = {
+            let mut strategies = self.shared.strategies.lock().await;
+            let Some(r) = strategies
+                .iter_mut()
+                .find(|s| s.name() == rangers::STRATEGY_NAME)
+            else {
+                return Err(Status::failed_precondition(
+                    "this engine runs no rangers strategy",
+                ));
+            };
+            r.set_enabled(enabled, now_ms()).unwrap_or_default()
+        };
+        let cancels = actions
+            .iter()
+            .filter(|a| matches!(a, crate::strategy::Action::Cancel { .. }))
+            .count();
+        tracing::warn!(enabled, cancels, "rangers switched by operator");
+        self.shared.execute(rangers::STRATEGY_NAME, actions).await;
+        Ok(ok(if enabled {
+            "rangers enabled".to_string()
+        } else {
+            format!("rangers disabled; {cancels} ranger orders asked to cancel")
+        }))
     }
 }

@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::config::{EngineConfig, Secret};
+use crate::rangers;
 use crate::store::{OrderRow, Store};
 use crate::strategy::{
     Action, IdGen, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, RegimeView, Side,
@@ -106,7 +107,25 @@ pub struct EngineState {
     pub regime_detail: serde_json::Value,
     pub consecutive_errors: u32,
     pub last_error: String,
+    /// Last time one of this engine's orders was cancelled after a partial
+    /// fill (the capacity band's canary).
+    pub last_partial_cancel_ms: Option<i64>,
+    /// What startup cleanup did (None until it ran).
+    pub startup_cleanup: Option<CleanupReport>,
 }
+
+/// What startup cleanup found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Stale ranger orders found.
+    pub found: usize,
+    pub canceled: usize,
+    /// "client_order_id: why" for each cancel that failed.
+    pub failed: Vec<String>,
+}
+
+/// Attempts at listing open orders before startup cleanup gives up.
+const CLEANUP_ATTEMPTS: u32 = 10;
 
 /// Everything the engine's tasks share.
 pub struct Shared {
@@ -197,6 +216,8 @@ impl Shared {
                 regime_detail: serde_json::Value::Null,
                 consecutive_errors: 0,
                 last_error: String::new(),
+                last_partial_cancel_ms: None,
+                startup_cleanup: None,
             }),
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
@@ -236,6 +257,14 @@ impl Shared {
 
     /// Places one order for `owner`: journaled as pending first, then sent.
     pub async fn place(&self, owner: &str, intent: &OrderIntent) -> Result<pb::Order, Status> {
+        if intent.userref_offset != 0 && self.state().userref_min <= 0 {
+            // Without the session the offset cannot be put in this engine's
+            // range; the gateway would file the order under the range's
+            // start, where startup cleanup could not tell whose it is.
+            return Err(Status::failed_precondition(
+                "no gateway session yet (userref range unknown)",
+            ));
+        }
         let now = now_ms();
         self.store
             .insert_order(&OrderRow {
@@ -389,6 +418,20 @@ impl Shared {
                         s.message().to_string(),
                     )),
                 },
+                Action::Journal {
+                    stream,
+                    kind,
+                    payload_json,
+                } => {
+                    if let Err(e) = self
+                        .store
+                        .append_journal(stream, kind, payload_json, now_ms())
+                        .await
+                    {
+                        tracing::error!(owner, stream, kind, error = %e, "strategy journal write failed");
+                    }
+                    None
+                }
             };
             if let Some((client_order_id, kind, message)) = failure {
                 tracing::warn!(owner, %client_order_id, ?kind, %message, "order action failed");
@@ -423,6 +466,11 @@ impl Shared {
         let Some(update) = update_from_event(&ev) else {
             return Ok(());
         };
+        if update.kind == UpdateKind::Canceled && update.volume_executed > Decimal::ZERO {
+            tracing::warn!(client_order_id = %update.client_order_id, executed = %update.volume_executed,
+                "a partially filled order was cancelled (capacity canary)");
+            self.state().last_partial_cancel_ms = Some(now_ms());
+        }
         let (owner, actions) = {
             let mut strategies = self.strategies.lock().await;
             match strategies
@@ -623,8 +671,117 @@ impl Shared {
         self.state().open_orders_on_pair = r.ok().map(|c| c.into_inner().open_orders);
     }
 
-    /// Refreshes the market and runs every strategy's tick, every `tick_ms`.
+    /// Startup cleanup: cancels the open orders a previous run of this
+    /// engine's rangers left on the symbol (the gateway lists only this
+    /// engine's orders; the rangers' userref sub-range tells them apart).
+    /// Runs whether or not rangers are enabled. A cancel that fails is
+    /// logged and skipped; listing is retried a few times, then given up.
+    pub async fn startup_cleanup(&self) -> CleanupReport {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        let (userref_min, open) = loop {
+            attempt += 1;
+            let listed = async {
+                let session = self
+                    .gateway
+                    .clone()
+                    .get_session(pb::GetSessionRequest {})
+                    .await?
+                    .into_inner();
+                let open = self
+                    .gateway
+                    .clone()
+                    .list_open_orders(pb::ListOpenOrdersRequest {
+                        symbol: self.cfg.symbol.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .orders;
+                Ok::<_, Status>((session, open))
+            }
+            .await;
+            match listed {
+                Ok((session, open)) => {
+                    let r = &self.cfg.rangers;
+                    let last_ranger = i64::from(session.userref_min)
+                        + i64::from(r.userref_offset)
+                        + i64::from(r.max_slots)
+                        - 1;
+                    if last_ranger > i64::from(session.userref_max) {
+                        tracing::error!(
+                            userref_min = session.userref_min,
+                            userref_max = session.userref_max,
+                            offset = r.userref_offset,
+                            max_slots = r.max_slots,
+                            "this engine's userref range is too narrow for its rangers; the gateway will refuse their orders"
+                        );
+                    }
+                    let mut st = self.state();
+                    if st.userref_min <= 0 {
+                        st.userref_min = session.userref_min;
+                    }
+                    break (session.userref_min, open);
+                }
+                Err(s) if attempt < CLEANUP_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %s.message(), "startup cleanup: gateway not ready");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(s) => {
+                    tracing::warn!(attempts = attempt, error = %s.message(),
+                        "startup cleanup skipped: cannot list open orders; stale ranger orders may remain");
+                    let report = CleanupReport {
+                        failed: vec![format!("list open orders: {}", s.message())],
+                        ..CleanupReport::default()
+                    };
+                    self.state().startup_cleanup = Some(report.clone());
+                    return report;
+                }
+            }
+        };
+        let refs: Vec<rangers::OpenOrderRef> = open
+            .iter()
+            .map(|o| rangers::OpenOrderRef {
+                client_order_id: o.client_order_id.clone(),
+                symbol: o.symbol.clone(),
+                userref: o.userref,
+            })
+            .collect();
+        let stale = rangers::stale_ranger_orders(
+            &refs,
+            &self.cfg.symbol,
+            userref_min,
+            self.cfg.rangers.userref_offset,
+        );
+        let mut report = CleanupReport {
+            found: stale.len(),
+            ..CleanupReport::default()
+        };
+        for id in &stale {
+            match self.cancel(id).await {
+                Ok(_) => report.canceled += 1,
+                Err(s) => {
+                    tracing::warn!(client_order_id = %id, error = %s.message(),
+                        "startup cleanup: cancel failed; proceeding");
+                    report.failed.push(format!("{id}: {}", s.message()));
+                }
+            }
+        }
+        tracing::info!(
+            found = report.found,
+            canceled = report.canceled,
+            failed = report.failed.len(),
+            "startup cleanup of stale ranger orders done"
+        );
+        self.state().startup_cleanup = Some(report.clone());
+        report
+    }
+
+    /// Refreshes the market and runs every strategy's tick, every `tick_ms`
+    /// (after startup cleanup, so no strategy's new order is mistaken for a
+    /// stale one).
     pub async fn run_ticks(self: Arc<Self>) {
+        self.startup_cleanup().await;
         let mut interval = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -654,6 +811,8 @@ impl Shared {
                         free_quote: st.free_quote,
                         open_orders_on_pair: st.open_orders_on_pair,
                         regime: st.regime.clone(),
+                        balances_as_of_ms: st.balances_time_ms,
+                        last_partial_cancel_ms: st.last_partial_cancel_ms,
                     };
                     st.market = Some(m.clone());
                     st.market_time_ms = t.time_ms;

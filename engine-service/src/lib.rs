@@ -3,11 +3,16 @@
 //! Strategies ([`strategy`]) are pure reducers; the execution layer
 //! ([`execution`]) owns the gateway connection, follows the engine's order
 //! events and journals them in the [`store`]; the control server
-//! ([`control`]) gives operators status and control.
+//! ([`control`]) gives operators status and control. Shared services for
+//! strategies: [`capacity`] (open-order headroom) and [`capital`] (funds
+//! promised to orders). Strategies: [`rangers`].
 
+pub mod capacity;
+pub mod capital;
 pub mod config;
 pub mod control;
 pub mod execution;
+pub mod rangers;
 pub mod regime;
 pub mod store;
 pub mod strategy;
@@ -37,6 +42,19 @@ pub async fn open_store(cfg: &EngineConfig) -> anyhow::Result<Store> {
     }
     .context("cannot open the engine's store")?;
     Ok(store)
+}
+
+/// The strategies the config asks for. The rangers are always built (their
+/// status block is always present; disabled by default).
+pub fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Box<dyn Strategy>>> {
+    cfg.rangers
+        .validate()
+        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    Ok(vec![Box::new(rangers::Rangers::new(
+        cfg.rangers.clone(),
+        &cfg.symbol,
+        execution::now_ms(),
+    ))])
 }
 
 /// Runs the engine until `shutdown` resolves. `on_ready` gets the control
@@ -95,15 +113,5 @@ pub async fn run(
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    herd_proto::serving::init_tracing();
 }

@@ -24,9 +24,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
+    let strategies = herd_engine::strategies_from_config(&cfg)?;
     herd_engine::run(
         cfg,
-        Vec::new(),
+        strategies,
         |addr| println!("herd-engine listening on {addr}"),
         herd_proto::serving::termination_signal(),
     )

@@ -1,7 +1,10 @@
 //! Keeps the engine's regime reading current: fetches 1 m and 15 m candles
 //! from the gateway, updates the two HMM detectors off the event loop (a
 //! retrain takes tens of milliseconds and must never stall order handling),
-//! and publishes the consensus for the gates and the status.
+//! and publishes the consensus for the gates and the status. With
+//! `regime_source = "fixed"` it publishes `fixed_regime` instead (demos and
+//! tests on the paper venue); "UNKNOWN" there is a detector that is not
+//! ready, which gates read as not RANGING.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::config::RegimeSource;
 use crate::execution::{Shared, now_ms};
 use crate::strategy::RegimeView;
 
@@ -69,8 +73,34 @@ fn reading_or_not_ready(
     })
 }
 
+/// The reading a fixed source publishes.
+pub fn fixed_view(regime: &str) -> RegimeView {
+    let ready = matches!(regime, "RANGING" | "BULLISH" | "BEARISH");
+    if !ready {
+        return RegimeView::not_ready();
+    }
+    RegimeView {
+        regime: regime.to_string(),
+        ready,
+        confidence: 1.0,
+        bias: 0.0,
+    }
+}
+
 /// Runs forever, updating the shared regime every `regime_refresh_ms`.
 pub async fn run(shared: Arc<Shared>) {
+    if shared.cfg.regime_source == RegimeSource::Fixed {
+        let view = fixed_view(&shared.cfg.fixed_regime);
+        tracing::info!(regime = %view.regime, ready = view.ready, "regime source is fixed");
+        let mut st = shared.state();
+        st.regime_detail = serde_json::json!({
+            "source": "fixed",
+            "agreement": if view.ready { "fixed" } else { "not_ready" },
+            "regime": view.regime,
+        });
+        st.regime = view;
+        return;
+    }
     let (Ok(mut d1), Ok(mut d15)) = (
         TimeframeDetector::new(TimeframeConfig::one_minute()),
         TimeframeDetector::new(TimeframeConfig::fifteen_minutes()),
@@ -110,5 +140,19 @@ pub async fn run(shared: Arc<Shared>) {
             st.regime_detail = serde_json::to_value(&reading).unwrap_or(serde_json::Value::Null);
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_unknown_is_not_ready_and_not_ranging() {
+        assert!(fixed_view("RANGING").is_ranging());
+        assert!(!fixed_view("BULLISH").is_ranging());
+        assert!(fixed_view("BULLISH").ready);
+        let unknown = fixed_view("UNKNOWN");
+        assert!(!unknown.ready && !unknown.is_ranging());
     }
 }

@@ -18,6 +18,7 @@ pub enum Side {
 }
 
 impl Side {
+    /// "buy" or "sell".
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Buy => "buy",
@@ -46,7 +47,16 @@ pub struct OrderIntent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
     Place(OrderIntent),
-    Cancel { client_order_id: String },
+    Cancel {
+        client_order_id: String,
+    },
+    /// Append a record to the strategy's journal in the store (completed
+    /// cycles, orphans): the reducer stays pure, the execution layer writes.
+    Journal {
+        stream: String,
+        kind: String,
+        payload_json: String,
+    },
 }
 
 /// What happened to an order, as the gateway reported it.
@@ -138,6 +148,12 @@ pub struct MarketView {
     /// Open orders on the pair across the whole key.
     pub open_orders_on_pair: Option<u32>,
     pub regime: RegimeView,
+    /// When the free balances were requested (unix ms, 0 = never): orders
+    /// acknowledged before this are already excluded from them.
+    pub balances_as_of_ms: i64,
+    /// The last time one of the engine's orders was cancelled after a
+    /// partial fill (the capacity band's canary).
+    pub last_partial_cancel_ms: Option<i64>,
 }
 
 impl MarketView {
@@ -153,6 +169,8 @@ impl MarketView {
             free_quote: None,
             open_orders_on_pair: None,
             regime: RegimeView::not_ready(),
+            balances_as_of_ms: 0,
+            last_partial_cancel_ms: None,
         }
     }
 }
@@ -212,6 +230,12 @@ pub trait Strategy: Send {
     fn status(&self, now_ms: i64) -> serde_json::Value;
 
     fn enabled(&self) -> bool;
+
+    /// Turns the strategy on or off at runtime; the actions wind down what
+    /// it has open. `None`: this strategy cannot be toggled.
+    fn set_enabled(&mut self, _enabled: bool, _now_ms: i64) -> Option<Vec<Action>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ pub mod env {
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
     /// Bybit's REST base URL (point it at the simulator).
     pub const BYBIT_BASE_URL: &str = "HERD_GATEWAY_BYBIT_BASE_URL";
-    pub const LOG_FORMAT: &str = "HERD_LOG_FORMAT";
 }
 
 /// A secret string: never printed by Debug or Display.
@@ -125,6 +124,8 @@ pub struct GatewayConfig {
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
     pub bybit: BybitConfig,
+    /// Used when `venue = "kraken"`.
+    pub kraken: herd_kraken::KrakenConfig,
 }
 
 impl Default for GatewayConfig {
@@ -139,6 +140,7 @@ impl Default for GatewayConfig {
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
             bybit: BybitConfig::default(),
+            kraken: herd_kraken::KrakenConfig::default(),
         }
     }
 }

@@ -10,12 +10,10 @@
 //! [`registry`] (ownership, last-known states, per-engine event logs),
 //! [`poller`] (venue polling -> events), [`convert`] (wire <-> venue types).
 
-// Tests unwrap freely (style.md); library code may not.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod fair;
 pub mod poller;
 pub mod registry;
 pub mod service;
@@ -57,7 +55,11 @@ pub async fn run(
             let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
             (Arc::new(p.clone()), Some(p))
         }
-        VenueKind::Kraken => anyhow::bail!("venue \"kraken\" is not available in this build yet"),
+        VenueKind::Kraken => {
+            let k = herd_kraken::KrakenVenue::new(&cfg.kraken)
+                .context("cannot start the Kraken venue")?;
+            (Arc::new(k), None)
+        }
         VenueKind::Bybit => {
             let v = herd_bybit::BybitVenue::new(&cfg.bybit)
                 .map_err(|e| anyhow::anyhow!("bybit venue: {e}"))?;
@@ -143,15 +145,5 @@ pub async fn run(
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var(config::env::LOG_FORMAT).is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    herd_proto::serving::init_tracing();
 }

@@ -64,7 +64,7 @@ pub enum Registration {
     /// First time: go ahead and send it.
     New,
     /// The engine used this client id before: here is that order.
-    Existing(OrderState),
+    Existing(Box<OrderState>),
 }
 
 /// The gateway's order book of record.
@@ -134,7 +134,7 @@ impl Registry {
             return Registration::New;
         };
         if let Some(t) = book.orders.get(client_order_id) {
-            return Registration::Existing(t.state.clone());
+            return Registration::Existing(Box::new(t.state.clone()));
         }
         let venue_id = order.client_order_id.clone();
         book.orders.insert(

@@ -67,3 +67,20 @@ pub async fn termination_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Logs to stderr: JSON when `HERD_LOG_FORMAT=json`, else human-readable
+/// (colours only on a terminal). `RUST_LOG` filters, default `info`.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("HERD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,1 +1,275 @@
-fn main() {}
+//! `herdctl`: operate a Herd from the command line.
+//!
+//! Exit codes scripts can trust: 0 success, 1 the call failed (the message
+//! says why), 2 bad usage (clap), 3 the operator declined a confirmation.
+
+mod client;
+mod render;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use herd_proto::engine as epb;
+use herd_proto::gateway as gpb;
+
+/// Operate a Herd: status, control and a one-command local herd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+/// How to reach an engine's control server.
+#[derive(Debug, clap::Args)]
+struct EngineArgs {
+    /// The engine's control URL.
+    #[arg(
+        long,
+        env = "HERD_ENGINE_URL",
+        default_value = "http://127.0.0.1:50061"
+    )]
+    engine: String,
+    /// Control token (or HERD_CONTROL_TOKEN, or --token-file; the local herd's
+    /// token is found in .herd/local/ when none is given).
+    #[arg(long, env = "HERD_CONTROL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: Output,
+}
+
+/// How to reach the gateway.
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    #[arg(
+        long,
+        env = "HERD_GATEWAY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    gateway: String,
+    /// An engine token (budget) or the admin token (engines).
+    #[arg(long, env = "HERD_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a complete local herd: gateway on the paper venue plus two engines.
+    Up(up::UpArgs),
+    /// An engine's status.
+    Status(EngineArgs),
+    /// Stop placing new orders (working orders stay).
+    Pause {
+        #[command(flatten)]
+        e: EngineArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused or halted engine.
+    Resume(EngineArgs),
+    /// Cancel every open order of the engine and halt it.
+    EmergencyStop {
+        #[command(flatten)]
+        e: EngineArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The gateway's rate budget (needs an engine token).
+    Budget(GatewayArgs),
+    /// Every engine the gateway knows (needs the admin token).
+    Engines(GatewayArgs),
+    /// Fit the regime detector on a CSV of candles and print, per candle after
+    /// the warm-up, the posteriors, regime, confidence and bias.
+    Regime {
+        /// CSV with columns time,open,high,low,close,volume.
+        #[arg(long)]
+        candles: PathBuf,
+        /// 1m, 15m or 1h (sets the training window and warm-up).
+        #[arg(long, default_value = "1m")]
+        timeframe: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Run the gateway in this process (used by `up`).
+    #[command(hide = true)]
+    Gateway {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an engine in this process (used by `up`).
+    #[command(hide = true)]
+    Engine {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herdctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn token(flag: Option<String>, file: Option<PathBuf>, local: &str) -> anyhow::Result<String> {
+    if let Some(t) = flag {
+        return Ok(t);
+    }
+    if let Some(f) = file {
+        return Ok(std::fs::read_to_string(&f)
+            .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", f.display()))?
+            .trim()
+            .to_string());
+    }
+    let local_file = up::local_dir().join(local);
+    if let Ok(t) = std::fs::read_to_string(&local_file) {
+        return Ok(t.trim().to_string());
+    }
+    anyhow::bail!("no token: pass --token, set the environment variable, or use --token-file")
+}
+
+fn print_control(r: epb::ControlResponse, output: Output) -> ExitCode {
+    if output == Output::Json {
+        println!("{}", serde_json::json!({"ok": r.ok, "message": r.message}));
+    } else {
+        println!("{}", r.message);
+    }
+    if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Up(args) => up::run(args).await.map(|()| ExitCode::SUCCESS),
+        Cmd::Status(e) => {
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+            match e.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::status_json(&s))?
+                ),
+                Output::Table => print!("{}", render::status_table(&s)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pause { e, reason } => {
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let r = c.pause(epb::PauseRequest { reason }).await?.into_inner();
+            Ok(print_control(r, e.output))
+        }
+        Cmd::Resume(e) => {
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let r = c.resume(epb::ResumeRequest {}).await?.into_inner();
+            Ok(print_control(r, e.output))
+        }
+        Cmd::EmergencyStop { e, reason, yes } => {
+            if !yes
+                && !client::confirm(&format!(
+                    "Emergency stop {}: cancel all its orders and halt it?",
+                    e.engine
+                ))?
+            {
+                eprintln!("herdctl: not confirmed; nothing done");
+                return Ok(ExitCode::from(3));
+            }
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let r = c
+                .emergency_stop(epb::EmergencyStopRequest { reason })
+                .await?
+                .into_inner();
+            Ok(print_control(r, e.output))
+        }
+        Cmd::Budget(g) => {
+            let mut c =
+                client::gateway(&g.gateway, &token(g.token, g.token_file, "engine-0.token")?)
+                    .await?;
+            let b = c.get_budget(gpb::GetBudgetRequest {}).await?.into_inner();
+            match g.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::budget_json(&b))?
+                ),
+                Output::Table => print!("{}", render::budget_table(&b)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Engines(g) => {
+            let mut c =
+                client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
+            let list = c
+                .list_engines(gpb::ListEnginesRequest {})
+                .await?
+                .into_inner();
+            match g.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::engines_json(&list))?
+                ),
+                Output::Table => print!("{}", render::engines_table(&list)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Regime {
+            candles,
+            timeframe,
+            output,
+        } => {
+            render::regime(&candles, &timeframe, output == Output::Json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gateway { config } => {
+            herd_gateway::init_tracing();
+            let cfg = herd_gateway::config::GatewayConfig::load(Some(&config))?;
+            herd_gateway::run(
+                cfg,
+                |addr| println!("herd-gateway listening on {addr}"),
+                herd_proto::serving::termination_signal(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Engine { config } => {
+            herd_engine::init_tracing();
+            let cfg = herd_engine::config::EngineConfig::load(Some(&config))?;
+            let strategies = herd_engine::strategies_from_config(&cfg)?;
+            herd_engine::run(
+                cfg,
+                strategies,
+                |addr| println!("herd-engine listening on {addr}"),
+                herd_proto::serving::termination_signal(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -154,8 +154,8 @@ pub fn instrument_from_pair(pair: &AssetPair, max_open_orders: u32) -> Instrumen
     }
 }
 
-/// A [`Ticker`] from Ticker's entry: bid b[0], ask a[0], last c[0], volume
-/// over the last 24 hours v[1].
+/// A [`Ticker`] from Ticker's entry: bid `b[0]`, ask `a[0]`, last `c[0]`, volume
+/// over the last 24 hours `v[1]`.
 pub fn ticker_from(symbol: &str, t: &TickerInfo, now_ms: i64) -> Result<Ticker, VenueError> {
     let at = |v: &[Decimal], i: usize, name: &str| {
         v.get(i)

@@ -7,9 +7,6 @@
 //! perpetuals ("BTCUSDT-PERP") trade beside their spot pairs, with one-way
 //! positions, funding settlements and account margin ([`perp`]).
 
-// Tests unwrap freely (style.md); library code may not.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
 mod exchange;
 mod path;
 pub mod perp;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The paper matching core, case by case: post-only, partial fills, fees on
 //! the right coin, funds and the open-order limit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1,0 +1,379 @@
+//! Human tables and JSON for what herdctl prints.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use herd_proto::engine as epb;
+use herd_proto::gateway as gpb;
+use serde_json::{Value, json};
+
+/// A plain fixed-width table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(headers.to_vec(), &mut out);
+    line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        &mut out,
+    );
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn mode_name(m: i32) -> String {
+    epb::Mode::try_from(m)
+        .map(|m| m.as_str_name().trim_start_matches("MODE_").to_string())
+        .unwrap_or_else(|_| "UNKNOWN".into())
+}
+
+/// JSON for an engine status.
+pub fn status_json(s: &epb::EngineStatus) -> Value {
+    let strategies: Vec<Value> = s
+        .strategies
+        .iter()
+        .map(|st| {
+            json!({
+                "name": st.name,
+                "enabled": st.enabled,
+                "state": st.state,
+                "detail": serde_json::from_str::<Value>(&st.detail_json).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let regime = s.regime.as_ref().map(|r| {
+        json!({
+            "regime": r.regime,
+            "ready": r.ready,
+            "confidence": r.confidence,
+            "bias": r.bias,
+            "agreement": r.agreement,
+            "detail": serde_json::from_str::<Value>(&r.detail_json).unwrap_or(Value::Null),
+        })
+    });
+    let rangers = s.rangers.as_ref().map(|r| {
+        json!({
+            "enabled": r.enabled,
+            "active": r.active,
+            "regime_ok": r.regime_ok,
+            "cycles_today": r.cycles_today,
+            "profit_today": r.profit_today,
+            "orphans_today": r.orphans_today,
+            "orphan_exposure_usd": r.orphan_exposure_usd,
+            "doge_reserve": r.doge_reserve,
+            "slots": r.slots.iter().map(|x| json!({
+                "ranger_id": x.ranger_id, "stage": x.stage, "entry_price": x.entry_price,
+                "exit_price": x.exit_price, "entry_volume": x.entry_volume,
+                "age_sec": x.age_sec, "last_error": x.last_error,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    json!({
+        "engine_id": s.engine_id,
+        "mode": mode_name(s.mode),
+        "pause_reason": s.pause_reason,
+        "gateway_connected": s.gateway_connected,
+        "gateway_incarnation": s.gateway_incarnation,
+        "last_event_sequence": s.last_event_sequence,
+        "price": s.price,
+        "price_age_ms": s.price_age_ms,
+        "fills_journaled": s.fills_journaled,
+        "consecutive_venue_errors": s.consecutive_venue_errors,
+        "open_orders": s.open_orders.iter().map(|o| json!({
+            "client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side,
+            "price": o.price, "volume": o.volume, "volume_executed": o.volume_executed,
+            "status": o.status, "owner": o.owner,
+        })).collect::<Vec<_>>(),
+        "regime": regime,
+        "strategies": strategies,
+        "rangers": rangers,
+        "time_ms": s.time_ms,
+    })
+}
+
+/// One engine's status as a readable screen.
+pub fn status_table(s: &epb::EngineStatus) -> String {
+    let mut out = String::new();
+    let regime = s
+        .regime
+        .as_ref()
+        .map(|r| {
+            if r.ready {
+                format!(
+                    "{} ({}, confidence {:.2})",
+                    r.regime, r.agreement, r.confidence
+                )
+            } else {
+                "not ready".to_string()
+            }
+        })
+        .unwrap_or_else(|| "-".into());
+    let rows = vec![
+        vec!["engine".into(), s.engine_id.clone()],
+        vec![
+            "mode".into(),
+            if s.pause_reason.is_empty() {
+                mode_name(s.mode)
+            } else {
+                format!("{} ({})", mode_name(s.mode), s.pause_reason)
+            },
+        ],
+        vec![
+            "gateway".into(),
+            if s.gateway_connected {
+                format!(
+                    "connected (incarnation {}, seq {})",
+                    s.gateway_incarnation, s.last_event_sequence
+                )
+            } else {
+                "DISCONNECTED".into()
+            },
+        ],
+        vec![
+            "price".into(),
+            if s.price.is_empty() {
+                "-".into()
+            } else {
+                format!("{} ({} ms old)", s.price, s.price_age_ms)
+            },
+        ],
+        vec!["regime".into(), regime],
+        vec!["open orders".into(), s.open_orders.len().to_string()],
+        vec!["fills journaled".into(), s.fills_journaled.to_string()],
+        vec![
+            "venue errors in a row".into(),
+            s.consecutive_venue_errors.to_string(),
+        ],
+    ];
+    out.push_str(&table(&["field", "value"], &rows));
+    if !s.open_orders.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = s
+            .open_orders
+            .iter()
+            .map(|o| {
+                vec![
+                    o.client_order_id.clone(),
+                    o.owner.clone(),
+                    o.side.clone(),
+                    o.price.clone(),
+                    format!("{}/{}", o.volume_executed, o.volume),
+                    o.status.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["order", "owner", "side", "price", "filled", "status"],
+            &rows,
+        ));
+    }
+    if !s.strategies.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = s
+            .strategies
+            .iter()
+            .map(|st| {
+                vec![
+                    st.name.clone(),
+                    st.state.clone(),
+                    summarize_detail(&st.detail_json),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["strategy", "state", "summary"], &rows));
+    }
+    if let Some(r) = s.rangers.as_ref().filter(|r| r.enabled || r.active > 0) {
+        out.push('\n');
+        out.push_str(&format!(
+            "rangers: {} active, regime {}; today {} cycles, profit {}, {} orphans (exposure {})\n",
+            r.active,
+            if r.regime_ok { "ok" } else { "not RANGING" },
+            r.cycles_today,
+            r.profit_today,
+            r.orphans_today,
+            r.orphan_exposure_usd
+        ));
+        let rows: Vec<Vec<String>> = r
+            .slots
+            .iter()
+            .map(|x| {
+                vec![
+                    x.ranger_id.to_string(),
+                    x.stage.clone(),
+                    x.entry_price.clone(),
+                    x.exit_price.clone(),
+                    x.entry_volume.clone(),
+                    format!("{:.0}", x.age_sec),
+                    x.last_error.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "ranger",
+                "stage",
+                "entry",
+                "exit",
+                "volume",
+                "age s",
+                "last error",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// The top-level scalar fields of a strategy's status block, `k=v` joined.
+fn summarize_detail(detail: &str) -> String {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(detail) else {
+        return String::new();
+    };
+    map.iter()
+        .filter(|(_, v)| !v.is_object() && !v.is_array())
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn budget_json(b: &gpb::GetBudgetResponse) -> Value {
+    json!({
+        "venue": b.venue,
+        "counters": b.counters.iter().map(|c| json!({
+            "name": c.name, "level": c.level, "limit": c.limit, "decay_per_second": c.decay_per_second,
+        })).collect::<Vec<_>>(),
+        "waiting": {"cancels": b.waiting_cancels, "places": b.waiting_places, "queries": b.waiting_queries},
+        "spend": b.spend.iter().map(|s| json!({"engine_id": s.engine_id, "calls": s.calls})).collect::<Vec<_>>(),
+        "locked_until_ms": b.locked_until_ms,
+    })
+}
+
+pub fn budget_table(b: &gpb::GetBudgetResponse) -> String {
+    let mut out = format!(
+        "venue {}  waiting: cancels {} places {} queries {}{}\n\n",
+        b.venue,
+        b.waiting_cancels,
+        b.waiting_places,
+        b.waiting_queries,
+        if b.locked_until_ms > 0 {
+            format!("  LOCKED OUT until {}", b.locked_until_ms)
+        } else {
+            String::new()
+        }
+    );
+    let rows: Vec<Vec<String>> = b
+        .counters
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.level.clone(),
+                c.limit.clone(),
+                c.decay_per_second.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["counter", "level", "limit", "decay/s"], &rows));
+    out.push('\n');
+    let rows: Vec<Vec<String>> = b
+        .spend
+        .iter()
+        .map(|s| vec![s.engine_id.clone(), s.calls.to_string()])
+        .collect();
+    out.push_str(&table(&["engine", "calls"], &rows));
+    out
+}
+
+pub fn engines_json(l: &gpb::ListEnginesResponse) -> Value {
+    json!(
+        l.engines
+            .iter()
+            .map(|e| json!({
+                "engine_id": e.engine_id, "stream_connected": e.stream_connected,
+                "last_sequence": e.last_sequence, "open_orders": e.open_orders, "calls": e.calls,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+pub fn engines_table(l: &gpb::ListEnginesResponse) -> String {
+    let rows: Vec<Vec<String>> = l
+        .engines
+        .iter()
+        .map(|e| {
+            vec![
+                e.engine_id.clone(),
+                if e.stream_connected { "connected" } else { "-" }.into(),
+                e.last_sequence.to_string(),
+                e.open_orders.to_string(),
+                e.calls.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["engine", "stream", "last seq", "open orders", "calls"],
+        &rows,
+    )
+}
+
+/// `herdctl regime`: fit on a CSV and print one row per candle after warm-up.
+pub fn regime(path: &Path, timeframe: &str, json_out: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let candles = herd_regime::parse_candles_csv(&text)?;
+    let cfg = match timeframe {
+        "1m" => herd_regime::TimeframeConfig::one_minute(),
+        "15m" => herd_regime::TimeframeConfig::fifteen_minutes(),
+        "1h" => herd_regime::TimeframeConfig::one_hour(),
+        other => anyhow::bail!("--timeframe {other:?}: use 1m, 15m or 1h"),
+    };
+    let run = herd_regime::analyze_candles(&candles, &cfg)?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(());
+    }
+    println!("time,p_bearish,p_ranging,p_bullish,regime,confidence,bias");
+    for r in &run.rows {
+        let s = &r.summary;
+        println!(
+            "{},{:.6},{:.6},{:.6},{},{:.6},{:.6}",
+            r.open_time_ms,
+            s.probs.bearish,
+            s.probs.ranging,
+            s.probs.bullish,
+            s.regime.as_str(),
+            s.confidence,
+            s.bias
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,355 @@
+//! `herdctl up`: a complete local herd in one command.
+//!
+//! Writes the local configs (from deploy/local/, compiled in) to
+//! `.herd/local/`, starts the gateway on the paper venue and two engines as
+//! separate processes (this same binary, hidden subcommands) talking real
+//! gRPC over loopback, waits for each to say it listens, then shows a live
+//! status screen until Ctrl-C, when it stops them with SIGTERM.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use herd_proto::engine as epb;
+use herd_proto::gateway as gpb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::client;
+use crate::render;
+
+const GATEWAY_TEMPLATE: &str = include_str!("../../../deploy/local/gateway.toml");
+const ENGINE_TEMPLATES: [&str; 2] = [
+    include_str!("../../../deploy/local/engine-0.toml"),
+    include_str!("../../../deploy/local/engine-1.toml"),
+];
+const ADMIN_TOKEN: &str = "herd-local-admin";
+const CONTROL_TOKEN: &str = "herd-local-control";
+const ENGINE_TOKEN_0: &str = "herd-local-engine-0";
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Gateway port; engines listen on the next ports after base 50061.
+    #[arg(long, default_value_t = 50051)]
+    gateway_port: u16,
+    /// First engine's control port (the second gets the next one).
+    #[arg(long, default_value_t = 50061)]
+    engine_port: u16,
+    /// Where configs, logs and the engines' SQLite stores go.
+    #[arg(long, default_value = ".herd")]
+    dir: PathBuf,
+    /// Print the status once every few seconds instead of a live screen.
+    #[arg(long)]
+    plain: bool,
+    /// Start, wait until everything is up, print where it listens and stop
+    /// again (a smoke test of the whole herd).
+    #[arg(long)]
+    check: bool,
+}
+
+/// Where `up` keeps the local herd's files by default.
+pub fn local_dir() -> PathBuf {
+    PathBuf::from(".herd/local")
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    addr: String,
+}
+
+/// Fills a config template. Port 0 means "any free port" for every service.
+fn fill(template: &str, gateway_port: u16, engine_port: u16, data_dir: &Path) -> String {
+    let second = if engine_port == 0 {
+        0
+    } else {
+        engine_port.saturating_add(1)
+    };
+    template
+        .replace("{gateway_port}", &gateway_port.to_string())
+        .replace("{engine_0_port}", &engine_port.to_string())
+        .replace("{engine_1_port}", &second.to_string())
+        .replace("{data_dir}", &data_dir.display().to_string())
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn spawn(name: &str, sub: &str, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe().context("cannot find the herdctl binary")?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut child = Command::new(exe)
+        .arg(sub)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some((_, addr)) = line.split_once(" listening on ") {
+                return Ok::<_, std::io::Error>(Some(addr.trim().to_string()));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    let addr = match ready {
+        Ok(Ok(Some(addr))) => addr,
+        _ => anyhow::bail!(
+            "{name} did not start; its log is {} (is the port taken?)",
+            log.display()
+        ),
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+        addr,
+    })
+}
+
+async fn terminate(procs: &mut [Proc]) {
+    for p in procs.iter().rev() {
+        if let Some(pid) = p.child.id() {
+            // SIGTERM: the services drain and exit on their own.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+    }
+    for p in procs.iter_mut().rev() {
+        match tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await {
+            Ok(Ok(status)) => eprintln!("{} stopped ({status})", p.name),
+            _ => {
+                let _ = p.child.kill().await;
+                eprintln!("{} killed after 15 s", p.name);
+            }
+        }
+    }
+}
+
+/// One screen of the herd's status.
+async fn screen(procs: &[Proc], gateway_url: &str) -> String {
+    let mut out = String::new();
+    let mut rows = Vec::new();
+    for p in procs.iter().filter(|p| p.name.starts_with("engine")) {
+        let url = format!("http://{}", p.addr);
+        let status = async {
+            let mut c = client::engine(&url, CONTROL_TOKEN).await?;
+            Ok::<_, anyhow::Error>(c.get_status(epb::GetStatusRequest {}).await?.into_inner())
+        }
+        .await;
+        match status {
+            Ok(s) => {
+                let regime = s
+                    .regime
+                    .as_ref()
+                    .map(|r| {
+                        if r.ready {
+                            r.regime.clone()
+                        } else {
+                            "not ready".into()
+                        }
+                    })
+                    .unwrap_or_default();
+                let strategies = s
+                    .strategies
+                    .iter()
+                    .map(|st| format!("{}:{}", st.name, st.state))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                rows.push(vec![
+                    s.engine_id.clone(),
+                    p.addr.clone(),
+                    render::status_json(&s)["mode"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string(),
+                    if s.gateway_connected { "yes" } else { "NO" }.into(),
+                    s.price.clone(),
+                    regime,
+                    s.open_orders.len().to_string(),
+                    s.fills_journaled.to_string(),
+                    strategies,
+                ]);
+            }
+            Err(e) => rows.push(vec![
+                p.name.clone(),
+                p.addr.clone(),
+                format!("unreachable: {e}"),
+            ]),
+        }
+    }
+    out.push_str(&render::table(
+        &[
+            "engine",
+            "control",
+            "mode",
+            "gw",
+            "price",
+            "regime",
+            "open",
+            "fills",
+            "strategies",
+        ],
+        &rows,
+    ));
+    let engines = async {
+        let mut c = client::admin(gateway_url, ADMIN_TOKEN).await?;
+        Ok::<_, anyhow::Error>(
+            c.list_engines(gpb::ListEnginesRequest {})
+                .await?
+                .into_inner(),
+        )
+    }
+    .await;
+    out.push('\n');
+    match engines {
+        Ok(l) => out.push_str(&render::engines_table(&l)),
+        Err(e) => out.push_str(&format!("gateway unreachable: {e}\n")),
+    }
+    out
+}
+
+/// Waits until every engine follows the gateway's event stream.
+async fn wait_connected(procs: &[Proc]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for p in procs.iter().filter(|p| p.name.starts_with("engine")) {
+        let mut c = client::engine(&format!("http://{}", p.addr), CONTROL_TOKEN).await?;
+        loop {
+            let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+            if s.gateway_connected && !s.price.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("{} did not connect to the gateway within 30 s", p.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let conf_dir = args.dir.join("local");
+    let log_dir = args.dir.join("logs");
+    let data_dir = args.dir.join("data");
+    for d in [&conf_dir, &log_dir, &data_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let gateway_cfg = conf_dir.join("gateway.toml");
+    std::fs::write(
+        &gateway_cfg,
+        fill(
+            GATEWAY_TEMPLATE,
+            args.gateway_port,
+            args.engine_port,
+            &data_dir,
+        ),
+    )?;
+    // Tokens where herdctl's other commands find them.
+    std::fs::write(conf_dir.join("control.token"), CONTROL_TOKEN)?;
+    std::fs::write(conf_dir.join("admin.token"), ADMIN_TOKEN)?;
+    std::fs::write(conf_dir.join("engine-0.token"), ENGINE_TOKEN_0)?;
+
+    let mut procs = Vec::new();
+    let started = async {
+        procs.push(
+            spawn(
+                "gateway",
+                "gateway",
+                &gateway_cfg,
+                &log_dir.join("gateway.log"),
+            )
+            .await?,
+        );
+        // Engines learn the port the gateway actually got.
+        let gateway_port = port_of(&procs[0].addr);
+        for (i, t) in ENGINE_TEMPLATES.iter().enumerate() {
+            let cfg = conf_dir.join(format!("engine-{i}.toml"));
+            std::fs::write(&cfg, fill(t, gateway_port, args.engine_port, &data_dir))?;
+            procs.push(
+                spawn(
+                    &format!("engine-{i}"),
+                    "engine",
+                    &cfg,
+                    &log_dir.join(format!("engine-{i}.log")),
+                )
+                .await?,
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = started {
+        terminate(&mut procs).await;
+        return Err(e);
+    }
+    let gateway_url = format!("http://{}", procs[0].addr);
+    println!("Herd is up (paper venue, no keys, no network).");
+    for p in &procs {
+        println!("  {:<9} grpc://{}", p.name, p.addr);
+    }
+    println!("  logs      {}", log_dir.display());
+    println!(
+        "  tokens    control {CONTROL_TOKEN}, admin {ADMIN_TOKEN}, engine e0 {ENGINE_TOKEN_0} (also in {})",
+        conf_dir.display()
+    );
+    println!(
+        "  try       grpcurl -plaintext -H 'authorization: Bearer {CONTROL_TOKEN}' {} herd.engine.v1.Engine/GetStatus",
+        procs[1].addr
+    );
+    if args.check {
+        let connected = wait_connected(&procs).await;
+        println!("{}", screen(&procs, &gateway_url).await);
+        if let Err(e) = connected {
+            terminate(&mut procs).await;
+            return Err(e);
+        }
+        terminate(&mut procs).await;
+        return Ok(());
+    }
+    println!("Ctrl-C stops the herd.\n");
+    let live = std::io::stdout().is_terminal() && !args.plain;
+    let mut tick = tokio::time::interval(Duration::from_secs(if live { 1 } else { 5 }));
+    let stop = tokio::signal::ctrl_c();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                for p in procs.iter_mut() {
+                    if let Ok(Some(status)) = p.child.try_wait() {
+                        eprintln!("{} exited ({status}); see {}", p.name, log_dir.display());
+                        terminate(&mut procs).await;
+                        anyhow::bail!("the herd lost a process");
+                    }
+                }
+                let s = screen(&procs, &gateway_url).await;
+                if live {
+                    print!("\x1b[2J\x1b[H{s}\n(Ctrl-C stops the herd)\n");
+                } else {
+                    println!("{s}");
+                }
+            }
+        }
+    }
+    eprintln!("\nstopping the herd...");
+    terminate(&mut procs).await;
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The capital ledger: funds a strategy has promised to orders, so two
+//! placements in one loop cannot both spend the same free balance.
+//!
+//! Discipline: [`CapitalLedger::reserve`] before placing, [`CapitalLedger::release`]
+//! when the placement fails (or the order is done), [`CapitalLedger::commit`]
+//! when the venue acknowledges it. The venue's free balance (the gateway's
+//! `free`) already excludes what its open orders hold, so an order is
+//! subtracted from a balance snapshot only while the snapshot cannot know it
+//! yet: reservations always, commitments acknowledged after the snapshot was
+//! requested. Never twice. Pure; money is [`Decimal`].
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Which side of the pair an amount is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Asset {
+    /// The base coin (DOGE): what sells hold.
+    Base,
+    /// The quote currency (USD): what buys hold.
+    Quote,
+}
+
+/// Funds promised to one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub asset: Asset,
+    pub amount: Decimal,
+    pub reserved_at_ms: i64,
+    /// When the venue acknowledged the order; `None` while only reserved.
+    pub committed_at_ms: Option<i64>,
+}
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapitalError {
+    #[error("free {asset:?} balance is not known yet")]
+    UnknownBalance { asset: Asset },
+    #[error("{asset:?}: available {available} - {amount} would leave less than the {keep} to keep")]
+    Insufficient {
+        asset: Asset,
+        available: Decimal,
+        amount: Decimal,
+        keep: Decimal,
+    },
+    #[error("order {0:?} already holds funds")]
+    Duplicate(String),
+}
+
+/// A venue balance snapshot: the free amount and when it was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeBalance {
+    pub free: Decimal,
+    pub as_of_ms: i64,
+}
+
+/// Holds by client order id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapitalLedger {
+    holds: BTreeMap<String, Hold>,
+}
+
+impl CapitalLedger {
+    /// An empty ledger.
+    pub fn new() -> CapitalLedger {
+        CapitalLedger::default()
+    }
+
+    /// What is free to promise: the snapshot minus reservations and minus
+    /// commitments the snapshot cannot reflect yet.
+    pub fn available(&self, asset: Asset, snapshot: Option<FreeBalance>) -> Option<Decimal> {
+        let snap = snapshot?;
+        let pending: Decimal = self
+            .holds
+            .values()
+            .filter(|h| h.asset == asset)
+            .filter(|h| h.committed_at_ms.is_none_or(|c| c >= snap.as_of_ms))
+            .map(|h| h.amount)
+            .sum();
+        Some(snap.free - pending)
+    }
+
+    /// Reserves `amount` for order `id` if `keep` still remains afterwards.
+    pub fn reserve(
+        &mut self,
+        id: &str,
+        asset: Asset,
+        amount: Decimal,
+        keep: Decimal,
+        snapshot: Option<FreeBalance>,
+        now_ms: i64,
+    ) -> Result<(), CapitalError> {
+        if self.holds.contains_key(id) {
+            return Err(CapitalError::Duplicate(id.to_string()));
+        }
+        let available = self
+            .available(asset, snapshot)
+            .ok_or(CapitalError::UnknownBalance { asset })?;
+        if available - amount < keep {
+            return Err(CapitalError::Insufficient {
+                asset,
+                available,
+                amount,
+                keep,
+            });
+        }
+        self.hold(id, asset, amount, now_ms);
+        Ok(())
+    }
+
+    /// Records a hold without a balance check (orders that must go out,
+    /// such as exits closing a position).
+    pub fn hold(&mut self, id: &str, asset: Asset, amount: Decimal, now_ms: i64) {
+        self.holds.insert(
+            id.to_string(),
+            Hold {
+                asset,
+                amount,
+                reserved_at_ms: now_ms,
+                committed_at_ms: None,
+            },
+        );
+    }
+
+    /// The venue acknowledged order `id`. False when it holds nothing here.
+    pub fn commit(&mut self, id: &str, now_ms: i64) -> bool {
+        match self.holds.get_mut(id) {
+            Some(h) => {
+                if h.committed_at_ms.is_none() {
+                    h.committed_at_ms = Some(now_ms);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Order `id` failed or is done: its funds are no longer promised.
+    pub fn release(&mut self, id: &str) -> Option<Hold> {
+        self.holds.remove(id)
+    }
+
+    /// Funds held by acknowledged (open) orders.
+    pub fn committed(&self, asset: Asset) -> Decimal {
+        self.holds
+            .values()
+            .filter(|h| h.asset == asset && h.committed_at_ms.is_some())
+            .map(|h| h.amount)
+            .sum()
+    }
+
+    /// Funds reserved for orders not acknowledged yet.
+    pub fn reserved(&self, asset: Asset) -> Decimal {
+        self.holds
+            .values()
+            .filter(|h| h.asset == asset && h.committed_at_ms.is_none())
+            .map(|h| h.amount)
+            .sum()
+    }
+
+    /// Drops every hold (a strategy that has cancelled everything).
+    pub fn clear(&mut self) {
+        self.holds.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn snap(free: Decimal, as_of_ms: i64) -> Option<FreeBalance> {
+        Some(FreeBalance { free, as_of_ms })
+    }
+
+    #[test]
+    fn available_never_double_subtracts() {
+        // Holds: a reserved sell (t=100), a sell committed at t=200, a buy
+        // committed at t=300.
+        let mut l = CapitalLedger::new();
+        l.hold("a", Asset::Base, dec!(10), 100);
+        l.hold("b", Asset::Base, dec!(20), 150);
+        l.commit("b", 200);
+        l.hold("c", Asset::Quote, dec!(5), 250);
+        l.commit("c", 300);
+        // (asset, snapshot free, snapshot as_of, expected available)
+        let cases = [
+            // Snapshot older than both base holds: both subtracted.
+            (Asset::Base, dec!(1000), 50, dec!(970)),
+            // Snapshot requested after b's ack: the venue already holds b.
+            (Asset::Base, dec!(980), 201, dec!(970)),
+            // At the ack instant the snapshot may not know it yet.
+            (Asset::Base, dec!(1000), 200, dec!(970)),
+            (Asset::Quote, dec!(50), 299, dec!(45)),
+            (Asset::Quote, dec!(45), 301, dec!(45)),
+        ];
+        for (asset, free, as_of, want) in cases {
+            assert_eq!(
+                l.available(asset, snap(free, as_of)),
+                Some(want),
+                "{asset:?} free {free} as of {as_of}"
+            );
+        }
+        assert_eq!(l.available(Asset::Base, None), None);
+        assert_eq!(l.committed(Asset::Base), dec!(20));
+        assert_eq!(l.reserved(Asset::Base), dec!(10));
+        assert_eq!(l.committed(Asset::Quote), dec!(5));
+    }
+
+    #[test]
+    fn reserve_release_commit_table() {
+        // (free, keep, amounts reserved in order, expected results)
+        type Case = (Decimal, Decimal, Vec<Decimal>, Vec<bool>);
+        let cases: Vec<Case> = vec![
+            (
+                dec!(200),
+                dec!(100),
+                vec![dec!(50), dec!(50), dec!(1)],
+                vec![true, true, false],
+            ),
+            (dec!(116.64), dec!(100), vec![dec!(16.64)], vec![true]),
+            (dec!(116.63), dec!(100), vec![dec!(16.64)], vec![false]),
+            (dec!(0), dec!(0), vec![dec!(0)], vec![true]),
+        ];
+        for (free, keep, amounts, want) in cases {
+            let mut l = CapitalLedger::new();
+            let got: Vec<bool> = amounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    l.reserve(&format!("o{i}"), Asset::Base, *a, keep, snap(free, 0), 1)
+                        .is_ok()
+                })
+                .collect();
+            assert_eq!(got, want, "free {free} keep {keep} amounts {amounts:?}");
+        }
+    }
+
+    #[test]
+    fn release_on_failure_frees_funds_and_commit_is_idempotent() {
+        let mut l = CapitalLedger::new();
+        let s = snap(dec!(150), 0);
+        l.reserve("x", Asset::Base, dec!(50), dec!(100), s, 1)
+            .unwrap();
+        let err = l
+            .reserve("y", Asset::Base, dec!(50), dec!(100), s, 2)
+            .unwrap_err();
+        assert!(matches!(err, CapitalError::Insufficient { .. }), "{err}");
+        assert!(err.to_string().contains("100"), "{err}");
+        assert!(l.release("x").is_some());
+        l.reserve("y", Asset::Base, dec!(50), dec!(100), s, 3)
+            .unwrap();
+        assert!(matches!(
+            l.reserve("y", Asset::Base, dec!(1), dec!(0), s, 4),
+            Err(CapitalError::Duplicate(_))
+        ));
+        assert!(l.commit("y", 10));
+        assert!(l.commit("y", 20));
+        assert_eq!(
+            l.available(Asset::Base, snap(dec!(150), 11)),
+            Some(dec!(150))
+        );
+        assert!(!l.commit("nope", 1));
+        assert!(matches!(
+            l.reserve("z", Asset::Quote, dec!(1), dec!(0), None, 1),
+            Err(CapitalError::UnknownBalance { .. })
+        ));
+    }
+}

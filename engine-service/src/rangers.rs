@@ -1,0 +1,1392 @@
+//! Rangers: standalone sell-first micro-cyclers (seed 000, grid-engine spec
+//! section 4).
+//!
+//! A ranger sells a little DOGE just above market and buys it back lower:
+//! `idle -> entry_open -> exit_open -> cooldown -> idle`. Rangers trade only
+//! while the regime is RANGING (a detector that is not ready is not RANGING),
+//! the pair has open-order headroom and the free DOGE left after the entry
+//! stays above a reserve. An exit that does not fill in time is cancelled and
+//! booked as an orphan (the DOGE stays sold: inventory converted to USD); a
+//! regime shift or a runtime disable cancels everything and books orphans for
+//! filled entries. Ranger state lives in memory only; a restarted engine
+//! cancels what a previous run left ([`stale_ranger_orders`]) and starts
+//! clean.
+//!
+//! [`Rangers`] is a pure reducer ([`Strategy`]): no I/O and no clock. It only
+//! leaves a stage on what the venue confirms (a cancel is "requested" until
+//! the order's final event arrives), so a cancel that races a fill books the
+//! fill. Completed cycles and orphans go to the store's journal through
+//! [`Action::Journal`].
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::capacity::{self, CapacityHealth};
+use crate::capital::{Asset, CapitalLedger, FreeBalance};
+use crate::strategy::{
+    Action, IdGen, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
+};
+
+/// The strategy's name (status, journal owner).
+pub const STRATEGY_NAME: &str = "rangers";
+/// The journal stream cycles and orphans are written to.
+pub const JOURNAL_STREAM: &str = "rangers";
+/// Width of the rangers' userref sub-range; also the most rangers allowed.
+pub const USERREF_SPAN: i32 = 100;
+/// How long a requested cancel may go unconfirmed before it is sent again.
+pub const CANCEL_RETRY_MS: i64 = 10_000;
+/// How long to wait before re-placing an exit the gateway refused.
+pub const EXIT_RETRY_MS: i64 = 5_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// Profit floor over the round-trip fee, in percent (spec: fees + 0.20 %).
+pub fn fee_floor_pct() -> Decimal {
+    Decimal::new(20, 2)
+}
+
+/// The `[rangers]` config section (env: `RANGER_*`). Defaults are safe:
+/// disabled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RangerConfig {
+    /// Master switch (RANGER_ENABLED); also switchable at runtime.
+    pub enabled: bool,
+    /// How many rangers (RANGER_MAX_SLOTS), 1 to 100.
+    pub max_slots: u32,
+    /// USD value of one entry (RANGER_ORDER_SIZE_USD).
+    pub order_size_usd: Decimal,
+    /// Entry distance above market, percent (RANGER_ENTRY_PCT).
+    pub entry_pct: Decimal,
+    /// Target profit, percent; the exit margin is
+    /// max(profit_pct, round-trip fee + 0.20) (RANGER_PROFIT_PCT).
+    pub profit_pct: Decimal,
+    /// An unfilled entry is cancelled after this long (RANGER_ENTRY_TIMEOUT_SEC).
+    pub entry_timeout_sec: u64,
+    /// An unfilled exit is orphaned after this long (RANGER_EXIT_TIMEOUT_SEC).
+    pub exit_timeout_sec: u64,
+    /// Pause after a cycle or an exit-timeout orphan (RANGER_COOLDOWN_SEC).
+    pub cooldown_sec: u64,
+    /// Open-order headroom needed to place an entry (RANGER_MIN_HEADROOM).
+    pub min_headroom: u32,
+    /// DOGE (base) that must stay free after an entry (RANGER_DOGE_RESERVE).
+    pub doge_reserve: Decimal,
+    /// Start of the rangers' userref sub-range, as an offset into the
+    /// engine's range; ranger `n` uses `userref_offset + n`
+    /// (RANGER_USERREF_OFFSET).
+    pub userref_offset: i32,
+}
+
+impl Default for RangerConfig {
+    fn default() -> RangerConfig {
+        RangerConfig {
+            enabled: false,
+            max_slots: 3,
+            order_size_usd: Decimal::new(200, 2),
+            entry_pct: Decimal::new(15, 2),
+            profit_pct: Decimal::new(120, 2),
+            entry_timeout_sec: 300,
+            exit_timeout_sec: 1350,
+            cooldown_sec: 30,
+            min_headroom: 10,
+            doge_reserve: Decimal::from(100),
+            userref_offset: 800,
+        }
+    }
+}
+
+/// Environment variables for the rangers (one place for their names).
+pub mod env {
+    pub const ENABLED: &str = "RANGER_ENABLED";
+    pub const MAX_SLOTS: &str = "RANGER_MAX_SLOTS";
+    pub const ORDER_SIZE_USD: &str = "RANGER_ORDER_SIZE_USD";
+    pub const ENTRY_PCT: &str = "RANGER_ENTRY_PCT";
+    pub const PROFIT_PCT: &str = "RANGER_PROFIT_PCT";
+    pub const ENTRY_TIMEOUT_SEC: &str = "RANGER_ENTRY_TIMEOUT_SEC";
+    pub const EXIT_TIMEOUT_SEC: &str = "RANGER_EXIT_TIMEOUT_SEC";
+    pub const COOLDOWN_SEC: &str = "RANGER_COOLDOWN_SEC";
+    pub const MIN_HEADROOM: &str = "RANGER_MIN_HEADROOM";
+    pub const DOGE_RESERVE: &str = "RANGER_DOGE_RESERVE";
+    pub const USERREF_OFFSET: &str = "RANGER_USERREF_OFFSET";
+}
+
+/// A bad `RANGER_*` environment value: (variable, message).
+pub type EnvError = (&'static str, String);
+
+fn parse_env<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, EnvError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse()
+        .map_err(|e: T::Err| (name, format!("{v:?} is not valid ({e})")))
+}
+
+fn parse_bool(name: &'static str, v: &str) -> Result<bool, EnvError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err((name, format!("{v:?} is not true or false"))),
+    }
+}
+
+impl RangerConfig {
+    /// Applies `RANGER_*` overrides from `get` (the environment in production).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), EnvError> {
+        if let Some(v) = get(env::ENABLED) {
+            self.enabled = parse_bool(env::ENABLED, &v)?;
+        }
+        if let Some(v) = get(env::MAX_SLOTS) {
+            self.max_slots = parse_env(env::MAX_SLOTS, &v)?;
+        }
+        if let Some(v) = get(env::ORDER_SIZE_USD) {
+            self.order_size_usd = parse_env(env::ORDER_SIZE_USD, &v)?;
+        }
+        if let Some(v) = get(env::ENTRY_PCT) {
+            self.entry_pct = parse_env(env::ENTRY_PCT, &v)?;
+        }
+        if let Some(v) = get(env::PROFIT_PCT) {
+            self.profit_pct = parse_env(env::PROFIT_PCT, &v)?;
+        }
+        if let Some(v) = get(env::ENTRY_TIMEOUT_SEC) {
+            self.entry_timeout_sec = parse_env(env::ENTRY_TIMEOUT_SEC, &v)?;
+        }
+        if let Some(v) = get(env::EXIT_TIMEOUT_SEC) {
+            self.exit_timeout_sec = parse_env(env::EXIT_TIMEOUT_SEC, &v)?;
+        }
+        if let Some(v) = get(env::COOLDOWN_SEC) {
+            self.cooldown_sec = parse_env(env::COOLDOWN_SEC, &v)?;
+        }
+        if let Some(v) = get(env::MIN_HEADROOM) {
+            self.min_headroom = parse_env(env::MIN_HEADROOM, &v)?;
+        }
+        if let Some(v) = get(env::DOGE_RESERVE) {
+            self.doge_reserve = parse_env(env::DOGE_RESERVE, &v)?;
+        }
+        if let Some(v) = get(env::USERREF_OFFSET) {
+            self.userref_offset = parse_env(env::USERREF_OFFSET, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the knobs; the message names the knob and what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        let span = u32::try_from(USERREF_SPAN).unwrap_or(100);
+        if self.max_slots == 0 || self.max_slots > span {
+            return Err(format!(
+                "rangers.max_slots ({}): {} must be 1..={span}",
+                env::MAX_SLOTS,
+                self.max_slots
+            ));
+        }
+        if self.order_size_usd <= Decimal::ZERO {
+            return Err(format!(
+                "rangers.order_size_usd ({}): {} must be greater than zero",
+                env::ORDER_SIZE_USD,
+                self.order_size_usd
+            ));
+        }
+        if self.entry_pct < Decimal::ZERO || self.entry_pct >= Decimal::from(10) {
+            return Err(format!(
+                "rangers.entry_pct ({}): {} must be in [0, 10) percent",
+                env::ENTRY_PCT,
+                self.entry_pct
+            ));
+        }
+        if self.profit_pct <= Decimal::ZERO || self.profit_pct >= Decimal::from(50) {
+            return Err(format!(
+                "rangers.profit_pct ({}): {} must be in (0, 50) percent",
+                env::PROFIT_PCT,
+                self.profit_pct
+            ));
+        }
+        if self.entry_timeout_sec == 0 || self.exit_timeout_sec == 0 {
+            return Err(format!(
+                "rangers.entry_timeout_sec and exit_timeout_sec ({}, {}) must be >= 1",
+                env::ENTRY_TIMEOUT_SEC,
+                env::EXIT_TIMEOUT_SEC
+            ));
+        }
+        if self.doge_reserve < Decimal::ZERO {
+            return Err(format!(
+                "rangers.doge_reserve ({}): {} must not be negative",
+                env::DOGE_RESERVE,
+                self.doge_reserve
+            ));
+        }
+        if self.userref_offset < 1 || self.userref_offset > i32::MAX - USERREF_SPAN {
+            return Err(format!(
+                "rangers.userref_offset ({}): {} must be >= 1 (offset 0 is the engine's manual orders)",
+                env::USERREF_OFFSET,
+                self.userref_offset
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A ranger's stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Idle,
+    EntryOpen,
+    ExitOpen,
+    Cooldown,
+}
+
+impl Stage {
+    /// The status name ("idle", "entry_open", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Idle => "idle",
+            Stage::EntryOpen => "entry_open",
+            Stage::ExitOpen => "exit_open",
+            Stage::Cooldown => "cooldown",
+        }
+    }
+}
+
+/// Why a ranger asked for a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    EntryTimeout,
+    ExitTimeout,
+    RegimeShift,
+    Disabled,
+}
+
+impl CancelReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::EntryTimeout => "entry_timeout",
+            CancelReason::ExitTimeout => "exit_timeout",
+            CancelReason::RegimeShift => "regime_shift",
+            CancelReason::Disabled => "disabled",
+        }
+    }
+
+    /// A wind-down (regime shift, disable) goes idle and orphans fills.
+    fn winds_down(self) -> bool {
+        matches!(self, CancelReason::RegimeShift | CancelReason::Disabled)
+    }
+}
+
+/// One order of a ranger and what has filled of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Leg {
+    client_order_id: String,
+    price: Decimal,
+    volume: Decimal,
+    executed: Decimal,
+    /// Average fill price of `executed` (zero before any fill).
+    average_price: Decimal,
+    /// Fees paid so far, in the quote currency.
+    fee_usd: Decimal,
+    /// The venue acknowledged it (an Open or fill event arrived).
+    acked: bool,
+}
+
+impl Leg {
+    fn new(client_order_id: String, price: Decimal, volume: Decimal) -> Leg {
+        Leg {
+            client_order_id,
+            price,
+            volume,
+            executed: Decimal::ZERO,
+            average_price: Decimal::ZERO,
+            fee_usd: Decimal::ZERO,
+            acked: false,
+        }
+    }
+
+    /// Folds a fill event in; fees charged in the base coin are valued at
+    /// the fill price.
+    fn apply_fill(&mut self, u: &OrderUpdate, base_asset: &str) {
+        self.acked = true;
+        if u.fill_volume <= Decimal::ZERO {
+            return;
+        }
+        let price = if u.fill_price > Decimal::ZERO {
+            u.fill_price
+        } else {
+            self.price
+        };
+        let executed = self.executed + u.fill_volume;
+        self.average_price =
+            (self.average_price * self.executed + price * u.fill_volume) / executed;
+        self.executed = executed;
+        self.fee_usd += if !base_asset.is_empty() && u.fee_asset == base_asset {
+            u.fill_fee * price
+        } else {
+            u.fill_fee
+        };
+    }
+
+    /// The price to report: the average fill once something filled.
+    fn shown_price(&self) -> Decimal {
+        if self.executed > Decimal::ZERO {
+            self.average_price
+        } else {
+            self.price
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+struct PendingCancel {
+    reason: CancelReason,
+    sent_ms: i64,
+}
+
+/// One ranger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Slot {
+    id: u32,
+    stage: Stage,
+    since_ms: i64,
+    entry: Option<Leg>,
+    exit: Option<Leg>,
+    /// The exit price the margin asks for (the order may rest lower).
+    exit_target: Option<Decimal>,
+    entry_filled_at_ms: Option<i64>,
+    cancel: Option<PendingCancel>,
+    /// Earliest time to re-place a refused exit.
+    retry_at_ms: i64,
+    last_error: String,
+}
+
+impl Slot {
+    fn new(id: u32) -> Slot {
+        Slot {
+            id,
+            stage: Stage::Idle,
+            since_ms: 0,
+            entry: None,
+            exit: None,
+            exit_target: None,
+            entry_filled_at_ms: None,
+            cancel: None,
+            retry_at_ms: 0,
+            last_error: String::new(),
+        }
+    }
+
+    fn go(&mut self, stage: Stage, now_ms: i64) {
+        self.stage = stage;
+        self.since_ms = now_ms;
+        self.cancel = None;
+    }
+
+    /// Live orders (entry or exit) of this ranger.
+    fn open_orders(&self) -> u32 {
+        match self.stage {
+            Stage::EntryOpen => u32::from(self.entry.is_some()),
+            Stage::ExitOpen => u32::from(self.exit.is_some()),
+            Stage::Idle | Stage::Cooldown => 0,
+        }
+    }
+}
+
+/// One ranger in the status block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangerSlotStatus {
+    pub ranger_id: u32,
+    pub stage: String,
+    pub entry_price: Option<Decimal>,
+    pub exit_price: Option<Decimal>,
+    pub entry_volume: Option<Decimal>,
+    pub age_sec: f64,
+    pub last_error: String,
+}
+
+/// The rangers' status block: exactly the seed's fields, then extras for
+/// operators (the typed `RangersStatus` in GetStatus carries the former).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RangersStatusBlock {
+    pub enabled: bool,
+    /// Rangers not idle.
+    pub active: u32,
+    pub regime_ok: bool,
+    pub cycles_today: u32,
+    pub profit_today: Decimal,
+    pub orphans_today: u32,
+    pub orphan_exposure_usd: Decimal,
+    pub doge_reserve: Decimal,
+    pub slots: Vec<RangerSlotStatus>,
+    #[serde(default)]
+    pub regime: String,
+    #[serde(default)]
+    pub cycles_total: u64,
+    #[serde(default)]
+    pub profit_total: Decimal,
+    #[serde(default)]
+    pub capacity: Option<CapacityHealth>,
+    #[serde(default)]
+    pub committed_base: Decimal,
+    #[serde(default)]
+    pub committed_quote: Decimal,
+    #[serde(default)]
+    pub exit_margin_pct: Option<Decimal>,
+}
+
+impl RangersStatusBlock {
+    /// The block of an engine without rangers: everything off and zero.
+    pub fn disabled(cfg: &RangerConfig) -> RangersStatusBlock {
+        RangersStatusBlock {
+            enabled: false,
+            active: 0,
+            regime_ok: false,
+            cycles_today: 0,
+            profit_today: Decimal::ZERO,
+            orphans_today: 0,
+            orphan_exposure_usd: Decimal::ZERO,
+            doge_reserve: cfg.doge_reserve,
+            slots: Vec::new(),
+            regime: String::new(),
+            cycles_total: 0,
+            profit_total: Decimal::ZERO,
+            capacity: None,
+            committed_base: Decimal::ZERO,
+            committed_quote: Decimal::ZERO,
+            exit_margin_pct: None,
+        }
+    }
+}
+
+/// The rangers reducer.
+#[derive(Debug, Clone)]
+pub struct Rangers {
+    cfg: RangerConfig,
+    symbol: String,
+    enabled: bool,
+    ids: IdGen,
+    slots: Vec<Slot>,
+    ledger: CapitalLedger,
+    market: Option<MarketView>,
+    instrument: Option<InstrumentInfo>,
+    capacity: Option<CapacityHealth>,
+    regime_ok: bool,
+    day: i64,
+    cycles_today: u32,
+    profit_today: Decimal,
+    orphans_today: u32,
+    orphan_exposure_usd: Decimal,
+    cycles_total: u64,
+    profit_total: Decimal,
+}
+
+fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
+    if tick <= Decimal::ZERO {
+        return p;
+    }
+    ((p / tick).ceil() * tick).normalize()
+}
+
+fn floor_to_tick(p: Decimal, tick: Decimal) -> Decimal {
+    if tick <= Decimal::ZERO {
+        return p;
+    }
+    ((p / tick).floor() * tick).normalize()
+}
+
+fn floor_lot(v: Decimal, lot_decimals: u32) -> Decimal {
+    v.round_dp_with_strategy(lot_decimals, RoundingStrategy::ToZero)
+        .normalize()
+}
+
+fn hundred() -> Decimal {
+    Decimal::from(100)
+}
+
+fn secs_ms(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Is `client_order_id` a ranger's ("r<n>e-..." entry, "r<n>x-..." exit)?
+pub fn is_ranger_client_id(client_order_id: &str) -> bool {
+    let Some(rest) = client_order_id.strip_prefix('r') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && matches!(rest.as_bytes().get(digits..), Some([b'e' | b'x', b'-', ..]))
+}
+
+/// An open order as startup cleanup sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrderRef {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub userref: i32,
+}
+
+/// Startup cleanup: the open orders a previous run's rangers left on
+/// `symbol`, recognised by the rangers' userref sub-range of this engine
+/// (`userref_min + offset .. + USERREF_SPAN`), whatever `max_slots` was then.
+pub fn stale_ranger_orders(
+    open: &[OpenOrderRef],
+    symbol: &str,
+    userref_min: i32,
+    userref_offset: i32,
+) -> Vec<String> {
+    let lo = userref_min.saturating_add(userref_offset);
+    let hi = lo.saturating_add(USERREF_SPAN);
+    open.iter()
+        .filter(|o| o.symbol == symbol && (lo..hi).contains(&o.userref))
+        .map(|o| o.client_order_id.clone())
+        .collect()
+}
+
+impl Rangers {
+    /// Rangers for `symbol`; `run_start_ms` seeds their client order ids.
+    pub fn new(cfg: RangerConfig, symbol: &str, run_start_ms: i64) -> Rangers {
+        let slots = (0..cfg.max_slots).map(Slot::new).collect();
+        Rangers {
+            enabled: cfg.enabled,
+            symbol: symbol.to_string(),
+            ids: IdGen::new(run_start_ms),
+            slots,
+            ledger: CapitalLedger::new(),
+            market: None,
+            instrument: None,
+            capacity: None,
+            regime_ok: false,
+            day: run_start_ms.div_euclid(DAY_MS),
+            cycles_today: 0,
+            profit_today: Decimal::ZERO,
+            orphans_today: 0,
+            orphan_exposure_usd: Decimal::ZERO,
+            cycles_total: 0,
+            profit_total: Decimal::ZERO,
+            cfg,
+        }
+    }
+
+    /// The typed status block.
+    pub fn status_block(&self, now_ms: i64) -> RangersStatusBlock {
+        RangersStatusBlock {
+            enabled: self.enabled,
+            active: u32::try_from(self.slots.iter().filter(|s| s.stage != Stage::Idle).count())
+                .unwrap_or(u32::MAX),
+            regime_ok: self.regime_ok,
+            cycles_today: self.cycles_today,
+            profit_today: self.profit_today,
+            orphans_today: self.orphans_today,
+            orphan_exposure_usd: self.orphan_exposure_usd,
+            doge_reserve: self.cfg.doge_reserve,
+            slots: self
+                .slots
+                .iter()
+                .map(|s| RangerSlotStatus {
+                    ranger_id: s.id,
+                    stage: s.stage.as_str().to_string(),
+                    entry_price: s.entry.as_ref().map(Leg::shown_price),
+                    exit_price: s.exit.as_ref().map(Leg::shown_price).or(s.exit_target),
+                    entry_volume: s.entry.as_ref().map(|e| {
+                        if e.executed > Decimal::ZERO {
+                            e.executed
+                        } else {
+                            e.volume
+                        }
+                    }),
+                    age_sec: if s.since_ms > 0 {
+                        // Display only: seconds as a float.
+                        (now_ms - s.since_ms) as f64 / 1000.0
+                    } else {
+                        0.0
+                    },
+                    last_error: s.last_error.clone(),
+                })
+                .collect(),
+            regime: self
+                .market
+                .as_ref()
+                .map(|m| {
+                    if m.regime.ready {
+                        m.regime.regime.clone()
+                    } else {
+                        "not_ready".to_string()
+                    }
+                })
+                .unwrap_or_default(),
+            cycles_total: self.cycles_total,
+            profit_total: self.profit_total,
+            capacity: self.capacity.clone(),
+            committed_base: self.ledger.committed(Asset::Base),
+            committed_quote: self.ledger.committed(Asset::Quote),
+            exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
+        }
+    }
+
+    /// The exit margin in percent: max(profit_pct, round trip + 0.20).
+    pub fn exit_margin_pct(&self, inst: &InstrumentInfo) -> Decimal {
+        let round_trip = inst.maker_fee * Decimal::TWO * hundred();
+        self.cfg.profit_pct.max(round_trip + fee_floor_pct())
+    }
+
+    fn roll_day(&mut self, now_ms: i64) {
+        let day = now_ms.div_euclid(DAY_MS);
+        if day != self.day {
+            self.day = day;
+            self.cycles_today = 0;
+            self.profit_today = Decimal::ZERO;
+            self.orphans_today = 0;
+            self.orphan_exposure_usd = Decimal::ZERO;
+        }
+    }
+
+    fn open_orders(&self) -> u32 {
+        self.slots.iter().map(Slot::open_orders).sum()
+    }
+
+    fn base_asset(&self) -> String {
+        self.instrument
+            .as_ref()
+            .map(|i| i.base.clone())
+            .unwrap_or_default()
+    }
+
+    /// Asks for a cancel of `client_order_id`, or repeats one that went
+    /// unconfirmed for [`CANCEL_RETRY_MS`]. A wind-down overrides a timeout.
+    fn request_cancel(
+        &mut self,
+        i: usize,
+        client_order_id: String,
+        reason: CancelReason,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        let slot = &mut self.slots[i];
+        match &mut slot.cancel {
+            None => {
+                slot.cancel = Some(PendingCancel {
+                    reason,
+                    sent_ms: now_ms,
+                });
+                vec![Action::Cancel { client_order_id }]
+            }
+            Some(c) => {
+                if reason.winds_down() {
+                    c.reason = reason;
+                }
+                if now_ms - c.sent_ms >= CANCEL_RETRY_MS {
+                    c.sent_ms = now_ms;
+                    vec![Action::Cancel { client_order_id }]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Regime shift or disable: cancel what is live, go idle.
+    fn wind_down(&mut self, i: usize, reason: CancelReason, now_ms: i64) -> Vec<Action> {
+        let slot = &self.slots[i];
+        match slot.stage {
+            Stage::Idle => Vec::new(),
+            Stage::Cooldown => {
+                self.slots[i].go(Stage::Idle, now_ms);
+                Vec::new()
+            }
+            Stage::EntryOpen => match slot.entry.as_ref().map(|e| e.client_order_id.clone()) {
+                Some(id) => self.request_cancel(i, id, reason, now_ms),
+                None => {
+                    self.slots[i].go(Stage::Idle, now_ms);
+                    Vec::new()
+                }
+            },
+            Stage::ExitOpen => match slot.exit.as_ref().map(|e| e.client_order_id.clone()) {
+                Some(id) => self.request_cancel(i, id, reason, now_ms),
+                None => {
+                    let out = self.book_orphan(i, reason.as_str(), now_ms);
+                    self.slots[i].go(Stage::Idle, now_ms);
+                    out
+                }
+            },
+        }
+    }
+
+    /// Timeouts, cancel retries, exit re-placement, end of cooldown.
+    fn timers(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
+        let slot = &self.slots[i];
+        match slot.stage {
+            Stage::Idle => Vec::new(),
+            Stage::Cooldown => {
+                if now_ms - slot.since_ms >= secs_ms(self.cfg.cooldown_sec) {
+                    self.slots[i].go(Stage::Idle, now_ms);
+                }
+                Vec::new()
+            }
+            Stage::EntryOpen => {
+                let Some(id) = slot.entry.as_ref().map(|e| e.client_order_id.clone()) else {
+                    self.slots[i].go(Stage::Idle, now_ms);
+                    return Vec::new();
+                };
+                if let Some(c) = slot.cancel {
+                    self.request_cancel(i, id, c.reason, now_ms)
+                } else if now_ms - slot.since_ms >= secs_ms(self.cfg.entry_timeout_sec) {
+                    self.request_cancel(i, id, CancelReason::EntryTimeout, now_ms)
+                } else {
+                    Vec::new()
+                }
+            }
+            Stage::ExitOpen => {
+                let filled_at = slot.entry_filled_at_ms.unwrap_or(slot.since_ms);
+                let timed_out = now_ms - filled_at >= secs_ms(self.cfg.exit_timeout_sec);
+                match (
+                    slot.exit.as_ref().map(|e| e.client_order_id.clone()),
+                    slot.cancel,
+                ) {
+                    (Some(id), Some(c)) => self.request_cancel(i, id, c.reason, now_ms),
+                    (Some(id), None) if timed_out => {
+                        self.request_cancel(i, id, CancelReason::ExitTimeout, now_ms)
+                    }
+                    (Some(_), None) => Vec::new(),
+                    (None, _) if timed_out => {
+                        let out = self.book_orphan(i, CancelReason::ExitTimeout.as_str(), now_ms);
+                        self.slots[i].go(Stage::Cooldown, now_ms);
+                        out
+                    }
+                    (None, _) if now_ms >= slot.retry_at_ms => self.place_exit(i, now_ms),
+                    (None, _) => Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// New entries for idle rangers, within the gates and the per-loop cap.
+    fn entries(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        let idle: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].stage == Stage::Idle)
+            .collect();
+        if idle.is_empty() {
+            return Vec::new();
+        }
+        let gate = match &self.capacity {
+            None => Err("instrument filters unknown (no capacity reading)".to_string()),
+            Some(c) if c.headroom < i64::from(self.cfg.min_headroom) => Err(format!(
+                "headroom {} < min headroom {}",
+                c.headroom, self.cfg.min_headroom
+            )),
+            Some(c) => Ok(c.entries_allowed),
+        };
+        let mut budget = match gate {
+            Ok(n) => n,
+            Err(e) => {
+                for i in idle {
+                    self.slots[i].last_error.clone_from(&e);
+                }
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for i in idle {
+            if budget == 0 {
+                break;
+            }
+            match self.try_entry(i, market, now_ms) {
+                Ok(a) => {
+                    out.push(a);
+                    budget -= 1;
+                }
+                Err(e) => self.slots[i].last_error = e,
+            }
+        }
+        out
+    }
+
+    fn try_entry(&mut self, i: usize, market: &MarketView, now_ms: i64) -> Result<Action, String> {
+        let inst = market
+            .instrument
+            .as_ref()
+            .ok_or_else(|| "instrument filters unknown".to_string())?;
+        if market.last <= Decimal::ZERO {
+            return Err("no market price".into());
+        }
+        let raw = market.last * (Decimal::ONE + self.cfg.entry_pct / hundred());
+        // A post-only sell must rest above the bid.
+        let price = ceil_to_tick(raw, inst.tick_size).max(market.ask);
+        let volume = floor_lot(self.cfg.order_size_usd / price, inst.lot_decimals);
+        if volume < inst.min_volume || volume <= Decimal::ZERO {
+            return Err(format!(
+                "entry volume {volume} is below the minimum {} (order size ${})",
+                inst.min_volume, self.cfg.order_size_usd
+            ));
+        }
+        if volume * price < inst.min_cost {
+            return Err(format!(
+                "entry cost {} is below the minimum {}",
+                volume * price,
+                inst.min_cost
+            ));
+        }
+        let id = self.ids.next(&format!("r{}e", self.slots[i].id));
+        let snapshot = market.free_base.map(|free| FreeBalance {
+            free,
+            as_of_ms: market.balances_as_of_ms,
+        });
+        self.ledger
+            .reserve(
+                &id,
+                Asset::Base,
+                volume,
+                self.cfg.doge_reserve,
+                snapshot,
+                now_ms,
+            )
+            .map_err(|e| format!("DOGE reserve gate: {e}"))?;
+        let slot = &mut self.slots[i];
+        slot.go(Stage::EntryOpen, now_ms);
+        slot.entry = Some(Leg::new(id.clone(), price, volume));
+        slot.exit = None;
+        slot.exit_target = None;
+        slot.entry_filled_at_ms = None;
+        slot.last_error.clear();
+        Ok(Action::Place(OrderIntent {
+            client_order_id: id,
+            symbol: self.symbol.clone(),
+            side: Side::Sell,
+            volume,
+            price: Some(price),
+            post_only: true,
+            userref_offset: self.cfg.userref_offset + i32::try_from(slot.id).unwrap_or(0),
+        }))
+    }
+
+    /// Entry filled (or partly filled and done): buy back below the fill.
+    fn start_exit(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
+        let slot = &mut self.slots[i];
+        slot.go(Stage::ExitOpen, now_ms);
+        slot.entry_filled_at_ms = Some(now_ms);
+        slot.exit = None;
+        slot.retry_at_ms = now_ms;
+        self.place_exit(i, now_ms)
+    }
+
+    fn place_exit(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
+        let Some(inst) = self.instrument.clone() else {
+            self.slots[i].last_error = "instrument filters unknown; exit waits".into();
+            self.slots[i].retry_at_ms = now_ms + EXIT_RETRY_MS;
+            return Vec::new();
+        };
+        let Some(entry) = self.slots[i].entry.clone() else {
+            self.slots[i].go(Stage::Idle, now_ms);
+            return Vec::new();
+        };
+        let margin = self.exit_margin_pct(&inst);
+        let target = floor_to_tick(
+            entry.average_price * (Decimal::ONE - margin / hundred()),
+            inst.tick_size,
+        );
+        // A post-only buy must rest below the ask: if the market already fell
+        // through the target, rest at the bid (a better price).
+        let price = match &self.market {
+            Some(m) if m.ask > Decimal::ZERO && target >= m.ask => {
+                floor_to_tick(m.bid.min(target), inst.tick_size)
+            }
+            _ => target,
+        };
+        let volume = floor_lot(entry.executed, inst.lot_decimals);
+        self.slots[i].exit_target = Some(target);
+        if volume < inst.min_volume || volume * price < inst.min_cost || price <= Decimal::ZERO {
+            let reason = format!(
+                "exit {volume} @ {price} is below the venue minimums ({} volume, {} cost)",
+                inst.min_volume, inst.min_cost
+            );
+            let out = self.book_orphan(i, "exit_below_minimum", now_ms);
+            let slot = &mut self.slots[i];
+            slot.last_error = reason;
+            slot.go(Stage::Cooldown, now_ms);
+            return out;
+        }
+        let id = self.ids.next(&format!("r{}x", self.slots[i].id));
+        self.ledger.hold(
+            &id,
+            Asset::Quote,
+            volume * price * (Decimal::ONE + inst.maker_fee),
+            now_ms,
+        );
+        let slot = &mut self.slots[i];
+        slot.exit = Some(Leg::new(id.clone(), price, volume));
+        vec![Action::Place(OrderIntent {
+            client_order_id: id,
+            symbol: self.symbol.clone(),
+            side: Side::Buy,
+            volume,
+            price: Some(price),
+            post_only: true,
+            userref_offset: self.cfg.userref_offset + i32::try_from(slot.id).unwrap_or(0),
+        })]
+    }
+
+    fn journal(kind: &str, payload: serde_json::Value) -> Action {
+        Action::Journal {
+            stream: JOURNAL_STREAM.to_string(),
+            kind: kind.to_string(),
+            payload_json: payload.to_string(),
+        }
+    }
+
+    /// Exit filled: a completed cycle.
+    fn book_cycle(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
+        let slot = &self.slots[i];
+        let (Some(entry), Some(exit)) = (slot.entry.clone(), slot.exit.clone()) else {
+            return Vec::new();
+        };
+        let gross = (entry.average_price - exit.average_price) * exit.executed;
+        let net = gross - entry.fee_usd - exit.fee_usd;
+        self.cycles_today += 1;
+        self.cycles_total += 1;
+        self.profit_today += net;
+        self.profit_total += net;
+        vec![Self::journal(
+            "cycle",
+            serde_json::json!({
+                "ranger_id": slot.id,
+                "entry_order": entry.client_order_id,
+                "exit_order": exit.client_order_id,
+                "entry_price": entry.average_price.normalize().to_string(),
+                "exit_price": exit.average_price.normalize().to_string(),
+                "volume": exit.executed.normalize().to_string(),
+                "gross_usd": gross.normalize().to_string(),
+                "entry_fee_usd": entry.fee_usd.normalize().to_string(),
+                "exit_fee_usd": exit.fee_usd.normalize().to_string(),
+                "net_usd": net.normalize().to_string(),
+                "entry_filled_at_ms": slot.entry_filled_at_ms,
+                "time_ms": now_ms,
+            }),
+        )]
+    }
+
+    /// Books what was sold and not bought back as an orphan; a partly filled
+    /// exit's bought-back part still counts its profit.
+    fn book_orphan(&mut self, i: usize, reason: &str, now_ms: i64) -> Vec<Action> {
+        let slot = &self.slots[i];
+        let Some(entry) = slot.entry.clone() else {
+            return Vec::new();
+        };
+        let exit = slot.exit.clone();
+        let bought_back = exit.as_ref().map_or(Decimal::ZERO, |x| x.executed);
+        let orphan_volume = entry.executed - bought_back;
+        if orphan_volume <= Decimal::ZERO {
+            return Vec::new();
+        }
+        let exposure = orphan_volume * entry.average_price;
+        let partial_profit = match &exit {
+            Some(x) if x.executed > Decimal::ZERO && entry.executed > Decimal::ZERO => {
+                (entry.average_price - x.average_price) * x.executed
+                    - x.fee_usd
+                    - entry.fee_usd * x.executed / entry.executed
+            }
+            _ => Decimal::ZERO,
+        };
+        self.orphans_today += 1;
+        self.orphan_exposure_usd += exposure;
+        self.profit_today += partial_profit;
+        self.profit_total += partial_profit;
+        vec![Self::journal(
+            "orphan",
+            serde_json::json!({
+                "ranger_id": slot.id,
+                "reason": reason,
+                "entry_order": entry.client_order_id,
+                "exit_order": exit.as_ref().map(|x| x.client_order_id.clone()),
+                "entry_price": entry.average_price.normalize().to_string(),
+                "exit_price": slot.exit_target.map(|p| p.normalize().to_string()),
+                "orphan_volume": orphan_volume.normalize().to_string(),
+                "exposure_usd": exposure.normalize().to_string(),
+                "entry_fee_usd": entry.fee_usd.normalize().to_string(),
+                "partial_profit_usd": partial_profit.normalize().to_string(),
+                "market_price": self.market.as_ref().map(|m| m.last.normalize().to_string()),
+                "entry_filled_at_ms": slot.entry_filled_at_ms,
+                "time_ms": now_ms,
+            }),
+        )]
+    }
+
+    fn on_entry_update(&mut self, i: usize, u: &OrderUpdate, now_ms: i64) -> Vec<Action> {
+        let base = self.base_asset();
+        let Some(entry) = self.slots[i].entry.as_mut() else {
+            return Vec::new();
+        };
+        let id = entry.client_order_id.clone();
+        match u.kind {
+            UpdateKind::Open => {
+                entry.acked = true;
+                self.ledger.commit(&id, now_ms);
+                Vec::new()
+            }
+            UpdateKind::PartialFill => {
+                entry.apply_fill(u, &base);
+                self.ledger.commit(&id, now_ms);
+                Vec::new()
+            }
+            UpdateKind::Filled => {
+                entry.apply_fill(u, &base);
+                self.ledger.release(&id);
+                match self.slots[i].cancel.map(|c| c.reason) {
+                    Some(r) if r.winds_down() => {
+                        let out = self.book_orphan(i, r.as_str(), now_ms);
+                        self.slots[i].go(Stage::Idle, now_ms);
+                        out
+                    }
+                    _ => self.start_exit(i, now_ms),
+                }
+            }
+            UpdateKind::Canceled | UpdateKind::Expired => {
+                self.ledger.release(&id);
+                let executed = entry.executed;
+                let reason = self.slots[i].cancel.map(|c| c.reason);
+                if executed <= Decimal::ZERO {
+                    let slot = &mut self.slots[i];
+                    if reason.is_none() {
+                        slot.last_error = format!("entry {:?} outside the rangers", u.kind);
+                    }
+                    slot.go(Stage::Idle, now_ms);
+                    return Vec::new();
+                }
+                match reason {
+                    Some(r) if r.winds_down() => {
+                        let out = self.book_orphan(i, r.as_str(), now_ms);
+                        self.slots[i].go(Stage::Idle, now_ms);
+                        out
+                    }
+                    // A partly filled entry that timed out: buy back what sold.
+                    _ => self.start_exit(i, now_ms),
+                }
+            }
+            UpdateKind::Rejected | UpdateKind::PlaceFailed => {
+                self.ledger.release(&id);
+                let slot = &mut self.slots[i];
+                slot.last_error = format!("entry refused: {}", u.message);
+                slot.go(Stage::Cooldown, now_ms);
+                Vec::new()
+            }
+            UpdateKind::CancelFailed => self.on_cancel_failed(i, false, u, now_ms),
+        }
+    }
+
+    fn on_exit_update(&mut self, i: usize, u: &OrderUpdate, now_ms: i64) -> Vec<Action> {
+        let base = self.base_asset();
+        let Some(exit) = self.slots[i].exit.as_mut() else {
+            return Vec::new();
+        };
+        let id = exit.client_order_id.clone();
+        match u.kind {
+            UpdateKind::Open => {
+                exit.acked = true;
+                self.ledger.commit(&id, now_ms);
+                Vec::new()
+            }
+            UpdateKind::PartialFill => {
+                exit.apply_fill(u, &base);
+                self.ledger.commit(&id, now_ms);
+                Vec::new()
+            }
+            UpdateKind::Filled => {
+                exit.apply_fill(u, &base);
+                self.ledger.release(&id);
+                let out = self.book_cycle(i, now_ms);
+                let slot = &mut self.slots[i];
+                slot.last_error.clear();
+                slot.go(Stage::Cooldown, now_ms);
+                out
+            }
+            UpdateKind::Canceled | UpdateKind::Expired => {
+                self.ledger.release(&id);
+                let reason = self.slots[i].cancel.map(|c| c.reason);
+                let label = reason.map_or("canceled_outside", CancelReason::as_str);
+                let out = self.book_orphan(i, label, now_ms);
+                let next = if reason.is_some_and(CancelReason::winds_down) {
+                    Stage::Idle
+                } else {
+                    Stage::Cooldown
+                };
+                self.slots[i].go(next, now_ms);
+                out
+            }
+            UpdateKind::Rejected | UpdateKind::PlaceFailed => {
+                self.ledger.release(&id);
+                let reason = self.slots[i].cancel.map(|c| c.reason);
+                let slot = &mut self.slots[i];
+                slot.exit = None;
+                slot.last_error = format!("exit refused: {}", u.message);
+                slot.retry_at_ms = now_ms + EXIT_RETRY_MS;
+                match reason {
+                    Some(r) => {
+                        let out = self.book_orphan(i, r.as_str(), now_ms);
+                        let next = if r.winds_down() {
+                            Stage::Idle
+                        } else {
+                            Stage::Cooldown
+                        };
+                        self.slots[i].go(next, now_ms);
+                        out
+                    }
+                    None => Vec::new(),
+                }
+            }
+            UpdateKind::CancelFailed => self.on_cancel_failed(i, true, u, now_ms),
+        }
+    }
+
+    /// A cancel failed. The order's final event settles it if it is done;
+    /// otherwise the cancel is retried after [`CANCEL_RETRY_MS`]. An order
+    /// the gateway never registered (never acknowledged, "not found") is gone.
+    fn on_cancel_failed(
+        &mut self,
+        i: usize,
+        is_exit: bool,
+        u: &OrderUpdate,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        let slot = &mut self.slots[i];
+        slot.last_error = format!("cancel failed: {}", u.message);
+        let leg = if is_exit { &slot.exit } else { &slot.entry };
+        let never_placed = leg.as_ref().is_some_and(|l| !l.acked)
+            && u.message.to_ascii_lowercase().contains("not found");
+        if !never_placed {
+            return Vec::new();
+        }
+        let gone = UpdateKind::Canceled;
+        let synthetic = OrderUpdate {
+            kind: gone,
+            ..u.clone()
+        };
+        if is_exit {
+            self.on_exit_update(i, &synthetic, now_ms)
+        } else {
+            self.on_entry_update(i, &synthetic, now_ms)
+        }
+    }
+}
+
+impl Strategy for Rangers {
+    fn name(&self) -> &str {
+        STRATEGY_NAME
+    }
+
+    fn owns(&self, client_order_id: &str) -> bool {
+        is_ranger_client_id(client_order_id)
+    }
+
+    fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        self.roll_day(now_ms);
+        self.market = Some(market.clone());
+        if market.instrument.is_some() {
+            self.instrument.clone_from(&market.instrument);
+        }
+        self.regime_ok = market.regime.is_ranging();
+        self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
+        let mut out = Vec::new();
+        if !self.enabled || !self.regime_ok {
+            let reason = if self.enabled {
+                CancelReason::RegimeShift
+            } else {
+                CancelReason::Disabled
+            };
+            for i in 0..self.slots.len() {
+                out.extend(self.wind_down(i, reason, now_ms));
+                if self.slots[i].stage == Stage::Idle && self.enabled {
+                    self.slots[i].last_error = format!(
+                        "regime {} is not RANGING",
+                        if market.regime.ready {
+                            market.regime.regime.as_str()
+                        } else {
+                            "not ready"
+                        }
+                    );
+                }
+            }
+            return out;
+        }
+        for i in 0..self.slots.len() {
+            out.extend(self.timers(i, now_ms));
+        }
+        out.extend(self.entries(market, now_ms));
+        out
+    }
+
+    fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action> {
+        self.roll_day(now_ms);
+        let id = update.client_order_id.as_str();
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            let is_entry = slot.stage == Stage::EntryOpen
+                && slot.entry.as_ref().is_some_and(|e| e.client_order_id == id);
+            let is_exit = slot.stage == Stage::ExitOpen
+                && slot.exit.as_ref().is_some_and(|e| e.client_order_id == id);
+            if is_entry {
+                return self.on_entry_update(i, update, now_ms);
+            }
+            if is_exit {
+                return self.on_exit_update(i, update, now_ms);
+            }
+        }
+        // Not a live ranger order (a previous run's, or already settled).
+        Vec::new()
+    }
+
+    fn status(&self, now_ms: i64) -> serde_json::Value {
+        serde_json::to_value(self.status_block(now_ms)).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn set_enabled(&mut self, enabled: bool, now_ms: i64) -> Option<Vec<Action>> {
+        self.enabled = enabled;
+        let mut out = Vec::new();
+        if !enabled {
+            for i in 0..self.slots.len() {
+                out.extend(self.wind_down(i, CancelReason::Disabled, now_ms));
+            }
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn defaults_are_the_spec_and_safe() {
+        let c = RangerConfig::default();
+        assert!(!c.enabled);
+        assert_eq!(c.max_slots, 3);
+        assert_eq!(c.order_size_usd.to_string(), "2.00");
+        assert_eq!(c.entry_pct.to_string(), "0.15");
+        assert_eq!(c.profit_pct.to_string(), "1.20");
+        assert_eq!(
+            (c.entry_timeout_sec, c.exit_timeout_sec, c.cooldown_sec),
+            (300, 1350, 30)
+        );
+        assert_eq!((c.min_headroom, c.doge_reserve), (10, Decimal::from(100)));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_knob() {
+        let cases: Vec<(RangerConfig, &str)> = vec![
+            (
+                RangerConfig {
+                    max_slots: 0,
+                    ..RangerConfig::default()
+                },
+                "max_slots",
+            ),
+            (
+                RangerConfig {
+                    max_slots: 101,
+                    ..RangerConfig::default()
+                },
+                "RANGER_MAX_SLOTS",
+            ),
+            (
+                RangerConfig {
+                    order_size_usd: Decimal::ZERO,
+                    ..RangerConfig::default()
+                },
+                "order_size_usd",
+            ),
+            (
+                RangerConfig {
+                    entry_pct: Decimal::from(-1),
+                    ..RangerConfig::default()
+                },
+                "entry_pct",
+            ),
+            (
+                RangerConfig {
+                    profit_pct: Decimal::ZERO,
+                    ..RangerConfig::default()
+                },
+                "profit_pct",
+            ),
+            (
+                RangerConfig {
+                    exit_timeout_sec: 0,
+                    ..RangerConfig::default()
+                },
+                "exit_timeout_sec",
+            ),
+            (
+                RangerConfig {
+                    doge_reserve: Decimal::from(-5),
+                    ..RangerConfig::default()
+                },
+                "doge_reserve",
+            ),
+            (
+                RangerConfig {
+                    userref_offset: 0,
+                    ..RangerConfig::default()
+                },
+                "userref_offset",
+            ),
+        ];
+        for (cfg, want) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_parse_and_reject() {
+        let mut c = RangerConfig::default();
+        c.apply_env(|k| match k {
+            env::ENABLED => Some("true".into()),
+            env::MAX_SLOTS => Some("1".into()),
+            env::ORDER_SIZE_USD => Some("2.5".into()),
+            env::DOGE_RESERVE => Some("250.5".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.enabled);
+        assert_eq!(c.max_slots, 1);
+        assert_eq!(c.order_size_usd.to_string(), "2.5");
+        assert_eq!(c.doge_reserve.to_string(), "250.5");
+        let e = c
+            .apply_env(|k| (k == env::ENTRY_PCT).then(|| "lots".to_string()))
+            .unwrap_err();
+        assert_eq!(e.0, env::ENTRY_PCT);
+        let e = c
+            .apply_env(|k| (k == env::ENABLED).then(|| "maybe".to_string()))
+            .unwrap_err();
+        assert_eq!(e.0, env::ENABLED);
+    }
+
+    #[test]
+    fn client_ids_are_recognised() {
+        for (id, want) in [
+            ("r0e-abc1", true),
+            ("r12x-abc1", true),
+            ("r0-abc", false),
+            ("rxe-abc", false),
+            ("m-abc", false),
+            ("r0e", false),
+            ("", false),
+        ] {
+            assert_eq!(is_ranger_client_id(id), want, "{id}");
+        }
+    }
+
+    #[test]
+    fn rounding_helpers() {
+        let tick = Decimal::new(1, 7);
+        assert_eq!(
+            ceil_to_tick(dec!(0.120180001), tick).to_string(),
+            "0.1201801"
+        );
+        assert_eq!(
+            floor_to_tick(dec!(0.11873784), tick).to_string(),
+            "0.1187378"
+        );
+        assert_eq!(
+            floor_lot(dec!(16.641704110500915), 8).to_string(),
+            "16.64170411"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Gateway and engine processes for end-to-end tests.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use herd_proto::engine::engine_client::EngineClient;
+use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
+use herd_proto::gateway::gateway_client::GatewayClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::codegen::InterceptedService;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const CONTROL_TOKEN: &str = "test-control-token";
+
+/// The token of engine `id` in the test gateway's config.
+pub fn engine_token(id: &str) -> String {
+    format!("test-engine-token-{id}")
+}
+
+/// The workspace root (where Cargo.toml and target/ live).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+static BUILT: Mutex<bool> = Mutex::new(false);
+
+/// The path of a workspace binary, built (once per test process) with the
+/// same profile as the tests, so tests always run the current code.
+pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test binary location")?
+        .to_path_buf();
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !*built {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "--bins",
+            "-p",
+            "herd-gateway",
+            "-p",
+            "herd-engine",
+            "-p",
+            "herdctl",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("cannot run cargo build")?;
+        if !status.success() {
+            bail!("cargo build of the service binaries failed");
+        }
+        *built = true;
+    }
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        bail!("{} was not built", path.display());
+    }
+    Ok(path)
+}
+
+/// A running child process that printed "<name> listening on <addr>".
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, stderr to `log`, and waits for its
+    /// readiness line on stdout.
+    pub async fn start(
+        bin: &Path,
+        args: &[&str],
+        log: &Path,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
+        let log_file = std::fs::File::create(log)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .env("RUST_LOG", "info");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some((_, a)) = line.split_once(" listening on ") {
+                    return Ok::<_, std::io::Error>(Some(a.trim().to_string()));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        let addr = match addr {
+            Ok(Ok(Some(a))) => a,
+            _ => {
+                let log_text = std::fs::read_to_string(log).unwrap_or_default();
+                bail!(
+                    "{} did not become ready; its log:\n{log_text}",
+                    bin.display()
+                );
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Proc {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: a crash, no chance to clean up.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await?;
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A gateway on the paper venue with engines e0..e{n-1} configured.
+#[derive(Debug)]
+pub struct GatewayProc {
+    pub proc: Proc,
+    pub dir: PathBuf,
+}
+
+impl GatewayProc {
+    /// `extra` is appended to the generated TOML (e.g. a `[paper]` table).
+    pub async fn start(dir: &Path, engines: usize, extra: &str) -> anyhow::Result<GatewayProc> {
+        let mut cfg = format!(
+            "listen = \"127.0.0.1:0\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n"
+        );
+        for i in 0..engines {
+            let id = format!("e{i}");
+            cfg.push_str(&format!(
+                "[[engines]]\nid = \"{id}\"\ntoken = \"{}\"\nuserref_min = {}\nuserref_max = {}\n",
+                engine_token(&id),
+                1000 * (i + 1),
+                1000 * (i + 1) + 999
+            ));
+        }
+        cfg.push_str(extra);
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, cfg)?;
+        let bin = bin_path("herd-gateway")?;
+        let config = path.display().to_string();
+        let proc = Proc::start(&bin, &["--config", &config], &dir.join("gateway.log"), &[]).await?;
+        Ok(GatewayProc {
+            proc,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// An engine process with its own data dir (SQLite store).
+#[derive(Debug)]
+pub struct EngineProc {
+    pub proc: Proc,
+    pub id: String,
+    pub data_dir: PathBuf,
+}
+
+impl EngineProc {
+    pub async fn start(
+        dir: &Path,
+        id: &str,
+        gateway_addr: &str,
+        extra: &str,
+    ) -> anyhow::Result<EngineProc> {
+        let data_dir = dir.join(format!("data-{id}"));
+        let cfg = format!(
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ngateway_url = \"http://{gateway_addr}\"\ngateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 50\n{extra}",
+            engine_token(id),
+            data_dir.display()
+        );
+        let path = dir.join(format!("engine-{id}.toml"));
+        std::fs::write(&path, cfg)?;
+        let bin = bin_path("herd-engine")?;
+        let config = path.display().to_string();
+        let log = dir.join(format!("engine-{id}-{}.log", now_nanos()));
+        let proc = Proc::start(&bin, &["--config", &config], &log, &[]).await?;
+        Ok(EngineProc {
+            proc,
+            id: id.to_string(),
+            data_dir,
+        })
+    }
+
+    /// The engine's SQLite store file.
+    pub fn db_url(&self) -> String {
+        format!(
+            "sqlite://{}?mode=ro",
+            self.data_dir.join(format!("{}.db", self.id)).display()
+        )
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Adds a bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+fn bearer(token: &str) -> anyhow::Result<Bearer> {
+    Ok(Bearer(format!("Bearer {token}").parse()?))
+}
+
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(url.to_string())?.connect().await?)
+}
+
+pub async fn gateway_client(
+    url: &str,
+    token: &str,
+) -> anyhow::Result<GatewayClient<InterceptedService<Channel, Bearer>>> {
+    Ok(GatewayClient::with_interceptor(
+        channel(url).await?,
+        bearer(token)?,
+    ))
+}
+
+pub async fn admin_client(
+    url: &str,
+) -> anyhow::Result<GatewayAdminClient<InterceptedService<Channel, Bearer>>> {
+    Ok(GatewayAdminClient::with_interceptor(
+        channel(url).await?,
+        bearer(ADMIN_TOKEN)?,
+    ))
+}
+
+pub async fn engine_client(
+    url: &str,
+) -> anyhow::Result<EngineClient<InterceptedService<Channel, Bearer>>> {
+    Ok(EngineClient::with_interceptor(
+        channel(url).await?,
+        bearer(CONTROL_TOKEN)?,
+    ))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+/// This is waiting for an observable condition, not sleeping for one.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        poll.tick().await;
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}
