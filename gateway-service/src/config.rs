@@ -123,6 +123,14 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    /// Private venue calls in flight at once; beyond that, calls queue and
+    /// are granted by weighted fair sharing.
+    pub venue_slots: usize,
+    /// Calls one engine may have waiting before it gets RESOURCE_EXHAUSTED.
+    pub engine_queue_limit: usize,
+    /// The poller's weight in the fair queue (its reserved share); 0 means
+    /// half the engines' total weight.
+    pub poller_weight: u32,
     pub bybit: BybitConfig,
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
@@ -139,6 +147,9 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            venue_slots: 1,
+            engine_queue_limit: 64,
+            poller_weight: 0,
             bybit: BybitConfig::default(),
             kraken: herd_kraken::KrakenConfig::default(),
         }

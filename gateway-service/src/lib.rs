@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod fair;
+pub mod market;
 pub mod poller;
 pub mod registry;
 pub mod service;
@@ -81,13 +82,29 @@ pub async fn run(
         .iter()
         .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
         .collect();
-    let core = Arc::new(Core::new(
-        venue.clone(),
-        paper.clone(),
-        registry.clone(),
-        clock,
-        userrefs,
-    ));
+    let mut weights: Vec<(String, u32)> = cfg
+        .engines
+        .iter()
+        .map(|e| (e.id.clone(), e.weight))
+        .collect();
+    let engine_weight: u32 = weights.iter().map(|(_, w)| *w).sum();
+    let poller_weight = if cfg.poller_weight == 0 {
+        (engine_weight / 2).max(1)
+    } else {
+        cfg.poller_weight
+    };
+    weights.push((poller::POLLER.to_string(), poller_weight));
+    let fair = fair::FairQueue::new(cfg.venue_slots, cfg.engine_queue_limit, &weights);
+    let core = Arc::new(
+        Core::new(
+            venue.clone(),
+            paper.clone(),
+            registry.clone(),
+            clock,
+            userrefs,
+        )
+        .with_fair_queue(fair),
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(p) = paper {

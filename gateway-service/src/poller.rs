@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use herd_venue::{OrderRef, OrderState, OrderStatus, VenueError};
 
+use crate::fair::Priority;
 use crate::service::Core;
+
+/// The poller's name in the fair queue; its weight is its reserved share.
+pub const POLLER: &str = "poller";
 
 /// How often the open-order count is refreshed while no order is tracked.
 const IDLE_COUNT_REFRESH_MS: i64 = 10_000;
@@ -40,7 +44,9 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
     if tracked.is_empty() && counts_age < IDLE_COUNT_REFRESH_MS {
         return Ok(report);
     }
+    let slot = core.fair.acquire(POLLER, Priority::Query).await;
     let open = core.venue.open_orders().await?;
+    drop(slot);
     report.venue_calls += 1;
     let now = core.clock.now_ms();
     {
@@ -63,7 +69,9 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
     let batch = core.venue.max_query_batch().max(1);
     let refs: Vec<OrderRef> = missing.iter().map(|(r, _, _)| r.clone()).collect();
     for chunk in refs.chunks(batch) {
+        let slot = core.fair.acquire(POLLER, Priority::Query).await;
         let states = core.venue.query_orders(chunk).await?;
+        drop(slot);
         report.venue_calls += 1;
         let now = core.clock.now_ms();
         for s in &states {

@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::engine_of;
 use crate::convert;
+use crate::fair::{FairQueue, Permit, Priority};
 use crate::registry::{LogError, Registration, Registry};
 
 /// Maps a venue error to the gRPC status engines see. The one place this
@@ -46,6 +47,9 @@ pub fn venue_status(e: &VenueError) -> Status {
     }
 }
 
+/// How long a ticker or candle answer is served from the cache.
+const MARKET_DATA_TTL_MS: i64 = 250;
+
 /// Shared state of the gateway's handlers and background tasks.
 pub struct Core {
     pub venue: Arc<dyn Venue>,
@@ -56,6 +60,10 @@ pub struct Core {
     pub userrefs: HashMap<String, (i32, i32)>,
     /// Wakes the poller at once (after a submit or a cancel).
     pub poll_now: Arc<Notify>,
+    /// Weighted fair sharing of private venue calls between engines and the poller.
+    pub fair: FairQueue,
+    /// Ticker and candle fan-out: one venue call serves every engine.
+    pub market: crate::market::MarketData,
     /// Open orders per symbol for the whole key at the poller's last look.
     pub open_counts: std::sync::Mutex<(HashMap<String, u32>, i64)>,
     /// Venue-facing client ids whose submit is still in progress (waiting
@@ -108,8 +116,28 @@ impl Core {
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
+            fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the default fair queue (equal weights) with a configured one.
+    pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
+        self.fair = fair;
+        self
+    }
+
+    /// A slot for `engine`'s venue call; a full queue is RESOURCE_EXHAUSTED
+    /// with a retry hint.
+    async fn slot(&self, engine: &str, priority: Priority) -> Result<Permit, Status> {
+        self.fair.acquire(engine, priority).await.map_err(|e| {
+            let mut st = Status::resource_exhausted(e.to_string());
+            if let Ok(v) = e.retry_after_ms.to_string().parse() {
+                st.metadata_mut().insert("retry-after-ms", v);
+            }
+            st
+        })
     }
 
     async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
@@ -194,6 +222,8 @@ impl Core {
             userref,
             ..checked
         };
+        // Take the slot before registering: a full queue must leave no trace.
+        let _slot = self.slot(engine, Priority::Place).await?;
         let now = self.clock.now_ms();
         match self.registry.register(
             engine,
@@ -248,6 +278,7 @@ impl Core {
             client_order_id: state.client_order_id.clone(),
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
+        let _slot = self.slot(engine, Priority::Cancel).await?;
         let cancel = self.venue.cancel_order(&r).await;
         if cancel.is_ok() {
             self.registry.mark_cancel_requested(engine, client_order_id);
@@ -359,8 +390,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.core.instrument(&r.symbol).await?;
         let candles = self
             .core
-            .venue
-            .candles(&r.symbol, r.interval_minutes, r.since_ms)
+            .market
+            .candles(
+                self.core.venue.as_ref(),
+                self.core.clock.as_ref(),
+                &r.symbol,
+                r.interval_minutes,
+                r.since_ms,
+            )
             .await
             .map_err(|e| venue_status(&e))?;
         Ok(Response::new(pb::GetCandlesResponse {
