@@ -98,7 +98,7 @@ pub fn decode_body<T: DeserializeOwned>(status: u16, body: &str) -> Result<(T, i
     if envelope.ret_code != 0 {
         return Err(BybitError::Api(BybitApiError {
             code: envelope.ret_code,
-            msg: envelope.ret_msg,
+            msg: redact_message(&envelope.ret_msg),
         }));
     }
     if status >= 300 {
@@ -110,6 +110,16 @@ pub fn decode_body<T: DeserializeOwned>(status: u16, body: &str) -> Result<(T, i
     let result = envelope.result.unwrap_or(serde_json::Value::Null);
     let value = serde_json::from_value(result).map_err(|e| BybitError::Decode(e.to_string()))?;
     Ok((value, envelope.time))
+}
+
+/// Bybit's 10004 message echoes the signed string (timestamp, API key,
+/// recv window, payload) as `origin_string[...]`; errors end up in logs, so
+/// that part is cut.
+fn redact_message(msg: &str) -> String {
+    match msg.find("origin_string[") {
+        Some(i) => format!("{}origin_string[REDACTED]", &msg[..i]),
+        None => msg.to_string(),
+    }
 }
 
 fn send_error(e: &reqwest::Error) -> BybitError {
@@ -611,6 +621,16 @@ mod tests {
             decode_body::<ServerTime>(200, wrong_shape),
             Err(BybitError::Decode(_))
         ));
+    }
+
+    #[test]
+    fn signature_errors_do_not_echo_the_key() {
+        let body = r#"{"retCode":10004,"retMsg":"error sign! origin_string[1700000000000my-api-key5000category=linear]","result":{},"time":1}"#;
+        let err = decode_body::<ServerTime>(200, body)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("my-api-key"), "{err}");
+        assert!(err.contains("error sign!"), "{err}");
     }
 
     #[test]
