@@ -38,8 +38,6 @@ pub struct Timing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloseCtx {
     pub spot: Option<InstrumentSpec>,
-    /// Free base coin at the venue (None = unknown: trust the position).
-    pub free_base: Option<Decimal>,
     /// Spot price to book unsellable dust at.
     pub spot_price: Decimal,
     pub max_drift: Decimal,
@@ -403,10 +401,9 @@ pub async fn close<A: FundingApi>(
         Purpose::Close
     };
     let mut orders = Vec::new();
+    // What the position holds; if the coins went elsewhere the venue
+    // refuses the sell, the close is retried and reconciliation reports it.
     let mut sell = pos.spot_qty;
-    if let Some(free) = ctx.free_base {
-        sell = sell.min(free);
-    }
     if let Some(spec) = &ctx.spot {
         sell = round_down(sell, spec);
         let price = ctx.spot_price;

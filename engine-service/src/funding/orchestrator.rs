@@ -520,7 +520,6 @@ impl<A: FundingApi> Orchestrator<A> {
     fn close_ctx(&self, core: &Core, pos: &FundingPosition) -> CloseCtx {
         CloseCtx {
             spot: core.instruments.get(&pos.spot_symbol).cloned(),
-            free_base: core.free(&pos.base),
             spot_price: core
                 .rates
                 .get(&pos.symbol)
@@ -568,13 +567,21 @@ impl<A: FundingApi> Orchestrator<A> {
     /// The funding monitor and the account: rates, instruments, balances,
     /// positions, margin. Returns whether the rates are fresh.
     async fn scan(&self, core: &mut Core, errors: &mut Vec<String>) -> bool {
-        let (inst, rates, balances, positions) = tokio::join!(
+        let (inst, rates, balances, positions, margin) = tokio::join!(
             self.api.instruments(),
             self.api.funding_rates(),
             self.api.balances(),
-            self.api.positions()
+            self.api.positions(),
+            self.api.margin()
         );
         core.venue = self.api.venue_name();
+        match margin {
+            Ok(m) => core.margin = Some(m),
+            Err(e) => {
+                core.margin = None;
+                errors.push(format!("scan margin: {e}"));
+            }
+        }
         match inst {
             Ok(list) => {
                 core.instruments = list.into_iter().map(|i| (i.symbol.clone(), i)).collect();
