@@ -412,7 +412,8 @@ mod tests {
 
     #[test]
     fn limit_validation_names_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut RiskLimits)>)> = vec![
+        type Mutate = Box<dyn Fn(&mut RiskLimits)>;
+        let cases: Vec<(&str, Mutate)> = vec![
             (
                 "max_position_usd",
                 Box::new(|l| l.max_position_usd = Decimal::ZERO),
