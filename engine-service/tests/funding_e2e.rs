@@ -343,3 +343,95 @@ async fn control_rpcs_pause_limits_close_and_emergency() {
     plain.stop().await;
     gw.stop().await;
 }
+
+/// The local herd's configs (deploy/local, what `herdctl up` runs): the
+/// gateway lists the USDT perps and engine e1's `[funding]` section opens
+/// hedges on the rich ones at its first cycle, and not on BTC's baseline.
+#[tokio::test]
+async fn local_herd_engine_1_opens_hedges_on_the_paper_perps() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local");
+    let dir = tempfile::tempdir().unwrap();
+    let fill = |text: &str, gateway_port: u16| {
+        text.replace("{gateway_port}", &gateway_port.to_string())
+            .replace("{engine_0_port}", "0")
+            .replace("{engine_1_port}", "0")
+            .replace("{data_dir}", &dir.path().display().to_string())
+    };
+    let gw_path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gw_path,
+        fill(
+            &std::fs::read_to_string(root.join("gateway.toml")).unwrap(),
+            0,
+        ),
+    )
+    .unwrap();
+    let mut gw_cfg = herd_gateway::config::GatewayConfig::load(Some(&gw_path)).unwrap();
+    // History is for the rangers' regime detector; not needed here. The
+    // test helpers speak with the test tokens.
+    gw_cfg.paper.exchange.history_minutes = 0;
+    gw_cfg.admin_token = herd_gateway::config::Secret::new(support::ADMIN_TOKEN);
+    for e in &mut gw_cfg.engines {
+        let token = support::ENGINES.iter().find(|t| t.0 == e.id).unwrap().1;
+        e.token = herd_gateway::config::Secret::new(token);
+    }
+    let perps: Vec<&str> = gw_cfg
+        .paper
+        .exchange
+        .instruments
+        .iter()
+        .filter(|i| i.perp.is_some())
+        .map(|i| i.instrument.symbol.as_str())
+        .collect();
+    assert_eq!(perps, vec!["BTCUSDT-PERP", "ETHUSDT-PERP", "SOLUSDT-PERP"]);
+    let gw = TestGateway::start_config(gw_cfg).await;
+    let e_path = dir.path().join("engine-1.toml");
+    std::fs::write(
+        &e_path,
+        fill(
+            &std::fs::read_to_string(root.join("engine-1.toml")).unwrap(),
+            gw.addr.port(),
+        ),
+    )
+    .unwrap();
+    let mut cfg = herd_engine::config::EngineConfig::load(Some(&e_path)).unwrap();
+    cfg.gateway_token = herd_engine::config::Secret::new(support::ENGINES[1].1);
+    cfg.control_token = herd_engine::config::Secret::new(CONTROL_TOKEN);
+    assert!(cfg.funding.enabled);
+    assert_eq!(cfg.funding.cycle_interval_ms, 60_000);
+    let engine = TestEngine::start(cfg).await;
+    let f = wait_for("ETH and SOL hedged", || async {
+        let f = funding(&engine).await;
+        let mut open: Vec<String> = f
+            .positions
+            .iter()
+            .filter(|p| p.state == "open")
+            .map(|p| p.symbol.clone())
+            .collect();
+        open.sort();
+        if open == ["ETHUSDT-PERP", "SOLUSDT-PERP"] {
+            Ok(f)
+        } else {
+            Err(format!("{open:?}; {:?}", f.cycles))
+        }
+    })
+    .await;
+    assert_eq!(
+        f.ranking.len(),
+        2,
+        "BTC's baseline rate is not ranked: {:?}",
+        f.ranking
+    );
+    assert!(
+        f.reconcile_mismatches.is_empty(),
+        "{:?}",
+        f.reconcile_mismatches
+    );
+    let venue = gw.positions().await;
+    assert_eq!(venue.len(), 2);
+    // Funding settles hourly; settle one now instead of waiting.
+    let paid = gw.set_funding("ETHUSDT-PERP", "", true).await;
+    assert!(paid[0].amount.parse::<Decimal>().unwrap() > Decimal::ZERO);
+    engine.stop().await;
+    gw.stop().await;
+}

@@ -83,6 +83,12 @@ impl TestGateway {
             },
             ..GatewayConfig::default()
         };
+        TestGateway::start_config(cfg).await
+    }
+
+    /// Starts a gateway with a whole config (its listen address is used
+    /// as given: port 0 picks a free one).
+    pub async fn start_config(cfg: GatewayConfig) -> TestGateway {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(herd_gateway::run(
