@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use herd_bybit::BybitConfig;
 use herd_paper::PaperConfig;
 use serde::Deserialize;
 
@@ -14,6 +15,8 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
+    /// Bybit's REST base URL (point it at the simulator).
+    pub const BYBIT_BASE_URL: &str = "HERD_GATEWAY_BYBIT_BASE_URL";
 }
 
 /// A secret string: never printed by Debug or Display.
@@ -44,6 +47,9 @@ pub enum VenueKind {
     #[default]
     Paper,
     Kraken,
+    /// Bybit V5: spot and USDT linear perpetuals (key and secret from
+    /// BYBIT_API_KEY / BYBIT_API_SECRET or files, see [`BybitConfig`]).
+    Bybit,
 }
 
 /// One engine allowed to use the gateway.
@@ -65,6 +71,14 @@ pub struct EngineEntry {
     /// Share of a scarce budget relative to other engines.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Dead man's switch: when the engine's event stream has been gone this
+    /// long, the gateway cancels the engine's working orders (0 = never).
+    #[serde(default = "default_cancel_on_disconnect_ms")]
+    pub cancel_on_disconnect_ms: i64,
+}
+
+fn default_cancel_on_disconnect_ms() -> i64 {
+    120_000
 }
 
 fn default_weight() -> u32 {
@@ -87,6 +101,9 @@ pub struct PaperSection {
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
+    /// Keep the paper account (balances, orders, prices) in this file so it
+    /// survives a gateway restart; saved every few seconds and at shutdown.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PaperSection {
@@ -97,6 +114,43 @@ impl Default for PaperSection {
                 ..PaperConfig::default()
             },
             step_ms: 1_000,
+            state_file: None,
+        }
+    }
+}
+
+/// The venue's dead man's switch (Kraken's CancelAllOrdersAfter): while any
+/// engine has its event stream connected the gateway re-arms it every
+/// `refresh_s` with `timeout_s`; when every engine is gone it lapses and the
+/// venue cancels all open orders of the key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadMansSwitch {
+    /// None = on for venues that have one (Kraken), off for paper.
+    pub enabled: Option<bool>,
+    pub timeout_s: u32,
+    pub refresh_s: u32,
+}
+
+impl Default for DeadMansSwitch {
+    fn default() -> DeadMansSwitch {
+        DeadMansSwitch {
+            enabled: None,
+            timeout_s: 60,
+            refresh_s: 20,
+        }
+    }
+}
+
+impl DeadMansSwitch {
+    /// Whether the switch runs on `venue`.
+    pub fn active_on(&self, venue: VenueKind) -> bool {
+        match venue {
+            VenueKind::Paper => false,
+            VenueKind::Kraken => self.enabled.unwrap_or(true),
+            // The Bybit adapter has no venue-side switch; the gateway's
+            // per-engine switch still applies.
+            VenueKind::Bybit => self.enabled.unwrap_or(false),
         }
     }
 }
@@ -117,8 +171,18 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    /// Private venue calls in flight at once; beyond that, calls queue and
+    /// are granted by weighted fair sharing.
+    pub venue_slots: usize,
+    /// Calls one engine may have waiting before it gets RESOURCE_EXHAUSTED.
+    pub engine_queue_limit: usize,
+    /// The poller's weight in the fair queue (its reserved share); 0 means
+    /// half the engines' total weight.
+    pub poller_weight: u32,
+    pub bybit: BybitConfig,
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
+    pub dead_mans_switch: DeadMansSwitch,
 }
 
 impl Default for GatewayConfig {
@@ -132,7 +196,12 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            venue_slots: 1,
+            engine_queue_limit: 64,
+            poller_weight: 0,
+            bybit: BybitConfig::default(),
             kraken: herd_kraken::KrakenConfig::default(),
+            dead_mans_switch: DeadMansSwitch::default(),
         }
     }
 }
@@ -190,13 +259,17 @@ impl GatewayConfig {
             self.venue = match v.as_str() {
                 "paper" => VenueKind::Paper,
                 "kraken" => VenueKind::Kraken,
+                "bybit" => VenueKind::Bybit,
                 other => {
                     return Err(ConfigError::Env {
                         name: env::VENUE,
-                        message: format!("{other:?} is not a venue (paper, kraken)"),
+                        message: format!("{other:?} is not a venue (paper, kraken, bybit)"),
                     });
                 }
             };
+        }
+        if let Some(v) = get(env::BYBIT_BASE_URL) {
+            self.bybit.base_url = v;
         }
         if let Some(v) = get(env::POLL_INTERVAL_MS) {
             self.poll_interval_ms = v.parse().map_err(|e| ConfigError::Env {
@@ -296,8 +369,28 @@ impl GatewayConfig {
                 "admin_token must be at least 8 characters".into(),
             ));
         }
+        let dms = &self.dead_mans_switch;
+        if dms.timeout_s == 0 || dms.refresh_s == 0 || dms.refresh_s >= dms.timeout_s {
+            return Err(ConfigError::Invalid(format!(
+                "dead_mans_switch: refresh_s ({}) must be at least 1 and below timeout_s ({})",
+                dms.refresh_s, dms.timeout_s
+            )));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
+        }
+        if self.venue == VenueKind::Bybit {
+            let url = &self.bybit.base_url;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "bybit.base_url {url:?} must start with http:// or https://"
+                )));
+            }
+            if !(1..=60_000).contains(&self.bybit.recv_window_ms) {
+                return Err(ConfigError::Invalid(
+                    "bybit.recv_window_ms must be between 1 and 60000".into(),
+                ));
+            }
         }
         Ok(())
     }
@@ -316,6 +409,7 @@ mod tests {
             userref_max: max,
             order_prefix: None,
             weight: 1,
+            cancel_on_disconnect_ms: 0,
         }
     }
 
@@ -395,6 +489,29 @@ mod tests {
     }
 
     #[test]
+    fn bybit_section_parses() {
+        let text = r#"
+            venue = "bybit"
+            [bybit]
+            base_url = "http://127.0.0.1:9000"
+            recv_window_ms = 10000
+            credentials = { source = "files", key_path = "/s/k", secret_path = "/s/s" }
+        "#;
+        let mut cfg: GatewayConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.recv_window_ms, 10_000);
+        cfg.apply_env(|k| (k == env::BYBIT_BASE_URL).then(|| "ftp://x".to_string()))
+            .unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("base_url"));
+        let mut cfg = GatewayConfig::default();
+        cfg.apply_env(|k| (k == env::VENUE).then(|| "bybit".to_string()))
+            .unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.base_url, "https://api.bybit.com");
+    }
+
+    #[test]
     fn file_parses() {
         let text = r#"
             listen = "127.0.0.1:7000"
@@ -414,6 +531,22 @@ mod tests {
         assert_eq!(cfg.engines[0].prefix(), "e0-");
         assert_eq!(cfg.paper.step_ms, 200);
         assert_eq!(cfg.paper.exchange.history_minutes, 10);
+        assert!(!cfg.dead_mans_switch.active_on(VenueKind::Paper));
+        assert!(cfg.dead_mans_switch.active_on(VenueKind::Kraken));
+        let off: GatewayConfig = toml::from_str(
+            "venue = \"kraken\"\n[dead_mans_switch]\nenabled = false\nrefresh_s = 15",
+        )
+        .unwrap();
+        assert!(!off.dead_mans_switch.active_on(VenueKind::Kraken));
+        assert_eq!(off.dead_mans_switch.refresh_s, 15);
+        let bad: GatewayConfig =
+            toml::from_str("[dead_mans_switch]\nrefresh_s = 60\ntimeout_s = 60").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("refresh_s")
+        );
         assert_eq!(
             cfg.paper.exchange.instruments[0].instrument.symbol,
             "DOGEUSD"

@@ -35,6 +35,7 @@ impl Gateway {
                 userref_max: 1000,
                 order_prefix: None,
                 weight: 1,
+                cancel_on_disconnect_ms: 0,
             }],
             ..GatewayConfig::default()
         };

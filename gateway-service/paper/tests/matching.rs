@@ -1,7 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The paper matching core, case by case: post-only, partial fills, fees on
 //! the right coin, funds and the open-order limit.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
 use herd_venue::{NewOrder, OrderRef, OrderStatus, OrderType, Side, VenueError};
