@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::funding::FundingConfig;
 use crate::rangers::RangerConfig;
 
 /// Environment variables that override the file (one place for their names).
@@ -20,6 +21,8 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
+    /// The `[funding]` section's variables (`FUNDING_*`).
+    pub use crate::funding::config::env as funding;
     /// The `[rangers]` section's variables (`RANGER_*`).
     pub use crate::rangers::env as rangers;
 }
@@ -93,6 +96,9 @@ pub struct EngineConfig {
     pub fixed_regime: String,
     /// The rangers (seed 000): disabled unless `enabled = true`.
     pub rangers: RangerConfig,
+    /// The funding-rate orchestrator (seed 003): disabled unless
+    /// `enabled = true`.
+    pub funding: FundingConfig,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +119,7 @@ impl Default for EngineConfig {
             regime_source: RegimeSource::Hmm,
             fixed_regime: "UNKNOWN".into(),
             rangers: RangerConfig::default(),
+            funding: FundingConfig::default(),
         }
     }
 }
@@ -198,6 +205,9 @@ impl EngineConfig {
         self.rangers
             .apply_env(&get)
             .map_err(|(name, message)| ConfigError::Env { name, message })?;
+        self.funding
+            .apply_env(&get)
+            .map_err(|(name, message)| ConfigError::Env { name, message })?;
         Ok(())
     }
 
@@ -249,6 +259,7 @@ impl EngineConfig {
             )));
         }
         self.rangers.validate().map_err(ConfigError::Invalid)?;
+        self.funding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
