@@ -616,6 +616,9 @@ impl Exchange {
 
     /// Places an order. A client order id seen before returns that order.
     pub fn place(&mut self, order: &NewOrder, now_ms: i64) -> Result<OrderState, VenueError> {
+        // A settlement that is due belongs to the positions held before this
+        // order, not to the one it may open.
+        self.settle_funding(now_ms);
         if let Some(existing) = self
             .by_client_id
             .get(&order.client_order_id)
