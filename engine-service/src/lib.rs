@@ -9,9 +9,11 @@
 
 pub mod capacity;
 pub mod capital;
+pub mod churner;
 pub mod config;
 pub mod control;
 pub mod execution;
+pub mod grid;
 pub mod rangers;
 pub mod regime;
 pub mod store;
