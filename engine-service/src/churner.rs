@@ -347,6 +347,8 @@ pub struct Churner {
     pub profit: Decimal,
     pub routed_to_subsidy: Decimal,
     pub spawned_at_ms: i64,
+    /// Killed by an operator: places nothing more and leaves once idle.
+    pub killed: bool,
     /// Cycles completed since the last call to [`Churner::take_cycles`].
     #[serde(skip)]
     done: Vec<ChurnCycle>,
@@ -381,6 +383,7 @@ impl Churner {
             profit: Decimal::ZERO,
             routed_to_subsidy: Decimal::ZERO,
             spawned_at_ms: now_ms,
+            killed: false,
             done: Vec::new(),
             ids: IdGen::new(run_start_ms),
         }
@@ -430,6 +433,9 @@ impl Churner {
 
     /// Timers, gates and the next entry.
     pub fn tick(&mut self, env: &ChurnEnv<'_>, now: i64) -> Vec<ChurnAction> {
+        if self.killed && self.stage != Stage::Idle {
+            self.winding_down = Some("killed by operator".into());
+        }
         match &env.gate {
             Ok(p) => {
                 if self.stage == Stage::Idle && !env.parent_alive {
@@ -477,6 +483,9 @@ impl Churner {
     }
 
     fn try_entry(&mut self, env: &ChurnEnv<'_>, now: i64) -> Vec<ChurnAction> {
+        if self.killed {
+            return Vec::new();
+        }
         self.winding_down = None;
         if let Some(why) = &env.entries_blocked {
             self.last_error = format!("entries blocked: {why}");
@@ -868,6 +877,7 @@ impl Churner {
 
     /// Kill: cancel what is out (the orders' final events book them).
     pub fn kill(&mut self, now: i64) -> Vec<ChurnAction> {
+        self.killed = true;
         self.winding_down = Some("killed by operator".into());
         match self.stage {
             Stage::Idle => Vec::new(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::grid::GridConfig;
 use crate::rangers::RangerConfig;
 
 /// Environment variables that override the file (one place for their names).
@@ -20,6 +21,8 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
+    /// The `[grid]` section's variables (`GRID_*`, `CHURNER_*`).
+    pub use crate::grid::config::env as grid;
     /// The `[rangers]` section's variables (`RANGER_*`).
     pub use crate::rangers::env as rangers;
 }
@@ -93,6 +96,9 @@ pub struct EngineConfig {
     pub fixed_regime: String,
     /// The rangers (seed 000): disabled unless `enabled = true`.
     pub rangers: RangerConfig,
+    /// Grid slots, position ledger, self-healing and churners: disabled
+    /// unless `enabled = true`.
+    pub grid: GridConfig,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +119,7 @@ impl Default for EngineConfig {
             regime_source: RegimeSource::Hmm,
             fixed_regime: "UNKNOWN".into(),
             rangers: RangerConfig::default(),
+            grid: GridConfig::default(),
         }
     }
 }
@@ -198,6 +205,9 @@ impl EngineConfig {
         self.rangers
             .apply_env(&get)
             .map_err(|(name, message)| ConfigError::Env { name, message })?;
+        self.grid
+            .apply_env(&get)
+            .map_err(|(name, message)| ConfigError::Env { name, message })?;
         Ok(())
     }
 
@@ -249,6 +259,24 @@ impl EngineConfig {
             )));
         }
         self.rangers.validate().map_err(ConfigError::Invalid)?;
+        self.grid.validate().map_err(ConfigError::Invalid)?;
+        let (rlo, rhi) = (
+            self.rangers.userref_offset,
+            self.rangers.userref_offset + crate::rangers::USERREF_SPAN,
+        );
+        let (glo, ghi) = (
+            self.grid.userref_offset,
+            self.grid.userref_offset + crate::grid::config::USERREF_SPAN,
+        );
+        let (clo, chi) = (
+            self.grid.churner.userref_offset,
+            self.grid.churner.userref_offset + crate::churner::USERREF_SPAN,
+        );
+        if (glo < rhi && rlo < ghi) || (clo < rhi && rlo < chi) {
+            return Err(ConfigError::Invalid(format!(
+                "userref sub-ranges overlap: rangers {rlo}..{rhi}, grid {glo}..{ghi}, churners {clo}..{chi}"
+            )));
+        }
         Ok(())
     }
 }

@@ -14,10 +14,12 @@ pub mod config;
 pub mod heal;
 pub mod ledger;
 pub mod slot;
+pub mod strategy;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
 pub use config::GridConfig;
+pub use strategy::Grid;
 
 /// The strategy's name (status, journal owner, control lookups).
 pub const STRATEGY_NAME: &str = "grid";

@@ -19,7 +19,7 @@
 //! the cancel, so a cancel that races a fill books the fill.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::{SlotMode, SlotParams};
 use super::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
@@ -31,7 +31,7 @@ pub const EXIT_RETRY_MS: i64 = 5_000;
 pub const RECENT_CYCLES: usize = 10;
 
 /// Trade A (short: sell entry, buy exit) or B (long: buy entry, sell exit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Trade {
     A,
     B,
@@ -222,7 +222,7 @@ pub struct TradeState {
 }
 
 /// How a position's cycle was realized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CycleKind {
     /// The exit filled.
@@ -240,7 +240,7 @@ pub enum CycleKind {
 }
 
 /// A realized cycle.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleRecord {
     pub slot_id: u32,
     pub trade: Trade,
