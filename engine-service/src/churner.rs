@@ -707,7 +707,7 @@ impl Churner {
             }
             let entry = o.clone();
             let mut out = vec![ChurnAction::Ledger(LedgerEvent::Open {
-                position: Position {
+                position: Box::new(Position {
                     id: entry.client_order_id.clone(),
                     slot_id: self.parent_slot.unwrap_or(0),
                     trade: if entry.side == Side::Buy { "B" } else { "A" }.into(),
@@ -733,7 +733,7 @@ impl Churner {
                         orphaned: false,
                     },
                     outcome: None,
-                },
+                }),
             })];
             self.go(Stage::ExitOpen, now);
             if let Some(why) = self.winding_down.clone() {

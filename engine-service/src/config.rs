@@ -376,4 +376,27 @@ mod tests {
         assert!(!defaults.rangers.enabled, "nothing trades by default");
         assert_eq!(defaults.regime_source, RegimeSource::Hmm);
     }
+
+    #[test]
+    fn the_local_herd_runs_rangers_and_grid_slots() {
+        let text = include_str!("../../deploy/local/engine-0.toml")
+            .replace("{engine_0_port}", "50061")
+            .replace("{gateway_port}", "50051")
+            .replace("{data_dir}", "/tmp/herd-data");
+        let cfg: EngineConfig = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.rangers.enabled);
+        assert!(cfg.grid.enabled);
+        assert_eq!(cfg.grid.slots, 3);
+        assert_eq!(cfg.grid.sticky, vec![2]);
+        assert!(cfg.grid.churner.enabled, "herdctl churner spawn works");
+        let bad = EngineConfig {
+            grid: crate::grid::GridConfig {
+                userref_offset: 750,
+                ..cfg.grid.clone()
+            },
+            ..cfg
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("overlap"));
+    }
 }

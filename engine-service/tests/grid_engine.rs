@@ -826,3 +826,69 @@ async fn multi_hour_paper_run_ledger_matches_the_journaled_cycles() {
         "no slot halted"
     );
 }
+
+/// Evictions count toward the daily loss lock: two orphans on a one-slot
+/// grid with room for one recovery order evict the first at market.
+///
+/// B buys 16.70006680 @ 0.11976 (fee 0.005); the market falls to 0.115 and
+/// the exit (0.1209576) is orphaned after 1350 s; the next B entry buys
+/// 17.42637186 @ 0.11477 (0.115 * 0.998); the market falls to 0.11 and that
+/// exit is orphaned too, evicting the first (farther: 9.96 % vs 5.38 %) at
+/// 0.11 with a maker fee: gross (0.11 - 0.11976) * 16.7000668 =
+/// -0.162992651968, fee 0.11 * 16.7000668 * 0.0025 = 0.00459251837, net
+/// -0.172585170338 <= -0.10: locked, no new entries until the UTC day changes.
+#[tokio::test]
+async fn evictions_count_toward_the_daily_loss_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("lock.db").display());
+    let mut cfg = grid_cfg(1, SlotMode::LongOnly);
+    cfg.slot.max_recovery = 1;
+    cfg.daily_loss_limit_usd = dec!(0.10);
+    let mut sim = Sim::new(
+        &url,
+        paper(0.0, 1),
+        Grid::new(cfg, "DOGEUSD", T0),
+        Vec::new(),
+    )
+    .await;
+    sim.tick().await;
+    sim.set_price(dec!(0.1197)).await;
+    sim.set_price(dec!(0.115)).await;
+    sim.now += 1350 * S;
+    sim.tick().await;
+    assert_eq!(sim.grid().slots()[0].recovery.len(), 1);
+    sim.now += S;
+    sim.tick().await;
+    sim.set_price(dec!(0.1147)).await;
+    let second = sim.grid().ledger().open_positions().count();
+    assert_eq!(second, 2);
+    sim.set_price(dec!(0.11)).await;
+    sim.now += 1350 * S;
+    sim.tick().await;
+    let cycles = sim.cycles();
+    let evicted: Vec<&CycleRecord> = cycles
+        .iter()
+        .filter(|c| c.kind == herd_engine::grid::slot::CycleKind::Eviction)
+        .collect();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].entry_price, dec!(0.11976));
+    assert_eq!(evicted[0].net, dec!(-0.172585170338));
+    let st = sim.grid().status_block(sim.now);
+    assert!(st.daily_loss_lock);
+    assert_eq!(st.realized_today, dec!(-0.172585170338));
+    // No entry goes out while locked.
+    sim.now += 120 * S;
+    sim.tick().await;
+    let slot = &sim.grid().slots()[0];
+    assert!(slot.orders.is_empty(), "{:?}", slot.orders);
+    assert!(
+        slot.last_error.contains("daily loss lock"),
+        "{}",
+        slot.last_error
+    );
+    // The UTC day changes: the lock lifts.
+    sim.now = (sim.now / (24 * H) + 1) * 24 * H + S;
+    sim.tick().await;
+    assert!(!sim.grid().status_block(sim.now).daily_loss_lock);
+    assert_eq!(sim.grid().slots()[0].orders.len(), 1);
+}

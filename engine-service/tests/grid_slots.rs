@@ -42,6 +42,7 @@ fn ctx(params: &SlotParams) -> SlotCtx<'_> {
         entry_budget: 2,
         entries_blocked: None,
         userref_offset: 100,
+        loss_room: None,
     }
 }
 
@@ -335,8 +336,10 @@ fn pricing_rules_table() {
 
 #[test]
 fn no_order_below_the_minimums_and_budget_and_lock() {
-    let mut p = SlotParams::default();
-    p.order_size_usd = dec!(1);
+    let p = SlotParams {
+        order_size_usd: dec!(1),
+        ..SlotParams::default()
+    };
     let mut r = Run::with(p, false, SlotMode::Both);
     assert!(places(&r.tick(dec!(0.12), T0)).is_empty());
     assert!(

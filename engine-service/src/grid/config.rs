@@ -101,10 +101,11 @@ pub struct HealParams {
     pub enabled: bool,
     /// Band edges in hours of effective age: fresh < aging < stale < stuck <
     /// write_off.
-    pub aging_hours: u64,
-    pub stale_hours: u64,
-    pub stuck_hours: u64,
-    pub write_off_hours: u64,
+    /// Hours, decimal (a demo herd may age positions in minutes).
+    pub aging_hours: Decimal,
+    pub stale_hours: Decimal,
+    pub stuck_hours: Decimal,
+    pub write_off_hours: Decimal,
     /// Distance weight: effective age = age * (1 + distance_pct / this).
     pub distance_divisor: Decimal,
     /// The free stale-band tighten's profit over the entry, percent.
@@ -117,10 +118,10 @@ impl Default for HealParams {
     fn default() -> HealParams {
         HealParams {
             enabled: true,
-            aging_hours: 6,
-            stale_hours: 24,
-            stuck_hours: 72,
-            write_off_hours: 168,
+            aging_hours: Decimal::from(6),
+            stale_hours: Decimal::from(24),
+            stuck_hours: Decimal::from(72),
+            write_off_hours: Decimal::from(168),
             distance_divisor: Decimal::from(5),
             tighten_profit_pct: Decimal::new(50, 2),
             reprice_cooldown_sec: 3600,
@@ -335,12 +336,14 @@ impl GridConfig {
             }
         }
         let h = &self.heal;
-        if !(h.aging_hours < h.stale_hours
+        if !(Decimal::ZERO < h.aging_hours
+            && h.aging_hours < h.stale_hours
             && h.stale_hours < h.stuck_hours
             && h.stuck_hours < h.write_off_hours)
         {
             return Err(
-                "grid.heal: band edges must increase (aging < stale < stuck < write_off)".into(),
+                "grid.heal: band edges must increase (0 < aging < stale < stuck < write_off)"
+                    .into(),
             );
         }
         if h.distance_divisor <= Decimal::ZERO {
@@ -381,11 +384,15 @@ mod tests {
             .apply_env(|k| (k == env::MODE).then(|| "sideways".into()))
             .unwrap_err();
         assert_eq!(e.0, env::MODE);
-        let mut bad = GridConfig::default();
-        bad.userref_offset = 850;
+        let bad = GridConfig {
+            userref_offset: 850,
+            ..GridConfig::default()
+        };
         assert!(bad.validate().unwrap_err().contains("rangers"));
-        let mut bad = GridConfig::default();
-        bad.slots = 0;
+        let bad = GridConfig {
+            slots: 0,
+            ..GridConfig::default()
+        };
         assert!(bad.validate().unwrap_err().contains("GRID_SLOTS"));
         let toml_text =
             "enabled = true\nslots = 2\n[slot]\nentry_pct = \"0.3\"\n[churner]\nmax_active = 2\n";

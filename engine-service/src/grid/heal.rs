@@ -64,14 +64,13 @@ pub fn effective_age_hours(
 
 /// The band of an effective age.
 pub fn band(effective_h: Decimal, h: &HealParams) -> Band {
-    let edge = |x: u64| Decimal::from(x);
-    if effective_h < edge(h.aging_hours) {
+    if effective_h < h.aging_hours {
         Band::Fresh
-    } else if effective_h < edge(h.stale_hours) {
+    } else if effective_h < h.stale_hours {
         Band::Aging
-    } else if effective_h < edge(h.stuck_hours) {
+    } else if effective_h < h.stuck_hours {
         Band::Stale
-    } else if effective_h < edge(h.write_off_hours) {
+    } else if effective_h < h.write_off_hours {
         Band::Stuck
     } else {
         Band::WriteOff

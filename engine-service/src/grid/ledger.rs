@@ -109,7 +109,7 @@ impl Subsidy {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LedgerEvent {
     Open {
-        position: Position,
+        position: Box<Position>,
     },
     /// The exit intent moved (reprice, tighten, restore, retry); `cost` is
     /// the subsidy it consumed.
@@ -204,7 +204,8 @@ impl Ledger {
                 if self.positions.contains_key(&position.id) {
                     self.conflicts += 1;
                 } else {
-                    self.positions.insert(position.id.clone(), position.clone());
+                    self.positions
+                        .insert(position.id.clone(), position.as_ref().clone());
                 }
             }
             LedgerEvent::ExitMoved {

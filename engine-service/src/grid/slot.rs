@@ -130,6 +130,10 @@ pub struct SlotCtx<'a> {
     pub entries_blocked: Option<String>,
     /// The userref offset of this slot's orders.
     pub userref_offset: i32,
+    /// Realized loss still allowed today before the daily loss lock
+    /// (`None`: no limit). Losses this transition books (an eviction) count
+    /// at once: no entry follows them in the same transition.
+    pub loss_room: Option<Decimal>,
 }
 
 /// Why a cancel was asked for, and what follows the confirmation.
@@ -1101,6 +1105,19 @@ fn place_entries(
         }
         if let Some(why) = &ctx.entries_blocked {
             s.last_error = format!("entries blocked: {why}");
+            return;
+        }
+        let booked: Decimal = out
+            .iter()
+            .filter_map(|a| match a {
+                SlotAction::BookCycle(c) => Some(c.net),
+                _ => None,
+            })
+            .sum();
+        if let Some(room) = ctx.loss_room
+            && -booked >= room
+        {
+            s.last_error = "entries blocked: daily loss lock (this tick's losses)".into();
             return;
         }
         if budget == 0 {

@@ -347,6 +347,8 @@ impl Grid {
             entry_budget: budget,
             entries_blocked: self.entries_blocked(),
             userref_offset: self.userref(self.slots[i].id),
+            loss_room: (self.cfg.daily_loss_limit_usd > Decimal::ZERO)
+                .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
         };
         let state = std::mem::replace(
             &mut self.slots[i],
@@ -413,7 +415,7 @@ impl Grid {
                     .unwrap_or_default();
                 self.record(
                     LedgerEvent::Open {
-                        position: Position {
+                        position: Box::new(Position {
                             id: p.position_id,
                             slot_id: p.slot_id,
                             trade: p.trade.as_str().into(),
@@ -439,7 +441,7 @@ impl Grid {
                                 orphaned: false,
                             },
                             outcome: None,
-                        },
+                        }),
                     },
                     out,
                 );
