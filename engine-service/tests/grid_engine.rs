@@ -892,3 +892,28 @@ async fn evictions_count_toward_the_daily_loss_lock() {
     assert!(!sim.grid().status_block(sim.now).daily_loss_lock);
     assert_eq!(sim.grid().slots()[0].orders.len(), 1);
 }
+
+/// Entries reserve funds first (the shared capital ledger): with $0.50 free
+/// the $2 buy entry is refused before it reaches the venue, the sell entry
+/// (DOGE) goes out.
+#[tokio::test]
+async fn entries_reserve_funds_before_placing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("cap.db").display());
+    let mut p = paper(0.0, 1);
+    p.balances.insert("USD".into(), dec!(0.5));
+    let mut sim = Sim::new(
+        &url,
+        p,
+        Grid::new(grid_cfg(1, SlotMode::Both), "DOGEUSD", T0),
+        Vec::new(),
+    )
+    .await;
+    sim.tick().await;
+    let open = sim.ex.open_orders();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].side, herd_venue::Side::Sell);
+    let slot = &sim.grid().slots()[0];
+    assert!(slot.last_error.contains("capital"), "{}", slot.last_error);
+    assert_eq!(slot.orders.len(), 1);
+}

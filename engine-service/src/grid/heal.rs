@@ -190,3 +190,109 @@ pub fn subsidised_move(
     };
     Some((price.normalize(), (delta * volume).normalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::ledger::{Entry, ExitIntent, PositionMode};
+    use rust_decimal_macros::dec;
+
+    const T0: i64 = 1_700_000_000_000;
+    const TICK: Decimal = dec!(0.0000001);
+
+    fn position(side: &str, entry: Decimal, exit: Decimal, volume: Decimal) -> Position {
+        Position {
+            id: "p".into(),
+            slot_id: 0,
+            trade: if side == "buy" { "B" } else { "A" }.into(),
+            mode: PositionMode::Grid,
+            entry: Entry {
+                side: side.into(),
+                price: entry,
+                cost: entry * volume,
+                fee: dec!(0.005),
+                volume,
+                time_ms: T0,
+                regime: "RANGING".into(),
+            },
+            exit: ExitIntent {
+                price: exit,
+                original_price: exit,
+                target_profit: Decimal::ZERO,
+                order_id: "x".into(),
+                reprices: 0,
+                last_reprice_ms: None,
+                tightened: false,
+                hold_until_ms: None,
+                orphaned: false,
+            },
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn bands_by_effective_age() {
+        let h = HealParams::default();
+        for (eff, want) in [
+            (dec!(5.99), Band::Fresh),
+            (dec!(6), Band::Aging),
+            (dec!(23.9), Band::Aging),
+            (dec!(24), Band::Stale),
+            (dec!(71.99), Band::Stale),
+            (dec!(72), Band::Stuck),
+            (dec!(168), Band::WriteOff),
+        ] {
+            assert_eq!(band(eff, &h), want, "{eff}");
+        }
+        // 40 h at 5.1805 % from market: 40 * (1 + 5.1805 / 5) = 81.44 h, stuck.
+        let p = position("buy", dec!(0.11976), dec!(0.1209576), dec!(16.7000668));
+        let r = reading(&p, dec!(0.115), T0 + 40 * 3_600_000, &h);
+        assert_eq!(r.age_hours, dec!(40));
+        assert_eq!(r.effective_age_hours.round_dp(4), dec!(81.4442));
+        assert_eq!(r.band, Band::Stuck);
+    }
+
+    #[test]
+    fn tighten_fillable_and_subsidised_moves() {
+        let h = HealParams::default();
+        let long = position("buy", dec!(0.11976), dec!(0.1209576), dec!(16.7000668));
+        // max(0.11976 * 1.005, 0.12 * 1.002) = 0.1203588 (closer: taken).
+        assert_eq!(
+            tighten_price(&long, dec!(0.12), dec!(0.2), &h, TICK),
+            Some(dec!(0.1203588))
+        );
+        // max(0.1203588, 0.1208 * 1.002 = 0.1210416) is not closer: none.
+        assert_eq!(
+            tighten_price(&long, dec!(0.1208), dec!(0.2), &h, TICK),
+            None
+        );
+        // fillable at 0.115: max(0.11523, 0.11976 * 1.005) = 0.1203588.
+        let f = fillable_price(&long, dec!(0.115), dec!(0.2), dec!(0.005), TICK);
+        assert_eq!(f, dec!(0.1203588));
+        assert_eq!(full_cost(&long, f), dec!(0.00999999999984));
+        // (balance, new price, cost)
+        for (balance, want) in [
+            (dec!(1), Some((dec!(0.1203588), dec!(0.00999999999984)))),
+            (dec!(0.005), Some((dec!(0.1206582), dec!(0.00499999999992)))),
+            (
+                dec!(0.00001),
+                Some((dec!(0.1209571), dec!(0.0000083500334))),
+            ),
+            (dec!(0.000001), None),
+            (Decimal::ZERO, None),
+        ] {
+            assert_eq!(subsidised_move(&long, f, balance, TICK), want, "{balance}");
+        }
+        // A short position's buy exit moves up: min(0.125 * 0.998, 0.12024 * 0.995).
+        let short = position("sell", dec!(0.12024), dec!(0.1190376), dec!(16.63339986));
+        let f = fillable_price(&short, dec!(0.125), dec!(0.2), dec!(0.005), TICK);
+        assert_eq!(f, dec!(0.1196388));
+        assert_eq!(full_cost(&short, f), dec!(0.009999999995832));
+        assert_eq!(
+            tighten_price(&short, dec!(0.12), dec!(0.2), &h, TICK),
+            Some(dec!(0.1196388))
+        );
+        // Already inside the fillable price: nothing to pay.
+        assert_eq!(subsidised_move(&short, dec!(0.118), dec!(1), TICK), None);
+    }
+}

@@ -23,10 +23,11 @@ use super::slot::{
 };
 use super::{JOURNAL_STREAM, STRATEGY_NAME, hundred, money};
 use crate::capacity::{self, Band as CapBand, CapacityHealth};
+use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
     Action, Command, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
-    Strategy, UpdateKind,
+    Side, Strategy, UpdateKind,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -47,6 +48,10 @@ pub struct Grid {
     /// Subsidy promised to reprices the venue has not confirmed yet, by the
     /// exit order being replaced: (slot, cost).
     pending_costs: BTreeMap<String, (u32, Decimal)>,
+    /// Funds promised to the grid's and churners' orders (shared rules:
+    /// reserve entries before placing, hold exits, commit on the venue's
+    /// acknowledgement, release when the order is done or refused).
+    capital: CapitalLedger,
     market: Option<MarketView>,
     instrument: Option<InstrumentInfo>,
     capacity: Option<CapacityHealth>,
@@ -238,6 +243,7 @@ impl Grid {
             churners: Vec::new(),
             next_churner_id: 0,
             pending_costs: BTreeMap::new(),
+            capital: CapitalLedger::new(),
             market: None,
             instrument: None,
             capacity: None,
@@ -358,10 +364,56 @@ impl Grid {
         self.slots[i] = next;
         let mut out = Vec::new();
         let mut entries = 0;
+        let mut refused = Vec::new();
         for a in actions {
-            self.translate(i, a, now, &mut out, &mut entries);
+            self.translate(i, a, now, &mut out, &mut entries, &mut refused);
+        }
+        for (id, why) in refused {
+            let ev = SlotEvent::Refused {
+                client_order_id: id,
+                message: why,
+                now_ms: now,
+            };
+            out.extend(self.step_slot(i, &ev, 0, now).0);
         }
         (out, entries)
+    }
+
+    /// What an order holds: (asset, amount).
+    fn hold_of(&self, side: Side, volume: Decimal, price: Option<Decimal>) -> (Asset, Decimal) {
+        match side {
+            Side::Sell => (Asset::Base, volume),
+            Side::Buy => {
+                let (p, fee) = match (price, &self.instrument) {
+                    (Some(p), Some(i)) => (p, i.maker_fee),
+                    (None, Some(i)) => (
+                        self.market
+                            .as_ref()
+                            .map_or(Decimal::ZERO, |m| m.ask.max(m.last)),
+                        i.taker_fee,
+                    ),
+                    (p, None) => (p.unwrap_or_default(), self.cfg.slot.maker_fee),
+                };
+                (Asset::Quote, volume * p * (Decimal::ONE + fee))
+            }
+        }
+    }
+
+    fn snapshot(&self, asset: Asset) -> Option<FreeBalance> {
+        let m = self.market.as_ref()?;
+        let free = match asset {
+            Asset::Base => m.free_base,
+            Asset::Quote => m.free_quote,
+        }?;
+        Some(FreeBalance {
+            free,
+            as_of_ms: m.balances_as_of_ms,
+        })
+    }
+
+    /// Free funds after what the grid has promised.
+    fn available(&self, asset: Asset) -> Option<Decimal> {
+        self.capital.available(asset, self.snapshot(asset))
     }
 
     fn translate(
@@ -371,11 +423,27 @@ impl Grid {
         now: i64,
         out: &mut Vec<Action>,
         entries: &mut u32,
+        refused: &mut Vec<(String, String)>,
     ) {
         match a {
             SlotAction::PlaceOrder(p) => {
+                let (asset, amount) = self.hold_of(p.side, p.volume, p.price);
                 if p.role == Role::Entry {
+                    let snap = self.snapshot(asset);
+                    if let Err(e) = self.capital.reserve(
+                        &p.client_order_id,
+                        asset,
+                        amount,
+                        Decimal::ZERO,
+                        snap,
+                        now,
+                    ) {
+                        refused.push((p.client_order_id, format!("capital: {e}")));
+                        return;
+                    }
                     *entries += 1;
+                } else {
+                    self.capital.hold(&p.client_order_id, asset, amount, now);
                 }
                 out.push(Action::Place(OrderIntent {
                     client_order_id: p.client_order_id,
@@ -736,8 +804,8 @@ impl Grid {
             gate,
             parent_alive: parent.is_some(),
             parent_needs_subsidy: needs,
-            free_quote: market.free_quote,
-            free_base: market.free_base,
+            free_quote: self.available(Asset::Quote),
+            free_base: self.available(Asset::Base),
             reserve_available: reserve,
             regime: market.regime.regime.clone(),
             userref_offset: self.cfg.churner.userref_offset
@@ -763,10 +831,15 @@ impl Grid {
         })
     }
 
-    fn churn_translate(&mut self, actions: Vec<ChurnAction>, out: &mut Vec<Action>) {
+    fn churn_translate(&mut self, actions: Vec<ChurnAction>, now: i64, out: &mut Vec<Action>) {
         for a in actions {
             match a {
-                ChurnAction::Place(i) => out.push(Action::Place(i)),
+                ChurnAction::Place(i) => {
+                    // The churner checked its side against `available`.
+                    let (asset, amount) = self.hold_of(i.side, i.volume, i.price);
+                    self.capital.hold(&i.client_order_id, asset, amount, now);
+                    out.push(Action::Place(i));
+                }
                 ChurnAction::Cancel(id) => out.push(Action::Cancel {
                     client_order_id: id,
                 }),
@@ -799,7 +872,7 @@ impl Grid {
                 self.churners[k] = c;
                 a
             };
-            self.churn_translate(actions, out);
+            self.churn_translate(actions, now, out);
         }
         // Killed churners leave once they have nothing out.
         self.churners
@@ -1023,7 +1096,7 @@ impl Grid {
             self.churners[k] = c;
             a
         };
-        self.churn_translate(actions, &mut out);
+        self.churn_translate(actions, now, &mut out);
         Ok((
             format!(
                 "churner {id} spawned for position {} (slot {}, band {}, effective age {} h)",
@@ -1067,7 +1140,7 @@ impl Grid {
                     .ok_or_else(|| format!("no churner {churner_id}"))?;
                 let a = self.churners[k].kill(now);
                 let mut out = Vec::new();
-                self.churn_translate(a, &mut out);
+                self.churn_translate(a, now, &mut out);
                 let cancels = out.len();
                 if self.churners[k].stage == churner::Stage::Idle {
                     self.churners.remove(k);
@@ -1202,6 +1275,15 @@ impl Strategy for Grid {
     fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
         self.roll_day(now);
         let id = u.client_order_id.as_str();
+        match u.kind {
+            UpdateKind::Open | UpdateKind::PartialFill => {
+                self.capital.commit(id, now);
+            }
+            UpdateKind::CancelFailed => {}
+            _ => {
+                self.capital.release(id);
+            }
+        }
         if let Some(i) = self.slots.iter().position(|s| s.tracks(id)) {
             let recovery = self.slots[i].is_recovery(id);
             let fee = self.fee_in_quote(u);
@@ -1284,7 +1366,7 @@ impl Strategy for Grid {
                 a
             };
             let mut out = Vec::new();
-            self.churn_translate(actions, &mut out);
+            self.churn_translate(actions, now, &mut out);
             self.churners
                 .retain(|c| !(c.killed && c.stage == churner::Stage::Idle));
             return out;
