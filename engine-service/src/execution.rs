@@ -471,6 +471,85 @@ impl Shared {
                 "a partially filled order was cancelled (capacity canary)");
             self.state().last_partial_cancel_ms = Some(now_ms());
         }
+        self.dispatch(update).await;
+        Ok(())
+    }
+
+    /// Brings journaled working orders up to date with the gateway: after a
+    /// reconnect, orders whose submit was never answered are resolved. After
+    /// a gateway restart (`new_incarnation`) the old event log is gone, so a
+    /// rise in an order's executed volume is journaled here as one fill (the
+    /// new gateway took the order over at that state and streams only what
+    /// comes after). Within one incarnation the stream delivers every fill,
+    /// so none is made up here.
+    async fn reconcile(&self, new_incarnation: bool, incarnation: &str) -> anyhow::Result<()> {
+        let working = self.store.working_orders().await?;
+        for row in &working {
+            let r = self
+                .gateway
+                .clone()
+                .query_orders(pb::QueryOrdersRequest {
+                    client_order_ids: vec![row.client_order_id.clone()],
+                })
+                .await;
+            match r {
+                Ok(resp) => {
+                    for o in resp.into_inner().orders {
+                        let before = dec(&row.volume_executed);
+                        let after = dec(&o.volume_executed);
+                        if new_incarnation && after > before {
+                            let avg_before = dec(&row.average_price);
+                            let avg_after = dec(&o.average_price);
+                            let delta = after - before;
+                            let price = ((avg_after * after - avg_before * before) / delta)
+                                .round_dp(12)
+                                .normalize();
+                            let fee = (dec(&o.fee) - dec(&row.fee)).max(Decimal::ZERO);
+                            let ev = pb::OrderEvent {
+                                sequence: 0,
+                                incarnation: incarnation.to_string(),
+                                kind: pb::OrderEventKind::PartialFill as i32,
+                                fill_volume: delta.to_string(),
+                                fill_price: price.to_string(),
+                                fill_fee: fee.to_string(),
+                                time_ms: now_ms(),
+                                order: Some(o.clone()),
+                            };
+                            if self.store.record_reconciled(&ev).await? {
+                                tracing::warn!(client_order_id = %o.client_order_id, volume = %delta,
+                                    "fill learned by reconciling after a gateway restart");
+                                if let Some(update) = update_from_event(&ev) {
+                                    self.dispatch(update).await;
+                                }
+                            }
+                        } else {
+                            self.store.update_order(&o, now_ms()).await?;
+                        }
+                    }
+                }
+                Err(s) if s.code() == Code::NotFound && row.status == "pending" => {
+                    // Journaled but never reached the gateway.
+                    let rejected = pb::Order {
+                        client_order_id: row.client_order_id.clone(),
+                        status: pb::OrderStatus::Rejected as i32,
+                        volume_executed: "0".into(),
+                        reason: "never reached the gateway".into(),
+                        ..Default::default()
+                    };
+                    self.store.update_order(&rejected, now_ms()).await?;
+                }
+                Err(s) if s.code() == Code::NotFound => {
+                    tracing::warn!(client_order_id = %row.client_order_id,
+                        "neither the gateway nor the venue knows this working order");
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands an update to the strategy owning its order and runs its answer.
+    async fn dispatch(&self, update: OrderUpdate) {
         let (owner, actions) = {
             let mut strategies = self.strategies.lock().await;
             match strategies
@@ -478,52 +557,10 @@ impl Shared {
                 .find(|s| s.owns(&update.client_order_id))
             {
                 Some(s) => (s.name().to_string(), s.on_order(&update, now_ms())),
-                None => return Ok(()),
+                None => return,
             }
         };
         self.execute(&owner, actions).await;
-        Ok(())
-    }
-
-    /// Brings journaled working orders up to date with the gateway: after a
-    /// reconnect, orders whose submit was never answered are resolved.
-    async fn reconcile(&self) -> anyhow::Result<()> {
-        let working = self.store.working_orders().await?;
-        for chunk in working.chunks(50) {
-            for row in chunk {
-                let r = self
-                    .gateway
-                    .clone()
-                    .query_orders(pb::QueryOrdersRequest {
-                        client_order_ids: vec![row.client_order_id.clone()],
-                    })
-                    .await;
-                match r {
-                    Ok(resp) => {
-                        for o in resp.into_inner().orders {
-                            self.store.update_order(&o, now_ms()).await?;
-                        }
-                    }
-                    Err(s) if s.code() == Code::NotFound && row.status == "pending" => {
-                        // Journaled but never reached the gateway.
-                        let rejected = pb::Order {
-                            client_order_id: row.client_order_id.clone(),
-                            status: pb::OrderStatus::Rejected as i32,
-                            volume_executed: "0".into(),
-                            reason: "never reached the gateway".into(),
-                            ..Default::default()
-                        };
-                        self.store.update_order(&rejected, now_ms()).await?;
-                    }
-                    Err(s) if s.code() == Code::NotFound => {
-                        tracing::warn!(client_order_id = %row.client_order_id,
-                            "the gateway does not know this working order");
-                    }
-                    Err(s) => return Err(s.into()),
-                }
-            }
-        }
-        Ok(())
     }
 
     /// One connection's life: session, reconcile, stream until it breaks.
@@ -542,17 +579,24 @@ impl Shared {
             );
         }
         let cursor = self.store.cursor().await?;
-        let after = if cursor.incarnation == session.incarnation {
-            cursor.last_sequence
-        } else {
-            if !cursor.incarnation.is_empty() {
-                tracing::warn!(old = %cursor.incarnation, new = %session.incarnation,
-                    "gateway restarted; reconciling orders before trusting its stream");
-            }
+        let new_incarnation = cursor.incarnation != session.incarnation;
+        if new_incarnation && !cursor.incarnation.is_empty() {
+            tracing::warn!(old = %cursor.incarnation, new = %session.incarnation,
+                "gateway restarted; reconciling orders before trusting its stream");
+        }
+        // Reconcile before moving the cursor: a crash in between reconciles
+        // again (fills are keyed, so nothing is counted twice).
+        self.reconcile(
+            new_incarnation && !cursor.incarnation.is_empty(),
+            &session.incarnation,
+        )
+        .await?;
+        let after = if new_incarnation {
             self.store.set_cursor(&session.incarnation, 0).await?;
             0
+        } else {
+            cursor.last_sequence
         };
-        self.reconcile().await?;
         let mut stream = self
             .gateway
             .clone()

@@ -315,6 +315,16 @@ impl Store {
     /// cursor in one transaction. Returns true when the event carried a fill
     /// that was not recorded before.
     pub async fn record_event(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
+        self.record(ev, true).await
+    }
+
+    /// Records what a reconcile learned (an order's state and the fill that
+    /// explains its new executed volume) without moving the stream cursor.
+    pub async fn record_reconciled(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
+        self.record(ev, false).await
+    }
+
+    async fn record(&self, ev: &pb::OrderEvent, move_cursor: bool) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut new_fill = false;
         if let Some(o) = &ev.order {
@@ -339,7 +349,9 @@ impl Store {
                 new_fill = done.rows_affected() > 0;
             }
         }
-        set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
+        if move_cursor {
+            set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
+        }
         tx.commit().await?;
         Ok(new_fill)
     }

@@ -65,6 +65,14 @@ pub struct EngineEntry {
     /// Share of a scarce budget relative to other engines.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Dead man's switch: when the engine's event stream has been gone this
+    /// long, the gateway cancels the engine's working orders (0 = never).
+    #[serde(default = "default_cancel_on_disconnect_ms")]
+    pub cancel_on_disconnect_ms: i64,
+}
+
+fn default_cancel_on_disconnect_ms() -> i64 {
+    120_000
 }
 
 fn default_weight() -> u32 {
@@ -87,6 +95,9 @@ pub struct PaperSection {
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
+    /// Keep the paper account (balances, orders, prices) in this file so it
+    /// survives a gateway restart; saved every few seconds and at shutdown.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PaperSection {
@@ -97,6 +108,40 @@ impl Default for PaperSection {
                 ..PaperConfig::default()
             },
             step_ms: 1_000,
+            state_file: None,
+        }
+    }
+}
+
+/// The venue's dead man's switch (Kraken's CancelAllOrdersAfter): while any
+/// engine has its event stream connected the gateway re-arms it every
+/// `refresh_s` with `timeout_s`; when every engine is gone it lapses and the
+/// venue cancels all open orders of the key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadMansSwitch {
+    /// None = on for venues that have one (Kraken), off for paper.
+    pub enabled: Option<bool>,
+    pub timeout_s: u32,
+    pub refresh_s: u32,
+}
+
+impl Default for DeadMansSwitch {
+    fn default() -> DeadMansSwitch {
+        DeadMansSwitch {
+            enabled: None,
+            timeout_s: 60,
+            refresh_s: 20,
+        }
+    }
+}
+
+impl DeadMansSwitch {
+    /// Whether the switch runs on `venue`.
+    pub fn active_on(&self, venue: VenueKind) -> bool {
+        match venue {
+            VenueKind::Paper => false,
+            VenueKind::Kraken => self.enabled.unwrap_or(true),
         }
     }
 }
@@ -117,8 +162,17 @@ pub struct GatewayConfig {
     /// reported rejected.
     pub pending_timeout_ms: i64,
     pub paper: PaperSection,
+    /// Private venue calls in flight at once; beyond that, calls queue and
+    /// are granted by weighted fair sharing.
+    pub venue_slots: usize,
+    /// Calls one engine may have waiting before it gets RESOURCE_EXHAUSTED.
+    pub engine_queue_limit: usize,
+    /// The poller's weight in the fair queue (its reserved share); 0 means
+    /// half the engines' total weight.
+    pub poller_weight: u32,
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
+    pub dead_mans_switch: DeadMansSwitch,
 }
 
 impl Default for GatewayConfig {
@@ -132,7 +186,11 @@ impl Default for GatewayConfig {
             event_retention: 100_000,
             pending_timeout_ms: 30_000,
             paper: PaperSection::default(),
+            venue_slots: 1,
+            engine_queue_limit: 64,
+            poller_weight: 0,
             kraken: herd_kraken::KrakenConfig::default(),
+            dead_mans_switch: DeadMansSwitch::default(),
         }
     }
 }
@@ -296,6 +354,13 @@ impl GatewayConfig {
                 "admin_token must be at least 8 characters".into(),
             ));
         }
+        let dms = &self.dead_mans_switch;
+        if dms.timeout_s == 0 || dms.refresh_s == 0 || dms.refresh_s >= dms.timeout_s {
+            return Err(ConfigError::Invalid(format!(
+                "dead_mans_switch: refresh_s ({}) must be at least 1 and below timeout_s ({})",
+                dms.refresh_s, dms.timeout_s
+            )));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
         }
@@ -316,6 +381,7 @@ mod tests {
             userref_max: max,
             order_prefix: None,
             weight: 1,
+            cancel_on_disconnect_ms: 0,
         }
     }
 
@@ -414,6 +480,22 @@ mod tests {
         assert_eq!(cfg.engines[0].prefix(), "e0-");
         assert_eq!(cfg.paper.step_ms, 200);
         assert_eq!(cfg.paper.exchange.history_minutes, 10);
+        assert!(!cfg.dead_mans_switch.active_on(VenueKind::Paper));
+        assert!(cfg.dead_mans_switch.active_on(VenueKind::Kraken));
+        let off: GatewayConfig = toml::from_str(
+            "venue = \"kraken\"\n[dead_mans_switch]\nenabled = false\nrefresh_s = 15",
+        )
+        .unwrap();
+        assert!(!off.dead_mans_switch.active_on(VenueKind::Kraken));
+        assert_eq!(off.dead_mans_switch.refresh_s, 15);
+        let bad: GatewayConfig =
+            toml::from_str("[dead_mans_switch]\nrefresh_s = 60\ntimeout_s = 60").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("refresh_s")
+        );
         assert_eq!(
             cfg.paper.exchange.instruments[0].instrument.symbol,
             "DOGEUSD"

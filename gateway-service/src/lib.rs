@@ -8,13 +8,17 @@
 //! Map: [`config`] (typed config), [`auth`] (tokens -> identity),
 //! [`service`] (the gRPC handlers and the shared [`service::Core`]),
 //! [`registry`] (ownership, last-known states, per-engine event logs),
-//! [`poller`] (venue polling -> events), [`convert`] (wire <-> venue types).
+//! [`poller`] (venue polling -> events), [`dms`] (the venue's dead man's
+//! switch), [`convert`] (wire <-> venue types).
 
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod dms;
 pub mod fair;
+pub mod market;
 pub mod poller;
+pub mod recovery;
 pub mod registry;
 pub mod service;
 
@@ -52,7 +56,10 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
         VenueKind::Paper => {
-            let p = PaperVenue::new(&cfg.paper.exchange, clock.clone());
+            let p = match &cfg.paper.state_file {
+                Some(path) => PaperVenue::load_or_new(&cfg.paper.exchange, clock.clone(), path)?,
+                None => PaperVenue::new(&cfg.paper.exchange, clock.clone()),
+            };
             (Arc::new(p.clone()), Some(p))
         }
         VenueKind::Kraken => {
@@ -76,23 +83,62 @@ pub async fn run(
         .iter()
         .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
         .collect();
-    let core = Arc::new(Core::new(
-        venue.clone(),
-        paper.clone(),
-        registry.clone(),
-        clock,
-        userrefs,
-    ));
+    let mut weights: Vec<(String, u32)> = cfg
+        .engines
+        .iter()
+        .map(|e| (e.id.clone(), e.weight))
+        .collect();
+    let engine_weight: u32 = weights.iter().map(|(_, w)| *w).sum();
+    let poller_weight = if cfg.poller_weight == 0 {
+        (engine_weight / 2).max(1)
+    } else {
+        cfg.poller_weight
+    };
+    weights.push((poller::POLLER.to_string(), poller_weight));
+    let fair = fair::FairQueue::new(cfg.venue_slots, cfg.engine_queue_limit, &weights);
+    let core = Arc::new(
+        Core::new(
+            venue.clone(),
+            paper.clone(),
+            registry.clone(),
+            clock,
+            userrefs,
+        )
+        .with_fair_queue(fair),
+    );
 
+    core.registry.mark_all_gone_since(core.clock.now_ms());
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(p) = paper {
+    tasks.spawn(recovery::run_adoption(core.clone()));
+    tasks.spawn(recovery::run_dead_man(
+        core.clone(),
+        cfg.engines
+            .iter()
+            .map(|e| (e.id.clone(), e.cancel_on_disconnect_ms))
+            .collect(),
+    ));
+    if let Some(p) = paper.clone() {
         tasks.spawn(p.drive(Duration::from_millis(cfg.paper.step_ms)));
+    }
+    if let (Some(p), Some(path)) = (paper.clone(), cfg.paper.state_file.clone()) {
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) = p.save(&path) {
+                    tracing::error!(error = %e, "paper state not saved");
+                }
+            }
+        });
     }
     tasks.spawn(poller::run(
         core.clone(),
         Duration::from_millis(cfg.poll_interval_ms),
-        cfg.pending_timeout_ms,
+        cfg.pending_timeout_ms.max(venue.min_pending_timeout_ms()),
     ));
+    if cfg.dead_mans_switch.active_on(cfg.venue) {
+        tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
+    }
 
     let auth = Auth::from_config(&cfg);
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -134,6 +180,9 @@ pub async fn run(
         .await
         .context("gateway server failed")?;
     tasks.abort_all();
+    if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
+        p.save(path).context("saving the paper state at shutdown")?;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

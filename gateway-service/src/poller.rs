@@ -5,7 +5,9 @@
 //! left the open list (or were never seen there) are queried, in batches of
 //! the venue's maximum. A pending order (submit outcome unknown) that the
 //! venue still does not know after the pending timeout is reported rejected:
-//! it was never placed.
+//! it was never placed. A submit still in flight (queued for budget or
+//! awaiting its answer) is not looked for at all: that would only spend
+//! budget on a question its own answer is about to settle.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +15,11 @@ use std::time::Duration;
 
 use herd_venue::{OrderRef, OrderState, OrderStatus, VenueError};
 
+use crate::fair::Priority;
 use crate::service::Core;
+
+/// The poller's name in the fair queue; its weight is its reserved share.
+pub const POLLER: &str = "poller";
 
 /// How often the open-order count is refreshed while no order is tracked.
 const IDLE_COUNT_REFRESH_MS: i64 = 10_000;
@@ -40,7 +46,9 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
     if tracked.is_empty() && counts_age < IDLE_COUNT_REFRESH_MS {
         return Ok(report);
     }
+    let slot = core.fair.acquire(POLLER, Priority::Query).await;
     let open = core.venue.open_orders().await?;
+    drop(slot);
     report.venue_calls += 1;
     let now = core.clock.now_ms();
     {
@@ -55,15 +63,25 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         report.events += core.registry.apply(s, now).len();
         seen.insert(s.client_order_id.clone());
     }
+    let in_flight = core
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let missing: Vec<(OrderRef, OrderStatus, i64)> = tracked
         .into_iter()
         .filter(|(r, _, _)| !seen.contains(&r.client_order_id))
+        .filter(|(r, status, _)| {
+            *status != OrderStatus::Pending || !in_flight.contains(&r.client_order_id)
+        })
         .collect();
     let mut found: HashSet<String> = HashSet::new();
     let batch = core.venue.max_query_batch().max(1);
     let refs: Vec<OrderRef> = missing.iter().map(|(r, _, _)| r.clone()).collect();
     for chunk in refs.chunks(batch) {
+        let slot = core.fair.acquire(POLLER, Priority::Query).await;
         let states = core.venue.query_orders(chunk).await?;
+        drop(slot);
         report.venue_calls += 1;
         let now = core.clock.now_ms();
         for s in &states {

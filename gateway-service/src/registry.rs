@@ -47,6 +47,12 @@ struct EngineBook {
     seq_tx: watch::Sender<u64>,
     calls: u64,
     streams: u32,
+    /// Since when no stream has been open (None while one is).
+    gone_since_ms: Option<i64>,
+    /// The dead man's switch already fired for this disconnection.
+    dead_man_fired: bool,
+    /// When it last fired and how many orders it canceled.
+    dead_man_last: Option<(i64, u32)>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +95,9 @@ impl Registry {
                     seq_tx,
                     calls: 0,
                     streams: 0,
+                    gone_since_ms: None,
+                    dead_man_fired: false,
+                    dead_man_last: None,
                 },
             );
         }
@@ -344,13 +353,107 @@ impl Registry {
     pub fn stream_opened(&self, engine: &str) {
         if let Some(b) = self.lock().engines.get_mut(engine) {
             b.streams += 1;
+            b.gone_since_ms = None;
+            b.dead_man_fired = false;
         }
     }
 
-    pub fn stream_closed(&self, engine: &str) {
+    /// True while at least one engine has an event stream open.
+    pub fn any_stream_connected(&self) -> bool {
+        self.lock().engines.values().any(|b| b.streams > 0)
+    }
+
+    pub fn stream_closed(&self, engine: &str, now_ms: i64) {
         if let Some(b) = self.lock().engines.get_mut(engine) {
             b.streams = b.streams.saturating_sub(1);
+            if b.streams == 0 {
+                b.gone_since_ms = Some(now_ms);
+            }
         }
+    }
+
+    /// Marks every engine without a stream as gone since `now_ms` (at start:
+    /// an engine that never comes back is as gone as one that left).
+    pub fn mark_all_gone_since(&self, now_ms: i64) {
+        for b in self.lock().engines.values_mut() {
+            if b.streams == 0 && b.gone_since_ms.is_none() {
+                b.gone_since_ms = Some(now_ms);
+            }
+        }
+    }
+
+    /// Engines whose stream has been gone longer than their grace, that
+    /// still have working orders and whose switch has not fired yet.
+    pub fn dead_man_due(&self, now_ms: i64, grace_ms: impl Fn(&str) -> i64) -> Vec<String> {
+        let inner = self.lock();
+        let mut due: Vec<String> = inner
+            .engines
+            .iter()
+            .filter(|(id, b)| {
+                let grace = grace_ms(id);
+                grace > 0
+                    && !b.dead_man_fired
+                    && b.gone_since_ms.is_some_and(|t| now_ms - t > grace)
+                    && b.orders.values().any(|t| !t.state.status.is_final())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        due.sort();
+        due
+    }
+
+    pub fn set_dead_man_fired(&self, engine: &str, now_ms: i64, canceled: u32) {
+        if let Some(b) = self.lock().engines.get_mut(engine) {
+            b.dead_man_fired = true;
+            b.dead_man_last = Some((now_ms, canceled));
+        }
+    }
+
+    /// When the engine's dead man's switch last fired, and how many orders it canceled.
+    pub fn dead_man_last(&self, engine: &str) -> Option<(i64, u32)> {
+        self.lock()
+            .engines
+            .get(engine)
+            .and_then(|b| b.dead_man_last)
+    }
+
+    /// The engine whose order prefix `venue_client_id` carries, and the
+    /// engine's own id for the order.
+    pub fn owner_by_prefix(&self, venue_client_id: &str) -> Option<(String, String)> {
+        let inner = self.lock();
+        inner.engines.iter().find_map(|(id, b)| {
+            venue_client_id
+                .strip_prefix(&b.prefix)
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (id.clone(), rest.to_string()))
+        })
+    }
+
+    /// Takes over an order found at the venue (after a gateway restart, or
+    /// asked for by its engine) without emitting events: the engine
+    /// reconciles it with QueryOrders. Returns false if it was known already.
+    pub fn adopt(&self, state: &OrderState) -> bool {
+        let Some((engine, client_id)) = self.owner_by_prefix(&state.client_order_id) else {
+            return false;
+        };
+        let mut inner = self.lock();
+        let Some(book) = inner.engines.get_mut(&engine) else {
+            return false;
+        };
+        if book.orders.contains_key(&client_id) {
+            return false;
+        }
+        book.orders.insert(
+            client_id.clone(),
+            Tracked {
+                state: state.clone(),
+                cancel_requested: false,
+            },
+        );
+        inner
+            .owners
+            .insert(state.client_order_id.clone(), (engine, client_id));
+        true
     }
 
     /// Per engine: (id, streams open, last sequence, working orders, calls).

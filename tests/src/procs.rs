@@ -169,11 +169,38 @@ pub struct GatewayProc {
     pub dir: PathBuf,
 }
 
+/// Knobs of a test gateway beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOpts {
+    /// Listen port (0 = any free port).
+    pub port: u16,
+    /// Per-engine dead man's switch grace (None = the gateway's default).
+    pub cancel_on_disconnect_ms: Option<i64>,
+}
+
+/// A free loopback port (bound and released; for a service that must come
+/// back on the same port after a restart).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 impl GatewayProc {
     /// `extra` is appended to the generated TOML (e.g. a `[paper]` table).
     pub async fn start(dir: &Path, engines: usize, extra: &str) -> anyhow::Result<GatewayProc> {
+        GatewayProc::start_with(dir, engines, extra, &GatewayOpts::default()).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        engines: usize,
+        extra: &str,
+        opts: &GatewayOpts,
+    ) -> anyhow::Result<GatewayProc> {
         let mut cfg = format!(
-            "listen = \"127.0.0.1:0\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n"
+            "listen = \"127.0.0.1:{}\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n",
+            opts.port
         );
         for i in 0..engines {
             let id = format!("e{i}");
@@ -183,13 +210,17 @@ impl GatewayProc {
                 1000 * (i + 1),
                 1000 * (i + 1) + 999
             ));
+            if let Some(ms) = opts.cancel_on_disconnect_ms {
+                cfg.push_str(&format!("cancel_on_disconnect_ms = {ms}\n"));
+            }
         }
         cfg.push_str(extra);
         let path = dir.join("gateway.toml");
         std::fs::write(&path, cfg)?;
         let bin = bin_path("herd-gateway")?;
         let config = path.display().to_string();
-        let proc = Proc::start(&bin, &["--config", &config], &dir.join("gateway.log"), &[]).await?;
+        let log = dir.join(format!("gateway-{}.log", now_nanos()));
+        let proc = Proc::start(&bin, &["--config", &config], &log, &[]).await?;
         Ok(GatewayProc {
             proc,
             dir: dir.to_path_buf(),

@@ -66,6 +66,7 @@ impl TestGateway {
                     userref_max: *hi,
                     order_prefix: None,
                     weight: 1,
+                    cancel_on_disconnect_ms: 0,
                 })
                 .collect(),
             poll_interval_ms: 20,
@@ -77,6 +78,7 @@ impl TestGateway {
                 },
                 // The random walk would move the market under the test.
                 step_ms: 3_600_000,
+                state_file: None,
             },
             ..GatewayConfig::default()
         };

@@ -107,6 +107,11 @@ impl Charge {
 pub struct DecayCounter {
     pub limit: f64,
     pub decay_per_s: f64,
+    /// Units kept free below the limit. The venue measures the level when a
+    /// request arrives, we when it leaves: requests that arrive closer
+    /// together than they left (network jitter) would otherwise cross the
+    /// limit by a fraction of a unit.
+    pub headroom: f64,
     level: f64,
     at_s: f64,
 }
@@ -116,9 +121,16 @@ impl DecayCounter {
         DecayCounter {
             limit,
             decay_per_s,
+            headroom: 0.0,
             level: 0.0,
             at_s: 0.0,
         }
+    }
+
+    /// The same counter keeping `headroom` units free (at most the limit).
+    pub fn with_headroom(mut self, headroom: f64) -> DecayCounter {
+        self.headroom = headroom.clamp(0.0, self.limit);
+        self
     }
 
     /// The level at `now_s`.
@@ -131,10 +143,11 @@ impl DecayCounter {
     /// is waited for until the counter is empty, then allowed.
     pub fn wait_for(&self, now_s: f64, cost: f64) -> f64 {
         let level = self.level(now_s);
-        let excess = if cost > self.limit {
+        let usable = self.limit - self.headroom;
+        let excess = if cost > usable {
             level
         } else {
-            level + cost - self.limit
+            level + cost - usable
         };
         if excess <= EPSILON {
             0.0
@@ -174,18 +187,22 @@ struct State {
     locked_until_ms: Option<i64>,
     paused_until_s: Option<f64>,
     open_orders: BTreeMap<String, u32>,
+    headroom: f64,
 }
 
 impl State {
     fn counter(&mut self, key: &CounterKey) -> &mut DecayCounter {
         let limits = self.limits;
+        let headroom = self.headroom;
         self.counters
             .entry(key.clone())
             .or_insert_with(|| match key {
-                CounterKey::Rest => DecayCounter::new(limits.rest_max, limits.rest_decay_per_s),
+                CounterKey::Rest => DecayCounter::new(limits.rest_max, limits.rest_decay_per_s)
+                    .with_headroom(headroom),
                 CounterKey::Public => DecayCounter::new(PUBLIC_LIMIT, PUBLIC_DECAY_PER_S),
                 CounterKey::Trading(_) => {
                     DecayCounter::new(limits.trading_threshold, limits.trading_decay_per_s)
+                        .with_headroom(headroom)
                 }
             })
     }
@@ -240,6 +257,7 @@ impl RateBudget {
                 locked_until_ms: None,
                 paused_until_s: None,
                 open_orders: BTreeMap::new(),
+                headroom: 0.0,
             }),
             notify: Notify::new(),
             mono,
@@ -253,6 +271,13 @@ impl RateBudget {
 
     fn now_s(&self) -> f64 {
         self.mono.now().as_secs_f64()
+    }
+
+    /// Keeps `units` free below the REST and trading limits (see
+    /// [`DecayCounter::headroom`]). Applies to counters created afterwards.
+    pub fn with_headroom(self, units: f64) -> RateBudget {
+        self.lock().headroom = units.max(0.0);
+        self
     }
 
     /// The tier's limits.

@@ -72,6 +72,9 @@ pub struct KrakenConfig {
     /// Sends AddOrder's `deadline` this many seconds ahead (Kraken accepts
     /// 2 to 60), so an unanswered order is certainly dead once it passes.
     pub add_order_deadline_s: Option<u32>,
+    /// Units of every REST and trading counter left unused, so jitter between
+    /// our clock and Kraken's arrival times never crosses a limit.
+    pub rate_headroom: f64,
     pub user_agent: String,
 }
 
@@ -87,6 +90,7 @@ impl Default for KrakenConfig {
             lockout_ms: DEFAULT_LOCKOUT_MS,
             client_id_mode: ClientIdMode::ClOrdId,
             add_order_deadline_s: Some(30),
+            rate_headroom: 1.0,
             user_agent: DEFAULT_USER_AGENT.into(),
         }
     }

@@ -41,6 +41,8 @@ pub const OHLC_INTERVALS: &[u32] = &[1, 5, 15, 30, 60, 240, 1440, 10080, 21600];
 const RESOLVE_SLACK_MS: i64 = 60_000;
 /// After the AddOrder deadline, how long before "not found" is final.
 const DEADLINE_GRACE_MS: i64 = 5_000;
+/// A free-text cl_ord_id may be at most this long (UUIDs may be 36).
+const CL_ORD_ID_MAX_TEXT: usize = 18;
 
 /// What [`KrakenVenue::resolve_order`] found for a client order id.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +152,8 @@ impl KrakenVenue {
             .map_err(|e| VenueError::Other(e.to_string()))?;
         Ok(KrakenVenue {
             http,
-            budget: RateBudget::new(config.tier, mono, wall.clone()),
+            budget: RateBudget::new(config.tier, mono, wall.clone())
+                .with_headroom(config.rate_headroom),
             wall,
             client_id_mode: config.client_id_mode,
             deadline_s: config.deadline_s(),
@@ -667,7 +670,7 @@ impl Venue for KrakenVenue {
 
     async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
         let pair = self.pair(&order.symbol).await?;
-        let params = self.add_order_params(order, &pair)?;
+        let mut params = self.add_order_params(order, &pair)?;
         self.budget.check_lockout()?;
         self.budget.check_open_order_slot(&pair.altname)?;
         let sent_ms = self.now_ms();
@@ -701,25 +704,31 @@ impl Venue for KrakenVenue {
             CounterKey::Trading(pair.altname.clone()),
             TRADING_COST_ADD_ORDER,
         )];
-        let answer = match self
-            .call(
-                Priority::Place,
-                true,
-                &charge,
-                Some(&pair.altname),
-                self.http.add_order(&params),
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                forget(self);
-                return Err(e);
+        if let Err(e) = self.budget.acquire(Priority::Place, true, &charge).await {
+            forget(self);
+            return Err(e);
+        }
+        // The deadline counts from now, not from before the wait for budget:
+        // an order that queued behind the trading counter must not arrive
+        // already expired.
+        if let Some(s) = self.deadline_s {
+            let now_s = self.now_ms().div_euclid(1000);
+            params.deadline = Some(parse::rfc3339_utc(now_s + i64::from(s)));
+            if let Some(u) = self.tracker().unresolved.get_mut(&order.client_order_id) {
+                u.deadline_ms = Some((now_s + i64::from(s)) * 1000);
             }
-        };
+        }
+        let answer = self.http.add_order(&params).await;
+        if let Err(e) = &answer {
+            self.observe(e, Some(&pair.altname));
+        }
         match answer {
             Ok(result) => match result.txid.first() {
                 Some(txid) => {
+                    // The answer's arrival time is an upper bound of Kraken's
+                    // opentm: measuring age from it never underestimates a
+                    // cancel penalty (the send time would, by the latency).
+                    let acked_ms = self.now_ms();
                     {
                         let mut t = self.tracker();
                         t.unresolved.remove(&order.client_order_id);
@@ -727,7 +736,7 @@ impl Venue for KrakenVenue {
                             txid.clone(),
                             OpenOrder {
                                 altname: pair.altname.clone(),
-                                opened_ms: sent_ms,
+                                opened_ms: acked_ms,
                                 client_order_id: order.client_order_id.clone(),
                             },
                         );
@@ -844,5 +853,24 @@ impl Venue for KrakenVenue {
 
     fn budget(&self) -> herd_venue::BudgetSnapshot {
         self.budget.snapshot()
+    }
+
+    fn max_client_order_id_len(&self) -> usize {
+        if self.client_id_mode.sends_cl_ord_id() {
+            CL_ORD_ID_MAX_TEXT
+        } else {
+            36
+        }
+    }
+
+    fn min_pending_timeout_ms(&self) -> i64 {
+        // Until the AddOrder deadline (whole seconds, rounded up) and its
+        // grace have passed, "not found" is not yet conclusive.
+        self.deadline_s
+            .map_or(0, |s| (i64::from(s) + 1) * 1000 + DEADLINE_GRACE_MS)
+    }
+
+    async fn arm_dead_mans_switch(&self, timeout_s: u32) -> Result<bool, VenueError> {
+        self.cancel_all_orders_after(timeout_s).await.map(|_| true)
     }
 }

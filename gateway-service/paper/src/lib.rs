@@ -11,6 +11,7 @@ mod path;
 pub use exchange::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
 pub use path::{PathConfig, PathRegime, PricePath, SplitMix64};
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +36,54 @@ impl PaperVenue {
             exchange: Arc::new(Mutex::new(exchange)),
             clock,
         }
+    }
+
+    /// The exchange saved in `path` if there is one (a paper account that
+    /// survives restarts), else a fresh one from `cfg`.
+    pub fn load_or_new(
+        cfg: &PaperConfig,
+        clock: Arc<dyn Clock>,
+        path: &Path,
+    ) -> Result<PaperVenue, VenueError> {
+        let exchange = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<Exchange>(&bytes).map_err(|e| {
+                VenueError::Other(format!(
+                    "paper state {} is not readable: {e}",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Exchange::new(cfg, clock.now_ms())
+            }
+            Err(e) => {
+                return Err(VenueError::Other(format!(
+                    "cannot read paper state {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(PaperVenue {
+            exchange: Arc::new(Mutex::new(exchange)),
+            clock,
+        })
+    }
+
+    /// Writes the whole exchange to `path` atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<(), VenueError> {
+        let bytes = {
+            let ex = self.lock()?;
+            serde_json::to_vec(&*ex).map_err(|e| VenueError::Other(format!("paper state: {e}")))?
+        };
+        let tmp = path.with_extension("tmp");
+        let io = |e: std::io::Error| {
+            VenueError::Other(format!("cannot write paper state {}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Exchange>, VenueError> {

@@ -257,4 +257,24 @@ pub trait Venue: Send + Sync + 'static {
     fn budget(&self) -> BudgetSnapshot {
         BudgetSnapshot::default()
     }
+
+    /// Longest client order id the venue accepts (Kraken's free-text
+    /// `cl_ord_id`: 18; Bybit's `orderLinkId`: 36).
+    fn max_client_order_id_len(&self) -> usize {
+        36
+    }
+
+    /// How long after a submit a "not found" answer is final: before that an
+    /// order whose submit outcome is unknown may still appear. 0 = at once.
+    fn min_pending_timeout_ms(&self) -> i64 {
+        0
+    }
+
+    /// Arms (or refreshes) the venue's dead man's switch: every open order of
+    /// the key is cancelled unless it is refreshed within `timeout_s`
+    /// seconds; 0 disarms it. `Ok(false)` when the venue has none.
+    async fn arm_dead_mans_switch(&self, timeout_s: u32) -> Result<bool, VenueError> {
+        let _ = timeout_s;
+        Ok(false)
+    }
 }

@@ -1,0 +1,108 @@
+//! What keeps engines' orders safe when a process goes away.
+//!
+//! - **Restart recovery**: a restarted gateway has an empty registry. It
+//!   rebuilds which orders belong to which engine from the venue itself (the
+//!   engine's order prefix in the client order id) and resumes polling them.
+//!   Orders that closed while it was down are found on demand when their
+//!   engine asks for them ([`lookup`]). Events carry the new incarnation, so
+//!   engines reconcile before trusting the stream again.
+//! - **Per-engine dead man's switch**: when an engine's event stream has been
+//!   gone longer than its grace, the gateway cancels that engine's working
+//!   orders, and only those, once per disconnection, and says so in the log
+//!   and in `ListEngines`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_venue::{OrderRef, OrderState};
+
+use crate::fair::Priority;
+use crate::service::Core;
+
+/// Adopts every open order of the key that carries an engine's prefix.
+/// Returns how many were adopted.
+pub async fn adopt_open_orders(core: &Core) -> Result<usize, herd_venue::VenueError> {
+    let slot = core
+        .fair
+        .acquire(crate::poller::POLLER, Priority::Query)
+        .await;
+    let open = core.venue.open_orders().await?;
+    drop(slot);
+    Ok(open.iter().filter(|s| core.registry.adopt(s)).count())
+}
+
+/// Keeps trying [`adopt_open_orders`] until it works once.
+pub async fn run_adoption(core: Arc<Core>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match adopt_open_orders(&core).await {
+            Ok(n) => {
+                tracing::info!(adopted = n, "orders rebuilt from the venue");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the venue's open orders yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Finds an order the registry does not know at the venue by the engine's
+/// client id, and adopts it (it may have closed while the gateway was down).
+pub async fn lookup(core: &Core, engine: &str, client_order_id: &str) -> Option<OrderState> {
+    let venue_id = core.registry.venue_client_id(engine, client_order_id)?;
+    let slot = core.fair.acquire(engine, Priority::Query).await.ok()?;
+    let found = core
+        .venue
+        .query_orders(&[OrderRef {
+            client_order_id: venue_id.clone(),
+            venue_order_id: None,
+        }])
+        .await
+        .ok()?;
+    drop(slot);
+    let state = found.into_iter().find(|s| s.client_order_id == venue_id)?;
+    core.registry.adopt(&state);
+    core.registry.get(engine, client_order_id)
+}
+
+/// Checks every second for engines whose stream has been gone too long.
+pub async fn run_dead_man(core: Arc<Core>, grace_ms: HashMap<String, i64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = core.clock.now_ms();
+        for engine in core
+            .registry
+            .dead_man_due(now, |e| grace_ms.get(e).copied().unwrap_or(0))
+        {
+            let working = core.registry.working_orders(&engine);
+            let prefix = core.registry.prefix(&engine).unwrap_or_default();
+            let mut canceled = 0;
+            let mut failed = 0;
+            for o in &working {
+                let id = o
+                    .client_order_id
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&o.client_order_id);
+                match core.cancel(&engine, id).await {
+                    Ok(_) => canceled += 1,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(engine, client_order_id = id, error = %e.message(), "dead man's switch cancel failed");
+                    }
+                }
+            }
+            tracing::warn!(
+                engine,
+                canceled,
+                failed,
+                "dead man's switch: engine stream gone past its grace; its orders canceled"
+            );
+            core.registry.set_dead_man_fired(&engine, now, canceled);
+        }
+    }
+}
