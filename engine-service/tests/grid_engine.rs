@@ -725,12 +725,60 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
         for slot in 0..3 {
             assert_eq!(replayed.subsidy_of(slot), live.subsidy_of(slot));
         }
-        // The restarted engine: same ledger, live exits adopted, stale
-        // entries cancelled.
-        let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1);
+        // While the engine is down the market rises through the lowest
+        // resting sell: entries (and exits) fill with no one watching.
+        let open_before: Vec<String> = sim
+            .ex
+            .open_orders()
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .collect();
+        let lowest_sell = sim
+            .ex
+            .open_orders()
+            .into_iter()
+            .filter(|o| o.side == herd_venue::Side::Sell)
+            .filter_map(|o| o.price)
+            .min()
+            .unwrap();
+        sim.ex.set_price("DOGEUSD", lowest_sell, sim.now).unwrap();
         let known = sim.known_orders();
+        let filled_down = |role: &str| {
+            known
+                .iter()
+                .filter(|k| open_before.contains(&k.client_order_id))
+                .filter(|k| k.status == "filled" && k.client_order_id.contains(role))
+                .count()
+        };
+        let (entries_down, exits_down) = (filled_down("e-"), filled_down("x-"));
+        assert!(
+            entries_down + exits_down > 0,
+            "{backend}: something filled while down"
+        );
+
+        // The restarted engine: the same ledger, plus the exits that filled
+        // while down booked; live exits adopted; stale entries cancelled.
+        let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1);
         let actions = restarted.restore(&rows, &known, sim.now);
-        assert_eq!(restarted.ledger(), &live, "{backend}");
+        let r = restarted.ledger();
+        assert_eq!(r.positions.len(), live.positions.len(), "{backend}");
+        for (id, p) in &live.positions {
+            let q = &r.positions[id];
+            assert_eq!(
+                (&q.entry, q.slot_id, q.mode),
+                (&p.entry, p.slot_id, p.mode),
+                "{backend}"
+            );
+            if p.outcome.is_some() {
+                assert_eq!(q.outcome, p.outcome, "{backend}: outcomes are written once");
+            }
+        }
+        let newly_closed = r.positions.values().filter(|p| !p.is_open()).count()
+            - live.positions.values().filter(|p| !p.is_open()).count();
+        assert_eq!(newly_closed, exits_down, "{backend}");
+        for slot in 0..3 {
+            assert_eq!(r.subsidy_of(slot), live.subsidy_of(slot));
+        }
         let live_exits = known
             .iter()
             .filter(|k| k.open_at_venue && k.client_order_id.contains("x-"))
@@ -746,9 +794,17 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
             .filter(|k| k.open_at_venue && k.client_order_id.contains("e-"))
             .count();
         assert_eq!(cancels, open_entries, "{backend}");
-        // Run on with the restarted grid: the ledger stays consistent.
+        let opened_before = restarted.ledger().positions.len();
         sim.grid = restarted;
         sim.execute(0, actions).await;
+        sim.tick().await;
+        // The entries that filled while down are positions now, with exits.
+        assert_eq!(
+            sim.grid().ledger().positions.len(),
+            opened_before + entries_down,
+            "{backend}"
+        );
+        // Run on with the restarted grid: the ledger stays consistent.
         sim.run(1500, 10 * S).await;
         let rows = store.journal("grid").await.unwrap();
         let replayed = Ledger::replay(rows.iter().map(|r| (r.0.as_str(), r.1.as_str()))).unwrap();

@@ -587,6 +587,28 @@ pub fn is_slot_client_id(client_order_id: &str) -> bool {
         )
 }
 
+/// Slot id, trade and role of a slot's client order id.
+pub fn parse_slot_client_id(client_order_id: &str) -> Option<(u32, Trade, Role)> {
+    if !is_slot_client_id(client_order_id) {
+        return None;
+    }
+    let (tag, _) = client_order_id.split_once('-')?;
+    let b = tag.as_bytes();
+    let n = b.len();
+    let slot = tag.get(1..n.checked_sub(2)?)?.parse().ok()?;
+    let trade = if b.get(n - 2) == Some(&b'a') {
+        Trade::A
+    } else {
+        Trade::B
+    };
+    let role = match b.get(n - 1) {
+        Some(b'e') => Role::Entry,
+        Some(b'x') => Role::Exit,
+        _ => Role::Close,
+    };
+    Some((slot, trade, role))
+}
+
 /// The entry backoff: 1, or min(max, 1 + step * (losses - 2)) once losses
 /// reach `backoff_after_losses`.
 pub fn backoff(params: &SlotParams, losses: u32) -> Decimal {

@@ -63,6 +63,8 @@ pub struct Grid {
     churn_profit_total: Decimal,
     settled_usd: Decimal,
     restored: bool,
+    /// Entries that filled while the engine was down, found at restore.
+    filled_while_down: Vec<KnownOrder>,
 }
 
 /// Counts of open positions per band.
@@ -255,6 +257,7 @@ impl Grid {
             churn_profit_total: Decimal::ZERO,
             settled_usd: Decimal::ZERO,
             restored: false,
+            filled_while_down: Vec::new(),
             cfg,
         }
     }
@@ -741,6 +744,109 @@ impl Grid {
                 now_ms: now,
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
+        }
+    }
+
+    /// Opens positions for entries that filled while the engine was down
+    /// (found by [`Strategy::restore`]) and queues their exits.
+    fn adopt_filled_entries(&mut self, now: i64, out: &mut Vec<Action>) {
+        let pending = std::mem::take(&mut self.filled_while_down);
+        for k in &pending {
+            let Some((slot_id, trade, Role::Entry)) =
+                slot::parse_slot_client_id(&k.client_order_id)
+            else {
+                continue;
+            };
+            let Some(i) = self.slots.iter().position(|s| s.id == slot_id) else {
+                continue;
+            };
+            if self.ledger.positions.contains_key(&k.client_order_id) {
+                continue;
+            }
+            let Some(f) = self.filters() else {
+                return;
+            };
+            let ctx = SlotCtx {
+                params: &self.cfg.slot,
+                filters: f.clone(),
+                profit_pct: self.cfg.slot.profit_pct,
+                entry_budget: 0,
+                entries_blocked: None,
+                userref_offset: 0,
+                loss_room: None,
+            };
+            let exit = slot::exit_price(trade, k.average_price, k.average_price, &ctx);
+            let fee = if self
+                .instrument
+                .as_ref()
+                .is_some_and(|i| i.base == k.fee_asset)
+            {
+                k.fee * k.average_price
+            } else {
+                k.fee
+            };
+            let exit_fee = exit * k.volume_executed * f.maker_fee;
+            let target = trade.gross(k.average_price, exit, k.volume_executed) - fee - exit_fee;
+            let position = Position {
+                id: k.client_order_id.clone(),
+                slot_id,
+                trade: trade.as_str().into(),
+                mode: if self.cfg.sticky.contains(&slot_id) {
+                    PositionMode::Sticky
+                } else {
+                    PositionMode::Grid
+                },
+                entry: Entry {
+                    side: trade.entry_side().as_str().into(),
+                    price: k.average_price,
+                    cost: (k.average_price * k.volume_executed).normalize(),
+                    fee,
+                    volume: k.volume_executed,
+                    time_ms: now,
+                    regime: String::new(),
+                },
+                exit: ExitIntent {
+                    price: exit,
+                    original_price: exit,
+                    target_profit: target.normalize(),
+                    order_id: String::new(),
+                    reprices: 0,
+                    last_reprice_ms: None,
+                    tightened: false,
+                    hold_until_ms: None,
+                    orphaned: false,
+                },
+                outcome: None,
+            };
+            self.record(
+                LedgerEvent::Open {
+                    position: Box::new(position),
+                },
+                out,
+            );
+            let o = SlotOrder {
+                client_order_id: format!("{}-restart", k.client_order_id),
+                trade,
+                role: Role::Exit,
+                side: trade.exit_side(),
+                price: Some(exit),
+                volume: k.volume_executed,
+                placed_at_ms: now,
+                market_at_place: k.average_price,
+                executed: Decimal::ZERO,
+                avg_price: Decimal::ZERO,
+                fee: Decimal::ZERO,
+                position_id: k.client_order_id.clone(),
+                entry_price: k.average_price,
+                entry_fee: fee,
+                entry_time_ms: now,
+                target_price: exit,
+                pending: None,
+                retry_at_ms: None,
+                orphan: None,
+            };
+            tracing::warn!(position = %k.client_order_id, %exit, "entry filled while the engine was down: position opened, exit goes out");
+            slot::adopt_exit(&mut self.slots[i], o, false, now);
         }
     }
 
@@ -1257,6 +1363,9 @@ impl Strategy for Grid {
         if self.filters().is_none() || market.last <= Decimal::ZERO {
             return out;
         }
+        if !self.filled_while_down.is_empty() {
+            self.adopt_filled_entries(now, &mut out);
+        }
         let mut budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
         for i in 0..self.slots.len() {
             let ev = SlotEvent::PriceTick {
@@ -1419,16 +1528,28 @@ impl Strategy for Grid {
                 continue;
             }
             let id = k.client_order_id.as_str();
-            let is_entry = slot::is_slot_client_id(id)
-                && id
-                    .split_once('-')
-                    .is_some_and(|(tag, _)| tag.ends_with('e'));
+            let is_entry = slot::parse_slot_client_id(id).is_some_and(|(_, _, r)| r == Role::Entry);
             if is_entry || churner::is_churner_client_id(id) {
                 out.push(Action::Cancel {
                     client_order_id: id.to_string(),
                 });
             }
         }
+        // Entries that filled while no one was watching: their positions
+        // open on the first tick (the instrument's filters are needed to
+        // price their exits).
+        self.filled_while_down = known
+            .iter()
+            .filter(|k| {
+                slot::parse_slot_client_id(&k.client_order_id)
+                    .is_some_and(|(_, _, r)| r == Role::Entry)
+                    && !k.open_at_venue
+                    && k.volume_executed > Decimal::ZERO
+                    && k.average_price > Decimal::ZERO
+                    && !self.ledger.positions.contains_key(&k.client_order_id)
+            })
+            .cloned()
+            .collect();
         let open: Vec<Position> = self.ledger.open_positions().cloned().collect();
         for p in open {
             if p.mode == PositionMode::Churner {
