@@ -153,6 +153,7 @@ pub fn grid_status_pb(b: &GridStatusBlock, paused_by_errors: bool, errors: u32) 
         closed_positions: b.closed_positions,
         realized_pnl: money(b.realized_pnl),
         ledger_conflicts: b.ledger_conflicts,
+        profit_pct: money(b.profit_pct),
         slots: b
             .slots
             .iter()

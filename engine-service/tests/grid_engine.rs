@@ -973,3 +973,70 @@ async fn entries_reserve_funds_before_placing() {
     assert!(slot.last_error.contains("capital"), "{}", slot.last_error);
     assert_eq!(slot.orders.len(), 1);
 }
+
+/// With `mode_from_regime`, a BULLISH reading makes the slots long-only
+/// (the sell entry is cancelled) and RANGING brings both trades back.
+#[tokio::test]
+async fn slots_follow_the_regime_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("mode.db").display());
+    let mut cfg = grid_cfg(1, SlotMode::Both);
+    cfg.mode_from_regime = true;
+    let mut sim = Sim::new(
+        &url,
+        paper(0.0, 1),
+        Grid::new(cfg, "DOGEUSD", T0),
+        Vec::new(),
+    )
+    .await;
+    sim.tick().await;
+    assert_eq!(sim.ex.open_orders().len(), 2);
+    sim.regime = RegimeView {
+        regime: "BULLISH".into(),
+        ..ranging()
+    };
+    sim.now += S;
+    sim.tick().await;
+    let open = sim.ex.open_orders();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].side, herd_venue::Side::Buy);
+    assert!(sim.grid().status_block(sim.now).slots[0].long_only);
+    sim.regime = ranging();
+    sim.now += S;
+    sim.tick().await;
+    assert_eq!(sim.ex.open_orders().len(), 2);
+}
+
+/// The volatility-adjusted profit: with factor 10 over the last hour, a
+/// 0.12 -> 0.1202 range (0.16667 %) raises the exit profit to 1.6667 %:
+/// B's fill at 0.11976 exits at 0.11976 * 1.016667 = 0.12175604 -> 0.1217561.
+#[tokio::test]
+async fn volatility_raises_the_exit_profit() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("vol.db").display());
+    let mut cfg = grid_cfg(1, SlotMode::Both);
+    cfg.volatility_profit_factor = dec!(10);
+    let mut sim = Sim::new(
+        &url,
+        paper(0.0, 1),
+        Grid::new(cfg, "DOGEUSD", T0),
+        Vec::new(),
+    )
+    .await;
+    sim.tick().await;
+    assert_eq!(sim.grid().profit_pct(), dec!(1.00));
+    sim.set_price(dec!(0.1202)).await;
+    sim.now += S;
+    sim.tick().await;
+    assert_eq!(sim.grid().profit_pct(), dec!(1.6667));
+    sim.set_price(dec!(0.1197)).await;
+    let p = sim.grid().ledger().open_positions().next().unwrap().clone();
+    assert_eq!(
+        (p.entry.price, p.exit.price),
+        (dec!(0.11976), dec!(0.1217561))
+    );
+    // An hour later the range has left the window: back to 1 %.
+    sim.now += 3_601 * S;
+    sim.tick().await;
+    assert_eq!(sim.grid().profit_pct(), dec!(1.00));
+}

@@ -730,3 +730,343 @@ fn client_ids() {
         assert_eq!(is_slot_client_id(id), want, "{id}");
     }
 }
+
+mod churner_reducer {
+    //! The churner reducer on a fake clock: stages, side choice and the
+    //! reserve pool, timeouts, cancel failures, gate failures and profit
+    //! routing. At market 0.12: buy 16.69170422 @ 0.12 * 0.9985 = 0.11982
+    //! (fee 0.005); exit max(0.11982 * 1.006, 0.12 * 1.0015) = 0.120539 (fee
+    //! 0.00503); gross (0.120539 - 0.11982) * 16.69170422 = 0.01200133533418,
+    //! net 0.00197133533418.
+
+    use super::*;
+    use herd_engine::churner::{
+        ChurnAction, ChurnEnv, Churner, ChurnerConfig, ParentCandidate, Refusal, Stage,
+    };
+    use herd_engine::grid::heal::Band;
+    use herd_engine::grid::ledger::LedgerEvent;
+
+    fn parent(trade: &str) -> ParentCandidate {
+        ParentCandidate {
+            position_id: "g0be-parent".into(),
+            slot_id: 0,
+            trade: trade.into(),
+            effective_age_hours: dec!(10),
+            age_hours: dec!(8),
+            band: Band::Aging,
+            subsidy_needed: dec!(0.01),
+        }
+    }
+
+    fn env(cfg: &ChurnerConfig) -> ChurnEnv<'_> {
+        ChurnEnv {
+            cfg,
+            filters: filters(),
+            market: dec!(0.12),
+            gate: Ok(parent("B")),
+            parent_alive: true,
+            parent_needs_subsidy: true,
+            free_quote: Some(dec!(1000)),
+            free_base: Some(dec!(5000)),
+            reserve_available: dec!(5),
+            regime: "RANGING".into(),
+            userref_offset: 600,
+            symbol: "DOGEUSD".into(),
+            entries_blocked: None,
+        }
+    }
+
+    fn placed(a: &[ChurnAction]) -> Vec<(Side, Option<Decimal>, Decimal)> {
+        a.iter()
+            .filter_map(|x| match x {
+                ChurnAction::Place(i) => Some((i.side, i.price, i.volume)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cancelled(a: &[ChurnAction]) -> usize {
+        a.iter()
+            .filter(|x| matches!(x, ChurnAction::Cancel(_)))
+            .count()
+    }
+
+    fn closes(a: &[ChurnAction]) -> Vec<(String, Decimal)> {
+        a.iter()
+            .filter_map(|x| match x {
+                ChurnAction::Ledger(LedgerEvent::Close { outcome, .. }) => {
+                    Some((outcome.kind.clone(), outcome.net))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    const NO_FILL: (Decimal, Decimal, Decimal) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+
+    fn new() -> Churner {
+        Churner::new(0, &parent("B"), T0, T0)
+    }
+
+    #[test]
+    fn side_follows_the_parent_then_the_other_side_then_the_reserve() {
+        let cfg = ChurnerConfig::default();
+        // (parent trade, free quote, free base, reserve, expected entry)
+        type Case = (
+            &'static str,
+            Option<Decimal>,
+            Option<Decimal>,
+            Decimal,
+            Option<(Side, Decimal, Decimal)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "B",
+                Some(dec!(1000)),
+                Some(dec!(5000)),
+                dec!(5),
+                Some((Side::Buy, dec!(0.11982), dec!(16.69170422))),
+            ),
+            (
+                "A",
+                Some(dec!(1000)),
+                Some(dec!(5000)),
+                dec!(5),
+                Some((Side::Sell, dec!(0.12018), dec!(16.64170411))),
+            ),
+            // No USD for the buy: the other side.
+            (
+                "B",
+                Some(dec!(1)),
+                Some(dec!(5000)),
+                dec!(5),
+                Some((Side::Sell, dec!(0.12018), dec!(16.64170411))),
+            ),
+            // Neither side funded: the reserve pool lends one base size (a buy).
+            (
+                "A",
+                Some(dec!(1)),
+                Some(dec!(1)),
+                dec!(5),
+                Some((Side::Buy, dec!(0.11982), dec!(16.69170422))),
+            ),
+            // The pool cannot lend a whole base size: nothing.
+            ("A", Some(dec!(1)), Some(dec!(1)), dec!(1.99), None),
+        ];
+        for (trade, q, b, reserve, want) in cases {
+            let mut e = env(&cfg);
+            e.gate = Ok(parent(trade));
+            e.free_quote = q;
+            e.free_base = b;
+            e.reserve_available = reserve;
+            let mut c = new();
+            let a = c.tick(&e, T0);
+            let got = placed(&a).first().map(|(s, p, v)| (*s, p.unwrap(), *v));
+            assert_eq!(got, want, "{trade} {q:?} {b:?} {reserve}");
+            if want.is_none() {
+                assert!(c.last_error.contains("reserve pool"), "{}", c.last_error);
+                assert_eq!(c.stage, Stage::Idle);
+            }
+        }
+    }
+
+    #[test]
+    fn cycle_routes_profit_to_the_parent_slot_then_compounds() {
+        let cfg = ChurnerConfig::default();
+        let e = env(&cfg);
+        let mut c = new();
+        let a = c.tick(&e, T0);
+        let entry = match &a[0] {
+            ChurnAction::Place(i) => i.client_order_id.clone(),
+            other => panic!("{other:?}"),
+        };
+        let a = c.on_order(
+            &entry,
+            (dec!(16.69170422), dec!(0.11982), dec!(0.005)),
+            true,
+            false,
+            None,
+            None,
+            &e,
+            T0 + 10 * S,
+        );
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, ChurnAction::Ledger(LedgerEvent::Open { .. })))
+        );
+        assert_eq!(
+            placed(&a),
+            vec![(Side::Sell, Some(dec!(0.120539)), dec!(16.69170422))]
+        );
+        assert_eq!(c.stage, Stage::ExitOpen);
+        let exit = c.exit.clone().unwrap().client_order_id;
+        let a = c.on_order(
+            &exit,
+            (dec!(16.69170422), dec!(0.120539), dec!(0.00503)),
+            true,
+            false,
+            None,
+            None,
+            &e,
+            T0 + 20 * S,
+        );
+        assert_eq!(
+            closes(&a),
+            vec![("exit".to_string(), dec!(0.00197133533418))]
+        );
+        let earned: Vec<(u32, Decimal)> = a
+            .iter()
+            .filter_map(|x| match x {
+                ChurnAction::Ledger(LedgerEvent::Earned {
+                    slot_id, amount, ..
+                }) => Some((*slot_id, *amount)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(earned, vec![(0, dec!(0.00197133533418))]);
+        assert_eq!((c.stage, c.compound_usd), (Stage::Idle, Decimal::ZERO));
+        // The parent needs nothing more: the next cycle's profit compounds
+        // and the size after it is $2 + that profit.
+        let mut e2 = env(&cfg);
+        e2.parent_needs_subsidy = false;
+        let a = c.tick(&e2, T0 + 30 * S);
+        let id = match &a[0] {
+            ChurnAction::Place(i) => i.client_order_id.clone(),
+            other => panic!("{other:?}"),
+        };
+        c.on_order(
+            &id,
+            (dec!(16.69170422), dec!(0.11982), dec!(0.005)),
+            true,
+            false,
+            None,
+            None,
+            &e2,
+            T0 + 31 * S,
+        );
+        let x = c.exit.clone().unwrap().client_order_id;
+        let a = c.on_order(
+            &x,
+            (dec!(16.69170422), dec!(0.120539), dec!(0.00503)),
+            true,
+            false,
+            None,
+            None,
+            &e2,
+            T0 + 32 * S,
+        );
+        assert!(
+            !a.iter()
+                .any(|x| matches!(x, ChurnAction::Ledger(LedgerEvent::Earned { .. })))
+        );
+        assert_eq!(c.compound_usd, dec!(0.00197133533418));
+        let a = c.tick(&e2, T0 + 33 * S);
+        // (2 + 0.00197133533418) / 0.11982 = 16.708156696... -> 16.70815669
+        assert_eq!(placed(&a)[0].2, dec!(16.70815669));
+    }
+
+    #[test]
+    fn timeouts_and_cancel_failures() {
+        let cfg = ChurnerConfig::default();
+        let e = env(&cfg);
+        let mut c = new();
+        c.tick(&e, T0);
+        let entry = c.entry.clone().unwrap().client_order_id;
+        // Entry timeout 300 s.
+        assert_eq!(cancelled(&c.tick(&e, T0 + 299 * S)), 0);
+        assert_eq!(cancelled(&c.tick(&e, T0 + 300 * S)), 1);
+        // The cancel fails: state kept, error recorded, retried after 10 s.
+        c.on_order(
+            &entry,
+            NO_FILL,
+            false,
+            false,
+            None,
+            Some("venue busy"),
+            &e,
+            T0 + 301 * S,
+        );
+        assert_eq!(c.stage, Stage::EntryOpen);
+        assert!(c.last_error.contains("venue busy"));
+        assert_eq!(cancelled(&c.tick(&e, T0 + 309 * S)), 0);
+        assert_eq!(cancelled(&c.tick(&e, T0 + 310 * S)), 1);
+        c.on_order(&entry, NO_FILL, false, true, None, None, &e, T0 + 311 * S);
+        assert_eq!(c.stage, Stage::Idle);
+
+        // Exit timeout max(300, 600) = 600 s: booked at market (0.119) with a
+        // maker fee: gross (0.119 - 0.11982) * 16.69170422 = -0.0136871974604,
+        // fee 0.00496578200545, net -0.02365297946585.
+        let mut c = new();
+        c.tick(&e, T0);
+        let entry = c.entry.clone().unwrap().client_order_id;
+        c.on_order(
+            &entry,
+            (dec!(16.69170422), dec!(0.11982), dec!(0.005)),
+            true,
+            false,
+            None,
+            None,
+            &e,
+            T0,
+        );
+        let exit = c.exit.clone().unwrap().client_order_id;
+        assert_eq!(cancelled(&c.tick(&e, T0 + 599 * S)), 0);
+        assert_eq!(cancelled(&c.tick(&e, T0 + 600 * S)), 1);
+        let mut at = env(&cfg);
+        at.market = dec!(0.119);
+        let a = c.on_order(&exit, NO_FILL, false, true, None, None, &at, T0 + 601 * S);
+        assert_eq!(
+            closes(&a),
+            vec![("exit_timeout".to_string(), dec!(-0.02365297946585))]
+        );
+        assert_eq!(c.stage, Stage::Idle);
+        assert_eq!(c.profit, dec!(-0.02365297946585));
+    }
+
+    #[test]
+    fn a_failed_gate_cancels_and_closes_as_cancelled() {
+        let cfg = ChurnerConfig::default();
+        let e = env(&cfg);
+        // Regime changes while the entry is open: cancel, then idle.
+        let mut c = new();
+        c.tick(&e, T0);
+        let entry = c.entry.clone().unwrap().client_order_id;
+        let mut bad = env(&cfg);
+        bad.gate = Err(Refusal::NotRanging("BULLISH".into()));
+        assert_eq!(cancelled(&c.tick(&bad, T0 + S)), 1);
+        c.on_order(&entry, NO_FILL, false, true, None, None, &bad, T0 + 2 * S);
+        assert_eq!(c.stage, Stage::Idle);
+        assert!(
+            placed(&c.tick(&bad, T0 + 3 * S)).is_empty(),
+            "idle while the gate fails"
+        );
+        assert!(c.last_error.contains("BULLISH"), "{}", c.last_error);
+        // The parent goes away while the exit is open: cancelled at market.
+        let mut c = new();
+        c.tick(&e, T0);
+        let entry = c.entry.clone().unwrap().client_order_id;
+        c.on_order(
+            &entry,
+            (dec!(16.69170422), dec!(0.11982), dec!(0.005)),
+            true,
+            false,
+            None,
+            None,
+            &e,
+            T0,
+        );
+        let exit = c.exit.clone().unwrap().client_order_id;
+        let mut gone = env(&cfg);
+        gone.parent_alive = false;
+        assert_eq!(cancelled(&c.tick(&gone, T0 + S)), 1);
+        let a = c.on_order(&exit, NO_FILL, false, true, None, None, &gone, T0 + 2 * S);
+        let cl = closes(&a);
+        assert_eq!(cl.len(), 1);
+        assert_eq!(cl[0].0, "cancelled");
+        // At 0.12: (0.12 - 0.11982) * v - 0.005 - 0.12 * v * 0.0025
+        assert_eq!(cl[0].1, dec!(-0.0070030045064));
+        // Killed: no new entry, ever.
+        c.kill(T0 + 3 * S);
+        assert!(placed(&c.tick(&e, T0 + 4 * S)).is_empty());
+    }
+}

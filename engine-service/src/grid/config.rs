@@ -142,6 +142,9 @@ pub struct GridConfig {
     pub sticky: Vec<u32>,
     /// long_only / short_only / both (GRID_MODE).
     pub mode: SlotMode,
+    /// Follow the regime: a ready BULLISH reading makes the slots
+    /// long-only, BEARISH short-only, anything else `mode`.
+    pub mode_from_regime: bool,
     /// Realized losses today (USD, evictions included) that lock new
     /// entries until the UTC day changes (GRID_DAILY_LOSS_LIMIT_USD).
     pub daily_loss_limit_usd: Decimal,
@@ -150,6 +153,11 @@ pub struct GridConfig {
     pub userref_offset: i32,
     /// Cycles kept per slot for status.
     pub recent_cycles: usize,
+    /// Volatility-adjusted profit: the exit profit in force is
+    /// max(slot.profit_pct, factor * the market's high-low range over the
+    /// window, percent). 0 turns it off.
+    pub volatility_profit_factor: Decimal,
+    pub volatility_window_sec: u64,
     /// `[grid.slot]`: the knobs every slot shares.
     pub slot: SlotParams,
     pub heal: HealParams,
@@ -163,9 +171,12 @@ impl Default for GridConfig {
             slots: 3,
             sticky: Vec::new(),
             mode: SlotMode::Both,
+            mode_from_regime: false,
             daily_loss_limit_usd: Decimal::from(5),
             userref_offset: 100,
             recent_cycles: 10,
+            volatility_profit_factor: Decimal::ZERO,
+            volatility_window_sec: 3600,
             slot: SlotParams::default(),
             heal: HealParams::default(),
             churner: ChurnerConfig::default(),
@@ -303,6 +314,12 @@ impl GridConfig {
         }
         if s.backoff_max < Decimal::ONE || s.backoff_step < Decimal::ZERO {
             return Err("grid.backoff_max must be >= 1 and backoff_step >= 0".into());
+        }
+        if self.volatility_profit_factor < Decimal::ZERO {
+            return Err(format!(
+                "grid.volatility_profit_factor: {} must not be negative",
+                self.volatility_profit_factor
+            ));
         }
         if self.daily_loss_limit_usd < Decimal::ZERO {
             return Err(format!(

@@ -9,7 +9,7 @@
 //! record (stream `grid`) as it is applied, so the ledger rebuilt by
 //! [`Strategy::restore`] after a restart is the one the engine had.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,8 @@ pub struct Grid {
     restored: bool,
     /// Entries that filled while the engine was down, found at restore.
     filled_while_down: Vec<KnownOrder>,
+    /// Recent prices for the volatility-adjusted profit.
+    prices: VecDeque<(i64, Decimal)>,
 }
 
 /// Counts of open positions per band.
@@ -203,6 +205,8 @@ pub struct HealBlock {
 pub struct GridStatusBlock {
     pub enabled: bool,
     pub mode: String,
+    /// The exit profit in force, percent (volatility may raise it).
+    pub profit_pct: Decimal,
     pub slot_count: u32,
     pub total_profit: Decimal,
     pub total_settled_usd: Decimal,
@@ -258,6 +262,7 @@ impl Grid {
             settled_usd: Decimal::ZERO,
             restored: false,
             filled_while_down: Vec::new(),
+            prices: VecDeque::new(),
             cfg,
         }
     }
@@ -352,7 +357,7 @@ impl Grid {
         let ctx = SlotCtx {
             params: &self.cfg.slot,
             filters,
-            profit_pct: self.cfg.slot.profit_pct,
+            profit_pct: self.profit_pct(),
             entry_budget: budget,
             entries_blocked: self.entries_blocked(),
             userref_offset: self.userref(self.slots[i].id),
@@ -747,6 +752,44 @@ impl Grid {
         }
     }
 
+    /// The exit profit in force: the config's, raised by the market's recent
+    /// range when `volatility_profit_factor` is set.
+    pub fn profit_pct(&self) -> Decimal {
+        let base = self.cfg.slot.profit_pct;
+        let factor = self.cfg.volatility_profit_factor;
+        if factor <= Decimal::ZERO {
+            return base;
+        }
+        let lo = self.prices.iter().map(|p| p.1).min();
+        let hi = self.prices.iter().map(|p| p.1).max();
+        match (lo, hi) {
+            (Some(lo), Some(hi)) if lo > Decimal::ZERO => {
+                base.max(((hi - lo) / lo * hundred() * factor).round_dp(4))
+            }
+            _ => base,
+        }
+    }
+
+    fn remember_price(&mut self, now: i64, price: Decimal) {
+        self.prices.push_back((now, price));
+        let horizon = now - super::secs_ms(self.cfg.volatility_window_sec);
+        while self.prices.front().is_some_and(|p| p.0 < horizon) {
+            self.prices.pop_front();
+        }
+    }
+
+    /// The slots' mode: the config's, or the regime's when asked to follow it.
+    fn mode_for(&self, market: &MarketView) -> SlotMode {
+        if !self.cfg.mode_from_regime || !market.regime.ready {
+            return self.cfg.mode;
+        }
+        match market.regime.regime.as_str() {
+            "BULLISH" => SlotMode::LongOnly,
+            "BEARISH" => SlotMode::ShortOnly,
+            _ => self.cfg.mode,
+        }
+    }
+
     /// Opens positions for entries that filled while the engine was down
     /// (found by [`Strategy::restore`]) and queues their exits.
     fn adopt_filled_entries(&mut self, now: i64, out: &mut Vec<Action>) {
@@ -769,7 +812,7 @@ impl Grid {
             let ctx = SlotCtx {
                 params: &self.cfg.slot,
                 filters: f.clone(),
-                profit_pct: self.cfg.slot.profit_pct,
+                profit_pct: self.profit_pct(),
                 entry_budget: 0,
                 entries_blocked: None,
                 userref_offset: 0,
@@ -1140,6 +1183,7 @@ impl Grid {
         GridStatusBlock {
             enabled: self.enabled,
             mode: self.cfg.mode.as_str().into(),
+            profit_pct: self.profit_pct(),
             slot_count: u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
             total_profit: self.slots.iter().map(|s| s.profit).sum(),
             total_settled_usd: self.settled_usd.normalize(),
@@ -1363,8 +1407,16 @@ impl Strategy for Grid {
         if self.filters().is_none() || market.last <= Decimal::ZERO {
             return out;
         }
+        self.remember_price(now, market.last);
         if !self.filled_while_down.is_empty() {
             self.adopt_filled_entries(now, &mut out);
+        }
+        let mode = self.mode_for(market);
+        for i in 0..self.slots.len() {
+            if self.slots[i].mode != mode {
+                let ev = SlotEvent::SetMode { mode, now_ms: now };
+                out.extend(self.step_slot(i, &ev, 0, now).0);
+            }
         }
         let mut budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
         for i in 0..self.slots.len() {
