@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::funding::FundingConfig;
 use crate::grid::GridConfig;
 use crate::rangers::RangerConfig;
 
@@ -21,6 +22,8 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
+    /// The `[funding]` section's variables (`FUNDING_*`).
+    pub use crate::funding::config::env as funding;
     /// The `[grid]` section's variables (`GRID_*`, `CHURNER_*`).
     pub use crate::grid::config::env as grid;
     /// The `[rangers]` section's variables (`RANGER_*`).
@@ -99,6 +102,9 @@ pub struct EngineConfig {
     /// Grid slots, position ledger, self-healing and churners: disabled
     /// unless `enabled = true`.
     pub grid: GridConfig,
+    /// The funding-rate orchestrator (seed 003): disabled unless
+    /// `enabled = true`.
+    pub funding: FundingConfig,
 }
 
 impl Default for EngineConfig {
@@ -120,6 +126,7 @@ impl Default for EngineConfig {
             fixed_regime: "UNKNOWN".into(),
             rangers: RangerConfig::default(),
             grid: GridConfig::default(),
+            funding: FundingConfig::default(),
         }
     }
 }
@@ -208,6 +215,9 @@ impl EngineConfig {
         self.grid
             .apply_env(&get)
             .map_err(|(name, message)| ConfigError::Env { name, message })?;
+        self.funding
+            .apply_env(&get)
+            .map_err(|(name, message)| ConfigError::Env { name, message })?;
         Ok(())
     }
 
@@ -277,6 +287,7 @@ impl EngineConfig {
                 "userref sub-ranges overlap: rangers {rlo}..{rhi}, grid {glo}..{ghi}, churners {clo}..{chi}"
             )));
         }
+        self.funding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

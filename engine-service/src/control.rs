@@ -384,7 +384,111 @@ pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
             .and_then(|b| b.capacity.as_ref())
             .map(capacity_pb),
         self_healing: grid_block.as_ref().map(self_healing_pb),
+        funding: Some(funding_status(shared)),
     })
+}
+
+/// The emergency stop (RPC and SIGUSR1): halts the engine, cancels its open
+/// orders and fires the funding orchestrator's emergency controller (one
+/// shot: it closes every position and stops opening). Returns (ok, message).
+pub async fn emergency_stop(shared: &Shared, reason: &str) -> (bool, String) {
+    {
+        let mut st = shared.state();
+        st.mode = Mode::Halted;
+        st.pause_reason = reason.to_string();
+    }
+    tracing::error!(%reason, "EMERGENCY STOP");
+    let funding = match shared.funding.get() {
+        Some(f) if f.trigger_emergency(reason, now_ms()) => {
+            "; funding: closing every position".to_string()
+        }
+        Some(_) => "; funding: emergency already fired".to_string(),
+        None => String::new(),
+    };
+    let open = match shared
+        .gateway
+        .clone()
+        .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest {
+            symbol: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().orders,
+        Err(s) => {
+            return (
+                false,
+                format!("halted; cannot list open orders: {}{funding}", s.message()),
+            );
+        }
+    };
+    let mut failed = Vec::new();
+    for o in &open {
+        if let Err(s) = shared.cancel(&o.client_order_id).await {
+            failed.push(format!("{}: {}", o.client_order_id, s.message()));
+        }
+    }
+    if failed.is_empty() {
+        (
+            true,
+            format!("halted; canceled {} open orders{funding}", open.len()),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "halted; canceled {} of {} open orders; FAILED: {}{funding}",
+                open.len() - failed.len(),
+                open.len(),
+                failed.join("; ")
+            ),
+        )
+    }
+}
+
+/// The funding block: the orchestrator's, or a disabled one.
+pub fn funding_status(shared: &Shared) -> pb::FundingStatus {
+    match shared.funding.get() {
+        Some(f) => f.status(),
+        None => {
+            let cfg = &shared.cfg.funding;
+            let l = cfg.limits();
+            pb::FundingStatus {
+                enabled: false,
+                margin_band: "unknown".into(),
+                shutdown_policy: cfg.shutdown_policy.as_str().into(),
+                limits: Some(pb::FundingRiskLimits {
+                    max_position_usd: l.max_position_usd.normalize().to_string(),
+                    max_positions: l.max_positions,
+                    max_total_exposure_usd: l.max_total_exposure_usd.normalize().to_string(),
+                    min_rate: l.min_rate.normalize().to_string(),
+                    exit_rate: l.exit_rate.normalize().to_string(),
+                    margin_alert: l.margin_alert.normalize().to_string(),
+                    margin_critical: l.margin_critical.normalize().to_string(),
+                }),
+                portfolio: Some(pb::FundingPortfolio::default()),
+                emergency: Some(pb::FundingEmergency::default()),
+                cycles: Some(pb::FundingCycleStats::default()),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+fn funding_handle(shared: &Shared) -> Result<&crate::funding::FundingHandle, Status> {
+    shared.funding.get().map(|f| f.as_ref()).ok_or_else(|| {
+        Status::failed_precondition(
+            "this engine runs no funding orchestrator ([funding] enabled = false)",
+        )
+    })
+}
+
+/// Parses an optional decimal field: empty keeps `current`.
+fn limit_field(field: &str, v: &str, current: Decimal) -> Result<Decimal, Status> {
+    if v.trim().is_empty() {
+        return Ok(current);
+    }
+    Decimal::from_str(v.trim())
+        .map_err(|_| Status::invalid_argument(format!("{field}: {v:?} is not a decimal number")))
 }
 
 fn parse_positive(field: &str, s: &str) -> Result<Decimal, Status> {
@@ -523,42 +627,8 @@ impl pb::engine_server::Engine for ControlService {
         let reason = Some(req.into_inner().reason)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "emergency stop by operator".into());
-        {
-            let mut st = self.shared.state();
-            st.mode = Mode::Halted;
-            st.pause_reason = reason.clone();
-        }
-        tracing::error!(%reason, "EMERGENCY STOP");
-        let open = self
-            .shared
-            .gateway
-            .clone()
-            .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest {
-                symbol: String::new(),
-            })
-            .await?
-            .into_inner()
-            .orders;
-        let mut failed = Vec::new();
-        for o in &open {
-            if let Err(s) = self.shared.cancel(&o.client_order_id).await {
-                failed.push(format!("{}: {}", o.client_order_id, s.message()));
-            }
-        }
-        let message = if failed.is_empty() {
-            format!("halted; canceled {} open orders", open.len())
-        } else {
-            format!(
-                "halted; canceled {} of {} open orders; FAILED: {}",
-                open.len() - failed.len(),
-                open.len(),
-                failed.join("; ")
-            )
-        };
-        Ok(Response::new(pb::ControlResponse {
-            ok: failed.is_empty(),
-            message,
-        }))
+        let (ok, message) = emergency_stop(&self.shared, &reason).await;
+        Ok(Response::new(pb::ControlResponse { ok, message }))
     }
 
     async fn submit_order(
@@ -659,5 +729,84 @@ impl pb::engine_server::Engine for ControlService {
         } else {
             format!("rangers disabled; {cancels} ranger orders asked to cancel")
         }))
+    }
+
+    async fn set_funding_opening(
+        &self,
+        req: Request<pb::SetFundingOpeningRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let f = funding_handle(&self.shared)?;
+        let r = req.into_inner();
+        if r.paused {
+            let reason = Some(r.reason)
+                .filter(|x| !x.is_empty())
+                .unwrap_or_else(|| "paused by operator".into());
+            f.set_opening_paused(Some(reason.clone()));
+            Ok(ok(format!("funding opening paused: {reason}")))
+        } else {
+            f.set_opening_paused(None);
+            let e = f.emergency();
+            Ok(ok(if e.triggered {
+                "funding opening resumed, but the emergency stop has fired: nothing opens until the engine restarts".to_string()
+            } else {
+                "funding opening resumed".to_string()
+            }))
+        }
+    }
+
+    async fn close_funding_position(
+        &self,
+        req: Request<pb::CloseFundingPositionRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let f = funding_handle(&self.shared)?;
+        let symbol = req.into_inner().symbol;
+        if symbol.trim().is_empty() {
+            return Err(Status::invalid_argument("symbol: is required"));
+        }
+        match f.close_position(symbol.trim()).await {
+            Ok(m) => Ok(ok(m)),
+            Err(m) if m.starts_with("no open funding position") => Err(Status::not_found(m)),
+            Err(m) => Ok(Response::new(pb::ControlResponse {
+                ok: false,
+                message: m,
+            })),
+        }
+    }
+
+    async fn set_funding_risk_limits(
+        &self,
+        req: Request<pb::SetFundingRiskLimitsRequest>,
+    ) -> Result<Response<pb::FundingRiskLimits>, Status> {
+        let f = funding_handle(&self.shared)?;
+        let r = req.into_inner();
+        let cur = f.limits();
+        let next = crate::funding::RiskLimits {
+            max_position_usd: limit_field(
+                "max_position_usd",
+                &r.max_position_usd,
+                cur.max_position_usd,
+            )?,
+            max_positions: if r.max_positions == 0 {
+                cur.max_positions
+            } else {
+                r.max_positions
+            },
+            max_total_exposure_usd: limit_field(
+                "max_total_exposure_usd",
+                &r.max_total_exposure_usd,
+                cur.max_total_exposure_usd,
+            )?,
+            min_rate: limit_field("min_rate", &r.min_rate, cur.min_rate)?,
+            exit_rate: limit_field("exit_rate", &r.exit_rate, cur.exit_rate)?,
+            margin_alert: limit_field("margin_alert", &r.margin_alert, cur.margin_alert)?,
+            margin_critical: limit_field(
+                "margin_critical",
+                &r.margin_critical,
+                cur.margin_critical,
+            )?,
+        };
+        f.set_limits(next)
+            .map_err(|(field, m)| Status::invalid_argument(format!("{field}: {m}")))?;
+        Ok(Response::new(f.status().limits.unwrap_or_default()))
     }
 }

@@ -135,6 +135,8 @@ pub struct Shared {
     state: Mutex<EngineState>,
     pub strategies: AsyncMutex<Vec<Box<dyn Strategy>>>,
     ids: Mutex<IdGen>,
+    /// The funding-rate orchestrator, when the engine runs one.
+    pub funding: std::sync::OnceLock<Arc<crate::funding::FundingHandle>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -221,6 +223,7 @@ impl Shared {
             }),
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
+            funding: std::sync::OnceLock::new(),
         }
     }
 
@@ -257,6 +260,16 @@ impl Shared {
 
     /// Places one order for `owner`: journaled as pending first, then sent.
     pub async fn place(&self, owner: &str, intent: &OrderIntent) -> Result<pb::Order, Status> {
+        self.place_with(owner, intent, false).await
+    }
+
+    /// [`Shared::place`] with the reduce-only flag (perpetuals).
+    pub async fn place_with(
+        &self,
+        owner: &str,
+        intent: &OrderIntent,
+        reduce_only: bool,
+    ) -> Result<pb::Order, Status> {
         if intent.userref_offset != 0 && self.state().userref_min <= 0 {
             // Without the session the offset cannot be put in this engine's
             // range; the gateway would file the order under the range's
@@ -312,7 +325,7 @@ impl Shared {
             } else {
                 0
             },
-            reduce_only: false,
+            reduce_only,
         };
         let r = self.gateway.clone().place_order(req).await;
         self.note_result(&r);

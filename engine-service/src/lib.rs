@@ -5,8 +5,10 @@
 //! events and journals them in the [`store`]; the control server
 //! ([`control`]) gives operators status and control. Shared services for
 //! strategies: [`capacity`] (open-order headroom) and [`capital`] (funds
-//! promised to orders). Strategies: [`rangers`], [`grid`] (slots, ledger,
-//! self-healing) with its [`churner`]s.
+//! promised to orders). Strategies: [`rangers`] and [`grid`] (slots,
+//! ledger, self-healing) with its [`churner`]s, all reducers, and
+//! [`funding`] (the funding-rate arbitrage orchestrator, an async component
+//! the engine owns).
 
 pub mod capacity;
 pub mod capital;
@@ -14,6 +16,7 @@ pub mod churner;
 pub mod config;
 pub mod control;
 pub mod execution;
+pub mod funding;
 pub mod grid;
 pub mod rangers;
 pub mod regime;
@@ -76,6 +79,13 @@ pub async fn run(
     let shared = Arc::new(Shared::new(cfg.clone(), store.clone(), gateway, strategies));
 
     let mut tasks = tokio::task::JoinSet::new();
+    if cfg.funding.enabled {
+        let api = Arc::new(funding::gateway::GatewayApi::new(shared.clone()));
+        let orchestrator = funding::Orchestrator::new(api, store.clone(), cfg.funding.clone());
+        let _ = shared.funding.set(orchestrator.handle());
+        tasks.spawn(orchestrator.run());
+    }
+    tasks.spawn(emergency_on_sigusr1(shared.clone()));
     tasks.spawn(shared.clone().run_event_stream());
     tasks.spawn(shared.clone().run_ticks());
     tasks.spawn(regime::run(shared.clone()));
@@ -111,10 +121,42 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .context("engine control server failed")?;
+    if let Some(f) = shared.funding.get() {
+        let policy = f.config().shutdown_policy.as_str();
+        tracing::info!(policy, "funding orchestrator shutting down");
+        if tokio::time::timeout(std::time::Duration::from_secs(60), f.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::error!("funding shutdown did not finish within 60 s");
+        }
+    }
     tasks.abort_all();
     store.close().await;
     tracing::info!("engine stopped");
     Ok(())
+}
+
+/// SIGUSR1 = emergency stop (design.md): the engine halts, its open orders
+/// are cancelled and the funding orchestrator closes every position.
+async fn emergency_on_sigusr1(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            tracing::warn!("cannot listen for SIGUSR1; emergency stop only by RPC");
+            return;
+        };
+        while usr1.recv().await.is_some() {
+            let (ok, message) = control::emergency_stop(&shared, "SIGUSR1").await;
+            tracing::error!(ok, %message, "emergency stop by SIGUSR1");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = shared;
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.

@@ -37,9 +37,10 @@ enum Backend {
 }
 
 /// Schema migrations, in order; each is (version, sqlite, postgres).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE orders (
         client_order_id TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -81,7 +82,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         time_ms BIGINT NOT NULL
     );
     "#,
-    r#"
+        r#"
     CREATE TABLE orders (
         client_order_id TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -123,7 +124,108 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         time_ms BIGINT NOT NULL
     );
     "#,
-)];
+    ),
+    // The funding-rate orchestrator: hedged positions (state as JSON, the
+    // queryable parts as columns), their leg fills, funding payments keyed by
+    // the venue's booking id (so a re-read adds nothing) and PnL snapshots.
+    (2, FUNDING_SQLITE, FUNDING_POSTGRES),
+];
+
+const FUNDING_SQLITE: &str = r#"
+    CREATE TABLE funding_positions (
+        id TEXT PRIMARY KEY,
+        symbol TEXT NOT NULL,
+        state TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        opened_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_fills (
+        fill_id TEXT PRIMARY KEY,
+        position_id TEXT NOT NULL,
+        leg TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        client_order_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        qty TEXT NOT NULL,
+        price TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        fee_asset TEXT NOT NULL,
+        fee_usd TEXT NOT NULL,
+        time_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_payments (
+        payment_id TEXT PRIMARY KEY,
+        position_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        rate TEXT NOT NULL,
+        mark TEXT NOT NULL,
+        size TEXT NOT NULL,
+        source TEXT NOT NULL,
+        time_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_pnl (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms BIGINT NOT NULL,
+        total_funding TEXT NOT NULL,
+        total_fees TEXT NOT NULL,
+        unrealized TEXT NOT NULL,
+        net TEXT NOT NULL,
+        open_positions BIGINT NOT NULL
+    );
+    CREATE INDEX funding_fills_position ON funding_fills (position_id);
+    CREATE INDEX funding_payments_position ON funding_payments (position_id)
+"#;
+
+const FUNDING_POSTGRES: &str = r#"
+    CREATE TABLE funding_positions (
+        id TEXT PRIMARY KEY,
+        symbol TEXT NOT NULL,
+        state TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        opened_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_fills (
+        fill_id TEXT PRIMARY KEY,
+        position_id TEXT NOT NULL,
+        leg TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        client_order_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        qty TEXT NOT NULL,
+        price TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        fee_asset TEXT NOT NULL,
+        fee_usd TEXT NOT NULL,
+        time_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_payments (
+        payment_id TEXT PRIMARY KEY,
+        position_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        rate TEXT NOT NULL,
+        mark TEXT NOT NULL,
+        size TEXT NOT NULL,
+        source TEXT NOT NULL,
+        time_ms BIGINT NOT NULL
+    );
+    CREATE TABLE funding_pnl (
+        id BIGSERIAL PRIMARY KEY,
+        time_ms BIGINT NOT NULL,
+        total_funding TEXT NOT NULL,
+        total_fees TEXT NOT NULL,
+        unrealized TEXT NOT NULL,
+        net TEXT NOT NULL,
+        open_positions BIGINT NOT NULL
+    );
+    CREATE INDEX funding_fills_position ON funding_fills (position_id);
+    CREATE INDEX funding_payments_position ON funding_payments (position_id)
+"#;
 
 /// An order as the engine journals it.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +258,62 @@ pub struct FillRow {
     pub fee_asset: String,
     pub sequence: u64,
     pub incarnation: String,
+}
+
+/// One stored funding position: its state as JSON plus the columns
+/// operators query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundingPositionRow {
+    pub id: String,
+    pub symbol: String,
+    pub state: String,
+    pub payload: String,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One fill of a funding position's leg (`purpose`: open, close, rollback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundingFillRow {
+    pub fill_id: String,
+    pub position_id: String,
+    pub leg: String,
+    pub purpose: String,
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: String,
+    pub qty: Decimal,
+    pub price: Decimal,
+    pub fee: Decimal,
+    pub fee_asset: String,
+    pub fee_usd: Decimal,
+    pub time_ms: i64,
+}
+
+/// One funding settlement booked to a position (`source`: venue or
+/// estimate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundingPaymentRow {
+    pub payment_id: String,
+    pub position_id: String,
+    pub symbol: String,
+    pub amount: Decimal,
+    pub rate: Decimal,
+    pub mark: Decimal,
+    pub size: Decimal,
+    pub source: String,
+    pub time_ms: i64,
+}
+
+/// A snapshot of the orchestrator's PnL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundingPnlRow {
+    pub time_ms: i64,
+    pub total_funding: Decimal,
+    pub total_fees: Decimal,
+    pub unrealized: Decimal,
+    pub net: Decimal,
+    pub open_positions: i64,
 }
 
 /// Where the event stream was left: the gateway incarnation and the last
@@ -505,6 +663,197 @@ impl Store {
                 .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Inserts or replaces a funding position's stored state.
+    pub async fn upsert_funding_position(&self, p: &FundingPositionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO funding_positions (id, symbol, state, payload, opened_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+             payload = excluded.payload, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&p.id)
+        .bind(&p.symbol)
+        .bind(&p.state)
+        .bind(&p.payload)
+        .bind(p.opened_at_ms)
+        .bind(p.updated_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Funding positions, oldest first; `active_only` leaves out closed and
+    /// failed ones.
+    pub async fn funding_positions(
+        &self,
+        active_only: bool,
+    ) -> Result<Vec<FundingPositionRow>, StoreError> {
+        let sql = if active_only {
+            "SELECT id, symbol, state, payload, opened_at_ms, updated_at_ms FROM funding_positions \
+             WHERE state NOT IN ('closed', 'failed') ORDER BY opened_at_ms, id"
+        } else {
+            "SELECT id, symbol, state, payload, opened_at_ms, updated_at_ms FROM funding_positions \
+             ORDER BY opened_at_ms, id"
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FundingPositionRow {
+                    id: r.try_get(0)?,
+                    symbol: r.try_get(1)?,
+                    state: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    opened_at_ms: r.try_get(4)?,
+                    updated_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a leg fill once (a repeated fill id inserts nothing).
+    pub async fn insert_funding_fill(&self, f: &FundingFillRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO funding_fills (fill_id, position_id, leg, purpose, client_order_id, symbol, side, \
+             qty, price, fee, fee_asset, fee_usd, time_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (fill_id) DO NOTHING",
+        )
+        .bind(&f.fill_id)
+        .bind(&f.position_id)
+        .bind(&f.leg)
+        .bind(&f.purpose)
+        .bind(&f.client_order_id)
+        .bind(&f.symbol)
+        .bind(&f.side)
+        .bind(f.qty.to_string())
+        .bind(f.price.to_string())
+        .bind(f.fee.to_string())
+        .bind(&f.fee_asset)
+        .bind(f.fee_usd.to_string())
+        .bind(f.time_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A position's leg fills, oldest first.
+    pub async fn funding_fills(
+        &self,
+        position_id: &str,
+    ) -> Result<Vec<FundingFillRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fill_id, position_id, leg, purpose, client_order_id, symbol, side, qty, price, fee, \
+             fee_asset, fee_usd, time_ms FROM funding_fills WHERE position_id = $1 ORDER BY time_ms, fill_id",
+        )
+        .bind(position_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FundingFillRow {
+                    fill_id: r.try_get(0)?,
+                    position_id: r.try_get(1)?,
+                    leg: r.try_get(2)?,
+                    purpose: r.try_get(3)?,
+                    client_order_id: r.try_get(4)?,
+                    symbol: r.try_get(5)?,
+                    side: r.try_get(6)?,
+                    qty: dec(&r.try_get::<String, _>(7)?)?,
+                    price: dec(&r.try_get::<String, _>(8)?)?,
+                    fee: dec(&r.try_get::<String, _>(9)?)?,
+                    fee_asset: r.try_get(10)?,
+                    fee_usd: dec(&r.try_get::<String, _>(11)?)?,
+                    time_ms: r.try_get(12)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Books a funding payment once; false when its id was booked before.
+    pub async fn insert_funding_payment(&self, p: &FundingPaymentRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO funding_payments (payment_id, position_id, symbol, amount, rate, mark, size, source, time_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(&p.payment_id)
+        .bind(&p.position_id)
+        .bind(&p.symbol)
+        .bind(p.amount.to_string())
+        .bind(p.rate.to_string())
+        .bind(p.mark.to_string())
+        .bind(p.size.to_string())
+        .bind(&p.source)
+        .bind(p.time_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A position's funding payments, oldest first.
+    pub async fn funding_payments(
+        &self,
+        position_id: &str,
+    ) -> Result<Vec<FundingPaymentRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT payment_id, position_id, symbol, amount, rate, mark, size, source, time_ms \
+             FROM funding_payments WHERE position_id = $1 ORDER BY time_ms, payment_id",
+        )
+        .bind(position_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FundingPaymentRow {
+                    payment_id: r.try_get(0)?,
+                    position_id: r.try_get(1)?,
+                    symbol: r.try_get(2)?,
+                    amount: dec(&r.try_get::<String, _>(3)?)?,
+                    rate: dec(&r.try_get::<String, _>(4)?)?,
+                    mark: dec(&r.try_get::<String, _>(5)?)?,
+                    size: dec(&r.try_get::<String, _>(6)?)?,
+                    source: r.try_get(7)?,
+                    time_ms: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends a PnL snapshot.
+    pub async fn append_funding_pnl(&self, p: &FundingPnlRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO funding_pnl (time_ms, total_funding, total_fees, unrealized, net, open_positions) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(p.time_ms)
+        .bind(p.total_funding.to_string())
+        .bind(p.total_fees.to_string())
+        .bind(p.unrealized.to_string())
+        .bind(p.net.to_string())
+        .bind(p.open_positions)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// PnL snapshots, oldest first.
+    pub async fn funding_pnl_history(&self) -> Result<Vec<FundingPnlRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT time_ms, total_funding, total_fees, unrealized, net, open_positions FROM funding_pnl ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FundingPnlRow {
+                    time_ms: r.try_get(0)?,
+                    total_funding: dec(&r.try_get::<String, _>(1)?)?,
+                    total_fees: dec(&r.try_get::<String, _>(2)?)?,
+                    unrealized: dec(&r.try_get::<String, _>(3)?)?,
+                    net: dec(&r.try_get::<String, _>(4)?)?,
+                    open_positions: r.try_get(5)?,
+                })
+            })
             .collect()
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use herd_bybit::BybitConfig;
 use herd_paper::PaperConfig;
 use serde::Deserialize;
 
@@ -14,6 +15,8 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
+    /// Bybit's REST base URL (point it at the simulator).
+    pub const BYBIT_BASE_URL: &str = "HERD_GATEWAY_BYBIT_BASE_URL";
 }
 
 /// A secret string: never printed by Debug or Display.
@@ -44,6 +47,9 @@ pub enum VenueKind {
     #[default]
     Paper,
     Kraken,
+    /// Bybit V5: spot and USDT linear perpetuals (key and secret from
+    /// BYBIT_API_KEY / BYBIT_API_SECRET or files, see [`BybitConfig`]).
+    Bybit,
 }
 
 /// One engine allowed to use the gateway.
@@ -142,6 +148,9 @@ impl DeadMansSwitch {
         match venue {
             VenueKind::Paper => false,
             VenueKind::Kraken => self.enabled.unwrap_or(true),
+            // The Bybit adapter has no venue-side switch; the gateway's
+            // per-engine switch still applies.
+            VenueKind::Bybit => self.enabled.unwrap_or(false),
         }
     }
 }
@@ -170,6 +179,7 @@ pub struct GatewayConfig {
     /// The poller's weight in the fair queue (its reserved share); 0 means
     /// half the engines' total weight.
     pub poller_weight: u32,
+    pub bybit: BybitConfig,
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
     pub dead_mans_switch: DeadMansSwitch,
@@ -189,6 +199,7 @@ impl Default for GatewayConfig {
             venue_slots: 1,
             engine_queue_limit: 64,
             poller_weight: 0,
+            bybit: BybitConfig::default(),
             kraken: herd_kraken::KrakenConfig::default(),
             dead_mans_switch: DeadMansSwitch::default(),
         }
@@ -248,13 +259,17 @@ impl GatewayConfig {
             self.venue = match v.as_str() {
                 "paper" => VenueKind::Paper,
                 "kraken" => VenueKind::Kraken,
+                "bybit" => VenueKind::Bybit,
                 other => {
                     return Err(ConfigError::Env {
                         name: env::VENUE,
-                        message: format!("{other:?} is not a venue (paper, kraken)"),
+                        message: format!("{other:?} is not a venue (paper, kraken, bybit)"),
                     });
                 }
             };
+        }
+        if let Some(v) = get(env::BYBIT_BASE_URL) {
+            self.bybit.base_url = v;
         }
         if let Some(v) = get(env::POLL_INTERVAL_MS) {
             self.poll_interval_ms = v.parse().map_err(|e| ConfigError::Env {
@@ -364,6 +379,19 @@ impl GatewayConfig {
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
         }
+        if self.venue == VenueKind::Bybit {
+            let url = &self.bybit.base_url;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "bybit.base_url {url:?} must start with http:// or https://"
+                )));
+            }
+            if !(1..=60_000).contains(&self.bybit.recv_window_ms) {
+                return Err(ConfigError::Invalid(
+                    "bybit.recv_window_ms must be between 1 and 60000".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -458,6 +486,29 @@ mod tests {
             .apply_env(|k| (k == env::VENUE).then(|| "binance".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("HERD_GATEWAY_VENUE"), "{err}");
+    }
+
+    #[test]
+    fn bybit_section_parses() {
+        let text = r#"
+            venue = "bybit"
+            [bybit]
+            base_url = "http://127.0.0.1:9000"
+            recv_window_ms = 10000
+            credentials = { source = "files", key_path = "/s/k", secret_path = "/s/s" }
+        "#;
+        let mut cfg: GatewayConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.recv_window_ms, 10_000);
+        cfg.apply_env(|k| (k == env::BYBIT_BASE_URL).then(|| "ftp://x".to_string()))
+            .unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("base_url"));
+        let mut cfg = GatewayConfig::default();
+        cfg.apply_env(|k| (k == env::VENUE).then(|| "bybit".to_string()))
+            .unwrap();
+        assert_eq!(cfg.venue, VenueKind::Bybit);
+        assert_eq!(cfg.bybit.base_url, "https://api.bybit.com");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use herd_proto::gateway as pb;
 use herd_venue::{
-    Balance, Candle, Instrument, InstrumentKind, NewOrder, OrderState, OrderStatus, OrderType,
-    Side, Ticker,
+    AccountMargin, Balance, Candle, FundingPayment, FundingRate, Instrument, InstrumentKind,
+    NewOrder, OrderState, OrderStatus, OrderType, Position, PositionSide, Side, Ticker,
 };
 use rust_decimal::Decimal;
 use tonic::Status;
@@ -207,6 +207,78 @@ pub fn balance_to_pb(b: &Balance) -> pb::Balance {
         asset: b.asset.clone(),
         total: b.total.normalize().to_string(),
         free: b.free.normalize().to_string(),
+    }
+}
+
+fn dec(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+fn position_side_pb(s: PositionSide) -> pb::PositionSide {
+    match s {
+        PositionSide::Long => pb::PositionSide::Long,
+        PositionSide::Short => pb::PositionSide::Short,
+    }
+}
+
+pub fn funding_rate_to_pb(f: &FundingRate) -> pb::FundingRate {
+    pb::FundingRate {
+        symbol: f.symbol.clone(),
+        rate: dec(f.rate),
+        interval_hours: f.interval_hours,
+        next_funding_ms: f.next_funding_ms,
+        mark: dec(f.mark),
+        index: dec(f.index),
+        last: dec(f.last),
+        turnover_24h_usd: dec(f.turnover_24h_usd),
+        time_ms: f.time_ms,
+    }
+}
+
+pub fn position_to_pb(p: &Position) -> pb::Position {
+    pb::Position {
+        symbol: p.symbol.clone(),
+        side: position_side_pb(p.side) as i32,
+        size: dec(p.size),
+        entry_price: dec(p.entry_price),
+        mark_price: dec(p.mark_price),
+        unrealized_pnl: dec(p.unrealized_pnl),
+        realized_pnl: dec(p.realized_pnl),
+        notional: dec(p.notional),
+        initial_margin: dec(p.initial_margin),
+        maintenance_margin: dec(p.maintenance_margin),
+        leverage: dec(p.leverage),
+        liquidation_price: opt_decimal(p.liquidation_price),
+        settle_asset: p.settle_asset.clone(),
+        updated_ms: p.updated_ms,
+    }
+}
+
+pub fn margin_to_pb(m: &AccountMargin) -> pb::GetAccountMarginResponse {
+    pb::GetAccountMarginResponse {
+        asset: m.asset.clone(),
+        equity: dec(m.equity),
+        available: dec(m.available),
+        initial_margin: dec(m.initial_margin),
+        maintenance_margin: dec(m.maintenance_margin),
+        initial_margin_ratio: dec(m.initial_margin_ratio),
+        maintenance_margin_ratio: dec(m.maintenance_margin_ratio),
+        unrealized_pnl: dec(m.unrealized_pnl),
+        time_ms: m.time_ms,
+    }
+}
+
+pub fn funding_payment_to_pb(f: &FundingPayment) -> pb::FundingPayment {
+    pb::FundingPayment {
+        id: f.id.clone(),
+        symbol: f.symbol.clone(),
+        amount: dec(f.amount),
+        asset: f.asset.clone(),
+        time_ms: f.time_ms,
+        side: position_side_pb(f.side) as i32,
+        size: dec(f.size),
+        rate: dec(f.rate),
+        mark_price: dec(f.mark_price),
     }
 }
 

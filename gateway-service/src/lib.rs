@@ -67,6 +67,11 @@ pub async fn run(
                 .context("cannot start the Kraken venue")?;
             (Arc::new(k), None)
         }
+        VenueKind::Bybit => {
+            let v = herd_bybit::BybitVenue::new(&cfg.bybit)
+                .map_err(|e| anyhow::anyhow!("bybit venue: {e}"))?;
+            (Arc::new(v), None)
+        }
     };
     let engines: Vec<(String, String)> = cfg
         .engines

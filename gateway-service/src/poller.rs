@@ -93,6 +93,7 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
     for (r, status, opened_at) in missing {
         if status == OrderStatus::Pending
             && !found.contains(&r.client_order_id)
+            && !core.is_in_flight(&r.client_order_id)
             && now - opened_at > pending_timeout_ms
             && let Some(state) = rejected_state(core, &r, now)
         {

@@ -5,14 +5,15 @@
 //! outcome can be resolved by polling), call the venue and feed whatever the
 //! venue answered back through the registry, which emits the events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use herd_paper::PaperVenue;
 use herd_proto::gateway as pb;
 use herd_venue::{
-    Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue, VenueError,
+    Clock, FundingPaymentQuery, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue,
+    VenueError,
 };
 use tokio::sync::{Notify, RwLock, mpsc};
 use tokio_stream::Stream;
@@ -41,6 +42,7 @@ pub fn venue_status(e: &VenueError) -> Status {
             Status::internal(format!("gateway cannot authenticate with the venue: {msg}"))
         }
         VenueError::Unavailable(_) | VenueError::Transport(_) => Status::unavailable(msg),
+        VenueError::Unsupported(_) => Status::unimplemented(msg),
         VenueError::Parse(_) | VenueError::Other(_) => Status::internal(msg),
     }
 }
@@ -98,7 +100,7 @@ pub struct Core {
     /// Venue-facing client ids whose submit has not returned yet (waiting
     /// for budget or for the answer). The poller leaves them alone: there is
     /// nothing to resolve until the submit itself has given up.
-    pub in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub in_flight: std::sync::Mutex<HashSet<String>>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -127,7 +129,7 @@ impl Core {
             userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
-            in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
+            in_flight: std::sync::Mutex::new(HashSet::new()),
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
@@ -165,6 +167,14 @@ impl Core {
         map.get(symbol).cloned().ok_or_else(|| {
             Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}"))
         })
+    }
+
+    /// True while the submit of this venue-facing client id is in progress.
+    pub fn is_in_flight(&self, venue_client_id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(venue_client_id)
     }
 
     fn prefix(&self, engine: &str) -> Result<String, Status> {
@@ -613,6 +623,100 @@ impl pb::gateway_server::Gateway for GatewayService {
         engine_of(&req)?;
         Ok(Response::new(budget_pb(&self.core)))
     }
+
+    async fn list_funding_rates(
+        &self,
+        req: Request<pb::ListFundingRatesRequest>,
+    ) -> Result<Response<pb::ListFundingRatesResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let symbols = &req.get_ref().symbols;
+        for s in symbols {
+            if s.trim().is_empty() {
+                return Err(Status::invalid_argument("symbols: an entry is empty"));
+            }
+        }
+        let rates = self
+            .core
+            .venue
+            .funding_rates(symbols)
+            .await
+            .map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::ListFundingRatesResponse {
+            rates: rates.iter().map(convert::funding_rate_to_pb).collect(),
+        }))
+    }
+
+    async fn get_positions(
+        &self,
+        req: Request<pb::GetPositionsRequest>,
+    ) -> Result<Response<pb::GetPositionsResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let symbol = &req.get_ref().symbol;
+        let positions = self
+            .core
+            .venue
+            .positions()
+            .await
+            .map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::GetPositionsResponse {
+            positions: positions
+                .iter()
+                .filter(|p| symbol.is_empty() || &p.symbol == symbol)
+                .map(convert::position_to_pb)
+                .collect(),
+        }))
+    }
+
+    async fn get_account_margin(
+        &self,
+        req: Request<pb::GetAccountMarginRequest>,
+    ) -> Result<Response<pb::GetAccountMarginResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let m = self
+            .core
+            .venue
+            .account_margin()
+            .await
+            .map_err(|e| venue_status(&e))?;
+        Ok(Response::new(convert::margin_to_pb(&m)))
+    }
+
+    async fn list_funding_payments(
+        &self,
+        req: Request<pb::ListFundingPaymentsRequest>,
+    ) -> Result<Response<pb::ListFundingPaymentsResponse>, Status> {
+        self.core.registry.count_call(&engine_of(&req)?);
+        let r = req.get_ref();
+        if r.since_ms < 0 || r.until_ms < 0 {
+            return Err(Status::invalid_argument(
+                "since_ms: since_ms and until_ms must not be negative",
+            ));
+        }
+        if r.until_ms > 0 && r.until_ms <= r.since_ms {
+            return Err(Status::invalid_argument(format!(
+                "until_ms: {} is not after since_ms {}",
+                r.until_ms, r.since_ms
+            )));
+        }
+        let query = FundingPaymentQuery {
+            symbol: Some(r.symbol.clone()).filter(|s| !s.is_empty()),
+            since_ms: r.since_ms,
+            until_ms: Some(r.until_ms).filter(|u| *u > 0),
+            limit: r.limit,
+        };
+        let payments = self
+            .core
+            .venue
+            .funding_payments(&query)
+            .await
+            .map_err(|e| venue_status(&e))?;
+        Ok(Response::new(pb::ListFundingPaymentsResponse {
+            payments: payments
+                .iter()
+                .map(convert::funding_payment_to_pb)
+                .collect(),
+        }))
+    }
 }
 
 fn budget_pb(core: &Core) -> pb::GetBudgetResponse {
@@ -675,6 +779,48 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         }))
     }
 
+    async fn set_paper_funding(
+        &self,
+        req: Request<pb::SetPaperFundingRequest>,
+    ) -> Result<Response<pb::SetPaperFundingResponse>, Status> {
+        let paper =
+            self.core.paper.as_ref().ok_or_else(|| {
+                Status::failed_precondition("the gateway is not on the paper venue")
+            })?;
+        let r = req.get_ref();
+        if !r.rate.trim().is_empty() {
+            let rate = convert::parse_decimal("rate", &r.rate)?;
+            paper
+                .set_funding_rate(&r.symbol, rate)
+                .map_err(|e| venue_status(&e))?;
+        }
+        let payments = if r.settle_now {
+            paper
+                .settle_funding_now(&r.symbol)
+                .map_err(|e| venue_status(&e))?
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rate = self
+            .core
+            .venue
+            .funding_rates(std::slice::from_ref(&r.symbol))
+            .await
+            .map_err(|e| venue_status(&e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found(format!("symbol: {:?} has no funding", r.symbol)))?;
+        Ok(Response::new(pb::SetPaperFundingResponse {
+            rate: Some(convert::funding_rate_to_pb(&rate)),
+            payments: payments
+                .iter()
+                .map(convert::funding_payment_to_pb)
+                .collect(),
+        }))
+    }
+
     async fn list_engines(
         &self,
         _req: Request<pb::ListEnginesRequest>,
@@ -700,5 +846,50 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::ListEnginesResponse { engines }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn venue_status_table() {
+        let cases = [
+            (
+                VenueError::InvalidArgument("x".into()),
+                Code::InvalidArgument,
+            ),
+            (VenueError::Rejected("x".into()), Code::FailedPrecondition),
+            (
+                VenueError::InsufficientFunds("x".into()),
+                Code::FailedPrecondition,
+            ),
+            (VenueError::UnknownOrder("x".into()), Code::NotFound),
+            (
+                VenueError::RateLimited {
+                    message: "x".into(),
+                    retry_after_ms: 5,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                VenueError::Lockout {
+                    message: "x".into(),
+                    until_ms: 5,
+                },
+                Code::ResourceExhausted,
+            ),
+            (VenueError::Unavailable("x".into()), Code::Unavailable),
+            (
+                VenueError::unsupported("kraken", "positions"),
+                Code::Unimplemented,
+            ),
+            (VenueError::Parse("x".into()), Code::Internal),
+        ];
+        for (e, code) in cases {
+            assert_eq!(venue_status(&e).code(), code, "{e}");
+        }
     }
 }

@@ -1,12 +1,13 @@
-//! Herd's test support: shared helpers for the end-to-end tests (build the
-//! service binaries, start them as real processes on free loopback ports,
-//! wait for each to say it listens, never a sleep, and connect real gRPC
-//! clients with the right tokens), and wire-level venue simulators with
-//! their own helpers ([`kraken_sim`], [`kraken_harness`]).
+//! Herd's test support: shared helpers for the end-to-end tests ([`procs`]
+//! builds the service binaries, starts them as real processes on free
+//! loopback ports, waits for each to say it listens, never a sleep, and
+//! connects real gRPC clients with the right tokens), and wire-level venue
+//! simulators over the paper matching core: [`kraken_sim`] (with
+//! [`kraken_harness`]) and [`bybit_sim`] (on the small HTTP/1.1 server in
+//! [`http1`]).
 
-// Tests unwrap freely (style.md); library code may not.
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
-
+pub mod bybit_sim;
+pub mod http1;
 pub mod kraken_harness;
 pub mod kraken_sim;
 pub mod procs;

@@ -122,4 +122,18 @@ async fn grpcurl_lists_describes_checks_health_and_gets_status() {
 
     let (ok, out) = run(&["-plaintext", e_addr, "herd.engine.v1.Engine/GetStatus"]);
     assert!(!ok && out.contains("Unauthenticated"), "{out}");
+
+    // After the whole run (including refused calls), no log holds a secret.
+    let logs = format!("{}{}", gw.proc.log_text(), e0.proc.log_text());
+    assert!(logs.contains("gateway listening"), "logs were captured");
+    for secret in [
+        CONTROL_TOKEN,
+        herd_tests::ADMIN_TOKEN,
+        &herd_tests::engine_token("e0"),
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
 }

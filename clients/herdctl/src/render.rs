@@ -90,6 +90,47 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
             })).collect::<Vec<_>>(),
         })
     });
+    let funding = s.funding.as_ref().map(|f| {
+        json!({
+            "enabled": f.enabled,
+            "running": f.running,
+            "mode": f.mode,
+            "opening_paused": f.opening_paused,
+            "pause_reason": f.pause_reason,
+            "margin_ratio": f.margin_ratio,
+            "margin_band": f.margin_band,
+            "shutdown_policy": f.shutdown_policy,
+            "reconcile_mismatches": f.reconcile_mismatches,
+            "portfolio": f.portfolio.as_ref().map(|p| json!({
+                "total_funding": p.total_funding, "total_fees": p.total_fees,
+                "unrealized": p.unrealized, "realized": p.realized, "net_pnl": p.net_pnl,
+                "open_positions": p.open_positions, "closed_positions": p.closed_positions,
+                "exposure_usd": p.exposure_usd,
+            })),
+            "positions": f.positions.iter().map(|p| json!({
+                "id": p.id, "symbol": p.symbol, "spot_symbol": p.spot_symbol, "state": p.state,
+                "spot_qty": p.spot_qty, "perp_qty": p.perp_qty, "spot_entry": p.spot_entry,
+                "perp_entry": p.perp_entry, "funding_collected": p.funding_collected,
+                "fees": p.fees, "unrealized": p.unrealized, "net": p.net,
+                "opened_at_ms": p.opened_at_ms, "funding_payments": p.funding_payments,
+                "last_error": p.last_error,
+            })).collect::<Vec<_>>(),
+            "ranking": f.ranking.iter().map(|o| json!({
+                "symbol": o.symbol, "rate": o.rate, "interval_hours": o.interval_hours,
+                "net_per_period": o.net_per_period, "annualized": o.annualized,
+                "turnover_24h_usd": o.turnover_24h_usd,
+            })).collect::<Vec<_>>(),
+            "emergency": f.emergency.as_ref().map(|e| json!({
+                "triggered": e.triggered, "reason": e.reason, "at_ms": e.at_ms,
+                "done": e.done, "failures": e.failures,
+            })),
+            "cycles": f.cycles.as_ref().map(|c| json!({
+                "run": c.run, "skipped": c.skipped, "failed": c.failed,
+                "last_started_ms": c.last_started_ms, "last_duration_ms": c.last_duration_ms,
+                "last_errors": c.last_errors,
+            })),
+        })
+    });
     let grid = s.grid.as_ref().map(|g| {
         json!({
             "enabled": g.enabled, "mode": g.mode, "slot_count": g.slot_count,
@@ -178,6 +219,7 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
         "grid": grid,
         "capacity": capacity,
         "self_healing": healing,
+        "funding": funding,
         "time_ms": s.time_ms,
     })
 }
@@ -311,6 +353,76 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
             ],
             &rows,
         ));
+    }
+    if let Some(f) = s.funding.as_ref().filter(|f| f.enabled) {
+        let p = f.portfolio.clone().unwrap_or_default();
+        let c = f.cycles.clone().unwrap_or_default();
+        out.push('\n');
+        out.push_str(&format!(
+            "funding ({}): {} open, funding {}, fees {}, net {}; margin {} ({}); cycles {} run, {} skipped, {} failed{}{}\n",
+            f.mode,
+            p.open_positions,
+            p.total_funding,
+            p.total_fees,
+            p.net_pnl,
+            f.margin_ratio,
+            f.margin_band,
+            c.run,
+            c.skipped,
+            c.failed,
+            if f.opening_paused {
+                format!("; opening paused: {}", f.pause_reason)
+            } else {
+                String::new()
+            },
+            if f.reconcile_mismatches.is_empty() {
+                String::new()
+            } else {
+                format!("; MISMATCH: {}", f.reconcile_mismatches.join("; "))
+            },
+        ));
+        let rows: Vec<Vec<String>> = f
+            .positions
+            .iter()
+            .map(|x| {
+                vec![
+                    x.symbol.clone(),
+                    x.state.clone(),
+                    x.perp_qty.clone(),
+                    x.spot_entry.clone(),
+                    x.perp_entry.clone(),
+                    x.funding_collected.clone(),
+                    x.fees.clone(),
+                    x.net.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "perp",
+                "state",
+                "qty",
+                "spot entry",
+                "perp entry",
+                "funding",
+                "fees",
+                "net",
+            ],
+            &rows,
+        ));
+        let rows: Vec<Vec<String>> = f
+            .ranking
+            .iter()
+            .map(|o| {
+                vec![
+                    o.symbol.clone(),
+                    o.rate.clone(),
+                    format!("{} h", o.interval_hours),
+                    o.annualized.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["ranked", "rate", "interval", "annualized"], &rows));
     }
     if let Some(g) = s
         .grid

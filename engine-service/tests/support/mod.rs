@@ -46,13 +46,20 @@ impl TestGateway {
         doge.start_price = Decimal::new(12, 2);
         // A flat path: the driver's steps (one at start, then hourly) leave
         // the price where it is.
-        doge.path = PathConfig {
-            volatility: 0.0,
-            mean_reversion: 0.0,
-            trend_drift: 0.0,
-            switch_probability: 0.0,
-            ..PathConfig::default()
-        };
+        doge.path = flat_path();
+        let gw = TestGateway::start_paper(PaperConfig {
+            instruments: vec![doge],
+            history_minutes: 0,
+            ..PaperConfig::default()
+        })
+        .await;
+        gw.set_price("0.12").await;
+        gw
+    }
+
+    /// Starts a gateway on a paper venue configured as given (the driver
+    /// steps once at start, then hourly).
+    pub async fn start_paper(exchange: PaperConfig) -> TestGateway {
         let cfg = GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: GwSecret::new(ADMIN_TOKEN),
@@ -71,17 +78,19 @@ impl TestGateway {
                 .collect(),
             poll_interval_ms: 20,
             paper: PaperSection {
-                exchange: PaperConfig {
-                    instruments: vec![doge],
-                    history_minutes: 0,
-                    ..PaperConfig::default()
-                },
+                exchange,
                 // The random walk would move the market under the test.
                 step_ms: 3_600_000,
                 state_file: None,
             },
             ..GatewayConfig::default()
         };
+        TestGateway::start_config(cfg).await
+    }
+
+    /// Starts a gateway with a whole config (its listen address is used
+    /// as given: port 0 picks a free one).
+    pub async fn start_config(cfg: GatewayConfig) -> TestGateway {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(herd_gateway::run(
@@ -97,13 +106,11 @@ impl TestGateway {
             .await
             .expect("gateway did not start")
             .expect("gateway failed");
-        let gw = TestGateway {
+        TestGateway {
             addr,
             stop: Some(stop),
             task,
-        };
-        gw.set_price("0.12").await;
-        gw
+        }
     }
 
     pub fn url(&self) -> String {
@@ -131,6 +138,47 @@ impl TestGateway {
             ))
             .await
             .unwrap();
+    }
+
+    /// Sets a paper perpetual's funding rate and/or settles it now (admin
+    /// RPC); returns the settlement made, if any.
+    #[allow(dead_code)] // the funding tests' helper
+    pub async fn set_funding(
+        &self,
+        symbol: &str,
+        rate: &str,
+        settle_now: bool,
+    ) -> Vec<gpb::FundingPayment> {
+        let mut admin = GatewayAdminClient::new(self.channel().await);
+        admin
+            .set_paper_funding(authed(
+                gpb::SetPaperFundingRequest {
+                    symbol: symbol.into(),
+                    rate: rate.into(),
+                    settle_now,
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .payments
+    }
+
+    /// The account's perp positions (as engine e0: positions are the key's).
+    #[allow(dead_code)] // the funding tests' helper
+    pub async fn positions(&self) -> Vec<gpb::Position> {
+        let mut gw = GatewayClient::new(self.channel().await);
+        gw.get_positions(authed(
+            gpb::GetPositionsRequest {
+                symbol: String::new(),
+            },
+            ENGINES[0].1,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .positions
     }
 
     /// The gateway's open orders of `engine` (as that engine).
@@ -164,6 +212,17 @@ impl TestGateway {
             let _ = s.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A price path that never moves.
+pub fn flat_path() -> PathConfig {
+    PathConfig {
+        volatility: 0.0,
+        mean_reversion: 0.0,
+        trend_drift: 0.0,
+        switch_probability: 0.0,
+        ..PathConfig::default()
     }
 }
 
@@ -238,7 +297,7 @@ impl TestEngine {
         }
     }
 
-    async fn client(&self) -> EngineClient<Channel> {
+    pub async fn client(&self) -> EngineClient<Channel> {
         EngineClient::new(
             Channel::from_shared(format!("http://{}", self.addr))
                 .unwrap()

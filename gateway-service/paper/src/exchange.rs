@@ -7,18 +7,26 @@
 //! market trades through them, at most `liquidity_per_step` per step (which
 //! is how partial fills happen); market orders and crossing limit orders are
 //! takers and fill at once at the touch.
+//!
+//! Linear perpetuals (instruments of kind `perpetual` with a [`PerpConfig`])
+//! trade on margin in their quote coin: fills move a one-way position instead
+//! of balances, fees and realized PnL are booked to the quote coin, reduce-only
+//! orders never grow a position, and funding settles at the perp's funding
+//! times (see [`crate::perp`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use herd_venue::{
-    Balance, Candle, Instrument, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, Side,
-    Ticker, VenueError,
+    AccountMargin, Balance, Candle, FundingPayment, FundingPaymentQuery, FundingRate, Instrument,
+    InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, Position, Side, Ticker,
+    VenueError, perp_symbol,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::path::{PathConfig, PricePath, SplitMix64, to_decimal};
+use crate::perp::{FundingPathConfig, PerpConfig, PerpState, PositionState};
 
 const MINUTE_MS: i64 = 60_000;
 /// One week of one-minute candles.
@@ -27,6 +35,10 @@ const MAX_CANDLES: usize = 10_080;
 const MAX_CLOSED_ORDERS: usize = 100_000;
 /// Fees are booked to this many decimal places.
 const FEE_DECIMALS: u32 = 8;
+/// Funding payments kept for queries.
+const MAX_FUNDING_PAYMENTS: usize = 100_000;
+/// Missed settlements caught up in one go at most (a long-suspended process).
+const MAX_CATCH_UP_SETTLEMENTS: usize = 64;
 
 /// In which coin fees are charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -53,6 +65,13 @@ pub struct PaperInstrument {
     /// Typical synthetic market volume per step, for candles.
     #[serde(default = "default_step_volume")]
     pub typical_step_volume: f64,
+    /// In which coin this instrument's fees are charged; `None` = the
+    /// venue-wide policy.
+    #[serde(default)]
+    pub fee_policy: Option<FeePolicy>,
+    /// Present for linear perpetuals.
+    #[serde(default)]
+    pub perp: Option<PerpConfig>,
 }
 
 fn default_step_volume() -> f64 {
@@ -73,20 +92,26 @@ pub struct PaperConfig {
     pub history_steps_per_minute: u32,
     /// Seed for order ids.
     pub seed: u64,
+    /// The coin margin, equity and perp PnL are counted in.
+    pub margin_asset: String,
 }
 
 impl Default for PaperConfig {
     fn default() -> PaperConfig {
+        let mut instruments = vec![PaperInstrument::doge_usd()];
+        instruments.extend(PaperInstrument::usdt_pairs());
         PaperConfig {
-            instruments: vec![PaperInstrument::doge_usd()],
+            instruments,
             balances: BTreeMap::from([
                 ("USD".to_string(), Decimal::from(1000)),
                 ("DOGE".to_string(), Decimal::from(5000)),
+                ("USDT".to_string(), Decimal::from(10_000)),
             ]),
             fee_policy: FeePolicy::Quote,
             history_minutes: 0,
             history_steps_per_minute: 6,
             seed: 42,
+            margin_asset: "USDT".into(),
         }
     }
 }
@@ -113,7 +138,137 @@ impl PaperInstrument {
             path: PathConfig::default(),
             liquidity_per_step: None,
             typical_step_volume: default_step_volume(),
+            fee_policy: None,
+            perp: None,
         }
+    }
+
+    /// A Bybit-like spot pair quoted in USDT: 0.1 % fees, charged in the base
+    /// coin on buys.
+    pub fn usdt_spot(
+        base: &str,
+        start_price: Decimal,
+        price_decimals: u32,
+        lot_decimals: u32,
+        seed: u64,
+    ) -> PaperInstrument {
+        PaperInstrument {
+            instrument: Instrument {
+                symbol: format!("{base}USDT"),
+                base: base.into(),
+                quote: "USDT".into(),
+                kind: InstrumentKind::Spot,
+                tick_size: Decimal::new(1, price_decimals),
+                price_decimals,
+                lot_decimals,
+                min_volume: Decimal::new(1, lot_decimals),
+                min_cost: Decimal::from(1),
+                maker_fee: Decimal::new(1, 3),
+                taker_fee: Decimal::new(1, 3),
+                max_open_orders: 500,
+            },
+            start_price,
+            path: PathConfig {
+                seed,
+                ..PathConfig::default()
+            },
+            liquidity_per_step: None,
+            typical_step_volume: 10.0,
+            fee_policy: Some(FeePolicy::BaseOnBuy),
+            perp: None,
+        }
+    }
+
+    /// The USDT linear perpetual on `base`, following the spot pair's price:
+    /// 0.055 % taker, 0.02 % maker, funding on `funding`.
+    pub fn usdt_perp(
+        base: &str,
+        start_price: Decimal,
+        price_decimals: u32,
+        lot_decimals: u32,
+        funding_interval_hours: u32,
+        funding: FundingPathConfig,
+        turnover_24h_usd: Decimal,
+    ) -> PaperInstrument {
+        let spot = format!("{base}USDT");
+        PaperInstrument {
+            instrument: Instrument {
+                symbol: perp_symbol(&spot),
+                base: base.into(),
+                quote: "USDT".into(),
+                kind: InstrumentKind::Perpetual,
+                tick_size: Decimal::new(1, price_decimals),
+                price_decimals,
+                lot_decimals,
+                min_volume: Decimal::new(1, lot_decimals),
+                min_cost: Decimal::from(5),
+                maker_fee: Decimal::new(2, 4),
+                taker_fee: Decimal::new(55, 5),
+                max_open_orders: 500,
+            },
+            start_price,
+            path: PathConfig {
+                seed: funding.seed ^ 0x5EED,
+                ..PathConfig::default()
+            },
+            liquidity_per_step: None,
+            typical_step_volume: 10.0,
+            fee_policy: Some(FeePolicy::Quote),
+            perp: Some(PerpConfig {
+                underlying: Some(spot),
+                funding_interval_hours,
+                funding,
+                turnover_24h_usd: Some(turnover_24h_usd),
+                ..PerpConfig::default()
+            }),
+        }
+    }
+
+    /// BTC, ETH and SOL spot against USDT plus their perpetuals. ETH's
+    /// funding stays rich, SOL's starts high and decays (4 h interval), BTC's
+    /// sits near Bybit's 0.01 % baseline.
+    pub fn usdt_pairs() -> Vec<PaperInstrument> {
+        let funding =
+            |seed, start: Decimal, mean: Decimal, persistence, volatility| FundingPathConfig {
+                seed,
+                start_rate: start,
+                mean_rate: mean,
+                persistence,
+                volatility,
+                ..FundingPathConfig::default()
+            };
+        vec![
+            PaperInstrument::usdt_spot("BTC", Decimal::from(60_000), 2, 6, 101),
+            PaperInstrument::usdt_perp(
+                "BTC",
+                Decimal::from(60_000),
+                1,
+                3,
+                8,
+                funding(201, Decimal::new(1, 4), Decimal::new(1, 4), 0.9, 0.00003),
+                Decimal::from(5_000_000_000u64),
+            ),
+            PaperInstrument::usdt_spot("ETH", Decimal::from(3_000), 2, 5, 102),
+            PaperInstrument::usdt_perp(
+                "ETH",
+                Decimal::from(3_000),
+                2,
+                2,
+                8,
+                funding(202, Decimal::new(6, 4), Decimal::new(5, 4), 0.95, 0.00005),
+                Decimal::from(2_000_000_000u64),
+            ),
+            PaperInstrument::usdt_spot("SOL", Decimal::from(150), 2, 3, 103),
+            PaperInstrument::usdt_perp(
+                "SOL",
+                Decimal::from(150),
+                3,
+                1,
+                4,
+                funding(203, Decimal::new(12, 4), Decimal::new(2, 5), 0.6, 0.00002),
+                Decimal::from(800_000_000u64),
+            ),
+        ]
     }
 }
 
@@ -126,6 +281,8 @@ struct Book {
     liquidity_per_step: Option<Decimal>,
     typical_step_volume: f64,
     candles: VecDeque<Candle>,
+    fee_policy: FeePolicy,
+    perp: Option<PerpState>,
 }
 
 impl Book {
@@ -164,26 +321,58 @@ impl Book {
         }
     }
 
-    fn step(&mut self, now_ms: i64) {
-        let price = to_decimal(self.path.step(), self.inst.price_decimals).max(self.inst.tick_size);
+    /// One step of the book's market. A perpetual that follows a spot pair
+    /// takes `underlying` times its basis instead of its own path.
+    fn step(&mut self, now_ms: i64, underlying: Option<Decimal>) {
+        let raw = match (underlying, self.perp.as_mut()) {
+            (Some(spot), Some(perp)) => spot.to_f64().unwrap_or(1.0) * perp.step_basis(),
+            _ => self.path.step(),
+        };
+        let price = to_decimal(raw, self.inst.price_decimals).max(self.inst.tick_size);
         let volume = to_decimal(
             self.path.step_volume(self.typical_step_volume),
             self.inst.lot_decimals,
         );
         self.record(price, volume, now_ms);
     }
+
+    fn is_perp(&self) -> bool {
+        self.inst.kind == InstrumentKind::Perpetual && self.perp.is_some()
+    }
+
+    fn underlying(&self) -> Option<&str> {
+        self.perp.as_ref().and_then(|p| p.cfg.underlying.as_deref())
+    }
+
+    fn im_rate(&self) -> Decimal {
+        self.perp
+            .as_ref()
+            .map_or(Decimal::ONE, |p| p.cfg.initial_margin_rate)
+    }
+
+    fn mm_rate(&self) -> Decimal {
+        self.perp
+            .as_ref()
+            .map_or(Decimal::ZERO, |p| p.cfg.maintenance_margin_rate)
+    }
 }
 
 /// The matching core.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Exchange {
-    fee_policy: FeePolicy,
     books: BTreeMap<String, Book>,
     totals: BTreeMap<String, Decimal>,
     orders: HashMap<String, OrderState>,
     by_client_id: HashMap<String, String>,
+    /// Reduce-only flags of open orders (OrderState does not carry it).
+    reduce_only: HashMap<String, bool>,
     closed: VecDeque<String>,
     ids: SplitMix64,
+    margin_asset: String,
+    /// One-way positions by perp symbol; flat ones are removed.
+    positions: BTreeMap<String, PositionState>,
+    funding_payments: VecDeque<FundingPayment>,
+    funding_seq: u64,
 }
 
 impl Exchange {
@@ -192,7 +381,14 @@ impl Exchange {
         let mut books = BTreeMap::new();
         for pi in &cfg.instruments {
             let start = pi.start_price.to_f64().unwrap_or(1.0);
-            let mut book = Book {
+            let perp = match (pi.instrument.kind, &pi.perp) {
+                (InstrumentKind::Perpetual, Some(p)) => Some(PerpState::new(p, now_ms)),
+                (InstrumentKind::Perpetual, None) => {
+                    Some(PerpState::new(&PerpConfig::default(), now_ms))
+                }
+                (InstrumentKind::Spot, _) => None,
+            };
+            let book = Book {
                 inst: pi.instrument.clone(),
                 path: PricePath::new(pi.path.clone(), start),
                 last: pi.start_price,
@@ -200,25 +396,55 @@ impl Exchange {
                 liquidity_per_step: pi.liquidity_per_step,
                 typical_step_volume: pi.typical_step_volume,
                 candles: VecDeque::new(),
+                fee_policy: pi.fee_policy.unwrap_or(cfg.fee_policy),
+                perp,
             };
-            let minutes = i64::from(cfg.history_minutes);
-            let steps = i64::from(cfg.history_steps_per_minute.max(1));
-            for m in (1..=minutes).rev() {
-                for s in 0..steps {
-                    book.step(now_ms - m * MINUTE_MS + s * MINUTE_MS / steps);
-                }
-            }
-            book.record(book.last, Decimal::ZERO, now_ms);
             books.insert(pi.instrument.symbol.clone(), book);
         }
-        Exchange {
-            fee_policy: cfg.fee_policy,
+        let mut ex = Exchange {
             books,
             totals: cfg.balances.clone(),
             orders: HashMap::new(),
             by_client_id: HashMap::new(),
+            reduce_only: HashMap::new(),
             closed: VecDeque::new(),
             ids: SplitMix64::new(cfg.seed),
+            margin_asset: cfg.margin_asset.clone(),
+            positions: BTreeMap::new(),
+            funding_payments: VecDeque::new(),
+            funding_seq: 0,
+        };
+        let minutes = i64::from(cfg.history_minutes);
+        let steps = i64::from(cfg.history_steps_per_minute.max(1));
+        for m in (1..=minutes).rev() {
+            for s in 0..steps {
+                ex.step_books(now_ms - m * MINUTE_MS + s * MINUTE_MS / steps);
+            }
+        }
+        for b in ex.books.values_mut() {
+            b.record(b.last, Decimal::ZERO, now_ms);
+        }
+        ex
+    }
+
+    /// Steps every book's market: leaders (own path) first, then the perps
+    /// that follow them.
+    fn step_books(&mut self, now_ms: i64) {
+        let symbols: Vec<(String, Option<String>)> = self
+            .books
+            .iter()
+            .map(|(s, b)| (s.clone(), b.underlying().map(str::to_owned)))
+            .collect();
+        for (s, _) in symbols.iter().filter(|(_, u)| u.is_none()) {
+            if let Some(b) = self.books.get_mut(s) {
+                b.step(now_ms, None);
+            }
+        }
+        for (s, u) in symbols.iter().filter(|(_, u)| u.is_some()) {
+            let spot = u.as_ref().and_then(|u| self.books.get(u)).map(|b| b.last);
+            if let Some(b) = self.books.get_mut(s) {
+                b.step(now_ms, spot);
+            }
         }
     }
 
@@ -319,15 +545,26 @@ impl Exchange {
             .unwrap_or_default()
     }
 
-    /// What an open order holds: buys hold quote (cost plus a quote fee),
-    /// sells hold the base they will deliver.
+    /// What an open order holds: spot buys hold quote (cost plus a quote
+    /// fee), spot sells the base they will deliver; a perp order holds its
+    /// initial margin and fee in the quote coin (reduce-only ones nothing).
     fn hold_of(&self, o: &OrderState) -> Option<(String, Decimal)> {
         let b = self.books.get(&o.symbol)?;
         let remaining = o.volume - o.volume_executed;
+        if b.is_perp() {
+            if self.is_reduce_only(&o.venue_order_id) {
+                return None;
+            }
+            let price = o.price?;
+            return Some((
+                b.inst.quote.clone(),
+                remaining * price * (b.im_rate() + b.inst.maker_fee),
+            ));
+        }
         match o.side {
             Side::Buy => {
                 let price = o.price?;
-                let fee = match self.fee_policy {
+                let fee = match b.fee_policy {
                     FeePolicy::Quote => b.inst.maker_fee,
                     FeePolicy::BaseOnBuy => Decimal::ZERO,
                 };
@@ -340,6 +577,13 @@ impl Exchange {
         }
     }
 
+    fn is_reduce_only(&self, venue_order_id: &str) -> bool {
+        self.reduce_only
+            .get(venue_order_id)
+            .copied()
+            .unwrap_or(false)
+    }
+
     fn new_order_id(&mut self) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         let mut part = |n: usize| -> String {
@@ -348,6 +592,26 @@ impl Exchange {
                 .collect()
         };
         format!("O{}-{}-{}", part(5), part(5), part(6))
+    }
+
+    /// Signed size of the position on `symbol` (long > 0), zero when flat.
+    fn position_size(&self, symbol: &str) -> Decimal {
+        self.positions
+            .get(symbol)
+            .map(|p| p.size)
+            .unwrap_or_default()
+    }
+
+    /// Margin a new perp order settled in `asset` may still use: free
+    /// balance plus unrealized PnL minus the positions' initial margin.
+    fn available_margin(&self, asset: &str) -> Decimal {
+        let mut available = self.free(asset);
+        for (symbol, pos) in &self.positions {
+            if let Some(b) = self.books.get(symbol).filter(|b| b.inst.quote == asset) {
+                available += pos.unrealized(b.last) - pos.size.abs() * b.last * b.im_rate();
+            }
+        }
+        available
     }
 
     /// Places an order. A client order id seen before returns that order.
@@ -361,7 +625,9 @@ impl Exchange {
         }
         let book = self.book(&order.symbol)?;
         let inst = book.inst.clone();
-        let checked = inst
+        let is_perp = book.is_perp();
+        let (fee_policy, im_rate) = (book.fee_policy, book.im_rate());
+        let mut checked = inst
             .check_order(order, Some(book.last))
             .map_err(|e| VenueError::InvalidArgument(e.to_string()))?;
         let (bid, ask) = (book.bid(), book.ask());
@@ -392,36 +658,77 @@ impl Exchange {
             Side::Buy => ask,
             Side::Sell => bid,
         };
-        // Funds: a taker needs the whole fill now, a maker's hold is checked
-        // against what other open orders do not already hold.
-        let (need_asset, need) = match checked.side {
-            Side::Buy => {
-                let price = if crosses {
-                    touch
-                } else {
-                    checked.price.unwrap_or(touch)
-                };
-                let fee = if self.fee_policy == FeePolicy::Quote {
-                    if crosses {
-                        inst.taker_fee
-                    } else {
-                        inst.maker_fee
-                    }
-                } else {
-                    Decimal::ZERO
-                };
-                (
-                    inst.quote.clone(),
-                    checked.volume * price * (Decimal::ONE + fee),
-                )
-            }
-            Side::Sell => (inst.base.clone(), checked.volume),
+        let fill_price = if crosses {
+            touch
+        } else {
+            checked.price.unwrap_or(touch)
         };
-        let free = self.free(&need_asset);
-        if free < need {
-            return Err(VenueError::InsufficientFunds(format!(
-                "need {need} {need_asset}, {free} free"
-            )));
+        // Reduce-only applies to perpetuals; spot venues ignore the flag.
+        let reduce_only = is_perp && checked.reduce_only;
+        if is_perp {
+            let pos = self.position_size(&inst.symbol);
+            let buying = checked.side == Side::Buy;
+            let opposite = !pos.is_zero() && (pos > Decimal::ZERO) != buying;
+            if reduce_only {
+                if !opposite {
+                    return Err(VenueError::Rejected(format!(
+                        "reduce-only {} on {} would not reduce the position ({pos})",
+                        checked.side.as_str(),
+                        inst.symbol
+                    )));
+                }
+                // As Bybit does: a reduce-only order larger than the position
+                // is cut to the position's size.
+                checked.volume = checked.volume.min(pos.abs());
+            } else {
+                let increase = if opposite {
+                    (checked.volume - pos.abs()).max(Decimal::ZERO)
+                } else {
+                    checked.volume
+                };
+                let fee = if crosses {
+                    inst.taker_fee
+                } else {
+                    inst.maker_fee
+                };
+                let need = increase * fill_price * im_rate + checked.volume * fill_price * fee;
+                let available = self.available_margin(&inst.quote);
+                if available < need {
+                    return Err(VenueError::InsufficientFunds(format!(
+                        "need {} {} of margin, {} available",
+                        need.round_dp(8),
+                        inst.quote,
+                        available.round_dp(8)
+                    )));
+                }
+            }
+        } else {
+            // Funds: a taker needs the whole fill now, a maker's hold is checked
+            // against what other open orders do not already hold.
+            let (need_asset, need) = match checked.side {
+                Side::Buy => {
+                    let fee = if fee_policy == FeePolicy::Quote {
+                        if crosses {
+                            inst.taker_fee
+                        } else {
+                            inst.maker_fee
+                        }
+                    } else {
+                        Decimal::ZERO
+                    };
+                    (
+                        inst.quote.clone(),
+                        checked.volume * fill_price * (Decimal::ONE + fee),
+                    )
+                }
+                Side::Sell => (inst.base.clone(), checked.volume),
+            };
+            let free = self.free(&need_asset);
+            if free < need {
+                return Err(VenueError::InsufficientFunds(format!(
+                    "need {need} {need_asset}, {free} free"
+                )));
+            }
         }
         let venue_order_id = self.new_order_id();
         let state = OrderState {
@@ -433,6 +740,9 @@ impl Exchange {
         self.by_client_id
             .insert(checked.client_order_id.clone(), venue_order_id.clone());
         self.orders.insert(venue_order_id.clone(), state);
+        if reduce_only {
+            self.reduce_only.insert(venue_order_id.clone(), true);
+        }
         if crosses {
             self.fill(
                 &venue_order_id,
@@ -448,6 +758,11 @@ impl Exchange {
             .ok_or_else(|| VenueError::Other("order vanished".into()))
     }
 
+    /// Whether an order was placed reduce-only.
+    pub fn order_is_reduce_only(&self, r: &OrderRef) -> bool {
+        self.resolve(r).is_some_and(|id| self.is_reduce_only(&id))
+    }
+
     fn resolve(&self, r: &OrderRef) -> Option<String> {
         r.venue_order_id
             .clone()
@@ -460,10 +775,19 @@ impl Exchange {
         let id = self
             .resolve(r)
             .ok_or_else(|| VenueError::UnknownOrder(r.client_order_id.clone()))?;
+        self.close_open(&id, "User requested", now_ms)
+    }
+
+    fn close_open(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<OrderState, VenueError> {
         let o = self
             .orders
-            .get_mut(&id)
-            .ok_or_else(|| VenueError::UnknownOrder(id.clone()))?;
+            .get_mut(id)
+            .ok_or_else(|| VenueError::UnknownOrder(id.to_string()))?;
         if o.status != OrderStatus::Open {
             return Err(VenueError::UnknownOrder(format!(
                 "{} is {:?}, not open",
@@ -472,9 +796,9 @@ impl Exchange {
         }
         o.status = OrderStatus::Canceled;
         o.closed_at_ms = Some(now_ms);
-        o.reason = Some("User requested".into());
+        o.reason = Some(reason.into());
         let out = o.clone();
-        self.remember_closed(id);
+        self.remember_closed(id.to_string());
         Ok(out)
     }
 
@@ -498,7 +822,18 @@ impl Exchange {
             .collect()
     }
 
-    /// Moves `symbol` to `price` (one market trade) and fills what it crosses.
+    /// Every order the core still remembers (open and recently closed).
+    pub fn all_orders(&self) -> Vec<OrderState> {
+        let mut v: Vec<OrderState> = self.orders.values().cloned().collect();
+        v.sort_by(|a, b| {
+            (a.opened_at_ms, &a.venue_order_id).cmp(&(b.opened_at_ms, &b.venue_order_id))
+        });
+        v
+    }
+
+    /// Moves `symbol` to `price` (one market trade) and fills what it
+    /// crosses. Perps that follow a moved spot pair move with it; a moved
+    /// perp keeps its new basis to its spot.
     pub fn set_price(
         &mut self,
         symbol: &str,
@@ -510,26 +845,51 @@ impl Exchange {
                 "price must be greater than zero".into(),
             ));
         }
+        let underlying = self
+            .book(symbol)?
+            .underlying()
+            .and_then(|u| self.books.get(u))
+            .map(|b| b.last);
         let book = self
             .books
             .get_mut(symbol)
             .ok_or_else(|| VenueError::InvalidArgument(format!("unknown symbol {symbol:?}")))?;
         book.path.jump_to(price.to_f64().unwrap_or(1.0));
+        if let (Some(spot), Some(perp)) = (underlying, book.perp.as_mut())
+            && spot > Decimal::ZERO
+        {
+            perp.basis = ((price / spot).to_f64().unwrap_or(1.0) - 1.0).clamp(-0.05, 0.05);
+        }
         book.record(price, Decimal::ZERO, now_ms);
         self.match_resting(symbol, now_ms);
+        let followers: Vec<String> = self
+            .books
+            .iter()
+            .filter(|(_, b)| b.underlying() == Some(symbol))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for f in followers {
+            if let Some(b) = self.books.get_mut(&f) {
+                let basis = b.perp.as_ref().map_or(0.0, |p| p.basis);
+                let raw = price.to_f64().unwrap_or(1.0) * (1.0 + basis);
+                let p = to_decimal(raw, b.inst.price_decimals).max(b.inst.tick_size);
+                b.path.jump_to(raw);
+                b.record(p, Decimal::ZERO, now_ms);
+            }
+            self.match_resting(&f, now_ms);
+        }
         Ok(())
     }
 
-    /// Advances every instrument's price path by one step and fills what the
-    /// new prices cross.
+    /// Advances every instrument's price path by one step, fills what the
+    /// new prices cross and settles the funding that is due.
     pub fn step(&mut self, now_ms: i64) {
+        self.step_books(now_ms);
         let symbols: Vec<String> = self.books.keys().cloned().collect();
         for s in symbols {
-            if let Some(b) = self.books.get_mut(&s) {
-                b.step(now_ms);
-            }
             self.match_resting(&s, now_ms);
         }
+        self.settle_funding(now_ms);
     }
 
     fn match_resting(&mut self, symbol: &str, now_ms: i64) {
@@ -570,18 +930,53 @@ impl Exchange {
         let Some(o) = self.orders.get(id) else {
             return;
         };
-        let Some(inst) = self.books.get(&o.symbol).map(|b| b.inst.clone()) else {
+        let Some((inst, fee_policy, is_perp)) = self
+            .books
+            .get(&o.symbol)
+            .map(|b| (b.inst.clone(), b.fee_policy, b.is_perp()))
+        else {
             return;
         };
         let side = o.side;
-        let cost = qty * price;
-        let (fee, fee_asset) = match (side, self.fee_policy) {
-            (Side::Buy, FeePolicy::BaseOnBuy) => {
-                ((qty * rate).round_dp(FEE_DECIMALS), inst.base.clone())
+        let mut qty = qty;
+        let mut cut_short = false;
+        if is_perp && self.is_reduce_only(id) {
+            let pos = self.position_size(&inst.symbol);
+            let opposite = !pos.is_zero() && (pos > Decimal::ZERO) != (side == Side::Buy);
+            let room = if opposite { pos.abs() } else { Decimal::ZERO };
+            if room < qty {
+                qty = room;
+                cut_short = true;
             }
-            _ => ((cost * rate).round_dp(FEE_DECIMALS), inst.quote.clone()),
+            if qty.is_zero() {
+                let _ = self.close_open(id, "reduce-only: no position left to reduce", now_ms);
+                return;
+            }
+        }
+        let cost = qty * price;
+        let (fee, fee_asset) = if is_perp {
+            ((cost * rate).round_dp(FEE_DECIMALS), inst.quote.clone())
+        } else {
+            match (side, fee_policy) {
+                (Side::Buy, FeePolicy::BaseOnBuy) => {
+                    ((qty * rate).round_dp(FEE_DECIMALS), inst.base.clone())
+                }
+                _ => ((cost * rate).round_dp(FEE_DECIMALS), inst.quote.clone()),
+            }
         };
-        {
+        if is_perp {
+            let signed = match side {
+                Side::Buy => qty,
+                Side::Sell => -qty,
+            };
+            let pos = self.positions.entry(inst.symbol.clone()).or_default();
+            let pnl = pos.apply_fill(signed, price, now_ms);
+            pos.realized -= fee;
+            if pos.size.is_zero() {
+                self.positions.remove(&inst.symbol);
+            }
+            *self.totals.entry(inst.quote.clone()).or_default() += pnl - fee;
+        } else {
             let mut credit = |asset: &str, delta: Decimal| {
                 *self.totals.entry(asset.to_string()).or_default() += delta;
             };
@@ -616,10 +1011,13 @@ impl Exchange {
             o.closed_at_ms = Some(now_ms);
             let id = id.to_string();
             self.remember_closed(id);
+        } else if cut_short {
+            let _ = self.close_open(id, "reduce-only: position closed", now_ms);
         }
     }
 
     fn remember_closed(&mut self, id: String) {
+        self.reduce_only.remove(&id);
         self.closed.push_back(id);
         while self.closed.len() > MAX_CLOSED_ORDERS {
             if let Some(old) = self.closed.pop_front()
@@ -628,5 +1026,258 @@ impl Exchange {
                 self.by_client_id.remove(&o.client_order_id);
             }
         }
+    }
+
+    fn perp_book(&self, symbol: &str) -> Result<(&Book, &PerpState), VenueError> {
+        let b = self.book(symbol)?;
+        match (&b.perp, b.inst.kind) {
+            (Some(p), InstrumentKind::Perpetual) => Ok((b, p)),
+            _ => Err(VenueError::InvalidArgument(format!(
+                "{symbol:?} is not a perpetual"
+            ))),
+        }
+    }
+
+    /// Settles every perp whose funding time has come (catching up missed
+    /// ones), books the payments and moves each rate along its path.
+    pub fn settle_funding(&mut self, now_ms: i64) -> Vec<FundingPayment> {
+        let perps: Vec<String> = self
+            .books
+            .iter()
+            .filter(|(_, b)| b.is_perp())
+            .map(|(s, _)| s.clone())
+            .collect();
+        let mut out = Vec::new();
+        for symbol in perps {
+            for _ in 0..MAX_CATCH_UP_SETTLEMENTS {
+                let due = self
+                    .books
+                    .get(&symbol)
+                    .and_then(|b| b.perp.as_ref())
+                    .map(|p| p.next_funding_ms)
+                    .filter(|t| *t <= now_ms);
+                let Some(at_ms) = due else { break };
+                out.extend(self.settle_one(&symbol, at_ms));
+                if let Some(p) = self.books.get_mut(&symbol).and_then(|b| b.perp.as_mut()) {
+                    p.next_funding_ms += p.interval_ms();
+                    p.step_rate();
+                }
+            }
+            if let Some(p) = self.books.get_mut(&symbol).and_then(|b| b.perp.as_mut())
+                && p.next_funding_ms <= now_ms
+            {
+                p.next_funding_ms =
+                    crate::perp::next_funding_after(now_ms, p.cfg.funding_interval_hours);
+            }
+        }
+        out
+    }
+
+    /// Settles `symbol`'s position now at the current rate, outside the
+    /// schedule (operators and tests); the schedule and the rate stay.
+    pub fn settle_funding_now(
+        &mut self,
+        symbol: &str,
+        now_ms: i64,
+    ) -> Result<Option<FundingPayment>, VenueError> {
+        self.perp_book(symbol)?;
+        Ok(self.settle_one(symbol, now_ms))
+    }
+
+    fn settle_one(&mut self, symbol: &str, at_ms: i64) -> Option<FundingPayment> {
+        let (rate, mark, asset) = {
+            let b = self.books.get(symbol)?;
+            (b.perp.as_ref()?.rate, b.last, b.inst.quote.clone())
+        };
+        let pos = self.positions.get_mut(symbol)?;
+        let side = pos.side()?;
+        let size = pos.size.abs();
+        let amount = FundingPayment::settle_amount(side, size, mark, rate).round_dp(FEE_DECIMALS);
+        pos.realized += amount;
+        *self.totals.entry(asset.clone()).or_default() += amount;
+        self.funding_seq += 1;
+        let payment = FundingPayment {
+            id: format!("F{:012}", self.funding_seq),
+            symbol: symbol.to_string(),
+            amount,
+            asset,
+            time_ms: at_ms,
+            side,
+            size,
+            rate,
+            mark_price: mark,
+        };
+        self.funding_payments.push_back(payment.clone());
+        while self.funding_payments.len() > MAX_FUNDING_PAYMENTS {
+            self.funding_payments.pop_front();
+        }
+        Some(payment)
+    }
+
+    /// Sets the rate of the current interval (operators and tests).
+    pub fn set_funding_rate(
+        &mut self,
+        symbol: &str,
+        rate: Decimal,
+    ) -> Result<FundingRate, VenueError> {
+        self.perp_book(symbol)?;
+        if let Some(p) = self.books.get_mut(symbol).and_then(|b| b.perp.as_mut()) {
+            p.rate = rate;
+        }
+        self.funding_rate(symbol)
+    }
+
+    /// The current funding of one perpetual.
+    pub fn funding_rate(&self, symbol: &str) -> Result<FundingRate, VenueError> {
+        let (b, p) = self.perp_book(symbol)?;
+        let index = p
+            .cfg
+            .underlying
+            .as_deref()
+            .and_then(|u| self.books.get(u))
+            .map_or(b.last, |u| u.last);
+        let turnover = match p.cfg.turnover_24h_usd {
+            Some(t) => t,
+            None => {
+                let day_ago = b.updated_ms - 1440 * MINUTE_MS;
+                b.candles
+                    .iter()
+                    .filter(|c| c.open_time_ms >= day_ago)
+                    .map(|c| c.volume * c.close)
+                    .sum::<Decimal>()
+                    .round_dp(2)
+            }
+        };
+        Ok(FundingRate {
+            symbol: symbol.to_string(),
+            rate: p.rate,
+            interval_hours: p.cfg.funding_interval_hours.max(1),
+            next_funding_ms: p.next_funding_ms,
+            mark: b.last,
+            index,
+            last: b.last,
+            turnover_24h_usd: turnover,
+            time_ms: b.updated_ms,
+        })
+    }
+
+    /// The named perpetuals' funding, or every perpetual's when empty.
+    pub fn funding_rates(&self, symbols: &[String]) -> Result<Vec<FundingRate>, VenueError> {
+        if symbols.is_empty() {
+            return self
+                .books
+                .iter()
+                .filter(|(_, b)| b.is_perp())
+                .map(|(s, _)| self.funding_rate(s))
+                .collect();
+        }
+        symbols.iter().map(|s| self.funding_rate(s)).collect()
+    }
+
+    /// Open positions, with marks at the books' last prices.
+    pub fn positions(&self) -> Vec<Position> {
+        self.positions
+            .iter()
+            .filter_map(|(symbol, p)| {
+                let b = self.books.get(symbol)?;
+                let side = p.side()?;
+                let mark = b.last;
+                let size = p.size.abs();
+                let notional = size * mark;
+                let im_rate = b.im_rate();
+                Some(Position {
+                    symbol: symbol.clone(),
+                    side,
+                    size,
+                    entry_price: p.entry.round_dp(b.inst.price_decimals + 4).normalize(),
+                    mark_price: mark,
+                    unrealized_pnl: p.unrealized(mark).round_dp(FEE_DECIMALS),
+                    realized_pnl: p.realized.round_dp(FEE_DECIMALS),
+                    notional,
+                    initial_margin: (notional * im_rate).round_dp(FEE_DECIMALS),
+                    maintenance_margin: (notional * b.mm_rate()).round_dp(FEE_DECIMALS),
+                    leverage: if im_rate > Decimal::ZERO {
+                        (Decimal::ONE / im_rate).round_dp(2)
+                    } else {
+                        Decimal::ONE
+                    },
+                    liquidation_price: None,
+                    settle_asset: b.inst.quote.clone(),
+                    updated_ms: p.updated_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Value of one unit of `asset` in the margin asset: 1 for the margin
+    /// asset itself, the last price of `<asset><margin asset>` spot, else
+    /// nothing (not counted as collateral).
+    fn value_in_margin(&self, asset: &str) -> Option<Decimal> {
+        if asset == self.margin_asset {
+            return Some(Decimal::ONE);
+        }
+        self.books
+            .get(&format!("{asset}{}", self.margin_asset))
+            .filter(|b| b.inst.kind == InstrumentKind::Spot)
+            .map(|b| b.last)
+    }
+
+    /// Equity and margin of the whole account, in the margin asset. Coins
+    /// count at their spot price; liquidation itself is not simulated.
+    pub fn account_margin(&self, now_ms: i64) -> AccountMargin {
+        let mut equity: Decimal = self
+            .totals
+            .iter()
+            .filter_map(|(a, amount)| self.value_in_margin(a).map(|v| v * amount))
+            .sum();
+        let (mut im, mut mm, mut upnl) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
+        for p in self
+            .positions()
+            .iter()
+            .filter(|p| p.settle_asset == self.margin_asset)
+        {
+            im += p.initial_margin;
+            mm += p.maintenance_margin;
+            upnl += p.unrealized_pnl;
+        }
+        equity += upnl;
+        let ratio = |part: Decimal| {
+            if equity > Decimal::ZERO {
+                (part / equity).round_dp(6)
+            } else if part > Decimal::ZERO {
+                Decimal::ONE
+            } else {
+                Decimal::ZERO
+            }
+        };
+        AccountMargin {
+            asset: self.margin_asset.clone(),
+            equity: equity.round_dp(FEE_DECIMALS),
+            available: self
+                .available_margin(&self.margin_asset)
+                .round_dp(FEE_DECIMALS),
+            initial_margin: im,
+            maintenance_margin: mm,
+            initial_margin_ratio: ratio(im),
+            maintenance_margin_ratio: ratio(mm),
+            unrealized_pnl: upnl,
+            time_ms: now_ms,
+        }
+    }
+
+    /// Funding payments matching `q`, oldest first.
+    pub fn funding_payments(&self, q: &FundingPaymentQuery) -> Vec<FundingPayment> {
+        let mut v: Vec<FundingPayment> = self
+            .funding_payments
+            .iter()
+            .filter(|p| q.symbol.as_deref().is_none_or(|s| s == p.symbol))
+            .filter(|p| p.time_ms >= q.since_ms)
+            .filter(|p| q.until_ms.is_none_or(|u| p.time_ms < u))
+            .cloned()
+            .collect();
+        if q.limit > 0 {
+            v.truncate(q.limit as usize);
+        }
+        v
     }
 }

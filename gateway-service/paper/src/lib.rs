@@ -3,13 +3,17 @@
 //!
 //! [`Exchange`] is the matching core (also used by the wire-level simulators
 //! in tests/); [`PaperVenue`] wraps it behind the gateway's [`Venue`] trait,
-//! and [`PaperVenue::drive`] moves its price path in real time.
+//! and [`PaperVenue::drive`] moves its price path in real time. USDT linear
+//! perpetuals ("BTCUSDT-PERP") trade beside their spot pairs, with one-way
+//! positions, funding settlements and account margin ([`perp`]).
 
 mod exchange;
 mod path;
+pub mod perp;
 
 pub use exchange::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
 pub use path::{PathConfig, PathRegime, PricePath, SplitMix64};
+pub use perp::{FundingPathConfig, PerpConfig};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,8 +21,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herd_venue::{
-    Balance, Candle, Clock, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Ticker,
-    Venue, VenueError,
+    AccountMargin, Balance, Candle, Clock, FundingPayment, FundingPaymentQuery, FundingRate,
+    Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Position, Ticker, Venue, VenueError,
 };
 use rust_decimal::Decimal;
 
@@ -100,6 +104,23 @@ impl PaperVenue {
         ex.ticker(symbol)
     }
 
+    /// Sets a perpetual's current funding rate.
+    pub fn set_funding_rate(&self, symbol: &str, rate: Decimal) -> Result<FundingRate, VenueError> {
+        self.lock()?.set_funding_rate(symbol, rate)
+    }
+
+    /// Settles a perpetual's funding now, outside its schedule.
+    pub fn settle_funding_now(&self, symbol: &str) -> Result<Option<FundingPayment>, VenueError> {
+        let now = self.clock.now_ms();
+        self.lock()?.settle_funding_now(symbol, now)
+    }
+
+    /// Settles whatever funding is due by the clock's time.
+    pub fn settle_due_funding(&self) -> Result<Vec<FundingPayment>, VenueError> {
+        let now = self.clock.now_ms();
+        Ok(self.lock()?.settle_funding(now))
+    }
+
     /// One step of every price path.
     pub fn step(&self) -> Result<(), VenueError> {
         let now = self.clock.now_ms();
@@ -169,5 +190,36 @@ impl Venue for PaperVenue {
 
     async fn query_orders(&self, orders: &[OrderRef]) -> Result<Vec<OrderState>, VenueError> {
         Ok(self.lock()?.query(orders))
+    }
+
+    async fn funding_rates(&self, symbols: &[String]) -> Result<Vec<FundingRate>, VenueError> {
+        let now = self.clock.now_ms();
+        let mut ex = self.lock()?;
+        ex.settle_funding(now);
+        ex.funding_rates(symbols)
+    }
+
+    async fn positions(&self) -> Result<Vec<Position>, VenueError> {
+        let now = self.clock.now_ms();
+        let mut ex = self.lock()?;
+        ex.settle_funding(now);
+        Ok(ex.positions())
+    }
+
+    async fn account_margin(&self) -> Result<AccountMargin, VenueError> {
+        let now = self.clock.now_ms();
+        let mut ex = self.lock()?;
+        ex.settle_funding(now);
+        Ok(ex.account_margin(now))
+    }
+
+    async fn funding_payments(
+        &self,
+        query: &FundingPaymentQuery,
+    ) -> Result<Vec<FundingPayment>, VenueError> {
+        let now = self.clock.now_ms();
+        let mut ex = self.lock()?;
+        ex.settle_funding(now);
+        Ok(ex.funding_payments(query))
     }
 }

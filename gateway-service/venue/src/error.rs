@@ -40,12 +40,21 @@ pub enum VenueError {
     /// The venue answered something we could not understand.
     #[error("unexpected venue response: {0}")]
     Parse(String),
+    /// The venue (or this adapter) does not offer the call, e.g. funding
+    /// rates on a spot-only venue.
+    #[error("unsupported by this venue: {0}")]
+    Unsupported(String),
     /// Anything else the venue reported.
     #[error("venue error: {0}")]
     Other(String),
 }
 
 impl VenueError {
+    /// "`what` is not offered by `venue`".
+    pub fn unsupported(venue: &str, what: &str) -> VenueError {
+        VenueError::Unsupported(format!("{what} on venue {venue:?}"))
+    }
+
     /// True when the same call may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -5,14 +5,24 @@
 //! [`Decimal`]; the gateway converts them to and from the gRPC decimal strings
 //! at its edge. Errors are [`VenueError`], which knows whether a call may be
 //! retried and whether an order's outcome is unknown.
+//!
+//! Spot venues implement the core methods only; venues with linear
+//! perpetuals (paper, Bybit) also implement the funding and position methods,
+//! whose defaults answer [`VenueError::Unsupported`]. Symbols: see [`perp`]
+//! for how a perpetual is named ("BTCUSDT-PERP") next to its spot pair.
 
 mod clock;
 mod error;
 mod instrument;
+pub mod perp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::VenueError;
 pub use instrument::{Instrument, InstrumentKind, OrderCheckError};
+pub use perp::{
+    AccountMargin, FundingPayment, FundingPaymentQuery, FundingRate, PERP_SUFFIX, Position,
+    PositionSide, perp_symbol, spot_of_perp,
+};
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -276,5 +286,99 @@ pub trait Venue: Send + Sync + 'static {
     async fn arm_dead_mans_switch(&self, timeout_s: u32) -> Result<bool, VenueError> {
         let _ = timeout_s;
         Ok(false)
+    }
+
+    /// Current funding of the given perpetuals (venue-neutral symbols), or
+    /// of every perpetual when `symbols` is empty.
+    async fn funding_rates(&self, symbols: &[String]) -> Result<Vec<FundingRate>, VenueError> {
+        let _ = symbols;
+        Err(VenueError::unsupported(self.name(), "funding rates"))
+    }
+
+    /// Every open perpetual position of the account (flat ones left out).
+    async fn positions(&self) -> Result<Vec<Position>, VenueError> {
+        Err(VenueError::unsupported(self.name(), "positions"))
+    }
+
+    /// The account's equity and margin ratios.
+    async fn account_margin(&self) -> Result<AccountMargin, VenueError> {
+        Err(VenueError::unsupported(self.name(), "account margin"))
+    }
+
+    /// Funding settlements booked to the account, oldest first.
+    async fn funding_payments(
+        &self,
+        query: &FundingPaymentQuery,
+    ) -> Result<Vec<FundingPayment>, VenueError> {
+        let _ = query;
+        Err(VenueError::unsupported(self.name(), "funding payments"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spot-only venue that implements nothing beyond the core methods.
+    struct SpotOnly;
+
+    #[async_trait]
+    impl Venue for SpotOnly {
+        fn name(&self) -> &'static str {
+            "spot-only"
+        }
+        async fn instruments(&self) -> Result<Vec<Instrument>, VenueError> {
+            Ok(Vec::new())
+        }
+        async fn ticker(&self, symbol: &str) -> Result<Ticker, VenueError> {
+            Err(VenueError::InvalidArgument(symbol.into()))
+        }
+        async fn candles(&self, _: &str, _: u32, _: i64) -> Result<Vec<Candle>, VenueError> {
+            Ok(Vec::new())
+        }
+        async fn balances(&self) -> Result<Vec<Balance>, VenueError> {
+            Ok(Vec::new())
+        }
+        async fn place_order(&self, o: &NewOrder) -> Result<PlaceOutcome, VenueError> {
+            Err(VenueError::Rejected(o.client_order_id.clone()))
+        }
+        async fn cancel_order(&self, o: &OrderRef) -> Result<(), VenueError> {
+            Err(VenueError::UnknownOrder(o.client_order_id.clone()))
+        }
+        async fn open_orders(&self) -> Result<Vec<OrderState>, VenueError> {
+            Ok(Vec::new())
+        }
+        async fn query_orders(&self, _: &[OrderRef]) -> Result<Vec<OrderState>, VenueError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        // The default methods never await anything, so one poll finishes them.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    #[test]
+    fn perp_methods_default_to_unsupported() {
+        let v = SpotOnly;
+        let errs = [
+            block_on(v.funding_rates(&[])).err(),
+            block_on(v.positions()).err(),
+            block_on(v.account_margin()).err(),
+            block_on(v.funding_payments(&FundingPaymentQuery::default())).err(),
+        ];
+        for e in errs {
+            let e = e.unwrap();
+            assert!(matches!(e, VenueError::Unsupported(_)), "{e:?}");
+            assert!(!e.is_retryable());
+            assert!(e.to_string().contains("spot-only"), "{e}");
+        }
     }
 }

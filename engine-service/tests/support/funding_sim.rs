@@ -1,0 +1,452 @@
+//! The funding orchestrator's venue for tests: the paper exchange driven
+//! directly (no gateway) on a manual clock, with faults on demand: refused
+//! or hanging legs, orders that never reach the venue, a margin ratio, a
+//! failing or blocking funding scan.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use herd_engine::funding::api::{
+    ApiError, BalanceInfo, FundingApi, InstrumentSpec, Kind, LegOrder, MarginInfo, OrderReport,
+    OrderSide, OrderStatus, PaymentInfo, PosSide, RateSnapshot, VenuePosition,
+};
+use herd_paper::{
+    Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PathConfig, PerpConfig,
+};
+use herd_venue::{
+    Clock, FundingPaymentQuery, Instrument, InstrumentKind, ManualClock, NewOrder, OrderRef,
+    OrderState, OrderType, PositionSide, Side,
+};
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+
+pub const HOUR_MS: i64 = 3_600_000;
+/// 2024-01-01 00:00 UTC: a settlement time for every interval.
+pub const START_MS: i64 = 1_704_067_200_000;
+
+/// What goes wrong, per call.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Orders on these symbols are refused outright.
+    pub refuse: HashSet<String>,
+    /// Orders on these symbols reach the venue, but the answer never comes.
+    pub hang_after_place: HashSet<String>,
+    /// Orders on these symbols never reach the venue, and the answer never
+    /// comes.
+    pub lost: HashSet<String>,
+    /// Closing orders (spot sells, reduce-only buys) refused on these
+    /// symbols, this many more times each call (u32::MAX = always).
+    pub refuse_close: std::collections::HashMap<String, u32>,
+    /// Reported instead of the exchange's ratio.
+    pub margin_ratio: Option<Decimal>,
+    pub fail_rates: bool,
+    /// Order queries fail (the venue cannot say what happened).
+    pub blind_queries: bool,
+}
+
+/// The paper exchange as a [`FundingApi`].
+pub struct SimApi {
+    pub exchange: Mutex<Exchange>,
+    pub clock: ManualClock,
+    pub faults: Mutex<Faults>,
+    /// When set, funding scans wait for a notification.
+    pub rates_gate: Mutex<Option<Arc<Notify>>>,
+    /// A funding scan is waiting at the gate.
+    pub rates_waiting: std::sync::atomic::AtomicBool,
+    ids: AtomicU64,
+    /// Every order sent: (client id, symbol, side, qty, reduce_only).
+    pub sent: Mutex<Vec<LegOrder>>,
+}
+
+/// A spot pair and its perpetual at `price` with a flat path (prices move
+/// only when a test says so), a tiny tick (the spread costs < 0.0001 USD a
+/// trade) and the funding rate pinned where the test puts it.
+pub fn pair(
+    base: &str,
+    price: Decimal,
+    interval_hours: u32,
+    rate: Decimal,
+) -> Vec<PaperInstrument> {
+    let flat = PathConfig {
+        volatility: 0.0,
+        mean_reversion: 0.0,
+        trend_drift: 0.0,
+        switch_probability: 0.0,
+        ..PathConfig::default()
+    };
+    let spot = format!("{base}USDT");
+    let inst = |symbol: String, kind, lot: u32, min_cost: i64, taker: Decimal| Instrument {
+        symbol,
+        base: base.into(),
+        quote: "USDT".into(),
+        kind,
+        tick_size: Decimal::new(1, 6),
+        price_decimals: 6,
+        lot_decimals: lot,
+        min_volume: Decimal::new(1, lot),
+        min_cost: Decimal::from(min_cost),
+        maker_fee: taker,
+        taker_fee: taker,
+        max_open_orders: 500,
+    };
+    vec![
+        PaperInstrument {
+            instrument: inst(spot.clone(), InstrumentKind::Spot, 4, 1, Decimal::new(1, 3)),
+            start_price: price,
+            path: flat.clone(),
+            liquidity_per_step: None,
+            typical_step_volume: 10.0,
+            fee_policy: Some(FeePolicy::BaseOnBuy),
+            perp: None,
+        },
+        PaperInstrument {
+            instrument: inst(
+                format!("{spot}-PERP"),
+                InstrumentKind::Perpetual,
+                2,
+                5,
+                Decimal::new(55, 5),
+            ),
+            start_price: price,
+            path: flat,
+            liquidity_per_step: None,
+            typical_step_volume: 10.0,
+            fee_policy: Some(FeePolicy::Quote),
+            perp: Some(PerpConfig {
+                underlying: Some(spot),
+                basis_volatility: 0.0,
+                basis_reversion: 0.0,
+                funding_interval_hours: interval_hours,
+                funding: FundingPathConfig {
+                    seed: 5,
+                    start_rate: rate,
+                    mean_rate: rate,
+                    persistence: 1.0,
+                    volatility: 0.0,
+                    cap: Decimal::new(75, 4),
+                },
+                turnover_24h_usd: Some(Decimal::from(50_000_000)),
+                ..PerpConfig::default()
+            }),
+        },
+    ]
+}
+
+fn report(o: &OrderState) -> OrderReport {
+    OrderReport {
+        client_order_id: o.client_order_id.clone(),
+        status: match o.status {
+            herd_venue::OrderStatus::Pending => OrderStatus::Pending,
+            herd_venue::OrderStatus::Open => OrderStatus::Open,
+            herd_venue::OrderStatus::Filled => OrderStatus::Filled,
+            herd_venue::OrderStatus::Canceled => OrderStatus::Canceled,
+            herd_venue::OrderStatus::Expired => OrderStatus::Expired,
+            herd_venue::OrderStatus::Rejected => OrderStatus::Rejected,
+        },
+        executed: o.volume_executed,
+        avg_price: o.average_price.unwrap_or_default(),
+        fee: o.fee,
+        fee_asset: o.fee_asset.clone(),
+        reason: o.reason.clone().unwrap_or_default(),
+    }
+}
+
+impl SimApi {
+    /// An exchange with `instruments` and 10,000 USDT at [`START_MS`].
+    pub fn new(instruments: Vec<PaperInstrument>) -> Arc<SimApi> {
+        let clock = ManualClock::new(START_MS);
+        let cfg = PaperConfig {
+            instruments,
+            balances: [("USDT".to_string(), Decimal::from(10_000))].into(),
+            history_minutes: 0,
+            ..PaperConfig::default()
+        };
+        Arc::new(SimApi {
+            exchange: Mutex::new(Exchange::new(&cfg, START_MS)),
+            clock,
+            faults: Mutex::new(Faults::default()),
+            rates_gate: Mutex::new(None),
+            rates_waiting: std::sync::atomic::AtomicBool::new(false),
+            ids: AtomicU64::new(0),
+            sent: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The exchange after settling the funding due by the clock.
+    pub fn ex(&self) -> std::sync::MutexGuard<'_, Exchange> {
+        let mut ex = self.exchange.lock().unwrap();
+        ex.settle_funding(self.clock.now_ms());
+        ex
+    }
+
+    pub fn set_rate(&self, perp: &str, rate: Decimal) {
+        self.ex().set_funding_rate(perp, rate).unwrap();
+    }
+
+    pub fn set_price(&self, symbol: &str, price: Decimal) {
+        let now = self.clock.now_ms();
+        self.ex().set_price(symbol, price, now).unwrap();
+    }
+
+    /// The account's equity in USDT (coins at their spot price).
+    pub fn equity(&self) -> Decimal {
+        let now = self.clock.now_ms();
+        self.ex().account_margin(now).equity
+    }
+
+    pub fn balance(&self, asset: &str) -> Decimal {
+        self.ex()
+            .balances()
+            .into_iter()
+            .find(|b| b.asset == asset)
+            .map_or(Decimal::ZERO, |b| b.total)
+    }
+
+    /// Signed perp position (short < 0).
+    pub fn perp_position(&self, perp: &str) -> Decimal {
+        self.ex()
+            .positions()
+            .into_iter()
+            .find(|p| p.symbol == perp)
+            .map_or(Decimal::ZERO, |p| match p.side {
+                PositionSide::Long => p.size,
+                PositionSide::Short => -p.size,
+            })
+    }
+
+    /// Sum of the funding the venue booked.
+    pub fn funding_booked(&self) -> Decimal {
+        self.ex()
+            .funding_payments(&FundingPaymentQuery::default())
+            .iter()
+            .map(|p| p.amount)
+            .sum()
+    }
+
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap()
+    }
+}
+
+impl FundingApi for SimApi {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn new_client_id(&self) -> String {
+        format!("f-{}", self.ids.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    fn venue_name(&self) -> String {
+        "paper".into()
+    }
+
+    fn opening_blocked(&self) -> Option<String> {
+        None
+    }
+
+    async fn instruments(&self) -> Result<Vec<InstrumentSpec>, ApiError> {
+        Ok(self
+            .ex()
+            .instruments()
+            .into_iter()
+            .map(|i| InstrumentSpec {
+                qty_step: Decimal::new(1, i.lot_decimals),
+                min_qty: i.min_volume,
+                min_notional: i.min_cost,
+                taker_fee: i.taker_fee,
+                kind: match i.kind {
+                    InstrumentKind::Perpetual => Kind::Perpetual,
+                    InstrumentKind::Spot => Kind::Spot,
+                },
+                symbol: i.symbol,
+                base: i.base,
+                quote: i.quote,
+                active: true,
+            })
+            .collect())
+    }
+
+    async fn funding_rates(&self) -> Result<Vec<RateSnapshot>, ApiError> {
+        let gate = self.rates_gate.lock().unwrap().clone();
+        if let Some(g) = gate {
+            let wait = g.notified();
+            self.rates_waiting.store(true, Ordering::SeqCst);
+            wait.await;
+        }
+        if self.faults().fail_rates {
+            return Err(ApiError::Other(
+                "funding rates unavailable (injected)".into(),
+            ));
+        }
+        let rates = self
+            .ex()
+            .funding_rates(&[])
+            .map_err(|e| ApiError::Other(e.to_string()))?;
+        Ok(rates
+            .into_iter()
+            .map(|r| RateSnapshot {
+                symbol: r.symbol,
+                rate: r.rate,
+                interval_hours: r.interval_hours,
+                next_funding_ms: r.next_funding_ms,
+                mark: r.mark,
+                index: r.index,
+                turnover_24h_usd: r.turnover_24h_usd,
+                time_ms: r.time_ms,
+            })
+            .collect())
+    }
+
+    async fn balances(&self) -> Result<Vec<BalanceInfo>, ApiError> {
+        Ok(self
+            .ex()
+            .balances()
+            .into_iter()
+            .map(|b| BalanceInfo {
+                asset: b.asset,
+                total: b.total,
+                free: b.free,
+            })
+            .collect())
+    }
+
+    async fn positions(&self) -> Result<Vec<VenuePosition>, ApiError> {
+        Ok(self
+            .ex()
+            .positions()
+            .into_iter()
+            .map(|p| VenuePosition {
+                symbol: p.symbol,
+                side: match p.side {
+                    PositionSide::Long => PosSide::Long,
+                    PositionSide::Short => PosSide::Short,
+                },
+                size: p.size,
+                entry_price: p.entry_price,
+                mark_price: p.mark_price,
+            })
+            .collect())
+    }
+
+    async fn margin(&self) -> Result<MarginInfo, ApiError> {
+        let now = self.clock.now_ms();
+        let m = self.ex().account_margin(now);
+        Ok(MarginInfo {
+            equity: m.equity,
+            available: m.available,
+            maintenance_margin_ratio: self
+                .faults()
+                .margin_ratio
+                .unwrap_or(m.maintenance_margin_ratio),
+        })
+    }
+
+    async fn funding_payments(
+        &self,
+        symbol: &str,
+        since_ms: i64,
+    ) -> Result<Vec<PaymentInfo>, ApiError> {
+        let q = FundingPaymentQuery {
+            symbol: Some(symbol.to_string()),
+            since_ms,
+            until_ms: None,
+            limit: 0,
+        };
+        Ok(self
+            .ex()
+            .funding_payments(&q)
+            .into_iter()
+            .map(|p| PaymentInfo {
+                id: p.id,
+                symbol: p.symbol,
+                amount: p.amount,
+                rate: p.rate,
+                mark: p.mark_price,
+                size: p.size,
+                time_ms: p.time_ms,
+            })
+            .collect())
+    }
+
+    async fn place(&self, order: &LegOrder) -> Result<OrderReport, ApiError> {
+        self.sent.lock().unwrap().push(order.clone());
+        let closing = order.reduce_only
+            || (order.side == OrderSide::Sell && !order.symbol.ends_with("-PERP"));
+        let (refuse, hang, lost) = {
+            let mut f = self.faults();
+            let mut refuse = f.refuse.contains(&order.symbol);
+            if closing
+                && let Some(n) = f.refuse_close.get_mut(&order.symbol)
+                && *n > 0
+            {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+                refuse = true;
+            }
+            (
+                refuse,
+                f.hang_after_place.contains(&order.symbol),
+                f.lost.contains(&order.symbol),
+            )
+        };
+        if refuse {
+            return Err(ApiError::Refused(format!(
+                "{} refused (injected)",
+                order.symbol
+            )));
+        }
+        if lost {
+            std::future::pending::<()>().await;
+        }
+        let now = self.clock.now_ms();
+        let new = NewOrder {
+            client_order_id: order.client_order_id.clone(),
+            symbol: order.symbol.clone(),
+            side: match order.side {
+                OrderSide::Buy => Side::Buy,
+                OrderSide::Sell => Side::Sell,
+            },
+            order_type: OrderType::Market,
+            volume: order.qty,
+            price: None,
+            post_only: false,
+            userref: 0,
+            reduce_only: order.reduce_only,
+        };
+        let placed = self.ex().place(&new, now);
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        placed
+            .map(|o| report(&o))
+            .map_err(|e| ApiError::Refused(e.to_string()))
+    }
+
+    async fn query(&self, client_order_id: &str) -> Result<Option<OrderReport>, ApiError> {
+        if self.faults().blind_queries {
+            return Err(ApiError::Other("order query unavailable (injected)".into()));
+        }
+        let found = self.ex().query(&[OrderRef {
+            client_order_id: client_order_id.to_string(),
+            venue_order_id: None,
+        }]);
+        Ok(found.first().map(report))
+    }
+
+    async fn cancel(&self, client_order_id: &str) -> Result<OrderReport, ApiError> {
+        let now = self.clock.now_ms();
+        self.ex()
+            .cancel(
+                &OrderRef {
+                    client_order_id: client_order_id.to_string(),
+                    venue_order_id: None,
+                },
+                now,
+            )
+            .map(|o| report(&o))
+            .map_err(|e| ApiError::Refused(e.to_string()))
+    }
+}

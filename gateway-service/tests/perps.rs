@@ -1,0 +1,235 @@
+//! The perp and funding RPCs end to end over gRPC, on the paper venue: an
+//! in-process gateway on 127.0.0.1:0 and a real tonic client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+
+use herd_gateway::config::{EngineEntry, GatewayConfig, Secret};
+use herd_proto::gateway as pb;
+use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
+use herd_proto::gateway::gateway_client::GatewayClient;
+use rust_decimal::Decimal;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+const ENGINE_TOKEN: &str = "engine-token-0";
+const ADMIN_TOKEN: &str = "admin-token-0";
+
+struct Gateway {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let mut cfg = GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: Secret::new(ADMIN_TOKEN),
+            engines: vec![EngineEntry {
+                id: "e0".into(),
+                token: Secret::new(ENGINE_TOKEN),
+                token_file: None,
+                userref_min: 1,
+                userref_max: 1000,
+                order_prefix: None,
+                weight: 1,
+                cancel_on_disconnect_ms: 0,
+            }],
+            ..GatewayConfig::default()
+        };
+        cfg.paper.exchange.history_minutes = 0;
+        cfg.paper.step_ms = 60_000;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(herd_gateway::run(
+            cfg,
+            move |a| {
+                let _ = ready_tx.send(a);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let addr = ready_rx.await.unwrap();
+        Gateway {
+            addr,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    r
+}
+
+fn market(
+    id: &str,
+    symbol: &str,
+    side: pb::Side,
+    volume: &str,
+    reduce: bool,
+) -> pb::PlaceOrderRequest {
+    pb::PlaceOrderRequest {
+        client_order_id: id.into(),
+        symbol: symbol.into(),
+        side: side as i32,
+        order_type: pb::OrderType::Market as i32,
+        volume: volume.into(),
+        price: String::new(),
+        post_only: false,
+        userref: 0,
+        reduce_only: reduce,
+    }
+}
+
+#[tokio::test]
+async fn hedge_funding_and_close_over_grpc() {
+    let gw = Gateway::start().await;
+    let ch = gw.channel().await;
+    let mut g = GatewayClient::new(ch.clone());
+    let mut admin = GatewayAdminClient::new(ch);
+
+    let rates = g
+        .list_funding_rates(authed(pb::ListFundingRatesRequest::default(), ENGINE_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .rates;
+    assert_eq!(rates.len(), 3, "{rates:?}");
+    assert!(rates.iter().all(|r| r.symbol.ends_with("-PERP")));
+    let bad = g
+        .list_funding_rates(authed(
+            pb::ListFundingRatesRequest {
+                symbols: vec!["BTCUSDT".into()],
+            },
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+
+    for (id, symbol, side) in [
+        ("spot-1", "BTCUSDT", pb::Side::Buy),
+        ("perp-1", "BTCUSDT-PERP", pb::Side::Sell),
+    ] {
+        let o = g
+            .place_order(authed(
+                market(id, symbol, side, "0.01", false),
+                ENGINE_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        assert_eq!(o.status, pb::OrderStatus::Filled as i32, "{o:?}");
+    }
+
+    let positions = g
+        .get_positions(authed(pb::GetPositionsRequest::default(), ENGINE_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .positions;
+    assert_eq!(positions.len(), 1);
+    assert_eq!(positions[0].symbol, "BTCUSDT-PERP");
+    assert_eq!(positions[0].side, pb::PositionSide::Short as i32);
+    assert_eq!(positions[0].size, "0.01");
+
+    let settled = admin
+        .set_paper_funding(authed(
+            pb::SetPaperFundingRequest {
+                symbol: "BTCUSDT-PERP".into(),
+                rate: "0.0003".into(),
+                settle_now: true,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(settled.rate.unwrap().rate, "0.0003");
+    assert_eq!(settled.payments.len(), 1);
+    let amount: Decimal = settled.payments[0].amount.parse().unwrap();
+    assert!(amount > Decimal::ZERO, "the short receives");
+
+    let listed = g
+        .list_funding_payments(authed(
+            pb::ListFundingPaymentsRequest {
+                symbol: "BTCUSDT-PERP".into(),
+                ..Default::default()
+            },
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .payments;
+    assert_eq!(listed, settled.payments);
+
+    let margin = g
+        .get_account_margin(authed(pb::GetAccountMarginRequest {}, ENGINE_TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(margin.asset, "USDT");
+    let mm: Decimal = margin.maintenance_margin_ratio.parse().unwrap();
+    assert!(mm > Decimal::ZERO && mm < Decimal::ONE, "{mm}");
+
+    let close = g
+        .place_order(authed(
+            market("perp-2", "BTCUSDT-PERP", pb::Side::Buy, "0.01", true),
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(close.status, pb::OrderStatus::Filled as i32);
+    let positions = g
+        .get_positions(authed(pb::GetPositionsRequest::default(), ENGINE_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .positions;
+    assert!(positions.is_empty(), "{positions:?}");
+    let again = g
+        .place_order(authed(
+            market("perp-3", "BTCUSDT-PERP", pb::Side::Buy, "0.01", true),
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+
+    let no_token = g
+        .get_positions(Request::new(pb::GetPositionsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(no_token.code(), tonic::Code::Unauthenticated);
+    gw.stop().await;
+}
