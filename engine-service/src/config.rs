@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::funding::FundingConfig;
+use crate::grid::GridConfig;
 use crate::rangers::RangerConfig;
 
 /// Environment variables that override the file (one place for their names).
@@ -23,6 +24,8 @@ pub mod env {
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
     /// The `[funding]` section's variables (`FUNDING_*`).
     pub use crate::funding::config::env as funding;
+    /// The `[grid]` section's variables (`GRID_*`, `CHURNER_*`).
+    pub use crate::grid::config::env as grid;
     /// The `[rangers]` section's variables (`RANGER_*`).
     pub use crate::rangers::env as rangers;
 }
@@ -96,6 +99,9 @@ pub struct EngineConfig {
     pub fixed_regime: String,
     /// The rangers (seed 000): disabled unless `enabled = true`.
     pub rangers: RangerConfig,
+    /// Grid slots, position ledger, self-healing and churners: disabled
+    /// unless `enabled = true`.
+    pub grid: GridConfig,
     /// The funding-rate orchestrator (seed 003): disabled unless
     /// `enabled = true`.
     pub funding: FundingConfig,
@@ -119,6 +125,7 @@ impl Default for EngineConfig {
             regime_source: RegimeSource::Hmm,
             fixed_regime: "UNKNOWN".into(),
             rangers: RangerConfig::default(),
+            grid: GridConfig::default(),
             funding: FundingConfig::default(),
         }
     }
@@ -205,6 +212,9 @@ impl EngineConfig {
         self.rangers
             .apply_env(&get)
             .map_err(|(name, message)| ConfigError::Env { name, message })?;
+        self.grid
+            .apply_env(&get)
+            .map_err(|(name, message)| ConfigError::Env { name, message })?;
         self.funding
             .apply_env(&get)
             .map_err(|(name, message)| ConfigError::Env { name, message })?;
@@ -259,6 +269,24 @@ impl EngineConfig {
             )));
         }
         self.rangers.validate().map_err(ConfigError::Invalid)?;
+        self.grid.validate().map_err(ConfigError::Invalid)?;
+        let (rlo, rhi) = (
+            self.rangers.userref_offset,
+            self.rangers.userref_offset + crate::rangers::USERREF_SPAN,
+        );
+        let (glo, ghi) = (
+            self.grid.userref_offset,
+            self.grid.userref_offset + crate::grid::config::USERREF_SPAN,
+        );
+        let (clo, chi) = (
+            self.grid.churner.userref_offset,
+            self.grid.churner.userref_offset + crate::churner::USERREF_SPAN,
+        );
+        if (glo < rhi && rlo < ghi) || (clo < rhi && rlo < chi) {
+            return Err(ConfigError::Invalid(format!(
+                "userref sub-ranges overlap: rangers {rlo}..{rhi}, grid {glo}..{ghi}, churners {clo}..{chi}"
+            )));
+        }
         self.funding.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
@@ -358,5 +386,28 @@ mod tests {
         let defaults = EngineConfig::default();
         assert!(!defaults.rangers.enabled, "nothing trades by default");
         assert_eq!(defaults.regime_source, RegimeSource::Hmm);
+    }
+
+    #[test]
+    fn the_local_herd_runs_rangers_and_grid_slots() {
+        let text = include_str!("../../deploy/local/engine-0.toml")
+            .replace("{engine_0_port}", "50061")
+            .replace("{gateway_port}", "50051")
+            .replace("{data_dir}", "/tmp/herd-data");
+        let cfg: EngineConfig = toml::from_str(&text).unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.rangers.enabled);
+        assert!(cfg.grid.enabled);
+        assert_eq!(cfg.grid.slots, 3);
+        assert_eq!(cfg.grid.sticky, vec![2]);
+        assert!(cfg.grid.churner.enabled, "herdctl churner spawn works");
+        let bad = EngineConfig {
+            grid: crate::grid::GridConfig {
+                userref_offset: 750,
+                ..cfg.grid.clone()
+            },
+            ..cfg
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("overlap"));
     }
 }

@@ -7,11 +7,14 @@ use herd_proto::engine as pb;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::capacity::CapacityHealth;
 use crate::config::Secret;
 use crate::execution::{Mode, Shared, now_ms};
+use crate::grid::strategy::{GridStatusBlock, OrderRow as GridOrderRow};
+use crate::grid::{self, money};
 use crate::rangers::{self, RangersStatusBlock};
 use crate::store::is_final_status;
-use crate::strategy::{OrderIntent, Side};
+use crate::strategy::{Action, Command, OrderIntent, Side};
 
 /// Checks the operator's bearer token on every control call.
 #[derive(Clone)]
@@ -116,6 +119,171 @@ pub fn rangers_status_pb(block: &RangersStatusBlock) -> pb::RangersStatus {
     }
 }
 
+fn grid_order_pb(o: &GridOrderRow) -> pb::GridOrderStatus {
+    pb::GridOrderStatus {
+        client_order_id: o.client_order_id.clone(),
+        trade: o.trade.clone(),
+        role: o.role.clone(),
+        side: o.side.clone(),
+        price: opt_dec(o.price),
+        volume: money(o.volume),
+        age_sec: o.age_sec,
+        distance_pct: money(o.distance_pct),
+        position_id: o.position_id.clone(),
+        orphan_reason: o.orphan_reason.clone(),
+    }
+}
+
+/// The typed grid block from the strategy's status JSON; the engine-level
+/// pause after consecutive venue errors is surfaced here too.
+pub fn grid_status_pb(b: &GridStatusBlock, paused_by_errors: bool, errors: u32) -> pb::GridStatus {
+    pb::GridStatus {
+        enabled: b.enabled,
+        mode: b.mode.clone(),
+        slot_count: b.slot_count,
+        total_profit: money(b.total_profit),
+        total_settled_usd: money(b.total_settled_usd),
+        total_orphans: b.total_orphans,
+        daily_loss_lock: b.daily_loss_lock,
+        daily_loss_limit_usd: money(b.daily_loss_limit_usd),
+        realized_today: money(b.realized_today),
+        paused_by_venue_errors: paused_by_errors,
+        consecutive_venue_errors: errors,
+        open_positions: b.open_positions,
+        closed_positions: b.closed_positions,
+        realized_pnl: money(b.realized_pnl),
+        ledger_conflicts: b.ledger_conflicts,
+        profit_pct: money(b.profit_pct),
+        slots: b
+            .slots
+            .iter()
+            .map(|s| pb::GridSlotStatus {
+                id: s.id,
+                alias: s.alias.clone(),
+                sticky: s.sticky,
+                phase: s.phase.clone(),
+                halted: s.halted.clone(),
+                long_only: s.long_only,
+                short_only: s.short_only,
+                cycles_a: s.cycles_a,
+                cycles_b: s.cycles_b,
+                cycles: s.cycles,
+                profit: money(s.profit),
+                order_size_usd: money(s.order_size_usd),
+                open_orders: s.orders.iter().map(grid_order_pb).collect(),
+                recovery_orders: s.recovery.iter().map(grid_order_pb).collect(),
+                recent_cycles: s
+                    .recent_cycles
+                    .iter()
+                    .map(|c| pb::GridCycle {
+                        trade: c.trade.clone(),
+                        kind: c.kind.clone(),
+                        entry_price: money(c.entry_price),
+                        exit_price: money(c.exit_price),
+                        volume: money(c.volume),
+                        net: money(c.net),
+                        time_ms: c.time_ms,
+                    })
+                    .collect(),
+                last_error: s.last_error.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The typed capacity block.
+pub fn capacity_pb(c: &CapacityHealth) -> pb::CapacityStatus {
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    pb::CapacityStatus {
+        limit: c.limit,
+        safe_cap: c.safe_cap,
+        open_orders: c.open_orders,
+        source: name(serde_json::to_value(c.source)),
+        headroom: c.headroom,
+        band: name(serde_json::to_value(c.band)),
+        reason: c.reason.clone(),
+        entries_allowed: c.entries_allowed,
+    }
+}
+
+/// The typed self-healing block.
+pub fn self_healing_pb(b: &GridStatusBlock) -> pb::SelfHealingStatus {
+    let h = &b.self_healing;
+    let c = &h.churner;
+    pb::SelfHealingStatus {
+        enabled: h.enabled,
+        subsidy: h
+            .subsidy
+            .iter()
+            .map(|s| pb::SlotSubsidy {
+                slot_id: s.slot_id,
+                balance: money(s.balance),
+                earned: money(s.earned),
+                consumed: money(s.consumed),
+                needed: money(s.needed),
+            })
+            .collect(),
+        bands: Some(pb::AgeBands {
+            fresh: h.bands.fresh,
+            aging: h.bands.aging,
+            stale: h.bands.stale,
+            stuck: h.bands.stuck,
+            write_off: h.bands.write_off,
+        }),
+        positions: h
+            .positions
+            .iter()
+            .map(|p| pb::LedgerPosition {
+                position_id: p.position_id.clone(),
+                slot_id: p.slot_id,
+                trade: p.trade.clone(),
+                mode: p.mode.clone(),
+                entry_price: money(p.entry_price),
+                exit_price: money(p.exit_price),
+                volume: money(p.volume),
+                age_hours: money(p.age_hours),
+                effective_age_hours: money(p.effective_age_hours),
+                distance_pct: money(p.distance_pct),
+                band: p.band.clone(),
+                exit_order_id: p.exit_order_id.clone(),
+            })
+            .collect(),
+        churner: Some(pb::ChurnerStatus {
+            enabled: c.enabled,
+            active: c.active,
+            max: c.max,
+            reserve_available: money(c.reserve_available),
+            cycles_today: c.cycles_today,
+            profit_today: money(c.profit_today),
+            cycles_total: c.cycles_total,
+            profit_total: money(c.profit_total),
+            states: c
+                .states
+                .iter()
+                .map(|x| pb::ChurnerState {
+                    id: x.id,
+                    stage: x.stage.clone(),
+                    parent_position_id: x.parent_position_id.clone(),
+                    parent_slot: x.parent_slot.unwrap_or_default(),
+                    side: x.side.clone(),
+                    entry_price: opt_dec(x.entry_price),
+                    exit_price: opt_dec(x.exit_price),
+                    volume: opt_dec(x.volume),
+                    age_sec: x.age_sec,
+                    compound_usd: money(x.compound_usd),
+                    cycles: x.cycles,
+                    profit: money(x.profit),
+                    last_error: x.last_error.clone(),
+                })
+                .collect(),
+        }),
+    }
+}
+
 /// Builds the status payload (also used by herdctl's JSON output and the dashboard).
 pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
     let now = now_ms();
@@ -128,6 +296,15 @@ pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
         .find(|s| s.name() == rangers::STRATEGY_NAME)
         .and_then(|s| serde_json::from_value::<RangersStatusBlock>(s.status(now)).ok())
         .unwrap_or_else(|| RangersStatusBlock::disabled(&shared.cfg.rangers));
+    let grid_block = shared
+        .strategies
+        .lock()
+        .await
+        .iter()
+        .find(|s| s.name() == grid::STRATEGY_NAME)
+        .and_then(|s| serde_json::from_value::<GridStatusBlock>(s.status(now)).ok());
+    let paused_by_errors =
+        st.mode == Mode::Paused && st.consecutive_errors >= shared.cfg.max_consecutive_errors;
     let working = shared
         .store
         .working_orders()
@@ -199,6 +376,14 @@ pub async fn status(shared: &Shared) -> Result<pb::EngineStatus, Status> {
             detail_json: st.regime_detail.to_string(),
         }),
         rangers: Some(rangers_status_pb(&rangers_block)),
+        grid: grid_block
+            .as_ref()
+            .map(|b| grid_status_pb(b, paused_by_errors, st.consecutive_errors)),
+        capacity: grid_block
+            .as_ref()
+            .and_then(|b| b.capacity.as_ref())
+            .map(capacity_pb),
+        self_healing: grid_block.as_ref().map(self_healing_pb),
         funding: Some(funding_status(shared)),
     })
 }
@@ -317,8 +502,86 @@ fn parse_positive(field: &str, s: &str) -> Result<Decimal, Status> {
     Ok(d)
 }
 
+impl ControlService {
+    /// Runs an operator command on the grid and its actions; a refusal is
+    /// FAILED_PRECONDITION with the reason.
+    async fn grid_command(&self, cmd: Command) -> Result<Response<pb::ControlResponse>, Status> {
+        let (message, actions): (String, Vec<Action>) = {
+            let mut strategies = self.shared.strategies.lock().await;
+            let g = strategies
+                .iter_mut()
+                .find(|s| s.name() == grid::STRATEGY_NAME)
+                .ok_or_else(|| Status::failed_precondition("this engine runs no grid strategy"))?;
+            match g.command(&cmd, now_ms()) {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Err(Status::failed_precondition(e)),
+                None => return Err(Status::unimplemented("the grid does not take this command")),
+            }
+        };
+        tracing::warn!(?cmd, %message, "operator command");
+        self.shared.execute(grid::STRATEGY_NAME, actions).await;
+        Ok(ok(message))
+    }
+}
+
+fn position_id(id: String) -> Result<String, Status> {
+    if id.trim().is_empty() {
+        return Err(Status::invalid_argument("position_id: is required"));
+    }
+    Ok(id.trim().to_string())
+}
+
 #[tonic::async_trait]
 impl pb::engine_server::Engine for ControlService {
+    async fn spawn_churner(
+        &self,
+        _req: Request<pb::SpawnChurnerRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        if self.shared.state().mode != Mode::Running {
+            return Err(Status::failed_precondition(
+                "engine is not running; resume it first",
+            ));
+        }
+        self.grid_command(Command::SpawnChurner).await
+    }
+
+    async fn kill_churner(
+        &self,
+        req: Request<pb::KillChurnerRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let churner_id = req.into_inner().churner_id;
+        self.grid_command(Command::KillChurner { churner_id }).await
+    }
+
+    async fn reprice_break_even(
+        &self,
+        req: Request<pb::PositionRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let position_id = position_id(req.into_inner().position_id)?;
+        self.grid_command(Command::RepriceBreakEven { position_id })
+            .await
+    }
+
+    async fn close_position_at_market(
+        &self,
+        req: Request<pb::PositionRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let position_id = position_id(req.into_inner().position_id)?;
+        self.grid_command(Command::CloseAtMarket { position_id })
+            .await
+    }
+
+    async fn keep_holding(
+        &self,
+        req: Request<pb::KeepHoldingRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let r = req.into_inner();
+        let position_id = position_id(r.position_id)?;
+        let hours = if r.hours == 0 { 24 } else { r.hours };
+        self.grid_command(Command::KeepHolding { position_id, hours })
+            .await
+    }
+
     async fn get_status(
         &self,
         _req: Request<pb::GetStatusRequest>,

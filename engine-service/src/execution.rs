@@ -22,8 +22,8 @@ use crate::config::{EngineConfig, Secret};
 use crate::rangers;
 use crate::store::{OrderRow, Store};
 use crate::strategy::{
-    Action, IdGen, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, RegimeView, Side,
-    Strategy, UpdateKind,
+    Action, IdGen, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
+    RegimeView, Side, Strategy, UpdateKind,
 };
 
 /// Wall-clock milliseconds (the engine's one clock read; strategies get it
@@ -834,11 +834,91 @@ impl Shared {
         report
     }
 
+    /// Hands each strategy that keeps a journal its journal and its orders
+    /// (as the store has them, marked with whether the venue lists them open
+    /// now), once, before the first tick. The strategies' lock is held while
+    /// the store is read, so an order event is either in what a strategy
+    /// reads here or dispatched to it afterwards, never lost in between.
+    pub async fn restore_strategies(&self) {
+        let open_ids: Option<std::collections::HashSet<String>> = self
+            .gateway
+            .clone()
+            .list_open_orders(pb::ListOpenOrdersRequest {
+                symbol: String::new(),
+            })
+            .await
+            .ok()
+            .map(|r| {
+                r.into_inner()
+                    .orders
+                    .into_iter()
+                    .map(|o| o.client_order_id)
+                    .collect()
+            });
+        let now = now_ms();
+        let mut batches = Vec::new();
+        {
+            let mut strategies = self.strategies.lock().await;
+            for s in strategies.iter_mut() {
+                let Some(stream) = s.journal_stream().map(str::to_string) else {
+                    continue;
+                };
+                let journal = match self.store.journal(&stream).await {
+                    Ok(j) => j,
+                    Err(e) => {
+                        tracing::error!(stream, error = %e, "cannot read the journal; strategy starts empty");
+                        continue;
+                    }
+                };
+                let orders = self.store.orders_of(s.name()).await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read the strategy's orders");
+                    Vec::new()
+                });
+                let rows: Vec<JournalRow> = journal
+                    .into_iter()
+                    .map(|(kind, payload, time_ms)| JournalRow {
+                        kind,
+                        payload,
+                        time_ms,
+                    })
+                    .collect();
+                let known: Vec<KnownOrder> = orders
+                    .into_iter()
+                    .map(|o| KnownOrder {
+                        open_at_venue: match &open_ids {
+                            Some(ids) => ids.contains(&o.client_order_id),
+                            None => matches!(o.status.as_str(), "open" | "pending"),
+                        },
+                        client_order_id: o.client_order_id,
+                        status: o.status,
+                        volume_executed: dec(&o.volume_executed),
+                        average_price: dec(&o.average_price),
+                        fee: dec(&o.fee),
+                        fee_asset: o.fee_asset,
+                    })
+                    .collect();
+                let actions = s.restore(&rows, &known, now);
+                tracing::info!(
+                    strategy = s.name(),
+                    journal_rows = rows.len(),
+                    orders = known.len(),
+                    actions = actions.len(),
+                    "strategy restored from its journal"
+                );
+                batches.push((s.name().to_string(), actions));
+            }
+        }
+        for (owner, actions) in batches {
+            self.execute(&owner, actions).await;
+        }
+    }
+
     /// Refreshes the market and runs every strategy's tick, every `tick_ms`
     /// (after startup cleanup, so no strategy's new order is mistaken for a
     /// stale one).
     pub async fn run_ticks(self: Arc<Self>) {
         self.startup_cleanup().await;
+        self.restore_strategies().await;
         let mut interval = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

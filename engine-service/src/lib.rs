@@ -5,16 +5,19 @@
 //! events and journals them in the [`store`]; the control server
 //! ([`control`]) gives operators status and control. Shared services for
 //! strategies: [`capacity`] (open-order headroom) and [`capital`] (funds
-//! promised to orders). Strategies: [`rangers`] (a reducer) and [`funding`]
-//! (the funding-rate arbitrage orchestrator, an async component the engine
-//! owns).
+//! promised to orders). Strategies: [`rangers`] and [`grid`] (slots,
+//! ledger, self-healing) with its [`churner`]s, all reducers, and
+//! [`funding`] (the funding-rate arbitrage orchestrator, an async component
+//! the engine owns).
 
 pub mod capacity;
 pub mod capital;
+pub mod churner;
 pub mod config;
 pub mod control;
 pub mod execution;
 pub mod funding;
+pub mod grid;
 pub mod rangers;
 pub mod regime;
 pub mod store;
@@ -47,17 +50,20 @@ pub async fn open_store(cfg: &EngineConfig) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The strategies the config asks for. The rangers are always built (their
-/// status block is always present; disabled by default).
+/// The strategies the config asks for. The rangers and the grid are always
+/// built (their status blocks are always present; disabled by default).
 pub fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Box<dyn Strategy>>> {
     cfg.rangers
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    Ok(vec![Box::new(rangers::Rangers::new(
-        cfg.rangers.clone(),
-        &cfg.symbol,
-        execution::now_ms(),
-    ))])
+    cfg.grid
+        .validate()
+        .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let now = execution::now_ms();
+    Ok(vec![
+        Box::new(rangers::Rangers::new(cfg.rangers.clone(), &cfg.symbol, now)),
+        Box::new(grid::Grid::new(cfg.grid.clone(), &cfg.symbol, now)),
+    ])
 }
 
 /// Runs the engine until `shutdown` resolves. `on_ready` gets the control

@@ -603,6 +603,39 @@ impl Store {
             .collect()
     }
 
+    /// Every order journaled for `owner`, oldest first (startup reconcile).
+    pub async fn orders_of(&self, owner: &str) -> Result<Vec<OrderRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
+             average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
+             FROM orders WHERE owner = $1 ORDER BY created_at_ms, client_order_id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrderRow {
+                    client_order_id: r.try_get(0)?,
+                    owner: r.try_get(1)?,
+                    symbol: r.try_get(2)?,
+                    side: r.try_get(3)?,
+                    order_type: r.try_get(4)?,
+                    price: r.try_get(5)?,
+                    volume: r.try_get(6)?,
+                    volume_executed: r.try_get(7)?,
+                    average_price: r.try_get(8)?,
+                    fee: r.try_get(9)?,
+                    fee_asset: r.try_get(10)?,
+                    status: r.try_get(11)?,
+                    venue_order_id: r.try_get(12)?,
+                    created_at_ms: r.try_get(13)?,
+                    updated_at_ms: r.try_get(14)?,
+                })
+            })
+            .collect()
+    }
+
     /// Appends to a strategy's journal.
     pub async fn append_journal(
         &self,

@@ -212,6 +212,51 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// An operator command for a strategy (the control RPCs beyond on/off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    SpawnChurner,
+    KillChurner {
+        churner_id: u32,
+    },
+    /// Reprice a position's exit to break-even, paid from its slot's subsidy.
+    RepriceBreakEven {
+        position_id: String,
+    },
+    /// Cancel a position's exit and close it with a market order (the old
+    /// exit comes back if the market order fails).
+    CloseAtMarket {
+        position_id: String,
+    },
+    /// Leave a position alone (no self-healing) for `hours`.
+    KeepHolding {
+        position_id: String,
+        hours: u32,
+    },
+}
+
+/// One row of a strategy's journal, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    pub kind: String,
+    pub payload: String,
+    pub time_ms: i64,
+}
+
+/// An order as the engine's store last recorded it (startup reconcile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownOrder {
+    pub client_order_id: String,
+    /// "pending", "open", "filled", "canceled", "expired", "rejected".
+    pub status: String,
+    pub volume_executed: Decimal,
+    pub average_price: Decimal,
+    pub fee: Decimal,
+    pub fee_asset: String,
+    /// True when the venue lists it open right now.
+    pub open_at_venue: bool,
+}
+
 /// A strategy: a reducer over its own state.
 pub trait Strategy: Send {
     /// Short name, also the owner recorded with its orders.
@@ -234,6 +279,34 @@ pub trait Strategy: Send {
     /// Turns the strategy on or off at runtime; the actions wind down what
     /// it has open. `None`: this strategy cannot be toggled.
     fn set_enabled(&mut self, _enabled: bool, _now_ms: i64) -> Option<Vec<Action>> {
+        None
+    }
+
+    /// The journal stream whose rows [`Strategy::restore`] receives.
+    fn journal_stream(&self) -> Option<&str> {
+        None
+    }
+
+    /// Called once at startup, before the first tick, with the strategy's
+    /// journal and what the store and the venue know about its orders
+    /// (`known`: every order the store has for this strategy). Rebuilds
+    /// state that must survive a restart and reconciles it.
+    fn restore(
+        &mut self,
+        _journal: &[JournalRow],
+        _known: &[KnownOrder],
+        _now_ms: i64,
+    ) -> Vec<Action> {
+        Vec::new()
+    }
+
+    /// An operator command. `None`: not this strategy's; `Some(Err)`: refused
+    /// (the message says why); `Some(Ok)`: the reply and the actions to run.
+    fn command(
+        &mut self,
+        _cmd: &Command,
+        _now_ms: i64,
+    ) -> Option<Result<(String, Vec<Action>), String>> {
         None
     }
 }

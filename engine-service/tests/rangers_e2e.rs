@@ -389,5 +389,16 @@ fn demo_configs_parse_and_validate() {
     assert_eq!(e.rangers.entry_pct, dec!(0.15));
     assert_eq!(e.rangers.doge_reserve, dec!(100));
     assert_eq!(e.gateway_token.expose(), gw.engines[0].token.expose());
-    assert_eq!(herd_engine::strategies_from_config(&e).unwrap().len(), 1);
+    let strategies = herd_engine::strategies_from_config(&e).unwrap();
+    assert!(
+        strategies
+            .iter()
+            .any(|s| s.name() == "rangers" && s.enabled())
+    );
+    // The grid is always built (its status block is always there), off here.
+    assert!(
+        strategies
+            .iter()
+            .all(|s| s.name() != "grid" || !s.enabled())
+    );
 }

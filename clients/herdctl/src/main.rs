@@ -91,6 +91,17 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Churners: operator-spawned subsidy earners for aging grid positions.
+    Churner {
+        #[command(subcommand)]
+        action: ChurnerCmd,
+    },
+    /// Operator actions on a grid position (id = its entry order id, as
+    /// `herdctl status` lists it).
+    Position {
+        #[command(subcommand)]
+        action: PositionCmd,
+    },
     /// The gateway's rate budget (needs an engine token).
     Budget(GatewayArgs),
     /// Every engine the gateway knows (needs the admin token).
@@ -119,6 +130,68 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChurnerCmd {
+    /// Spawn a churner for the best parent position (refused with the gate
+    /// that failed: max_active, regime_not_ready, not_ranging, headroom,
+    /// no_parent, disabled).
+    Spawn(EngineArgs),
+    /// Kill a churner: its orders are cancelled and it leaves.
+    Kill {
+        #[command(flatten)]
+        e: EngineArgs,
+        /// The churner's id (from `herdctl status`).
+        id: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PositionCmd {
+    /// Move the exit to break-even, paid from the slot's subsidy.
+    BreakEven {
+        #[command(flatten)]
+        e: EngineArgs,
+        position_id: String,
+    },
+    /// Cancel the exit and close at market (the exit comes back if the
+    /// market order fails).
+    Close {
+        #[command(flatten)]
+        e: EngineArgs,
+        position_id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Keep holding: no self-healing for a while.
+    Hold {
+        #[command(flatten)]
+        e: EngineArgs,
+        position_id: String,
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+    },
+}
+
+/// Runs a control call; a refusal (FAILED_PRECONDITION and friends) is
+/// printed and exits 1 with the engine's reason.
+fn control_result(
+    r: Result<tonic::Response<epb::ControlResponse>, tonic::Status>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(resp) => Ok(print_control(resp.into_inner(), output)),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(print_control(
+            epb::ControlResponse {
+                ok: false,
+                message: format!("refused: {}", s.message()),
+            },
+            output,
+        )),
+        Err(s) => Err(s.into()),
+    }
 }
 
 #[tokio::main]
@@ -209,6 +282,73 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner();
             Ok(print_control(r, e.output))
         }
+        Cmd::Churner { action } => match action {
+            ChurnerCmd::Spawn(e) => {
+                let mut c =
+                    client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?)
+                        .await?;
+                control_result(c.spawn_churner(epb::SpawnChurnerRequest {}).await, e.output)
+            }
+            ChurnerCmd::Kill { e, id } => {
+                let mut c =
+                    client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?)
+                        .await?;
+                control_result(
+                    c.kill_churner(epb::KillChurnerRequest { churner_id: id })
+                        .await,
+                    e.output,
+                )
+            }
+        },
+        Cmd::Position { action } => match action {
+            PositionCmd::BreakEven { e, position_id } => {
+                let mut c =
+                    client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?)
+                        .await?;
+                control_result(
+                    c.reprice_break_even(epb::PositionRequest { position_id })
+                        .await,
+                    e.output,
+                )
+            }
+            PositionCmd::Close {
+                e,
+                position_id,
+                yes,
+            } => {
+                if !yes
+                    && !client::confirm(&format!(
+                        "Close position {position_id} at market on {}?",
+                        e.engine
+                    ))?
+                {
+                    eprintln!("herdctl: not confirmed; nothing done");
+                    return Ok(ExitCode::from(3));
+                }
+                let mut c =
+                    client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?)
+                        .await?;
+                control_result(
+                    c.close_position_at_market(epb::PositionRequest { position_id })
+                        .await,
+                    e.output,
+                )
+            }
+            PositionCmd::Hold {
+                e,
+                position_id,
+                hours,
+            } => {
+                let mut c =
+                    client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?)
+                        .await?;
+                control_result(
+                    c.keep_holding(epb::KeepHoldingRequest { position_id, hours })
+                        .await,
+                    e.output,
+                )
+            }
+        },
         Cmd::Budget(g) => {
             let mut c =
                 client::gateway(&g.gateway, &token(g.token, g.token_file, "engine-0.token")?)

@@ -131,6 +131,72 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
             })),
         })
     });
+    let grid = s.grid.as_ref().map(|g| {
+        json!({
+            "enabled": g.enabled, "mode": g.mode, "slot_count": g.slot_count,
+            "total_profit": g.total_profit, "total_settled_usd": g.total_settled_usd,
+            "total_orphans": g.total_orphans, "daily_loss_lock": g.daily_loss_lock,
+            "daily_loss_limit_usd": g.daily_loss_limit_usd, "realized_today": g.realized_today,
+            "paused_by_venue_errors": g.paused_by_venue_errors,
+            "open_positions": g.open_positions, "closed_positions": g.closed_positions,
+            "realized_pnl": g.realized_pnl,
+            "slots": g.slots.iter().map(|x| json!({
+                "id": x.id, "alias": x.alias, "sticky": x.sticky, "phase": x.phase,
+                "halted": x.halted, "long_only": x.long_only, "short_only": x.short_only,
+                "cycles_a": x.cycles_a, "cycles_b": x.cycles_b, "profit": x.profit,
+                "order_size_usd": x.order_size_usd,
+                "open_orders": x.open_orders.iter().map(|o| json!({
+                    "client_order_id": o.client_order_id, "trade": o.trade, "role": o.role,
+                    "side": o.side, "price": o.price, "volume": o.volume, "age_sec": o.age_sec,
+                })).collect::<Vec<_>>(),
+                "recovery_orders": x.recovery_orders.iter().map(|o| json!({
+                    "client_order_id": o.client_order_id, "position_id": o.position_id,
+                    "price": o.price, "age_sec": o.age_sec, "distance_pct": o.distance_pct,
+                    "reason": o.orphan_reason,
+                })).collect::<Vec<_>>(),
+                "recent_cycles": x.recent_cycles.iter().map(|c| json!({
+                    "trade": c.trade, "kind": c.kind, "entry_price": c.entry_price,
+                    "exit_price": c.exit_price, "volume": c.volume, "net": c.net,
+                })).collect::<Vec<_>>(),
+                "last_error": x.last_error,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    let capacity = s.capacity.as_ref().map(|c| {
+        json!({"limit": c.limit, "safe_cap": c.safe_cap, "open_orders": c.open_orders,
+            "source": c.source, "headroom": c.headroom, "band": c.band, "reason": c.reason})
+    });
+    let healing = s.self_healing.as_ref().map(|h| {
+        let bands = h.bands.unwrap_or_default();
+        let c = h.churner.clone().unwrap_or_default();
+        json!({
+            "enabled": h.enabled,
+            "subsidy": h.subsidy.iter().map(|x| json!({
+                "slot_id": x.slot_id, "balance": x.balance, "earned": x.earned,
+                "consumed": x.consumed, "needed": x.needed,
+            })).collect::<Vec<_>>(),
+            "bands": {"fresh": bands.fresh, "aging": bands.aging, "stale": bands.stale,
+                "stuck": bands.stuck, "write_off": bands.write_off},
+            "positions": h.positions.iter().map(|p| json!({
+                "position_id": p.position_id, "slot_id": p.slot_id, "trade": p.trade,
+                "mode": p.mode, "entry_price": p.entry_price, "exit_price": p.exit_price,
+                "volume": p.volume, "age_hours": p.age_hours,
+                "effective_age_hours": p.effective_age_hours, "band": p.band,
+            })).collect::<Vec<_>>(),
+            "churner": {
+                "enabled": c.enabled, "active": c.active, "max": c.max,
+                "reserve_available": c.reserve_available,
+                "cycles_today": c.cycles_today, "profit_today": c.profit_today,
+                "cycles_total": c.cycles_total, "profit_total": c.profit_total,
+                "states": c.states.iter().map(|x| json!({
+                    "id": x.id, "stage": x.stage, "parent_position_id": x.parent_position_id,
+                    "parent_slot": x.parent_slot, "side": x.side, "entry_price": x.entry_price,
+                    "exit_price": x.exit_price, "volume": x.volume, "age_sec": x.age_sec,
+                    "compound_usd": x.compound_usd, "last_error": x.last_error,
+                })).collect::<Vec<_>>(),
+            },
+        })
+    });
     json!({
         "engine_id": s.engine_id,
         "mode": mode_name(s.mode),
@@ -150,6 +216,9 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
         "regime": regime,
         "strategies": strategies,
         "rangers": rangers,
+        "grid": grid,
+        "capacity": capacity,
+        "self_healing": healing,
         "funding": funding,
         "time_ms": s.time_ms,
     })
@@ -354,6 +423,82 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
             })
             .collect();
         out.push_str(&table(&["ranked", "rate", "interval", "annualized"], &rows));
+    }
+    if let Some(g) = s
+        .grid
+        .as_ref()
+        .filter(|g| g.enabled || g.open_positions > 0)
+    {
+        out.push('\n');
+        out.push_str(&format!(
+            "grid: {} slots ({}), profit {}, settled {}, {} orphans; today {}{}{}\n",
+            g.slot_count,
+            g.mode,
+            g.total_profit,
+            g.total_settled_usd,
+            g.total_orphans,
+            g.realized_today,
+            if g.daily_loss_lock {
+                "; DAILY LOSS LOCK"
+            } else {
+                ""
+            },
+            if g.paused_by_venue_errors {
+                "; PAUSED: venue errors"
+            } else {
+                ""
+            }
+        ));
+        let rows: Vec<Vec<String>> = g
+            .slots
+            .iter()
+            .map(|x| {
+                vec![
+                    x.id.to_string(),
+                    if x.halted.is_empty() {
+                        x.phase.clone()
+                    } else {
+                        format!("HALTED: {}", x.halted)
+                    },
+                    format!("{}/{}", x.cycles_a, x.cycles_b),
+                    x.profit.clone(),
+                    x.open_orders.len().to_string(),
+                    x.recovery_orders.len().to_string(),
+                    x.last_error.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "slot",
+                "phase",
+                "cycles a/b",
+                "profit",
+                "orders",
+                "recovery",
+                "last error",
+            ],
+            &rows,
+        ));
+    }
+    if let Some(h) = s.self_healing.as_ref() {
+        let b = h.bands.unwrap_or_default();
+        let c = h.churner.clone().unwrap_or_default();
+        if !h.positions.is_empty() || c.active > 0 {
+            out.push_str(&format!(
+                "ledger: {} open positions (fresh {}, aging {}, stale {}, stuck {}, write-off {}); churners {}/{} active, {} cycles, profit {}\n",
+                h.positions.len(),
+                b.fresh,
+                b.aging,
+                b.stale,
+                b.stuck,
+                b.write_off,
+                c.active,
+                c.max,
+                c.cycles_total,
+                c.profit_total
+            ));
+        }
     }
     out
 }

@@ -1,0 +1,298 @@
+//! Self-healing rules (grid-engine spec section 2), pure: age bands by
+//! effective age, the free stale-band tighten, and subsidised moves of a
+//! stuck exit toward the price that can fill, paid from the slot's subsidy.
+//!
+//! Effective age = age * (1 + distance_pct / 5): an exit far from market
+//! ages faster. Bands: fresh < 6 h <= aging < 24 h <= stale < 72 h <= stuck
+//! < 168 h <= write_off (all knobs). A sell exit moves down, a buy exit up;
+//! prices round to the tick in the direction that never overspends.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::config::HealParams;
+use super::ledger::Position;
+use super::{ceil_to_tick, floor_to_tick, hundred};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// An age band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Fresh,
+    Aging,
+    Stale,
+    Stuck,
+    WriteOff,
+}
+
+impl Band {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Band::Fresh => "fresh",
+            Band::Aging => "aging",
+            Band::Stale => "stale",
+            Band::Stuck => "stuck",
+            Band::WriteOff => "write_off",
+        }
+    }
+}
+
+/// Distance of `exit` from `market`, percent.
+pub fn distance_pct(exit: Decimal, market: Decimal) -> Decimal {
+    if market <= Decimal::ZERO {
+        return Decimal::ZERO;
+    }
+    (exit - market).abs() / market * hundred()
+}
+
+/// Age in hours (decimal) since `since_ms`.
+pub fn age_hours(since_ms: i64, now_ms: i64) -> Decimal {
+    Decimal::from((now_ms - since_ms).max(0)) / Decimal::from(HOUR_MS)
+}
+
+/// Effective age in hours: age * (1 + distance_pct / divisor).
+pub fn effective_age_hours(
+    age_h: Decimal,
+    exit: Decimal,
+    market: Decimal,
+    h: &HealParams,
+) -> Decimal {
+    age_h * (Decimal::ONE + distance_pct(exit, market) / h.distance_divisor)
+}
+
+/// The band of an effective age.
+pub fn band(effective_h: Decimal, h: &HealParams) -> Band {
+    if effective_h < h.aging_hours {
+        Band::Fresh
+    } else if effective_h < h.stale_hours {
+        Band::Aging
+    } else if effective_h < h.stuck_hours {
+        Band::Stale
+    } else if effective_h < h.write_off_hours {
+        Band::Stuck
+    } else {
+        Band::WriteOff
+    }
+}
+
+/// A position's age reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgeReading {
+    pub age_hours: Decimal,
+    pub distance_pct: Decimal,
+    pub effective_age_hours: Decimal,
+    pub band: Band,
+}
+
+/// Reads a position's age at `market`.
+pub fn reading(p: &Position, market: Decimal, now_ms: i64, h: &HealParams) -> AgeReading {
+    let age = age_hours(p.entry.time_ms, now_ms);
+    let eff = effective_age_hours(age, p.exit.price, market, h);
+    AgeReading {
+        age_hours: age,
+        distance_pct: distance_pct(p.exit.price, market),
+        effective_age_hours: eff,
+        band: band(eff, h),
+    }
+}
+
+/// The free stale-band tighten: sell exit max(entry * (1 + p), market *
+/// (1 + entry_pct)), buy exit mirrored with min; `None` unless it is
+/// closer to market than the exit now.
+pub fn tighten_price(
+    p: &Position,
+    market: Decimal,
+    entry_pct: Decimal,
+    h: &HealParams,
+    tick: Decimal,
+) -> Option<Decimal> {
+    let pr = h.tighten_profit_pct / hundred();
+    let e = entry_pct / hundred();
+    let entry = p.entry.price;
+    if p.exit_sells() {
+        let t = ceil_to_tick(
+            (entry * (Decimal::ONE + pr)).max(market * (Decimal::ONE + e)),
+            tick,
+        );
+        (t < p.exit.price).then_some(t)
+    } else {
+        let t = floor_to_tick(
+            (entry * (Decimal::ONE - pr)).min(market * (Decimal::ONE - e)),
+            tick,
+        );
+        (t > p.exit.price).then_some(t)
+    }
+}
+
+/// The fillable price: sell max(market * (1 + entry_pct), entry * (1 +
+/// round_trip_fee)), buy mirrored with min.
+pub fn fillable_price(
+    p: &Position,
+    market: Decimal,
+    entry_pct: Decimal,
+    round_trip_fee: Decimal,
+    tick: Decimal,
+) -> Decimal {
+    let e = entry_pct / hundred();
+    let entry = p.entry.price;
+    if p.exit_sells() {
+        ceil_to_tick(
+            (market * (Decimal::ONE + e)).max(entry * (Decimal::ONE + round_trip_fee)),
+            tick,
+        )
+    } else {
+        floor_to_tick(
+            (market * (Decimal::ONE - e)).min(entry * (Decimal::ONE - round_trip_fee)),
+            tick,
+        )
+    }
+}
+
+/// What moving the exit all the way to `target` costs: |delta| * volume;
+/// zero when the exit is already at or inside it.
+pub fn full_cost(p: &Position, target: Decimal) -> Decimal {
+    let delta = if p.exit_sells() {
+        p.exit.price - target
+    } else {
+        target - p.exit.price
+    };
+    (delta.max(Decimal::ZERO) * p.entry.volume).normalize()
+}
+
+/// A subsidised move toward `target` with `balance` to spend: all the way
+/// when affordable, else as many whole ticks as the balance pays for.
+/// Returns (new price, cost); `None` when not even one tick is affordable
+/// or nothing needs moving.
+pub fn subsidised_move(
+    p: &Position,
+    target: Decimal,
+    balance: Decimal,
+    tick: Decimal,
+) -> Option<(Decimal, Decimal)> {
+    let volume = p.entry.volume;
+    let full = full_cost(p, target);
+    if full <= Decimal::ZERO || volume <= Decimal::ZERO || balance <= Decimal::ZERO {
+        return None;
+    }
+    if balance >= full {
+        return Some((target, full));
+    }
+    let delta = floor_to_tick(balance / volume, tick);
+    if delta < tick || delta <= Decimal::ZERO {
+        return None;
+    }
+    let price = if p.exit_sells() {
+        p.exit.price - delta
+    } else {
+        p.exit.price + delta
+    };
+    Some((price.normalize(), (delta * volume).normalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::ledger::{Entry, ExitIntent, PositionMode};
+    use rust_decimal_macros::dec;
+
+    const T0: i64 = 1_700_000_000_000;
+    const TICK: Decimal = dec!(0.0000001);
+
+    fn position(side: &str, entry: Decimal, exit: Decimal, volume: Decimal) -> Position {
+        Position {
+            id: "p".into(),
+            slot_id: 0,
+            trade: if side == "buy" { "B" } else { "A" }.into(),
+            mode: PositionMode::Grid,
+            entry: Entry {
+                side: side.into(),
+                price: entry,
+                cost: entry * volume,
+                fee: dec!(0.005),
+                volume,
+                time_ms: T0,
+                regime: "RANGING".into(),
+            },
+            exit: ExitIntent {
+                price: exit,
+                original_price: exit,
+                target_profit: Decimal::ZERO,
+                order_id: "x".into(),
+                reprices: 0,
+                last_reprice_ms: None,
+                tightened: false,
+                hold_until_ms: None,
+                orphaned: false,
+            },
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn bands_by_effective_age() {
+        let h = HealParams::default();
+        for (eff, want) in [
+            (dec!(5.99), Band::Fresh),
+            (dec!(6), Band::Aging),
+            (dec!(23.9), Band::Aging),
+            (dec!(24), Band::Stale),
+            (dec!(71.99), Band::Stale),
+            (dec!(72), Band::Stuck),
+            (dec!(168), Band::WriteOff),
+        ] {
+            assert_eq!(band(eff, &h), want, "{eff}");
+        }
+        // 40 h at 5.1805 % from market: 40 * (1 + 5.1805 / 5) = 81.44 h, stuck.
+        let p = position("buy", dec!(0.11976), dec!(0.1209576), dec!(16.7000668));
+        let r = reading(&p, dec!(0.115), T0 + 40 * 3_600_000, &h);
+        assert_eq!(r.age_hours, dec!(40));
+        assert_eq!(r.effective_age_hours.round_dp(4), dec!(81.4442));
+        assert_eq!(r.band, Band::Stuck);
+    }
+
+    #[test]
+    fn tighten_fillable_and_subsidised_moves() {
+        let h = HealParams::default();
+        let long = position("buy", dec!(0.11976), dec!(0.1209576), dec!(16.7000668));
+        // max(0.11976 * 1.005, 0.12 * 1.002) = 0.1203588 (closer: taken).
+        assert_eq!(
+            tighten_price(&long, dec!(0.12), dec!(0.2), &h, TICK),
+            Some(dec!(0.1203588))
+        );
+        // max(0.1203588, 0.1208 * 1.002 = 0.1210416) is not closer: none.
+        assert_eq!(
+            tighten_price(&long, dec!(0.1208), dec!(0.2), &h, TICK),
+            None
+        );
+        // fillable at 0.115: max(0.11523, 0.11976 * 1.005) = 0.1203588.
+        let f = fillable_price(&long, dec!(0.115), dec!(0.2), dec!(0.005), TICK);
+        assert_eq!(f, dec!(0.1203588));
+        assert_eq!(full_cost(&long, f), dec!(0.00999999999984));
+        // (balance, new price, cost)
+        for (balance, want) in [
+            (dec!(1), Some((dec!(0.1203588), dec!(0.00999999999984)))),
+            (dec!(0.005), Some((dec!(0.1206582), dec!(0.00499999999992)))),
+            (
+                dec!(0.00001),
+                Some((dec!(0.1209571), dec!(0.0000083500334))),
+            ),
+            (dec!(0.000001), None),
+            (Decimal::ZERO, None),
+        ] {
+            assert_eq!(subsidised_move(&long, f, balance, TICK), want, "{balance}");
+        }
+        // A short position's buy exit moves up: min(0.125 * 0.998, 0.12024 * 0.995).
+        let short = position("sell", dec!(0.12024), dec!(0.1190376), dec!(16.63339986));
+        let f = fillable_price(&short, dec!(0.125), dec!(0.2), dec!(0.005), TICK);
+        assert_eq!(f, dec!(0.1196388));
+        assert_eq!(full_cost(&short, f), dec!(0.009999999995832));
+        assert_eq!(
+            tighten_price(&short, dec!(0.12), dec!(0.2), &h, TICK),
+            Some(dec!(0.1196388))
+        );
+        // Already inside the fillable price: nothing to pay.
+        assert_eq!(subsidised_move(&short, dec!(0.118), dec!(1), TICK), None);
+    }
+}

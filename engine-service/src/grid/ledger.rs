@@ -1,0 +1,297 @@
+//! The position ledger (grid-engine spec section 2): one record per entry
+//! fill with an immutable entry, a mutable exit intent and a write-once
+//! outcome, plus each slot's subsidy account.
+//!
+//! The ledger is only ever changed by applying a [`LedgerEvent`]; the grid
+//! journals every event (append-only, stream [`super::JOURNAL_STREAM`]) before
+//! or as it applies it, so [`Ledger::replay`] over the journal rebuilds the
+//! same positions and subsidy after a restart. Applying is idempotent where
+//! a replay could repeat itself: a second `open` of a position or a second
+//! outcome is ignored (and counted in `conflicts`).
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// How a position came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionMode {
+    Grid,
+    Sticky,
+    Churner,
+}
+
+/// The immutable entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// "buy" or "sell".
+    pub side: String,
+    pub price: Decimal,
+    pub cost: Decimal,
+    pub fee: Decimal,
+    pub volume: Decimal,
+    pub time_ms: i64,
+    pub regime: String,
+}
+
+/// The mutable exit intent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitIntent {
+    pub price: Decimal,
+    pub original_price: Decimal,
+    /// Net profit at `original_price`.
+    pub target_profit: Decimal,
+    pub order_id: String,
+    /// Reprices so far and when the last one was.
+    pub reprices: u32,
+    pub last_reprice_ms: Option<i64>,
+    /// The free stale-band tighten was used.
+    pub tightened: bool,
+    /// Operator: keep holding (no self-healing) until then.
+    pub hold_until_ms: Option<i64>,
+    /// Orphaned into the slot's recovery list.
+    pub orphaned: bool,
+}
+
+/// The write-once outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// "exit", "recovery", "eviction", "market_close", "cancelled", ...
+    pub kind: String,
+    pub exit_price: Decimal,
+    pub exit_fee: Decimal,
+    pub gross: Decimal,
+    pub net: Decimal,
+    pub time_ms: i64,
+}
+
+/// One position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    pub id: String,
+    pub slot_id: u32,
+    /// "A" or "B" (churners: the side they follow).
+    pub trade: String,
+    pub mode: PositionMode,
+    pub entry: Entry,
+    pub exit: ExitIntent,
+    pub outcome: Option<Outcome>,
+}
+
+impl Position {
+    pub fn is_open(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// Does the exit sell (a long position)?
+    pub fn exit_sells(&self) -> bool {
+        self.entry.side == "buy"
+    }
+}
+
+/// A subsidy account.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Subsidy {
+    pub earned: Decimal,
+    pub consumed: Decimal,
+}
+
+impl Subsidy {
+    pub fn balance(&self) -> Decimal {
+        self.earned - self.consumed
+    }
+}
+
+/// Everything that changes the ledger; the journal's payloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LedgerEvent {
+    Open {
+        position: Box<Position>,
+    },
+    /// The exit intent moved (reprice, tighten, restore, retry); `cost` is
+    /// the subsidy it consumed.
+    ExitMoved {
+        position_id: String,
+        price: Decimal,
+        order_id: String,
+        reason: String,
+        cost: Decimal,
+        time_ms: i64,
+    },
+    Orphaned {
+        position_id: String,
+        reason: String,
+        time_ms: i64,
+    },
+    Hold {
+        position_id: String,
+        until_ms: i64,
+    },
+    Close {
+        position_id: String,
+        outcome: Outcome,
+    },
+    /// Subsidy earned by a slot: churner profit or an exit's over-performance.
+    Earned {
+        slot_id: u32,
+        amount: Decimal,
+        source: String,
+        position_id: String,
+        time_ms: i64,
+    },
+}
+
+impl LedgerEvent {
+    /// The journal's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LedgerEvent::Open { .. } => "position_open",
+            LedgerEvent::ExitMoved { .. } => "position_exit",
+            LedgerEvent::Orphaned { .. } => "position_orphaned",
+            LedgerEvent::Hold { .. } => "position_hold",
+            LedgerEvent::Close { .. } => "position_close",
+            LedgerEvent::Earned { .. } => "subsidy_earned",
+        }
+    }
+
+    /// Is `kind` one of the ledger's journal kinds?
+    pub fn is_ledger_kind(kind: &str) -> bool {
+        kind.starts_with("position_") || kind == "subsidy_earned"
+    }
+}
+
+/// The ledger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub positions: BTreeMap<String, Position>,
+    pub subsidy: BTreeMap<u32, Subsidy>,
+    /// Events ignored because they would rewrite history (a second open,
+    /// a second outcome) or name an unknown position.
+    pub conflicts: u64,
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Rebuilds a ledger from journal rows `(kind, payload)`, oldest first;
+    /// rows of other kinds are skipped. Fails on a ledger row that does not
+    /// parse (the journal is the data that must never be lost: a bad row is
+    /// an error to look at, not something to skip silently).
+    pub fn replay<'a>(
+        rows: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Ledger, String> {
+        let mut l = Ledger::new();
+        for (n, (kind, payload)) in rows.into_iter().enumerate() {
+            if !LedgerEvent::is_ledger_kind(kind) {
+                continue;
+            }
+            let ev: LedgerEvent = serde_json::from_str(payload)
+                .map_err(|e| format!("journal row {n} ({kind}): {e}"))?;
+            l.apply(&ev);
+        }
+        Ok(l)
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, ev: &LedgerEvent) {
+        match ev {
+            LedgerEvent::Open { position } => {
+                if self.positions.contains_key(&position.id) {
+                    self.conflicts += 1;
+                } else {
+                    self.positions
+                        .insert(position.id.clone(), position.as_ref().clone());
+                }
+            }
+            LedgerEvent::ExitMoved {
+                position_id,
+                price,
+                order_id,
+                reason,
+                cost,
+                time_ms,
+            } => {
+                let Some(p) = self.open_mut(position_id) else {
+                    return;
+                };
+                p.exit.price = *price;
+                p.exit.order_id.clone_from(order_id);
+                if reason == "tighten" {
+                    p.exit.tightened = true;
+                }
+                if !matches!(reason.as_str(), "retry" | "restore" | "close") {
+                    p.exit.reprices += 1;
+                    p.exit.last_reprice_ms = Some(*time_ms);
+                }
+                let slot = p.slot_id;
+                if !cost.is_zero() {
+                    self.subsidy.entry(slot).or_default().consumed += *cost;
+                }
+            }
+            LedgerEvent::Orphaned { position_id, .. } => {
+                if let Some(p) = self.open_mut(position_id) {
+                    p.exit.orphaned = true;
+                }
+            }
+            LedgerEvent::Hold {
+                position_id,
+                until_ms,
+            } => {
+                if let Some(p) = self.open_mut(position_id) {
+                    p.exit.hold_until_ms = Some(*until_ms);
+                }
+            }
+            LedgerEvent::Close {
+                position_id,
+                outcome,
+            } => match self.positions.get_mut(position_id) {
+                Some(p) if p.outcome.is_none() => p.outcome = Some(outcome.clone()),
+                _ => self.conflicts += 1,
+            },
+            LedgerEvent::Earned {
+                slot_id, amount, ..
+            } => {
+                self.subsidy.entry(*slot_id).or_default().earned += *amount;
+            }
+        }
+    }
+
+    fn open_mut(&mut self, id: &str) -> Option<&mut Position> {
+        match self.positions.get_mut(id) {
+            Some(p) if p.outcome.is_none() => Some(p),
+            _ => {
+                self.conflicts += 1;
+                None
+            }
+        }
+    }
+
+    /// The slot's subsidy account (zero when it never earned).
+    pub fn subsidy_of(&self, slot_id: u32) -> Subsidy {
+        self.subsidy.get(&slot_id).cloned().unwrap_or_default()
+    }
+
+    /// Open positions, oldest first.
+    pub fn open_positions(&self) -> impl Iterator<Item = &Position> {
+        self.positions.values().filter(|p| p.is_open())
+    }
+
+    /// The position whose exit is order `order_id`.
+    pub fn by_exit_order(&self, order_id: &str) -> Option<&Position> {
+        self.open_positions().find(|p| p.exit.order_id == order_id)
+    }
+
+    /// Sum of the realized outcomes' net, optionally of one mode.
+    pub fn realized(&self, mode: Option<PositionMode>) -> Decimal {
+        self.positions
+            .values()
+            .filter(|p| mode.is_none_or(|m| p.mode == m))
+            .filter_map(|p| p.outcome.as_ref().map(|o| o.net))
+            .sum()
+    }
+}

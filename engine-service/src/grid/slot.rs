@@ -1,0 +1,1530 @@
+//! One grid slot as a pure reducer: `transition(state, event, ctx) ->
+//! (state', actions)` (grid-engine spec section 1).
+//!
+//! A slot runs two trades on one pair. Trade A sells first and buys back
+//! lower; trade B buys first and sells higher. Each trade has at most one
+//! order in the slot at a time (its entry, its exit, or a market close); the
+//! phase is derived from which exits are open: S0 none, S1a A's buy exit,
+//! S1b B's sell exit, S2 both. Any other shape (two orders of one trade, a
+//! duplicate id, too many recovery orders) halts the slot, not the process,
+//! with the reason in status; a halted slot still books what fills but
+//! places nothing.
+//!
+//! Exits that wait too long are orphaned into the recovery list (the order
+//! stays live on the venue, the trade starts afresh); more than
+//! `max_recovery` recovery orders evicts one (farthest from market, then
+//! oldest, then lowest id), which cancels it and books the position at
+//! market with a maker fee. Replacing an order (stale-entry refresh,
+//! self-healing reprice, market close) always waits for the venue to confirm
+//! the cancel, so a cancel that races a fill books the fill.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::config::{SlotMode, SlotParams};
+use super::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
+use crate::strategy::{IdGen, Side};
+
+/// How long a refused exit waits before it is placed again.
+pub const EXIT_RETRY_MS: i64 = 5_000;
+/// Cycles kept in `recent`.
+pub const RECENT_CYCLES: usize = 10;
+
+/// Trade A (short: sell entry, buy exit) or B (long: buy entry, sell exit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Trade {
+    A,
+    B,
+}
+
+impl Trade {
+    pub fn entry_side(self) -> Side {
+        match self {
+            Trade::A => Side::Sell,
+            Trade::B => Side::Buy,
+        }
+    }
+
+    pub fn exit_side(self) -> Side {
+        match self {
+            Trade::A => Side::Buy,
+            Trade::B => Side::Sell,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trade::A => "A",
+            Trade::B => "B",
+        }
+    }
+
+    fn tag(self) -> char {
+        match self {
+            Trade::A => 'a',
+            Trade::B => 'b',
+        }
+    }
+
+    /// Gross profit of `volume` entered at `entry` and exited at `exit`.
+    pub fn gross(self, entry: Decimal, exit: Decimal, volume: Decimal) -> Decimal {
+        match self {
+            Trade::A => (entry - exit) * volume,
+            Trade::B => (exit - entry) * volume,
+        }
+    }
+}
+
+/// What an order is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Entry,
+    Exit,
+    /// An operator's market close of a position.
+    Close,
+}
+
+/// The slot's phase, derived from its open exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    S0,
+    S1a,
+    S1b,
+    S2,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::S0 => "S0",
+            Phase::S1a => "S1a",
+            Phase::S1b => "S1b",
+            Phase::S2 => "S2",
+        }
+    }
+}
+
+/// The pair's filters and fee.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Filters {
+    pub tick_size: Decimal,
+    pub lot_decimals: u32,
+    pub min_volume: Decimal,
+    pub min_cost: Decimal,
+    pub maker_fee: Decimal,
+}
+
+/// Everything a transition reads besides the state and the event.
+#[derive(Debug, Clone)]
+pub struct SlotCtx<'a> {
+    pub params: &'a SlotParams,
+    pub filters: Filters,
+    /// The runtime profit percent (the config's, possibly raised by a
+    /// volatility-adjusted value).
+    pub profit_pct: Decimal,
+    /// New entries this transition may place (the per-loop cap).
+    pub entry_budget: u32,
+    /// Why no new entries may be placed (daily loss lock, capacity stop,
+    /// engine paused, grid disabled), if so.
+    pub entries_blocked: Option<String>,
+    /// The userref offset of this slot's orders.
+    pub userref_offset: i32,
+    /// Realized loss still allowed today before the daily loss lock
+    /// (`None`: no limit). Losses this transition books (an eviction) count
+    /// at once: no entry follows them in the same transition.
+    pub loss_room: Option<Decimal>,
+}
+
+/// Why a cancel was asked for, and what follows the confirmation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Pending {
+    /// A stale entry: re-placed near market on a later tick.
+    Refresh,
+    /// The mode no longer allows this entry.
+    Mode,
+    /// Replace the exit at `price` (self-healing or operator).
+    Reprice { price: Decimal, reason: String },
+    /// Close the position with a market order.
+    Close,
+}
+
+/// Why an order left the slot's trades for the recovery list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Orphan {
+    pub orphaned_at_ms: i64,
+    pub reason: String,
+}
+
+/// One order the slot tracks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotOrder {
+    pub client_order_id: String,
+    pub trade: Trade,
+    pub role: Role,
+    pub side: Side,
+    /// Limit price (`None` for a market close).
+    pub price: Option<Decimal>,
+    /// Total volume of the position leg (a replacement carries what its
+    /// predecessor executed).
+    pub volume: Decimal,
+    pub placed_at_ms: i64,
+    /// The market when it was placed (S1 orphaning: "moved away").
+    pub market_at_place: Decimal,
+    pub executed: Decimal,
+    pub avg_price: Decimal,
+    pub fee: Decimal,
+    /// Exits: the position this order closes (the entry's client id), the
+    /// entry's fill and fee, and the exit price first aimed for.
+    pub position_id: String,
+    pub entry_price: Decimal,
+    pub entry_fee: Decimal,
+    pub entry_time_ms: i64,
+    pub target_price: Decimal,
+    pub pending: Option<Pending>,
+    /// A refused exit: when to place it again.
+    pub retry_at_ms: Option<i64>,
+    /// Set while in the recovery list.
+    pub orphan: Option<Orphan>,
+}
+
+impl SlotOrder {
+    fn remaining(&self) -> Decimal {
+        self.volume - self.executed
+    }
+
+    fn fold_fill(&mut self, volume: Decimal, price: Decimal, fee: Decimal) {
+        if volume <= Decimal::ZERO {
+            return;
+        }
+        let executed = self.executed + volume;
+        self.avg_price = (self.avg_price * self.executed + price * volume) / executed;
+        self.executed = executed;
+        self.fee += fee;
+    }
+
+    /// Distance from `market`, relative (for eviction and S2 orphaning).
+    pub fn distance(&self, market: Decimal) -> Decimal {
+        match self.price {
+            Some(p) if market > Decimal::ZERO => (p - market).abs() / market,
+            _ => Decimal::ZERO,
+        }
+    }
+}
+
+/// Per-trade counters and timers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TradeState {
+    /// Advances on every completed cycle and every orphan.
+    pub cycles: u32,
+    pub consecutive_losses: u32,
+    /// The side's loss cooldown ends here.
+    pub cooldown_until_ms: i64,
+    /// The re-entry delay after a cycle ends here.
+    pub reentry_at_ms: i64,
+}
+
+/// How a position's cycle was realized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleKind {
+    /// The exit filled.
+    Exit,
+    /// A recovery order filled.
+    Recovery,
+    /// A recovery order was evicted: booked at market with a maker fee.
+    Eviction,
+    /// A recovery order was cancelled outside the slot: booked at market.
+    RecoveryCancelled,
+    /// An operator's market close filled.
+    MarketClose,
+    /// An exit too small for the venue's minimums: written off at the entry.
+    Dust,
+}
+
+/// A realized cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    pub slot_id: u32,
+    pub trade: Trade,
+    pub kind: CycleKind,
+    pub position_id: String,
+    pub exit_order_id: String,
+    pub entry_price: Decimal,
+    pub exit_price: Decimal,
+    pub volume: Decimal,
+    pub entry_fee: Decimal,
+    pub exit_fee: Decimal,
+    pub gross: Decimal,
+    pub net: Decimal,
+    /// The exit price the position aimed for when it was opened.
+    pub target_price: Decimal,
+    pub time_ms: i64,
+}
+
+/// An order to place.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlaceSpec {
+    pub client_order_id: String,
+    pub trade: Trade,
+    pub role: Role,
+    pub side: Side,
+    /// `None`: a market order (operator close only); else post-only limit.
+    pub price: Option<Decimal>,
+    pub volume: Decimal,
+    pub userref_offset: i32,
+}
+
+/// A position opened by an entry fill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PositionOpened {
+    pub slot_id: u32,
+    pub position_id: String,
+    pub trade: Trade,
+    pub entry_side: Side,
+    pub entry_price: Decimal,
+    pub volume: Decimal,
+    pub entry_fee: Decimal,
+    pub entry_time_ms: i64,
+    pub exit_price: Decimal,
+    pub exit_order_id: String,
+    /// Net profit if the exit fills at `exit_price` with a maker fee.
+    pub target_profit: Decimal,
+}
+
+/// What the slot asks for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum SlotAction {
+    PlaceOrder(PlaceSpec),
+    CancelOrder {
+        client_order_id: String,
+        reason: String,
+    },
+    /// An exit moved to the recovery list (it stays live on the venue).
+    OrphanOrder {
+        client_order_id: String,
+        position_id: String,
+        trade: Trade,
+        reason: String,
+    },
+    BookCycle(CycleRecord),
+    PositionOpened(PositionOpened),
+    /// A position's exit order was replaced (reprice, restore, retry).
+    ExitMoved {
+        position_id: String,
+        old_order_id: String,
+        new_order_id: String,
+        old_price: Option<Decimal>,
+        new_price: Option<Decimal>,
+        reason: String,
+    },
+    /// A reprice or close asked for could not happen (the order filled or
+    /// went away first); the grid drops what it reserved for it.
+    Abandoned {
+        client_order_id: String,
+        reason: String,
+    },
+}
+
+/// What happens to a slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum SlotEvent {
+    /// A new market price (also runs the timers).
+    PriceTick { market: Decimal, now_ms: i64 },
+    /// Time passed.
+    TimerTick { now_ms: i64 },
+    /// A fill of an entry, exit or close; `done` when the order is complete.
+    Fill {
+        client_order_id: String,
+        volume: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        done: bool,
+        now_ms: i64,
+    },
+    /// A fill of a recovery order.
+    RecoveryFill {
+        client_order_id: String,
+        volume: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        done: bool,
+        now_ms: i64,
+    },
+    /// A recovery order was cancelled or expired.
+    RecoveryCancel {
+        client_order_id: String,
+        now_ms: i64,
+    },
+    /// An entry, exit or close was cancelled or expired (what it executed
+    /// so far is in the state).
+    Canceled {
+        client_order_id: String,
+        now_ms: i64,
+    },
+    /// The venue refused an order (place failed or rejected).
+    Refused {
+        client_order_id: String,
+        message: String,
+        now_ms: i64,
+    },
+    /// A cancel the slot asked for failed: the order is still live (or
+    /// already gone, which its own final event will say).
+    CancelFailed {
+        client_order_id: String,
+        message: String,
+        now_ms: i64,
+    },
+    /// Move a live exit (slot or recovery) to `price`.
+    Reprice {
+        client_order_id: String,
+        price: Decimal,
+        reason: String,
+        now_ms: i64,
+    },
+    /// Close a position at market: cancel its exit, then a market order.
+    CloseAtMarket {
+        client_order_id: String,
+        now_ms: i64,
+    },
+    /// Long-only / short-only / both.
+    SetMode { mode: SlotMode, now_ms: i64 },
+}
+
+/// One slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotState {
+    pub id: u32,
+    pub alias: String,
+    pub sticky: bool,
+    pub mode: SlotMode,
+    /// The trades' live orders (at most one per trade).
+    pub orders: Vec<SlotOrder>,
+    /// Orphaned exits still live on the venue.
+    pub recovery: Vec<SlotOrder>,
+    pub a: TradeState,
+    pub b: TradeState,
+    pub market: Option<Decimal>,
+    pub s2_since_ms: Option<i64>,
+    /// Last refresh direction (+1 market up, -1 down) and the streak.
+    pub refresh_dir: i8,
+    pub refresh_streak: u32,
+    pub refresh_cooldown_until_ms: i64,
+    pub halted: Option<String>,
+    pub last_error: String,
+    pub cycles: u64,
+    pub profit: Decimal,
+    pub orphans: u64,
+    pub recent: Vec<CycleRecord>,
+    #[serde(skip)]
+    ids: IdGen,
+}
+
+impl SlotState {
+    /// A fresh slot; `run_start_ms` seeds its client order ids.
+    pub fn new(id: u32, sticky: bool, mode: SlotMode, run_start_ms: i64) -> SlotState {
+        SlotState {
+            id,
+            alias: format!("slot-{id}"),
+            sticky,
+            mode,
+            orders: Vec::new(),
+            recovery: Vec::new(),
+            a: TradeState::default(),
+            b: TradeState::default(),
+            market: None,
+            s2_since_ms: None,
+            refresh_dir: 0,
+            refresh_streak: 0,
+            refresh_cooldown_until_ms: 0,
+            halted: None,
+            last_error: String::new(),
+            cycles: 0,
+            profit: Decimal::ZERO,
+            orphans: 0,
+            recent: Vec::new(),
+            ids: IdGen::new(run_start_ms),
+        }
+    }
+
+    pub fn trade(&self, t: Trade) -> &TradeState {
+        match t {
+            Trade::A => &self.a,
+            Trade::B => &self.b,
+        }
+    }
+
+    fn trade_mut(&mut self, t: Trade) -> &mut TradeState {
+        match t {
+            Trade::A => &mut self.a,
+            Trade::B => &mut self.b,
+        }
+    }
+
+    /// The open order of trade `t` with role `role`.
+    pub fn order_of(&self, t: Trade, role: Role) -> Option<&SlotOrder> {
+        self.orders.iter().find(|o| o.trade == t && o.role == role)
+    }
+
+    /// The phase, or why the shape is invalid.
+    pub fn phase(&self) -> Result<Phase, String> {
+        self.check_invariants()?;
+        let a_exit = self.order_of(Trade::A, Role::Exit).is_some();
+        let b_exit = self.order_of(Trade::B, Role::Exit).is_some();
+        Ok(match (a_exit, b_exit) {
+            (false, false) => Phase::S0,
+            (true, false) => Phase::S1a,
+            (false, true) => Phase::S1b,
+            (true, true) => Phase::S2,
+        })
+    }
+
+    /// The invariants every state must keep.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for t in [Trade::A, Trade::B] {
+            let n = self.orders.iter().filter(|o| o.trade == t).count();
+            if n > 1 {
+                return Err(format!(
+                    "trade {} has {n} open orders (at most 1)",
+                    t.as_str()
+                ));
+            }
+        }
+        for o in self.orders.iter().chain(&self.recovery) {
+            let want = match o.role {
+                Role::Entry => o.trade.entry_side(),
+                Role::Exit | Role::Close => o.trade.exit_side(),
+            };
+            if o.side != want {
+                return Err(format!(
+                    "order {} of trade {} {:?} is a {} (expected {})",
+                    o.client_order_id,
+                    o.trade.as_str(),
+                    o.role,
+                    o.side.as_str(),
+                    want.as_str()
+                ));
+            }
+            if o.volume <= Decimal::ZERO {
+                return Err(format!(
+                    "order {} has volume {}",
+                    o.client_order_id, o.volume
+                ));
+            }
+            if o.role != Role::Entry && o.position_id.is_empty() {
+                return Err(format!("exit {} belongs to no position", o.client_order_id));
+            }
+        }
+        if self.orders.iter().any(|o| o.orphan.is_some()) {
+            return Err("an orphaned order is still among the trades' orders".into());
+        }
+        if self.recovery.iter().any(|o| o.role == Role::Entry) {
+            return Err("an entry is in the recovery list".into());
+        }
+        let mut ids: Vec<&str> = self
+            .orders
+            .iter()
+            .chain(&self.recovery)
+            .map(|o| o.client_order_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err("the same client order id is tracked twice".into());
+        }
+        Ok(())
+    }
+
+    /// Orders live on the venue (trades' plus recovery).
+    pub fn open_orders(&self) -> usize {
+        self.orders.len() + self.recovery.len()
+    }
+
+    /// Does this slot track `client_order_id`?
+    pub fn tracks(&self, client_order_id: &str) -> bool {
+        self.orders
+            .iter()
+            .chain(&self.recovery)
+            .any(|o| o.client_order_id == client_order_id)
+    }
+
+    /// Is `client_order_id` one of this slot's recovery orders?
+    pub fn is_recovery(&self, client_order_id: &str) -> bool {
+        self.recovery
+            .iter()
+            .any(|o| o.client_order_id == client_order_id)
+    }
+
+    fn next_id(&mut self, trade: Trade, role: Role) -> String {
+        let r = match role {
+            Role::Entry => 'e',
+            Role::Exit => 'x',
+            Role::Close => 'c',
+        };
+        self.ids.next(&format!("g{}{}{}", self.id, trade.tag(), r))
+    }
+
+    fn push_cycle(&mut self, c: &CycleRecord) {
+        self.cycles += 1;
+        self.profit += c.net;
+        self.recent.push(c.clone());
+        if self.recent.len() > RECENT_CYCLES {
+            self.recent.remove(0);
+        }
+    }
+}
+
+/// Is `client_order_id` a grid slot's ("g<slot><a|b><e|x|c>-...")?
+pub fn is_slot_client_id(client_order_id: &str) -> bool {
+    let Some(rest) = client_order_id.strip_prefix('g') else {
+        return false;
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0
+        && matches!(
+            rest.as_bytes().get(digits..),
+            Some([b'a' | b'b', b'e' | b'x' | b'c', b'-', ..])
+        )
+}
+
+/// Slot id, trade and role of a slot's client order id.
+pub fn parse_slot_client_id(client_order_id: &str) -> Option<(u32, Trade, Role)> {
+    if !is_slot_client_id(client_order_id) {
+        return None;
+    }
+    let (tag, _) = client_order_id.split_once('-')?;
+    let b = tag.as_bytes();
+    let n = b.len();
+    let slot = tag.get(1..n.checked_sub(2)?)?.parse().ok()?;
+    let trade = if b.get(n - 2) == Some(&b'a') {
+        Trade::A
+    } else {
+        Trade::B
+    };
+    let role = match b.get(n - 1) {
+        Some(b'e') => Role::Entry,
+        Some(b'x') => Role::Exit,
+        _ => Role::Close,
+    };
+    Some((slot, trade, role))
+}
+
+/// The entry backoff: 1, or min(max, 1 + step * (losses - 2)) once losses
+/// reach `backoff_after_losses`.
+pub fn backoff(params: &SlotParams, losses: u32) -> Decimal {
+    if losses < params.backoff_after_losses {
+        return Decimal::ONE;
+    }
+    (Decimal::ONE + params.backoff_step * Decimal::from(losses.saturating_sub(2)))
+        .min(params.backoff_max)
+}
+
+/// Entry price of trade `t`: market * (1 -/+ entry_pct * backoff), on the
+/// tick, away from market.
+pub fn entry_price(t: Trade, market: Decimal, ctx: &SlotCtx<'_>, losses: u32) -> Decimal {
+    let d = ctx.params.entry_pct / hundred() * backoff(ctx.params, losses);
+    match t {
+        Trade::A => ceil_to_tick(market * (Decimal::ONE + d), ctx.filters.tick_size),
+        Trade::B => floor_to_tick(market * (Decimal::ONE - d), ctx.filters.tick_size),
+    }
+}
+
+/// Exit price of trade `t` after an entry fill at `fill`: sell exit =
+/// max(fill * (1 + profit), market * (1 + entry)); buy exit mirrored with min.
+pub fn exit_price(t: Trade, fill: Decimal, market: Decimal, ctx: &SlotCtx<'_>) -> Decimal {
+    let p = ctx.profit_pct / hundred();
+    let e = ctx.params.entry_pct / hundred();
+    match t {
+        Trade::B => ceil_to_tick(
+            (fill * (Decimal::ONE + p)).max(market * (Decimal::ONE + e)),
+            ctx.filters.tick_size,
+        ),
+        Trade::A => floor_to_tick(
+            (fill * (Decimal::ONE - p)).min(market * (Decimal::ONE - e)),
+            ctx.filters.tick_size,
+        ),
+    }
+}
+
+/// Volume for `usd` at `price`, rounded down to the lot; `Err` when below
+/// the venue's minimum volume or cost (never upsized).
+pub fn entry_volume(usd: Decimal, price: Decimal, f: &Filters) -> Result<Decimal, String> {
+    if price <= Decimal::ZERO {
+        return Err("no price".into());
+    }
+    let v = floor_lot(usd / price, f.lot_decimals);
+    check_minimums(v, price, f)?;
+    Ok(v)
+}
+
+fn check_minimums(v: Decimal, price: Decimal, f: &Filters) -> Result<(), String> {
+    if v <= Decimal::ZERO || v < f.min_volume {
+        return Err(format!("volume {v} is below the minimum {}", f.min_volume));
+    }
+    if v * price < f.min_cost {
+        return Err(format!(
+            "cost {} is below the minimum {}",
+            (v * price).normalize(),
+            f.min_cost
+        ));
+    }
+    Ok(())
+}
+
+/// The reducer.
+pub fn transition(
+    state: SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+) -> (SlotState, Vec<SlotAction>) {
+    let mut s = state;
+    let mut out = Vec::new();
+    if s.halted.is_none()
+        && let Err(why) = s.check_invariants()
+    {
+        s.halted = Some(why);
+    }
+    match event {
+        SlotEvent::PriceTick { market, now_ms } => {
+            if *market > Decimal::ZERO {
+                s.market = Some(*market);
+            }
+            tick(&mut s, *now_ms, ctx, &mut out);
+        }
+        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out),
+        SlotEvent::Fill {
+            client_order_id,
+            volume,
+            price,
+            fee,
+            done,
+            now_ms,
+        } => on_fill(
+            &mut s,
+            client_order_id,
+            *volume,
+            *price,
+            *fee,
+            *done,
+            *now_ms,
+            ctx,
+            &mut out,
+        ),
+        SlotEvent::RecoveryFill {
+            client_order_id,
+            volume,
+            price,
+            fee,
+            done,
+            now_ms,
+        } => on_recovery_fill(
+            &mut s,
+            client_order_id,
+            *volume,
+            *price,
+            *fee,
+            *done,
+            *now_ms,
+            ctx,
+            &mut out,
+        ),
+        SlotEvent::RecoveryCancel {
+            client_order_id,
+            now_ms,
+        } => on_recovery_cancel(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        SlotEvent::Canceled {
+            client_order_id,
+            now_ms,
+        } => on_canceled(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        SlotEvent::Refused {
+            client_order_id,
+            message,
+            now_ms,
+        } => on_refused(&mut s, client_order_id, message, *now_ms, ctx, &mut out),
+        SlotEvent::CancelFailed {
+            client_order_id,
+            message,
+            ..
+        } => {
+            s.last_error = format!("cancel of {client_order_id} failed: {message}");
+            if let Some(o) = s
+                .orders
+                .iter_mut()
+                .chain(s.recovery.iter_mut())
+                .find(|o| o.client_order_id == *client_order_id)
+                && let Some(p) = o.pending.take()
+                && matches!(p, Pending::Reprice { .. } | Pending::Close)
+            {
+                out.push(SlotAction::Abandoned {
+                    client_order_id: client_order_id.clone(),
+                    reason: s.last_error.clone(),
+                });
+            }
+        }
+        SlotEvent::Reprice {
+            client_order_id,
+            price,
+            reason,
+            ..
+        } => request_change(
+            &mut s,
+            client_order_id,
+            Pending::Reprice {
+                price: *price,
+                reason: reason.clone(),
+            },
+            &mut out,
+        ),
+        SlotEvent::CloseAtMarket {
+            client_order_id, ..
+        } => request_change(&mut s, client_order_id, Pending::Close, &mut out),
+        SlotEvent::SetMode { mode, now_ms } => {
+            s.mode = *mode;
+            tick(&mut s, *now_ms, ctx, &mut out);
+        }
+    }
+    if s.halted.is_none()
+        && let Err(why) = s.check_invariants()
+    {
+        s.halted = Some(why);
+    }
+    if s.halted.is_some() {
+        // A halted slot books what happened but places nothing.
+        out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
+    }
+    (s, out)
+}
+
+fn mode_allows(mode: SlotMode, t: Trade) -> bool {
+    match mode {
+        SlotMode::Both => true,
+        SlotMode::LongOnly => t == Trade::B,
+        SlotMode::ShortOnly => t == Trade::A,
+    }
+}
+
+fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+    if s.halted.is_some() {
+        return;
+    }
+    let Some(market) = s.market else {
+        return;
+    };
+    retry_refused_exits(s, now, ctx, out);
+    orphan_checks(s, market, now, ctx, out);
+    // Entries the mode no longer allows.
+    let mode = s.mode;
+    for o in &mut s.orders {
+        if o.role == Role::Entry && o.pending.is_none() && !mode_allows(mode, o.trade) {
+            o.pending = Some(Pending::Mode);
+            out.push(SlotAction::CancelOrder {
+                client_order_id: o.client_order_id.clone(),
+                reason: format!("mode {}", mode.as_str()),
+            });
+        }
+    }
+    refresh_one_stale_entry(s, market, now, ctx, out);
+    place_entries(s, market, now, ctx, out);
+}
+
+fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+    for i in 0..s.orders.len() {
+        let o = &s.orders[i];
+        if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
+            let price = o.price;
+            replace_order(s, i, false, price, "retry", now, ctx, out);
+        }
+    }
+    for i in 0..s.recovery.len() {
+        let o = &s.recovery[i];
+        if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
+            let price = o.price;
+            replace_order(s, i, true, price, "retry", now, ctx, out);
+        }
+    }
+}
+
+/// Adopts a position's exit after a restart (into the recovery list, as
+/// the slot's trades start afresh). `live`: the order is still open on the
+/// venue; otherwise it is placed again on the next tick.
+pub fn adopt_exit(s: &mut SlotState, mut o: SlotOrder, live: bool, now: i64) {
+    o.orphan = Some(Orphan {
+        orphaned_at_ms: now,
+        reason: "restart".into(),
+    });
+    o.pending = None;
+    o.retry_at_ms = if live { None } else { Some(now) };
+    s.recovery.push(o);
+}
+
+fn orphan_checks(
+    s: &mut SlotState,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let phase = match s.phase() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    if phase == Phase::S2 {
+        s.s2_since_ms.get_or_insert(now);
+    } else {
+        s.s2_since_ms = None;
+    }
+    if s.sticky {
+        return;
+    }
+    let live_exit =
+        |o: &SlotOrder| o.role == Role::Exit && o.pending.is_none() && o.retry_at_ms.is_none();
+    match phase {
+        Phase::S0 => {}
+        Phase::S1a | Phase::S1b => {
+            let Some(i) = s.orders.iter().position(live_exit) else {
+                return;
+            };
+            let o = &s.orders[i];
+            let old = now - o.placed_at_ms >= secs_ms(ctx.params.s1_orphan_sec);
+            let away = match o.price {
+                Some(p) => (p - market).abs() > (p - o.market_at_place).abs(),
+                None => false,
+            };
+            if old && away {
+                orphan(s, i, "s1_timeout", market, now, ctx, out);
+            }
+        }
+        Phase::S2 => {
+            let since = s.s2_since_ms.unwrap_or(now);
+            if now - since < secs_ms(ctx.params.s2_orphan_sec) {
+                return;
+            }
+            let farther = s
+                .orders
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| live_exit(o))
+                .max_by(|(_, x), (_, y)| {
+                    x.distance(market)
+                        .cmp(&y.distance(market))
+                        .then_with(|| y.client_order_id.cmp(&x.client_order_id))
+                })
+                .map(|(i, _)| i);
+            if let Some(i) = farther {
+                orphan(s, i, "s2_timeout", market, now, ctx, out);
+                s.s2_since_ms = None;
+            }
+        }
+    }
+}
+
+/// Moves exit `i` into the recovery list; evicts past the cap.
+fn orphan(
+    s: &mut SlotState,
+    i: usize,
+    reason: &str,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let mut o = s.orders.remove(i);
+    o.orphan = Some(Orphan {
+        orphaned_at_ms: now,
+        reason: reason.to_string(),
+    });
+    out.push(SlotAction::OrphanOrder {
+        client_order_id: o.client_order_id.clone(),
+        position_id: o.position_id.clone(),
+        trade: o.trade,
+        reason: reason.to_string(),
+    });
+    let t = o.trade;
+    s.trade_mut(t).cycles += 1;
+    s.orphans += 1;
+    s.recovery.push(o);
+    let cap = usize::try_from(ctx.params.max_recovery).unwrap_or(usize::MAX);
+    while s.recovery.len() > cap {
+        evict_one(s, market, now, ctx, out);
+    }
+}
+
+/// Index of the recovery order to evict: farthest from market, then
+/// oldest, then lowest id.
+pub fn eviction_victim(recovery: &[SlotOrder], market: Decimal) -> Option<usize> {
+    recovery
+        .iter()
+        .enumerate()
+        .min_by(|(_, x), (_, y)| {
+            y.distance(market)
+                .cmp(&x.distance(market))
+                .then_with(|| orphaned_at(x).cmp(&orphaned_at(y)))
+                .then_with(|| x.client_order_id.cmp(&y.client_order_id))
+        })
+        .map(|(i, _)| i)
+}
+
+fn orphaned_at(o: &SlotOrder) -> i64 {
+    o.orphan
+        .as_ref()
+        .map_or(o.placed_at_ms, |x| x.orphaned_at_ms)
+}
+
+fn evict_one(
+    s: &mut SlotState,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let Some(i) = eviction_victim(&s.recovery, market) else {
+        return;
+    };
+    let o = s.recovery.remove(i);
+    out.push(SlotAction::CancelOrder {
+        client_order_id: o.client_order_id.clone(),
+        reason: "evicted".into(),
+    });
+    book_at_market(s, &o, CycleKind::Eviction, market, now, ctx, out);
+}
+
+/// Books what `o` has left at `market` with a maker fee (plus what it
+/// already executed at its own prices).
+fn book_at_market(
+    s: &mut SlotState,
+    o: &SlotOrder,
+    kind: CycleKind,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let rest = o.remaining();
+    let value = o.avg_price * o.executed + market * rest;
+    let exit_fee = o.fee + market * rest * ctx.filters.maker_fee;
+    let exit_price = if o.volume > Decimal::ZERO {
+        value / o.volume
+    } else {
+        market
+    };
+    book(s, o, kind, exit_price, exit_fee, now, ctx, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn book(
+    s: &mut SlotState,
+    o: &SlotOrder,
+    kind: CycleKind,
+    exit_price: Decimal,
+    exit_fee: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let gross = o.trade.gross(o.entry_price, exit_price, o.volume);
+    let net = gross - o.entry_fee - exit_fee;
+    let c = CycleRecord {
+        slot_id: s.id,
+        trade: o.trade,
+        kind,
+        position_id: o.position_id.clone(),
+        exit_order_id: o.client_order_id.clone(),
+        entry_price: o.entry_price,
+        exit_price: exit_price.normalize(),
+        volume: o.volume,
+        entry_fee: o.entry_fee,
+        exit_fee: exit_fee.normalize(),
+        gross: gross.normalize(),
+        net: net.normalize(),
+        target_price: o.target_price,
+        time_ms: now,
+    };
+    s.push_cycle(&c);
+    let p = ctx.params;
+    let ts = s.trade_mut(o.trade);
+    if net < Decimal::ZERO {
+        ts.consecutive_losses += 1;
+        if ts.consecutive_losses >= p.loss_cooldown_after {
+            ts.cooldown_until_ms = now + secs_ms(p.loss_cooldown_sec);
+        }
+    } else {
+        ts.consecutive_losses = 0;
+    }
+    if matches!(
+        kind,
+        CycleKind::Exit | CycleKind::MarketClose | CycleKind::Dust
+    ) {
+        // The trade itself completed: it re-enters after the delay.
+        ts.cycles += 1;
+        ts.reentry_at_ms = now + secs_ms(p.reentry_delay_sec);
+    }
+    out.push(SlotAction::BookCycle(c));
+}
+
+fn refresh_one_stale_entry(
+    s: &mut SlotState,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    if now < s.refresh_cooldown_until_ms {
+        return;
+    }
+    let limit = ctx.params.refresh_pct / hundred();
+    let stale = s.orders.iter().position(|o| {
+        o.role == Role::Entry
+            && o.pending.is_none()
+            && o.executed.is_zero()
+            && o.price.is_some_and(|p| (p - market).abs() / market > limit)
+    });
+    let Some(i) = stale else {
+        return;
+    };
+    let dir: i8 = if o_price(&s.orders[i]) < market {
+        1
+    } else {
+        -1
+    };
+    if dir == s.refresh_dir {
+        s.refresh_streak += 1;
+    } else {
+        s.refresh_dir = dir;
+        s.refresh_streak = 1;
+    }
+    if s.refresh_streak >= ctx.params.refresh_chase_limit {
+        s.refresh_cooldown_until_ms = now + secs_ms(ctx.params.refresh_cooldown_sec);
+        s.refresh_streak = 0;
+        s.refresh_dir = 0;
+    }
+    let o = &mut s.orders[i];
+    o.pending = Some(Pending::Refresh);
+    out.push(SlotAction::CancelOrder {
+        client_order_id: o.client_order_id.clone(),
+        reason: "stale entry refresh".into(),
+    });
+}
+
+fn o_price(o: &SlotOrder) -> Decimal {
+    o.price.unwrap_or_default()
+}
+
+fn place_entries(
+    s: &mut SlotState,
+    market: Decimal,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let mut budget = ctx.entry_budget;
+    for t in [Trade::A, Trade::B] {
+        if !mode_allows(s.mode, t) || s.orders.iter().any(|o| o.trade == t) {
+            continue;
+        }
+        let ts = s.trade(t);
+        if now < ts.cooldown_until_ms || now < ts.reentry_at_ms {
+            continue;
+        }
+        if let Some(why) = &ctx.entries_blocked {
+            s.last_error = format!("entries blocked: {why}");
+            return;
+        }
+        let booked: Decimal = out
+            .iter()
+            .filter_map(|a| match a {
+                SlotAction::BookCycle(c) => Some(c.net),
+                _ => None,
+            })
+            .sum();
+        if let Some(room) = ctx.loss_room
+            && -booked >= room
+        {
+            s.last_error = "entries blocked: daily loss lock (this tick's losses)".into();
+            return;
+        }
+        if budget == 0 {
+            return;
+        }
+        let price = entry_price(t, market, ctx, ts.consecutive_losses);
+        let volume = match entry_volume(ctx.params.order_size_usd, price, &ctx.filters) {
+            Ok(v) => v,
+            Err(e) => {
+                s.last_error = format!(
+                    "no entry for trade {}: {e} (order size ${})",
+                    t.as_str(),
+                    ctx.params.order_size_usd
+                );
+                continue;
+            }
+        };
+        let id = s.next_id(t, Role::Entry);
+        s.orders.push(SlotOrder {
+            client_order_id: id.clone(),
+            trade: t,
+            role: Role::Entry,
+            side: t.entry_side(),
+            price: Some(price),
+            volume,
+            placed_at_ms: now,
+            market_at_place: market,
+            executed: Decimal::ZERO,
+            avg_price: Decimal::ZERO,
+            fee: Decimal::ZERO,
+            position_id: String::new(),
+            entry_price: Decimal::ZERO,
+            entry_fee: Decimal::ZERO,
+            entry_time_ms: 0,
+            target_price: Decimal::ZERO,
+            pending: None,
+            retry_at_ms: None,
+            orphan: None,
+        });
+        out.push(SlotAction::PlaceOrder(PlaceSpec {
+            client_order_id: id,
+            trade: t,
+            role: Role::Entry,
+            side: t.entry_side(),
+            price: Some(price),
+            volume,
+            userref_offset: ctx.userref_offset,
+        }));
+        budget -= 1;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_fill(
+    s: &mut SlotState,
+    id: &str,
+    volume: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    done: bool,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+        return;
+    };
+    s.orders[i].fold_fill(volume, price, fee);
+    if !done {
+        return;
+    }
+    let o = s.orders.remove(i);
+    if o.pending.is_some() && o.role != Role::Entry {
+        out.push(SlotAction::Abandoned {
+            client_order_id: o.client_order_id.clone(),
+            reason: "the order filled first".into(),
+        });
+    }
+    match o.role {
+        Role::Entry => open_position(s, o, now, ctx, out),
+        Role::Exit | Role::Close => {
+            let kind = if o.role == Role::Close {
+                CycleKind::MarketClose
+            } else {
+                CycleKind::Exit
+            };
+            let (avg, fee) = (o.avg_price, o.fee);
+            book(s, &o, kind, avg, fee, now, ctx, out);
+        }
+    }
+}
+
+/// An entry is done (filled, or cancelled after a partial fill): the
+/// position opens and its exit goes out.
+fn open_position(
+    s: &mut SlotState,
+    entry: SlotOrder,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let t = entry.trade;
+    let fill = entry.avg_price;
+    let market = s.market.unwrap_or(fill);
+    let xprice = exit_price(t, fill, market, ctx);
+    let volume = floor_lot(entry.executed, ctx.filters.lot_decimals);
+    let exit_fee = xprice * volume * ctx.filters.maker_fee;
+    let target_profit = t.gross(fill, xprice, volume) - entry.fee - exit_fee;
+    let xid = s.next_id(t, Role::Exit);
+    out.push(SlotAction::PositionOpened(PositionOpened {
+        slot_id: s.id,
+        position_id: entry.client_order_id.clone(),
+        trade: t,
+        entry_side: t.entry_side(),
+        entry_price: fill,
+        volume: entry.executed,
+        entry_fee: entry.fee,
+        entry_time_ms: now,
+        exit_price: xprice,
+        exit_order_id: xid.clone(),
+        target_profit: target_profit.normalize(),
+    }));
+    let exit = SlotOrder {
+        client_order_id: xid.clone(),
+        trade: t,
+        role: Role::Exit,
+        side: t.exit_side(),
+        price: Some(xprice),
+        volume: entry.executed,
+        placed_at_ms: now,
+        market_at_place: market,
+        executed: Decimal::ZERO,
+        avg_price: Decimal::ZERO,
+        fee: Decimal::ZERO,
+        position_id: entry.client_order_id.clone(),
+        entry_price: fill,
+        entry_fee: entry.fee,
+        entry_time_ms: now,
+        target_price: xprice,
+        pending: None,
+        retry_at_ms: None,
+        orphan: None,
+    };
+    if let Err(e) = check_minimums(volume, xprice, &ctx.filters) {
+        s.last_error = format!(
+            "exit of {} below the venue minimums: {e}",
+            entry.client_order_id
+        );
+        let (p, f) = (fill, Decimal::ZERO);
+        // Nothing can be placed: written off at the entry price.
+        book(s, &exit, CycleKind::Dust, p, f, now, ctx, out);
+        return;
+    }
+    s.orders.push(exit);
+    out.push(SlotAction::PlaceOrder(PlaceSpec {
+        client_order_id: xid,
+        trade: t,
+        role: Role::Exit,
+        side: t.exit_side(),
+        price: Some(xprice),
+        volume,
+        userref_offset: ctx.userref_offset,
+    }));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_recovery_fill(
+    s: &mut SlotState,
+    id: &str,
+    volume: Decimal,
+    price: Decimal,
+    fee: Decimal,
+    done: bool,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) else {
+        return;
+    };
+    s.recovery[i].fold_fill(volume, price, fee);
+    if !done {
+        return;
+    }
+    let o = s.recovery.remove(i);
+    if o.pending.is_some() {
+        out.push(SlotAction::Abandoned {
+            client_order_id: o.client_order_id.clone(),
+            reason: "the order filled first".into(),
+        });
+    }
+    let kind = if o.role == Role::Close {
+        CycleKind::MarketClose
+    } else {
+        CycleKind::Recovery
+    };
+    let (avg, f) = (o.avg_price, o.fee);
+    book(s, &o, kind, avg, f, now, ctx, out);
+}
+
+fn on_recovery_cancel(
+    s: &mut SlotState,
+    id: &str,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) else {
+        return;
+    };
+    match s.recovery[i].pending.clone() {
+        Some(Pending::Reprice { price, reason }) => {
+            replace_order(s, i, true, Some(price), &reason, now, ctx, out);
+        }
+        Some(Pending::Close) => replace_order(s, i, true, None, "close", now, ctx, out),
+        _ => {
+            let o = s.recovery.remove(i);
+            let market = s.market.unwrap_or(o.entry_price);
+            book_at_market(s, &o, CycleKind::RecoveryCancelled, market, now, ctx, out);
+        }
+    }
+}
+
+fn on_canceled(
+    s: &mut SlotState,
+    id: &str,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+        return;
+    };
+    let o = &s.orders[i];
+    match (o.role, o.pending.clone()) {
+        (Role::Entry, _) => {
+            let o = s.orders.remove(i);
+            if o.executed > Decimal::ZERO {
+                open_position(s, o, now, ctx, out);
+            }
+        }
+        (_, Some(Pending::Reprice { price, reason })) => {
+            replace_order(s, i, false, Some(price), &reason, now, ctx, out);
+        }
+        (_, Some(Pending::Close)) => replace_order(s, i, false, None, "close", now, ctx, out),
+        (Role::Close, _) => {
+            // A market close that was cancelled: put the exit back.
+            let price = Some(s.orders[i].target_price);
+            replace_order(s, i, false, price, "restore", now, ctx, out);
+        }
+        (Role::Exit, _) => {
+            // Cancelled outside the slot: the position waits in recovery.
+            let market = s.market.unwrap_or(o.entry_price);
+            orphan(s, i, "canceled_outside", market, now, ctx, out);
+        }
+    }
+}
+
+/// Replaces order `i` (of the trades' orders, or of recovery) with a new
+/// one: a limit at `price`, or a market close when `price` is `None`.
+#[allow(clippy::too_many_arguments)]
+fn replace_order(
+    s: &mut SlotState,
+    i: usize,
+    in_recovery: bool,
+    price: Option<Decimal>,
+    reason: &str,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let old = if in_recovery {
+        s.recovery[i].clone()
+    } else {
+        s.orders[i].clone()
+    };
+    let role = if price.is_none() {
+        Role::Close
+    } else {
+        Role::Exit
+    };
+    let id = s.next_id(old.trade, role);
+    let volume = floor_lot(old.remaining(), ctx.filters.lot_decimals);
+    let mut new = SlotOrder {
+        client_order_id: id.clone(),
+        role,
+        price,
+        placed_at_ms: if reason == "retry" {
+            old.placed_at_ms
+        } else {
+            now
+        },
+        market_at_place: s.market.unwrap_or(old.market_at_place),
+        pending: None,
+        retry_at_ms: None,
+        ..old.clone()
+    };
+    if role == Role::Close {
+        // Remember the exit to restore if the market order fails.
+        new.target_price = old.price.unwrap_or(old.target_price);
+    }
+    out.push(SlotAction::ExitMoved {
+        position_id: old.position_id.clone(),
+        old_order_id: old.client_order_id.clone(),
+        new_order_id: id.clone(),
+        old_price: old.price,
+        new_price: price,
+        reason: reason.to_string(),
+    });
+    if in_recovery {
+        s.recovery[i] = new;
+    } else {
+        s.orders[i] = new;
+    }
+    out.push(SlotAction::PlaceOrder(PlaceSpec {
+        client_order_id: id,
+        trade: old.trade,
+        role,
+        side: old.trade.exit_side(),
+        price,
+        volume,
+        userref_offset: ctx.userref_offset,
+    }));
+}
+
+fn on_refused(
+    s: &mut SlotState,
+    id: &str,
+    message: &str,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    if let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) {
+        s.last_error = format!("recovery order {id} refused: {message}");
+        if s.recovery[i].role == Role::Close {
+            let price = Some(s.recovery[i].target_price);
+            replace_order(s, i, true, price, "restore", now, ctx, out);
+        } else {
+            s.recovery[i].retry_at_ms = Some(now + EXIT_RETRY_MS);
+        }
+        return;
+    }
+    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+        return;
+    };
+    match s.orders[i].role {
+        Role::Entry => {
+            let o = s.orders.remove(i);
+            s.last_error = format!("entry {id} refused: {message}");
+            // Wait before trying again rather than hammering the venue.
+            s.trade_mut(o.trade).reentry_at_ms = now + secs_ms(ctx.params.reentry_delay_sec);
+        }
+        Role::Exit => {
+            s.last_error = format!("exit {id} refused: {message}");
+            s.orders[i].retry_at_ms = Some(now + EXIT_RETRY_MS);
+        }
+        Role::Close => {
+            // Close at market failed: restore the old exit.
+            s.last_error = format!("market close {id} failed: {message}; exit restored");
+            let price = Some(s.orders[i].target_price);
+            replace_order(s, i, false, price, "restore", now, ctx, out);
+        }
+    }
+}
+
+/// Marks a live exit (trades' or recovery) for a reprice or a close and
+/// asks for its cancel.
+fn request_change(s: &mut SlotState, id: &str, change: Pending, out: &mut Vec<SlotAction>) {
+    let o = s
+        .orders
+        .iter_mut()
+        .chain(s.recovery.iter_mut())
+        .find(|o| o.client_order_id == id && o.role == Role::Exit);
+    match o {
+        Some(o) if o.pending.is_none() && o.retry_at_ms.is_none() => {
+            o.pending = Some(change);
+            out.push(SlotAction::CancelOrder {
+                client_order_id: id.to_string(),
+                reason: "replace exit".into(),
+            });
+        }
+        _ => out.push(SlotAction::Abandoned {
+            client_order_id: id.to_string(),
+            reason: "not a live exit of this slot (or a change is already under way)".into(),
+        }),
+    }
+}

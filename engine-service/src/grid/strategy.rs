@@ -1,0 +1,1690 @@
+//! The grid as a [`Strategy`]: slots, the position ledger, self-healing and
+//! the churners behind one reducer the engine drives.
+//!
+//! On each tick the grid reads capacity ([`crate::capacity`], shared with
+//! the rangers), decides whether new entries are allowed (grid enabled, no
+//! daily loss lock, capacity band not "stop", at most `entries_allowed` new
+//! entries per loop across all slots), runs every slot's transition, then
+//! self-healing, then the churners. Every ledger change becomes a journal
+//! record (stream `grid`) as it is applied, so the ledger rebuilt by
+//! [`Strategy::restore`] after a restart is the one the engine had.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::config::{GridConfig, SlotMode};
+use super::heal::{self, Band};
+use super::ledger::{Entry, ExitIntent, Ledger, LedgerEvent, Outcome, Position, PositionMode};
+use super::slot::{
+    self, CycleKind, CycleRecord, Filters, Role, SlotAction, SlotCtx, SlotEvent, SlotOrder,
+    SlotState, Trade,
+};
+use super::{JOURNAL_STREAM, STRATEGY_NAME, hundred, money};
+use crate::capacity::{self, Band as CapBand, CapacityHealth};
+use crate::capital::{Asset, CapitalLedger, FreeBalance};
+use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
+use crate::strategy::{
+    Action, Command, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
+    Side, Strategy, UpdateKind,
+};
+
+const DAY_MS: i64 = 86_400_000;
+/// Self-healing moves per tick, at most (bounded venue traffic).
+const HEAL_MOVES_PER_TICK: usize = 2;
+
+/// The grid strategy.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    cfg: GridConfig,
+    symbol: String,
+    enabled: bool,
+    run_start_ms: i64,
+    slots: Vec<SlotState>,
+    ledger: Ledger,
+    churners: Vec<Churner>,
+    next_churner_id: u32,
+    /// Subsidy promised to reprices the venue has not confirmed yet, by the
+    /// exit order being replaced: (slot, cost).
+    pending_costs: BTreeMap<String, (u32, Decimal)>,
+    /// Funds promised to the grid's and churners' orders (shared rules:
+    /// reserve entries before placing, hold exits, commit on the venue's
+    /// acknowledgement, release when the order is done or refused).
+    capital: CapitalLedger,
+    market: Option<MarketView>,
+    instrument: Option<InstrumentInfo>,
+    capacity: Option<CapacityHealth>,
+    day: i64,
+    realized_today: Decimal,
+    churn_cycles_today: u32,
+    churn_profit_today: Decimal,
+    churn_cycles_total: u64,
+    churn_profit_total: Decimal,
+    settled_usd: Decimal,
+    restored: bool,
+    /// Entries that filled while the engine was down, found at restore.
+    filled_while_down: Vec<KnownOrder>,
+    /// Recent prices for the volatility-adjusted profit.
+    prices: VecDeque<(i64, Decimal)>,
+}
+
+/// Counts of open positions per band.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandCounts {
+    pub fresh: u32,
+    pub aging: u32,
+    pub stale: u32,
+    pub stuck: u32,
+    pub write_off: u32,
+}
+
+/// One open order in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub client_order_id: String,
+    pub trade: String,
+    pub role: String,
+    pub side: String,
+    pub price: Option<Decimal>,
+    pub volume: Decimal,
+    pub age_sec: f64,
+    pub distance_pct: Decimal,
+    pub position_id: String,
+    pub orphan_reason: String,
+    pub pending: String,
+}
+
+/// One cycle in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRow {
+    pub trade: String,
+    pub kind: String,
+    pub entry_price: Decimal,
+    pub exit_price: Decimal,
+    pub volume: Decimal,
+    pub net: Decimal,
+    pub time_ms: i64,
+}
+
+/// One slot in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotRow {
+    pub id: u32,
+    pub alias: String,
+    pub sticky: bool,
+    pub phase: String,
+    pub halted: String,
+    pub long_only: bool,
+    pub short_only: bool,
+    pub cycles_a: u32,
+    pub cycles_b: u32,
+    pub cycles: u64,
+    pub profit: Decimal,
+    pub order_size_usd: Decimal,
+    pub orders: Vec<OrderRow>,
+    pub recovery: Vec<OrderRow>,
+    pub recent_cycles: Vec<CycleRow>,
+    pub losses_a: u32,
+    pub losses_b: u32,
+    pub last_error: String,
+}
+
+/// A position in the self-healing block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionRow {
+    pub position_id: String,
+    pub slot_id: u32,
+    pub trade: String,
+    pub mode: String,
+    pub entry_price: Decimal,
+    pub exit_price: Decimal,
+    pub volume: Decimal,
+    pub age_hours: Decimal,
+    pub effective_age_hours: Decimal,
+    pub distance_pct: Decimal,
+    pub band: String,
+    pub exit_order_id: String,
+    pub hold_until_ms: Option<i64>,
+}
+
+/// Subsidy of one slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubsidyRow {
+    pub slot_id: u32,
+    pub balance: Decimal,
+    pub earned: Decimal,
+    pub consumed: Decimal,
+    pub needed: Decimal,
+}
+
+/// One churner in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnerRow {
+    pub id: u32,
+    pub stage: String,
+    pub parent_position_id: String,
+    pub parent_slot: Option<u32>,
+    pub side: String,
+    pub entry_price: Option<Decimal>,
+    pub exit_price: Option<Decimal>,
+    pub volume: Option<Decimal>,
+    pub age_sec: f64,
+    pub compound_usd: Decimal,
+    pub cycles: u64,
+    pub profit: Decimal,
+    pub last_error: String,
+}
+
+/// The churner block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnerBlock {
+    pub enabled: bool,
+    pub active: u32,
+    pub max: u32,
+    pub reserve_available: Decimal,
+    pub cycles_today: u32,
+    pub profit_today: Decimal,
+    pub cycles_total: u64,
+    pub profit_total: Decimal,
+    pub states: Vec<ChurnerRow>,
+}
+
+/// Self-healing status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealBlock {
+    pub enabled: bool,
+    pub subsidy: Vec<SubsidyRow>,
+    pub bands: BandCounts,
+    pub positions: Vec<PositionRow>,
+    pub churner: ChurnerBlock,
+}
+
+/// The grid's status block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridStatusBlock {
+    pub enabled: bool,
+    pub mode: String,
+    /// The exit profit in force, percent (volatility may raise it).
+    pub profit_pct: Decimal,
+    pub slot_count: u32,
+    pub total_profit: Decimal,
+    pub total_settled_usd: Decimal,
+    pub total_orphans: u64,
+    pub daily_loss_lock: bool,
+    pub daily_loss_limit_usd: Decimal,
+    pub realized_today: Decimal,
+    pub open_positions: u32,
+    pub closed_positions: u32,
+    pub realized_pnl: Decimal,
+    pub ledger_conflicts: u64,
+    pub slots: Vec<SlotRow>,
+    pub capacity: Option<CapacityHealth>,
+    pub self_healing: HealBlock,
+}
+
+fn pct_dist(price: Option<Decimal>, market: Decimal) -> Decimal {
+    match price {
+        Some(p) if market > Decimal::ZERO => ((p - market).abs() / market * hundred()).round_dp(4),
+        _ => Decimal::ZERO,
+    }
+}
+
+fn age_sec(since: i64, now: i64) -> f64 {
+    // Display only.
+    (now - since).max(0) as f64 / 1000.0
+}
+
+impl Grid {
+    pub fn new(cfg: GridConfig, symbol: &str, run_start_ms: i64) -> Grid {
+        let slots = (0..cfg.slots)
+            .map(|i| SlotState::new(i, cfg.sticky.contains(&i), cfg.mode, run_start_ms))
+            .collect();
+        Grid {
+            enabled: cfg.enabled,
+            symbol: symbol.to_string(),
+            run_start_ms,
+            slots,
+            ledger: Ledger::new(),
+            churners: Vec::new(),
+            next_churner_id: 0,
+            pending_costs: BTreeMap::new(),
+            capital: CapitalLedger::new(),
+            market: None,
+            instrument: None,
+            capacity: None,
+            day: run_start_ms.div_euclid(DAY_MS),
+            realized_today: Decimal::ZERO,
+            churn_cycles_today: 0,
+            churn_profit_today: Decimal::ZERO,
+            churn_cycles_total: 0,
+            churn_profit_total: Decimal::ZERO,
+            settled_usd: Decimal::ZERO,
+            restored: false,
+            filled_while_down: Vec::new(),
+            prices: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// The ledger (tests, status).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn slots(&self) -> &[SlotState] {
+        &self.slots
+    }
+
+    pub fn churners(&self) -> &[Churner] {
+        &self.churners
+    }
+
+    fn filters(&self) -> Option<Filters> {
+        let i = self.instrument.as_ref()?;
+        Some(Filters {
+            tick_size: i.tick_size,
+            lot_decimals: i.lot_decimals,
+            min_volume: i.min_volume,
+            min_cost: i.min_cost,
+            maker_fee: i.maker_fee,
+        })
+    }
+
+    fn roll_day(&mut self, now: i64) {
+        let day = now.div_euclid(DAY_MS);
+        if day != self.day {
+            self.day = day;
+            self.realized_today = Decimal::ZERO;
+            self.churn_cycles_today = 0;
+            self.churn_profit_today = Decimal::ZERO;
+        }
+    }
+
+    fn loss_locked(&self) -> bool {
+        self.realized_today <= -self.cfg.daily_loss_limit_usd
+            && self.cfg.daily_loss_limit_usd > Decimal::ZERO
+    }
+
+    fn internal_open(&self) -> u32 {
+        let slots: usize = self.slots.iter().map(SlotState::open_orders).sum();
+        let churn: u32 = self.churners.iter().map(Churner::open_orders).sum();
+        u32::try_from(slots).unwrap_or(u32::MAX) + churn
+    }
+
+    fn entries_blocked(&self) -> Option<String> {
+        if !self.enabled {
+            return Some("grid disabled".into());
+        }
+        if self.loss_locked() {
+            return Some(format!(
+                "daily loss lock: realized today {} <= -{}",
+                money(self.realized_today),
+                money(self.cfg.daily_loss_limit_usd)
+            ));
+        }
+        match &self.capacity {
+            None => Some("capacity unknown".into()),
+            Some(c) if c.band == CapBand::Stop => Some(format!("capacity stop: {}", c.reason)),
+            Some(_) => None,
+        }
+    }
+
+    fn userref(&self, slot_id: u32) -> i32 {
+        self.cfg.userref_offset + i32::try_from(slot_id).unwrap_or(0)
+    }
+
+    fn journal(kind: &str, payload: String) -> Action {
+        Action::Journal {
+            stream: JOURNAL_STREAM.to_string(),
+            kind: kind.to_string(),
+            payload_json: payload,
+        }
+    }
+
+    /// Applies a ledger event and journals it.
+    fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
+        self.ledger.apply(&ev);
+        let payload = serde_json::to_string(&ev).unwrap_or_default();
+        out.push(Self::journal(ev.kind(), payload));
+    }
+
+    /// Runs one slot transition and turns its actions into the engine's.
+    fn step_slot(&mut self, i: usize, ev: &SlotEvent, budget: u32, now: i64) -> (Vec<Action>, u32) {
+        let Some(filters) = self.filters() else {
+            return (Vec::new(), 0);
+        };
+        let ctx = SlotCtx {
+            params: &self.cfg.slot,
+            filters,
+            profit_pct: self.profit_pct(),
+            entry_budget: budget,
+            entries_blocked: self.entries_blocked(),
+            userref_offset: self.userref(self.slots[i].id),
+            loss_room: (self.cfg.daily_loss_limit_usd > Decimal::ZERO)
+                .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
+        };
+        let state = std::mem::replace(
+            &mut self.slots[i],
+            SlotState::new(0, false, SlotMode::Both, 0),
+        );
+        let (next, actions) = slot::transition(state, ev, &ctx);
+        self.slots[i] = next;
+        let mut out = Vec::new();
+        let mut entries = 0;
+        let mut refused = Vec::new();
+        for a in actions {
+            self.translate(i, a, now, &mut out, &mut entries, &mut refused);
+        }
+        for (id, why) in refused {
+            let ev = SlotEvent::Refused {
+                client_order_id: id,
+                message: why,
+                now_ms: now,
+            };
+            out.extend(self.step_slot(i, &ev, 0, now).0);
+        }
+        (out, entries)
+    }
+
+    /// What an order holds: (asset, amount).
+    fn hold_of(&self, side: Side, volume: Decimal, price: Option<Decimal>) -> (Asset, Decimal) {
+        match side {
+            Side::Sell => (Asset::Base, volume),
+            Side::Buy => {
+                let (p, fee) = match (price, &self.instrument) {
+                    (Some(p), Some(i)) => (p, i.maker_fee),
+                    (None, Some(i)) => (
+                        self.market
+                            .as_ref()
+                            .map_or(Decimal::ZERO, |m| m.ask.max(m.last)),
+                        i.taker_fee,
+                    ),
+                    (p, None) => (p.unwrap_or_default(), self.cfg.slot.maker_fee),
+                };
+                (Asset::Quote, volume * p * (Decimal::ONE + fee))
+            }
+        }
+    }
+
+    fn snapshot(&self, asset: Asset) -> Option<FreeBalance> {
+        let m = self.market.as_ref()?;
+        let free = match asset {
+            Asset::Base => m.free_base,
+            Asset::Quote => m.free_quote,
+        }?;
+        Some(FreeBalance {
+            free,
+            as_of_ms: m.balances_as_of_ms,
+        })
+    }
+
+    /// Free funds after what the grid has promised.
+    fn available(&self, asset: Asset) -> Option<Decimal> {
+        self.capital.available(asset, self.snapshot(asset))
+    }
+
+    fn translate(
+        &mut self,
+        i: usize,
+        a: SlotAction,
+        now: i64,
+        out: &mut Vec<Action>,
+        entries: &mut u32,
+        refused: &mut Vec<(String, String)>,
+    ) {
+        match a {
+            SlotAction::PlaceOrder(p) => {
+                let (asset, amount) = self.hold_of(p.side, p.volume, p.price);
+                if p.role == Role::Entry {
+                    let snap = self.snapshot(asset);
+                    if let Err(e) = self.capital.reserve(
+                        &p.client_order_id,
+                        asset,
+                        amount,
+                        Decimal::ZERO,
+                        snap,
+                        now,
+                    ) {
+                        refused.push((p.client_order_id, format!("capital: {e}")));
+                        return;
+                    }
+                    *entries += 1;
+                } else {
+                    self.capital.hold(&p.client_order_id, asset, amount, now);
+                }
+                out.push(Action::Place(OrderIntent {
+                    client_order_id: p.client_order_id,
+                    symbol: self.symbol.clone(),
+                    side: p.side,
+                    volume: p.volume,
+                    price: p.price,
+                    post_only: p.price.is_some(),
+                    userref_offset: p.userref_offset,
+                }));
+            }
+            SlotAction::CancelOrder {
+                client_order_id, ..
+            } => out.push(Action::Cancel { client_order_id }),
+            SlotAction::OrphanOrder {
+                position_id,
+                reason,
+                ..
+            } => self.record(
+                LedgerEvent::Orphaned {
+                    position_id,
+                    reason,
+                    time_ms: now,
+                },
+                out,
+            ),
+            SlotAction::PositionOpened(p) => {
+                let mode = if self.slots[i].sticky {
+                    PositionMode::Sticky
+                } else {
+                    PositionMode::Grid
+                };
+                let regime = self
+                    .market
+                    .as_ref()
+                    .map(|m| m.regime.regime.clone())
+                    .unwrap_or_default();
+                self.record(
+                    LedgerEvent::Open {
+                        position: Box::new(Position {
+                            id: p.position_id,
+                            slot_id: p.slot_id,
+                            trade: p.trade.as_str().into(),
+                            mode,
+                            entry: Entry {
+                                side: p.entry_side.as_str().into(),
+                                price: p.entry_price.normalize(),
+                                cost: (p.entry_price * p.volume).normalize(),
+                                fee: p.entry_fee,
+                                volume: p.volume,
+                                time_ms: p.entry_time_ms,
+                                regime,
+                            },
+                            exit: ExitIntent {
+                                price: p.exit_price,
+                                original_price: p.exit_price,
+                                target_profit: p.target_profit,
+                                order_id: p.exit_order_id,
+                                reprices: 0,
+                                last_reprice_ms: None,
+                                tightened: false,
+                                hold_until_ms: None,
+                                orphaned: false,
+                            },
+                            outcome: None,
+                        }),
+                    },
+                    out,
+                );
+            }
+            SlotAction::ExitMoved {
+                position_id,
+                old_order_id,
+                new_order_id,
+                new_price,
+                reason,
+                ..
+            } => {
+                let cost = self
+                    .pending_costs
+                    .remove(&old_order_id)
+                    .map_or(Decimal::ZERO, |(_, c)| c);
+                let price = new_price.unwrap_or_else(|| {
+                    self.ledger
+                        .positions
+                        .get(&position_id)
+                        .map_or(Decimal::ZERO, |p| p.exit.price)
+                });
+                self.record(
+                    LedgerEvent::ExitMoved {
+                        position_id,
+                        price,
+                        order_id: new_order_id,
+                        reason,
+                        cost,
+                        time_ms: now,
+                    },
+                    out,
+                );
+            }
+            SlotAction::Abandoned {
+                client_order_id, ..
+            } => {
+                self.pending_costs.remove(&client_order_id);
+            }
+            SlotAction::BookCycle(c) => self.book_cycle(&c, out),
+        }
+    }
+
+    fn book_cycle(&mut self, c: &CycleRecord, out: &mut Vec<Action>) {
+        out.push(Self::journal(
+            "cycle",
+            serde_json::to_string(c).unwrap_or_default(),
+        ));
+        self.realized_today += c.net;
+        self.settled_usd += c.exit_price * c.volume;
+        let kind = serde_json::to_value(c.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        // Over-performance: an exit that filled better than the price it
+        // was resting at earns its slot subsidy.
+        let limit = self
+            .ledger
+            .positions
+            .get(&c.position_id)
+            .map(|p| p.exit.price);
+        self.record(
+            LedgerEvent::Close {
+                position_id: c.position_id.clone(),
+                outcome: Outcome {
+                    kind,
+                    exit_price: c.exit_price,
+                    exit_fee: c.exit_fee,
+                    gross: c.gross,
+                    net: c.net,
+                    time_ms: c.time_ms,
+                },
+            },
+            out,
+        );
+        if let Some(limit) = limit
+            && matches!(c.kind, CycleKind::Exit | CycleKind::Recovery)
+            && limit > Decimal::ZERO
+        {
+            let better = match c.trade {
+                Trade::B => c.exit_price - limit,
+                Trade::A => limit - c.exit_price,
+            };
+            if better > Decimal::ZERO {
+                self.record(
+                    LedgerEvent::Earned {
+                        slot_id: c.slot_id,
+                        amount: (better * c.volume).normalize(),
+                        source: "over_performance".into(),
+                        position_id: c.position_id.clone(),
+                        time_ms: c.time_ms,
+                    },
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Where a position's live exit is: (slot index, order).
+    fn exit_of(&self, p: &Position) -> Option<(usize, &SlotOrder)> {
+        let i = self.slots.iter().position(|s| s.id == p.slot_id)?;
+        let o = self.slots[i]
+            .orders
+            .iter()
+            .chain(&self.slots[i].recovery)
+            .find(|o| o.client_order_id == p.exit.order_id && o.role == Role::Exit)?;
+        Some((i, o))
+    }
+
+    fn round_trip_fee(&self) -> Decimal {
+        self.filters()
+            .map_or(self.cfg.slot.maker_fee, |f| f.maker_fee)
+            * Decimal::TWO
+    }
+
+    /// The subsidy a position still needs to move its exit to fillable.
+    fn needed_for(&self, p: &Position, market: Decimal) -> Decimal {
+        let tick = self.filters().map_or(Decimal::ZERO, |f| f.tick_size);
+        let target = heal::fillable_price(
+            p,
+            market,
+            self.cfg.slot.entry_pct,
+            self.round_trip_fee(),
+            tick,
+        );
+        heal::full_cost(p, target)
+    }
+
+    fn pending_for_slot(&self, slot_id: u32) -> Decimal {
+        self.pending_costs
+            .values()
+            .filter(|(s, _)| *s == slot_id)
+            .map(|(_, c)| *c)
+            .sum()
+    }
+
+    /// Spendable subsidy of a slot: balance minus reprices in flight.
+    pub fn spendable(&self, slot_id: u32) -> Decimal {
+        self.ledger.subsidy_of(slot_id).balance() - self.pending_for_slot(slot_id)
+    }
+
+    /// What each slot's stuck positions still need, beyond its balance.
+    fn slot_needs(&self, slot_id: u32, market: Decimal, now: i64) -> Decimal {
+        self.ledger
+            .open_positions()
+            .filter(|p| p.slot_id == slot_id && p.mode != PositionMode::Churner)
+            .filter(|p| heal::reading(p, market, now, &self.cfg.heal).band >= Band::Aging)
+            .filter(|p| self.exit_of(p).is_some())
+            .map(|p| self.needed_for(p, market))
+            .sum()
+    }
+
+    fn heal(&mut self, market: Decimal, now: i64, out: &mut Vec<Action>) {
+        if !self.cfg.heal.enabled || !self.enabled {
+            return;
+        }
+        let Some(f) = self.filters() else {
+            return;
+        };
+        let h = self.cfg.heal.clone();
+        let mut moves: Vec<(usize, String, Decimal, String, Decimal)> = Vec::new();
+        for p in self.ledger.open_positions() {
+            if moves.len() >= HEAL_MOVES_PER_TICK {
+                break;
+            }
+            if p.mode == PositionMode::Churner || p.exit.hold_until_ms.is_some_and(|t| now < t) {
+                continue;
+            }
+            let Some((i, o)) = self.exit_of(p) else {
+                continue;
+            };
+            if o.pending.is_some() || o.retry_at_ms.is_some() {
+                continue;
+            }
+            let r = heal::reading(p, market, now, &h);
+            match r.band {
+                Band::Fresh | Band::Aging => {}
+                Band::Stale => {
+                    if !p.exit.tightened
+                        && let Some(t) =
+                            heal::tighten_price(p, market, self.cfg.slot.entry_pct, &h, f.tick_size)
+                    {
+                        moves.push((
+                            i,
+                            o.client_order_id.clone(),
+                            t,
+                            "tighten".into(),
+                            Decimal::ZERO,
+                        ));
+                    }
+                }
+                Band::Stuck | Band::WriteOff => {
+                    if p.exit
+                        .last_reprice_ms
+                        .is_some_and(|t| now - t < super::secs_ms(h.reprice_cooldown_sec))
+                    {
+                        continue;
+                    }
+                    let target = heal::fillable_price(
+                        p,
+                        market,
+                        self.cfg.slot.entry_pct,
+                        self.round_trip_fee(),
+                        f.tick_size,
+                    );
+                    let balance = self.spendable(p.slot_id)
+                        - moves
+                            .iter()
+                            .filter(|m| self.slots[m.0].id == p.slot_id)
+                            .map(|m| m.4)
+                            .sum::<Decimal>();
+                    if let Some((price, cost)) =
+                        heal::subsidised_move(p, target, balance, f.tick_size)
+                    {
+                        moves.push((i, o.client_order_id.clone(), price, "subsidy".into(), cost));
+                    }
+                }
+            }
+        }
+        for (i, id, price, reason, cost) in moves {
+            if !cost.is_zero() {
+                self.pending_costs
+                    .insert(id.clone(), (self.slots[i].id, cost));
+            }
+            let ev = SlotEvent::Reprice {
+                client_order_id: id,
+                price,
+                reason,
+                now_ms: now,
+            };
+            out.extend(self.step_slot(i, &ev, 0, now).0);
+        }
+    }
+
+    /// The exit profit in force: the config's, raised by the market's recent
+    /// range when `volatility_profit_factor` is set.
+    pub fn profit_pct(&self) -> Decimal {
+        let base = self.cfg.slot.profit_pct;
+        let factor = self.cfg.volatility_profit_factor;
+        if factor <= Decimal::ZERO {
+            return base;
+        }
+        let lo = self.prices.iter().map(|p| p.1).min();
+        let hi = self.prices.iter().map(|p| p.1).max();
+        match (lo, hi) {
+            (Some(lo), Some(hi)) if lo > Decimal::ZERO => {
+                base.max(((hi - lo) / lo * hundred() * factor).round_dp(4))
+            }
+            _ => base,
+        }
+    }
+
+    fn remember_price(&mut self, now: i64, price: Decimal) {
+        self.prices.push_back((now, price));
+        let horizon = now - super::secs_ms(self.cfg.volatility_window_sec);
+        while self.prices.front().is_some_and(|p| p.0 < horizon) {
+            self.prices.pop_front();
+        }
+    }
+
+    /// The slots' mode: the config's, or the regime's when asked to follow it.
+    fn mode_for(&self, market: &MarketView) -> SlotMode {
+        if !self.cfg.mode_from_regime || !market.regime.ready {
+            return self.cfg.mode;
+        }
+        match market.regime.regime.as_str() {
+            "BULLISH" => SlotMode::LongOnly,
+            "BEARISH" => SlotMode::ShortOnly,
+            _ => self.cfg.mode,
+        }
+    }
+
+    /// Opens positions for entries that filled while the engine was down
+    /// (found by [`Strategy::restore`]) and queues their exits.
+    fn adopt_filled_entries(&mut self, now: i64, out: &mut Vec<Action>) {
+        let pending = std::mem::take(&mut self.filled_while_down);
+        for k in &pending {
+            let Some((slot_id, trade, Role::Entry)) =
+                slot::parse_slot_client_id(&k.client_order_id)
+            else {
+                continue;
+            };
+            let Some(i) = self.slots.iter().position(|s| s.id == slot_id) else {
+                continue;
+            };
+            if self.ledger.positions.contains_key(&k.client_order_id) {
+                continue;
+            }
+            let Some(f) = self.filters() else {
+                return;
+            };
+            let ctx = SlotCtx {
+                params: &self.cfg.slot,
+                filters: f.clone(),
+                profit_pct: self.profit_pct(),
+                entry_budget: 0,
+                entries_blocked: None,
+                userref_offset: 0,
+                loss_room: None,
+            };
+            let exit = slot::exit_price(trade, k.average_price, k.average_price, &ctx);
+            let fee = if self
+                .instrument
+                .as_ref()
+                .is_some_and(|i| i.base == k.fee_asset)
+            {
+                k.fee * k.average_price
+            } else {
+                k.fee
+            };
+            let exit_fee = exit * k.volume_executed * f.maker_fee;
+            let target = trade.gross(k.average_price, exit, k.volume_executed) - fee - exit_fee;
+            let position = Position {
+                id: k.client_order_id.clone(),
+                slot_id,
+                trade: trade.as_str().into(),
+                mode: if self.cfg.sticky.contains(&slot_id) {
+                    PositionMode::Sticky
+                } else {
+                    PositionMode::Grid
+                },
+                entry: Entry {
+                    side: trade.entry_side().as_str().into(),
+                    price: k.average_price,
+                    cost: (k.average_price * k.volume_executed).normalize(),
+                    fee,
+                    volume: k.volume_executed,
+                    time_ms: now,
+                    regime: String::new(),
+                },
+                exit: ExitIntent {
+                    price: exit,
+                    original_price: exit,
+                    target_profit: target.normalize(),
+                    order_id: String::new(),
+                    reprices: 0,
+                    last_reprice_ms: None,
+                    tightened: false,
+                    hold_until_ms: None,
+                    orphaned: false,
+                },
+                outcome: None,
+            };
+            self.record(
+                LedgerEvent::Open {
+                    position: Box::new(position),
+                },
+                out,
+            );
+            let o = SlotOrder {
+                client_order_id: format!("{}-restart", k.client_order_id),
+                trade,
+                role: Role::Exit,
+                side: trade.exit_side(),
+                price: Some(exit),
+                volume: k.volume_executed,
+                placed_at_ms: now,
+                market_at_place: k.average_price,
+                executed: Decimal::ZERO,
+                avg_price: Decimal::ZERO,
+                fee: Decimal::ZERO,
+                position_id: k.client_order_id.clone(),
+                entry_price: k.average_price,
+                entry_fee: fee,
+                entry_time_ms: now,
+                target_price: exit,
+                pending: None,
+                retry_at_ms: None,
+                orphan: None,
+            };
+            tracing::warn!(position = %k.client_order_id, %exit, "entry filled while the engine was down: position opened, exit goes out");
+            slot::adopt_exit(&mut self.slots[i], o, false, now);
+        }
+    }
+
+    /// Parent candidates: open grid positions with a live exit.
+    fn candidates(&self, market: Decimal, now: i64) -> Vec<ParentCandidate> {
+        self.ledger
+            .open_positions()
+            .filter(|p| p.mode != PositionMode::Churner)
+            .filter(|p| self.exit_of(p).is_some())
+            .map(|p| {
+                let r = heal::reading(p, market, now, &self.cfg.heal);
+                let balance = self.ledger.subsidy_of(p.slot_id).balance();
+                ParentCandidate {
+                    position_id: p.id.clone(),
+                    slot_id: p.slot_id,
+                    trade: p.trade.clone(),
+                    effective_age_hours: r.effective_age_hours,
+                    age_hours: r.age_hours,
+                    band: r.band,
+                    subsidy_needed: (self.needed_for(p, market) - balance).max(Decimal::ZERO),
+                }
+            })
+            .collect()
+    }
+
+    fn reserve_in_use(&self) -> Decimal {
+        self.churners.iter().map(|c| c.reserve_used_usd).sum()
+    }
+
+    fn churn_env(
+        &self,
+        c: Option<&Churner>,
+        market: &MarketView,
+        gate: Result<ParentCandidate, Refusal>,
+        now: i64,
+    ) -> Option<ChurnEnv<'_>> {
+        let filters = self.filters()?;
+        let parent_id = c.and_then(|c| c.parent_position_id.clone());
+        let parent = parent_id
+            .as_ref()
+            .and_then(|id| self.ledger.positions.get(id))
+            .filter(|p| p.is_open() && self.exit_of(p).is_some());
+        let parent_slot = c.and_then(|c| c.parent_slot);
+        let needs = parent_slot.is_some_and(|s| {
+            self.slot_needs(s, market.last, now) > self.ledger.subsidy_of(s).balance()
+        });
+        let slot_uses_reserve = c.and_then(|c| c.parent_slot).is_some_and(|s| {
+            self.churners
+                .iter()
+                .any(|o| o.parent_slot == Some(s) && o.reserve_used_usd > Decimal::ZERO)
+        });
+        let reserve = if slot_uses_reserve {
+            Decimal::ZERO
+        } else {
+            (self.cfg.churner.reserve_usd - self.reserve_in_use()).max(Decimal::ZERO)
+        };
+        Some(ChurnEnv {
+            cfg: &self.cfg.churner,
+            filters,
+            market: market.last,
+            gate,
+            parent_alive: parent.is_some(),
+            parent_needs_subsidy: needs,
+            free_quote: self.available(Asset::Quote),
+            free_base: self.available(Asset::Base),
+            reserve_available: reserve,
+            regime: market.regime.regime.clone(),
+            userref_offset: self.cfg.churner.userref_offset
+                + c.map_or(0, |c| i32::try_from(c.id).unwrap_or(0)),
+            symbol: self.symbol.clone(),
+            entries_blocked: self.entries_blocked(),
+        })
+    }
+
+    fn gate_for(
+        &self,
+        market: &MarketView,
+        others: u32,
+        now: i64,
+    ) -> Result<ParentCandidate, Refusal> {
+        let candidates = self.candidates(market.last, now);
+        churner::gate(&GateInput {
+            cfg: &self.cfg.churner,
+            active: others,
+            regime: &market.regime,
+            headroom: self.capacity.as_ref().map(|c| c.headroom),
+            candidates: &candidates,
+        })
+    }
+
+    fn churn_translate(&mut self, actions: Vec<ChurnAction>, now: i64, out: &mut Vec<Action>) {
+        for a in actions {
+            match a {
+                ChurnAction::Place(i) => {
+                    // The churner checked its side against `available`.
+                    let (asset, amount) = self.hold_of(i.side, i.volume, i.price);
+                    self.capital.hold(&i.client_order_id, asset, amount, now);
+                    out.push(Action::Place(i));
+                }
+                ChurnAction::Cancel(id) => out.push(Action::Cancel {
+                    client_order_id: id,
+                }),
+                ChurnAction::Ledger(ev) => self.record(ev, out),
+            }
+        }
+        for k in 0..self.churners.len() {
+            for c in self.churners[k].take_cycles() {
+                self.churn_cycles_today += 1;
+                self.churn_cycles_total += 1;
+                self.churn_profit_today += c.net;
+                self.churn_profit_total += c.net;
+                self.realized_today += c.net;
+            }
+        }
+    }
+
+    fn tick_churners(&mut self, market: &MarketView, now: i64, out: &mut Vec<Action>) {
+        let n = u32::try_from(self.churners.len()).unwrap_or(u32::MAX);
+        for k in 0..self.churners.len() {
+            let gate = self.gate_for(market, n.saturating_sub(1), now);
+            let actions = {
+                let c = self.churners[k].clone();
+                let Some(env) = self.churn_env(Some(&c), market, gate, now) else {
+                    return;
+                };
+                let mut c = c;
+                let a = c.tick(&env, now);
+                drop(env);
+                self.churners[k] = c;
+                a
+            };
+            self.churn_translate(actions, now, out);
+        }
+        // Killed churners leave once they have nothing out.
+        self.churners
+            .retain(|c| !(c.killed && c.stage == churner::Stage::Idle));
+    }
+
+    fn fee_in_quote(&self, u: &OrderUpdate) -> Decimal {
+        let base = self
+            .instrument
+            .as_ref()
+            .map(|i| i.base.as_str())
+            .unwrap_or_default();
+        if !base.is_empty() && u.fee_asset == base {
+            u.fill_fee * u.fill_price
+        } else {
+            u.fill_fee
+        }
+    }
+
+    /// The typed status block.
+    pub fn status_block(&self, now: i64) -> GridStatusBlock {
+        let market = self.market.as_ref().map_or(Decimal::ZERO, |m| m.last);
+        let row = |o: &SlotOrder| OrderRow {
+            client_order_id: o.client_order_id.clone(),
+            trade: o.trade.as_str().into(),
+            role: format!("{:?}", o.role).to_ascii_lowercase(),
+            side: o.side.as_str().into(),
+            price: o.price,
+            volume: o.volume,
+            age_sec: age_sec(o.placed_at_ms, now),
+            distance_pct: pct_dist(o.price, market),
+            position_id: o.position_id.clone(),
+            orphan_reason: o
+                .orphan
+                .as_ref()
+                .map(|x| x.reason.clone())
+                .unwrap_or_default(),
+            pending: o
+                .pending
+                .as_ref()
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_default(),
+        };
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| SlotRow {
+                id: s.id,
+                alias: s.alias.clone(),
+                sticky: s.sticky,
+                phase: s
+                    .phase()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|_| "invalid".into()),
+                halted: s.halted.clone().unwrap_or_default(),
+                long_only: s.mode == SlotMode::LongOnly,
+                short_only: s.mode == SlotMode::ShortOnly,
+                cycles_a: s.a.cycles,
+                cycles_b: s.b.cycles,
+                cycles: s.cycles,
+                profit: s.profit,
+                order_size_usd: self.cfg.slot.order_size_usd,
+                orders: s.orders.iter().map(row).collect(),
+                recovery: s.recovery.iter().map(row).collect(),
+                recent_cycles: s
+                    .recent
+                    .iter()
+                    .map(|c| CycleRow {
+                        trade: c.trade.as_str().into(),
+                        kind: serde_json::to_value(c.kind)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        entry_price: c.entry_price,
+                        exit_price: c.exit_price,
+                        volume: c.volume,
+                        net: c.net,
+                        time_ms: c.time_ms,
+                    })
+                    .collect(),
+                losses_a: s.a.consecutive_losses,
+                losses_b: s.b.consecutive_losses,
+                last_error: s.last_error.clone(),
+            })
+            .collect();
+        let mut bands = BandCounts::default();
+        let mut positions = Vec::new();
+        for p in self.ledger.open_positions() {
+            let r = heal::reading(p, market, now, &self.cfg.heal);
+            match r.band {
+                Band::Fresh => bands.fresh += 1,
+                Band::Aging => bands.aging += 1,
+                Band::Stale => bands.stale += 1,
+                Band::Stuck => bands.stuck += 1,
+                Band::WriteOff => bands.write_off += 1,
+            }
+            positions.push(PositionRow {
+                position_id: p.id.clone(),
+                slot_id: p.slot_id,
+                trade: p.trade.clone(),
+                mode: format!("{:?}", p.mode).to_ascii_lowercase(),
+                entry_price: p.entry.price,
+                exit_price: p.exit.price,
+                volume: p.entry.volume,
+                age_hours: r.age_hours.round_dp(3),
+                effective_age_hours: r.effective_age_hours.round_dp(3),
+                distance_pct: r.distance_pct.round_dp(4),
+                band: r.band.as_str().into(),
+                exit_order_id: p.exit.order_id.clone(),
+                hold_until_ms: p.exit.hold_until_ms,
+            });
+        }
+        let subsidy = self
+            .slots
+            .iter()
+            .map(|s| {
+                let acct = self.ledger.subsidy_of(s.id);
+                SubsidyRow {
+                    slot_id: s.id,
+                    balance: acct.balance(),
+                    earned: acct.earned,
+                    consumed: acct.consumed,
+                    needed: self.slot_needs(s.id, market, now),
+                }
+            })
+            .collect();
+        let states = self
+            .churners
+            .iter()
+            .map(|c| {
+                let live = c.exit.as_ref().or(c.entry.as_ref());
+                ChurnerRow {
+                    id: c.id,
+                    stage: c.stage.as_str().into(),
+                    parent_position_id: c.parent_position_id.clone().unwrap_or_default(),
+                    parent_slot: c.parent_slot,
+                    side: c
+                        .entry
+                        .as_ref()
+                        .map(|e| e.side.as_str().to_string())
+                        .unwrap_or_default(),
+                    entry_price: c.entry.as_ref().map(|e| e.price),
+                    exit_price: c.exit.as_ref().map(|e| e.price),
+                    volume: live.map(|o| o.volume),
+                    age_sec: age_sec(c.since_ms, now),
+                    compound_usd: c.compound_usd,
+                    cycles: c.cycles,
+                    profit: c.profit,
+                    last_error: c.last_error.clone(),
+                }
+            })
+            .collect();
+        let closed = self
+            .ledger
+            .positions
+            .values()
+            .filter(|p| !p.is_open())
+            .count();
+        GridStatusBlock {
+            enabled: self.enabled,
+            mode: self.cfg.mode.as_str().into(),
+            profit_pct: self.profit_pct(),
+            slot_count: u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
+            total_profit: self.slots.iter().map(|s| s.profit).sum(),
+            total_settled_usd: self.settled_usd.normalize(),
+            total_orphans: self.slots.iter().map(|s| s.orphans).sum(),
+            daily_loss_lock: self.loss_locked(),
+            daily_loss_limit_usd: self.cfg.daily_loss_limit_usd,
+            realized_today: self.realized_today.normalize(),
+            open_positions: u32::try_from(self.ledger.open_positions().count()).unwrap_or(0),
+            closed_positions: u32::try_from(closed).unwrap_or(0),
+            realized_pnl: self.ledger.realized(None).normalize(),
+            ledger_conflicts: self.ledger.conflicts,
+            slots,
+            capacity: self.capacity.clone(),
+            self_healing: HealBlock {
+                enabled: self.cfg.heal.enabled,
+                subsidy,
+                bands,
+                positions,
+                churner: ChurnerBlock {
+                    enabled: self.cfg.churner.enabled,
+                    active: u32::try_from(self.churners.len()).unwrap_or(0),
+                    max: self.cfg.churner.max_active,
+                    reserve_available: (self.cfg.churner.reserve_usd - self.reserve_in_use())
+                        .max(Decimal::ZERO),
+                    cycles_today: self.churn_cycles_today,
+                    profit_today: self.churn_profit_today.normalize(),
+                    cycles_total: self.churn_cycles_total,
+                    profit_total: self.churn_profit_total.normalize(),
+                    states,
+                },
+            },
+        }
+    }
+
+    fn spawn(&mut self, now: i64) -> Result<(String, Vec<Action>), String> {
+        let Some(market) = self.market.clone() else {
+            return Err("no market reading yet".into());
+        };
+        let n = u32::try_from(self.churners.len()).unwrap_or(u32::MAX);
+        let parent = self
+            .gate_for(&market, n, now)
+            .map_err(|r| format!("{}: {r}", r.code()))?;
+        let id = (0..churner::USERREF_SPAN.unsigned_abs())
+            .find(|i| !self.churners.iter().any(|c| c.id == *i))
+            .ok_or("no free churner id")?;
+        self.next_churner_id = self.next_churner_id.max(id + 1);
+        let c = Churner::new(id, &parent, now, self.run_start_ms);
+        self.churners.push(c);
+        let mut out = Vec::new();
+        let k = self.churners.len() - 1;
+        let gate = Ok(parent.clone());
+        let actions = {
+            let c = self.churners[k].clone();
+            let env = self
+                .churn_env(Some(&c), &market, gate, now)
+                .ok_or("instrument filters unknown")?;
+            let mut c = c;
+            let a = c.tick(&env, now);
+            drop(env);
+            self.churners[k] = c;
+            a
+        };
+        self.churn_translate(actions, now, &mut out);
+        Ok((
+            format!(
+                "churner {id} spawned for position {} (slot {}, band {}, effective age {} h)",
+                parent.position_id,
+                parent.slot_id,
+                parent.band.as_str(),
+                parent.effective_age_hours.round_dp(2)
+            ),
+            out,
+        ))
+    }
+
+    fn position_exit(&self, position_id: &str) -> Result<(usize, Position, SlotOrder), String> {
+        let p = self
+            .ledger
+            .positions
+            .get(position_id)
+            .ok_or_else(|| format!("no position {position_id:?}"))?;
+        if !p.is_open() {
+            return Err(format!("position {position_id} is already closed"));
+        }
+        let (i, o) = self
+            .exit_of(p)
+            .ok_or_else(|| format!("position {position_id} has no live exit in a slot"))?;
+        if o.pending.is_some() {
+            return Err(format!(
+                "position {position_id}: a change of its exit is already under way"
+            ));
+        }
+        Ok((i, p.clone(), o.clone()))
+    }
+
+    fn operator(&mut self, cmd: &Command, now: i64) -> Result<(String, Vec<Action>), String> {
+        match cmd {
+            Command::SpawnChurner => self.spawn(now),
+            Command::KillChurner { churner_id } => {
+                let k = self
+                    .churners
+                    .iter()
+                    .position(|c| c.id == *churner_id)
+                    .ok_or_else(|| format!("no churner {churner_id}"))?;
+                let a = self.churners[k].kill(now);
+                let mut out = Vec::new();
+                self.churn_translate(a, now, &mut out);
+                let cancels = out.len();
+                if self.churners[k].stage == churner::Stage::Idle {
+                    self.churners.remove(k);
+                }
+                Ok((
+                    format!("churner {churner_id} killed ({cancels} orders asked to cancel)"),
+                    out,
+                ))
+            }
+            Command::RepriceBreakEven { position_id } => {
+                let (i, p, o) = self.position_exit(position_id)?;
+                let f = self.filters().ok_or("instrument filters unknown")?;
+                let market = self.market.as_ref().map_or(p.entry.price, |m| m.last);
+                let target = heal::fillable_price(
+                    &p,
+                    market,
+                    self.cfg.slot.entry_pct,
+                    self.round_trip_fee(),
+                    f.tick_size,
+                );
+                let cost = heal::full_cost(&p, target);
+                if cost.is_zero() {
+                    return Err(format!(
+                        "position {position_id}: exit {} is already at or inside break-even {target}",
+                        p.exit.price
+                    ));
+                }
+                let balance = self.spendable(p.slot_id);
+                if balance < cost {
+                    return Err(format!(
+                        "slot {} subsidy {} cannot pay {} to move the exit from {} to {target}",
+                        p.slot_id,
+                        money(balance),
+                        money(cost),
+                        p.exit.price
+                    ));
+                }
+                self.pending_costs
+                    .insert(o.client_order_id.clone(), (p.slot_id, cost));
+                let ev = SlotEvent::Reprice {
+                    client_order_id: o.client_order_id,
+                    price: target,
+                    reason: "break_even".into(),
+                    now_ms: now,
+                };
+                let (out, _) = self.step_slot(i, &ev, 0, now);
+                Ok((
+                    format!(
+                        "position {position_id}: exit {} -> {target} for {} of subsidy",
+                        p.exit.price,
+                        money(cost)
+                    ),
+                    out,
+                ))
+            }
+            Command::CloseAtMarket { position_id } => {
+                let (i, p, o) = self.position_exit(position_id)?;
+                let ev = SlotEvent::CloseAtMarket {
+                    client_order_id: o.client_order_id,
+                    now_ms: now,
+                };
+                let (out, _) = self.step_slot(i, &ev, 0, now);
+                Ok((
+                    format!(
+                        "position {position_id}: exit {} cancelling, then a market order (the exit comes back if it fails)",
+                        p.exit.price
+                    ),
+                    out,
+                ))
+            }
+            Command::KeepHolding { position_id, hours } => {
+                let p = self
+                    .ledger
+                    .positions
+                    .get(position_id)
+                    .filter(|p| p.is_open())
+                    .ok_or_else(|| format!("no open position {position_id:?}"))?;
+                let until = now + i64::from(*hours) * 3_600_000;
+                let id = p.id.clone();
+                let mut out = Vec::new();
+                self.record(
+                    LedgerEvent::Hold {
+                        position_id: id,
+                        until_ms: until,
+                    },
+                    &mut out,
+                );
+                Ok((
+                    format!("position {position_id}: held, no self-healing for {hours} h"),
+                    out,
+                ))
+            }
+        }
+    }
+}
+
+impl Strategy for Grid {
+    fn name(&self) -> &str {
+        STRATEGY_NAME
+    }
+
+    fn owns(&self, client_order_id: &str) -> bool {
+        slot::is_slot_client_id(client_order_id) || churner::is_churner_client_id(client_order_id)
+    }
+
+    fn on_tick(&mut self, market: &MarketView, now: i64) -> Vec<Action> {
+        self.roll_day(now);
+        self.market = Some(market.clone());
+        if market.instrument.is_some() {
+            self.instrument.clone_from(&market.instrument);
+        }
+        self.capacity = capacity::from_market(market, self.internal_open(), now);
+        let mut out = Vec::new();
+        if self.filters().is_none() || market.last <= Decimal::ZERO {
+            return out;
+        }
+        self.remember_price(now, market.last);
+        if !self.filled_while_down.is_empty() {
+            self.adopt_filled_entries(now, &mut out);
+        }
+        let mode = self.mode_for(market);
+        for i in 0..self.slots.len() {
+            if self.slots[i].mode != mode {
+                let ev = SlotEvent::SetMode { mode, now_ms: now };
+                out.extend(self.step_slot(i, &ev, 0, now).0);
+            }
+        }
+        let mut budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
+        for i in 0..self.slots.len() {
+            let ev = SlotEvent::PriceTick {
+                market: market.last,
+                now_ms: now,
+            };
+            let (a, used) = self.step_slot(i, &ev, budget, now);
+            budget = budget.saturating_sub(used);
+            out.extend(a);
+        }
+        self.heal(market.last, now, &mut out);
+        self.tick_churners(market, now, &mut out);
+        out
+    }
+
+    fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
+        self.roll_day(now);
+        let id = u.client_order_id.as_str();
+        match u.kind {
+            UpdateKind::Open | UpdateKind::PartialFill => {
+                self.capital.commit(id, now);
+            }
+            UpdateKind::CancelFailed => {}
+            _ => {
+                self.capital.release(id);
+            }
+        }
+        if let Some(i) = self.slots.iter().position(|s| s.tracks(id)) {
+            let recovery = self.slots[i].is_recovery(id);
+            let fee = self.fee_in_quote(u);
+            let ev = match u.kind {
+                UpdateKind::Open => return Vec::new(),
+                UpdateKind::PartialFill | UpdateKind::Filled => {
+                    let done = u.kind == UpdateKind::Filled;
+                    if recovery {
+                        SlotEvent::RecoveryFill {
+                            client_order_id: id.into(),
+                            volume: u.fill_volume,
+                            price: u.fill_price,
+                            fee,
+                            done,
+                            now_ms: now,
+                        }
+                    } else {
+                        SlotEvent::Fill {
+                            client_order_id: id.into(),
+                            volume: u.fill_volume,
+                            price: u.fill_price,
+                            fee,
+                            done,
+                            now_ms: now,
+                        }
+                    }
+                }
+                UpdateKind::Canceled | UpdateKind::Expired => {
+                    if recovery {
+                        SlotEvent::RecoveryCancel {
+                            client_order_id: id.into(),
+                            now_ms: now,
+                        }
+                    } else {
+                        SlotEvent::Canceled {
+                            client_order_id: id.into(),
+                            now_ms: now,
+                        }
+                    }
+                }
+                UpdateKind::Rejected | UpdateKind::PlaceFailed => SlotEvent::Refused {
+                    client_order_id: id.into(),
+                    message: u.message.clone(),
+                    now_ms: now,
+                },
+                UpdateKind::CancelFailed => SlotEvent::CancelFailed {
+                    client_order_id: id.into(),
+                    message: u.message.clone(),
+                    now_ms: now,
+                },
+            };
+            return self.step_slot(i, &ev, 0, now).0;
+        }
+        if let Some(k) = self.churners.iter().position(|c| c.tracks(id)) {
+            let Some(market) = self.market.clone() else {
+                return Vec::new();
+            };
+            let fee = self.fee_in_quote(u);
+            let n = u32::try_from(self.churners.len()).unwrap_or(u32::MAX);
+            let gate = self.gate_for(&market, n.saturating_sub(1), now);
+            let actions = {
+                let c = self.churners[k].clone();
+                let Some(env) = self.churn_env(Some(&c), &market, gate, now) else {
+                    return Vec::new();
+                };
+                let mut c = c;
+                let a = c.on_order(
+                    id,
+                    (u.fill_volume, u.fill_price, fee),
+                    u.kind == UpdateKind::Filled,
+                    matches!(u.kind, UpdateKind::Canceled | UpdateKind::Expired),
+                    matches!(u.kind, UpdateKind::Rejected | UpdateKind::PlaceFailed)
+                        .then_some(u.message.as_str()),
+                    (u.kind == UpdateKind::CancelFailed).then_some(u.message.as_str()),
+                    &env,
+                    now,
+                );
+                drop(env);
+                self.churners[k] = c;
+                a
+            };
+            let mut out = Vec::new();
+            self.churn_translate(actions, now, &mut out);
+            self.churners
+                .retain(|c| !(c.killed && c.stage == churner::Stage::Idle));
+            return out;
+        }
+        Vec::new()
+    }
+
+    fn status(&self, now: i64) -> serde_json::Value {
+        serde_json::to_value(self.status_block(now)).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn set_enabled(&mut self, enabled: bool, _now: i64) -> Option<Vec<Action>> {
+        // Off stops new entries; positions keep their exits.
+        self.enabled = enabled;
+        Some(Vec::new())
+    }
+
+    fn journal_stream(&self) -> Option<&str> {
+        Some(JOURNAL_STREAM)
+    }
+
+    fn restore(&mut self, journal: &[JournalRow], known: &[KnownOrder], now: i64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.restored {
+            return out;
+        }
+        self.restored = true;
+        match Ledger::replay(
+            journal
+                .iter()
+                .map(|r| (r.kind.as_str(), r.payload.as_str())),
+        ) {
+            Ok(l) => self.ledger = l,
+            Err(e) => {
+                tracing::error!(error = %e, "grid ledger replay failed; starting with what parsed");
+            }
+        }
+        let by_id: BTreeMap<&str, &KnownOrder> = known
+            .iter()
+            .map(|k| (k.client_order_id.as_str(), k))
+            .collect();
+        // Entries and churner orders a previous run left open: cancel them
+        // (cheap to place again); churner positions are closed as cancelled.
+        for k in known {
+            if !k.open_at_venue {
+                continue;
+            }
+            let id = k.client_order_id.as_str();
+            let is_entry = slot::parse_slot_client_id(id).is_some_and(|(_, _, r)| r == Role::Entry);
+            if is_entry || churner::is_churner_client_id(id) {
+                out.push(Action::Cancel {
+                    client_order_id: id.to_string(),
+                });
+            }
+        }
+        // Entries that filled while no one was watching: their positions
+        // open on the first tick (the instrument's filters are needed to
+        // price their exits).
+        self.filled_while_down = known
+            .iter()
+            .filter(|k| {
+                slot::parse_slot_client_id(&k.client_order_id)
+                    .is_some_and(|(_, _, r)| r == Role::Entry)
+                    && !k.open_at_venue
+                    && k.volume_executed > Decimal::ZERO
+                    && k.average_price > Decimal::ZERO
+                    && !self.ledger.positions.contains_key(&k.client_order_id)
+            })
+            .cloned()
+            .collect();
+        let open: Vec<Position> = self.ledger.open_positions().cloned().collect();
+        for p in open {
+            if p.mode == PositionMode::Churner {
+                let ev = LedgerEvent::Close {
+                    position_id: p.id.clone(),
+                    outcome: Outcome {
+                        kind: "abandoned_at_restart".into(),
+                        exit_price: p.entry.price,
+                        exit_fee: Decimal::ZERO,
+                        gross: Decimal::ZERO,
+                        net: -p.entry.fee,
+                        time_ms: now,
+                    },
+                };
+                self.record(ev, &mut out);
+                continue;
+            }
+            let order = by_id.get(p.exit.order_id.as_str());
+            let trade = if p.trade == "A" { Trade::A } else { Trade::B };
+            let Some(i) = self.slots.iter().position(|s| s.id == p.slot_id) else {
+                continue;
+            };
+            match order {
+                Some(k) if k.status == "filled" => {
+                    let exit_price = if k.average_price > Decimal::ZERO {
+                        k.average_price
+                    } else {
+                        p.exit.price
+                    };
+                    let gross = trade.gross(p.entry.price, exit_price, p.entry.volume);
+                    let c = CycleRecord {
+                        slot_id: p.slot_id,
+                        trade,
+                        kind: CycleKind::Exit,
+                        position_id: p.id.clone(),
+                        exit_order_id: k.client_order_id.clone(),
+                        entry_price: p.entry.price,
+                        exit_price,
+                        volume: p.entry.volume,
+                        entry_fee: p.entry.fee,
+                        exit_fee: k.fee,
+                        gross: gross.normalize(),
+                        net: (gross - p.entry.fee - k.fee).normalize(),
+                        target_price: p.exit.original_price,
+                        time_ms: now,
+                    };
+                    self.book_cycle(&c, &mut out);
+                }
+                other => {
+                    let live = other.is_some_and(|k| k.open_at_venue);
+                    let o = SlotOrder {
+                        client_order_id: p.exit.order_id.clone(),
+                        trade,
+                        role: Role::Exit,
+                        side: trade.exit_side(),
+                        price: Some(p.exit.price),
+                        volume: p.entry.volume,
+                        placed_at_ms: p.entry.time_ms,
+                        market_at_place: p.entry.price,
+                        executed: Decimal::ZERO,
+                        avg_price: Decimal::ZERO,
+                        fee: Decimal::ZERO,
+                        position_id: p.id.clone(),
+                        entry_price: p.entry.price,
+                        entry_fee: p.entry.fee,
+                        entry_time_ms: p.entry.time_ms,
+                        target_price: p.exit.original_price,
+                        pending: None,
+                        retry_at_ms: None,
+                        orphan: None,
+                    };
+                    slot::adopt_exit(&mut self.slots[i], o, live, now);
+                }
+            }
+        }
+        out
+    }
+
+    fn command(
+        &mut self,
+        cmd: &Command,
+        now: i64,
+    ) -> Option<Result<(String, Vec<Action>), String>> {
+        Some(self.operator(cmd, now))
+    }
+}

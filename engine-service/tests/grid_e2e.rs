@@ -1,0 +1,223 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The grid through the real execution layer: an in-process gateway on the
+//! paper venue (random walk frozen, the market moved by SetPaperPrice) and
+//! engines on port 0. Slots place in the grid's userref sub-range, entry
+//! fills open ledger positions visible in GetStatus, churner spawns are
+//! refused with the gate that failed, and a restarted engine rebuilds its
+//! ledger from the journal and adopts the exits still live on the venue.
+//!
+//! Prices as in tests/grid_slots.rs: at 0.12 the slot sells 16.63339986 @
+//! 0.12024 and buys 16.70006680 @ 0.11976; the buy's exit is 0.1209576.
+
+// Shared with the rangers' e2e tests; not every helper is used here.
+#[allow(dead_code)]
+mod support;
+
+use herd_engine::grid::GridConfig;
+use herd_engine::rangers::RangerConfig;
+use herd_proto::engine as epb;
+use herd_proto::engine::engine_client::EngineClient;
+use support::{CONTROL_TOKEN, TestEngine, TestGateway, authed, engine_config, wait_for};
+use tonic::transport::Channel;
+
+fn with_grid(
+    mut cfg: herd_engine::config::EngineConfig,
+    slots: u32,
+) -> herd_engine::config::EngineConfig {
+    cfg.grid = GridConfig {
+        enabled: true,
+        slots,
+        ..GridConfig::default()
+    };
+    cfg
+}
+
+async fn client(e: &TestEngine) -> EngineClient<Channel> {
+    EngineClient::new(
+        Channel::from_shared(format!("http://{}", e.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
+async fn spawn(e: &TestEngine) -> Result<String, tonic::Status> {
+    client(e)
+        .await
+        .spawn_churner(authed(epb::SpawnChurnerRequest {}, CONTROL_TOKEN))
+        .await
+        .map(|r| r.into_inner().message)
+}
+
+async fn grid(e: &TestEngine) -> epb::GridStatus {
+    e.status().await.grid.expect("grid block present")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_ledger_gates_and_restart_through_the_gateway() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_grid(
+        engine_config("e0", &gw, dir.path(), "UNKNOWN", RangerConfig::default()),
+        1,
+    );
+    let e0 = TestEngine::start(cfg.clone()).await;
+
+    let g = wait_for("slot 0's two entries", || async {
+        let g = grid(&e0).await;
+        if g.slots.first().is_some_and(|s| s.open_orders.len() == 2) {
+            Ok(g)
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
+    assert_eq!(g.slots[0].phase, "S0");
+    let open = gw.open_orders("e0").await;
+    let mut prices: Vec<(String, i32)> =
+        open.iter().map(|o| (o.price.clone(), o.userref)).collect();
+    prices.sort();
+    assert_eq!(
+        prices,
+        vec![("0.11976".to_string(), 1100), ("0.12024".to_string(), 1100)],
+        "slot 0 in the grid's userref sub-range (e0's range starts at 1000)"
+    );
+    let status = e0.status().await;
+    let cap = status.capacity.expect("capacity block");
+    assert_eq!(
+        (cap.limit, cap.safe_cap, cap.band.as_str()),
+        (225, 168, "normal")
+    );
+
+    // Not ready: fail closed.
+    let e = spawn(&e0).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().starts_with("regime_not_ready"),
+        "{}",
+        e.message()
+    );
+
+    // The buy entry fills: a position with its exit, in S1b.
+    gw.set_price("0.1197").await;
+    let h = wait_for("a ledger position", || async {
+        let s = e0.status().await;
+        let h = s.self_healing.clone().unwrap();
+        let g = s.grid.clone().unwrap();
+        if h.positions.len() == 1 && g.slots[0].phase == "S1b" {
+            Ok(h)
+        } else {
+            Err(format!("{h:?} {g:?}"))
+        }
+    })
+    .await;
+    let pos = h.positions[0].clone();
+    assert_eq!(
+        (pos.entry_price.as_str(), pos.exit_price.as_str()),
+        ("0.11976", "0.1209576")
+    );
+    assert_eq!(pos.band, "fresh");
+    assert_eq!(h.churner.unwrap().max, 5);
+
+    // Operator actions: break-even needs subsidy; hold is journaled.
+    let r = client(&e0)
+        .await
+        .reprice_break_even(authed(
+            epb::PositionRequest {
+                position_id: pos.position_id.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        r.message().contains("already at or inside") || r.message().contains("cannot pay"),
+        "{}",
+        r.message()
+    );
+    let r = client(&e0)
+        .await
+        .keep_holding(authed(
+            epb::KeepHoldingRequest {
+                position_id: pos.position_id.clone(),
+                hours: 2,
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.ok && r.message.contains("held"), "{r:?}");
+
+    // Restart: the ledger comes back from the journal and the live exit is
+    // adopted (into recovery); the old entry is cancelled.
+    e0.stop().await;
+    let exit_id = pos.exit_order_id.clone();
+    let e0 = TestEngine::start(cfg).await;
+    let g = wait_for("the ledger rebuilt and the exit adopted", || async {
+        let g = grid(&e0).await;
+        let adopted = g.slots.first().is_some_and(|s| {
+            s.recovery_orders
+                .iter()
+                .any(|o| o.client_order_id == exit_id && o.orphan_reason == "restart")
+        });
+        if g.open_positions == 1 && adopted {
+            Ok(g)
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
+    assert_eq!(g.ledger_conflicts, 0);
+    // The adopted exit still books when it fills.
+    gw.set_price("0.121").await;
+    wait_for("the adopted exit's cycle", || async {
+        let g = grid(&e0).await;
+        if g.closed_positions == 1
+            && g.slots[0]
+                .recent_cycles
+                .iter()
+                .any(|c| c.kind == "recovery")
+        {
+            Ok(())
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
+    e0.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_without_an_aging_parent_is_refused_by_name() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e1 = TestEngine::start(with_grid(
+        engine_config("e1", &gw, dir.path(), "RANGING", RangerConfig::default()),
+        1,
+    ))
+    .await;
+    wait_for("a capacity reading", || async {
+        match e1.status().await.capacity {
+            Some(c) => Ok(c),
+            None => Err("none".into()),
+        }
+    })
+    .await;
+    let e = spawn(&e1).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().starts_with("no_parent"), "{}", e.message());
+    let r = client(&e1)
+        .await
+        .kill_churner(authed(
+            epb::KillChurnerRequest { churner_id: 7 },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert!(r.message().contains("no churner 7"), "{}", r.message());
+    e1.stop().await;
+    gw.stop().await;
+}
