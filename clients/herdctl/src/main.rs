@@ -91,6 +91,12 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Rangers: enable or disable them at runtime (disabling cancels their
+    /// orders and idles them).
+    Rangers {
+        #[command(subcommand)]
+        action: RangersCmd,
+    },
     /// Churners: operator-spawned subsidy earners for aging grid positions.
     Churner {
         #[command(subcommand)]
@@ -130,6 +136,12 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RangersCmd {
+    Enable(EngineArgs),
+    Disable(EngineArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +293,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             Ok(print_control(r, e.output))
+        }
+        Cmd::Rangers { action } => {
+            let (e, enabled) = match action {
+                RangersCmd::Enable(e) => (e, true),
+                RangersCmd::Disable(e) => (e, false),
+            };
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            control_result(
+                c.set_rangers_enabled(epb::SetRangersEnabledRequest { enabled })
+                    .await,
+                e.output,
+            )
         }
         Cmd::Churner { action } => match action {
             ChurnerCmd::Spawn(e) => {
