@@ -44,26 +44,7 @@ pub enum RegimeSource {
 /// Regimes `fixed_regime` may name; "UNKNOWN" is a detector that is not ready.
 pub const REGIMES: &[&str] = &["RANGING", "BULLISH", "BEARISH", "UNKNOWN"];
 
-/// A secret string: never printed by Debug.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("REDACTED")
-    }
-}
+pub use herd_proto::Secret;
 
 /// The whole engine configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -36,8 +36,10 @@ enum Backend {
     Postgres,
 }
 
-/// Schema migrations, in order; each is (version, sqlite, postgres).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// Schema migrations, in order: (version, SQL). The SQL is written for
+/// SQLite; the only difference Postgres needs is the auto-increment key
+/// ([`for_backend`]).
+const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
         r#"
@@ -82,56 +84,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         time_ms BIGINT NOT NULL
     );
     "#,
-        r#"
-    CREATE TABLE orders (
-        client_order_id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        symbol TEXT NOT NULL,
-        side TEXT NOT NULL,
-        order_type TEXT NOT NULL,
-        price TEXT NOT NULL,
-        volume TEXT NOT NULL,
-        volume_executed TEXT NOT NULL,
-        average_price TEXT NOT NULL,
-        fee TEXT NOT NULL,
-        fee_asset TEXT NOT NULL,
-        status TEXT NOT NULL,
-        venue_order_id TEXT NOT NULL,
-        created_at_ms BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL
-    );
-    CREATE TABLE fills (
-        fill_id TEXT PRIMARY KEY,
-        client_order_id TEXT NOT NULL,
-        volume TEXT NOT NULL,
-        price TEXT NOT NULL,
-        fee TEXT NOT NULL,
-        fee_asset TEXT NOT NULL,
-        sequence BIGINT NOT NULL,
-        incarnation TEXT NOT NULL,
-        time_ms BIGINT NOT NULL
-    );
-    CREATE TABLE cursor (
-        id INTEGER PRIMARY KEY,
-        incarnation TEXT NOT NULL,
-        last_sequence BIGINT NOT NULL
-    );
-    CREATE TABLE journal (
-        id BIGSERIAL PRIMARY KEY,
-        stream TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        time_ms BIGINT NOT NULL
-    );
-    "#,
     ),
     // The funding-rate orchestrator: hedged positions (state as JSON, the
     // queryable parts as columns), their leg fills, funding payments keyed by
     // the venue's booking id (so a re-read adds nothing) and PnL snapshots.
-    (2, FUNDING_SQLITE, FUNDING_POSTGRES),
+    (2, FUNDING_SCHEMA),
 ];
 
-const FUNDING_SQLITE: &str = r#"
+const FUNDING_SCHEMA: &str = r#"
     CREATE TABLE funding_positions (
         id TEXT PRIMARY KEY,
         symbol TEXT NOT NULL,
@@ -179,53 +139,16 @@ const FUNDING_SQLITE: &str = r#"
     CREATE INDEX funding_payments_position ON funding_payments (position_id)
 "#;
 
-const FUNDING_POSTGRES: &str = r#"
-    CREATE TABLE funding_positions (
-        id TEXT PRIMARY KEY,
-        symbol TEXT NOT NULL,
-        state TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        opened_at_ms BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL
-    );
-    CREATE TABLE funding_fills (
-        fill_id TEXT PRIMARY KEY,
-        position_id TEXT NOT NULL,
-        leg TEXT NOT NULL,
-        purpose TEXT NOT NULL,
-        client_order_id TEXT NOT NULL,
-        symbol TEXT NOT NULL,
-        side TEXT NOT NULL,
-        qty TEXT NOT NULL,
-        price TEXT NOT NULL,
-        fee TEXT NOT NULL,
-        fee_asset TEXT NOT NULL,
-        fee_usd TEXT NOT NULL,
-        time_ms BIGINT NOT NULL
-    );
-    CREATE TABLE funding_payments (
-        payment_id TEXT PRIMARY KEY,
-        position_id TEXT NOT NULL,
-        symbol TEXT NOT NULL,
-        amount TEXT NOT NULL,
-        rate TEXT NOT NULL,
-        mark TEXT NOT NULL,
-        size TEXT NOT NULL,
-        source TEXT NOT NULL,
-        time_ms BIGINT NOT NULL
-    );
-    CREATE TABLE funding_pnl (
-        id BIGSERIAL PRIMARY KEY,
-        time_ms BIGINT NOT NULL,
-        total_funding TEXT NOT NULL,
-        total_fees TEXT NOT NULL,
-        unrealized TEXT NOT NULL,
-        net TEXT NOT NULL,
-        open_positions BIGINT NOT NULL
-    );
-    CREATE INDEX funding_fills_position ON funding_fills (position_id);
-    CREATE INDEX funding_payments_position ON funding_payments (position_id)
-"#;
+/// A migration's SQL for `backend`: SQLite's auto-increment key becomes
+/// Postgres' BIGSERIAL; everything else is the same SQL.
+fn for_backend(sqlite_sql: &str, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => sqlite_sql.to_string(),
+        Backend::Postgres => {
+            sqlite_sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+        }
+    }
+}
 
 /// An order as the engine journals it.
 #[derive(Debug, Clone, PartialEq)]
@@ -404,7 +327,7 @@ impl Store {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&mut *tx)
             .await?;
-        for (version, sqlite, postgres) in MIGRATIONS {
+        for (version, sql) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(*version)
@@ -415,11 +338,7 @@ impl Store {
             if done.is_some() {
                 continue;
             }
-            let sql = if self.backend == Backend::Sqlite {
-                sqlite
-            } else {
-                postgres
-            };
+            let sql = for_backend(sql, self.backend);
             for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(stmt).execute(&mut *tx).await?;
             }

@@ -19,26 +19,7 @@ pub mod env {
     pub const BYBIT_BASE_URL: &str = "HERD_GATEWAY_BYBIT_BASE_URL";
 }
 
-/// A secret string: never printed by Debug or Display.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("REDACTED")
-    }
-}
+pub use herd_proto::Secret;
 
 /// Which venue the gateway trades on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -36,17 +36,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    herd_tests::wait_until(what, DEADLINE, || {
+        let next = f();
+        async move { Ok(next.await) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn sim(skew_ms: i64) -> SimHandle {

@@ -369,7 +369,9 @@ where
     Fut: Future<Output = Result<T, String>>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
+        poll.tick().await;
         let last = match check().await {
             Ok(v) => return v,
             Err(seen) => seen,
@@ -377,7 +379,6 @@ where
         if tokio::time::Instant::now() > deadline {
             panic!("timed out waiting for {what}; last seen: {last}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
