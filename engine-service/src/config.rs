@@ -15,6 +15,7 @@ use crate::rangers::RangerConfig;
 pub mod env {
     pub const ID: &str = "HERD_ENGINE_ID";
     pub const LISTEN: &str = "HERD_ENGINE_LISTEN";
+    pub const HTTP_LISTEN: &str = "HERD_ENGINE_HTTP_LISTEN";
     pub const GATEWAY_URL: &str = "HERD_GATEWAY_URL";
     pub const GATEWAY_TOKEN: &str = "HERD_GATEWAY_TOKEN";
     pub const CONTROL_TOKEN: &str = "HERD_CONTROL_TOKEN";
@@ -54,6 +55,9 @@ pub struct EngineConfig {
     pub id: String,
     /// Control server (gRPC) address.
     pub listen: SocketAddr,
+    /// Admin HTTP port: `/metrics`, `/healthz` and the dashboard (`/`).
+    /// Read-only, no token. Unset = not served.
+    pub http_listen: Option<SocketAddr>,
     pub gateway_url: String,
     pub gateway_token: Secret,
     /// Token operators present to the control server.
@@ -93,6 +97,7 @@ impl Default for EngineConfig {
         EngineConfig {
             id: "e0".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            http_listen: None,
             gateway_url: "http://127.0.0.1:50051".into(),
             gateway_token: Secret::default(),
             control_token: Secret::default(),
@@ -110,6 +115,12 @@ impl Default for EngineConfig {
             funding: FundingConfig::default(),
         }
     }
+}
+
+/// An address from the environment; empty means "not served".
+fn parse_optional_addr(name: &'static str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    herd_proto::admin_http::parse_optional_addr(v)
+        .map_err(|message| ConfigError::Env { name, message })
 }
 
 /// A configuration problem, with what to fix.
@@ -159,6 +170,9 @@ impl EngineConfig {
                 name: env::LISTEN,
                 message: format!("{v:?} is not host:port ({e})"),
             })?;
+        }
+        if let Some(v) = get(env::HTTP_LISTEN) {
+            self.http_listen = parse_optional_addr(env::HTTP_LISTEN, &v)?;
         }
         if let Some(v) = get(env::GATEWAY_URL) {
             self.gateway_url = v;

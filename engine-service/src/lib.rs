@@ -18,6 +18,7 @@ pub mod control;
 pub mod execution;
 pub mod funding;
 pub mod grid;
+pub mod http;
 pub mod rangers;
 pub mod regime;
 pub mod store;
@@ -99,11 +100,34 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(%local, engine = %cfg.id, gateway = %cfg.gateway_url, "engine control server listening");
+
+    let http_state = Arc::new(http::HttpState {
+        shared: shared.clone(),
+        serving: std::sync::atomic::AtomicBool::new(true),
+    });
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = cfg.http_listen {
+        let (listener, http_local) = herd_proto::admin_http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (http_listen)"))?;
+        tracing::info!(%http_local, "engine admin http listening");
+        tasks.spawn(herd_proto::admin_http::serve(
+            listener,
+            http::handler(http_state.clone()),
+            async move {
+                let _ = http_stop_rx.await;
+            },
+        ));
+    }
     on_ready(local);
 
     let health_on_stop = health.clone();
+    let http_on_stop = http_state.clone();
     let stop = async move {
         shutdown.await;
+        http_on_stop
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         health_on_stop
             .set_not_serving::<EngineServer<ControlService>>()
             .await;
@@ -131,6 +155,7 @@ pub async fn run(
             tracing::error!("funding shutdown did not finish within 60 s");
         }
     }
+    let _ = http_stop_tx.send(());
     tasks.abort_all();
     store.close().await;
     tracing::info!("engine stopped");

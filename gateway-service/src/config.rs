@@ -12,6 +12,7 @@ use serde::Deserialize;
 /// Environment variables that override the file (one place for their names).
 pub mod env {
     pub const LISTEN: &str = "HERD_GATEWAY_LISTEN";
+    pub const HTTP_LISTEN: &str = "HERD_GATEWAY_HTTP_LISTEN";
     pub const ADMIN_TOKEN: &str = "HERD_GATEWAY_ADMIN_TOKEN";
     pub const VENUE: &str = "HERD_GATEWAY_VENUE";
     pub const POLL_INTERVAL_MS: &str = "HERD_GATEWAY_POLL_INTERVAL_MS";
@@ -141,6 +142,9 @@ impl DeadMansSwitch {
 #[serde(default)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Admin HTTP port: `/metrics` and `/healthz`. Read-only, no token.
+    /// Unset = not served.
+    pub http_listen: Option<SocketAddr>,
     pub venue: VenueKind,
     pub admin_token: Secret,
     pub engines: Vec<EngineEntry>,
@@ -170,6 +174,7 @@ impl Default for GatewayConfig {
     fn default() -> GatewayConfig {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_listen: None,
             venue: VenueKind::Paper,
             admin_token: Secret::default(),
             engines: Vec::new(),
@@ -232,6 +237,15 @@ impl GatewayConfig {
                 name: env::LISTEN,
                 message: format!("{v:?} is not host:port ({e})"),
             })?;
+        }
+        if let Some(v) = get(env::HTTP_LISTEN) {
+            self.http_listen =
+                herd_proto::admin_http::parse_optional_addr(&v).map_err(|message| {
+                    ConfigError::Env {
+                        name: env::HTTP_LISTEN,
+                        message,
+                    }
+                })?;
         }
         if let Some(v) = get(env::ADMIN_TOKEN) {
             self.admin_token = Secret::new(v);

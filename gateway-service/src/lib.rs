@@ -16,6 +16,7 @@ pub mod config;
 pub mod convert;
 pub mod dms;
 pub mod fair;
+pub mod http;
 pub mod market;
 pub mod poller;
 pub mod recovery;
@@ -160,11 +161,34 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(%local, venue = venue.name(), engines = engines.len(), incarnation = registry.incarnation(), "gateway listening");
+
+    let http_state = Arc::new(http::HttpState {
+        core: core.clone(),
+        serving: std::sync::atomic::AtomicBool::new(true),
+    });
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = cfg.http_listen {
+        let (listener, http_local) = herd_proto::admin_http::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (http_listen)"))?;
+        tracing::info!(%http_local, "gateway admin http listening");
+        tasks.spawn(herd_proto::admin_http::serve(
+            listener,
+            http::handler(http_state.clone()),
+            async move {
+                let _ = http_stop_rx.await;
+            },
+        ));
+    }
     on_ready(local);
 
     let health_on_stop = health.clone();
+    let http_on_stop = http_state.clone();
     let stop = async move {
         shutdown.await;
+        http_on_stop
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         // Tell probes and clients first, then drain.
         health_on_stop
             .set_not_serving::<GatewayServer<GatewayService>>()
@@ -184,6 +208,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .context("gateway server failed")?;
+    let _ = http_stop_tx.send(());
     tasks.abort_all();
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;

@@ -167,6 +167,8 @@ impl Proc {
 pub struct GatewayProc {
     pub proc: Proc,
     pub dir: PathBuf,
+    /// The admin HTTP port's address (`/metrics`, `/healthz`).
+    pub http_addr: String,
 }
 
 /// Knobs of a test gateway beyond the defaults.
@@ -198,8 +200,9 @@ impl GatewayProc {
         extra: &str,
         opts: &GatewayOpts,
     ) -> anyhow::Result<GatewayProc> {
+        let http_addr = format!("127.0.0.1:{}", free_port()?);
         let mut cfg = format!(
-            "listen = \"127.0.0.1:{}\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n",
+            "listen = \"127.0.0.1:{}\"\nhttp_listen = \"{http_addr}\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n",
             opts.port
         );
         for i in 0..engines {
@@ -224,6 +227,7 @@ impl GatewayProc {
         Ok(GatewayProc {
             proc,
             dir: dir.to_path_buf(),
+            http_addr,
         })
     }
 }
@@ -234,6 +238,8 @@ pub struct EngineProc {
     pub proc: Proc,
     pub id: String,
     pub data_dir: PathBuf,
+    /// The admin HTTP port's address (`/metrics`, `/healthz`, dashboard).
+    pub http_addr: String,
 }
 
 impl EngineProc {
@@ -244,8 +250,9 @@ impl EngineProc {
         extra: &str,
     ) -> anyhow::Result<EngineProc> {
         let data_dir = dir.join(format!("data-{id}"));
+        let http_addr = format!("127.0.0.1:{}", free_port()?);
         let cfg = format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\ngateway_url = \"http://{gateway_addr}\"\ngateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 50\n{extra}",
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"{http_addr}\"\ngateway_url = \"http://{gateway_addr}\"\ngateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 50\n{extra}",
             engine_token(id),
             data_dir.display()
         );
@@ -259,6 +266,7 @@ impl EngineProc {
             proc,
             id: id.to_string(),
             data_dir,
+            http_addr,
         })
     }
 

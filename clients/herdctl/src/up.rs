@@ -37,6 +37,10 @@ pub struct UpArgs {
     /// First engine's control port (the second gets the next one).
     #[arg(long, default_value_t = 50061)]
     engine_port: u16,
+    /// The gateway's admin HTTP port (/metrics); the engines' admin ports
+    /// (/metrics and the dashboard) are the next ones. 0 = any free port.
+    #[arg(long, default_value_t = 9090)]
+    http_port: u16,
     /// Where configs, logs and the engines' SQLite stores go.
     #[arg(long, default_value = ".herd")]
     dir: PathBuf,
@@ -60,17 +64,28 @@ struct Proc {
     addr: String,
 }
 
+/// The port `n` places after `base`; 0 stays 0 ("any free port").
+fn nth_port(base: u16, n: u16) -> u16 {
+    if base == 0 { 0 } else { base.saturating_add(n) }
+}
+
+/// The local herd's ports.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    gateway: u16,
+    engine: u16,
+    http: u16,
+}
+
 /// Fills a config template. Port 0 means "any free port" for every service.
-fn fill(template: &str, gateway_port: u16, engine_port: u16, data_dir: &Path) -> String {
-    let second = if engine_port == 0 {
-        0
-    } else {
-        engine_port.saturating_add(1)
-    };
+fn fill(template: &str, ports: Ports, data_dir: &Path) -> String {
     template
-        .replace("{gateway_port}", &gateway_port.to_string())
-        .replace("{engine_0_port}", &engine_port.to_string())
-        .replace("{engine_1_port}", &second.to_string())
+        .replace("{gateway_port}", &ports.gateway.to_string())
+        .replace("{engine_0_port}", &ports.engine.to_string())
+        .replace("{engine_1_port}", &nth_port(ports.engine, 1).to_string())
+        .replace("{gateway_http_port}", &ports.http.to_string())
+        .replace("{engine_0_http_port}", &nth_port(ports.http, 1).to_string())
+        .replace("{engine_1_http_port}", &nth_port(ports.http, 2).to_string())
         .replace("{data_dir}", &data_dir.display().to_string())
 }
 
@@ -253,15 +268,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let gateway_cfg = conf_dir.join("gateway.toml");
-    std::fs::write(
-        &gateway_cfg,
-        fill(
-            GATEWAY_TEMPLATE,
-            args.gateway_port,
-            args.engine_port,
-            &data_dir,
-        ),
-    )?;
+    let ports = Ports {
+        gateway: args.gateway_port,
+        engine: args.engine_port,
+        http: args.http_port,
+    };
+    std::fs::write(&gateway_cfg, fill(GATEWAY_TEMPLATE, ports, &data_dir))?;
     // Tokens where herdctl's other commands find them.
     std::fs::write(conf_dir.join("control.token"), CONTROL_TOKEN)?;
     std::fs::write(conf_dir.join("admin.token"), ADMIN_TOKEN)?;
@@ -282,7 +294,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let gateway_port = port_of(&procs[0].addr);
         for (i, t) in ENGINE_TEMPLATES.iter().enumerate() {
             let cfg = conf_dir.join(format!("engine-{i}.toml"));
-            std::fs::write(&cfg, fill(t, gateway_port, args.engine_port, &data_dir))?;
+            let ports = Ports {
+                gateway: gateway_port,
+                ..ports
+            };
+            std::fs::write(&cfg, fill(t, ports, &data_dir))?;
             procs.push(
                 spawn(
                     &format!("engine-{i}"),
@@ -304,6 +320,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("Herd is up (paper venue, no keys, no network).");
     for p in &procs {
         println!("  {:<9} grpc://{}", p.name, p.addr);
+    }
+    if args.http_port != 0 {
+        println!(
+            "  metrics   http://127.0.0.1:{}/metrics (gateway), :{}/metrics, :{}/metrics (engines)",
+            args.http_port,
+            nth_port(args.http_port, 1),
+            nth_port(args.http_port, 2)
+        );
+        println!(
+            "  dashboard http://127.0.0.1:{}/ (e0), http://127.0.0.1:{}/ (e1)",
+            nth_port(args.http_port, 1),
+            nth_port(args.http_port, 2)
+        );
     }
     println!("  logs      {}", log_dir.display());
     println!(
