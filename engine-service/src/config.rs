@@ -387,6 +387,7 @@ mod tests {
     fn the_local_herd_runs_rangers_and_grid_slots() {
         let text = include_str!("../../deploy/local/engine-0.toml")
             .replace("{engine_0_port}", "50061")
+            .replace("{engine_0_http_port}", "9091")
             .replace("{gateway_port}", "50051")
             .replace("{data_dir}", "/tmp/herd-data");
         let cfg: EngineConfig = toml::from_str(&text).unwrap();

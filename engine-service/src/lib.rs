@@ -53,14 +53,16 @@ pub async fn open_store(cfg: &EngineConfig) -> anyhow::Result<Store> {
 
 /// The strategies the config asks for. The rangers and the grid are always
 /// built (their status blocks are always present; disabled by default).
-pub fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Box<dyn Strategy>>> {
+/// Waits for a fresh wall-clock second first, so this run's client order ids
+/// cannot repeat an earlier run's (see [`strategy::IdGen`]).
+pub async fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Box<dyn Strategy>>> {
     cfg.rangers
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     cfg.grid
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    let now = execution::now_ms();
+    let now = strategy::fresh_run_start_ms().await;
     Ok(vec![
         Box::new(rangers::Rangers::new(cfg.rangers.clone(), &cfg.symbol, now)),
         Box::new(grid::Grid::new(cfg.grid.clone(), &cfg.symbol, now)),

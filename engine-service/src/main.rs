@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
-    let strategies = herd_engine::strategies_from_config(&cfg)?;
+    let strategies = herd_engine::strategies_from_config(&cfg).await?;
     herd_engine::run(
         cfg,
         strategies,

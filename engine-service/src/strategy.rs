@@ -175,27 +175,71 @@ impl MarketView {
     }
 }
 
-/// Builds client order ids unique across engine restarts: a per-run prefix
-/// (the run's start time in base 36) and a counter.
+/// Run ids count seconds from 2025-01-01T00:00:00Z (six base-36 digits last
+/// until 2094).
+const RUN_EPOCH_S: i64 = 1_735_689_600;
+/// Run ids are always this many base-36 digits, so `run + counter` parses
+/// one way only.
+const RUN_DIGITS: usize = 6;
+/// The counter stays within three base-36 digits: at 36^3 the run id moves
+/// on by one second and the counter starts again.
+const COUNTER_LIMIT: u64 = 36 * 36 * 36;
+/// 36^6: run ids wrap around after 69 years (and times before the epoch,
+/// as in tests, wrap into range instead of colliding at zero).
+const RUN_SPACE: i64 = 2_176_782_336;
+
+/// Builds client order ids unique across engine restarts: `tag-RRRRRRc..`,
+/// a per-run id (the run's start second, six base-36 digits) and a counter
+/// of at most three digits. A grid id with the gateway's engine prefix
+/// (`e0-g3ae-` + 9) is 17 characters, inside Kraken's 18-character
+/// `cl_ord_id`.
+///
+/// Uniqueness across runs: the engine starts each run in a fresh wall-clock
+/// second ([`fresh_run_start_ms`]), and a counter rollover moves the run id
+/// on by one second per 46,656 orders, far slower than the clock moves at
+/// any venue's rate limits, so a later run never reuses an earlier run's id.
 #[derive(Debug, Clone)]
 pub struct IdGen {
-    run: String,
+    run: u64,
     next: u64,
 }
 
 impl IdGen {
     pub fn new(run_start_ms: i64) -> IdGen {
+        let secs = (run_start_ms.div_euclid(1000) - RUN_EPOCH_S).rem_euclid(RUN_SPACE);
         IdGen {
-            run: base36(u64::try_from(run_start_ms).unwrap_or(0)),
+            run: u64::try_from(secs).unwrap_or(0),
             next: 0,
         }
     }
 
-    /// `tag` names the owner ("m" manual, "r0" ranger 0, ...).
+    /// `tag` names the owner ("m" manual, "r0e" ranger 0's entry, ...).
     pub fn next(&mut self, tag: &str) -> String {
         self.next += 1;
-        format!("{tag}-{}{}", self.run, base36(self.next))
+        if self.next >= COUNTER_LIMIT {
+            self.run = (self.run + 1) % RUN_SPACE.unsigned_abs();
+            self.next = 1;
+        }
+        format!(
+            "{tag}-{:0>width$}{}",
+            base36(self.run),
+            base36(self.next),
+            width = RUN_DIGITS
+        )
     }
+}
+
+/// Waits until the wall clock enters a new second and returns that instant
+/// in ms: a run started this way has a run id later than any run started
+/// before it (see [`IdGen`]). Costs at most one second at start-up.
+pub async fn fresh_run_start_ms() -> i64 {
+    let now = crate::execution::now_ms();
+    let wait = 1000 - now.rem_euclid(1000);
+    tokio::time::sleep(std::time::Duration::from_millis(
+        u64::try_from(wait).unwrap_or(1000),
+    ))
+    .await;
+    crate::execution::now_ms().max(now + wait)
 }
 
 fn base36(mut n: u64) -> String {
@@ -316,18 +360,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_unique_across_runs_and_short() {
-        let mut a = IdGen::new(1_700_000_000_000);
-        let mut b = IdGen::new(1_700_000_000_001);
+    fn ids_are_unique_across_runs_and_fit_kraken_with_the_prefix() {
+        // Runs one second apart, as fresh_run_start_ms guarantees.
+        let mut a = IdGen::new(1_800_000_000_000);
+        let mut b = IdGen::new(1_800_000_001_000);
         let ids: std::collections::HashSet<String> = (0..1000)
-            .flat_map(|_| [a.next("r0"), b.next("r0")])
+            .flat_map(|_| [a.next("g9ae"), b.next("g9ae")])
             .collect();
         assert_eq!(ids.len(), 2000);
-        assert!(
-            ids.iter().all(|i| i.len() <= 28),
-            "fits the gateway's id limit"
-        );
+        for id in &ids {
+            let venue_id = format!("e0-{id}");
+            assert!(venue_id.len() <= 18, "{venue_id} exceeds Kraken's 18");
+        }
         assert_eq!(base36(35), "z");
         assert_eq!(base36(36), "10");
+    }
+
+    #[test]
+    fn counter_rollover_moves_the_run_on_and_stays_unique() {
+        let mut a = IdGen::new(1_800_000_000_000);
+        let mut seen = std::collections::HashSet::new();
+        let mut longest = 0;
+        for _ in 0..(2 * COUNTER_LIMIT + 10) {
+            let id = a.next("r0e");
+            longest = longest.max(id.len());
+            assert!(seen.insert(id.clone()), "duplicate {id}");
+        }
+        // "r0e-" + 6 + at most 3 digits.
+        assert_eq!(longest, 4 + 6 + 3);
+        // The run after the rollover is the next second's: a run started two
+        // seconds later does not collide with the first 2 * 36^3 orders.
+        let mut later = IdGen::new(1_800_000_003_000);
+        for _ in 0..1000 {
+            assert!(!seen.contains(&later.next("r0e")));
+        }
     }
 }

@@ -355,6 +355,9 @@ async fn local_herd_engine_1_opens_hedges_on_the_paper_perps() {
         text.replace("{gateway_port}", &gateway_port.to_string())
             .replace("{engine_0_port}", "0")
             .replace("{engine_1_port}", "0")
+            .replace("{gateway_http_port}", "0")
+            .replace("{engine_0_http_port}", "0")
+            .replace("{engine_1_http_port}", "0")
             .replace("{data_dir}", &dir.path().display().to_string())
     };
     let gw_path = dir.path().join("gateway.toml");

@@ -758,7 +758,8 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
 
         // The restarted engine: the same ledger, plus the exits that filled
         // while down booked; live exits adopted; stale entries cancelled.
-        let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1);
+        // A restart runs in a later wall-clock second (fresh_run_start_ms).
+        let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1_000);
         let actions = restarted.restore(&rows, &known, sim.now);
         let r = restarted.ledger();
         assert_eq!(r.positions.len(), live.positions.len(), "{backend}");

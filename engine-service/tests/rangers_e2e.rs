@@ -377,8 +377,8 @@ async fn not_ready_regime_places_nothing() {
     gw.stop().await;
 }
 
-#[test]
-fn demo_configs_parse_and_validate() {
+#[tokio::test]
+async fn demo_configs_parse_and_validate() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/rangers-demo");
     let gw = herd_gateway::config::GatewayConfig::load(Some(&dir.join("gateway.toml"))).unwrap();
     let doge = &gw.paper.exchange.instruments[0];
@@ -389,7 +389,7 @@ fn demo_configs_parse_and_validate() {
     assert_eq!(e.rangers.entry_pct, dec!(0.15));
     assert_eq!(e.rangers.doge_reserve, dec!(100));
     assert_eq!(e.gateway_token.expose(), gw.engines[0].token.expose());
-    let strategies = herd_engine::strategies_from_config(&e).unwrap();
+    let strategies = herd_engine::strategies_from_config(&e).await.unwrap();
     assert!(
         strategies
             .iter()

@@ -426,7 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Engine { config } => {
             herd_engine::init_tracing();
             let cfg = herd_engine::config::EngineConfig::load(Some(&config))?;
-            let strategies = herd_engine::strategies_from_config(&cfg)?;
+            let strategies = herd_engine::strategies_from_config(&cfg).await?;
             herd_engine::run(
                 cfg,
                 strategies,

@@ -272,7 +272,7 @@ impl TestEngine {
     /// Starts `herd_engine::run` with the strategies its config asks for.
     pub async fn start(cfg: EngineConfig) -> TestEngine {
         cfg.validate().unwrap();
-        let strategies = herd_engine::strategies_from_config(&cfg).unwrap();
+        let strategies = herd_engine::strategies_from_config(&cfg).await.unwrap();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(herd_engine::run(

@@ -12,6 +12,7 @@
 //! for how a perpetual is named ("BTCUSDT-PERP") next to its spot pair.
 
 mod clock;
+pub mod credential;
 mod error;
 mod instrument;
 pub mod perp;

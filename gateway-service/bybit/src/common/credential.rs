@@ -16,10 +16,8 @@ use super::consts::{ENV_API_KEY, ENV_API_SECRET};
 /// Why credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("environment variable {0} is not set")]
-    MissingEnv(&'static str),
-    #[error("cannot read {path}: {message}")]
-    File { path: String, message: String },
+    #[error(transparent)]
+    Source(#[from] herd_venue::credential::SourceError),
     #[error("the API key is empty")]
     EmptyKey,
     #[error("the API secret is empty")]
@@ -50,33 +48,16 @@ impl BybitCredential {
 
     /// Reads `BYBIT_API_KEY` and `BYBIT_API_SECRET`.
     pub fn from_env() -> Result<BybitCredential, CredentialError> {
-        let mut key =
-            std::env::var(ENV_API_KEY).map_err(|_| CredentialError::MissingEnv(ENV_API_KEY))?;
-        let mut secret = std::env::var(ENV_API_SECRET)
-            .map_err(|_| CredentialError::MissingEnv(ENV_API_SECRET))?;
-        let out = BybitCredential::new(&key, &secret);
-        key.zeroize();
-        secret.zeroize();
-        out
+        herd_venue::credential::from_env(ENV_API_KEY, ENV_API_SECRET, BybitCredential::new)
     }
 
-    /// Reads the key and the secret from two files; whitespace is ignored.
+    /// Reads the key and the secret from two files, as a Kubernetes Secret
+    /// mounted as a volume provides them. Surrounding whitespace is ignored.
     pub fn from_files(
         key_path: &Path,
         secret_path: &Path,
     ) -> Result<BybitCredential, CredentialError> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| CredentialError::File {
-                path: p.display().to_string(),
-                message: e.to_string(),
-            })
-        };
-        let mut key = read(key_path)?;
-        let mut secret = read(secret_path)?;
-        let out = BybitCredential::new(&key, &secret);
-        key.zeroize();
-        secret.zeroize();
-        out
+        herd_venue::credential::from_files(key_path, secret_path, BybitCredential::new)
     }
 
     /// The public API key, sent as `X-BAPI-API-KEY`.
@@ -192,7 +173,12 @@ mod tests {
             "fd4f31228a46109dc6673062328693696df9a96c7ff04e6491a45e7f63a0fdd7"
         );
         let missing = BybitCredential::from_files(&dir.path().join("nope"), &s);
-        assert!(matches!(missing, Err(CredentialError::File { .. })));
+        assert!(matches!(
+            missing,
+            Err(CredentialError::Source(
+                herd_venue::credential::SourceError::File { .. }
+            ))
+        ));
         let err = BybitCredential::from_files(&dir.path().join("nope"), &s)
             .unwrap_err()
             .to_string();

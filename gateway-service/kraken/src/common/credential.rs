@@ -18,10 +18,8 @@ use super::consts::{ENV_API_KEY, ENV_API_SECRET};
 /// Why credentials could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("environment variable {0} is not set")]
-    MissingEnv(&'static str),
-    #[error("cannot read {path}: {message}")]
-    File { path: String, message: String },
+    #[error(transparent)]
+    Source(#[from] herd_venue::credential::SourceError),
     #[error("the API key is empty")]
     EmptyKey,
     #[error("the API secret is not valid base64")]
@@ -52,14 +50,7 @@ impl KrakenCredential {
 
     /// Reads `KRAKEN_API_KEY` and `KRAKEN_API_SECRET`.
     pub fn from_env() -> Result<KrakenCredential, CredentialError> {
-        let mut key =
-            std::env::var(ENV_API_KEY).map_err(|_| CredentialError::MissingEnv(ENV_API_KEY))?;
-        let mut secret = std::env::var(ENV_API_SECRET)
-            .map_err(|_| CredentialError::MissingEnv(ENV_API_SECRET))?;
-        let out = KrakenCredential::new(&key, &secret);
-        key.zeroize();
-        secret.zeroize();
-        out
+        herd_venue::credential::from_env(ENV_API_KEY, ENV_API_SECRET, KrakenCredential::new)
     }
 
     /// Reads the key and the secret from two files, as a Kubernetes Secret
@@ -68,18 +59,7 @@ impl KrakenCredential {
         key_path: &Path,
         secret_path: &Path,
     ) -> Result<KrakenCredential, CredentialError> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|e| CredentialError::File {
-                path: p.display().to_string(),
-                message: e.to_string(),
-            })
-        };
-        let mut key = read(key_path)?;
-        let mut secret = read(secret_path)?;
-        let out = KrakenCredential::new(&key, &secret);
-        key.zeroize();
-        secret.zeroize();
-        out
+        herd_venue::credential::from_files(key_path, secret_path, KrakenCredential::new)
     }
 
     /// The public API key, sent as the `API-Key` header.
@@ -174,6 +154,11 @@ mod tests {
         let cred = KrakenCredential::from_files(&k, &s).unwrap();
         assert_eq!(cred.api_key(), "abc");
         let missing = KrakenCredential::from_files(&dir.path().join("nope"), &s);
-        assert!(matches!(missing, Err(CredentialError::File { .. })));
+        assert!(matches!(
+            missing,
+            Err(CredentialError::Source(
+                herd_venue::credential::SourceError::File { .. }
+            ))
+        ));
     }
 }
