@@ -345,10 +345,11 @@ impl Shared {
                 Ok(order)
             }
             Err(s) => {
-                if !matches!(
+                let unknown = matches!(
                     s.code(),
                     Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                ) {
+                ) && !herd_proto::serving::is_drain_refusal(&s);
+                if !unknown {
                     // A definite refusal: the order does not exist anywhere.
                     let rejected = pb::Order {
                         client_order_id: intent.client_order_id.clone(),
@@ -419,7 +420,7 @@ impl Shared {
                                 if matches!(
                                     s.code(),
                                     Code::Unavailable | Code::DeadlineExceeded
-                                ) =>
+                                ) && !herd_proto::serving::is_drain_refusal(&s) =>
                             {
                                 // Outcome unknown: the stream or a reconcile tells.
                                 tracing::warn!(owner, client_order_id = %intent.client_order_id, error = %s.message(), "place outcome unknown");

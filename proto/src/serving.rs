@@ -94,6 +94,21 @@ pub fn init_tracing() {
     }
 }
 
+/// Trailer metadata on a refusal by [`Drain::check_accepting`]: unlike other
+/// UNAVAILABLE answers, the call was refused before it did anything, so its
+/// outcome is known (nothing happened).
+pub const DRAIN_REFUSAL_KEY: &str = "herd-refused";
+
+/// True when `status` is a draining server's refusal (see
+/// [`DRAIN_REFUSAL_KEY`]): a definite "not done", not an unknown outcome.
+pub fn is_drain_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && status
+            .metadata()
+            .get(DRAIN_REFUSAL_KEY)
+            .is_some_and(|v| v == "shutting-down")
+}
+
 /// A server's shutdown state, shared with its handlers and streams.
 ///
 /// SIGTERM first makes the service [`Drain::start`] (it still serves, but
@@ -152,9 +167,14 @@ impl Drain {
     /// caller may retry elsewhere or after the restart).
     pub fn check_accepting(&self) -> Result<(), tonic::Status> {
         if self.is_draining() {
-            Err(tonic::Status::unavailable(
+            let mut st = tonic::Status::unavailable(
                 "shutting down: no new orders are accepted; retry after the restart",
-            ))
+            );
+            st.metadata_mut().insert(
+                DRAIN_REFUSAL_KEY,
+                tonic::metadata::MetadataValue::from_static("shutting-down"),
+            );
+            Err(st)
         } else {
             Ok(())
         }
@@ -305,5 +325,50 @@ impl ShutdownTimes {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_refusal_is_told_apart_from_other_unavailable_answers() {
+        let drain = Drain::new();
+        assert!(drain.check_accepting().is_ok());
+        drain.start();
+        let Err(refused) = drain.check_accepting() else {
+            unreachable!("a draining server accepts nothing new")
+        };
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().starts_with("shutting down"));
+        assert!(is_drain_refusal(&refused));
+        assert!(!is_drain_refusal(&tonic::Status::unavailable("venue down")));
+    }
+
+    #[tokio::test]
+    async fn close_implies_start_and_wakes_waiters() {
+        let drain = Drain::new();
+        let waiter = tokio::spawn({
+            let d = drain.clone();
+            async move { d.closed().await }
+        });
+        assert!(!drain.is_draining());
+        drain.close();
+        assert!(drain.is_draining());
+        drain.started().await;
+        waiter.await.ok();
+        // Idempotent, never goes back.
+        drain.start();
+        drain.closed().await;
+    }
+
+    #[test]
+    fn the_drain_delay_must_leave_time_before_the_deadline() {
+        assert!(ShutdownTimes::validate(2_000, 30_000).is_ok());
+        assert!(ShutdownTimes::validate(0, 1).is_ok());
+        let e = ShutdownTimes::validate(30_000, 30_000).unwrap_err();
+        assert!(e.contains("drain_delay_ms"), "{e}");
+        assert!(ShutdownTimes::validate(0, 0).is_err());
     }
 }

@@ -161,6 +161,12 @@ async fn gateway_sigterm_flips_health_refuses_new_orders_finishes_the_one_in_fli
         .expect_err("a new order during the drain must be refused");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("shutting down"), "{refused:?}");
+    // Marked as a definite refusal, so an engine does not take it for an
+    // unknown outcome.
+    assert!(
+        herd_proto::serving::is_drain_refusal(&refused),
+        "{refused:?}"
+    );
     assert!(
         signaled.elapsed() < Duration::from_millis(DRAIN_DELAY_MS),
         "the checks took longer than the drain delay; the test proves nothing"
@@ -271,7 +277,7 @@ async fn gateway_exits_non_zero_at_the_shutdown_deadline_naming_the_call_in_flig
         "the stuck place cannot succeed: {answer:?}"
     );
     eprintln!(
-        "gateway deadline: exit status {status} {} ms after SIGTERM (deadline {} ms)",
+        "gateway deadline: {status} {} ms after SIGTERM (deadline {} ms)",
         took.as_millis(),
         deadline.as_millis()
     );
