@@ -281,7 +281,7 @@ pub async fn run(
         p.save(path).context("saving the paper state at shutdown")?;
     }
     tracing::info!(
-        elapsed_ms = signaled.elapsed().as_millis() as u64,
+        elapsed_ms = u64::try_from(signaled.elapsed().as_millis()).unwrap_or(u64::MAX),
         "gateway stopped"
     );
     Ok(())
@@ -289,10 +289,10 @@ pub async fn run(
 
 /// Best effort on the way out after the deadline: the error is logged.
 fn save_paper(paper: Option<&PaperVenue>, path: Option<&std::path::Path>) {
-    if let (Some(p), Some(path)) = (paper, path) {
-        if let Err(e) = p.save(path) {
-            tracing::error!(error = %e, "paper state not saved at shutdown");
-        }
+    if let (Some(p), Some(path)) = (paper, path)
+        && let Err(e) = p.save(path)
+    {
+        tracing::error!(error = %e, "paper state not saved at shutdown");
     }
 }
 

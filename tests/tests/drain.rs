@@ -145,6 +145,22 @@ async fn gateway_sigterm_flips_health_refuses_new_orders_finishes_the_one_in_fli
     .await
     .unwrap();
 
+    // An engine's event stream, open across the shutdown.
+    let mut events = client
+        .stream_order_events(gpb::StreamOrderEventsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let stream = tokio::spawn(async move {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(Instant::now()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+
     gw.proc.sigterm().await.unwrap();
     let signaled = Instant::now();
     // 1. Health flips first, while the place is still at the venue.
@@ -179,7 +195,17 @@ async fn gateway_sigterm_flips_health_refuses_new_orders_finishes_the_one_in_fli
     assert!(ticker.is_ok(), "reads during the drain: {ticker:?}");
     assert!(!in_flight.is_finished());
 
-    // 3. The call in flight completes OK and the order exists.
+    // 3. The event stream ends cleanly (status OK) after the drain delay,
+    //    so the server can stop; an engine would reconnect and resume.
+    let ended = stream
+        .await
+        .unwrap()
+        .expect("the event stream ends with status OK");
+    assert!(
+        ended.duration_since(signaled) >= Duration::from_millis(DRAIN_DELAY_MS),
+        "the event stream ended during the drain delay"
+    );
+    // The call in flight completes OK and the order exists.
     let placed = in_flight
         .await
         .unwrap()
