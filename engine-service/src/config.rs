@@ -90,6 +90,16 @@ pub struct EngineConfig {
     /// The funding-rate orchestrator (seed 003): disabled unless
     /// `enabled = true`.
     pub funding: FundingConfig,
+    /// On SIGTERM: milliseconds the engine keeps serving after its health
+    /// turned NOT_SERVING while its strategies place nothing new and
+    /// SubmitOrder answers UNAVAILABLE.
+    pub drain_delay_ms: u64,
+    /// On SIGTERM: the hard limit, counted from the signal, for the whole
+    /// shutdown (drain delay, in-flight calls, the funding shutdown policy,
+    /// closing the store). Past it the engine logs what was still in flight
+    /// and exits non-zero. Keep it below the pod's
+    /// terminationGracePeriodSeconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +123,8 @@ impl Default for EngineConfig {
             rangers: RangerConfig::default(),
             grid: GridConfig::default(),
             funding: FundingConfig::default(),
+            drain_delay_ms: 2_000,
+            shutdown_timeout_ms: 30_000,
         }
     }
 }
@@ -241,6 +253,8 @@ impl EngineConfig {
                 env::CONTROL_TOKEN
             )));
         }
+        herd_proto::serving::ShutdownTimes::validate(self.drain_delay_ms, self.shutdown_timeout_ms)
+            .map_err(ConfigError::Invalid)?;
         if !(self.gateway_url.starts_with("http://") || self.gateway_url.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(
                 "gateway_url {:?} must start with http:// or https://",

@@ -660,6 +660,8 @@ impl pb::engine_server::Engine for ControlService {
         } else {
             r.symbol
         };
+        // Shutting down: UNAVAILABLE, so a client retries after the restart.
+        self.shared.drain.check_accepting()?;
         let mode = self.shared.state().mode;
         if mode != Mode::Running {
             return Err(Status::failed_precondition(format!(

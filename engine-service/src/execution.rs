@@ -137,6 +137,9 @@ pub struct Shared {
     ids: Mutex<IdGen>,
     /// The funding-rate orchestrator, when the engine runs one.
     pub funding: std::sync::OnceLock<Arc<crate::funding::FundingHandle>>,
+    /// Shutdown state: once draining, strategies place nothing new (their
+    /// places fail back to them as on a paused engine) and ticks stop.
+    pub drain: herd_proto::serving::Drain,
 }
 
 impl std::fmt::Debug for Shared {
@@ -224,6 +227,7 @@ impl Shared {
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
             funding: std::sync::OnceLock::new(),
+            drain: herd_proto::serving::Drain::new(),
         }
     }
 
@@ -341,10 +345,11 @@ impl Shared {
                 Ok(order)
             }
             Err(s) => {
-                if !matches!(
+                let unknown = matches!(
                     s.code(),
                     Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                ) {
+                ) && !herd_proto::serving::is_drain_refusal(&s);
+                if !unknown {
                     // A definite refusal: the order does not exist anywhere.
                     let rejected = pb::Order {
                         client_order_id: intent.client_order_id.clone(),
@@ -402,6 +407,12 @@ impl Shared {
                             UpdateKind::PlaceFailed,
                             format!("engine is {mode:?}"),
                         ))
+                    } else if self.drain.is_draining() {
+                        Some((
+                            intent.client_order_id.clone(),
+                            UpdateKind::PlaceFailed,
+                            "engine is shutting down".to_string(),
+                        ))
                     } else {
                         match self.place(owner, intent).await {
                             Ok(_) => None,
@@ -409,7 +420,7 @@ impl Shared {
                                 if matches!(
                                     s.code(),
                                     Code::Unavailable | Code::DeadlineExceeded
-                                ) =>
+                                ) && !herd_proto::serving::is_drain_refusal(&s) =>
                             {
                                 // Outcome unknown: the stream or a reconcile tells.
                                 tracing::warn!(owner, client_order_id = %intent.client_order_id, error = %s.message(), "place outcome unknown");
@@ -915,14 +926,28 @@ impl Shared {
 
     /// Refreshes the market and runs every strategy's tick, every `tick_ms`
     /// (after startup cleanup, so no strategy's new order is mistaken for a
-    /// stale one).
+    /// stale one). Returns once the engine drains: a tick in progress
+    /// finishes, no new one starts.
     pub async fn run_ticks(self: Arc<Self>) {
-        self.startup_cleanup().await;
-        self.restore_strategies().await;
+        let drain = self.drain.clone();
+        tokio::select! {
+            () = drain.started() => return,
+            () = async {
+                self.startup_cleanup().await;
+                self.restore_strategies().await;
+            } => {}
+        }
         let mut interval = tokio::time::interval(Duration::from_millis(self.cfg.tick_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
+            tokio::select! {
+                biased;
+                () = drain.started() => {
+                    tracing::info!("strategy ticks stopped: engine shutting down");
+                    return;
+                }
+                _ = interval.tick() => {}
+            }
             self.refresh_instrument().await;
             self.refresh_balances(now_ms()).await;
             self.refresh_capacity().await;

@@ -69,8 +69,13 @@ pub async fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Bo
     ])
 }
 
-/// Runs the engine until `shutdown` resolves. `on_ready` gets the control
-/// server's bound address.
+/// Runs the engine until `shutdown` resolves, then drains (see
+/// ARCHITECTURE.md, "Shutdown"): health NOT_SERVING at once, nothing new
+/// placed for `drain_delay_ms`, then the control server stops accepting and
+/// in-flight calls finish, the funding shutdown policy runs and the store
+/// closes; an error when that takes longer than `shutdown_timeout_ms` (the
+/// process exits non-zero). `on_ready` gets the control server's bound
+/// address.
 pub async fn run(
     cfg: EngineConfig,
     strategies: Vec<Box<dyn Strategy>>,
@@ -89,8 +94,11 @@ pub async fn run(
         tasks.spawn(orchestrator.run());
     }
     tasks.spawn(emergency_on_sigusr1(shared.clone()));
-    tasks.spawn(shared.clone().run_event_stream());
-    tasks.spawn(shared.clone().run_ticks());
+    // Runs until the end of the shutdown: fills of in-flight orders and of the
+    // funding shutdown policy's orders are still journaled.
+    let event_stream = tokio::spawn(shared.clone().run_event_stream());
+    // Stops by itself once the engine drains (a tick in progress finishes).
+    let mut ticks = tokio::spawn(shared.clone().run_ticks());
     tasks.spawn(regime::run(shared.clone()));
 
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -123,45 +131,126 @@ pub async fn run(
     }
     on_ready(local);
 
-    let health_on_stop = health.clone();
-    let http_on_stop = http_state.clone();
-    let stop = async move {
-        shutdown.await;
-        http_on_stop
-            .serving
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        health_on_stop
-            .set_not_serving::<EngineServer<ControlService>>()
-            .await;
-        health_on_stop
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        tracing::info!("engine draining");
-    };
-    Server::builder()
+    let times =
+        herd_proto::serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
+    let calls = herd_proto::serving::InFlight::new();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_svc)
         .add_service(herd_proto::serving::reflection_v1()?)
         .add_service(herd_proto::serving::reflection_v1alpha()?)
-        .add_service(control)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
-        .context("engine control server failed")?;
-    if let Some(f) = shared.funding.get() {
-        let policy = f.config().shutdown_policy.as_str();
-        tracing::info!(policy, "funding orchestrator shutting down");
-        if tokio::time::timeout(std::time::Duration::from_secs(60), f.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::error!("funding shutdown did not finish within 60 s");
+        .add_service(calls.wrap(control))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+
+    // Serve until the signal (or until the server fails on its own).
+    tokio::select! {
+        joined = &mut server => {
+            let _ = http_stop_tx.send(());
+            tasks.abort_all();
+            event_stream.abort();
+            ticks.abort();
+            store.close().await;
+            joined.context("engine control server task")?.context("engine control server failed")?;
+            anyhow::bail!("engine control server stopped without a shutdown signal");
         }
+        () = shutdown => {}
     }
+    let signaled = tokio::time::Instant::now();
+    let deadline = signaled + times.timeout;
+
+    // 1. Tell probes and clients first.
+    http_state
+        .serving
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    health
+        .set_not_serving::<EngineServer<ControlService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // 2. Serve on for the drain delay; strategies and SubmitOrder place
+    //    nothing new, the funding orchestrator opens nothing new.
+    shared.drain.start();
+    if let Some(f) = shared.funding.get() {
+        f.set_opening_paused(Some("engine shutting down".into()));
+    }
+    tracing::info!(
+        engine = %cfg.id,
+        drain_delay_ms = cfg.drain_delay_ms,
+        shutdown_timeout_ms = cfg.shutdown_timeout_ms,
+        in_flight = calls.len(),
+        "engine draining: health NOT_SERVING, strategies place nothing new"
+    );
+    tokio::time::sleep_until((signaled + times.drain_delay).min(deadline)).await;
+
+    // 3. Stop accepting, finish in-flight calls and the tick in progress,
+    //    apply the funding shutdown policy.
+    shared.drain.close();
+    let _ = stop_tx.send(());
+    tracing::info!(
+        in_flight = calls.len(),
+        calls = ?calls.describe(),
+        "engine closing: no new connections; waiting for in-flight calls"
+    );
+    let funding = shared.funding.get().cloned();
+    let step = std::sync::Mutex::new("in-flight control calls");
+    let set_step = |s: &'static str| *step.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    let finish = async {
+        let served = (&mut server).await;
+        set_step("the strategy tick in progress");
+        let _ = (&mut ticks).await;
+        if let Some(f) = funding {
+            let policy = f.config().shutdown_policy.as_str();
+            set_step("the funding shutdown policy");
+            tracing::info!(policy, "funding orchestrator shutting down");
+            f.shutdown().await;
+        }
+        served
+    };
+    let finished = tokio::time::timeout_at(deadline, finish).await;
     let _ = http_stop_tx.send(());
     tasks.abort_all();
-    store.close().await;
-    tracing::info!("engine stopped");
-    Ok(())
+    event_stream.abort();
+    match finished {
+        Ok(served) => {
+            // 4. Flush the store.
+            store.close().await;
+            served
+                .context("engine control server task")?
+                .context("engine control server failed")?;
+            tracing::info!(
+                elapsed_ms = u64::try_from(signaled.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "engine stopped"
+            );
+            Ok(())
+        }
+        Err(_) => {
+            let waiting_for = *step.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::error!(
+                shutdown_timeout_ms = cfg.shutdown_timeout_ms,
+                waiting_for,
+                calls = ?calls.describe(),
+                "engine shutdown deadline passed with work still in flight; exiting anyway"
+            );
+            server.abort();
+            ticks.abort();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), store.close())
+                .await
+                .is_err()
+            {
+                tracing::error!("engine store did not close within 2 s");
+            }
+            anyhow::bail!(
+                "shutdown deadline of {} ms passed while waiting for {waiting_for} ({} call(s) in flight)",
+                cfg.shutdown_timeout_ms,
+                calls.len()
+            )
+        }
+    }
 }
 
 /// SIGUSR1 = emergency stop (design.md): the engine halts, its open orders

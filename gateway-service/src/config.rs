@@ -86,6 +86,9 @@ pub struct PaperSection {
     /// Keep the paper account (balances, orders, prices) in this file so it
     /// survives a gateway restart; saved every few seconds and at shutdown.
     pub state_file: Option<std::path::PathBuf>,
+    /// Test knob: milliseconds every place and cancel waits before it
+    /// reaches the paper book (a slow venue). 0 (the default) = none.
+    pub latency_ms: u64,
 }
 
 impl Default for PaperSection {
@@ -97,6 +100,7 @@ impl Default for PaperSection {
             },
             step_ms: 1_000,
             state_file: None,
+            latency_ms: 0,
         }
     }
 }
@@ -168,6 +172,15 @@ pub struct GatewayConfig {
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
     pub dead_mans_switch: DeadMansSwitch,
+    /// On SIGTERM: milliseconds the gateway keeps serving after its health
+    /// turned NOT_SERVING (so Kubernetes endpoints and load balancers stop
+    /// sending it work) while refusing new orders with UNAVAILABLE.
+    pub drain_delay_ms: u64,
+    /// On SIGTERM: the hard limit, counted from the signal, for the whole
+    /// shutdown (drain delay, in-flight calls, saving state). Past it the
+    /// gateway logs what was still in flight and exits non-zero. Keep it
+    /// below the pod's terminationGracePeriodSeconds.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -188,6 +201,8 @@ impl Default for GatewayConfig {
             bybit: BybitConfig::default(),
             kraken: herd_kraken::KrakenConfig::default(),
             dead_mans_switch: DeadMansSwitch::default(),
+            drain_delay_ms: 2_000,
+            shutdown_timeout_ms: 30_000,
         }
     }
 }
@@ -374,6 +389,8 @@ impl GatewayConfig {
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
         }
+        herd_proto::serving::ShutdownTimes::validate(self.drain_delay_ms, self.shutdown_timeout_ms)
+            .map_err(ConfigError::Invalid)?;
         if self.venue == VenueKind::Bybit {
             let url = &self.bybit.base_url;
             if !(url.starts_with("https://") || url.starts_with("http://")) {

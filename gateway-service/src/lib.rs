@@ -47,8 +47,12 @@ fn new_incarnation(clock: &dyn Clock) -> String {
     format!("{:x}-{:x}", clock.now_ms(), std::process::id())
 }
 
-/// Runs the gateway until `shutdown` resolves. `on_ready` gets the address
-/// actually bound (useful with port 0).
+/// Runs the gateway until `shutdown` resolves, then drains (see
+/// ARCHITECTURE.md, "Shutdown"): health NOT_SERVING at once, new orders
+/// refused for `drain_delay_ms`, then event streams end, the listener closes
+/// and in-flight calls finish; an error when that takes longer than
+/// `shutdown_timeout_ms` (the process exits non-zero). `on_ready` gets the
+/// address actually bound (useful with port 0).
 pub async fn run(
     cfg: GatewayConfig,
     on_ready: impl FnOnce(SocketAddr),
@@ -60,7 +64,8 @@ pub async fn run(
             let p = match &cfg.paper.state_file {
                 Some(path) => PaperVenue::load_or_new(&cfg.paper.exchange, clock.clone(), path)?,
                 None => PaperVenue::new(&cfg.paper.exchange, clock.clone()),
-            };
+            }
+            .with_latency(Duration::from_millis(cfg.paper.latency_ms));
             (Arc::new(p.clone()), Some(p))
         }
         VenueKind::Kraken => {
@@ -182,39 +187,113 @@ pub async fn run(
     }
     on_ready(local);
 
-    let health_on_stop = health.clone();
-    let http_on_stop = http_state.clone();
-    let stop = async move {
-        shutdown.await;
-        http_on_stop
-            .serving
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        // Tell probes and clients first, then drain.
-        health_on_stop
-            .set_not_serving::<GatewayServer<GatewayService>>()
-            .await;
-        health_on_stop
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        tracing::info!("gateway draining");
-    };
-    Server::builder()
+    let times =
+        herd_proto::serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
+    let calls = herd_proto::serving::InFlight::new();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_svc)
         .add_service(herd_proto::serving::reflection_v1()?)
         .add_service(herd_proto::serving::reflection_v1alpha()?)
-        .add_service(gateway)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, stop)
-        .await
-        .context("gateway server failed")?;
+        .add_service(calls.wrap(gateway))
+        .add_service(calls.wrap(admin))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+
+    // Serve until the signal (or until the server fails on its own).
+    tokio::select! {
+        joined = &mut server => {
+            let _ = http_stop_tx.send(());
+            tasks.abort_all();
+            joined.context("gateway server task")?.context("gateway server failed")?;
+            anyhow::bail!("gateway server stopped without a shutdown signal");
+        }
+        () = shutdown => {}
+    }
+    let signaled = tokio::time::Instant::now();
+    let deadline = signaled + times.timeout;
+
+    // 1. Tell probes and clients first.
+    http_state
+        .serving
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    health
+        .set_not_serving::<GatewayServer<GatewayService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // 2. Keep serving reads and cancels for the drain delay; no new orders.
+    core.drain.start();
+    tracing::info!(
+        drain_delay_ms = cfg.drain_delay_ms,
+        shutdown_timeout_ms = cfg.shutdown_timeout_ms,
+        in_flight = calls.len(),
+        "gateway draining: health NOT_SERVING, refusing new orders"
+    );
+    tokio::time::sleep_until((signaled + times.drain_delay).min(deadline)).await;
+    // 3. End the event streams, stop accepting, let in-flight calls finish.
+    core.drain.close();
+    let _ = stop_tx.send(());
+    tracing::info!(
+        in_flight = calls.len(),
+        calls = ?calls.describe(),
+        "gateway closing: no new connections; waiting for in-flight calls"
+    );
+    let finished = tokio::time::timeout_at(deadline, &mut server).await;
     let _ = http_stop_tx.send(());
+    match finished {
+        Ok(joined) => {
+            joined
+                .context("gateway server task")?
+                .context("gateway server failed")?;
+        }
+        Err(_) => {
+            let submits: Vec<String> = core
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            tracing::error!(
+                shutdown_timeout_ms = cfg.shutdown_timeout_ms,
+                calls = ?calls.describe(),
+                venue_submits = ?submits,
+                "gateway shutdown deadline passed with calls still in flight; exiting anyway"
+            );
+            server.abort();
+            tasks.abort_all();
+            save_paper(paper.as_ref(), cfg.paper.state_file.as_deref());
+            anyhow::bail!(
+                "shutdown deadline of {} ms passed with {} call(s) in flight",
+                cfg.shutdown_timeout_ms,
+                calls.len().max(submits.len())
+            );
+        }
+    }
     tasks.abort_all();
+    // 4. Flush state.
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;
     }
-    tracing::info!("gateway stopped");
+    tracing::info!(
+        elapsed_ms = u64::try_from(signaled.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "gateway stopped"
+    );
     Ok(())
+}
+
+/// Best effort on the way out after the deadline: the error is logged.
+fn save_paper(paper: Option<&PaperVenue>, path: Option<&std::path::Path>) {
+    if let (Some(p), Some(path)) = (paper, path)
+        && let Err(e) = p.save(path)
+    {
+        tracing::error!(error = %e, "paper state not saved at shutdown");
+    }
 }
 
 /// Logs as JSON when `HERD_LOG_FORMAT=json`, else human-readable, to stderr.

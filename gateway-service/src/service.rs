@@ -101,6 +101,9 @@ pub struct Core {
     /// for budget or for the answer). The poller leaves them alone: there is
     /// nothing to resolve until the submit itself has given up.
     pub in_flight: std::sync::Mutex<HashSet<String>>,
+    /// Shutdown state: once draining, new orders are refused; once closed,
+    /// event streams end.
+    pub drain: herd_proto::serving::Drain,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -130,6 +133,7 @@ impl Core {
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             in_flight: std::sync::Mutex::new(HashSet::new()),
+            drain: herd_proto::serving::Drain::new(),
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             fair: FairQueue::new(2, 64, &[]),
             instruments: RwLock::new(HashMap::new()),
@@ -472,6 +476,8 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let engine = engine_of(&req)?;
         self.core.registry.count_call(&engine);
+        // Draining: no new orders (cancels and reads are still answered).
+        self.core.drain.check_accepting()?;
         let order = self.core.place(&engine, req.get_ref()).await?;
         Ok(Response::new(pb::PlaceOrderResponse { order: Some(order) }))
     }
@@ -573,6 +579,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let after = req.get_ref().after_sequence;
         let registry = self.core.registry.clone();
         let clock = self.core.clock.clone();
+        let drain = self.core.drain.clone();
         // Refuse at once when the stream cannot start where asked.
         registry
             .events_after(&engine, after, 0)
@@ -606,6 +613,12 @@ impl pb::gateway_server::Gateway for GatewayService {
                 tokio::select! {
                     changed = changes.changed() => if changed.is_err() { break; },
                     _ = tx.closed() => break,
+                    // Shutting down: end the stream cleanly (status OK); the
+                    // engine reconnects to the next gateway and resumes.
+                    _ = drain.closed() => {
+                        tracing::info!(engine, cursor, "ending order event stream: gateway shutting down");
+                        break;
+                    }
                 }
             }
             registry.stream_closed(&engine, clock.now_ms());

@@ -37,6 +37,8 @@ impl Gateway {
                 weight: 1,
                 cancel_on_disconnect_ms: 0,
             }],
+            // Stop at once (no load balancer to wait for).
+            drain_delay_ms: 0,
             ..GatewayConfig::default()
         };
         cfg.paper.exchange.history_minutes = 0;

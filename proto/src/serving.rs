@@ -1,10 +1,19 @@
 //! What every Herd gRPC server carries besides its own services: reflection
 //! (v1 and v1alpha, with the health descriptor registered so grpcurl can
 //! describe the health service too) and a listener with TCP_NODELAY set on
-//! every accepted connection.
+//! every accepted connection; the shutdown helpers both services use
+//! ([`Drain`], [`InFlight`], [`ShutdownTimes`]).
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use tonic::codegen::{Service, http};
 use tonic::transport::server::TcpIncoming;
 
 /// Reflection, v1.
@@ -82,5 +91,284 @@ pub fn init_tracing() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// Trailer metadata on a refusal by [`Drain::check_accepting`]: unlike other
+/// UNAVAILABLE answers, the call was refused before it did anything, so its
+/// outcome is known (nothing happened).
+pub const DRAIN_REFUSAL_KEY: &str = "herd-refused";
+
+/// True when `status` is a draining server's refusal (see
+/// [`DRAIN_REFUSAL_KEY`]): a definite "not done", not an unknown outcome.
+pub fn is_drain_refusal(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && status
+            .metadata()
+            .get(DRAIN_REFUSAL_KEY)
+            .is_some_and(|v| v == "shutting-down")
+}
+
+/// A server's shutdown state, shared with its handlers and streams.
+///
+/// SIGTERM first makes the service [`Drain::start`] (it still serves, but
+/// refuses new order-mutating work with UNAVAILABLE "shutting down"); after
+/// the drain delay [`Drain::close`] ends the server streams so the server
+/// can stop. Clones share the state.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// 0 serving, 1 draining, 2 closing.
+    phase: Arc<tokio::sync::watch::Sender<u8>>,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain::new()
+    }
+}
+
+impl Drain {
+    pub fn new() -> Drain {
+        Drain {
+            phase: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+
+    fn advance(&self, to: u8) {
+        self.phase.send_if_modified(|p| {
+            let changed = *p < to;
+            *p = (*p).max(to);
+            changed
+        });
+    }
+
+    async fn reached(&self, phase: u8) {
+        let mut rx = self.phase.subscribe();
+        // Err only if the sender is gone, which cannot happen while `self` lives.
+        let _ = rx.wait_for(|p| *p >= phase).await;
+    }
+
+    /// From now on new order-mutating work is refused.
+    pub fn start(&self) {
+        self.advance(1);
+    }
+
+    /// True once the shutdown started.
+    pub fn is_draining(&self) -> bool {
+        *self.phase.borrow() >= 1
+    }
+
+    /// Resolves once [`Drain::start`] was called (at once if it was).
+    pub async fn started(&self) {
+        self.reached(1).await;
+    }
+
+    /// Ok while serving; UNAVAILABLE "shutting down" once draining (the
+    /// caller may retry elsewhere or after the restart).
+    pub fn check_accepting(&self) -> Result<(), tonic::Status> {
+        if self.is_draining() {
+            let mut st = tonic::Status::unavailable(
+                "shutting down: no new orders are accepted; retry after the restart",
+            );
+            st.metadata_mut().insert(
+                DRAIN_REFUSAL_KEY,
+                tonic::metadata::MetadataValue::from_static("shutting-down"),
+            );
+            Err(st)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Ends the server streams (they finish cleanly; clients reconnect and
+    /// resume). Implies [`Drain::start`].
+    pub fn close(&self) {
+        self.advance(2);
+    }
+
+    /// Resolves once [`Drain::close`] was called (at once if it was).
+    pub async fn closed(&self) {
+        self.reached(2).await;
+    }
+}
+
+/// The gRPC calls a server is running, by method, so a shutdown that runs
+/// out of time can say what it was still waiting for. Wrap each service with
+/// [`InFlight::wrap`]; clones share the table.
+///
+/// A call counts from its request until its handler answered (for a server
+/// stream: until the stream was set up; open streams are the service's to
+/// count).
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    calls: Arc<Mutex<BTreeMap<u64, (String, Instant)>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    pub fn new() -> InFlight {
+        InFlight::default()
+    }
+
+    /// `service` with its calls counted here.
+    pub fn wrap<S>(&self, service: S) -> Tracked<S> {
+        Tracked {
+            inner: service,
+            table: self.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, Instant)>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, method: &str) -> CallGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (method.to_string(), Instant::now()));
+        CallGuard {
+            table: self.clone(),
+            id,
+        }
+    }
+
+    /// Calls in progress.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// "method (running N ms)" for each call in progress, oldest first.
+    pub fn describe(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .map(|(method, since)| format!("{method} (running {} ms)", since.elapsed().as_millis()))
+            .collect()
+    }
+}
+
+struct CallGuard {
+    table: InFlight,
+    id: u64,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.id);
+    }
+}
+
+/// A service whose calls are counted in an [`InFlight`] table.
+#[derive(Debug, Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    table: InFlight,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Tracked<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for Tracked<S>
+where
+    S: Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let guard = self.table.enter(req.uri().path());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let out = fut.await;
+            drop(guard);
+            out
+        })
+    }
+}
+
+/// How a service stops on SIGTERM: health NOT_SERVING at once, serve on for
+/// `drain_delay` (refusing new order-mutating work), then stop accepting and
+/// let in-flight calls finish; `timeout` (from the signal) is the hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownTimes {
+    pub drain_delay: Duration,
+    pub timeout: Duration,
+}
+
+impl ShutdownTimes {
+    pub fn from_ms(drain_delay_ms: u64, shutdown_timeout_ms: u64) -> ShutdownTimes {
+        ShutdownTimes {
+            drain_delay: Duration::from_millis(drain_delay_ms),
+            timeout: Duration::from_millis(shutdown_timeout_ms),
+        }
+    }
+
+    /// Checks the two config values (`drain_delay_ms`, `shutdown_timeout_ms`):
+    /// the delay must leave time to finish in-flight calls.
+    pub fn validate(drain_delay_ms: u64, shutdown_timeout_ms: u64) -> Result<(), String> {
+        if shutdown_timeout_ms == 0 {
+            return Err("shutdown_timeout_ms must be positive".into());
+        }
+        if drain_delay_ms >= shutdown_timeout_ms {
+            return Err(format!(
+                "drain_delay_ms ({drain_delay_ms}) must be less than shutdown_timeout_ms \
+                 ({shutdown_timeout_ms}): the timeout counts from the signal and includes the delay"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_refusal_is_told_apart_from_other_unavailable_answers() {
+        let drain = Drain::new();
+        assert!(drain.check_accepting().is_ok());
+        drain.start();
+        let Err(refused) = drain.check_accepting() else {
+            unreachable!("a draining server accepts nothing new")
+        };
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.message().starts_with("shutting down"));
+        assert!(is_drain_refusal(&refused));
+        assert!(!is_drain_refusal(&tonic::Status::unavailable("venue down")));
+    }
+
+    #[tokio::test]
+    async fn close_implies_start_and_wakes_waiters() {
+        let drain = Drain::new();
+        let waiter = tokio::spawn({
+            let d = drain.clone();
+            async move { d.closed().await }
+        });
+        assert!(!drain.is_draining());
+        drain.close();
+        assert!(drain.is_draining());
+        drain.started().await;
+        waiter.await.ok();
+        // Idempotent, never goes back.
+        drain.start();
+        drain.closed().await;
+    }
+
+    #[test]
+    fn the_drain_delay_must_leave_time_before_the_deadline() {
+        assert!(ShutdownTimes::validate(2_000, 30_000).is_ok());
+        assert!(ShutdownTimes::validate(0, 1).is_ok());
+        let e = ShutdownTimes::validate(30_000, 30_000).unwrap_err();
+        assert!(e.contains("drain_delay_ms"), "{e}");
+        assert!(ShutdownTimes::validate(0, 0).is_err());
     }
 }

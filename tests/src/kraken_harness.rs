@@ -216,6 +216,8 @@ pub fn kraken_gateway_config(
             connect_timeout_ms: 2_000,
             ..KrakenConfig::default()
         },
+        // Stop at once (no load balancer to wait for).
+        drain_delay_ms: 0,
         ..GatewayConfig::default()
     }
 }

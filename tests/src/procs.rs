@@ -147,14 +147,23 @@ impl Proc {
 
     /// SIGTERM and wait for the exit status.
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.sigterm().await?;
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+
+    /// SIGTERM without waiting (the process drains; see [`Proc::terminate`]).
+    pub async fn sigterm(&self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            Command::new("kill")
+            let status = Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status()
                 .await?;
+            if !status.success() {
+                bail!("kill -TERM {pid} failed: {status}");
+            }
         }
-        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+        Ok(())
     }
 
     pub fn log_text(&self) -> String {
@@ -178,7 +187,16 @@ pub struct GatewayOpts {
     pub port: u16,
     /// Per-engine dead man's switch grace (None = the gateway's default).
     pub cancel_on_disconnect_ms: Option<i64>,
+    /// Shutdown timing (None = the test defaults: a 50 ms drain delay, a
+    /// 20 s deadline).
+    pub drain_delay_ms: Option<u64>,
+    pub shutdown_timeout_ms: Option<u64>,
 }
+
+/// The drain delay and deadline of test processes unless a test sets them:
+/// short, so stopping a test service costs little.
+pub const TEST_DRAIN_DELAY_MS: u64 = 50;
+pub const TEST_SHUTDOWN_TIMEOUT_MS: u64 = 20_000;
 
 /// A free loopback port (bound and released; for a service that must come
 /// back on the same port after a restart).
@@ -202,8 +220,10 @@ impl GatewayProc {
     ) -> anyhow::Result<GatewayProc> {
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let mut cfg = format!(
-            "listen = \"127.0.0.1:{}\"\nhttp_listen = \"{http_addr}\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\n",
-            opts.port
+            "listen = \"127.0.0.1:{}\"\nhttp_listen = \"{http_addr}\"\nvenue = \"paper\"\nadmin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 20\npending_timeout_ms = 2000\ndrain_delay_ms = {}\nshutdown_timeout_ms = {}\n",
+            opts.port,
+            opts.drain_delay_ms.unwrap_or(TEST_DRAIN_DELAY_MS),
+            opts.shutdown_timeout_ms.unwrap_or(TEST_SHUTDOWN_TIMEOUT_MS),
         );
         for i in 0..engines {
             let id = format!("e{i}");
@@ -242,19 +262,41 @@ pub struct EngineProc {
     pub http_addr: String,
 }
 
+/// Knobs of a test engine beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOpts {
+    /// Shutdown timing (None = [`TEST_DRAIN_DELAY_MS`],
+    /// [`TEST_SHUTDOWN_TIMEOUT_MS`]).
+    pub drain_delay_ms: Option<u64>,
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
 impl EngineProc {
+    /// `extra` is appended to the generated TOML (top-level keys first, then tables).
     pub async fn start(
         dir: &Path,
         id: &str,
         gateway_addr: &str,
         extra: &str,
     ) -> anyhow::Result<EngineProc> {
+        EngineProc::start_with(dir, id, gateway_addr, extra, &EngineOpts::default()).await
+    }
+
+    pub async fn start_with(
+        dir: &Path,
+        id: &str,
+        gateway_addr: &str,
+        extra: &str,
+        opts: &EngineOpts,
+    ) -> anyhow::Result<EngineProc> {
         let data_dir = dir.join(format!("data-{id}"));
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let cfg = format!(
-            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"{http_addr}\"\ngateway_url = \"http://{gateway_addr}\"\ngateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 50\n{extra}",
+            "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"{http_addr}\"\ngateway_url = \"http://{gateway_addr}\"\ngateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 50\ndrain_delay_ms = {}\nshutdown_timeout_ms = {}\n{extra}",
             engine_token(id),
-            data_dir.display()
+            data_dir.display(),
+            opts.drain_delay_ms.unwrap_or(TEST_DRAIN_DELAY_MS),
+            opts.shutdown_timeout_ms.unwrap_or(TEST_SHUTDOWN_TIMEOUT_MS),
         );
         let path = dir.join(format!("engine-{id}.toml"));
         std::fs::write(&path, cfg)?;

@@ -117,6 +117,8 @@ impl Gateway {
                 },
                 ..bybit_config(sim)
             },
+            // Stop at once (no load balancer to wait for).
+            drain_delay_ms: 0,
             ..GatewayConfig::default()
         };
         cfg.validate().unwrap();

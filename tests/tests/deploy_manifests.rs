@@ -240,6 +240,50 @@ fn gateway_is_one_replica_recreated_never_rolled() {
     }
 }
 
+/// SIGKILL must not cut a shutdown that is still within its own deadline:
+/// the grace period outlasts each service's `shutdown_timeout_ms` (which
+/// includes the drain delay) by at least this much.
+const GRACE_MARGIN_MS: u64 = 5_000;
+
+#[test]
+fn grace_periods_outlast_the_services_shutdown_deadlines() {
+    for (name, _) in OVERLAYS {
+        let objs = overlay(name);
+        let (gw_cfg, _) = gateway_config(objs);
+        let e_cfg = engine_config(objs, "herd-engine-0");
+        for (kind, workload, timeout_ms, drain_ms) in [
+            (
+                "Deployment",
+                "herd-gateway",
+                gw_cfg.shutdown_timeout_ms,
+                gw_cfg.drain_delay_ms,
+            ),
+            (
+                "StatefulSet",
+                "herd-engine",
+                e_cfg.shutdown_timeout_ms,
+                e_cfg.drain_delay_ms,
+            ),
+        ] {
+            let grace_ms = object(objs, kind, workload)["spec"]["template"]["spec"]
+                ["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name}: {workload} sets no grace period"))
+                * 1000;
+            assert!(
+                timeout_ms + GRACE_MARGIN_MS <= grace_ms,
+                "{name}: {workload} shutdown_timeout_ms {timeout_ms} + {GRACE_MARGIN_MS} ms \
+                 margin exceeds terminationGracePeriodSeconds ({grace_ms} ms)"
+            );
+            // Kubernetes takes a moment to drop the pod from endpoints.
+            assert!(
+                drain_ms >= 1_000,
+                "{name}: {workload} drain_delay_ms {drain_ms} is too short for endpoints to update"
+            );
+        }
+    }
+}
+
 #[test]
 fn probes_are_native_grpc_health_checks_on_the_serving_port() {
     for (name, _) in OVERLAYS {

@@ -82,7 +82,10 @@ impl TestGateway {
                 // The random walk would move the market under the test.
                 step_ms: 3_600_000,
                 state_file: None,
+                latency_ms: 0,
             },
+            // Stop at once (no load balancer to wait for).
+            drain_delay_ms: 0,
             ..GatewayConfig::default()
         };
         TestGateway::start_config(cfg).await

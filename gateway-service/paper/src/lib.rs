@@ -31,6 +31,9 @@ use rust_decimal::Decimal;
 pub struct PaperVenue {
     exchange: Arc<Mutex<Exchange>>,
     clock: Arc<dyn Clock>,
+    /// Added before every place and cancel (tests: a slow venue). Zero by
+    /// default.
+    latency: Duration,
 }
 
 impl PaperVenue {
@@ -39,6 +42,20 @@ impl PaperVenue {
         PaperVenue {
             exchange: Arc::new(Mutex::new(exchange)),
             clock,
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// Makes every place and cancel take `latency` before it reaches the
+    /// book (a slow venue, for tests of in-flight calls).
+    pub fn with_latency(mut self, latency: Duration) -> PaperVenue {
+        self.latency = latency;
+        self
+    }
+
+    async fn delay(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
         }
     }
 
@@ -69,6 +86,7 @@ impl PaperVenue {
         Ok(PaperVenue {
             exchange: Arc::new(Mutex::new(exchange)),
             clock,
+            latency: Duration::ZERO,
         })
     }
 
@@ -175,11 +193,13 @@ impl Venue for PaperVenue {
     }
 
     async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
+        self.delay().await;
         let now = self.clock.now_ms();
         self.lock()?.place(order, now).map(PlaceOutcome::Accepted)
     }
 
     async fn cancel_order(&self, order: &OrderRef) -> Result<(), VenueError> {
+        self.delay().await;
         let now = self.clock.now_ms();
         self.lock()?.cancel(order, now).map(|_| ())
     }
