@@ -664,8 +664,9 @@ mod tests {
             assert!(page.contains(want), "missing {want:?} in\n{page}");
         }
         // An empty decimal is no sample, not a zero.
-        assert!(!page.contains("herd_engine_rangers_orphan_exposure_usd "), "{page}");
-        assert!(!page.contains("herd_engine_price "), "{page}");
+        assert!(!page.contains("\nherd_engine_rangers_orphan_exposure_usd "), "{page}");
+        assert!(!page.contains("\nherd_engine_price "), "{page}");
+        assert!(page.contains("# TYPE herd_engine_price gauge\n"), "{page}");
     }
 
     #[test]
