@@ -157,7 +157,11 @@ pub async fn render(shared: &Shared) -> String {
     );
     for op in Op::ALL {
         if let Some(h) = m.latency.get(op as usize) {
-            e.histogram("herd_engine_order_latency_seconds", &[("op", op.as_str())], h);
+            e.histogram(
+                "herd_engine_order_latency_seconds",
+                &[("op", op.as_str())],
+                h,
+            );
         }
     }
     e.family(
@@ -272,7 +276,12 @@ fn status_gauges(e: &mut Exposition, st: &pb::EngineStatus) {
     for (owner, n) in &by_owner {
         e.sample("herd_engine_open_orders", &[("owner", owner)], *n);
     }
-    gauge_dec(e, "herd_engine_price", "Last traded price of the engine's symbol.", &st.price);
+    gauge_dec(
+        e,
+        "herd_engine_price",
+        "Last traded price of the engine's symbol.",
+        &st.price,
+    );
     e.single(
         "herd_engine_price_age_seconds",
         Kind::Gauge,
@@ -454,7 +463,12 @@ fn grid_gauges(e: &mut Exposition, g: &pb::GridStatus) {
         "1 when the grid strategy is enabled.",
         g.enabled,
     );
-    e.single("herd_engine_grid_slots", Kind::Gauge, "Grid slots.", g.slot_count);
+    e.single(
+        "herd_engine_grid_slots",
+        Kind::Gauge,
+        "Grid slots.",
+        g.slot_count,
+    );
     e.single(
         "herd_engine_grid_cycles",
         Kind::Gauge,
@@ -484,8 +498,16 @@ fn grid_gauges(e: &mut Exposition, g: &pb::GridStatus) {
         Kind::Gauge,
         "Grid ledger positions by state.",
     );
-    e.sample("herd_engine_grid_positions", &[("state", "open")], g.open_positions);
-    e.sample("herd_engine_grid_positions", &[("state", "closed")], g.closed_positions);
+    e.sample(
+        "herd_engine_grid_positions",
+        &[("state", "open")],
+        g.open_positions,
+    );
+    e.sample(
+        "herd_engine_grid_positions",
+        &[("state", "closed")],
+        g.closed_positions,
+    );
     e.single(
         "herd_engine_grid_daily_loss_lock",
         Kind::Gauge,
@@ -507,8 +529,18 @@ fn churner_gauges(e: &mut Exposition, c: &pb::ChurnerStatus) {
         "1 when churners are enabled.",
         c.enabled,
     );
-    e.single("herd_engine_churner_active", Kind::Gauge, "Churners running.", c.active);
-    e.single("herd_engine_churner_max", Kind::Gauge, "Most churners allowed.", c.max);
+    e.single(
+        "herd_engine_churner_active",
+        Kind::Gauge,
+        "Churners running.",
+        c.active,
+    );
+    e.single(
+        "herd_engine_churner_max",
+        Kind::Gauge,
+        "Most churners allowed.",
+        c.max,
+    );
     e.single(
         "herd_engine_churner_cycles",
         Kind::Gauge,
@@ -607,8 +639,16 @@ fn funding_gauges(e: &mut Exposition, f: &pb::FundingStatus) {
             Kind::Gauge,
             "The emergency controller: triggered, and done (every position closed).",
         );
-        e.sample("herd_engine_funding_emergency", &[("state", "triggered")], em.triggered);
-        e.sample("herd_engine_funding_emergency", &[("state", "done")], em.done);
+        e.sample(
+            "herd_engine_funding_emergency",
+            &[("state", "triggered")],
+            em.triggered,
+        );
+        e.sample(
+            "herd_engine_funding_emergency",
+            &[("state", "done")],
+            em.done,
+        );
     }
     if let Some(c) = &f.cycles {
         e.family(
@@ -664,7 +704,10 @@ mod tests {
             assert!(page.contains(want), "missing {want:?} in\n{page}");
         }
         // An empty decimal is no sample, not a zero.
-        assert!(!page.contains("\nherd_engine_rangers_orphan_exposure_usd "), "{page}");
+        assert!(
+            !page.contains("\nherd_engine_rangers_orphan_exposure_usd "),
+            "{page}"
+        );
         assert!(!page.contains("\nherd_engine_price "), "{page}");
         assert!(page.contains("# TYPE herd_engine_price gauge\n"), "{page}");
     }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use herd_proto::prom::{Counter, Exposition, Histogram, Kind, unix_now_seconds};
 use herd_venue::{
     AccountMargin, Balance, BudgetSnapshot, Candle, FundingPayment, FundingPaymentQuery,
-    FundingRate, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Position, Ticker,
-    Venue, VenueError,
+    FundingRate, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Position, Ticker, Venue,
+    VenueError,
 };
 
 use crate::service::Core;
@@ -244,7 +244,12 @@ impl MeteredVenue {
         Arc::new(MeteredVenue { inner, metrics })
     }
 
-    fn done<T>(&self, method: Method, started: Instant, r: Result<T, VenueError>) -> Result<T, VenueError> {
+    fn done<T>(
+        &self,
+        method: Method,
+        started: Instant,
+        r: Result<T, VenueError>,
+    ) -> Result<T, VenueError> {
         self.metrics.record_call(method, Outcome::of(&r), started);
         r
     }
@@ -311,9 +316,7 @@ impl Venue for MeteredVenue {
     }
 
     async fn query_orders(&self, orders: &[OrderRef]) -> Result<Vec<OrderState>, VenueError> {
-        self.metrics
-            .poll_batch_size
-            .observe(orders.len() as f64);
+        self.metrics.poll_batch_size.observe(orders.len() as f64);
         let t = Instant::now();
         let r = self.inner.query_orders(orders).await;
         self.done(Method::QueryOrders, t, r)
@@ -439,7 +442,11 @@ pub fn render(core: &Core) -> String {
         "The adapter's rate counters as it models them (GetBudget), by counter.",
     );
     for c in &budget.counters {
-        e.sample("herd_gateway_venue_budget_level", &[("counter", &c.name)], c.level);
+        e.sample(
+            "herd_gateway_venue_budget_level",
+            &[("counter", &c.name)],
+            c.level,
+        );
     }
     e.family(
         "herd_gateway_venue_budget_limit",
@@ -447,7 +454,11 @@ pub fn render(core: &Core) -> String {
         "The limit of each rate counter.",
     );
     for c in &budget.counters {
-        e.sample("herd_gateway_venue_budget_limit", &[("counter", &c.name)], c.limit);
+        e.sample(
+            "herd_gateway_venue_budget_limit",
+            &[("counter", &c.name)],
+            c.limit,
+        );
     }
     e.family(
         "herd_gateway_venue_budget_decay_per_second",
@@ -487,7 +498,11 @@ pub fn render(core: &Core) -> String {
     );
     let participants = core.fair.participants();
     for (id, waiting, _) in &participants {
-        e.sample("herd_gateway_fair_queue_waiting", &[("engine", id)], *waiting);
+        e.sample(
+            "herd_gateway_fair_queue_waiting",
+            &[("engine", id)],
+            *waiting,
+        );
     }
     e.family(
         "herd_gateway_fair_queue_granted_total",
@@ -495,7 +510,11 @@ pub fn render(core: &Core) -> String {
         "Venue slots granted by the fair queue, per engine (and the poller).",
     );
     for (id, _, granted) in &participants {
-        e.sample("herd_gateway_fair_queue_granted_total", &[("engine", id)], *granted);
+        e.sample(
+            "herd_gateway_fair_queue_granted_total",
+            &[("engine", id)],
+            *granted,
+        );
     }
 
     e.family(
@@ -515,7 +534,11 @@ pub fn render(core: &Core) -> String {
         Kind::Counter,
         "Poll cycles that did work, by result.",
     );
-    e.sample("herd_gateway_polls_total", &[("result", "ok")], m.polls_ok.get());
+    e.sample(
+        "herd_gateway_polls_total",
+        &[("result", "ok")],
+        m.polls_ok.get(),
+    );
     e.sample(
         "herd_gateway_polls_total",
         &[("result", "error")],
@@ -549,7 +572,11 @@ pub fn render(core: &Core) -> String {
         "Sequence number of the engine's last order event.",
     );
     for (id, _, seq, _, _) in &summaries {
-        e.sample("herd_gateway_engine_event_sequence", &[("engine", id)], *seq);
+        e.sample(
+            "herd_gateway_engine_event_sequence",
+            &[("engine", id)],
+            *seq,
+        );
     }
     e.family(
         "herd_gateway_engine_calls_total",
@@ -701,7 +728,10 @@ mod tests {
         let cases = [
             (VenueError::InvalidArgument("x".into()), "invalid_argument"),
             (VenueError::Rejected("x".into()), "rejected"),
-            (VenueError::InsufficientFunds("x".into()), "insufficient_funds"),
+            (
+                VenueError::InsufficientFunds("x".into()),
+                "insufficient_funds",
+            ),
             (VenueError::UnknownOrder("x".into()), "unknown_order"),
             (VenueError::OrderLimit("x".into()), "order_limit"),
             (

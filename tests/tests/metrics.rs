@@ -303,8 +303,8 @@ fn parse(page: &str) -> Page {
         assert!(is_metric_name(name), "bad metric name: {}", at());
         // An optional timestamp may follow the value.
         let mut vt = value_text.split(' ');
-        let value = parse_value(vt.next().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}: {}", at()));
+        let value =
+            parse_value(vt.next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {}", at()));
         if let Some(ts) = vt.next() {
             ts.parse::<i64>()
                 .unwrap_or_else(|e| panic!("timestamp {e}: {}", at()));
@@ -383,7 +383,9 @@ fn check_histograms(page: &Page) {
 
 /// GETs `/metrics`, checks the content type and parses the page.
 async fn scrape(addr: &str) -> Page {
-    let resp = reqwest::get(format!("http://{addr}/metrics")).await.unwrap();
+    let resp = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let ct = resp
         .headers()
@@ -468,7 +470,10 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
     };
     assert_eq!(place_ok(&gw0), 0.0);
     assert_eq!(
-        en0.value("herd_engine_order_latency_seconds_count", &[("op", "place")]),
+        en0.value(
+            "herd_engine_order_latency_seconds_count",
+            &[("op", "place")]
+        ),
         0.0
     );
 
@@ -483,8 +488,10 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
         let addr = herd.gateway_http.clone();
         async move {
             let p = scrape(&addr).await;
-            Ok((p.value("herd_gateway_events_streamed_total", &[("engine", "e0")]) >= 1.0)
-                .then_some(p))
+            Ok(
+                (p.value("herd_gateway_events_streamed_total", &[("engine", "e0")]) >= 1.0)
+                    .then_some(p),
+            )
         }
     })
     .await
@@ -509,12 +516,7 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
             &[("method", "place_order")]
         ) >= 2.0
     );
-    assert!(
-        gw1.value(
-            "herd_gateway_fair_queue_granted_total",
-            &[("engine", "e0")]
-        ) >= 2.0
-    );
+    assert!(gw1.value("herd_gateway_fair_queue_granted_total", &[("engine", "e0")]) >= 2.0);
 
     let en1 = wait_until("e0 journaled the OPEN event", WAIT, || {
         let addr = herd.engine_http.clone();
@@ -526,19 +528,31 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
     .await
     .unwrap();
     assert_eq!(
-        en1.value("herd_engine_order_latency_seconds_count", &[("op", "place")]),
+        en1.value(
+            "herd_engine_order_latency_seconds_count",
+            &[("op", "place")]
+        ),
         2.0
     );
     assert!(en1.value("herd_engine_order_latency_seconds_sum", &[("op", "place")]) > 0.0);
     assert_eq!(
-        en1.value("herd_engine_orders_total", &[("op", "place"), ("result", "ok")]),
+        en1.value(
+            "herd_engine_orders_total",
+            &[("op", "place"), ("result", "ok")]
+        ),
         1.0
     );
     assert_eq!(
-        en1.value("herd_engine_orders_total", &[("op", "place"), ("result", "error")]),
+        en1.value(
+            "herd_engine_orders_total",
+            &[("op", "place"), ("result", "error")]
+        ),
         1.0
     );
-    assert_eq!(en1.value("herd_engine_open_orders", &[("owner", "manual")]), 1.0);
+    assert_eq!(
+        en1.value("herd_engine_open_orders", &[("owner", "manual")]),
+        1.0
+    );
     assert!(en1.value("herd_engine_event_sequence", &[]) >= 1.0);
     // A refusal is the request's problem, not the venue's health.
     assert_eq!(
@@ -564,11 +578,17 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
     );
     let en2 = scrape(&herd.engine_http).await;
     assert_eq!(
-        en2.value("herd_engine_orders_total", &[("op", "cancel"), ("result", "ok")]),
+        en2.value(
+            "herd_engine_orders_total",
+            &[("op", "cancel"), ("result", "ok")]
+        ),
         1.0
     );
     assert_eq!(
-        en2.value("herd_engine_order_latency_seconds_count", &[("op", "cancel")]),
+        en2.value(
+            "herd_engine_order_latency_seconds_count",
+            &[("op", "cancel")]
+        ),
         1.0
     );
     drop(herd);
@@ -618,7 +638,11 @@ async fn json_logs_carry_the_engine_id_and_order_id_on_the_order_path() {
         ("engine", &herd.engine.log, "order placed"),
         ("engine", &herd.engine.log, "order cancel sent"),
         ("gateway", &herd.gateway.log, "order placed"),
-        ("gateway", &herd.gateway.log, "order cancel accepted by the venue"),
+        (
+            "gateway",
+            &herd.gateway.log,
+            "order cancel accepted by the venue",
+        ),
     ];
     for (service, log, message) in expected {
         let log = log.clone();
@@ -642,7 +666,11 @@ async fn json_logs_carry_the_engine_id_and_order_id_on_the_order_path() {
     for log in [&herd.gateway.log, &herd.engine.log] {
         let text = std::fs::read_to_string(log).unwrap();
         json_lines(log);
-        assert!(!text.contains(&engine_token("e0")), "token in {}", log.display());
+        assert!(
+            !text.contains(&engine_token("e0")),
+            "token in {}",
+            log.display()
+        );
         assert!(!text.contains(CONTROL_TOKEN), "token in {}", log.display());
     }
 }
