@@ -140,6 +140,8 @@ pub struct Shared {
     /// Shutdown state: once draining, strategies place nothing new (their
     /// places fail back to them as on a paused engine) and ticks stop.
     pub drain: herd_proto::serving::Drain,
+    /// Prometheus counters and histograms (`/metrics`).
+    pub metrics: crate::metrics::EngineMetrics,
 }
 
 impl std::fmt::Debug for Shared {
@@ -165,6 +167,11 @@ fn is_venue_error(s: &Status) -> bool {
             | Code::DeadlineExceeded
             | Code::Unknown
     )
+}
+
+/// An order status as logs print it ("ORDER_STATUS_OPEN").
+fn status_name(status: i32) -> &'static str {
+    pb::OrderStatus::try_from(status).map_or("ORDER_STATUS_UNKNOWN", |s| s.as_str_name())
 }
 
 /// The strategy-facing view of a stream event.
@@ -228,6 +235,7 @@ impl Shared {
             ids: Mutex::new(IdGen::new(now_ms())),
             funding: std::sync::OnceLock::new(),
             drain: herd_proto::serving::Drain::new(),
+            metrics: crate::metrics::EngineMetrics::new(),
         }
     }
 
@@ -244,6 +252,7 @@ impl Shared {
         match r {
             Ok(_) => st.consecutive_errors = 0,
             Err(s) if is_venue_error(s) => {
+                self.metrics.record_venue_error(s.code());
                 st.consecutive_errors += 1;
                 st.last_error = s.message().to_string();
                 if st.consecutive_errors >= self.cfg.max_consecutive_errors
@@ -268,6 +277,8 @@ impl Shared {
     }
 
     /// [`Shared::place`] with the reduce-only flag (perpetuals).
+    #[tracing::instrument(name = "place_order", skip_all,
+        fields(engine = %self.cfg.id, owner = %owner, client_order_id = %intent.client_order_id))]
     pub async fn place_with(
         &self,
         owner: &str,
@@ -331,7 +342,10 @@ impl Shared {
             },
             reduce_only,
         };
+        let started = std::time::Instant::now();
         let r = self.gateway.clone().place_order(req).await;
+        self.metrics
+            .record_order(crate::metrics::Op::Place, started, &r);
         self.note_result(&r);
         match r {
             Ok(resp) => {
@@ -339,12 +353,19 @@ impl Shared {
                     .into_inner()
                     .order
                     .ok_or_else(|| Status::internal("gateway answered without an order"))?;
+                tracing::info!(
+                    venue_order_id = %order.venue_order_id,
+                    status = status_name(order.status),
+                    latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "order placed"
+                );
                 if let Err(e) = self.store.update_order(&order, now_ms()).await {
                     tracing::error!(error = %e, "journal update failed");
                 }
                 Ok(order)
             }
             Err(s) => {
+                tracing::warn!(code = ?s.code(), error = %s.message(), "order not placed");
                 let unknown = matches!(
                     s.code(),
                     Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
@@ -368,7 +389,10 @@ impl Shared {
         }
     }
 
+    #[tracing::instrument(name = "cancel_order", skip_all,
+        fields(engine = %self.cfg.id, client_order_id = %client_order_id))]
     pub async fn cancel(&self, client_order_id: &str) -> Result<pb::Order, Status> {
+        let started = std::time::Instant::now();
         let r = self
             .gateway
             .clone()
@@ -376,11 +400,17 @@ impl Shared {
                 client_order_id: client_order_id.to_string(),
             })
             .await;
+        self.metrics
+            .record_order(crate::metrics::Op::Cancel, started, &r);
         self.note_result(&r);
+        if let Err(s) = &r {
+            tracing::warn!(code = ?s.code(), error = %s.message(), "cancel failed");
+        }
         let order = r?
             .into_inner()
             .order
             .ok_or_else(|| Status::internal("gateway answered without an order"))?;
+        tracing::info!(status = status_name(order.status), "order cancel sent");
         if let Err(e) = self.store.update_order(&order, now_ms()).await {
             tracing::error!(error = %e, "journal update failed");
         }
@@ -484,8 +514,18 @@ impl Shared {
     }
 
     /// Journals one stream event and hands it to the owning strategy.
+    #[tracing::instrument(name = "order_event", skip_all, fields(
+        engine = %self.cfg.id,
+        sequence = ev.sequence,
+        client_order_id = %ev.order.as_ref().map_or("", |o| o.client_order_id.as_str()),
+    ))]
     async fn handle_event(&self, ev: pb::OrderEvent) -> anyhow::Result<()> {
         self.store.record_event(&ev).await?;
+        self.metrics.events.inc();
+        tracing::debug!(
+            kind = pb::OrderEventKind::try_from(ev.kind).map_or("?", |k| k.as_str_name()),
+            "order event journaled"
+        );
         self.state().last_sequence = ev.sequence;
         let Some(update) = update_from_event(&ev) else {
             return Ok(());
@@ -636,6 +676,7 @@ impl Shared {
             st.userref_min = session.userref_min;
             st.last_sequence = after;
         }
+        self.metrics.stream_connects.inc();
         tracing::info!(incarnation = %session.incarnation, after, "following order events");
         while let Some(ev) = stream.message().await? {
             self.handle_event(ev).await?;

@@ -19,6 +19,7 @@ pub mod execution;
 pub mod funding;
 pub mod grid;
 pub mod http;
+pub mod metrics;
 pub mod rangers;
 pub mod regime;
 pub mod store;

@@ -219,6 +219,18 @@ impl FairQueue {
         w
     }
 
+    /// Per participant (sorted by id): calls waiting and slots granted so far.
+    pub fn participants(&self) -> Vec<(String, usize, u64)> {
+        let st = self.lock();
+        let mut v: Vec<_> = st
+            .participants
+            .iter()
+            .map(|(k, p)| (k.clone(), p.waiting(), p.granted))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Calls waiting for one engine.
     pub fn depth(&self, engine: &str) -> usize {
         self.lock()

@@ -32,7 +32,7 @@ async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
                 AdminResponse::status(503, "draining\n")
             }
         }
-        "/metrics" => AdminResponse::prometheus(String::new()),
+        "/metrics" => AdminResponse::prometheus(crate::metrics::render(&state.core)),
         p => AdminResponse::not_found(p),
     }
 }

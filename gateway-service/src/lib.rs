@@ -18,6 +18,7 @@ pub mod dms;
 pub mod fair;
 pub mod http;
 pub mod market;
+pub mod metrics;
 pub mod poller;
 pub mod recovery;
 pub mod registry;
@@ -79,6 +80,10 @@ pub async fn run(
             (Arc::new(v), None)
         }
     };
+    let metrics = Arc::new(metrics::GatewayMetrics::new(
+        cfg.engines.iter().map(|e| e.id.as_str()),
+    ));
+    let venue = metrics::MeteredVenue::wrap(venue, metrics.clone());
     let engines: Vec<(String, String)> = cfg
         .engines
         .iter()
@@ -115,7 +120,8 @@ pub async fn run(
             clock,
             userrefs,
         )
-        .with_fair_queue(fair),
+        .with_fair_queue(fair)
+        .with_metrics(metrics),
     );
 
     core.registry.mark_all_gone_since(core.clock.now_ms());

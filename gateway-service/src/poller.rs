@@ -121,7 +121,19 @@ pub async fn run(core: Arc<Core>, interval: Duration, pending_timeout_ms: i64) {
             _ = tokio::time::sleep(interval) => {}
             _ = core.poll_now.notified() => {}
         }
-        match poll_once(&core, pending_timeout_ms).await {
+        let started = std::time::Instant::now();
+        let polled = poll_once(&core, pending_timeout_ms).await;
+        // Idle cycles that made no venue call are not polls worth timing.
+        if polled.as_ref().map_or(true, |r| r.venue_calls > 0) {
+            core.metrics
+                .poll_seconds
+                .observe_duration(started.elapsed());
+            match &polled {
+                Ok(_) => core.metrics.polls_ok.inc(),
+                Err(_) => core.metrics.polls_failed.inc(),
+            }
+        }
+        match polled {
             Ok(r) => {
                 consecutive_errors = 0;
                 if r.events > 0 {

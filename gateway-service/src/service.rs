@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::engine_of;
 use crate::convert;
 use crate::fair::{FairQueue, Permit, Priority};
+use crate::metrics::GatewayMetrics;
 use crate::registry::{LogError, Registration, Registry};
 
 /// Maps a venue error to the gRPC status engines see. The one place this
@@ -104,6 +105,8 @@ pub struct Core {
     /// Shutdown state: once draining, new orders are refused; once closed,
     /// event streams end.
     pub drain: herd_proto::serving::Drain,
+    /// Prometheus counters and histograms (`/metrics`).
+    pub metrics: Arc<GatewayMetrics>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -129,13 +132,14 @@ impl Core {
             paper,
             registry,
             clock,
-            userrefs,
             poll_now: Arc::new(Notify::new()),
             open_counts: std::sync::Mutex::new((HashMap::new(), 0)),
             in_flight: std::sync::Mutex::new(HashSet::new()),
             drain: herd_proto::serving::Drain::new(),
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             fair: FairQueue::new(2, 64, &[]),
+            metrics: Arc::new(GatewayMetrics::new(userrefs.keys().map(String::as_str))),
+            userrefs,
             instruments: RwLock::new(HashMap::new()),
         }
     }
@@ -143,6 +147,13 @@ impl Core {
     /// Replaces the default fair queue (equal weights) with a configured one.
     pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
         self.fair = fair;
+        self
+    }
+
+    /// Uses `metrics` (shared with the [`crate::metrics::MeteredVenue`]
+    /// around the venue) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Core {
+        self.metrics = metrics;
         self
     }
 
@@ -212,6 +223,8 @@ impl Core {
         Ok(())
     }
 
+    #[tracing::instrument(name = "place_order", skip_all,
+        fields(engine = %engine, client_order_id = %req.client_order_id))]
     async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
         let order = convert::new_order_from_pb(req)?;
         let (lo, hi) = self.userrefs.get(engine).copied().ok_or_else(|| {
@@ -266,6 +279,8 @@ impl Core {
         };
         match submitted {
             Ok(PlaceOutcome::Accepted(state)) => {
+                tracing::info!(venue_order_id = %state.venue_order_id, status = ?state.status,
+                    "order placed");
                 self.registry.apply(&state, self.clock.now_ms());
             }
             Ok(PlaceOutcome::Unknown { reason }) => {
@@ -279,6 +294,7 @@ impl Core {
                 self.poll_now.notify_one();
             }
             Err(e) => {
+                tracing::warn!(error = %e, "order refused by the venue");
                 self.registry.forget(engine, &order.client_order_id);
                 return Err(venue_status(&e));
             }
@@ -291,6 +307,8 @@ impl Core {
     }
 
     /// Cancels one of `engine`'s orders and reports its state after.
+    #[tracing::instrument(name = "cancel_order", skip_all,
+        fields(engine = %engine, client_order_id = %client_order_id))]
     pub async fn cancel(&self, engine: &str, client_order_id: &str) -> Result<pb::Order, Status> {
         convert::validate_client_order_id(client_order_id)?;
         let state = self
@@ -309,8 +327,12 @@ impl Core {
         };
         let _slot = self.slot(engine, Priority::Cancel).await?;
         let cancel = retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await;
-        if cancel.is_ok() {
-            self.registry.mark_cancel_requested(engine, client_order_id);
+        match &cancel {
+            Ok(()) => {
+                tracing::info!("order cancel accepted by the venue");
+                self.registry.mark_cancel_requested(engine, client_order_id);
+            }
+            Err(e) => tracing::warn!(error = %e, "order cancel refused by the venue"),
         }
         // Either way the order's true state comes from the venue: a cancel that
         // raced a fill must report the fill, not lose it.
@@ -588,6 +610,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             Status::permission_denied(format!("engine {engine:?} is not configured"))
         })?;
         let (tx, rx) = mpsc::channel(256);
+        let streamed = self.core.metrics.engine(&engine);
         registry.stream_opened(&engine);
         tracing::info!(engine, after, "order event stream opened");
         tokio::spawn(async move {
@@ -600,6 +623,9 @@ impl pb::gateway_server::Gateway for GatewayService {
                             cursor = ev.sequence;
                             if tx.send(Ok(ev)).await.is_err() {
                                 break 'outer;
+                            }
+                            if let Some(c) = &streamed {
+                                c.events_streamed.inc();
                             }
                         }
                         continue;

@@ -24,6 +24,8 @@ use serde_json::Value;
 const OVERLAYS: &[(&str, VenueKind)] = &[("paper", VenueKind::Paper), ("live", VenueKind::Kraken)];
 const GATEWAY_PORT: u64 = 50051;
 const ENGINE_PORT: u64 = 50061;
+/// The admin HTTP port of both (`/metrics`, health, the engine's dashboard).
+const METRICS_PORT: u64 = 9090;
 /// The image's user (deploy/Dockerfile `USER`).
 const IMAGE_UID: u64 = 65532;
 
@@ -337,6 +339,70 @@ fn probes_are_native_grpc_health_checks_on_the_serving_port() {
 }
 
 #[test]
+fn admin_ports_serve_metrics_and_prometheus_is_told_where() {
+    for (name, _) in OVERLAYS {
+        let objs = overlay(name);
+        for (kind, workload, cname) in [
+            ("Deployment", "herd-gateway", "gateway"),
+            ("StatefulSet", "herd-engine", "engine"),
+        ] {
+            let w = object(objs, kind, workload);
+            let c = container(w, cname);
+            let port = c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "metrics")
+                .unwrap_or_else(|| panic!("{name}: {workload} has no port named metrics"));
+            assert_eq!(port["containerPort"], METRICS_PORT, "{name}: {workload}");
+            let ann = &w["spec"]["template"]["metadata"]["annotations"];
+            assert_eq!(ann["prometheus.io/scrape"], "true", "{name}: {workload}");
+            assert_eq!(
+                ann["prometheus.io/port"],
+                METRICS_PORT.to_string(),
+                "{name}: {workload}"
+            );
+            assert_eq!(ann["prometheus.io/path"], "/metrics", "{name}: {workload}");
+            let svc = object(objs, "Service", workload);
+            assert!(
+                svc["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == METRICS_PORT && p["targetPort"] == "metrics"),
+                "{name}: Service {workload} exposes the metrics port"
+            );
+            // Some policy lets a scraper in on that port (default deny).
+            let allowed = objects(objs, "NetworkPolicy").iter().any(|p| {
+                p["spec"]["podSelector"] != serde_json::json!({})
+                    && selects(&p["spec"]["podSelector"], pod_labels(w))
+                    && p["spec"]["ingress"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| {
+                            r["ports"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|p| p["port"] == METRICS_PORT)
+                        })
+            });
+            assert!(allowed, "{name}: no policy admits scrapes of {workload}");
+        }
+        // The services serve it there, on every interface.
+        let (gw, _) = gateway_config(objs);
+        let gw_http = gw.http_listen.expect("gateway http_listen");
+        assert_eq!(u64::from(gw_http.port()), METRICS_PORT, "{name}");
+        assert!(gw_http.ip().is_unspecified(), "{name}");
+        let e = engine_config(objs, "herd-engine-0");
+        let e_http = e.http_listen.expect("engine http_listen");
+        assert_eq!(u64::from(e_http.port()), METRICS_PORT, "{name}");
+        assert!(e_http.ip().is_unspecified(), "{name}");
+    }
+}
+
+#[test]
 fn pods_run_as_the_image_user_locked_down() {
     for (name, _) in OVERLAYS {
         let objs = overlay(name);
@@ -557,6 +623,16 @@ fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_and_https() {
         for p in on_gateway {
             for rule in p["spec"]["ingress"].as_array().into_iter().flatten() {
                 let from = rule["from"].as_array().expect("ingress names its peers");
+                let ports = rule["ports"].as_array().expect("ingress names its ports");
+                if ports.iter().all(|p| p["port"] == METRICS_PORT) {
+                    // The read-only admin port: named scrapers, never everyone.
+                    assert!(!from.is_empty(), "{name}: metrics open to all");
+                    for peer in from {
+                        assert!(peer.get("ipBlock").is_none(), "{name}: {peer}");
+                        assert!(peer.get("podSelector").is_some(), "{name}: {peer}");
+                    }
+                    continue;
+                }
                 for peer in from {
                     assert!(
                         peer.get("ipBlock").is_none() && peer.get("namespaceSelector").is_none(),
