@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use herd_proto::admin_http::{AdminHandler, AdminRequest, AdminResponse};
 
+use crate::dashboard;
 use crate::execution::Shared;
 
 /// Shared with the handler: flips to false when the engine starts draining.
@@ -35,6 +36,8 @@ async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
             }
         }
         "/metrics" => AdminResponse::prometheus(crate::metrics::render(&state.shared).await),
+        "/" | "/index.html" => dashboard::page(),
+        "/api/status" => dashboard::api_status(&state.shared).await,
         p => AdminResponse::not_found(p),
     }
 }

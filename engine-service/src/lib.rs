@@ -15,6 +15,7 @@ pub mod capital;
 pub mod churner;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod execution;
 pub mod funding;
 pub mod grid;

@@ -1,0 +1,359 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The engine's web dashboard in a real headless browser: a gateway on the
+//! paper venue (its walk frozen; only SetPaperPrice moves the market) and one
+//! engine with two rangers under a fixed RANGING regime, as real processes.
+//! Debian's chromium, driven by playwright-core through
+//! tests/browser/dashboard.cjs, watches the page while the test moves the
+//! price: entries fill, exits fill (a cycle), then an exit ages into amber
+//! and times out (an orphan). Finally the engine is killed and the page must
+//! say it is disconnected.
+//!
+//! Needs node, /usr/bin/chromium and playwright-core in .herd/tools/browser:
+//! `scripts/install-test-tools` installs them. A missing one fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use herd_proto::engine as epb;
+use herd_proto::gateway as gpb;
+use herd_tests::{
+    EngineProc, GatewayProc, admin_client, engine_client, wait_until, workspace_root,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+const STILL_MARKET: &str = "[paper]\nstep_ms = 3600000\nhistory_minutes = 0\n";
+const RANGERS: usize = 2;
+const EXIT_TIMEOUT_SEC: u64 = 15;
+const INSTALL_HINT: &str = "run scripts/install-test-tools (it installs Debian's chromium and playwright-core into .herd/tools/browser)";
+
+fn engine_extra() -> String {
+    format!(
+        "regime_source = \"fixed\"\nfixed_regime = \"RANGING\"\n[rangers]\nenabled = true\nmax_slots = {RANGERS}\nexit_timeout_sec = {EXIT_TIMEOUT_SEC}\ncooldown_sec = 1\n"
+    )
+}
+
+/// The browser driver: one JSON command per line in, one answer per line out.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    log: PathBuf,
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("HERD_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Fails loudly (never skips) when a browser tool is missing.
+fn check_tools() -> PathBuf {
+    let chromium = chromium_path();
+    assert!(
+        chromium.exists(),
+        "{} not found: {INSTALL_HINT}",
+        chromium.display()
+    );
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is not installed or does not run ({node:?}): install Node.js, then {INSTALL_HINT}"
+    );
+    let pw = workspace_root().join(".herd/tools/browser/node_modules/playwright-core");
+    assert!(
+        pw.join("package.json").exists(),
+        "playwright-core not found at {}: {INSTALL_HINT}",
+        pw.display()
+    );
+    pw
+}
+
+impl Browser {
+    async fn start(dir: &Path) -> Browser {
+        let pw = check_tools();
+        let log = dir.join("browser.log");
+        let mut child = Command::new("node")
+            .arg(workspace_root().join("tests/browser/dashboard.cjs"))
+            .env("HERD_PLAYWRIGHT_CORE", &pw)
+            .env("HERD_CHROMIUM", chromium_path())
+            // Never fetch a browser at test time.
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}; {INSTALL_HINT}"));
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut b = Browser {
+            child,
+            stdin,
+            lines,
+            log,
+        };
+        let hello = b.answer().await;
+        println!("browser: {}", hello["value"]["browser"]);
+        b
+    }
+
+    async fn answer(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("the browser driver did not answer in 90 s"))
+            .unwrap();
+        let Some(line) = line else {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("the browser driver exited; its stderr:\n{log}");
+        };
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?} ({e})"));
+        if v["ok"] != true {
+            panic!("browser: {}", serde_json::to_string_pretty(&v).unwrap());
+        }
+        v
+    }
+
+    /// Sends a command; returns (value, milliseconds it took).
+    async fn call(&mut self, cmd: Value) -> (Value, u64) {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        tokio::time::timeout(Duration::from_secs(10), async {
+            self.stdin.write_all(line.as_bytes()).await.unwrap();
+            self.stdin.flush().await.unwrap();
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the browser driver does not read its commands"));
+        let v = self.answer().await;
+        (v["value"].clone(), v["ms"].as_u64().unwrap_or(0))
+    }
+
+    async fn wait(&mut self, what: &str, js: &str) -> u64 {
+        println!("waiting in the page for {what}");
+        self.call(json!({"cmd": "wait", "js": js, "timeout_ms": 45_000}))
+            .await
+            .1
+    }
+
+    async fn eval(&mut self, js: &str) -> Value {
+        self.call(json!({"cmd": "eval", "js": js})).await.0
+    }
+}
+
+/// Every ranger row of the page with the given stage and badge class.
+fn all_rangers(stage: &str, badge: &str) -> String {
+    format!(
+        "(() => {{ const rows = [...document.querySelectorAll('#rangers-rows tbody tr[data-ranger-id]')]; \
+         return rows.length === {RANGERS} && rows.every(r => {{ const b = r.querySelector('.badge'); \
+         return b && b.dataset.stage === '{stage}' && b.classList.contains('badge-{badge}'); }}); }})()"
+    )
+}
+
+fn text_is(id: &str, want: &str) -> String {
+    format!("(document.getElementById('{id}') || {{}}).textContent === '{want}'")
+}
+
+async fn set_price(gateway_url: &str, price: &str) -> Instant {
+    admin_client(gateway_url)
+        .await
+        .unwrap()
+        .set_paper_price(gpb::SetPaperPriceRequest {
+            symbol: "DOGEUSD".into(),
+            price: price.into(),
+        })
+        .await
+        .unwrap();
+    Instant::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_renders_rangers_and_follows_orders_in_chromium() {
+    // Before any process starts: a missing browser fails here, loudly.
+    check_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(dir.path(), 1, STILL_MARKET)
+        .await
+        .unwrap();
+    let gw_url = gw.proc.url();
+    set_price(&gw_url, "0.12").await;
+    let mut e0 = EngineProc::start(dir.path(), "e0", &gw.proc.addr, &engine_extra())
+        .await
+        .unwrap();
+    let ctl = engine_client(&e0.proc.url()).await.unwrap();
+    wait_until(
+        "both rangers with an entry out",
+        Duration::from_secs(60),
+        || {
+            let mut c = ctl.clone();
+            async move {
+                let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+                let r = s.rangers.unwrap_or_default();
+                Ok(
+                    (r.slots.len() == RANGERS && r.slots.iter().all(|x| x.stage == "entry_open"))
+                        .then_some(()),
+                )
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // The admin port itself: the page, the JSON and its read-only answer.
+    let base = format!("http://{}", e0.http_addr);
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page_bytes = page.bytes().await.unwrap().len();
+    let t = Instant::now();
+    let api = http.get(format!("{base}/api/status")).send().await.unwrap();
+    assert_eq!(api.status(), 200);
+    let status: Value = api.json().await.unwrap();
+    let api_ms = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(status["engine_id"], "e0");
+    assert_eq!(
+        status["rangers"]["slots"].as_array().unwrap().len(),
+        RANGERS
+    );
+    assert_eq!(status["rangers"]["slots"][0]["entry_price"], "0.12018");
+    assert_eq!(
+        status["rangers"]["timing"]["exit_timeout_sec"],
+        EXIT_TIMEOUT_SEC
+    );
+    let post = http
+        .post(format!("{base}/api/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405, "the admin port is read-only");
+    println!(
+        "page {page_bytes} bytes; /api/status {} bytes in {api_ms:.1} ms",
+        status.to_string().len()
+    );
+
+    let mut b = Browser::start(dir.path()).await;
+    b.call(json!({"cmd": "open", "url": format!("{base}/")}))
+        .await;
+    let first = b
+        .wait(
+            "two green entry_open rangers",
+            &all_rangers("entry_open", "active"),
+        )
+        .await;
+    println!("first render with both rangers: {first} ms after load");
+    assert_eq!(b.eval("document.body.dataset.state").await, "ok");
+    assert_eq!(
+        b.eval("document.getElementById('engine-id').textContent")
+            .await,
+        "e0"
+    );
+    assert_eq!(
+        b.eval("document.getElementById('gateway').textContent")
+            .await,
+        "connected"
+    );
+    assert_eq!(
+        b.eval("document.getElementById('rangers-cycles').textContent")
+            .await,
+        "0"
+    );
+    // Passive: nothing on the page can submit or trade.
+    let controls = b
+        .eval(
+            "document.querySelectorAll('button, form, input, select, textarea, [onclick]').length",
+        )
+        .await;
+    assert_eq!(controls, 0, "the dashboard must have no controls");
+    // Blocks this engine does not run say so instead of breaking.
+    assert_eq!(
+        b.eval("document.getElementById('funding-status').textContent")
+            .await,
+        "disabled"
+    );
+
+    // The market trades up through both sells: exits go out.
+    let moved = set_price(&gw_url, "0.1202").await;
+    b.wait("two exit_open rangers", &all_rangers("exit_open", "active"))
+        .await;
+    let to_exit = moved.elapsed().as_millis();
+    // And back down through the buy-backs: two cycles.
+    let moved = set_price(&gw_url, "0.1187").await;
+    b.wait("two cycles today", &text_is("rangers-cycles", "2"))
+        .await;
+    let to_cycle = moved.elapsed().as_millis();
+    println!("price move -> page: exits {to_exit} ms, cycles {to_cycle} ms");
+    let profit = b
+        .eval("document.getElementById('rangers-profit').textContent")
+        .await;
+    assert!(
+        profit
+            .as_str()
+            .is_some_and(|p| p.parse::<f64>().unwrap_or(0.0) > 0.0),
+        "profit today after two cycles: {profit}"
+    );
+
+    // After the 1 s cooldown the rangers sell again, just above 0.1187.
+    b.wait("new entries", &all_rangers("entry_open", "active"))
+        .await;
+    set_price(&gw_url, "0.1190").await;
+    b.wait("exits again", &all_rangers("exit_open", "active"))
+        .await;
+    // Nothing buys back at 0.1190: the exits age into amber ...
+    b.wait(
+        "amber badges near the exit timeout",
+        &all_rangers("exit_open", "amber"),
+    )
+    .await;
+    let shot = dir.path().join("dashboard.png");
+    b.call(json!({"cmd": "screenshot", "path": shot.display().to_string()}))
+        .await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    if let Some(keep) = std::env::var_os("HERD_DASHBOARD_SCREENSHOT") {
+        std::fs::copy(&shot, &keep).unwrap();
+    }
+    println!("screenshot: {}", shot.display());
+    // ... and are orphaned at the timeout.
+    b.wait("two orphans today", &text_is("rangers-orphans", "2"))
+        .await;
+
+    let (errors, _) = b.call(json!({"cmd": "errors"})).await;
+    assert_eq!(errors["console"], json!([]), "console errors: {errors}");
+    assert_eq!(errors["page"], json!([]), "page errors: {errors}");
+    let polls = b.eval("Number(document.body.dataset.polls)").await;
+    println!("polls so far: {polls}");
+
+    // The engine dies: the page keeps its data and says it is disconnected.
+    e0.proc.kill9().await.unwrap();
+    b.wait(
+        "the disconnected banner",
+        "document.body.dataset.state === 'stale' && document.getElementById('banner').textContent.startsWith('Disconnected')",
+    )
+    .await;
+    assert_eq!(
+        b.eval("document.querySelectorAll('#rangers-rows tbody tr[data-ranger-id]').length")
+            .await,
+        RANGERS,
+        "the last data stays on screen"
+    );
+    let (errors, _) = b.call(json!({"cmd": "errors"})).await;
+    assert_eq!(
+        errors["page"],
+        json!([]),
+        "no page errors after the engine died: {errors}"
+    );
+    b.call(json!({"cmd": "quit"})).await;
+    drop(b.stdin);
+    let exit = tokio::time::timeout(Duration::from_secs(30), b.child.wait())
+        .await
+        .expect("the browser driver did not exit after quit")
+        .unwrap();
+    assert!(exit.success(), "browser driver: {exit}");
+}
