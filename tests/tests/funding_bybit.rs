@@ -75,10 +75,16 @@ impl Herd {
         // Frozen prices, perp on the spot (no basis), BTC's rate rich:
         // 0.002 - (0.001 + 0.00055) * 2 / 3 > 0.
         herd_sim
-            .post("price", json!({"category": "spot", "symbol": "BTCUSDT", "price": "60000"}))
+            .post(
+                "price",
+                json!({"category": "spot", "symbol": "BTCUSDT", "price": "60000"}),
+            )
             .await;
         herd_sim
-            .post("price", json!({"category": "linear", "symbol": "BTCUSDT", "price": "60000"}))
+            .post(
+                "price",
+                json!({"category": "linear", "symbol": "BTCUSDT", "price": "60000"}),
+            )
             .await;
         herd_sim
             .post("funding", json!({"symbol": "BTCUSDT", "rate": "0.002"}))
@@ -462,7 +468,9 @@ async fn a_perp_leg_refused_after_the_spot_fill_is_rolled_back_at_the_venue() {
     let sim = herd.sim();
     let f = herd
         .wait_funding("a rolled-back open", |f| {
-            f.positions.iter().any(|p| p.last_error.starts_with("rollback"))
+            f.positions
+                .iter()
+                .any(|p| p.last_error.starts_with("rollback"))
         })
         .await;
     // Stop opening so the books stay still, then let a running cycle end.
@@ -487,7 +495,10 @@ async fn a_perp_leg_refused_after_the_spot_fill_is_rolled_back_at_the_venue() {
     assert_eq!(
         legs,
         (0..attempts)
-            .flat_map(|_| [("spot".to_string(), "Buy".to_string()), ("spot".into(), "Sell".into())])
+            .flat_map(|_| [
+                ("spot".to_string(), "Buy".to_string()),
+                ("spot".into(), "Sell".into())
+            ])
             .collect::<Vec<_>>(),
         "each attempt: the spot buy and its sell-back; no perp fill"
     );
@@ -508,7 +519,10 @@ async fn a_perp_leg_refused_after_the_spot_fill_is_rolled_back_at_the_venue() {
         "engine fees {engine_fees}, venue fees {fees}"
     );
     assert_eq!(
-        purposes.iter().filter(|p| p.starts_with("rollback")).count(),
+        purposes
+            .iter()
+            .filter(|p| p.starts_with("rollback"))
+            .count(),
         attempts,
         "{purposes:?}"
     );
