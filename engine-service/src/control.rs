@@ -749,7 +749,7 @@ impl pb::engine_server::Engine for ControlService {
             f.set_opening_paused(None);
             let e = f.emergency();
             Ok(ok(if e.triggered {
-                "funding opening resumed, but the emergency stop has fired: nothing opens until the engine restarts".to_string()
+                "funding opening resumed, but the emergency stop has fired: nothing opens until it is cleared (ClearFundingEmergency)".to_string()
             } else {
                 "funding opening resumed".to_string()
             }))
@@ -773,6 +773,20 @@ impl pb::engine_server::Engine for ControlService {
                 message: m,
             })),
         }
+    }
+
+    async fn clear_funding_emergency(
+        &self,
+        req: Request<pb::ClearFundingEmergencyRequest>,
+    ) -> Result<Response<pb::ControlResponse>, Status> {
+        let f = funding_handle(&self.shared)?;
+        let reason = Some(req.into_inner().reason)
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "cleared by operator".into());
+        f.clear_emergency(&reason)
+            .await
+            .map(ok)
+            .map_err(Status::failed_precondition)
     }
 
     async fn set_funding_risk_limits(

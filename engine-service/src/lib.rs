@@ -93,6 +93,21 @@ pub async fn run(
         let api = Arc::new(funding::gateway::GatewayApi::new(shared.clone()));
         let orchestrator = funding::Orchestrator::new(api, store.clone(), cfg.funding.clone());
         let _ = shared.funding.set(orchestrator.handle());
+        // An emergency stop that fired and was not cleared survives the
+        // restart: the engine comes back halted and the orchestrator does
+        // not open (herdctl funding clear-emergency, then herdctl resume).
+        match orchestrator.restore_emergency().await {
+            Ok(Some(e)) => {
+                let mut st = shared.state();
+                st.mode = execution::Mode::Halted;
+                st.pause_reason = format!(
+                    "funding emergency stop latched before the restart: {}",
+                    e.reason
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read the funding emergency latch"),
+        }
         tasks.spawn(orchestrator.run());
     }
     tasks.spawn(emergency_on_sigusr1(shared.clone()));

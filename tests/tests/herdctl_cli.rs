@@ -178,3 +178,341 @@ async fn herdctl_controls_a_running_herd() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A paper gateway and engine e0 with the funding orchestrator on (short
+/// cycles; fees spread over a day as in the local herd, so the paper
+/// venue's ETH and SOL perps are worth hedging).
+async fn funding_herd(dir: &std::path::Path) -> (herd_tests::GatewayProc, herd_tests::EngineProc) {
+    let gw = herd_tests::GatewayProc::start(dir, 1, "[paper]\nhistory_minutes = 0\n")
+        .await
+        .unwrap();
+    let e0 = herd_tests::EngineProc::start(dir, "e0", &gw.proc.addr, FUNDING_ENGINE)
+        .await
+        .unwrap();
+    (gw, e0)
+}
+
+const FUNDING_ENGINE: &str = "[funding]\nenabled = true\ncycle_interval_ms = 200\n\
+    min_holding_periods = 24\npoll_interval_ms = 25\nleg_timeout_ms = 3000\n";
+
+/// `herdctl funding status -o json` on `engine`.
+fn funding_status(engine: &str) -> serde_json::Value {
+    let (code, v) = herdctl_json(&[
+        "funding",
+        "status",
+        "--engine",
+        engine,
+        "--token",
+        herd_tests::CONTROL_TOKEN,
+    ]);
+    assert_eq!(code, 0, "{v}");
+    v
+}
+
+fn active_positions(f: &serde_json::Value) -> Vec<serde_json::Value> {
+    f["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "open")
+        .cloned()
+        .collect()
+}
+
+/// Waits until `check` holds on `herdctl funding status`.
+async fn wait_funding(
+    engine: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    herd_tests::wait_until(what, std::time::Duration::from_secs(40), || {
+        let f = funding_status(engine);
+        let ok = check(&f);
+        async move { Ok(ok.then_some(f)) }
+    })
+    .await
+    .unwrap()
+}
+
+/// herdctl with `args` (no `--output`): (exit code, stdout, stderr).
+fn herdctl_text(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path("herdctl").unwrap())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herdctl_funding_status_pause_limits_close_resume() {
+    use herd_tests::CONTROL_TOKEN;
+    let dir = tempfile::tempdir().unwrap();
+    let (_gw, e0) = funding_herd(dir.path()).await;
+    let engine = e0.proc.url();
+    let base = ["--engine", engine.as_str(), "--token", CONTROL_TOKEN];
+    let run = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend_from_slice(&base);
+        herdctl_json(&args)
+    };
+    let text = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend_from_slice(&base);
+        herdctl_text(&args)
+    };
+
+    let f = wait_funding(&engine, "a hedge open", |f| !active_positions(f).is_empty()).await;
+    assert_eq!(
+        (f["enabled"].as_bool(), f["mode"].as_str()),
+        (Some(true), Some("paper"))
+    );
+    assert!(f["cycles"]["run"].as_u64().unwrap() >= 1, "{f}");
+    assert_eq!(f["limits"]["max_positions"], 5, "{f}");
+    assert!(!f["ranking"].as_array().unwrap().is_empty(), "{f}");
+    let symbol = active_positions(&f)[0]["symbol"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, table, _) = text(&["funding", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("funding (paper, running): opening on"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&symbol) && table.contains("annualized"),
+        "{table}"
+    );
+
+    let (code, r) = run(&["funding", "pause", "--reason", "cli drill"]);
+    assert_eq!((code, r["ok"].as_bool()), (0, Some(true)), "{r}");
+    let f = funding_status(&engine);
+    assert_eq!(
+        (f["opening_paused"].as_bool(), f["pause_reason"].as_str()),
+        (Some(true), Some("cli drill"))
+    );
+
+    let (code, l) = run(&[
+        "funding",
+        "limits",
+        "--max-position-usd",
+        "500",
+        "--max-total-exposure-usd",
+        "1500",
+        "--max-positions",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{l}");
+    assert_eq!(
+        (
+            l["max_position_usd"].as_str(),
+            l["max_total_exposure_usd"].as_str(),
+            l["max_positions"].as_u64()
+        ),
+        (Some("500"), Some("1500"), Some(2))
+    );
+    assert_eq!(funding_status(&engine)["limits"]["max_positions"], 2);
+    // Refused values: exit 2 with the engine's INVALID_ARGUMENT message;
+    // nothing changes.
+    for (args, field) in [
+        (vec!["--max-position-usd", "lots"], "max_position_usd"),
+        (
+            vec!["--max-total-exposure-usd", "100"],
+            "max_total_exposure_usd",
+        ),
+        (vec!["--margin-critical", "0.5"], "margin_critical"),
+    ] {
+        let mut cmd = vec!["funding", "limits"];
+        cmd.extend(args);
+        let (code, _, err) = text(&cmd);
+        assert_eq!(code, 2, "{field}: {err}");
+        assert!(
+            err.contains(&format!("invalid limit: {field}")),
+            "{field}: {err}"
+        );
+    }
+    assert_eq!(funding_status(&engine)["limits"]["max_position_usd"], "500");
+
+    let (code, r) = run(&["funding", "close", &symbol, "--yes"]);
+    assert_eq!((code, r["ok"].as_bool()), (0, Some(true)), "{r}");
+    let f = funding_status(&engine);
+    assert!(
+        f["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["symbol"] == symbol.as_str() && p["state"] == "closed"),
+        "{f}"
+    );
+    let (code, r) = run(&["funding", "close", "NOPEUSDT-PERP", "--yes"]);
+    assert_eq!((code, r["ok"].as_bool()), (1, Some(false)), "{r}");
+    // Unconfirmed (no terminal): nothing done.
+    assert_eq!(text(&["funding", "close", &symbol]).0, 3);
+    // Nothing to clear.
+    let (code, r) = run(&["funding", "clear-emergency"]);
+    assert_eq!(code, 1, "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("no emergency stop"),
+        "{r}"
+    );
+
+    let (code, _) = run(&["funding", "resume"]);
+    assert_eq!(code, 0);
+    wait_funding(&engine, "a hedge open again", |f| {
+        f["opening_paused"] == false && !active_positions(f).is_empty()
+    })
+    .await;
+}
+
+/// RPC, SIGUSR1 and a critical margin ratio fire the emergency controller
+/// together: each position is closed once. The latch survives a restart
+/// (the engine comes back halted, nothing opens) until herdctl clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn funding_emergency_fires_once_and_its_latch_survives_a_restart() {
+    use herd_tests::CONTROL_TOKEN;
+    use rust_decimal::Decimal;
+    let dir = tempfile::tempdir().unwrap();
+    let (_gw, mut e0) = funding_herd(dir.path()).await;
+    let engine = e0.proc.url();
+    let f = wait_funding(&engine, "two hedges open", |f| {
+        active_positions(f).len() >= 2 && f["margin_ratio"].as_str().is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    let ids: Vec<String> = active_positions(&f)
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    let ratio: Decimal = f["margin_ratio"].as_str().unwrap().parse().unwrap();
+    assert!(ratio > Decimal::ZERO, "{f}");
+    let alert = (ratio / Decimal::from(4)).round_dp(8).to_string();
+    let critical = (ratio / Decimal::from(2)).round_dp(8).to_string();
+
+    // All three triggers at once.
+    let pid = e0.proc.child.id().unwrap().to_string();
+    let rpc = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            herdctl_json(&[
+                "emergency-stop",
+                "--yes",
+                "--reason",
+                "drill",
+                "--engine",
+                &engine,
+                "--token",
+                CONTROL_TOKEN,
+            ])
+        })
+    };
+    let usr1 = tokio::task::spawn_blocking(move || {
+        Command::new("kill").args(["-USR1", &pid]).status().unwrap()
+    });
+    let margin = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            herdctl_json(&[
+                "funding",
+                "limits",
+                "--margin-alert",
+                &alert,
+                "--margin-critical",
+                &critical,
+                "--engine",
+                &engine,
+                "--token",
+                CONTROL_TOKEN,
+            ])
+        })
+    };
+    let (rpc, usr1, margin) = tokio::join!(rpc, usr1, margin);
+    assert!(usr1.unwrap().success());
+    assert_eq!(margin.unwrap().0, 0);
+    let (code, r) = rpc.unwrap();
+    assert_eq!(code, 0, "{r}");
+    let f = wait_funding(&engine, "the emergency done", |f| {
+        f["emergency"]["done"] == true
+    })
+    .await;
+    let e = &f["emergency"];
+    assert!(
+        e["triggered"] == true && e["failures"].as_array().unwrap().is_empty(),
+        "{e}"
+    );
+    let reason = e["reason"].as_str().unwrap();
+    assert!(
+        reason == "drill" || reason == "SIGUSR1" || reason.starts_with("maintenance margin ratio"),
+        "{reason}"
+    );
+    assert!(active_positions(&f).is_empty(), "{f}");
+    assert_eq!(f["opening_paused"], true);
+    let log = e0.proc.log_text();
+    assert!(
+        log.contains("already fired; ignored"),
+        "a second trigger is ignored"
+    );
+
+    // Each position was closed once: one spot sell and one perp buy.
+    e0.proc.terminate().await.unwrap();
+    let store = herd_engine::store::Store::open_sqlite_dir(&e0.data_dir, "e0")
+        .await
+        .unwrap();
+    for id in &ids {
+        let mut closes: Vec<String> = store
+            .funding_fills(id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|x| x.purpose != "open")
+            .map(|x| format!("{}:{}", x.leg, x.side))
+            .collect();
+        closes.sort();
+        assert_eq!(closes, vec!["perp:buy", "spot:sell"], "{id}");
+    }
+    store.close().await;
+
+    // Restart: halted, latched, nothing opens.
+    let e0 = herd_tests::EngineProc::start(dir.path(), "e0", &_gw.proc.addr, FUNDING_ENGINE)
+        .await
+        .unwrap();
+    let engine = e0.proc.url();
+    let f = funding_status(&engine);
+    let run0 = f["cycles"]["run"].as_u64().unwrap();
+    let f = wait_funding(&engine, "three cycles after the restart", |f| {
+        f["cycles"]["run"].as_u64().unwrap() >= run0 + 3
+    })
+    .await;
+    assert_eq!(f["emergency"]["triggered"], true, "{f}");
+    assert_eq!(f["emergency"]["reason"].as_str(), Some(reason));
+    assert_eq!(f["opening_paused"], true);
+    assert!(active_positions(&f).is_empty(), "{f}");
+    let (_, s) = herdctl_json(&["status", "--engine", &engine, "--token", CONTROL_TOKEN]);
+    assert_eq!(s["mode"], "HALTED", "{s}");
+    assert!(
+        s["pause_reason"].as_str().unwrap().contains("latched"),
+        "{s}"
+    );
+
+    let (code, r) = herdctl_json(&[
+        "funding",
+        "clear-emergency",
+        "--engine",
+        &engine,
+        "--token",
+        CONTROL_TOKEN,
+    ]);
+    assert_eq!((code, r["ok"].as_bool()), (0, Some(true)), "{r}");
+    assert_eq!(
+        herdctl_json(&["resume", "--engine", &engine, "--token", CONTROL_TOKEN]).0,
+        0
+    );
+    let f = wait_funding(&engine, "hedges open after the clear", |f| {
+        !active_positions(f).is_empty()
+    })
+    .await;
+    assert_eq!(f["emergency"]["triggered"], false);
+}

@@ -108,6 +108,12 @@ enum Cmd {
         #[command(subcommand)]
         action: PositionCmd,
     },
+    /// The funding-rate orchestrator: status, opening, closes, risk limits
+    /// and the emergency latch.
+    Funding {
+        #[command(subcommand)]
+        action: FundingCmd,
+    },
     /// The gateway's rate budget (needs an engine token).
     Budget(GatewayArgs),
     /// Every engine the gateway knows (needs the admin token).
@@ -160,6 +166,60 @@ enum ChurnerCmd {
 }
 
 #[derive(Debug, Subcommand)]
+enum FundingCmd {
+    /// Positions, portfolio, ranking, margin band, emergency state, cycles
+    /// and limits.
+    Status(EngineArgs),
+    /// Stop opening new hedges (open ones are still managed and closed).
+    Pause {
+        #[command(flatten)]
+        e: EngineArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume opening.
+    Resume(EngineArgs),
+    /// Close one hedge now: spot SELL + perp BUY (reduce-only).
+    Close {
+        #[command(flatten)]
+        e: EngineArgs,
+        /// The perpetual ("BTCUSDT-PERP") or its spot pair ("BTCUSDT").
+        symbol: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Change the runtime risk limits; options not given keep their value.
+    /// A value the engine refuses exits 2 with its reason.
+    Limits {
+        #[command(flatten)]
+        e: EngineArgs,
+        #[arg(long, default_value = "")]
+        max_position_usd: String,
+        #[arg(long, default_value = "")]
+        max_total_exposure_usd: String,
+        #[arg(long, default_value_t = 0)]
+        max_positions: u32,
+        #[arg(long, default_value = "")]
+        min_rate: String,
+        #[arg(long, default_value = "")]
+        exit_rate: String,
+        #[arg(long, default_value = "")]
+        margin_alert: String,
+        #[arg(long, default_value = "")]
+        margin_critical: String,
+    },
+    /// Clear a finished emergency stop (it survives restarts): opening may
+    /// resume. `herdctl resume` then resumes an engine that came back halted.
+    ClearEmergency {
+        #[command(flatten)]
+        e: EngineArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PositionCmd {
     /// Move the exit to break-even, paid from the slot's subsidy.
     BreakEven {
@@ -203,6 +263,131 @@ fn control_result(
             output,
         )),
         Err(s) => Err(s.into()),
+    }
+}
+
+async fn funding(action: FundingCmd) -> anyhow::Result<ExitCode> {
+    let connect = |e: &EngineArgs| {
+        let t = token(e.token.clone(), e.token_file.clone(), "control.token");
+        let url = e.engine.clone();
+        async move { client::engine(&url, &t?).await }
+    };
+    match action {
+        FundingCmd::Status(e) => {
+            let mut c = connect(&e).await?;
+            let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+            let f = s.funding.unwrap_or_default();
+            match e.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::funding_json(&f))?
+                ),
+                Output::Table => print!("{}", render::funding_table(&f)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FundingCmd::Pause { e, reason } => {
+            let mut c = connect(&e).await?;
+            control_result(
+                c.set_funding_opening(epb::SetFundingOpeningRequest {
+                    paused: true,
+                    reason,
+                })
+                .await,
+                e.output,
+            )
+        }
+        FundingCmd::Resume(e) => {
+            let mut c = connect(&e).await?;
+            control_result(
+                c.set_funding_opening(epb::SetFundingOpeningRequest {
+                    paused: false,
+                    reason: String::new(),
+                })
+                .await,
+                e.output,
+            )
+        }
+        FundingCmd::Close { e, symbol, yes } => {
+            if !yes
+                && !client::confirm(&format!(
+                    "Close the funding hedge on {symbol} at market on {}?",
+                    e.engine
+                ))?
+            {
+                eprintln!("herdctl: not confirmed; nothing done");
+                return Ok(ExitCode::from(3));
+            }
+            let mut c = connect(&e).await?;
+            match c
+                .close_funding_position(epb::CloseFundingPositionRequest { symbol })
+                .await
+            {
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(print_control(
+                    epb::ControlResponse {
+                        ok: false,
+                        message: s.message().to_string(),
+                    },
+                    e.output,
+                )),
+                r => control_result(r, e.output),
+            }
+        }
+        FundingCmd::Limits {
+            e,
+            max_position_usd,
+            max_total_exposure_usd,
+            max_positions,
+            min_rate,
+            exit_rate,
+            margin_alert,
+            margin_critical,
+        } => {
+            let mut c = connect(&e).await?;
+            let r = c
+                .set_funding_risk_limits(epb::SetFundingRiskLimitsRequest {
+                    max_position_usd,
+                    max_total_exposure_usd,
+                    max_positions,
+                    min_rate,
+                    exit_rate,
+                    margin_alert,
+                    margin_critical,
+                })
+                .await;
+            match r {
+                Ok(l) => {
+                    let l = l.into_inner();
+                    match e.output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&render::funding_limits_json(&l))?
+                        ),
+                        Output::Table => print!("{}", render::funding_limits_table(&l)),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                    if e.output == Output::Json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "message": s.message()})
+                        );
+                    }
+                    eprintln!("herdctl: invalid limit: {}", s.message());
+                    Ok(ExitCode::from(2))
+                }
+                Err(s) => control_result(Err(s), e.output),
+            }
+        }
+        FundingCmd::ClearEmergency { e, reason } => {
+            let mut c = connect(&e).await?;
+            control_result(
+                c.clear_funding_emergency(epb::ClearFundingEmergencyRequest { reason })
+                    .await,
+                e.output,
+            )
+        }
     }
 }
 
@@ -374,6 +559,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             }
         },
+        Cmd::Funding { action } => funding(action).await,
         Cmd::Budget(g) => {
             let mut c =
                 client::gateway(&g.gateway, &token(g.token, g.token_file, "engine-0.token")?)

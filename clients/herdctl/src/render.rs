@@ -90,47 +90,7 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
             })).collect::<Vec<_>>(),
         })
     });
-    let funding = s.funding.as_ref().map(|f| {
-        json!({
-            "enabled": f.enabled,
-            "running": f.running,
-            "mode": f.mode,
-            "opening_paused": f.opening_paused,
-            "pause_reason": f.pause_reason,
-            "margin_ratio": f.margin_ratio,
-            "margin_band": f.margin_band,
-            "shutdown_policy": f.shutdown_policy,
-            "reconcile_mismatches": f.reconcile_mismatches,
-            "portfolio": f.portfolio.as_ref().map(|p| json!({
-                "total_funding": p.total_funding, "total_fees": p.total_fees,
-                "unrealized": p.unrealized, "realized": p.realized, "net_pnl": p.net_pnl,
-                "open_positions": p.open_positions, "closed_positions": p.closed_positions,
-                "exposure_usd": p.exposure_usd,
-            })),
-            "positions": f.positions.iter().map(|p| json!({
-                "id": p.id, "symbol": p.symbol, "spot_symbol": p.spot_symbol, "state": p.state,
-                "spot_qty": p.spot_qty, "perp_qty": p.perp_qty, "spot_entry": p.spot_entry,
-                "perp_entry": p.perp_entry, "funding_collected": p.funding_collected,
-                "fees": p.fees, "unrealized": p.unrealized, "net": p.net,
-                "opened_at_ms": p.opened_at_ms, "funding_payments": p.funding_payments,
-                "last_error": p.last_error,
-            })).collect::<Vec<_>>(),
-            "ranking": f.ranking.iter().map(|o| json!({
-                "symbol": o.symbol, "rate": o.rate, "interval_hours": o.interval_hours,
-                "net_per_period": o.net_per_period, "annualized": o.annualized,
-                "turnover_24h_usd": o.turnover_24h_usd,
-            })).collect::<Vec<_>>(),
-            "emergency": f.emergency.as_ref().map(|e| json!({
-                "triggered": e.triggered, "reason": e.reason, "at_ms": e.at_ms,
-                "done": e.done, "failures": e.failures,
-            })),
-            "cycles": f.cycles.as_ref().map(|c| json!({
-                "run": c.run, "skipped": c.skipped, "failed": c.failed,
-                "last_started_ms": c.last_started_ms, "last_duration_ms": c.last_duration_ms,
-                "last_errors": c.last_errors,
-            })),
-        })
-    });
+    let funding = s.funding.as_ref().map(funding_json);
     let grid = s.grid.as_ref().map(|g| {
         json!({
             "enabled": g.enabled, "mode": g.mode, "slot_count": g.slot_count,
@@ -222,6 +182,233 @@ pub fn status_json(s: &epb::EngineStatus) -> Value {
         "funding": funding,
         "time_ms": s.time_ms,
     })
+}
+
+/// The funding block as JSON (`herdctl funding status -o json` and the
+/// `funding` key of `herdctl status -o json`).
+pub fn funding_json(f: &epb::FundingStatus) -> Value {
+    json!({
+        "enabled": f.enabled,
+        "running": f.running,
+        "mode": f.mode,
+        "opening_paused": f.opening_paused,
+        "pause_reason": f.pause_reason,
+        "margin_ratio": f.margin_ratio,
+        "margin_band": f.margin_band,
+        "shutdown_policy": f.shutdown_policy,
+        "reconcile_mismatches": f.reconcile_mismatches,
+        "portfolio": f.portfolio.as_ref().map(|p| json!({
+            "total_funding": p.total_funding, "total_fees": p.total_fees,
+            "unrealized": p.unrealized, "realized": p.realized, "net_pnl": p.net_pnl,
+            "open_positions": p.open_positions, "closed_positions": p.closed_positions,
+            "exposure_usd": p.exposure_usd,
+        })),
+        "positions": f.positions.iter().map(|p| json!({
+            "id": p.id, "symbol": p.symbol, "spot_symbol": p.spot_symbol, "state": p.state,
+            "spot_qty": p.spot_qty, "perp_qty": p.perp_qty, "spot_entry": p.spot_entry,
+            "perp_entry": p.perp_entry, "funding_collected": p.funding_collected,
+            "fees": p.fees, "unrealized": p.unrealized, "net": p.net,
+            "opened_at_ms": p.opened_at_ms, "funding_payments": p.funding_payments,
+            "last_error": p.last_error,
+        })).collect::<Vec<_>>(),
+        "ranking": f.ranking.iter().map(|o| json!({
+            "symbol": o.symbol, "rate": o.rate, "interval_hours": o.interval_hours,
+            "net_per_period": o.net_per_period, "annualized": o.annualized,
+            "turnover_24h_usd": o.turnover_24h_usd,
+        })).collect::<Vec<_>>(),
+        "emergency": f.emergency.as_ref().map(|e| json!({
+            "triggered": e.triggered, "reason": e.reason, "at_ms": e.at_ms,
+            "done": e.done, "failures": e.failures,
+        })),
+        "limits": f.limits.as_ref().map(funding_limits_json),
+        "cycles": f.cycles.as_ref().map(|c| json!({
+            "run": c.run, "skipped": c.skipped, "failed": c.failed,
+            "last_started_ms": c.last_started_ms, "last_duration_ms": c.last_duration_ms,
+            "last_errors": c.last_errors,
+        })),
+    })
+}
+
+pub fn funding_limits_json(l: &epb::FundingRiskLimits) -> Value {
+    json!({
+        "max_position_usd": l.max_position_usd,
+        "max_positions": l.max_positions,
+        "max_total_exposure_usd": l.max_total_exposure_usd,
+        "min_rate": l.min_rate,
+        "exit_rate": l.exit_rate,
+        "margin_alert": l.margin_alert,
+        "margin_critical": l.margin_critical,
+    })
+}
+
+pub fn funding_limits_table(l: &epb::FundingRiskLimits) -> String {
+    table(
+        &[
+            "max position usd",
+            "max positions",
+            "max exposure usd",
+            "min rate",
+            "exit rate",
+            "margin alert",
+            "margin critical",
+        ],
+        &[vec![
+            l.max_position_usd.clone(),
+            l.max_positions.to_string(),
+            l.max_total_exposure_usd.clone(),
+            l.min_rate.clone(),
+            l.exit_rate.clone(),
+            l.margin_alert.clone(),
+            l.margin_critical.clone(),
+        ]],
+    )
+}
+
+/// `herdctl funding status`: summary line, positions, portfolio, ranking,
+/// emergency and limits.
+pub fn funding_table(f: &epb::FundingStatus) -> String {
+    if !f.enabled {
+        return "funding: disabled on this engine ([funding] enabled = false)\n".into();
+    }
+    let p = f.portfolio.clone().unwrap_or_default();
+    let c = f.cycles.clone().unwrap_or_default();
+    let e = f.emergency.clone().unwrap_or_default();
+    let mut out = format!(
+        "funding ({}, {}): opening {}; margin {} ({}); shutdown policy {}\n",
+        f.mode,
+        if f.running { "running" } else { "stopped" },
+        if f.opening_paused {
+            format!("PAUSED ({})", f.pause_reason)
+        } else {
+            "on".to_string()
+        },
+        if f.margin_ratio.is_empty() {
+            "-"
+        } else {
+            &f.margin_ratio
+        },
+        f.margin_band,
+        f.shutdown_policy,
+    );
+    out.push_str(&format!(
+        "cycles: {} run, {} skipped, {} failed, last {} ms every {} s{}\n",
+        c.run,
+        c.skipped,
+        c.failed,
+        c.last_duration_ms,
+        c.interval_sec,
+        if c.last_errors.is_empty() {
+            String::new()
+        } else {
+            format!("; last errors: {}", c.last_errors.join("; "))
+        },
+    ));
+    if e.triggered {
+        out.push_str(&format!(
+            "EMERGENCY STOP: {} ({}){}\n",
+            e.reason,
+            if e.done { "done" } else { "closing" },
+            if e.failures.is_empty() {
+                String::new()
+            } else {
+                format!("; NOT CLOSED: {}", e.failures.join("; "))
+            },
+        ));
+    }
+    if !f.reconcile_mismatches.is_empty() {
+        out.push_str(&format!(
+            "MISMATCH: {}\n",
+            f.reconcile_mismatches.join("; ")
+        ));
+    }
+    out.push_str(&table(
+        &[
+            "open",
+            "closed",
+            "exposure usd",
+            "funding",
+            "fees",
+            "unrealized",
+            "realized",
+            "net",
+        ],
+        &[vec![
+            p.open_positions.to_string(),
+            p.closed_positions.to_string(),
+            p.exposure_usd.clone(),
+            p.total_funding.clone(),
+            p.total_fees.clone(),
+            p.unrealized.clone(),
+            p.realized.clone(),
+            p.net_pnl.clone(),
+        ]],
+    ));
+    let rows: Vec<Vec<String>> = f
+        .positions
+        .iter()
+        .map(|x| {
+            vec![
+                x.symbol.clone(),
+                x.state.clone(),
+                x.spot_qty.clone(),
+                x.perp_qty.clone(),
+                x.spot_entry.clone(),
+                x.perp_entry.clone(),
+                x.funding_payments.to_string(),
+                x.funding_collected.clone(),
+                x.fees.clone(),
+                x.unrealized.clone(),
+                x.net.clone(),
+                x.last_error.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "perp",
+            "state",
+            "spot qty",
+            "perp qty",
+            "spot entry",
+            "perp entry",
+            "payments",
+            "funding",
+            "fees",
+            "unrealized",
+            "net",
+            "note",
+        ],
+        &rows,
+    ));
+    let rows: Vec<Vec<String>> = f
+        .ranking
+        .iter()
+        .map(|o| {
+            vec![
+                o.symbol.clone(),
+                o.rate.clone(),
+                format!("{} h", o.interval_hours),
+                o.net_per_period.clone(),
+                o.annualized.clone(),
+                o.turnover_24h_usd.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "ranked",
+            "rate",
+            "interval",
+            "net/period",
+            "annualized",
+            "turnover 24h usd",
+        ],
+        &rows,
+    ));
+    if let Some(l) = &f.limits {
+        out.push_str(&funding_limits_table(l));
+    }
+    out
 }
 
 /// One engine's status as a readable screen.

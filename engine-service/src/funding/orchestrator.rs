@@ -41,6 +41,10 @@ pub const EMERGENCY_TRIES: u32 = 3;
 pub const EMERGENCY_BACKOFF: &[Duration] = &[Duration::from_secs(1), Duration::from_secs(2)];
 /// Closed positions shown in status besides the active ones.
 const CLOSED_IN_STATUS: usize = 5;
+/// The store journal stream of the emergency latch: "fired" (reason,
+/// at_ms), "done" (failures), "cleared" (reason). The last "fired" not
+/// followed by "cleared" latches the controller across restarts.
+pub const EMERGENCY_STREAM: &str = "funding-emergency";
 
 /// The emergency controller's state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,6 +64,10 @@ enum Command {
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    ClearEmergency {
+        reason: String,
+        reply: oneshot::Sender<Result<String, String>>,
     },
 }
 
@@ -194,6 +202,22 @@ impl FundingHandle {
         self.commands
             .send(Command::Close {
                 symbol: symbol.to_string(),
+                reply,
+            })
+            .map_err(|_| "the funding orchestrator is not running".to_string())?;
+        rx.await
+            .map_err(|_| "the funding orchestrator stopped".to_string())?
+    }
+
+    /// Clears a finished emergency stop (also one latched from before a
+    /// restart): the controller is armed again and opening may resume.
+    /// Refused while the emergency is still closing positions or when none
+    /// fired.
+    pub async fn clear_emergency(&self, reason: &str) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ClearEmergency {
+                reason: reason.to_string(),
                 reply,
             })
             .map_err(|_| "the funding orchestrator is not running".to_string())?;
@@ -400,6 +424,104 @@ impl<A: FundingApi> Orchestrator<A> {
                 self.shutdown_now().await;
                 let _ = reply.send(());
             }
+            Command::ClearEmergency { reason, reply } => {
+                let r = self.clear_emergency_now(&reason).await;
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Restores the emergency latch from the store (call before [`run`]):
+    /// an emergency that fired and was not cleared comes back triggered, so
+    /// nothing opens after a restart; one that had not finished closing
+    /// runs again. Returns the restored state.
+    ///
+    /// [`run`]: Orchestrator::run
+    pub async fn restore_emergency(&self) -> Result<Option<EmergencyState>, String> {
+        let entries = self
+            .store
+            .journal(EMERGENCY_STREAM)
+            .await
+            .map_err(|e| format!("emergency latch: {e}"))?;
+        let mut latched: Option<EmergencyState> = None;
+        for (kind, payload, time_ms) in entries {
+            let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+            match kind.as_str() {
+                "fired" => {
+                    latched = Some(EmergencyState {
+                        triggered: true,
+                        reason: v["reason"].as_str().unwrap_or_default().to_string(),
+                        at_ms: v["at_ms"].as_i64().unwrap_or(time_ms),
+                        done: false,
+                        failures: Vec::new(),
+                    });
+                }
+                "done" => {
+                    if let Some(e) = latched.as_mut() {
+                        e.done = true;
+                        e.failures = v["failures"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                    }
+                }
+                "cleared" => latched = None,
+                _ => {}
+            }
+        }
+        let Some(e) = latched else {
+            return Ok(None);
+        };
+        self.handle.fired.store(true, Ordering::SeqCst);
+        self.handle.lock().emergency = e.clone();
+        tracing::error!(reason = %e.reason, at_ms = e.at_ms, done = e.done,
+            "funding emergency stop latched from before the restart: not opening until cleared");
+        if !e.done {
+            let _ = self.handle.commands.send(Command::Emergency);
+        }
+        Ok(Some(e))
+    }
+
+    async fn clear_emergency_now(&self, reason: &str) -> Result<String, String> {
+        let e = self.handle.emergency();
+        if !e.triggered {
+            return Err("no emergency stop to clear".into());
+        }
+        if !e.done {
+            return Err("the emergency stop is still closing positions".into());
+        }
+        let payload = serde_json::json!({"reason": reason, "cleared": e.reason}).to_string();
+        self.store
+            .append_journal(EMERGENCY_STREAM, "cleared", &payload, self.api.now_ms())
+            .await
+            .map_err(|x| format!("cannot store the cleared latch: {x}"))?;
+        self.handle.lock().emergency = EmergencyState::default();
+        self.handle.fired.store(false, Ordering::SeqCst);
+        tracing::warn!(%reason, was = %e.reason, "funding emergency stop cleared by operator");
+        let core = self.core.lock().await;
+        self.publish(&core).await;
+        Ok(format!(
+            "emergency stop ({}) cleared; opening may resume",
+            e.reason
+        ))
+    }
+
+    async fn journal_emergency(&self, kind: &str, payload: serde_json::Value) {
+        if let Err(e) = self
+            .store
+            .append_journal(
+                EMERGENCY_STREAM,
+                kind,
+                &payload.to_string(),
+                self.api.now_ms(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, kind, "cannot store the emergency latch");
         }
     }
 
@@ -1030,10 +1152,16 @@ impl<A: FundingApi> Orchestrator<A> {
     }
 
     async fn emergency_locked(&self, core: &mut Core) {
+        let latch = self.handle.emergency();
+        self.journal_emergency(
+            "fired",
+            serde_json::json!({"reason": latch.reason, "at_ms": latch.at_ms}),
+        )
+        .await;
         if let Err(e) = self.load(core).await {
             tracing::error!(error = %e, "emergency: cannot load positions");
         }
-        let reason = self.handle.emergency().reason;
+        let reason = latch.reason;
         let failures = self
             .close_all(core, EMERGENCY_TRIES, &format!("emergency: {reason}"))
             .await;
@@ -1045,6 +1173,8 @@ impl<A: FundingApi> Orchestrator<A> {
                 "CRITICAL: funding emergency stop could not close every position"
             );
         }
+        self.journal_emergency("done", serde_json::json!({"failures": failures}))
+            .await;
         {
             let mut st = self.handle.lock();
             st.emergency.done = true;

@@ -93,6 +93,9 @@ pub enum FaultKind {
     Forbidden,
     /// retCode 10016; not acted on.
     ServerError,
+    /// A definite refusal of an order (retCode 110007 linear / 170131 spot,
+    /// insufficient balance); not acted on.
+    Reject,
 }
 
 /// One injected fault: applies to the next `count` requests on `path`
@@ -108,6 +111,9 @@ pub struct Fault {
     pub latency_ms: u64,
     #[serde(default)]
     pub status: Option<u16>,
+    /// Only requests of this category ("spot" / "linear"); any when `None`.
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 fn one() -> u32 {
@@ -122,6 +128,7 @@ impl Fault {
             count: 1,
             latency_ms: 0,
             status: None,
+            category: None,
         }
     }
 }
@@ -378,6 +385,76 @@ impl BybitSim {
         Ok(paid.map(|p| p.amount))
     }
 
+    /// The account's own records, for tests that check a client's books
+    /// against the venue's: every fill (orders with executed volume: Bybit
+    /// symbol, category, side, qty, average price, fee and fee coin, time),
+    /// every funding credit (positive = received), the balances and the
+    /// open perpetual positions. Amounts are decimal strings.
+    pub fn ledger(&self) -> Value {
+        let st = self.lock();
+        let fills: Vec<Value> = st
+            .exchange
+            .all_orders()
+            .iter()
+            .filter(|o| o.volume_executed > Decimal::ZERO)
+            .map(|o| {
+                let (category, symbol) = bybit_symbol(&o.symbol);
+                json!({
+                    "orderLinkId": o.client_order_id,
+                    "category": category,
+                    "symbol": symbol,
+                    "side": if o.side == herd_venue::Side::Buy { "Buy" } else { "Sell" },
+                    "qty": o.volume_executed.normalize().to_string(),
+                    "price": o.average_price.unwrap_or_default().normalize().to_string(),
+                    "fee": o.fee.normalize().to_string(),
+                    "feeCurrency": o.fee_asset,
+                    "time": o.closed_at_ms.unwrap_or(o.opened_at_ms),
+                })
+            })
+            .collect();
+        let funding: Vec<Value> = st
+            .exchange
+            .funding_payments(&herd_venue::FundingPaymentQuery {
+                symbol: None,
+                since_ms: 0,
+                until_ms: None,
+                limit: 0,
+            })
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "symbol": bybit_symbol(&p.symbol).1,
+                    "amount": p.amount.normalize().to_string(),
+                    "currency": p.asset,
+                    "rate": p.rate.normalize().to_string(),
+                    "size": p.size.normalize().to_string(),
+                    "time": p.time_ms,
+                })
+            })
+            .collect();
+        let balances: serde_json::Map<String, Value> = st
+            .exchange
+            .balances()
+            .iter()
+            .map(|b| (b.asset.clone(), json!(b.total.normalize().to_string())))
+            .collect();
+        let positions: Vec<Value> = st
+            .exchange
+            .positions()
+            .iter()
+            .filter(|p| !p.size.is_zero())
+            .map(|p| {
+                json!({
+                    "symbol": bybit_symbol(&p.symbol).1,
+                    "side": if p.side == herd_venue::PositionSide::Long { "Buy" } else { "Sell" },
+                    "size": p.size.normalize().to_string(),
+                })
+            })
+            .collect();
+        json!({"fills": fills, "funding": funding, "balances": balances, "positions": positions})
+    }
+
     /// Queues a fault.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
@@ -411,12 +488,13 @@ impl BybitSim {
         }
     }
 
-    fn take_fault(&self, path: &str) -> Option<Fault> {
+    fn take_fault(&self, path: &str, category: &str) -> Option<Fault> {
         let mut st = self.lock();
-        let idx = st
-            .faults
-            .iter()
-            .position(|f| f.count > 0 && f.path.as_deref().is_none_or(|p| p == path))?;
+        let idx = st.faults.iter().position(|f| {
+            f.count > 0
+                && f.path.as_deref().is_none_or(|p| p == path)
+                && f.category.as_deref().is_none_or(|c| c == category)
+        })?;
         let fault = st.faults[idx].clone();
         st.faults[idx].count -= 1;
         if st.faults[idx].count == 0 {
@@ -431,7 +509,8 @@ impl BybitSim {
         if req.path.starts_with("/admin/") {
             return Outcome::Respond(self.admin(&req));
         }
-        if let Some(f) = self.take_fault(&req.path) {
+        let category = self.category_of(&req);
+        if let Some(f) = self.take_fault(&req.path, &category) {
             match f.kind {
                 FaultKind::Latency => {
                     tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
@@ -451,7 +530,6 @@ impl BybitSim {
                     let now = self.now_ms();
                     let mut r =
                         Response::json(200, envelope(10006, "Too many visits!", json!({}), now));
-                    let category = self.category_of(&req);
                     let limit = account_limit(&req.path, &category).unwrap_or(50);
                     r.headers.push(("X-Bapi-Limit".into(), limit.to_string()));
                     r.headers.push(("X-Bapi-Limit-Status".into(), "0".into()));
@@ -472,6 +550,18 @@ impl BybitSim {
                     return Outcome::Respond(Response::json(
                         200,
                         envelope(10016, "Server error.", json!({}), now),
+                    ));
+                }
+                FaultKind::Reject => {
+                    let now = self.now_ms();
+                    let (code, msg) = if category == "spot" {
+                        (170131, "Insufficient balance.")
+                    } else {
+                        (110007, "ab not enough for new order")
+                    };
+                    return Outcome::Respond(Response::json(
+                        200,
+                        envelope(code, msg, json!({}), now),
                     ));
                 }
             }
@@ -623,6 +713,7 @@ impl BybitSim {
             ("GET", "/admin/stats") => {
                 serde_json::to_value(self.stats()).map_err(|e| e.to_string())
             }
+            ("GET", "/admin/ledger") => Ok(self.ledger()),
             ("POST", "/admin/price") => (|| {
                 let category = text(&body, "category").unwrap_or_else(|| "spot".into());
                 let symbol = text(&body, "symbol").ok_or("symbol is required")?;
