@@ -314,6 +314,21 @@ fn gateway_and_engine_servers_take_hostile_requests() {
         })
         .unwrap();
 
+    // Regression (found by this test): a price whose count of ticks is
+    // beyond Decimal's range made the gateway's order check panic.
+    for (volume, price) in [("10", "7923000000000000000000"), ("79228162514264337593543950335", "2")] {
+        let r = rt.block_on(control.clone().submit_order(epb::SubmitOrderRequest {
+            symbol: String::new(),
+            side: "buy".into(),
+            order_type: "limit".into(),
+            volume: volume.into(),
+            price: price.into(),
+            post_only: false,
+        }));
+        let st = r.unwrap_err();
+        assert!(acceptable(&st), "{volume} @ {price}: {st:?}");
+    }
+
     // The engine's control server: SubmitOrder, CancelOrder, funding limits.
     let submit = (
         id_text(),
@@ -850,7 +865,7 @@ async fn no_secret_reaches_any_log_of_a_full_kraken_run() {
     let _ = h.submit(1, "0.1").await.unwrap();
     let _ = h.submit(1, "0.101").await.unwrap();
     wait_until("the faults to be used up", Duration::from_secs(20), || async {
-        Ok((h.admin().stats().await?["fault_hits"].as_u64() >= Some(4)).then_some(()))
+        Ok((h.admin().stats().await?["fault_hits"].as_u64() >= Some(3)).then_some(()))
     })
     .await
     .unwrap();
