@@ -26,7 +26,8 @@ use tonic::Status;
 
 use crate::kraken_harness::{API_KEY, API_SECRET, SimAdmin, SimProcess};
 use crate::procs::{
-    ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, Proc, bin_path, engine_client, engine_token, free_port, wait_until,
+    ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, Proc, bin_path, engine_client, engine_token, free_port,
+    wait_until,
 };
 
 /// The instrument every order of the suite trades.
@@ -104,6 +105,9 @@ pub struct KrakenHerd {
     /// Postgres schemas created for this herd (dropped by [`KrakenHerd::cleanup`]).
     pub schemas: Vec<String>,
 }
+
+/// One engine's journal: its orders, and its fills as (client id, volume).
+pub type Journal = (Vec<OrderRow>, Vec<(String, Decimal)>);
 
 /// What [`KrakenHerd::check`] saw when every invariant held.
 #[derive(Debug, Clone, Default)]
@@ -381,7 +385,11 @@ impl KrakenHerd {
     }
 
     /// CancelOrder through engine `i`'s control RPC.
-    pub async fn cancel(&self, i: usize, client_order_id: &str) -> anyhow::Result<Result<(), Status>> {
+    pub async fn cancel(
+        &self,
+        i: usize,
+        client_order_id: &str,
+    ) -> anyhow::Result<Result<(), Status>> {
         let mut c = engine_client(&self.engine_url(i)?).await?;
         Ok(c.cancel_order(epb::CancelOrderRequest {
             client_order_id: client_order_id.into(),
@@ -397,7 +405,10 @@ impl KrakenHerd {
     }
 
     /// Engine `i`'s journal: every order and every fill.
-    pub async fn journal(&self, i: usize) -> anyhow::Result<(Vec<OrderRow>, Vec<(String, Decimal)>)> {
+    pub async fn journal(
+        &self,
+        i: usize,
+    ) -> anyhow::Result<(Vec<OrderRow>, Vec<(String, Decimal)>)> {
         let e = self.engines.get(i).context("no such engine")?;
         let store = Store::connect(&e.check_url).await?;
         let mut orders = store.orders_of("manual").await?;
@@ -436,7 +447,10 @@ impl KrakenHerd {
 
     /// Checks every invariant once; `Err` describes the first violations.
     /// `asked_to_cancel[i]` are the client ids engine `i` was told to cancel.
-    pub async fn check(&self, asked_to_cancel: &[BTreeSet<String>]) -> anyhow::Result<Result<CheckReport, String>> {
+    pub async fn check(
+        &self,
+        asked_to_cancel: &[BTreeSet<String>],
+    ) -> anyhow::Result<Result<CheckReport, String>> {
         let venue = self.admin().orders().await?;
         let mut journals = Vec::new();
         for i in 0..self.engines.len() {
@@ -444,7 +458,11 @@ impl KrakenHerd {
         }
         Ok(check_invariants(
             &venue,
-            &self.engines.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            &self
+                .engines
+                .iter()
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>(),
             &journals,
             asked_to_cancel,
         ))
@@ -532,7 +550,7 @@ async fn create_schema(base_url: &str, schema: &str) -> anyhow::Result<()> {
 pub fn check_invariants(
     venue: &[Value],
     engine_ids: &[String],
-    journals: &[(Vec<OrderRow>, Vec<(String, Decimal)>)],
+    journals: &[Journal],
     asked_to_cancel: &[BTreeSet<String>],
 ) -> Result<CheckReport, String> {
     let mut problems: Vec<String> = Vec::new();
@@ -545,7 +563,10 @@ pub fn check_invariants(
     }
     for (cl, v) in &by_cl {
         if v.len() > 1 {
-            problems.push(format!("{} orders at the venue with cl_ord_id {cl:?}", v.len()));
+            problems.push(format!(
+                "{} orders at the venue with cl_ord_id {cl:?}",
+                v.len()
+            ));
         }
     }
     for (i, id) in engine_ids.iter().enumerate() {
@@ -576,7 +597,9 @@ pub fn check_invariants(
             let userref = o["userref"].as_i64().unwrap_or(0);
             // 4. Ownership: the prefix and (when sent) the userref agree.
             if userref != 0 && !(lo..=hi).contains(&userref) {
-                problems.push(format!("{cl}: userref {userref} outside {id}'s {lo}..={hi}"));
+                problems.push(format!(
+                    "{cl}: userref {userref} outside {id}'s {lo}..={hi}"
+                ));
             }
             // 3. No lost journal row.
             let Some(row) = journaled.get(engine_cl) else {
@@ -618,7 +641,10 @@ pub fn check_invariants(
                 ));
             }
             // 4. Cancels only by the owner, only when asked.
-            if venue_status == "canceled" && journal_status != "rejected" && !cancels.contains(engine_cl) {
+            if venue_status == "canceled"
+                && journal_status != "rejected"
+                && !cancels.contains(engine_cl)
+            {
                 problems.push(format!("{cl} was canceled but {id} never asked"));
             }
         }
@@ -645,7 +671,9 @@ pub fn check_invariants(
         report.rejected.insert(id.clone(), rejected);
         for cl in fill_sum.keys() {
             if !at_venue.contains(cl) {
-                problems.push(format!("{id} journaled a fill of {cl} the venue never made"));
+                problems.push(format!(
+                    "{id} journaled a fill of {cl} the venue never made"
+                ));
             }
         }
     }

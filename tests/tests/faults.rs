@@ -251,9 +251,11 @@ async fn rate_limit_answers() {
     assert!(refused.message().contains("ate limit"), "{refused:?}");
     h.admin().clear_faults().await.unwrap();
     // After the burst orders flow again.
-    wait_until("a submit to pass again", Duration::from_secs(20), || async {
-        Ok(h.submit(1, "0.05").await?.ok())
-    })
+    wait_until(
+        "a submit to pass again",
+        Duration::from_secs(20),
+        || async { Ok(h.submit(1, "0.05").await?.ok()) },
+    )
     .await
     .unwrap();
     let report = h.converge(CONVERGE, &asked).await.unwrap();
@@ -272,7 +274,10 @@ async fn temporary_lockout() {
     let other = h.submit(1, &price(1, 5)).await.unwrap().unwrap_err();
     assert_eq!(other.code(), Code::ResourceExhausted, "{other:?}");
     // The gateway does not keep knocking while locked: one lockout answer.
-    assert_eq!(h.admin().stats().await.unwrap()["stats"]["lockout_errors"], 1);
+    assert_eq!(
+        h.admin().stats().await.unwrap()["stats"]["lockout_errors"],
+        1
+    );
     wait_until("the lockout to end", Duration::from_secs(20), || async {
         Ok(h.submit(0, &price(0, 6)).await?.ok())
     })
@@ -284,7 +289,10 @@ async fn temporary_lockout() {
     h.fill_all().await.unwrap();
     let report = h.converge(CONVERGE, &asked).await.unwrap();
     assert_filled(&report, 1);
-    assert!(report.rejected["e0"] >= 1 && report.rejected["e1"] >= 1, "{report:?}");
+    assert!(
+        report.rejected["e0"] >= 1 && report.rejected["e1"] >= 1,
+        "{report:?}"
+    );
     eprintln!("temporary_lockout took {:?}: {report:?}", start.elapsed());
 }
 
@@ -318,7 +326,10 @@ async fn gateway_kill9_and_restart() {
     // The herd trades on after the restart.
     h.submit_ok(0, "0.05").await.unwrap();
     h.converge(CONVERGE, &asked).await.unwrap();
-    eprintln!("gateway_kill9_and_restart took {:?}: {report:?}", start.elapsed());
+    eprintln!(
+        "gateway_kill9_and_restart took {:?}: {report:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +356,10 @@ async fn engine_kill9_and_restart() {
     h.submit_ok(0, "0.05").await.unwrap();
     let report = h.converge(CONVERGE, &no_cancels(&h)).await.unwrap();
     assert_eq!(report.venue_orders["e0"], 5, "{report:?}");
-    eprintln!("engine_kill9_and_restart took {:?}: {report:?}", start.elapsed());
+    eprintln!(
+        "engine_kill9_and_restart took {:?}: {report:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +372,10 @@ async fn database_restart_under_the_engine() {
              the Postgres backend-termination path did NOT run"
         );
         sqlite_variant().await;
-        eprintln!("database_restart_under_the_engine (SQLite variant) took {:?}", start.elapsed());
+        eprintln!(
+            "database_restart_under_the_engine (SQLite variant) took {:?}",
+            start.elapsed()
+        );
         return;
     };
     eprintln!("TEST_DATABASE_URL is set: engines journal to Postgres; terminating e0's backends");
