@@ -3,12 +3,14 @@
 //! loopback ports, waits for each to say it listens, never a sleep, and
 //! connects real gRPC clients with the right tokens), and wire-level venue
 //! simulators over the paper matching core: [`kraken_sim`] (with
-//! [`kraken_harness`]) and [`bybit_sim`] (on the small HTTP/1.1 server in
+//! [`kraken_harness`], and [`kraken_herd`]: a whole herd of real processes on
+//! the Kraken simulator with the fault suite's invariant checks) and [`bybit_sim`] (on the small HTTP/1.1 server in
 //! [`http1`]).
 
 pub mod bybit_sim;
 pub mod http1;
 pub mod kraken_harness;
+pub mod kraken_herd;
 pub mod kraken_sim;
 pub mod procs;
 

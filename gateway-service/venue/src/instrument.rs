@@ -61,10 +61,15 @@ impl Instrument {
         if self.tick_size <= Decimal::ZERO {
             return by_decimals;
         }
-        let ticks = (price / self.tick_size)
-            .round_dp_with_strategy(0, strategy)
-            .normalize();
-        (ticks * self.tick_size).normalize()
+        // A price too large to count in ticks stays rounded by decimals
+        // ([`Instrument::check_order`] refuses it before it gets here).
+        let Some(ticks) = price.checked_div(self.tick_size) else {
+            return by_decimals;
+        };
+        let ticks = ticks.round_dp_with_strategy(0, strategy).normalize();
+        ticks
+            .checked_mul(self.tick_size)
+            .map_or(by_decimals, |d| d.normalize())
     }
 
     /// Rounds a volume down to the lot precision.
@@ -111,6 +116,14 @@ impl Instrument {
             (OrderType::Limit, Some(p)) if p <= Decimal::ZERO => {
                 return Err(OrderCheckError::new("price", "must be greater than zero"));
             }
+            (OrderType::Limit, Some(p))
+                if self.tick_size > Decimal::ZERO && p.checked_div(self.tick_size).is_none() =>
+            {
+                return Err(OrderCheckError::new(
+                    "price",
+                    format!("{p} is too large for {}", self.symbol),
+                ));
+            }
             (OrderType::Limit, Some(p)) => {
                 let rounded = self.round_price(order.side, p);
                 if rounded <= Decimal::ZERO {
@@ -136,7 +149,12 @@ impl Instrument {
             ));
         }
         if let Some(p) = price.or(reference_price) {
-            let cost = p * volume;
+            let Some(cost) = p.checked_mul(volume) else {
+                return Err(OrderCheckError::new(
+                    "volume",
+                    format!("{volume} at {p} is too large an order for {}", self.symbol),
+                ));
+            };
             if cost < self.min_cost {
                 return Err(OrderCheckError::new(
                     "volume",
@@ -254,5 +272,34 @@ mod tests {
                 (got, want) => panic!("{}: got {got:?}, want {want:?}", case.name),
             }
         }
+    }
+
+    #[test]
+    fn a_price_or_cost_beyond_decimal_range_is_refused_not_a_panic() {
+        let i = doge();
+        let order = |volume: Decimal, price: Decimal| NewOrder {
+            client_order_id: "x".into(),
+            symbol: "DOGEUSD".into(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            volume,
+            price: Some(price),
+            post_only: false,
+            userref: 0,
+            reduce_only: false,
+        };
+        // Found by tests/tests/hostile.rs: price / tick overflowed.
+        let e = i
+            .check_order(&order(dec!(10), dec!(79230000000000000000000)), None)
+            .unwrap_err();
+        assert_eq!(e.field, "price");
+        let e = i
+            .check_order(&order(Decimal::MAX, dec!(7922816251426433759354)), None)
+            .unwrap_err();
+        assert_eq!(e.field, "volume");
+        assert_eq!(
+            i.round_price(Side::Buy, Decimal::MAX),
+            Decimal::MAX.round_dp(6)
+        );
     }
 }

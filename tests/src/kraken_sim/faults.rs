@@ -6,7 +6,8 @@
 //!   {"method": "AddOrder", "kind": {"type": "lose_response"}, "every": 3, "times": 5},
 //!   {"kind": {"type": "latency", "ms": 200}},
 //!   {"method": "OpenOrders", "kind": {"type": "http_status", "status": 502}, "times": 1},
-//!   {"method": "AddOrder", "kind": {"type": "error", "error": "EService:Unavailable"}}
+//!   {"method": "AddOrder", "kind": {"type": "error", "error": "EService:Unavailable"}},
+//!   {"method": "AddOrder", "kind": {"type": "delay_answer", "ms": 1500}, "times": 2}
 //! ]}
 //! ```
 
@@ -27,6 +28,10 @@ pub enum FaultKind {
     /// Carry the request out, then reset the connection: the order is
     /// accepted but the client never hears of it.
     LoseResponse,
+    /// Carry the request out, then hold the answer this long before sending
+    /// it: with `ms` past the client's timeout the order is accepted but the
+    /// client has given up waiting ("timeout after accept").
+    DelayAnswer { ms: u64 },
 }
 
 /// One rule.
@@ -94,6 +99,9 @@ impl FaultSet {
             match &r.kind {
                 FaultKind::Latency { ms } => plan.latency_ms += ms,
                 FaultKind::LoseResponse => plan.fault = Some((FaultKind::Reset, true)),
+                FaultKind::DelayAnswer { ms } => {
+                    plan.fault = Some((FaultKind::DelayAnswer { ms: *ms }, true));
+                }
                 other => plan.fault = Some((other.clone(), r.after_processing)),
             }
         }
@@ -125,5 +133,18 @@ mod tests {
         assert!(plans.iter().all(|p| p.latency_ms == 5));
         assert_eq!(set.plan("Balance").fault, None);
         assert_eq!(set.hits(), 2 + 7);
+    }
+
+    #[test]
+    fn delay_answer_always_comes_after_processing() {
+        let mut set: FaultSet = serde_json::from_str(
+            r#"{"rules": [{"method": "AddOrder", "kind": {"type": "delay_answer", "ms": 700}, "times": 1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            set.plan("AddOrder").fault,
+            Some((FaultKind::DelayAnswer { ms: 700 }, true))
+        );
+        assert_eq!(set.plan("AddOrder").fault, None, "times: 1");
     }
 }

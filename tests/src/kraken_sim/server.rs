@@ -288,6 +288,11 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
         }
     };
     match fault {
+        Some((FaultKind::DelayAnswer { ms }, true)) => {
+            // Accepted; the answer leaves only after the client's timeout.
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json_reply(StatusCode::OK, &answer)
+        }
         Some((kind, true)) => apply(shared, &kind, &name),
         _ => json_reply(StatusCode::OK, &answer),
     }
@@ -303,7 +308,9 @@ fn apply(shared: &Shared, kind: &FaultKind, _method: &str) -> Reply {
             shared.sim().count_answer(&v);
             json_reply(StatusCode::OK, &v)
         }
-        FaultKind::Latency { .. } => json_reply(StatusCode::OK, &err("EGeneral:Internal error")),
+        FaultKind::Latency { .. } | FaultKind::DelayAnswer { .. } => {
+            json_reply(StatusCode::OK, &err("EGeneral:Internal error"))
+        }
     }
 }
 
