@@ -74,9 +74,17 @@ async fn slots_ledger_gates_and_restart_through_the_gateway() {
     })
     .await;
     assert_eq!(g.slots[0].phase, "S0");
-    let open = gw.open_orders("e0").await;
-    let mut prices: Vec<(String, i32)> =
-        open.iter().map(|o| (o.price.clone(), o.userref)).collect();
+    // The gateway lists an order once its place has returned to the engine
+    // and the registry has it open; wait for both rather than race them.
+    let mut prices: Vec<(String, i32)> = wait_for("both entries open at the gateway", || async {
+        let open = gw.open_orders("e0").await;
+        if open.len() == 2 {
+            Ok(open.iter().map(|o| (o.price.clone(), o.userref)).collect())
+        } else {
+            Err(format!("{open:?}"))
+        }
+    })
+    .await;
     prices.sort();
     assert_eq!(
         prices,
@@ -182,7 +190,8 @@ async fn slots_ledger_gates_and_restart_through_the_gateway() {
         {
             Ok(())
         } else {
-            Err(format!("{g:?}"))
+            let venue = gw.query_orders("e0", &[exit_id.clone()]).await;
+            Err(format!("{g:?}; the exit at the gateway: {venue:?}"))
         }
     })
     .await;
@@ -199,10 +208,13 @@ async fn spawn_without_an_aging_parent_is_refused_by_name() {
         1,
     ))
     .await;
-    wait_for("a capacity reading", || async {
-        match e1.status().await.capacity {
-            Some(c) => Ok(c),
-            None => Err("none".into()),
+    // The gates read the regime: wait for the fixed RANGING to be reported
+    // ready, so the refusal is about the parent and nothing else.
+    wait_for("a capacity reading and a ready regime", || async {
+        let s = e1.status().await;
+        match (s.capacity, s.regime) {
+            (Some(c), Some(r)) if r.ready => Ok(c),
+            (c, r) => Err(format!("capacity {c:?}, regime {r:?}")),
         }
     })
     .await;

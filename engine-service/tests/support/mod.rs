@@ -200,6 +200,22 @@ impl TestGateway {
         .orders
     }
 
+    /// The gateway's view of some of `engine`'s orders.
+    pub async fn query_orders(&self, engine: &str, ids: &[String]) -> Vec<gpb::Order> {
+        let token = ENGINES.iter().find(|e| e.0 == engine).unwrap().1;
+        let mut gw = GatewayClient::new(self.channel().await);
+        gw.query_orders(authed(
+            gpb::QueryOrdersRequest {
+                client_order_ids: ids.to_vec(),
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders
+    }
+
     /// The paper venue's balances (as engine e0: balances are the key's).
     pub async fn balances(&self) -> Vec<gpb::Balance> {
         let mut gw = GatewayClient::new(self.channel().await);
@@ -214,7 +230,16 @@ impl TestGateway {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        // A stop that hangs must not leave the old instance running beside
+        // a restarted one (it would take the restarted one's events).
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .is_err()
+        {
+            eprintln!("the in-process service did not stop within 20 s; aborted");
+            abort.abort();
+        }
     }
 }
 
@@ -259,6 +284,8 @@ pub fn engine_config(
         regime_source: RegimeSource::Fixed,
         fixed_regime: regime.into(),
         rangers,
+        // Stop at once (no load balancer to wait for).
+        drain_delay_ms: 0,
         ..EngineConfig::default()
     }
 }
@@ -360,7 +387,16 @@ impl TestEngine {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        // A stop that hangs must not leave the old instance running beside
+        // a restarted one (it would take the restarted one's events).
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .is_err()
+        {
+            eprintln!("the in-process service did not stop within 20 s; aborted");
+            abort.abort();
+        }
     }
 }
 
