@@ -10,6 +10,7 @@ pub mod bybit_sim;
 pub mod http1;
 pub mod kraken_harness;
 pub mod kraken_sim;
+pub mod load;
 pub mod procs;
 
 pub use procs::{
