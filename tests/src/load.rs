@@ -10,11 +10,14 @@
 //! whose share of the venue is smaller than its demand builds a queue at the
 //! gateway, which is what competing for a scarce budget means.
 //!
-//! The mix per 10 ticks: 7 PlaceOrder that cross the book (filled at once,
-//! so they hold no open-order slot; spread over the crossing pairs), 1
-//! resting post-only PlaceOrder or the CancelOrder of the engine's resting
-//! order (at most one of each in flight), 2 QueryOrders of the engine's
-//! recently placed orders (answered from the gateway's registry).
+//! Before the flood each engine places [`RESTING_PER_ENGINE`] post-only
+//! orders below the market, one at a time. The mix per 10 ticks then: 7
+//! PlaceOrder that cross the book (filled at once, so they hold no
+//! open-order slot; spread over the crossing pairs), 1 CancelOrder of one of
+//! the engine's resting orders (at most one in flight; a query once none is
+//! left), 2 QueryOrders of the engine's recently placed orders (answered
+//! from the gateway's registry). Cancels jump the engine's own queue (cancel
+//! before place), so they happen even while its places wait.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -43,6 +46,9 @@ pub const EXTRA_PAIRS: u32 = 33;
 /// that calls waiting on different counters (34 pairs, the REST counter)
 /// never hold each other up, so the counters, not the slots, are the limit.
 pub const VENUE_SLOTS: usize = 96;
+
+/// Resting orders each engine places before the flood, for its cancels.
+pub const RESTING_PER_ENGINE: usize = 4;
 
 /// The metadata key of the retry hint on RESOURCE_EXHAUSTED.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
@@ -148,7 +154,6 @@ pub struct Tally {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Cross,
-    Rest,
     Cancel,
     Query,
 }
@@ -163,16 +168,35 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
-    /// Starts one generator per engine against the gateway at `url`.
-    pub fn start(url: &str, engines: &[(String, u32)], rate_per_s: u32) -> anyhow::Result<LoadRun> {
+    /// Places each engine's resting orders, then starts one generator per
+    /// engine against the gateway at `url`.
+    pub async fn start(
+        url: &str,
+        engines: &[(String, u32)],
+        rate_per_s: u32,
+    ) -> anyhow::Result<LoadRun> {
+        let symbols = crossing_symbols();
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        for (id, _) in engines {
-            let client = engine_client(url, &engine_token(id))?;
+        for (i, (id, _)) in engines.iter().enumerate() {
+            let mut client = engine_client(url, &engine_token(id))?;
+            let mut resting = VecDeque::new();
+            for j in 0..RESTING_PER_ENGINE {
+                let oid = format!("r{j}");
+                let sym = &symbols[(i * RESTING_PER_ENGINE + j) % symbols.len()];
+                let mut req = limit(&oid, sym, pb::Side::Buy, "100", "0.1");
+                req.post_only = true;
+                let order = client.place_order(req).await?.into_inner().order;
+                let status = order.map(|o| o.status).unwrap_or_default();
+                if status != pb::OrderStatus::Open as i32 {
+                    anyhow::bail!("{id}'s resting order {oid} is not open: status {status}");
+                }
+                resting.push_back(oid);
+            }
             let rx = stop_rx.clone();
             tasks.push((
                 id.clone(),
-                tokio::spawn(generate(client, rate_per_s.max(1), rx)),
+                tokio::spawn(generate(client, rate_per_s.max(1), resting, rx)),
             ));
         }
         Ok(LoadRun { stop, tasks })
@@ -198,17 +222,18 @@ fn has_retry_hint(st: &Status) -> bool {
         .is_some_and(|ms| ms > 0)
 }
 
-async fn generate(client: EngineClient, rate_per_s: u32, mut stop: watch::Receiver<bool>) -> Tally {
+async fn generate(
+    client: EngineClient,
+    rate_per_s: u32,
+    mut resting: VecDeque<String>,
+    mut stop: watch::Receiver<bool>,
+) -> Tally {
     let symbols = crossing_symbols();
     let mut tally = Tally::default();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate_per_s)));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut calls: JoinSet<Answer> = JoinSet::new();
     let mut recent: VecDeque<String> = VecDeque::new();
-    // The engine's resting order (id, when it was acknowledged), and whether
-    // a resting place or a cancel is in flight.
-    let mut resting: Option<(String, Instant)> = None;
-    let mut rest_in_flight = false;
     let mut cancel_in_flight = false;
     let mut n: u64 = 0;
     loop {
@@ -219,12 +244,8 @@ async fn generate(client: EngineClient, rate_per_s: u32, mut stop: watch::Receiv
                 let slot = n % 10;
                 let kind = if slot < 7 {
                     Kind::Cross
-                } else if slot == 7 {
-                    match &resting {
-                        None if !rest_in_flight => Kind::Rest,
-                        Some((_, at)) if !cancel_in_flight && at.elapsed() >= Duration::from_secs(1) => Kind::Cancel,
-                        _ => Kind::Query,
-                    }
+                } else if slot == 7 && !cancel_in_flight && !resting.is_empty() {
+                    Kind::Cancel
                 } else {
                     Kind::Query
                 };
@@ -241,19 +262,9 @@ async fn generate(client: EngineClient, rate_per_s: u32, mut stop: watch::Receiv
                             (kind, id, at, r)
                         });
                     }
-                    Kind::Rest => {
-                        rest_in_flight = true;
-                        let id = format!("r{n}");
-                        let mut req = limit(&id, "BTCUSD", pb::Side::Buy, "0.001", "30000");
-                        req.post_only = true;
-                        calls.spawn(async move {
-                            let r = c.place_order(req).await.map(|r| r.into_inner().order);
-                            (kind, id, at, r)
-                        });
-                    }
                     Kind::Cancel => {
                         cancel_in_flight = true;
-                        let id = resting.as_ref().map(|(id, _)| id.clone()).unwrap_or_default();
+                        let id = resting.front().cloned().unwrap_or_default();
                         calls.spawn(async move {
                             let r = c
                                 .cancel_order(pb::CancelOrderRequest { client_order_id: id.clone() })
@@ -285,36 +296,19 @@ async fn generate(client: EngineClient, rate_per_s: u32, mut stop: watch::Receiv
                             recent.pop_front();
                         }
                     }
-                    (Kind::Rest, Ok(order)) => {
-                        tally.placed += 1;
-                        rest_in_flight = false;
-                        let open = order.is_some_and(|o| {
-                            matches!(
-                                pb::OrderStatus::try_from(o.status),
-                                Ok(pb::OrderStatus::Open | pb::OrderStatus::Pending)
-                            )
-                        });
-                        if open {
-                            resting = Some((id, Instant::now()));
-                        }
-                    }
                     (Kind::Cancel, Ok(_)) => {
                         tally.cancelled += 1;
                         cancel_in_flight = false;
-                        resting = None;
+                        resting.retain(|r| *r != id);
                     }
                     (Kind::Query, Ok(_)) => tally.queried += 1,
                     (kind, Err(st)) => {
-                        match kind {
-                            Kind::Rest => rest_in_flight = false,
-                            Kind::Cancel => {
-                                cancel_in_flight = false;
-                                // Gone or final: nothing left to cancel.
-                                if st.code() != Code::ResourceExhausted {
-                                    resting = None;
-                                }
+                        if kind == Kind::Cancel {
+                            cancel_in_flight = false;
+                            // Gone or final: nothing left to cancel.
+                            if st.code() != Code::ResourceExhausted {
+                                resting.retain(|r| *r != id);
                             }
-                            _ => {}
                         }
                         if st.code() == Code::ResourceExhausted {
                             tally.exhausted += 1;

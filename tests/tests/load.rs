@@ -53,7 +53,7 @@ async fn ten_weighted_engines_at_100_rps_share_starter_budget_fairly() {
     let (_, idle_rss) = load::rss_kib(pid).unwrap();
     let mut admin = admin_client(&gw.url()).await.unwrap();
 
-    let run = LoadRun::start(&gw.url(), &engines, 100).unwrap();
+    let run = LoadRun::start(&gw.url(), &engines, 100).await.unwrap();
     // Shares are measured once every engine has calls waiting: from then on
     // all of them compete for the same counters.
     let before = wait_until(
@@ -127,6 +127,7 @@ async fn ten_weighted_engines_at_100_rps_share_starter_budget_fairly() {
             "{id}: RESOURCE_EXHAUSTED without a retry-after-ms hint"
         );
         assert!(t.placed > 0 && t.queried > 0, "{id}: {t:?}");
+        assert!(t.cancelled > 0, "{id} cancelled nothing: {t:?}");
         assert!(
             t.other.is_empty(),
             "{id}: unexpected errors {:?}",
