@@ -11,7 +11,7 @@
 //! gateway, which is what competing for a scarce budget means.
 //!
 //! Before the flood each engine places [`RESTING_PER_ENGINE`] post-only
-//! orders below the market, one at a time. The mix per 10 ticks then: 7
+//! orders below the market, one at a time, on a pair of its own. The mix per 10 ticks then: 7
 //! PlaceOrder that cross the book (filled at once, so they hold no
 //! open-order slot; spread over the crossing pairs), 1 CancelOrder of one of
 //! the engine's resting orders (at most one in flight; a query once none is
@@ -38,9 +38,15 @@ use crate::procs::{ADMIN_TOKEN, Bearer, Proc, bin_path, engine_token, free_port}
 /// The weights of issue 9's ten engines.
 pub const WEIGHTS: [u32; 10] = [1, 1, 1, 1, 1, 2, 2, 2, 3, 3];
 
-/// Synthetic DOGE-priced pairs besides DOGEUSD and BTCUSD: 34 trading
-/// counters (each 60 units, decaying 1/s at Starter) for the crossing orders.
-pub const EXTRA_PAIRS: u32 = 33;
+/// Synthetic DOGE-priced pairs besides DOGEUSD and BTCUSD: P1..P33 with
+/// DOGEUSD are 34 trading counters (each 60 units, decaying 1/s at Starter)
+/// for the crossing orders; P34..P43 hold engine i's resting orders on
+/// P(34 + i), so their cancel penalties and open-order counts never meet
+/// the crossing flood (the adapter counts an accepted order as open until
+/// the next OpenOrders shows it gone, so a pair's burst of 59 crossing
+/// orders is all its 60 open-order slots leave room for).
+pub const EXTRA_PAIRS: u32 = 43;
+const CROSSING_PAIRS: u32 = 33;
 
 /// Private venue calls the load gateway lets be in flight at once: enough
 /// that calls waiting on different counters (34 pairs, the REST counter)
@@ -48,7 +54,11 @@ pub const EXTRA_PAIRS: u32 = 33;
 pub const VENUE_SLOTS: usize = 96;
 
 /// Resting orders each engine places before the flood, for its cancels.
-pub const RESTING_PER_ENGINE: usize = 4;
+/// One: every cancel's follow-up QueryOrders costs a unit of Starter's REST
+/// counter (15, decaying 0.33/s), and the poller needs that counter to see
+/// filled orders leave; until it does the adapter counts them as open, and
+/// a pair with 60 of them refuses new orders ("open order limit reached").
+pub const RESTING_PER_ENGINE: usize = 1;
 
 /// The metadata key of the retry hint on RESOURCE_EXHAUSTED.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
@@ -56,7 +66,7 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// The symbols the crossing orders go to.
 pub fn crossing_symbols() -> Vec<String> {
     std::iter::once("DOGEUSD".to_string())
-        .chain((1..=EXTRA_PAIRS).map(|n| format!("P{n}USD")))
+        .chain((1..=CROSSING_PAIRS).map(|n| format!("P{n}USD")))
         .collect()
 }
 
@@ -175,16 +185,16 @@ impl LoadRun {
         engines: &[(String, u32)],
         rate_per_s: u32,
     ) -> anyhow::Result<LoadRun> {
-        let symbols = crossing_symbols();
         let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        // Every engine's resting orders first, then every generator.
+        let mut ready = Vec::new();
         for (i, (id, _)) in engines.iter().enumerate() {
             let mut client = engine_client(url, &engine_token(id))?;
+            let sym = format!("P{}USD", CROSSING_PAIRS + 1 + u32::try_from(i)?);
             let mut resting = VecDeque::new();
             for j in 0..RESTING_PER_ENGINE {
                 let oid = format!("r{j}");
-                let sym = &symbols[(i * RESTING_PER_ENGINE + j) % symbols.len()];
-                let mut req = limit(&oid, sym, pb::Side::Buy, "100", "0.1");
+                let mut req = limit(&oid, &sym, pb::Side::Buy, "100", "0.1");
                 req.post_only = true;
                 let order = client.place_order(req).await?.into_inner().order;
                 let status = order.map(|o| o.status).unwrap_or_default();
@@ -193,9 +203,13 @@ impl LoadRun {
                 }
                 resting.push_back(oid);
             }
+            ready.push((id.clone(), client, resting));
+        }
+        let mut tasks = Vec::new();
+        for (id, client, resting) in ready {
             let rx = stop_rx.clone();
             tasks.push((
-                id.clone(),
+                id,
                 tokio::spawn(generate(client, rate_per_s.max(1), resting, rx)),
             ));
         }
