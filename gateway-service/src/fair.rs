@@ -205,7 +205,10 @@ impl FairQueue {
 
     /// Calls granted to one participant so far.
     pub fn granted_to(&self, engine: &str) -> u64 {
-        self.lock().participants.get(engine).map_or(0, |p| p.granted)
+        self.lock()
+            .participants
+            .get(engine)
+            .map_or(0, |p| p.granted)
     }
 
     /// Calls waiting per participant and priority.

@@ -25,11 +25,11 @@ use std::time::Duration;
 
 use herd_proto::gateway as pb;
 use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::kraken_harness::{EngineClient, engine_client, limit};
