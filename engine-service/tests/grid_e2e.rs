@@ -190,7 +190,7 @@ async fn slots_ledger_gates_and_restart_through_the_gateway() {
         {
             Ok(())
         } else {
-            let venue = gw.query_orders("e0", &[exit_id.clone()]).await;
+            let venue = gw.query_orders("e0", std::slice::from_ref(&exit_id)).await;
             Err(format!("{g:?}; the exit at the gateway: {venue:?}"))
         }
     })

@@ -203,6 +203,14 @@ impl FairQueue {
         v
     }
 
+    /// Calls granted to one participant so far.
+    pub fn granted_to(&self, engine: &str) -> u64 {
+        self.lock()
+            .participants
+            .get(engine)
+            .map_or(0, |p| p.granted)
+    }
+
     /// Calls waiting per participant and priority.
     pub fn waiting(&self) -> (usize, usize, usize) {
         let st = self.lock();

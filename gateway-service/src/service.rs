@@ -36,8 +36,14 @@ pub fn venue_status(e: &VenueError) -> Status {
             Status::failed_precondition(msg)
         }
         VenueError::UnknownOrder(_) => Status::not_found(msg),
-        VenueError::RateLimited { .. } | VenueError::Lockout { .. } => {
-            Status::resource_exhausted(msg)
+        VenueError::RateLimited { retry_after_ms, .. } => {
+            with_retry_hint(Status::resource_exhausted(msg), *retry_after_ms)
+        }
+        VenueError::Lockout { until_ms, .. } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            with_retry_hint(Status::resource_exhausted(msg), until_ms - now_ms)
         }
         VenueError::Auth(_) => {
             Status::internal(format!("gateway cannot authenticate with the venue: {msg}"))
@@ -47,6 +53,18 @@ pub fn venue_status(e: &VenueError) -> Status {
         VenueError::Parse(_) | VenueError::Other(_) => Status::internal(msg),
     }
 }
+
+/// Adds the `retry-after-ms` hint (at least 1) that every
+/// RESOURCE_EXHAUSTED answer carries.
+pub fn with_retry_hint(mut st: Status, retry_after_ms: i64) -> Status {
+    if let Ok(v) = retry_after_ms.max(1).to_string().parse() {
+        st.metadata_mut().insert(RETRY_AFTER_MS, v);
+    }
+    st
+}
+
+/// The metadata key of the retry hint.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// How many times a call the venue refused for rate reasons is made again.
 const RATE_LIMIT_RETRIES: u32 = 3;
@@ -161,11 +179,8 @@ impl Core {
     /// with a retry hint.
     async fn slot(&self, engine: &str, priority: Priority) -> Result<Permit, Status> {
         self.fair.acquire(engine, priority).await.map_err(|e| {
-            let mut st = Status::resource_exhausted(e.to_string());
-            if let Ok(v) = e.retry_after_ms.to_string().parse() {
-                st.metadata_mut().insert("retry-after-ms", v);
-            }
-            st
+            let hint = i64::try_from(e.retry_after_ms).unwrap_or(i64::MAX);
+            with_retry_hint(Status::resource_exhausted(e.to_string()), hint)
         })
     }
 
@@ -878,6 +893,7 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
                     calls,
                     queue_depth: u32::try_from(self.core.fair.depth(&engine_id))
                         .unwrap_or(u32::MAX),
+                    venue_grants: self.core.fair.granted_to(&engine_id),
                     dead_man_fired_at_ms: dead_man.map_or(0, |d| d.0),
                     dead_man_canceled: dead_man.map_or(0, |d| d.1),
                     engine_id,
@@ -928,7 +944,12 @@ mod tests {
             (VenueError::Parse("x".into()), Code::Internal),
         ];
         for (e, code) in cases {
-            assert_eq!(venue_status(&e).code(), code, "{e}");
+            let st = venue_status(&e);
+            assert_eq!(st.code(), code, "{e}");
+            if code == Code::ResourceExhausted {
+                let hint = st.metadata().get(RETRY_AFTER_MS).map(|v| v.to_str());
+                assert!(matches!(hint, Some(Ok(_))), "{e}: no retry hint");
+            }
         }
     }
 }

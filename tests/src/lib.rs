@@ -12,6 +12,7 @@ pub mod http1;
 pub mod kraken_harness;
 pub mod kraken_herd;
 pub mod kraken_sim;
+pub mod load;
 pub mod procs;
 
 pub use procs::{

@@ -63,6 +63,27 @@ pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
         if release {
             cmd.arg("--release");
         }
+        // Cargo gives this test process its package's variables; passed on to
+        // the nested build they change build scripts' fingerprints (ring
+        // watches CARGO_MANIFEST_DIR), and every test run would rebuild the
+        // TLS stack for the next `cargo test` to rebuild it back.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k.as_ref(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(&key);
+            }
+        }
         let status = cmd.status().context("cannot run cargo build")?;
         if !status.success() {
             bail!("cargo build of the service binaries failed");

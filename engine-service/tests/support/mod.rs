@@ -201,6 +201,7 @@ impl TestGateway {
     }
 
     /// The gateway's view of some of `engine`'s orders.
+    #[allow(dead_code)] // the grid tests' helper
     pub async fn query_orders(&self, engine: &str, ids: &[String]) -> Vec<gpb::Order> {
         let token = ENGINES.iter().find(|e| e.0 == engine).unwrap().1;
         let mut gw = GatewayClient::new(self.channel().await);
