@@ -260,6 +260,9 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     };
     let plan = shared.faults().plan(&name);
     if plan.latency_ms > 0 {
+        // Simulated venue latency, part of what the sim models (a fault the
+        // test asks for), not a wait for anything: clients in other processes
+        // see it through their real timeouts, so paused time cannot stand in.
         tokio::time::sleep(Duration::from_millis(plan.latency_ms)).await;
     }
     let fault = plan.fault;
@@ -290,6 +293,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     match fault {
         Some((FaultKind::DelayAnswer { ms }, true)) => {
             // Accepted; the answer leaves only after the client's timeout.
+            // Like the latency above, this is the fault itself (the client's
+            // real timeout must expire), not test synchronisation.
             tokio::time::sleep(Duration::from_millis(ms)).await;
             json_reply(StatusCode::OK, &answer)
         }
