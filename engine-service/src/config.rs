@@ -129,44 +129,12 @@ impl Default for EngineConfig {
     }
 }
 
-/// An address from the environment; empty means "not served".
-fn parse_optional_addr(name: &'static str, v: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    herd_proto::admin_http::parse_optional_addr(v)
-        .map_err(|message| ConfigError::Env { name, message })
-}
-
-/// A configuration problem, with what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
-    #[error("config: {0}")]
-    Invalid(String),
-}
+pub use herd_proto::config::ConfigError;
 
 impl EngineConfig {
     /// Loads the file (if any), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<EngineConfig, ConfigError> {
-        let mut cfg = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
-            }
-            None => EngineConfig::default(),
-        };
+        let mut cfg: EngineConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.validate()?;
         Ok(cfg)
@@ -184,7 +152,7 @@ impl EngineConfig {
             })?;
         }
         if let Some(v) = get(env::HTTP_LISTEN) {
-            self.http_listen = parse_optional_addr(env::HTTP_LISTEN, &v)?;
+            self.http_listen = herd_proto::config::optional_addr_env(env::HTTP_LISTEN, &v)?;
         }
         if let Some(v) = get(env::GATEWAY_URL) {
             self.gateway_url = v;

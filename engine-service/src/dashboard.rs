@@ -245,7 +245,9 @@ fn regime_json(r: &pb::RegimeStatus) -> Value {
     })
 }
 
-fn funding_json(f: &pb::FundingStatus) -> Value {
+/// The funding block as JSON (the dashboard's `funding`, and what
+/// `herdctl funding status -o json` prints).
+pub fn funding_json(f: &pb::FundingStatus) -> Value {
     json!({
         "enabled": f.enabled, "running": f.running, "mode": f.mode,
         "opening_paused": f.opening_paused, "pause_reason": f.pause_reason,
@@ -280,12 +282,17 @@ fn funding_json(f: &pb::FundingStatus) -> Value {
             "last_started_ms": c.last_started_ms, "last_duration_ms": c.last_duration_ms,
             "last_errors": c.last_errors, "interval_sec": c.interval_sec,
         })),
-        "limits": f.limits.as_ref().map(|l| json!({
-            "max_position_usd": l.max_position_usd, "max_positions": l.max_positions,
-            "max_total_exposure_usd": l.max_total_exposure_usd, "min_rate": l.min_rate,
-            "exit_rate": l.exit_rate, "margin_alert": l.margin_alert,
-            "margin_critical": l.margin_critical,
-        })),
+        "limits": f.limits.as_ref().map(funding_limits_json),
+    })
+}
+
+/// The funding risk limits as JSON.
+pub fn funding_limits_json(l: &pb::FundingRiskLimits) -> Value {
+    json!({
+        "max_position_usd": l.max_position_usd, "max_positions": l.max_positions,
+        "max_total_exposure_usd": l.max_total_exposure_usd, "min_rate": l.min_rate,
+        "exit_rate": l.exit_rate, "margin_alert": l.margin_alert,
+        "margin_critical": l.margin_critical,
     })
 }
 

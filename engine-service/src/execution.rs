@@ -142,6 +142,9 @@ pub struct Shared {
     pub drain: herd_proto::serving::Drain,
     /// Prometheus counters and histograms (`/metrics`).
     pub metrics: crate::metrics::EngineMetrics,
+    /// Order updates that arrived before the strategies were live, in
+    /// arrival order; `None` once they are (see [`Shared::dispatch`]).
+    early_updates: Mutex<Option<Vec<OrderUpdate>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -236,6 +239,7 @@ impl Shared {
             funding: std::sync::OnceLock::new(),
             drain: herd_proto::serving::Drain::new(),
             metrics: crate::metrics::EngineMetrics::new(),
+            early_updates: Mutex::new(Some(Vec::new())),
         }
     }
 
@@ -613,7 +617,23 @@ impl Shared {
     }
 
     /// Hands an update to the strategy owning its order and runs its answer.
+    ///
+    /// Strategies are live once they are restored from their journal and
+    /// have had a tick that knew the instrument (the grid prices exits with
+    /// its filters). An update that arrives before (a stream replaying what
+    /// happened while the engine was down comes first) is held, already
+    /// journaled, and handed over in arrival order by that tick; dropping it
+    /// would lose the fill from the strategy's books.
     async fn dispatch(&self, update: OrderUpdate) {
+        {
+            let mut early = self.early_updates.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = early.as_mut() {
+                tracing::debug!(client_order_id = %update.client_order_id,
+                    "order update held until the strategies are live");
+                held.push(update);
+                return;
+            }
+        }
         let (owner, actions) = {
             let mut strategies = self.strategies.lock().await;
             match strategies
@@ -625,6 +645,35 @@ impl Shared {
             }
         };
         self.execute(&owner, actions).await;
+    }
+
+    /// Makes the strategies live (called with their lock held, after a tick
+    /// that knew the instrument): the held updates go to their owners in
+    /// arrival order. An update arriving meanwhile finds the queue gone and
+    /// waits for the strategies' lock, so none overtakes a held one.
+    fn go_live(
+        &self,
+        strategies: &mut [Box<dyn Strategy>],
+        now: i64,
+        batches: &mut Vec<(String, Vec<Action>)>,
+    ) {
+        let held = self
+            .early_updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(held) = held else { return };
+        if !held.is_empty() {
+            tracing::info!(
+                updates = held.len(),
+                "strategies live: handing over the order updates held until now"
+            );
+        }
+        for u in held {
+            if let Some(s) = strategies.iter_mut().find(|s| s.owns(&u.client_order_id)) {
+                batches.push((s.name().to_string(), s.on_order(&u, now)));
+            }
+        }
     }
 
     /// One connection's life: session, reconcile, stream until it breaks.
@@ -891,6 +940,51 @@ impl Shared {
     /// now), once, before the first tick. The strategies' lock is held while
     /// the store is read, so an order event is either in what a strategy
     /// reads here or dispatched to it afterwards, never lost in between.
+    /// Journaled working orders the venue no longer lists as open closed
+    /// while the engine was down (filled, cancelled, expired): asks the
+    /// gateway how, and journals that state, so a strategy restores from
+    /// what happened rather than from a race with the event stream's replay.
+    async fn settle_orders_closed_while_down(&self, open: &std::collections::HashSet<String>) {
+        let working = match self.store.working_orders().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read working orders before restoring");
+                return;
+            }
+        };
+        let gone: Vec<String> = working
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .filter(|id| !open.contains(id))
+            .collect();
+        // One id a call: QueryOrders fails whole on an id the gateway does
+        // not know (a submit that never reached it; the stream's reconcile
+        // settles those).
+        for id in gone {
+            let r = self
+                .gateway
+                .clone()
+                .query_orders(pb::QueryOrdersRequest {
+                    client_order_ids: vec![id.clone()],
+                })
+                .await;
+            let orders = match r {
+                Ok(r) => r.into_inner().orders,
+                Err(s) => {
+                    tracing::warn!(client_order_id = %id, error = %s.message(),
+                        "cannot ask the gateway how an order closed while down; restoring from the journal");
+                    continue;
+                }
+            };
+            for o in orders {
+                if let Err(e) = self.store.update_order(&o, now_ms()).await {
+                    tracing::error!(client_order_id = %o.client_order_id, error = %e,
+                        "cannot journal an order's state before restoring");
+                }
+            }
+        }
+    }
+
     pub async fn restore_strategies(&self) {
         let open_ids: Option<std::collections::HashSet<String>> = self
             .gateway
@@ -907,6 +1001,9 @@ impl Shared {
                     .map(|o| o.client_order_id)
                     .collect()
             });
+        if let Some(open) = &open_ids {
+            self.settle_orders_closed_while_down(open).await;
+        }
         let now = now_ms();
         let mut batches = Vec::new();
         {
@@ -1029,10 +1126,14 @@ impl Shared {
             let now = now_ms();
             let batches: Vec<(String, Vec<Action>)> = {
                 let mut strategies = self.strategies.lock().await;
-                strategies
+                let mut batches: Vec<(String, Vec<Action>)> = strategies
                     .iter_mut()
                     .map(|s| (s.name().to_string(), s.on_tick(&market, now)))
-                    .collect()
+                    .collect();
+                if market.instrument.is_some() {
+                    self.go_live(&mut strategies, now, &mut batches);
+                }
+                batches
             };
             for (owner, actions) in batches {
                 if !actions.is_empty() {

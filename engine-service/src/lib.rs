@@ -16,6 +16,7 @@ pub mod churner;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod envvar;
 pub mod execution;
 pub mod funding;
 pub mod grid;
@@ -132,20 +133,13 @@ pub async fn run(
         shared: shared.clone(),
         serving: std::sync::atomic::AtomicBool::new(true),
     });
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    if let Some(addr) = cfg.http_listen {
-        let (listener, http_local) = herd_proto::admin_http::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (http_listen)"))?;
-        tracing::info!(%http_local, "engine admin http listening");
-        tasks.spawn(herd_proto::admin_http::serve(
-            listener,
-            http::handler(http_state.clone()),
-            async move {
-                let _ = http_stop_rx.await;
-            },
-        ));
-    }
+    let mut admin_port = herd_proto::admin_http::start(
+        cfg.http_listen,
+        http::handler(http_state.clone()),
+        "engine",
+        &mut tasks,
+    )
+    .await?;
     on_ready(local);
 
     let times =
@@ -166,7 +160,7 @@ pub async fn run(
     // Serve until the signal (or until the server fails on its own).
     tokio::select! {
         joined = &mut server => {
-            let _ = http_stop_tx.send(());
+            admin_port.stop();
             tasks.abort_all();
             event_stream.abort();
             ticks.abort();
@@ -229,7 +223,7 @@ pub async fn run(
         served
     };
     let finished = tokio::time::timeout_at(deadline, finish).await;
-    let _ = http_stop_tx.send(());
+    admin_port.stop();
     tasks.abort_all();
     event_stream.abort();
     match finished {

@@ -499,27 +499,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OrderRow {
-                    client_order_id: r.try_get(0)?,
-                    owner: r.try_get(1)?,
-                    symbol: r.try_get(2)?,
-                    side: r.try_get(3)?,
-                    order_type: r.try_get(4)?,
-                    price: r.try_get(5)?,
-                    volume: r.try_get(6)?,
-                    volume_executed: r.try_get(7)?,
-                    average_price: r.try_get(8)?,
-                    fee: r.try_get(9)?,
-                    fee_asset: r.try_get(10)?,
-                    status: r.try_get(11)?,
-                    venue_order_id: r.try_get(12)?,
-                    created_at_ms: r.try_get(13)?,
-                    updated_at_ms: r.try_get(14)?,
-                })
-            })
-            .collect()
+        rows.iter().map(order_row).collect()
     }
 
     /// Every order journaled for `owner`, oldest first (startup reconcile).
@@ -532,27 +512,7 @@ impl Store {
         .bind(owner)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OrderRow {
-                    client_order_id: r.try_get(0)?,
-                    owner: r.try_get(1)?,
-                    symbol: r.try_get(2)?,
-                    side: r.try_get(3)?,
-                    order_type: r.try_get(4)?,
-                    price: r.try_get(5)?,
-                    volume: r.try_get(6)?,
-                    volume_executed: r.try_get(7)?,
-                    average_price: r.try_get(8)?,
-                    fee: r.try_get(9)?,
-                    fee_asset: r.try_get(10)?,
-                    status: r.try_get(11)?,
-                    venue_order_id: r.try_get(12)?,
-                    created_at_ms: r.try_get(13)?,
-                    updated_at_ms: r.try_get(14)?,
-                })
-            })
-            .collect()
+        rows.iter().map(order_row).collect()
     }
 
     /// Appends to a strategy's journal.
@@ -844,4 +804,25 @@ async fn set_cursor_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// One `orders` row, selected in [`OrderRow`]'s field order.
+fn order_row(r: &sqlx::any::AnyRow) -> Result<OrderRow, StoreError> {
+    Ok(OrderRow {
+        client_order_id: r.try_get(0)?,
+        owner: r.try_get(1)?,
+        symbol: r.try_get(2)?,
+        side: r.try_get(3)?,
+        order_type: r.try_get(4)?,
+        price: r.try_get(5)?,
+        volume: r.try_get(6)?,
+        volume_executed: r.try_get(7)?,
+        average_price: r.try_get(8)?,
+        fee: r.try_get(9)?,
+        fee_asset: r.try_get(10)?,
+        status: r.try_get(11)?,
+        venue_order_id: r.try_get(12)?,
+        created_at_ms: r.try_get(13)?,
+        updated_at_ms: r.try_get(14)?,
+    })
 }

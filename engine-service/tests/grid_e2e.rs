@@ -54,6 +54,23 @@ async fn grid(e: &TestEngine) -> epb::GridStatus {
     e.status().await.grid.expect("grid block present")
 }
 
+/// Moves the price through slot 0's buy entry and waits for its position
+/// (with its exit, the slot in S1b).
+async fn fill_the_buy_entry(gw: &TestGateway, e: &TestEngine) -> epb::SelfHealingStatus {
+    gw.set_price("0.1197").await;
+    wait_for("a ledger position", || async {
+        let s = e.status().await;
+        let h = s.self_healing.clone().unwrap();
+        let g = s.grid.clone().unwrap();
+        if h.positions.len() == 1 && g.slots[0].phase == "S1b" {
+            Ok(h)
+        } else {
+            Err(format!("{h:?} {g:?}"))
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_ledger_gates_and_restart_through_the_gateway() {
     let gw = TestGateway::start().await;
@@ -108,18 +125,7 @@ async fn slots_ledger_gates_and_restart_through_the_gateway() {
     );
 
     // The buy entry fills: a position with its exit, in S1b.
-    gw.set_price("0.1197").await;
-    let h = wait_for("a ledger position", || async {
-        let s = e0.status().await;
-        let h = s.self_healing.clone().unwrap();
-        let g = s.grid.clone().unwrap();
-        if h.positions.len() == 1 && g.slots[0].phase == "S1b" {
-            Ok(h)
-        } else {
-            Err(format!("{h:?} {g:?}"))
-        }
-    })
-    .await;
+    let h = fill_the_buy_entry(&gw, &e0).await;
     let pos = h.positions[0].clone();
     assert_eq!(
         (pos.entry_price.as_str(), pos.exit_price.as_str()),
@@ -231,5 +237,72 @@ async fn spawn_without_an_aging_parent_is_refused_by_name() {
         .unwrap_err();
     assert!(r.message().contains("no churner 7"), "{}", r.message());
     e1.stop().await;
+    gw.stop().await;
+}
+
+/// The exit fills while the engine is down. The restarted engine's event
+/// stream replays that fill at once, usually before the strategies are
+/// restored and have had a tick that knew the instrument; it must still
+/// close the position (it used to be dropped, leaving the position open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_grid(
+        engine_config("e0", &gw, dir.path(), "UNKNOWN", RangerConfig::default()),
+        1,
+    );
+    let e0 = TestEngine::start(cfg.clone()).await;
+    wait_for("both entries open at the gateway", || async {
+        let open = gw.open_orders("e0").await;
+        if open.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{open:?}"))
+        }
+    })
+    .await;
+    let pos = fill_the_buy_entry(&gw, &e0).await.positions[0].clone();
+    e0.stop().await;
+
+    gw.set_price("0.121").await;
+    let exit_id = pos.exit_order_id.clone();
+    wait_for("the exit filled at the gateway", || async {
+        let o = gw.query_orders("e0", std::slice::from_ref(&exit_id)).await;
+        if o.first()
+            .is_some_and(|o| o.status == herd_proto::gateway::OrderStatus::Filled as i32)
+        {
+            Ok(())
+        } else {
+            Err(format!("{o:?}"))
+        }
+    })
+    .await;
+
+    // The move to 0.121 also filled the sell entry left open (at 0.12024):
+    // it opens a position of its own, with its exit placed on the restart.
+    let e0 = TestEngine::start(cfg).await;
+    let g = wait_for("the position closed by the replayed fill", || async {
+        let g = grid(&e0).await;
+        let a_exit = g.slots[0]
+            .recovery_orders
+            .iter()
+            .any(|o| o.trade == "A" && o.role == "exit" && o.side == "buy");
+        if g.closed_positions == 1 && g.open_positions == 1 && a_exit {
+            Ok(g)
+        } else {
+            Err(format!("{g:?}"))
+        }
+    })
+    .await;
+    // B bought 16.70006680 @ 0.11976 and sold @ 0.1209576: a profit after fees.
+    let pnl: rust_decimal::Decimal = g.realized_pnl.parse().unwrap();
+    // Once: about 0.00995 (gross 0.0200 less two maker fees), not twice.
+    assert!(
+        pnl > rust_decimal::Decimal::ZERO && pnl < rust_decimal::Decimal::new(15, 3),
+        "{g:?}"
+    );
+    assert_eq!(g.ledger_conflicts, 0);
+    e0.stop().await;
     gw.stop().await;
 }

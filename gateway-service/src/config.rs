@@ -207,38 +207,12 @@ impl Default for GatewayConfig {
     }
 }
 
-/// A configuration problem, with what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: String, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
-    #[error("config: {0}")]
-    Invalid(String),
-}
+pub use herd_proto::config::ConfigError;
 
 impl GatewayConfig {
     /// Loads the file (if any), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
-        let mut cfg = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })?
-            }
-            None => GatewayConfig::default(),
-        };
+        let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
         cfg.validate()?;
@@ -254,13 +228,7 @@ impl GatewayConfig {
             })?;
         }
         if let Some(v) = get(env::HTTP_LISTEN) {
-            self.http_listen =
-                herd_proto::admin_http::parse_optional_addr(&v).map_err(|message| {
-                    ConfigError::Env {
-                        name: env::HTTP_LISTEN,
-                        message,
-                    }
-                })?;
+            self.http_listen = herd_proto::config::optional_addr_env(env::HTTP_LISTEN, &v)?;
         }
         if let Some(v) = get(env::ADMIN_TOKEN) {
             self.admin_token = Secret::new(v);

@@ -177,20 +177,13 @@ pub async fn run(
         core: core.clone(),
         serving: std::sync::atomic::AtomicBool::new(true),
     });
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    if let Some(addr) = cfg.http_listen {
-        let (listener, http_local) = herd_proto::admin_http::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (http_listen)"))?;
-        tracing::info!(%http_local, "gateway admin http listening");
-        tasks.spawn(herd_proto::admin_http::serve(
-            listener,
-            http::handler(http_state.clone()),
-            async move {
-                let _ = http_stop_rx.await;
-            },
-        ));
-    }
+    let mut admin_port = herd_proto::admin_http::start(
+        cfg.http_listen,
+        http::handler(http_state.clone()),
+        "gateway",
+        &mut tasks,
+    )
+    .await?;
     on_ready(local);
 
     let times =
@@ -212,7 +205,7 @@ pub async fn run(
     // Serve until the signal (or until the server fails on its own).
     tokio::select! {
         joined = &mut server => {
-            let _ = http_stop_tx.send(());
+            admin_port.stop();
             tasks.abort_all();
             joined.context("gateway server task")?.context("gateway server failed")?;
             anyhow::bail!("gateway server stopped without a shutdown signal");
@@ -250,7 +243,7 @@ pub async fn run(
         "gateway closing: no new connections; waiting for in-flight calls"
     );
     let finished = tokio::time::timeout_at(deadline, &mut server).await;
-    let _ = http_stop_tx.send(());
+    admin_port.stop();
     match finished {
         Ok(joined) => {
             joined

@@ -340,8 +340,10 @@ impl Core {
             client_order_id: state.client_order_id.clone(),
             venue_order_id: Some(state.venue_order_id.clone()).filter(|s| !s.is_empty()),
         };
-        let _slot = self.slot(engine, Priority::Cancel).await?;
-        let cancel = retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await;
+        let cancel = {
+            let _slot = self.slot(engine, Priority::Cancel).await?;
+            retry_rate_limited("cancel_order", || self.venue.cancel_order(&r)).await
+        };
         match &cancel {
             Ok(()) => {
                 tracing::info!("order cancel accepted by the venue");
@@ -350,8 +352,18 @@ impl Core {
             Err(e) => tracing::warn!(error = %e, "order cancel refused by the venue"),
         }
         // Either way the order's true state comes from the venue: a cancel that
-        // raced a fill must report the fill, not lose it.
-        if let Err(e) = self.refresh(std::slice::from_ref(&r)).await {
+        // raced a fill must report the fill, not lose it. That look is an
+        // ordinary query: it gives the cancel's slot back and queues like one,
+        // so with a single venue slot it never holds up other engines' cancels
+        // while the venue's budget refills. A full queue leaves it to the poller.
+        let looked = match self.fair.acquire(engine, Priority::Query).await {
+            Ok(_slot) => self
+                .refresh(std::slice::from_ref(&r))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(full) => Err(full.to_string()),
+        };
+        if let Err(e) = looked {
             tracing::warn!(engine, client_order_id, error = %e, "refresh after cancel failed");
             self.poll_now.notify_one();
         }
@@ -951,5 +963,135 @@ mod tests {
                 assert!(matches!(hint, Some(Ok(_))), "{e}: no retry hint");
             }
         }
+    }
+
+    /// The paper venue, with a log of private calls and a gate that holds
+    /// the cancel of one order until the test opens it.
+    struct GatedVenue {
+        inner: herd_paper::PaperVenue,
+        calls: std::sync::Mutex<Vec<String>>,
+        hold: String,
+        entered: Notify,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl GatedVenue {
+        fn log(&self, what: String) {
+            self.calls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(what);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Venue for GatedVenue {
+        fn name(&self) -> &'static str {
+            "gated-paper"
+        }
+        async fn instruments(&self) -> Result<Vec<Instrument>, VenueError> {
+            self.inner.instruments().await
+        }
+        async fn ticker(&self, symbol: &str) -> Result<herd_venue::Ticker, VenueError> {
+            self.inner.ticker(symbol).await
+        }
+        async fn candles(
+            &self,
+            symbol: &str,
+            interval_minutes: u32,
+            since_ms: i64,
+        ) -> Result<Vec<herd_venue::Candle>, VenueError> {
+            self.inner.candles(symbol, interval_minutes, since_ms).await
+        }
+        async fn balances(&self) -> Result<Vec<herd_venue::Balance>, VenueError> {
+            self.inner.balances().await
+        }
+        async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
+            self.inner.place_order(order).await
+        }
+        async fn cancel_order(&self, order: &OrderRef) -> Result<(), VenueError> {
+            self.log(format!("cancel {}", order.client_order_id));
+            if order.client_order_id == self.hold {
+                self.entered.notify_one();
+                let _open = self.gate.acquire().await;
+            }
+            self.inner.cancel_order(order).await
+        }
+        async fn open_orders(&self) -> Result<Vec<OrderState>, VenueError> {
+            self.inner.open_orders().await
+        }
+        async fn query_orders(&self, orders: &[OrderRef]) -> Result<Vec<OrderState>, VenueError> {
+            for o in orders {
+                self.log(format!("query {}", o.client_order_id));
+            }
+            self.inner.query_orders(orders).await
+        }
+    }
+
+    /// With one venue slot, a cancel's follow-up look at the order queues as
+    /// a query of its own: another engine's cancel that waited for the slot
+    /// goes first instead of waiting for the look too.
+    #[tokio::test]
+    async fn a_cancels_follow_up_look_gives_the_slot_back() {
+        let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+        let paper = herd_paper::PaperVenue::new(
+            &herd_paper::PaperConfig::default(),
+            Arc::new(clock.clone()),
+        );
+        let venue = Arc::new(GatedVenue {
+            inner: paper,
+            calls: std::sync::Mutex::new(Vec::new()),
+            hold: "a-a1".into(),
+            entered: Notify::new(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        let engines = [
+            ("a".to_string(), "a-".to_string()),
+            ("b".to_string(), "b-".to_string()),
+        ];
+        let registry = Arc::new(Registry::new(&engines, "test".into(), 100));
+        let userrefs = HashMap::from([("a".to_string(), (1, 99)), ("b".to_string(), (100, 199))]);
+        let weights = [("a".to_string(), 1), ("b".to_string(), 1)];
+        let core = Arc::new(
+            Core::new(venue.clone(), None, registry, Arc::new(clock), userrefs)
+                .with_fair_queue(FairQueue::new(1, 64, &weights)),
+        );
+        for (engine, id) in [("a", "a1"), ("b", "b1")] {
+            let req = pb::PlaceOrderRequest {
+                client_order_id: id.into(),
+                symbol: "DOGEUSD".into(),
+                side: pb::Side::Buy as i32,
+                order_type: pb::OrderType::Limit as i32,
+                volume: "100".into(),
+                price: "0.05".into(),
+                post_only: true,
+                ..Default::default()
+            };
+            core.place(engine, &req).await.unwrap();
+        }
+        venue.calls.lock().unwrap().clear();
+
+        let c = core.clone();
+        let a = tokio::spawn(async move { c.cancel("a", "a1").await });
+        venue.entered.notified().await;
+        let c = core.clone();
+        let b = tokio::spawn(async move { c.cancel("b", "b1").await });
+        while core.fair.depth("b") == 0 {
+            tokio::task::yield_now().await;
+        }
+        venue.gate.add_permits(1);
+        let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+        assert_eq!(
+            (a.status, b.status),
+            (
+                pb::OrderStatus::Canceled as i32,
+                pb::OrderStatus::Canceled as i32
+            )
+        );
+        assert_eq!(
+            *venue.calls.lock().unwrap(),
+            ["cancel a-a1", "cancel b-b1", "query a-a1", "query b-b1"],
+            "b's cancel waited only for a's cancel"
+        );
     }
 }

@@ -106,6 +106,52 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
     Ok((listener, local))
 }
 
+/// A started admin port; [`AdminPort::stop`] ends it (and so does drop).
+#[derive(Debug, Default)]
+pub struct AdminPort {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The bound address (None when the port is not configured).
+    pub local: Option<SocketAddr>,
+}
+
+impl AdminPort {
+    /// Stops accepting; connections already open finish their request.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Binds `addr` (when configured) and serves `handler` there on a task of
+/// `tasks` until the returned port is stopped. `service` names the service
+/// in the log line and the bind error.
+pub async fn start(
+    addr: Option<SocketAddr>,
+    handler: AdminHandler,
+    service: &str,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> std::io::Result<AdminPort> {
+    let Some(addr) = addr else {
+        return Ok(AdminPort::default());
+    };
+    let (listener, local) = bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{service}: cannot listen on {addr} (http_listen): {e}"),
+        )
+    })?;
+    tracing::info!(%local, "{service} admin http listening");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tasks.spawn(serve(listener, handler, async move {
+        let _ = stopped.await;
+    }));
+    Ok(AdminPort {
+        stop: Some(stop),
+        local: Some(local),
+    })
+}
+
 /// Serves `handler` on `listener` until `shutdown` resolves; connections
 /// already open finish their current request.
 pub async fn serve(

@@ -128,22 +128,10 @@ async fn ten_weighted_engines_at_100_rps_share_starter_budget_fairly() {
         );
         assert!(t.placed > 0 && t.queried > 0, "{id}: {t:?}");
         assert!(t.cancelled > 0, "{id} cancelled nothing: {t:?}");
-        // The one other answer allowed: the adapter's own open-order guard.
-        // It counts an accepted order as open until the next OpenOrders
-        // (every ~3 s at Starter) shows it filled, so during the burst a
-        // pair's 59 crossing orders can look like its 60-order limit.
-        let guard = t
-            .other
-            .get("FailedPrecondition")
-            .filter(|(_, msg)| msg.contains("open order limit"))
-            .map_or(0, |(n, _)| *n);
-        let others: u64 = t.other.values().map(|(n, _)| n).sum();
-        assert_eq!(others, guard, "{id}: unexpected errors {:?}", t.other);
-        assert!(
-            guard * 100 <= t.sent,
-            "{id}: over 1 % of requests refused by the open-order guard: {:?}",
-            t.other
-        );
+        // No other answer: the adapter's open-order guard looks at Kraken
+        // before refusing when orders accepted since its last full view make
+        // a pair look full (the crossing orders here fill at once).
+        assert!(t.other.is_empty(), "{id}: unexpected errors {:?}", t.other);
     }
     assert!(
         hwm.max(peak_seen) < RSS_BOUND_KIB,

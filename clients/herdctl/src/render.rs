@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use herd_engine::dashboard::RangerTiming;
 use herd_proto::engine as epb;
 use herd_proto::gateway as gpb;
 use serde_json::{Value, json};
@@ -49,197 +50,25 @@ fn mode_name(m: i32) -> String {
         .unwrap_or_else(|_| "UNKNOWN".into())
 }
 
-/// JSON for an engine status.
+/// JSON for an engine status: the dashboard's `/api/status` view (one
+/// definition of the JSON for both), plus each strategy's and the regime's
+/// own detail block. herdctl does not know the engine's config, so the
+/// rangers' stage timeouts are 0 here (the dashboard has them).
 pub fn status_json(s: &epb::EngineStatus) -> Value {
-    let strategies: Vec<Value> = s
-        .strategies
-        .iter()
-        .map(|st| {
-            json!({
-                "name": st.name,
-                "enabled": st.enabled,
-                "state": st.state,
-                "detail": serde_json::from_str::<Value>(&st.detail_json).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
-    let regime = s.regime.as_ref().map(|r| {
-        json!({
-            "regime": r.regime,
-            "ready": r.ready,
-            "confidence": r.confidence,
-            "bias": r.bias,
-            "agreement": r.agreement,
-            "detail": serde_json::from_str::<Value>(&r.detail_json).unwrap_or(Value::Null),
-        })
-    });
-    let rangers = s.rangers.as_ref().map(|r| {
-        json!({
-            "enabled": r.enabled,
-            "active": r.active,
-            "regime_ok": r.regime_ok,
-            "cycles_today": r.cycles_today,
-            "profit_today": r.profit_today,
-            "orphans_today": r.orphans_today,
-            "orphan_exposure_usd": r.orphan_exposure_usd,
-            "doge_reserve": r.doge_reserve,
-            "slots": r.slots.iter().map(|x| json!({
-                "ranger_id": x.ranger_id, "stage": x.stage, "entry_price": x.entry_price,
-                "exit_price": x.exit_price, "entry_volume": x.entry_volume,
-                "age_sec": x.age_sec, "last_error": x.last_error,
-            })).collect::<Vec<_>>(),
-        })
-    });
-    let funding = s.funding.as_ref().map(funding_json);
-    let grid = s.grid.as_ref().map(|g| {
-        json!({
-            "enabled": g.enabled, "mode": g.mode, "slot_count": g.slot_count,
-            "total_profit": g.total_profit, "total_settled_usd": g.total_settled_usd,
-            "total_orphans": g.total_orphans, "daily_loss_lock": g.daily_loss_lock,
-            "daily_loss_limit_usd": g.daily_loss_limit_usd, "realized_today": g.realized_today,
-            "paused_by_venue_errors": g.paused_by_venue_errors,
-            "open_positions": g.open_positions, "closed_positions": g.closed_positions,
-            "realized_pnl": g.realized_pnl,
-            "slots": g.slots.iter().map(|x| json!({
-                "id": x.id, "alias": x.alias, "sticky": x.sticky, "phase": x.phase,
-                "halted": x.halted, "long_only": x.long_only, "short_only": x.short_only,
-                "cycles_a": x.cycles_a, "cycles_b": x.cycles_b, "profit": x.profit,
-                "order_size_usd": x.order_size_usd,
-                "open_orders": x.open_orders.iter().map(|o| json!({
-                    "client_order_id": o.client_order_id, "trade": o.trade, "role": o.role,
-                    "side": o.side, "price": o.price, "volume": o.volume, "age_sec": o.age_sec,
-                })).collect::<Vec<_>>(),
-                "recovery_orders": x.recovery_orders.iter().map(|o| json!({
-                    "client_order_id": o.client_order_id, "position_id": o.position_id,
-                    "price": o.price, "age_sec": o.age_sec, "distance_pct": o.distance_pct,
-                    "reason": o.orphan_reason,
-                })).collect::<Vec<_>>(),
-                "recent_cycles": x.recent_cycles.iter().map(|c| json!({
-                    "trade": c.trade, "kind": c.kind, "entry_price": c.entry_price,
-                    "exit_price": c.exit_price, "volume": c.volume, "net": c.net,
-                })).collect::<Vec<_>>(),
-                "last_error": x.last_error,
-            })).collect::<Vec<_>>(),
-        })
-    });
-    let capacity = s.capacity.as_ref().map(|c| {
-        json!({"limit": c.limit, "safe_cap": c.safe_cap, "open_orders": c.open_orders,
-            "source": c.source, "headroom": c.headroom, "band": c.band, "reason": c.reason})
-    });
-    let healing = s.self_healing.as_ref().map(|h| {
-        let bands = h.bands.unwrap_or_default();
-        let c = h.churner.clone().unwrap_or_default();
-        json!({
-            "enabled": h.enabled,
-            "subsidy": h.subsidy.iter().map(|x| json!({
-                "slot_id": x.slot_id, "balance": x.balance, "earned": x.earned,
-                "consumed": x.consumed, "needed": x.needed,
-            })).collect::<Vec<_>>(),
-            "bands": {"fresh": bands.fresh, "aging": bands.aging, "stale": bands.stale,
-                "stuck": bands.stuck, "write_off": bands.write_off},
-            "positions": h.positions.iter().map(|p| json!({
-                "position_id": p.position_id, "slot_id": p.slot_id, "trade": p.trade,
-                "mode": p.mode, "entry_price": p.entry_price, "exit_price": p.exit_price,
-                "volume": p.volume, "age_hours": p.age_hours,
-                "effective_age_hours": p.effective_age_hours, "band": p.band,
-            })).collect::<Vec<_>>(),
-            "churner": {
-                "enabled": c.enabled, "active": c.active, "max": c.max,
-                "reserve_available": c.reserve_available,
-                "cycles_today": c.cycles_today, "profit_today": c.profit_today,
-                "cycles_total": c.cycles_total, "profit_total": c.profit_total,
-                "states": c.states.iter().map(|x| json!({
-                    "id": x.id, "stage": x.stage, "parent_position_id": x.parent_position_id,
-                    "parent_slot": x.parent_slot, "side": x.side, "entry_price": x.entry_price,
-                    "exit_price": x.exit_price, "volume": x.volume, "age_sec": x.age_sec,
-                    "compound_usd": x.compound_usd, "last_error": x.last_error,
-                })).collect::<Vec<_>>(),
-            },
-        })
-    });
-    json!({
-        "engine_id": s.engine_id,
-        "mode": mode_name(s.mode),
-        "pause_reason": s.pause_reason,
-        "gateway_connected": s.gateway_connected,
-        "gateway_incarnation": s.gateway_incarnation,
-        "last_event_sequence": s.last_event_sequence,
-        "price": s.price,
-        "price_age_ms": s.price_age_ms,
-        "fills_journaled": s.fills_journaled,
-        "consecutive_venue_errors": s.consecutive_venue_errors,
-        "open_orders": s.open_orders.iter().map(|o| json!({
-            "client_order_id": o.client_order_id, "symbol": o.symbol, "side": o.side,
-            "price": o.price, "volume": o.volume, "volume_executed": o.volume_executed,
-            "status": o.status, "owner": o.owner,
-        })).collect::<Vec<_>>(),
-        "regime": regime,
-        "strategies": strategies,
-        "rangers": rangers,
-        "grid": grid,
-        "capacity": capacity,
-        "self_healing": healing,
-        "funding": funding,
-        "time_ms": s.time_ms,
-    })
+    let mut v = herd_engine::dashboard::status_json(s, &RangerTiming::default());
+    let detail = |raw: &str| serde_json::from_str::<Value>(raw).unwrap_or(Value::Null);
+    if let Some(list) = v.get_mut("strategies").and_then(Value::as_array_mut) {
+        for (out, st) in list.iter_mut().zip(&s.strategies) {
+            out["detail"] = detail(&st.detail_json);
+        }
+    }
+    if let (Some(r), Some(out)) = (&s.regime, v.get_mut("regime").filter(|r| r.is_object())) {
+        out["detail"] = detail(&r.detail_json);
+    }
+    v
 }
 
-/// The funding block as JSON (`herdctl funding status -o json` and the
-/// `funding` key of `herdctl status -o json`).
-pub fn funding_json(f: &epb::FundingStatus) -> Value {
-    json!({
-        "enabled": f.enabled,
-        "running": f.running,
-        "mode": f.mode,
-        "opening_paused": f.opening_paused,
-        "pause_reason": f.pause_reason,
-        "margin_ratio": f.margin_ratio,
-        "margin_band": f.margin_band,
-        "shutdown_policy": f.shutdown_policy,
-        "reconcile_mismatches": f.reconcile_mismatches,
-        "portfolio": f.portfolio.as_ref().map(|p| json!({
-            "total_funding": p.total_funding, "total_fees": p.total_fees,
-            "unrealized": p.unrealized, "realized": p.realized, "net_pnl": p.net_pnl,
-            "open_positions": p.open_positions, "closed_positions": p.closed_positions,
-            "exposure_usd": p.exposure_usd,
-        })),
-        "positions": f.positions.iter().map(|p| json!({
-            "id": p.id, "symbol": p.symbol, "spot_symbol": p.spot_symbol, "state": p.state,
-            "spot_qty": p.spot_qty, "perp_qty": p.perp_qty, "spot_entry": p.spot_entry,
-            "perp_entry": p.perp_entry, "funding_collected": p.funding_collected,
-            "fees": p.fees, "unrealized": p.unrealized, "net": p.net,
-            "opened_at_ms": p.opened_at_ms, "funding_payments": p.funding_payments,
-            "last_error": p.last_error,
-        })).collect::<Vec<_>>(),
-        "ranking": f.ranking.iter().map(|o| json!({
-            "symbol": o.symbol, "rate": o.rate, "interval_hours": o.interval_hours,
-            "net_per_period": o.net_per_period, "annualized": o.annualized,
-            "turnover_24h_usd": o.turnover_24h_usd,
-        })).collect::<Vec<_>>(),
-        "emergency": f.emergency.as_ref().map(|e| json!({
-            "triggered": e.triggered, "reason": e.reason, "at_ms": e.at_ms,
-            "done": e.done, "failures": e.failures,
-        })),
-        "limits": f.limits.as_ref().map(funding_limits_json),
-        "cycles": f.cycles.as_ref().map(|c| json!({
-            "run": c.run, "skipped": c.skipped, "failed": c.failed,
-            "last_started_ms": c.last_started_ms, "last_duration_ms": c.last_duration_ms,
-            "last_errors": c.last_errors,
-        })),
-    })
-}
-
-pub fn funding_limits_json(l: &epb::FundingRiskLimits) -> Value {
-    json!({
-        "max_position_usd": l.max_position_usd,
-        "max_positions": l.max_positions,
-        "max_total_exposure_usd": l.max_total_exposure_usd,
-        "min_rate": l.min_rate,
-        "exit_rate": l.exit_rate,
-        "margin_alert": l.margin_alert,
-        "margin_critical": l.margin_critical,
-    })
-}
+pub use herd_engine::dashboard::{funding_json, funding_limits_json};
 
 pub fn funding_limits_table(l: &epb::FundingRiskLimits) -> String {
     table(

@@ -2,8 +2,6 @@
 //! operator may change at runtime. Defaults are the seed's numbers and safe:
 //! the orchestrator is disabled until `enabled = true`.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -230,17 +228,8 @@ impl Default for FundingConfig {
     }
 }
 
-/// A bad `FUNDING_*` value: (variable, message).
-pub type EnvError = (&'static str, String);
-
-fn parse<T: FromStr>(name: &'static str, v: &str) -> Result<T, EnvError>
-where
-    T::Err: std::fmt::Display,
-{
-    v.trim()
-        .parse()
-        .map_err(|e: T::Err| (name, format!("{v:?} is not valid ({e})")))
-}
+pub use crate::envvar::EnvError;
+use crate::envvar::{parse, parse_bool};
 
 impl FundingConfig {
     /// The configured risk limits (the runtime ones start here).
@@ -259,11 +248,7 @@ impl FundingConfig {
     /// Applies `FUNDING_*` overrides from `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), EnvError> {
         if let Some(v) = get(env::ENABLED) {
-            self.enabled = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => return Err((env::ENABLED, format!("{v:?} is not true or false"))),
-            };
+            self.enabled = parse_bool(env::ENABLED, &v)?;
         }
         if let Some(v) = get(env::CYCLE_INTERVAL_MS) {
             self.cycle_interval_ms = parse(env::CYCLE_INTERVAL_MS, &v)?;

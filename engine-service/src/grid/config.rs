@@ -199,25 +199,8 @@ pub mod env {
     pub const CHURNER_RESERVE_USD: &str = "CHURNER_RESERVE_USD";
 }
 
-/// A bad environment value: (variable, message).
-pub type EnvError = (&'static str, String);
-
-fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, EnvError>
-where
-    T::Err: std::fmt::Display,
-{
-    v.trim()
-        .parse()
-        .map_err(|e: T::Err| (name, format!("{v:?} is not valid ({e})")))
-}
-
-fn parse_bool(name: &'static str, v: &str) -> Result<bool, EnvError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err((name, format!("{v:?} is not true or false"))),
-    }
-}
+pub use crate::envvar::EnvError;
+use crate::envvar::{parse, parse_bool};
 
 impl GridConfig {
     /// Applies `GRID_*` / `CHURNER_*` overrides from `get`.

@@ -76,6 +76,9 @@ struct Tracker {
     open: HashMap<String, OpenOrder>,
     /// Submits whose outcome is unknown, by client order id.
     unresolved: HashMap<String, Unresolved>,
+    /// When the last complete OpenOrders was asked (Unix ms): orders opened
+    /// since are counted on our word alone and may have filled already.
+    confirmed_ms: Option<i64>,
 }
 
 impl Tracker {
@@ -90,6 +93,14 @@ impl Tracker {
             *counts.entry(p.clone()).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// True when some order counted as open on `altname` was accepted
+    /// after the last complete view, so the venue may have closed it since.
+    fn has_unconfirmed(&self, altname: &str) -> bool {
+        self.open.values().any(|o| {
+            o.altname == altname && self.confirmed_ms.is_none_or(|since| o.opened_ms >= since)
+        })
     }
 
     fn txid_of(&self, client_order_id: &str) -> Option<String> {
@@ -344,6 +355,7 @@ impl KrakenVenue {
         let mut t = self.tracker();
         if let Some(since) = complete_since_ms {
             t.open.retain(|_, o| o.opened_ms >= since);
+            t.confirmed_ms = Some(t.confirmed_ms.map_or(since, |c| c.max(since)));
         }
         for s in states {
             if !s.client_order_id.is_empty() {
@@ -672,7 +684,18 @@ impl Venue for KrakenVenue {
         let pair = self.pair(&order.symbol).await?;
         let mut params = self.add_order_params(order, &pair)?;
         self.budget.check_lockout()?;
-        self.budget.check_open_order_slot(&pair.altname)?;
+        if let Err(limit) = self.budget.check_open_order_slot(&pair.altname) {
+            // Orders accepted since the last complete view are counted open on
+            // our word; one that filled at once still holds a place until the
+            // next OpenOrders. Look before refusing (one call; after it every
+            // counted order is confirmed, so a true limit refuses without one).
+            if !self.tracker().has_unconfirmed(&pair.altname) {
+                return Err(limit);
+            }
+            tracing::debug!(pair = %pair.altname, "at the open-order limit by our count; checking with Kraken");
+            self.open_orders_at(Priority::Place).await?;
+            self.budget.check_open_order_slot(&pair.altname)?;
+        }
         let sent_ms = self.now_ms();
         {
             let mut t = self.tracker();

@@ -773,3 +773,106 @@ async fn connect_failure_is_not_an_unknown_outcome() {
         Err(VenueError::Transport(_))
     ));
 }
+
+/// An order Kraken lists as open in `OpenOrders` (opened a minute before T0).
+fn open_order_json(txid: &str) -> String {
+    format!(
+        r#""{txid}":{{"refid":null,"userref":120001,"status":"open","opentm":1699999940.0,"starttm":0,"expiretm":0,
+        "descr":{{"pair":"XDGUSD","type":"buy","ordertype":"limit","price":"0.0710000","price2":"0","leverage":"none",
+        "order":"buy 100.00000000 XDGUSD @ limit 0.0710000","close":""}},
+        "vol":"100.00000000","vol_exec":"0.00000000","cost":"0","fee":"0","price":"0","stopprice":"0","limitprice":"0",
+        "misc":"","oflags":"fciq,post"}}"#
+    )
+}
+
+/// A venue at Intermediate (80 open orders per pair; a trading counter of
+/// 125 lets 80 adds through without waiting) that has placed 80 orders, on
+/// a mock whose OpenOrders lists them all (`still_open`) or none (they
+/// filled at once).
+async fn full_pair(
+    still_open: bool,
+) -> (
+    MockKraken,
+    herd_kraken::KrakenVenue,
+    herd_venue::ManualClock,
+) {
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let a = accepted.clone();
+    let server = MockKraken::start(with_public(move |m, _| match m {
+        "AddOrder" => {
+            let mut a = a.lock().unwrap();
+            let txid = format!("O{:05}-AAAAA-BBBBBB", a.len());
+            a.push(txid.clone());
+            Reply::json(format!(
+                r#"{{"error":[],"result":{{"descr":{{"order":"buy"}},"txid":["{txid}"]}}}}"#
+            ))
+        }
+        "OpenOrders" => {
+            let open: Vec<String> = if still_open {
+                a.lock()
+                    .unwrap()
+                    .iter()
+                    .map(|t| open_order_json(t))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Reply::json(format!(
+                r#"{{"error":[],"result":{{"open":{{{}}}}}}}"#,
+                open.join(",")
+            ))
+        }
+        _ => Reply::status(404, "{}"),
+    }))
+    .await;
+    let (v, wall) = venue(&server.url, Tier::Intermediate);
+    for i in 0..80 {
+        let placed = v.place_order(&doge_order(&format!("g1-s3-e-{i:05}"))).await;
+        assert!(
+            matches!(placed, Ok(PlaceOutcome::Accepted(_))),
+            "{placed:?}"
+        );
+    }
+    assert!(server.calls("OpenOrders").is_empty());
+    wall.advance_ms(1_000);
+    (server, v, wall)
+}
+
+#[tokio::test]
+async fn open_order_limit_is_checked_with_kraken_before_refusing() {
+    // By our count the pair is full, but those orders were accepted after
+    // the last look (there was none) and Kraken says they all filled.
+    let (server, v, _wall) = full_pair(false).await;
+    let placed = v.place_order(&doge_order("g1-s3-e-00080")).await;
+    assert!(
+        matches!(placed, Ok(PlaceOutcome::Accepted(_))),
+        "{placed:?}"
+    );
+    assert_eq!(
+        server.calls("OpenOrders").len(),
+        1,
+        "one look before refusing"
+    );
+    assert_eq!(server.calls("AddOrder").len(), 81);
+
+    // A true limit: Kraken lists all 80 as open. The look confirms the count
+    // and the place is refused; the next refusal needs no look.
+    let (server, v, _wall) = full_pair(true).await;
+    let refused = v
+        .place_order(&doge_order("g1-s3-e-00080"))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, VenueError::OrderLimit(_)), "{refused:?}");
+    assert_eq!(server.calls("OpenOrders").len(), 1);
+    let again = v
+        .place_order(&doge_order("g1-s3-e-00081"))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, VenueError::OrderLimit(_)), "{again:?}");
+    assert_eq!(
+        server.calls("OpenOrders").len(),
+        1,
+        "a confirmed count needs no look"
+    );
+    assert_eq!(server.calls("AddOrder").len(), 80);
+}
