@@ -625,32 +625,33 @@ impl Shared {
     /// journaled, and handed over in arrival order by that tick; dropping it
     /// would lose the fill from the strategy's books.
     async fn dispatch(&self, update: OrderUpdate) {
-        {
-            let mut early = self.early_updates.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(held) = early.as_mut() {
-                tracing::debug!(client_order_id = %update.client_order_id,
-                    "order update held until the strategies are live");
-                held.push(update);
-                return;
-            }
-        }
         let (owner, actions) = {
             let mut strategies = self.strategies.lock().await;
-            match strategies
+            let Some(s) = strategies
                 .iter_mut()
                 .find(|s| s.owns(&update.client_order_id))
+            else {
+                return;
+            };
             {
-                Some(s) => (s.name().to_string(), s.on_order(&update, now_ms())),
-                None => return,
+                let mut early = self.early_updates.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(held) = early.as_mut() {
+                    tracing::debug!(client_order_id = %update.client_order_id,
+                        "order update held until the strategies are live");
+                    held.push(update);
+                    return;
+                }
             }
+            (s.name().to_string(), s.on_order(&update, now_ms()))
         };
         self.execute(&owner, actions).await;
     }
 
     /// Makes the strategies live (called with their lock held, after a tick
     /// that knew the instrument): the held updates go to their owners in
-    /// arrival order. An update arriving meanwhile finds the queue gone and
-    /// waits for the strategies' lock, so none overtakes a held one.
+    /// arrival order. Updates are held and handed over under the strategies'
+    /// lock, so none overtakes a held one; only updates a strategy owns are
+    /// held.
     fn go_live(
         &self,
         strategies: &mut [Box<dyn Strategy>],

@@ -28,13 +28,7 @@ pub fn handler(state: Arc<HttpState>) -> AdminHandler {
 
 async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
     match req.path.as_str() {
-        "/healthz" | "/readyz" => {
-            if state.serving.load(Ordering::Relaxed) {
-                AdminResponse::text("ok\n")
-            } else {
-                AdminResponse::status(503, "draining\n")
-            }
-        }
+        "/healthz" | "/readyz" => AdminResponse::health(state.serving.load(Ordering::Relaxed)),
         "/metrics" => AdminResponse::prometheus(crate::metrics::render(&state.shared).await),
         "/" | "/index.html" => dashboard::page(),
         "/api/status" => dashboard::api_status(&state.shared).await,

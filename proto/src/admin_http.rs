@@ -62,6 +62,15 @@ impl AdminResponse {
         Self::ok("text/plain; version=0.0.4; charset=utf-8", body)
     }
 
+    /// `/healthz` and `/readyz`: 200 while serving, 503 once draining.
+    pub fn health(serving: bool) -> Self {
+        if serving {
+            AdminResponse::text("ok\n")
+        } else {
+            AdminResponse::status(503, "draining\n")
+        }
+    }
+
     /// 404 naming the path.
     pub fn not_found(path: &str) -> Self {
         Self {
