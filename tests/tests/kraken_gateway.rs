@@ -533,3 +533,57 @@ async fn lockout_is_reported_and_calls_resume_after() {
     assert_eq!(budget.locked_until_ms, 0);
     assert_eq!(admin.rate_limit_errors().await.unwrap(), 0);
 }
+
+/// An authentication error (bad key, signature or permission) fails the
+/// call it answered with INTERNAL naming the venue, and nothing more: the
+/// gateway does not stop the key, and the next call goes through once the
+/// venue accepts the key again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_error_fails_one_call_and_does_not_stop_the_key() {
+    let s = setup(Tier::Starter, &["e0"], |_| {}).await;
+    let admin = s.sim.admin();
+    let mut e0 = s.gw.engine("e0").unwrap();
+    admin
+        .set_faults(json!([
+            {"method": "AddOrder", "kind": {"type": "error", "error": "EAPI:Invalid key"}, "times": 1}
+        ]))
+        .await
+        .unwrap();
+    let err = e0
+        .place_order(post_only(limit(
+            "auth-1",
+            "DOGEUSD",
+            pb::Side::Buy,
+            "100",
+            "0.05",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        err.message().contains("cannot authenticate") && err.message().contains("Invalid key"),
+        "{err:?}"
+    );
+    let budget = e0
+        .get_budget(pb::GetBudgetRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(budget.locked_until_ms, 0, "{budget:?}");
+    // The very next call is sent and answered.
+    let o = e0
+        .place_order(post_only(limit(
+            "auth-2",
+            "DOGEUSD",
+            pb::Side::Buy,
+            "100",
+            "0.05",
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    assert_eq!(status(&o), pb::OrderStatus::Open);
+    assert_eq!(admin.rate_limit_errors().await.unwrap(), 0);
+}
