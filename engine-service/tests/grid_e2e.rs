@@ -224,7 +224,16 @@ async fn spawn_without_an_aging_parent_is_refused_by_name() {
         }
     })
     .await;
-    let e = spawn(&e1).await.unwrap_err();
+    // The status reports the engine's regime; the grid reads it on its next
+    // tick. Until then a spawn is refused for the regime (no side effect).
+    let e = wait_for("the grid to see the ready regime", || async {
+        match spawn(&e1).await {
+            Err(e) if e.message().starts_with("regime_not_ready") => Err(e.message().to_string()),
+            other => Ok(other),
+        }
+    })
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().starts_with("no_parent"), "{}", e.message());
     let r = client(&e1)
