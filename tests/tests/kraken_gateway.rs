@@ -71,6 +71,22 @@ fn post_only(mut r: pb::PlaceOrderRequest) -> pb::PlaceOrderRequest {
     r
 }
 
+/// A post-only buy of 100 DOGE at 0.05, far below the market: it rests.
+async fn place_resting(e: &mut EngineClient, id: &str) -> Result<pb::Order, tonic::Status> {
+    let r = e
+        .place_order(post_only(limit(
+            id,
+            "DOGEUSD",
+            pb::Side::Buy,
+            "100",
+            "0.05",
+        )))
+        .await?;
+    r.into_inner()
+        .order
+        .ok_or_else(|| tonic::Status::internal("PlaceOrder answered without the order"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_poll_fill_cancel() {
     let s = setup(Tier::Starter, &["e0"], |_| {}).await;
@@ -443,33 +459,9 @@ async fn lost_add_order_responses_resolve_to_exactly_one_order_each() {
         ]))
         .await
         .unwrap();
-    let o = e0
-        .place_order(post_only(limit(
-            "never-1",
-            "DOGEUSD",
-            pb::Side::Buy,
-            "100",
-            "0.05",
-        )))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let o = place_resting(&mut e0, "never-1").await.unwrap();
     assert_eq!(status(&o), pb::OrderStatus::Pending);
-    let after = e0
-        .place_order(post_only(limit(
-            "after-1",
-            "DOGEUSD",
-            pb::Side::Buy,
-            "100",
-            "0.05",
-        )))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let after = place_resting(&mut e0, "after-1").await.unwrap();
     assert_eq!(status(&after), pb::OrderStatus::Open);
     wait_until("never-1 to be rejected", Duration::from_secs(40), || {
         let mut e0 = e0.clone();
@@ -549,16 +541,7 @@ async fn an_auth_error_fails_one_call_and_does_not_stop_the_key() {
         ]))
         .await
         .unwrap();
-    let err = e0
-        .place_order(post_only(limit(
-            "auth-1",
-            "DOGEUSD",
-            pb::Side::Buy,
-            "100",
-            "0.05",
-        )))
-        .await
-        .unwrap_err();
+    let err = place_resting(&mut e0, "auth-1").await.unwrap_err();
     assert_eq!(err.code(), Code::Internal, "{err:?}");
     assert!(
         err.message().contains("cannot authenticate") && err.message().contains("Invalid key"),
@@ -571,19 +554,7 @@ async fn an_auth_error_fails_one_call_and_does_not_stop_the_key() {
         .into_inner();
     assert_eq!(budget.locked_until_ms, 0, "{budget:?}");
     // The very next call is sent and answered.
-    let o = e0
-        .place_order(post_only(limit(
-            "auth-2",
-            "DOGEUSD",
-            pb::Side::Buy,
-            "100",
-            "0.05",
-        )))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
+    let o = place_resting(&mut e0, "auth-2").await.unwrap();
     assert_eq!(status(&o), pb::OrderStatus::Open);
     assert_eq!(admin.rate_limit_errors().await.unwrap(), 0);
 }
