@@ -481,19 +481,7 @@ async fn bench() {
     let kidle = rss_kib(kpid).unwrap();
     let mut admin = admin_client(&kgw.url()).await.unwrap();
     let run = LoadRun::start(&kgw.url(), &engines, 100).await.unwrap();
-    let before = herd_tests::wait_until(
-        "every engine to have a backlog",
-        Duration::from_secs(90),
-        || {
-            let mut admin = admin.clone();
-            async move {
-                let g = load::grants(&mut admin).await?;
-                Ok((g.len() == 10 && g.values().all(|(_, d)| *d >= 16)).then_some(g))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let before = load::wait_for_backlog(&admin, 10).await.unwrap();
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while start.elapsed() < Duration::from_secs(secs) {

@@ -365,6 +365,28 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Waits (up to 90 s) until each of `engines` engines has at least 16 calls
+/// queued at the gateway, and returns the grants at that moment. Shares are
+/// measured from then on: before it, while the counters' burst allowance
+/// lasts, an engine asking for less than its share rightly gets only that.
+pub async fn wait_for_backlog(
+    admin: &GatewayAdminClient<InterceptedService<Channel, Bearer>>,
+    engines: usize,
+) -> anyhow::Result<BTreeMap<String, (u64, u32)>> {
+    crate::wait_until(
+        "every engine to have a backlog at the gateway",
+        Duration::from_secs(90),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let g = grants(&mut admin).await?;
+                Ok((g.len() == engines && g.values().all(|(_, depth)| *depth >= 16)).then_some(g))
+            }
+        },
+    )
+    .await
+}
+
 /// Grants per engine from the gateway's ListEngines.
 pub async fn grants(
     admin: &mut GatewayAdminClient<InterceptedService<Channel, Bearer>>,

@@ -20,9 +20,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use herd_tests::admin_client;
 use herd_tests::kraken_harness::SimProcess;
 use herd_tests::load::{self, LoadRun};
-use herd_tests::{admin_client, wait_until};
 
 /// Peak RSS the gateway may reach under this load (debug build).
 const RSS_BOUND_KIB: u64 = 256 * 1024;
@@ -56,19 +56,7 @@ async fn ten_weighted_engines_at_100_rps_share_starter_budget_fairly() {
     let run = LoadRun::start(&gw.url(), &engines, 100).await.unwrap();
     // Shares are measured once every engine has calls waiting: from then on
     // all of them compete for the same counters.
-    let before = wait_until(
-        "every engine to have a backlog at the gateway",
-        Duration::from_secs(90),
-        || {
-            let mut admin = admin.clone();
-            async move {
-                let g = load::grants(&mut admin).await?;
-                Ok((g.len() == 10 && g.values().all(|(_, depth)| *depth >= 16)).then_some(g))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let before = load::wait_for_backlog(&admin, 10).await.unwrap();
     let window = window();
     let start = tokio::time::Instant::now();
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
