@@ -936,11 +936,6 @@ impl Shared {
         report
     }
 
-    /// Hands each strategy that keeps a journal its journal and its orders
-    /// (as the store has them, marked with whether the venue lists them open
-    /// now), once, before the first tick. The strategies' lock is held while
-    /// the store is read, so an order event is either in what a strategy
-    /// reads here or dispatched to it afterwards, never lost in between.
     /// Journaled working orders the venue no longer lists as open closed
     /// while the engine was down (filled, cancelled, expired): asks the
     /// gateway how, and journals that state, so a strategy restores from
@@ -986,6 +981,12 @@ impl Shared {
         }
     }
 
+    /// Hands each strategy that keeps a journal its journal and its orders
+    /// (as the store has them, marked with whether the venue lists them open
+    /// now, working orders closed while down settled first), once, before
+    /// the first tick. The strategies' lock is held while the store is read,
+    /// so an order event is either in what a strategy reads here or held for
+    /// it until it is live (see [`Shared::dispatch`]), never lost in between.
     pub async fn restore_strategies(&self) {
         let open_ids: Option<std::collections::HashSet<String>> = self
             .gateway
