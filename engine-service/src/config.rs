@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::funding::FundingConfig;
-use crate::grid::GridConfig;
-use crate::rangers::RangerConfig;
+use herd_strategies::funding::FundingConfig;
+use herd_strategies::grid::GridConfig;
+use herd_strategies::rangers::RangerConfig;
 
 /// Environment variables that override the file (one place for their names).
 pub mod env {
@@ -24,11 +24,11 @@ pub mod env {
     pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
     /// The `[funding]` section's variables (`FUNDING_*`).
-    pub use crate::funding::config::env as funding;
+    pub use herd_strategies::funding::config::env as funding;
     /// The `[grid]` section's variables (`GRID_*`, `CHURNER_*`).
-    pub use crate::grid::config::env as grid;
+    pub use herd_strategies::grid::config::env as grid;
     /// The `[rangers]` section's variables (`RANGER_*`).
-    pub use crate::rangers::env as rangers;
+    pub use herd_strategies::rangers::env as rangers;
 }
 
 /// Where the engine's regime reading comes from.
@@ -249,15 +249,15 @@ impl EngineConfig {
         self.grid.validate().map_err(ConfigError::Invalid)?;
         let (rlo, rhi) = (
             self.rangers.userref_offset,
-            self.rangers.userref_offset + crate::rangers::USERREF_SPAN,
+            self.rangers.userref_offset + herd_strategies::rangers::USERREF_SPAN,
         );
         let (glo, ghi) = (
             self.grid.userref_offset,
-            self.grid.userref_offset + crate::grid::config::USERREF_SPAN,
+            self.grid.userref_offset + herd_strategies::grid::config::USERREF_SPAN,
         );
         let (clo, chi) = (
             self.grid.churner.userref_offset,
-            self.grid.churner.userref_offset + crate::churner::USERREF_SPAN,
+            self.grid.churner.userref_offset + herd_strategies::churner::USERREF_SPAN,
         );
         if (glo < rhi && rlo < ghi) || (clo < rhi && rlo < chi) {
             return Err(ConfigError::Invalid(format!(
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(cfg.grid.sticky, vec![2]);
         assert!(cfg.grid.churner.enabled, "herdctl churner spawn works");
         let bad = EngineConfig {
-            grid: crate::grid::GridConfig {
+            grid: herd_strategies::grid::GridConfig {
                 userref_offset: 750,
                 ..cfg.grid.clone()
             },

@@ -7,14 +7,14 @@ use herd_proto::engine as pb;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
-use crate::capacity::CapacityHealth;
 use crate::config::Secret;
 use crate::execution::{Mode, Shared, now_ms};
-use crate::grid::strategy::{GridStatusBlock, OrderRow as GridOrderRow};
-use crate::grid::{self, money};
-use crate::rangers::{self, RangersStatusBlock};
 use crate::store::is_final_status;
-use crate::strategy::{Action, Command, OrderIntent, Side};
+use herd_strategies::capacity::CapacityHealth;
+use herd_strategies::grid::strategy::{GridStatusBlock, OrderRow as GridOrderRow};
+use herd_strategies::grid::{self, money};
+use herd_strategies::rangers::{self, RangersStatusBlock};
+use herd_strategies::strategy::{Action, Command, OrderIntent, Side};
 
 /// Checks the operator's bearer token on every control call.
 #[derive(Clone)]
@@ -722,7 +722,7 @@ impl pb::engine_server::Engine for ControlService {
         };
         let cancels = actions
             .iter()
-            .filter(|a| matches!(a, crate::strategy::Action::Cancel { .. }))
+            .filter(|a| matches!(a, herd_strategies::strategy::Action::Cancel { .. }))
             .count();
         tracing::warn!(enabled, cancels, "rangers switched by operator");
         self.shared.execute(rangers::STRATEGY_NAME, actions).await;
@@ -796,7 +796,7 @@ impl pb::engine_server::Engine for ControlService {
         let f = funding_handle(&self.shared)?;
         let r = req.into_inner();
         let cur = f.limits();
-        let next = crate::funding::RiskLimits {
+        let next = herd_strategies::funding::RiskLimits {
             max_position_usd: limit_field(
                 "max_position_usd",
                 &r.max_position_usd,

@@ -15,7 +15,7 @@ use herd_proto::engine as pb;
 use serde_json::{Value, json};
 
 use crate::execution::Shared;
-use crate::rangers::RangerConfig;
+use herd_strategies::rangers::RangerConfig;
 
 /// The page, as served.
 pub const PAGE: &str = include_str!("../assets/dashboard.html");
@@ -301,7 +301,7 @@ pub fn status_json(s: &pb::EngineStatus, timing: &RangerTiming) -> Value {
     let rangers_detail = s
         .strategies
         .iter()
-        .find(|st| st.name == crate::rangers::STRATEGY_NAME)
+        .find(|st| st.name == herd_strategies::rangers::STRATEGY_NAME)
         .map(|st| embedded(&st.detail_json))
         .unwrap_or(Value::Null);
     json!({
@@ -537,7 +537,7 @@ mod tests {
                 ..Default::default()
             }),
             strategies: vec![pb::StrategyStatus {
-                name: crate::rangers::STRATEGY_NAME.into(),
+                name: herd_strategies::rangers::STRATEGY_NAME.into(),
                 enabled: true,
                 state: "enabled".into(),
                 detail_json: r#"{"cycles_total": 7, "profit_total": "0.1", "exit_margin_pct": "1.2"}"#
@@ -567,7 +567,10 @@ mod tests {
         assert_eq!(v["rangers"]["cycles_total"], 7);
         assert_eq!(v["rangers"]["exit_margin_pct"], "1.2");
         assert_eq!(v["regime"]["per_timeframe"][1]["timeframe"], "15m");
-        assert_eq!(v["strategies"][0]["name"], crate::rangers::STRATEGY_NAME);
+        assert_eq!(
+            v["strategies"][0]["name"],
+            herd_strategies::rangers::STRATEGY_NAME
+        );
         assert!(v["strategies"][0].get("detail_json").is_none());
     }
 

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use herd_proto::gateway as pb;
 use herd_proto::gateway::gateway_client::GatewayClient;
@@ -18,21 +18,39 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+pub use crate::clock::now_ms;
 use crate::config::{EngineConfig, Secret};
-use crate::rangers;
 use crate::store::{OrderRow, Store};
-use crate::strategy::{
-    Action, IdGen, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
-    RegimeView, Side, Strategy, UpdateKind,
+use herd_strategies::rangers;
+use herd_strategies::strategy::{
+    Action, IdGen, Instrument, InstrumentKind, JournalRow, KnownOrder, MarketView, OrderIntent,
+    OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
 };
 
-/// Wall-clock milliseconds (the engine's one clock read; strategies get it
-/// passed in).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// The instrument kind a gateway answer names (spot when it names none).
+pub fn kind_from_pb(kind: i32) -> InstrumentKind {
+    match pb::InstrumentKind::try_from(kind) {
+        Ok(pb::InstrumentKind::Perpetual) => InstrumentKind::Perpetual,
+        _ => InstrumentKind::Spot,
+    }
+}
+
+/// An instrument as the gateway lists it, in the strategies' type.
+pub fn instrument_from_pb(i: pb::Instrument) -> Instrument {
+    Instrument {
+        kind: kind_from_pb(i.kind),
+        symbol: i.symbol,
+        base: i.base,
+        quote: i.quote,
+        tick_size: dec(&i.tick_size),
+        price_decimals: i.price_decimals,
+        lot_decimals: i.lot_decimals,
+        min_volume: dec(&i.min_volume),
+        min_cost: dec(&i.min_cost),
+        maker_fee: dec(&i.maker_fee),
+        taker_fee: dec(&i.taker_fee),
+        max_open_orders: i.max_open_orders,
+    }
 }
 
 /// Adds the engine's bearer token to every gateway call.
@@ -97,7 +115,7 @@ pub struct EngineState {
     pub userref_min: i32,
     pub market: Option<MarketView>,
     pub market_time_ms: i64,
-    pub instrument: Option<InstrumentInfo>,
+    pub instrument: Option<Instrument>,
     pub free_base: Option<Decimal>,
     pub free_quote: Option<Decimal>,
     pub balances_time_ms: i64,
@@ -768,19 +786,7 @@ impl Shared {
             .instruments
             .into_iter()
             .find(|i| i.symbol == self.cfg.symbol)
-            .map(|i| InstrumentInfo {
-                symbol: i.symbol,
-                base: i.base,
-                quote: i.quote,
-                tick_size: dec(&i.tick_size),
-                price_decimals: i.price_decimals,
-                lot_decimals: i.lot_decimals,
-                min_volume: dec(&i.min_volume),
-                min_cost: dec(&i.min_cost),
-                maker_fee: dec(&i.maker_fee),
-                taker_fee: dec(&i.taker_fee),
-                max_open_orders: i.max_open_orders,
-            });
+            .map(instrument_from_pb);
         if found.is_none() {
             tracing::error!(symbol = %self.cfg.symbol, "the gateway does not list the configured symbol");
         }

@@ -1,31 +1,29 @@
-//! A Herd trading engine.
+//! A Herd trading engine: the runtime around the pure strategies of
+//! [`herd_strategies`].
 //!
-//! Strategies ([`strategy`]) are pure reducers; the execution layer
-//! ([`execution`]) owns the gateway connection, follows the engine's order
-//! events and journals them in the [`store`]; the control server
-//! ([`control`]) gives operators status and control. Shared services for
-//! strategies: [`capacity`] (open-order headroom) and [`capital`] (funds
-//! promised to orders). Strategies: [`rangers`] and [`grid`] (slots,
-//! ledger, self-healing) with its [`churner`]s, all reducers, and
-//! [`funding`] (the funding-rate arbitrage orchestrator, an async component
-//! the engine owns).
+//! The execution layer ([`execution`]) owns the gateway connection, turns
+//! the strategies' actions into gateway calls, follows the engine's order
+//! events and journals them in the [`store`]; [`clock`] is the one place
+//! that reads the wall clock. The control server ([`control`]) gives
+//! operators status and control, [`http`] and [`dashboard`] serve the
+//! admin port. [`regime`] runs the HMM detector over the gateway's
+//! candles, and [`funding`] is the funding-rate arbitrage orchestrator (an
+//! async component the engine owns, running the pure decisions of
+//! [`herd_strategies::funding`]).
+//!
+//! Dependencies point one way: this crate uses the strategies, never the
+//! other way round.
 
-pub mod capacity;
-pub mod capital;
-pub mod churner;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dashboard;
-pub mod envvar;
 pub mod execution;
 pub mod funding;
-pub mod grid;
 pub mod http;
 pub mod metrics;
-pub mod rangers;
 pub mod regime;
 pub mod store;
-pub mod strategy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +37,8 @@ use crate::config::EngineConfig;
 use crate::control::{ControlAuth, ControlService};
 use crate::execution::Shared;
 use crate::store::Store;
-use crate::strategy::Strategy;
+use herd_strategies::strategy::Strategy;
+use herd_strategies::{grid, rangers};
 
 /// Opens the store the config names: Postgres when `database_url` is set,
 /// else SQLite under the data dir.
@@ -57,7 +56,7 @@ pub async fn open_store(cfg: &EngineConfig) -> anyhow::Result<Store> {
 /// The strategies the config asks for. The rangers and the grid are always
 /// built (their status blocks are always present; disabled by default).
 /// Waits for a fresh wall-clock second first, so this run's client order ids
-/// cannot repeat an earlier run's (see [`strategy::IdGen`]).
+/// cannot repeat an earlier run's (see [`herd_strategies::strategy::IdGen`]).
 pub async fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Box<dyn Strategy>>> {
     cfg.rangers
         .validate()
@@ -65,7 +64,7 @@ pub async fn strategies_from_config(cfg: &EngineConfig) -> anyhow::Result<Vec<Bo
     cfg.grid
         .validate()
         .map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    let now = strategy::fresh_run_start_ms().await;
+    let now = clock::fresh_run_start_ms().await;
     Ok(vec![
         Box::new(rangers::Rangers::new(cfg.rangers.clone(), &cfg.symbol, now)),
         Box::new(grid::Grid::new(cfg.grid.clone(), &cfg.symbol, now)),

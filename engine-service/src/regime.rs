@@ -17,7 +17,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::config::RegimeSource;
 use crate::execution::{Shared, now_ms};
-use crate::strategy::RegimeView;
+use herd_strategies::strategy::RegimeView;
 
 fn to_f64(s: &str) -> f64 {
     Decimal::from_str(s)

@@ -9,10 +9,10 @@
 #[allow(dead_code)] // helpers shared with the rangers tests
 mod support;
 
-use herd_engine::funding::FundingConfig;
-use herd_engine::rangers::RangerConfig;
 use herd_paper::{FundingPathConfig, PaperConfig, PaperInstrument};
 use herd_proto::engine as epb;
+use herd_strategies::funding::FundingConfig;
+use herd_strategies::rangers::RangerConfig;
 use rust_decimal::Decimal;
 use support::{CONTROL_TOKEN, TestEngine, TestGateway, authed, flat_path, wait_for};
 use tonic::Code;

@@ -14,10 +14,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use funding_sim::{HOUR_MS, START_MS, SimApi, pair};
-use herd_engine::funding::position::PositionState;
-use herd_engine::funding::risk::Rejection;
-use herd_engine::funding::{FundingConfig, Orchestrator};
+use herd_engine::funding::Orchestrator;
 use herd_engine::store::Store;
+use herd_strategies::funding::FundingConfig;
+use herd_strategies::funding::position::PositionState;
+use herd_strategies::funding::risk::Rejection;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -40,7 +41,7 @@ async fn store(dir: &tempfile::TempDir) -> Store {
         .unwrap()
 }
 
-fn active(ps: &[herd_engine::funding::position::FundingPosition]) -> Vec<String> {
+fn active(ps: &[herd_strategies::funding::position::FundingPosition]) -> Vec<String> {
     ps.iter()
         .filter(|p| p.state.is_active())
         .map(|p| p.symbol.clone())

@@ -13,10 +13,10 @@
 #[allow(dead_code)]
 mod support;
 
-use herd_engine::grid::GridConfig;
-use herd_engine::rangers::RangerConfig;
 use herd_proto::engine as epb;
 use herd_proto::engine::engine_client::EngineClient;
+use herd_strategies::grid::GridConfig;
+use herd_strategies::rangers::RangerConfig;
 use support::{CONTROL_TOKEN, TestEngine, TestGateway, authed, engine_config, wait_for};
 use tonic::transport::Channel;
 

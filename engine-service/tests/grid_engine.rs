@@ -8,18 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use herd_engine::churner::{self, ChurnerConfig, GateInput, ParentCandidate, Refusal};
-use herd_engine::grid::heal::Band;
-use herd_engine::grid::ledger::{Ledger, PositionMode};
-use herd_engine::grid::slot::CycleRecord;
-use herd_engine::grid::{Grid, GridConfig, config::SlotMode};
-use herd_engine::rangers::{RangerConfig, Rangers};
 use herd_engine::store::Store;
-use herd_engine::strategy::{
-    Action, Command, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderUpdate, RegimeView,
-    Side, Strategy, UpdateKind,
-};
 use herd_paper::{Exchange, PaperConfig, PaperInstrument, PathConfig};
+use herd_strategies::churner::{self, ChurnerConfig, GateInput, ParentCandidate, Refusal};
+use herd_strategies::grid::heal::Band;
+use herd_strategies::grid::ledger::{Ledger, PositionMode};
+use herd_strategies::grid::slot::CycleRecord;
+use herd_strategies::grid::{Grid, GridConfig, config::SlotMode};
+use herd_strategies::rangers::{RangerConfig, Rangers};
+use herd_strategies::strategy::{
+    Action, Command, JournalRow, KnownOrder, MarketView, OrderUpdate, RegimeView, Side, Strategy,
+    UpdateKind,
+};
 use herd_venue::{NewOrder, OrderRef, OrderStatus, OrderType};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -123,19 +123,7 @@ impl Sim {
             last: t.last,
             bid: t.bid,
             ask: t.ask,
-            instrument: Some(InstrumentInfo {
-                symbol: i.symbol.clone(),
-                base: i.base.clone(),
-                quote: i.quote.clone(),
-                tick_size: i.tick_size,
-                price_decimals: i.price_decimals,
-                lot_decimals: i.lot_decimals,
-                min_volume: i.min_volume,
-                min_cost: i.min_cost,
-                maker_fee: i.maker_fee,
-                taker_fee: i.taker_fee,
-                max_open_orders: i.max_open_orders,
-            }),
+            instrument: Some(i),
             free_base: free("DOGE"),
             free_quote: free("USD"),
             open_orders_on_pair: Some(u32::try_from(self.ex.open_orders().len()).unwrap()),
@@ -925,7 +913,7 @@ async fn evictions_count_toward_the_daily_loss_lock() {
     let cycles = sim.cycles();
     let evicted: Vec<&CycleRecord> = cycles
         .iter()
-        .filter(|c| c.kind == herd_engine::grid::slot::CycleKind::Eviction)
+        .filter(|c| c.kind == herd_strategies::grid::slot::CycleKind::Eviction)
         .collect();
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].entry_price, dec!(0.11976));

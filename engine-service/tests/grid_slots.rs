@@ -11,13 +11,13 @@
 //! 0.00505, net 0.00994999999968 (about $0.01). A fills at 0.12024 (fee
 //! 0.005); its exit min(0.12024 * 0.99, 0.12 * 0.998) = 0.1190376.
 
-use herd_engine::grid::config::{SlotMode, SlotParams};
-use herd_engine::grid::slot::{
+use herd_strategies::grid::config::{SlotMode, SlotParams};
+use herd_strategies::grid::slot::{
     CycleKind, Filters, Pending, Phase, Role, SlotAction, SlotCtx, SlotEvent, SlotOrder, SlotState,
     Trade, backoff, entry_price, entry_volume, eviction_victim, exit_price, is_slot_client_id,
     transition,
 };
-use herd_engine::strategy::Side;
+use herd_strategies::strategy::Side;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -147,7 +147,7 @@ fn cancels(a: &[SlotAction]) -> Vec<String> {
         .collect()
 }
 
-fn cycles(a: &[SlotAction]) -> Vec<herd_engine::grid::slot::CycleRecord> {
+fn cycles(a: &[SlotAction]) -> Vec<herd_strategies::grid::slot::CycleRecord> {
     a.iter()
         .filter_map(|x| match x {
             SlotAction::BookCycle(c) => Some(c.clone()),
@@ -740,11 +740,11 @@ mod churner_reducer {
     //! net 0.00197133533418.
 
     use super::*;
-    use herd_engine::churner::{
+    use herd_strategies::churner::{
         ChurnAction, ChurnEnv, Churner, ChurnerConfig, ParentCandidate, Refusal, Stage,
     };
-    use herd_engine::grid::heal::Band;
-    use herd_engine::grid::ledger::LedgerEvent;
+    use herd_strategies::grid::heal::Band;
+    use herd_strategies::grid::ledger::LedgerEvent;
 
     fn parent(trade: &str) -> ParentCandidate {
         ParentCandidate {

@@ -12,12 +12,12 @@
 //! gross (0.12018 - 0.1187378) * 16.64170411 = 0.024000665667442;
 //! net 0.024000665667442 - 0.005 - 0.00494 = 0.014060665667442 ($0.01).
 
-use herd_engine::rangers::{
+use herd_strategies::rangers::{
     OpenOrderRef, RangerConfig, Rangers, RangersStatusBlock, stale_ranger_orders,
 };
-use herd_engine::strategy::{
-    Action, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, RegimeView, Side, Strategy,
-    UpdateKind,
+use herd_strategies::strategy::{
+    Action, Instrument, InstrumentKind, MarketView, OrderIntent, OrderUpdate, RegimeView, Side,
+    Strategy, UpdateKind,
 };
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -26,8 +26,9 @@ use rust_decimal_macros::dec;
 const T0: i64 = 1_700_000_000_000;
 const S: i64 = 1_000;
 
-fn inst() -> InstrumentInfo {
-    InstrumentInfo {
+fn inst() -> Instrument {
+    Instrument {
+        kind: InstrumentKind::Spot,
         symbol: "DOGEUSD".into(),
         base: "DOGE".into(),
         quote: "USD".into(),

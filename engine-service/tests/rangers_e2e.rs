@@ -11,8 +11,8 @@
 
 mod support;
 
-use herd_engine::rangers::RangerConfig;
 use herd_engine::store::Store;
+use herd_strategies::rangers::RangerConfig;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use std::str::FromStr;

@@ -11,11 +11,11 @@ use rust_decimal::Decimal;
 use tonic::{Code, Status};
 
 use crate::execution::{Mode, Shared, now_ms};
-use crate::funding::api::{
-    ApiError, BalanceInfo, FundingApi, InstrumentSpec, Kind, LegOrder, MarginInfo, OrderReport,
-    OrderSide, OrderStatus, PaymentInfo, PosSide, RateSnapshot, VenuePosition,
+use herd_strategies::funding::api::{
+    ApiError, BalanceInfo, FundingApi, InstrumentKind, InstrumentSpec, LegOrder, MarginInfo,
+    OrderReport, OrderStatus, PaymentInfo, PosSide, RateSnapshot, Side, VenuePosition,
 };
-use crate::strategy::{OrderIntent, Side};
+use herd_strategies::strategy::OrderIntent;
 
 /// The owner recorded with the orchestrator's orders.
 pub const OWNER: &str = "funding";
@@ -130,8 +130,8 @@ impl FundingApi for GatewayApi {
             .into_iter()
             .filter_map(|i| {
                 let kind = match pb::InstrumentKind::try_from(i.kind).ok()? {
-                    pb::InstrumentKind::Perpetual => Kind::Perpetual,
-                    _ => Kind::Spot,
+                    pb::InstrumentKind::Perpetual => InstrumentKind::Perpetual,
+                    _ => InstrumentKind::Spot,
                 };
                 Some(InstrumentSpec {
                     qty_step: Decimal::new(1, i.lot_decimals.min(28)),
@@ -274,8 +274,8 @@ impl FundingApi for GatewayApi {
             client_order_id: order.client_order_id.clone(),
             symbol: order.symbol.clone(),
             side: match order.side {
-                OrderSide::Buy => Side::Buy,
-                OrderSide::Sell => Side::Sell,
+                Side::Buy => Side::Buy,
+                Side::Sell => Side::Sell,
             },
             volume: order.qty,
             price: None,

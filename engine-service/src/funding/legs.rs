@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::funding::api::{
-    ApiError, FundingApi, InstrumentSpec, LegOrder, OrderReport, OrderSide, OrderStatus,
+use herd_strategies::funding::api::{
+    ApiError, FundingApi, InstrumentSpec, LegOrder, OrderReport, OrderStatus, Side,
 };
-use crate::funding::pnl::fee_in_quote;
-use crate::funding::position::{
+use herd_strategies::funding::pnl::fee_in_quote;
+use herd_strategies::funding::position::{
     FundingPosition, Leg, PendingOrder, PositionState, Purpose, drift, round_down,
 };
 
@@ -62,7 +62,7 @@ pub struct AppliedFill {
     pub purpose: Purpose,
     pub client_order_id: String,
     pub symbol: String,
-    pub side: OrderSide,
+    pub side: Side,
     pub qty: Decimal,
     pub price: Decimal,
     pub fee: Decimal,
@@ -297,7 +297,7 @@ pub fn open_orders<A: FundingApi>(
             LegOrder {
                 client_order_id: api.new_client_id(),
                 symbol: pos.spot_symbol.clone(),
-                side: OrderSide::Buy,
+                side: Side::Buy,
                 qty: spot_qty,
                 reduce_only: false,
             },
@@ -308,7 +308,7 @@ pub fn open_orders<A: FundingApi>(
             LegOrder {
                 client_order_id: api.new_client_id(),
                 symbol: pos.symbol.clone(),
-                side: OrderSide::Sell,
+                side: Side::Sell,
                 qty: hedge_qty,
                 reduce_only: false,
             },
@@ -418,7 +418,7 @@ pub async fn close<A: FundingApi>(
             LegOrder {
                 client_order_id: api.new_client_id(),
                 symbol: pos.spot_symbol.clone(),
-                side: OrderSide::Sell,
+                side: Side::Sell,
                 qty: sell,
                 reduce_only: false,
             },
@@ -431,7 +431,7 @@ pub async fn close<A: FundingApi>(
             LegOrder {
                 client_order_id: api.new_client_id(),
                 symbol: pos.symbol.clone(),
-                side: OrderSide::Buy,
+                side: Side::Buy,
                 qty: pos.perp_qty,
                 reduce_only: true,
             },

@@ -21,20 +21,20 @@ use herd_proto::engine as pb;
 use rust_decimal::Decimal;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 
-use crate::funding::api::{
-    ApiError, BalanceInfo, FundingApi, InstrumentSpec, Kind, MarginInfo, RateSnapshot,
+use crate::funding::legs::{self, AppliedFill, CloseCtx, Timing};
+use crate::store::{FundingFillRow, FundingPaymentRow, FundingPnlRow, FundingPositionRow, Store};
+use herd_strategies::funding::api::{
+    ApiError, BalanceInfo, FundingApi, InstrumentKind, InstrumentSpec, MarginInfo, RateSnapshot,
     VenuePosition,
 };
-use crate::funding::config::{FundingConfig, LimitError, RiskLimits, ShutdownPolicy};
-use crate::funding::legs::{self, AppliedFill, CloseCtx, Timing};
-use crate::funding::pnl::{self, estimate_settlements};
-use crate::funding::position::{
+use herd_strategies::funding::config::{FundingConfig, LimitError, RiskLimits, ShutdownPolicy};
+use herd_strategies::funding::pnl::{self, estimate_settlements};
+use herd_strategies::funding::position::{
     ClosePolicy, FundingPosition, PendingOrder, PositionState, close_decision, size_hedge,
 };
-use crate::funding::rank::{self, Opportunity, RankParams};
-use crate::funding::reconcile::{Mismatch, reconcile};
-use crate::funding::risk::{self, MarginBand, Rejection, RiskView};
-use crate::store::{FundingFillRow, FundingPaymentRow, FundingPnlRow, FundingPositionRow, Store};
+use herd_strategies::funding::rank::{self, Opportunity, RankParams};
+use herd_strategies::funding::reconcile::{Mismatch, reconcile};
+use herd_strategies::funding::risk::{self, MarginBand, Rejection, RiskView};
 
 /// Emergency closes: tries per position and the waits between them.
 pub const EMERGENCY_TRIES: u32 = 3;
@@ -978,7 +978,7 @@ impl<A: FundingApi> Orchestrator<A> {
             ) else {
                 continue;
             };
-            if perp.kind != Kind::Perpetual {
+            if perp.kind != InstrumentKind::Perpetual {
                 continue;
             }
             let view = self.risk_view(core);

@@ -7,16 +7,16 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use herd_engine::funding::api::{
-    ApiError, BalanceInfo, FundingApi, InstrumentSpec, Kind, LegOrder, MarginInfo, OrderReport,
-    OrderSide, OrderStatus, PaymentInfo, PosSide, RateSnapshot, VenuePosition,
-};
 use herd_paper::{
     Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PathConfig, PerpConfig,
 };
+use herd_strategies::funding::api::{
+    ApiError, BalanceInfo, FundingApi, InstrumentKind, InstrumentSpec, LegOrder, MarginInfo,
+    OrderReport, PaymentInfo, PosSide, RateSnapshot, Side, VenuePosition,
+};
 use herd_venue::{
-    Clock, FundingPaymentQuery, Instrument, InstrumentKind, ManualClock, NewOrder, OrderRef,
-    OrderState, OrderType, PositionSide, Side,
+    Clock, FundingPaymentQuery, Instrument, ManualClock, NewOrder, OrderRef, OrderState, OrderType,
+    PositionSide,
 };
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
@@ -136,14 +136,7 @@ pub fn pair(
 fn report(o: &OrderState) -> OrderReport {
     OrderReport {
         client_order_id: o.client_order_id.clone(),
-        status: match o.status {
-            herd_venue::OrderStatus::Pending => OrderStatus::Pending,
-            herd_venue::OrderStatus::Open => OrderStatus::Open,
-            herd_venue::OrderStatus::Filled => OrderStatus::Filled,
-            herd_venue::OrderStatus::Canceled => OrderStatus::Canceled,
-            herd_venue::OrderStatus::Expired => OrderStatus::Expired,
-            herd_venue::OrderStatus::Rejected => OrderStatus::Rejected,
-        },
+        status: o.status,
         executed: o.volume_executed,
         avg_price: o.average_price.unwrap_or_default(),
         fee: o.fee,
@@ -256,10 +249,7 @@ impl FundingApi for SimApi {
                 min_qty: i.min_volume,
                 min_notional: i.min_cost,
                 taker_fee: i.taker_fee,
-                kind: match i.kind {
-                    InstrumentKind::Perpetual => Kind::Perpetual,
-                    InstrumentKind::Spot => Kind::Spot,
-                },
+                kind: i.kind,
                 symbol: i.symbol,
                 base: i.base,
                 quote: i.quote,
@@ -372,8 +362,8 @@ impl FundingApi for SimApi {
 
     async fn place(&self, order: &LegOrder) -> Result<OrderReport, ApiError> {
         self.sent.lock().unwrap().push(order.clone());
-        let closing = order.reduce_only
-            || (order.side == OrderSide::Sell && !order.symbol.ends_with("-PERP"));
+        let closing =
+            order.reduce_only || (order.side == Side::Sell && !order.symbol.ends_with("-PERP"));
         let (refuse, hang, lost) = {
             let mut f = self.faults();
             let mut refuse = f.refuse.contains(&order.symbol);
@@ -405,10 +395,7 @@ impl FundingApi for SimApi {
         let new = NewOrder {
             client_order_id: order.client_order_id.clone(),
             symbol: order.symbol.clone(),
-            side: match order.side {
-                OrderSide::Buy => Side::Buy,
-                OrderSide::Sell => Side::Sell,
-            },
+            side: order.side,
             order_type: OrderType::Market,
             volume: order.qty,
             price: None,

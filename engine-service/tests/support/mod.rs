@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use herd_engine::config::{EngineConfig, RegimeSource, Secret};
-use herd_engine::rangers::RangerConfig;
 use herd_gateway::config::{EngineEntry, GatewayConfig, PaperSection, Secret as GwSecret};
 use herd_paper::{PaperConfig, PaperInstrument, PathConfig};
 use herd_proto::engine as epb;
@@ -17,6 +16,7 @@ use herd_proto::engine::engine_client::EngineClient;
 use herd_proto::gateway as gpb;
 use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
 use herd_proto::gateway::gateway_client::GatewayClient;
+use herd_strategies::rangers::RangerConfig;
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

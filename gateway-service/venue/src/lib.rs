@@ -14,12 +14,13 @@
 mod clock;
 pub mod credential;
 mod error;
-mod instrument;
 pub mod perp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::VenueError;
-pub use instrument::{Instrument, InstrumentKind, OrderCheckError};
+pub use herd_types::{
+    Instrument, InstrumentKind, NewOrder, OrderCheckError, OrderStatus, OrderType, Side,
+};
 pub use perp::{
     AccountMargin, FundingPayment, FundingPaymentQuery, FundingRate, PERP_SUFFIX, Position,
     PositionSide, perp_symbol, spot_of_perp,
@@ -28,66 +29,6 @@ pub use perp::{
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-
-/// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    /// The other side.
-    pub fn opposite(self) -> Side {
-        match self {
-            Side::Buy => Side::Sell,
-            Side::Sell => Side::Buy,
-        }
-    }
-
-    /// "buy" / "sell", as Kraken and the engine's control API spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Buy => "buy",
-            Side::Sell => "sell",
-        }
-    }
-}
-
-/// The order types Herd uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderType {
-    Limit,
-    Market,
-}
-
-/// An order's life-cycle state as the venue reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    /// Sent, outcome unknown (timeout, 5xx): resolved by polling, never resent.
-    Pending,
-    Open,
-    Filled,
-    Canceled,
-    Expired,
-    Rejected,
-}
-
-impl OrderStatus {
-    /// True once the order can no longer change.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Filled
-                | OrderStatus::Canceled
-                | OrderStatus::Expired
-                | OrderStatus::Rejected
-        )
-    }
-}
 
 /// Best bid, best ask and last trade.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,21 +58,6 @@ pub struct Balance {
     pub asset: String,
     pub total: Decimal,
     pub free: Decimal,
-}
-
-/// An order to place, already validated and rounded against its instrument.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewOrder {
-    pub client_order_id: String,
-    pub symbol: String,
-    pub side: Side,
-    pub order_type: OrderType,
-    pub volume: Decimal,
-    /// Limit price; `None` for market orders.
-    pub price: Option<Decimal>,
-    pub post_only: bool,
-    pub userref: i32,
-    pub reduce_only: bool,
 }
 
 /// How to find an order at the venue: by the venue's id when it is known,

@@ -124,7 +124,7 @@ pub fn needs_resolution(p: &FundingPosition) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::funding::api::{InstrumentSpec, Kind};
+    use crate::funding::api::{InstrumentKind, InstrumentSpec};
     use rust_decimal_macros::dec;
 
     fn pos(symbol: &str, base: &str, spot: Decimal, perp: Decimal) -> FundingPosition {
@@ -132,7 +132,7 @@ mod tests {
             symbol: format!("{base}USDT"),
             base: base.into(),
             quote: "USDT".into(),
-            kind: Kind::Spot,
+            kind: InstrumentKind::Spot,
             qty_step: dec!(0.001),
             min_qty: dec!(0.001),
             min_notional: dec!(1),

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::funding::api::{InstrumentSpec, Kind, RateSnapshot};
+use crate::funding::api::{InstrumentKind, InstrumentSpec, RateSnapshot};
 
 /// Hours in a (non-leap) year.
 pub const HOURS_PER_YEAR: u32 = 8760;
@@ -86,7 +86,7 @@ pub fn rank(
             let spot_symbol = spot_of(&r.symbol)?;
             let spot = instruments
                 .get(spot_symbol)
-                .filter(|s| s.kind == Kind::Spot && s.active)?;
+                .filter(|s| s.kind == InstrumentKind::Spot && s.active)?;
             let perp_fee = instruments
                 .get(&r.symbol)
                 .map_or(p.default_perp_fee, |i| i.taker_fee);
@@ -130,7 +130,7 @@ mod tests {
             symbol: symbol.into(),
             base: symbol.trim_end_matches("USDT").into(),
             quote: "USDT".into(),
-            kind: Kind::Spot,
+            kind: InstrumentKind::Spot,
             qty_step: dec!(0.001),
             min_qty: dec!(0.001),
             min_notional: dec!(1),
@@ -141,7 +141,7 @@ mod tests {
 
     fn perp(symbol: &str, fee: Decimal) -> InstrumentSpec {
         InstrumentSpec {
-            kind: Kind::Perpetual,
+            kind: InstrumentKind::Perpetual,
             ..spot(symbol, fee, true)
         }
     }

@@ -112,7 +112,7 @@ pub fn portfolio<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::funding::api::{InstrumentSpec, Kind};
+    use crate::funding::api::{InstrumentKind, InstrumentSpec};
     use rust_decimal_macros::dec;
 
     #[test]
@@ -147,7 +147,7 @@ mod tests {
             symbol: "SOLUSDT".into(),
             base: "SOL".into(),
             quote: "USDT".into(),
-            kind: Kind::Spot,
+            kind: InstrumentKind::Spot,
             qty_step: dec!(0.1),
             min_qty: dec!(0.1),
             min_notional: dec!(1),

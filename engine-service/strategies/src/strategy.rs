@@ -6,26 +6,9 @@
 //! gateway says comes back as further [`OrderUpdate`]s. Tests drive a
 //! strategy with any sequence of inputs and any time they like.
 
+pub use herd_types::{Instrument, InstrumentKind, Side};
 use rust_decimal::Decimal;
 use serde::Serialize;
-
-/// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    Buy,
-    Sell,
-}
-
-impl Side {
-    /// "buy" or "sell".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Buy => "buy",
-            Side::Sell => "sell",
-        }
-    }
-}
 
 /// An order a strategy wants placed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,22 +74,6 @@ pub struct OrderUpdate {
     pub message: String,
 }
 
-/// The traded instrument's filters, as the gateway reports them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InstrumentInfo {
-    pub symbol: String,
-    pub base: String,
-    pub quote: String,
-    pub tick_size: Decimal,
-    pub price_decimals: u32,
-    pub lot_decimals: u32,
-    pub min_volume: Decimal,
-    pub min_cost: Decimal,
-    pub maker_fee: Decimal,
-    pub taker_fee: Decimal,
-    pub max_open_orders: u32,
-}
-
 /// The market regime as gates read it. Not ready means "not RANGING".
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RegimeView {
@@ -141,7 +108,7 @@ pub struct MarketView {
     pub last: Decimal,
     pub bid: Decimal,
     pub ask: Decimal,
-    pub instrument: Option<InstrumentInfo>,
+    pub instrument: Option<Instrument>,
     /// Free balances of the instrument's base and quote.
     pub free_base: Option<Decimal>,
     pub free_quote: Option<Decimal>,
@@ -195,7 +162,7 @@ const RUN_SPACE: i64 = 2_176_782_336;
 /// `cl_ord_id`.
 ///
 /// Uniqueness across runs: the engine starts each run in a fresh wall-clock
-/// second ([`fresh_run_start_ms`]), and a counter rollover moves the run id
+/// second (the engine's `clock::fresh_run_start_ms`), and a counter rollover moves the run id
 /// on by one second per 46,656 orders, far slower than the clock moves at
 /// any venue's rate limits, so a later run never reuses an earlier run's id.
 #[derive(Debug, Clone)]
@@ -227,19 +194,6 @@ impl IdGen {
             width = RUN_DIGITS
         )
     }
-}
-
-/// Waits until the wall clock enters a new second and returns that instant
-/// in ms: a run started this way has a run id later than any run started
-/// before it (see [`IdGen`]). Costs at most one second at start-up.
-pub async fn fresh_run_start_ms() -> i64 {
-    let now = crate::execution::now_ms();
-    let wait = 1000 - now.rem_euclid(1000);
-    tokio::time::sleep(std::time::Duration::from_millis(
-        u64::try_from(wait).unwrap_or(1000),
-    ))
-    .await;
-    crate::execution::now_ms().max(now + wait)
 }
 
 fn base36(mut n: u64) -> String {

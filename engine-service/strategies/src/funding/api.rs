@@ -1,6 +1,6 @@
 //! What the orchestrator needs from a venue, in its own types: the
-//! [`FundingApi`] trait. Production goes through the gateway
-//! ([`crate::funding::gateway::GatewayApi`]); tests plug in the paper
+//! [`FundingApi`] trait. Production goes through the gateway (the engine's
+//! `funding::gateway::GatewayApi`); tests plug in the paper
 //! exchange directly with a manual clock, or a venue that fails on purpose.
 //!
 //! The trait's clock is the venue's: settlement times, minimum holds and
@@ -10,16 +10,9 @@
 
 use std::future::Future;
 
+pub use herd_types::{InstrumentKind, OrderStatus, Side};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-
-/// Spot or perpetual.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Spot,
-    Perpetual,
-}
 
 /// One tradable instrument's filters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +20,7 @@ pub struct InstrumentSpec {
     pub symbol: String,
     pub base: String,
     pub quote: String,
-    pub kind: Kind,
+    pub kind: InstrumentKind,
     /// Quantity step (10^-lot_decimals).
     pub qty_step: Decimal,
     pub min_qty: Decimal,
@@ -102,56 +95,14 @@ pub struct PaymentInfo {
     pub time_ms: i64,
 }
 
-/// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderSide {
-    Buy,
-    Sell,
-}
-
-impl OrderSide {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderSide::Buy => "buy",
-            OrderSide::Sell => "sell",
-        }
-    }
-}
-
 /// A market order for one leg.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LegOrder {
     pub client_order_id: String,
     pub symbol: String,
-    pub side: OrderSide,
+    pub side: Side,
     pub qty: Decimal,
     pub reduce_only: bool,
-}
-
-/// Where an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    /// Sent, outcome not known yet.
-    Pending,
-    Open,
-    Filled,
-    Canceled,
-    Expired,
-    Rejected,
-}
-
-impl OrderStatus {
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            OrderStatus::Filled
-                | OrderStatus::Canceled
-                | OrderStatus::Expired
-                | OrderStatus::Rejected
-        )
-    }
 }
 
 /// An order as the venue last reported it.

@@ -6,7 +6,7 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
-use crate::funding::api::{InstrumentSpec, OrderSide};
+use crate::funding::api::{InstrumentSpec, Side};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -87,7 +87,7 @@ pub struct PendingOrder {
     pub client_order_id: String,
     pub leg: Leg,
     pub purpose: Purpose,
-    pub side: OrderSide,
+    pub side: Side,
     pub qty: Decimal,
     /// Polls that found no trace of it at the venue.
     pub not_found: u32,
@@ -185,7 +185,7 @@ impl FundingPosition {
     pub fn apply_fill(
         &mut self,
         leg: Leg,
-        side: OrderSide,
+        side: Side,
         qty: Decimal,
         price: Decimal,
         fee_usd: Decimal,
@@ -193,7 +193,7 @@ impl FundingPosition {
     ) -> Decimal {
         self.fees += fee_usd;
         let realized = match (leg, side) {
-            (Leg::Spot, OrderSide::Buy) => {
+            (Leg::Spot, Side::Buy) => {
                 let received = qty - fee_in_base;
                 let total = self.spot_qty + received;
                 if total > Decimal::ZERO {
@@ -203,12 +203,12 @@ impl FundingPosition {
                 self.spot_qty = total;
                 Decimal::ZERO
             }
-            (Leg::Spot, OrderSide::Sell) => {
+            (Leg::Spot, Side::Sell) => {
                 let sold = qty.min(self.spot_qty);
                 self.spot_qty -= sold;
                 sold * (price - self.spot_entry)
             }
-            (Leg::Perp, OrderSide::Sell) => {
+            (Leg::Perp, Side::Sell) => {
                 let total = self.perp_qty + qty;
                 if total > Decimal::ZERO {
                     self.perp_entry = (self.perp_entry * self.perp_qty + price * qty) / total;
@@ -216,7 +216,7 @@ impl FundingPosition {
                 self.perp_qty = total;
                 Decimal::ZERO
             }
-            (Leg::Perp, OrderSide::Buy) => {
+            (Leg::Perp, Side::Buy) => {
                 let bought = qty.min(self.perp_qty);
                 self.perp_qty -= bought;
                 bought * (self.perp_entry - price)
@@ -431,12 +431,12 @@ pub fn close_decision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::funding::api::Kind;
+    use crate::funding::api::InstrumentKind;
     use rust_decimal_macros::dec;
 
     fn inst(
         symbol: &str,
-        kind: Kind,
+        kind: InstrumentKind,
         step: Decimal,
         min_qty: Decimal,
         min_notional: Decimal,
@@ -458,14 +458,14 @@ mod tests {
     fn sizing_table() {
         let spot = inst(
             "BTCUSDT",
-            Kind::Spot,
+            InstrumentKind::Spot,
             dec!(0.000001),
             dec!(0.000001),
             dec!(1),
         );
         let perp = inst(
             "BTCUSDT-PERP",
-            Kind::Perpetual,
+            InstrumentKind::Perpetual,
             dec!(0.001),
             dec!(0.001),
             dec!(5),
@@ -485,8 +485,14 @@ mod tests {
             Err(SizingError::BelowMinQty { .. })
         ));
         // Meets the quantity but not the perp's 5 USD minimum notional.
-        let cheap = inst("XUSDT-PERP", Kind::Perpetual, dec!(1), dec!(1), dec!(5));
-        let cheap_spot = inst("XUSDT", Kind::Spot, dec!(1), dec!(1), dec!(1));
+        let cheap = inst(
+            "XUSDT-PERP",
+            InstrumentKind::Perpetual,
+            dec!(1),
+            dec!(1),
+            dec!(5),
+        );
+        let cheap_spot = inst("XUSDT", InstrumentKind::Spot, dec!(1), dec!(1), dec!(1));
         assert!(matches!(
             size_hedge(dec!(4.5), dec!(1.5), &cheap_spot, &cheap, dec!(0)),
             Err(SizingError::BelowMinNotional { .. })
@@ -506,7 +512,13 @@ mod tests {
 
     #[test]
     fn close_decisions_with_min_hold_and_hysteresis() {
-        let spot = inst("BTCUSDT", Kind::Spot, dec!(0.001), dec!(0.001), dec!(1));
+        let spot = inst(
+            "BTCUSDT",
+            InstrumentKind::Spot,
+            dec!(0.001),
+            dec!(0.001),
+            dec!(1),
+        );
         let mut pos = FundingPosition::new("p".into(), "BTCUSDT-PERP", &spot, 8, 0);
         pos.state = PositionState::Open;
         let policy = ClosePolicy {
@@ -591,12 +603,18 @@ mod tests {
 
     #[test]
     fn fills_move_entry_realized_and_fees() {
-        let spot = inst("BTCUSDT", Kind::Spot, dec!(0.001), dec!(0.001), dec!(1));
+        let spot = inst(
+            "BTCUSDT",
+            InstrumentKind::Spot,
+            dec!(0.001),
+            dec!(0.001),
+            dec!(1),
+        );
         let mut p = FundingPosition::new("p".into(), "BTCUSDT-PERP", &spot, 8, 0);
         // Buy 1.001 at 100 with 0.001 BTC fee (0.1 USD): hold 1.000.
         p.apply_fill(
             Leg::Spot,
-            OrderSide::Buy,
+            Side::Buy,
             dec!(1.001),
             dec!(100),
             dec!(0.1),
@@ -604,7 +622,7 @@ mod tests {
         );
         p.apply_fill(
             Leg::Perp,
-            OrderSide::Sell,
+            Side::Sell,
             dec!(1),
             dec!(101),
             dec!(0.05555),
@@ -615,7 +633,7 @@ mod tests {
         assert_eq!(p.unrealized(dec!(110), dec!(111)), dec!(0));
         p.apply_fill(
             Leg::Spot,
-            OrderSide::Sell,
+            Side::Sell,
             dec!(1),
             dec!(110),
             dec!(0.11),
@@ -623,7 +641,7 @@ mod tests {
         );
         p.apply_fill(
             Leg::Perp,
-            OrderSide::Buy,
+            Side::Buy,
             dec!(1),
             dec!(111),
             dec!(0.06105),

@@ -26,7 +26,7 @@ use crate::capacity::{self, Band as CapBand, CapacityHealth};
 use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
-    Action, Command, InstrumentInfo, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
+    Action, Command, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
     Side, Strategy, UpdateKind,
 };
 
@@ -53,7 +53,7 @@ pub struct Grid {
     /// acknowledgement, release when the order is done or refused).
     capital: CapitalLedger,
     market: Option<MarketView>,
-    instrument: Option<InstrumentInfo>,
+    instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
     day: i64,
     realized_today: Decimal,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::capacity::{self, CapacityHealth};
 use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::strategy::{
-    Action, IdGen, InstrumentInfo, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
+    Action, IdGen, Instrument, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
 };
 
 /// The strategy's name (status, journal owner).
@@ -447,7 +447,7 @@ pub struct Rangers {
     slots: Vec<Slot>,
     ledger: CapitalLedger,
     market: Option<MarketView>,
-    instrument: Option<InstrumentInfo>,
+    instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
     regime_ok: bool,
     day: i64,
@@ -602,7 +602,7 @@ impl Rangers {
     }
 
     /// The exit margin in percent: max(profit_pct, round trip + 0.20).
-    pub fn exit_margin_pct(&self, inst: &InstrumentInfo) -> Decimal {
+    pub fn exit_margin_pct(&self, inst: &Instrument) -> Decimal {
         let round_trip = inst.maker_fee * Decimal::TWO * hundred();
         self.cfg.profit_pct.max(round_trip + fee_floor_pct())
     }
