@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use herd_proto::answer;
 use herd_proto::gateway as pb;
 use herd_proto::gateway::gateway_client::GatewayClient;
 use rust_decimal::Decimal;
@@ -21,10 +22,9 @@ use tonic::{Code, Request, Status};
 pub use crate::clock::now_ms;
 use crate::config::{EngineConfig, Secret};
 use crate::store::{OrderRow, Store};
-use herd_strategies::rangers;
 use herd_strategies::strategy::{
-    Action, IdGen, Instrument, InstrumentKind, JournalRow, KnownOrder, MarketView, OrderIntent,
-    OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
+    Action, IdGen, Instrument, InstrumentKind, JournalRow, KnownOrder, MarketView, OpenOrderRef,
+    OrderIntent, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
 };
 
 /// The instrument kind a gateway answer names (spot when it names none).
@@ -135,12 +135,17 @@ pub struct EngineState {
 /// What startup cleanup found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupReport {
-    /// Stale ranger orders found.
+    /// Stale orders the strategies named.
     pub found: usize,
     pub canceled: usize,
     /// "client_order_id: why" for each cancel that failed.
     pub failed: Vec<String>,
 }
+
+/// How long after an unknown outcome (and between asks) the engine asks the
+/// gateway about the order: long enough for a place still in flight at the
+/// gateway to be registered there.
+pub const UNKNOWN_OUTCOME_ASK_MS: i64 = 2_000;
 
 /// Attempts at listing open orders before startup cleanup gives up.
 const CLEANUP_ATTEMPTS: u32 = 10;
@@ -163,6 +168,9 @@ pub struct Shared {
     /// Order updates that arrived before the strategies were live, in
     /// arrival order; `None` once they are (see [`Shared::dispatch`]).
     early_updates: Mutex<Option<Vec<OrderUpdate>>>,
+    /// Strategy orders whose place had an unknown outcome, with when the
+    /// gateway was last asked (see [`Shared::resolve_unknown_outcomes`]).
+    unknown_outcomes: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -179,17 +187,6 @@ fn dec(s: &str) -> Decimal {
 
 /// Is this failure the venue's or the network's (it counts toward the pause
 /// after too many in a row), rather than a problem with the request?
-fn is_venue_error(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::Internal
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Unknown
-    )
-}
-
 /// An order status as logs print it ("ORDER_STATUS_OPEN").
 fn status_name(status: i32) -> &'static str {
     pb::OrderStatus::try_from(status).map_or("ORDER_STATUS_UNKNOWN", |s| s.as_str_name())
@@ -258,6 +255,7 @@ impl Shared {
             drain: herd_proto::serving::Drain::new(),
             metrics: crate::metrics::EngineMetrics::new(),
             early_updates: Mutex::new(Some(Vec::new())),
+            unknown_outcomes: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -273,7 +271,7 @@ impl Shared {
         let mut st = self.state();
         match r {
             Ok(_) => st.consecutive_errors = 0,
-            Err(s) if is_venue_error(s) => {
+            Err(s) if answer::is_venue_trouble(s) => {
                 self.metrics.record_venue_error(s.code());
                 st.consecutive_errors += 1;
                 st.last_error = s.message().to_string();
@@ -388,11 +386,7 @@ impl Shared {
             }
             Err(s) => {
                 tracing::warn!(code = ?s.code(), error = %s.message(), "order not placed");
-                let unknown = matches!(
-                    s.code(),
-                    Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
-                ) && !herd_proto::serving::is_drain_refusal(&s);
-                if !unknown {
+                if answer::classify(&s).is_definite() {
                     // A definite refusal: the order does not exist anywhere.
                     let rejected = pb::Order {
                         client_order_id: intent.client_order_id.clone(),
@@ -468,14 +462,17 @@ impl Shared {
                     } else {
                         match self.place(owner, intent).await {
                             Ok(_) => None,
-                            Err(s)
-                                if matches!(
-                                    s.code(),
-                                    Code::Unavailable | Code::DeadlineExceeded
-                                ) && !herd_proto::serving::is_drain_refusal(&s) =>
-                            {
-                                // Outcome unknown: the stream or a reconcile tells.
-                                tracing::warn!(owner, client_order_id = %intent.client_order_id, error = %s.message(), "place outcome unknown");
+                            Err(s) if !answer::classify(&s).is_definite() => {
+                                // Outcome unknown: the order may exist, so
+                                // the strategy is not told it failed (it
+                                // would place again). The stream tells if
+                                // the gateway has it; otherwise
+                                // `resolve_unknown_outcomes` asks.
+                                tracing::warn!(owner, client_order_id = %intent.client_order_id, error = %s.message(), "place outcome unknown; resolving by asking the gateway");
+                                self.unknown_outcomes
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(intent.client_order_id.clone(), now_ms());
                                 None
                             }
                             Err(s) => Some((
@@ -632,6 +629,83 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Settles strategy orders whose place had an unknown outcome, once
+    /// [`UNKNOWN_OUTCOME_ASK_MS`] has passed: the gateway registers an order
+    /// before it sends it, so if it knows the order its stream tells the
+    /// strategy what became of it; if it does not (NOT_FOUND), the order
+    /// never reached it and the strategy gets `PlaceFailed`, and only then
+    /// may it place again. Any other answer asks again later.
+    pub async fn resolve_unknown_outcomes(&self, now: i64) {
+        let due: Vec<String> = self
+            .unknown_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, asked)| now - **asked >= UNKNOWN_OUTCOME_ASK_MS)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let r = self
+                .gateway
+                .clone()
+                .query_orders(pb::QueryOrdersRequest {
+                    client_order_ids: vec![id.clone()],
+                })
+                .await;
+            let settled = match r {
+                Ok(resp) => {
+                    for o in resp.into_inner().orders {
+                        if let Err(e) = self.store.update_order(&o, now_ms()).await {
+                            tracing::error!(client_order_id = %id, error = %e, "journal update failed");
+                        }
+                    }
+                    tracing::info!(client_order_id = %id, "unknown outcome resolved: the gateway has the order");
+                    true
+                }
+                Err(s) if answer::classify(&s) == answer::Answer::NotFound => {
+                    let message = "never reached the gateway".to_string();
+                    let rejected = pb::Order {
+                        client_order_id: id.clone(),
+                        status: pb::OrderStatus::Rejected as i32,
+                        volume_executed: "0".into(),
+                        reason: message.clone(),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.store.update_order(&rejected, now_ms()).await {
+                        tracing::error!(client_order_id = %id, error = %e, "journal update failed");
+                    }
+                    tracing::warn!(client_order_id = %id, "unknown outcome resolved: the order never reached the gateway");
+                    self.dispatch(OrderUpdate {
+                        client_order_id: id.clone(),
+                        kind: UpdateKind::PlaceFailed,
+                        volume_executed: Decimal::ZERO,
+                        average_price: None,
+                        fill_volume: Decimal::ZERO,
+                        fill_price: Decimal::ZERO,
+                        fill_fee: Decimal::ZERO,
+                        fee_asset: String::new(),
+                        message,
+                    })
+                    .await;
+                    true
+                }
+                Err(s) => {
+                    tracing::debug!(client_order_id = %id, error = %s.message(), "cannot resolve an unknown outcome yet");
+                    false
+                }
+            };
+            let mut pending = self
+                .unknown_outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if settled {
+                pending.remove(&id);
+            } else {
+                pending.insert(id, now);
+            }
+        }
     }
 
     /// Hands an update to the strategy owning its order and runs its answer.
@@ -837,9 +911,9 @@ impl Shared {
     }
 
     /// Startup cleanup: cancels the open orders a previous run of this
-    /// engine's rangers left on the symbol (the gateway lists only this
-    /// engine's orders; the rangers' userref sub-range tells them apart).
-    /// Runs whether or not rangers are enabled. A cancel that fails is
+    /// engine's strategies left (each strategy names its own through
+    /// [`Strategy::stale_orders`]; the gateway lists only this engine's
+    /// orders). Runs whether or not the strategies are enabled. A cancel that fails is
     /// logged and skipped; listing is retried a few times, then given up.
     pub async fn startup_cleanup(&self) -> CleanupReport {
         let mut backoff = Duration::from_millis(100);
@@ -867,19 +941,12 @@ impl Shared {
             .await;
             match listed {
                 Ok((session, open)) => {
-                    let r = &self.cfg.rangers;
-                    let last_ranger = i64::from(session.userref_min)
-                        + i64::from(r.userref_offset)
-                        + i64::from(r.max_slots)
-                        - 1;
-                    if last_ranger > i64::from(session.userref_max) {
-                        tracing::error!(
-                            userref_min = session.userref_min,
-                            userref_max = session.userref_max,
-                            offset = r.userref_offset,
-                            max_slots = r.max_slots,
-                            "this engine's userref range is too narrow for its rangers; the gateway will refuse their orders"
-                        );
+                    for s in self.strategies.lock().await.iter() {
+                        if let Some(problem) =
+                            s.userref_range_problem(session.userref_min, session.userref_max)
+                        {
+                            tracing::error!(strategy = s.name(), "{problem}");
+                        }
                     }
                     let mut st = self.state();
                     if st.userref_min <= 0 {
@@ -894,7 +961,7 @@ impl Shared {
                 }
                 Err(s) => {
                     tracing::warn!(attempts = attempt, error = %s.message(),
-                        "startup cleanup skipped: cannot list open orders; stale ranger orders may remain");
+                        "startup cleanup skipped: cannot list open orders; stale strategy orders may remain");
                     let report = CleanupReport {
                         failed: vec![format!("list open orders: {}", s.message())],
                         ..CleanupReport::default()
@@ -904,20 +971,21 @@ impl Shared {
                 }
             }
         };
-        let refs: Vec<rangers::OpenOrderRef> = open
+        let refs: Vec<OpenOrderRef> = open
             .iter()
-            .map(|o| rangers::OpenOrderRef {
+            .map(|o| OpenOrderRef {
                 client_order_id: o.client_order_id.clone(),
                 symbol: o.symbol.clone(),
                 userref: o.userref,
             })
             .collect();
-        let stale = rangers::stale_ranger_orders(
-            &refs,
-            &self.cfg.symbol,
-            userref_min,
-            self.cfg.rangers.userref_offset,
-        );
+        let stale: Vec<String> = self
+            .strategies
+            .lock()
+            .await
+            .iter()
+            .flat_map(|s| s.stale_orders(&refs, userref_min))
+            .collect();
         let mut report = CleanupReport {
             found: stale.len(),
             ..CleanupReport::default()
@@ -936,7 +1004,7 @@ impl Shared {
             found = report.found,
             canceled = report.canceled,
             failed = report.failed.len(),
-            "startup cleanup of stale ranger orders done"
+            "startup cleanup of stale strategy orders done"
         );
         self.state().startup_cleanup = Some(report.clone());
         report
@@ -1094,6 +1162,7 @@ impl Shared {
                 }
                 _ = interval.tick() => {}
             }
+            self.resolve_unknown_outcomes(now_ms()).await;
             self.refresh_instrument().await;
             self.refresh_balances(now_ms()).await;
             self.refresh_capacity().await;

@@ -527,7 +527,14 @@ impl pb::gateway_server::Gateway for GatewayService {
         self.core.registry.count_call(&engine);
         // Draining: no new orders (cancels and reads are still answered).
         self.core.drain.check_accepting()?;
-        let order = self.core.place(&engine, req.get_ref()).await?;
+        // Every error of `place` is definite (an unknown outcome answers Ok
+        // with the order pending): say so, so engines never read a refusal
+        // as "maybe placed" nor a broken connection as a refusal.
+        let order = self
+            .core
+            .place(&engine, req.get_ref())
+            .await
+            .map_err(herd_proto::answer::refused)?;
         Ok(Response::new(pb::PlaceOrderResponse { order: Some(order) }))
     }
 

@@ -21,6 +21,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/herd_descriptor.bin"));
 
 pub mod admin_http;
+pub mod answer;
 pub mod config;
 pub mod prom;
 pub mod secret;

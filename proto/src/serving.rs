@@ -97,16 +97,13 @@ pub fn init_tracing() {
 /// Trailer metadata on a refusal by [`Drain::check_accepting`]: unlike other
 /// UNAVAILABLE answers, the call was refused before it did anything, so its
 /// outcome is known (nothing happened).
-pub const DRAIN_REFUSAL_KEY: &str = "herd-refused";
+pub const DRAIN_REFUSAL_KEY: &str = crate::answer::REFUSED_KEY;
 
 /// True when `status` is a draining server's refusal (see
 /// [`DRAIN_REFUSAL_KEY`]): a definite "not done", not an unknown outcome.
 pub fn is_drain_refusal(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
-        && status
-            .metadata()
-            .get(DRAIN_REFUSAL_KEY)
-            .is_some_and(|v| v == "shutting-down")
+        && crate::answer::classify(status) == crate::answer::Answer::Draining
 }
 
 /// A server's shutdown state, shared with its handlers and streams.
@@ -172,7 +169,7 @@ impl Drain {
             );
             st.metadata_mut().insert(
                 DRAIN_REFUSAL_KEY,
-                tonic::metadata::MetadataValue::from_static("shutting-down"),
+                tonic::metadata::MetadataValue::from_static(crate::answer::SHUTTING_DOWN),
             );
             Err(st)
         } else {

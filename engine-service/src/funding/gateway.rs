@@ -25,15 +25,13 @@ fn dec(s: &str) -> Decimal {
 }
 
 fn err(s: Status) -> ApiError {
-    match s.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Unknown
-        | Code::Internal
-        | Code::ResourceExhausted
-        | Code::Cancelled => ApiError::Unknown(s.message().to_string()),
-        Code::Unimplemented => ApiError::Unsupported(s.message().to_string()),
-        _ => ApiError::Refused(s.message().to_string()),
+    use herd_proto::answer::{Answer, classify};
+    match classify(&s) {
+        Answer::OutcomeUnknown => ApiError::Unknown(s.message().to_string()),
+        Answer::Unsupported => ApiError::Unsupported(s.message().to_string()),
+        Answer::Refused | Answer::InvalidRequest | Answer::NotFound | Answer::Draining => {
+            ApiError::Refused(s.message().to_string())
+        }
     }
 }
 

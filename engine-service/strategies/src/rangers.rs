@@ -495,13 +495,7 @@ pub fn is_ranger_client_id(client_order_id: &str) -> bool {
     digits > 0 && matches!(rest.as_bytes().get(digits..), Some([b'e' | b'x', b'-', ..]))
 }
 
-/// An open order as startup cleanup sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenOrderRef {
-    pub client_order_id: String,
-    pub symbol: String,
-    pub userref: i32,
-}
+pub use crate::strategy::OpenOrderRef;
 
 /// Startup cleanup: the open orders a previous run's rangers left on
 /// `symbol`, recognised by the rangers' userref sub-range of this engine
@@ -1146,6 +1140,23 @@ impl Rangers {
 impl Strategy for Rangers {
     fn name(&self) -> &str {
         STRATEGY_NAME
+    }
+
+    fn stale_orders(&self, open: &[OpenOrderRef], userref_min: i32) -> Vec<String> {
+        stale_ranger_orders(open, &self.symbol, userref_min, self.cfg.userref_offset)
+    }
+
+    fn userref_range_problem(&self, userref_min: i32, userref_max: i32) -> Option<String> {
+        let last = i64::from(userref_min)
+            + i64::from(self.cfg.userref_offset)
+            + i64::from(self.cfg.max_slots)
+            - 1;
+        (last > i64::from(userref_max)).then(|| {
+            format!(
+                "this engine's userref range {userref_min}..={userref_max} is too narrow for its rangers (offset {}, {} slots); the gateway will refuse their orders",
+                self.cfg.userref_offset, self.cfg.max_slots
+            )
+        })
     }
 
     fn owns(&self, client_order_id: &str) -> bool {

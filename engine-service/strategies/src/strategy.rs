@@ -255,6 +255,14 @@ pub struct KnownOrder {
     pub open_at_venue: bool,
 }
 
+/// One of the engine's open orders at the venue, as start-up work sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrderRef {
+    pub client_order_id: String,
+    pub symbol: String,
+    pub userref: i32,
+}
+
 /// A strategy: a reducer over its own state.
 pub trait Strategy: Send {
     /// Short name, also the owner recorded with its orders.
@@ -277,6 +285,20 @@ pub trait Strategy: Send {
     /// Turns the strategy on or off at runtime; the actions wind down what
     /// it has open. `None`: this strategy cannot be toggled.
     fn set_enabled(&mut self, _enabled: bool, _now_ms: i64) -> Option<Vec<Action>> {
+        None
+    }
+
+    /// Start-up cleanup, before restore and the first tick: the client ids
+    /// of open orders (`open`: the engine's open orders at the venue) that a
+    /// previous run of this strategy left and that should be cancelled.
+    /// `userref_min` is the start of the engine's userref range.
+    fn stale_orders(&self, _open: &[OpenOrderRef], _userref_min: i32) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Why the engine's userref range cannot hold this strategy's orders,
+    /// if it cannot (logged as an error at start).
+    fn userref_range_problem(&self, _userref_min: i32, _userref_max: i32) -> Option<String> {
         None
     }
 

@@ -1,0 +1,192 @@
+//! The one reading of a gateway answer to an order call.
+//!
+//! What matters to an engine is not the gRPC code but what it says about
+//! the order: was it definitely not placed (refused, invalid, draining), or
+//! may it exist (the outcome is unknown, resolved by asking the gateway,
+//! never by placing again)? The gateway marks every refusal of its own with
+//! the [`REFUSED_KEY`] trailer, so a status that went wrong on the way (a
+//! reset connection, a timeout, an HTTP/2 error: tonic reports those as
+//! UNAVAILABLE, DEADLINE_EXCEEDED, UNKNOWN, CANCELLED or INTERNAL) is
+//! never mistaken for a refusal.
+
+use tonic::{Code, Status};
+
+/// Trailer on a gateway's definite refusal: the order was not placed and
+/// will not be. Values: [`REFUSED`] and [`SHUTTING_DOWN`].
+pub const REFUSED_KEY: &str = "herd-refused";
+/// [`REFUSED_KEY`]'s value for a refusal of the gateway (or a venue it
+/// asked) that it is sure of.
+pub const REFUSED: &str = "refused";
+/// [`REFUSED_KEY`]'s value on a draining server's refusal.
+pub const SHUTTING_DOWN: &str = "shutting-down";
+
+/// What a failed order call says about the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Definitely not done: the gateway or the venue said no.
+    Refused,
+    /// Definitely not done: the request itself was wrong.
+    InvalidRequest,
+    /// The gateway does not know the order (or the caller may not see it).
+    NotFound,
+    /// Definitely not done: the server is shutting down.
+    Draining,
+    /// The server does not offer this call.
+    Unsupported,
+    /// Maybe done: ask the gateway later; never send it again.
+    OutcomeUnknown,
+}
+
+impl Answer {
+    /// True when nothing happened, so the caller may try something else
+    /// (a strategy may place a new order).
+    pub fn is_definite(self) -> bool {
+        !matches!(self, Answer::OutcomeUnknown)
+    }
+}
+
+/// Reads `status` (an error answer to PlaceOrder, CancelOrder, SubmitOrder).
+pub fn classify(status: &Status) -> Answer {
+    match status.metadata().get(REFUSED_KEY) {
+        Some(v) if v == SHUTTING_DOWN => return Answer::Draining,
+        Some(_) => {
+            return match status.code() {
+                Code::InvalidArgument | Code::OutOfRange => Answer::InvalidRequest,
+                Code::NotFound => Answer::NotFound,
+                Code::Unimplemented => Answer::Unsupported,
+                _ => Answer::Refused,
+            };
+        }
+        None => {}
+    }
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => Answer::InvalidRequest,
+        Code::NotFound => Answer::NotFound,
+        Code::Unimplemented => Answer::Unsupported,
+        Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::AlreadyExists
+        | Code::ResourceExhausted => Answer::Refused,
+        // No answer the gateway vouched for: the request may have reached
+        // it and the order may exist. `Ok` cannot be an error answer; read
+        // it as unknown rather than as a refusal.
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Internal
+        | Code::Unavailable
+        | Code::DataLoss => Answer::OutcomeUnknown,
+    }
+}
+
+/// True when `status` speaks of trouble on the way to the venue (the
+/// gateway or the venue unavailable, slow, rate-limited or failing), which
+/// the engine counts towards pausing itself; a refusal of a bad order or a
+/// draining server is not trouble.
+pub fn is_venue_trouble(status: &Status) -> bool {
+    classify(status) != Answer::Draining
+        && matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::Internal
+                | Code::ResourceExhausted
+                | Code::DeadlineExceeded
+                | Code::Unknown
+        )
+}
+
+/// `status` marked as the gateway's definite refusal (see [`REFUSED_KEY`]).
+/// A status already marked keeps its mark.
+pub fn refused(mut status: Status) -> Status {
+    if !status.metadata().contains_key(REFUSED_KEY) {
+        status.metadata_mut().insert(
+            REFUSED_KEY,
+            tonic::metadata::MetadataValue::from_static(REFUSED),
+        );
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(code: Code, trailer: Option<&'static str>) -> Status {
+        let mut s = Status::new(code, "x");
+        if let Some(v) = trailer {
+            s.metadata_mut()
+                .insert(REFUSED_KEY, tonic::metadata::MetadataValue::from_static(v));
+        }
+        s
+    }
+
+    #[test]
+    fn every_code_with_and_without_the_refusal_trailer() {
+        use Answer::*;
+        // (code, without the trailer, with herd-refused: refused)
+        let table = [
+            (Code::Ok, OutcomeUnknown, Refused),
+            (Code::Cancelled, OutcomeUnknown, Refused),
+            (Code::Unknown, OutcomeUnknown, Refused),
+            (Code::InvalidArgument, InvalidRequest, InvalidRequest),
+            (Code::DeadlineExceeded, OutcomeUnknown, Refused),
+            (Code::NotFound, NotFound, NotFound),
+            (Code::AlreadyExists, Refused, Refused),
+            (Code::PermissionDenied, Refused, Refused),
+            (Code::ResourceExhausted, Refused, Refused),
+            (Code::FailedPrecondition, Refused, Refused),
+            (Code::Aborted, OutcomeUnknown, Refused),
+            (Code::OutOfRange, InvalidRequest, InvalidRequest),
+            (Code::Unimplemented, Unsupported, Unsupported),
+            (Code::Internal, OutcomeUnknown, Refused),
+            (Code::Unavailable, OutcomeUnknown, Refused),
+            (Code::DataLoss, OutcomeUnknown, Refused),
+            (Code::Unauthenticated, Refused, Refused),
+        ];
+        assert_eq!(table.len(), 17, "every gRPC code");
+        for (code, bare, marked) in table {
+            assert_eq!(classify(&with(code, None)), bare, "{code:?}");
+            assert_eq!(
+                classify(&with(code, Some(REFUSED))),
+                marked,
+                "{code:?} refused"
+            );
+            assert_eq!(
+                classify(&with(code, Some(SHUTTING_DOWN))),
+                Draining,
+                "{code:?} draining"
+            );
+            assert_eq!(classify(&refused(Status::new(code, "x"))), marked);
+        }
+        assert!(!OutcomeUnknown.is_definite());
+        assert!(Refused.is_definite() && Draining.is_definite());
+    }
+
+    #[test]
+    fn venue_trouble_is_the_path_failing_not_a_refusal_or_a_drain() {
+        assert!(is_venue_trouble(&with(Code::Unavailable, None)));
+        assert!(is_venue_trouble(&with(
+            Code::ResourceExhausted,
+            Some(REFUSED)
+        )));
+        assert!(is_venue_trouble(&with(Code::Internal, Some(REFUSED))));
+        assert!(!is_venue_trouble(&with(
+            Code::Unavailable,
+            Some(SHUTTING_DOWN)
+        )));
+        assert!(!is_venue_trouble(&with(
+            Code::FailedPrecondition,
+            Some(REFUSED)
+        )));
+        assert!(!is_venue_trouble(&with(Code::InvalidArgument, None)));
+    }
+
+    #[test]
+    fn a_mark_is_kept() {
+        let s = refused(with(Code::Unavailable, Some(SHUTTING_DOWN)));
+        assert_eq!(classify(&s), Answer::Draining);
+    }
+}
