@@ -29,7 +29,10 @@ pub fn handler(state: Arc<HttpState>) -> AdminHandler {
 async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
     match req.path.as_str() {
         "/healthz" | "/readyz" => AdminResponse::health(state.serving.load(Ordering::Relaxed)),
-        "/metrics" => AdminResponse::prometheus(crate::metrics::render(&state.shared).await),
+        "/metrics" => match crate::metrics::render(&state.shared).await {
+            Ok(page) => AdminResponse::prometheus(page),
+            Err(_) => AdminResponse::status(500, "metrics: encoding failed\n"),
+        },
         "/" | "/index.html" => dashboard::page(),
         "/api/status" => dashboard::api_status(&state.shared).await,
         p => AdminResponse::not_found(p),

@@ -26,7 +26,10 @@ pub fn handler(state: Arc<HttpState>) -> AdminHandler {
 async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
     match req.path.as_str() {
         "/healthz" | "/readyz" => AdminResponse::health(state.serving.load(Ordering::Relaxed)),
-        "/metrics" => AdminResponse::prometheus(crate::metrics::render(&state.core)),
+        "/metrics" => match crate::metrics::render(&state.core) {
+            Ok(page) => AdminResponse::prometheus(page),
+            Err(_) => AdminResponse::status(500, "metrics: encoding failed\n"),
+        },
         p => AdminResponse::not_found(p),
     }
 }

@@ -1,30 +1,41 @@
-//! The gateway's Prometheus metrics (`GET /metrics` on the admin port).
+//! The gateway's Prometheus metrics (`GET /metrics` on the admin port), on
+//! the prometheus-client crate.
 //!
 //! Two kinds of numbers: counters and histograms recorded on the hot path
-//! ([`GatewayMetrics`], atomics only; venue calls are recorded by
+//! ([`GatewayMetrics`], registered once; venue calls are recorded by
 //! [`MeteredVenue`], which wraps the adapter so no call site can forget),
 //! and gauges read at scrape time from state the gateway keeps anyway
-//! (registry, fair queue, the adapter's budget) by [`render`].
+//! (registry, fair queue, the adapter's budget) by [`StateGauges`], a
+//! collector built for each scrape by [`render`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use herd_proto::prom::{Counter, Exposition, Histogram, Kind, unix_now_seconds};
+use herd_proto::prom::{self, Families, Labels, unix_now_seconds};
 use herd_venue::{
     AccountMargin, Balance, BudgetSnapshot, Candle, FundingPayment, FundingPaymentQuery,
     FundingRate, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Position, Ticker, Venue,
     VenueError,
 };
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::service::Core;
 
 /// Orders per `query_orders` call.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 
 /// The venue endpoints, as the `method` label names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Instruments,
     Ticker,
@@ -80,7 +91,7 @@ impl Method {
 /// How a venue call ended, as the `outcome` label names it: `ok`, one of the
 /// [`VenueError`] classes, or `unknown_outcome` for a submit the venue did
 /// not answer in a way we can trust.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Ok,
     UnknownOutcome,
@@ -164,10 +175,46 @@ impl Outcome {
     }
 }
 
-const METHODS: usize = Method::ALL.len();
-const OUTCOMES: usize = Outcome::ALL.len();
+impl EncodeLabelValue for Method {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
 
-/// Per-engine counters.
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CallLabels {
+    method: Method,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabel {
+    method: Method,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// `engine`, escaped: engine ids come from the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EngineLabel(String);
+
+impl EncodeLabelSet for EngineLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        Labels(&[("engine", &self.0)]).encode(encoder)
+    }
+}
+
+/// Per-engine counters: handles on the engine's series of the registered
+/// families, so recording takes no lock.
 #[derive(Debug, Default)]
 pub struct EngineCounters {
     pub events_streamed: Counter,
@@ -175,55 +222,148 @@ pub struct EngineCounters {
     pub dead_man_canceled: Counter,
 }
 
-/// The gateway's hot-path metrics. Every field is an atomic or a map fixed
-/// at start, so recording takes no lock and allocates nothing.
+/// The gateway's hot-path metrics and the registry they are encoded from.
+/// Recording is an atomic add (a histogram takes its own short lock); a
+/// venue call's series is looked up under its family's read lock.
 #[derive(Debug)]
 pub struct GatewayMetrics {
+    registry: Registry,
     started_at: f64,
-    calls: [[Counter; OUTCOMES]; METHODS],
-    call_seconds: [Histogram; METHODS],
-    pub poll_seconds: Histogram,
-    pub poll_batch_size: Histogram,
-    pub polls_ok: Counter,
-    pub polls_failed: Counter,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<MethodLabel, Histogram>,
+    poll_seconds: Histogram,
+    poll_batch_size: Histogram,
+    polls_ok: Counter,
+    polls_failed: Counter,
     engines: HashMap<String, Arc<EngineCounters>>,
 }
 
 impl GatewayMetrics {
     /// `engines`: the configured engine ids.
     pub fn new<'a>(engines: impl IntoIterator<Item = &'a str>) -> GatewayMetrics {
+        let mut registry = Registry::default();
+
+        let calls = Family::<CallLabels, Counter>::default();
+        // Every endpoint's ok series exists from the start; error series
+        // appear once they happen (15 classes x 13 endpoints of zeros would
+        // drown the page).
+        for method in Method::ALL {
+            calls.get_or_create_owned(&CallLabels {
+                method,
+                outcome: Outcome::Ok,
+            });
+        }
+        prom::register(
+            &mut registry,
+            "herd_gateway_venue_calls",
+            "Venue calls by endpoint (method) and outcome (ok, unknown_outcome or the error class).",
+            calls.clone(),
+        );
+        let call_seconds: Family<MethodLabel, Histogram> =
+            Family::new_with_constructor(prom::latency_histogram);
+        prom::register(
+            &mut registry,
+            "herd_gateway_venue_call_duration_seconds",
+            "Venue call latency by endpoint, including the adapter's wait for its rate budget.",
+            call_seconds.clone(),
+        );
+
+        let poll_seconds = prom::latency_histogram();
+        prom::register(
+            &mut registry,
+            "herd_gateway_poll_duration_seconds",
+            "Duration of one poll cycle (open orders plus the batched queries).",
+            poll_seconds.clone(),
+        );
+        let poll_batch_size = Histogram::new(BATCH_BUCKETS);
+        prom::register(
+            &mut registry,
+            "herd_gateway_poll_batch_size",
+            "Orders named per query_orders call.",
+            poll_batch_size.clone(),
+        );
+        let polls = Family::<ResultLabel, Counter>::default();
+        let polls_ok = polls.get_or_create_owned(&ResultLabel { result: "ok" });
+        let polls_failed = polls.get_or_create_owned(&ResultLabel { result: "error" });
+        prom::register(
+            &mut registry,
+            "herd_gateway_polls",
+            "Poll cycles that did work, by result.",
+            polls,
+        );
+
+        let streamed = Family::<EngineLabel, Counter>::default();
+        let fired = Family::<EngineLabel, Counter>::default();
+        let canceled = Family::<EngineLabel, Counter>::default();
+        let engines = engines
+            .into_iter()
+            .map(|e| {
+                let l = EngineLabel(e.to_string());
+                let counters = EngineCounters {
+                    events_streamed: streamed.get_or_create_owned(&l),
+                    dead_man_fired: fired.get_or_create_owned(&l),
+                    dead_man_canceled: canceled.get_or_create_owned(&l),
+                };
+                (e.to_string(), Arc::new(counters))
+            })
+            .collect();
+        prom::register(
+            &mut registry,
+            "herd_gateway_events_streamed",
+            "Order events sent to each engine over its stream.",
+            streamed,
+        );
+        prom::register(
+            &mut registry,
+            "herd_gateway_dead_man_fired",
+            "Times the per-engine dead man's switch fired (stream gone past its grace).",
+            fired,
+        );
+        prom::register(
+            &mut registry,
+            "herd_gateway_dead_man_cancels",
+            "Orders canceled by the per-engine dead man's switch.",
+            canceled,
+        );
+
         GatewayMetrics {
+            registry,
             started_at: unix_now_seconds(),
-            calls: std::array::from_fn(|_| std::array::from_fn(|_| Counter::new())),
-            call_seconds: std::array::from_fn(|_| Histogram::latency()),
-            poll_seconds: Histogram::latency(),
-            poll_batch_size: Histogram::new(BATCH_BUCKETS),
-            polls_ok: Counter::new(),
-            polls_failed: Counter::new(),
-            engines: engines
-                .into_iter()
-                .map(|e| (e.to_string(), Arc::new(EngineCounters::default())))
-                .collect(),
+            calls,
+            call_seconds,
+            poll_seconds,
+            poll_batch_size,
+            polls_ok,
+            polls_failed,
+            engines,
         }
     }
 
     /// Records one venue call.
     pub fn record_call(&self, method: Method, outcome: Outcome, started: Instant) {
-        let m = method as usize;
-        if let Some(c) = self.calls.get(m).and_then(|row| row.get(outcome as usize)) {
-            c.inc();
-        }
-        if let Some(h) = self.call_seconds.get(m) {
-            h.observe_duration(started.elapsed());
+        self.calls
+            .get_or_create(&CallLabels { method, outcome })
+            .inc();
+        self.call_seconds
+            .get_or_create(&MethodLabel { method })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records one poll cycle that called the venue.
+    pub fn record_poll(&self, started: Instant, ok: bool) {
+        self.poll_seconds.observe(started.elapsed().as_secs_f64());
+        if ok {
+            self.polls_ok.inc();
+        } else {
+            self.polls_failed.inc();
         }
     }
 
     /// Calls of `method` that ended with `outcome` so far.
     pub fn calls(&self, method: Method, outcome: Outcome) -> u64 {
         self.calls
-            .get(method as usize)
-            .and_then(|row| row.get(outcome as usize))
-            .map_or(0, Counter::get)
+            .get(&CallLabels { method, outcome })
+            .map_or(0, |c| c.get())
     }
 
     /// The counters of a configured engine.
@@ -373,260 +513,144 @@ impl Venue for MeteredVenue {
 }
 
 /// The `/metrics` page.
-pub fn render(core: &Core) -> String {
-    let m = &core.metrics;
-    let mut e = Exposition::new();
+pub fn render(core: &Core) -> Result<String, fmt::Error> {
+    let mut scrape = Registry::default();
+    scrape.register_collector(Box::new(StateGauges::read(core)));
+    prom::encode(&[&core.metrics.registry, &scrape])
+}
 
-    e.family(
-        "herd_gateway_info",
-        Kind::Gauge,
-        "Always 1; the labels say which gateway this is (incarnation changes on every start).",
-    );
-    e.sample(
-        "herd_gateway_info",
-        &[
-            ("venue", core.venue.name()),
-            ("incarnation", core.registry.incarnation()),
-            ("version", env!("CARGO_PKG_VERSION")),
-        ],
-        1u64,
-    );
-    e.single(
-        "process_start_time_seconds",
-        Kind::Gauge,
-        "Start time of the process since the Unix epoch in seconds.",
-        m.started_at,
-    );
+/// What one scrape reads from the gateway's state: the budget, the fair
+/// queue and the registry, written as gauges (and the counters those keep).
+#[derive(Debug)]
+struct StateGauges {
+    venue: &'static str,
+    incarnation: String,
+    started_at: f64,
+    budget: BudgetSnapshot,
+    /// (engine, waiting, granted)
+    participants: Vec<(String, usize, u64)>,
+    /// (engine, streams, last sequence, working orders, calls)
+    summaries: Vec<(String, u32, u64, u32, u64)>,
+}
 
-    e.family(
-        "herd_gateway_venue_calls_total",
-        Kind::Counter,
-        "Venue calls by endpoint (method) and outcome (ok, unknown_outcome or the error class).",
-    );
-    for method in Method::ALL {
-        for outcome in Outcome::ALL {
-            let n = m.calls(method, outcome);
-            // Every endpoint's ok series exists from the start; error series
-            // appear once they happen (15 classes x 13 endpoints of zeros
-            // would drown the page).
-            if n > 0 || outcome == Outcome::Ok {
-                e.sample(
-                    "herd_gateway_venue_calls_total",
-                    &[("method", method.as_str()), ("outcome", outcome.as_str())],
-                    n,
-                );
-            }
+impl StateGauges {
+    fn read(core: &Core) -> StateGauges {
+        StateGauges {
+            venue: core.venue.name(),
+            incarnation: core.registry.incarnation().to_string(),
+            started_at: core.metrics.started_at,
+            budget: core.venue.budget(),
+            participants: core.fair.participants(),
+            summaries: core.registry.engine_summaries(),
         }
     }
-    e.family(
-        "herd_gateway_venue_call_duration_seconds",
-        Kind::Histogram,
-        "Venue call latency by endpoint, including the adapter's wait for its rate budget.",
-    );
-    for method in Method::ALL {
-        if let Some(h) = m.call_seconds.get(method as usize)
-            && h.count() > 0
-        {
-            e.histogram(
-                "herd_gateway_venue_call_duration_seconds",
-                &[("method", method.as_str())],
-                h,
-            );
-        }
-    }
+}
 
-    let budget = core.venue.budget();
-    e.family(
-        "herd_gateway_venue_budget_level",
-        Kind::Gauge,
-        "The adapter's rate counters as it models them (GetBudget), by counter.",
-    );
-    for c in &budget.counters {
-        e.sample(
+impl Collector for StateGauges {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        let mut f = Families::new(encoder);
+        f.gauge(
+            "herd_gateway_info",
+            "Always 1; the labels say which gateway this is (incarnation changes on every start).",
+        )?
+        .sample(
+            &[
+                ("venue", self.venue),
+                ("incarnation", &self.incarnation),
+                ("version", env!("CARGO_PKG_VERSION")),
+            ],
+            1u64,
+        )?;
+        f.single_gauge(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds.",
+            self.started_at,
+        )?;
+
+        let budget = &self.budget;
+        let mut g = f.gauge(
             "herd_gateway_venue_budget_level",
-            &[("counter", &c.name)],
-            c.level,
-        );
-    }
-    e.family(
-        "herd_gateway_venue_budget_limit",
-        Kind::Gauge,
-        "The limit of each rate counter.",
-    );
-    for c in &budget.counters {
-        e.sample(
+            "The adapter's rate counters as it models them (GetBudget), by counter.",
+        )?;
+        for c in &budget.counters {
+            g.sample(&[("counter", &c.name)], c.level)?;
+        }
+        let mut g = f.gauge(
             "herd_gateway_venue_budget_limit",
-            &[("counter", &c.name)],
-            c.limit,
-        );
-    }
-    e.family(
-        "herd_gateway_venue_budget_decay_per_second",
-        Kind::Gauge,
-        "How fast each rate counter decays.",
-    );
-    for c in &budget.counters {
-        e.sample(
+            "The limit of each rate counter.",
+        )?;
+        for c in &budget.counters {
+            g.sample(&[("counter", &c.name)], c.limit)?;
+        }
+        let mut g = f.gauge(
             "herd_gateway_venue_budget_decay_per_second",
-            &[("counter", &c.name)],
-            c.decay_per_second,
-        );
-    }
-    e.family(
-        "herd_gateway_venue_budget_waiting",
-        Kind::Gauge,
-        "Calls waiting inside the adapter for rate budget, by kind.",
-    );
-    for (kind, n) in [
-        ("cancel", budget.waiting_cancels),
-        ("place", budget.waiting_places),
-        ("query", budget.waiting_queries),
-    ] {
-        e.sample("herd_gateway_venue_budget_waiting", &[("kind", kind)], n);
-    }
-    e.single(
-        "herd_gateway_venue_locked_until_seconds",
-        Kind::Gauge,
-        "Unix time until which the venue suspended private calls (0: not locked out).",
-        budget.locked_until_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
-    );
+            "How fast each rate counter decays.",
+        )?;
+        for c in &budget.counters {
+            g.sample(&[("counter", &c.name)], c.decay_per_second)?;
+        }
+        let mut g = f.gauge(
+            "herd_gateway_venue_budget_waiting",
+            "Calls waiting inside the adapter for rate budget, by kind.",
+        )?;
+        for (kind, n) in [
+            ("cancel", budget.waiting_cancels),
+            ("place", budget.waiting_places),
+            ("query", budget.waiting_queries),
+        ] {
+            g.sample(&[("kind", kind)], n)?;
+        }
+        f.single_gauge(
+            "herd_gateway_venue_locked_until_seconds",
+            "Unix time until which the venue suspended private calls (0: not locked out).",
+            budget.locked_until_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+        )?;
 
-    e.family(
-        "herd_gateway_fair_queue_waiting",
-        Kind::Gauge,
-        "Calls waiting for a venue slot in the fair queue, per engine (and the poller).",
-    );
-    let participants = core.fair.participants();
-    for (id, waiting, _) in &participants {
-        e.sample(
+        let mut g = f.gauge(
             "herd_gateway_fair_queue_waiting",
-            &[("engine", id)],
-            *waiting,
-        );
-    }
-    e.family(
-        "herd_gateway_fair_queue_granted_total",
-        Kind::Counter,
-        "Venue slots granted by the fair queue, per engine (and the poller).",
-    );
-    for (id, _, granted) in &participants {
-        e.sample(
-            "herd_gateway_fair_queue_granted_total",
-            &[("engine", id)],
-            *granted,
-        );
-    }
+            "Calls waiting for a venue slot in the fair queue, per engine (and the poller).",
+        )?;
+        for (id, waiting, _) in &self.participants {
+            g.sample(&[("engine", id)], *waiting)?;
+        }
+        let mut c = f.counter(
+            "herd_gateway_fair_queue_granted",
+            "Venue slots granted by the fair queue, per engine (and the poller).",
+        )?;
+        for (id, _, granted) in &self.participants {
+            c.sample(&[("engine", id)], *granted)?;
+        }
 
-    e.family(
-        "herd_gateway_poll_duration_seconds",
-        Kind::Histogram,
-        "Duration of one poll cycle (open orders plus the batched queries).",
-    );
-    e.histogram("herd_gateway_poll_duration_seconds", &[], &m.poll_seconds);
-    e.family(
-        "herd_gateway_poll_batch_size",
-        Kind::Histogram,
-        "Orders named per query_orders call.",
-    );
-    e.histogram("herd_gateway_poll_batch_size", &[], &m.poll_batch_size);
-    e.family(
-        "herd_gateway_polls_total",
-        Kind::Counter,
-        "Poll cycles that did work, by result.",
-    );
-    e.sample(
-        "herd_gateway_polls_total",
-        &[("result", "ok")],
-        m.polls_ok.get(),
-    );
-    e.sample(
-        "herd_gateway_polls_total",
-        &[("result", "error")],
-        m.polls_failed.get(),
-    );
-
-    let summaries = core.registry.engine_summaries();
-    e.family(
-        "herd_gateway_engine_stream_connected",
-        Kind::Gauge,
-        "1 while the engine has its order-event stream open.",
-    );
-    for (id, streams, ..) in &summaries {
-        e.sample(
+        let mut g = f.gauge(
             "herd_gateway_engine_stream_connected",
-            &[("engine", id)],
-            *streams > 0,
-        );
-    }
-    e.family(
-        "herd_gateway_engine_open_orders",
-        Kind::Gauge,
-        "Working (not final) orders the gateway tracks per engine.",
-    );
-    for (id, _, _, open, _) in &summaries {
-        e.sample("herd_gateway_engine_open_orders", &[("engine", id)], *open);
-    }
-    e.family(
-        "herd_gateway_engine_event_sequence",
-        Kind::Gauge,
-        "Sequence number of the engine's last order event.",
-    );
-    for (id, _, seq, _, _) in &summaries {
-        e.sample(
+            "1 while the engine has its order-event stream open.",
+        )?;
+        for (id, streams, ..) in &self.summaries {
+            g.sample(&[("engine", id)], *streams > 0)?;
+        }
+        let mut g = f.gauge(
+            "herd_gateway_engine_open_orders",
+            "Working (not final) orders the gateway tracks per engine.",
+        )?;
+        for (id, _, _, open, _) in &self.summaries {
+            g.sample(&[("engine", id)], *open)?;
+        }
+        let mut g = f.gauge(
             "herd_gateway_engine_event_sequence",
-            &[("engine", id)],
-            *seq,
-        );
+            "Sequence number of the engine's last order event.",
+        )?;
+        for (id, _, seq, _, _) in &self.summaries {
+            g.sample(&[("engine", id)], *seq)?;
+        }
+        let mut c = f.counter(
+            "herd_gateway_engine_calls",
+            "Gateway calls made by each engine (its spend, as GetBudget reports it).",
+        )?;
+        for (id, _, _, _, calls) in &self.summaries {
+            c.sample(&[("engine", id)], *calls)?;
+        }
+        Ok(())
     }
-    e.family(
-        "herd_gateway_engine_calls_total",
-        Kind::Counter,
-        "Gateway calls made by each engine (its spend, as GetBudget reports it).",
-    );
-    for (id, _, _, _, calls) in &summaries {
-        e.sample("herd_gateway_engine_calls_total", &[("engine", id)], *calls);
-    }
-    let counters: Vec<(&String, Arc<EngineCounters>)> = summaries
-        .iter()
-        .filter_map(|(id, ..)| m.engine(id).map(|c| (id, c)))
-        .collect();
-    e.family(
-        "herd_gateway_events_streamed_total",
-        Kind::Counter,
-        "Order events sent to each engine over its stream.",
-    );
-    for (id, c) in &counters {
-        e.sample(
-            "herd_gateway_events_streamed_total",
-            &[("engine", id)],
-            c.events_streamed.get(),
-        );
-    }
-    e.family(
-        "herd_gateway_dead_man_fired_total",
-        Kind::Counter,
-        "Times the per-engine dead man's switch fired (stream gone past its grace).",
-    );
-    for (id, c) in &counters {
-        e.sample(
-            "herd_gateway_dead_man_fired_total",
-            &[("engine", id)],
-            c.dead_man_fired.get(),
-        );
-    }
-    e.family(
-        "herd_gateway_dead_man_cancels_total",
-        Kind::Counter,
-        "Orders canceled by the per-engine dead man's switch.",
-    );
-    for (id, c) in &counters {
-        e.sample(
-            "herd_gateway_dead_man_cancels_total",
-            &[("engine", id)],
-            c.dead_man_canceled.get(),
-        );
-    }
-    e.finish()
 }
 
 #[cfg(test)]
@@ -718,8 +742,25 @@ mod tests {
         for (m, o, n) in cases {
             assert_eq!(metrics.calls(m, o), n, "{} {}", m.as_str(), o.as_str());
         }
-        assert_eq!(metrics.poll_batch_size.count(), 1);
-        assert!((metrics.poll_batch_size.sum() - 7.0).abs() < f64::EPSILON);
+        let page = prom::encode(&[&metrics.registry]).unwrap();
+        for want in [
+            "herd_gateway_poll_batch_size_count 1\n",
+            "herd_gateway_poll_batch_size_sum 7.0\n",
+            "herd_gateway_poll_batch_size_bucket{le=\"5.0\"} 0\n",
+            "herd_gateway_poll_batch_size_bucket{le=\"10.0\"} 1\n",
+            "herd_gateway_venue_calls_total{method=\"place_order\",outcome=\"unknown_outcome\"} 2\n",
+            "herd_gateway_venue_calls_total{method=\"instruments\",outcome=\"ok\"} 0\n",
+            "herd_gateway_venue_call_duration_seconds_count{method=\"place_order\"} 3\n",
+            "herd_gateway_events_streamed_total{engine=\"e0\"} 0\n",
+        ] {
+            assert!(page.contains(want), "missing {want:?} in\n{page}");
+        }
+        // No call, no latency series; no error, no error series.
+        assert!(
+            !page.contains("herd_gateway_venue_call_duration_seconds_count{method=\"balances\"}"),
+            "{page}"
+        );
+        assert!(!page.contains("outcome=\"lockout\""), "{page}");
         assert_eq!(v.name(), "failing");
     }
 

@@ -125,13 +125,7 @@ pub async fn run(core: Arc<Core>, interval: Duration, pending_timeout_ms: i64) {
         let polled = poll_once(&core, pending_timeout_ms).await;
         // Idle cycles that made no venue call are not polls worth timing.
         if polled.as_ref().map_or(true, |r| r.venue_calls > 0) {
-            core.metrics
-                .poll_seconds
-                .observe_duration(started.elapsed());
-            match &polled {
-                Ok(_) => core.metrics.polls_ok.inc(),
-                Err(_) => core.metrics.polls_failed.inc(),
-            }
+            core.metrics.record_poll(started, polled.is_ok());
         }
         match polled {
             Ok(r) => {

@@ -105,7 +105,7 @@ pub async fn run_dead_man(core: Arc<Core>, grace_ms: HashMap<String, i64>) {
             core.registry.set_dead_man_fired(&engine, now, canceled);
             if let Some(c) = core.metrics.engine(&engine) {
                 c.dead_man_fired.inc();
-                c.dead_man_canceled.add(u64::from(canceled));
+                c.dead_man_canceled.inc_by(u64::from(canceled));
             }
         }
     }

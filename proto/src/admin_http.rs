@@ -57,9 +57,9 @@ impl AdminResponse {
         Self::ok("application/json", body)
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// A metrics page in the OpenMetrics text format ([`crate::prom::encode`]).
     pub fn prometheus(body: impl Into<Bytes>) -> Self {
-        Self::ok("text/plain; version=0.0.4; charset=utf-8", body)
+        Self::ok(crate::prom::CONTENT_TYPE, body)
     }
 
     /// `/healthz` and `/readyz`: 200 while serving, 503 once draining.
@@ -263,7 +263,7 @@ mod tests {
         let handler: AdminHandler = Arc::new(|r: AdminRequest| {
             Box::pin(async move {
                 match r.path.as_str() {
-                    "/metrics" => AdminResponse::prometheus("up 1\n"),
+                    "/metrics" => AdminResponse::prometheus("# TYPE up gauge\nup 1\n# EOF\n"),
                     p => AdminResponse::not_found(p),
                 }
             })
@@ -282,8 +282,11 @@ mod tests {
         )
         .await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("version=0.0.4"), "{ok}");
-        assert!(ok.ends_with("up 1\n"), "{ok}");
+        assert!(
+            ok.contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{ok}"
+        );
+        assert!(ok.ends_with("up 1\n# EOF\n"), "{ok}");
 
         let missing = get(
             addr,

@@ -1,292 +1,210 @@
-//! Prometheus metrics, hand-rolled: the two hot-path types Herd records into
-//! ([`Counter`], [`Histogram`], both lock-free atomics that never allocate)
-//! and a writer for the text exposition format 0.0.4 ([`Exposition`]).
+//! What both services' Prometheus metrics share, on top of the
+//! `prometheus-client` crate: the latency buckets, the page encoder and its
+//! content type, and [`Families`], a writer for the gauges and counters a
+//! service computes at scrape time from state it keeps anyway (inside a
+//! [`Collector`](prometheus_client::collector::Collector)).
 //!
-//! Why not a crate: the `prometheus` crate pulls in protobuf and a global
-//! registry, `metrics` + an exporter brings its own HTTP server and a
-//! recorder indirection on every increment. Herd needs counters, a few
-//! histograms and gauges it computes at scrape time from state it already
-//! keeps (registry, status), so a small writer is less code to trust.
-//!
-//! A service renders its page on each scrape: it starts an [`Exposition`],
-//! declares each family once ([`Exposition::family`]) and writes its samples.
+//! The page is the OpenMetrics text format 1.0: a counter family is declared
+//! without `_total` and its sample carries it (`# TYPE x counter`,
+//! `x_total 3`), so register counters by their name without the suffix.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::fmt::{self, Write as _};
 
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, GaugeValueEncoder, LabelSetEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
 /// Latency buckets in seconds (1 ms .. 10 s).
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The content type of [`encode`]'s page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Counter {
-    pub const fn new() -> Counter {
-        Counter(AtomicU64::new(0))
+/// A histogram over [`LATENCY_BUCKETS`].
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Registers `metric` with `help` as written: prometheus-client appends a
+/// full stop to registered help, so one ending `help` is dropped first.
+pub fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
+}
+
+/// The page: each registry's families in turn, then `# EOF`.
+pub fn encode(registries: &[&Registry]) -> Result<String, fmt::Error> {
+    let mut page = String::with_capacity(16 * 1024);
+    for r in registries {
+        prometheus_client::encoding::text::encode_registry(&mut page, r)?;
     }
+    prometheus_client::encoding::text::encode_eof(&mut page)?;
+    Ok(page)
+}
 
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
+/// A sample value: integers are written as integers, and money and
+/// quantities (exact decimals) as the nearest f64, which is what the scraper
+/// stores anyway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    Int(i64),
+    Float(f64),
+}
 
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+impl From<i64> for Num {
+    fn from(v: i64) -> Num {
+        Num::Int(v)
     }
 }
 
-/// A histogram with fixed upper bounds. `observe` is three relaxed atomic
-/// updates; the cumulative `_bucket` counts are built when rendering.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One count per bound, plus the last for values above every bound.
-    counts: Box<[AtomicU64]>,
-    /// The f64 sum, as bits.
-    sum: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    /// `bounds` must be sorted ascending (`+Inf` is implied).
-    pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    /// Latency buckets ([`LATENCY_BUCKETS`]).
-    pub fn latency() -> Histogram {
-        Histogram::new(LATENCY_BUCKETS)
-    }
-
-    pub fn observe(&self, v: f64) {
-        let i = self
-            .bounds
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(self.bounds.len());
-        if let Some(c) = self.counts.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + v).to_bits())
-            });
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn observe_duration(&self, d: Duration) {
-        self.observe(d.as_secs_f64());
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    pub fn sum(&self) -> f64 {
-        f64::from_bits(self.sum.load(Ordering::Relaxed))
+impl From<u32> for Num {
+    fn from(v: u32) -> Num {
+        Num::Int(i64::from(v))
     }
 }
 
-/// A metric family's type, as the `# TYPE` line names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
+/// Saturates: no count Herd keeps comes near 2^63.
+impl From<u64> for Num {
+    fn from(v: u64) -> Num {
+        Num::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
 }
 
-impl Kind {
-    fn as_str(self) -> &'static str {
+impl From<usize> for Num {
+    fn from(v: usize) -> Num {
+        Num::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<bool> for Num {
+    fn from(v: bool) -> Num {
+        Num::Int(i64::from(v))
+    }
+}
+
+impl From<f64> for Num {
+    fn from(v: f64) -> Num {
+        Num::Float(v)
+    }
+}
+
+impl From<Decimal> for Num {
+    fn from(v: Decimal) -> Num {
+        Num::Float(v.to_f64().unwrap_or(f64::NAN))
+    }
+}
+
+impl EncodeGaugeValue for Num {
+    fn encode(&self, encoder: &mut GaugeValueEncoder) -> fmt::Result {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+            Num::Int(v) => v.encode(encoder),
+            Num::Float(v) => v.encode(encoder),
         }
     }
 }
 
-/// A sample value as the text format writes it.
-pub trait Value {
-    fn write_to(&self, out: &mut String);
-}
+/// A sample's labels, in order. prometheus-client writes label values
+/// verbatim, so these are escaped here as the text format requires
+/// (backslash, double quote, line feed): some come from config and venues.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a>(pub &'a [(&'a str, &'a str)]);
 
-impl Value for u64 {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for u32 {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for i64 {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for usize {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for bool {
-    fn write_to(&self, out: &mut String) {
-        out.push(if *self { '1' } else { '0' });
-    }
-}
-
-impl Value for f64 {
-    fn write_to(&self, out: &mut String) {
-        if self.is_nan() {
-            out.push_str("NaN");
-        } else if self.is_infinite() {
-            out.push_str(if *self > 0.0 { "+Inf" } else { "-Inf" });
-        } else {
-            let _ = write!(out, "{self}");
-        }
-    }
-}
-
-/// Money and quantities are written as their exact decimal text (a valid
-/// float literal for the scraper), never rounded through f64 here.
-impl Value for Decimal {
-    fn write_to(&self, out: &mut String) {
-        let _ = write!(out, "{}", self.normalize());
-    }
-}
-
-/// Escapes a label value: backslash, double quote and line feed.
-fn escape_label(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Escapes HELP text: backslash and line feed.
-fn escape_help(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// One scrape's page in the text exposition format 0.0.4.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    out: String,
-}
-
-impl Exposition {
-    pub fn new() -> Exposition {
-        Exposition {
-            out: String::with_capacity(8 * 1024),
-        }
-    }
-
-    /// Starts a family: its `# HELP` and `# TYPE` lines. Every sample of the
-    /// family must follow before the next family starts. Counter names end
-    /// in `_total` by convention (the caller names them).
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        self.out.push_str("# HELP ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        escape_help(help, &mut self.out);
-        self.out.push_str("\n# TYPE ");
-        self.out.push_str(name);
-        self.out.push(' ');
-        self.out.push_str(kind.as_str());
-        self.out.push('\n');
-    }
-
-    /// One sample line: `name{labels} value`.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Value) {
-        self.name_and_labels(name, labels, None);
-        self.out.push(' ');
-        value.write_to(&mut self.out);
-        self.out.push('\n');
-    }
-
-    /// A family with one sample and no labels.
-    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Value) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    /// A histogram's samples: cumulative `_bucket{le}` lines ending in
-    /// `le="+Inf"`, then `_sum` and `_count`.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
-        let bucket = format!("{name}_bucket");
-        let mut cumulative = 0u64;
-        let mut le = String::new();
-        for (i, c) in h.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
-            le.clear();
-            match h.bounds.get(i) {
-                Some(b) => b.write_to(&mut le),
-                None => le.push_str("+Inf"),
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        for (name, value) in self.0 {
+            let mut label = encoder.encode_label();
+            let mut key = label.encode_label_key()?;
+            key.write_str(name)?;
+            let mut v = key.encode_label_value()?;
+            for c in value.chars() {
+                match c {
+                    '\\' => v.write_str("\\\\")?,
+                    '"' => v.write_str("\\\"")?,
+                    '\n' => v.write_str("\\n")?,
+                    c => v.write_char(c)?,
+                }
             }
-            self.name_and_labels(&bucket, labels, Some(&le));
-            self.out.push(' ');
-            cumulative.write_to(&mut self.out);
-            self.out.push('\n');
+            v.finish()?;
         }
-        // The count is the +Inf bucket: reading both from the buckets keeps
-        // them consistent while other threads observe.
-        self.sample(&format!("{name}_sum"), labels, h.sum());
-        self.sample(&format!("{name}_count"), labels, cumulative);
+        Ok(())
+    }
+}
+
+/// Writes families whose samples are known only at scrape time, from inside
+/// a collector's `encode`. A family is declared even when it has no sample
+/// this scrape, so its name is always on the page.
+#[derive(Debug)]
+pub struct Families<'a>(DescriptorEncoder<'a>);
+
+impl<'a> Families<'a> {
+    pub fn new(encoder: DescriptorEncoder<'a>) -> Families<'a> {
+        Families(encoder)
     }
 
-    fn name_and_labels(&mut self, name: &str, labels: &[(&str, &str)], le: Option<&str>) {
-        self.out.push_str(name);
-        if labels.is_empty() && le.is_none() {
-            return;
-        }
-        self.out.push('{');
-        let mut first = true;
-        for (k, v) in labels.iter().copied().chain(le.map(|l| ("le", l))) {
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_label(v, &mut self.out);
-            self.out.push('"');
-        }
-        self.out.push('}');
+    /// Starts a gauge family.
+    pub fn gauge<'s>(&'s mut self, name: &'s str, help: &str) -> Result<Gauges<'s>, fmt::Error> {
+        Ok(Gauges(self.0.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Gauge,
+        )?))
     }
 
-    /// The page.
-    pub fn finish(self) -> String {
-        self.out
+    /// A gauge family with one unlabelled sample.
+    pub fn single_gauge(&mut self, name: &str, help: &str, v: impl Into<Num>) -> fmt::Result {
+        self.gauge(name, help)?.sample(&[], v)
+    }
+
+    /// Starts a counter family; `name` without `_total`, which the samples get.
+    pub fn counter<'s>(
+        &'s mut self,
+        name: &'s str,
+        help: &str,
+    ) -> Result<Counters<'s>, fmt::Error> {
+        Ok(Counters(self.0.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Counter,
+        )?))
+    }
+}
+
+/// The samples of one gauge family.
+#[derive(Debug)]
+pub struct Gauges<'s>(MetricEncoder<'s>);
+
+impl Gauges<'_> {
+    pub fn sample(&mut self, labels: &[(&str, &str)], v: impl Into<Num>) -> fmt::Result {
+        let v = v.into();
+        if labels.is_empty() {
+            // A family label set, even an empty one, is written as `{}`.
+            return self.0.encode_gauge(&v);
+        }
+        self.0.encode_family(&Labels(labels))?.encode_gauge(&v)
+    }
+}
+
+/// The samples of one counter family.
+#[derive(Debug)]
+pub struct Counters<'s>(MetricEncoder<'s>);
+
+impl Counters<'_> {
+    pub fn sample(&mut self, labels: &[(&str, &str)], v: u64) -> fmt::Result {
+        if labels.is_empty() {
+            return self.0.encode_counter::<NoLabelSet, u64, u64>(&v, None);
+        }
+        self.0
+            .encode_family(&Labels(labels))?
+            .encode_counter::<NoLabelSet, u64, u64>(&v, None)
     }
 }
 
@@ -301,74 +219,96 @@ pub fn unix_now_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::collector::Collector;
+    use prometheus_client::metrics::counter::Counter;
+
+    /// A collector that writes what a test gives it.
+    #[derive(Debug)]
+    struct Writes(fn(&mut Families<'_>) -> fmt::Result);
+
+    impl Collector for Writes {
+        fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+            (self.0)(&mut Families::new(encoder))
+        }
+    }
+
+    fn page(f: fn(&mut Families<'_>) -> fmt::Result) -> String {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(Writes(f)));
+        encode(&[&r]).unwrap()
+    }
 
     #[test]
-    fn label_values_and_help_are_escaped() {
-        let mut e = Exposition::new();
-        e.family("x_total", Kind::Counter, "a \\ b\nc \"q\"");
-        e.sample("x_total", &[("a", "q\"uo\\te\nnl"), ("b", "plain")], 3u64);
-        let page = e.finish();
+    fn label_values_are_escaped_in_order() {
+        let got = page(|f| {
+            f.counter("x", "a counter.")?
+                .sample(&[("a", "q\"uo\\te\nnl"), ("b", "plain")], 3)
+        });
         assert_eq!(
-            page,
-            "# HELP x_total a \\\\ b\\nc \"q\"\n# TYPE x_total counter\n\
-             x_total{a=\"q\\\"uo\\\\te\\nnl\",b=\"plain\"} 3\n"
+            got,
+            "# HELP x a counter.\n# TYPE x counter\n\
+             x_total{a=\"q\\\"uo\\\\te\\nnl\",b=\"plain\"} 3\n# EOF\n"
         );
     }
 
-    fn text(v: impl Value) -> String {
-        let mut s = String::new();
-        v.write_to(&mut s);
-        s
-    }
-
     #[test]
-    fn values_cover_specials_and_decimals() {
-        let cases = [
-            (text(f64::NAN), "NaN"),
-            (text(f64::INFINITY), "+Inf"),
-            (text(f64::NEG_INFINITY), "-Inf"),
-            (text(0.25f64), "0.25"),
-            (text(1.0f64), "1"),
-            (text(true), "1"),
-            (text(-7i64), "-7"),
-            (text(Decimal::new(123_4500, 4)), "123.45"),
+    fn values_keep_integers_and_write_decimals_as_floats() {
+        let cases: [(Num, &str); 6] = [
+            (true.into(), "1"),
+            (7u64.into(), "7"),
+            (u64::MAX.into(), "9223372036854775807"),
+            (0.25f64.into(), "0.25"),
+            (Decimal::new(123_4500, 4).into(), "123.45"),
+            (Decimal::new(-5, 1).into(), "-0.5"),
         ];
-        for (got, want) in cases {
-            assert_eq!(got, want);
+        for (v, want) in cases {
+            let mut r = Registry::default();
+            #[derive(Debug)]
+            struct One(Num);
+            impl Collector for One {
+                fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+                    Families::new(encoder).single_gauge("g", "g.", self.0)
+                }
+            }
+            r.register_collector(Box::new(One(v)));
+            let got = encode(&[&r]).unwrap();
+            assert_eq!(
+                got,
+                format!("# HELP g g.\n# TYPE g gauge\ng {want}\n# EOF\n")
+            );
         }
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative_with_inf_sum_and_count() {
-        static BOUNDS: &[f64] = &[0.1, 1.0];
-        let h = Histogram::new(BOUNDS);
-        for v in [0.0625, 0.09375, 0.5, 2.0, 3.0] {
-            h.observe(v);
-        }
-        let mut e = Exposition::new();
-        e.family("lat_seconds", Kind::Histogram, "latency");
-        e.histogram("lat_seconds", &[("op", "place")], &h);
-        let page = e.finish();
-        let want = "# HELP lat_seconds latency\n# TYPE lat_seconds histogram\n\
-             lat_seconds_bucket{op=\"place\",le=\"0.1\"} 2\n\
-             lat_seconds_bucket{op=\"place\",le=\"1\"} 3\n\
-             lat_seconds_bucket{op=\"place\",le=\"+Inf\"} 5\n\
-             lat_seconds_sum{op=\"place\"} 5.65625\n\
-             lat_seconds_count{op=\"place\"} 5\n";
-        assert_eq!(page, want);
-        assert_eq!(h.count(), 5);
+    fn an_empty_family_is_still_declared() {
+        let got = page(|f| {
+            f.gauge("e", "empty.")?;
+            Ok(())
+        });
+        assert_eq!(got, "# HELP e empty.\n# TYPE e gauge\n# EOF\n");
     }
 
     #[test]
-    fn histogram_without_labels_has_only_le() {
-        let h = Histogram::new(&[1.0]);
-        h.observe_duration(Duration::from_millis(1500));
-        let mut e = Exposition::new();
-        e.histogram("d", &[], &h);
-        let page = e.finish();
-        assert!(page.contains("d_bucket{le=\"1\"} 0\n"), "{page}");
-        assert!(page.contains("d_bucket{le=\"+Inf\"} 1\n"), "{page}");
-        assert!(page.contains("d_sum 1.5\n"), "{page}");
-        assert!(page.contains("d_count 1\n"), "{page}");
+    fn registered_help_keeps_one_full_stop_and_histograms_use_the_latency_buckets() {
+        let mut r = Registry::default();
+        let c = Counter::<u64>::default();
+        c.inc_by(2);
+        register(&mut r, "c", "Counted things.", c);
+        let h = latency_histogram();
+        h.observe(0.003);
+        h.observe(20.0);
+        register(&mut r, "h_seconds", "Latency.", h);
+        let got = encode(&[&r, &Registry::default()]).unwrap();
+        assert!(got.starts_with("# HELP c Counted things.\n# TYPE c counter\nc_total 2\n"));
+        for want in [
+            "# HELP h_seconds Latency.\n# TYPE h_seconds histogram\n",
+            "h_seconds_sum 20.003\nh_seconds_count 2\n",
+            "h_seconds_bucket{le=\"0.0025\"} 0\n",
+            "h_seconds_bucket{le=\"0.005\"} 1\n",
+            "h_seconds_bucket{le=\"10.0\"} 1\n",
+            "h_seconds_bucket{le=\"+Inf\"} 2\n# EOF\n",
+        ] {
+            assert!(got.contains(want), "missing {want:?} in\n{got}");
+        }
     }
 }

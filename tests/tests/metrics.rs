@@ -1,7 +1,8 @@
 //! `/metrics` on both services' admin ports and their JSON logs, with real
 //! processes: a paper gateway and one engine. Every page is parsed strictly
-//! as the Prometheus text format 0.0.4, and specific series must move when
-//! an order is placed, refused and canceled.
+//! as the OpenMetrics text format 1.0 (what prometheus-client writes and
+//! Prometheus asks for first), and specific series must move when an order
+//! is placed, refused and canceled.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -126,6 +127,16 @@ struct Page {
 }
 
 impl Page {
+    /// Whether the family whose samples Prometheus stores as `name` is
+    /// declared: a counter's family is declared without the `_total` its
+    /// samples carry.
+    fn has_family(&self, name: &str) -> bool {
+        match name.strip_suffix("_total") {
+            Some(base) if self.types.get(base).is_some_and(|t| t == "counter") => true,
+            _ => self.types.get(name).is_some_and(|t| t != "counter"),
+        }
+    }
+
     /// The one sample of `name` whose labels include `labels`; None if absent.
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let found: Vec<&Sample> = self
@@ -229,31 +240,58 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
-/// Parses a page strictly: every line is blank, a comment (`# HELP` /
-/// `# TYPE` well formed, each family typed once and before its samples), or
-/// `name{labels} value`; every sample belongs to a typed family; counters
-/// end in `_total`; histogram buckets are cumulative and end at `+Inf` ==
-/// `_count`; no series appears twice.
+/// The sample-name suffixes each OpenMetrics family type allows ("" is the
+/// family's own name).
+fn suffixes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "counter" => &["_total", "_created"],
+        "histogram" => &["_bucket", "_sum", "_count", "_created"],
+        "summary" => &["", "_sum", "_count", "_created"],
+        _ => &[""],
+    }
+}
+
+/// Parses a page strictly: every line is a comment (`# HELP` / `# TYPE` /
+/// `# UNIT` well formed, each family typed once and before its samples) or
+/// `name{labels} value`, and the last line is `# EOF` (no blank lines, nothing
+/// after it); every sample belongs to a typed family by one of the names its
+/// type allows (a counter family is named without `_total` and its samples
+/// with it); a family's samples are contiguous; histogram buckets are
+/// cumulative and end at `+Inf` == `_count`; no series appears twice.
 fn parse(page: &str) -> Page {
     let mut types: HashMap<String, String> = HashMap::new();
     let mut sampled: HashSet<String> = HashSet::new();
     let mut series: HashSet<String> = HashSet::new();
     let mut samples = Vec::new();
-    assert!(page.ends_with('\n'), "page must end with a line feed");
-    for (n, line) in page.lines().enumerate() {
+    let mut current: Option<String> = None;
+    let body = page
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("page must end with \"# EOF\\n\""));
+    for (n, line) in body.lines().enumerate() {
         let at = || format!("line {}: {line:?}", n + 1);
-        if line.is_empty() {
-            continue;
-        }
+        assert!(!line.is_empty(), "blank line: {}", at());
         if let Some(rest) = line.strip_prefix('#') {
-            let mut parts = rest.trim_start().splitn(3, ' ');
+            let mut parts = rest
+                .strip_prefix(' ')
+                .unwrap_or_else(|| panic!("{}", at()))
+                .splitn(3, ' ');
             match parts.next() {
                 Some("TYPE") => {
                     let name = parts.next().unwrap_or_else(|| panic!("{}", at()));
                     let kind = parts.next().unwrap_or_else(|| panic!("{}", at()));
                     assert!(is_metric_name(name), "{}", at());
                     assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "gaugehistogram",
+                            "stateset",
+                            "info",
+                            "summary",
+                            "unknown"
+                        ]
+                        .contains(&kind),
                         "{}",
                         at()
                     );
@@ -268,7 +306,11 @@ fn parse(page: &str) -> Page {
                         at()
                     );
                     if kind == "counter" {
-                        assert!(name.ends_with("_total"), "counter without _total: {}", at());
+                        assert!(
+                            !name.ends_with("_total"),
+                            "counter family named with its samples' _total: {}",
+                            at()
+                        );
                     }
                 }
                 Some("HELP") => {
@@ -280,7 +322,19 @@ fn parse(page: &str) -> Page {
                         at()
                     );
                 }
-                _ => {}
+                Some("UNIT") => {
+                    let name = parts.next().unwrap_or_else(|| panic!("{}", at()));
+                    let unit = parts.next().unwrap_or_else(|| panic!("{}", at()));
+                    assert!(
+                        is_metric_name(name) && name.ends_with(&format!("_{unit}")),
+                        "UNIT not a suffix of its family: {}",
+                        at()
+                    );
+                }
+                _ => panic!(
+                    "unknown comment (OpenMetrics has only HELP, TYPE, UNIT, EOF): {}",
+                    at()
+                ),
             }
             continue;
         }
@@ -301,31 +355,39 @@ fn parse(page: &str) -> Page {
             None => (series_text, BTreeMap::new()),
         };
         assert!(is_metric_name(name), "bad metric name: {}", at());
-        // An optional timestamp may follow the value.
+        // An optional timestamp (seconds, may be fractional) may follow.
         let mut vt = value_text.split(' ');
         let value =
             parse_value(vt.next().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {}", at()));
         if let Some(ts) = vt.next() {
-            ts.parse::<i64>()
+            ts.parse::<f64>()
                 .unwrap_or_else(|e| panic!("timestamp {e}: {}", at()));
         }
         assert!(vt.next().is_none(), "trailing text: {}", at());
-        let family = if types.contains_key(name) {
-            name.to_string()
-        } else {
-            let base = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix))
-                .filter(|b| {
-                    types
-                        .get(*b)
-                        .is_some_and(|t| t == "histogram" || t == "summary")
-                })
-                .unwrap_or_else(|| panic!("sample without a TYPE: {}", at()));
-            base.to_string()
-        };
+        let family = types
+            .iter()
+            .find(|(family, kind)| {
+                suffixes(kind)
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family.as_str()))
+            })
+            .map(|(family, _)| family.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "sample without a TYPE (or a name its type does not allow): {}",
+                    at()
+                )
+            });
         if name.ends_with("_bucket") && types.get(&family).is_some_and(|t| t == "histogram") {
             assert!(labels.contains_key("le"), "bucket without le: {}", at());
+        }
+        if current.as_deref() != Some(family.as_str()) {
+            assert!(
+                !sampled.contains(&family),
+                "samples of {family} interleaved with another family: {}",
+                at()
+            );
+            current = Some(family.clone());
         }
         sampled.insert(family);
         let key = format!("{name}{labels:?}");
@@ -394,26 +456,42 @@ async fn scrape(addr: &str) -> Page {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    assert!(
+        ct.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{ct}"
+    );
     parse(&resp.text().await.unwrap())
 }
 
 #[test]
 fn the_strict_parser_refuses_what_prometheus_would() {
-    let good = "# HELP a_total x\n# TYPE a_total counter\na_total{k=\"q\\\"\\\\\\n\"} 1\n\n\
-                # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n";
+    let good = "# HELP a x\n# TYPE a counter\na_total{k=\"q\\\"\\\\\\n\"} 1\n\
+                # TYPE h_seconds histogram\n# UNIT h_seconds seconds\nh_seconds_sum 3.0\n\
+                h_seconds_count 2\nh_seconds_bucket{le=\"1.0\"} 1\nh_seconds_bucket{le=\"+Inf\"} 2\n\
+                # TYPE g gauge\ng 1.5 1700000000.25\n# EOF\n";
     let p = parse(good);
     assert_eq!(p.value("a_total", &[("k", "q\"\\\n")]), 1.0);
+    assert_eq!(p.value("h_seconds_count", &[]), 2.0);
+    assert!(p.has_family("a_total") && p.has_family("h_seconds") && p.has_family("g"));
+    assert!(!p.has_family("a") && !p.has_family("g_total"));
     let bad = [
-        "untyped_sample 1\n",
-        "# TYPE c counter\nc 1\n",
-        "# TYPE g gauge\ng{k=\"unterminated} 1\n",
-        "# TYPE g gauge\ng{k=\"bad \\x escape\"} 1\n",
-        "# TYPE g gauge\ng 1\ng 2\n",
-        "# TYPE g gauge\ng one\n",
-        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
-        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",
-        "# TYPE g gauge\ng 1\n# TYPE g gauge\n",
+        "untyped_sample 1\n# EOF\n",
+        "# TYPE g gauge\ng 1\n",
+        "# TYPE g gauge\ng 1\n# EOF\ng 2\n# EOF\n",
+        "# TYPE g gauge\n\ng 1\n# EOF\n",
+        "# TYPE c counter\nc 1\n# EOF\n",
+        "# TYPE c_total counter\nc_total 1\n# EOF\n",
+        "# TYPE g gauge\ng_total 1\n# EOF\n",
+        "# TYPE g gauge\ng{k=\"unterminated} 1\n# EOF\n",
+        "# TYPE g gauge\ng{k=\"bad \\x escape\"} 1\n# EOF\n",
+        "# TYPE g gauge\ng 1\ng 2\n# EOF\n",
+        "# TYPE g gauge\ng one\n# EOF\n",
+        "# TYPE g gauge\n# TYPE f gauge\ng{k=\"1\"} 1\nf 1\ng{k=\"2\"} 1\n# EOF\n",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n# EOF\n",
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n# EOF\n",
+        "# TYPE g gauge\ng 1\n# TYPE g gauge\n# EOF\n",
+        "# TYPE h histogram\n# UNIT h seconds\nh_sum 1\nh_count 0\n# EOF\n",
+        "# TYPE g gauge\n# a remark\ng 1\n# EOF\n",
     ];
     for page in bad {
         assert!(
@@ -445,7 +523,7 @@ async fn both_pages_parse_and_order_traffic_moves_them() {
         (&en0, "herd_engine_churner_cycles"),
         (&en0, "herd_engine_funding_positions"),
     ] {
-        assert!(page.types.contains_key(family), "no family {family}");
+        assert!(page.has_family(family), "no family {family}");
     }
     assert_eq!(
         gw0.value("herd_gateway_engine_stream_connected", &[("engine", "e0")]),

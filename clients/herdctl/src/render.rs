@@ -1,47 +1,50 @@
 //! Human tables and JSON for what herdctl prints.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
+use comfy_table::{CellAlignment, Table, TableComponent, presets};
 use herd_engine::dashboard::RangerTiming;
 use herd_proto::engine as epb;
 use herd_proto::gateway as gpb;
 use serde_json::{Value, json};
 
-/// A plain fixed-width table.
+/// A table in the style of psql: a `-` rule under the header, ` | ` between
+/// columns, no outer border, no colours. A column whose every cell is a
+/// number (or `-`, or empty) is right-aligned, header included. Rows may be
+/// shorter than the header.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_style(TableComponent::VerticalLines, '|')
+        .set_style(TableComponent::HeaderLines, '-')
+        .set_style(TableComponent::MiddleHeaderIntersections, '+')
+        .set_header(headers.iter().copied())
+        .add_rows(rows.iter().map(|r| r.iter().map(String::as_str)));
+    let last = t.column_count().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        // No indent before the first column, nothing after the last.
+        column.set_padding((u16::from(i > 0), u16::from(i < last)));
+        let cells = || rows.iter().filter_map(|r| r.get(i));
+        if cells().any(|c| is_number(c))
+            && cells().all(|c| c.is_empty() || c == "-" || is_number(c))
+        {
+            column.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths.get(i).copied().unwrap_or(0)))
-            .collect();
-        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
-    };
-    line(headers.to_vec(), &mut out);
-    line(
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-        &mut out,
-    );
-    for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
-    }
+    let mut out = t.trim_fmt();
+    out.push('\n');
     out
+}
+
+/// A plain number as herd prints them: integers and decimals, signed.
+fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let mut parts = digits.splitn(2, '.');
+    let int = parts.next().unwrap_or_default();
+    let frac = parts.next();
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn mode_name(m: i32) -> String {
@@ -649,4 +652,79 @@ pub fn regime(path: &Path, timeframe: &str, json_out: bool) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(cells: &[&[&str]]) -> Vec<Vec<String>> {
+        cells
+            .iter()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn columns_align_and_numbers_go_right() {
+        let got = table(
+            &["engine", "stream", "calls"],
+            &rows(&[&["e0", "connected", "7"], &["engine-10", "-", "1234"]]),
+        );
+        let want = "\
+engine    | stream    | calls
+----------+-----------+------
+e0        | connected |     7
+engine-10 | -         |  1234
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn short_rows_and_empty_tables_render() {
+        let got = table(
+            &["engine", "control", "mode"],
+            &rows(&[&["e0", "unreachable: connection refused"]]),
+        );
+        let want = "\
+engine | control                         | mode
+-------+---------------------------------+-----
+e0     | unreachable: connection refused |
+";
+        assert_eq!(got, want);
+        assert_eq!(table(&["a", "b"], &[]), "a | b\n--+--\n");
+    }
+
+    #[test]
+    fn numbers_are_plain_integers_and_decimals() {
+        let cases = [
+            ("0", true),
+            ("-12.50", true),
+            ("1234", true),
+            ("0.099", true),
+            ("", false),
+            ("-", false),
+            ("1.", false),
+            (".5", false),
+            ("1e5", false),
+            ("3/100", false),
+            ("8 h", false),
+            ("NaN", false),
+        ];
+        for (s, want) in cases {
+            assert_eq!(is_number(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_70000_char_cell_renders_without_panicking() {
+        let long = "x".repeat(70_000);
+        let got = table(&["order", "last error"], &rows(&[&["o1", &long]]));
+        assert!(got.starts_with("order | last error"), "{}", &got[..40]);
+        assert!(got.lines().all(|l| !l.ends_with(' ')));
+        assert_eq!(got.matches('x').count(), 70_000, "every char is kept");
+        // comfy-table's widths are u16: past 65,535 columns the cell goes on
+        // on a continuation line.
+        assert_eq!(got.lines().count(), 4, "{}", got.len());
+    }
 }
