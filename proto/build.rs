@@ -18,7 +18,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("herd_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // The engine's messages serialize as JSON with their proto field names
+    // (decimals are strings already): `/api/status`, herdctl's JSON and the
+    // dashboard all read GetStatus through this, with no copies by hand.
     tonic_prost_build::configure()
+        .message_attribute(".herd.engine.v1", "#[derive(serde::Serialize)]")
+        .field_attribute(
+            ".herd.engine.v1.EngineStatus.mode",
+            "#[serde(serialize_with = \"crate::json::mode\")]",
+        )
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

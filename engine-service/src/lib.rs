@@ -4,9 +4,9 @@
 //! The execution layer ([`execution`]) owns the gateway connection, turns
 //! the strategies' actions into gateway calls, follows the engine's order
 //! events and journals them in the [`store`]; [`clock`] is the one place
-//! that reads the wall clock. The control server ([`control`]) gives
-//! operators status and control, [`http`] and [`dashboard`] serve the
-//! admin port. [`regime`] runs the HMM detector over the gateway's
+//! that reads the wall clock. [`view`] builds the engine's status once for
+//! every reader; the control server ([`control`]) gives operators status
+//! and control, [`http`] and [`dashboard`] serve the admin port. [`regime`] runs the HMM detector over the gateway's
 //! candles, and [`funding`] is the funding-rate arbitrage orchestrator (an
 //! async component the engine owns, running the pure decisions of
 //! [`herd_strategies::funding`]).
@@ -24,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod regime;
 pub mod store;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;

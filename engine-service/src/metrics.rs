@@ -222,7 +222,7 @@ pub async fn render(shared: &Shared) -> Result<String, fmt::Error> {
 /// The status the strategy gauges are read from: the one `GetStatus`
 /// serves. None when it could not be read for this scrape.
 async fn read_status(shared: &Shared) -> Option<pb::EngineStatus> {
-    match crate::control::status(shared).await {
+    match crate::view::engine_status(shared).await {
         Ok(st) => Some(st),
         Err(s) => {
             tracing::warn!(error = %s.message(), "metrics: engine status unavailable");

@@ -23,6 +23,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub mod admin_http;
 pub mod answer;
 pub mod config;
+pub mod json;
 pub mod prom;
 pub mod secret;
 pub mod serving;

@@ -278,10 +278,7 @@ async fn funding(action: FundingCmd) -> anyhow::Result<ExitCode> {
             let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
             let f = s.funding.unwrap_or_default();
             match e.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&render::funding_json(&f))?
-                ),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&render::to_json(&f))?),
                 Output::Table => print!("{}", render::funding_table(&f)),
             }
             Ok(ExitCode::SUCCESS)
@@ -359,10 +356,9 @@ async fn funding(action: FundingCmd) -> anyhow::Result<ExitCode> {
                 Ok(l) => {
                     let l = l.into_inner();
                     match e.output {
-                        Output::Json => println!(
-                            "{}",
-                            serde_json::to_string_pretty(&render::funding_limits_json(&l))?
-                        ),
+                        Output::Json => {
+                            println!("{}", serde_json::to_string_pretty(&render::to_json(&l))?)
+                        }
                         Output::Table => print!("{}", render::funding_limits_table(&l)),
                     }
                     Ok(ExitCode::SUCCESS)

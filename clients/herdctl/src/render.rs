@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use comfy_table::{CellAlignment, Table, TableComponent, presets};
-use herd_engine::dashboard::RangerTiming;
 use herd_proto::engine as epb;
 use herd_proto::gateway as gpb;
 use serde_json::{Value, json};
@@ -47,31 +46,16 @@ fn is_number(s: &str) -> bool {
         && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn mode_name(m: i32) -> String {
-    epb::Mode::try_from(m)
-        .map(|m| m.as_str_name().trim_start_matches("MODE_").to_string())
-        .unwrap_or_else(|_| "UNKNOWN".into())
+fn mode_name(m: i32) -> &'static str {
+    herd_proto::json::mode_name(m)
 }
 
-/// JSON for an engine status: the dashboard's `/api/status` view (one
-/// definition of the JSON for both), plus each strategy's and the regime's
-/// own detail block. herdctl does not know the engine's config, so the
-/// rangers' stage timeouts are 0 here (the dashboard has them).
-pub fn status_json(s: &epb::EngineStatus) -> Value {
-    let mut v = herd_engine::dashboard::status_json(s, &RangerTiming::default());
-    let detail = |raw: &str| serde_json::from_str::<Value>(raw).unwrap_or(Value::Null);
-    if let Some(list) = v.get_mut("strategies").and_then(Value::as_array_mut) {
-        for (out, st) in list.iter_mut().zip(&s.strategies) {
-            out["detail"] = detail(&st.detail_json);
-        }
-    }
-    if let (Some(r), Some(out)) = (&s.regime, v.get_mut("regime").filter(|r| r.is_object())) {
-        out["detail"] = detail(&r.detail_json);
-    }
-    v
-}
+/// JSON for an engine status: exactly the dashboard's `/api/status` view
+/// (serde on GetStatus's message, embedded detail JSON parsed).
+pub use herd_engine::dashboard::status_json;
 
-pub use herd_engine::dashboard::{funding_json, funding_limits_json};
+/// JSON for the funding block or its limits: serde on the message.
+pub use herd_engine::dashboard::to_json;
 
 pub fn funding_limits_table(l: &epb::FundingRiskLimits) -> String {
     table(
@@ -265,7 +249,7 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
         vec![
             "mode".into(),
             if s.pause_reason.is_empty() {
-                mode_name(s.mode)
+                mode_name(s.mode).to_string()
             } else {
                 format!("{} ({})", mode_name(s.mode), s.pause_reason)
             },

@@ -114,7 +114,7 @@ impl ChurnerConfig {
 use crate::grid::heal::Band;
 use crate::grid::ledger::{Entry, ExitIntent, LedgerEvent, Outcome, Position, PositionMode};
 use crate::grid::slot::Filters;
-use crate::grid::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
+use crate::grid::{ceil_to_tick, exit_price, floor_lot, floor_to_tick, hundred, secs_ms};
 use crate::strategy::{IdGen, OrderIntent, RegimeView, Side};
 
 /// How long an unconfirmed cancel waits before it is sent again.
@@ -604,22 +604,8 @@ impl Churner {
         } else {
             entry.avg_price
         };
-        let (side, price) = match entry.side {
-            Side::Buy => (
-                Side::Sell,
-                ceil_to_tick(
-                    (entry.avg_price * (Decimal::ONE + cp)).max(market * (Decimal::ONE + e)),
-                    tick,
-                ),
-            ),
-            Side::Sell => (
-                Side::Buy,
-                floor_to_tick(
-                    (entry.avg_price * (Decimal::ONE - cp)).min(market * (Decimal::ONE - e)),
-                    tick,
-                ),
-            ),
-        };
+        let side = entry.side.opposite();
+        let price = exit_price(side, entry.avg_price, cp, market, e, tick);
         let volume = floor_lot(entry.executed, env.filters.lot_decimals);
         let id = self.ids.next(&format!("c{}x", self.id));
         self.exit = Some(ChurnOrder::new(id.clone(), side, price, volume, now));

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::capacity::{self, CapacityHealth};
 use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::strategy::{
-    Action, IdGen, Instrument, MarketView, OrderIntent, OrderUpdate, Side, Strategy, UpdateKind,
+    Action, IdGen, Instrument, MarketView, OrderIntent, OrderUpdate, Side, StatusBlock, Strategy,
+    UpdateKind,
 };
 
 /// The strategy's name (status, journal owner).
@@ -381,6 +382,85 @@ pub struct RangerSlotStatus {
     pub entry_volume: Option<Decimal>,
     pub age_sec: f64,
     pub last_error: String,
+    /// "active" (green), "idle" (gray) or "amber" (an exit near its timeout).
+    #[serde(default)]
+    pub badge: String,
+    /// The timeout of the stage the ranger is in, seconds (0: none).
+    #[serde(default)]
+    pub timeout_sec: u64,
+    /// Seconds left before that timeout; `None` for a stage without one.
+    #[serde(default)]
+    pub remaining_sec: Option<f64>,
+}
+
+/// A ranger in `exit_open` turns amber once this share of its exit timeout
+/// has passed (1350 s default: amber for the last 270 s).
+pub const NEAR_EXIT_TIMEOUT_SHARE: f64 = 0.8;
+
+/// The rangers' stage timeouts, as the status shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct RangerTiming {
+    pub entry_timeout_sec: u64,
+    pub exit_timeout_sec: u64,
+    pub cooldown_sec: u64,
+    pub near_exit_timeout_share: f64,
+}
+
+impl RangerTiming {
+    pub fn from_config(cfg: &RangerConfig) -> RangerTiming {
+        RangerTiming {
+            entry_timeout_sec: cfg.entry_timeout_sec,
+            exit_timeout_sec: cfg.exit_timeout_sec,
+            cooldown_sec: cfg.cooldown_sec,
+            near_exit_timeout_share: NEAR_EXIT_TIMEOUT_SHARE,
+        }
+    }
+
+    /// The timeout of a stage in seconds (0 = the stage has none).
+    pub fn of_stage(&self, stage: &str) -> u64 {
+        match stage {
+            "entry_open" => self.entry_timeout_sec,
+            "exit_open" => self.exit_timeout_sec,
+            "cooldown" => self.cooldown_sec,
+            _ => 0,
+        }
+    }
+}
+
+/// A ranger's badge on the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Badge {
+    /// Green: working (an order out, or cooling down after a cycle).
+    Active,
+    /// Gray: idle, or the rangers are disabled.
+    Idle,
+    /// Amber: an exit close to its timeout (it will be orphaned).
+    NearTimeout,
+}
+
+impl Badge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Badge::Active => "active",
+            Badge::Idle => "idle",
+            Badge::NearTimeout => "amber",
+        }
+    }
+}
+
+/// The badge of one ranger.
+pub fn ranger_badge(enabled: bool, stage: &str, age_sec: f64, timing: &RangerTiming) -> Badge {
+    if !enabled || stage.is_empty() || stage == "idle" {
+        return Badge::Idle;
+    }
+    let exit_timeout = timing.exit_timeout_sec as f64;
+    if stage == "exit_open"
+        && exit_timeout > 0.0
+        && age_sec >= exit_timeout * timing.near_exit_timeout_share
+    {
+        return Badge::NearTimeout;
+    }
+    Badge::Active
 }
 
 /// The rangers' status block: exactly the seed's fields, then extras for
@@ -411,6 +491,8 @@ pub struct RangersStatusBlock {
     pub committed_quote: Decimal,
     #[serde(default)]
     pub exit_margin_pct: Option<Decimal>,
+    #[serde(default)]
+    pub timing: RangerTiming,
 }
 
 impl RangersStatusBlock {
@@ -433,6 +515,7 @@ impl RangersStatusBlock {
             committed_base: Decimal::ZERO,
             committed_quote: Decimal::ZERO,
             exit_margin_pct: None,
+            timing: RangerTiming::from_config(cfg),
         }
     }
 }
@@ -541,6 +624,7 @@ impl Rangers {
 
     /// The typed status block.
     pub fn status_block(&self, now_ms: i64) -> RangersStatusBlock {
+        let timing = RangerTiming::from_config(&self.cfg);
         RangersStatusBlock {
             enabled: self.enabled,
             active: u32::try_from(self.slots.iter().filter(|s| s.stage != Stage::Idle).count())
@@ -554,25 +638,36 @@ impl Rangers {
             slots: self
                 .slots
                 .iter()
-                .map(|s| RangerSlotStatus {
-                    ranger_id: s.id,
-                    stage: s.stage.as_str().to_string(),
-                    entry_price: s.entry.as_ref().map(Leg::shown_price),
-                    exit_price: s.exit.as_ref().map(Leg::shown_price).or(s.exit_target),
-                    entry_volume: s.entry.as_ref().map(|e| {
-                        if e.executed > Decimal::ZERO {
-                            e.executed
-                        } else {
-                            e.volume
-                        }
-                    }),
-                    age_sec: if s.since_ms > 0 {
-                        // Display only: seconds as a float.
+                .map(|s| {
+                    // Display only: seconds as a float.
+                    let age_sec = if s.since_ms > 0 {
                         (now_ms - s.since_ms) as f64 / 1000.0
                     } else {
                         0.0
-                    },
-                    last_error: s.last_error.clone(),
+                    };
+                    let stage = s.stage.as_str();
+                    let timeout_sec = timing.of_stage(stage);
+                    RangerSlotStatus {
+                        ranger_id: s.id,
+                        stage: stage.to_string(),
+                        entry_price: s.entry.as_ref().map(Leg::shown_price),
+                        exit_price: s.exit.as_ref().map(Leg::shown_price).or(s.exit_target),
+                        entry_volume: s.entry.as_ref().map(|e| {
+                            if e.executed > Decimal::ZERO {
+                                e.executed
+                            } else {
+                                e.volume
+                            }
+                        }),
+                        age_sec,
+                        last_error: s.last_error.clone(),
+                        badge: ranger_badge(self.enabled, stage, age_sec, &timing)
+                            .as_str()
+                            .to_string(),
+                        timeout_sec,
+                        remaining_sec: (timeout_sec > 0)
+                            .then(|| (timeout_sec as f64 - age_sec).max(0.0)),
+                    }
                 })
                 .collect(),
             regime: self
@@ -592,6 +687,7 @@ impl Rangers {
             committed_base: self.ledger.committed(Asset::Base),
             committed_quote: self.ledger.committed(Asset::Quote),
             exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
+            timing,
         }
     }
 
@@ -1220,8 +1316,8 @@ impl Strategy for Rangers {
         Vec::new()
     }
 
-    fn status(&self, now_ms: i64) -> serde_json::Value {
-        serde_json::to_value(self.status_block(now_ms)).unwrap_or(serde_json::Value::Null)
+    fn status(&self, now_ms: i64) -> StatusBlock {
+        StatusBlock::Rangers(Box::new(self.status_block(now_ms)))
     }
 
     fn enabled(&self) -> bool {
@@ -1243,6 +1339,102 @@ impl Strategy for Rangers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BADGE_TIMING: RangerTiming = RangerTiming {
+        entry_timeout_sec: 300,
+        exit_timeout_sec: 1350,
+        cooldown_sec: 30,
+        near_exit_timeout_share: NEAR_EXIT_TIMEOUT_SHARE,
+    };
+
+    #[test]
+    fn badges_follow_stage_and_exit_age() {
+        struct Case {
+            enabled: bool,
+            stage: &'static str,
+            age: f64,
+            want: Badge,
+        }
+        let cases = [
+            Case {
+                enabled: true,
+                stage: "idle",
+                age: 5.0,
+                want: Badge::Idle,
+            },
+            Case {
+                enabled: true,
+                stage: "",
+                age: 0.0,
+                want: Badge::Idle,
+            },
+            Case {
+                enabled: true,
+                stage: "entry_open",
+                age: 299.0,
+                want: Badge::Active,
+            },
+            Case {
+                enabled: true,
+                stage: "cooldown",
+                age: 1.0,
+                want: Badge::Active,
+            },
+            Case {
+                enabled: true,
+                stage: "exit_open",
+                age: 0.0,
+                want: Badge::Active,
+            },
+            Case {
+                enabled: true,
+                stage: "exit_open",
+                age: 1079.9,
+                want: Badge::Active,
+            },
+            Case {
+                enabled: true,
+                stage: "exit_open",
+                age: 1080.0,
+                want: Badge::NearTimeout,
+            },
+            Case {
+                enabled: true,
+                stage: "exit_open",
+                age: 5000.0,
+                want: Badge::NearTimeout,
+            },
+            // Disabled rangers are gray whatever they are still winding down.
+            Case {
+                enabled: false,
+                stage: "exit_open",
+                age: 1300.0,
+                want: Badge::Idle,
+            },
+            Case {
+                enabled: false,
+                stage: "entry_open",
+                age: 1.0,
+                want: Badge::Idle,
+            },
+        ];
+        for c in cases {
+            assert_eq!(
+                ranger_badge(c.enabled, c.stage, c.age, &BADGE_TIMING),
+                c.want,
+                "{} {} {}",
+                c.enabled,
+                c.stage,
+                c.age
+            );
+        }
+        // A zero exit timeout (unknown) never turns amber.
+        assert_eq!(
+            ranger_badge(true, "exit_open", 1e9, &RangerTiming::default()),
+            Badge::Active
+        );
+    }
+
     use rust_decimal_macros::dec;
 
     #[test]

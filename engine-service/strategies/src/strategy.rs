@@ -263,6 +263,24 @@ pub struct OpenOrderRef {
     pub userref: i32,
 }
 
+/// A strategy's status, typed: the engine's status view turns each block
+/// into its GetStatus message, and the detail JSON is this block serialized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum StatusBlock {
+    Rangers(Box<crate::rangers::RangersStatusBlock>),
+    Grid(Box<crate::grid::strategy::GridStatusBlock>),
+    /// A strategy with no message of its own in GetStatus (its detail only).
+    Detail(serde_json::Value),
+}
+
+impl StatusBlock {
+    /// The block as JSON (GetStatus's `detail_json`).
+    pub fn detail_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "null".to_string())
+    }
+}
+
 /// A strategy: a reducer over its own state.
 pub trait Strategy: Send {
     /// Short name, also the owner recorded with its orders.
@@ -277,8 +295,8 @@ pub trait Strategy: Send {
     /// An update to one of the strategy's orders.
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action>;
 
-    /// The strategy's status block (JSON), always present even when disabled.
-    fn status(&self, now_ms: i64) -> serde_json::Value;
+    /// The strategy's typed status block, always present even when disabled.
+    fn status(&self, now_ms: i64) -> StatusBlock;
 
     fn enabled(&self) -> bool;
 

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::HealParams;
 use super::ledger::Position;
-use super::{ceil_to_tick, floor_to_tick, hundred};
+use super::{exit_price, floor_to_tick, hundred};
+use crate::strategy::Side;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -98,6 +99,15 @@ pub fn reading(p: &Position, market: Decimal, now_ms: i64, h: &HealParams) -> Ag
     }
 }
 
+/// The side `p`'s exit trades on.
+fn exit_side(p: &Position) -> Side {
+    if p.exit_sells() {
+        Side::Sell
+    } else {
+        Side::Buy
+    }
+}
+
 /// The free stale-band tighten: sell exit max(entry * (1 + p), market *
 /// (1 + entry_pct)), buy exit mirrored with min; `None` unless it is
 /// closer to market than the exit now.
@@ -111,19 +121,13 @@ pub fn tighten_price(
     let pr = h.tighten_profit_pct / hundred();
     let e = entry_pct / hundred();
     let entry = p.entry.price;
-    if p.exit_sells() {
-        let t = ceil_to_tick(
-            (entry * (Decimal::ONE + pr)).max(market * (Decimal::ONE + e)),
-            tick,
-        );
-        (t < p.exit.price).then_some(t)
+    let t = exit_price(exit_side(p), entry, pr, market, e, tick);
+    let closer = if p.exit_sells() {
+        t < p.exit.price
     } else {
-        let t = floor_to_tick(
-            (entry * (Decimal::ONE - pr)).min(market * (Decimal::ONE - e)),
-            tick,
-        );
-        (t > p.exit.price).then_some(t)
-    }
+        t > p.exit.price
+    };
+    closer.then_some(t)
 }
 
 /// The fillable price: sell max(market * (1 + entry_pct), entry * (1 +
@@ -137,17 +141,7 @@ pub fn fillable_price(
 ) -> Decimal {
     let e = entry_pct / hundred();
     let entry = p.entry.price;
-    if p.exit_sells() {
-        ceil_to_tick(
-            (market * (Decimal::ONE + e)).max(entry * (Decimal::ONE + round_trip_fee)),
-            tick,
-        )
-    } else {
-        floor_to_tick(
-            (market * (Decimal::ONE - e)).min(entry * (Decimal::ONE - round_trip_fee)),
-            tick,
-        )
-    }
+    exit_price(exit_side(p), entry, round_trip_fee, market, e, tick)
 }
 
 /// What moving the exit all the way to `target` costs: |delta| * volume;

@@ -18,6 +18,8 @@ pub mod strategy;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use crate::strategy::Side;
+
 pub use config::GridConfig;
 pub use strategy::Grid;
 
@@ -29,6 +31,32 @@ pub const JOURNAL_STREAM: &str = "grid";
 /// 100, for percent arithmetic.
 pub fn hundred() -> Decimal {
     Decimal::from(100)
+}
+
+/// The exit formula every exit of the grid, its self-healing and its
+/// churners uses: a sell exit is `max(entry * (1 + entry_margin), market *
+/// (1 + market_margin))` rounded up to the tick, a buy exit `min(entry * (1
+/// - entry_margin), market * (1 - market_margin))` rounded down; margins are
+/// fractions (0.01 = 1 %). So an exit is never closer to market than
+/// `market_margin`, and never earns less than `entry_margin` on the entry.
+pub fn exit_price(
+    exit_side: Side,
+    entry: Decimal,
+    entry_margin: Decimal,
+    market: Decimal,
+    market_margin: Decimal,
+    tick: Decimal,
+) -> Decimal {
+    match exit_side {
+        Side::Sell => ceil_to_tick(
+            (entry * (Decimal::ONE + entry_margin)).max(market * (Decimal::ONE + market_margin)),
+            tick,
+        ),
+        Side::Buy => floor_to_tick(
+            (entry * (Decimal::ONE - entry_margin)).min(market * (Decimal::ONE - market_margin)),
+            tick,
+        ),
+    }
 }
 
 /// `p` rounded up to the tick (sell prices: never below what was asked).

@@ -634,16 +634,11 @@ pub fn entry_price(t: Trade, market: Decimal, ctx: &SlotCtx<'_>, losses: u32) ->
 pub fn exit_price(t: Trade, fill: Decimal, market: Decimal, ctx: &SlotCtx<'_>) -> Decimal {
     let p = ctx.profit_pct / hundred();
     let e = ctx.params.entry_pct / hundred();
-    match t {
-        Trade::B => ceil_to_tick(
-            (fill * (Decimal::ONE + p)).max(market * (Decimal::ONE + e)),
-            ctx.filters.tick_size,
-        ),
-        Trade::A => floor_to_tick(
-            (fill * (Decimal::ONE - p)).min(market * (Decimal::ONE - e)),
-            ctx.filters.tick_size,
-        ),
-    }
+    let exit_side = match t {
+        Trade::B => Side::Sell,
+        Trade::A => Side::Buy,
+    };
+    super::exit_price(exit_side, fill, p, market, e, ctx.filters.tick_size)
 }
 
 /// Volume for `usd` at `price`, rounded down to the lot; `Err` when below

@@ -27,7 +27,7 @@ use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
     Action, Command, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
-    Side, Strategy, UpdateKind,
+    Side, StatusBlock, Strategy, UpdateKind,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -1535,8 +1535,8 @@ impl Strategy for Grid {
         Vec::new()
     }
 
-    fn status(&self, now: i64) -> serde_json::Value {
-        serde_json::to_value(self.status_block(now)).unwrap_or(serde_json::Value::Null)
+    fn status(&self, now: i64) -> StatusBlock {
+        StatusBlock::Grid(Box::new(self.status_block(now)))
     }
 
     fn enabled(&self) -> bool {
