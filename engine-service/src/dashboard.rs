@@ -12,7 +12,8 @@
 //! regime's `source` and `per_timeframe`. The page is passive: nothing on
 //! it can trade, and the admin port answers GET only.
 
-use herd_proto::admin_http::AdminResponse;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use herd_proto::engine as pb;
 use serde_json::{Value, json};
 
@@ -63,20 +64,22 @@ pub fn status_json(s: &pb::EngineStatus) -> Value {
 }
 
 /// `GET /`: the page.
-pub fn page() -> AdminResponse {
-    AdminResponse::ok("text/html; charset=utf-8", PAGE)
+pub async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 /// `GET /api/status`: the engine's status as JSON (500 with a JSON error
 /// when the status cannot be built, e.g. the store is unreachable).
-pub async fn api_status(shared: &Shared) -> AdminResponse {
+pub async fn api_status(shared: &Shared) -> Response {
+    let json_type = [(header::CONTENT_TYPE, "application/json")];
     match crate::view::engine_status(shared).await {
-        Ok(s) => AdminResponse::json(status_json(&s).to_string()),
-        Err(e) => AdminResponse {
-            status: 500,
-            content_type: "application/json",
-            body: json!({ "error": e.message() }).to_string().into(),
-        },
+        Ok(s) => (json_type, status_json(&s).to_string()).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json_type,
+            json!({ "error": e.message() }).to_string(),
+        )
+            .into_response(),
     }
 }
 
@@ -211,8 +214,8 @@ mod tests {
         assert_eq!(st["detail"]["cycles_total"], 7);
     }
 
-    #[test]
-    fn page_is_self_contained_and_passive() {
+    #[tokio::test]
+    async fn page_is_self_contained_and_passive() {
         let lower = PAGE.to_ascii_lowercase();
         for banned in [
             "<button",
@@ -233,8 +236,13 @@ mod tests {
         assert!(lower.contains("content-security-policy"));
         assert!(lower.contains("/api/status"));
         assert!(lower.contains("id=\"rangers\""));
-        let r = page();
-        assert_eq!(r.status, 200);
-        assert!(r.content_type.starts_with("text/html"));
+        let r = page().await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
     }
 }

@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use herd_proto::engine::engine_server::EngineServer;
-use tonic::transport::Server;
+use herd_proto::serving::{self, Stopped};
+use tonic::server::NamedService;
+use tracing::Instrument;
 
 use crate::config::EngineConfig;
 use crate::control::{ControlAuth, ControlService};
@@ -119,99 +121,51 @@ pub async fn run(
     let mut ticks = tokio::spawn(shared.clone().run_ticks());
     tasks.spawn(regime::run(shared.clone()));
 
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<EngineServer<ControlService>>().await;
     let auth = ControlAuth::new(&cfg.control_token);
     let control =
         EngineServer::with_interceptor(ControlService::new(shared.clone()), move |r| auth.check(r));
-    let (incoming, local) = herd_proto::serving::bind(cfg.listen)
+    let health_service = <EngineServer<ControlService> as NamedService>::NAME;
+    let (health, router) = serving::grpc_server(health_service).await?;
+    let calls = serving::InFlight::new();
+    let router = router.add_service(calls.wrap(control));
+    let (incoming, local) = serving::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(%local, engine = %cfg.id, gateway = %cfg.gateway_url, "engine control server listening");
 
-    let http_state = Arc::new(http::HttpState {
-        shared: shared.clone(),
-        serving: std::sync::atomic::AtomicBool::new(true),
-    });
-    let mut admin_port = herd_proto::admin_http::start(
+    let admin_port = herd_proto::admin_http::start(
         cfg.http_listen,
-        http::handler(http_state.clone()),
+        http::routes(shared.clone()),
         "engine",
         &mut tasks,
     )
     .await?;
     on_ready(local);
 
-    let times =
-        herd_proto::serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
-    let calls = herd_proto::serving::InFlight::new();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_svc)
-        .add_service(herd_proto::serving::reflection_v1()?)
-        .add_service(herd_proto::serving::reflection_v1alpha()?)
-        .add_service(calls.wrap(control))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_rx.await;
-        });
-    let mut server = tokio::spawn(server);
-
-    // Serve until the signal (or until the server fails on its own).
-    tokio::select! {
-        joined = &mut server => {
-            admin_port.stop();
-            tasks.abort_all();
-            event_stream.abort();
-            ticks.abort();
-            store.close().await;
-            joined.context("engine control server task")?.context("engine control server failed")?;
-            anyhow::bail!("engine control server stopped without a shutdown signal");
+    let serve = serving::Serve {
+        name: "engine",
+        router,
+        incoming,
+        health,
+        health_service,
+        admin: admin_port,
+        drain: shared.drain.clone(),
+        calls,
+        times: serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms),
+    };
+    // Strategies and SubmitOrder place nothing new once `shared.drain`
+    // started; the funding orchestrator is told here.
+    let on_drain = || {
+        if let Some(f) = shared.funding.get() {
+            f.set_opening_paused(Some("engine shutting down".into()));
         }
-        () = shutdown => {}
-    }
-    let signaled = tokio::time::Instant::now();
-    let deadline = signaled + times.timeout;
-
-    // 1. Tell probes and clients first.
-    http_state
-        .serving
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    health
-        .set_not_serving::<EngineServer<ControlService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    // 2. Serve on for the drain delay; strategies and SubmitOrder place
-    //    nothing new, the funding orchestrator opens nothing new.
-    shared.drain.start();
-    if let Some(f) = shared.funding.get() {
-        f.set_opening_paused(Some("engine shutting down".into()));
-    }
-    tracing::info!(
-        engine = %cfg.id,
-        drain_delay_ms = cfg.drain_delay_ms,
-        shutdown_timeout_ms = cfg.shutdown_timeout_ms,
-        in_flight = calls.len(),
-        "engine draining: health NOT_SERVING, strategies place nothing new"
-    );
-    tokio::time::sleep_until((signaled + times.drain_delay).min(deadline)).await;
-
-    // 3. Stop accepting, finish in-flight calls and the tick in progress,
-    //    apply the funding shutdown policy.
-    shared.drain.close();
-    let _ = stop_tx.send(());
-    tracing::info!(
-        in_flight = calls.len(),
-        calls = ?calls.describe(),
-        "engine closing: no new connections; waiting for in-flight calls"
-    );
+    };
+    // After the control server stopped: the tick in progress, then the
+    // funding shutdown policy. `step` says which, should the deadline pass.
     let funding = shared.funding.get().cloned();
     let step = std::sync::Mutex::new("in-flight control calls");
     let set_step = |s: &'static str| *step.lock().unwrap_or_else(|p| p.into_inner()) = s;
-    let finish = async {
-        let served = (&mut server).await;
+    let after_server = async {
         set_step("the strategy tick in progress");
         let _ = (&mut ticks).await;
         if let Some(f) = funding {
@@ -220,35 +174,31 @@ pub async fn run(
             tracing::info!(policy, "funding orchestrator shutting down");
             f.shutdown().await;
         }
-        served
     };
-    let finished = tokio::time::timeout_at(deadline, finish).await;
-    admin_port.stop();
+    let stopped = serving::serve_with_drain(serve, shutdown, on_drain, after_server)
+        .instrument(tracing::info_span!("shutdown", engine = %cfg.id))
+        .await;
     tasks.abort_all();
     event_stream.abort();
-    match finished {
-        Ok(served) => {
+    ticks.abort();
+    match stopped {
+        Ok(Stopped::Drained { signaled }) => {
             // 4. Flush the store.
             store.close().await;
-            served
-                .context("engine control server task")?
-                .context("engine control server failed")?;
             tracing::info!(
                 elapsed_ms = u64::try_from(signaled.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "engine stopped"
             );
             Ok(())
         }
-        Err(_) => {
+        Ok(Stopped::DeadlinePassed { calls }) => {
             let waiting_for = *step.lock().unwrap_or_else(|p| p.into_inner());
             tracing::error!(
                 shutdown_timeout_ms = cfg.shutdown_timeout_ms,
                 waiting_for,
-                calls = ?calls.describe(),
+                calls = ?calls,
                 "engine shutdown deadline passed with work still in flight; exiting anyway"
             );
-            server.abort();
-            ticks.abort();
             if tokio::time::timeout(std::time::Duration::from_secs(2), store.close())
                 .await
                 .is_err()
@@ -260,6 +210,10 @@ pub async fn run(
                 cfg.shutdown_timeout_ms,
                 calls.len()
             )
+        }
+        Err(e) => {
+            store.close().await;
+            Err(e.into())
         }
     }
 }

@@ -1,35 +1,23 @@
-//! The gateway's admin HTTP port (read-only, no token): `/healthz` (200
-//! while serving, 503 once draining) and `/metrics` (Prometheus).
+//! The gateway's admin HTTP port (read-only, no token): `/metrics`
+//! (Prometheus) here; `/healthz` and `/readyz` (200 while serving, 503 once
+//! draining) are added by [`herd_proto::admin_http::start`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use herd_proto::admin_http::{AdminHandler, AdminRequest, AdminResponse};
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
 
 use crate::service::Core;
 
-/// Shared with the handler: flips to false when the gateway starts draining.
-#[derive(Debug)]
-pub struct HttpState {
-    pub core: Arc<Core>,
-    pub serving: AtomicBool,
-}
-
 /// The gateway's routes.
-pub fn handler(state: Arc<HttpState>) -> AdminHandler {
-    Arc::new(move |req: AdminRequest| {
-        let state = state.clone();
-        Box::pin(async move { route(&state, req).await })
-    })
+pub fn routes(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(core)
 }
 
-async fn route(state: &HttpState, req: AdminRequest) -> AdminResponse {
-    match req.path.as_str() {
-        "/healthz" | "/readyz" => AdminResponse::health(state.serving.load(Ordering::Relaxed)),
-        "/metrics" => match crate::metrics::render(&state.core) {
-            Ok(page) => AdminResponse::prometheus(page),
-            Err(_) => AdminResponse::status(500, "metrics: encoding failed\n"),
-        },
-        p => AdminResponse::not_found(p),
-    }
+async fn metrics(State(core): State<Arc<Core>>) -> Response {
+    herd_proto::admin_http::metrics_page(crate::metrics::render(&core))
 }

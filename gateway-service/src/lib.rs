@@ -34,8 +34,9 @@ use anyhow::Context;
 use herd_paper::PaperVenue;
 use herd_proto::gateway::gateway_admin_server::GatewayAdminServer;
 use herd_proto::gateway::gateway_server::GatewayServer;
+use herd_proto::serving::{self, Stopped};
 use herd_venue::{Clock, SystemClock, Venue};
-use tonic::transport::Server;
+use tonic::server::NamedService;
 
 use crate::auth::Auth;
 use crate::config::{GatewayConfig, VenueKind};
@@ -158,8 +159,6 @@ pub async fn run(
     }
 
     let auth = Auth::from_config(&cfg);
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health.set_serving::<GatewayServer<GatewayService>>().await;
     let engine_auth = auth.clone();
     let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
         engine_auth.engine(r)
@@ -167,90 +166,46 @@ pub async fn run(
     let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| {
         auth.admin(r)
     });
+    let health_service = <GatewayServer<GatewayService> as NamedService>::NAME;
+    let (health, router) = serving::grpc_server(health_service).await?;
+    let calls = serving::InFlight::new();
+    let router = router
+        .add_service(calls.wrap(gateway))
+        .add_service(calls.wrap(admin));
 
-    let (incoming, local) = herd_proto::serving::bind(cfg.listen)
+    let (incoming, local) = serving::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(%local, venue = venue.name(), engines = engines.len(), incarnation = registry.incarnation(), "gateway listening");
 
-    let http_state = Arc::new(http::HttpState {
-        core: core.clone(),
-        serving: std::sync::atomic::AtomicBool::new(true),
-    });
-    let mut admin_port = herd_proto::admin_http::start(
+    let admin_port = herd_proto::admin_http::start(
         cfg.http_listen,
-        http::handler(http_state.clone()),
+        http::routes(core.clone()),
         "gateway",
         &mut tasks,
     )
     .await?;
     on_ready(local);
 
-    let times =
-        herd_proto::serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms);
-    let calls = herd_proto::serving::InFlight::new();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health_svc)
-        .add_service(herd_proto::serving::reflection_v1()?)
-        .add_service(herd_proto::serving::reflection_v1alpha()?)
-        .add_service(calls.wrap(gateway))
-        .add_service(calls.wrap(admin))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_rx.await;
-        });
-    let mut server = tokio::spawn(server);
-
-    // Serve until the signal (or until the server fails on its own).
-    tokio::select! {
-        joined = &mut server => {
-            admin_port.stop();
-            tasks.abort_all();
-            joined.context("gateway server task")?.context("gateway server failed")?;
-            anyhow::bail!("gateway server stopped without a shutdown signal");
-        }
-        () = shutdown => {}
-    }
-    let signaled = tokio::time::Instant::now();
-    let deadline = signaled + times.timeout;
-
-    // 1. Tell probes and clients first.
-    http_state
-        .serving
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    health
-        .set_not_serving::<GatewayServer<GatewayService>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-    // 2. Keep serving reads and cancels for the drain delay; no new orders.
-    core.drain.start();
-    tracing::info!(
-        drain_delay_ms = cfg.drain_delay_ms,
-        shutdown_timeout_ms = cfg.shutdown_timeout_ms,
-        in_flight = calls.len(),
-        "gateway draining: health NOT_SERVING, refusing new orders"
-    );
-    tokio::time::sleep_until((signaled + times.drain_delay).min(deadline)).await;
-    // 3. End the event streams, stop accepting, let in-flight calls finish.
-    core.drain.close();
-    let _ = stop_tx.send(());
-    tracing::info!(
-        in_flight = calls.len(),
-        calls = ?calls.describe(),
-        "gateway closing: no new connections; waiting for in-flight calls"
-    );
-    let finished = tokio::time::timeout_at(deadline, &mut server).await;
-    admin_port.stop();
-    match finished {
-        Ok(joined) => {
-            joined
-                .context("gateway server task")?
-                .context("gateway server failed")?;
-        }
-        Err(_) => {
+    let serve = serving::Serve {
+        name: "gateway",
+        router,
+        incoming,
+        health,
+        health_service,
+        admin: admin_port,
+        drain: core.drain.clone(),
+        calls,
+        times: serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms),
+    };
+    // Reads, cancels and event streams go on during the drain; Drain alone
+    // refuses new orders, so nothing gateway-specific happens at its start
+    // or after the server stopped.
+    let stopped = serving::serve_with_drain(serve, shutdown, || {}, async {}).await;
+    tasks.abort_all();
+    let signaled = match stopped? {
+        Stopped::Drained { signaled } => signaled,
+        Stopped::DeadlinePassed { calls } => {
             let submits: Vec<String> = core
                 .in_flight
                 .lock()
@@ -260,12 +215,10 @@ pub async fn run(
                 .collect();
             tracing::error!(
                 shutdown_timeout_ms = cfg.shutdown_timeout_ms,
-                calls = ?calls.describe(),
+                calls = ?calls,
                 venue_submits = ?submits,
                 "gateway shutdown deadline passed with calls still in flight; exiting anyway"
             );
-            server.abort();
-            tasks.abort_all();
             save_paper(paper.as_ref(), cfg.paper.state_file.as_deref());
             anyhow::bail!(
                 "shutdown deadline of {} ms passed with {} call(s) in flight",
@@ -273,8 +226,7 @@ pub async fn run(
                 calls.len().max(submits.len())
             );
         }
-    }
-    tasks.abort_all();
+    };
     // 4. Flush state.
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;

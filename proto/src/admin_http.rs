@@ -1,100 +1,48 @@
-//! The admin HTTP port each service serves beside its gRPC port: a small
-//! HTTP/1.1 server (hyper, keep-alive) for `/metrics`, health and, on the
-//! engine, the dashboard. It is read-only by design: nothing served here can
-//! trade, so the port can be scraped and viewed without a token.
+//! The admin HTTP port each service serves beside its gRPC port: an axum
+//! HTTP/1.1 server (keep-alive) for `/metrics`, health and, on the engine,
+//! the dashboard. It is read-only by design: nothing served here can trade,
+//! so the port can be scraped and viewed without a token.
 //!
-//! Each service passes one [`AdminHandler`]; routing is a `match` on the path
-//! inside it. Only `GET` and `HEAD` reach the handler; anything else gets 405.
+//! Each service builds an axum [`Router`] of its own pages; [`start`] adds
+//! what every admin port has: `/healthz` and `/readyz` (200 while serving,
+//! 503 once [`AdminPort::set_draining`] was called), a plain-text 404, and
+//! the read-only guard in front of every route (only `GET` and `HEAD`
+//! reach a handler; anything else gets 405, whatever the path).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
 
-/// What a handler sees of a request.
-#[derive(Debug, Clone)]
-pub struct AdminRequest {
-    /// The path without the query, e.g. `/metrics`.
-    pub path: String,
-    /// The raw query string, if any (`a=1&b=2`).
-    pub query: Option<String>,
-}
-
-/// A handler's answer.
-#[derive(Debug, Clone)]
-pub struct AdminResponse {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Bytes,
-}
-
-impl AdminResponse {
-    /// 200 with the given content type.
-    pub fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Self {
-        Self {
-            status: 200,
-            content_type,
-            body: body.into(),
-        }
-    }
-
-    /// 200 text/plain.
-    pub fn text(body: impl Into<Bytes>) -> Self {
-        Self::ok("text/plain; charset=utf-8", body)
-    }
-
-    /// 200 application/json.
-    pub fn json(body: impl Into<Bytes>) -> Self {
-        Self::ok("application/json", body)
-    }
-
-    /// A metrics page in the OpenMetrics text format ([`crate::prom::encode`]).
-    pub fn prometheus(body: impl Into<Bytes>) -> Self {
-        Self::ok(crate::prom::CONTENT_TYPE, body)
-    }
-
-    /// `/healthz` and `/readyz`: 200 while serving, 503 once draining.
-    pub fn health(serving: bool) -> Self {
-        if serving {
-            AdminResponse::text("ok\n")
-        } else {
-            AdminResponse::status(503, "draining\n")
-        }
-    }
-
-    /// 404 naming the path.
-    pub fn not_found(path: &str) -> Self {
-        Self {
-            status: 404,
-            content_type: "text/plain; charset=utf-8",
-            body: Bytes::from(format!("no such page: {path}\n")),
-        }
-    }
-
-    /// Any status with a plain-text message.
-    pub fn status(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: Bytes::from(message.into()),
-        }
+/// A page in the OpenMetrics text format ([`crate::prom::encode`]), or 500
+/// when the page could not be encoded.
+pub fn metrics_page(page: Result<String, std::fmt::Error>) -> Response {
+    match page {
+        Ok(page) => ([(header::CONTENT_TYPE, crate::prom::CONTENT_TYPE)], page).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics: encoding failed\n",
+        )
+            .into_response(),
     }
 }
 
-/// A boxed future, as handlers return.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// The service's routes.
-pub type AdminHandler = Arc<dyn Fn(AdminRequest) -> BoxFuture<AdminResponse> + Send + Sync>;
+/// `/healthz` and `/readyz`: 200 while serving, 503 once draining.
+pub fn health(serving: bool) -> Response {
+    if serving {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
 
 /// Parses an admin address from configuration: `host:port`, or empty for
 /// "not served". The error says what is wrong.
@@ -119,12 +67,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
 #[derive(Debug, Default)]
 pub struct AdminPort {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Read by `/healthz` and `/readyz`.
+    draining: Arc<AtomicBool>,
     /// The bound address (None when the port is not configured).
     pub local: Option<SocketAddr>,
 }
 
 impl AdminPort {
-    /// Stops accepting; connections already open finish their request.
+    /// From now on `/healthz` and `/readyz` answer 503.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops accepting; requests in progress finish, idle connections close.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -132,12 +87,53 @@ impl AdminPort {
     }
 }
 
-/// Binds `addr` (when configured) and serves `handler` there on a task of
-/// `tasks` until the returned port is stopped. `service` names the service
-/// in the log line and the bind error.
+/// The service's `routes` with what every admin port has: health, the 404
+/// fallback, the read-only guard and `Cache-Control: no-store`. `draining`
+/// makes `/healthz` and `/readyz` answer 503 once set.
+pub fn app(routes: Router, draining: Arc<AtomicBool>) -> Router {
+    let health_route = get(move || {
+        let serving = !draining.load(Ordering::SeqCst);
+        async move { health(serving) }
+    });
+    routes
+        .route("/healthz", health_route.clone())
+        .route("/readyz", health_route)
+        .fallback(not_found)
+        // Last, so it runs first and covers the fallback too.
+        .layer(middleware::from_fn(read_only))
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!("no such page: {}\n", uri.path()),
+    )
+        .into_response()
+}
+
+async fn read_only(req: Request, next: Next) -> Response {
+    let mut response = if req.method() == Method::GET || req.method() == Method::HEAD {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "the admin port is read-only: GET only\n",
+        )
+            .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Binds `addr` (when configured) and serves `routes` (see [`app`]) there
+/// on a task of `tasks` until the returned port is stopped. `service` names
+/// the service in the log line and the bind error.
 pub async fn start(
     addr: Option<SocketAddr>,
-    handler: AdminHandler,
+    routes: Router,
     service: &str,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> std::io::Result<AdminPort> {
@@ -151,94 +147,35 @@ pub async fn start(
         )
     })?;
     tracing::info!(%local, "{service} admin http listening");
+    let draining = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tasks.spawn(serve(listener, handler, async move {
+    tasks.spawn(serve(listener, app(routes, draining.clone()), async move {
         let _ = stopped.await;
     }));
     Ok(AdminPort {
         stop: Some(stop),
+        draining,
         local: Some(local),
     })
 }
 
-/// Serves `handler` on `listener` until `shutdown` resolves; connections
-/// already open finish their current request.
+/// Serves `app` on `listener` (TCP_NODELAY on every connection) until
+/// `shutdown` resolves; requests in progress then finish and idle
+/// keep-alive connections close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    handler: AdminHandler,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    tokio::pin!(shutdown);
-    // The connection tasks; dropping the set aborts those still open.
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin port accept failed");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        // Reap finished connections so the set does not grow forever.
-        while conns.try_join_next().is_some() {}
-        conns.spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(respond(&handler, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!(error = %e, "admin port stopped");
     }
-    // Idle keep-alive connections are aborted with the set.
-    conns.shutdown().await;
-}
-
-async fn respond(handler: &AdminHandler, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let head = req.method() == Method::HEAD;
-    if req.method() != Method::GET && !head {
-        return build(AdminResponse::status(
-            405,
-            "the admin port is read-only: GET only\n",
-        ))
-        .map(|mut r| {
-            r.headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-            r
-        })
-        .unwrap_or_else(|_| fallback());
-    }
-    let request = AdminRequest {
-        path: req.uri().path().to_string(),
-        query: req.uri().query().map(str::to_string),
-    };
-    let mut answer = handler(request).await;
-    if head {
-        answer.body = Bytes::new();
-    }
-    build(answer).unwrap_or_else(|_| fallback())
-}
-
-fn build(a: AdminResponse) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
-    Response::builder()
-        .status(StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, a.content_type)
-        .header(header::CACHE_CONTROL, "no-store")
-        .body(Full::new(a.body))
-}
-
-fn fallback() -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(b"internal error\n")));
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r
 }
 
 #[cfg(test)]
@@ -260,19 +197,18 @@ mod tests {
 
     #[tokio::test]
     async fn routes_get_and_refuses_writes() {
-        let handler: AdminHandler = Arc::new(|r: AdminRequest| {
-            Box::pin(async move {
-                match r.path.as_str() {
-                    "/metrics" => AdminResponse::prometheus("# TYPE up gauge\nup 1\n# EOF\n"),
-                    p => AdminResponse::not_found(p),
-                }
-            })
-        });
+        let routes = Router::new().route(
+            "/metrics",
+            axum::routing::get(|| async {
+                metrics_page(Ok("# TYPE up gauge\nup 1\n# EOF\n".to_string()))
+            }),
+        );
         let (listener, addr) = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap_or_else(|e| unreachable!("bind: {e}"));
+        let draining = Arc::new(AtomicBool::new(false));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, handler, async move {
+        let server = tokio::spawn(serve(listener, app(routes, draining.clone()), async move {
             let _ = rx.await;
         }));
 
@@ -286,7 +222,19 @@ mod tests {
             ok.contains("content-type: application/openmetrics-text; version=1.0.0"),
             "{ok}"
         );
+        assert!(ok.contains("cache-control: no-store"), "{ok}");
         assert!(ok.ends_with("up 1\n# EOF\n"), "{ok}");
+
+        let head = get(
+            addr,
+            "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "a HEAD answer has no body: {head}"
+        );
 
         let missing = get(
             addr,
@@ -294,15 +242,77 @@ mod tests {
         )
         .await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+        assert!(missing.ends_with("no such page: /nope\n"), "{missing}");
 
-        let post = get(
-            addr,
-            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        for (method, path) in [
+            ("POST", "/metrics"),
+            ("DELETE", "/readyz"),
+            ("PUT", "/nope"),
+        ] {
+            let refused = get(
+                addr,
+                &format!(
+                    "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(
+                refused.starts_with("HTTP/1.1 405"),
+                "{method} {path}: {refused}"
+            );
+            assert!(
+                refused.contains("allow: GET, HEAD"),
+                "{method} {path}: {refused}"
+            );
+        }
 
         let _ = tx.send(());
         let _ = server.await;
+    }
+
+    #[tokio::test]
+    async fn health_answers_503_once_draining() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut port = start(
+            Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Router::new(),
+            "test",
+            &mut tasks,
+        )
+        .await
+        .unwrap_or_else(|e| unreachable!("start: {e}"));
+        let addr = port.local.unwrap_or_else(|| unreachable!("bound"));
+        for path in ["/healthz", "/readyz"] {
+            let ok = get(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(ok.starts_with("HTTP/1.1 200"), "{path}: {ok}");
+            assert!(ok.ends_with("ok\n"), "{path}: {ok}");
+        }
+        port.set_draining();
+        for path in ["/healthz", "/readyz"] {
+            let draining = get(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(draining.starts_with("HTTP/1.1 503"), "{path}: {draining}");
+            assert!(draining.ends_with("draining\n"), "{path}: {draining}");
+        }
+        port.stop();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[test]
+    fn admin_addresses_parse_or_say_why_not() {
+        assert_eq!(parse_optional_addr("  "), Ok(None));
+        assert_eq!(
+            parse_optional_addr("127.0.0.1:9090"),
+            Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9090))))
+        );
+        let e = parse_optional_addr("localhost").unwrap_err();
+        assert!(e.contains("not host:port"), "{e}");
     }
 }

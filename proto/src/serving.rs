@@ -1,8 +1,8 @@
 //! What every Herd gRPC server carries besides its own services: reflection
 //! (v1 and v1alpha, with the health descriptor registered so grpcurl can
 //! describe the health service too) and a listener with TCP_NODELAY set on
-//! every accepted connection; the shutdown helpers both services use
-//! ([`Drain`], [`InFlight`], [`ShutdownTimes`]).
+//! every accepted connection; the shutdown both services run
+//! ([`serve_with_drain`], built on [`Drain`], [`InFlight`], [`ShutdownTimes`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,7 +14,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tonic::codegen::{Service, http};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::transport::server::{Router, TcpIncoming};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::admin_http::AdminPort;
 
 /// Reflection, v1.
 pub fn reflection_v1() -> Result<
@@ -325,9 +330,192 @@ impl ShutdownTimes {
     }
 }
 
+/// A gRPC server with what every Herd server carries: health (SERVING for
+/// "" and `health_service`), reflection v1 and v1alpha, TCP_NODELAY. Add
+/// the service's own services to the router, wrapped with
+/// [`InFlight::wrap`], and hand both to [`serve_with_drain`].
+pub async fn grpc_server(
+    health_service: &'static str,
+) -> Result<(HealthReporter, Router), tonic_reflection::server::Error> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(health_service, ServingStatus::Serving)
+        .await;
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_svc)
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?);
+    Ok((health, router))
+}
+
+/// What [`serve_with_drain`] serves and drains.
+pub struct Serve {
+    /// "gateway" or "engine": the log lines read "{name} draining",
+    /// "{name} closing".
+    pub name: &'static str,
+    /// The gRPC services, from [`grpc_server`].
+    pub router: Router,
+    /// The listener, from [`bind`].
+    pub incoming: TcpIncoming,
+    /// The reporter [`grpc_server`] returned.
+    pub health: HealthReporter,
+    /// The named service whose health flips to NOT_SERVING (with "").
+    pub health_service: &'static str,
+    /// The admin port: `/readyz` answers 503 from the signal on; it stops
+    /// once the gRPC server stopped (or the deadline passed).
+    pub admin: AdminPort,
+    /// The service's drain state, shared with its handlers.
+    pub drain: Drain,
+    /// The table the router's services were wrapped with.
+    pub calls: InFlight,
+    pub times: ShutdownTimes,
+}
+
+impl std::fmt::Debug for Serve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("name", &self.name)
+            .field("health_service", &self.health_service)
+            .field("admin", &self.admin)
+            .field("times", &self.times)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`serve_with_drain`] ended after the shutdown signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// The server and the service's own finishing work were done before the
+    /// deadline; `signaled` is when the signal came.
+    Drained { signaled: tokio::time::Instant },
+    /// The deadline passed first; `calls` were still in flight
+    /// ([`InFlight::describe`]). The service logs what else it was waiting
+    /// for and exits non-zero.
+    DeadlinePassed { calls: Vec<String> },
+}
+
+/// The gRPC server failed, or stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0} server failed: {1}")]
+    Failed(&'static str, tonic::transport::Error),
+    #[error("{0} server task: {1}")]
+    Task(&'static str, tokio::task::JoinError),
+    #[error("{0} server stopped without a shutdown signal")]
+    StoppedUnasked(&'static str),
+}
+
+/// Serves `serve.router` until `shutdown` resolves, then drains (see
+/// ARCHITECTURE.md, "Shutdown"):
+///
+/// 1. `/readyz` and `/healthz` answer 503, gRPC health reports NOT_SERVING
+///    for "" and the named service;
+/// 2. [`Drain::start`], then `on_drain` (the service's own refusals); the
+///    server serves on for the drain delay;
+/// 3. [`Drain::close`] (server streams end), the listener closes and the
+///    calls in flight finish; then `after_server` runs (the service's own
+///    work to finish, e.g. the engine's tick in progress);
+/// 4. the admin port stops.
+///
+/// Steps 2 and 3 must be done within `serve.times.timeout` of the signal,
+/// else [`Stopped::DeadlinePassed`]. Flushing state and the exit code are
+/// the caller's. An error when the server fails, or stops before the signal
+/// (the admin port is stopped then too).
+pub async fn serve_with_drain(
+    serve: Serve,
+    shutdown: impl Future<Output = ()>,
+    on_drain: impl FnOnce(),
+    after_server: impl Future<Output = ()>,
+) -> Result<Stopped, ServeError> {
+    let Serve {
+        name,
+        router,
+        incoming,
+        health,
+        health_service,
+        mut admin,
+        drain,
+        calls,
+        times,
+    } = serve;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stop_rx.await;
+    }));
+
+    // Serve until the signal (or until the server fails on its own).
+    tokio::select! {
+        joined = &mut server => {
+            admin.stop();
+            joined
+                .map_err(|e| ServeError::Task(name, e))?
+                .map_err(|e| ServeError::Failed(name, e))?;
+            return Err(ServeError::StoppedUnasked(name));
+        }
+        () = shutdown => {}
+    }
+    let signaled = tokio::time::Instant::now();
+    let deadline = signaled + times.timeout;
+
+    // 1. Tell probes and clients first.
+    admin.set_draining();
+    health
+        .set_service_status(health_service, ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    // 2. Serve on for the drain delay, refusing new order-mutating work.
+    drain.start();
+    on_drain();
+    tracing::info!(
+        drain_delay_ms = millis(times.drain_delay),
+        shutdown_timeout_ms = millis(times.timeout),
+        in_flight = calls.len(),
+        "{name} draining: health NOT_SERVING, no new orders"
+    );
+    tokio::time::sleep_until((signaled + times.drain_delay).min(deadline)).await;
+
+    // 3. End the server streams, stop accepting, let in-flight calls finish.
+    drain.close();
+    let _ = stop_tx.send(());
+    tracing::info!(
+        in_flight = calls.len(),
+        calls = ?calls.describe(),
+        "{name} closing: no new connections; waiting for in-flight calls"
+    );
+    let finish = async {
+        let served = (&mut server).await;
+        after_server.await;
+        served
+    };
+    let finished = tokio::time::timeout_at(deadline, finish).await;
+    admin.stop();
+    match finished {
+        Ok(served) => {
+            served
+                .map_err(|e| ServeError::Task(name, e))?
+                .map_err(|e| ServeError::Failed(name, e))?;
+            Ok(Stopped::Drained { signaled })
+        }
+        Err(_) => {
+            let calls = calls.describe();
+            server.abort();
+            Ok(Stopped::DeadlinePassed { calls })
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
     #[test]
     fn a_drain_refusal_is_told_apart_from_other_unavailable_answers() {
@@ -358,6 +546,124 @@ mod tests {
         // Idempotent, never goes back.
         drain.start();
         drain.closed().await;
+    }
+
+    /// A server from [`grpc_server`] on a free port with an admin port; its
+    /// gRPC url, admin address and drain state.
+    async fn harness(
+        tasks: &mut tokio::task::JoinSet<()>,
+        times: ShutdownTimes,
+    ) -> (String, SocketAddr, Drain, Serve) {
+        let (health, router) = grpc_server("test.Svc").await.unwrap();
+        let (incoming, local) = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let admin = crate::admin_http::start(
+            Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            axum::Router::new(),
+            "test",
+            tasks,
+        )
+        .await
+        .unwrap();
+        let admin_addr = admin.local.unwrap();
+        let drain = Drain::new();
+        let serve = Serve {
+            name: "test",
+            router,
+            incoming,
+            health,
+            health_service: "test.Svc",
+            admin,
+            drain: drain.clone(),
+            calls: InFlight::new(),
+            times,
+        };
+        (format!("http://{local}"), admin_addr, drain, serve)
+    }
+
+    async fn readyz(admin: SocketAddr) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// A grpc.health.v1 watch of `service`, once it reported SERVING.
+    async fn watch_serving(url: &str, service: &str) -> tonic::Streaming<HealthCheckResponse> {
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut watch = HealthClient::new(channel)
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?}");
+        watch
+    }
+
+    #[tokio::test]
+    async fn serve_with_drain_flips_health_then_drains_and_stops() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (url, admin, drain, serve) =
+            harness(&mut tasks, ShutdownTimes::from_ms(20, 5_000)).await;
+        let (signal, signaled) = tokio::sync::oneshot::channel::<()>();
+        let (on_drain_tx, on_drain_rx) = tokio::sync::oneshot::channel::<bool>();
+        let d = drain.clone();
+        let run = tokio::spawn(serve_with_drain(
+            serve,
+            async move {
+                let _ = signaled.await;
+            },
+            move || {
+                let _ = on_drain_tx.send(d.is_draining());
+            },
+            async {},
+        ));
+        assert!(readyz(admin).await.starts_with("HTTP/1.1 200"));
+        let mut named = watch_serving(&url, "test.Svc").await;
+        let mut overall = watch_serving(&url, "").await;
+
+        let _ = signal.send(());
+        for watch in [&mut named, &mut overall] {
+            let next = watch.message().await.unwrap().unwrap();
+            assert_eq!(next.status, ServingStatus::NotServing as i32);
+        }
+        assert!(
+            on_drain_rx.await.unwrap(),
+            "on_drain runs after Drain::start"
+        );
+        // The open watches would hold the server; a client leaves.
+        drop((named, overall));
+        let stopped = run.await.unwrap().unwrap();
+        assert!(matches!(stopped, Stopped::Drained { .. }), "{stopped:?}");
+        drain.closed().await;
+        // The admin port was told to stop with the server.
+        while tasks.join_next().await.is_some() {}
+        assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn serve_with_drain_reports_a_deadline_passed() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (_, admin, drain, serve) = harness(&mut tasks, ShutdownTimes::from_ms(10, 200)).await;
+        let t0 = tokio::time::Instant::now();
+        let stopped = serve_with_drain(serve, async {}, || {}, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(stopped, Stopped::DeadlinePassed { calls: Vec::new() });
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert!(drain.is_draining());
+        while tasks.join_next().await.is_some() {}
+        assert!(tokio::net::TcpStream::connect(admin).await.is_err());
     }
 
     #[test]
