@@ -3,6 +3,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use herd_proto::auth::token_matches;
 use herd_proto::engine as pb;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
@@ -44,13 +45,7 @@ impl ControlAuth {
             .strip_prefix("Bearer ")
             .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <token>\""))?
             .as_bytes();
-        let same = presented.len() == self.token.len()
-            && presented
-                .iter()
-                .zip(&self.token)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if token_matches(&self.token, presented) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("unknown token"))

@@ -7,6 +7,9 @@
 //! cumulative executed volume (a replayed event inserts nothing) and moves
 //! the cursor. After a crash the engine resumes after the cursor, so an event
 //! is either wholly recorded or replayed.
+//!
+//! Rows are read by column name into `#[derive(sqlx::FromRow)]` structs;
+//! decimals are TEXT columns (`DecimalText`).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,7 +17,7 @@ use std::str::FromStr;
 use herd_proto::gateway as pb;
 use rust_decimal::Decimal;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, FromRow};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +154,7 @@ fn for_backend(sqlite_sql: &str, backend: Backend) -> String {
 }
 
 /// An order as the engine journals it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct OrderRow {
     pub client_order_id: String,
     pub owner: String,
@@ -171,21 +174,25 @@ pub struct OrderRow {
 }
 
 /// One journaled fill.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct FillRow {
     pub fill_id: String,
     pub client_order_id: String,
+    #[sqlx(try_from = "DecimalText")]
     pub volume: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub price: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub fee: Decimal,
     pub fee_asset: String,
+    #[sqlx(try_from = "Sequence")]
     pub sequence: u64,
     pub incarnation: String,
 }
 
 /// One stored funding position: its state as JSON plus the columns
 /// operators query.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct FundingPositionRow {
     pub id: String,
     pub symbol: String,
@@ -196,7 +203,7 @@ pub struct FundingPositionRow {
 }
 
 /// One fill of a funding position's leg (`purpose`: open, close, rollback).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct FundingFillRow {
     pub fill_id: String,
     pub position_id: String,
@@ -205,45 +212,58 @@ pub struct FundingFillRow {
     pub client_order_id: String,
     pub symbol: String,
     pub side: String,
+    #[sqlx(try_from = "DecimalText")]
     pub qty: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub price: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub fee: Decimal,
     pub fee_asset: String,
+    #[sqlx(try_from = "DecimalText")]
     pub fee_usd: Decimal,
     pub time_ms: i64,
 }
 
 /// One funding settlement booked to a position (`source`: venue or
 /// estimate).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct FundingPaymentRow {
     pub payment_id: String,
     pub position_id: String,
     pub symbol: String,
+    #[sqlx(try_from = "DecimalText")]
     pub amount: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub rate: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub mark: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub size: Decimal,
     pub source: String,
     pub time_ms: i64,
 }
 
 /// A snapshot of the orchestrator's PnL.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct FundingPnlRow {
     pub time_ms: i64,
+    #[sqlx(try_from = "DecimalText")]
     pub total_funding: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub total_fees: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub unrealized: Decimal,
+    #[sqlx(try_from = "DecimalText")]
     pub net: Decimal,
     pub open_positions: i64,
 }
 
 /// Where the event stream was left: the gateway incarnation and the last
 /// sequence fully recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, FromRow)]
 pub struct Cursor {
     pub incarnation: String,
+    #[sqlx(try_from = "Sequence")]
     pub last_sequence: u64,
 }
 
@@ -254,11 +274,80 @@ pub struct Store {
     backend: Backend,
 }
 
-fn dec(s: &str) -> Result<Decimal, StoreError> {
-    if s.is_empty() {
-        return Ok(Decimal::ZERO);
+/// A decimal column as stored: TEXT, the empty string reading as zero. Rows
+/// name it in `#[sqlx(try_from = "DecimalText")]`. The text is parsed while
+/// the column is decoded, so a bad value is an error naming the column and
+/// the value. (Not in a `TryFrom`: sqlx 0.8's derive prints such errors as
+/// "unprintable".)
+struct DecimalText(Decimal);
+
+impl From<DecimalText> for Decimal {
+    fn from(t: DecimalText) -> Decimal {
+        t.0
     }
-    Decimal::from_str(s).map_err(|_| StoreError::Decimal(s.to_string()))
+}
+
+impl<DB: sqlx::Database> sqlx::Type<DB> for DecimalText
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for DecimalText
+where
+    String: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<DecimalText, sqlx::error::BoxDynError> {
+        let text = <String as sqlx::Decode<'r, DB>>::decode(value)?;
+        if text.is_empty() {
+            return Ok(DecimalText(Decimal::ZERO));
+        }
+        match Decimal::from_str(&text) {
+            Ok(d) => Ok(DecimalText(d)),
+            Err(_) => Err(Box::new(StoreError::Decimal(text))),
+        }
+    }
+}
+
+/// An event sequence number, stored as BIGINT (it is written clamped to
+/// `i64::MAX`; a negative value reads as 0). Rows name it in
+/// `#[sqlx(try_from = "Sequence")]`.
+struct Sequence(u64);
+
+impl From<Sequence> for u64 {
+    fn from(s: Sequence) -> u64 {
+        s.0
+    }
+}
+
+impl<DB: sqlx::Database> sqlx::Type<DB> for Sequence
+where
+    i64: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <i64 as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <i64 as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Sequence
+where
+    i64: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Sequence, sqlx::error::BoxDynError> {
+        let n = <i64 as sqlx::Decode<'r, DB>>::decode(value)?;
+        Ok(Sequence(u64::try_from(n).unwrap_or(0)))
+    }
 }
 
 fn status_name(s: i32) -> &'static str {
@@ -329,12 +418,10 @@ impl Store {
             .await?;
         for (version, sql) in MIGRATIONS {
             let done: Option<i64> =
-                sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(*version)
                     .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get(0))
-                    .transpose()?;
+                    .await?;
             if done.is_some() {
                 continue;
             }
@@ -434,16 +521,10 @@ impl Store {
     }
 
     pub async fn cursor(&self) -> Result<Cursor, StoreError> {
-        let row = sqlx::query("SELECT incarnation, last_sequence FROM cursor WHERE id = 1")
+        let cursor = sqlx::query_as("SELECT incarnation, last_sequence FROM cursor WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => Cursor {
-                incarnation: r.try_get(0)?,
-                last_sequence: u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
-            },
-            None => Cursor::default(),
-        })
+        Ok(cursor.unwrap_or_default())
     }
 
     /// Moves the cursor (a new gateway incarnation starts again at 0).
@@ -459,60 +540,43 @@ impl Store {
     }
 
     pub async fn fills(&self) -> Result<Vec<FillRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT fill_id, client_order_id, volume, price, fee, fee_asset, sequence, incarnation \
              FROM fills ORDER BY time_ms, fill_id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FillRow {
-                    fill_id: r.try_get(0)?,
-                    client_order_id: r.try_get(1)?,
-                    volume: dec(&r.try_get::<String, _>(2)?)?,
-                    price: dec(&r.try_get::<String, _>(3)?)?,
-                    fee: dec(&r.try_get::<String, _>(4)?)?,
-                    fee_asset: r.try_get(5)?,
-                    sequence: u64::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
-                    incarnation: r.try_get(7)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn fill_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM fills")
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM fills")
             .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Orders not yet in a final state.
     pub async fn working_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
              average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
              FROM orders WHERE status NOT IN ('filled', 'canceled', 'expired', 'rejected') \
              ORDER BY created_at_ms, client_order_id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(order_row).collect()
+        .await?)
     }
 
     /// Every order journaled for `owner`, oldest first (startup reconcile).
     pub async fn orders_of(&self, owner: &str) -> Result<Vec<OrderRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
              average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
              FROM orders WHERE owner = $1 ORDER BY created_at_ms, client_order_id",
         )
         .bind(owner)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(order_row).collect()
+        .await?)
     }
 
     /// Appends to a strategy's journal.
@@ -535,14 +599,12 @@ impl Store {
 
     /// A strategy's journal, oldest first: (kind, payload, time_ms).
     pub async fn journal(&self, stream: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT kind, payload, time_ms FROM journal WHERE stream = $1 ORDER BY id")
-                .bind(stream)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
+        Ok(sqlx::query_as(
+            "SELECT kind, payload, time_ms FROM journal WHERE stream = $1 ORDER BY id",
+        )
+        .bind(stream)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Inserts or replaces a funding position's stored state.
@@ -576,19 +638,7 @@ impl Store {
             "SELECT id, symbol, state, payload, opened_at_ms, updated_at_ms FROM funding_positions \
              ORDER BY opened_at_ms, id"
         };
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FundingPositionRow {
-                    id: r.try_get(0)?,
-                    symbol: r.try_get(1)?,
-                    state: r.try_get(2)?,
-                    payload: r.try_get(3)?,
-                    opened_at_ms: r.try_get(4)?,
-                    updated_at_ms: r.try_get(5)?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as(sql).fetch_all(&self.pool).await?)
     }
 
     /// Records a leg fill once (a repeated fill id inserts nothing).
@@ -621,32 +671,13 @@ impl Store {
         &self,
         position_id: &str,
     ) -> Result<Vec<FundingFillRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT fill_id, position_id, leg, purpose, client_order_id, symbol, side, qty, price, fee, \
              fee_asset, fee_usd, time_ms FROM funding_fills WHERE position_id = $1 ORDER BY time_ms, fill_id",
         )
         .bind(position_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FundingFillRow {
-                    fill_id: r.try_get(0)?,
-                    position_id: r.try_get(1)?,
-                    leg: r.try_get(2)?,
-                    purpose: r.try_get(3)?,
-                    client_order_id: r.try_get(4)?,
-                    symbol: r.try_get(5)?,
-                    side: r.try_get(6)?,
-                    qty: dec(&r.try_get::<String, _>(7)?)?,
-                    price: dec(&r.try_get::<String, _>(8)?)?,
-                    fee: dec(&r.try_get::<String, _>(9)?)?,
-                    fee_asset: r.try_get(10)?,
-                    fee_usd: dec(&r.try_get::<String, _>(11)?)?,
-                    time_ms: r.try_get(12)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Books a funding payment once; false when its id was booked before.
@@ -674,28 +705,13 @@ impl Store {
         &self,
         position_id: &str,
     ) -> Result<Vec<FundingPaymentRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT payment_id, position_id, symbol, amount, rate, mark, size, source, time_ms \
              FROM funding_payments WHERE position_id = $1 ORDER BY time_ms, payment_id",
         )
         .bind(position_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FundingPaymentRow {
-                    payment_id: r.try_get(0)?,
-                    position_id: r.try_get(1)?,
-                    symbol: r.try_get(2)?,
-                    amount: dec(&r.try_get::<String, _>(3)?)?,
-                    rate: dec(&r.try_get::<String, _>(4)?)?,
-                    mark: dec(&r.try_get::<String, _>(5)?)?,
-                    size: dec(&r.try_get::<String, _>(6)?)?,
-                    source: r.try_get(7)?,
-                    time_ms: r.try_get(8)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Appends a PnL snapshot.
@@ -717,23 +733,11 @@ impl Store {
 
     /// PnL snapshots, oldest first.
     pub async fn funding_pnl_history(&self) -> Result<Vec<FundingPnlRow>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT time_ms, total_funding, total_fees, unrealized, net, open_positions FROM funding_pnl ORDER BY id",
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FundingPnlRow {
-                    time_ms: r.try_get(0)?,
-                    total_funding: dec(&r.try_get::<String, _>(1)?)?,
-                    total_fees: dec(&r.try_get::<String, _>(2)?)?,
-                    unrealized: dec(&r.try_get::<String, _>(3)?)?,
-                    net: dec(&r.try_get::<String, _>(4)?)?,
-                    open_positions: r.try_get(5)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Runs one statement as is (tests and operator tooling).
@@ -804,25 +808,4 @@ async fn set_cursor_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// One `orders` row, selected in [`OrderRow`]'s field order.
-fn order_row(r: &sqlx::any::AnyRow) -> Result<OrderRow, StoreError> {
-    Ok(OrderRow {
-        client_order_id: r.try_get(0)?,
-        owner: r.try_get(1)?,
-        symbol: r.try_get(2)?,
-        side: r.try_get(3)?,
-        order_type: r.try_get(4)?,
-        price: r.try_get(5)?,
-        volume: r.try_get(6)?,
-        volume_executed: r.try_get(7)?,
-        average_price: r.try_get(8)?,
-        fee: r.try_get(9)?,
-        fee_asset: r.try_get(10)?,
-        status: r.try_get(11)?,
-        venue_order_id: r.try_get(12)?,
-        created_at_ms: r.try_get(13)?,
-        updated_at_ms: r.try_get(14)?,
-    })
 }

@@ -180,3 +180,167 @@ async fn migrations_are_idempotent() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_row_reads_back_field_for_field() {
+    use herd_engine::store::{
+        Cursor, FillRow, FundingFillRow, FundingPaymentRow, FundingPnlRow, FundingPositionRow,
+    };
+    use rust_decimal::Decimal;
+    let d = |s: &str| s.parse::<Decimal>().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, url) in backends(dir.path(), "rows").await {
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            store.cursor().await.unwrap(),
+            Cursor::default(),
+            "{backend}"
+        );
+
+        let mut order = order_row("m-1");
+        order.average_price = "0.1".into();
+        order.venue_order_id = "OABC".into();
+        order.created_at_ms = 1_700_000_000_000;
+        order.updated_at_ms = 1_700_000_000_001;
+        store.insert_order(&order).await.unwrap();
+        assert_eq!(
+            store.orders_of("manual").await.unwrap(),
+            vec![order.clone()],
+            "{backend}"
+        );
+        assert_eq!(
+            store.working_orders().await.unwrap(),
+            vec![order],
+            "{backend}"
+        );
+
+        // A fill event whose price and fee are empty: they read back as zero.
+        let mut ev = fill_event(7, "m-1", "40", "40", pb::OrderStatus::Open);
+        ev.fill_price = String::new();
+        ev.fill_fee = String::new();
+        assert!(store.record_event(&ev).await.unwrap());
+        assert_eq!(
+            store.fills().await.unwrap(),
+            vec![FillRow {
+                fill_id: "m-1:40".into(),
+                client_order_id: "m-1".into(),
+                volume: d("40"),
+                price: Decimal::ZERO,
+                fee: Decimal::ZERO,
+                fee_asset: "USD".into(),
+                sequence: 7,
+                incarnation: "inc-1".into(),
+            }],
+            "{backend}"
+        );
+        assert_eq!(
+            store.cursor().await.unwrap(),
+            Cursor {
+                incarnation: "inc-1".into(),
+                last_sequence: 7
+            },
+            "{backend}"
+        );
+        assert_eq!(store.fill_count().await.unwrap(), 1, "{backend}");
+
+        store
+            .append_journal("grid", "cycle", "{}", 5)
+            .await
+            .unwrap();
+        store
+            .append_journal("grid", "heal", "[1]", 6)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.journal("grid").await.unwrap(),
+            vec![
+                ("cycle".to_string(), "{}".to_string(), 5),
+                ("heal".to_string(), "[1]".to_string(), 6)
+            ],
+            "{backend}"
+        );
+
+        let position = FundingPositionRow {
+            id: "p-1".into(),
+            symbol: "BTCUSDT".into(),
+            state: "open".into(),
+            payload: r#"{"legs":2}"#.into(),
+            opened_at_ms: 100,
+            updated_at_ms: 200,
+        };
+        store.upsert_funding_position(&position).await.unwrap();
+        assert_eq!(
+            store.funding_positions(true).await.unwrap(),
+            vec![position],
+            "{backend}"
+        );
+
+        let fill = FundingFillRow {
+            fill_id: "f-1".into(),
+            position_id: "p-1".into(),
+            leg: "perp".into(),
+            purpose: "open".into(),
+            client_order_id: "e1-7".into(),
+            symbol: "BTCUSDT-PERP".into(),
+            side: "sell".into(),
+            qty: d("0.012"),
+            price: d("64000.5"),
+            fee: d("0.42"),
+            fee_asset: "USDT".into(),
+            fee_usd: d("0.42"),
+            time_ms: 300,
+        };
+        assert!(store.insert_funding_fill(&fill).await.unwrap());
+        assert_eq!(
+            store.funding_fills("p-1").await.unwrap(),
+            vec![fill],
+            "{backend}"
+        );
+
+        let payment = FundingPaymentRow {
+            payment_id: "pay-1".into(),
+            position_id: "p-1".into(),
+            symbol: "BTCUSDT-PERP".into(),
+            amount: d("-0.0768"),
+            rate: d("0.0001"),
+            mark: d("64000"),
+            size: d("0.012"),
+            source: "venue".into(),
+            time_ms: 400,
+        };
+        assert!(store.insert_funding_payment(&payment).await.unwrap());
+        assert_eq!(
+            store.funding_payments("p-1").await.unwrap(),
+            vec![payment],
+            "{backend}"
+        );
+
+        let pnl = FundingPnlRow {
+            time_ms: 500,
+            total_funding: d("1.5"),
+            total_fees: d("0.42"),
+            unrealized: d("-0.3"),
+            net: d("0.78"),
+            open_positions: 1,
+        };
+        store.append_funding_pnl(&pnl).await.unwrap();
+        assert_eq!(
+            store.funding_pnl_history().await.unwrap(),
+            vec![pnl],
+            "{backend}"
+        );
+
+        // A stored value that is not a decimal is an error naming it, not a zero.
+        store
+            .execute_raw("UPDATE funding_payments SET rate = 'junk' WHERE payment_id = 'pay-1'")
+            .await
+            .unwrap();
+        let err = store.funding_payments("p-1").await.unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "database: error occurred while decoding column \"rate\": stored value \"junk\" is not a decimal",
+            "{backend}"
+        );
+        store.close().await;
+    }
+}

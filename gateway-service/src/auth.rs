@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use herd_proto::auth::token_matches;
 use tonic::{Request, Status};
 
 use crate::config::GatewayConfig;
@@ -29,13 +30,6 @@ impl std::fmt::Debug for Auth {
             .field("admin", &self.admin.is_some())
             .finish()
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn bearer<T>(req: &Request<T>) -> Result<&[u8], Status> {
@@ -70,12 +64,12 @@ impl Auth {
         let mut found = None;
         // Compare against every token so timing does not reveal which matched.
         for (t, id) in self.engines.iter() {
-            if ct_eq(t, token) {
+            if token_matches(t, token) {
                 found = Some(Caller::Engine(id.clone()));
             }
         }
         if let Some(admin) = &self.admin
-            && ct_eq(admin, token)
+            && token_matches(admin, token)
         {
             found = Some(Caller::Admin);
         }

@@ -22,6 +22,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod admin_http;
 pub mod answer;
+pub mod auth;
 pub mod config;
 pub mod json;
 pub mod prom;

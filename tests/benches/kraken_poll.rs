@@ -25,7 +25,7 @@ use herd_kraken::common::enums::{KrakenOrderType, KrakenSide};
 use herd_kraken::http::HttpConfig;
 use herd_kraken::http::query::{AddOrderParams, OpenOrdersParams, QueryOrdersParams};
 use herd_kraken::nonce::NonceGenerator;
-use herd_kraken::{KrakenConfig, KrakenCredential, KrakenHttpClient, KrakenVenue, Tier};
+use herd_kraken::{CREDENTIAL_SPEC, KrakenConfig, KrakenHttpClient, KrakenVenue, Tier};
 use herd_tests::kraken_harness::{API_KEY, API_SECRET, SimProcess, credential_files};
 use herd_venue::{Clock, NewOrder, OrderState, OrderType, PlaceOutcome, Side, SystemClock, Venue};
 use rust_decimal::Decimal;
@@ -174,7 +174,7 @@ async fn main() {
             base_url: raw_sim.url(),
             ..HttpConfig::default()
         },
-        Some(KrakenCredential::new(API_KEY, API_SECRET).unwrap()),
+        Some(CREDENTIAL_SPEC.parse(API_KEY, API_SECRET).unwrap()),
         NonceGenerator::new(None).unwrap(),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herd_bybit::{BybitConfig, BybitCredential, BybitVenue, CredentialSource};
+use herd_bybit::{BybitConfig, BybitVenue, CREDENTIAL_SPEC, CredentialSource};
 use herd_gateway::config::{EngineEntry, GatewayConfig, Secret, VenueKind};
 use herd_proto::gateway as pb;
 use herd_proto::gateway::gateway_client::GatewayClient;
@@ -66,7 +66,7 @@ fn bybit_config(sim: &SimHandle) -> BybitConfig {
 fn venue(sim: &SimHandle) -> BybitVenue {
     BybitVenue::with_parts(
         &bybit_config(sim),
-        Some(BybitCredential::new(KEY, SECRET).unwrap()),
+        Some(CREDENTIAL_SPEC.parse(KEY, SECRET).unwrap()),
         Arc::new(SystemClock),
     )
     .unwrap()

@@ -12,7 +12,7 @@ use herd_kraken::common::enums::{KrakenOrderType, KrakenSide};
 use herd_kraken::http::query::{AddOrderParams, CancelTarget, OpenOrdersParams, QueryOrdersParams};
 use herd_kraken::http::{HttpConfig, KrakenApiError, KrakenError};
 use herd_kraken::nonce::NonceGenerator;
-use herd_kraken::{KrakenCredential, KrakenHttpClient};
+use herd_kraken::{CREDENTIAL_SPEC, KrakenHttpClient};
 use herd_tests::kraken_harness::{API_KEY, API_SECRET, SimProcess};
 use hmac::{Hmac, Mac};
 use rust_decimal_macros::dec;
@@ -63,7 +63,7 @@ fn client(url: &str) -> KrakenHttpClient {
             base_url: url.to_string(),
             ..HttpConfig::default()
         },
-        Some(KrakenCredential::new(API_KEY, API_SECRET).unwrap()),
+        Some(CREDENTIAL_SPEC.parse(API_KEY, API_SECRET).unwrap()),
         NonceGenerator::new(None).unwrap(),
     )
     .unwrap()

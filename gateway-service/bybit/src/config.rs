@@ -11,9 +11,9 @@
 //! Without `credentials` the key and secret come from `BYBIT_API_KEY` and
 //! `BYBIT_API_SECRET`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_venue::credential::CredentialSource;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -22,40 +22,9 @@ use crate::common::consts::{
     DEFAULT_RECV_WINDOW_MS, DEFAULT_USER_AGENT, IP_BAN_MS, LINEAR_MAKER_FEE, LINEAR_TAKER_FEE,
     SPOT_FEE,
 };
-use crate::common::credential::{BybitCredential, CredentialError};
 use crate::common::urls::DEFAULT_BASE_URL;
 use crate::http::HttpConfig;
 use crate::parse::Fees;
-
-/// Where the API key and secret come from.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
-pub enum CredentialSource {
-    /// `BYBIT_API_KEY` and `BYBIT_API_SECRET`.
-    #[default]
-    Env,
-    /// Two files, e.g. a Kubernetes Secret mounted as a volume.
-    Files {
-        key_path: PathBuf,
-        secret_path: PathBuf,
-    },
-    /// Public endpoints only.
-    None,
-}
-
-impl CredentialSource {
-    /// Loads the credential; `Ok(None)` for [`CredentialSource::None`].
-    pub fn load(&self) -> Result<Option<BybitCredential>, CredentialError> {
-        match self {
-            CredentialSource::Env => BybitCredential::from_env().map(Some),
-            CredentialSource::Files {
-                key_path,
-                secret_path,
-            } => BybitCredential::from_files(key_path, secret_path).map(Some),
-            CredentialSource::None => Ok(None),
-        }
-    }
-}
 
 /// Fee rates herd assumes (Bybit VIP 0 by default).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +53,8 @@ impl Default for FeeConfig {
 pub struct BybitConfig {
     /// REST base URL; point it at the simulator in tests.
     pub base_url: String,
+    /// Where the key and secret come from; by default `BYBIT_API_KEY` and
+    /// `BYBIT_API_SECRET` ([`crate::CREDENTIAL_SPEC`]).
     pub credentials: CredentialSource,
     /// X-BAPI-RECV-WINDOW.
     pub recv_window_ms: i64,
@@ -191,7 +162,12 @@ mod tests {
         );
         let none: BybitConfig =
             serde_json::from_str(r#"{"credentials": {"source": "none"}}"#).unwrap();
-        assert!(none.credentials.load().unwrap().is_none());
+        assert!(
+            none.credentials
+                .load(&crate::CREDENTIAL_SPEC)
+                .unwrap()
+                .is_none()
+        );
         assert!(serde_json::from_str::<BybitConfig>(r#"{"bogus": 1}"#).is_err());
     }
 }

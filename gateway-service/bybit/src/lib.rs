@@ -23,7 +23,8 @@ pub mod parse;
 pub mod venue;
 
 pub use budget::{BudgetConfig, Endpoint, Priority, RateBudget};
-pub use common::{BybitCredential, Category};
-pub use config::{BybitConfig, CredentialSource, FeeConfig};
+pub use common::{CREDENTIAL_SPEC, Category, Credential, CredentialError};
+pub use config::{BybitConfig, FeeConfig};
+pub use herd_venue::credential::CredentialSource;
 pub use http::{BybitError, BybitHttpClient};
 pub use venue::BybitVenue;

@@ -24,7 +24,7 @@ use rust_decimal::Decimal;
 
 use crate::budget::{Endpoint, RateBudget};
 use crate::common::consts::{ORDER_PAGE_LIMIT, SETTLE_COIN, TRANSACTION_LOG_SPAN_MS, VENUE_NAME};
-use crate::common::credential::BybitCredential;
+use crate::common::credential::{CREDENTIAL_SPEC, Credential};
 use crate::common::enums::{BybitOrderType, BybitSide, Category, TimeInForce};
 use crate::common::symbol::{BybitSymbol, from_herd};
 use crate::config::BybitConfig;
@@ -64,7 +64,7 @@ impl BybitVenue {
     pub fn new(config: &BybitConfig) -> Result<BybitVenue, VenueError> {
         let credential = config
             .credentials
-            .load()
+            .load(&CREDENTIAL_SPEC)
             .map_err(|e| VenueError::Auth(e.to_string()))?;
         BybitVenue::with_parts(config, credential, Arc::new(SystemClock))
     }
@@ -72,7 +72,7 @@ impl BybitVenue {
     /// Builds the venue from explicit parts (tests inject the clock here).
     pub fn with_parts(
         config: &BybitConfig,
-        credential: Option<BybitCredential>,
+        credential: Option<Credential>,
         clock: Arc<dyn Clock>,
     ) -> Result<BybitVenue, VenueError> {
         let budget = Arc::new(RateBudget::new(config.budget(), clock.clone()));

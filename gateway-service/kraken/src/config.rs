@@ -11,43 +11,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herd_venue::credential::CredentialSource;
 use serde::Deserialize;
 
 use crate::common::consts::{DEFAULT_LOCKOUT_MS, DEFAULT_USER_AGENT};
-use crate::common::credential::{CredentialError, KrakenCredential};
 use crate::common::enums::{ClientIdMode, Tier};
 use crate::common::urls::DEFAULT_BASE_URL;
 use crate::http::HttpConfig;
-
-/// Where the API key and secret come from.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
-pub enum CredentialSource {
-    /// `KRAKEN_API_KEY` and `KRAKEN_API_SECRET`.
-    #[default]
-    Env,
-    /// Two files, e.g. a Kubernetes Secret mounted as a volume.
-    Files {
-        key_path: PathBuf,
-        secret_path: PathBuf,
-    },
-    /// Public endpoints only.
-    None,
-}
-
-impl CredentialSource {
-    /// Loads the credential; `Ok(None)` for [`CredentialSource::None`].
-    pub fn load(&self) -> Result<Option<KrakenCredential>, CredentialError> {
-        match self {
-            CredentialSource::Env => KrakenCredential::from_env().map(Some),
-            CredentialSource::Files {
-                key_path,
-                secret_path,
-            } => KrakenCredential::from_files(key_path, secret_path).map(Some),
-            CredentialSource::None => Ok(None),
-        }
-    }
-}
 
 /// Configuration of the Kraken venue.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -57,6 +27,8 @@ pub struct KrakenConfig {
     pub tier: Tier,
     /// REST base URL; point it at a simulator in tests.
     pub base_url: String,
+    /// Where the key and secret come from; by default `KRAKEN_API_KEY` and
+    /// `KRAKEN_API_SECRET` ([`crate::CREDENTIAL_SPEC`]).
     pub credentials: CredentialSource,
     /// Where the nonce high-water mark is kept across restarts. Without it a
     /// restart relies on the wall clock alone.
@@ -153,7 +125,12 @@ mod tests {
         assert_eq!(c.client_id_mode, ClientIdMode::Both);
         let none: KrakenConfig =
             serde_json::from_str(r#"{"credentials": {"source": "none"}}"#).unwrap();
-        assert!(none.credentials.load().unwrap().is_none());
+        assert!(
+            none.credentials
+                .load(&crate::CREDENTIAL_SPEC)
+                .unwrap()
+                .is_none()
+        );
         assert!(serde_json::from_str::<KrakenConfig>(r#"{"tier": "whale"}"#).is_err());
         assert!(serde_json::from_str::<KrakenConfig>(r#"{"bogus": 1}"#).is_err());
     }

@@ -19,7 +19,8 @@ pub mod parse;
 pub mod venue;
 
 pub use budget::{Priority, RateBudget};
-pub use common::{KrakenCredential, Tier};
-pub use config::{CredentialSource, KrakenConfig};
+pub use common::{CREDENTIAL_SPEC, Credential, CredentialError, Tier};
+pub use config::KrakenConfig;
+pub use herd_venue::credential::CredentialSource;
 pub use http::{KrakenError, KrakenHttpClient};
 pub use venue::{KrakenVenue, Resolution};

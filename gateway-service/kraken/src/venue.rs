@@ -19,7 +19,7 @@ use crate::common::consts::{
     QUERY_ORDERS_MAX_TXIDS, REST_COST_DEFAULT, REST_COST_HISTORY, TRADING_COST_ADD_ORDER,
     VENUE_NAME, cancel_penalty,
 };
-use crate::common::credential::KrakenCredential;
+use crate::common::credential::{CREDENTIAL_SPEC, Credential};
 use crate::common::enums::{ClientIdMode, KrakenOrderType, KrakenSide};
 use crate::config::KrakenConfig;
 use crate::http::models::{
@@ -138,7 +138,7 @@ impl KrakenVenue {
     pub fn new(config: &KrakenConfig) -> Result<KrakenVenue, VenueError> {
         let credential = config
             .credentials
-            .load()
+            .load(&CREDENTIAL_SPEC)
             .map_err(|e| VenueError::Auth(e.to_string()))?;
         let nonce = NonceGenerator::new(config.nonce_file.clone())
             .map_err(|e| VenueError::Other(e.to_string()))?;
@@ -154,7 +154,7 @@ impl KrakenVenue {
     /// Builds the venue from explicit parts (tests inject clocks here).
     pub fn with_parts(
         config: &KrakenConfig,
-        credential: Option<KrakenCredential>,
+        credential: Option<Credential>,
         nonce: NonceGenerator,
         wall: Arc<dyn Clock>,
         mono: Arc<dyn MonotonicClock>,

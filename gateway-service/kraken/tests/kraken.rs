@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use herd_kraken::budget::CounterKey;
+use herd_kraken::common::credential::sign;
 use herd_kraken::common::enums::ClientIdMode;
 use herd_kraken::http::KrakenApiError;
 use herd_kraken::http::decode_body;
@@ -20,7 +21,7 @@ use herd_kraken::http::models::{
     TickerInfo, TradesHistoryResult,
 };
 use herd_kraken::parse::{self, PairDirectory};
-use herd_kraken::{KrakenCredential, KrakenError, Resolution, Tier};
+use herd_kraken::{CREDENTIAL_SPEC, KrakenError, Resolution, Tier};
 use herd_venue::{
     NewOrder, OrderRef, OrderStatus, OrderType, PlaceOutcome, Side, Venue, VenueError,
 };
@@ -317,7 +318,9 @@ async fn private_calls_are_signed_and_nonces_arrive_in_order() {
         nonces.windows(2).all(|w| w[0] < w[1]),
         "arrival order: {nonces:?}"
     );
-    let cred = KrakenCredential::new(support::API_KEY, support::SECRET).unwrap();
+    let cred = CREDENTIAL_SPEC
+        .parse(support::API_KEY, support::SECRET)
+        .unwrap();
     for r in &calls {
         assert_eq!(r.method, "POST");
         assert_eq!(r.headers["api-key"], support::API_KEY);
@@ -325,7 +328,7 @@ async fn private_calls_are_signed_and_nonces_arrive_in_order() {
         assert!(r.headers["content-type"].starts_with("application/x-www-form-urlencoded"));
         assert_eq!(
             r.headers["api-sign"],
-            cred.sign(&r.path, r.nonce(), r.body.as_bytes())
+            sign(&cred, &r.path, r.nonce(), r.body.as_bytes())
         );
     }
     let rest = v

@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use herd_proto::auth::token_matches;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -75,7 +76,7 @@ impl KeyAuth {
         let nonce_text = nonce.ok_or(INVALID_NONCE)?;
         let expected = self.sign(path, nonce_text, body);
         let given = sign.ok_or(INVALID_SIGNATURE)?;
-        if !ct_eq(expected.as_bytes(), given.as_bytes()) {
+        if !token_matches(expected.as_bytes(), given.as_bytes()) {
             return Err(INVALID_SIGNATURE);
         }
         let n: u64 = nonce_text.parse().map_err(|_| INVALID_NONCE)?;
@@ -85,10 +86,6 @@ impl KeyAuth {
         self.last_nonce = Some(n);
         Ok(())
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -8,6 +8,6 @@ pub mod enums;
 pub mod symbol;
 pub mod urls;
 
-pub use credential::{BybitCredential, CredentialError};
+pub use credential::{CREDENTIAL_SPEC, Credential, CredentialError};
 pub use enums::{BybitOrderStatus, BybitOrderType, BybitSide, Category, TimeInForce};
 pub use symbol::{BybitSymbol, from_herd, to_herd};

@@ -22,7 +22,7 @@ use crate::budget::{Endpoint, LimitStatus, RateBudget};
 use crate::common::consts::{
     ACCOUNT_TYPE, DEFAULT_RECV_WINDOW_MS, DEFAULT_USER_AGENT, INSTRUMENTS_PAGE_LIMIT, KLINE_LIMIT,
 };
-use crate::common::credential::BybitCredential;
+use crate::common::credential::{Credential, sign};
 use crate::common::enums::Category;
 use crate::common::urls::{self, DEFAULT_BASE_URL};
 
@@ -142,7 +142,7 @@ enum Payload {
 pub struct BybitHttpClient {
     http: reqwest::Client,
     base_url: String,
-    credential: Option<BybitCredential>,
+    credential: Option<Credential>,
     budget: Arc<RateBudget>,
     clock: Arc<dyn Clock>,
     recv_window_ms: i64,
@@ -158,7 +158,7 @@ impl BybitHttpClient {
     /// A client. Without a credential only public endpoints work.
     pub fn new(
         config: &HttpConfig,
-        credential: Option<BybitCredential>,
+        credential: Option<Credential>,
         budget: Arc<RateBudget>,
         clock: Arc<dyn Clock>,
     ) -> Result<BybitHttpClient, BybitError> {
@@ -270,12 +270,12 @@ impl BybitHttpClient {
         if signed {
             let cred = self.credential.as_ref().ok_or(BybitError::NoCredential)?;
             let ts = self.server_now_ms();
-            let sign = cred.sign(ts, self.recv_window_ms, &signed_payload);
+            let signature = sign(cred, ts, self.recv_window_ms, &signed_payload);
             req = req
                 .header("X-BAPI-API-KEY", cred.api_key())
                 .header("X-BAPI-TIMESTAMP", ts.to_string())
                 .header("X-BAPI-RECV-WINDOW", self.recv_window_ms.to_string())
-                .header("X-BAPI-SIGN", sign);
+                .header("X-BAPI-SIGN", signature);
         }
         let resp = req.send().await.map_err(|e| send_error(&e))?;
         let status = resp.status().as_u16();

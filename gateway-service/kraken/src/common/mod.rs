@@ -6,5 +6,5 @@ pub mod credential;
 pub mod enums;
 pub mod urls;
 
-pub use credential::{CredentialError, KrakenCredential};
+pub use credential::{CREDENTIAL_SPEC, Credential, CredentialError};
 pub use enums::{ClientIdMode, KrakenOrderStatus, Tier};

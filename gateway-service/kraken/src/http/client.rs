@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
 use crate::common::consts::DEFAULT_USER_AGENT;
-use crate::common::credential::KrakenCredential;
+use crate::common::credential::{Credential, sign};
 use crate::common::urls::{self, DEFAULT_BASE_URL};
 use crate::nonce::NonceGenerator;
 
@@ -54,7 +54,7 @@ impl Default for HttpConfig {
 pub struct KrakenHttpClient {
     http: reqwest::Client,
     base_url: String,
-    credential: Option<KrakenCredential>,
+    credential: Option<Credential>,
     nonce: NonceGenerator,
     private_lock: tokio::sync::Mutex<()>,
 }
@@ -118,7 +118,7 @@ impl KrakenHttpClient {
     /// A client. Without a credential only public endpoints work.
     pub fn new(
         config: &HttpConfig,
-        credential: Option<KrakenCredential>,
+        credential: Option<Credential>,
         nonce: NonceGenerator,
     ) -> Result<KrakenHttpClient, KrakenError> {
         let http = reqwest::Client::builder()
@@ -186,7 +186,7 @@ impl KrakenHttpClient {
             all.push(("nonce", nonce.to_string()));
             all.extend(fields);
             let body = encode_form(&all);
-            let signature = credential.sign(&path, nonce, body.as_bytes());
+            let signature = sign(credential, &path, nonce, body.as_bytes());
             // Held until the response head arrives: Kraken has then read the
             // request, so the next nonce cannot overtake this one.
             self.http

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herd_kraken::budget::TokioClock;
 use herd_kraken::nonce::NonceGenerator;
-use herd_kraken::{CredentialSource, KrakenConfig, KrakenCredential, KrakenVenue, Tier};
+use herd_kraken::{CREDENTIAL_SPEC, CredentialSource, KrakenConfig, KrakenVenue, Tier};
 use herd_venue::ManualClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -258,7 +258,7 @@ pub fn venue_with(
     config(&mut cfg);
     let venue = KrakenVenue::with_parts(
         &cfg,
-        Some(KrakenCredential::new(API_KEY, SECRET).unwrap()),
+        Some(CREDENTIAL_SPEC.parse(API_KEY, SECRET).unwrap()),
         NonceGenerator::new(None).unwrap(),
         Arc::new(wall.clone()),
         Arc::new(TokioClock::new()),
