@@ -150,7 +150,9 @@ pub struct GatewayConfig {
     /// Unset = not served.
     pub http_listen: Option<SocketAddr>,
     pub venue: VenueKind,
-    pub admin_token: Secret,
+    /// The GatewayAdmin token. Absent (no key, no env var) = the admin
+    /// service refuses every call; an empty string is refused at start.
+    pub admin_token: Option<Secret>,
     pub engines: Vec<EngineEntry>,
     /// Milliseconds between order polls.
     pub poll_interval_ms: u64,
@@ -189,7 +191,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: None,
             venue: VenueKind::Paper,
-            admin_token: Secret::default(),
+            admin_token: None,
             engines: Vec::new(),
             poll_interval_ms: 500,
             event_retention: 100_000,
@@ -231,7 +233,7 @@ impl GatewayConfig {
             self.http_listen = herd_proto::config::optional_addr_env(env::HTTP_LISTEN, &v)?;
         }
         if let Some(v) = get(env::ADMIN_TOKEN) {
-            self.admin_token = Secret::new(v);
+            self.admin_token = Some(Secret::new(v));
         }
         if let Some(v) = get(env::VENUE) {
             self.venue = match v.as_str() {
@@ -275,7 +277,6 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();
-        let mut prefixes = HashSet::new();
         for e in &self.engines {
             if e.id.is_empty()
                 || !e
@@ -312,16 +313,31 @@ impl GatewayConfig {
                     e.id, e.userref_min, e.userref_max
                 )));
             }
-            let prefix = e.prefix();
-            if prefix.len() > 8 {
+            if self
+                .admin_token
+                .as_ref()
+                .is_some_and(|a| a.expose() == e.token.expose())
+            {
                 return Err(ConfigError::Invalid(format!(
-                    "engine {:?}: order prefix {prefix:?} is longer than 8 characters",
+                    "engine {:?}: token is the admin_token; an engine needs a token of its own \
+                     (the admin token cannot trade)",
                     e.id
                 )));
             }
-            if !prefixes.insert(prefix.clone()) {
+            let prefix = e.prefix();
+            if prefix.is_empty()
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(ConfigError::Invalid(format!(
-                    "engine {:?}: order prefix {prefix:?} is used twice",
+                    "engine {:?}: order_prefix {prefix:?} must be non-empty [A-Za-z0-9_-]",
+                    e.id
+                )));
+            }
+            if prefix.len() > 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: order prefix {prefix:?} is longer than 8 characters",
                     e.id
                 )));
             }
@@ -334,6 +350,7 @@ impl GatewayConfig {
         }
         for (i, a) in self.engines.iter().enumerate() {
             for b in &self.engines[i + 1..] {
+                check_prefixes(a, b)?;
                 if a.userref_min <= b.userref_max && b.userref_min <= a.userref_max {
                     return Err(ConfigError::Invalid(format!(
                         "engines {:?} and {:?} have overlapping userref ranges",
@@ -342,10 +359,20 @@ impl GatewayConfig {
                 }
             }
         }
-        if !self.admin_token.expose().is_empty() && self.admin_token.expose().len() < 8 {
-            return Err(ConfigError::Invalid(
-                "admin_token must be at least 8 characters".into(),
-            ));
+        if let Some(admin) = &self.admin_token {
+            if admin.expose().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "admin_token is empty, which would turn the admin service off unnoticed: \
+                     set a token of at least 8 characters, or remove the key (and leave {} \
+                     unset) to run without one",
+                    env::ADMIN_TOKEN
+                )));
+            }
+            if admin.expose().len() < 8 {
+                return Err(ConfigError::Invalid(
+                    "admin_token must be at least 8 characters".into(),
+                ));
+            }
         }
         let dms = &self.dead_mans_switch;
         if dms.timeout_s == 0 || dms.refresh_s == 0 || dms.refresh_s >= dms.timeout_s {
@@ -376,6 +403,35 @@ impl GatewayConfig {
     }
 }
 
+/// Two engines' order prefixes must not overlap: if one began the other,
+/// an id of the shorter one's engine would name an order of the longer one's
+/// at the venue (`a-` + `b-xyz` is `a-b-` + `xyz`), and after a restart the
+/// venue's order could not be told apart by prefix.
+fn check_prefixes(a: &EngineEntry, b: &EngineEntry) -> Result<(), ConfigError> {
+    let (pa, pb) = (a.prefix(), b.prefix());
+    if pa == pb {
+        return Err(ConfigError::Invalid(format!(
+            "engines {:?} and {:?} have the same order prefix {pa:?}; give each its own \
+             order_prefix",
+            a.id, b.id
+        )));
+    }
+    let (short, long) = if pa.len() < pb.len() {
+        ((a, &pa), (b, &pb))
+    } else {
+        ((b, &pb), (a, &pa))
+    };
+    if long.1.starts_with(short.1.as_str()) {
+        return Err(ConfigError::Invalid(format!(
+            "engines {:?} and {:?} have overlapping order prefixes: {:?} (of {:?}) begins {:?} \
+             (of {:?}), so one engine's ids could name the other's orders; no order prefix \
+             may begin another (set order_prefix)",
+            a.id, b.id, short.1, short.0.id, long.1, long.0.id
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +452,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let cfg = GatewayConfig {
-            admin_token: Secret::new("super-secret-admin"),
+            admin_token: Some(Secret::new("super-secret-admin")),
             engines: vec![engine("e0", "super-secret-engine", 1, 10)],
             ..GatewayConfig::default()
         };
@@ -454,6 +510,116 @@ mod tests {
                 (got, want) => panic!("got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// Issue 23, bug 1: an order prefix that begins another engine's lets
+    /// one engine name the other's orders; refused at start, naming both.
+    #[test]
+    fn overlapping_order_prefixes_are_refused_naming_both_engines() {
+        let with_prefix = |mut e: EngineEntry, p: &str| {
+            e.order_prefix = Some(p.into());
+            e
+        };
+        let cases: Vec<(Vec<EngineEntry>, Option<&[&str]>)> = vec![
+            // Default prefixes "a-" and "a-b-".
+            (
+                vec![
+                    engine("a", "token-aaa", 1, 10),
+                    engine("a-b", "token-bbb", 11, 20),
+                ],
+                Some(&["\"a\"", "\"a-b\"", "\"a-\"", "\"a-b-\"", "overlapping"]),
+            ),
+            // p1's "p0" begins p0's default "p0-" (either order in the file).
+            (
+                vec![
+                    engine("p0", "token-000", 1, 10),
+                    with_prefix(engine("p1", "token-111", 11, 20), "p0"),
+                ],
+                Some(&["\"p0\"", "\"p1\"", "overlapping"]),
+            ),
+            (
+                vec![
+                    with_prefix(engine("p1", "token-111", 11, 20), "p0"),
+                    engine("p0", "token-000", 1, 10),
+                ],
+                Some(&["\"p0\"", "\"p1\"", "overlapping"]),
+            ),
+            (
+                vec![
+                    with_prefix(engine("x", "token-000", 1, 10), "same-"),
+                    with_prefix(engine("y", "token-111", 11, 20), "same-"),
+                ],
+                Some(&["\"x\"", "\"y\"", "same order prefix"]),
+            ),
+            (
+                vec![with_prefix(engine("x", "token-000", 1, 10), "")],
+                Some(&["\"x\"", "order_prefix"]),
+            ),
+            (
+                vec![with_prefix(engine("x", "token-000", 1, 10), "a.b")],
+                Some(&["\"x\"", "order_prefix"]),
+            ),
+            // Neither begins the other: fine.
+            (
+                vec![
+                    engine("a", "token-aaa", 1, 10),
+                    engine("b-a", "token-bbb", 11, 20),
+                    with_prefix(engine("c", "token-ccc", 21, 30), "ab"),
+                ],
+                None,
+            ),
+        ];
+        for (engines, want) in cases {
+            let ids: Vec<String> = engines.iter().map(|e| e.id.clone()).collect();
+            let cfg = GatewayConfig {
+                engines,
+                ..GatewayConfig::default()
+            };
+            match (cfg.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    for w in words {
+                        assert!(e.to_string().contains(w), "{ids:?}: {e} should mention {w}");
+                    }
+                }
+                (got, want) => panic!("{ids:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Issue 23, bug 3: an engine token equal to the admin token, and an
+    /// empty admin token, are refused at start; an absent one means no admin.
+    #[test]
+    fn admin_token_rules() {
+        let cfg = |admin: Option<&str>| GatewayConfig {
+            admin_token: admin.map(Secret::new),
+            engines: vec![
+                engine("e0", "token-000", 1, 10),
+                engine("e1", "token-111", 11, 20),
+            ],
+            ..GatewayConfig::default()
+        };
+        let e = cfg(Some("token-111")).validate().unwrap_err().to_string();
+        assert!(e.contains("\"e1\"") && e.contains("admin_token"), "{e}");
+        let e = cfg(Some("")).validate().unwrap_err().to_string();
+        assert!(e.contains("admin_token is empty"), "{e}");
+        cfg(None).validate().unwrap();
+        cfg(Some("admin-token")).validate().unwrap();
+        // From the file and from the environment alike.
+        let from_file: GatewayConfig = toml::from_str("admin_token = \"\"").unwrap();
+        assert!(from_file.validate().is_err());
+        let absent: GatewayConfig = toml::from_str("").unwrap();
+        assert!(absent.admin_token.is_none());
+        let mut from_env = cfg(None);
+        from_env
+            .apply_env(|k| (k == env::ADMIN_TOKEN).then(String::new))
+            .unwrap();
+        assert!(from_env.validate().is_err());
+        from_env
+            .apply_env(|k| (k == env::ADMIN_TOKEN).then(|| "token-000".to_string()))
+            .unwrap();
+        let e = from_env.validate().unwrap_err().to_string();
+        assert!(e.contains("\"e0\"") && e.contains("admin_token"), "{e}");
     }
 
     #[test]
