@@ -97,6 +97,10 @@ where
     }
 }
 
+/// Most client order ids one QueryOrders call may name (duplicates count:
+/// the cap bounds the request, not just the answer).
+pub const MAX_QUERY_IDS: usize = 1_000;
+
 /// How long a ticker or candle answer is served from the cache.
 const MARKET_DATA_TTL_MS: i64 = 250;
 
@@ -566,8 +570,17 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::QueryOrdersResponse>, Status> {
         let engine = engine_of(&req)?;
         self.core.registry.count_call(&engine);
+        let asked = &req.get_ref().client_order_ids;
+        if asked.len() > MAX_QUERY_IDS {
+            return Err(Status::invalid_argument(format!(
+                "client_order_ids: {} ids, at most {MAX_QUERY_IDS} per call",
+                asked.len()
+            )));
+        }
+        let mut seen = HashSet::new();
         let mut orders = Vec::new();
-        for id in &req.get_ref().client_order_ids {
+        // Each order once, in the order first asked for.
+        for id in asked.iter().filter(|id| seen.insert(id.as_str())) {
             convert::validate_client_order_id(id)?;
             let o = self
                 .core
@@ -1119,6 +1132,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 23: QueryOrders takes at most MAX_QUERY_IDS ids, refused by
+    /// field name beyond, and answers each order once.
+    #[tokio::test]
+    async fn query_orders_is_capped_and_deduplicated() {
+        use pb::gateway_server::Gateway;
+        let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+        let paper = herd_paper::PaperVenue::new(
+            &herd_paper::PaperConfig::default(),
+            Arc::new(clock.clone()),
+        );
+        let engines = [("a".to_string(), "a-".to_string())];
+        let core = Arc::new(Core::new(
+            Arc::new(paper),
+            None,
+            Arc::new(Registry::new(&engines, "one".into(), 100)),
+            Arc::new(clock),
+            HashMap::from([("a".to_string(), (1, 99))]),
+        ));
+        for id in ["x1", "x2"] {
+            core.place("a", &resting_buy(id)).await.unwrap();
+        }
+        let svc = GatewayService::new(core);
+        let ask = |ids: Vec<String>| {
+            let mut r = Request::new(pb::QueryOrdersRequest {
+                client_order_ids: ids,
+            });
+            r.extensions_mut()
+                .insert(crate::auth::Caller::Engine("a".into()));
+            r
+        };
+        let ids = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| if i % 2 == 0 { "x1" } else { "x2" }.to_string())
+                .collect()
+        };
+        let at_cap = svc.query_orders(ask(ids(MAX_QUERY_IDS))).await.unwrap();
+        let got: Vec<String> = at_cap
+            .into_inner()
+            .orders
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .collect();
+        assert_eq!(got, ["x1", "x2"], "each order once, in the order asked");
+        let over = svc
+            .query_orders(ask(ids(MAX_QUERY_IDS + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), tonic::Code::InvalidArgument);
+        assert!(
+            over.message().starts_with("client_order_ids:") && over.message().contains("1000"),
+            "{over:?}"
+        );
+        let huge = svc.query_orders(ask(ids(200_000))).await.unwrap_err();
+        assert_eq!(huge.code(), tonic::Code::InvalidArgument);
     }
 
     /// With one venue slot, a cancel's follow-up look at the order queues as
