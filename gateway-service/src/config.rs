@@ -36,6 +36,7 @@ pub enum VenueKind {
 
 /// One engine allowed to use the gateway.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EngineEntry {
     pub id: String,
     /// The bearer token the engine presents.
@@ -75,11 +76,13 @@ impl EngineEntry {
     }
 }
 
-/// The paper venue's knobs.
+/// The paper venue's knobs. Read through [`PaperSectionFile`]:
+/// `#[serde(flatten)]` of the exchange's config would let unknown keys pass
+/// silently and cannot be combined with `deny_unknown_fields`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(from = "PaperSectionFile")]
 pub struct PaperSection {
-    #[serde(flatten)]
+    /// The matching core's config; its keys sit in `[paper]` itself.
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
@@ -101,6 +104,61 @@ impl Default for PaperSection {
             step_ms: 1_000,
             state_file: None,
             latency_ms: 0,
+        }
+    }
+}
+
+/// `[paper]` as the file spells it: the gateway's keys and the exchange's
+/// side by side, every key known.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PaperSectionFile {
+    step_ms: u64,
+    state_file: Option<std::path::PathBuf>,
+    latency_ms: u64,
+    instruments: Vec<herd_paper::PaperInstrument>,
+    balances: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    fee_policy: herd_paper::FeePolicy,
+    history_minutes: u32,
+    history_steps_per_minute: u32,
+    seed: u64,
+    margin_asset: String,
+}
+
+impl Default for PaperSectionFile {
+    fn default() -> PaperSectionFile {
+        let d = PaperSection::default();
+        let e = d.exchange;
+        PaperSectionFile {
+            step_ms: d.step_ms,
+            state_file: d.state_file,
+            latency_ms: d.latency_ms,
+            instruments: e.instruments,
+            balances: e.balances,
+            fee_policy: e.fee_policy,
+            history_minutes: e.history_minutes,
+            history_steps_per_minute: e.history_steps_per_minute,
+            seed: e.seed,
+            margin_asset: e.margin_asset,
+        }
+    }
+}
+
+impl From<PaperSectionFile> for PaperSection {
+    fn from(f: PaperSectionFile) -> PaperSection {
+        PaperSection {
+            exchange: PaperConfig {
+                instruments: f.instruments,
+                balances: f.balances,
+                fee_policy: f.fee_policy,
+                history_minutes: f.history_minutes,
+                history_steps_per_minute: f.history_steps_per_minute,
+                seed: f.seed,
+                margin_asset: f.margin_asset,
+            },
+            step_ms: f.step_ms,
+            state_file: f.state_file,
+            latency_ms: f.latency_ms,
         }
     }
 }
@@ -141,9 +199,10 @@ impl DeadMansSwitch {
     }
 }
 
-/// The whole gateway configuration.
+/// The whole gateway configuration. Every table refuses unknown keys
+/// (`herd_proto::config` says which and suggests the closest).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Admin HTTP port: `/metrics` and `/healthz`. Read-only, no token.
@@ -217,7 +276,7 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
 
@@ -620,6 +679,133 @@ mod tests {
             .unwrap();
         let e = from_env.validate().unwrap_err().to_string();
         assert!(e.contains("\"e0\"") && e.contains("admin_token"), "{e}");
+    }
+
+    /// Issue 23, bug 6: a typo at any level of the gateway's config is
+    /// refused, naming the file, the key, where it is and the closest known
+    /// key. (file text, unknown key, where, suggestion)
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            (
+                "admin_tokn = \"admin-token\"\n",
+                "admin_tokn",
+                "at the top level",
+                Some("admin_token"),
+            ),
+            (
+                "poll_interval = 5\n",
+                "poll_interval",
+                "at the top level",
+                Some("poll_interval_ms"),
+            ),
+            (
+                "[krakn]\ntier = \"pro\"\n",
+                "krakn",
+                "at the top level",
+                Some("kraken"),
+            ),
+            (
+                "admin_token = \"admin-token\"\n[[engines]]\nid = \"e0\"\ntokn = \"engine-token\"\n",
+                "tokn",
+                "in [engines]",
+                Some("token"),
+            ),
+            (
+                "[[engines]]\nid = \"e0\"\norder_prefx = \"x-\"\n",
+                "order_prefx",
+                "in [engines]",
+                Some("order_prefix"),
+            ),
+            (
+                "[paper]\nstep_mss = 5\n",
+                "step_mss",
+                "in [paper]",
+                Some("step_ms"),
+            ),
+            (
+                "[paper]\nhistroy_minutes = 5\n",
+                "histroy_minutes",
+                "in [paper]",
+                Some("history_minutes"),
+            ),
+            ("[paper]\nwhatever = 5\n", "whatever", "in [paper]", None),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\ntick_sze = \"0.1\"\n",
+                "tick_sze",
+                "in [paper.instruments]",
+                Some("tick_size"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.path]\nvolatilty = 0.1\n",
+                "volatilty",
+                "in [paper.instruments.path]",
+                Some("volatility"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.perp]\nfunding_interval_hour = 1\n",
+                "funding_interval_hour",
+                "in [paper.instruments.perp]",
+                Some("funding_interval_hours"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.perp.funding]\nstart_rat = \"0.1\"\n",
+                "start_rat",
+                "in [paper.instruments.perp.funding]",
+                Some("start_rate"),
+            ),
+            (
+                "[dead_mans_switch]\ntimeout = 5\n",
+                "timeout",
+                "in [dead_mans_switch]",
+                Some("timeout_s"),
+            ),
+            (
+                "[kraken]\nteir = \"pro\"\n",
+                "teir",
+                "in [kraken]",
+                Some("tier"),
+            ),
+            (
+                "[bybit]\nrecv_window = 5\n",
+                "recv_window",
+                "in [bybit]",
+                Some("recv_window_ms"),
+            ),
+            (
+                "[bybit.fees]\nspot_makr = \"0.1\"\n",
+                "spot_makr",
+                "in [bybit.fees]",
+                Some("spot_maker"),
+            ),
+            (
+                "venue = \"krakn\"\n",
+                "krakn",
+                "at the top level",
+                Some("kraken"),
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("herd-gw-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, (text, key, place, hint)) in cases.iter().enumerate() {
+            let path = dir.join(format!("gateway-{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let e = GatewayConfig::load(Some(&path)).unwrap_err().to_string();
+            let file = path.display().to_string();
+            assert!(e.contains(&file), "{text}: {e} should name {file}");
+            assert!(
+                e.contains(&format!("`{key}` {place}")),
+                "{text}: {e} should name `{key}` {place}"
+            );
+            match hint {
+                Some(h) => assert!(
+                    e.contains(&format!("did you mean `{h}`?")),
+                    "{text}: {e} should suggest {h}"
+                ),
+                None => assert!(!e.contains("did you mean"), "{text}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
