@@ -47,9 +47,10 @@ pub const REGIMES: &[&str] = &["RANGING", "BULLISH", "BEARISH", "UNKNOWN"];
 
 pub use herd_proto::Secret;
 
-/// The whole engine configuration.
+/// The whole engine configuration. Every table refuses unknown keys
+/// (`herd_proto::config` says which and suggests the closest).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// The engine's id; must match the gateway's entry for its token.
     pub id: String,
@@ -136,7 +137,7 @@ impl EngineConfig {
     pub fn load(path: Option<&Path>) -> Result<EngineConfig, ConfigError> {
         let mut cfg: EngineConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
 
@@ -273,6 +274,97 @@ impl EngineConfig {
 mod tests {
     use super::*;
 
+    /// Issue 23, bug 6: a typo at any level of the engine's config (an
+    /// unknown section like `[rangerz]` too) is refused, naming the file,
+    /// the key, where it is and the closest known key.
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            (
+                "tick_mss = 5\n",
+                "tick_mss",
+                "at the top level",
+                Some("tick_ms"),
+            ),
+            (
+                "[rangerz]\nenabled = true\n",
+                "rangerz",
+                "at the top level",
+                Some("rangers"),
+            ),
+            (
+                "[rangers]\nmax_slot = 2\n",
+                "max_slot",
+                "in [rangers]",
+                Some("max_slots"),
+            ),
+            ("[grid]\nslotz = 2\n", "slotz", "in [grid]", Some("slots")),
+            (
+                "[grid.slot]\nentry_pctt = \"1\"\n",
+                "entry_pctt",
+                "in [grid.slot]",
+                Some("entry_pct"),
+            ),
+            (
+                "[grid.heal]\nenabeld = true\n",
+                "enabeld",
+                "in [grid.heal]",
+                Some("enabled"),
+            ),
+            (
+                "[grid.churner]\nmax_activ = 1\n",
+                "max_activ",
+                "in [grid.churner]",
+                Some("max_active"),
+            ),
+            (
+                "[grid.churnr]\nmax_active = 1\n",
+                "churnr",
+                "in [grid]",
+                Some("churner"),
+            ),
+            (
+                "[funding]\nsymbolz = []\n",
+                "symbolz",
+                "in [funding]",
+                Some("symbols"),
+            ),
+            (
+                "[funding]\nnothing_like_it = 1\n",
+                "nothing_like_it",
+                "in [funding]",
+                None,
+            ),
+            (
+                "regime_source = \"hm\"\n",
+                "hm",
+                "at the top level",
+                Some("hmm"),
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("herd-engine-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, (text, key, place, hint)) in cases.iter().enumerate() {
+            let path = dir.join(format!("engine-{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let e = EngineConfig::load(Some(&path)).unwrap_err().to_string();
+            let file = path.display().to_string();
+            assert!(e.contains(&file), "{text}: {e} should name {file}");
+            assert!(
+                e.contains(&format!("`{key}` {place}")),
+                "{text}: {e} should name `{key}` {place}"
+            );
+            match hint {
+                Some(h) => assert!(
+                    e.contains(&format!("did you mean `{h}`?")),
+                    "{text}: {e} should suggest {h}"
+                ),
+                None => assert!(!e.contains("did you mean"), "{text}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn secrets_do_not_print_and_validation_names_the_problem() {
         let cfg = EngineConfig {
@@ -363,6 +455,49 @@ mod tests {
         let defaults = EngineConfig::default();
         assert!(!defaults.rangers.enabled, "nothing trades by default");
         assert_eq!(defaults.regime_source, RegimeSource::Hmm);
+    }
+
+    /// Every config file the repository ships reads under the
+    /// unknown-key rule (placeholders of `herdctl up` filled in).
+    #[test]
+    fn shipped_configs_have_no_unknown_keys() {
+        let fill = |t: &str| {
+            let mut t = t.to_string();
+            for (k, v) in [
+                ("{engine_0_port}", "50061"),
+                ("{engine_1_port}", "50062"),
+                ("{engine_0_http_port}", "9091"),
+                ("{engine_1_http_port}", "9092"),
+                ("{gateway_port}", "50051"),
+                ("{gateway_http_port}", "9090"),
+                ("{data_dir}", "/tmp/herd-data"),
+            ] {
+                t = t.replace(k, v);
+            }
+            t
+        };
+        let engines = [
+            include_str!("../../deploy/local/engine-0.toml"),
+            include_str!("../../deploy/local/engine-1.toml"),
+            include_str!("../../deploy/k8s/base/config/engine.toml"),
+            include_str!("../../docs/rangers-demo/engine.toml"),
+        ];
+        for text in engines {
+            if let Err(e) = toml::from_str::<EngineConfig>(&fill(text)) {
+                panic!("{e}\n{text}");
+            }
+        }
+        let gateways = [
+            include_str!("../../deploy/local/gateway.toml"),
+            include_str!("../../deploy/k8s/overlays/paper/gateway.toml"),
+            include_str!("../../deploy/k8s/overlays/live/gateway.toml"),
+            include_str!("../../docs/rangers-demo/gateway.toml"),
+        ];
+        for text in gateways {
+            if let Err(e) = toml::from_str::<herd_gateway::config::GatewayConfig>(&fill(text)) {
+                panic!("{e}\n{text}");
+            }
+        }
     }
 
     #[test]

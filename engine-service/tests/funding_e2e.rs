@@ -373,7 +373,7 @@ async fn local_herd_engine_1_opens_hedges_on_the_paper_perps() {
     // History is for the rangers' regime detector; not needed here. The
     // test helpers speak with the test tokens.
     gw_cfg.paper.exchange.history_minutes = 0;
-    gw_cfg.admin_token = herd_gateway::config::Secret::new(support::ADMIN_TOKEN);
+    gw_cfg.admin_token = Some(herd_gateway::config::Secret::new(support::ADMIN_TOKEN));
     for e in &mut gw_cfg.engines {
         let token = support::ENGINES.iter().find(|t| t.0 == e.id).unwrap().1;
         e.token = herd_gateway::config::Secret::new(token);

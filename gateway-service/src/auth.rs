@@ -54,7 +54,12 @@ impl Auth {
                     .map(|e| (e.token.expose().as_bytes().to_vec(), e.id.clone()))
                     .collect(),
             ),
-            admin: Some(cfg.admin_token.expose())
+            // Validation refuses an empty token; the filter keeps an
+            // unvalidated one from matching an empty bearer.
+            admin: cfg
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose())
                 .filter(|t| !t.is_empty())
                 .map(|t| Arc::new(t.as_bytes().to_vec())),
         }

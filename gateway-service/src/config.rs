@@ -36,6 +36,7 @@ pub enum VenueKind {
 
 /// One engine allowed to use the gateway.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EngineEntry {
     pub id: String,
     /// The bearer token the engine presents.
@@ -75,11 +76,13 @@ impl EngineEntry {
     }
 }
 
-/// The paper venue's knobs.
+/// The paper venue's knobs. Read through [`PaperSectionFile`]:
+/// `#[serde(flatten)]` of the exchange's config would let unknown keys pass
+/// silently and cannot be combined with `deny_unknown_fields`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(from = "PaperSectionFile")]
 pub struct PaperSection {
-    #[serde(flatten)]
+    /// The matching core's config; its keys sit in `[paper]` itself.
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
@@ -101,6 +104,61 @@ impl Default for PaperSection {
             step_ms: 1_000,
             state_file: None,
             latency_ms: 0,
+        }
+    }
+}
+
+/// `[paper]` as the file spells it: the gateway's keys and the exchange's
+/// side by side, every key known.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PaperSectionFile {
+    step_ms: u64,
+    state_file: Option<std::path::PathBuf>,
+    latency_ms: u64,
+    instruments: Vec<herd_paper::PaperInstrument>,
+    balances: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    fee_policy: herd_paper::FeePolicy,
+    history_minutes: u32,
+    history_steps_per_minute: u32,
+    seed: u64,
+    margin_asset: String,
+}
+
+impl Default for PaperSectionFile {
+    fn default() -> PaperSectionFile {
+        let d = PaperSection::default();
+        let e = d.exchange;
+        PaperSectionFile {
+            step_ms: d.step_ms,
+            state_file: d.state_file,
+            latency_ms: d.latency_ms,
+            instruments: e.instruments,
+            balances: e.balances,
+            fee_policy: e.fee_policy,
+            history_minutes: e.history_minutes,
+            history_steps_per_minute: e.history_steps_per_minute,
+            seed: e.seed,
+            margin_asset: e.margin_asset,
+        }
+    }
+}
+
+impl From<PaperSectionFile> for PaperSection {
+    fn from(f: PaperSectionFile) -> PaperSection {
+        PaperSection {
+            exchange: PaperConfig {
+                instruments: f.instruments,
+                balances: f.balances,
+                fee_policy: f.fee_policy,
+                history_minutes: f.history_minutes,
+                history_steps_per_minute: f.history_steps_per_minute,
+                seed: f.seed,
+                margin_asset: f.margin_asset,
+            },
+            step_ms: f.step_ms,
+            state_file: f.state_file,
+            latency_ms: f.latency_ms,
         }
     }
 }
@@ -141,16 +199,19 @@ impl DeadMansSwitch {
     }
 }
 
-/// The whole gateway configuration.
+/// The whole gateway configuration. Every table refuses unknown keys
+/// (`herd_proto::config` says which and suggests the closest).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Admin HTTP port: `/metrics` and `/healthz`. Read-only, no token.
     /// Unset = not served.
     pub http_listen: Option<SocketAddr>,
     pub venue: VenueKind,
-    pub admin_token: Secret,
+    /// The GatewayAdmin token. Absent (no key, no env var) = the admin
+    /// service refuses every call; an empty string is refused at start.
+    pub admin_token: Option<Secret>,
     pub engines: Vec<EngineEntry>,
     /// Milliseconds between order polls.
     pub poll_interval_ms: u64,
@@ -189,7 +250,7 @@ impl Default for GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_listen: None,
             venue: VenueKind::Paper,
-            admin_token: Secret::default(),
+            admin_token: None,
             engines: Vec::new(),
             poll_interval_ms: 500,
             event_retention: 100_000,
@@ -215,7 +276,7 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
 
@@ -231,7 +292,7 @@ impl GatewayConfig {
             self.http_listen = herd_proto::config::optional_addr_env(env::HTTP_LISTEN, &v)?;
         }
         if let Some(v) = get(env::ADMIN_TOKEN) {
-            self.admin_token = Secret::new(v);
+            self.admin_token = Some(Secret::new(v));
         }
         if let Some(v) = get(env::VENUE) {
             self.venue = match v.as_str() {
@@ -275,7 +336,6 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();
-        let mut prefixes = HashSet::new();
         for e in &self.engines {
             if e.id.is_empty()
                 || !e
@@ -312,16 +372,31 @@ impl GatewayConfig {
                     e.id, e.userref_min, e.userref_max
                 )));
             }
-            let prefix = e.prefix();
-            if prefix.len() > 8 {
+            if self
+                .admin_token
+                .as_ref()
+                .is_some_and(|a| a.expose() == e.token.expose())
+            {
                 return Err(ConfigError::Invalid(format!(
-                    "engine {:?}: order prefix {prefix:?} is longer than 8 characters",
+                    "engine {:?}: token is the admin_token; an engine needs a token of its own \
+                     (the admin token cannot trade)",
                     e.id
                 )));
             }
-            if !prefixes.insert(prefix.clone()) {
+            let prefix = e.prefix();
+            if prefix.is_empty()
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(ConfigError::Invalid(format!(
-                    "engine {:?}: order prefix {prefix:?} is used twice",
+                    "engine {:?}: order_prefix {prefix:?} must be non-empty [A-Za-z0-9_-]",
+                    e.id
+                )));
+            }
+            if prefix.len() > 8 {
+                return Err(ConfigError::Invalid(format!(
+                    "engine {:?}: order prefix {prefix:?} is longer than 8 characters",
                     e.id
                 )));
             }
@@ -334,6 +409,7 @@ impl GatewayConfig {
         }
         for (i, a) in self.engines.iter().enumerate() {
             for b in &self.engines[i + 1..] {
+                check_prefixes(a, b)?;
                 if a.userref_min <= b.userref_max && b.userref_min <= a.userref_max {
                     return Err(ConfigError::Invalid(format!(
                         "engines {:?} and {:?} have overlapping userref ranges",
@@ -342,10 +418,20 @@ impl GatewayConfig {
                 }
             }
         }
-        if !self.admin_token.expose().is_empty() && self.admin_token.expose().len() < 8 {
-            return Err(ConfigError::Invalid(
-                "admin_token must be at least 8 characters".into(),
-            ));
+        if let Some(admin) = &self.admin_token {
+            if admin.expose().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "admin_token is empty, which would turn the admin service off unnoticed: \
+                     set a token of at least 8 characters, or remove the key (and leave {} \
+                     unset) to run without one",
+                    env::ADMIN_TOKEN
+                )));
+            }
+            if admin.expose().len() < 8 {
+                return Err(ConfigError::Invalid(
+                    "admin_token must be at least 8 characters".into(),
+                ));
+            }
         }
         let dms = &self.dead_mans_switch;
         if dms.timeout_s == 0 || dms.refresh_s == 0 || dms.refresh_s >= dms.timeout_s {
@@ -376,6 +462,35 @@ impl GatewayConfig {
     }
 }
 
+/// Two engines' order prefixes must not overlap: if one began the other,
+/// an id of the shorter one's engine would name an order of the longer one's
+/// at the venue (`a-` + `b-xyz` is `a-b-` + `xyz`), and after a restart the
+/// venue's order could not be told apart by prefix.
+fn check_prefixes(a: &EngineEntry, b: &EngineEntry) -> Result<(), ConfigError> {
+    let (pa, pb) = (a.prefix(), b.prefix());
+    if pa == pb {
+        return Err(ConfigError::Invalid(format!(
+            "engines {:?} and {:?} have the same order prefix {pa:?}; give each its own \
+             order_prefix",
+            a.id, b.id
+        )));
+    }
+    let (short, long) = if pa.len() < pb.len() {
+        ((a, &pa), (b, &pb))
+    } else {
+        ((b, &pb), (a, &pa))
+    };
+    if long.1.starts_with(short.1.as_str()) {
+        return Err(ConfigError::Invalid(format!(
+            "engines {:?} and {:?} have overlapping order prefixes: {:?} (of {:?}) begins {:?} \
+             (of {:?}), so one engine's ids could name the other's orders; no order prefix \
+             may begin another (set order_prefix)",
+            a.id, b.id, short.1, short.0.id, long.1, long.0.id
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,7 +511,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let cfg = GatewayConfig {
-            admin_token: Secret::new("super-secret-admin"),
+            admin_token: Some(Secret::new("super-secret-admin")),
             engines: vec![engine("e0", "super-secret-engine", 1, 10)],
             ..GatewayConfig::default()
         };
@@ -454,6 +569,243 @@ mod tests {
                 (got, want) => panic!("got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// Issue 23, bug 1: an order prefix that begins another engine's lets
+    /// one engine name the other's orders; refused at start, naming both.
+    #[test]
+    fn overlapping_order_prefixes_are_refused_naming_both_engines() {
+        let with_prefix = |mut e: EngineEntry, p: &str| {
+            e.order_prefix = Some(p.into());
+            e
+        };
+        let cases: Vec<(Vec<EngineEntry>, Option<&[&str]>)> = vec![
+            // Default prefixes "a-" and "a-b-".
+            (
+                vec![
+                    engine("a", "token-aaa", 1, 10),
+                    engine("a-b", "token-bbb", 11, 20),
+                ],
+                Some(&["\"a\"", "\"a-b\"", "\"a-\"", "\"a-b-\"", "overlapping"]),
+            ),
+            // p1's "p0" begins p0's default "p0-" (either order in the file).
+            (
+                vec![
+                    engine("p0", "token-000", 1, 10),
+                    with_prefix(engine("p1", "token-111", 11, 20), "p0"),
+                ],
+                Some(&["\"p0\"", "\"p1\"", "overlapping"]),
+            ),
+            (
+                vec![
+                    with_prefix(engine("p1", "token-111", 11, 20), "p0"),
+                    engine("p0", "token-000", 1, 10),
+                ],
+                Some(&["\"p0\"", "\"p1\"", "overlapping"]),
+            ),
+            (
+                vec![
+                    with_prefix(engine("x", "token-000", 1, 10), "same-"),
+                    with_prefix(engine("y", "token-111", 11, 20), "same-"),
+                ],
+                Some(&["\"x\"", "\"y\"", "same order prefix"]),
+            ),
+            (
+                vec![with_prefix(engine("x", "token-000", 1, 10), "")],
+                Some(&["\"x\"", "order_prefix"]),
+            ),
+            (
+                vec![with_prefix(engine("x", "token-000", 1, 10), "a.b")],
+                Some(&["\"x\"", "order_prefix"]),
+            ),
+            // Neither begins the other: fine.
+            (
+                vec![
+                    engine("a", "token-aaa", 1, 10),
+                    engine("b-a", "token-bbb", 11, 20),
+                    with_prefix(engine("c", "token-ccc", 21, 30), "ab"),
+                ],
+                None,
+            ),
+        ];
+        for (engines, want) in cases {
+            let ids: Vec<String> = engines.iter().map(|e| e.id.clone()).collect();
+            let cfg = GatewayConfig {
+                engines,
+                ..GatewayConfig::default()
+            };
+            match (cfg.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    for w in words {
+                        assert!(e.to_string().contains(w), "{ids:?}: {e} should mention {w}");
+                    }
+                }
+                (got, want) => panic!("{ids:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Issue 23, bug 3: an engine token equal to the admin token, and an
+    /// empty admin token, are refused at start; an absent one means no admin.
+    #[test]
+    fn admin_token_rules() {
+        let cfg = |admin: Option<&str>| GatewayConfig {
+            admin_token: admin.map(Secret::new),
+            engines: vec![
+                engine("e0", "token-000", 1, 10),
+                engine("e1", "token-111", 11, 20),
+            ],
+            ..GatewayConfig::default()
+        };
+        let e = cfg(Some("token-111")).validate().unwrap_err().to_string();
+        assert!(e.contains("\"e1\"") && e.contains("admin_token"), "{e}");
+        let e = cfg(Some("")).validate().unwrap_err().to_string();
+        assert!(e.contains("admin_token is empty"), "{e}");
+        cfg(None).validate().unwrap();
+        cfg(Some("admin-token")).validate().unwrap();
+        // From the file and from the environment alike.
+        let from_file: GatewayConfig = toml::from_str("admin_token = \"\"").unwrap();
+        assert!(from_file.validate().is_err());
+        let absent: GatewayConfig = toml::from_str("").unwrap();
+        assert!(absent.admin_token.is_none());
+        let mut from_env = cfg(None);
+        from_env
+            .apply_env(|k| (k == env::ADMIN_TOKEN).then(String::new))
+            .unwrap();
+        assert!(from_env.validate().is_err());
+        from_env
+            .apply_env(|k| (k == env::ADMIN_TOKEN).then(|| "token-000".to_string()))
+            .unwrap();
+        let e = from_env.validate().unwrap_err().to_string();
+        assert!(e.contains("\"e0\"") && e.contains("admin_token"), "{e}");
+    }
+
+    /// Issue 23, bug 6: a typo at any level of the gateway's config is
+    /// refused, naming the file, the key, where it is and the closest known
+    /// key. (file text, unknown key, where, suggestion)
+    #[test]
+    fn unknown_keys_are_refused_at_every_level() {
+        let cases: &[(&str, &str, &str, Option<&str>)] = &[
+            (
+                "admin_tokn = \"admin-token\"\n",
+                "admin_tokn",
+                "at the top level",
+                Some("admin_token"),
+            ),
+            (
+                "poll_interval = 5\n",
+                "poll_interval",
+                "at the top level",
+                Some("poll_interval_ms"),
+            ),
+            (
+                "[krakn]\ntier = \"pro\"\n",
+                "krakn",
+                "at the top level",
+                Some("kraken"),
+            ),
+            (
+                "admin_token = \"admin-token\"\n[[engines]]\nid = \"e0\"\ntokn = \"engine-token\"\n",
+                "tokn",
+                "in [engines]",
+                Some("token"),
+            ),
+            (
+                "[[engines]]\nid = \"e0\"\norder_prefx = \"x-\"\n",
+                "order_prefx",
+                "in [engines]",
+                Some("order_prefix"),
+            ),
+            (
+                "[paper]\nstep_mss = 5\n",
+                "step_mss",
+                "in [paper]",
+                Some("step_ms"),
+            ),
+            (
+                "[paper]\nhistroy_minutes = 5\n",
+                "histroy_minutes",
+                "in [paper]",
+                Some("history_minutes"),
+            ),
+            ("[paper]\nwhatever = 5\n", "whatever", "in [paper]", None),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\ntick_sze = \"0.1\"\n",
+                "tick_sze",
+                "in [paper.instruments]",
+                Some("tick_size"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.path]\nvolatilty = 0.1\n",
+                "volatilty",
+                "in [paper.instruments.path]",
+                Some("volatility"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.perp]\nfunding_interval_hour = 1\n",
+                "funding_interval_hour",
+                "in [paper.instruments.perp]",
+                Some("funding_interval_hours"),
+            ),
+            (
+                "[[paper.instruments]]\nsymbol = \"X\"\n[paper.instruments.perp.funding]\nstart_rat = \"0.1\"\n",
+                "start_rat",
+                "in [paper.instruments.perp.funding]",
+                Some("start_rate"),
+            ),
+            (
+                "[dead_mans_switch]\ntimeout = 5\n",
+                "timeout",
+                "in [dead_mans_switch]",
+                Some("timeout_s"),
+            ),
+            (
+                "[kraken]\nteir = \"pro\"\n",
+                "teir",
+                "in [kraken]",
+                Some("tier"),
+            ),
+            (
+                "[bybit]\nrecv_window = 5\n",
+                "recv_window",
+                "in [bybit]",
+                Some("recv_window_ms"),
+            ),
+            (
+                "[bybit.fees]\nspot_makr = \"0.1\"\n",
+                "spot_makr",
+                "in [bybit.fees]",
+                Some("spot_maker"),
+            ),
+            (
+                "venue = \"krakn\"\n",
+                "krakn",
+                "at the top level",
+                Some("kraken"),
+            ),
+        ];
+        let dir = std::env::temp_dir().join(format!("herd-gw-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, (text, key, place, hint)) in cases.iter().enumerate() {
+            let path = dir.join(format!("gateway-{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let e = GatewayConfig::load(Some(&path)).unwrap_err().to_string();
+            let file = path.display().to_string();
+            assert!(e.contains(&file), "{text}: {e} should name {file}");
+            assert!(
+                e.contains(&format!("`{key}` {place}")),
+                "{text}: {e} should name `{key}` {place}"
+            );
+            match hint {
+                Some(h) => assert!(
+                    e.contains(&format!("did you mean `{h}`?")),
+                    "{text}: {e} should suggest {h}"
+                ),
+                None => assert!(!e.contains("did you mean"), "{text}: {e}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

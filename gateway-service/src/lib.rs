@@ -60,6 +60,16 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // `load` validates too; a config built in code must pass the same rules
+    // (above all: no engine's order prefix begins another's).
+    cfg.validate()?;
+    if cfg.admin_token.is_none() {
+        tracing::warn!(
+            "no admin_token configured: the GatewayAdmin service refuses every call \
+             (set admin_token or {})",
+            config::env::ADMIN_TOKEN
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
         VenueKind::Paper => {

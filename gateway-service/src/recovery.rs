@@ -52,8 +52,20 @@ pub async fn run_adoption(core: Arc<Core>) {
 
 /// Finds an order the registry does not know at the venue by the engine's
 /// client id, and adopts it (it may have closed while the gateway was down).
+///
+/// Only an order that is the caller's is looked for and handed back: the
+/// venue-facing id must belong to `engine` by [`Registry::owner_of`] (the
+/// registry's owner, else the longest prefix), before the venue is asked
+/// and again when adopting. Prefix arithmetic alone (`a-` + `b-xyz` is
+/// `a-b-` + `xyz`) never makes another engine's order the caller's.
+///
+/// [`Registry::owner_of`]: crate::registry::Registry::owner_of
 pub async fn lookup(core: &Core, engine: &str, client_order_id: &str) -> Option<OrderState> {
     let venue_id = core.registry.venue_client_id(engine, client_order_id)?;
+    let mine = (engine.to_string(), client_order_id.to_string());
+    if core.registry.owner_of(&venue_id).as_ref() != Some(&mine) {
+        return None;
+    }
     let slot = core.fair.acquire(engine, Priority::Query).await.ok()?;
     let found = core
         .venue
@@ -66,7 +78,11 @@ pub async fn lookup(core: &Core, engine: &str, client_order_id: &str) -> Option<
     drop(slot);
     let state = found.into_iter().find(|s| s.client_order_id == venue_id)?;
     core.registry.adopt(&state);
-    core.registry.get(engine, client_order_id)
+    // Adoption gives the order to its owner by the same rule; if that is not
+    // the caller (it changed meanwhile), the caller's book has no such order.
+    (core.registry.owner(&venue_id).as_ref() == Some(&mine))
+        .then(|| core.registry.get(engine, client_order_id))
+        .flatten()
 }
 
 /// Checks every second for engines whose stream has been gone too long.

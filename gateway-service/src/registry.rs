@@ -8,6 +8,13 @@
 //! the last known state and appends the resulting events to the owner's log
 //! with the next sequence number. Streams read the log; a reconnecting engine
 //! resumes after the last sequence it processed.
+//!
+//! Ownership is the `owners` map, filled when an order is registered or
+//! adopted and never reassigned: a venue-facing id that has an owner belongs
+//! to it. Only an order the gateway has not seen since it started (found at
+//! the venue after a restart) is given an owner by its prefix, the longest
+//! engine prefix it carries (config validation makes that the only one: no
+//! engine's prefix begins another's).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -71,6 +78,9 @@ pub enum Registration {
     New,
     /// The engine used this client id before: here is that order.
     Existing(Box<OrderState>),
+    /// The venue-facing id belongs to another engine (by the registry's
+    /// owner, or by the longest prefix it carries); nothing was recorded.
+    Taken,
 }
 
 /// The gateway's order book of record.
@@ -139,13 +149,20 @@ impl Registry {
     /// resolved by polling. `order` carries the venue-facing client id.
     pub fn register(&self, engine: &str, client_order_id: &str, order: OrderState) -> Registration {
         let mut inner = self.lock();
-        let Some(book) = inner.engines.get_mut(engine) else {
+        let Some(book) = inner.engines.get(engine) else {
             return Registration::New;
         };
         if let Some(t) = book.orders.get(client_order_id) {
             return Registration::Existing(Box::new(t.state.clone()));
         }
         let venue_id = order.client_order_id.clone();
+        let mine = (engine.to_string(), client_order_id.to_string());
+        if owner_of(&inner, &venue_id).is_some_and(|o| o != mine) {
+            return Registration::Taken;
+        }
+        let Some(book) = inner.engines.get_mut(engine) else {
+            return Registration::New;
+        };
         book.orders.insert(
             client_order_id.to_string(),
             Tracked {
@@ -153,9 +170,7 @@ impl Registry {
                 cancel_requested: false,
             },
         );
-        inner
-            .owners
-            .insert(venue_id, (engine.to_string(), client_order_id.to_string()));
+        inner.owners.insert(venue_id, mine);
         Registration::New
     }
 
@@ -172,9 +187,18 @@ impl Registry {
         }
     }
 
-    /// (engine, engine's client id) of a venue-facing client id.
+    /// (engine, engine's client id) of a venue-facing client id the
+    /// registry tracks.
     pub fn owner(&self, venue_client_id: &str) -> Option<(String, String)> {
         self.lock().owners.get(venue_client_id).cloned()
+    }
+
+    /// Who owns a venue-facing client id: the registry's owner when it
+    /// tracks the order, else the engine with the longest prefix the id
+    /// carries (an order not seen since the gateway started). The one rule
+    /// every lookup and adoption goes by.
+    pub fn owner_of(&self, venue_client_id: &str) -> Option<(String, String)> {
+        owner_of(&self.lock(), venue_client_id)
     }
 
     /// The order as last seen (venue-facing client id).
@@ -419,26 +443,24 @@ impl Registry {
             .and_then(|b| b.dead_man_last)
     }
 
-    /// The engine whose order prefix `venue_client_id` carries, and the
-    /// engine's own id for the order.
+    /// The engine whose order prefix `venue_client_id` carries (the
+    /// longest, should several), and the engine's own id for the order.
     pub fn owner_by_prefix(&self, venue_client_id: &str) -> Option<(String, String)> {
-        let inner = self.lock();
-        inner.engines.iter().find_map(|(id, b)| {
-            venue_client_id
-                .strip_prefix(&b.prefix)
-                .filter(|rest| !rest.is_empty())
-                .map(|rest| (id.clone(), rest.to_string()))
-        })
+        owner_by_prefix(&self.lock(), venue_client_id)
     }
 
     /// Takes over an order found at the venue (after a gateway restart, or
     /// asked for by its engine) without emitting events: the engine
-    /// reconciles it with QueryOrders. Returns false if it was known already.
+    /// reconciles it with QueryOrders. Returns false if it was known already
+    /// (an order with an owner is never reassigned) or carries no prefix.
     pub fn adopt(&self, state: &OrderState) -> bool {
-        let Some((engine, client_id)) = self.owner_by_prefix(&state.client_order_id) else {
+        let mut inner = self.lock();
+        if inner.owners.contains_key(&state.client_order_id) {
+            return false;
+        }
+        let Some((engine, client_id)) = owner_by_prefix(&inner, &state.client_order_id) else {
             return false;
         };
-        let mut inner = self.lock();
         let Some(book) = inner.engines.get_mut(&engine) else {
             return false;
         };
@@ -487,6 +509,27 @@ impl Registry {
     pub fn prefix(&self, engine: &str) -> Option<String> {
         self.lock().engines.get(engine).map(|b| b.prefix.clone())
     }
+}
+
+fn owner_of(inner: &Inner, venue_client_id: &str) -> Option<(String, String)> {
+    match inner.owners.get(venue_client_id) {
+        Some(o) => Some(o.clone()),
+        None => owner_by_prefix(inner, venue_client_id),
+    }
+}
+
+fn owner_by_prefix(inner: &Inner, venue_client_id: &str) -> Option<(String, String)> {
+    inner
+        .engines
+        .iter()
+        .filter_map(|(id, b)| {
+            venue_client_id
+                .strip_prefix(&b.prefix)
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (b.prefix.len(), id, rest))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, id, rest)| (id.clone(), rest.to_string()))
 }
 
 /// What one event adds to the fills.
@@ -612,6 +655,61 @@ mod tests {
         assert_eq!(fill.volume, dec!(60));
         assert_eq!(fill.price, dec!(0.083333333333));
         assert_eq!(fill.fee, dec!(0.0125));
+    }
+
+    /// Issue 23, bug 1: even with prefixes that overlap (which config
+    /// validation refuses), an order's owner is the registry's, never what
+    /// the prefix arithmetic of another engine's id makes of it.
+    #[test]
+    fn ownership_is_the_registrys_and_never_moves() {
+        let reg = Registry::new(
+            &[("a".into(), "a-".into()), ("a-b".into(), "a-b-".into())],
+            "inc".into(),
+            10,
+        );
+        assert_eq!(
+            reg.register("a-b", "xyz", pending("a-b-xyz")),
+            Registration::New
+        );
+        // "a" + "b-xyz" is the same venue id: refused, owner unchanged.
+        assert_eq!(
+            reg.register("a", "b-xyz", pending("a-b-xyz")),
+            Registration::Taken
+        );
+        assert_eq!(reg.owner("a-b-xyz"), Some(("a-b".into(), "xyz".into())));
+        assert!(reg.get("a", "b-xyz").is_none());
+        // An id a-b's longer prefix claims cannot be registered by a either,
+        // even before a-b uses it (after a restart it would be a-b's).
+        assert_eq!(
+            reg.register("a", "b-new", pending("a-b-new")),
+            Registration::Taken
+        );
+        // Adopting a venue state never reassigns a known order.
+        let open = with(
+            &pending("a-b-xyz"),
+            OrderStatus::Open,
+            dec!(0),
+            None,
+            dec!(0),
+        );
+        assert!(!reg.adopt(&open));
+        assert_eq!(reg.owner("a-b-xyz"), Some(("a-b".into(), "xyz".into())));
+        assert_eq!(reg.apply(&open, 1).len(), 1);
+        assert_eq!(reg.last_sequence("a"), 0, "a sees none of a-b's events");
+        assert!(reg.working_orders("a").is_empty());
+        // An order unseen since start goes to the longest prefix it carries.
+        assert_eq!(
+            reg.owner_of("a-b-q"),
+            Some(("a-b".to_string(), "q".to_string()))
+        );
+        assert_eq!(
+            reg.owner_of("a-q"),
+            Some(("a".to_string(), "q".to_string()))
+        );
+        let unseen = with(&pending("a-b-q"), OrderStatus::Open, dec!(0), None, dec!(0));
+        assert!(reg.adopt(&unseen));
+        assert_eq!(reg.owner("a-b-q"), Some(("a-b".into(), "q".into())));
+        assert!(reg.get("a", "b-q").is_none());
     }
 
     #[test]

@@ -97,6 +97,10 @@ where
     }
 }
 
+/// Most client order ids one QueryOrders call may name (duplicates count:
+/// the cap bounds the request, not just the answer).
+pub const MAX_QUERY_IDS: usize = 1_000;
+
 /// How long a ticker or candle answer is served from the cache.
 const MARKET_DATA_TTL_MS: i64 = 250;
 
@@ -286,6 +290,13 @@ impl Core {
             OrderState::pending(&venue_order, now),
         ) {
             Registration::Existing(existing) => return self.order_pb(engine, &existing),
+            Registration::Taken => {
+                return Err(Status::invalid_argument(format!(
+                    "client_order_id: {:?} cannot be used: with this engine's prefix {prefix:?} \
+                     it names an order id that is not this engine's",
+                    order.client_order_id
+                )));
+            }
             Registration::New => {}
         }
         let submitted = {
@@ -559,8 +570,17 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::QueryOrdersResponse>, Status> {
         let engine = engine_of(&req)?;
         self.core.registry.count_call(&engine);
+        let asked = &req.get_ref().client_order_ids;
+        if asked.len() > MAX_QUERY_IDS {
+            return Err(Status::invalid_argument(format!(
+                "client_order_ids: {} ids, at most {MAX_QUERY_IDS} per call",
+                asked.len()
+            )));
+        }
+        let mut seen = HashSet::new();
         let mut orders = Vec::new();
-        for id in &req.get_ref().client_order_ids {
+        // Each order once, in the order first asked for.
+        for id in asked.iter().filter(|id| seen.insert(id.as_str())) {
             convert::validate_client_order_id(id)?;
             let o = self
                 .core
@@ -1033,6 +1053,141 @@ mod tests {
             }
             self.inner.query_orders(orders).await
         }
+    }
+
+    fn resting_buy(id: &str) -> pb::PlaceOrderRequest {
+        pb::PlaceOrderRequest {
+            client_order_id: id.into(),
+            symbol: "DOGEUSD".into(),
+            side: pb::Side::Buy as i32,
+            order_type: pb::OrderType::Limit as i32,
+            volume: "100".into(),
+            price: "0.05".into(),
+            post_only: true,
+            ..Default::default()
+        }
+    }
+
+    /// Issue 23, bug 1, below config validation: with prefixes that overlap
+    /// (`a-` and `a-b-`; `p0-` and `p0`), an engine naming another's order
+    /// through prefix arithmetic gets NOT_FOUND, with the registry warm and
+    /// after a restart (the order known only to the venue), and the order
+    /// stays open and its owner's.
+    #[tokio::test]
+    async fn prefix_arithmetic_never_reaches_another_engines_order() {
+        let cases = [
+            (("a-b", "a-b-"), ("a", "a-"), "xyz", "b-xyz"),
+            (("p0", "p0-"), ("p1", "p0"), "abc", "-abc"),
+        ];
+        for ((owner, owner_prefix), (other, other_prefix), id, attack) in cases {
+            let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+            let paper = herd_paper::PaperVenue::new(
+                &herd_paper::PaperConfig::default(),
+                Arc::new(clock.clone()),
+            );
+            let engines = [
+                (owner.to_string(), owner_prefix.to_string()),
+                (other.to_string(), other_prefix.to_string()),
+            ];
+            let userrefs = HashMap::from([
+                (owner.to_string(), (1, 99)),
+                (other.to_string(), (100, 199)),
+            ]);
+            let core = |registry| {
+                Core::new(
+                    Arc::new(paper.clone()),
+                    None,
+                    registry,
+                    Arc::new(clock.clone()),
+                    userrefs.clone(),
+                )
+            };
+            let warm = core(Arc::new(Registry::new(&engines, "one".into(), 100)));
+            warm.place(owner, &resting_buy(id)).await.unwrap();
+            // The same venue, a new registry: the gateway restarted.
+            let cold = core(Arc::new(Registry::new(&engines, "two".into(), 100)));
+            for (when, c) in [("warm", &warm), ("after a restart", &cold)] {
+                let got = c.cancel(other, attack).await.unwrap_err();
+                assert_eq!(
+                    got.code(),
+                    tonic::Code::NotFound,
+                    "{owner}/{other} {when}: {got:?}"
+                );
+                assert!(c.get_or_lookup(other, attack).await.is_none(), "{when}");
+                let placed = c.place(other, &resting_buy(attack)).await;
+                assert!(
+                    placed
+                        .as_ref()
+                        .is_err_and(|e| e.code() == tonic::Code::InvalidArgument),
+                    "{owner}/{other} {when}: {placed:?}"
+                );
+                assert!(c.registry.working_orders(other).is_empty(), "{when}");
+                assert_eq!(c.registry.last_sequence(other), 0, "{when}");
+                let mine = c.get_or_lookup(owner, id).await.unwrap();
+                assert_eq!(mine.status, herd_venue::OrderStatus::Open, "{when}");
+                assert_eq!(
+                    c.registry.owner(&format!("{owner_prefix}{id}")),
+                    Some((owner.to_string(), id.to_string())),
+                    "{when}"
+                );
+            }
+        }
+    }
+
+    /// Issue 23: QueryOrders takes at most MAX_QUERY_IDS ids, refused by
+    /// field name beyond, and answers each order once.
+    #[tokio::test]
+    async fn query_orders_is_capped_and_deduplicated() {
+        use pb::gateway_server::Gateway;
+        let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+        let paper = herd_paper::PaperVenue::new(
+            &herd_paper::PaperConfig::default(),
+            Arc::new(clock.clone()),
+        );
+        let engines = [("a".to_string(), "a-".to_string())];
+        let core = Arc::new(Core::new(
+            Arc::new(paper),
+            None,
+            Arc::new(Registry::new(&engines, "one".into(), 100)),
+            Arc::new(clock),
+            HashMap::from([("a".to_string(), (1, 99))]),
+        ));
+        for id in ["x1", "x2"] {
+            core.place("a", &resting_buy(id)).await.unwrap();
+        }
+        let svc = GatewayService::new(core);
+        let ask = |ids: Vec<String>| {
+            let mut r = Request::new(pb::QueryOrdersRequest {
+                client_order_ids: ids,
+            });
+            r.extensions_mut()
+                .insert(crate::auth::Caller::Engine("a".into()));
+            r
+        };
+        let ids = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| if i % 2 == 0 { "x1" } else { "x2" }.to_string())
+                .collect()
+        };
+        let at_cap = svc.query_orders(ask(ids(MAX_QUERY_IDS))).await.unwrap();
+        let got: Vec<String> = at_cap
+            .into_inner()
+            .orders
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .collect();
+        assert_eq!(got, ["x1", "x2"], "each order once, in the order asked");
+        let over = svc
+            .query_orders(ask(ids(MAX_QUERY_IDS + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(over.code(), tonic::Code::InvalidArgument);
+        assert!(
+            over.message().starts_with("client_order_ids:") && over.message().contains("1000"),
+            "{over:?}"
+        );
+        let huge = svc.query_orders(ask(ids(200_000))).await.unwrap_err();
+        assert_eq!(huge.code(), tonic::Code::InvalidArgument);
     }
 
     /// With one venue slot, a cancel's follow-up look at the order queues as

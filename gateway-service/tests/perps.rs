@@ -26,7 +26,7 @@ impl Gateway {
     async fn start() -> Gateway {
         let mut cfg = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            admin_token: Secret::new(ADMIN_TOKEN),
+            admin_token: Some(Secret::new(ADMIN_TOKEN)),
             engines: vec![EngineEntry {
                 id: "e0".into(),
                 token: Secret::new(ENGINE_TOKEN),

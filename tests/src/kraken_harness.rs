@@ -205,7 +205,7 @@ pub fn kraken_gateway_config(
     GatewayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         venue: VenueKind::Kraken,
-        admin_token: Secret::new("admin-token-for-tests"),
+        admin_token: Some(Secret::new("admin-token-for-tests")),
         engines,
         poll_interval_ms: 200,
         kraken: KrakenConfig {

@@ -93,7 +93,7 @@ impl Gateway {
         let cfg = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             venue: VenueKind::Bybit,
-            admin_token: Secret::new("admin-token-x"),
+            admin_token: Some(Secret::new("admin-token-x")),
             engines: engines
                 .iter()
                 .enumerate()

@@ -62,7 +62,7 @@ impl TestGateway {
     pub async fn start_paper(exchange: PaperConfig) -> TestGateway {
         let cfg = GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_token: GwSecret::new(ADMIN_TOKEN),
+            admin_token: Some(GwSecret::new(ADMIN_TOKEN)),
             engines: ENGINES
                 .iter()
                 .map(|(id, token, lo, hi)| EngineEntry {

@@ -52,7 +52,12 @@ pub enum FeePolicy {
 }
 
 /// One instrument of the paper venue and the market it trades in.
+///
+/// Read through [`PaperInstrumentFile`]: `#[serde(flatten)]` would let
+/// unknown keys pass silently, and cannot be combined with
+/// `deny_unknown_fields`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PaperInstrumentFile")]
 pub struct PaperInstrument {
     #[serde(flatten)]
     pub instrument: Instrument,
@@ -78,9 +83,66 @@ fn default_step_volume() -> f64 {
     1000.0
 }
 
+/// [`PaperInstrument`] as a config file spells it: the instrument's fields
+/// inline, every key known.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaperInstrumentFile {
+    symbol: String,
+    base: String,
+    quote: String,
+    kind: InstrumentKind,
+    tick_size: Decimal,
+    price_decimals: u32,
+    lot_decimals: u32,
+    min_volume: Decimal,
+    min_cost: Decimal,
+    maker_fee: Decimal,
+    taker_fee: Decimal,
+    max_open_orders: u32,
+    start_price: Decimal,
+    #[serde(default)]
+    path: PathConfig,
+    #[serde(default)]
+    liquidity_per_step: Option<Decimal>,
+    #[serde(default = "default_step_volume")]
+    typical_step_volume: f64,
+    #[serde(default)]
+    fee_policy: Option<FeePolicy>,
+    #[serde(default)]
+    perp: Option<PerpConfig>,
+}
+
+impl From<PaperInstrumentFile> for PaperInstrument {
+    fn from(f: PaperInstrumentFile) -> PaperInstrument {
+        PaperInstrument {
+            instrument: Instrument {
+                symbol: f.symbol,
+                base: f.base,
+                quote: f.quote,
+                kind: f.kind,
+                tick_size: f.tick_size,
+                price_decimals: f.price_decimals,
+                lot_decimals: f.lot_decimals,
+                min_volume: f.min_volume,
+                min_cost: f.min_cost,
+                maker_fee: f.maker_fee,
+                taker_fee: f.taker_fee,
+                max_open_orders: f.max_open_orders,
+            },
+            start_price: f.start_price,
+            path: f.path,
+            liquidity_per_step: f.liquidity_per_step,
+            typical_step_volume: f.typical_step_volume,
+            fee_policy: f.fee_policy,
+            perp: f.perp,
+        }
+    }
+}
+
 /// The paper venue's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PaperConfig {
     pub instruments: Vec<PaperInstrument>,
     /// Starting balances per asset.

@@ -52,7 +52,7 @@ pub enum PathRegime {
 
 /// Knobs of the generator, per step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PathConfig {
     pub seed: u64,
     /// Relative standard deviation of one step.

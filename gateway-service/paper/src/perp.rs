@@ -24,7 +24,7 @@ const RATE_DECIMALS: u32 = 8;
 
 /// The funding-rate path of one perpetual, per settlement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FundingPathConfig {
     pub seed: u64,
     /// Rate of the first interval.
@@ -55,7 +55,7 @@ impl Default for FundingPathConfig {
 
 /// What makes a paper instrument a linear perpetual.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PerpConfig {
     /// The spot symbol whose price the mark follows; `None` = the
     /// instrument's own price path.
