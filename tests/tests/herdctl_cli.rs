@@ -516,3 +516,53 @@ async fn funding_emergency_fires_once_and_its_latch_survives_a_restart() {
     .await;
     assert_eq!(f["emergency"]["triggered"], false);
 }
+
+/// Waits until none of `pids` runs any more.
+async fn wait_all_exited(pids: &[u32], what: &str) {
+    herd_tests::wait_until(what, std::time::Duration::from_secs(40), || async {
+        Ok(pids
+            .iter()
+            .all(|p| !herd_tests::process_alive(*p))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 22: `herdctl up` owns its children. SIGTERM (as a process manager
+/// sends) stops every child gracefully, each exits 0 and nothing remains;
+/// after a kill -9 of `herdctl up` the children exit on their own
+/// (parent-death signal), where before they ran on, re-parented to init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herdctl_up_owns_its_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let pids = up.pids();
+    assert!(pids.iter().all(|p| herd_tests::process_alive(*p)));
+    up.signal("TERM").await.unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(40), up.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = up.stderr_text();
+    assert!(
+        status.success(),
+        "herdctl up after SIGTERM: {status}\n{err}"
+    );
+    for name in ["engine-0", "engine-1", "gateway"] {
+        assert!(
+            err.contains(&format!("{name} stopped (exit status: 0)")),
+            "{name} did not exit 0 after SIGTERM:\n{err}"
+        );
+    }
+    assert!(
+        pids.iter().all(|p| !herd_tests::process_alive(*p)),
+        "a child outlived herdctl up: {pids:?}"
+    );
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let pids = up.pids();
+    up.child.kill().await.unwrap();
+    wait_all_exited(&pids, "the children of a killed herdctl up to exit").await;
+}
