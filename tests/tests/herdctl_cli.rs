@@ -566,3 +566,68 @@ async fn herdctl_up_owns_its_children() {
     up.child.kill().await.unwrap();
     wait_all_exited(&pids, "the children of a killed herdctl up to exit").await;
 }
+
+/// Issue 23, bug 7: a second `herdctl up` in the directory of a running
+/// herd is refused before it touches anything (it used to truncate the live
+/// gateway.log and rewrite .herd/local/), naming the running one's pid; and
+/// a new run keeps the previous run's logs as *.log.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_herdctl_up_is_refused_and_logs_rotate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let gateway_log = dir.join("logs/gateway.log");
+    let config = dir.join("local/gateway.toml");
+    let log_before = std::fs::read(&gateway_log).unwrap();
+    let config_before = std::fs::read_to_string(&config).unwrap();
+    assert!(!log_before.is_empty());
+
+    let dir_arg = dir.display().to_string();
+    let (code, _, err) = herdctl_text(&[
+        "up",
+        "--check",
+        "--dir",
+        &dir_arg,
+        "--gateway-port",
+        "0",
+        "--engine-port",
+        "0",
+        "--http-port",
+        "0",
+    ]);
+    let pid = up.child.id().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("another herdctl up (pid {pid})")) && err.contains(&dir_arg),
+        "{err}"
+    );
+    let log_after = std::fs::read(&gateway_log).unwrap();
+    assert!(
+        log_after.starts_with(&log_before),
+        "the running herd's gateway.log was rewritten"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), config_before);
+    assert!(
+        up.pids().iter().all(|p| herd_tests::process_alive(*p)),
+        "the running herd lost a process"
+    );
+
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+    let first_run: Vec<Vec<u8>> = ["gateway.log", "engine-0.log", "engine-1.log"]
+        .iter()
+        .map(|n| std::fs::read(dir.join("logs").join(n)).unwrap())
+        .collect();
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    for (name, before) in ["gateway.log", "engine-0.log", "engine-1.log"]
+        .iter()
+        .zip(&first_run)
+    {
+        let kept = std::fs::read(dir.join("logs").join(format!("{name}.1"))).unwrap();
+        assert_eq!(&kept, before, "{name}.1 is the previous run's {name}");
+        let now = std::fs::read(dir.join("logs").join(name)).unwrap();
+        assert!(!now.starts_with(before), "{name} starts afresh");
+    }
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+}

@@ -180,6 +180,70 @@ async fn spawn(
     })
 }
 
+/// The lock file that marks a directory's herd as running.
+const LOCK_FILE: &str = "up.lock";
+/// The children's logs, kept for one run after it ended (`NAME.1`).
+const LOGS: [&str; 3] = ["gateway.log", "engine-0.log", "engine-1.log"];
+
+/// Takes `DIR/up.lock`: an exclusive advisory lock held for as long as the
+/// returned file is open (the kernel drops it when `up` exits, however it
+/// exits), with `up`'s pid inside. Another `up` in the same directory is
+/// refused, naming that pid, before it touches anything.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if e != rustix::io::Errno::WOULDBLOCK {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot lock {}", path.display()));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => String::new(),
+            pid => format!(" (pid {pid})"),
+        };
+        anyhow::bail!(
+            "a herd is already running in {}: another herdctl up{holder} holds {}; \
+             stop it first, or pass --dir for a second herd",
+            dir.display(),
+            path.display()
+        );
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+/// Keeps the previous run's logs (a crash's among them): `gateway.log`
+/// becomes `gateway.log.1`, replacing the run before that.
+fn rotate_logs(log_dir: &Path) -> anyhow::Result<()> {
+    for name in LOGS {
+        let log = log_dir.join(name);
+        let previous = log_dir.join(format!("{name}.1"));
+        match std::fs::rename(&log, &previous) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot keep {} as {}", log.display(), previous.display())
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sends `signal` to a child that has not been reaped yet.
 fn signal(p: &Proc, signal: rustix::process::Signal) {
     if let Some(pid) = p
@@ -361,12 +425,16 @@ async fn wait_connected(procs: &[Proc]) -> anyhow::Result<()> {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let stop = stop_signals()?;
     tokio::pin!(stop);
+    // Before anything under the directory changes: a herd already running
+    // there keeps its configs and logs.
+    let _lock = lock_dir(&args.dir)?;
     let conf_dir = args.dir.join("local");
     let log_dir = args.dir.join("logs");
     let data_dir = args.dir.join("data");
     for d in [&conf_dir, &log_dir, &data_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    rotate_logs(&log_dir)?;
     let gateway_cfg = conf_dir.join("gateway.toml");
     let ports = Ports {
         gateway: args.gateway_port,
@@ -425,7 +493,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             nth_port(args.http_port, 2)
         );
     }
-    println!("  logs      {}", log_dir.display());
+    println!(
+        "  logs      {} (the previous run's as *.log.1)",
+        log_dir.display()
+    );
     println!(
         "  tokens    control {CONTROL_TOKEN}, admin {ADMIN_TOKEN}, engine e0 {ENGINE_TOKEN_0} (also in {})",
         conf_dir.display()
