@@ -426,6 +426,8 @@ pub struct HerdctlUp {
     pub procs: Vec<(String, String, u32)>,
     /// herdctl's stderr.
     pub stderr: PathBuf,
+    /// What herdctl printed on stdout until it was ready.
+    pub printed: String,
 }
 
 impl HerdctlUp {
@@ -445,9 +447,12 @@ impl HerdctlUp {
         let mut child = cmd.spawn().context("cannot start herdctl up")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut printed = String::new();
         let ready = tokio::time::timeout(Duration::from_secs(120), async {
             let mut procs = Vec::new();
             while let Some(line) = lines.next_line().await? {
+                printed.push_str(&line);
+                printed.push('\n');
                 if line.starts_with("Ctrl-C stops the herd") {
                     return Ok::<_, std::io::Error>(Some(procs));
                 }
@@ -478,6 +483,7 @@ impl HerdctlUp {
             child,
             procs,
             stderr,
+            printed,
         })
     }
 

@@ -631,3 +631,142 @@ async fn second_herdctl_up_is_refused_and_logs_rotate() {
     up.signal("TERM").await.unwrap();
     assert!(up.child.wait().await.unwrap().success());
 }
+
+/// The client order ids an engine of the local herd lists as open, and the
+/// ones its gateway lists for it.
+async fn local_open_orders(
+    up: &herd_tests::HerdctlUp,
+    engine: &str,
+    token: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let engine_url = up.url(engine);
+    let status = tokio::task::spawn_blocking(move || {
+        herdctl_json(&[
+            "status",
+            "--engine",
+            &engine_url,
+            "--token",
+            "herd-local-control",
+        ])
+    })
+    .await?;
+    anyhow::ensure!(status.0 == 0, "herdctl status: {}", status.1);
+    let mut engine_ids: Vec<String> = status.1["open_orders"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["client_order_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut gw = herd_tests::gateway_client(&up.url("gateway"), token).await?;
+    let mut gateway_ids: Vec<String> = gw
+        .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest::default())
+        .await?
+        .into_inner()
+        .orders
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect();
+    engine_ids.sort();
+    gateway_ids.sort();
+    Ok((engine_ids, gateway_ids))
+}
+
+/// Issue 22, found 1: stop the local herd with working orders and start it
+/// again in the same directory: the paper account persists under .herd/,
+/// so the engines' open orders are the gateway's (the paper venue used to
+/// start empty while e0 restored its journal and kept orders that existed
+/// nowhere). `--fresh` then starts from nothing, saying what it removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_herd_restarts_with_the_same_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let before = herd_tests::wait_until(
+        "e0 working orders the gateway knows",
+        std::time::Duration::from_secs(60),
+        || async {
+            let (engine, gateway) =
+                local_open_orders(&up, "engine-0", "herd-local-engine-0").await?;
+            Ok((!engine.is_empty() && engine == gateway).then_some(engine))
+        },
+    )
+    .await
+    .unwrap();
+    up.signal("TERM").await.unwrap();
+    assert!(
+        up.child.wait().await.unwrap().success(),
+        "{}",
+        up.stderr_text()
+    );
+    assert!(dir.join("data/paper.json").exists());
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    for (engine, token) in [
+        ("engine-0", "herd-local-engine-0"),
+        ("engine-1", "herd-local-engine-1"),
+    ] {
+        let agreed = herd_tests::wait_until(
+            "the engine's open orders to equal the gateway's",
+            std::time::Duration::from_secs(60),
+            || async {
+                let (e, g) = local_open_orders(&up, engine, token).await?;
+                Ok((e == g).then_some(()))
+            },
+        )
+        .await;
+        if let Err(e) = agreed {
+            let now = local_open_orders(&up, engine, token).await.unwrap();
+            panic!("{engine}: {e}; engine vs gateway {now:?}");
+        }
+    }
+    // Every order of the first run is known to the paper account (open,
+    // or closed since), not only to e0's journal.
+    let known = known_orders(&up, &before).await;
+    assert_eq!(known, before, "the first run's orders after the restart");
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &["--fresh"])
+        .await
+        .unwrap();
+    assert!(
+        up.printed.contains("--fresh: removing")
+            && up.printed.contains("paper.json")
+            && up.printed.contains("e0.db"),
+        "{}",
+        up.printed
+    );
+    assert_eq!(known_orders(&up, &before).await, Vec::<String>::new());
+    let (e0, _) = local_open_orders(&up, "engine-0", "herd-local-engine-0")
+        .await
+        .unwrap();
+    assert!(
+        e0.iter().all(|id| !before.contains(id)),
+        "--fresh kept e0's journal: {e0:?}"
+    );
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+}
+
+/// Which of e0's client order ids `ids` the local gateway knows.
+async fn known_orders(up: &herd_tests::HerdctlUp, ids: &[String]) -> Vec<String> {
+    let mut gw = herd_tests::gateway_client(&up.url("gateway"), "herd-local-engine-0")
+        .await
+        .unwrap();
+    let mut known = Vec::new();
+    for id in ids {
+        let r = gw
+            .query_orders(herd_proto::gateway::QueryOrdersRequest {
+                client_order_ids: vec![id.clone()],
+            })
+            .await;
+        match r {
+            Ok(_) => known.push(id.clone()),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => panic!("QueryOrders {id}: {s}"),
+        }
+    }
+    known
+}

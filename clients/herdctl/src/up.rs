@@ -62,6 +62,11 @@ pub struct UpArgs {
     /// again (a smoke test of the whole herd).
     #[arg(long)]
     check: bool,
+    /// Start from nothing: remove the local herd's state first (the
+    /// engines' journals and the paper account in DIR/data), saying what
+    /// goes. Without it a restart continues where the last run stopped.
+    #[arg(long)]
+    fresh: bool,
 }
 
 /// Where `up` keeps the local herd's files by default.
@@ -223,6 +228,40 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         .and_then(|()| writeln!(file, "{}", std::process::id()))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(file)
+}
+
+/// `--fresh`: removes everything in `data_dir` (the engines' SQLite
+/// journals, the paper account), one line per entry said first.
+fn wipe_state(data_dir: &Path) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .with_context(|| format!("cannot list {}", data_dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", data_dir.display()))?;
+    entries.sort();
+    if entries.is_empty() {
+        println!(
+            "--fresh: no local state in {} to remove",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    println!(
+        "--fresh: removing the local herd's state (engine journals, paper account) in {}:",
+        data_dir.display()
+    );
+    for path in &entries {
+        println!("  removing {}", path.display());
+    }
+    for path in &entries {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Keeps the previous run's logs (a crash's among them): `gateway.log`
@@ -433,6 +472,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.dir.join("data");
     for d in [&conf_dir, &log_dir, &data_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    if args.fresh {
+        wipe_state(&data_dir)?;
     }
     rotate_logs(&log_dir)?;
     let gateway_cfg = conf_dir.join("gateway.toml");
