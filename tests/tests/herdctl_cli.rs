@@ -628,8 +628,14 @@ async fn second_herdctl_up_is_refused_and_logs_rotate() {
         let now = std::fs::read(dir.join("logs").join(name)).unwrap();
         assert!(!now.starts_with(before), "{name} starts afresh");
     }
-    up.signal("TERM").await.unwrap();
-    assert!(up.child.wait().await.unwrap().success());
+    // SIGHUP (a closed terminal) stops the herd as SIGTERM does.
+    up.signal("HUP").await.unwrap();
+    assert!(
+        up.child.wait().await.unwrap().success(),
+        "{}",
+        up.stderr_text()
+    );
+    assert!(up.pids().iter().all(|p| !herd_tests::process_alive(*p)));
 }
 
 /// The client order ids an engine of the local herd lists as open, and the
@@ -694,7 +700,8 @@ async fn local_herd_restarts_with_the_same_account() {
     )
     .await
     .unwrap();
-    up.signal("TERM").await.unwrap();
+    // SIGINT (Ctrl-C) stops the herd as SIGTERM does.
+    up.signal("INT").await.unwrap();
     assert!(
         up.child.wait().await.unwrap().success(),
         "{}",

@@ -11,6 +11,12 @@
 //! SIGINT and SIGHUP to `up` stop every child gracefully (SIGKILL after
 //! [`SHUTDOWN_DEADLINE`]), and each child asks the kernel for SIGTERM when
 //! `up` dies ([`child_of_up`]), so a kill -9 of `up` leaves nothing running.
+//!
+//! One herd per directory: `DIR/up.lock` is held while `up` runs, and a
+//! second `up` there is refused before it changes anything. Each start
+//! keeps the previous run's logs as `*.log.1`. The paper account
+//! (`DIR/data/paper.json`) persists beside the engines' journals, so a
+//! restart continues the same account; `--fresh` removes both first.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
