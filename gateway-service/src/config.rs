@@ -87,7 +87,9 @@ pub struct PaperSection {
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
     /// Keep the paper account (balances, orders, prices) in this file so it
-    /// survives a gateway restart; saved every few seconds and at shutdown.
+    /// survives a gateway restart, a kill -9 included: the whole exchange is
+    /// saved every few seconds and at shutdown, and every accepted place and
+    /// cancel is written to `STATE_FILE.account` before it is answered.
     pub state_file: Option<std::path::PathBuf>,
     /// Test knob: milliseconds every place and cancel waits before it
     /// reaches the paper book (a slow venue). 0 (the default) = none.

@@ -153,8 +153,13 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tick.tick().await;
-                if let Err(e) = p.save(&path) {
-                    tracing::error!(error = %e, "paper state not saved");
+                // Serializing and fsyncing megabytes of candles blocks: not
+                // on a runtime thread.
+                let (p, path) = (p.clone(), path.clone());
+                match tokio::task::spawn_blocking(move || p.save(&path)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "paper state not saved"),
+                    Err(e) => tracing::error!(error = %e, "paper state save did not finish"),
                 }
             }
         });

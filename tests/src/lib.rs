@@ -16,6 +16,7 @@ pub mod load;
 pub mod procs;
 
 pub use procs::{
-    ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, GatewayOpts, GatewayProc, Proc, admin_client, bin_path,
-    engine_client, engine_token, free_port, gateway_client, wait_until, workspace_root,
+    ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, GatewayOpts, GatewayProc, HerdctlUp, Proc,
+    admin_client, bin_path, engine_client, engine_token, free_port, gateway_client, process_alive,
+    wait_until, workspace_root,
 };

@@ -415,3 +415,119 @@ where
         }
     }
 }
+
+/// `herdctl up` as a user runs it: a real process that starts its own
+/// gateway and engines. Started with `--plain` on ports 0; ready once it
+/// printed every child's address and pid.
+#[derive(Debug)]
+pub struct HerdctlUp {
+    pub child: Child,
+    /// (name, grpc address, pid) of each child: gateway, engine-0, engine-1.
+    pub procs: Vec<(String, String, u32)>,
+    /// herdctl's stderr.
+    pub stderr: PathBuf,
+    /// What herdctl printed on stdout until it was ready.
+    pub printed: String,
+}
+
+impl HerdctlUp {
+    /// Starts `herdctl up --plain --dir DIR` on free ports with `extra`
+    /// arguments and waits for its "Ctrl-C stops the herd" line.
+    pub async fn start(dir: &Path, extra: &[&str]) -> anyhow::Result<HerdctlUp> {
+        let stderr = dir.with_extension(format!("up-{}.err", now_nanos()));
+        let mut cmd = Command::new(bin_path("herdctl")?);
+        cmd.args(["up", "--plain", "--gateway-port", "0", "--engine-port", "0"])
+            .args(["--http-port", "0", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&stderr)?))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("cannot start herdctl up")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = String::new();
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            let mut procs = Vec::new();
+            while let Some(line) = lines.next_line().await? {
+                printed.push_str(&line);
+                printed.push('\n');
+                if line.starts_with("Ctrl-C stops the herd") {
+                    return Ok::<_, std::io::Error>(Some(procs));
+                }
+                // "  gateway   grpc://127.0.0.1:PORT (pid N)"
+                let mut words = line.split_whitespace();
+                if let (Some(name), Some(addr), Some("(pid"), Some(pid)) =
+                    (words.next(), words.next(), words.next(), words.next())
+                    && let (Some(addr), Ok(pid)) = (
+                        addr.strip_prefix("grpc://"),
+                        pid.trim_end_matches(')').parse::<u32>(),
+                    )
+                {
+                    procs.push((name.to_string(), addr.to_string(), pid));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        let procs = match ready {
+            Ok(Ok(Some(procs))) if procs.len() == 3 => procs,
+            other => {
+                let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+                bail!("herdctl up did not become ready ({other:?}); its stderr:\n{err}");
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(HerdctlUp {
+            child,
+            procs,
+            stderr,
+            printed,
+        })
+    }
+
+    /// The grpc URL of child `name` ("gateway", "engine-0", "engine-1").
+    pub fn url(&self, name: &str) -> String {
+        self.procs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, addr, _)| format!("http://{addr}"))
+            .unwrap_or_default()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|(_, _, pid)| *pid).collect()
+    }
+
+    /// Sends `signal` ("TERM", "INT", "HUP") to herdctl up itself.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.id().context("herdctl up already reaped")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed: {status}");
+        }
+        Ok(())
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// Whether process `pid` still runs (a zombie waiting for its parent to
+/// reap it has exited).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // "pid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
+        })
+        .unwrap_or(false)
+}

@@ -267,3 +267,99 @@ async fn dead_man_switch_cancels_only_the_silent_engines_orders() {
     .await
     .unwrap();
 }
+
+/// Issue 23, bug 8: with `paper.state_file`, an order the gateway answered
+/// as accepted is on disk before the answer, so a kill -9 right after the
+/// answers loses none (the state used to be saved every 2 s only: orders
+/// of the last second were gone after a restart while the engine kept
+/// them open). Placed one at a time and many at once (they share writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_kill9_right_after_accepting_orders_loses_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("paper-state.json");
+    let extra = format!(
+        "[paper]\nstep_ms = 3600000\nhistory_minutes = 0\nstate_file = \"{}\"\n",
+        state.display()
+    );
+    let opts = GatewayOpts {
+        port: free_port().unwrap(),
+        ..GatewayOpts::default()
+    };
+    let mut gw = GatewayProc::start_with(dir.path(), 1, &extra, &opts)
+        .await
+        .unwrap();
+    let order = |id: String| gpb::PlaceOrderRequest {
+        client_order_id: id,
+        symbol: "DOGEUSD".into(),
+        side: gpb::Side::Buy as i32,
+        order_type: gpb::OrderType::Limit as i32,
+        volume: "100".into(),
+        price: "0.05".into(),
+        post_only: true,
+        ..Default::default()
+    };
+    let mut as_e0 = gateway_client(&gw.proc.url(), &engine_token("e0"))
+        .await
+        .unwrap();
+    let mut accepted = Vec::new();
+    for i in 0..5 {
+        let id = format!("one-{i}");
+        as_e0.place_order(order(id.clone())).await.unwrap();
+        accepted.push(id);
+    }
+    let at_once: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = as_e0.clone();
+            let req = order(format!("many-{i}"));
+            tokio::spawn(async move { c.place_order(req).await })
+        })
+        .collect();
+    for t in at_once {
+        let placed = t.await.unwrap().unwrap().into_inner();
+        accepted.push(placed.order.unwrap().client_order_id);
+    }
+    let canceled = accepted[0].clone();
+    as_e0
+        .cancel_order(gpb::CancelOrderRequest {
+            client_order_id: canceled.clone(),
+        })
+        .await
+        .unwrap();
+    gw.proc.kill9().await.unwrap();
+
+    let gw = GatewayProc::start_with(dir.path(), 1, &extra, &opts)
+        .await
+        .unwrap();
+    let mut as_e0 = gateway_client(&gw.proc.url(), &engine_token("e0"))
+        .await
+        .unwrap();
+    let found = as_e0
+        .query_orders(gpb::QueryOrdersRequest {
+            client_order_ids: accepted.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    let mut states: Vec<(String, i32)> = found
+        .iter()
+        .map(|o| (o.client_order_id.clone(), o.status))
+        .collect();
+    states.sort();
+    let mut expected: Vec<(String, i32)> = accepted
+        .iter()
+        .map(|id| {
+            let status = if *id == canceled {
+                gpb::OrderStatus::Canceled
+            } else {
+                gpb::OrderStatus::Open
+            };
+            (id.clone(), status as i32)
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(
+        states, expected,
+        "every answered place and cancel survives kill -9"
+    );
+}

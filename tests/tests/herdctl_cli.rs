@@ -516,3 +516,264 @@ async fn funding_emergency_fires_once_and_its_latch_survives_a_restart() {
     .await;
     assert_eq!(f["emergency"]["triggered"], false);
 }
+
+/// Waits until none of `pids` runs any more.
+async fn wait_all_exited(pids: &[u32], what: &str) {
+    herd_tests::wait_until(what, std::time::Duration::from_secs(40), || async {
+        Ok(pids
+            .iter()
+            .all(|p| !herd_tests::process_alive(*p))
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// Issue 22: `herdctl up` owns its children. SIGTERM (as a process manager
+/// sends) stops every child gracefully, each exits 0 and nothing remains;
+/// after a kill -9 of `herdctl up` the children exit on their own
+/// (parent-death signal), where before they ran on, re-parented to init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herdctl_up_owns_its_children() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let pids = up.pids();
+    assert!(pids.iter().all(|p| herd_tests::process_alive(*p)));
+    up.signal("TERM").await.unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(40), up.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = up.stderr_text();
+    assert!(
+        status.success(),
+        "herdctl up after SIGTERM: {status}\n{err}"
+    );
+    for name in ["engine-0", "engine-1", "gateway"] {
+        assert!(
+            err.contains(&format!("{name} stopped (exit status: 0)")),
+            "{name} did not exit 0 after SIGTERM:\n{err}"
+        );
+    }
+    assert!(
+        pids.iter().all(|p| !herd_tests::process_alive(*p)),
+        "a child outlived herdctl up: {pids:?}"
+    );
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let pids = up.pids();
+    up.child.kill().await.unwrap();
+    wait_all_exited(&pids, "the children of a killed herdctl up to exit").await;
+}
+
+/// Issue 23, bug 7: a second `herdctl up` in the directory of a running
+/// herd is refused before it touches anything (it used to truncate the live
+/// gateway.log and rewrite .herd/local/), naming the running one's pid; and
+/// a new run keeps the previous run's logs as *.log.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_herdctl_up_is_refused_and_logs_rotate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let gateway_log = dir.join("logs/gateway.log");
+    let config = dir.join("local/gateway.toml");
+    let log_before = std::fs::read(&gateway_log).unwrap();
+    let config_before = std::fs::read_to_string(&config).unwrap();
+    assert!(!log_before.is_empty());
+
+    let dir_arg = dir.display().to_string();
+    let (code, _, err) = herdctl_text(&[
+        "up",
+        "--check",
+        "--dir",
+        &dir_arg,
+        "--gateway-port",
+        "0",
+        "--engine-port",
+        "0",
+        "--http-port",
+        "0",
+    ]);
+    let pid = up.child.id().unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("another herdctl up (pid {pid})")) && err.contains(&dir_arg),
+        "{err}"
+    );
+    let log_after = std::fs::read(&gateway_log).unwrap();
+    assert!(
+        log_after.starts_with(&log_before),
+        "the running herd's gateway.log was rewritten"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), config_before);
+    assert!(
+        up.pids().iter().all(|p| herd_tests::process_alive(*p)),
+        "the running herd lost a process"
+    );
+
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+    let first_run: Vec<Vec<u8>> = ["gateway.log", "engine-0.log", "engine-1.log"]
+        .iter()
+        .map(|n| std::fs::read(dir.join("logs").join(n)).unwrap())
+        .collect();
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    for (name, before) in ["gateway.log", "engine-0.log", "engine-1.log"]
+        .iter()
+        .zip(&first_run)
+    {
+        let kept = std::fs::read(dir.join("logs").join(format!("{name}.1"))).unwrap();
+        assert_eq!(&kept, before, "{name}.1 is the previous run's {name}");
+        let now = std::fs::read(dir.join("logs").join(name)).unwrap();
+        assert!(!now.starts_with(before), "{name} starts afresh");
+    }
+    // SIGHUP (a closed terminal) stops the herd as SIGTERM does.
+    up.signal("HUP").await.unwrap();
+    assert!(
+        up.child.wait().await.unwrap().success(),
+        "{}",
+        up.stderr_text()
+    );
+    assert!(up.pids().iter().all(|p| !herd_tests::process_alive(*p)));
+}
+
+/// The client order ids an engine of the local herd lists as open, and the
+/// ones its gateway lists for it.
+async fn local_open_orders(
+    up: &herd_tests::HerdctlUp,
+    engine: &str,
+    token: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let engine_url = up.url(engine);
+    let status = tokio::task::spawn_blocking(move || {
+        herdctl_json(&[
+            "status",
+            "--engine",
+            &engine_url,
+            "--token",
+            "herd-local-control",
+        ])
+    })
+    .await?;
+    anyhow::ensure!(status.0 == 0, "herdctl status: {}", status.1);
+    let mut engine_ids: Vec<String> = status.1["open_orders"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o["client_order_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut gw = herd_tests::gateway_client(&up.url("gateway"), token).await?;
+    let mut gateway_ids: Vec<String> = gw
+        .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest::default())
+        .await?
+        .into_inner()
+        .orders
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect();
+    engine_ids.sort();
+    gateway_ids.sort();
+    Ok((engine_ids, gateway_ids))
+}
+
+/// Issue 22, found 1: stop the local herd with working orders and start it
+/// again in the same directory: the paper account persists under .herd/,
+/// so the engines' open orders are the gateway's (the paper venue used to
+/// start empty while e0 restored its journal and kept orders that existed
+/// nowhere). `--fresh` then starts from nothing, saying what it removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_herd_restarts_with_the_same_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let before = herd_tests::wait_until(
+        "e0 working orders the gateway knows",
+        std::time::Duration::from_secs(60),
+        || async {
+            let (engine, gateway) =
+                local_open_orders(&up, "engine-0", "herd-local-engine-0").await?;
+            Ok((!engine.is_empty() && engine == gateway).then_some(engine))
+        },
+    )
+    .await
+    .unwrap();
+    // SIGINT (Ctrl-C) stops the herd as SIGTERM does.
+    up.signal("INT").await.unwrap();
+    assert!(
+        up.child.wait().await.unwrap().success(),
+        "{}",
+        up.stderr_text()
+    );
+    assert!(dir.join("data/paper.json").exists());
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    for (engine, token) in [
+        ("engine-0", "herd-local-engine-0"),
+        ("engine-1", "herd-local-engine-1"),
+    ] {
+        let agreed = herd_tests::wait_until(
+            "the engine's open orders to equal the gateway's",
+            std::time::Duration::from_secs(60),
+            || async {
+                let (e, g) = local_open_orders(&up, engine, token).await?;
+                Ok((e == g).then_some(()))
+            },
+        )
+        .await;
+        if let Err(e) = agreed {
+            let now = local_open_orders(&up, engine, token).await.unwrap();
+            panic!("{engine}: {e}; engine vs gateway {now:?}");
+        }
+    }
+    // Every order of the first run is known to the paper account (open,
+    // or closed since), not only to e0's journal.
+    let known = known_orders(&up, &before).await;
+    assert_eq!(known, before, "the first run's orders after the restart");
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &["--fresh"])
+        .await
+        .unwrap();
+    assert!(
+        up.printed.contains("--fresh: removing")
+            && up.printed.contains("paper.json")
+            && up.printed.contains("e0.db"),
+        "{}",
+        up.printed
+    );
+    assert_eq!(known_orders(&up, &before).await, Vec::<String>::new());
+    let (e0, _) = local_open_orders(&up, "engine-0", "herd-local-engine-0")
+        .await
+        .unwrap();
+    assert!(
+        e0.iter().all(|id| !before.contains(id)),
+        "--fresh kept e0's journal: {e0:?}"
+    );
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+}
+
+/// Which of e0's client order ids `ids` the local gateway knows.
+async fn known_orders(up: &herd_tests::HerdctlUp, ids: &[String]) -> Vec<String> {
+    let mut gw = herd_tests::gateway_client(&up.url("gateway"), "herd-local-engine-0")
+        .await
+        .unwrap();
+    let mut known = Vec::new();
+    for id in ids {
+        let r = gw
+            .query_orders(herd_proto::gateway::QueryOrdersRequest {
+                client_order_ids: vec![id.clone()],
+            })
+            .await;
+        match r {
+            Ok(_) => known.push(id.clone()),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => panic!("QueryOrders {id}: {s}"),
+        }
+    }
+    known
+}

@@ -595,6 +595,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gateway { config } => {
+            up::child_of_up()?;
             herd_gateway::init_tracing();
             let cfg = herd_gateway::config::GatewayConfig::load(Some(&config))?;
             herd_gateway::run(
@@ -606,6 +607,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Engine { config } => {
+            up::child_of_up()?;
             herd_engine::init_tracing();
             let cfg = herd_engine::config::EngineConfig::load(Some(&config))?;
             let strategies = herd_engine::strategies_from_config(&cfg).await?;

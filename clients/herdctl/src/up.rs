@@ -5,6 +5,18 @@
 //! separate processes (this same binary, hidden subcommands) talking real
 //! gRPC over loopback, waits for each to say it listens, then shows a live
 //! status screen until Ctrl-C, when it stops them with SIGTERM.
+//!
+//! `up` owns its children: they run in a process group of their own (a
+//! terminal's Ctrl-C reaches only `up`, which stops them in order), SIGTERM,
+//! SIGINT and SIGHUP to `up` stop every child gracefully (SIGKILL after
+//! [`SHUTDOWN_DEADLINE`]), and each child asks the kernel for SIGTERM when
+//! `up` dies ([`child_of_up`]), so a kill -9 of `up` leaves nothing running.
+//!
+//! One herd per directory: `DIR/up.lock` is held while `up` runs, and a
+//! second `up` there is refused before it changes anything. Each start
+//! keeps the previous run's logs as `*.log.1`. The paper account
+//! (`DIR/data/paper.json`) persists beside the engines' journals, so a
+//! restart continues the same account; `--fresh` removes both first.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -28,6 +40,11 @@ const ENGINE_TEMPLATES: [&str; 2] = [
 const ADMIN_TOKEN: &str = "herd-local-admin";
 const CONTROL_TOKEN: &str = "herd-local-control";
 const ENGINE_TOKEN_0: &str = "herd-local-engine-0";
+/// How long the children get to drain after SIGTERM before SIGKILL (their
+/// own `shutdown_timeout_ms` in deploy/local/ is 12 s).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+/// Set in every child's environment: the pid of the `herdctl up` that owns it.
+const PARENT_ENV: &str = "HERD_UP_PARENT_PID";
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -51,6 +68,11 @@ pub struct UpArgs {
     /// again (a smoke test of the whole herd).
     #[arg(long)]
     check: bool,
+    /// Start from nothing: remove the local herd's state first (the
+    /// engines' journals and the paper account in DIR/data), saying what
+    /// goes. Without it a restart continues where the last run stopped.
+    #[arg(long)]
+    fresh: bool,
 }
 
 /// Where `up` keeps the local herd's files by default.
@@ -96,14 +118,47 @@ fn port_of(addr: &str) -> u16 {
         .unwrap_or(0)
 }
 
-async fn spawn(name: &str, sub: &str, config: &Path, log: &Path) -> anyhow::Result<Proc> {
+/// Called first by the hidden `gateway` and `engine` subcommands: when
+/// `herdctl up` started this process ([`PARENT_ENV`]), ask the kernel for
+/// SIGTERM when it dies (a graceful drain, as if `up` had stopped us), and
+/// exit at once if it already died before the request was in place.
+pub fn child_of_up() -> anyhow::Result<()> {
+    let Some(parent) = std::env::var(PARENT_ENV).ok() else {
+        return Ok(());
+    };
+    let parent: i32 = parent
+        .parse()
+        .with_context(|| format!("{PARENT_ENV}={parent:?} is not a pid"))?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .context("cannot set the parent-death signal")?;
+    let now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    if now != parent {
+        anyhow::bail!("herdctl up (pid {parent}) that started this process is gone");
+    }
+    Ok(())
+}
+
+/// Where a child goes: `group` is the process group to join (None: a new
+/// group led by the child itself).
+async fn spawn(
+    name: &str,
+    sub: &str,
+    config: &Path,
+    log: &Path,
+    group: Option<u32>,
+) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe().context("cannot find the herdctl binary")?;
     let log_file =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let group = group.and_then(|g| i32::try_from(g).ok()).unwrap_or(0);
     let mut child = Command::new(exe)
         .arg(sub)
         .arg("--config")
         .arg(config)
+        .env(PARENT_ENV, std::process::id().to_string())
+        .process_group(group)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
@@ -136,25 +191,177 @@ async fn spawn(name: &str, sub: &str, config: &Path, log: &Path) -> anyhow::Resu
     })
 }
 
-async fn terminate(procs: &mut [Proc]) {
-    for p in procs.iter().rev() {
-        if let Some(pid) = p.child.id() {
-            // SIGTERM: the services drain and exit on their own.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
+/// The lock file that marks a directory's herd as running.
+const LOCK_FILE: &str = "up.lock";
+/// The children's logs, kept for one run after it ended (`NAME.1`).
+const LOGS: [&str; 3] = ["gateway.log", "engine-0.log", "engine-1.log"];
+
+/// Takes `DIR/up.lock`: an exclusive advisory lock held for as long as the
+/// returned file is open (the kernel drops it when `up` exits, however it
+/// exits), with `up`'s pid inside. Another `up` in the same directory is
+/// refused, naming that pid, before it touches anything.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    if let Err(e) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if e != rustix::io::Errno::WOULDBLOCK {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot lock {}", path.display()));
         }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => String::new(),
+            pid => format!(" (pid {pid})"),
+        };
+        anyhow::bail!(
+            "a herd is already running in {}: another herdctl up{holder} holds {}; \
+             stop it first, or pass --dir for a second herd",
+            dir.display(),
+            path.display()
+        );
     }
-    for p in procs.iter_mut().rev() {
-        match tokio::time::timeout(Duration::from_secs(15), p.child.wait()).await {
-            Ok(Ok(status)) => eprintln!("{} stopped ({status})", p.name),
-            _ => {
-                let _ = p.child.kill().await;
-                eprintln!("{} killed after 15 s", p.name);
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+/// `--fresh`: removes everything in `data_dir` (the engines' SQLite
+/// journals, the paper account), one line per entry said first.
+fn wipe_state(data_dir: &Path) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(data_dir)
+        .with_context(|| format!("cannot list {}", data_dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", data_dir.display()))?;
+    entries.sort();
+    if entries.is_empty() {
+        println!(
+            "--fresh: no local state in {} to remove",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    println!(
+        "--fresh: removing the local herd's state (engine journals, paper account) in {}:",
+        data_dir.display()
+    );
+    for path in &entries {
+        println!("  removing {}", path.display());
+    }
+    for path in &entries {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        removed.with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Keeps the previous run's logs (a crash's among them): `gateway.log`
+/// becomes `gateway.log.1`, replacing the run before that.
+fn rotate_logs(log_dir: &Path) -> anyhow::Result<()> {
+    for name in LOGS {
+        let log = log_dir.join(name);
+        let previous = log_dir.join(format!("{name}.1"));
+        match std::fs::rename(&log, &previous) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot keep {} as {}", log.display(), previous.display())
+                });
             }
         }
+    }
+    Ok(())
+}
+
+/// Sends `signal` to a child that has not been reaped yet.
+fn signal(p: &Proc, signal: rustix::process::Signal) {
+    if let Some(pid) = p
+        .child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // ESRCH: it exited on its own meanwhile; waiting tells how.
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// Stops the herd: SIGTERM to the engines, and once they have drained (they
+/// still journal what the gateway streams) to the gateway; SIGKILL to what
+/// is still running at [`SHUTDOWN_DEADLINE`]. True when every child exited 0.
+async fn terminate(procs: &mut [Proc]) -> bool {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+    let mut clean = true;
+    let (engines, gateway): (Vec<&mut Proc>, Vec<&mut Proc>) =
+        procs.iter_mut().partition(|p| p.name != "gateway");
+    for phase in [engines, gateway] {
+        for p in &phase {
+            signal(p, rustix::process::Signal::TERM);
+        }
+        for p in phase {
+            match tokio::time::timeout_at(deadline, p.child.wait()).await {
+                Ok(Ok(status)) => {
+                    clean &= status.success();
+                    eprintln!("{} stopped ({status})", p.name);
+                }
+                Ok(Err(e)) => {
+                    clean = false;
+                    eprintln!("{} could not be waited for: {e}", p.name);
+                }
+                Err(_) => {
+                    clean = false;
+                    let _ = p.child.kill().await;
+                    eprintln!(
+                        "{} killed: still running {} s after SIGTERM",
+                        p.name,
+                        SHUTDOWN_DEADLINE.as_secs()
+                    );
+                }
+            }
+        }
+    }
+    clean
+}
+
+/// Resolves on the first SIGTERM, SIGINT or SIGHUP with the signal's name.
+/// Registered before any child starts, so none of them is missed.
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => "SIGHUP",
+        }
+    })
+}
+
+/// Stops the herd after `signal` and says how that went.
+async fn stop_after(signal: &str, procs: &mut [Proc]) -> anyhow::Result<()> {
+    eprintln!("\n{signal}: stopping the herd...");
+    if terminate(procs).await {
+        Ok(())
+    } else {
+        anyhow::bail!("not every process of the herd stopped cleanly (see above)")
     }
 }
 
@@ -261,12 +468,21 @@ async fn wait_connected(procs: &[Proc]) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let stop = stop_signals()?;
+    tokio::pin!(stop);
+    // Before anything under the directory changes: a herd already running
+    // there keeps its configs and logs.
+    let _lock = lock_dir(&args.dir)?;
     let conf_dir = args.dir.join("local");
     let log_dir = args.dir.join("logs");
     let data_dir = args.dir.join("data");
     for d in [&conf_dir, &log_dir, &data_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    if args.fresh {
+        wipe_state(&data_dir)?;
+    }
+    rotate_logs(&log_dir)?;
     let gateway_cfg = conf_dir.join("gateway.toml");
     let ports = Ports {
         gateway: args.gateway_port,
@@ -280,46 +496,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::write(conf_dir.join("engine-0.token"), ENGINE_TOKEN_0)?;
 
     let mut procs = Vec::new();
-    let started = async {
-        procs.push(
-            spawn(
-                "gateway",
-                "gateway",
-                &gateway_cfg,
-                &log_dir.join("gateway.log"),
-            )
-            .await?,
+    let started = {
+        let start = start_herd(
+            &mut procs,
+            &gateway_cfg,
+            &conf_dir,
+            &log_dir,
+            &data_dir,
+            ports,
         );
-        // Engines learn the port the gateway actually got.
-        let gateway_port = port_of(&procs[0].addr);
-        for (i, t) in ENGINE_TEMPLATES.iter().enumerate() {
-            let cfg = conf_dir.join(format!("engine-{i}.toml"));
-            let ports = Ports {
-                gateway: gateway_port,
-                ..ports
-            };
-            std::fs::write(&cfg, fill(t, ports, &data_dir))?;
-            procs.push(
-                spawn(
-                    &format!("engine-{i}"),
-                    "engine",
-                    &cfg,
-                    &log_dir.join(format!("engine-{i}.log")),
-                )
-                .await?,
-            );
+        tokio::select! {
+            r = start => r.map(|()| None),
+            signal = &mut stop => Ok(Some(signal)),
         }
-        Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    if let Err(e) = started {
-        terminate(&mut procs).await;
-        return Err(e);
+    };
+    match started {
+        Ok(None) => {}
+        Ok(Some(signal)) => return stop_after(signal, &mut procs).await,
+        Err(e) => {
+            terminate(&mut procs).await;
+            return Err(e);
+        }
     }
     let gateway_url = format!("http://{}", procs[0].addr);
     println!("Herd is up (paper venue, no keys, no network).");
     for p in &procs {
-        println!("  {:<9} grpc://{}", p.name, p.addr);
+        println!(
+            "  {:<9} grpc://{} (pid {})",
+            p.name,
+            p.addr,
+            p.child.id().unwrap_or(0)
+        );
     }
     if args.http_port != 0 {
         println!(
@@ -334,7 +541,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             nth_port(args.http_port, 2)
         );
     }
-    println!("  logs      {}", log_dir.display());
+    println!(
+        "  logs      {} (the previous run's as *.log.1)",
+        log_dir.display()
+    );
     println!(
         "  tokens    control {CONTROL_TOKEN}, admin {ADMIN_TOKEN}, engine e0 {ENGINE_TOKEN_0} (also in {})",
         conf_dir.display()
@@ -344,23 +554,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         procs[1].addr
     );
     if args.check {
-        let connected = wait_connected(&procs).await;
+        let connected = tokio::select! {
+            r = wait_connected(&procs) => r,
+            signal = &mut stop => return stop_after(signal, &mut procs).await,
+        };
         println!("{}", screen(&procs, &gateway_url).await);
-        if let Err(e) = connected {
-            terminate(&mut procs).await;
-            return Err(e);
+        let clean = terminate(&mut procs).await;
+        connected?;
+        if !clean {
+            anyhow::bail!("not every process of the herd stopped cleanly (see above)");
         }
-        terminate(&mut procs).await;
         return Ok(());
     }
     println!("Ctrl-C stops the herd.\n");
     let live = std::io::stdout().is_terminal() && !args.plain;
     let mut tick = tokio::time::interval(Duration::from_secs(if live { 1 } else { 5 }));
-    let stop = tokio::signal::ctrl_c();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            signal = &mut stop => return stop_after(signal, &mut procs).await,
             _ = tick.tick() => {
                 for p in procs.iter_mut() {
                     if let Ok(Some(status)) = p.child.try_wait() {
@@ -378,7 +589,49 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("\nstopping the herd...");
-    terminate(&mut procs).await;
+}
+
+/// Starts the gateway, then the engines (told the port the gateway got), in
+/// one process group led by the gateway. Started children are in `procs`
+/// even when a later one fails, for the caller to stop.
+async fn start_herd(
+    procs: &mut Vec<Proc>,
+    gateway_cfg: &Path,
+    conf_dir: &Path,
+    log_dir: &Path,
+    data_dir: &Path,
+    ports: Ports,
+) -> anyhow::Result<()> {
+    let gateway = spawn(
+        "gateway",
+        "gateway",
+        gateway_cfg,
+        &log_dir.join("gateway.log"),
+        None,
+    )
+    .await?;
+    let group = gateway.child.id();
+    // Engines learn the port the gateway actually got.
+    let gateway_port = port_of(&gateway.addr);
+    procs.push(gateway);
+    for (i, t) in ENGINE_TEMPLATES.iter().enumerate() {
+        let cfg = conf_dir.join(format!("engine-{i}.toml"));
+        let ports = Ports {
+            gateway: gateway_port,
+            ..ports
+        };
+        std::fs::write(&cfg, fill(t, ports, data_dir))
+            .with_context(|| format!("cannot write {}", cfg.display()))?;
+        procs.push(
+            spawn(
+                &format!("engine-{i}"),
+                "engine",
+                &cfg,
+                &log_dir.join(format!("engine-{i}.log")),
+                group,
+            )
+            .await?,
+        );
+    }
     Ok(())
 }

@@ -435,9 +435,131 @@ pub struct Exchange {
     positions: BTreeMap<String, PositionState>,
     funding_payments: VecDeque<FundingPayment>,
     funding_seq: u64,
+    /// Counts serializations of the state (snapshots and account records
+    /// alike), so a restore can tell which of the two files is newer.
+    #[serde(default)]
+    save_seq: u64,
+    /// When the last snapshot was serialized (clock ms).
+    #[serde(default)]
+    snapshot_ms: i64,
+}
+
+/// How far before a snapshot an order's close may lie and still go into the
+/// account records written after it (a margin for the clock; the snapshot
+/// holds every earlier close).
+const CLOSED_SINCE_MARGIN_MS: i64 = 60_000;
+
+/// The account half of the state as written after each accepted place or
+/// cancel (see [`Exchange::account_json`]): everything but the market's
+/// history, and of the closed orders only those closed since the snapshot.
+#[derive(Serialize)]
+struct AccountRecordRef<'a> {
+    save_seq: u64,
+    totals: &'a BTreeMap<String, Decimal>,
+    orders: Vec<&'a OrderState>,
+    reduce_only: &'a HashMap<String, bool>,
+    ids: &'a SplitMix64,
+    positions: &'a BTreeMap<String, PositionState>,
+    funding_payments: &'a VecDeque<FundingPayment>,
+    funding_seq: u64,
+    perps: BTreeMap<&'a str, &'a PerpState>,
+}
+
+#[derive(Deserialize)]
+struct AccountRecord {
+    save_seq: u64,
+    totals: BTreeMap<String, Decimal>,
+    orders: Vec<OrderState>,
+    reduce_only: HashMap<String, bool>,
+    ids: SplitMix64,
+    positions: BTreeMap<String, PositionState>,
+    funding_payments: VecDeque<FundingPayment>,
+    funding_seq: u64,
+    perps: BTreeMap<String, PerpState>,
 }
 
 impl Exchange {
+    /// The whole state as JSON (a snapshot), stamped with the next save
+    /// sequence number and `now_ms`.
+    pub fn snapshot_json(&mut self, now_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
+        self.save_seq += 1;
+        self.snapshot_ms = now_ms;
+        serde_json::to_vec(self)
+    }
+
+    /// The account as JSON (small: no candles, and of the closed orders
+    /// only those closed since `durable_snapshot_ms`, the time of the
+    /// snapshot already on disk), stamped with the next save sequence
+    /// number. Applied over that snapshot by [`Exchange::restore_account`].
+    pub fn account_json(&mut self, durable_snapshot_ms: i64) -> Result<Vec<u8>, serde_json::Error> {
+        self.save_seq += 1;
+        let since = durable_snapshot_ms.saturating_sub(CLOSED_SINCE_MARGIN_MS);
+        let record = AccountRecordRef {
+            save_seq: self.save_seq,
+            totals: &self.totals,
+            orders: self
+                .orders
+                .values()
+                .filter(|o| {
+                    o.status == OrderStatus::Open || o.closed_at_ms.is_none_or(|t| t >= since)
+                })
+                .collect(),
+            reduce_only: &self.reduce_only,
+            ids: &self.ids,
+            positions: &self.positions,
+            funding_payments: &self.funding_payments,
+            funding_seq: self.funding_seq,
+            perps: self
+                .books
+                .iter()
+                .filter_map(|(s, b)| b.perp.as_ref().map(|p| (s.as_str(), p)))
+                .collect(),
+        };
+        serde_json::to_vec(&record)
+    }
+
+    /// When the last snapshot in this state was serialized (clock ms).
+    pub fn snapshot_ms(&self) -> i64 {
+        self.snapshot_ms
+    }
+
+    /// Applies an account record written after this state's snapshot: its
+    /// balances, positions, funding and id generator replace these, and its
+    /// orders replace or join these. A record older than the snapshot is
+    /// ignored (false).
+    pub fn restore_account(&mut self, json: &[u8]) -> Result<bool, serde_json::Error> {
+        let record: AccountRecord = serde_json::from_slice(json)?;
+        if record.save_seq <= self.save_seq {
+            return Ok(false);
+        }
+        self.save_seq = record.save_seq;
+        self.totals = record.totals;
+        self.reduce_only = record.reduce_only;
+        self.ids = record.ids;
+        self.positions = record.positions;
+        self.funding_payments = record.funding_payments;
+        self.funding_seq = record.funding_seq;
+        for (symbol, perp) in record.perps {
+            if let Some(b) = self.books.get_mut(&symbol) {
+                b.perp = Some(perp);
+            }
+        }
+        for o in record.orders {
+            let id = o.venue_order_id.clone();
+            let closed = o.status != OrderStatus::Open;
+            self.by_client_id
+                .insert(o.client_order_id.clone(), id.clone());
+            let was_closed = self
+                .orders
+                .insert(id.clone(), o)
+                .is_some_and(|before| before.status != OrderStatus::Open);
+            if closed && !was_closed {
+                self.remember_closed(id);
+            }
+        }
+        Ok(true)
+    }
+
     /// A fresh exchange at `now_ms`, with `history_minutes` of candles behind it.
     pub fn new(cfg: &PaperConfig, now_ms: i64) -> Exchange {
         let mut books = BTreeMap::new();
@@ -475,6 +597,8 @@ impl Exchange {
             positions: BTreeMap::new(),
             funding_payments: VecDeque::new(),
             funding_seq: 0,
+            save_seq: 0,
+            snapshot_ms: 0,
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));

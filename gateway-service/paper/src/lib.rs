@@ -6,6 +6,15 @@
 //! and [`PaperVenue::drive`] moves its price path in real time. USDT linear
 //! perpetuals ("BTCUSDT-PERP") trade beside their spot pairs, with one-way
 //! positions, funding settlements and account margin ([`perp`]).
+//!
+//! With a state file ([`PaperVenue::load_or_new`]) the account survives a
+//! crash: the whole exchange is snapshotted every few seconds and at
+//! shutdown ([`PaperVenue::save`]), and every accepted place and cancel is
+//! on disk before it is answered, as an account record beside the snapshot
+//! (`STATE_FILE.account`: balances, positions, open orders, orders closed
+//! since the snapshot; no candles, so it stays small). Concurrent places
+//! share one write. Both files are written to a temp file, fsynced and
+//! renamed; on load the newer of the two (a save sequence number) wins.
 
 mod exchange;
 mod path;
@@ -15,7 +24,9 @@ pub use exchange::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
 pub use path::{PathConfig, PathRegime, PricePath, SplitMix64};
 pub use perp::{FundingPathConfig, PerpConfig};
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,6 +45,51 @@ pub struct PaperVenue {
     /// Added before every place and cancel (tests: a slow venue). Zero by
     /// default.
     latency: Duration,
+    /// With a state file: where accepted places and cancels go before they
+    /// are answered.
+    durable: Option<Arc<Durable>>,
+}
+
+/// The account records of a paper venue with a state file.
+#[derive(Debug)]
+struct Durable {
+    /// `STATE_FILE.account`.
+    path: PathBuf,
+    /// Places and cancels so far (counted under the exchange lock).
+    changes: AtomicU64,
+    /// How many of them the record on disk holds; locked while one is
+    /// written, so places that arrive meanwhile share the next write.
+    written: tokio::sync::Mutex<u64>,
+    /// When the snapshot on disk was taken: closes before it need not go
+    /// into the account record.
+    snapshot_ms: AtomicI64,
+}
+
+/// Where the account records of state file `path` go.
+fn account_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".account");
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old or the new
+/// content, never a mix: a temp file beside it, fsync, rename, fsync of
+/// the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 impl PaperVenue {
@@ -43,6 +99,7 @@ impl PaperVenue {
             exchange: Arc::new(Mutex::new(exchange)),
             clock,
             latency: Duration::ZERO,
+            durable: None,
         }
     }
 
@@ -60,13 +117,15 @@ impl PaperVenue {
     }
 
     /// The exchange saved in `path` if there is one (a paper account that
-    /// survives restarts), else a fresh one from `cfg`.
+    /// survives restarts), else a fresh one from `cfg`; with the account
+    /// record beside it applied when that is newer. From then on every
+    /// accepted place and cancel is written before it is answered.
     pub fn load_or_new(
         cfg: &PaperConfig,
         clock: Arc<dyn Clock>,
         path: &Path,
     ) -> Result<PaperVenue, VenueError> {
-        let exchange = match std::fs::read(path) {
+        let mut exchange = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice::<Exchange>(&bytes).map_err(|e| {
                 VenueError::Other(format!(
                     "paper state {} is not readable: {e}",
@@ -83,28 +142,96 @@ impl PaperVenue {
                 )));
             }
         };
+        let account = account_path(path);
+        match std::fs::read(&account) {
+            Ok(bytes) => {
+                let applied = exchange.restore_account(&bytes).map_err(|e| {
+                    VenueError::Other(format!(
+                        "paper account record {} is not readable: {e}",
+                        account.display()
+                    ))
+                })?;
+                if applied {
+                    tracing::info!(file = %account.display(), "paper account restored from the record newer than the snapshot");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(VenueError::Other(format!(
+                    "cannot read paper account record {}: {e}",
+                    account.display()
+                )));
+            }
+        }
+        let snapshot_ms = exchange.snapshot_ms();
         Ok(PaperVenue {
             exchange: Arc::new(Mutex::new(exchange)),
             clock,
             latency: Duration::ZERO,
+            durable: Some(Arc::new(Durable {
+                path: account,
+                changes: AtomicU64::new(0),
+                written: tokio::sync::Mutex::new(0),
+                snapshot_ms: AtomicI64::new(snapshot_ms),
+            })),
         })
     }
 
-    /// Writes the whole exchange to `path` atomically (temp file + rename).
+    /// Writes the whole exchange to `path` atomically (temp file, fsync,
+    /// rename).
     pub fn save(&self, path: &Path) -> Result<(), VenueError> {
-        let bytes = {
-            let ex = self.lock()?;
-            serde_json::to_vec(&*ex).map_err(|e| VenueError::Other(format!("paper state: {e}")))?
-        };
-        let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| {
+        let now = self.clock.now_ms();
+        let bytes = self
+            .lock()?
+            .snapshot_json(now)
+            .map_err(|e| VenueError::Other(format!("paper state: {e}")))?;
+        write_atomically(path, &bytes).map_err(|e| {
             VenueError::Other(format!("cannot write paper state {}: {e}", path.display()))
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        })?;
+        if let Some(d) = &self.durable {
+            d.snapshot_ms.store(now, Ordering::SeqCst);
         }
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(())
+    }
+
+    /// Counts a place or cancel; called with the exchange locked, so the
+    /// next record written holds it. Returns its number.
+    fn changed(&self) -> u64 {
+        self.durable
+            .as_ref()
+            .map_or(0, |d| d.changes.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    /// Returns once change `n` is on disk (at once without a state file).
+    /// A failed write is an unknown outcome (UNAVAILABLE): the order is in
+    /// the book but may not survive a crash, so the caller looks it up.
+    async fn persist(&self, n: u64, what: &str) -> Result<(), VenueError> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let mut written = d.written.lock().await;
+        if *written >= n {
+            return Ok(());
+        }
+        let unknown = |e: String| {
+            VenueError::Unavailable(format!(
+                "{what} done but not saved to {}: {e}",
+                d.path.display()
+            ))
+        };
+        let (bytes, covers) = {
+            let mut ex = self.lock()?;
+            let bytes = ex
+                .account_json(d.snapshot_ms.load(Ordering::SeqCst))
+                .map_err(|e| unknown(e.to_string()))?;
+            (bytes, d.changes.load(Ordering::SeqCst))
+        };
+        let path = d.path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| unknown(e.to_string()))?
+            .map_err(|e| unknown(e.to_string()))?;
+        *written = covers;
         Ok(())
     }
 
@@ -195,13 +322,26 @@ impl Venue for PaperVenue {
     async fn place_order(&self, order: &NewOrder) -> Result<PlaceOutcome, VenueError> {
         self.delay().await;
         let now = self.clock.now_ms();
-        self.lock()?.place(order, now).map(PlaceOutcome::Accepted)
+        let (state, change) = {
+            let mut ex = self.lock()?;
+            let state = ex.place(order, now)?;
+            (state, self.changed())
+        };
+        self.persist(change, &format!("place of {}", order.client_order_id))
+            .await?;
+        Ok(PlaceOutcome::Accepted(state))
     }
 
     async fn cancel_order(&self, order: &OrderRef) -> Result<(), VenueError> {
         self.delay().await;
         let now = self.clock.now_ms();
-        self.lock()?.cancel(order, now).map(|_| ())
+        let change = {
+            let mut ex = self.lock()?;
+            ex.cancel(order, now)?;
+            self.changed()
+        };
+        self.persist(change, &format!("cancel of {}", order.client_order_id))
+            .await
     }
 
     async fn open_orders(&self) -> Result<Vec<OrderState>, VenueError> {
