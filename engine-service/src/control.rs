@@ -1,6 +1,5 @@
 //! `herd.engine.v1.Engine`: status and operator control of one engine.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use herd_proto::auth::token_matches;
@@ -137,24 +136,29 @@ fn funding_handle(shared: &Shared) -> Result<&crate::funding::FundingHandle, Sta
     })
 }
 
-/// Parses an optional decimal field: empty keeps `current`.
+/// Parses an optional decimal field (never negative): empty keeps `current`.
 fn limit_field(field: &str, v: &str, current: Decimal) -> Result<Decimal, Status> {
-    if v.trim().is_empty() {
+    if v.is_empty() {
         return Ok(current);
     }
-    Decimal::from_str(v.trim())
-        .map_err(|_| Status::invalid_argument(format!("{field}: {v:?} is not a decimal number")))
+    strict_decimal(field, v)
 }
 
 fn parse_positive(field: &str, s: &str) -> Result<Decimal, Status> {
-    let d = Decimal::from_str(s.trim())
-        .map_err(|_| Status::invalid_argument(format!("{field}: {s:?} is not a decimal number")))?;
+    let d = strict_decimal(field, s)?;
     if d <= Decimal::ZERO {
         return Err(Status::invalid_argument(format!(
             "{field}: must be greater than zero, got {d}"
         )));
     }
     Ok(d)
+}
+
+/// herd-types' strict decimal grammar, no minus; INVALID_ARGUMENT naming
+/// the field.
+fn strict_decimal(field: &str, s: &str) -> Result<Decimal, Status> {
+    herd_types::decimal::parse_decimal(s, herd_types::decimal::Sign::Unsigned)
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 impl ControlService {
@@ -481,5 +485,59 @@ impl pb::engine_server::Engine for ControlService {
         f.set_limits(next)
             .map_err(|(field, m)| Status::invalid_argument(format!("{field}: {m}")))?;
         Ok(Response::new(f.status().limits.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// SubmitOrder's price and volume and SetFundingRiskLimits' fields go
+    /// through the strict grammar: what rust_decimal would take is refused,
+    /// naming the field, and a number too large is "out of range".
+    #[test]
+    fn control_decimals_are_strict() {
+        let cases: [(Result<Decimal, Status>, &str); 7] = [
+            (
+                parse_positive("price", "1_000"),
+                "price: \"1_000\" is not a decimal number",
+            ),
+            (
+                parse_positive("volume", "+100"),
+                "volume: \"+100\" is not a decimal number",
+            ),
+            (
+                parse_positive("volume", " 100 "),
+                "volume: \" 100 \" is not a decimal number",
+            ),
+            (
+                parse_positive("price", "123456789012345678901234567890"),
+                "price: \"123456789012345678901234567890\" is out of range",
+            ),
+            (
+                parse_positive("price", "0"),
+                "price: must be greater than zero",
+            ),
+            (
+                limit_field("min_rate", "0.0_5", Decimal::ONE),
+                "min_rate: \"0.0_5\" is not a decimal number",
+            ),
+            (
+                limit_field("max_position_usd", "-5", Decimal::ONE),
+                "max_position_usd: \"-5\" must not be negative",
+            ),
+        ];
+        for (got, want) in cases {
+            let e = got.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with(want), "{want}: {}", e.message());
+        }
+        assert_eq!(
+            limit_field("min_rate", "", Decimal::ONE).unwrap(),
+            Decimal::ONE
+        );
+        assert_eq!(parse_positive("price", "0.05").unwrap(), Decimal::new(5, 2));
     }
 }

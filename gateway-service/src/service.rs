@@ -882,7 +882,7 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             })?;
         let r = req.get_ref();
         if !r.rate.trim().is_empty() {
-            let rate = convert::parse_decimal("rate", &r.rate)?;
+            let rate = convert::parse_signed_decimal("rate", &r.rate)?;
             paper
                 .set_funding_rate(&r.symbol, rate)
                 .map_err(|e| venue_status(&e))?;
