@@ -183,6 +183,35 @@ impl ControlService {
     }
 }
 
+/// SubmitOrder's order type (required) and the price it takes: a limit
+/// order's positive price, none for a market order.
+fn order_price(order_type: &str, price: &str) -> Result<Option<Decimal>, Status> {
+    match order_type.to_ascii_lowercase().as_str() {
+        "limit" => Ok(Some(parse_positive("price", price)?)),
+        "market" => Ok(None),
+        "" => Err(Status::invalid_argument(
+            "order_type: is required (limit or market)",
+        )),
+        other => Err(Status::invalid_argument(format!(
+            "order_type: {other:?} is not limit or market"
+        ))),
+    }
+}
+
+/// Longest KeepHolding: 30 days.
+pub const MAX_HOLD_HOURS: u32 = 720;
+
+/// KeepHolding's hours: 24 when zero (engine.proto), else 1..=720.
+fn keep_holding_hours(hours: u32) -> Result<u32, Status> {
+    match hours {
+        0 => Ok(24),
+        1..=MAX_HOLD_HOURS => Ok(hours),
+        _ => Err(Status::invalid_argument(format!(
+            "hours: {hours} is more than {MAX_HOLD_HOURS} (30 days)"
+        ))),
+    }
+}
+
 fn position_id(id: String) -> Result<String, Status> {
     if id.trim().is_empty() {
         return Err(Status::invalid_argument("position_id: is required"));
@@ -236,7 +265,7 @@ impl pb::engine_server::Engine for ControlService {
     ) -> Result<Response<pb::ControlResponse>, Status> {
         let r = req.into_inner();
         let position_id = position_id(r.position_id)?;
-        let hours = if r.hours == 0 { 24 } else { r.hours };
+        let hours = keep_holding_hours(r.hours)?;
         self.grid_command(Command::KeepHolding { position_id, hours })
             .await
     }
@@ -306,15 +335,7 @@ impl pb::engine_server::Engine for ControlService {
                 )));
             }
         };
-        let price = match r.order_type.to_ascii_lowercase().as_str() {
-            "limit" | "" => Some(parse_positive("price", &r.price)?),
-            "market" => None,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "order_type: {other:?} is not limit or market"
-                )));
-            }
-        };
+        let price = order_price(&r.order_type, &r.price)?;
         let volume = parse_positive("volume", &r.volume)?;
         let symbol = if r.symbol.is_empty() {
             self.shared.cfg.symbol.clone()
@@ -539,5 +560,34 @@ mod tests {
             Decimal::ONE
         );
         assert_eq!(parse_positive("price", "0.05").unwrap(), Decimal::new(5, 2));
+    }
+
+    /// SubmitOrder needs an order type; KeepHolding's hours are bounded.
+    #[test]
+    fn order_type_required_and_hold_hours_bounded() {
+        let e = order_price("", "0.1").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "order_type: is required (limit or market)");
+        assert_eq!(
+            order_price("LIMIT", "0.1").unwrap(),
+            Some(Decimal::new(1, 1))
+        );
+        assert_eq!(order_price("market", "").unwrap(), None);
+        assert!(
+            order_price("stop", "1")
+                .unwrap_err()
+                .message()
+                .starts_with("order_type:")
+        );
+        assert_eq!(keep_holding_hours(0).unwrap(), 24);
+        assert_eq!(keep_holding_hours(1).unwrap(), 1);
+        assert_eq!(keep_holding_hours(720).unwrap(), 720);
+        let e = keep_holding_hours(721).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().starts_with("hours: 721 is more than 720"),
+            "{}",
+            e.message()
+        );
     }
 }
