@@ -398,6 +398,26 @@ mod tests {
         );
     }
 
+    /// Decimals in the config file follow herd-types' strict grammar.
+    #[test]
+    fn config_decimals_are_strict() {
+        for (value, want) in [
+            ("\"1_000\"", "not a decimal number"),
+            ("\" 2.5\"", "not a decimal number"),
+            ("\"+2.5\"", "not a decimal number"),
+            ("\"123456789012345678901234567890\"", "out of range"),
+        ] {
+            let text = format!("[rangers]\norder_size_usd = {value}\n");
+            let e = toml::from_str::<EngineConfig>(&text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(want) && e.contains("order_size_usd"),
+                "{value}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn rangers_section_env_and_regime_source() {
         let text = r#"

@@ -1,6 +1,5 @@
 //! `herd.engine.v1.Engine`: status and operator control of one engine.
 
-use std::str::FromStr;
 use std::sync::Arc;
 
 use herd_proto::auth::token_matches;
@@ -137,24 +136,29 @@ fn funding_handle(shared: &Shared) -> Result<&crate::funding::FundingHandle, Sta
     })
 }
 
-/// Parses an optional decimal field: empty keeps `current`.
+/// Parses an optional decimal field (never negative): empty keeps `current`.
 fn limit_field(field: &str, v: &str, current: Decimal) -> Result<Decimal, Status> {
-    if v.trim().is_empty() {
+    if v.is_empty() {
         return Ok(current);
     }
-    Decimal::from_str(v.trim())
-        .map_err(|_| Status::invalid_argument(format!("{field}: {v:?} is not a decimal number")))
+    strict_decimal(field, v)
 }
 
 fn parse_positive(field: &str, s: &str) -> Result<Decimal, Status> {
-    let d = Decimal::from_str(s.trim())
-        .map_err(|_| Status::invalid_argument(format!("{field}: {s:?} is not a decimal number")))?;
+    let d = strict_decimal(field, s)?;
     if d <= Decimal::ZERO {
         return Err(Status::invalid_argument(format!(
             "{field}: must be greater than zero, got {d}"
         )));
     }
     Ok(d)
+}
+
+/// herd-types' strict decimal grammar, no minus; INVALID_ARGUMENT naming
+/// the field.
+fn strict_decimal(field: &str, s: &str) -> Result<Decimal, Status> {
+    herd_types::decimal::parse_decimal(s, herd_types::decimal::Sign::Unsigned)
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 impl ControlService {
@@ -176,6 +180,35 @@ impl ControlService {
         tracing::warn!(?cmd, %message, "operator command");
         self.shared.execute(grid::STRATEGY_NAME, actions).await;
         Ok(ok(message))
+    }
+}
+
+/// SubmitOrder's order type (required) and the price it takes: a limit
+/// order's positive price, none for a market order.
+fn order_price(order_type: &str, price: &str) -> Result<Option<Decimal>, Status> {
+    match order_type.to_ascii_lowercase().as_str() {
+        "limit" => Ok(Some(parse_positive("price", price)?)),
+        "market" => Ok(None),
+        "" => Err(Status::invalid_argument(
+            "order_type: is required (limit or market)",
+        )),
+        other => Err(Status::invalid_argument(format!(
+            "order_type: {other:?} is not limit or market"
+        ))),
+    }
+}
+
+/// Longest KeepHolding: 30 days.
+pub const MAX_HOLD_HOURS: u32 = 720;
+
+/// KeepHolding's hours: 24 when zero (engine.proto), else 1..=720.
+fn keep_holding_hours(hours: u32) -> Result<u32, Status> {
+    match hours {
+        0 => Ok(24),
+        1..=MAX_HOLD_HOURS => Ok(hours),
+        _ => Err(Status::invalid_argument(format!(
+            "hours: {hours} is more than {MAX_HOLD_HOURS} (30 days)"
+        ))),
     }
 }
 
@@ -232,7 +265,7 @@ impl pb::engine_server::Engine for ControlService {
     ) -> Result<Response<pb::ControlResponse>, Status> {
         let r = req.into_inner();
         let position_id = position_id(r.position_id)?;
-        let hours = if r.hours == 0 { 24 } else { r.hours };
+        let hours = keep_holding_hours(r.hours)?;
         self.grid_command(Command::KeepHolding { position_id, hours })
             .await
     }
@@ -302,15 +335,7 @@ impl pb::engine_server::Engine for ControlService {
                 )));
             }
         };
-        let price = match r.order_type.to_ascii_lowercase().as_str() {
-            "limit" | "" => Some(parse_positive("price", &r.price)?),
-            "market" => None,
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "order_type: {other:?} is not limit or market"
-                )));
-            }
-        };
+        let price = order_price(&r.order_type, &r.price)?;
         let volume = parse_positive("volume", &r.volume)?;
         let symbol = if r.symbol.is_empty() {
             self.shared.cfg.symbol.clone()
@@ -481,5 +506,88 @@ impl pb::engine_server::Engine for ControlService {
         f.set_limits(next)
             .map_err(|(field, m)| Status::invalid_argument(format!("{field}: {m}")))?;
         Ok(Response::new(f.status().limits.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// SubmitOrder's price and volume and SetFundingRiskLimits' fields go
+    /// through the strict grammar: what rust_decimal would take is refused,
+    /// naming the field, and a number too large is "out of range".
+    #[test]
+    fn control_decimals_are_strict() {
+        let cases: [(Result<Decimal, Status>, &str); 7] = [
+            (
+                parse_positive("price", "1_000"),
+                "price: \"1_000\" is not a decimal number",
+            ),
+            (
+                parse_positive("volume", "+100"),
+                "volume: \"+100\" is not a decimal number",
+            ),
+            (
+                parse_positive("volume", " 100 "),
+                "volume: \" 100 \" is not a decimal number",
+            ),
+            (
+                parse_positive("price", "123456789012345678901234567890"),
+                "price: \"123456789012345678901234567890\" is out of range",
+            ),
+            (
+                parse_positive("price", "0"),
+                "price: must be greater than zero",
+            ),
+            (
+                limit_field("min_rate", "0.0_5", Decimal::ONE),
+                "min_rate: \"0.0_5\" is not a decimal number",
+            ),
+            (
+                limit_field("max_position_usd", "-5", Decimal::ONE),
+                "max_position_usd: \"-5\" must not be negative",
+            ),
+        ];
+        for (got, want) in cases {
+            let e = got.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with(want), "{want}: {}", e.message());
+        }
+        assert_eq!(
+            limit_field("min_rate", "", Decimal::ONE).unwrap(),
+            Decimal::ONE
+        );
+        assert_eq!(parse_positive("price", "0.05").unwrap(), Decimal::new(5, 2));
+    }
+
+    /// SubmitOrder needs an order type; KeepHolding's hours are bounded.
+    #[test]
+    fn order_type_required_and_hold_hours_bounded() {
+        let e = order_price("", "0.1").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "order_type: is required (limit or market)");
+        assert_eq!(
+            order_price("LIMIT", "0.1").unwrap(),
+            Some(Decimal::new(1, 1))
+        );
+        assert_eq!(order_price("market", "").unwrap(), None);
+        assert!(
+            order_price("stop", "1")
+                .unwrap_err()
+                .message()
+                .starts_with("order_type:")
+        );
+        assert_eq!(keep_holding_hours(0).unwrap(), 24);
+        assert_eq!(keep_holding_hours(1).unwrap(), 1);
+        assert_eq!(keep_holding_hours(720).unwrap(), 720);
+        let e = keep_holding_hours(721).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().starts_with("hours: 721 is more than 720"),
+            "{}",
+            e.message()
+        );
     }
 }

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use herd_proto::gateway as pb;
 use rust_decimal::Decimal;
@@ -26,6 +27,10 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("stored value {0:?} is not a decimal")]
     Decimal(String),
+    /// The database did not take a connection: where (host:port, never the
+    /// URL, which may hold a password) and why.
+    #[error("cannot connect to the database at {target}: {cause}")]
+    Connect { target: String, cause: String },
     #[error("cannot create data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -367,18 +372,107 @@ pub fn is_final_status(s: &str) -> bool {
     matches!(s, "filled" | "canceled" | "expired" | "rejected")
 }
 
+/// sqlx's default: how long the pool waits for a connection.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries of the first Postgres connection before the store gives up.
+pub const CONNECT_ATTEMPTS: u32 = 3;
+/// Longest one try of the first connection may take.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One connection to Postgres before the pool is built, so that a server
+/// that refuses (or a host that does not resolve) is reported with its
+/// cause. The pool would retry it silently until its acquire timeout.
+/// I/O failures are tried again [`CONNECT_ATTEMPTS`] times with a short
+/// pause, logged; anything else (authentication, a missing database) fails
+/// at once.
+async fn probe_postgres(url: &str, acquire_timeout: Duration) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let target = host_port(url);
+    let per_try = acquire_timeout.min(CONNECT_ATTEMPT_TIMEOUT);
+    let mut attempt = 1;
+    loop {
+        let cause = match tokio::time::timeout(per_try, sqlx::AnyConnection::connect(url)).await {
+            Ok(Ok(conn)) => {
+                // Closing is courtesy; the probe has answered.
+                let _ = conn.close().await;
+                return Ok(());
+            }
+            Ok(Err(sqlx::Error::Io(e))) => e.to_string(),
+            Ok(Err(e)) => {
+                return Err(StoreError::Connect {
+                    target,
+                    cause: e.to_string(),
+                });
+            }
+            Err(_) => format!("no answer within {} ms", per_try.as_millis()),
+        };
+        if attempt >= CONNECT_ATTEMPTS {
+            return Err(StoreError::Connect {
+                target,
+                cause: format!("{cause} ({attempt} attempts)"),
+            });
+        }
+        let pause = Duration::from_millis(250 * u64::from(attempt));
+        tracing::warn!(
+            database = %target,
+            %cause,
+            attempt,
+            of = CONNECT_ATTEMPTS,
+            retry_in_ms = pause.as_millis() as u64,
+            "cannot connect to the database; retrying"
+        );
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
+}
+
+/// `host:port` of a `postgres://user:password@host:port/db?...` URL, with
+/// Postgres' default port when none is given; never the credentials.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = match host.rsplit_once(':') {
+        Some((_, p)) => {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']')
+        }
+        None => false,
+    };
+    match (host.is_empty(), has_port) {
+        (true, _) => "localhost:5432".to_string(),
+        (false, true) => host.to_string(),
+        (false, false) => format!("{host}:5432"),
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and migrates it.
     /// `sqlite://path?mode=rwc` or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with_timeout(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with the pool's acquire timeout. A Postgres server
+    /// that refuses or cannot be reached is an error at once (after
+    /// [`CONNECT_ATTEMPTS`] quick tries, each logged), naming host, port and
+    /// cause, not a silent wait for the acquire timeout ending in "pool
+    /// timed out".
+    pub async fn connect_with_timeout(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
         } else {
             Backend::Sqlite
         };
+        if backend == Backend::Postgres {
+            probe_postgres(url, acquire_timeout).await?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 1 } else { 5 })
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await?;
         let store = Store { pool, backend };
@@ -808,4 +902,28 @@ async fn set_cursor_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_port_never_shows_credentials() {
+        for (url, want) in [
+            (
+                "postgres://u:secret@db.example:6543/herd",
+                "db.example:6543",
+            ),
+            (
+                "postgres://u:secret@db.example/herd?sslmode=require",
+                "db.example:5432",
+            ),
+            ("postgresql://127.0.0.1:5432", "127.0.0.1:5432"),
+            ("postgres://[::1]:5433/x", "[::1]:5433"),
+            ("postgres:///herd", "localhost:5432"),
+        ] {
+            assert_eq!(host_port(url), want, "{url}");
+        }
+    }
 }

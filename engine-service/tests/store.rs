@@ -344,3 +344,30 @@ async fn every_row_reads_back_field_for_field() {
         store.close().await;
     }
 }
+
+/// A Postgres URL whose port refuses connections is an error at once that
+/// names host:port and the cause, not a silent wait for the pool's acquire
+/// timeout ending in "pool timed out". The acquire timeout here is an hour:
+/// an answer at all proves the store did not wait for it.
+#[tokio::test]
+async fn refused_postgres_fails_fast_naming_host_port_and_cause() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://herd:hunter2@127.0.0.1:{port}/herd");
+    let Err(err) = Store::connect_with_timeout(&url, std::time::Duration::from_secs(3600)).await
+    else {
+        panic!("nothing listens on port {port}");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "cannot connect to the database at 127.0.0.1:{port}: "
+        )),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("connection refused"), "{msg}");
+    assert!(!msg.contains("timed out"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+}

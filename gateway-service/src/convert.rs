@@ -1,9 +1,8 @@
 //! Conversions between the gRPC messages (decimal strings) and the venue
 //! types, and request validation that names the offending field.
 
-use std::str::FromStr;
-
 use herd_proto::gateway as pb;
+use herd_venue::decimal::Sign;
 use herd_venue::{
     AccountMargin, Balance, Candle, FundingPayment, FundingRate, Instrument, InstrumentKind,
     NewOrder, OrderState, OrderStatus, OrderType, Position, PositionSide, Side, Ticker,
@@ -15,16 +14,21 @@ use tonic::Status;
 /// the engine's prefix of at most 8 characters; Bybit allows 36 in all).
 pub const MAX_CLIENT_ORDER_ID: usize = 28;
 
-/// Parses a decimal field, refusing NaN, infinities and junk with a message
-/// that names the field.
+/// Parses a decimal field that is never negative (herd-types' strict
+/// grammar: digits, at most one point), refusing junk, NaN, infinities and
+/// numbers out of a decimal's range with a message that names the field.
 pub fn parse_decimal(field: &str, s: &str) -> Result<Decimal, Status> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(Status::invalid_argument(format!("{field}: is required")));
-    }
-    Decimal::from_str(t)
-        .or_else(|_| Decimal::from_scientific(t))
-        .map_err(|_| Status::invalid_argument(format!("{field}: {s:?} is not a decimal number")))
+    parse_with(field, s, Sign::Unsigned)
+}
+
+/// [`parse_decimal`] for a field that may be negative (a funding rate).
+pub fn parse_signed_decimal(field: &str, s: &str) -> Result<Decimal, Status> {
+    parse_with(field, s, Sign::Signed)
+}
+
+fn parse_with(field: &str, s: &str, sign: Sign) -> Result<Decimal, Status> {
+    herd_venue::decimal::parse_decimal(s, sign)
+        .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 pub fn validate_client_order_id(id: &str) -> Result<(), Status> {
@@ -342,6 +346,42 @@ mod tests {
             );
         }
         assert!(new_order_from_pb(&req("10", "0.1")).is_ok());
-        assert!(new_order_from_pb(&req("1e1", "0.1")).is_ok());
+    }
+
+    /// The strict grammar (herd-types' `decimal`) at PlaceOrder: what
+    /// rust_decimal's `from_str` would take is refused, naming the field, and
+    /// a number too large for a decimal is "out of range".
+    #[test]
+    fn decimals_follow_the_strict_grammar() {
+        let cases = [
+            (
+                req("1_000", "0.1"),
+                "volume: \"1_000\" is not a decimal number",
+            ),
+            (
+                req("10", "0.0_5"),
+                "price: \"0.0_5\" is not a decimal number",
+            ),
+            (
+                req("+100", "0.1"),
+                "volume: \"+100\" is not a decimal number",
+            ),
+            (
+                req(" 100 ", "0.1"),
+                "volume: \" 100 \" is not a decimal number",
+            ),
+            (req("1e1", "0.1"), "volume: \"1e1\" is not a decimal number"),
+            (req("10", "-0.1"), "price: \"-0.1\" must not be negative"),
+            (req("10", ""), "price: is required"),
+            (
+                req("10", "123456789012345678901234567890"),
+                "price: \"123456789012345678901234567890\" is out of range",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = new_order_from_pb(&r).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.message().starts_with(want), "{want}: {}", err.message());
+        }
     }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use herd_paper::PaperVenue;
 use herd_proto::gateway as pb;
 use herd_venue::{
-    Clock, FundingPaymentQuery, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Venue,
-    VenueError,
+    Clock, FundingPaymentQuery, Instrument, InstrumentKind, NewOrder, OrderRef, OrderState,
+    PlaceOutcome, Venue, VenueError,
 };
 use tokio::sync::{Notify, RwLock, mpsc};
 use tokio_stream::Stream;
@@ -201,6 +201,23 @@ impl Core {
         map.get(symbol).cloned().ok_or_else(|| {
             Status::invalid_argument(format!("symbol: unknown instrument {symbol:?}"))
         })
+    }
+
+    /// A symbol filter of a list call: empty means every symbol; anything
+    /// else must be an instrument the venue lists (INVALID_ARGUMENT naming
+    /// `symbol`, as GetTicker and GetCapacity answer), and a perpetual where
+    /// `perpetual` is set (positions and funding payments).
+    async fn symbol_filter(&self, symbol: &str, perpetual: bool) -> Result<(), Status> {
+        if symbol.is_empty() {
+            return Ok(());
+        }
+        let i = self.instrument(symbol).await?;
+        if perpetual && i.kind != InstrumentKind::Perpetual {
+            return Err(Status::invalid_argument(format!(
+                "symbol: {symbol:?} is not a perpetual"
+            )));
+        }
+        Ok(())
     }
 
     /// True while the submit of this venue-facing client id is in progress.
@@ -599,6 +616,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let engine = engine_of(&req)?;
         self.core.registry.count_call(&engine);
         let symbol = &req.get_ref().symbol;
+        self.core.symbol_filter(symbol, false).await?;
         let orders = self
             .core
             .registry
@@ -745,6 +763,7 @@ impl pb::gateway_server::Gateway for GatewayService {
     ) -> Result<Response<pb::GetPositionsResponse>, Status> {
         self.core.registry.count_call(&engine_of(&req)?);
         let symbol = &req.get_ref().symbol;
+        self.core.symbol_filter(symbol, true).await?;
         let positions = self
             .core
             .venue
@@ -791,6 +810,7 @@ impl pb::gateway_server::Gateway for GatewayService {
                 r.until_ms, r.since_ms
             )));
         }
+        self.core.symbol_filter(&r.symbol, true).await?;
         let query = FundingPaymentQuery {
             symbol: Some(r.symbol.clone()).filter(|s| !s.is_empty()),
             since_ms: r.since_ms,
@@ -882,7 +902,7 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             })?;
         let r = req.get_ref();
         if !r.rate.trim().is_empty() {
-            let rate = convert::parse_decimal("rate", &r.rate)?;
+            let rate = convert::parse_signed_decimal("rate", &r.rate)?;
             paper
                 .set_funding_rate(&r.symbol, rate)
                 .map_err(|e| venue_status(&e))?;

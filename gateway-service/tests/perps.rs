@@ -235,3 +235,129 @@ async fn hedge_funding_and_close_over_grpc() {
     assert_eq!(no_token.code(), tonic::Code::Unauthenticated);
     gw.stop().await;
 }
+
+/// Every call that takes a symbol answers an unknown one alike:
+/// INVALID_ARGUMENT naming `symbol` (ListOpenOrders, GetPositions and
+/// ListFundingPayments used to answer OK and empty). An empty symbol still
+/// means every symbol where the API says so; a spot symbol is not a
+/// perpetual for positions and funding payments.
+#[tokio::test]
+async fn unknown_symbols_are_invalid_argument_everywhere() {
+    let gw = Gateway::start().await;
+    let mut g = GatewayClient::new(gw.channel().await);
+    let t = ENGINE_TOKEN;
+    let answers: Vec<(&str, tonic::Status)> = vec![
+        (
+            "GetTicker",
+            g.get_ticker(authed(
+                pb::GetTickerRequest {
+                    symbol: "NOPE".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "GetCapacity",
+            g.get_capacity(authed(
+                pb::GetCapacityRequest {
+                    symbol: "NOPE".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListOpenOrders",
+            g.list_open_orders(authed(
+                pb::ListOpenOrdersRequest {
+                    symbol: "NOPE".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "GetPositions",
+            g.get_positions(authed(
+                pb::GetPositionsRequest {
+                    symbol: "NOPE".into(),
+                },
+                t,
+            ))
+            .await
+            .unwrap_err(),
+        ),
+        (
+            "ListFundingPayments",
+            g.list_funding_payments(authed(
+                pb::ListFundingPaymentsRequest {
+                    symbol: "NOPE".into(),
+                    ..Default::default()
+                },
+                t,
+            ))
+            .await
+            .unwrap_err(),
+        ),
+    ];
+    for (rpc, st) in answers {
+        assert_eq!(st.code(), tonic::Code::InvalidArgument, "{rpc}: {st:?}");
+        assert_eq!(
+            st.message(),
+            "symbol: unknown instrument \"NOPE\"",
+            "{rpc}: {st:?}"
+        );
+    }
+    let spot = g
+        .get_positions(authed(
+            pb::GetPositionsRequest {
+                symbol: "BTCUSDT".into(),
+            },
+            t,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(spot.code(), tonic::Code::InvalidArgument, "{spot:?}");
+    assert_eq!(spot.message(), "symbol: \"BTCUSDT\" is not a perpetual");
+
+    // Empty = all; a known symbol filters.
+    g.list_open_orders(authed(pb::ListOpenOrdersRequest::default(), t))
+        .await
+        .unwrap();
+    g.list_open_orders(authed(
+        pb::ListOpenOrdersRequest {
+            symbol: "BTCUSDT".into(),
+        },
+        t,
+    ))
+    .await
+    .unwrap();
+    g.get_positions(authed(pb::GetPositionsRequest::default(), t))
+        .await
+        .unwrap();
+    g.get_positions(authed(
+        pb::GetPositionsRequest {
+            symbol: "BTCUSDT-PERP".into(),
+        },
+        t,
+    ))
+    .await
+    .unwrap();
+    g.list_funding_payments(authed(pb::ListFundingPaymentsRequest::default(), t))
+        .await
+        .unwrap();
+    g.list_funding_payments(authed(
+        pb::ListFundingPaymentsRequest {
+            symbol: "BTCUSDT-PERP".into(),
+            ..Default::default()
+        },
+        t,
+    ))
+    .await
+    .unwrap();
+    gw.stop().await;
+}

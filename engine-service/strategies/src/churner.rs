@@ -29,11 +29,14 @@ pub struct ChurnerConfig {
     /// Most churners at once (CHURNER_MAX_ACTIVE).
     pub max_active: u32,
     /// Entry distance from market, percent.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub entry_pct: Decimal,
     /// Profit over the round-trip fee, percent: churner_profit =
     /// round_trip_fee + this (must be > 0).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub profit_over_fees_pct: Decimal,
     /// Base order size, USD (the slots' size by default).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub order_size_usd: Decimal,
     /// An unfilled entry is cancelled after this long (at least 60 s).
     pub entry_timeout_sec: u64,
@@ -44,6 +47,7 @@ pub struct ChurnerConfig {
     pub min_headroom: u32,
     /// Shared reserve pool, USD, when neither side has free funds
     /// (CHURNER_RESERVE_USD); at most one base order size per slot.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub reserve_usd: Decimal,
     /// Start of the churners' userref sub-range.
     pub userref_offset: i32,

@@ -14,6 +14,14 @@ where
         .map_err(|e: T::Err| (name, format!("{v:?} is not valid ({e})")))
 }
 
+/// `v` as a decimal of herd-types' strict grammar (digits, at most one
+/// point, a leading minus), or an error naming the variable and the value.
+/// Surrounding spaces are trimmed as for every variable.
+pub fn parse_decimal(name: &'static str, v: &str) -> Result<rust_decimal::Decimal, EnvError> {
+    herd_types::decimal::parse_decimal(v.trim(), herd_types::decimal::Sign::Signed)
+        .map_err(|e| (name, e.to_string()))
+}
+
 /// 1/true/yes/on or 0/false/no/off (any case); empty is false.
 pub fn parse_bool(name: &'static str, v: &str) -> Result<bool, EnvError> {
     match v.trim().to_ascii_lowercase().as_str() {

@@ -55,11 +55,14 @@ pub struct RangerConfig {
     /// How many rangers (RANGER_MAX_SLOTS), 1 to 100.
     pub max_slots: u32,
     /// USD value of one entry (RANGER_ORDER_SIZE_USD).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub order_size_usd: Decimal,
     /// Entry distance above market, percent (RANGER_ENTRY_PCT).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub entry_pct: Decimal,
     /// Target profit, percent; the exit margin is
     /// max(profit_pct, round-trip fee + 0.20) (RANGER_PROFIT_PCT).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub profit_pct: Decimal,
     /// An unfilled entry is cancelled after this long (RANGER_ENTRY_TIMEOUT_SEC).
     pub entry_timeout_sec: u64,
@@ -70,6 +73,7 @@ pub struct RangerConfig {
     /// Open-order headroom needed to place an entry (RANGER_MIN_HEADROOM).
     pub min_headroom: u32,
     /// DOGE (base) that must stay free after an entry (RANGER_DOGE_RESERVE).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub doge_reserve: Decimal,
     /// Start of the rangers' userref sub-range, as an offset into the
     /// engine's range; ranger `n` uses `userref_offset + n`
@@ -111,7 +115,7 @@ pub mod env {
 }
 
 pub use crate::envvar::EnvError;
-use crate::envvar::{parse as parse_env, parse_bool};
+use crate::envvar::{parse as parse_env, parse_bool, parse_decimal};
 
 impl RangerConfig {
     /// Applies `RANGER_*` overrides from `get` (the environment in production).
@@ -123,13 +127,13 @@ impl RangerConfig {
             self.max_slots = parse_env(env::MAX_SLOTS, &v)?;
         }
         if let Some(v) = get(env::ORDER_SIZE_USD) {
-            self.order_size_usd = parse_env(env::ORDER_SIZE_USD, &v)?;
+            self.order_size_usd = parse_decimal(env::ORDER_SIZE_USD, &v)?;
         }
         if let Some(v) = get(env::ENTRY_PCT) {
-            self.entry_pct = parse_env(env::ENTRY_PCT, &v)?;
+            self.entry_pct = parse_decimal(env::ENTRY_PCT, &v)?;
         }
         if let Some(v) = get(env::PROFIT_PCT) {
-            self.profit_pct = parse_env(env::PROFIT_PCT, &v)?;
+            self.profit_pct = parse_decimal(env::PROFIT_PCT, &v)?;
         }
         if let Some(v) = get(env::ENTRY_TIMEOUT_SEC) {
             self.entry_timeout_sec = parse_env(env::ENTRY_TIMEOUT_SEC, &v)?;
@@ -144,7 +148,7 @@ impl RangerConfig {
             self.min_headroom = parse_env(env::MIN_HEADROOM, &v)?;
         }
         if let Some(v) = get(env::DOGE_RESERVE) {
-            self.doge_reserve = parse_env(env::DOGE_RESERVE, &v)?;
+            self.doge_reserve = parse_decimal(env::DOGE_RESERVE, &v)?;
         }
         if let Some(v) = get(env::USERREF_OFFSET) {
             self.userref_offset = parse_env(env::USERREF_OFFSET, &v)?;

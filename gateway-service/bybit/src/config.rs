@@ -30,9 +30,13 @@ use crate::parse::Fees;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeeConfig {
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub spot_maker: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub spot_taker: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub linear_maker: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub linear_taker: Decimal,
 }
 

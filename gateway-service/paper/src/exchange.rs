@@ -92,18 +92,25 @@ struct PaperInstrumentFile {
     base: String,
     quote: String,
     kind: InstrumentKind,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     tick_size: Decimal,
     price_decimals: u32,
     lot_decimals: u32,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     min_volume: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     min_cost: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     maker_fee: Decimal,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     taker_fee: Decimal,
     max_open_orders: u32,
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     start_price: Decimal,
     #[serde(default)]
     path: PathConfig,
     #[serde(default)]
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize_opt")]
     liquidity_per_step: Option<Decimal>,
     #[serde(default = "default_step_volume")]
     typical_step_volume: f64,

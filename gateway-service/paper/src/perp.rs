@@ -28,8 +28,10 @@ const RATE_DECIMALS: u32 = 8;
 pub struct FundingPathConfig {
     pub seed: u64,
     /// Rate of the first interval.
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub start_rate: Decimal,
     /// Where the rate drifts to.
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub mean_rate: Decimal,
     /// Share of the distance to the mean kept per settlement (0 = jumps to
     /// the mean at once, 1 = never moves towards it).
@@ -37,6 +39,7 @@ pub struct FundingPathConfig {
     /// Standard deviation of the noise added per settlement (absolute rate).
     pub volatility: f64,
     /// The venue's cap on the rate, either sign.
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub cap: Decimal,
 }
 
@@ -68,10 +71,13 @@ pub struct PerpConfig {
     pub funding_interval_hours: u32,
     pub funding: FundingPathConfig,
     /// Initial margin per unit of notional (0.1 = 10x).
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub initial_margin_rate: Decimal,
     /// Maintenance margin per unit of notional.
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
     pub maintenance_margin_rate: Decimal,
     /// Reported 24 h turnover in USD; `None` = computed from the candles.
+    #[serde(deserialize_with = "herd_venue::decimal::deserialize_opt")]
     pub turnover_24h_usd: Option<Decimal>,
 }
 

@@ -18,6 +18,7 @@ pub mod perp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::VenueError;
+pub use herd_types::decimal;
 pub use herd_types::{
     Instrument, InstrumentKind, NewOrder, OrderCheckError, OrderStatus, OrderType, Side,
 };

@@ -52,19 +52,25 @@ impl ShutdownPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct RiskLimits {
     /// Largest position, spot notional in USD.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub max_position_usd: Decimal,
     /// Most positions open at once.
     pub max_positions: u32,
     /// Cap on the sum of open positions' notional, USD.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub max_total_exposure_usd: Decimal,
     /// Lowest funding rate (per period) worth opening on.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub min_rate: Decimal,
     /// Below this rate (per period) a position is closed (after the minimum
     /// hold and the confirmations).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub exit_rate: Decimal,
     /// Maintenance-margin ratio that stops opening and alerts.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub margin_alert: Decimal,
     /// Maintenance-margin ratio that triggers the emergency stop.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub margin_critical: Decimal,
 }
 
@@ -157,12 +163,15 @@ pub struct FundingConfig {
     /// Quote coin of the spot legs and of PnL.
     pub quote_asset: String,
     /// Taker fees used when the venue does not report an instrument's.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub spot_taker_fee: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub perp_taker_fee: Decimal,
     /// Funding periods a position is expected to last: the round-trip fee
     /// is spread over them when ranking.
     pub min_holding_periods: u32,
     /// 24 h turnover (USD) a perpetual needs to be considered.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub min_turnover_usd: Decimal,
     /// Minimum hold before a decaying rate may close a position, in funding
     /// periods of that perpetual.
@@ -172,8 +181,10 @@ pub struct FundingConfig {
     pub exit_confirmations: u32,
     /// Share of the notional kept free for the perp's margin and fees when
     /// sizing (0.2 = notional <= free / 1.2).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub perp_margin_reserve: Decimal,
     /// Largest relative difference of the two legs' fill prices.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub max_drift: Decimal,
     /// Deadline for both legs of an open or close, milliseconds.
     pub leg_timeout_ms: u64,
@@ -188,12 +199,18 @@ pub struct FundingConfig {
     pub shutdown_policy: ShutdownPolicy,
     /// Risk limits (see [`RiskLimits`]); operators may change them at
     /// runtime.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub max_position_usd: Decimal,
     pub max_positions: u32,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub max_total_exposure_usd: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub min_rate: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub exit_rate: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub margin_alert: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub margin_critical: Decimal,
 }
 
@@ -229,7 +246,7 @@ impl Default for FundingConfig {
 }
 
 pub use crate::envvar::EnvError;
-use crate::envvar::{parse, parse_bool};
+use crate::envvar::{parse, parse_bool, parse_decimal};
 
 impl FundingConfig {
     /// The configured risk limits (the runtime ones start here).
@@ -262,22 +279,22 @@ impl FundingConfig {
                 .collect();
         }
         if let Some(v) = get(env::MAX_POSITION_USD) {
-            self.max_position_usd = parse(env::MAX_POSITION_USD, &v)?;
+            self.max_position_usd = parse_decimal(env::MAX_POSITION_USD, &v)?;
         }
         if let Some(v) = get(env::MAX_POSITIONS) {
             self.max_positions = parse(env::MAX_POSITIONS, &v)?;
         }
         if let Some(v) = get(env::MAX_TOTAL_EXPOSURE_USD) {
-            self.max_total_exposure_usd = parse(env::MAX_TOTAL_EXPOSURE_USD, &v)?;
+            self.max_total_exposure_usd = parse_decimal(env::MAX_TOTAL_EXPOSURE_USD, &v)?;
         }
         if let Some(v) = get(env::MIN_RATE) {
-            self.min_rate = parse(env::MIN_RATE, &v)?;
+            self.min_rate = parse_decimal(env::MIN_RATE, &v)?;
         }
         if let Some(v) = get(env::EXIT_RATE) {
-            self.exit_rate = parse(env::EXIT_RATE, &v)?;
+            self.exit_rate = parse_decimal(env::EXIT_RATE, &v)?;
         }
         if let Some(v) = get(env::MIN_TURNOVER_USD) {
-            self.min_turnover_usd = parse(env::MIN_TURNOVER_USD, &v)?;
+            self.min_turnover_usd = parse_decimal(env::MIN_TURNOVER_USD, &v)?;
         }
         if let Some(v) = get(env::MIN_HOLDING_PERIODS) {
             self.min_holding_periods = parse(env::MIN_HOLDING_PERIODS, &v)?;
@@ -289,10 +306,10 @@ impl FundingConfig {
             self.exit_confirmations = parse(env::EXIT_CONFIRMATIONS, &v)?;
         }
         if let Some(v) = get(env::MARGIN_ALERT) {
-            self.margin_alert = parse(env::MARGIN_ALERT, &v)?;
+            self.margin_alert = parse_decimal(env::MARGIN_ALERT, &v)?;
         }
         if let Some(v) = get(env::MARGIN_CRITICAL) {
-            self.margin_critical = parse(env::MARGIN_CRITICAL, &v)?;
+            self.margin_critical = parse_decimal(env::MARGIN_CRITICAL, &v)?;
         }
         if let Some(v) = get(env::LEG_TIMEOUT_MS) {
             self.leg_timeout_ms = parse(env::LEG_TIMEOUT_MS, &v)?;

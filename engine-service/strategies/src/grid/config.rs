@@ -40,13 +40,17 @@ impl SlotMode {
 #[serde(default, deny_unknown_fields)]
 pub struct SlotParams {
     /// USD value of one entry.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub order_size_usd: Decimal,
     /// Entry distance from market, percent.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub entry_pct: Decimal,
     /// Exit profit over the entry fill, percent (a volatility-adjusted
     /// runtime value may raise it).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub profit_pct: Decimal,
     /// An entry further than this from market (percent) is refreshed.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub refresh_pct: Decimal,
     /// Same-direction refreshes in a row that start the refresh cooldown.
     pub refresh_chase_limit: u32,
@@ -59,7 +63,9 @@ pub struct SlotParams {
     /// Consecutive losses from which the entry distance backs off.
     pub backoff_after_losses: u32,
     /// Backoff growth per further loss (0.5) and its cap (5).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub backoff_step: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub backoff_max: Decimal,
     /// S1: an exit older than this with the market moved away is orphaned.
     pub s1_orphan_sec: u64,
@@ -68,6 +74,7 @@ pub struct SlotParams {
     /// Recovery orders kept per slot; more evicts one.
     pub max_recovery: u32,
     /// Maker fee used until the instrument's is known.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub maker_fee: Decimal,
 }
 
@@ -102,13 +109,19 @@ pub struct HealParams {
     /// Band edges in hours of effective age: fresh < aging < stale < stuck <
     /// write_off.
     /// Hours, decimal (a demo herd may age positions in minutes).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub aging_hours: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub stale_hours: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub stuck_hours: Decimal,
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub write_off_hours: Decimal,
     /// Distance weight: effective age = age * (1 + distance_pct / this).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub distance_divisor: Decimal,
     /// The free stale-band tighten's profit over the entry, percent.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub tighten_profit_pct: Decimal,
     /// Least time between two subsidised reprices of one position.
     pub reprice_cooldown_sec: u64,
@@ -147,6 +160,7 @@ pub struct GridConfig {
     pub mode_from_regime: bool,
     /// Realized losses today (USD, evictions included) that lock new
     /// entries until the UTC day changes (GRID_DAILY_LOSS_LIMIT_USD).
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub daily_loss_limit_usd: Decimal,
     /// Start of the slots' userref sub-range (GRID_USERREF_OFFSET); the
     /// rangers use 800-899.
@@ -156,6 +170,7 @@ pub struct GridConfig {
     /// Volatility-adjusted profit: the exit profit in force is
     /// max(slot.profit_pct, factor * the market's high-low range over the
     /// window, percent). 0 turns it off.
+    #[serde(deserialize_with = "herd_types::decimal::deserialize")]
     pub volatility_profit_factor: Decimal,
     pub volatility_window_sec: u64,
     /// `[grid.slot]`: the knobs every slot shares.
@@ -200,7 +215,7 @@ pub mod env {
 }
 
 pub use crate::envvar::EnvError;
-use crate::envvar::{parse, parse_bool};
+use crate::envvar::{parse, parse_bool, parse_decimal};
 
 impl GridConfig {
     /// Applies `GRID_*` / `CHURNER_*` overrides from `get`.
@@ -225,16 +240,16 @@ impl GridConfig {
             };
         }
         if let Some(v) = get(env::ORDER_SIZE_USD) {
-            self.slot.order_size_usd = parse(env::ORDER_SIZE_USD, &v)?;
+            self.slot.order_size_usd = parse_decimal(env::ORDER_SIZE_USD, &v)?;
         }
         if let Some(v) = get(env::ENTRY_PCT) {
-            self.slot.entry_pct = parse(env::ENTRY_PCT, &v)?;
+            self.slot.entry_pct = parse_decimal(env::ENTRY_PCT, &v)?;
         }
         if let Some(v) = get(env::PROFIT_PCT) {
-            self.slot.profit_pct = parse(env::PROFIT_PCT, &v)?;
+            self.slot.profit_pct = parse_decimal(env::PROFIT_PCT, &v)?;
         }
         if let Some(v) = get(env::DAILY_LOSS_LIMIT_USD) {
-            self.daily_loss_limit_usd = parse(env::DAILY_LOSS_LIMIT_USD, &v)?;
+            self.daily_loss_limit_usd = parse_decimal(env::DAILY_LOSS_LIMIT_USD, &v)?;
         }
         if let Some(v) = get(env::USERREF_OFFSET) {
             self.userref_offset = parse(env::USERREF_OFFSET, &v)?;
@@ -246,7 +261,7 @@ impl GridConfig {
             self.churner.max_active = parse(env::CHURNER_MAX_ACTIVE, &v)?;
         }
         if let Some(v) = get(env::CHURNER_RESERVE_USD) {
-            self.churner.reserve_usd = parse(env::CHURNER_RESERVE_USD, &v)?;
+            self.churner.reserve_usd = parse_decimal(env::CHURNER_RESERVE_USD, &v)?;
         }
         Ok(())
     }
