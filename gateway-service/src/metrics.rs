@@ -8,7 +8,7 @@
 //! (registry, fair queue, the adapter's budget) by [`StateGauges`], a
 //! collector built for each scrape by [`render`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -531,6 +531,8 @@ struct StateGauges {
     participants: Vec<(String, usize, u64)>,
     /// (engine, streams, last sequence, working orders, calls)
     summaries: Vec<(String, u32, u64, u32, u64)>,
+    /// Open foreign orders (no engine's) per symbol.
+    foreign: BTreeMap<String, u64>,
 }
 
 impl StateGauges {
@@ -542,6 +544,13 @@ impl StateGauges {
             budget: core.venue.budget(),
             participants: core.fair.participants(),
             summaries: core.registry.engine_summaries(),
+            foreign: core.registry.foreign_orders().into_iter().fold(
+                BTreeMap::new(),
+                |mut m, o| {
+                    *m.entry(o.symbol).or_insert(0) += 1;
+                    m
+                },
+            ),
         }
     }
 }
@@ -648,6 +657,13 @@ impl Collector for StateGauges {
         )?;
         for (id, _, _, _, calls) in &self.summaries {
             c.sample(&[("engine", id)], *calls)?;
+        }
+        let mut g = f.gauge(
+            "herd_gateway_foreign_open_orders",
+            "Open orders on the key that no engine placed and Herd cannot model (foreign), by symbol.",
+        )?;
+        for (symbol, n) in &self.foreign {
+            g.sample(&[("symbol", symbol)], *n)?;
         }
         Ok(())
     }

@@ -8,6 +8,11 @@
 //! it was never placed. A submit still in flight (queued for budget or
 //! awaiting its answer) is not looked for at all: that would only spend
 //! budget on a question its own answer is about to settle.
+//!
+//! Foreign orders (ones the venue reports that Herd cannot model, placed by
+//! hand or another tool) count toward a pair's open orders, as they do at
+//! the venue, and are recorded in the registry's foreign set; they never
+//! stand in for an engine's order, whatever client id they carry.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -58,8 +63,9 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         }
         *core.open_counts.lock().unwrap_or_else(|p| p.into_inner()) = (counts, now);
     }
+    core.registry.set_foreign(&open);
     let mut seen: HashSet<String> = HashSet::new();
-    for s in &open {
+    for s in open.iter().filter(|s| !s.is_foreign()) {
         report.events += core.registry.apply(s, now).len();
         seen.insert(s.client_order_id.clone());
     }
@@ -84,7 +90,7 @@ pub async fn poll_once(core: &Core, pending_timeout_ms: i64) -> Result<PollRepor
         drop(slot);
         report.venue_calls += 1;
         let now = core.clock.now_ms();
-        for s in &states {
+        for s in states.iter().filter(|s| !s.is_foreign()) {
             report.events += core.registry.apply(s, now).len();
             found.insert(s.client_order_id.clone());
         }

@@ -20,8 +20,9 @@ use herd_venue::{OrderRef, OrderState};
 use crate::fair::Priority;
 use crate::service::Core;
 
-/// Adopts every open order of the key that carries an engine's prefix.
-/// Returns how many were adopted.
+/// Adopts every open order of the key that carries an engine's prefix and
+/// is not foreign (foreign ones go to the registry's foreign set). Returns
+/// how many were adopted.
 pub async fn adopt_open_orders(core: &Core) -> Result<usize, herd_venue::VenueError> {
     let slot = core
         .fair
@@ -29,6 +30,7 @@ pub async fn adopt_open_orders(core: &Core) -> Result<usize, herd_venue::VenueEr
         .await;
     let open = core.venue.open_orders().await?;
     drop(slot);
+    core.registry.set_foreign(&open);
     Ok(open.iter().filter(|s| core.registry.adopt(s)).count())
 }
 

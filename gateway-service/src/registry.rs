@@ -15,8 +15,13 @@
 //! the venue after a restart) is given an owner by its prefix, the longest
 //! engine prefix it carries (config validation makes that the only one: no
 //! engine's prefix begins another's).
+//!
+//! An order the venue reports that Herd cannot model ([`OrderState::foreign`]:
+//! placed by hand or by another tool on the same key) is nobody's: it is never
+//! adopted, its states produce no events, and it is kept apart in the
+//! foreign set ([`Registry::set_foreign`]), for counting and for operators.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use herd_proto::gateway as pb;
@@ -67,6 +72,8 @@ struct Inner {
     engines: HashMap<String, EngineBook>,
     /// venue-facing client id -> (engine, engine's client id)
     owners: HashMap<String, (String, String)>,
+    /// Open foreign orders by venue order id, as of the last complete view.
+    foreign: BTreeMap<String, OrderState>,
 }
 
 /// What a new submit found.
@@ -277,6 +284,9 @@ impl Registry {
     /// Feeds a venue state in; returns the events it produced. States of
     /// orders no engine owns are ignored.
     pub fn apply(&self, new: &OrderState, now_ms: i64) -> Vec<pb::OrderEvent> {
+        if new.is_foreign() {
+            return Vec::new();
+        }
         let mut inner = self.lock();
         let Some((engine, client_id)) = inner.owners.get(&new.client_order_id).cloned() else {
             return Vec::new();
@@ -452,8 +462,12 @@ impl Registry {
     /// Takes over an order found at the venue (after a gateway restart, or
     /// asked for by its engine) without emitting events: the engine
     /// reconciles it with QueryOrders. Returns false if it was known already
-    /// (an order with an owner is never reassigned) or carries no prefix.
+    /// (an order with an owner is never reassigned), carries no prefix, or is
+    /// foreign (no engine placed it, whatever its client id says).
     pub fn adopt(&self, state: &OrderState) -> bool {
+        if state.is_foreign() {
+            return false;
+        }
         let mut inner = self.lock();
         if inner.owners.contains_key(&state.client_order_id) {
             return false;
@@ -478,6 +492,44 @@ impl Registry {
             .owners
             .insert(state.client_order_id.clone(), (engine, client_id));
         true
+    }
+
+    /// Records the foreign orders among `open`, a complete list of the
+    /// key's open orders: the foreign set becomes exactly those. A foreign
+    /// order seen for the first time is logged as a warning, once. Returns
+    /// how many there are.
+    pub fn set_foreign(&self, open: &[OrderState]) -> usize {
+        let now: BTreeMap<String, OrderState> = open
+            .iter()
+            .filter(|s| s.is_foreign())
+            .map(|s| (s.venue_order_id.clone(), s.clone()))
+            .collect();
+        let mut inner = self.lock();
+        for (id, s) in &now {
+            if !inner.foreign.contains_key(id) {
+                tracing::warn!(
+                    venue_order_id = %id,
+                    symbol = %s.symbol,
+                    side = ?s.side,
+                    venue_type = s.foreign.as_ref().map_or("", |f| f.venue_type.as_str()),
+                    "an order no engine placed is open on the key; it is tracked as foreign, \
+                     owned by no engine"
+                );
+            }
+        }
+        for id in inner.foreign.keys() {
+            if !now.contains_key(id) {
+                tracing::info!(venue_order_id = %id, "foreign order no longer open");
+            }
+        }
+        let n = now.len();
+        inner.foreign = now;
+        n
+    }
+
+    /// The open foreign orders as of the last complete view, by venue id.
+    pub fn foreign_orders(&self) -> Vec<OrderState> {
+        self.lock().foreign.values().cloned().collect()
     }
 
     /// Per engine: (id, streams open, last sequence, working orders, calls).
@@ -660,6 +712,51 @@ mod tests {
     /// Issue 23, bug 1: even with prefixes that overlap (which config
     /// validation refuses), an order's owner is the registry's, never what
     /// the prefix arithmetic of another engine's id makes of it.
+    /// An order no engine placed (foreign), even one whose client id
+    /// carries an engine's prefix, is never adopted, produces no events, and
+    /// is kept in the foreign set; the engines' own orders are unaffected.
+    #[test]
+    fn foreign_orders_belong_to_no_engine() {
+        let reg = Registry::new(&[("e0".into(), "e0-".into())], "inc".into(), 10);
+        assert_eq!(reg.register("e0", "a", pending("e0-a")), Registration::New);
+        let own_open = with(&pending("e0-a"), OrderStatus::Open, dec!(0), None, dec!(0));
+        let foreign = |venue_id: &str, client: &str| OrderState {
+            venue_order_id: venue_id.into(),
+            foreign: Some(herd_venue::Foreign {
+                venue_type: "take-profit".into(),
+                trigger: Some("+50.0000%".into()),
+                quote_volume: None,
+            }),
+            ..with(&pending(client), OrderStatus::Open, dec!(0), None, dec!(0))
+        };
+        let by_hand = foreign("OTP4NE", "");
+        let posing = foreign("OTS5XH", "e0-b");
+        assert!(!reg.adopt(&posing), "a foreign order is nobody's");
+        assert_eq!(reg.owner("e0-b"), None);
+        assert!(reg.apply(&posing, 1).is_empty());
+        assert!(reg.get("e0", "b").is_none());
+        // Even under the id of an engine's order it changes nothing.
+        assert!(reg.apply(&foreign("OX", "e0-a"), 1).is_empty());
+        assert_eq!(reg.get("e0", "a").unwrap().status, OrderStatus::Pending);
+
+        let open = [own_open.clone(), by_hand.clone(), posing.clone()];
+        assert_eq!(reg.set_foreign(&open), 2);
+        let ids: Vec<String> = reg
+            .foreign_orders()
+            .into_iter()
+            .map(|o| o.venue_order_id)
+            .collect();
+        assert_eq!(ids, ["OTP4NE", "OTS5XH"]);
+        assert_eq!(
+            reg.apply(&own_open, 2).len(),
+            1,
+            "the engine's order still moves"
+        );
+        assert_eq!(reg.working_orders("e0").len(), 1);
+        assert_eq!(reg.set_foreign(&[own_open]), 0, "gone when no longer open");
+        assert!(reg.foreign_orders().is_empty());
+    }
+
     #[test]
     fn ownership_is_the_registrys_and_never_moves() {
         let reg = Registry::new(

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use herd_venue::{
-    AccountMargin, Balance, Candle, FundingPayment, FundingRate, Instrument, InstrumentKind,
-    OrderState, OrderType, Position, PositionSide, Ticker, VenueError,
+    AccountMargin, Balance, Candle, Foreign, FundingPayment, FundingRate, Instrument,
+    InstrumentKind, OrderState, OrderType, Position, PositionSide, Ticker, VenueError,
 };
 use rust_decimal::Decimal;
 
 use crate::common::consts::{MAX_OPEN_ORDERS, SETTLE_COIN};
-use crate::common::enums::{BybitOrderStatus, BybitOrderType, BybitSide, Category};
+use crate::common::enums::{BybitOrderStatus, BybitSide, Category};
 use crate::common::symbol::{BybitSymbol, to_herd};
 use crate::http::models::{
     InstrumentRow, KlineResult, OrderRow, PositionRow, TickerRow, TransactionRow, WalletAccount,
@@ -291,8 +291,50 @@ pub fn candles_from(k: &KlineResult) -> Result<Vec<Candle>, VenueError> {
     Ok(out)
 }
 
+/// A text field that is empty, zero or `UNKNOWN` says nothing.
+fn said(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let zero = Decimal::from_str(t).is_ok_and(|d| d.is_zero());
+    (!t.is_empty() && !zero && t != "UNKNOWN").then_some(t)
+}
+
+/// Why herd cannot model an order row, as its [`Foreign`] record, or `None`
+/// for the plain base-sized limit and market orders herd places itself.
+fn foreign_of(row: &OrderRow, f: &dyn Fn(&str) -> String) -> Result<Option<Foreign>, VenueError> {
+    let plain_type = matches!(row.order_type.as_str(), "Market" | "Limit");
+    let filter = said(&row.order_filter).filter(|o| *o != "Order");
+    let stop = said(&row.stop_order_type);
+    let quote_sized = row.market_unit == "quoteCoin";
+    if plain_type && filter.is_none() && stop.is_none() && !quote_sized {
+        return Ok(None);
+    }
+    let mut venue_type = vec![row.order_type.as_str()];
+    venue_type.extend(filter);
+    venue_type.extend(stop.filter(|s| Some(*s) != filter));
+    if quote_sized {
+        venue_type.push("quoteCoin");
+    }
+    Ok(Some(Foreign {
+        venue_type: venue_type.join(" "),
+        trigger: said(&row.trigger_price).map(str::to_owned),
+        quote_volume: if quote_sized {
+            Some(dec(&f("qty"), &row.qty)?)
+        } else {
+            None
+        },
+    }))
+}
+
 /// An order row as herd's order state. `meta` gives the coins (for the fee
 /// asset); `userref` is what herd remembers of the order (Bybit has none).
+///
+/// An order herd cannot model (a conditional order: `orderFilter`
+/// `StopOrder` / `tpslOrder` / ..., a `stopOrderType`; an order type other
+/// than Market and Limit; a spot market order sized in quote,
+/// `marketUnit = quoteCoin`) is not an error: it comes back with
+/// [`OrderState::foreign`] set. A quote-sized order's `volume` is what
+/// executed, in base (`cumExecQty`); its size in quote is kept in
+/// [`Foreign::quote_volume`].
 pub fn order_state_from(
     category: Category,
     row: &OrderRow,
@@ -311,22 +353,22 @@ pub fn order_state_from(
         ))
     })?;
     let side = side(&f("side"), &row.side)?;
+    let foreign = foreign_of(row, &f)?;
     let order_type = match row.order_type.as_str() {
-        "Market" => BybitOrderType::Market,
-        "Limit" => BybitOrderType::Limit,
-        other => {
-            return Err(VenueError::Parse(format!(
-                "{}: unknown order type {other:?}",
-                f("orderType")
-            )));
-        }
+        "Limit" => OrderType::Limit,
+        "Market" => OrderType::Market,
+        // Only a foreign order gets here.
+        _ => OrderType::Market,
     };
-    let order_type: OrderType = order_type.into();
     let price = match order_type {
         OrderType::Limit => opt_dec(&f("price"), &row.price)?,
         OrderType::Market => None,
     };
     let executed = dec_or_zero(&f("cumExecQty"), &row.cum_exec_qty)?;
+    let volume = match &foreign {
+        Some(fo) if fo.quote_volume.is_some() => executed,
+        _ => dec(&f("qty"), &row.qty)?,
+    };
     let average_price = opt_dec(&f("avgPrice"), &row.avg_price)?.filter(|p| *p > Decimal::ZERO);
     let fee_asset = match (category, side, meta) {
         (Category::Linear, _, Some(m)) => m.instrument.quote.clone(),
@@ -348,7 +390,7 @@ pub fn order_state_from(
         side: side.into(),
         order_type,
         price,
-        volume: dec(&f("qty"), &row.qty)?,
+        volume,
         volume_executed: executed,
         average_price,
         fee: dec_or_zero(&f("cumExecFee"), &row.cum_exec_fee)?.abs(),
@@ -359,6 +401,7 @@ pub fn order_state_from(
         closed_at_ms: herd_status.is_final().then_some(updated),
         reason,
         post_only: row.time_in_force == "PostOnly",
+        foreign,
     })
 }
 

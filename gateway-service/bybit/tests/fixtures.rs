@@ -343,3 +343,218 @@ fn error_envelopes_map_to_typed_and_venue_errors() {
         assert!(!matches!(v, VenueError::Parse(_)), "{code}: {v:?}");
     }
 }
+
+#[test]
+fn conditional_and_quote_sized_orders_parse_as_foreign() {
+    use rust_decimal::Decimal;
+    struct Case {
+        order_id: &'static str,
+        /// `None`: herd's own kind of order, not foreign.
+        venue_type: Option<&'static str>,
+        trigger: Option<&'static str>,
+        quote_volume: Option<Decimal>,
+        order_type: OrderType,
+        price: Option<Decimal>,
+        volume: Decimal,
+        executed: Decimal,
+        status: OrderStatus,
+        side: Side,
+    }
+    let dir = directory();
+    let check = |category: Category, file: &str, cases: &[Case]| {
+        let (page, _): (ListResult<OrderRow>, _) = decode(file);
+        assert_eq!(page.list.len(), cases.len(), "{file}");
+        for (row, c) in page.list.iter().zip(cases) {
+            assert_eq!(row.order_id, c.order_id);
+            let o = parse::order_state_from(category, row, dir.by_bybit(category, &row.symbol), 0)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.order_id));
+            let f = o.foreign.as_ref();
+            assert_eq!(
+                f.map(|f| f.venue_type.as_str()),
+                c.venue_type,
+                "{}",
+                c.order_id
+            );
+            assert_eq!(
+                f.and_then(|f| f.trigger.as_deref()),
+                c.trigger,
+                "{}",
+                c.order_id
+            );
+            assert_eq!(
+                f.and_then(|f| f.quote_volume),
+                c.quote_volume,
+                "{}",
+                c.order_id
+            );
+            assert_eq!(
+                (o.order_type, o.price),
+                (c.order_type, c.price),
+                "{}",
+                c.order_id
+            );
+            assert_eq!(
+                (o.volume, o.volume_executed),
+                (c.volume, c.executed),
+                "{}",
+                c.order_id
+            );
+            assert_eq!((o.status, o.side), (c.status, c.side), "{}", c.order_id);
+            assert_eq!(o.venue_order_id, c.order_id);
+        }
+    };
+    check(
+        Category::Spot,
+        "http_order_realtime_conditional.json",
+        &[
+            Case {
+                order_id: "1321052653536515584",
+                venue_type: Some("Limit StopOrder Stop"),
+                trigger: Some("30000"),
+                quote_volume: None,
+                order_type: OrderType::Limit,
+                price: Some(dec!(29900)),
+                volume: dec!(0.01),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+                side: Side::Sell,
+            },
+            Case {
+                order_id: "1321052653536515585",
+                venue_type: Some("Market tpslOrder"),
+                trigger: Some("45000"),
+                quote_volume: None,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(0.02),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+                side: Side::Sell,
+            },
+            Case {
+                order_id: "1321052653536515586",
+                venue_type: None,
+                trigger: None,
+                quote_volume: None,
+                order_type: OrderType::Limit,
+                price: Some(dec!(36000)),
+                volume: dec!(0.01),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+                side: Side::Buy,
+            },
+        ],
+    );
+    check(
+        Category::Linear,
+        "http_order_realtime_conditional_linear.json",
+        &[Case {
+            order_id: "9a6e6b2c-0c3e-4f1e-8d5c-1f5b7e1c2d01",
+            venue_type: Some("Market StopLoss"),
+            trigger: Some("33000.00"),
+            quote_volume: None,
+            order_type: OrderType::Market,
+            price: None,
+            volume: dec!(0.010),
+            executed: dec!(0),
+            status: OrderStatus::Open,
+            side: Side::Sell,
+        }],
+    );
+    // A spot market buy sized in quote: 100 USDT bought 0.002702 BTC. The
+    // volume is base (cumExecQty); the quote size is kept apart.
+    check(
+        Category::Spot,
+        "http_order_history_quote_market.json",
+        &[
+            Case {
+                order_id: "1321060000000000001",
+                venue_type: Some("Market quoteCoin"),
+                trigger: None,
+                quote_volume: Some(dec!(100)),
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(0.002702),
+                executed: dec!(0.002702),
+                status: OrderStatus::Filled,
+                side: Side::Buy,
+            },
+            Case {
+                order_id: "1321060000000000002",
+                venue_type: None,
+                trigger: None,
+                quote_volume: None,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(0.01),
+                executed: dec!(0.01),
+                status: OrderStatus::Filled,
+                side: Side::Buy,
+            },
+        ],
+    );
+    // Another order type is foreign too, not a failure of the whole page.
+    let (page, _): (ListResult<OrderRow>, _) = decode("http_order_realtime_conditional.json");
+    let mut odd = page.list[2].clone();
+    odd.order_type = "UNKNOWN".into();
+    let o = parse::order_state_from(Category::Spot, &odd, None, 0).unwrap();
+    assert_eq!(o.foreign.unwrap().venue_type, "UNKNOWN");
+}
+
+#[test]
+fn envelope_integers_read_numbers_and_numeric_strings() {
+    struct Case {
+        ret_code: &'static str,
+        time: &'static str,
+        /// Ok((retCode, time)) or Err(text the error must contain).
+        want: Result<(i64, i64), &'static str>,
+    }
+    let cases = [
+        Case {
+            ret_code: "0",
+            time: "1700000000123",
+            want: Ok((0, 1_700_000_000_123)),
+        },
+        Case {
+            ret_code: r#""0""#,
+            time: r#""1700000000123""#,
+            want: Ok((0, 1_700_000_000_123)),
+        },
+        Case {
+            ret_code: r#""10006""#,
+            time: "1",
+            want: Ok((10006, 1)),
+        },
+        Case {
+            ret_code: r#""OK""#,
+            time: "1",
+            want: Err("field retCode: \"OK\" is not an integer"),
+        },
+        Case {
+            ret_code: "0",
+            time: r#""now""#,
+            want: Err("field time: \"now\" is not an integer"),
+        },
+        Case {
+            ret_code: "0.5",
+            time: "1",
+            want: Err("field retCode: 0.5 is not an integer"),
+        },
+    ];
+    for c in cases {
+        let body = format!(
+            r#"{{"retCode":{},"retMsg":"OK","result":{{"timeSecond":"1700000000","timeNano":"1700000000123000000"}},"retExtInfo":{{}},"time":{}}}"#,
+            c.ret_code, c.time
+        );
+        let got = decode_body::<ServerTime>(200, &body);
+        match (got, c.want) {
+            (Ok((_, time)), Ok((0, want_time))) => assert_eq!(time, want_time, "{body}"),
+            (Err(BybitError::Api(api)), Ok((code, _))) => assert_eq!(api.code, code, "{body}"),
+            (Err(e), Err(want)) => {
+                assert!(matches!(e, BybitError::Decode(_)), "{body}: {e:?}");
+                assert!(e.to_string().contains(want), "{body}: {e}");
+            }
+            (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
+        }
+    }
+}

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use herd_venue::{
-    Balance, Candle, Instrument, InstrumentKind, OrderState, OrderStatus, OrderType, Side, Ticker,
-    VenueError,
+    Balance, Candle, Foreign, Instrument, InstrumentKind, OrderState, OrderStatus, OrderType, Side,
+    Ticker, VenueError,
 };
 use rust_decimal::Decimal;
 
@@ -230,11 +230,40 @@ pub fn order_status(status: KrakenOrderStatus, reason: Option<&str>) -> OrderSta
     }
 }
 
+/// Kraken order types that wait for a trigger: their `descr.price` is the
+/// trigger (an offset for trailing ones) and `price2` the limit, if any.
+const TRIGGERED_TYPES: &[&str] = &["stop-loss", "take-profit", "trailing-stop"];
+
+/// Why Herd cannot model an order, as its [`Foreign`] record, or `None` for
+/// the plain limit and market orders Herd places itself (sized in base,
+/// priced absolutely).
+fn foreign_of(info: &OrderInfo, flags: &[&str]) -> Option<Foreign> {
+    let quote_sized = flags.contains(&"viqc");
+    let offset = info.descr.price.price().is_none();
+    match &info.descr.ordertype {
+        KrakenOrderType::Limit | KrakenOrderType::Market if !quote_sized && !offset => None,
+        other => {
+            let t = other.as_str();
+            let triggered = TRIGGERED_TYPES.iter().any(|p| t.starts_with(p));
+            Some(Foreign {
+                venue_type: t.to_owned(),
+                trigger: (triggered || offset).then(|| info.descr.price.text()),
+                quote_volume: quote_sized.then_some(info.vol),
+            })
+        }
+    }
+}
+
 /// An [`OrderState`] from Kraken's order info.
 ///
 /// `pair` is the directory entry of `descr.pair`, when known (it gives the
 /// symbol and the fee asset). `client_order_id` is used when Kraken's record
 /// has no `cl_ord_id` (orders placed with userref only).
+///
+/// An order Herd cannot model (any type but limit and market, a trigger
+/// price given as an offset, a volume in quote currency) is not an error:
+/// it comes back with [`OrderState::foreign`] set, so one order placed by
+/// hand on the key never hides the others.
 pub fn order_state_from(
     txid: &str,
     info: &OrderInfo,
@@ -245,17 +274,33 @@ pub fn order_state_from(
         KrakenSide::Buy => Side::Buy,
         KrakenSide::Sell => Side::Sell,
     };
-    let order_type = match &info.descr.ordertype {
-        KrakenOrderType::Limit => OrderType::Limit,
-        KrakenOrderType::Market => OrderType::Market,
-        KrakenOrderType::Other(t) => {
-            return Err(parse_err(format!(
-                "order {txid}: unsupported ordertype {t}"
-            )));
+    let flags: Vec<&str> = info.oflags.split(',').map(str::trim).collect();
+    let foreign = foreign_of(info, &flags);
+    let (order_type, price) = match &foreign {
+        // Not foreign: a limit or market order with an absolute price.
+        None if info.descr.ordertype == KrakenOrderType::Limit => (
+            OrderType::Limit,
+            info.descr.price.price().filter(|p| *p > Decimal::ZERO),
+        ),
+        None => (OrderType::Market, None),
+        Some(f) => {
+            let t = f.venue_type.as_str();
+            // Where Kraken gives an absolute limit price: a limit or iceberg
+            // order's price, a `*-limit` conditional order's price2.
+            let limit = if t == "limit" || t == "iceberg" {
+                info.descr.price.price()
+            } else if t.ends_with("-limit") {
+                info.descr.price2.as_ref().and_then(|p| p.price())
+            } else {
+                None
+            }
+            .filter(|p| *p > Decimal::ZERO);
+            match limit {
+                Some(p) => (OrderType::Limit, Some(p)),
+                None => (OrderType::Market, None),
+            }
         }
     };
-    let price = (order_type == OrderType::Limit && info.descr.price > Decimal::ZERO)
-        .then_some(info.descr.price);
     let average_price = if info.price > Decimal::ZERO {
         Some(info.price)
     } else if info.vol_exec > Decimal::ZERO {
@@ -263,7 +308,6 @@ pub fn order_state_from(
     } else {
         None
     };
-    let flags: Vec<&str> = info.oflags.split(',').map(str::trim).collect();
     let (symbol, fee_asset) = match pair {
         Some(p) => {
             let base = &p.instrument.base;
@@ -284,11 +328,23 @@ pub fn order_state_from(
         }
         None => (info.descr.pair.clone(), String::new()),
     };
-    let userref = info
-        .userref
-        .map(|u| i32::try_from(u).map_err(|_| parse_err(format!("order {txid}: userref {u}"))))
-        .transpose()?
-        .unwrap_or(0);
+    let userref = match info.userref.map(i32::try_from).transpose() {
+        Ok(u) => u.unwrap_or(0),
+        // Another tool's userref need not fit Herd's int32; it is nobody's.
+        Err(_) if foreign.is_some() => 0,
+        Err(_) => {
+            return Err(parse_err(format!(
+                "order {txid}: userref {:?}",
+                info.userref
+            )));
+        }
+    };
+    // A quote-sized order's `vol` is quote currency; in base units only what
+    // executed is known.
+    let volume = match &foreign {
+        Some(f) if f.quote_volume.is_some() => info.vol_exec,
+        _ => info.vol,
+    };
     Ok(OrderState {
         client_order_id: info
             .cl_ord_id
@@ -301,7 +357,7 @@ pub fn order_state_from(
         side,
         order_type,
         price,
-        volume: info.vol,
+        volume,
         volume_executed: info.vol_exec,
         average_price,
         fee: info.fee,
@@ -312,6 +368,7 @@ pub fn order_state_from(
         closed_at_ms: info.closetm.map(|t| t.to_ms()).filter(|ms| *ms > 0),
         reason: info.reason.clone().filter(|r| !r.is_empty()),
         post_only: flags.contains(&"post"),
+        foreign,
     })
 }
 

@@ -879,3 +879,361 @@ async fn open_order_limit_is_checked_with_kraken_before_refusing() {
     );
     assert_eq!(server.calls("AddOrder").len(), 80);
 }
+
+/// What one order of a foreign-orders fixture must parse to.
+struct ForeignCase {
+    txid: &'static str,
+    /// `None`: Herd's own kind of order, not foreign.
+    venue_type: Option<&'static str>,
+    trigger: Option<&'static str>,
+    quote_volume: Option<rust_decimal::Decimal>,
+    symbol: &'static str,
+    side: Side,
+    order_type: OrderType,
+    price: Option<rust_decimal::Decimal>,
+    volume: rust_decimal::Decimal,
+    executed: rust_decimal::Decimal,
+    status: OrderStatus,
+}
+
+fn check_foreign_cases(orders: &BTreeMap<String, OrderInfo>, cases: &[ForeignCase]) {
+    let d = dir();
+    assert_eq!(orders.len(), cases.len());
+    for c in cases {
+        let info = &orders[c.txid];
+        let s = parse::order_state_from(c.txid, info, d.get(&info.descr.pair), None)
+            .unwrap_or_else(|e| panic!("{}: {e}", c.txid));
+        let f = s.foreign.as_ref();
+        assert_eq!(f.map(|f| f.venue_type.as_str()), c.venue_type, "{}", c.txid);
+        assert_eq!(
+            f.and_then(|f| f.trigger.as_deref()),
+            c.trigger,
+            "{}",
+            c.txid
+        );
+        assert_eq!(f.and_then(|f| f.quote_volume), c.quote_volume, "{}", c.txid);
+        assert_eq!(s.venue_order_id, c.txid);
+        assert_eq!(s.symbol, c.symbol, "{}", c.txid);
+        assert_eq!(s.side, c.side, "{}", c.txid);
+        assert_eq!(
+            (s.order_type, s.price),
+            (c.order_type, c.price),
+            "{}",
+            c.txid
+        );
+        assert_eq!(
+            (s.volume, s.volume_executed),
+            (c.volume, c.executed),
+            "{}",
+            c.txid
+        );
+        assert_eq!(s.status, c.status, "{}", c.txid);
+    }
+}
+
+#[test]
+fn orders_herd_cannot_model_parse_as_foreign() {
+    let open: OpenOrdersResult =
+        decode_body(200, &fixture("http_open_orders_foreign.json")).unwrap();
+    check_foreign_cases(
+        &open.open,
+        &[
+            ForeignCase {
+                txid: "OU22CG-KLAF2-FWUDD7",
+                venue_type: None,
+                trigger: None,
+                quote_volume: None,
+                symbol: "DOGEUSD",
+                side: Side::Buy,
+                order_type: OrderType::Limit,
+                price: Some(dec!(0.071)),
+                volume: dec!(100),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+            },
+            ForeignCase {
+                txid: "OTP4NE-YZ2KP-G6ZOQW",
+                venue_type: Some("take-profit"),
+                trigger: Some("45000"),
+                quote_volume: None,
+                symbol: "BTCUSD",
+                side: Side::Sell,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(0.01),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+            },
+            ForeignCase {
+                txid: "OSLL7Q-3DDUT-ZMH2VE",
+                venue_type: Some("stop-loss-limit"),
+                trigger: Some("30000"),
+                quote_volume: None,
+                symbol: "BTCUSD",
+                side: Side::Sell,
+                order_type: OrderType::Limit,
+                price: Some(dec!(29900)),
+                volume: dec!(0.02),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+            },
+            ForeignCase {
+                txid: "OTS5XH-KJ7PA-WQ4LCD",
+                venue_type: Some("trailing-stop"),
+                trigger: Some("+50.0000%"),
+                quote_volume: None,
+                symbol: "DOGEUSD",
+                side: Side::Sell,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(500),
+                executed: dec!(0),
+                status: OrderStatus::Open,
+            },
+        ],
+    );
+    let sll = &open.open["OSLL7Q-3DDUT-ZMH2VE"];
+    assert_eq!(sll.userref, Some(-5), "userref as a numeric string");
+
+    let closed: ClosedOrdersResult =
+        decode_body(200, &fixture("http_closed_orders_foreign.json")).unwrap();
+    assert_eq!(closed.count, 3, "count as a numeric string");
+    check_foreign_cases(
+        &closed.closed,
+        &[
+            ForeignCase {
+                txid: "OSP6RT-QWXL2-5ABHNE",
+                venue_type: Some("settle-position"),
+                trigger: None,
+                quote_volume: None,
+                symbol: "BTCUSD",
+                side: Side::Buy,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(0),
+                executed: dec!(0.005),
+                status: OrderStatus::Filled,
+            },
+            // viqc: `vol` is 71 USD; in base only what executed is known.
+            ForeignCase {
+                txid: "OVQ3MB-7HCLX-ZRJ2PF",
+                venue_type: Some("market"),
+                trigger: None,
+                quote_volume: Some(dec!(71)),
+                symbol: "DOGEUSD",
+                side: Side::Buy,
+                order_type: OrderType::Market,
+                price: None,
+                volume: dec!(1000),
+                executed: dec!(1000),
+                status: OrderStatus::Filled,
+            },
+            ForeignCase {
+                txid: "OB5VMB-B4U2U-DK2WRW",
+                venue_type: None,
+                trigger: None,
+                quote_volume: None,
+                symbol: "BTCUSD",
+                side: Side::Sell,
+                order_type: OrderType::Limit,
+                price: Some(dec!(37500)),
+                volume: dec!(0.001),
+                executed: dec!(0),
+                status: OrderStatus::Canceled,
+            },
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_order_never_fails_open_query_or_closed_orders() {
+    let server = MockKraken::start(with_public(|m, _| match m {
+        "OpenOrders" => Reply::json(fixture("http_open_orders_foreign.json")),
+        "QueryOrders" => {
+            let open: serde_json::Value =
+                serde_json::from_str(&fixture("http_open_orders_foreign.json")).unwrap();
+            Reply::json(
+                serde_json::json!({"error": [], "result": open["result"]["open"]}).to_string(),
+            )
+        }
+        "ClosedOrders" => Reply::json(fixture("http_closed_orders_foreign.json")),
+        _ => Reply::status(404, "{}"),
+    }))
+    .await;
+    let (v, _) = venue(&server.url, Tier::Pro);
+    let open = v.open_orders().await.unwrap();
+    assert_eq!(open.len(), 4, "every order of the answer");
+    let own: Vec<&str> = open
+        .iter()
+        .filter(|s| !s.is_foreign())
+        .map(|s| s.client_order_id.as_str())
+        .collect();
+    assert_eq!(own, ["g1-s3-e-00042"]);
+    assert_eq!(open.iter().filter(|s| s.is_foreign()).count(), 3);
+
+    let refs: Vec<OrderRef> = open
+        .iter()
+        .map(|s| OrderRef {
+            client_order_id: s.client_order_id.clone(),
+            venue_order_id: Some(s.venue_order_id.clone()),
+        })
+        .collect();
+    let queried = v.query_orders(&refs).await.unwrap();
+    assert_eq!(queried.len(), 4);
+    assert_eq!(queried.iter().filter(|s| s.is_foreign()).count(), 3);
+
+    // ClosedOrders answers the look-up by client id of an unknown submit:
+    // the foreign orders beside it do not fail it.
+    let r = v.resolve_order("not-there").await.unwrap();
+    assert_eq!(r, Resolution::NotFound { conclusive: false });
+    assert_eq!(server.calls("ClosedOrders").len(), 1);
+}
+
+#[test]
+fn integer_fields_read_numbers_and_numeric_strings() {
+    struct Case {
+        what: &'static str,
+        body: String,
+        /// `Ok(value read)` or `Err(text the error must contain)`.
+        want: Result<i64, &'static str>,
+        read: fn(&str) -> Result<i64, KrakenError>,
+    }
+    fn order(userref: &str) -> String {
+        format!(
+            r#"{{"error":[],"result":{{"O1":{{"userref":{userref},"status":"open","opentm":1,
+            "descr":{{"pair":"XDGUSD","type":"buy","ordertype":"limit","price":"1"}},
+            "vol":"1","vol_exec":"0","cost":"0","fee":"0","price":"0"}}}}}}"#
+        )
+    }
+    fn ohlc(last: &str, count: &str) -> String {
+        format!(
+            r#"{{"error":[],"result":{{"XDGUSD":[[1700000040,"1","1","1","1","1","1",{count}]],"last":{last}}}}}"#
+        )
+    }
+    let userref = |b: &str| {
+        decode_body::<BTreeMap<String, OrderInfo>>(200, b).map(|m| m["O1"].userref.unwrap_or(-1))
+    };
+    let closed_count = |b: &str| decode_body::<ClosedOrdersResult>(200, b).map(|r| r.count as i64);
+    let cancel_count =
+        |b: &str| decode_body::<CancelOrderResult>(200, b).map(|r| i64::from(r.count));
+    let ohlc_last = |b: &str| decode_body::<OhlcResult>(200, b).map(|r| r.last);
+    let ohlc_count =
+        |b: &str| decode_body::<OhlcResult>(200, b).map(|r| r.rows.values().next().unwrap()[0].7);
+    let closed =
+        |count: &str| format!(r#"{{"error":[],"result":{{"closed":{{}},"count":{count}}}}}"#);
+    let cancel = |count: &str| format!(r#"{{"error":[],"result":{{"count":{count}}}}}"#);
+    let cases = [
+        Case {
+            what: "userref number",
+            body: order("120001"),
+            want: Ok(120_001),
+            read: userref,
+        },
+        Case {
+            what: "userref string",
+            body: order(r#""120001""#),
+            want: Ok(120_001),
+            read: userref,
+        },
+        Case {
+            what: "userref negative string",
+            body: order(r#""-7""#),
+            want: Ok(-7),
+            read: userref,
+        },
+        Case {
+            what: "userref null",
+            body: order("null"),
+            want: Ok(-1),
+            read: userref,
+        },
+        Case {
+            what: "userref junk",
+            body: order(r#""abc""#),
+            want: Err("field userref: \"abc\" is not an integer"),
+            read: userref,
+        },
+        Case {
+            what: "userref fraction",
+            body: order("1.5"),
+            want: Err("field userref: 1.5 is not an integer"),
+            read: userref,
+        },
+        Case {
+            what: "ClosedOrders count number",
+            body: closed("3"),
+            want: Ok(3),
+            read: closed_count,
+        },
+        Case {
+            what: "ClosedOrders count string",
+            body: closed(r#""3""#),
+            want: Ok(3),
+            read: closed_count,
+        },
+        Case {
+            what: "ClosedOrders count junk",
+            body: closed(r#""many""#),
+            want: Err("field count: \"many\" is not an integer"),
+            read: closed_count,
+        },
+        Case {
+            what: "ClosedOrders count negative",
+            body: closed("-1"),
+            want: Err("field count: -1 is out of range"),
+            read: closed_count,
+        },
+        Case {
+            what: "CancelOrder count string",
+            body: cancel(r#""1""#),
+            want: Ok(1),
+            read: cancel_count,
+        },
+        Case {
+            what: "CancelOrder count junk",
+            body: cancel(r#""one""#),
+            want: Err("field count: \"one\" is not an integer"),
+            read: cancel_count,
+        },
+        Case {
+            what: "OHLC last number",
+            body: ohlc("1700000040", "14"),
+            want: Ok(1_700_000_040),
+            read: ohlc_last,
+        },
+        Case {
+            what: "OHLC last string",
+            body: ohlc(r#""1700000040""#, "14"),
+            want: Ok(1_700_000_040),
+            read: ohlc_last,
+        },
+        Case {
+            what: "OHLC last junk",
+            body: ohlc(r#""soon""#, "14"),
+            want: Err("field last: \"soon\" is not an integer"),
+            read: ohlc_last,
+        },
+        Case {
+            what: "OHLC count string",
+            body: ohlc("1", r#""14""#),
+            want: Ok(14),
+            read: ohlc_count,
+        },
+        Case {
+            what: "OHLC count junk",
+            body: ohlc("1", r#""x""#),
+            want: Err("field OHLC count: \"x\" is not an integer"),
+            read: ohlc_count,
+        },
+    ];
+    for c in cases {
+        match ((c.read)(&c.body), c.want) {
+            (Ok(v), Ok(want)) => assert_eq!(v, want, "{}", c.what),
+            (Err(e), Err(want)) => {
+                assert!(matches!(e, KrakenError::Decode(_)), "{}: {e:?}", c.what);
+                assert!(e.to_string().contains(want), "{}: {e}", c.what);
+            }
+            (got, want) => panic!("{}: got {got:?}, want {want:?}", c.what),
+        }
+    }
+}

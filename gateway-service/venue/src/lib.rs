@@ -15,6 +15,7 @@ mod clock;
 pub mod credential;
 mod error;
 pub mod perp;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::VenueError;
@@ -90,9 +91,45 @@ pub struct OrderState {
     pub closed_at_ms: Option<i64>,
     pub reason: Option<String>,
     pub post_only: bool,
+    /// Set when the venue reported an order Herd cannot model (a type Herd
+    /// never places, a conditional order, a price offset, a quote-sized
+    /// order): nobody's order. The gateway tracks it as owned by no engine
+    /// and never shows it to, or lets it be cancelled by, an engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<Foreign>,
+}
+
+/// What an order Herd cannot model really is, as the venue said it.
+///
+/// In a foreign [`OrderState`], id, symbol, side, status, times, fee and
+/// `volume_executed` are the venue's; `volume` is in base units (for a
+/// quote-sized order: what executed so far, the size being
+/// [`Foreign::quote_volume`]); `price` is a limit price only where the
+/// venue gives an absolute one, and `order_type` is Limit when it does,
+/// Market otherwise. Nothing may trade on these: they are for counting
+/// (a foreign open order still takes one of the pair's open-order slots)
+/// and for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Foreign {
+    /// The venue's own words for the order's kind: Kraken's `ordertype`
+    /// (`take-profit`, `trailing-stop`, `settle-position`, ...; `limit` or
+    /// `market` for a quote-sized one), Bybit's `orderType` with its
+    /// `orderFilter` / `stopOrderType` (`Limit StopOrder`, `Market tpslOrder`).
+    pub venue_type: String,
+    /// The trigger as the venue wrote it: a price (`"27000.0"`) or an offset
+    /// (`"+50.0000%"`).
+    pub trigger: Option<String>,
+    /// The size in quote units, when the order was sized so (Kraken `viqc`,
+    /// Bybit `marketUnit = quoteCoin`).
+    pub quote_volume: Option<Decimal>,
 }
 
 impl OrderState {
+    /// True for an order Herd cannot model (see [`OrderState::foreign`]).
+    pub fn is_foreign(&self) -> bool {
+        self.foreign.is_some()
+    }
+
     /// A pending record for an order whose submit has not been answered.
     pub fn pending(order: &NewOrder, now_ms: i64) -> OrderState {
         OrderState {
@@ -113,6 +150,7 @@ impl OrderState {
             closed_at_ms: None,
             reason: None,
             post_only: order.post_only,
+            foreign: None,
         }
     }
 }

@@ -435,6 +435,7 @@ fn create(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
             closed_at_ms: Some(now),
             reason: None,
             post_only: true,
+            foreign: None,
         };
         let mut row = order_row(&state, false);
         if let Some(o) = row.as_object_mut() {

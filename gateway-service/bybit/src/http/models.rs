@@ -1,20 +1,31 @@
 //! Bybit V5 response types, as Bybit spells them. Numbers arrive as strings
 //! (sometimes empty); they stay strings here and [`crate::parse`] turns them
-//! into decimals with errors that name the field.
+//! into decimals with errors that name the field. The envelope's integers
+//! (`retCode`, `time`), documented as numbers, are read from a number or a
+//! numeric string ([`herd_venue::wire`]).
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+fn de_ret_code<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    herd_venue::wire::int_field(d, "retCode")
+}
+
+fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    herd_venue::wire::int_field(d, "time")
+}
 
 /// `{"retCode":0,"retMsg":"OK","result":{...},"retExtInfo":{},"time":...}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope<T> {
+    #[serde(deserialize_with = "de_ret_code")]
     pub ret_code: i64,
     #[serde(default)]
     pub ret_msg: String,
     pub result: Option<T>,
     #[serde(default)]
     pub ret_ext_info: serde_json::Value,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_time")]
     pub time: i64,
 }
 
@@ -160,6 +171,16 @@ pub struct OrderRow {
     pub cancel_type: String,
     pub created_time: String,
     pub updated_time: String,
+    /// Spot: `Order` (plain), `tpslOrder`, `StopOrder`, `OcoOrder`,
+    /// `BidirectionalTpslOrder`; empty when not sent.
+    pub order_filter: String,
+    /// Conditional orders: `Stop`, `TakeProfit`, `StopLoss`, `TrailingStop`,
+    /// `tpslOrder`, ...; empty (or `UNKNOWN`) for plain ones.
+    pub stop_order_type: String,
+    /// The trigger of a conditional order; empty or zero otherwise.
+    pub trigger_price: String,
+    /// Spot market orders: `baseCoin` or `quoteCoin` (then `qty` is quote).
+    pub market_unit: String,
 }
 
 /// One fill of GET /v5/execution/list.

@@ -2,6 +2,9 @@
 //! strings and become [`Decimal`]; fee percentages and timestamps arrive as
 //! JSON numbers and are read through their decimal text, never as f64.
 //! Unknown fields are ignored so Kraken can add fields without breaking us.
+//! Integer fields Kraken documents as numbers (`userref`, `count`, OHLC
+//! `last` and row times) are read from a number or a numeric string
+//! ([`herd_venue::wire`]); anything else is an error naming the field.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -35,6 +38,83 @@ fn decimal_from_value(v: &serde_json::Value) -> Result<Decimal, String> {
 pub fn de_decimal_any<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     decimal_from_value(&v).map_err(serde::de::Error::custom)
+}
+
+macro_rules! int_fields {
+    ($($name:ident: $ty:ty = $field:literal;)*) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            herd_venue::wire::int_field(d, $field)
+        }
+    )*};
+}
+
+macro_rules! opt_int_fields {
+    ($($name:ident: $ty:ty = $field:literal;)*) => {$(
+        fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$ty>, D::Error> {
+            herd_venue::wire::opt_int_field(d, $field)
+        }
+    )*};
+}
+
+int_fields! {
+    de_unixtime: i64 = "unixtime";
+    de_ohlc_last: i64 = "last";
+    de_ohlc_time: i64 = "OHLC time";
+    de_ohlc_count: i64 = "OHLC count";
+    de_count_u64: u64 = "count";
+    de_count_u32: u32 = "count";
+}
+
+opt_int_fields! {
+    de_userref: i64 = "userref";
+    de_trade_id: i64 = "trade_id";
+}
+
+/// `descr.price` or `descr.price2`: a price, or an offset from the market
+/// (`+50.0000%` of a trailing stop, `-5.0`, `#2.5`) as Kraken wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescrPrice {
+    Price(Decimal),
+    Offset(String),
+}
+
+impl DescrPrice {
+    /// The absolute price, if this is one.
+    pub fn price(&self) -> Option<Decimal> {
+        match self {
+            DescrPrice::Price(p) => Some(*p),
+            DescrPrice::Offset(_) => None,
+        }
+    }
+
+    /// The value as Kraken wrote it (a price normalized).
+    pub fn text(&self) -> String {
+        match self {
+            DescrPrice::Price(p) => p.normalize().to_string(),
+            DescrPrice::Offset(t) => t.clone(),
+        }
+    }
+}
+
+impl Default for DescrPrice {
+    fn default() -> DescrPrice {
+        DescrPrice::Price(Decimal::ZERO)
+    }
+}
+
+impl<'de> Deserialize<'de> for DescrPrice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<DescrPrice, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        if let serde_json::Value::String(s) = &v {
+            let t = s.trim();
+            if t.starts_with(['+', '-', '#']) || t.ends_with('%') {
+                return Ok(DescrPrice::Offset(t.to_owned()));
+            }
+        }
+        decimal_from_value(&v)
+            .map(DescrPrice::Price)
+            .map_err(|e| serde::de::Error::custom(format!("descr price: {e}")))
+    }
 }
 
 /// A Kraken timestamp: seconds since the epoch, fractional (`1688666559.8974`).
@@ -76,6 +156,7 @@ impl<'de> Deserialize<'de> for FeeTier {
 /// Time.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ServerTime {
+    #[serde(deserialize_with = "de_unixtime")]
     pub unixtime: i64,
     pub rfc1123: String,
 }
@@ -128,19 +209,20 @@ pub struct TickerInfo {
 /// One OHLC row: `[time, open, high, low, close, vwap, volume, count]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OhlcRow(
-    pub i64,
+    #[serde(deserialize_with = "de_ohlc_time")] pub i64,
     pub Decimal,
     pub Decimal,
     pub Decimal,
     pub Decimal,
     pub Decimal,
     pub Decimal,
-    pub i64,
+    #[serde(deserialize_with = "de_ohlc_count")] pub i64,
 );
 
 /// OHLC: one key named after the pair, and `last` (the id to poll from).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OhlcResult {
+    #[serde(deserialize_with = "de_ohlc_last")]
     pub last: i64,
     #[serde(flatten)]
     pub rows: BTreeMap<String, Vec<OhlcRow>>,
@@ -166,10 +248,12 @@ pub struct OrderDescr {
     #[serde(rename = "type")]
     pub side: KrakenSide,
     pub ordertype: KrakenOrderType,
-    /// Limit price; "0" for market orders.
-    pub price: Decimal,
+    /// Limit price, "0" for market orders; for conditional orders the
+    /// trigger, which trailing stops give as an offset.
+    pub price: DescrPrice,
+    /// The limit price of `*-limit` conditional orders (also may be an offset).
     #[serde(default)]
-    pub price2: Option<Decimal>,
+    pub price2: Option<DescrPrice>,
     #[serde(default)]
     pub order: Option<String>,
 }
@@ -179,7 +263,7 @@ pub struct OrderDescr {
 pub struct OrderInfo {
     #[serde(default)]
     pub refid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_userref")]
     pub userref: Option<i64>,
     #[serde(default)]
     pub cl_ord_id: Option<String>,
@@ -214,7 +298,7 @@ pub struct OpenOrdersResult {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ClosedOrdersResult {
     pub closed: BTreeMap<String, OrderInfo>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_count_u64")]
     pub count: u64,
 }
 
@@ -237,6 +321,7 @@ pub struct AddOrderResult {
 /// CancelOrder.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CancelOrderResult {
+    #[serde(deserialize_with = "de_count_u32")]
     pub count: u32,
     #[serde(default)]
     pub pending: Option<bool>,
@@ -245,6 +330,7 @@ pub struct CancelOrderResult {
 /// CancelAll.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CancelAllResult {
+    #[serde(deserialize_with = "de_count_u32")]
     pub count: u32,
 }
 
@@ -277,7 +363,7 @@ pub struct TradeInfo {
     pub misc: String,
     #[serde(default)]
     pub maker: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_trade_id")]
     pub trade_id: Option<i64>,
 }
 
@@ -285,6 +371,6 @@ pub struct TradeInfo {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TradesHistoryResult {
     pub trades: BTreeMap<String, TradeInfo>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_count_u64")]
     pub count: u64,
 }
