@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
-use crate::execution::{Mode, Shared, now_ms};
+use crate::execution::{ActionFailure, Mode, Shared, now_ms};
 use herd_strategies::grid;
 use herd_strategies::rangers;
 use herd_strategies::strategy::{Action, Command, OrderIntent, Side};
@@ -161,6 +161,16 @@ impl ControlService {
     /// Runs an operator command on the grid and its actions; a refusal is
     /// FAILED_PRECONDITION with the reason.
     async fn grid_command(&self, cmd: Command) -> Result<Response<pb::ControlResponse>, Status> {
+        let (message, _) = self.grid_command_with_failures(cmd).await?;
+        Ok(ok(message))
+    }
+
+    /// [`ControlService::grid_command`], returning the message and the
+    /// order actions that failed (including what the grid did about them).
+    async fn grid_command_with_failures(
+        &self,
+        cmd: Command,
+    ) -> Result<(String, Vec<ActionFailure>), Status> {
         let (message, actions): (String, Vec<Action>) = {
             let mut strategies = self.shared.strategies.lock().await;
             let g = strategies
@@ -174,8 +184,16 @@ impl ControlService {
             }
         };
         tracing::warn!(?cmd, %message, "operator command");
-        self.shared.execute(grid::STRATEGY_NAME, actions).await;
-        Ok(ok(message))
+        let failures = self.shared.execute(grid::STRATEGY_NAME, actions).await;
+        Ok((message, failures))
+    }
+}
+
+fn mode_word(m: Mode) -> &'static str {
+    match m {
+        Mode::Running => "RUNNING",
+        Mode::Paused => "PAUSED",
+        Mode::Halted => "HALTED",
     }
 }
 
@@ -222,8 +240,35 @@ impl pb::engine_server::Engine for ControlService {
         req: Request<pb::PositionRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
         let position_id = position_id(req.into_inner().position_id)?;
-        self.grid_command(Command::CloseAtMarket { position_id })
-            .await
+        // A paused or halted engine places nothing (an emergency stop
+        // halts it): say so rather than start a close that cannot finish.
+        {
+            let st = self.shared.state();
+            if st.mode != Mode::Running {
+                return Err(Status::failed_precondition(format!(
+                    "position {position_id}: not closed: the engine is {} ({}) and places no orders; \
+                     `herdctl resume` first (its strategies trade again), then close the position",
+                    mode_word(st.mode),
+                    st.pause_reason
+                )));
+            }
+        }
+        let (message, failures) = self
+            .grid_command_with_failures(Command::CloseAtMarket {
+                position_id: position_id.clone(),
+            })
+            .await?;
+        if failures.is_empty() {
+            return Ok(ok(message));
+        }
+        let why: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{}: {}", f.client_order_id, f.message))
+            .collect();
+        Err(Status::failed_precondition(format!(
+            "position {position_id}: not closed: {}; the position stays open",
+            why.join("; ")
+        )))
     }
 
     async fn keep_holding(
