@@ -189,6 +189,22 @@ impl ControlService {
     }
 }
 
+/// The longest free-text field (a reason) an operator call may carry, in
+/// characters: enough to say why, small enough for a status line and a log.
+pub const MAX_FREE_TEXT_CHARS: usize = 500;
+
+/// `v` when it is at most [`MAX_FREE_TEXT_CHARS`] long; INVALID_ARGUMENT
+/// naming `field` otherwise.
+pub fn free_text(field: &str, v: String) -> Result<String, Status> {
+    let n = v.chars().count();
+    if n > MAX_FREE_TEXT_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {MAX_FREE_TEXT_CHARS} characters, got {n}"
+        )));
+    }
+    Ok(v)
+}
+
 fn mode_word(m: Mode) -> &'static str {
     match m {
         Mode::Running => "RUNNING",
@@ -295,7 +311,7 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(free_text("reason", req.into_inner().reason)?)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "paused by operator".into());
         let mut st = self.shared.state();
@@ -326,7 +342,7 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::EmergencyStopRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(free_text("reason", req.into_inner().reason)?)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "emergency stop by operator".into());
         let (ok, message) = emergency_stop(&self.shared, &reason).await;
@@ -439,10 +455,11 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::SetFundingOpeningRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let f = funding_handle(&self.shared)?;
         let r = req.into_inner();
+        let reason = free_text("reason", r.reason)?;
+        let f = funding_handle(&self.shared)?;
         if r.paused {
-            let reason = Some(r.reason)
+            let reason = Some(reason)
                 .filter(|x| !x.is_empty())
                 .unwrap_or_else(|| "paused by operator".into());
             f.set_opening_paused(Some(reason.clone()));
@@ -481,8 +498,9 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::ClearFundingEmergencyRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
+        let reason = free_text("reason", req.into_inner().reason)?;
         let f = funding_handle(&self.shared)?;
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(reason)
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "cleared by operator".into());
         f.clear_emergency(&reason)

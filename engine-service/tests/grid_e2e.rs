@@ -413,3 +413,76 @@ async fn close_at_market_after_an_emergency_stop_refuses_while_halted_then_close
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_over_500_chars_is_refused_naming_the_field() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e0 = TestEngine::start(engine_config(
+        "e0",
+        &gw,
+        dir.path(),
+        "UNKNOWN",
+        RangerConfig::default(),
+    ))
+    .await;
+    let long = "x".repeat(70_000);
+    let mut c = client(&e0).await;
+    let pause = c
+        .pause(authed(
+            epb::PauseRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let stop = c
+        .emergency_stop(authed(
+            epb::EmergencyStopRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let opening = c
+        .set_funding_opening(authed(
+            epb::SetFundingOpeningRequest {
+                paused: true,
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let clear = c
+        .clear_funding_emergency(authed(
+            epb::ClearFundingEmergencyRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    for s in [pause, stop, opening, clear] {
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert_eq!(
+            s.message(),
+            "reason: at most 500 characters, got 70000",
+            "{s:?}"
+        );
+    }
+    // Nothing happened: the engine still runs; 500 characters are fine.
+    let s = e0.status().await;
+    assert_eq!(s.mode, epb::Mode::Running as i32);
+    c.pause(authed(
+        epb::PauseRequest {
+            reason: "y".repeat(500),
+        },
+        CONTROL_TOKEN,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(e0.status().await.pause_reason, "y".repeat(500));
+}
