@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
-use crate::execution::{Mode, Shared, now_ms};
+use crate::execution::{ActionFailure, Mode, Shared, now_ms};
 use herd_strategies::grid;
 use herd_strategies::rangers;
 use herd_strategies::strategy::{Action, Command, OrderIntent, Side};
@@ -165,6 +165,16 @@ impl ControlService {
     /// Runs an operator command on the grid and its actions; a refusal is
     /// FAILED_PRECONDITION with the reason.
     async fn grid_command(&self, cmd: Command) -> Result<Response<pb::ControlResponse>, Status> {
+        let (message, _) = self.grid_command_with_failures(cmd).await?;
+        Ok(ok(message))
+    }
+
+    /// [`ControlService::grid_command`], returning the message and the
+    /// order actions that failed (including what the grid did about them).
+    async fn grid_command_with_failures(
+        &self,
+        cmd: Command,
+    ) -> Result<(String, Vec<ActionFailure>), Status> {
         let (message, actions): (String, Vec<Action>) = {
             let mut strategies = self.shared.strategies.lock().await;
             let g = strategies
@@ -178,8 +188,32 @@ impl ControlService {
             }
         };
         tracing::warn!(?cmd, %message, "operator command");
-        self.shared.execute(grid::STRATEGY_NAME, actions).await;
-        Ok(ok(message))
+        let failures = self.shared.execute(grid::STRATEGY_NAME, actions).await;
+        Ok((message, failures))
+    }
+}
+
+/// The longest free-text field (a reason) an operator call may carry, in
+/// characters: enough to say why, small enough for a status line and a log.
+pub const MAX_FREE_TEXT_CHARS: usize = 500;
+
+/// `v` when it is at most [`MAX_FREE_TEXT_CHARS`] long; INVALID_ARGUMENT
+/// naming `field` otherwise.
+pub fn free_text(field: &str, v: String) -> Result<String, Status> {
+    let n = v.chars().count();
+    if n > MAX_FREE_TEXT_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {MAX_FREE_TEXT_CHARS} characters, got {n}"
+        )));
+    }
+    Ok(v)
+}
+
+fn mode_word(m: Mode) -> &'static str {
+    match m {
+        Mode::Running => "RUNNING",
+        Mode::Paused => "PAUSED",
+        Mode::Halted => "HALTED",
     }
 }
 
@@ -255,8 +289,35 @@ impl pb::engine_server::Engine for ControlService {
         req: Request<pb::PositionRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
         let position_id = position_id(req.into_inner().position_id)?;
-        self.grid_command(Command::CloseAtMarket { position_id })
-            .await
+        // A paused or halted engine places nothing (an emergency stop
+        // halts it): say so rather than start a close that cannot finish.
+        {
+            let st = self.shared.state();
+            if st.mode != Mode::Running {
+                return Err(Status::failed_precondition(format!(
+                    "position {position_id}: not closed: the engine is {} ({}) and places no orders; \
+                     `herdctl resume` first (its strategies trade again), then close the position",
+                    mode_word(st.mode),
+                    st.pause_reason
+                )));
+            }
+        }
+        let (message, failures) = self
+            .grid_command_with_failures(Command::CloseAtMarket {
+                position_id: position_id.clone(),
+            })
+            .await?;
+        if failures.is_empty() {
+            return Ok(ok(message));
+        }
+        let why: Vec<String> = failures
+            .iter()
+            .map(|f| format!("{}: {}", f.client_order_id, f.message))
+            .collect();
+        Err(Status::failed_precondition(format!(
+            "position {position_id}: not closed: {}; the position stays open",
+            why.join("; ")
+        )))
     }
 
     async fn keep_holding(
@@ -283,7 +344,7 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::PauseRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(free_text("reason", req.into_inner().reason)?)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "paused by operator".into());
         let mut st = self.shared.state();
@@ -314,7 +375,7 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::EmergencyStopRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(free_text("reason", req.into_inner().reason)?)
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "emergency stop by operator".into());
         let (ok, message) = emergency_stop(&self.shared, &reason).await;
@@ -419,10 +480,11 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::SetFundingOpeningRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
-        let f = funding_handle(&self.shared)?;
         let r = req.into_inner();
+        let reason = free_text("reason", r.reason)?;
+        let f = funding_handle(&self.shared)?;
         if r.paused {
-            let reason = Some(r.reason)
+            let reason = Some(reason)
                 .filter(|x| !x.is_empty())
                 .unwrap_or_else(|| "paused by operator".into());
             f.set_opening_paused(Some(reason.clone()));
@@ -461,8 +523,9 @@ impl pb::engine_server::Engine for ControlService {
         &self,
         req: Request<pb::ClearFundingEmergencyRequest>,
     ) -> Result<Response<pb::ControlResponse>, Status> {
+        let reason = free_text("reason", req.into_inner().reason)?;
         let f = funding_handle(&self.shared)?;
-        let reason = Some(req.into_inner().reason)
+        let reason = Some(reason)
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "cleared by operator".into());
         f.clear_emergency(&reason)

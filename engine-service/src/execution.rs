@@ -142,6 +142,15 @@ pub struct CleanupReport {
     pub failed: Vec<String>,
 }
 
+/// An order action of a strategy that failed (see [`Shared::execute`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionFailure {
+    pub client_order_id: String,
+    /// `PlaceFailed` or `CancelFailed`.
+    pub kind: UpdateKind,
+    pub message: String,
+}
+
 /// How long after an unknown outcome (and between asks) the engine asks the
 /// gateway about the order: long enough for a place still in flight at the
 /// gateway to be registered there.
@@ -171,6 +180,12 @@ pub struct Shared {
     /// Strategy orders whose place had an unknown outcome, with when the
     /// gateway was last asked (see [`Shared::resolve_unknown_outcomes`]).
     unknown_outcomes: Mutex<std::collections::HashMap<String, i64>>,
+    /// Whether the event stream is connected (after reconcile), for those
+    /// that follow it (the gRPC health of the engine's service).
+    connected: tokio::sync::watch::Sender<bool>,
+    /// What the admin port's `/readyz` reports: not ready until the event
+    /// stream is connected, and again while the gateway is unreachable.
+    pub readiness: herd_proto::admin_http::Readiness,
 }
 
 impl std::fmt::Debug for Shared {
@@ -217,6 +232,15 @@ pub fn update_from_event(ev: &pb::OrderEvent) -> Option<OrderUpdate> {
     })
 }
 
+/// Why the engine is not ready while its gateway's event stream is down.
+pub const GATEWAY_UNREACHABLE: &str = "gateway unreachable (waiting to reconnect)";
+
+fn not_connected_yet() -> herd_proto::admin_http::Readiness {
+    let r = herd_proto::admin_http::Readiness::default();
+    r.set_not_ready("not connected to the gateway yet");
+    r
+}
+
 impl Shared {
     pub fn new(
         cfg: EngineConfig,
@@ -256,11 +280,33 @@ impl Shared {
             metrics: crate::metrics::EngineMetrics::new(),
             early_updates: Mutex::new(Some(Vec::new())),
             unknown_outcomes: Mutex::new(std::collections::HashMap::new()),
+            connected: tokio::sync::watch::Sender::new(false),
+            readiness: not_connected_yet(),
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, EngineState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records whether the gateway's event stream is up (after reconcile).
+    /// `/readyz` changes first, so a reader who saw the engine connected in
+    /// its status finds it ready.
+    fn set_gateway_connected(&self, connected: bool) {
+        if connected {
+            self.readiness.set_ready();
+        } else {
+            self.readiness.set_not_ready(GATEWAY_UNREACHABLE);
+        }
+        self.state().gateway_connected = connected;
+        self.connected
+            .send_if_modified(|c| std::mem::replace(c, connected) != connected);
+    }
+
+    /// Follows whether the gateway's event stream is up (see
+    /// [`EngineState::gateway_connected`]).
+    pub fn gateway_reachability(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.connected.subscribe()
     }
 
     pub fn next_id(&self, tag: &str) -> String {
@@ -271,6 +317,12 @@ impl Shared {
         let mut st = self.state();
         match r {
             Ok(_) => st.consecutive_errors = 0,
+            // The gateway is down or the connection broke: the engine waits
+            // for it (not ready meanwhile; see `gateway_reachability`) and
+            // resumes on reconnect. Neither a venue error nor a success.
+            Err(s) if answer::is_gateway_unreachable(s) => {
+                self.metrics.gateway_unreachable.inc();
+            }
             Err(s) if answer::is_venue_trouble(s) => {
                 self.metrics.record_venue_error(s.code());
                 st.consecutive_errors += 1;
@@ -435,7 +487,9 @@ impl Shared {
 
     /// Runs strategy actions; failures are fed back to the owning strategy,
     /// whose answers run in turn (bounded, so a confused strategy cannot spin).
-    pub async fn execute(&self, owner: &str, actions: Vec<Action>) {
+    /// Returns the failures, in order (an operator command reports them).
+    pub async fn execute(&self, owner: &str, actions: Vec<Action>) -> Vec<ActionFailure> {
+        let mut failures = Vec::new();
         let mut queue: VecDeque<Action> = actions.into();
         let mut budget = 200;
         while let Some(action) = queue.pop_front() {
@@ -508,6 +562,11 @@ impl Shared {
             };
             if let Some((client_order_id, kind, message)) = failure {
                 tracing::warn!(owner, %client_order_id, ?kind, %message, "order action failed");
+                failures.push(ActionFailure {
+                    client_order_id: client_order_id.clone(),
+                    kind,
+                    message: message.clone(),
+                });
                 let update = OrderUpdate {
                     client_order_id,
                     kind,
@@ -530,6 +589,7 @@ impl Shared {
                 queue.extend(more);
             }
         }
+        failures
     }
 
     /// Journals one stream event and hands it to the owning strategy.
@@ -813,11 +873,11 @@ impl Shared {
             .into_inner();
         {
             let mut st = self.state();
-            st.gateway_connected = true;
             st.incarnation = session.incarnation.clone();
             st.userref_min = session.userref_min;
             st.last_sequence = after;
         }
+        self.set_gateway_connected(true);
         self.metrics.stream_connects.inc();
         tracing::info!(incarnation = %session.incarnation, after, "following order events");
         while let Some(ev) = stream.message().await? {
@@ -834,12 +894,13 @@ impl Shared {
                 Ok(()) => tracing::warn!("order event stream ended"),
                 Err(e) => tracing::warn!(error = %e, "order event stream failed"),
             }
-            self.state().gateway_connected = false;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // A stream that was up starts the backoff afresh.
             if self.state().gateway_connected {
                 backoff = Duration::from_millis(100);
             }
+            self.set_gateway_connected(false);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -133,13 +133,19 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(%local, engine = %cfg.id, gateway = %cfg.gateway_url, "engine control server listening");
 
-    let admin_port = herd_proto::admin_http::start(
+    let admin_port = herd_proto::admin_http::start_with_readiness(
         cfg.http_listen,
         http::routes(shared.clone()),
         "engine",
         &mut tasks,
+        shared.readiness.clone(),
     )
     .await?;
+    tasks.spawn(health_follows_the_gateway(
+        shared.clone(),
+        health.clone(),
+        health_service,
+    ));
     on_ready(local);
 
     let serve = serving::Serve {
@@ -214,6 +220,46 @@ pub async fn run(
         Err(e) => {
             store.close().await;
             Err(e.into())
+        }
+    }
+}
+
+/// The engine's named gRPC health service (`herd.engine.v1.Engine`) reports
+/// SERVING only while the gateway's event stream is connected, as `/readyz`
+/// does: an engine that cannot reach its gateway waits (it does not pause)
+/// and is not ready meanwhile. The overall status ("", which the Kubernetes
+/// probes read) stays SERVING until the drain: an engine without a gateway
+/// is alive, answers operators, and a restart would not bring the gateway
+/// back. Once the drain starts, the drain owns health.
+async fn health_follows_the_gateway(
+    shared: Arc<Shared>,
+    health: serving::HealthReporter,
+    service: &'static str,
+) {
+    use serving::ServingStatus;
+    let drain = shared.drain.clone();
+    let mut connected = shared.gateway_reachability();
+    loop {
+        let up = *connected.borrow_and_update();
+        if drain.is_draining() {
+            return;
+        }
+        let status = if up {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set_service_status(service, status).await;
+        if drain.is_draining() {
+            // The drain flipped health while this was being set.
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+            return;
+        }
+        tokio::select! {
+            () = drain.started() => return,
+            changed = connected.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct EngineMetrics {
     pub events: Counter,
     /// Times the event stream (re)connected.
     pub stream_connects: Counter,
+    /// Gateway calls that did not reach the gateway (not venue errors).
+    pub gateway_unreachable: Counter,
 }
 
 impl Default for EngineMetrics {
@@ -146,6 +148,13 @@ impl EngineMetrics {
             "Times the order-event stream to the gateway was (re)established.",
             stream_connects.clone(),
         );
+        let gateway_unreachable = Counter::default();
+        prom::register(
+            &mut registry,
+            "herd_engine_gateway_unreachable",
+            "Gateway calls that could not reach the gateway (connection refused or broken); they do not pause the engine.",
+            gateway_unreachable.clone(),
+        );
         EngineMetrics {
             registry,
             started_at: unix_now_seconds(),
@@ -154,6 +163,7 @@ impl EngineMetrics {
             venue_errors,
             events,
             stream_connects,
+            gateway_unreachable,
         }
     }
 

@@ -315,3 +315,174 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
     e0.stop().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_at_market_after_an_emergency_stop_refuses_while_halted_then_closes() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_grid(
+        engine_config("e0", &gw, dir.path(), "UNKNOWN", RangerConfig::default()),
+        1,
+    );
+    let e0 = TestEngine::start(cfg).await;
+    wait_for("slot 0's two entries open at the gateway", || async {
+        let open = gw.open_orders("e0").await;
+        if open.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{open:?}"))
+        }
+    })
+    .await;
+    let h = fill_the_buy_entry(&gw, &e0).await;
+    let position_id = h.positions[0].position_id.clone();
+    let exit = h.positions[0].exit_order_id.clone();
+
+    let stop = client(&e0)
+        .await
+        .emergency_stop(authed(
+            epb::EmergencyStopRequest {
+                reason: "drill".into(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stop.ok, "{stop:?}");
+    // The exit is cancelled at the venue and the slot has heard of it.
+    wait_for("the exit canceled and in recovery", || async {
+        let g = grid(&e0).await;
+        let open = gw.open_orders("e0").await;
+        if open.is_empty()
+            && g.slots[0]
+                .recovery_orders
+                .iter()
+                .any(|o| o.client_order_id == exit)
+        {
+            Ok(())
+        } else {
+            Err(format!("{open:?} {g:?}"))
+        }
+    })
+    .await;
+
+    // Halted: the engine places nothing, so the close is refused and says why.
+    let refused = client(&e0)
+        .await
+        .close_position_at_market(authed(
+            epb::PositionRequest {
+                position_id: position_id.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("HALTED"), "{refused:?}");
+    assert!(refused.message().contains("herdctl resume"), "{refused:?}");
+    assert_eq!(e0.status().await.self_healing.unwrap().positions.len(), 1);
+
+    client(&e0)
+        .await
+        .resume(authed(epb::ResumeRequest {}, CONTROL_TOKEN))
+        .await
+        .unwrap();
+    let closed = client(&e0)
+        .await
+        .close_position_at_market(authed(
+            epb::PositionRequest {
+                position_id: position_id.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(closed.ok, "{closed:?}");
+    assert!(closed.message.contains("already canceled"), "{closed:?}");
+    // The market order is placed and fills: the position is closed.
+    wait_for("the position closed at market", || async {
+        let s = e0.status().await;
+        let h = s.self_healing.clone().unwrap();
+        if h.positions.iter().all(|p| p.position_id != position_id) {
+            Ok(())
+        } else {
+            Err(format!("{h:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_text_over_500_chars_is_refused_naming_the_field() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e0 = TestEngine::start(engine_config(
+        "e0",
+        &gw,
+        dir.path(),
+        "UNKNOWN",
+        RangerConfig::default(),
+    ))
+    .await;
+    let long = "x".repeat(70_000);
+    let mut c = client(&e0).await;
+    let pause = c
+        .pause(authed(
+            epb::PauseRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let stop = c
+        .emergency_stop(authed(
+            epb::EmergencyStopRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let opening = c
+        .set_funding_opening(authed(
+            epb::SetFundingOpeningRequest {
+                paused: true,
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    let clear = c
+        .clear_funding_emergency(authed(
+            epb::ClearFundingEmergencyRequest {
+                reason: long.clone(),
+            },
+            CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    for s in [pause, stop, opening, clear] {
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert_eq!(
+            s.message(),
+            "reason: at most 500 characters, got 70000",
+            "{s:?}"
+        );
+    }
+    // Nothing happened: the engine still runs; 500 characters are fine.
+    let s = e0.status().await;
+    assert_eq!(s.mode, epb::Mode::Running as i32);
+    c.pause(authed(
+        epb::PauseRequest {
+            reason: "y".repeat(500),
+        },
+        CONTROL_TOKEN,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(e0.status().await.pause_reason, "y".repeat(500));
+}

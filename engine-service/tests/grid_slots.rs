@@ -1070,3 +1070,24 @@ mod churner_reducer {
         assert!(placed(&c.tick(&e, T0 + 4 * S)).is_empty());
     }
 }
+
+#[test]
+fn close_at_market_of_an_exit_canceled_outside_places_the_market_order_at_once() {
+    let mut r = Run::new();
+    let (_, b_exit) = to_s2(&mut r);
+    // An emergency stop cancelled the exit: the slot was not asked.
+    r.canceled(&b_exit, T0 + 50 * S);
+    assert!(r.s.order_of(Trade::B, Role::Exit).is_none());
+    assert!(r.s.recovery.iter().any(|o| o.client_order_id == b_exit));
+    // There is nothing to cancel and no cancel event will come: the market
+    // order goes out now.
+    let a = r.ev(SlotEvent::CloseAtMarket {
+        client_order_id: b_exit.clone(),
+        now_ms: T0 + 60 * S,
+    });
+    assert!(cancels(&a).is_empty(), "{a:?}");
+    assert_eq!(
+        places(&a),
+        vec![(Trade::B, Role::Close, Side::Sell, None, dec!(16.7000668))]
+    );
+}

@@ -4,15 +4,17 @@
 //! so the port can be scraped and viewed without a token.
 //!
 //! Each service builds an axum [`Router`] of its own pages; [`start`] adds
-//! what every admin port has: `/healthz` and `/readyz` (200 while serving,
-//! 503 once [`AdminPort::set_draining`] was called), a plain-text 404, and
+//! what every admin port has: `/healthz` (200 while serving, 503 once
+//! [`AdminPort::set_draining`] was called) and `/readyz` (the same, and 503
+//! while the service says it is not ready through [`Readiness`]), a
+//! plain-text 404, and
 //! the read-only guard in front of every route (only `GET` and `HEAD`
 //! reach a handler; anything else gets 405, whatever the path).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::Request;
@@ -44,6 +46,40 @@ pub fn health(serving: bool) -> Response {
     }
 }
 
+/// `/readyz` of a serving service: 200, or 503 with why it is not ready.
+fn ready(serving: bool, not_ready: Option<String>) -> Response {
+    match not_ready {
+        Some(why) if serving => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+        _ => health(serving),
+    }
+}
+
+/// Whether a service is ready for work, as `/readyz` reports it (a
+/// draining service is not ready either way). Cloned handles share it.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<Mutex<Option<String>>>);
+
+impl Readiness {
+    /// Ready (the default).
+    pub fn set_ready(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Not ready, and `why` (the answer's body says it).
+    pub fn set_not_ready(&self, why: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.into());
+    }
+
+    /// Why it is not ready, or None when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Parses an admin address from configuration: `host:port`, or empty for
 /// "not served". The error says what is wrong.
 pub fn parse_optional_addr(v: &str) -> Result<Option<SocketAddr>, String> {
@@ -69,6 +105,8 @@ pub struct AdminPort {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Read by `/healthz` and `/readyz`.
     draining: Arc<AtomicBool>,
+    /// Read by `/readyz`.
+    readiness: Readiness,
     /// The bound address (None when the port is not configured).
     pub local: Option<SocketAddr>,
 }
@@ -77,6 +115,11 @@ impl AdminPort {
     /// From now on `/healthz` and `/readyz` answer 503.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The handle through which the service says whether it is ready.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// Stops accepting; requests in progress finish, idle connections close.
@@ -91,13 +134,28 @@ impl AdminPort {
 /// fallback, the read-only guard and `Cache-Control: no-store`. `draining`
 /// makes `/healthz` and `/readyz` answer 503 once set.
 pub fn app(routes: Router, draining: Arc<AtomicBool>) -> Router {
+    app_with_readiness(routes, draining, Readiness::default())
+}
+
+/// [`app`] whose `/readyz` also answers 503 while `readiness` says so.
+pub fn app_with_readiness(
+    routes: Router,
+    draining: Arc<AtomicBool>,
+    readiness: Readiness,
+) -> Router {
+    let live = draining.clone();
     let health_route = get(move || {
-        let serving = !draining.load(Ordering::SeqCst);
+        let serving = !live.load(Ordering::SeqCst);
         async move { health(serving) }
     });
+    let ready_route = get(move || {
+        let serving = !draining.load(Ordering::SeqCst);
+        let not_ready = readiness.not_ready();
+        async move { ready(serving, not_ready) }
+    });
     routes
-        .route("/healthz", health_route.clone())
-        .route("/readyz", health_route)
+        .route("/healthz", health_route)
+        .route("/readyz", ready_route)
         .fallback(not_found)
         // Last, so it runs first and covers the fallback too.
         .layer(middleware::from_fn(read_only))
@@ -137,8 +195,22 @@ pub async fn start(
     service: &str,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> std::io::Result<AdminPort> {
+    start_with_readiness(addr, routes, service, tasks, Readiness::default()).await
+}
+
+/// [`start`] with `/readyz` following `readiness` too.
+pub async fn start_with_readiness(
+    addr: Option<SocketAddr>,
+    routes: Router,
+    service: &str,
+    tasks: &mut tokio::task::JoinSet<()>,
+    readiness: Readiness,
+) -> std::io::Result<AdminPort> {
     let Some(addr) = addr else {
-        return Ok(AdminPort::default());
+        return Ok(AdminPort {
+            readiness,
+            ..AdminPort::default()
+        });
     };
     let (listener, local) = bind(addr).await.map_err(|e| {
         std::io::Error::new(
@@ -149,12 +221,14 @@ pub async fn start(
     tracing::info!(%local, "{service} admin http listening");
     let draining = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tasks.spawn(serve(listener, app(routes, draining.clone()), async move {
+    let app = app_with_readiness(routes, draining.clone(), readiness.clone());
+    tasks.spawn(serve(listener, app, async move {
         let _ = stopped.await;
     }));
     Ok(AdminPort {
         stop: Some(stop),
         draining,
+        readiness,
         local: Some(local),
     })
 }
@@ -301,6 +375,43 @@ mod tests {
             assert!(draining.starts_with("HTTP/1.1 503"), "{path}: {draining}");
             assert!(draining.ends_with("draining\n"), "{path}: {draining}");
         }
+        port.stop();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn readyz_answers_503_while_not_ready_and_healthz_stays_200() {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut port = start(
+            Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            Router::new(),
+            "test",
+            &mut tasks,
+        )
+        .await
+        .unwrap_or_else(|e| unreachable!("start: {e}"));
+        let addr = port.local.unwrap_or_else(|| unreachable!("bound"));
+        let at =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        port.readiness().set_not_ready("gateway unreachable");
+        let readyz = get(addr, &at("/readyz")).await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(
+            readyz.ends_with("not ready: gateway unreachable\n"),
+            "{readyz}"
+        );
+        let healthz = get(addr, &at("/healthz")).await;
+        assert!(
+            healthz.starts_with("HTTP/1.1 200"),
+            "alive all the same: {healthz}"
+        );
+        port.readiness().set_ready();
+        let readyz = get(addr, &at("/readyz")).await;
+        assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+        port.readiness().set_not_ready("gateway unreachable");
+        port.set_draining();
+        let readyz = get(addr, &at("/readyz")).await;
+        assert!(readyz.ends_with("draining\n"), "{readyz}");
         port.stop();
         while tasks.join_next().await.is_some() {}
     }

@@ -82,12 +82,24 @@ pub fn classify(status: &Status) -> Answer {
     }
 }
 
-/// True when `status` speaks of trouble on the way to the venue (the
-/// gateway or the venue unavailable, slow, rate-limited or failing), which
-/// the engine counts towards pausing itself; a refusal of a bad order or a
-/// draining server is not trouble.
+/// True when `status` is not the gateway's answer but the client's own: it
+/// could not reach the gateway (connection refused, connect timeout) or the
+/// connection broke during the call. Tonic builds such a status from its
+/// transport error and keeps that error as the status's source; a status
+/// the server sent arrives as headers and has none, and a status carrying
+/// the gateway's [`REFUSED_KEY`] mark came from the gateway.
+pub fn is_gateway_unreachable(status: &Status) -> bool {
+    !status.metadata().contains_key(REFUSED_KEY) && std::error::Error::source(status).is_some()
+}
+
+/// True when `status` speaks of trouble at the venue or on the gateway's
+/// way to it (unavailable, slow, rate-limited or failing), which the engine
+/// counts towards pausing itself. A refusal of a bad order, a draining
+/// server and a gateway the engine cannot reach ([`is_gateway_unreachable`]:
+/// the engine waits for it and resumes on reconnect) are not venue trouble.
 pub fn is_venue_trouble(status: &Status) -> bool {
     classify(status) != Answer::Draining
+        && !is_gateway_unreachable(status)
         && matches!(
             status.code(),
             Code::Unavailable
@@ -182,6 +194,46 @@ mod tests {
             Some(REFUSED)
         )));
         assert!(!is_venue_trouble(&with(Code::InvalidArgument, None)));
+    }
+
+    /// What tonic hands back when nothing listens at the gateway's address:
+    /// UNAVAILABLE "tcp connect error", built by the client, not the server.
+    async fn connect_refused() -> Status {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| unreachable!("bind: {e}"));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap_or_else(|e| unreachable!("endpoint: {e}"))
+            .connect_lazy();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        match health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+        {
+            Ok(_) => unreachable!("nothing listens on {port}"),
+            Err(s) => s,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_gateway_is_not_venue_trouble() {
+        let s = connect_refused().await;
+        assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+        assert!(s.message().contains("tcp connect error"), "{s:?}");
+        assert!(is_gateway_unreachable(&s), "{s:?}");
+        assert!(!is_venue_trouble(&s), "{s:?}");
+        // Still an unknown outcome for an order call: the request may have
+        // left before the connection broke.
+        assert_eq!(classify(&s), Answer::OutcomeUnknown);
+        // The same code sent by the gateway (the venue is down) is trouble.
+        let sent = with(Code::Unavailable, None);
+        assert!(!is_gateway_unreachable(&sent));
+        assert!(is_venue_trouble(&sent));
+        assert!(!is_gateway_unreachable(&with(
+            Code::Unavailable,
+            Some(REFUSED)
+        )));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tonic::codegen::{Service, http};
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+pub use tonic_health::ServingStatus;
+pub use tonic_health::server::HealthReporter;
 
 use crate::admin_http::AdminPort;
 

@@ -363,3 +363,149 @@ async fn gateway_kill9_right_after_accepting_orders_loses_none() {
         "every answered place and cancel survives kill -9"
     );
 }
+
+/// `/readyz` on the engine's admin port: the status code.
+async fn readyz(http_addr: &str) -> anyhow::Result<u16> {
+    Ok(reqwest::get(format!("http://{http_addr}/readyz"))
+        .await?
+        .status()
+        .as_u16())
+}
+
+/// The engine's named gRPC health status (`herd.engine.v1.Engine`) and the
+/// overall one ("").
+async fn engine_health(url: &str) -> anyhow::Result<(i32, i32)> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut h = HealthClient::new(channel);
+    let mut check = async |service: &str| -> anyhow::Result<i32> {
+        Ok(h.check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?
+        .into_inner()
+        .status)
+    };
+    let named = check("herd.engine.v1.Engine").await?;
+    let overall = check("").await?;
+    Ok((named, overall))
+}
+
+/// A sample of the engine's `/metrics` page (0 when absent).
+async fn engine_metric(http_addr: &str, name: &str) -> anyhow::Result<f64> {
+    let page = reqwest::get(format!("http://{http_addr}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(page
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_outage_makes_the_engine_wait_not_pause_and_it_resumes_on_reconnect() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    const MAX_ERRORS: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[paper]\nstep_ms = 3600000\nhistory_minutes = 0\n";
+    let opts = GatewayOpts {
+        port: free_port().unwrap(),
+        ..GatewayOpts::default()
+    };
+    let mut gw = GatewayProc::start_with(dir.path(), 1, extra, &opts)
+        .await
+        .unwrap();
+    set_price(&gw.proc.url(), "0.1").await;
+    let e0 = EngineProc::start(
+        dir.path(),
+        "e0",
+        &gw.proc.addr,
+        &format!("max_consecutive_errors = {MAX_ERRORS}\n"),
+    )
+    .await
+    .unwrap();
+    let url = e0.proc.url();
+    let http = e0.http_addr.clone();
+    wait_until("e0 connected and ready", WAIT, || {
+        let (url, http) = (url.clone(), http.clone());
+        async move {
+            Ok(
+                (status(&url).await?.gateway_connected && readyz(&http).await? == 200)
+                    .then_some(()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let serving = ServingStatus::Serving as i32;
+    let not_serving = ServingStatus::NotServing as i32;
+    assert_eq!(engine_health(&url).await.unwrap(), (serving, serving));
+
+    gw.proc.kill9().await.unwrap();
+    wait_until("e0 reports itself not ready", WAIT, || {
+        let (url, http) = (url.clone(), http.clone());
+        async move {
+            Ok(
+                (readyz(&http).await? == 503 && engine_health(&url).await?.0 == not_serving)
+                    .then_some(()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    // The outage lasts for many more failed gateway calls than the pause
+    // threshold (each tick makes several).
+    let failed = wait_until("e0's calls fail many times over", WAIT, || {
+        let http = http.clone();
+        async move {
+            let n = engine_metric(&http, "herd_engine_gateway_unreachable_total").await?;
+            Ok((n >= f64::from(4 * MAX_ERRORS)).then_some(n))
+        }
+    })
+    .await
+    .unwrap();
+    let during = status(&url).await.unwrap();
+    assert_eq!(
+        during.mode,
+        epb::Mode::Running as i32,
+        "after {failed} failed calls: {:?}",
+        during.pause_reason
+    );
+    assert!(!during.gateway_connected);
+    assert_eq!(during.consecutive_venue_errors, 0);
+    assert_eq!(
+        engine_health(&url).await.unwrap(),
+        (not_serving, serving),
+        "not ready, but alive: the overall status (the probes') stays SERVING"
+    );
+
+    // The gateway comes back on the same port: the engine reconnects,
+    // reconciles and is ready again, with no `herdctl resume`.
+    let _gw = GatewayProc::start_with(dir.path(), 1, extra, &opts)
+        .await
+        .unwrap();
+    wait_until("e0 reconnected and ready", WAIT, || {
+        let (url, http) = (url.clone(), http.clone());
+        async move {
+            Ok(
+                (status(&url).await?.gateway_connected && readyz(&http).await? == 200)
+                    .then_some(()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let after = status(&url).await.unwrap();
+    assert_eq!(
+        after.mode,
+        epb::Mode::Running as i32,
+        "{:?}",
+        after.pause_reason
+    );
+    assert!(after.pause_reason.is_empty(), "{:?}", after.pause_reason);
+    assert_eq!(engine_health(&url).await.unwrap(), (serving, serving));
+}

@@ -228,7 +228,10 @@ enum PositionCmd {
         position_id: String,
     },
     /// Cancel the exit and close at market (the exit comes back if the
-    /// market order fails).
+    /// market order fails). An exit already canceled (an emergency stop)
+    /// is not waited for: the market order goes out at once. Exits 1 with
+    /// the reason when the engine cannot close it (paused or halted: it
+    /// places no orders, `herdctl resume` first; or the market order failed).
     Close {
         #[command(flatten)]
         e: EngineArgs,

@@ -701,6 +701,20 @@ e0     | unreachable: connection refused |
     }
 
     #[test]
+    fn a_status_carrying_a_70000_char_string_renders() {
+        let long = "r".repeat(70_000);
+        let s = epb::EngineStatus {
+            engine_id: "e0".into(),
+            mode: epb::Mode::Paused as i32,
+            pause_reason: long,
+            ..Default::default()
+        };
+        let got = status_table(&s);
+        assert!(got.contains("e0"), "{}", &got[..got.len().min(200)]);
+        assert!(got.matches('r').count() >= 70_000, "the reason is shown");
+    }
+
+    #[test]
     fn a_70000_char_cell_renders_without_panicking() {
         let long = "x".repeat(70_000);
         let got = table(&["order", "last error"], &rows(&[&["o1", &long]]));

@@ -150,6 +150,10 @@ pub enum Pending {
     Close,
 }
 
+/// The orphan reason of an exit cancelled outside the slot (an emergency
+/// stop, an operator at the venue): it waits in recovery, gone at the venue.
+pub const CANCELED_OUTSIDE: &str = "canceled_outside";
+
 /// Why an order left the slot's trades for the recovery list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Orphan {
@@ -760,7 +764,7 @@ pub fn transition(
             client_order_id,
             price,
             reason,
-            ..
+            now_ms,
         } => request_change(
             &mut s,
             client_order_id,
@@ -768,11 +772,21 @@ pub fn transition(
                 price: *price,
                 reason: reason.clone(),
             },
+            *now_ms,
+            ctx,
             &mut out,
         ),
         SlotEvent::CloseAtMarket {
-            client_order_id, ..
-        } => request_change(&mut s, client_order_id, Pending::Close, &mut out),
+            client_order_id,
+            now_ms,
+        } => request_change(
+            &mut s,
+            client_order_id,
+            Pending::Close,
+            *now_ms,
+            ctx,
+            &mut out,
+        ),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
             tick(&mut s, *now_ms, ctx, &mut out);
@@ -1388,7 +1402,7 @@ fn on_canceled(
         (Role::Exit, _) => {
             // Cancelled outside the slot: the position waits in recovery.
             let market = s.market.unwrap_or(o.entry_price);
-            orphan(s, i, "canceled_outside", market, now, ctx, out);
+            orphan(s, i, CANCELED_OUTSIDE, market, now, ctx, out);
         }
     }
 }
@@ -1503,7 +1517,37 @@ fn on_refused(
 
 /// Marks a live exit (trades' or recovery) for a reprice or a close and
 /// asks for its cancel.
-fn request_change(s: &mut SlotState, id: &str, change: Pending, out: &mut Vec<SlotAction>) {
+fn request_change(
+    s: &mut SlotState,
+    id: &str,
+    change: Pending,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    // An exit already cancelled outside the slot (an emergency stop) has
+    // nothing left to cancel, and no cancel event will come: its
+    // replacement goes out at once.
+    if let Some(i) = s.recovery.iter().position(|o| {
+        o.client_order_id == id
+            && o.role == Role::Exit
+            && o.pending.is_none()
+            && o.orphan
+                .as_ref()
+                .is_some_and(|x| x.reason == CANCELED_OUTSIDE)
+    }) {
+        match change {
+            Pending::Reprice { price, reason } => {
+                replace_order(s, i, true, Some(price), &reason, now, ctx, out);
+            }
+            Pending::Close => replace_order(s, i, true, None, "close", now, ctx, out),
+            Pending::Refresh | Pending::Mode => out.push(SlotAction::Abandoned {
+                client_order_id: id.to_string(),
+                reason: "the exit was already canceled".into(),
+            }),
+        }
+        return;
+    }
     let o = s
         .orders
         .iter_mut()

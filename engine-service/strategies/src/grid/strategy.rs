@@ -1348,18 +1348,40 @@ impl Grid {
             }
             Command::CloseAtMarket { position_id } => {
                 let (i, p, o) = self.position_exit(position_id)?;
+                let gone = o
+                    .orphan
+                    .as_ref()
+                    .is_some_and(|x| x.reason == slot::CANCELED_OUTSIDE);
                 let ev = SlotEvent::CloseAtMarket {
                     client_order_id: o.client_order_id,
                     now_ms: now,
                 };
                 let (out, _) = self.step_slot(i, &ev, 0, now);
-                Ok((
+                let sends = out
+                    .iter()
+                    .any(|a| matches!(a, Action::Place(_) | Action::Cancel { .. }));
+                if !sends {
+                    let why = self
+                        .slots
+                        .get(i)
+                        .and_then(|s| s.halted.clone())
+                        .unwrap_or_else(|| "the slot sends nothing".into());
+                    return Err(format!(
+                        "position {position_id}: cannot close at market: {why}"
+                    ));
+                }
+                let message = if gone {
+                    format!(
+                        "position {position_id}: exit {} was already canceled; market order sent",
+                        p.exit.price
+                    )
+                } else {
                     format!(
                         "position {position_id}: exit {} cancelling, then a market order (the exit comes back if it fails)",
                         p.exit.price
-                    ),
-                    out,
-                ))
+                    )
+                };
+                Ok((message, out))
             }
             Command::KeepHolding { position_id, hours } => {
                 let p = self
