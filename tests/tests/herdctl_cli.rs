@@ -862,3 +862,66 @@ async fn known_orders(up: &herd_tests::HerdctlUp, ids: &[String]) -> Vec<String>
     }
     known
 }
+
+/// The line a process printed on stderr that starts with `prefix`.
+fn error_line(out: &std::process::Output, prefix: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in: {err}"))
+        .to_string()
+}
+
+#[test]
+fn startup_errors_name_the_path_and_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("engine.toml");
+    std::fs::write(&config, "id = \"e0\"\n").unwrap();
+    let engine = Command::new(bin_path("herd-engine").unwrap())
+        .arg("--config")
+        .arg(&config)
+        .env("DATABASE_URL", "sqlite:///proc/nope/x.db")
+        .env("HERD_GATEWAY_TOKEN", "gateway-token-long-enough")
+        .env("HERD_CONTROL_TOKEN", "control-token-long-enough")
+        .env("HERD_DATA_DIR", dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(engine.status.code(), Some(1));
+    assert_eq!(
+        error_line(&engine, "Error:"),
+        "Error: cannot open the engine's store: cannot open the SQLite database /proc/nope/x.db: \
+         error returned from database: (code: 14) unable to open database file"
+    );
+    let stderr = String::from_utf8_lossy(&engine.stderr);
+    assert!(!stderr.contains("Caused by"), "{stderr}");
+
+    let missing = dir.path().join("missing.toml");
+    let gateway = Command::new(bin_path("herd-gateway").unwrap())
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(gateway.status.code(), Some(1));
+    assert_eq!(
+        error_line(&gateway, "Error:"),
+        format!(
+            "Error: cannot read config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let herdctl = Command::new(bin_path("herdctl").unwrap())
+        .arg("gateway")
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(herdctl.status.code(), Some(1));
+    assert_eq!(
+        error_line(&herdctl, "herdctl:"),
+        format!(
+            "herdctl: cannot read config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}

@@ -100,7 +100,7 @@ pub async fn explain(err: &anyhow::Error, target: Option<&Target>) -> String {
     if let (Some(s), Some(t)) = (err.downcast_ref::<tonic::Status>(), target) {
         return explain_status(s, t).await;
     }
-    format!("{err:#}")
+    herd_proto::report::chain(err.as_ref())
 }
 
 async fn explain_status(s: &tonic::Status, t: &Target) -> String {
