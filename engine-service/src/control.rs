@@ -421,13 +421,7 @@ impl pb::engine_server::Engine for ControlService {
             userref_offset: 0,
         };
         let order = self.shared.place("manual", &intent).await?;
-        let status = herd_proto::gateway::OrderStatus::try_from(order.status)
-            .map(|s| {
-                s.as_str_name()
-                    .trim_start_matches("ORDER_STATUS_")
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
+        let status = status_word(order.status).to_ascii_lowercase();
         Ok(Response::new(pb::SubmitOrderResponse {
             client_order_id: order.client_order_id,
             status,
@@ -443,7 +437,11 @@ impl pb::engine_server::Engine for ControlService {
             return Err(Status::invalid_argument("client_order_id: is required"));
         }
         let o = self.shared.cancel(&id).await?;
-        Ok(ok(format!("order {} is {}", o.client_order_id, o.status)))
+        Ok(ok(format!(
+            "order {} is {}",
+            o.client_order_id,
+            status_word(o.status)
+        )))
     }
 
     async fn set_rangers_enabled(
@@ -570,6 +568,13 @@ impl pb::engine_server::Engine for ControlService {
             .map_err(|(field, m)| Status::invalid_argument(format!("{field}: {m}")))?;
         Ok(Response::new(f.status().limits.unwrap_or_default()))
     }
+}
+
+/// An order status as an operator reads it: "CANCELED", not its number 4.
+fn status_word(status: i32) -> &'static str {
+    herd_proto::gateway::OrderStatus::try_from(status).map_or("UNKNOWN", |s| {
+        s.as_str_name().trim_start_matches("ORDER_STATUS_")
+    })
 }
 
 #[cfg(test)]

@@ -20,22 +20,40 @@ use rust_decimal::Decimal;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
 
-/// A store failure.
+/// A store failure. Causes are written into the message and are not the
+/// error's source, so a printed chain says each once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     #[error("stored value {0:?} is not a decimal")]
     Decimal(String),
     /// The database did not take a connection: where (host:port, never the
     /// URL, which may hold a password) and why.
     #[error("cannot connect to the database at {target}: {cause}")]
     Connect { target: String, cause: String },
-    #[error("cannot create data dir {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot create data dir {path}: {cause}")]
+    DataDir { path: String, cause: std::io::Error },
+    /// The SQLite file could not be opened or created (a missing or
+    /// unwritable directory).
+    #[error("cannot open the SQLite database {path}: {cause}")]
+    SqliteOpen { path: String, cause: sqlx::Error },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e)
+    }
+}
+
+/// The file a `sqlite:` URL names ("sqlite:///tmp/x.db?mode=rwc" ->
+/// "/tmp/x.db").
+fn sqlite_path(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,7 +492,14 @@ impl Store {
             .max_connections(if backend == Backend::Sqlite { 1 } else { 5 })
             .acquire_timeout(acquire_timeout)
             .connect(url)
-            .await?;
+            .await
+            .map_err(|cause| match backend {
+                Backend::Sqlite => StoreError::SqliteOpen {
+                    path: sqlite_path(url).to_string(),
+                    cause,
+                },
+                Backend::Postgres => StoreError::Db(cause),
+            })?;
         let store = Store { pool, backend };
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -490,9 +515,9 @@ impl Store {
 
     /// The SQLite store under `data_dir` (created if missing).
     pub async fn open_sqlite_dir(data_dir: &Path, engine_id: &str) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::DataDir {
             path: data_dir.display().to_string(),
-            source,
+            cause,
         })?;
         let file = data_dir.join(format!("{engine_id}.db"));
         Store::connect(&format!("sqlite://{}?mode=rwc", file.display())).await

@@ -402,3 +402,46 @@ async fn demo_configs_parse_and_validate() {
             .all(|s| s.name() != "grid" || !s.enabled())
     );
 }
+
+/// The operator's CancelOrder answers with the status by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_answer_names_the_status() {
+    let gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let e0 = TestEngine::start(engine_config(
+        "e0",
+        &gw,
+        dir.path(),
+        "RANGING",
+        rangers(false, 1),
+    ))
+    .await;
+    wait_for("engine follows the gateway", || async {
+        let s = e0.status().await;
+        if s.gateway_connected {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    })
+    .await;
+    let id = e0.submit("sell", "20", "0.2").await;
+    let answer = e0
+        .client()
+        .await
+        .cancel_order(support::authed(
+            herd_proto::engine::CancelOrderRequest {
+                client_order_id: id.clone(),
+            },
+            support::CONTROL_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (answer.ok, answer.message),
+        (true, format!("order {id} is CANCELED"))
+    );
+    e0.stop().await;
+    gw.stop().await;
+}

@@ -324,9 +324,9 @@ impl GatewayConfig {
     fn resolve_token_files(&mut self) -> Result<(), ConfigError> {
         for e in &mut self.engines {
             if let Some(path) = &e.token_file {
-                let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let token = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                     path: path.clone(),
-                    source,
+                    cause,
                 })?;
                 e.token = Secret::new(token.trim());
             }

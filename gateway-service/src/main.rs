@@ -17,7 +17,19 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match serve().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Each cause once (anyhow's own report repeats causes that an
+            // error also writes into its message).
+            eprintln!("Error: {}", herd_proto::report::chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
     herd_gateway::init_tracing();
     let args = Args::parse();
     let mut cfg = herd_gateway::config::GatewayConfig::load(args.config.as_deref())?;

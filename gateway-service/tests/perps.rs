@@ -242,6 +242,33 @@ async fn hedge_funding_and_close_over_grpc() {
 /// means every symbol where the API says so; a spot symbol is not a
 /// perpetual for positions and funding payments.
 #[tokio::test]
+async fn reduce_only_on_spot_is_refused_naming_the_field() {
+    let gw = Gateway::start().await;
+    let mut g = GatewayClient::new(gw.channel().await);
+    let st = g
+        .place_order(authed(
+            market("ro-spot", "BTCUSDT", pb::Side::Sell, "0.01", true),
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert_eq!(
+        st.message(),
+        "reduce_only: reduce-only applies to perpetuals; BTCUSDT is spot"
+    );
+    // Nothing was registered or placed.
+    let open = g
+        .list_open_orders(authed(pb::ListOpenOrdersRequest::default(), ENGINE_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .orders;
+    assert!(open.is_empty(), "{open:?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_symbols_are_invalid_argument_everywhere() {
     let gw = Gateway::start().await;
     let mut g = GatewayClient::new(gw.channel().await);

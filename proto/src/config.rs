@@ -8,11 +8,10 @@ use serde::de::DeserializeOwned;
 /// A configuration problem, with what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    /// `cause` is in the message and deliberately not the error's source,
+    /// so a printed chain says it once.
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: String, message: String },
     #[error("environment variable {name}: {message}")]
@@ -42,9 +41,9 @@ pub fn read_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
     let Some(p) = path else {
         return Ok(T::default());
     };
-    let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
         path: p.display().to_string(),
-        source,
+        cause,
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: p.display().to_string(),

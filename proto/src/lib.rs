@@ -26,6 +26,7 @@ pub mod auth;
 pub mod config;
 pub mod json;
 pub mod prom;
+pub mod report;
 pub mod secret;
 pub mod serving;
 

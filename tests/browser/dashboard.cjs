@@ -12,6 +12,9 @@
 //   {"cmd": "wait", "js": "<expr>", "timeout_ms": n} until the expression is truthy
 //   {"cmd": "eval", "js": "<expr>"}               the expression's (JSON) value
 //   {"cmd": "screenshot", "path": "..."}          full-page PNG
+//   {"cmd": "viewport", "width": w, "height": h}  resize the page
+//   {"cmd": "serve_status", "status": {...}}      answer the page's /api/status
+//                                                 with this document from now on
 //   {"cmd": "errors"}                             console errors and page errors so far
 //   {"cmd": "quit"}
 "use strict";
@@ -94,6 +97,16 @@ async function main() {
         case "screenshot":
           await page.screenshot({ path: cmd.path, fullPage: true });
           break;
+        case "viewport":
+          await page.setViewportSize({ width: cmd.width, height: cmd.height });
+          break;
+        case "serve_status": {
+          const body = JSON.stringify(cmd.status);
+          await page.route("**/api/status", (route) =>
+            route.fulfill({ status: 200, contentType: "application/json", body }),
+          );
+          break;
+        }
         case "errors":
           value = { console: consoleErrors.slice(), page: pageErrors.slice() };
           break;

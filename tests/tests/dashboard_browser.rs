@@ -5,8 +5,11 @@
 //! Debian's chromium, driven by playwright-core through
 //! tests/browser/dashboard.cjs, watches the page while the test moves the
 //! price: entries fill, exits fill (a cycle), then an exit ages into amber
-//! and times out (an orphan). Finally the engine is killed and the page must
-//! say it is disconnected.
+//! and times out (an orphan). Then the engine is killed and the page must
+//! say it is disconnected. Last, the page is fed a status with every card
+//! full (tests/browser/layout_status.json) at 1400 px: the churner, regime
+//! and self-healing cards fit without horizontal scrolling, and every
+//! column's header aligns as its cells do (numbers right).
 //!
 //! Needs node, /usr/bin/chromium and playwright-core in .herd/tools/browser:
 //! `scripts/install-test-tools` installs them. A missing one fails the test.
@@ -142,6 +145,38 @@ impl Browser {
         self.call(json!({"cmd": "eval", "js": js})).await.0
     }
 }
+
+/// The cards that must fit at 1400 px without horizontal scrolling (the
+/// card and each scrolling table box in it), and every table's column
+/// alignment: a header aligns as the cells under it. Returns the problems
+/// found and how many numeric cells were compared.
+const LAYOUT_CHECK: &str = r#"(() => {
+  const problems = [];
+  for (const id of ["churner", "regime", "healing"]) {
+    const card = document.getElementById(id);
+    for (const e of [card, ...card.querySelectorAll(".scroll")]) {
+      if (e.scrollWidth > e.clientWidth) {
+        problems.push(`${e.id}: scrollWidth ${e.scrollWidth} > clientWidth ${e.clientWidth}`);
+      }
+    }
+  }
+  let numeric = 0;
+  for (const t of document.querySelectorAll("main table")) {
+    const heads = [...t.querySelectorAll("thead th")];
+    for (const tr of t.querySelectorAll("tbody tr")) {
+      [...tr.children].forEach((td, i) => {
+        if (td.colSpan > 1 || !heads[i]) return;
+        if (td.classList.contains("num")) numeric += 1;
+        const h = getComputedStyle(heads[i]).textAlign;
+        const c = getComputedStyle(td).textAlign;
+        if (h !== c) {
+          problems.push(`${t.parentElement.id} "${heads[i].textContent}": header ${h}, cells ${c}`);
+        }
+      });
+    }
+  }
+  return { problems: [...new Set(problems)], numeric_cells: numeric };
+})()"#;
 
 /// Every ranger row of the page with the given stage and badge class.
 fn all_rangers(stage: &str, badge: &str) -> String {
@@ -349,6 +384,36 @@ async fn dashboard_renders_rangers_and_follows_orders_in_chromium() {
         json!([]),
         "no page errors after the engine died: {errors}"
     );
+
+    // Layout at 1400 px with the churner, regime and self-healing cards
+    // full of realistic values.
+    let full: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("tests/browser/layout_status.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    b.call(json!({"cmd": "viewport", "width": 1400, "height": 1000}))
+        .await;
+    b.call(json!({"cmd": "serve_status", "status": full})).await;
+    b.wait(
+        "the full status on every card",
+        "document.body.dataset.state === 'ok' \
+         && document.querySelectorAll('#churner-rows tbody tr').length === 2 \
+         && document.querySelectorAll('#healing-positions tbody tr').length === 2 \
+         && document.querySelectorAll('#regime-rows tbody tr').length === 3",
+    )
+    .await;
+    assert_eq!(b.eval("window.innerWidth").await, 1400);
+    let layout = b.eval(LAYOUT_CHECK).await;
+    assert_eq!(layout["problems"], json!([]), "{layout}");
+    assert!(
+        layout["numeric_cells"].as_u64().unwrap() >= 30,
+        "numeric cells checked: {layout}"
+    );
+    let shot = dir.path().join("dashboard-full.png");
+    b.call(json!({"cmd": "screenshot", "path": shot.display().to_string()}))
+        .await;
+    println!("screenshot with every card full: {}", shot.display());
     b.call(json!({"cmd": "quit"})).await;
     drop(b.stdin);
     let exit = tokio::time::timeout(Duration::from_secs(30), b.child.wait())

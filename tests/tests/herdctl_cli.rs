@@ -171,12 +171,97 @@ async fn herdctl_controls_a_running_herd() {
     assert_eq!(code, 0);
     assert_eq!(l[0]["engine_id"], "e0");
     assert_eq!(l[0]["stream_connected"], true);
-    // A wrong token fails with exit code 1.
+    // A wrong token fails with exit code 1 and says which token, on stderr.
+    let (code, out, err) = herdctl_text(&["status", "--engine", &engine, "--token", "wrong-token"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "herdctl: the token given with --token or HERD_CONTROL_TOKEN is not known to the engine at {engine}"
+        )
+    );
+    let token_file = dir.path().join("wrong.token");
+    std::fs::write(&token_file, "wrong-token\n").unwrap();
+    let file_arg = token_file.to_str().unwrap();
+    let (code, out, err) = herdctl_text(&["status", "--engine", &engine, "--token-file", file_arg]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("herdctl: the token in {file_arg} is not known to the engine at {engine}")
+    );
+    // The gateway's address given as the engine's, and the other way round.
+    let (code, out, err) =
+        herdctl_text(&["status", "--engine", &gateway, "--token", CONTROL_TOKEN]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("herdctl: {gateway} is a gateway, not an engine")
+    );
+    let (code, _, err) = herdctl_text(&["engines", "--gateway", &engine, "--token", ADMIN_TOKEN]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("herdctl: {engine} is an engine, not a gateway")
+    );
+    // An engine's token where the admin token is needed.
+    let (code, _, err) = herdctl_text(&[
+        "engines",
+        "--gateway",
+        &gateway,
+        "--token",
+        &engine_token("e0"),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim(),
+        "herdctl: the token given with --token or HERD_GATEWAY_TOKEN is an engine's token; \
+         this command needs the gateway's admin token"
+    );
+}
+
+#[test]
+fn herdctl_errors_say_what_is_wrong() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = herdctl_text(&["status", "--engine", &url, "--token", "t"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!("herdctl: cannot connect to {url}: connection refused (nothing listens there)")
+    );
+    // No token anywhere: not in flags, the environment or .herd/local/.
+    let empty = tempfile::tempdir().unwrap();
     let out = Command::new(bin_path("herdctl").unwrap())
-        .args(["status", "--engine", &engine, "--token", "wrong-token"])
+        .args(["status", "--engine", &url])
+        .current_dir(empty.path())
+        .env_remove("HERD_CONTROL_TOKEN")
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(1), 0), "{err}");
+    assert_eq!(
+        err.trim(),
+        "herdctl: no token: set HERD_CONTROL_TOKEN or pass --token (or --token-file); \
+         the local herd's .herd/local/control.token does not exist here either"
+    );
+    let out = Command::new(bin_path("herdctl").unwrap())
+        .args(["engines", "--gateway", &url])
+        .current_dir(empty.path())
+        .env_remove("HERD_GATEWAY_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set HERD_GATEWAY_TOKEN or pass --token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A paper gateway and engine e0 with the funding orchestrator on (short
@@ -776,4 +861,67 @@ async fn known_orders(up: &herd_tests::HerdctlUp, ids: &[String]) -> Vec<String>
         }
     }
     known
+}
+
+/// The line a process printed on stderr that starts with `prefix`.
+fn error_line(out: &std::process::Output, prefix: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in: {err}"))
+        .to_string()
+}
+
+#[test]
+fn startup_errors_name_the_path_and_say_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("engine.toml");
+    std::fs::write(&config, "id = \"e0\"\n").unwrap();
+    let engine = Command::new(bin_path("herd-engine").unwrap())
+        .arg("--config")
+        .arg(&config)
+        .env("DATABASE_URL", "sqlite:///proc/nope/x.db")
+        .env("HERD_GATEWAY_TOKEN", "gateway-token-long-enough")
+        .env("HERD_CONTROL_TOKEN", "control-token-long-enough")
+        .env("HERD_DATA_DIR", dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(engine.status.code(), Some(1));
+    assert_eq!(
+        error_line(&engine, "Error:"),
+        "Error: cannot open the engine's store: cannot open the SQLite database /proc/nope/x.db: \
+         error returned from database: (code: 14) unable to open database file"
+    );
+    let stderr = String::from_utf8_lossy(&engine.stderr);
+    assert!(!stderr.contains("Caused by"), "{stderr}");
+
+    let missing = dir.path().join("missing.toml");
+    let gateway = Command::new(bin_path("herd-gateway").unwrap())
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(gateway.status.code(), Some(1));
+    assert_eq!(
+        error_line(&gateway, "Error:"),
+        format!(
+            "Error: cannot read config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    let herdctl = Command::new(bin_path("herdctl").unwrap())
+        .arg("gateway")
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(herdctl.status.code(), Some(1));
+    assert_eq!(
+        error_line(&herdctl, "herdctl:"),
+        format!(
+            "herdctl: cannot read config file {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
 }

@@ -87,6 +87,12 @@ impl Instrument {
         order: &NewOrder,
         reference_price: Option<Decimal>,
     ) -> Result<NewOrder, OrderCheckError> {
+        if order.reduce_only && self.kind == InstrumentKind::Spot {
+            return Err(OrderCheckError::new(
+                "reduce_only",
+                format!("reduce-only applies to perpetuals; {} is spot", self.symbol),
+            ));
+        }
         if order.volume <= Decimal::ZERO {
             return Err(OrderCheckError::new("volume", "must be greater than zero"));
         }
@@ -255,6 +261,14 @@ mod tests {
                 name: "negative price",
                 order: order(Side::Buy, dec!(10), Some(dec!(-0.1))),
                 expect: Err("price"),
+            },
+            Case {
+                name: "reduce-only on spot",
+                order: NewOrder {
+                    reduce_only: true,
+                    ..order(Side::Sell, dec!(10), Some(dec!(0.1)))
+                },
+                expect: Err("reduce_only"),
             },
             Case {
                 name: "market order without price passes",

@@ -24,12 +24,16 @@ impl Interceptor for Bearer {
 }
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(url.to_string())?
+    Ok(Endpoint::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("{url} is not a valid address: {e}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {url}: {e}"))
+        .map_err(|source| crate::errors::ConnectError {
+            url: url.to_string(),
+            source,
+        })?)
 }
 
 fn bearer(token: &str) -> anyhow::Result<Bearer> {

@@ -4,6 +4,7 @@
 //! says why), 2 bad usage (clap), 3 the operator declined a confirmation.
 
 mod client;
+mod errors;
 mod render;
 mod up;
 
@@ -393,12 +394,82 @@ async fn funding(action: FundingCmd) -> anyhow::Result<ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let target = target_of(&cli.cmd);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("herdctl: {e:#}");
+            eprintln!("herdctl: {}", errors::explain(&e, target.as_ref()).await);
             ExitCode::from(1)
         }
+    }
+}
+
+/// The server a command calls and where its token comes from, for the
+/// error message (`errors::explain`); None for commands that call none.
+fn target_of(cmd: &Cmd) -> Option<errors::Target> {
+    let engine = |e: &EngineArgs| errors::Target {
+        service: errors::Service::Engine,
+        url: e.engine.clone(),
+        token: token_source(e.token.is_some(), e.token_file.as_ref(), "control.token"),
+    };
+    let gateway = |g: &GatewayArgs, service, local| errors::Target {
+        service,
+        url: g.gateway.clone(),
+        token: token_source(g.token.is_some(), g.token_file.as_ref(), local),
+    };
+    Some(match cmd {
+        Cmd::Up(_) | Cmd::Regime { .. } | Cmd::Gateway { .. } | Cmd::Engine { .. } => {
+            return None;
+        }
+        Cmd::Status(e)
+        | Cmd::Pause { e, .. }
+        | Cmd::Resume(e)
+        | Cmd::EmergencyStop { e, .. }
+        | Cmd::Rangers {
+            action: RangersCmd::Enable(e) | RangersCmd::Disable(e),
+        }
+        | Cmd::Churner {
+            action: ChurnerCmd::Spawn(e) | ChurnerCmd::Kill { e, .. },
+        }
+        | Cmd::Position {
+            action:
+                PositionCmd::BreakEven { e, .. }
+                | PositionCmd::Close { e, .. }
+                | PositionCmd::Hold { e, .. },
+        }
+        | Cmd::Funding {
+            action:
+                FundingCmd::Status(e)
+                | FundingCmd::Pause { e, .. }
+                | FundingCmd::Resume(e)
+                | FundingCmd::Close { e, .. }
+                | FundingCmd::Limits { e, .. }
+                | FundingCmd::ClearEmergency { e, .. },
+        } => engine(e),
+        Cmd::Budget(g) => gateway(g, errors::Service::Gateway, "engine-0.token"),
+        Cmd::Engines(g) => gateway(g, errors::Service::Admin, "admin.token"),
+    })
+}
+
+/// The environment variable behind `--token` for a command whose local-herd
+/// token file is `local` (engine control tokens vs. gateway tokens).
+fn token_env(local: &str) -> &'static str {
+    if local == "control.token" {
+        "HERD_CONTROL_TOKEN"
+    } else {
+        "HERD_GATEWAY_TOKEN"
+    }
+}
+
+/// Where `token` takes the token from: the flag (or its variable), else the
+/// file, else the local herd's file.
+fn token_source(flag: bool, file: Option<&PathBuf>, local: &str) -> errors::TokenSource {
+    match (flag, file) {
+        (true, _) => errors::TokenSource::Flag {
+            env: token_env(local),
+        },
+        (false, Some(f)) => errors::TokenSource::File(f.clone()),
+        (false, None) => errors::TokenSource::Local(up::local_dir().join(local)),
     }
 }
 
@@ -416,7 +487,11 @@ fn token(flag: Option<String>, file: Option<PathBuf>, local: &str) -> anyhow::Re
     if let Ok(t) = std::fs::read_to_string(&local_file) {
         return Ok(t.trim().to_string());
     }
-    anyhow::bail!("no token: pass --token, set the environment variable, or use --token-file")
+    Err(errors::NoToken {
+        env: token_env(local),
+        local: local_file,
+    }
+    .into())
 }
 
 fn print_control(r: epb::ControlResponse, output: Output) -> ExitCode {

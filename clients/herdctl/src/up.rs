@@ -448,6 +448,58 @@ async fn screen(procs: &[Proc], gateway_url: &str) -> String {
     out
 }
 
+/// What `up` prints once the herd is up: where each process listens (gRPC,
+/// metrics, dashboards), the logs, and the local tokens with the files they
+/// are in. `procs` is (name, address, pid), the gateway first, then the
+/// engines.
+fn banner(procs: &[(&str, &str, u32)], http_port: u16, log_dir: &Path, conf_dir: &Path) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("Herd is up (paper venue, no keys, no network).\n");
+    for (name, addr, pid) in procs {
+        let _ = writeln!(out, "  {name:<9} grpc://{addr} (pid {pid})");
+    }
+    if http_port != 0 {
+        let _ = writeln!(
+            out,
+            "  metrics   http://127.0.0.1:{}/metrics (gateway), :{}/metrics, :{}/metrics (engines)",
+            http_port,
+            nth_port(http_port, 1),
+            nth_port(http_port, 2)
+        );
+        let _ = writeln!(
+            out,
+            "  dashboard http://127.0.0.1:{}/ (e0), http://127.0.0.1:{}/ (e1)",
+            nth_port(http_port, 1),
+            nth_port(http_port, 2)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  logs      {} (the previous run's as *.log.1)",
+        log_dir.display()
+    );
+    let _ = writeln!(
+        out,
+        "  tokens    control {CONTROL_TOKEN} ({}), admin {ADMIN_TOKEN} ({}), engine e0 {ENGINE_TOKEN_0} ({})",
+        conf_dir.join("control.token").display(),
+        conf_dir.join("admin.token").display(),
+        conf_dir.join("engine-0.token").display(),
+    );
+    if let Some((_, engine, _)) = procs.get(1) {
+        let _ = writeln!(
+            out,
+            "  try       grpcurl -plaintext -H 'authorization: Bearer {CONTROL_TOKEN}' {engine} herd.engine.v1.Engine/GetStatus"
+        );
+    }
+    out
+}
+
+/// One redraw of the live screen: clear, then the banner (so addresses and
+/// token files stay in view), then the status tables.
+fn live_frame(banner: &str, tables: &str) -> String {
+    format!("\x1b[2J\x1b[H{banner}\n{tables}\n(Ctrl-C stops the herd)\n")
+}
+
 /// Waits until every engine follows the gateway's event stream.
 async fn wait_connected(procs: &[Proc]) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -519,40 +571,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     let gateway_url = format!("http://{}", procs[0].addr);
-    println!("Herd is up (paper venue, no keys, no network).");
-    for p in &procs {
-        println!(
-            "  {:<9} grpc://{} (pid {})",
-            p.name,
-            p.addr,
-            p.child.id().unwrap_or(0)
-        );
-    }
-    if args.http_port != 0 {
-        println!(
-            "  metrics   http://127.0.0.1:{}/metrics (gateway), :{}/metrics, :{}/metrics (engines)",
-            args.http_port,
-            nth_port(args.http_port, 1),
-            nth_port(args.http_port, 2)
-        );
-        println!(
-            "  dashboard http://127.0.0.1:{}/ (e0), http://127.0.0.1:{}/ (e1)",
-            nth_port(args.http_port, 1),
-            nth_port(args.http_port, 2)
-        );
-    }
-    println!(
-        "  logs      {} (the previous run's as *.log.1)",
-        log_dir.display()
-    );
-    println!(
-        "  tokens    control {CONTROL_TOKEN}, admin {ADMIN_TOKEN}, engine e0 {ENGINE_TOKEN_0} (also in {})",
-        conf_dir.display()
-    );
-    println!(
-        "  try       grpcurl -plaintext -H 'authorization: Bearer {CONTROL_TOKEN}' {} herd.engine.v1.Engine/GetStatus",
-        procs[1].addr
-    );
+    let procs_shown: Vec<(&str, &str, u32)> = procs
+        .iter()
+        .map(|p| (p.name.as_str(), p.addr.as_str(), p.child.id().unwrap_or(0)))
+        .collect();
+    let header = banner(&procs_shown, args.http_port, &log_dir, &conf_dir);
+    print!("{header}");
     if args.check {
         let connected = tokio::select! {
             r = wait_connected(&procs) => r,
@@ -582,7 +606,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 }
                 let s = screen(&procs, &gateway_url).await;
                 if live {
-                    print!("\x1b[2J\x1b[H{s}\n(Ctrl-C stops the herd)\n");
+                    print!("{}", live_frame(&header, &s));
                 } else {
                     println!("{s}");
                 }
@@ -634,4 +658,50 @@ async fn start_herd(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_frame_keeps_addresses_and_token_files_above_the_table() {
+        let procs = [
+            ("gateway", "127.0.0.1:50051", 11),
+            ("engine-0", "127.0.0.1:50061", 12),
+            ("engine-1", "127.0.0.1:50062", 13),
+        ];
+        let header = banner(
+            &procs,
+            9090,
+            Path::new(".herd/logs"),
+            Path::new(".herd/local"),
+        );
+        let table = "engine  control  mode\ne0      127.0.0.1:50061  RUNNING\n";
+        let frame = live_frame(&header, table);
+        // The clear comes first, so nothing above survives a redraw but
+        // what the frame itself holds.
+        assert!(frame.starts_with("\x1b[2J\x1b[H"), "{frame:?}");
+        let header_at = frame.find("Herd is up").unwrap();
+        let table_at = frame.find(table).unwrap();
+        assert!(header_at < table_at, "{frame}");
+        for want in [
+            "  gateway   grpc://127.0.0.1:50051 (pid 11)",
+            "  engine-0  grpc://127.0.0.1:50061 (pid 12)",
+            "  engine-1  grpc://127.0.0.1:50062 (pid 13)",
+            "http://127.0.0.1:9090/metrics (gateway)",
+            "http://127.0.0.1:9091/ (e0), http://127.0.0.1:9092/ (e1)",
+            ".herd/logs",
+            "(.herd/local/control.token)",
+            "(.herd/local/admin.token)",
+            "(.herd/local/engine-0.token)",
+            "127.0.0.1:50061 herd.engine.v1.Engine/GetStatus",
+        ] {
+            let at = frame
+                .find(want)
+                .unwrap_or_else(|| panic!("{want:?} not in {frame}"));
+            assert!(at < table_at, "{want:?} below the table: {frame}");
+        }
+        assert!(frame.ends_with("(Ctrl-C stops the herd)\n"), "{frame:?}");
+    }
 }
