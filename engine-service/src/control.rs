@@ -11,7 +11,7 @@ use crate::config::Secret;
 use crate::execution::{ActionFailure, Mode, Shared, now_ms};
 use herd_strategies::grid;
 use herd_strategies::rangers;
-use herd_strategies::strategy::{Action, Command, OrderIntent, Side};
+use herd_strategies::strategy::{Action, Command, CommandError, OrderIntent, Side};
 
 /// Checks the operator's bearer token on every control call.
 #[derive(Clone)]
@@ -183,7 +183,8 @@ impl ControlService {
                 .ok_or_else(|| Status::failed_precondition("this engine runs no grid strategy"))?;
             match g.command(&cmd, now_ms()) {
                 Some(Ok(r)) => r,
-                Some(Err(e)) => return Err(Status::failed_precondition(e)),
+                Some(Err(CommandError::NotFound(e))) => return Err(Status::not_found(e)),
+                Some(Err(CommandError::Refused(e))) => return Err(Status::failed_precondition(e)),
                 None => return Err(Status::unimplemented("the grid does not take this command")),
             }
         };

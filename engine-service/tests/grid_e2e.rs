@@ -245,6 +245,37 @@ async fn spawn_without_an_aging_parent_is_refused_by_name() {
         .await
         .unwrap_err();
     assert!(r.message().contains("no churner 7"), "{}", r.message());
+    assert_eq!(r.code(), tonic::Code::NotFound, "{r:?}");
+    for (rpc, r) in [
+        (
+            "reprice",
+            client(&e1)
+                .await
+                .reprice_break_even(authed(
+                    epb::PositionRequest {
+                        position_id: "nope".into(),
+                    },
+                    CONTROL_TOKEN,
+                ))
+                .await,
+        ),
+        (
+            "close",
+            client(&e1)
+                .await
+                .close_position_at_market(authed(
+                    epb::PositionRequest {
+                        position_id: "nope".into(),
+                    },
+                    CONTROL_TOKEN,
+                ))
+                .await,
+        ),
+    ] {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{rpc}: {e:?}");
+        assert!(e.message().contains("no position \"nope\""), "{rpc}: {e:?}");
+    }
     e1.stop().await;
     gw.stop().await;
 }

@@ -325,7 +325,7 @@ impl Sim {
                 self.execute(0, actions).await;
                 Ok(msg)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -354,6 +354,11 @@ fn no_order_below_the_minimums_and_budget_and_lock() {
     r.blocked = Some("daily loss lock".into());
     assert!(places(&r.tick(dec!(0.12), T0)).is_empty());
     assert!(r.s.last_error.contains("daily loss lock"));
+    // The cause gone, the next entry clears the error (issue 23: it used
+    // to stay on the dashboard for good).
+    r.blocked = None;
+    assert_eq!(places(&r.tick(dec!(0.12), T0 + 1000)).len(), 2);
+    assert_eq!(r.s.last_error, "", "a resolved cause still shown");
 }
 
 #[test]

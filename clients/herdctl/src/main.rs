@@ -252,13 +252,21 @@ enum PositionCmd {
 }
 
 /// Runs a control call; a refusal (FAILED_PRECONDITION and friends) is
-/// printed and exits 1 with the engine's reason.
+/// printed and exits 1 with the engine's reason, and so is an id the
+/// engine does not know (NOT_FOUND: a churner or position id).
 fn control_result(
     r: Result<tonic::Response<epb::ControlResponse>, tonic::Status>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     match r {
         Ok(resp) => Ok(print_control(resp.into_inner(), output)),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(print_control(
+            epb::ControlResponse {
+                ok: false,
+                message: format!("not found: {}", s.message()),
+            },
+            output,
+        )),
         Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(print_control(
             epb::ControlResponse {
                 ok: false,

@@ -210,6 +210,31 @@ fn base36(mut n: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Why a strategy refused an operator command: the control server answers
+/// NOT_FOUND for the first, FAILED_PRECONDITION for the second.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command names something the strategy does not have (a churner
+    /// or position id).
+    #[error("{0}")]
+    NotFound(String),
+    /// The strategy cannot do it now; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for CommandError {
+    fn from(message: String) -> CommandError {
+        CommandError::Refused(message)
+    }
+}
+
+impl From<&str> for CommandError {
+    fn from(message: &str) -> CommandError {
+        CommandError::Refused(message.to_string())
+    }
+}
+
 /// An operator command for a strategy (the control RPCs beyond on/off).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -339,12 +364,12 @@ pub trait Strategy: Send {
     }
 
     /// An operator command. `None`: not this strategy's; `Some(Err)`: refused
-    /// (the message says why); `Some(Ok)`: the reply and the actions to run.
+    /// (the error says why); `Some(Ok)`: the reply and the actions to run.
     fn command(
         &mut self,
         _cmd: &Command,
         _now_ms: i64,
-    ) -> Option<Result<(String, Vec<Action>), String>> {
+    ) -> Option<Result<(String, Vec<Action>), CommandError>> {
         None
     }
 }

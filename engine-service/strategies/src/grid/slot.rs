@@ -1167,6 +1167,8 @@ fn place_entries(
             }
         };
         let id = s.next_id(t, Role::Entry);
+        // An entry goes out: whatever kept entries from going out is gone.
+        s.last_error.clear();
         s.orders.push(SlotOrder {
             client_order_id: id.clone(),
             trade: t,

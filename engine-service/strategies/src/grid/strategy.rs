@@ -26,8 +26,8 @@ use crate::capacity::{self, Band as CapBand, CapacityHealth};
 use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
-    Action, Command, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent, OrderUpdate,
-    Side, StatusBlock, Strategy, UpdateKind,
+    Action, Command, CommandError, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent,
+    OrderUpdate, Side, StatusBlock, Strategy, UpdateKind,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -1259,14 +1259,17 @@ impl Grid {
         ))
     }
 
-    fn position_exit(&self, position_id: &str) -> Result<(usize, Position, SlotOrder), String> {
+    fn position_exit(
+        &self,
+        position_id: &str,
+    ) -> Result<(usize, Position, SlotOrder), CommandError> {
         let p = self
             .ledger
             .positions
             .get(position_id)
-            .ok_or_else(|| format!("no position {position_id:?}"))?;
+            .ok_or_else(|| CommandError::NotFound(format!("no position {position_id:?}")))?;
         if !p.is_open() {
-            return Err(format!("position {position_id} is already closed"));
+            return Err(format!("position {position_id} is already closed").into());
         }
         let (i, o) = self
             .exit_of(p)
@@ -1274,20 +1277,21 @@ impl Grid {
         if o.pending.is_some() {
             return Err(format!(
                 "position {position_id}: a change of its exit is already under way"
-            ));
+            )
+            .into());
         }
         Ok((i, p.clone(), o.clone()))
     }
 
-    fn operator(&mut self, cmd: &Command, now: i64) -> Result<(String, Vec<Action>), String> {
+    fn operator(&mut self, cmd: &Command, now: i64) -> Result<(String, Vec<Action>), CommandError> {
         match cmd {
-            Command::SpawnChurner => self.spawn(now),
+            Command::SpawnChurner => Ok(self.spawn(now)?),
             Command::KillChurner { churner_id } => {
                 let k = self
                     .churners
                     .iter()
                     .position(|c| c.id == *churner_id)
-                    .ok_or_else(|| format!("no churner {churner_id}"))?;
+                    .ok_or_else(|| CommandError::NotFound(format!("no churner {churner_id}")))?;
                 let a = self.churners[k].kill(now);
                 let mut out = Vec::new();
                 self.churn_translate(a, now, &mut out);
@@ -1313,20 +1317,20 @@ impl Grid {
                 );
                 let cost = heal::full_cost(&p, target);
                 if cost.is_zero() {
-                    return Err(format!(
+                    return Err(CommandError::Refused(format!(
                         "position {position_id}: exit {} is already at or inside break-even {target}",
                         p.exit.price
-                    ));
+                    )));
                 }
                 let balance = self.spendable(p.slot_id);
                 if balance < cost {
-                    return Err(format!(
+                    return Err(CommandError::Refused(format!(
                         "slot {} subsidy {} cannot pay {} to move the exit from {} to {target}",
                         p.slot_id,
                         money(balance),
                         money(cost),
                         p.exit.price
-                    ));
+                    )));
                 }
                 self.pending_costs
                     .insert(o.client_order_id.clone(), (p.slot_id, cost));
@@ -1366,9 +1370,9 @@ impl Grid {
                         .get(i)
                         .and_then(|s| s.halted.clone())
                         .unwrap_or_else(|| "the slot sends nothing".into());
-                    return Err(format!(
+                    return Err(CommandError::Refused(format!(
                         "position {position_id}: cannot close at market: {why}"
-                    ));
+                    )));
                 }
                 let message = if gone {
                     format!(
@@ -1706,7 +1710,7 @@ impl Strategy for Grid {
         &mut self,
         cmd: &Command,
         now: i64,
-    ) -> Option<Result<(String, Vec<Action>), String>> {
+    ) -> Option<Result<(String, Vec<Action>), CommandError>> {
         Some(self.operator(cmd, now))
     }
 }
