@@ -18,15 +18,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match serve().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // Each cause once (anyhow's own report repeats causes that an
-            // error also writes into its message).
-            eprintln!("Error: {}", herd_proto::report::chain(e.as_ref()));
-            std::process::ExitCode::FAILURE
-        }
-    }
+    herd_proto::report::exit(serve().await)
 }
 
 async fn serve() -> anyhow::Result<()> {

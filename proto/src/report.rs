@@ -22,6 +22,22 @@ pub fn chain(err: &(dyn Error + 'static)) -> String {
     out
 }
 
+/// How a service's `main` ends: success, or the error with each cause once
+/// on stderr (anyhow's own report repeats causes that an error also writes
+/// into its message) and exit status 1.
+pub fn exit<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn Error + Send + Sync + 'static>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", chain(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
