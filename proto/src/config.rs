@@ -168,6 +168,54 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// One case of an unknown-key table test: the config text, the key the
+/// error must name, where it must say the key is (e.g. "in [funding]"), and
+/// the "did you mean" it must suggest (`None`: no suggestion).
+pub type UnknownKeyCase<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
+/// Runs an unknown-key table test for a service's config loader: writes
+/// each case to its own file under `dir`, loads it, and checks that the
+/// error names the file, the key and its place, and suggests what the case
+/// expects. Returns every case that did not hold (the tests of both
+/// services assert it is empty).
+pub fn unknown_key_failures<T, E: std::fmt::Display>(
+    dir: &Path,
+    cases: &[UnknownKeyCase<'_>],
+    load: impl Fn(&Path) -> Result<T, E>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, (text, key, place, hint)) in cases.iter().enumerate() {
+        let path = dir.join(format!("config-{i}.toml"));
+        if let Err(e) = std::fs::write(&path, text) {
+            failures.push(format!("{text}: cannot write {}: {e}", path.display()));
+            continue;
+        }
+        let e = match load(&path) {
+            Ok(_) => {
+                failures.push(format!("{text}: loaded without an error"));
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        let file = path.display().to_string();
+        if !e.contains(&file) {
+            failures.push(format!("{text}: {e} should name {file}"));
+        }
+        if !e.contains(&format!("`{key}` {place}")) {
+            failures.push(format!("{text}: {e} should name `{key}` {place}"));
+        }
+        let suggests = e.contains("did you mean");
+        match hint {
+            Some(h) if !e.contains(&format!("did you mean `{h}`?")) => {
+                failures.push(format!("{text}: {e} should suggest {h}"));
+            }
+            None if suggests => failures.push(format!("{text}: {e} suggests nothing right")),
+            _ => {}
+        }
+    }
+    failures
+}
+
 /// An address from the environment variable `name`; empty means "not served".
 pub fn optional_addr_env(
     name: &'static str,
