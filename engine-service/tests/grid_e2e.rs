@@ -246,31 +246,18 @@ async fn spawn_without_an_aging_parent_is_refused_by_name() {
         .unwrap_err();
     assert!(r.message().contains("no churner 7"), "{}", r.message());
     assert_eq!(r.code(), tonic::Code::NotFound, "{r:?}");
+    let nope = || {
+        authed(
+            epb::PositionRequest {
+                position_id: "nope".into(),
+            },
+            CONTROL_TOKEN,
+        )
+    };
+    let mut c = client(&e1).await;
     for (rpc, r) in [
-        (
-            "reprice",
-            client(&e1)
-                .await
-                .reprice_break_even(authed(
-                    epb::PositionRequest {
-                        position_id: "nope".into(),
-                    },
-                    CONTROL_TOKEN,
-                ))
-                .await,
-        ),
-        (
-            "close",
-            client(&e1)
-                .await
-                .close_position_at_market(authed(
-                    epb::PositionRequest {
-                        position_id: "nope".into(),
-                    },
-                    CONTROL_TOKEN,
-                ))
-                .await,
-        ),
+        ("reprice", c.reprice_break_even(nope()).await),
+        ("close", c.close_position_at_market(nope()).await),
     ] {
         let e = r.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound, "{rpc}: {e:?}");
