@@ -25,6 +25,18 @@ struct Args {
     /// Milliseconds between price steps (0 = only when told).
     #[arg(long, default_value_t = 1000)]
     step_ms: u64,
+    /// Extra permissions for the key, GROUP:NAME (e.g. `Wallet:Withdraw`).
+    #[arg(long = "grant", value_name = "GROUP:NAME")]
+    grants: Vec<String>,
+    /// The key is read-only (`readOnly: 1`; order calls answer 10005).
+    #[arg(long)]
+    read_only: bool,
+    /// The key's IP allowlist (comma-separated; `*` = none).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    ips: Vec<String>,
+    /// When the key expires, Unix ms (default: never).
+    #[arg(long)]
+    key_expires_at_ms: Option<i64>,
 }
 
 #[tokio::main]
@@ -33,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg = SimConfig::new(&args.key, &args.secret);
     cfg.clock_skew_ms = args.skew_ms;
     cfg.step_ms = args.step_ms;
+    for g in &args.grants {
+        cfg.key_info.grant(g).map_err(anyhow::Error::msg)?;
+    }
+    cfg.key_info.read_only = args.read_only;
+    cfg.key_info.ips = args.ips;
+    cfg.key_info.expires_at_ms = args.key_expires_at_ms;
     let handle = bybit_sim::start(cfg, args.listen).await?;
     println!("bybit-sim listening on {}", handle.addr);
     herd_proto::serving::termination_signal().await;

@@ -44,6 +44,27 @@ struct Args {
     /// How long an earned lockout lasts, ms.
     #[arg(long, default_value_t = 900_000)]
     lockout_ms: i64,
+    /// The key's permissions as GetApiKeyInfo reports them and every private
+    /// method enforces (comma-separated Kraken names; add `withdraw-funds`
+    /// for a key that can withdraw, drop `modify-trades` for a read-only one).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "query-funds,query-open-trades,query-closed-trades,modify-trades,cancel-close-trades"
+    )]
+    permissions: Vec<String>,
+    /// The key's IP allowlist (comma-separated; empty = none).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1/32")]
+    ip_allowlist: Vec<String>,
+    /// When the key expires, Unix seconds (0 = never).
+    #[arg(long, default_value_t = 0)]
+    key_valid_until: i64,
+    /// The key's nonce window, seconds.
+    #[arg(long, default_value_t = 0)]
+    nonce_window: u32,
+    /// The simulator's clock minus the machine's, ms.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    skew_ms: i64,
 }
 
 #[tokio::main]
@@ -53,6 +74,19 @@ async fn main() -> anyhow::Result<()> {
         SimConfig::new(&args.key, &args.secret, args.tier).with_synthetic_pairs(args.extra_pairs);
     cfg.step_ms = args.step_ms;
     cfg.enforce_limits = !args.no_limits;
+    cfg.key_info.permissions = args
+        .permissions
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    cfg.key_info.ip_allowlist = args
+        .ip_allowlist
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    cfg.key_info.valid_until = args.key_valid_until;
+    cfg.key_info.nonce_window = args.nonce_window;
+    cfg.clock_skew_ms = args.skew_ms;
     cfg.lockout = LockoutPolicy {
         violations: args.lockout_after.max(1),
         duration_ms: args.lockout_ms,

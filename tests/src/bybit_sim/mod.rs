@@ -17,7 +17,10 @@
 //! and settle funding, skew the clock, and inject faults (latency, HTTP 5xx,
 //! connection reset, accepted-but-response-lost, 10006, 403, 10016).
 
+mod more;
 mod routes;
+
+pub use more::KeyInfo;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -57,6 +60,8 @@ pub struct SimConfig {
     pub ip_limit: u32,
     /// How long an IP stays banned after passing the IP limit.
     pub ban_ms: i64,
+    /// What `/v5/user/query-api` says of the key and what it may do.
+    pub key_info: KeyInfo,
 }
 
 impl SimConfig {
@@ -71,6 +76,7 @@ impl SimConfig {
             step_ms: 1_000,
             ip_limit: IP_LIMIT,
             ban_ms: 10 * 60 * 1000,
+            key_info: KeyInfo::default(),
         }
     }
 }
@@ -286,6 +292,8 @@ fn account_limit(path: &str, category: &str) -> Option<u32> {
 
 fn is_private(path: &str) -> bool {
     path.starts_with("/v5/order/")
+        || path.starts_with("/v5/user/")
+        || path.starts_with("/v5/asset/")
         || path.starts_with("/v5/execution/")
         || path.starts_with("/v5/position/")
         || path.starts_with("/v5/account/")
@@ -389,7 +397,8 @@ impl BybitSim {
     /// against the venue's: every fill (orders with executed volume: Bybit
     /// symbol, category, side, qty, average price, fee and fee coin, time),
     /// every funding credit (positive = received), the balances and the
-    /// open perpetual positions. Amounts are decimal strings.
+    /// open perpetual positions, and every order (id, link id, status,
+    /// price, quantities). Amounts are decimal strings.
     pub fn ledger(&self) -> Value {
         let st = self.lock();
         let fills: Vec<Value> = st
@@ -400,6 +409,7 @@ impl BybitSim {
             .map(|o| {
                 let (category, symbol) = bybit_symbol(&o.symbol);
                 json!({
+                    "orderId": o.venue_order_id,
                     "orderLinkId": o.client_order_id,
                     "category": category,
                     "symbol": symbol,
@@ -452,7 +462,28 @@ impl BybitSim {
                 })
             })
             .collect();
-        json!({"fills": fills, "funding": funding, "balances": balances, "positions": positions})
+        let orders: Vec<Value> = st
+            .exchange
+            .all_orders()
+            .iter()
+            .map(|o| {
+                let (category, symbol) = bybit_symbol(&o.symbol);
+                json!({
+                    "orderId": o.venue_order_id,
+                    "orderLinkId": o.client_order_id,
+                    "category": category,
+                    "symbol": symbol,
+                    "side": if o.side == herd_venue::Side::Buy { "Buy" } else { "Sell" },
+                    "type": if o.order_type == herd_venue::OrderType::Market { "Market" } else { "Limit" },
+                    "price": o.price.map(|p| p.normalize().to_string()),
+                    "qty": o.volume.normalize().to_string(),
+                    "executed": o.volume_executed.normalize().to_string(),
+                    "status": format!("{:?}", o.status),
+                    "time": o.opened_at_ms,
+                })
+            })
+            .collect();
+        json!({"fills": fills, "funding": funding, "balances": balances, "positions": positions, "orders": orders})
     }
 
     /// Queues a fault.
@@ -615,6 +646,9 @@ impl BybitSim {
                 }
                 return Response::json(200, envelope(code, &msg, json!({}), now));
             }
+            if let Err((code, msg)) = self.permitted(&req.path, now) {
+                return Response::json(200, envelope(code, &msg, json!({}), now));
+            }
             if let Some(limit) = account_limit(&req.path, &category) {
                 // Order create / cancel / cancel-all count per category.
                 let key_cat = match req.path.as_str() {
@@ -653,6 +687,25 @@ impl BybitSim {
         let mut r = Response::json(200, envelope(code, &msg, result, now));
         r.headers.extend(headers);
         r
+    }
+
+    /// The key's expiry and read-only flag, after authentication.
+    fn permitted(&self, path: &str, now: i64) -> Result<(), (i64, String)> {
+        let key = &self.cfg.key_info;
+        if key.expires_at_ms.is_some_and(|e| now >= e) {
+            return Err((33004, "Your api key has expired.".into()));
+        }
+        let writes = matches!(
+            path,
+            "/v5/order/create" | "/v5/order/cancel" | "/v5/order/cancel-all" | "/v5/order/amend"
+        );
+        if writes && key.read_only {
+            return Err((
+                10005,
+                "Permission denied, please check your API key permissions.".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn authenticate(&self, req: &Request, now: i64) -> Result<(), (i64, String)> {

@@ -17,6 +17,19 @@ use crate::http1::Request;
 
 const MAX_TRANSACTION_SPAN_MS: i64 = 7 * 24 * 3_600_000;
 
+/// The prefix of the ids the simulator makes for orders sent without an
+/// orderLinkId (shown to clients as "", as Bybit shows them).
+const AUTO_LINK: &str = "bybitsim-auto-";
+
+/// An order's orderLinkId as Bybit shows it.
+fn link_of(client_order_id: &str) -> &str {
+    if client_order_id.starts_with(AUTO_LINK) {
+        ""
+    } else {
+        client_order_id
+    }
+}
+
 fn s(d: Decimal) -> String {
     d.normalize().to_string()
 }
@@ -65,7 +78,7 @@ fn order_row(o: &OrderState, reduce_only: bool) -> Value {
     let avg = o.average_price.unwrap_or_default();
     json!({
         "orderId": o.venue_order_id,
-        "orderLinkId": o.client_order_id,
+        "orderLinkId": link_of(&o.client_order_id),
         "blockTradeId": "",
         "symbol": symbol,
         "price": o.price.map_or("0".to_string(), s),
@@ -132,6 +145,16 @@ impl BybitSim {
             ("GET", "/v5/position/list") => positions(st, &q),
             ("GET", "/v5/account/wallet-balance") => wallet(st, &q, now),
             ("GET", "/v5/account/transaction-log") => transactions(st, &q, now),
+            ("GET", "/v5/user/query-api") => Ok(super::more::query_api(
+                &self.cfg.key_info,
+                &self.cfg.api_key,
+                now,
+            )),
+            ("GET", "/v5/account/info") => Ok(super::more::account_info(now)),
+            ("GET", "/v5/account/fee-rate") => super::more::fee_rate(st, &q),
+            ("GET", "/v5/asset/coin/query-info") => Ok(super::more::coin_info(st, &q)),
+            ("GET", "/v5/market/orderbook") => super::more::orderbook(st, &q, now),
+            ("GET", "/v5/market/recent-trade") => super::more::recent_trades(st, &q),
             _ => Err(fail(
                 10001,
                 format!("unknown route {} {}", req.method, req.path),
@@ -162,6 +185,9 @@ fn kind_of(category: &str) -> InstrumentKind {
 }
 
 fn tickers(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
+    if let Some(empty) = empty_category(q) {
+        return Ok(empty);
+    }
     let category = category_param(q)?;
     let mut list = Vec::new();
     for inst in st.exchange.instruments() {
@@ -215,7 +241,17 @@ fn tickers(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
     Ok(ok(json!({"category": category, "list": list})))
 }
 
+/// `inverse` and `option` exist on Bybit; the simulator lists nothing in them.
+fn empty_category(q: &HashMap<String, String>) -> Option<Answer> {
+    let c = q.get("category").map(String::as_str)?;
+    matches!(c, "inverse" | "option")
+        .then(|| ok(json!({"category": c, "list": [], "nextPageCursor": ""})))
+}
+
 fn instruments(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
+    if let Some(empty) = empty_category(q) {
+        return Ok(empty);
+    }
     let category = category_param(q)?;
     let mut rows = Vec::new();
     for inst in st.exchange.instruments() {
@@ -359,9 +395,15 @@ fn create(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
         Some("Limit") => OrderType::Limit,
         _ => return Err(fail(10001, "params error: orderType invalid")),
     };
-    let link = text(b, "orderLinkId").unwrap_or_default();
-    if link.is_empty()
-        || link.len() > 36
+    let given = text(b, "orderLinkId").unwrap_or_default();
+    // Bybit makes orderLinkId optional and then reports it as "": the core
+    // needs a unique id, so the simulator makes one it never shows.
+    let link = if given.is_empty() {
+        format!("{AUTO_LINK}{}-{now}", st.stats.requests)
+    } else {
+        given
+    };
+    if link.len() > 36
         || !link
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -448,7 +490,9 @@ fn create(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
             category: category.clone(),
             time_ms: now,
         });
-        return Ok(ok(json!({"orderId": order_id, "orderLinkId": link})));
+        return Ok(ok(
+            json!({"orderId": order_id, "orderLinkId": link_of(&link)}),
+        ));
     }
     let order = NewOrder {
         client_order_id: link.clone(),
@@ -463,7 +507,7 @@ fn create(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
     };
     match st.exchange.place(&order, now) {
         Ok(state) => Ok(ok(
-            json!({"orderId": state.venue_order_id, "orderLinkId": link}),
+            json!({"orderId": state.venue_order_id, "orderLinkId": link_of(&link)}),
         )),
         Err(VenueError::InsufficientFunds(_)) => Err(fail(
             code(&category, 110007, 170131),
@@ -527,7 +571,7 @@ fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
     };
     st.exchange.cancel(&r, now).map_err(|_| not_found())?;
     Ok(ok(
-        json!({"orderId": o.venue_order_id, "orderLinkId": o.client_order_id}),
+        json!({"orderId": o.venue_order_id, "orderLinkId": link_of(&o.client_order_id)}),
     ))
 }
 
@@ -553,7 +597,9 @@ fn cancel_all(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
             venue_order_id: Some(o.venue_order_id.clone()),
         };
         if st.exchange.cancel(&r, now).is_ok() {
-            list.push(json!({"orderId": o.venue_order_id, "orderLinkId": o.client_order_id}));
+            list.push(
+                json!({"orderId": o.venue_order_id, "orderLinkId": link_of(&o.client_order_id)}),
+            );
         }
     }
     Ok(ok(json!({"list": list, "success": "1"})))
@@ -631,6 +677,15 @@ fn orders(st: &State, q: &HashMap<String, String>, now: i64, open: bool) -> Resu
 
 fn executions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
     let category = category_param(q)?;
+    match q.get("execType").map(String::as_str) {
+        None | Some("Trade") => {}
+        Some("Funding") => return Ok(funding_executions(st, q, &category)),
+        Some(_) => {
+            return Ok(ok(
+                json!({"category": category, "list": [], "nextPageCursor": ""}),
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for o in st.exchange.all_orders() {
         let (cat, symbol) = bybit_symbol(&o.symbol);
@@ -647,7 +702,7 @@ fn executions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer>
         rows.push(json!({
             "symbol": symbol,
             "orderId": o.venue_order_id,
-            "orderLinkId": o.client_order_id,
+            "orderLinkId": link_of(&o.client_order_id),
             "side": if o.side == Side::Buy { "Buy" } else { "Sell" },
             "execId": format!("{}-1", o.venue_order_id),
             "execPrice": s(price),
@@ -664,6 +719,53 @@ fn executions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer>
     Ok(ok(
         json!({"category": category, "list": list, "nextPageCursor": next}),
     ))
+}
+
+/// Funding settlements as Bybit lists them among executions
+/// (`execType=Funding`): `execFee` is what the account paid (negative =
+/// received), newest first.
+fn funding_executions(st: &State, q: &HashMap<String, String>, category: &str) -> Answer {
+    let payments = if category == "linear" {
+        st.exchange
+            .funding_payments(&herd_venue::FundingPaymentQuery {
+                symbol: q.get("symbol").map(|s| herd_venue::perp_symbol(s)),
+                since_ms: q.get("startTime").and_then(|v| v.parse().ok()).unwrap_or(0),
+                until_ms: q
+                    .get("endTime")
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .map(|e| e + 1),
+                limit: 0,
+            })
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Value> = payments
+        .iter()
+        .rev()
+        .map(|p| {
+            let (_, symbol) = bybit_symbol(&p.symbol);
+            json!({
+                "symbol": symbol,
+                "orderId": "",
+                "orderLinkId": "",
+                "side": if p.side == PositionSide::Long { "Buy" } else { "Sell" },
+                "execId": p.id,
+                "execPrice": s(p.mark_price),
+                "markPrice": s(p.mark_price),
+                "execQty": s(p.size),
+                "execValue": s(p.mark_price * p.size),
+                "execFee": s(-p.amount),
+                "feeRate": s(p.rate),
+                "feeCurrency": p.asset,
+                "execType": "Funding",
+                "isMaker": false,
+                "orderType": "UNKNOWN",
+                "execTime": p.time_ms.to_string(),
+            })
+        })
+        .collect();
+    let (list, next) = page(&rows, limit_param(q, 50, 100), q.get("cursor"));
+    ok(json!({"category": category, "list": list, "nextPageCursor": next}))
 }
 
 fn positions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {

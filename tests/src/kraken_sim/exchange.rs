@@ -20,6 +20,9 @@ use super::auth::KeyAuth;
 use super::limits::{Limits, LockoutPolicy, Tier, cancel_penalty, rest_cost};
 use super::wire::{Form, err, fixed, invalid, ok, parse_rfc3339, rfc1123, rfc3339, unix_secs};
 
+mod more;
+pub use more::{KeyInfo, PERMISSION_DENIED, WITHDRAW_FUNDS, permission_of};
+
 pub const UNKNOWN_PAIR: &str = "EQuery:Unknown asset pair";
 pub const UNKNOWN_ORDER: &str = "EOrder:Unknown order";
 pub const UNKNOWN_METHOD: &str = "EGeneral:Unknown method";
@@ -121,6 +124,11 @@ pub struct SimConfig {
     pub balances: BTreeMap<String, Decimal>,
     /// Step the price paths this often; none = prices move only when told.
     pub step_ms: Option<u64>,
+    /// What the key may do and what GetApiKeyInfo says of it.
+    pub key_info: KeyInfo,
+    /// The simulator's clock minus the machine's, ms (`Time`, order times,
+    /// nonce-window and expiry checks all use the skewed clock).
+    pub clock_skew_ms: i64,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -150,6 +158,8 @@ impl SimConfig {
                 ("BTC".to_string(), Decimal::from(100)),
             ]),
             step_ms: None,
+            key_info: KeyInfo::default(),
+            clock_skew_ms: 0,
         }
     }
 
@@ -417,6 +427,12 @@ impl Sim {
                     "status": Self::status_str(s.status),
                     "vol": s.volume.to_string(),
                     "vol_exec": s.volume_executed.to_string(),
+                    "side": kraken_side(s.side),
+                    "ordertype": ordertype_str(s.order_type),
+                    "price": s.price.map(|p| p.normalize().to_string()),
+                    "fee": s.fee.normalize().to_string(),
+                    "oflags": m.oflags,
+                    "opened_ms": s.opened_at_ms,
                 }))
             })
             .collect();
@@ -606,6 +622,10 @@ impl Sim {
             "AssetPairs" => self.asset_pairs(f),
             "Ticker" => self.ticker(f),
             "OHLC" => self.ohlc(f),
+            "Assets" => self.assets(f),
+            "Depth" => self.depth(f, now),
+            "Trades" => self.public_trades(f),
+            "Spread" => self.spread(f, now),
             _ => Err(UNKNOWN_METHOD.to_string()),
         };
         let v = out.map_or_else(|e| err(&e), ok);
@@ -801,10 +821,15 @@ impl Sim {
             "CancelAll",
             "CancelAllOrdersAfter",
             "TradesHistory",
+            "TradeBalance",
+            "QueryTrades",
+            "OpenPositions",
+            "GetApiKeyInfo",
         ];
         if !known.contains(&method) {
             return Err(UNKNOWN_METHOD.into());
         }
+        self.check_permission(method, now)?;
         self.limits
             .charge_rest(now.s, now.ms, rest_cost(method))
             .map_err(str::to_string)?;
@@ -819,6 +844,10 @@ impl Sim {
             "CancelAll" => Ok(json!({"count": self.cancel_all(now)})),
             "CancelAllOrdersAfter" => self.cancel_all_orders_after(f, now),
             "TradesHistory" => self.trades_history(f),
+            "TradeBalance" => self.trade_balance(f),
+            "QueryTrades" => self.query_trades(f),
+            "OpenPositions" => Ok(json!({})),
+            "GetApiKeyInfo" => Ok(self.api_key_info()),
             _ => Err(UNKNOWN_METHOD.into()),
         }
     }
@@ -1177,30 +1206,9 @@ impl Sim {
         let count = hits.len();
         let mut out = Map::new();
         for t in hits.into_iter().skip(ofs).take(PAGE) {
-            let Some(p) = self.cfg.pairs.get(t.pair) else {
-                continue;
-            };
-            let dp = p.instrument.price_decimals;
-            let lot = p.instrument.lot_decimals;
-            out.insert(
-                t.id.clone(),
-                json!({
-                    "ordertxid": t.txid,
-                    "postxid": format!("P{}", &t.id[1..]),
-                    "pair": p.key,
-                    "time": unix_secs(t.time_ms),
-                    "type": kraken_side(t.side),
-                    "ordertype": ordertype_str(t.ordertype),
-                    "price": fixed(t.price, dp),
-                    "cost": fixed(t.price * t.vol, p.cost_decimals),
-                    "fee": fixed(t.fee, p.cost_decimals),
-                    "vol": fixed(t.vol, lot),
-                    "margin": fixed(Decimal::ZERO, p.cost_decimals),
-                    "leverage": "0",
-                    "misc": "",
-                    "maker": t.maker,
-                }),
-            );
+            if let Some(v) = self.trade_json(t) {
+                out.insert(t.id.clone(), v);
+            }
         }
         Ok(json!({ "trades": out, "count": count }))
     }

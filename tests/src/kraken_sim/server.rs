@@ -6,6 +6,8 @@
 //! Admin endpoints (no authentication; the simulator listens on loopback):
 //! - `GET /sim/stats`: counters, rate-limit levels, lockout, DMS deadline
 //! - `GET /sim/orders`: every order (txid, cl_ord_id, userref, status, ...)
+//! - `GET /sim/trades`: every trade as booked (id, txid, pair, side, price, vol, fee, ms)
+//! - `GET /sim/balances`: each asset's total and free balance
 //! - `POST /sim/faults` `{"rules": [...]}` (see [`super::faults`]); `DELETE` clears
 //! - `POST /sim/price` `{"pair": "XDGUSD", "price": "0.13"}`: one market trade
 //! - `POST /sim/step`: one step of every price path
@@ -48,16 +50,19 @@ pub struct Shared {
     sim: Mutex<Sim>,
     faults: Mutex<FaultSet>,
     origin: Instant,
+    skew_ms: i64,
 }
 
 impl Shared {
     pub fn new(cfg: SimConfig) -> Result<Shared, String> {
         let origin = Instant::now();
+        let skew_ms = cfg.clock_skew_ms;
         let now = Now {
-            ms: wall_ms(),
+            ms: wall_ms() + skew_ms,
             s: 0.0,
         };
         Ok(Shared {
+            skew_ms,
             sim: Mutex::new(Sim::new(cfg, now)?),
             faults: Mutex::new(FaultSet::default()),
             origin,
@@ -66,7 +71,7 @@ impl Shared {
 
     fn now(&self) -> Now {
         Now {
-            ms: wall_ms(),
+            ms: wall_ms() + self.skew_ms,
             s: self.origin.elapsed().as_secs_f64(),
         }
     }
@@ -354,6 +359,8 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
             )
         }
         (&Method::GET, "orders") => json_reply(StatusCode::OK, &shared.sim().orders_summary()),
+        (&Method::GET, "trades") => json_reply(StatusCode::OK, &shared.sim().trades_summary()),
+        (&Method::GET, "balances") => json_reply(StatusCode::OK, &shared.sim().balances_summary()),
         (&Method::POST, "faults") => match serde_json::from_value::<FaultSet>(parsed) {
             Ok(set) => {
                 *shared.faults() = set;
