@@ -235,6 +235,9 @@ pub struct GatewayConfig {
     /// Used when `venue = "kraken"`.
     pub kraken: herd_kraken::KrakenConfig,
     pub dead_mans_switch: DeadMansSwitch,
+    /// What the API key may do, read at start and every few hours, and the
+    /// venue clock's offset (`keycheck`).
+    pub key_check: crate::keycheck::KeyCheckConfig,
     /// On SIGTERM: milliseconds the gateway keeps serving after its health
     /// turned NOT_SERVING (so Kubernetes endpoints and load balancers stop
     /// sending it work) while refusing new orders with UNAVAILABLE.
@@ -264,6 +267,7 @@ impl Default for GatewayConfig {
             bybit: BybitConfig::default(),
             kraken: herd_kraken::KrakenConfig::default(),
             dead_mans_switch: DeadMansSwitch::default(),
+            key_check: crate::keycheck::KeyCheckConfig::default(),
             drain_delay_ms: 2_000,
             shutdown_timeout_ms: 30_000,
         }

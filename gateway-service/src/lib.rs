@@ -17,6 +17,7 @@ pub mod convert;
 pub mod dms;
 pub mod fair;
 pub mod http;
+pub mod keycheck;
 pub mod market;
 pub mod metrics;
 pub mod poller;
@@ -95,6 +96,14 @@ pub async fn run(
         cfg.engines.iter().map(|e| e.id.as_str()),
     ));
     let venue = metrics::MeteredVenue::wrap(venue, metrics.clone());
+    // Before anything else talks to the venue: what may this key do?
+    let key_state = Arc::new(keycheck::KeyState::default());
+    keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
+        clock.now_ms()
+    })
+    .await
+    .context("the API key failed the start-up check")?;
+    keycheck::check_clock(venue.as_ref(), &cfg.key_check, &key_state, clock.now_ms()).await;
     let engines: Vec<(String, String)> = cfg
         .engines
         .iter()
@@ -132,7 +141,8 @@ pub async fn run(
             userrefs,
         )
         .with_fair_queue(fair)
-        .with_metrics(metrics),
+        .with_metrics(metrics)
+        .with_key_state(key_state.clone()),
     );
 
     core.registry.mark_all_gone_since(core.clock.now_ms());
@@ -164,6 +174,12 @@ pub async fn run(
             }
         });
     }
+    tasks.spawn(keycheck::run(
+        venue.clone(),
+        cfg.key_check.clone(),
+        key_state,
+        core.clock.clone(),
+    ));
     tasks.spawn(poller::run(
         core.clone(),
         Duration::from_millis(cfg.poll_interval_ms),

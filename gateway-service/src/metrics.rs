@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use herd_proto::prom::{self, Families, Labels, unix_now_seconds};
 use herd_venue::{
     AccountMargin, Balance, BudgetSnapshot, Candle, FundingPayment, FundingPaymentQuery,
-    FundingRate, Instrument, NewOrder, OrderRef, OrderState, PlaceOutcome, Position, Ticker, Venue,
-    VenueError,
+    FundingRate, Instrument, KeyInfo, NewOrder, OrderRef, OrderState, PlaceOutcome, Position,
+    Ticker, Venue, VenueError,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -510,6 +510,18 @@ impl Venue for MeteredVenue {
         let r = self.inner.funding_payments(query).await;
         self.done(Method::FundingPayments, t, r)
     }
+
+    async fn key_info(&self) -> Result<Option<KeyInfo>, VenueError> {
+        self.inner.key_info().await
+    }
+
+    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+        self.inner.clock_offset_ms().await
+    }
+
+    fn clock_offset_limit_ms(&self) -> Option<i64> {
+        self.inner.clock_offset_limit_ms()
+    }
 }
 
 /// The `/metrics` page.
@@ -533,6 +545,7 @@ struct StateGauges {
     summaries: Vec<(String, u32, u64, u32, u64)>,
     /// Open foreign orders (no engine's) per symbol.
     foreign: BTreeMap<String, u64>,
+    key: crate::keycheck::KeySnapshot,
 }
 
 impl StateGauges {
@@ -544,6 +557,7 @@ impl StateGauges {
             budget: core.venue.budget(),
             participants: core.fair.participants(),
             summaries: core.registry.engine_summaries(),
+            key: core.key.snapshot(),
             foreign: core.registry.foreign_orders().into_iter().fold(
                 BTreeMap::new(),
                 |mut m, o| {
@@ -575,6 +589,54 @@ impl Collector for StateGauges {
             "Start time of the process since the Unix epoch in seconds.",
             self.started_at,
         )?;
+
+        if let Some(offset) = self.key.clock_offset_ms {
+            f.single_gauge(
+                "herd_gateway_venue_clock_offset_ms",
+                "The venue's clock minus ours, ms, as last measured (key_check.clock_interval_s).",
+                offset,
+            )?;
+        }
+        if let Some(k) = &self.key.info {
+            f.gauge(
+                "herd_gateway_api_key_info",
+                "Always 1; the labels describe the API key (never the key itself).",
+            )?
+            .sample(
+                &[
+                    ("name", &k.name),
+                    (
+                        "ip_allowlist",
+                        if k.ip_allowlist.is_empty() {
+                            "none"
+                        } else {
+                            "set"
+                        },
+                    ),
+                ],
+                1u64,
+            )?;
+            f.single_gauge(
+                "herd_gateway_api_key_can_withdraw",
+                "1 when the API key has the withdrawal permission.",
+                u64::from(k.withdraw_permission.is_some()),
+            )?;
+            f.single_gauge(
+                "herd_gateway_api_key_read_only",
+                "1 when the API key can neither place nor cancel orders.",
+                u64::from(k.read_only),
+            )?;
+            f.single_gauge(
+                "herd_gateway_api_key_expires_at_seconds",
+                "When the API key expires (Unix s); 0 = never.",
+                k.expires_at_ms.map_or(0, |e| e / 1000),
+            )?;
+            f.single_gauge(
+                "herd_gateway_api_key_warnings",
+                "How many problems the last key check found (see the logs or herdctl key).",
+                u64::try_from(self.key.warnings.len()).unwrap_or(u64::MAX),
+            )?;
+        }
 
         let budget = &self.budget;
         let mut g = f.gauge(

@@ -129,6 +129,8 @@ pub struct Core {
     pub drain: herd_proto::serving::Drain,
     /// Prometheus counters and histograms (`/metrics`).
     pub metrics: Arc<GatewayMetrics>,
+    /// What the API key may do and the venue clock's offset, as last seen.
+    pub key: Arc<crate::keycheck::KeyState>,
     instruments: RwLock<HashMap<String, Instrument>>,
 }
 
@@ -161,9 +163,16 @@ impl Core {
             market: crate::market::MarketData::new(MARKET_DATA_TTL_MS),
             fair: FairQueue::new(2, 64, &[]),
             metrics: Arc::new(GatewayMetrics::new(userrefs.keys().map(String::as_str))),
+            key: Arc::default(),
             userrefs,
             instruments: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Shares the key checker's state (admin RPC, metrics).
+    pub fn with_key_state(mut self, key: Arc<crate::keycheck::KeyState>) -> Core {
+        self.key = key;
+        self
     }
 
     /// Replaces the default fair queue (equal weights) with a configured one.
@@ -932,6 +941,32 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
                 .map(convert::funding_payment_to_pb)
                 .collect(),
         }))
+    }
+
+    async fn get_key_info(
+        &self,
+        _req: Request<pb::GetKeyInfoRequest>,
+    ) -> Result<Response<pb::GetKeyInfoResponse>, Status> {
+        let k = self.core.key.snapshot();
+        let mut out = pb::GetKeyInfoResponse {
+            warnings: k.warnings,
+            checked_at_ms: k.checked_at_ms.unwrap_or(0),
+            clock_offset_ms: k.clock_offset_ms.unwrap_or(0),
+            clock_limit_ms: k.clock_limit_ms.unwrap_or(0),
+            clock_checked_at_ms: k.clock_checked_at_ms.unwrap_or(0),
+            ..pb::GetKeyInfoResponse::default()
+        };
+        if let Some(i) = k.info {
+            out.known = true;
+            out.name = i.name;
+            out.permissions = i.permissions;
+            out.withdraw_permission = i.withdraw_permission.unwrap_or_default();
+            out.read_only = i.read_only;
+            out.lacking = i.lacking;
+            out.ip_allowlist = i.ip_allowlist;
+            out.expires_at_ms = i.expires_at_ms.unwrap_or(0);
+        }
+        Ok(Response::new(out))
     }
 
     async fn list_engines(

@@ -119,6 +119,9 @@ enum Cmd {
     Budget(GatewayArgs),
     /// Every engine the gateway knows (needs the admin token).
     Engines(GatewayArgs),
+    /// What the gateway's API key may do (name, permissions, IP allowlist,
+    /// expiry; never the key) and the venue clock's offset (admin token).
+    Key(GatewayArgs),
     /// Fit the regime detector on a CSV of candles and print, per candle after
     /// the warm-up, the posteriors, regime, confidence and bias.
     Regime {
@@ -455,7 +458,7 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
                 | FundingCmd::ClearEmergency { e, .. },
         } => engine(e),
         Cmd::Budget(g) => gateway(g, errors::Service::Gateway, "engine-0.token"),
-        Cmd::Engines(g) => gateway(g, errors::Service::Admin, "admin.token"),
+        Cmd::Engines(g) | Cmd::Key(g) => gateway(g, errors::Service::Admin, "admin.token"),
     })
 }
 
@@ -669,6 +672,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     serde_json::to_string_pretty(&render::engines_json(&list))?
                 ),
                 Output::Table => print!("{}", render::engines_table(&list)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Key(g) => {
+            let mut c =
+                client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
+            let k = c
+                .get_key_info(gpb::GetKeyInfoRequest {})
+                .await?
+                .into_inner();
+            match g.output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&render::key_json(&k))?)
+                }
+                Output::Table => print!("{}", render::key_table(&k)),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -605,6 +605,70 @@ pub fn engines_table(l: &gpb::ListEnginesResponse) -> String {
     )
 }
 
+pub fn key_json(k: &gpb::GetKeyInfoResponse) -> Value {
+    json!({
+        "known": k.known, "name": k.name, "permissions": k.permissions,
+        "withdraw_permission": k.withdraw_permission, "read_only": k.read_only,
+        "lacking": k.lacking, "ip_allowlist": k.ip_allowlist,
+        "expires_at_ms": k.expires_at_ms, "checked_at_ms": k.checked_at_ms,
+        "warnings": k.warnings, "clock_offset_ms": k.clock_offset_ms,
+        "clock_limit_ms": k.clock_limit_ms, "clock_checked_at_ms": k.clock_checked_at_ms,
+    })
+}
+
+/// `herdctl key`: one row per fact, then the warnings.
+pub fn key_table(k: &gpb::GetKeyInfoResponse) -> String {
+    if !k.known {
+        return "the gateway's venue has no API key (paper)\n".into();
+    }
+    let or_none = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let rows = vec![
+        vec!["name".to_string(), k.name.clone()],
+        vec!["permissions".into(), or_none(&k.permissions)],
+        vec![
+            "can withdraw".into(),
+            if k.withdraw_permission.is_empty() {
+                "no".into()
+            } else {
+                format!("YES ({})", k.withdraw_permission)
+            },
+        ],
+        vec![
+            "read-only".into(),
+            if k.read_only { "YES" } else { "no" }.into(),
+        ],
+        vec!["lacking".into(), or_none(&k.lacking)],
+        vec!["IP allowlist".into(), or_none(&k.ip_allowlist)],
+        vec![
+            "expires".into(),
+            if k.expires_at_ms == 0 {
+                "never".into()
+            } else {
+                format!("{} (unix ms)", k.expires_at_ms)
+            },
+        ],
+        vec![
+            "venue clock offset".into(),
+            if k.clock_checked_at_ms == 0 {
+                "-".into()
+            } else {
+                format!("{} ms", k.clock_offset_ms)
+            },
+        ],
+    ];
+    let mut out = table(&["key", "value"], &rows);
+    for w in &k.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
 /// `herdctl regime`: fit on a CSV and print one row per candle after warm-up.
 pub fn regime(path: &Path, timeframe: &str, json_out: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)

@@ -68,6 +68,7 @@ pub enum Endpoint {
     PositionList,
     WalletBalance,
     TransactionLog,
+    QueryApi,
 }
 
 impl Endpoint {
@@ -87,6 +88,7 @@ impl Endpoint {
             Endpoint::PositionList => urls::POSITION_LIST,
             Endpoint::WalletBalance => urls::WALLET_BALANCE,
             Endpoint::TransactionLog => urls::TRANSACTION_LOG,
+            Endpoint::QueryApi => urls::USER_QUERY_API,
         }
     }
 
@@ -138,6 +140,8 @@ impl Endpoint {
             | Endpoint::PositionList
             | Endpoint::WalletBalance => Some(50),
             Endpoint::TransactionLog => Some(25),
+            // Bybit publishes no per-account limit for it: the IP limit applies.
+            Endpoint::QueryApi => None,
             Endpoint::Time
             | Endpoint::Tickers
             | Endpoint::FundingHistory
@@ -148,7 +152,7 @@ impl Endpoint {
 }
 
 /// Every endpoint, for lookups.
-pub const ALL_ENDPOINTS: [Endpoint; 14] = [
+pub const ALL_ENDPOINTS: [Endpoint; 15] = [
     Endpoint::Time,
     Endpoint::Tickers,
     Endpoint::FundingHistory,
@@ -163,6 +167,7 @@ pub const ALL_ENDPOINTS: [Endpoint; 14] = [
     Endpoint::PositionList,
     Endpoint::WalletBalance,
     Endpoint::TransactionLog,
+    Endpoint::QueryApi,
 ];
 
 /// A per-account counter: an endpoint, per category where Bybit splits it.

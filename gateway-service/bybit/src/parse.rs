@@ -493,3 +493,113 @@ pub fn funding_payment_from(row: &TransactionRow) -> Result<FundingPayment, Venu
         mark_price: dec_or_zero(&f("tradePrice"), &row.trade_price)?,
     })
 }
+
+/// The permission Herd refuses by default: `Wallet` -> `Withdraw`.
+pub const WITHDRAW_PERMISSION: (&str, &str) = ("Wallet", "Withdraw");
+/// What Herd's spot and perpetual legs need.
+pub const NEEDED_PERMISSIONS: [(&str, &str); 3] = [
+    ("Spot", "SpotTrade"),
+    ("ContractTrade", "Order"),
+    ("ContractTrade", "Position"),
+];
+
+/// `/v5/user/query-api` in venue-neutral terms; `ips: ["*"]` is no allowlist.
+pub fn key_info(
+    raw: &crate::http::models::QueryApiResult,
+) -> Result<herd_venue::KeyInfo, VenueError> {
+    let has = |(group, perm): (&str, &str)| {
+        raw.permissions
+            .get(group)
+            .is_some_and(|l| l.iter().any(|p| p == perm))
+    };
+    let expires_at_ms = match raw.expired_at.trim() {
+        "" => None,
+        t => Some(iso8601_ms(t).ok_or_else(|| {
+            VenueError::Parse(format!(
+                "query-api: expiredAt {t:?} is not an ISO 8601 time"
+            ))
+        })?),
+    };
+    Ok(herd_venue::KeyInfo {
+        name: raw.note.clone(),
+        permissions: raw
+            .permissions
+            .iter()
+            .flat_map(|(g, l)| l.iter().map(move |p| format!("{g}.{p}")))
+            .collect(),
+        withdraw_permission: has(WITHDRAW_PERMISSION).then(|| "Wallet.Withdraw".to_string()),
+        read_only: raw.read_only == 1,
+        lacking: NEEDED_PERMISSIONS
+            .iter()
+            .filter(|p| !has(**p))
+            .map(|(g, p)| format!("{g}.{p}"))
+            .collect(),
+        ip_allowlist: raw.ips.iter().filter(|ip| *ip != "*").cloned().collect(),
+        expires_at_ms,
+        nonce_window_s: None,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as Unix ms.
+fn iso8601_ms(t: &str) -> Option<i64> {
+    let t = t.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.split('.').next()?;
+    let mut h = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000)
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::http::models::QueryApiResult;
+
+    #[test]
+    fn iso8601_reads_bybit_expiry_times() {
+        assert_eq!(iso8601_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(iso8601_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(
+            iso8601_ms("2000-02-29T00:00:00.000Z"),
+            Some(951_782_400_000)
+        );
+        assert_eq!(iso8601_ms("2023-13-01T00:00:00Z"), None);
+        assert_eq!(iso8601_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn query_api_answer_in_neutral_terms() {
+        let raw: QueryApiResult = serde_json::from_str(
+            r#"{"note":"bot","readOnly":"0","permissions":{"Spot":["SpotTrade"],
+                "ContractTrade":["Order"],"Wallet":["AccountTransfer","Withdraw"]},
+                "ips":["*"],"expiredAt":"2023-11-14T22:13:20Z"}"#,
+        )
+        .unwrap();
+        let k = key_info(&raw).unwrap();
+        assert_eq!(k.name, "bot");
+        assert_eq!(k.withdraw_permission.as_deref(), Some("Wallet.Withdraw"));
+        assert!(!k.read_only);
+        assert_eq!(k.lacking, vec!["ContractTrade.Position"]);
+        assert!(k.ip_allowlist.is_empty());
+        assert_eq!(k.expires_at_ms, Some(1_700_000_000_000));
+        assert!(
+            serde_json::from_str::<QueryApiResult>(r#"{"readOnly":"yes"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("readOnly")
+        );
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use herd_venue::{
     AccountMargin, Balance, BudgetSnapshot, Candle, Clock, FundingPayment, FundingPaymentQuery,
-    FundingRate, Instrument, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus,
+    FundingRate, Instrument, InstrumentKind, KeyInfo, NewOrder, OrderRef, OrderState, OrderStatus,
     OrderType, PlaceOutcome, Position, SystemClock, Ticker, Venue, VenueError,
 };
 use rust_decimal::Decimal;
@@ -599,6 +599,27 @@ impl Venue for BybitVenue {
             cursor = Some(page.next_page_cursor);
         }
         Ok(out)
+    }
+
+    async fn key_info(&self) -> Result<Option<KeyInfo>, VenueError> {
+        let raw = self
+            .http
+            .query_api()
+            .await
+            .map_err(|e| self.venue_error(&e, Endpoint::QueryApi, None))?;
+        parse::key_info(&raw).map(Some)
+    }
+
+    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+        self.http
+            .sync_time()
+            .await
+            .map(Some)
+            .map_err(|e| self.venue_error(&e, Endpoint::Time, None))
+    }
+
+    fn clock_offset_limit_ms(&self) -> Option<i64> {
+        Some(self.http.recv_window_ms())
     }
 
     async fn account_margin(&self) -> Result<AccountMargin, VenueError> {

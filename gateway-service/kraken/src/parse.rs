@@ -443,3 +443,74 @@ mod tests {
         }
     }
 }
+
+/// Kraken's permission names Herd needs for spot trading.
+pub const NEEDED_PERMISSIONS: [&str; 5] = [
+    "query-funds",
+    "query-open-trades",
+    "query-closed-trades",
+    "modify-trades",
+    "cancel-close-trades",
+];
+/// Kraken's name of the permission to withdraw funds.
+pub const WITHDRAW_PERMISSION: &str = "withdraw-funds";
+
+/// GetApiKeyInfo in venue-neutral terms. A key that can neither create nor
+/// cancel orders is read-only for Herd.
+pub fn key_info(raw: &crate::http::models::ApiKeyInfo) -> herd_venue::KeyInfo {
+    let has = |p: &str| raw.permissions.iter().any(|k| k == p);
+    herd_venue::KeyInfo {
+        name: raw.name.clone(),
+        permissions: raw.permissions.clone(),
+        withdraw_permission: has(WITHDRAW_PERMISSION).then(|| WITHDRAW_PERMISSION.to_string()),
+        read_only: !has("modify-trades") && !has("cancel-close-trades"),
+        lacking: NEEDED_PERMISSIONS
+            .iter()
+            .filter(|p| !has(p))
+            .map(|p| (*p).to_string())
+            .collect(),
+        ip_allowlist: raw.ip_allowlist.clone(),
+        expires_at_ms: (raw.valid_until > 0).then(|| raw.valid_until * 1000),
+        nonce_window_s: (raw.nonce_window > 0).then_some(raw.nonce_window),
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::http::models::{ApiKeyInfo, Envelope};
+
+    #[test]
+    fn get_api_key_info_in_neutral_terms_with_numbers_or_strings() {
+        for valid_until in ["\"1800000000\"", "1800000000"] {
+            let body = format!(
+                r#"{{"error":[],"result":{{"apiKeyName":"bot","permissions":["query-funds",
+                "withdraw-funds","modify-trades"],"ipAllowlist":[],"validUntil":{valid_until},
+                "nonceWindow":"5"}}}}"#
+            );
+            let env: Envelope<ApiKeyInfo> = serde_json::from_str(&body).unwrap();
+            let k = key_info(&env.result.unwrap());
+            assert_eq!(k.name, "bot");
+            assert_eq!(k.withdraw_permission.as_deref(), Some("withdraw-funds"));
+            assert!(!k.read_only, "can create orders");
+            assert_eq!(
+                k.lacking,
+                vec![
+                    "query-open-trades",
+                    "query-closed-trades",
+                    "cancel-close-trades"
+                ]
+            );
+            assert_eq!(k.expires_at_ms, Some(1_800_000_000_000));
+            assert_eq!(k.nonce_window_s, Some(5));
+        }
+        let never: ApiKeyInfo =
+            serde_json::from_str(r#"{"apiKeyName":"x","permissions":[],"validUntil":"0"}"#)
+                .unwrap();
+        let k = key_info(&never);
+        assert_eq!(k.expires_at_ms, None);
+        assert!(k.read_only);
+        let err = serde_json::from_str::<ApiKeyInfo>(r#"{"validUntil":"soon"}"#).unwrap_err();
+        assert!(err.to_string().contains("validUntil"), "{err}");
+    }
+}

@@ -5,13 +5,14 @@
 //! charge cancel penalties to the right pair and to resolve unknown submits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use herd_venue::{
-    Balance, Candle, Clock, Instrument, NewOrder, OrderRef, OrderState, OrderStatus, OrderType,
-    PlaceOutcome, Side, SystemClock, Ticker, Venue, VenueError,
+    Balance, Candle, Clock, Instrument, KeyInfo, NewOrder, OrderRef, OrderState, OrderStatus,
+    OrderType, PlaceOutcome, Side, SystemClock, Ticker, Venue, VenueError,
 };
 
 use crate::budget::{Charge, CounterKey, MonotonicClock, Priority, RateBudget, TokioClock};
@@ -130,6 +131,8 @@ pub struct KrakenVenue {
     max_open_orders: u32,
     pairs: RwLock<Arc<PairDirectory>>,
     tracker: Mutex<Tracker>,
+    /// The key's nonce window (s) from the last GetApiKeyInfo; 0 = none.
+    nonce_window_s: AtomicU32,
 }
 
 impl KrakenVenue {
@@ -172,6 +175,7 @@ impl KrakenVenue {
             max_open_orders: config.tier.limits().max_open_orders,
             pairs: RwLock::new(Arc::new(PairDirectory::default())),
             tracker: Mutex::new(Tracker::default()),
+            nonce_window_s: AtomicU32::new(0),
         })
     }
 
@@ -895,5 +899,30 @@ impl Venue for KrakenVenue {
 
     async fn arm_dead_mans_switch(&self, timeout_s: u32) -> Result<bool, VenueError> {
         self.cancel_all_orders_after(timeout_s).await.map(|_| true)
+    }
+
+    async fn key_info(&self) -> Result<Option<KeyInfo>, VenueError> {
+        let raw = self
+            .private_call(Priority::Query, REST_COST_DEFAULT, self.http.api_key_info())
+            .await?;
+        self.nonce_window_s
+            .store(raw.nonce_window, Ordering::Relaxed);
+        Ok(Some(parse::key_info(&raw)))
+    }
+
+    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+        let before = self.wall.now_ms();
+        let server_s = self.server_time().await?;
+        let after = self.wall.now_ms();
+        // Kraken's Time has whole seconds: the middle of that second against
+        // the middle of our round trip (at most half a second off).
+        Ok(Some(server_s * 1000 + 500 - (before + after) / 2))
+    }
+
+    fn clock_offset_limit_ms(&self) -> Option<i64> {
+        match self.nonce_window_s.load(Ordering::Relaxed) {
+            0 => None,
+            w => Some(i64::from(w) * 1000),
+        }
     }
 }

@@ -14,6 +14,7 @@
 mod clock;
 pub mod credential;
 mod error;
+pub mod keyinfo;
 pub mod perp;
 pub mod wire;
 
@@ -23,6 +24,7 @@ pub use herd_types::decimal;
 pub use herd_types::{
     Instrument, InstrumentKind, NewOrder, OrderCheckError, OrderStatus, OrderType, Side,
 };
+pub use keyinfo::{KeyInfo, KeyPolicy, KeyVerdict};
 pub use perp::{
     AccountMargin, FundingPayment, FundingPaymentQuery, FundingRate, PERP_SUFFIX, Position,
     PositionSide, perp_symbol, spot_of_perp,
@@ -278,6 +280,24 @@ pub trait Venue: Send + Sync + 'static {
     ) -> Result<Vec<FundingPayment>, VenueError> {
         let _ = query;
         Err(VenueError::unsupported(self.name(), "funding payments"))
+    }
+
+    /// What the configured API key may do, read from the venue; `None` for
+    /// a venue without keys (paper).
+    async fn key_info(&self) -> Result<Option<KeyInfo>, VenueError> {
+        Ok(None)
+    }
+
+    /// The venue's clock minus ours, in ms, measured now; `None` when the
+    /// venue has no clock to compare (paper).
+    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+        Ok(None)
+    }
+
+    /// The clock offset past which signed calls start to fail (Bybit's
+    /// receive window; Kraken's nonce window when the key has one), ms.
+    fn clock_offset_limit_ms(&self) -> Option<i64> {
+        None
     }
 }
 

@@ -16,6 +16,7 @@ pub const ORDER_HISTORY: &str = "/v5/order/history";
 pub const EXECUTION_LIST: &str = "/v5/execution/list";
 pub const POSITION_LIST: &str = "/v5/position/list";
 pub const WALLET_BALANCE: &str = "/v5/account/wallet-balance";
+pub const USER_QUERY_API: &str = "/v5/user/query-api";
 pub const TRANSACTION_LOG: &str = "/v5/account/transaction-log";
 
 /// Joins a base URL (with or without a trailing slash) and a path.

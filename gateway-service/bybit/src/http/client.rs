@@ -29,8 +29,8 @@ use crate::common::urls::{self, DEFAULT_BASE_URL};
 use super::error::{ApiErrorKind, BybitApiError, BybitError};
 use super::models::{
     CancelAllResult, Envelope, ExecutionRow, FundingHistoryRow, InstrumentRow, KlineResult,
-    ListResult, OrderIds, OrderRow, PositionRow, ServerTime, TickerRow, TransactionRow,
-    WalletBalanceResult,
+    ListResult, OrderIds, OrderRow, PositionRow, QueryApiResult, ServerTime, TickerRow,
+    TransactionRow, WalletBalanceResult,
 };
 use super::query::{CancelAll, CancelOrder, CreateOrder, OrderQuery, Query, encode_query};
 
@@ -192,6 +192,11 @@ impl BybitHttpClient {
 
     pub fn budget(&self) -> &Arc<RateBudget> {
         &self.budget
+    }
+
+    /// The receive window every signed call carries, ms.
+    pub fn recv_window_ms(&self) -> i64 {
+        self.recv_window_ms
     }
 
     /// Bybit's clock minus ours, as last measured.
@@ -548,6 +553,11 @@ impl BybitHttpClient {
         }
         self.get_private(Endpoint::PositionList, Some(Category::Linear), q)
             .await
+    }
+
+    /// GET /v5/user/query-api: the key's permissions, allowlist and expiry.
+    pub async fn query_api(&self) -> Result<QueryApiResult, BybitError> {
+        self.get_private(Endpoint::QueryApi, None, Vec::new()).await
     }
 
     /// GET /v5/account/wallet-balance?accountType=UNIFIED.

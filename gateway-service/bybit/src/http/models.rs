@@ -256,6 +256,25 @@ pub struct WalletAccount {
     pub coin: Vec<WalletCoin>,
 }
 
+/// GET /v5/user/query-api: the key's own description.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct QueryApiResult {
+    pub note: String,
+    /// 0 read and write, 1 read only.
+    #[serde(deserialize_with = "de_read_only")]
+    pub read_only: i64,
+    /// Permission groups: `{"Spot": ["SpotTrade"], "Wallet": ["Withdraw"], ...}`.
+    pub permissions: std::collections::BTreeMap<String, Vec<String>>,
+    pub ips: Vec<String>,
+    /// ISO 8601; empty = never expires.
+    pub expired_at: String,
+}
+
+fn de_read_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    herd_venue::wire::int_field(d, "readOnly")
+}
+
 /// GET /v5/account/wallet-balance.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(default)]

@@ -19,9 +19,9 @@ use crate::nonce::NonceGenerator;
 
 use super::error::{KrakenApiError, KrakenError};
 use super::models::{
-    AddOrderResult, AssetPair, BalanceExEntry, CancelAllOrdersAfterResult, CancelAllResult,
-    CancelOrderResult, ClosedOrdersResult, Envelope, OhlcResult, OpenOrdersResult, OrderInfo,
-    ServerTime, SystemStatus, TickerInfo, TradesHistoryResult,
+    AddOrderResult, ApiKeyInfo, AssetPair, BalanceExEntry, CancelAllOrdersAfterResult,
+    CancelAllResult, CancelOrderResult, ClosedOrdersResult, Envelope, OhlcResult, OpenOrdersResult,
+    OrderInfo, ServerTime, SystemStatus, TickerInfo, TradesHistoryResult,
 };
 use super::query::{
     AddOrderParams, CancelTarget, ClosedOrdersParams, Form, OpenOrdersParams, QueryOrdersParams,
@@ -249,6 +249,11 @@ impl KrakenHttpClient {
             q.push(("since", s.to_string()));
         }
         self.public("OHLC", q).await
+    }
+
+    /// GetApiKeyInfo: the key's name, permissions, allowlist and expiry.
+    pub async fn api_key_info(&self) -> Result<ApiKeyInfo, KrakenError> {
+        self.private("GetApiKeyInfo", Form::new()).await
     }
 
     /// Balance: total per asset.

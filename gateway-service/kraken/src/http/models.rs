@@ -57,6 +57,8 @@ macro_rules! opt_int_fields {
 }
 
 int_fields! {
+    de_valid_until: i64 = "validUntil";
+    de_nonce_window: u32 = "nonceWindow";
     de_unixtime: i64 = "unixtime";
     de_ohlc_last: i64 = "last";
     de_ohlc_time: i64 = "OHLC time";
@@ -159,6 +161,23 @@ pub struct ServerTime {
     #[serde(deserialize_with = "de_unixtime")]
     pub unixtime: i64,
     pub rfc1123: String,
+}
+
+/// GetApiKeyInfo: what the key may do (docs.kraken.com, account data).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ApiKeyInfo {
+    #[serde(rename = "apiKeyName", default)]
+    pub name: String,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    #[serde(rename = "ipAllowlist", default)]
+    pub ip_allowlist: Vec<String>,
+    /// Unix seconds; 0 = never expires.
+    #[serde(rename = "validUntil", default, deserialize_with = "de_valid_until")]
+    pub valid_until: i64,
+    /// Seconds; 0 = none.
+    #[serde(rename = "nonceWindow", default, deserialize_with = "de_nonce_window")]
+    pub nonce_window: u32,
 }
 
 /// SystemStatus.
