@@ -244,6 +244,13 @@ pub struct GatewayConfig {
     /// gateway logs what was still in flight and exits non-zero. Keep it
     /// below the pod's terminationGracePeriodSeconds.
     pub shutdown_timeout_ms: u64,
+    /// Pre-trade risk limits (docs/risk.md): `[risk.account]` and
+    /// `[risk.engines.<id>]`. Unset = unlimited.
+    pub risk: crate::risk::RiskConfig,
+    /// Where the gateway keeps its durable state (`risk.sqlite`: trading
+    /// states, limits set at runtime, the audit log, the day's PnL).
+    /// Unset = nothing survives a restart.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -266,6 +273,8 @@ impl Default for GatewayConfig {
             dead_mans_switch: DeadMansSwitch::default(),
             drain_delay_ms: 2_000,
             shutdown_timeout_ms: 30_000,
+            risk: crate::risk::RiskConfig::default(),
+            state_dir: None,
         }
     }
 }
@@ -441,6 +450,25 @@ impl GatewayConfig {
                 "dead_mans_switch: refresh_s ({}) must be at least 1 and below timeout_s ({})",
                 dms.refresh_s, dms.timeout_s
             )));
+        }
+        self.risk
+            .account
+            .validate("risk.account.")
+            .map_err(ConfigError::Invalid)?;
+        for (id, limits) in &self.risk.engines {
+            if !ids.contains(id) {
+                return Err(ConfigError::Invalid(format!(
+                    "risk.engines.{id}: no engine {id:?} is configured (engines: {})",
+                    self.engines
+                        .iter()
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            limits
+                .validate(&format!("risk.engines.{id}."))
+                .map_err(ConfigError::Invalid)?;
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));

@@ -213,6 +213,16 @@ impl EncodeLabelSet for EngineLabel {
     }
 }
 
+/// `engine` and `code` of a risk denial, escaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DenialLabels(String, &'static str);
+
+impl EncodeLabelSet for DenialLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        Labels(&[("engine", &self.0), ("code", self.1)]).encode(encoder)
+    }
+}
+
 /// Per-engine counters: handles on the engine's series of the registered
 /// families, so recording takes no lock.
 #[derive(Debug, Default)]
@@ -236,6 +246,7 @@ pub struct GatewayMetrics {
     polls_ok: Counter,
     polls_failed: Counter,
     engines: HashMap<String, Arc<EngineCounters>>,
+    risk_denials: Family<DenialLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -326,7 +337,16 @@ impl GatewayMetrics {
             canceled,
         );
 
+        let risk_denials = Family::<DenialLabels, Counter>::default();
+        prom::register(
+            &mut registry,
+            "herd_gateway_risk_denials",
+            "Orders the risk checks refused, by engine and code (docs/risk.md).",
+            risk_denials.clone(),
+        );
+
         GatewayMetrics {
+            risk_denials,
             registry,
             started_at: unix_now_seconds(),
             calls,
@@ -364,6 +384,13 @@ impl GatewayMetrics {
         self.calls
             .get(&CallLabels { method, outcome })
             .map_or(0, |c| c.get())
+    }
+
+    /// Counts one risk denial.
+    pub fn risk_denied(&self, engine: &str, code: &'static str) {
+        self.risk_denials
+            .get_or_create(&DenialLabels(engine.to_string(), code))
+            .inc();
     }
 
     /// The counters of a configured engine.

@@ -400,7 +400,8 @@ impl Sim {
         )
     }
 
-    /// Every order the sim knows (admin): txid, cl_ord_id, userref, pair, status.
+    /// Every order the sim knows (admin): txid, cl_ord_id, userref, pair, status,
+    /// volumes and limit price.
     pub fn orders_summary(&self) -> Value {
         let all: Vec<Value> = self
             .live
@@ -417,6 +418,7 @@ impl Sim {
                     "status": Self::status_str(s.status),
                     "vol": s.volume.to_string(),
                     "vol_exec": s.volume_executed.to_string(),
+                    "price": s.price.map(|p| p.to_string()),
                 }))
             })
             .collect();
