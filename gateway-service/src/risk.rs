@@ -1055,6 +1055,20 @@ impl Risk {
         Ok(())
     }
 
+    /// Reserves an order without checking it (the gateway's own flatten
+    /// orders): its fills still move the books.
+    pub fn reserve(&self, engine: &str, key: &str, c: &Candidate, now_ms: i64) {
+        let Some(eb) = self.engines.get(engine) else {
+            return;
+        };
+        let mut e = lock(eb);
+        if e.orders.contains_key(key) {
+            return;
+        }
+        e.admit(key, c, now_ms);
+        lock(&self.account).admit(&format!("{engine}\u{0}{key}"), c, now_ms);
+    }
+
     /// Drops a reservation (the venue refused the order definitely).
     pub fn release(&self, engine: &str, key: &str) {
         if let Some(eb) = self.engines.get(engine) {

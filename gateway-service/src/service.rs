@@ -355,8 +355,19 @@ impl Core {
         if let Some(existing) = self.registry.get(engine, &order.client_order_id) {
             return self.order_pb(engine, &existing);
         }
-        if !risk_exempt {
-            self.risk.learn_quote(&instrument.symbol, &instrument.quote);
+        self.risk.learn_quote(&instrument.symbol, &instrument.quote);
+        if risk_exempt {
+            let c = Candidate {
+                symbol: &venue_order.symbol,
+                side: venue_order.side,
+                volume: venue_order.volume,
+                price: venue_order.price,
+                reduce_only: venue_order.reduce_only,
+                ticker: None,
+            };
+            self.risk
+                .reserve(engine, &order.client_order_id, &c, self.clock.now_ms());
+        } else {
             self.check_risk(engine, &order.client_order_id, &venue_order)
                 .await?;
         }
