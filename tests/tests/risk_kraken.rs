@@ -240,7 +240,7 @@ async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
     // kill -9 and restart: e0 is still HALTED, e1 still ACTIVE.
     h.kill_gateway().await.unwrap();
     h.start_gateway().await.unwrap();
-    let mut admin = admin_client(&url).await.unwrap();
+    let admin = admin_client(&url).await.unwrap();
     let st = wait_until(
         "the restarted gateway answers",
         Duration::from_secs(20),
@@ -301,7 +301,7 @@ async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
     g0.place_order(buy("resumed", "100", "0.10")).await.unwrap();
     // Bad input through herdctl: exit 1 naming the field.
     let out = std::process::Command::new(&herdctl)
-        .args(["risk", "set", "e0", "--max-order-notional", "-5"])
+        .args(["risk", "set", "e0", "--max-order-notional=-5"])
         .args(["--gateway", &url, "--token", ADMIN_TOKEN])
         .output()
         .unwrap();
