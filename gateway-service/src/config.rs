@@ -712,6 +712,35 @@ mod tests {
     }
 
     /// Issue 23, bug 6: a typo at any level of the gateway's config is
+    /// `[risk]`: limits of an engine that is not configured, and a limit
+    /// that is not positive, are refused naming the key.
+    #[test]
+    fn risk_limits_are_validated() {
+        let base = "[[engines]]\nid = \"e0\"\ntoken = \"engine-token\"\nuserref_min = 1\nuserref_max = 9\n";
+        let ok: GatewayConfig = toml::from_str(&format!(
+            "{base}[risk.engines.e0]\nmax_order_notional = \"500\"\nmax_open_orders = 3\n[risk.engines.e0.actions]\ndaily_loss = \"halt_flatten\"\n"
+        ))
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(
+            ok.risk.engines["e0"].actions.daily_loss,
+            crate::risk::BreachAction::HaltFlatten
+        );
+        let unknown: GatewayConfig = toml::from_str(&format!(
+            "{base}[risk.engines.e9]\nmax_order_volume = \"1\"\n"
+        ))
+        .unwrap();
+        let e = unknown.validate().unwrap_err().to_string();
+        assert!(e.contains("risk.engines.e9"), "{e}");
+        let negative: GatewayConfig =
+            toml::from_str(&format!("{base}[risk.account]\nmax_daily_loss = \"-5\"\n")).unwrap();
+        let e = negative.validate().unwrap_err().to_string();
+        assert!(e.contains("risk.account.max_daily_loss"), "{e}");
+        assert!(
+            toml::from_str::<GatewayConfig>("[risk.account]\nmax_drawdown = \"NaN\"\n").is_err()
+        );
+    }
+
     /// refused, naming the file, the key, where it is and the closest known
     /// key. (file text, unknown key, where, suggestion)
     #[test]
@@ -752,6 +781,18 @@ mod tests {
                 "step_mss",
                 "in [paper]",
                 Some("step_ms"),
+            ),
+            (
+                "[risk.account]\nmax_order_notionl = \"5\"\n",
+                "max_order_notionl",
+                "in [risk.account]",
+                Some("max_order_notional"),
+            ),
+            (
+                "[risk.engines.e0.actions]\ndaily_los = \"halt\"\n",
+                "daily_los",
+                "in [risk.engines.e0.actions]",
+                Some("daily_loss"),
             ),
             (
                 "[paper]\nhistroy_minutes = 5\n",

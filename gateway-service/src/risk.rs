@@ -1461,4 +1461,49 @@ mod tests {
         assert_eq!(b.realized, dec!(5));
         assert_eq!(b.positions["BTCUSD"].net, dec!(-0.5));
     }
+
+    /// Yesterday's loss blocks nothing today: at 00:00 UTC realized PnL and
+    /// the peak start again from zero.
+    #[test]
+    fn daily_loss_rolls_over_at_utc_midnight() {
+        let cfg = RiskConfig {
+            engines: [(
+                "e".to_string(),
+                Limits {
+                    max_daily_loss: Some(dec!(5)),
+                    ..Limits::default()
+                },
+            )]
+            .into(),
+            ..RiskConfig::default()
+        };
+        let risk = Risk::new(["e"], &cfg);
+        let day = 20_000 * DAY_MS;
+        let last_ms_of_day = day + DAY_MS - 1;
+        {
+            let mut b = lock(&risk.engines["e"]);
+            b.fill("X", Side::Buy, dec!(10), dec!(10), dec!(0), day);
+            b.fill("X", Side::Sell, dec!(10), dec!(9.4), dec!(0.01), day);
+            assert_eq!(b.realized, dec!(-6.01));
+        }
+        let c = Candidate {
+            symbol: "X",
+            side: Side::Buy,
+            volume: dec!(1),
+            price: Some(dec!(9)),
+            reduce_only: false,
+            ticker: None,
+        };
+        let d = risk.check("e", "o1", &c, last_ms_of_day).unwrap_err();
+        assert_eq!(d.code, Code::DailyLoss);
+        assert!(d.message.contains("6.01"), "{}", d.message);
+        assert_eq!(d.action, BreachAction::Reduce);
+        risk.check("e", "o2", &c, day + DAY_MS).unwrap();
+        assert_eq!(
+            risk.snapshot(Some("e"), day + DAY_MS)
+                .unwrap()
+                .realized_today,
+            Decimal::ZERO
+        );
+    }
 }

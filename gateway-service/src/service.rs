@@ -1657,6 +1657,60 @@ mod tests {
         }
     }
 
+    /// Issue 16 at the Core: a breach whose action is HALT refuses the
+    /// order with its code, halts the engine (the other trades on), and the
+    /// metrics page shows the denial, the state and the usage ratio.
+    #[tokio::test]
+    async fn a_halting_breach_shows_in_state_and_metrics() {
+        let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+        let paper = herd_paper::PaperVenue::new(
+            &herd_paper::PaperConfig::default(),
+            Arc::new(clock.clone()),
+        );
+        let engines = [
+            ("a".to_string(), "a-".to_string()),
+            ("b".to_string(), "b-".to_string()),
+        ];
+        let mut limits = crate::risk::Limits {
+            max_open_orders: Some(2),
+            ..crate::risk::Limits::default()
+        };
+        limits.actions.max_open_orders = BreachAction::Halt;
+        let cfg = crate::risk::RiskConfig {
+            engines: [("a".to_string(), limits)].into(),
+            ..crate::risk::RiskConfig::default()
+        };
+        let core = Core::new(
+            Arc::new(paper),
+            None,
+            Arc::new(Registry::new(&engines, "one".into(), 100)),
+            Arc::new(clock),
+            HashMap::from([("a".to_string(), (1, 99)), ("b".to_string(), (100, 199))]),
+        )
+        .with_risk(&cfg);
+        for id in ["x1", "x2"] {
+            core.place("a", &resting_buy(id)).await.unwrap();
+        }
+        let denied = core.place("a", &resting_buy("x3")).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            herd_proto::answer::risk_code(&denied),
+            Some("max_open_orders")
+        );
+        assert!(core.registry.get("a", "x3").is_none());
+        assert_eq!(core.risk.state(Some("a")), Some(TradingState::Halted));
+        core.place("b", &resting_buy("x3")).await.unwrap();
+        let page = crate::metrics::render(&core).unwrap();
+        for line in [
+            "herd_gateway_risk_denials_total{engine=\"a\",code=\"max_open_orders\"} 1",
+            "herd_gateway_risk_state{book=\"a\"} 2",
+            "herd_gateway_risk_state{book=\"b\"} 0",
+            "herd_gateway_risk_usage_ratio{book=\"a\",limit=\"max_open_orders\"} 1",
+        ] {
+            assert!(page.contains(line), "{line} not in\n{page}");
+        }
+    }
+
     /// Issue 23: QueryOrders takes at most MAX_QUERY_IDS ids, refused by
     /// field name beyond, and answers each order once.
     #[tokio::test]

@@ -162,6 +162,8 @@ struct RiskTarget {
     account: bool,
 }
 
+// Parsed once per process; boxing the `set` options buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum RiskCmd {
     /// Limits, usage, state and last breach of every engine (or one) and
