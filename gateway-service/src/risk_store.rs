@@ -8,9 +8,13 @@
 //! realized PnL, peak and positions, so the daily loss survives a restart).
 //!
 //! States and limits are written before the admin call answers. Audit lines
-//! and day totals go through one writer task in order, so a flood of
-//! denials never waits on the disk in the order path.
+//! and day totals go through one writer task in order, batched into one
+//! transaction per wake-up, so a flood of denials or fills never waits on
+//! the disk in the order path. WAL with `synchronous = NORMAL`: a commit
+//! survives a killed process (kill -9); only an OS crash may lose the last
+//! ones.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -61,7 +65,7 @@ impl RiskStore {
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(opts)
@@ -225,56 +229,84 @@ impl RiskStore {
     }
 }
 
+/// Writes what is queued, in order, in batches: everything waiting goes
+/// into one transaction, and of several day totals of one book only the
+/// last is written (a burst of fills costs one commit, not one per fill).
 async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(w) = rx.recv().await {
-        let done = match w {
-            Write::Flush(done) => {
-                let _ = done.send(());
-                continue;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            batch.push(w);
+        }
+        let mut audits = Vec::new();
+        let mut days: BTreeMap<String, (i64, Decimal, Decimal, String)> = BTreeMap::new();
+        let mut flushes = Vec::new();
+        for w in batch {
+            match w {
+                Write::Flush(done) => flushes.push(done),
+                Write::Audit(a) => audits.push(a),
+                Write::Day {
+                    scope,
+                    day,
+                    realized,
+                    peak,
+                    positions,
+                } => {
+                    let raw: Vec<(&str, Decimal, Decimal)> = positions
+                        .iter()
+                        .map(|(s, p)| (s.as_str(), p.net, p.avg_cost))
+                        .collect();
+                    let json = serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into());
+                    days.insert(scope, (day, realized, peak, json));
+                }
             }
-            Write::Audit(a) => sqlx::query(
-                "INSERT INTO risk_audit (at_ms, actor, kind, engine, before, after, reason) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.at_ms)
-            .bind(a.actor)
-            .bind(a.kind)
-            .bind(a.engine)
-            .bind(a.before)
-            .bind(a.after)
-            .bind(a.reason)
-            .execute(&pool)
-            .await
-            .map(|_| ()),
-            Write::Day {
-                scope,
-                day,
-                realized,
-                peak,
-                positions,
-            } => {
-                let raw: Vec<(&str, Decimal, Decimal)> = positions
-                    .iter()
-                    .map(|(s, p)| (s.as_str(), p.net, p.avg_cost))
-                    .collect();
-                let json = serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into());
-                sqlx::query(
-                    "INSERT INTO risk_day (scope, day, realized, peak, positions) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT(scope) DO UPDATE SET day = excluded.day, realized = excluded.realized, \
-                     peak = excluded.peak, positions = excluded.positions",
-                )
-                .bind(scope)
-                .bind(day)
-                .bind(realized.to_string())
-                .bind(peak.to_string())
-                .bind(json)
-                .execute(&pool)
-                .await
-                .map(|_| ())
-            }
-        };
-        if let Err(e) = done {
+        }
+        if let Err(e) = write_batch(&pool, audits, days).await {
             tracing::error!(error = %e, "risk store write failed");
         }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
+}
+
+async fn write_batch(
+    pool: &SqlitePool,
+    audits: Vec<AuditEntry>,
+    days: BTreeMap<String, (i64, Decimal, Decimal, String)>,
+) -> Result<(), sqlx::Error> {
+    if audits.is_empty() && days.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for a in audits {
+        sqlx::query(
+            "INSERT INTO risk_audit (at_ms, actor, kind, engine, before, after, reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.at_ms)
+        .bind(a.actor)
+        .bind(a.kind)
+        .bind(a.engine)
+        .bind(a.before)
+        .bind(a.after)
+        .bind(a.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (scope, (day, realized, peak, json)) in days {
+        sqlx::query(
+            "INSERT INTO risk_day (scope, day, realized, peak, positions) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT(scope) DO UPDATE SET day = excluded.day, realized = excluded.realized, \
+             peak = excluded.peak, positions = excluded.positions",
+        )
+        .bind(scope)
+        .bind(day)
+        .bind(realized.to_string())
+        .bind(peak.to_string())
+        .bind(json)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
