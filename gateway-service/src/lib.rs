@@ -256,7 +256,7 @@ pub async fn run(
     };
     // 4. Flush state.
     if let Some(store) = &core.risk_store {
-        store.flush().await;
+        store.close().await;
     }
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;

@@ -97,6 +97,12 @@ impl RiskStore {
         }
     }
 
+    /// Writes what is queued and closes the database (at shutdown).
+    pub async fn close(&self) {
+        self.flush().await;
+        self.pool.close().await;
+    }
+
     /// Queues an audit line.
     pub fn append(&self, entry: &AuditEntry) {
         let _ = self.tx.send(Write::Audit(entry.clone()));
