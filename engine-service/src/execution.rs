@@ -437,7 +437,8 @@ impl Shared {
                 Ok(order)
             }
             Err(s) => {
-                tracing::warn!(code = ?s.code(), error = %s.message(), "order not placed");
+                tracing::warn!(code = ?s.code(), risk_code = answer::risk_code(&s).unwrap_or(""),
+                    error = %s.message(), "order not placed");
                 if answer::classify(&s).is_definite() {
                     // A definite refusal: the order does not exist anywhere.
                     let rejected = pb::Order {

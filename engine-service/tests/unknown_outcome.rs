@@ -81,6 +81,7 @@ impl Gateway for Proxy {
         get_positions(gpb::GetPositionsRequest) -> gpb::GetPositionsResponse;
         get_account_margin(gpb::GetAccountMarginRequest) -> gpb::GetAccountMarginResponse;
         list_funding_payments(gpb::ListFundingPaymentsRequest) -> gpb::ListFundingPaymentsResponse;
+        get_risk_state(gpb::GetRiskStateRequest) -> gpb::GetRiskStateResponse;
     }
 
     async fn place_order(

@@ -247,6 +247,13 @@ pub struct GatewayConfig {
     /// gateway logs what was still in flight and exits non-zero. Keep it
     /// below the pod's terminationGracePeriodSeconds.
     pub shutdown_timeout_ms: u64,
+    /// Pre-trade risk limits (docs/risk.md): `[risk.account]` and
+    /// `[risk.engines.<id>]`. Unset = unlimited.
+    pub risk: crate::risk::RiskConfig,
+    /// Where the gateway keeps its durable state (`risk.sqlite`: trading
+    /// states, limits set at runtime, the audit log, the day's PnL).
+    /// Unset = nothing survives a restart.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -270,6 +277,8 @@ impl Default for GatewayConfig {
             key_check: crate::keycheck::KeyCheckConfig::default(),
             drain_delay_ms: 2_000,
             shutdown_timeout_ms: 30_000,
+            risk: crate::risk::RiskConfig::default(),
+            state_dir: None,
         }
     }
 }
@@ -445,6 +454,25 @@ impl GatewayConfig {
                 "dead_mans_switch: refresh_s ({}) must be at least 1 and below timeout_s ({})",
                 dms.refresh_s, dms.timeout_s
             )));
+        }
+        self.risk
+            .account
+            .validate("risk.account.")
+            .map_err(ConfigError::Invalid)?;
+        for (id, limits) in &self.risk.engines {
+            if !ids.contains(id) {
+                return Err(ConfigError::Invalid(format!(
+                    "risk.engines.{id}: no engine {id:?} is configured (engines: {})",
+                    self.engines
+                        .iter()
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            limits
+                .validate(&format!("risk.engines.{id}."))
+                .map_err(ConfigError::Invalid)?;
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));
@@ -688,6 +716,35 @@ mod tests {
     }
 
     /// Issue 23, bug 6: a typo at any level of the gateway's config is
+    /// `[risk]`: limits of an engine that is not configured, and a limit
+    /// that is not positive, are refused naming the key.
+    #[test]
+    fn risk_limits_are_validated() {
+        let base = "[[engines]]\nid = \"e0\"\ntoken = \"engine-token\"\nuserref_min = 1\nuserref_max = 9\n";
+        let ok: GatewayConfig = toml::from_str(&format!(
+            "{base}[risk.engines.e0]\nmax_order_notional = \"500\"\nmax_open_orders = 3\n[risk.engines.e0.actions]\ndaily_loss = \"halt_flatten\"\n"
+        ))
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(
+            ok.risk.engines["e0"].actions.daily_loss,
+            crate::risk::BreachAction::HaltFlatten
+        );
+        let unknown: GatewayConfig = toml::from_str(&format!(
+            "{base}[risk.engines.e9]\nmax_order_volume = \"1\"\n"
+        ))
+        .unwrap();
+        let e = unknown.validate().unwrap_err().to_string();
+        assert!(e.contains("risk.engines.e9"), "{e}");
+        let negative: GatewayConfig =
+            toml::from_str(&format!("{base}[risk.account]\nmax_daily_loss = \"-5\"\n")).unwrap();
+        let e = negative.validate().unwrap_err().to_string();
+        assert!(e.contains("risk.account.max_daily_loss"), "{e}");
+        assert!(
+            toml::from_str::<GatewayConfig>("[risk.account]\nmax_drawdown = \"NaN\"\n").is_err()
+        );
+    }
+
     /// refused, naming the file, the key, where it is and the closest known
     /// key. (file text, unknown key, where, suggestion)
     #[test]
@@ -728,6 +785,18 @@ mod tests {
                 "step_mss",
                 "in [paper]",
                 Some("step_ms"),
+            ),
+            (
+                "[risk.account]\nmax_order_notionl = \"5\"\n",
+                "max_order_notionl",
+                "in [risk.account]",
+                Some("max_order_notional"),
+            ),
+            (
+                "[risk.engines.e0.actions]\ndaily_los = \"halt\"\n",
+                "daily_los",
+                "in [risk.engines.e0.actions]",
+                Some("daily_loss"),
             ),
             (
                 "[paper]\nhistroy_minutes = 5\n",

@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod poller;
 pub mod recovery;
 pub mod registry;
+pub mod risk;
+pub mod risk_store;
 pub mod service;
 
 use std::collections::HashMap;
@@ -132,21 +134,31 @@ pub async fn run(
     };
     weights.push((poller::POLLER.to_string(), poller_weight));
     let fair = fair::FairQueue::new(cfg.venue_slots, cfg.engine_queue_limit, &weights);
-    let core = Arc::new(
-        Core::new(
-            venue.clone(),
-            paper.clone(),
-            registry.clone(),
-            clock,
-            userrefs,
-        )
-        .with_fair_queue(fair)
-        .with_metrics(metrics)
-        .with_key_state(key_state.clone()),
-    );
+    let mut core = Core::new(
+        venue.clone(),
+        paper.clone(),
+        registry.clone(),
+        clock,
+        userrefs,
+    )
+    .with_fair_queue(fair)
+    .with_metrics(metrics)
+    .with_risk(&cfg.risk)
+    .with_key_state(key_state.clone());
+    if let Some(dir) = &cfg.state_dir {
+        let store = risk_store::RiskStore::open(dir).await?;
+        store
+            .restore(&core.risk)
+            .await
+            .with_context(|| format!("restoring the risk state from {}", dir.display()))?;
+        core.risk.persist_days_to(store.sender());
+        core = core.with_risk_store(store);
+    }
+    let core = Arc::new(core);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(core.clone().run_kills());
 
     core.registry.mark_all_gone_since(core.clock.now_ms());
-    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(recovery::run_adoption(core.clone()));
     tasks.spawn(recovery::run_dead_man(
         core.clone(),
@@ -259,6 +271,9 @@ pub async fn run(
         }
     };
     // 4. Flush state.
+    if let Some(store) = &core.risk_store {
+        store.close().await;
+    }
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;
     }

@@ -50,6 +50,13 @@ impl MarketData {
         }
     }
 
+    /// Puts a fresh ticker in the cache (the paper venue's price was just
+    /// set: the next reader must not see the old one for another TTL).
+    pub async fn put_ticker(&self, clock: &dyn Clock, t: Ticker) {
+        let s = slot(&self.tickers, &t.symbol);
+        *s.lock().await = Some((clock.now_ms(), t));
+    }
+
     /// Venue calls made so far (for tests and metrics).
     pub fn venue_calls(&self) -> u64 {
         self.venue_calls.load(Ordering::Relaxed)

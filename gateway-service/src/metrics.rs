@@ -213,6 +213,16 @@ impl EncodeLabelSet for EngineLabel {
     }
 }
 
+/// `engine` and `code` of a risk denial, escaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DenialLabels(String, &'static str);
+
+impl EncodeLabelSet for DenialLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> fmt::Result {
+        Labels(&[("engine", &self.0), ("code", self.1)]).encode(encoder)
+    }
+}
+
 /// Per-engine counters: handles on the engine's series of the registered
 /// families, so recording takes no lock.
 #[derive(Debug, Default)]
@@ -236,6 +246,7 @@ pub struct GatewayMetrics {
     polls_ok: Counter,
     polls_failed: Counter,
     engines: HashMap<String, Arc<EngineCounters>>,
+    risk_denials: Family<DenialLabels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -326,7 +337,16 @@ impl GatewayMetrics {
             canceled,
         );
 
+        let risk_denials = Family::<DenialLabels, Counter>::default();
+        prom::register(
+            &mut registry,
+            "herd_gateway_risk_denials",
+            "Orders the risk checks refused, by engine and code (docs/risk.md).",
+            risk_denials.clone(),
+        );
+
         GatewayMetrics {
+            risk_denials,
             registry,
             started_at: unix_now_seconds(),
             calls,
@@ -364,6 +384,13 @@ impl GatewayMetrics {
         self.calls
             .get(&CallLabels { method, outcome })
             .map_or(0, |c| c.get())
+    }
+
+    /// Counts one risk denial.
+    pub fn risk_denied(&self, engine: &str, code: &'static str) {
+        self.risk_denials
+            .get_or_create(&DenialLabels(engine.to_string(), code))
+            .inc();
     }
 
     /// The counters of a configured engine.
@@ -546,6 +573,55 @@ struct StateGauges {
     /// Open foreign orders (no engine's) per symbol.
     foreign: BTreeMap<String, u64>,
     key: crate::keycheck::KeySnapshot,
+    /// (book: engine id or "account", state 0/1/2, [(limit, usage / limit)])
+    risk: Vec<RiskGauges>,
+}
+
+/// One risk book's gauges: (book, state, [(limit, usage ratio)]).
+type RiskGauges = (String, u64, Vec<(&'static str, f64)>);
+
+/// A book's trading state as a number (0 ACTIVE, 1 REDUCING, 2 HALTED) and
+/// its usage of each set limit as a ratio (1 = at the limit).
+fn risk_gauges(s: &crate::risk::Snapshot) -> (u64, Vec<(&'static str, f64)>) {
+    use rust_decimal::prelude::ToPrimitive;
+    let state = match s.state {
+        crate::risk::TradingState::Active => 0,
+        crate::risk::TradingState::Reducing => 1,
+        crate::risk::TradingState::Halted => 2,
+    };
+    let l = &s.limits;
+    let ratio = |used: rust_decimal::Decimal, max: rust_decimal::Decimal| {
+        (used / max).to_f64().unwrap_or(0.0)
+    };
+    let mut v = Vec::new();
+    if let Some(m) = l.max_open_orders {
+        v.push(("max_open_orders", s.open_orders as f64 / f64::from(m)));
+    }
+    if let Some(m) = l.max_gross_exposure {
+        v.push(("max_gross_exposure", ratio(s.gross_exposure, m)));
+    }
+    if let Some(m) = l.max_orders_per_window {
+        v.push((
+            "max_orders_per_window",
+            s.orders_in_window as f64 / f64::from(m),
+        ));
+    }
+    if let Some(m) = l.max_daily_loss {
+        v.push((
+            "max_daily_loss",
+            ratio((-s.realized_today).max(rust_decimal::Decimal::ZERO), m),
+        ));
+    }
+    if let Some(m) = l.max_drawdown {
+        v.push((
+            "max_drawdown",
+            ratio(
+                (s.peak_today - s.pnl_today).max(rust_decimal::Decimal::ZERO),
+                m,
+            ),
+        ));
+    }
+    (state, v)
 }
 
 impl StateGauges {
@@ -565,6 +641,24 @@ impl StateGauges {
                     m
                 },
             ),
+            risk: {
+                let now = core.clock.now_ms();
+                let mut books: Vec<(String, Option<String>)> = core
+                    .risk
+                    .engine_ids()
+                    .into_iter()
+                    .map(|e| (e.clone(), Some(e)))
+                    .collect();
+                books.push(("account".to_string(), None));
+                books
+                    .into_iter()
+                    .filter_map(|(label, id)| {
+                        let snap = core.risk.snapshot(id.as_deref(), now)?;
+                        let (state, ratios) = risk_gauges(&snap);
+                        Some((label, state, ratios))
+                    })
+                    .collect()
+            },
         }
     }
 }
@@ -726,6 +820,22 @@ impl Collector for StateGauges {
         )?;
         for (symbol, n) in &self.foreign {
             g.sample(&[("symbol", symbol)], *n)?;
+        }
+        let mut g = f.gauge(
+            "herd_gateway_risk_state",
+            "Trading state of each engine and of the account (book): 0 ACTIVE, 1 REDUCING, 2 HALTED.",
+        )?;
+        for (book, state, _) in &self.risk {
+            g.sample(&[("book", book)], *state)?;
+        }
+        let mut g = f.gauge(
+            "herd_gateway_risk_usage_ratio",
+            "Usage of each set risk limit per book (engine or account): 1 = at the limit.",
+        )?;
+        for (book, _, ratios) in &self.risk {
+            for (limit, r) in ratios {
+                g.sample(&[("book", book), ("limit", limit)], *r)?;
+            }
         }
         Ok(())
     }

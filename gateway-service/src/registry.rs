@@ -94,6 +94,8 @@ pub enum Registration {
 #[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// Risk follows every order state change (set once at start).
+    risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
     incarnation: String,
     retention: usize,
 }
@@ -122,9 +124,15 @@ impl Registry {
         }
         Registry {
             inner: Mutex::new(inner),
+            risk: std::sync::OnceLock::new(),
             incarnation,
             retention: retention.max(1),
         }
+    }
+
+    /// Lets `risk` follow every state change and adoption.
+    pub fn set_risk(&self, risk: std::sync::Arc<crate::risk::Risk>) {
+        let _ = self.risk.set(risk);
     }
 
     pub fn incarnation(&self) -> &str {
@@ -284,22 +292,36 @@ impl Registry {
     /// Feeds a venue state in; returns the events it produced. States of
     /// orders no engine owns are ignored.
     pub fn apply(&self, new: &OrderState, now_ms: i64) -> Vec<pb::OrderEvent> {
+        let (out, owner) = self.apply_locked(new, now_ms);
+        // Risk after the registry's lock is gone (lock order: registry, then
+        // risk; never both).
+        if let (Some(risk), Some((engine, client_id))) = (self.risk.get(), owner) {
+            risk.on_state(&engine, &client_id, new, now_ms);
+        }
+        out
+    }
+
+    fn apply_locked(
+        &self,
+        new: &OrderState,
+        now_ms: i64,
+    ) -> (Vec<pb::OrderEvent>, Option<(String, String)>) {
         if new.is_foreign() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         let mut inner = self.lock();
         let Some((engine, client_id)) = inner.owners.get(&new.client_order_id).cloned() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let Some(book) = inner.engines.get_mut(&engine) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let Some(tracked) = book.orders.get_mut(&client_id) else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let old = tracked.state.clone();
         if old.status.is_final() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         let kinds = diff(&old, new);
         tracked.state = new.clone();
@@ -333,7 +355,7 @@ impl Registry {
         if let Some(last) = out.last() {
             book.seq_tx.send_replace(last.sequence);
         }
-        out
+        (out, Some((engine, client_id)))
     }
 
     /// Events of `engine` after `after`, at most `max`.
@@ -488,9 +510,14 @@ impl Registry {
                 cancel_requested: false,
             },
         );
-        inner
-            .owners
-            .insert(state.client_order_id.clone(), (engine, client_id));
+        inner.owners.insert(
+            state.client_order_id.clone(),
+            (engine.clone(), client_id.clone()),
+        );
+        drop(inner);
+        if let Some(risk) = self.risk.get() {
+            risk.adopt(&engine, &client_id, state);
+        }
         true
     }
 

@@ -25,6 +25,7 @@ use crate::convert;
 use crate::fair::{FairQueue, Permit, Priority};
 use crate::metrics::GatewayMetrics;
 use crate::registry::{LogError, Registration, Registry};
+use crate::risk::{AuditEntry, BreachAction, Candidate, Denial, Risk, TradingState};
 
 /// Maps a venue error to the gRPC status engines see. The one place this
 /// mapping lives.
@@ -131,7 +132,25 @@ pub struct Core {
     pub metrics: Arc<GatewayMetrics>,
     /// What the API key may do and the venue clock's offset, as last seen.
     pub key: Arc<crate::keycheck::KeyState>,
+    /// Pre-trade risk: limits, usage and trading states (`crate::risk`).
+    pub risk: Arc<Risk>,
+    /// The durable store of risk states, runtime limits and the audit log
+    /// (None: nothing survives a restart).
+    pub risk_store: Option<crate::risk_store::RiskStore>,
+    /// Kill actions (cancel all, flatten) a breach asked for, carried out
+    /// by [`Core::run_kills`].
+    kills: mpsc::UnboundedSender<Kill>,
+    kill_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Kill>>>,
     instruments: RwLock<HashMap<String, Instrument>>,
+}
+
+/// A kill action to carry out: cancel every working order of the engines
+/// (and flatten what they built).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kill {
+    pub engines: Vec<String>,
+    pub flatten: bool,
+    pub reason: String,
 }
 
 impl std::fmt::Debug for Core {
@@ -151,7 +170,17 @@ impl Core {
         clock: Arc<dyn Clock>,
         userrefs: HashMap<String, (i32, i32)>,
     ) -> Core {
+        let risk = Arc::new(Risk::new(
+            userrefs.keys().map(String::as_str),
+            &crate::risk::RiskConfig::default(),
+        ));
+        registry.set_risk(risk.clone());
+        let (kills, kill_rx) = mpsc::unbounded_channel();
         Core {
+            risk,
+            risk_store: None,
+            kills,
+            kill_rx: std::sync::Mutex::new(Some(kill_rx)),
             venue,
             paper,
             registry,
@@ -172,6 +201,19 @@ impl Core {
     /// Shares the key checker's state (admin RPC, metrics).
     pub fn with_key_state(mut self, key: Arc<crate::keycheck::KeyState>) -> Core {
         self.key = key;
+        self
+    }
+
+    /// Uses the configured risk limits. Call before the registry sees any
+    /// order (the registry follows the risk it was first given).
+    pub fn with_risk(self, cfg: &crate::risk::RiskConfig) -> Core {
+        self.risk.configure(cfg);
+        self
+    }
+
+    /// Keeps risk states, runtime limits and the audit log in `store`.
+    pub fn with_risk_store(mut self, store: crate::risk_store::RiskStore) -> Core {
+        self.risk_store = Some(store);
         self
     }
 
@@ -271,6 +313,17 @@ impl Core {
     #[tracing::instrument(name = "place_order", skip_all,
         fields(engine = %engine, client_order_id = %req.client_order_id))]
     async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
+        self.place_with(engine, req, false).await
+    }
+
+    /// [`Core::place`]; `risk_exempt` skips the risk checks (the gateway's
+    /// own flatten orders, which only reduce).
+    async fn place_with(
+        &self,
+        engine: &str,
+        req: &pb::PlaceOrderRequest,
+        risk_exempt: bool,
+    ) -> Result<pb::Order, Status> {
         let order = convert::new_order_from_pb(req)?;
         let (lo, hi) = self.userrefs.get(engine).copied().ok_or_else(|| {
             Status::permission_denied(format!("engine {engine:?} is not configured"))
@@ -307,16 +360,48 @@ impl Core {
             userref,
             ..checked
         };
+        // The same id again answers the first order, limits or not.
+        if let Some(existing) = self.registry.get(engine, &order.client_order_id) {
+            return self.order_pb(engine, &existing);
+        }
+        self.risk.learn_quote(&instrument.symbol, &instrument.quote);
+        if risk_exempt {
+            let c = Candidate {
+                symbol: &venue_order.symbol,
+                side: venue_order.side,
+                volume: venue_order.volume,
+                price: venue_order.price,
+                reduce_only: venue_order.reduce_only,
+                ticker: None,
+            };
+            self.risk
+                .reserve(engine, &order.client_order_id, &c, self.clock.now_ms());
+        } else {
+            self.check_risk(engine, &order.client_order_id, &venue_order)
+                .await?;
+        }
         // Take the slot before registering: a full queue must leave no trace.
-        let _slot = self.slot(engine, Priority::Place).await?;
+        let _slot = match self.slot(engine, Priority::Place).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.risk.release(engine, &order.client_order_id);
+                return Err(e);
+            }
+        };
         let now = self.clock.now_ms();
         match self.registry.register(
             engine,
             &order.client_order_id,
             OrderState::pending(&venue_order, now),
         ) {
-            Registration::Existing(existing) => return self.order_pb(engine, &existing),
+            Registration::Existing(existing) => {
+                if existing.status.is_final() {
+                    self.risk.release(engine, &order.client_order_id);
+                }
+                return self.order_pb(engine, &existing);
+            }
             Registration::Taken => {
+                self.risk.release(engine, &order.client_order_id);
                 return Err(Status::invalid_argument(format!(
                     "client_order_id: {:?} cannot be used: with this engine's prefix {prefix:?} \
                      it names an order id that is not this engine's",
@@ -348,6 +433,7 @@ impl Core {
             Err(e) => {
                 tracing::warn!(error = %e, "order refused by the venue");
                 self.registry.forget(engine, &order.client_order_id);
+                self.risk.release(engine, &order.client_order_id);
                 return Err(venue_status(&e));
             }
         }
@@ -356,6 +442,270 @@ impl Core {
             .get(engine, &order.client_order_id)
             .ok_or_else(|| Status::internal("order vanished from the registry"))?;
         self.order_pb(engine, &state)
+    }
+
+    /// The pre-trade risk check of an order about to be registered: on a
+    /// denial, its action is carried out and the engine gets the denial's
+    /// status; on success the order is reserved in the risk books.
+    async fn check_risk(&self, engine: &str, client_id: &str, o: &NewOrder) -> Result<(), Status> {
+        let ticker = if self.risk.needs_ticker(engine, o.price.is_none()) {
+            match self
+                .market
+                .ticker(self.venue.as_ref(), self.clock.as_ref(), &o.symbol)
+                .await
+            {
+                Ok(t) => {
+                    self.risk.mark(&t.symbol, t.last);
+                    Some(t)
+                }
+                Err(e) => {
+                    // A band or a market order's notional cannot be judged
+                    // without a price: refuse rather than guess.
+                    return Err(Status::unavailable(format!(
+                        "risk: no ticker for {} to check the order against: {e}",
+                        o.symbol
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        let c = Candidate {
+            symbol: &o.symbol,
+            side: o.side,
+            volume: o.volume,
+            price: o.price,
+            reduce_only: o.reduce_only,
+            ticker: ticker.as_ref(),
+        };
+        let now = self.clock.now_ms();
+        match self.risk.check(engine, client_id, &c, now) {
+            Ok(()) => Ok(()),
+            Err(d) => {
+                self.on_denial(engine, &d, now).await;
+                Err(d.status())
+            }
+        }
+    }
+
+    /// Counts, audits and carries out the action of a denial.
+    async fn on_denial(&self, engine: &str, d: &Denial, now_ms: i64) {
+        tracing::warn!(engine, code = d.code.as_str(), action = d.action.as_str(),
+            account = d.account, message = %d.message, "order denied by risk");
+        self.metrics.risk_denied(engine, d.code.as_str());
+        self.audit(AuditEntry {
+            at_ms: now_ms,
+            actor: engine.to_string(),
+            kind: "denial".into(),
+            engine: if d.account {
+                String::new()
+            } else {
+                engine.to_string()
+            },
+            before: String::new(),
+            after: d.code.as_str().into(),
+            reason: d.message.clone(),
+        });
+        let Some(to) = d.action.state() else {
+            return;
+        };
+        let scope = (!d.account).then_some(engine);
+        if let Some(change) = self.risk.escalate(scope, to) {
+            self.persist_state(scope, change.after).await;
+            self.audit(AuditEntry {
+                at_ms: now_ms,
+                actor: "risk".into(),
+                kind: "state".into(),
+                engine: scope.unwrap_or_default().to_string(),
+                before: change.before.as_str().into(),
+                after: change.after.as_str().into(),
+                reason: format!("{} breached: {}", d.code.as_str(), d.message),
+            });
+        }
+        if matches!(
+            d.action,
+            BreachAction::HaltCancel | BreachAction::HaltFlatten
+        ) {
+            let engines = match scope {
+                Some(e) => vec![e.to_string()],
+                None => self.risk.engine_ids(),
+            };
+            let _ = self.kills.send(Kill {
+                engines,
+                flatten: d.action == BreachAction::HaltFlatten,
+                reason: format!("{} breached", d.code.as_str()),
+            });
+        }
+    }
+
+    /// Appends to the audit log (memory, and the store when there is one).
+    pub fn audit(&self, entry: AuditEntry) {
+        if let Some(store) = &self.risk_store {
+            store.append(&entry);
+        }
+        self.risk.record(entry);
+    }
+
+    /// Saves a trading state durably (logged if it cannot be).
+    pub async fn persist_state(&self, engine: Option<&str>, state: TradingState) {
+        if let Some(store) = &self.risk_store
+            && let Err(e) = store.save_state(engine, state).await
+        {
+            tracing::error!(error = %e, engine = engine.unwrap_or("(account)"),
+                "risk state not saved; it will not survive a restart");
+        }
+    }
+
+    /// Sets a trading state by an operator: saved, audited, and for
+    /// `cancel_all` / `flatten` carried out before the answer.
+    pub async fn set_trading_state(
+        &self,
+        engine: Option<&str>,
+        to: TradingState,
+        cancel_all: bool,
+        flatten: bool,
+        reason: &str,
+    ) -> Result<TradingState, Status> {
+        let change = self.risk.set_state(engine, to).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "engine_id: {:?} is not a configured engine",
+                engine.unwrap_or_default()
+            ))
+        })?;
+        self.persist_state(engine, to).await;
+        self.audit(AuditEntry {
+            at_ms: self.clock.now_ms(),
+            actor: "operator".into(),
+            kind: "state".into(),
+            engine: engine.unwrap_or_default().to_string(),
+            before: change.before.as_str().into(),
+            after: change.after.as_str().into(),
+            reason: reason.to_string(),
+        });
+        if cancel_all || flatten {
+            let engines = match engine {
+                Some(e) => vec![e.to_string()],
+                None => self.risk.engine_ids(),
+            };
+            self.kill(&Kill {
+                engines,
+                flatten,
+                reason: if reason.is_empty() {
+                    "operator".into()
+                } else {
+                    reason.to_string()
+                },
+            })
+            .await;
+        }
+        Ok(change.before)
+    }
+
+    /// Carries out kill actions breaches ask for, until the gateway stops.
+    pub async fn run_kills(self: Arc<Self>) {
+        let rx = self
+            .kill_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut rx) = rx else {
+            return;
+        };
+        while let Some(k) = rx.recv().await {
+            self.kill(&k).await;
+        }
+    }
+
+    /// Cancels every working order of the engines (only theirs) and, with
+    /// `flatten`, closes what they built: a reduce-only market order per
+    /// perpetual position, a market sell of the base a spot engine holds.
+    pub async fn kill(&self, k: &Kill) {
+        for engine in &k.engines {
+            let prefix = self.registry.prefix(engine).unwrap_or_default();
+            let mut canceled = 0u32;
+            for o in self.registry.working_orders(engine) {
+                let Some(id) = o.client_order_id.strip_prefix(&prefix) else {
+                    continue;
+                };
+                match self.cancel(engine, id).await {
+                    Ok(_) => canceled += 1,
+                    Err(e) => tracing::warn!(engine, client_order_id = id, error = %e,
+                        "risk cancel-all: cancel failed"),
+                }
+            }
+            self.audit(AuditEntry {
+                at_ms: self.clock.now_ms(),
+                actor: "risk".into(),
+                kind: "cancel_all".into(),
+                engine: engine.clone(),
+                before: String::new(),
+                after: format!("{canceled} canceled"),
+                reason: k.reason.clone(),
+            });
+            if !k.flatten {
+                continue;
+            }
+            for (n, (symbol, net)) in self.risk.positions(engine).into_iter().enumerate() {
+                let perp = self
+                    .instrument(&symbol)
+                    .await
+                    .is_ok_and(|i| i.kind == InstrumentKind::Perpetual);
+                let req = pb::PlaceOrderRequest {
+                    client_order_id: format!("rkflat{}x{n}", self.clock.now_ms()),
+                    symbol: symbol.clone(),
+                    side: if net > rust_decimal::Decimal::ZERO {
+                        pb::Side::Sell
+                    } else {
+                        pb::Side::Buy
+                    } as i32,
+                    order_type: pb::OrderType::Market as i32,
+                    volume: net.abs().normalize().to_string(),
+                    reduce_only: perp,
+                    ..Default::default()
+                };
+                let outcome = match self.place_with(engine, &req, true).await {
+                    Ok(_) => format!("{} {} {} placed", req.client_order_id, symbol, req.volume),
+                    Err(e) => format!("{symbol} {}: {}", req.volume, e.message()),
+                };
+                tracing::warn!(engine, %outcome, "risk flatten");
+                self.audit(AuditEntry {
+                    at_ms: self.clock.now_ms(),
+                    actor: "risk".into(),
+                    kind: "flatten".into(),
+                    engine: engine.clone(),
+                    before: net.to_string(),
+                    after: outcome,
+                    reason: k.reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Risk of one engine (or every engine) and of the account.
+    pub fn risk_state(&self, engine: Option<&str>) -> Result<pb::GetRiskStateResponse, Status> {
+        let now = self.clock.now_ms();
+        let ids = match engine {
+            Some(e) if self.risk.has_engine(e) => vec![e.to_string()],
+            Some(e) => {
+                return Err(Status::invalid_argument(format!(
+                    "engine_id: {e:?} is not a configured engine"
+                )));
+            }
+            None => self.risk.engine_ids(),
+        };
+        let engines = ids
+            .iter()
+            .filter_map(|id| {
+                self.risk
+                    .snapshot(Some(id), now)
+                    .map(|s| crate::risk::wire::book_to_pb(id, &s))
+            })
+            .collect();
+        let account = self
+            .risk
+            .snapshot(None, now)
+            .map(|s| crate::risk::wire::book_to_pb("", &s));
+        Ok(pb::GetRiskStateResponse { account, engines })
     }
 
     /// Cancels one of `engine`'s orders and reports its state after.
@@ -471,6 +821,15 @@ fn log_status(e: &LogError) -> Status {
 
 #[tonic::async_trait]
 impl pb::gateway_server::Gateway for GatewayService {
+    async fn get_risk_state(
+        &self,
+        req: Request<pb::GetRiskStateRequest>,
+    ) -> Result<Response<pb::GetRiskStateResponse>, Status> {
+        let engine = engine_of(&req)?;
+        self.core.registry.count_call(&engine);
+        Ok(Response::new(self.core.risk_state(Some(&engine))?))
+    }
+
     async fn get_session(
         &self,
         req: Request<pb::GetSessionRequest>,
@@ -868,6 +1227,29 @@ fn budget_pb(core: &Core) -> pb::GetBudgetResponse {
     }
 }
 
+/// The scope a risk admin call names: an engine (INVALID_ARGUMENT naming
+/// `engine_id` when unknown) or, with `account`, the account.
+fn risk_scope<'a>(
+    core: &Core,
+    engine_id: &'a str,
+    account: bool,
+) -> Result<Option<&'a str>, Status> {
+    let id = engine_id.trim();
+    match (account, id.is_empty()) {
+        (true, true) => Ok(None),
+        (true, false) => Err(Status::invalid_argument(
+            "engine_id: name an engine or set account, not both",
+        )),
+        (false, true) => Err(Status::invalid_argument(
+            "engine_id: missing (or set account for the account's)",
+        )),
+        (false, false) if core.risk.has_engine(id) => Ok(Some(id)),
+        (false, false) => Err(Status::invalid_argument(format!(
+            "engine_id: {id:?} is not a configured engine"
+        ))),
+    }
+}
+
 /// `herd.gateway.v1.GatewayAdmin`.
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -882,6 +1264,122 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl pb::gateway_admin_server::GatewayAdmin for AdminService {
+    async fn get_risk_state(
+        &self,
+        req: Request<pb::GetRiskStateRequest>,
+    ) -> Result<Response<pb::GetRiskStateResponse>, Status> {
+        let id = req.get_ref().engine_id.trim();
+        Ok(Response::new(
+            self.core.risk_state((!id.is_empty()).then_some(id))?,
+        ))
+    }
+
+    async fn set_risk_limits(
+        &self,
+        req: Request<pb::SetRiskLimitsRequest>,
+    ) -> Result<Response<pb::SetRiskLimitsResponse>, Status> {
+        let r = req.get_ref();
+        let scope = risk_scope(&self.core, &r.engine_id, r.account)?;
+        let asked = r
+            .limits
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("limits: missing"))?;
+        let cur = self
+            .core
+            .risk
+            .snapshot(scope, self.core.clock.now_ms())
+            .ok_or_else(|| Status::invalid_argument("engine_id: not a configured engine"))?
+            .limits;
+        let new = crate::risk::wire::apply_limits(&cur, asked)?;
+        if let Some(store) = &self.core.risk_store {
+            store.save_limits(scope, &new).await.map_err(|e| {
+                Status::internal(format!(
+                    "the limits could not be saved, nothing changed: {e}"
+                ))
+            })?;
+        }
+        self.core.risk.set_limits(scope, new.clone());
+        let json = |l: &crate::risk::Limits| serde_json::to_string(l).unwrap_or_default();
+        self.core.audit(AuditEntry {
+            at_ms: self.core.clock.now_ms(),
+            actor: "operator".into(),
+            kind: "limits".into(),
+            engine: scope.unwrap_or_default().to_string(),
+            before: json(&cur),
+            after: json(&new),
+            reason: r.reason.clone(),
+        });
+        Ok(Response::new(pb::SetRiskLimitsResponse {
+            before: Some(crate::risk::wire::limits_to_pb(&cur)),
+            after: Some(crate::risk::wire::limits_to_pb(&new)),
+        }))
+    }
+
+    async fn set_trading_state(
+        &self,
+        req: Request<pb::SetTradingStateRequest>,
+    ) -> Result<Response<pb::SetTradingStateResponse>, Status> {
+        let r = req.get_ref();
+        let scope = risk_scope(&self.core, &r.engine_id, r.account)?;
+        let to = crate::risk::wire::state_from_pb(r.state)?;
+        let before = self
+            .core
+            .set_trading_state(scope, to, r.cancel_all, r.flatten, &r.reason)
+            .await?;
+        Ok(Response::new(pb::SetTradingStateResponse {
+            before: crate::risk::wire::state_to_pb(before) as i32,
+            after: crate::risk::wire::state_to_pb(to) as i32,
+        }))
+    }
+
+    async fn list_risk_audit(
+        &self,
+        req: Request<pb::ListRiskAuditRequest>,
+    ) -> Result<Response<pb::ListRiskAuditResponse>, Status> {
+        let r = req.get_ref();
+        let filter = if r.account {
+            Some("*account".to_string())
+        } else if r.engine_id.trim().is_empty() {
+            None
+        } else {
+            risk_scope(&self.core, &r.engine_id, false)?;
+            Some(r.engine_id.trim().to_string())
+        };
+        let entries = match &self.core.risk_store {
+            Some(store) => {
+                store.flush().await;
+                store
+                    .audit(filter.as_deref(), r.limit)
+                    .await
+                    .map_err(|e| Status::internal(format!("reading the audit log: {e}")))?
+            }
+            None => {
+                let limit = if r.limit == 0 {
+                    1_000
+                } else {
+                    r.limit as usize
+                };
+                let mut v: Vec<AuditEntry> = self
+                    .core
+                    .risk
+                    .audit()
+                    .into_iter()
+                    .filter(|a| match filter.as_deref() {
+                        None => true,
+                        Some("*account") => a.engine.is_empty(),
+                        Some(e) => a.engine == e,
+                    })
+                    .collect();
+                let skip = v.len().saturating_sub(limit);
+                v.drain(..skip);
+                v
+            }
+        };
+        Ok(Response::new(pb::ListRiskAuditResponse {
+            entries: entries.iter().map(crate::risk::wire::audit_to_pb).collect(),
+        }))
+    }
+
     async fn set_paper_price(
         &self,
         req: Request<pb::SetPaperPriceRequest>,
@@ -896,6 +1394,11 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             .set_price(&r.symbol, price)
             .map_err(|e| venue_status(&e))?;
         self.core.poll_now.notify_one();
+        self.core
+            .market
+            .put_ticker(self.core.clock.as_ref(), ticker.clone())
+            .await;
+        self.core.risk.mark(&ticker.symbol, ticker.last);
         Ok(Response::new(pb::SetPaperPriceResponse {
             ticker: Some(convert::ticker_to_pb(&ticker)),
         }))
@@ -1186,6 +1689,60 @@ mod tests {
                     "{when}"
                 );
             }
+        }
+    }
+
+    /// Issue 16 at the Core: a breach whose action is HALT refuses the
+    /// order with its code, halts the engine (the other trades on), and the
+    /// metrics page shows the denial, the state and the usage ratio.
+    #[tokio::test]
+    async fn a_halting_breach_shows_in_state_and_metrics() {
+        let clock = herd_venue::ManualClock::new(1_700_000_000_000);
+        let paper = herd_paper::PaperVenue::new(
+            &herd_paper::PaperConfig::default(),
+            Arc::new(clock.clone()),
+        );
+        let engines = [
+            ("a".to_string(), "a-".to_string()),
+            ("b".to_string(), "b-".to_string()),
+        ];
+        let mut limits = crate::risk::Limits {
+            max_open_orders: Some(2),
+            ..crate::risk::Limits::default()
+        };
+        limits.actions.max_open_orders = BreachAction::Halt;
+        let cfg = crate::risk::RiskConfig {
+            engines: [("a".to_string(), limits)].into(),
+            ..crate::risk::RiskConfig::default()
+        };
+        let core = Core::new(
+            Arc::new(paper),
+            None,
+            Arc::new(Registry::new(&engines, "one".into(), 100)),
+            Arc::new(clock),
+            HashMap::from([("a".to_string(), (1, 99)), ("b".to_string(), (100, 199))]),
+        )
+        .with_risk(&cfg);
+        for id in ["x1", "x2"] {
+            core.place("a", &resting_buy(id)).await.unwrap();
+        }
+        let denied = core.place("a", &resting_buy("x3")).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            herd_proto::answer::risk_code(&denied),
+            Some("max_open_orders")
+        );
+        assert!(core.registry.get("a", "x3").is_none());
+        assert_eq!(core.risk.state(Some("a")), Some(TradingState::Halted));
+        core.place("b", &resting_buy("x3")).await.unwrap();
+        let page = crate::metrics::render(&core).unwrap();
+        for line in [
+            "herd_gateway_risk_denials_total{engine=\"a\",code=\"max_open_orders\"} 1",
+            "herd_gateway_risk_state{book=\"a\"} 2",
+            "herd_gateway_risk_state{book=\"b\"} 0",
+            "herd_gateway_risk_usage_ratio{book=\"a\",limit=\"max_open_orders\"} 1",
+        ] {
+            assert!(page.contains(line), "{line} not in\n{page}");
         }
     }
 

@@ -20,6 +20,19 @@ pub const REFUSED: &str = "refused";
 /// [`REFUSED_KEY`]'s value on a draining server's refusal.
 pub const SHUTTING_DOWN: &str = "shutting-down";
 
+/// The trailer of a gateway risk denial (docs/risk.md): the limit's code
+/// (`max_notional`, `order_rate`, `halted`, ...). Such a denial is definite
+/// (it also carries [`REFUSED_KEY`]) and is never venue trouble.
+pub const RISK_CODE_KEY: &str = "herd-risk-code";
+
+/// The risk code of a gateway risk denial, if `status` is one.
+pub fn risk_code(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(RISK_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// What a failed order call says about the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -100,6 +113,7 @@ pub fn is_gateway_unreachable(status: &Status) -> bool {
 pub fn is_venue_trouble(status: &Status) -> bool {
     classify(status) != Answer::Draining
         && !is_gateway_unreachable(status)
+        && risk_code(status).is_none()
         && matches!(
             status.code(),
             Code::Unavailable
@@ -194,6 +208,27 @@ mod tests {
             Some(REFUSED)
         )));
         assert!(!is_venue_trouble(&with(Code::InvalidArgument, None)));
+    }
+
+    /// A risk denial (the gateway's own limits) is a definite refusal and
+    /// never counts toward pausing the engine, the rate limit's
+    /// RESOURCE_EXHAUSTED included.
+    #[test]
+    fn a_risk_denial_is_a_refusal_not_venue_trouble() {
+        for code in [Code::FailedPrecondition, Code::ResourceExhausted] {
+            let mut s = with(code, Some(REFUSED));
+            s.metadata_mut().insert(
+                RISK_CODE_KEY,
+                tonic::metadata::MetadataValue::from_static("order_rate"),
+            );
+            assert_eq!(classify(&s), Answer::Refused, "{code:?}");
+            assert_eq!(risk_code(&s), Some("order_rate"));
+            assert!(!is_venue_trouble(&s), "{code:?}");
+        }
+        assert_eq!(
+            risk_code(&with(Code::FailedPrecondition, Some(REFUSED))),
+            None
+        );
     }
 
     /// What tonic hands back when nothing listens at the gateway's address:

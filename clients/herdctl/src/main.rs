@@ -122,6 +122,12 @@ enum Cmd {
     /// What the gateway's API key may do (name, permissions, IP allowlist,
     /// expiry; never the key) and the venue clock's offset (admin token).
     Key(GatewayArgs),
+    /// The gateway's risk limits and trading states (needs the admin token;
+    /// docs/risk.md).
+    Risk {
+        #[command(subcommand)]
+        action: RiskCmd,
+    },
     /// Fit the regime detector on a CSV of candles and print, per candle after
     /// the warm-up, the posteriors, regime, confidence and bias.
     Regime {
@@ -145,6 +151,109 @@ enum Cmd {
     Engine {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// Which book a risk command acts on: one engine, or the account.
+#[derive(Debug, clap::Args)]
+struct RiskTarget {
+    /// The engine id.
+    #[arg(required_unless_present = "account", conflicts_with = "account")]
+    engine_id: Option<String>,
+    /// The account-wide book (acts on every engine).
+    #[arg(long)]
+    account: bool,
+}
+
+// Parsed once per process; boxing the `set` options buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum RiskCmd {
+    /// Limits, usage, state and last breach of every engine (or one) and
+    /// of the account.
+    Status {
+        #[command(flatten)]
+        g: GatewayArgs,
+        engine_id: Option<String>,
+    },
+    /// Change limits at runtime; options not given keep their value, "none"
+    /// removes a limit (counts: 0). Refused values exit 1 naming the field.
+    Set {
+        #[command(flatten)]
+        g: GatewayArgs,
+        #[command(flatten)]
+        t: RiskTarget,
+        #[arg(long, default_value = "")]
+        max_order_notional: String,
+        #[arg(long, default_value = "")]
+        max_order_volume: String,
+        #[arg(long, default_value = "")]
+        price_band_pct: String,
+        #[arg(long)]
+        max_open_orders: Option<u32>,
+        #[arg(long)]
+        max_open_orders_per_instrument: Option<u32>,
+        #[arg(long, default_value = "")]
+        max_exposure_per_instrument: String,
+        #[arg(long, default_value = "")]
+        max_gross_exposure: String,
+        #[arg(long)]
+        max_orders_per_window: Option<u32>,
+        #[arg(long)]
+        order_window_ms: Option<u64>,
+        #[arg(long, default_value = "")]
+        max_daily_loss: String,
+        #[arg(long, default_value = "")]
+        max_drawdown: String,
+        /// A limit's breach action, CODE=ACTION (e.g. daily_loss=halt_flatten); repeatable.
+        #[arg(long = "action")]
+        actions: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// HALT: no new orders (cancels still pass).
+    Halt {
+        #[command(flatten)]
+        g: GatewayArgs,
+        #[command(flatten)]
+        t: RiskTarget,
+        /// Also cancel every open order (of the engine; --account: of all).
+        #[arg(long)]
+        cancel_all: bool,
+        /// Also close what it built at market (implies --cancel-all).
+        #[arg(long)]
+        flatten: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// REDUCING: only orders that reduce exposure.
+    Reduce {
+        #[command(flatten)]
+        g: GatewayArgs,
+        #[command(flatten)]
+        t: RiskTarget,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Back to ACTIVE.
+    Resume {
+        #[command(flatten)]
+        g: GatewayArgs,
+        #[command(flatten)]
+        t: RiskTarget,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// The audit log: limit and state changes, denials, kill actions.
+    Audit {
+        #[command(flatten)]
+        g: GatewayArgs,
+        engine_id: Option<String>,
+        #[arg(long, conflicts_with = "engine_id")]
+        account: bool,
+        /// The newest this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -458,7 +567,17 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
                 | FundingCmd::ClearEmergency { e, .. },
         } => engine(e),
         Cmd::Budget(g) => gateway(g, errors::Service::Gateway, "engine-0.token"),
-        Cmd::Engines(g) | Cmd::Key(g) => gateway(g, errors::Service::Admin, "admin.token"),
+        Cmd::Engines(g)
+        | Cmd::Key(g)
+        | Cmd::Risk {
+            action:
+                RiskCmd::Status { g, .. }
+                | RiskCmd::Set { g, .. }
+                | RiskCmd::Halt { g, .. }
+                | RiskCmd::Reduce { g, .. }
+                | RiskCmd::Resume { g, .. }
+                | RiskCmd::Audit { g, .. },
+        } => gateway(g, errors::Service::Admin, "admin.token"),
     })
 }
 
@@ -690,6 +809,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Risk { action } => risk(action).await,
         Cmd::Regime {
             candles,
             timeframe,
@@ -722,6 +842,151 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 herd_proto::serving::termination_signal(),
             )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn risk_admin(g: &GatewayArgs) -> anyhow::Result<client::Admin> {
+    client::admin(
+        &g.gateway,
+        &token(g.token.clone(), g.token_file.clone(), "admin.token")?,
+    )
+    .await
+}
+
+async fn set_state(
+    g: GatewayArgs,
+    t: RiskTarget,
+    state: gpb::TradingState,
+    cancel_all: bool,
+    flatten: bool,
+    reason: String,
+) -> anyhow::Result<ExitCode> {
+    let mut c = risk_admin(&g).await?;
+    let r = c
+        .set_trading_state(gpb::SetTradingStateRequest {
+            engine_id: t.engine_id.clone().unwrap_or_default(),
+            account: t.account,
+            state: state as i32,
+            cancel_all: cancel_all || flatten,
+            flatten,
+            reason,
+        })
+        .await?
+        .into_inner();
+    let who = t.engine_id.unwrap_or_else(|| "account".into());
+    println!(
+        "{who}: {} -> {}",
+        render::trading_state(r.before),
+        render::trading_state(r.after)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn risk(action: RiskCmd) -> anyhow::Result<ExitCode> {
+    match action {
+        RiskCmd::Status { g, engine_id } => {
+            let mut c = risk_admin(&g).await?;
+            let r = c
+                .get_risk_state(gpb::GetRiskStateRequest {
+                    engine_id: engine_id.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            match g.output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&render::risk_json(&r))?)
+                }
+                Output::Table => print!("{}", render::risk_table(&r)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RiskCmd::Set {
+            g,
+            t,
+            max_order_notional,
+            max_order_volume,
+            price_band_pct,
+            max_open_orders,
+            max_open_orders_per_instrument,
+            max_exposure_per_instrument,
+            max_gross_exposure,
+            max_orders_per_window,
+            order_window_ms,
+            max_daily_loss,
+            max_drawdown,
+            actions,
+            reason,
+        } => {
+            let mut map = std::collections::HashMap::new();
+            for a in actions {
+                let (code, action) = a
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--action {a:?}: write CODE=ACTION"))?;
+                map.insert(code.to_string(), action.to_string());
+            }
+            let mut c = risk_admin(&g).await?;
+            let r = c
+                .set_risk_limits(gpb::SetRiskLimitsRequest {
+                    engine_id: t.engine_id.clone().unwrap_or_default(),
+                    account: t.account,
+                    limits: Some(gpb::RiskLimits {
+                        max_order_notional,
+                        max_order_volume,
+                        price_band_pct,
+                        max_open_orders,
+                        max_open_orders_per_instrument,
+                        max_exposure_per_instrument,
+                        max_gross_exposure,
+                        max_orders_per_window,
+                        order_window_ms,
+                        max_daily_loss,
+                        max_drawdown,
+                        actions: map,
+                    }),
+                    reason,
+                })
+                .await?
+                .into_inner();
+            let after = r.after.unwrap_or_default();
+            print!("{}", render::limits_table(&after));
+            Ok(ExitCode::SUCCESS)
+        }
+        RiskCmd::Halt {
+            g,
+            t,
+            cancel_all,
+            flatten,
+            reason,
+        } => set_state(g, t, gpb::TradingState::Halted, cancel_all, flatten, reason).await,
+        RiskCmd::Reduce { g, t, reason } => {
+            set_state(g, t, gpb::TradingState::Reducing, false, false, reason).await
+        }
+        RiskCmd::Resume { g, t, reason } => {
+            set_state(g, t, gpb::TradingState::Active, false, false, reason).await
+        }
+        RiskCmd::Audit {
+            g,
+            engine_id,
+            account,
+            limit,
+        } => {
+            let mut c = risk_admin(&g).await?;
+            let r = c
+                .list_risk_audit(gpb::ListRiskAuditRequest {
+                    engine_id: engine_id.unwrap_or_default(),
+                    account,
+                    limit,
+                })
+                .await?
+                .into_inner();
+            match g.output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&render::audit_json(&r))?)
+                }
+                Output::Table => print!("{}", render::audit_table(&r)),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -669,6 +669,194 @@ pub fn key_table(k: &gpb::GetKeyInfoResponse) -> String {
     out
 }
 
+/// A trading state in words.
+pub fn trading_state(v: i32) -> &'static str {
+    match gpb::TradingState::try_from(v) {
+        Ok(gpb::TradingState::Active) => "ACTIVE",
+        Ok(gpb::TradingState::Reducing) => "REDUCING",
+        Ok(gpb::TradingState::Halted) => "HALTED",
+        _ => "?",
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn opt(v: Option<impl ToString>) -> String {
+    v.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+/// `herdctl risk status`: one row per engine, the account first.
+pub fn risk_table(r: &gpb::GetRiskStateResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .account
+        .iter()
+        .chain(&r.engines)
+        .map(|b| {
+            let l = b.limits.clone().unwrap_or_default();
+            let denials: u64 = b.denials.values().sum();
+            vec![
+                if b.engine_id.is_empty() {
+                    "(account)".into()
+                } else {
+                    b.engine_id.clone()
+                },
+                trading_state(b.state).into(),
+                format!("{}/{}", b.open_orders, opt(l.max_open_orders)),
+                format!("{}/{}", b.gross_exposure, or_dash(&l.max_gross_exposure)),
+                format!("{}/-{}", b.realized_pnl_today, or_dash(&l.max_daily_loss)),
+                b.pnl_today.clone(),
+                format!("{}/{}", b.orders_in_window, opt(l.max_orders_per_window)),
+                denials.to_string(),
+                or_dash(&b.last_breach_code),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "book",
+            "state",
+            "open/max",
+            "gross/max",
+            "realized/max loss",
+            "pnl today",
+            "rate/max",
+            "denials",
+            "last breach",
+        ],
+        &rows,
+    )
+}
+
+/// `herdctl risk status -o json`.
+pub fn risk_json(r: &gpb::GetRiskStateResponse) -> Value {
+    let book = |b: &gpb::RiskBook| {
+        let l = b.limits.clone().unwrap_or_default();
+        json!({
+            "engine_id": b.engine_id,
+            "state": trading_state(b.state),
+            "limits": limits_json(&l),
+            "open_orders": b.open_orders,
+            "gross_exposure": b.gross_exposure,
+            "realized_pnl_today": b.realized_pnl_today,
+            "pnl_today": b.pnl_today,
+            "peak_pnl_today": b.peak_pnl_today,
+            "orders_in_window": b.orders_in_window,
+            "positions": b.positions.iter().map(|p| json!({
+                "symbol": p.symbol, "net": p.net, "average_cost": p.average_cost,
+            })).collect::<Vec<_>>(),
+            "last_breach": {
+                "code": b.last_breach_code,
+                "message": b.last_breach_message,
+                "at_ms": b.last_breach_ms,
+            },
+            "denials": b.denials,
+        })
+    };
+    json!({
+        "account": r.account.as_ref().map(book),
+        "engines": r.engines.iter().map(book).collect::<Vec<_>>(),
+    })
+}
+
+fn limits_json(l: &gpb::RiskLimits) -> Value {
+    json!({
+        "max_order_notional": l.max_order_notional,
+        "max_order_volume": l.max_order_volume,
+        "price_band_pct": l.price_band_pct,
+        "max_open_orders": l.max_open_orders,
+        "max_open_orders_per_instrument": l.max_open_orders_per_instrument,
+        "max_exposure_per_instrument": l.max_exposure_per_instrument,
+        "max_gross_exposure": l.max_gross_exposure,
+        "max_orders_per_window": l.max_orders_per_window,
+        "order_window_ms": l.order_window_ms,
+        "max_daily_loss": l.max_daily_loss,
+        "max_drawdown": l.max_drawdown,
+        "actions": l.actions,
+    })
+}
+
+/// `herdctl risk set`: the limits after the change.
+pub fn limits_table(l: &gpb::RiskLimits) -> String {
+    let mut actions: Vec<(&String, &String)> = l.actions.iter().collect();
+    actions.sort();
+    let mut rows = vec![
+        vec!["max_order_notional".into(), or_dash(&l.max_order_notional)],
+        vec!["max_order_volume".into(), or_dash(&l.max_order_volume)],
+        vec!["price_band_pct".into(), or_dash(&l.price_band_pct)],
+        vec!["max_open_orders".into(), opt(l.max_open_orders)],
+        vec![
+            "max_open_orders_per_instrument".into(),
+            opt(l.max_open_orders_per_instrument),
+        ],
+        vec![
+            "max_exposure_per_instrument".into(),
+            or_dash(&l.max_exposure_per_instrument),
+        ],
+        vec!["max_gross_exposure".into(), or_dash(&l.max_gross_exposure)],
+        vec!["max_orders_per_window".into(), opt(l.max_orders_per_window)],
+        vec!["order_window_ms".into(), opt(l.order_window_ms)],
+        vec!["max_daily_loss".into(), or_dash(&l.max_daily_loss)],
+        vec!["max_drawdown".into(), or_dash(&l.max_drawdown)],
+    ];
+    rows.extend(
+        actions
+            .into_iter()
+            .map(|(c, a)| vec![format!("action {c}"), a.clone()]),
+    );
+    table(&["limit", "value"], &rows)
+}
+
+/// `herdctl risk audit`.
+pub fn audit_table(r: &gpb::ListRiskAuditResponse) -> String {
+    let rows: Vec<Vec<String>> = r
+        .entries
+        .iter()
+        .map(|a| {
+            vec![
+                a.at_ms.to_string(),
+                a.actor.clone(),
+                a.kind.clone(),
+                if a.engine_id.is_empty() {
+                    "(account)".into()
+                } else {
+                    a.engine_id.clone()
+                },
+                or_dash(&a.before),
+                or_dash(&a.after),
+                or_dash(&a.reason),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "at_ms", "actor", "kind", "book", "before", "after", "reason",
+        ],
+        &rows,
+    )
+}
+
+/// `herdctl risk audit -o json`.
+pub fn audit_json(r: &gpb::ListRiskAuditResponse) -> Value {
+    Value::Array(
+        r.entries
+            .iter()
+            .map(|a| {
+                json!({
+                    "at_ms": a.at_ms, "actor": a.actor, "kind": a.kind,
+                    "engine_id": a.engine_id, "before": a.before, "after": a.after,
+                    "reason": a.reason,
+                })
+            })
+            .collect(),
+    )
+}
+
 /// `herdctl regime`: fit on a CSV and print one row per candle after warm-up.
 pub fn regime(path: &Path, timeframe: &str, json_out: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)

@@ -410,7 +410,8 @@ impl Sim {
         )
     }
 
-    /// Every order the sim knows (admin): txid, cl_ord_id, userref, pair, status.
+    /// Every order the sim knows (admin): txid, cl_ord_id, userref, pair, status,
+    /// volumes and limit price.
     pub fn orders_summary(&self) -> Value {
         let all: Vec<Value> = self
             .live

@@ -1,0 +1,318 @@
+//! The gateway's durable risk state: SQLite in `state_dir/risk.sqlite`
+//! (ARCHITECTURE.md, "The gateway's durable store").
+//!
+//! Tables: `risk_state` (the trading state of each engine and of the
+//! account), `risk_limits` (limits set at runtime, as JSON, replacing the
+//! configured ones), `risk_audit` (append-only: every limit change, state
+//! change, denial and kill action) and `risk_day` (each book's UTC day,
+//! realized PnL, peak and positions, so the daily loss survives a restart).
+//!
+//! States and limits are written before the admin call answers. Audit lines
+//! and day totals go through one writer task in order, batched into one
+//! transaction per wake-up, so a flood of denials or fills never waits on
+//! the disk in the order path. WAL with `synchronous = NORMAL`: a commit
+//! survives a killed process (kill -9); only an OS crash may lose the last
+//! ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::mpsc;
+
+use crate::risk::{AuditEntry, Limits, Position, Risk, TradingState};
+
+/// The account's key in the tables (engine ids are [A-Za-z0-9_-]).
+const ACCOUNT: &str = "*account";
+
+fn scope(engine: Option<&str>) -> &str {
+    engine.unwrap_or(ACCOUNT)
+}
+
+/// What the writer task persists.
+#[derive(Debug)]
+pub enum Write {
+    Audit(AuditEntry),
+    Day {
+        scope: String,
+        day: i64,
+        realized: Decimal,
+        peak: Decimal,
+        positions: Vec<(String, Position)>,
+    },
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Handle to the store: direct writes for states and limits, a queue for
+/// the rest.
+#[derive(Debug, Clone)]
+pub struct RiskStore {
+    pool: SqlitePool,
+    tx: mpsc::UnboundedSender<Write>,
+}
+
+impl RiskStore {
+    /// Opens (creating) `dir/risk.sqlite` and starts its writer task.
+    pub async fn open(dir: &Path) -> anyhow::Result<RiskStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("state_dir {}: cannot create: {e}", dir.display()))?;
+        let path = dir.join("risk.sqlite");
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("state_dir {}: cannot open risk.sqlite: {e}", dir.display())
+            })?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS risk_state (scope TEXT PRIMARY KEY, state TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS risk_limits (scope TEXT PRIMARY KEY, limits TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS risk_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, \
+             at_ms INTEGER NOT NULL, actor TEXT NOT NULL, kind TEXT NOT NULL, \
+             engine TEXT NOT NULL, before TEXT NOT NULL, after TEXT NOT NULL, reason TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS risk_day (scope TEXT PRIMARY KEY, day INTEGER NOT NULL, \
+             realized TEXT NOT NULL, peak TEXT NOT NULL, positions TEXT NOT NULL)",
+        ] {
+            sqlx::query(ddl).execute(&pool).await?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer(pool.clone(), rx));
+        Ok(RiskStore { pool, tx })
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Write::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Writes what is queued and closes the database (at shutdown).
+    pub async fn close(&self) {
+        self.flush().await;
+        self.pool.close().await;
+    }
+
+    /// Queues an audit line.
+    pub fn append(&self, entry: &AuditEntry) {
+        let _ = self.tx.send(Write::Audit(entry.clone()));
+    }
+
+    /// A sender for the risk books' day totals.
+    pub fn sender(&self) -> mpsc::UnboundedSender<Write> {
+        self.tx.clone()
+    }
+
+    pub async fn save_state(
+        &self,
+        engine: Option<&str>,
+        state: TradingState,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO risk_state (scope, state) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE SET state = excluded.state")
+            .bind(scope(engine))
+            .bind(state.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn save_limits(&self, engine: Option<&str>, limits: &Limits) -> anyhow::Result<()> {
+        let json = serde_json::to_string(limits)?;
+        sqlx::query("INSERT INTO risk_limits (scope, limits) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE SET limits = excluded.limits")
+            .bind(scope(engine))
+            .bind(json)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Loads states, runtime limits and day totals into `risk` (scopes of
+    /// engines no longer configured are skipped, with a warning).
+    pub async fn restore(&self, risk: &Risk) -> anyhow::Result<()> {
+        let known = |s: &str| s == ACCOUNT || risk.has_engine(s);
+        let as_engine = |s: &str| (s != ACCOUNT).then(|| s.to_string());
+        for row in sqlx::query("SELECT scope, limits FROM risk_limits")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let s: String = row.try_get("scope")?;
+            let json: String = row.try_get("limits")?;
+            if !known(&s) {
+                tracing::warn!(scope = %s, "risk limits of an engine no longer configured: skipped");
+                continue;
+            }
+            let limits: Limits = serde_json::from_str(&json)
+                .map_err(|e| anyhow::anyhow!("risk.sqlite: limits of {s}: {e}"))?;
+            risk.set_limits(as_engine(&s).as_deref(), limits);
+        }
+        for row in sqlx::query("SELECT scope, state FROM risk_state")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let s: String = row.try_get("scope")?;
+            let st: String = row.try_get("state")?;
+            let Some(state) = TradingState::parse(&st) else {
+                anyhow::bail!("risk.sqlite: state of {s} is {st:?}");
+            };
+            if !known(&s) {
+                continue;
+            }
+            if state != TradingState::Active {
+                tracing::warn!(scope = %s, state = state.as_str(), "risk state restored");
+            }
+            risk.set_state(as_engine(&s).as_deref(), state);
+        }
+        for row in sqlx::query("SELECT scope, day, realized, peak, positions FROM risk_day")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let s: String = row.try_get("scope")?;
+            if !known(&s) {
+                continue;
+            }
+            let day: i64 = row.try_get("day")?;
+            let dec = |col: &str| -> anyhow::Result<Decimal> {
+                let t: String = row.try_get(col)?;
+                Decimal::from_str(&t).map_err(|e| anyhow::anyhow!("risk.sqlite: {col} of {s}: {e}"))
+            };
+            let (realized, peak) = (dec("realized")?, dec("peak")?);
+            let json: String = row.try_get("positions")?;
+            let raw: Vec<(String, Decimal, Decimal)> = serde_json::from_str(&json)?;
+            let positions = raw
+                .into_iter()
+                .map(|(sym, net, avg_cost)| (sym, Position { net, avg_cost }))
+                .collect();
+            risk.restore_book(as_engine(&s).as_deref(), day, realized, peak, positions);
+        }
+        Ok(())
+    }
+
+    /// The audit log, newest last: at most `limit` entries (0 = 1000), of
+    /// one engine when `engine` is set ("*account" for the account).
+    pub async fn audit(&self, engine: Option<&str>, limit: u32) -> anyhow::Result<Vec<AuditEntry>> {
+        let limit = i64::from(if limit == 0 { 1_000 } else { limit });
+        let rows = match engine {
+            Some(e) => {
+                let e = if e == ACCOUNT { "" } else { e };
+                sqlx::query("SELECT * FROM (SELECT * FROM risk_audit WHERE engine = ? ORDER BY id DESC LIMIT ?) ORDER BY id")
+                    .bind(e)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT * FROM (SELECT * FROM risk_audit ORDER BY id DESC LIMIT ?) ORDER BY id",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                    kind: r.try_get("kind")?,
+                    engine: r.try_get("engine")?,
+                    before: r.try_get("before")?,
+                    after: r.try_get("after")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Writes what is queued, in order, in batches: everything waiting goes
+/// into one transaction, and of several day totals of one book only the
+/// last is written (a burst of fills costs one commit, not one per fill).
+async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            batch.push(w);
+        }
+        let mut audits = Vec::new();
+        let mut days: BTreeMap<String, (i64, Decimal, Decimal, String)> = BTreeMap::new();
+        let mut flushes = Vec::new();
+        for w in batch {
+            match w {
+                Write::Flush(done) => flushes.push(done),
+                Write::Audit(a) => audits.push(a),
+                Write::Day {
+                    scope,
+                    day,
+                    realized,
+                    peak,
+                    positions,
+                } => {
+                    let raw: Vec<(&str, Decimal, Decimal)> = positions
+                        .iter()
+                        .map(|(s, p)| (s.as_str(), p.net, p.avg_cost))
+                        .collect();
+                    let json = serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into());
+                    days.insert(scope, (day, realized, peak, json));
+                }
+            }
+        }
+        if let Err(e) = write_batch(&pool, audits, days).await {
+            tracing::error!(error = %e, "risk store write failed");
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn write_batch(
+    pool: &SqlitePool,
+    audits: Vec<AuditEntry>,
+    days: BTreeMap<String, (i64, Decimal, Decimal, String)>,
+) -> Result<(), sqlx::Error> {
+    if audits.is_empty() && days.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for a in audits {
+        sqlx::query(
+            "INSERT INTO risk_audit (at_ms, actor, kind, engine, before, after, reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.at_ms)
+        .bind(a.actor)
+        .bind(a.kind)
+        .bind(a.engine)
+        .bind(a.before)
+        .bind(a.after)
+        .bind(a.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (scope, (day, realized, peak, json)) in days {
+        sqlx::query(
+            "INSERT INTO risk_day (scope, day, realized, peak, positions) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT(scope) DO UPDATE SET day = excluded.day, realized = excluded.realized, \
+             peak = excluded.peak, positions = excluded.positions",
+        )
+        .bind(scope)
+        .bind(day)
+        .bind(realized.to_string())
+        .bind(peak.to_string())
+        .bind(json)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
