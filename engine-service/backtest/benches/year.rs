@@ -104,8 +104,10 @@ fn strategies() -> Vec<Box<dyn herd_strategies::strategy::Strategy>> {
         enabled: true,
         ..RangerConfig::default()
     };
-    let mut grid = GridConfig::default();
-    grid.enabled = true;
+    let mut grid = GridConfig {
+        enabled: true,
+        ..GridConfig::default()
+    };
     grid.churner.enabled = true;
     engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap_or_default()
 }

@@ -132,8 +132,10 @@ fn the_same_inputs_give_byte_identical_reports() {
         p = close;
     }
     let candles = parse_candles("zigzag.csv", &text).unwrap();
-    let mut grid = GridConfig::default();
-    grid.enabled = true;
+    let grid = GridConfig {
+        enabled: true,
+        ..GridConfig::default()
+    };
     let files = || {
         let start = candles.bars[0].open_time_ms;
         let s = engine_strategies(one_ranger(), grid.clone(), "DOGEUSD", start).unwrap();
