@@ -526,7 +526,11 @@ impl Sim {
     }
 
     fn market(&self, now: i64) -> MarketView {
-        let ticker = self.ex.ticker(&self.inst.symbol).ok();
+        let (bid, ask, last) = self.ex.touch(&self.inst.symbol).unwrap_or((
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+        ));
         let (mut free_base, mut free_quote) = (Decimal::ZERO, Decimal::ZERO);
         for b in self.ex.balances() {
             if b.asset == self.inst.base {
@@ -542,9 +546,9 @@ impl Sim {
             .count();
         MarketView {
             symbol: self.inst.symbol.clone(),
-            last: ticker.as_ref().map_or(Decimal::ZERO, |t| t.last),
-            bid: ticker.as_ref().map_or(Decimal::ZERO, |t| t.bid),
-            ask: ticker.as_ref().map_or(Decimal::ZERO, |t| t.ask),
+            last,
+            bid,
+            ask,
             instrument: Some(self.inst.clone()),
             free_base: Some(free_base),
             free_quote: Some(free_quote),

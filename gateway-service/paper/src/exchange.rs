@@ -680,6 +680,14 @@ impl Exchange {
         })
     }
 
+    /// The book's bid, ask and last price: [`Exchange::ticker`] without the
+    /// 24 h volume (which walks a day of candles), for callers that read the
+    /// book at every step (the backtester).
+    pub fn touch(&self, symbol: &str) -> Result<(Decimal, Decimal, Decimal), VenueError> {
+        let b = self.book(symbol)?;
+        Ok((b.bid(), b.ask(), b.last))
+    }
+
     /// Candles of `interval_minutes` (a multiple of one minute), oldest first.
     pub fn candles(
         &self,
