@@ -45,7 +45,9 @@ fn normal_deps(package: &str) -> Vec<String> {
 
 #[test]
 fn strategies_and_shared_types_depend_on_no_runtime_grpc_or_database() {
-    for package in ["herd-strategies", "herd-types"] {
+    // herd-backtest runs the strategies on the paper core in simulated
+    // time: no runtime there either (it uses herd-paper without `venue`).
+    for package in ["herd-strategies", "herd-types", "herd-backtest"] {
         let deps = normal_deps(package);
         assert!(
             deps.iter().any(|d| d == package),

@@ -3,6 +3,7 @@
 //! Exit codes scripts can trust: 0 success, 1 the call failed (the message
 //! says why), 2 bad usage (clap), 3 the operator declined a confirmation.
 
+mod backtest;
 mod client;
 mod errors;
 mod render;
@@ -140,6 +141,10 @@ enum Cmd {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Run the engine's configured strategies over a candle file on the
+    /// paper matching core in simulated time, and write a report (JSON,
+    /// fills CSV, SVG charts, one HTML page). See docs/backtest.md.
+    Backtest(backtest::BacktestArgs),
     /// Run the gateway in this process (used by `up`).
     #[command(hide = true)]
     Gateway {
@@ -538,7 +543,11 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
         token: token_source(g.token.is_some(), g.token_file.as_ref(), local),
     };
     Some(match cmd {
-        Cmd::Up(_) | Cmd::Regime { .. } | Cmd::Gateway { .. } | Cmd::Engine { .. } => {
+        Cmd::Up(_)
+        | Cmd::Regime { .. }
+        | Cmd::Backtest(_)
+        | Cmd::Gateway { .. }
+        | Cmd::Engine { .. } => {
             return None;
         }
         Cmd::Status(e)
@@ -810,6 +819,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Risk { action } => risk(action).await,
+        Cmd::Backtest(args) => backtest::run_backtest(&args),
         Cmd::Regime {
             candles,
             timeframe,

@@ -368,6 +368,20 @@ impl TimeframeDetector {
         Ok(self.reading(model, s))
     }
 
+    /// Reads the regime from raw (not z-scored) feature rows, the last of them being the
+    /// latest candle's: z-scored with the model's scaler, forward filtered over the last
+    /// `window` rows from the stationary distribution, as [`TimeframeDetector::infer`] does.
+    /// Used by [`crate::stream::StreamingInference`]. Not ready when untrained.
+    pub fn infer_rows(&self, raw: &Observations) -> Result<TimeframeReading, RegimeError> {
+        let Some(model) = &self.model else {
+            return Ok(TimeframeReading::not_ready(&self.config.name));
+        };
+        let obs = model.scaler.transform(&raw.tail(self.config.window))?;
+        let posterior = model.hmm.filter_last(&obs, Prior::Stationary)?;
+        let s = model.summarize(&posterior)?;
+        Ok(self.reading(model, s))
+    }
+
     /// Retrains if due and enough candles are available, then infers. Too little history is
     /// not an error here: the reading is simply not ready (or uses the previous model).
     pub fn update(

@@ -7,6 +7,7 @@
 //! - [`hmm`]: diagonal-covariance Gaussian HMM, Baum-Welch matching hmmlearn, forward filter.
 //! - [`detector`]: one timeframe's detector, state labelling, readings, offline analysis.
 //! - [`mod@consensus`]: the 1 m / 15 m agreement rules and the [`RegimeReading`] output.
+//! - [`stream`]: incremental features and inference for long runs (the backtester).
 //! - [`parse_candles_csv`]: reads `time,open,high,low,close,volume` files.
 
 mod candle;
@@ -16,6 +17,7 @@ mod error;
 pub mod features;
 pub mod hmm;
 mod rng;
+pub mod stream;
 
 pub use candle::{Candle, parse_candles_csv};
 pub use consensus::{RegimeReading, consensus};

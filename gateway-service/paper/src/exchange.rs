@@ -449,6 +449,11 @@ pub struct Exchange {
     /// When the last snapshot was serialized (clock ms).
     #[serde(default)]
     snapshot_ms: i64,
+    /// Market orders fill this fraction beyond the touch (buys higher,
+    /// sells lower, rounded to the tick against the taker). Zero (the paper
+    /// venue's default) fills at the touch; the backtester sets it.
+    #[serde(default)]
+    market_slippage: Decimal,
 }
 
 /// How far before a snapshot an order's close may lie and still go into the
@@ -606,6 +611,7 @@ impl Exchange {
             funding_seq: 0,
             save_seq: 0,
             snapshot_ms: 0,
+            market_slippage: Decimal::ZERO,
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -672,6 +678,14 @@ impl Exchange {
             volume_24h,
             time_ms: b.updated_ms,
         })
+    }
+
+    /// The book's bid, ask and last price: [`Exchange::ticker`] without the
+    /// 24 h volume (which walks a day of candles), for callers that read the
+    /// book at every step (the backtester).
+    pub fn touch(&self, symbol: &str) -> Result<(Decimal, Decimal, Decimal), VenueError> {
+        let b = self.book(symbol)?;
+        Ok((b.bid(), b.ask(), b.last))
     }
 
     /// Candles of `interval_minutes` (a multiple of one minute), oldest first.
@@ -853,6 +867,17 @@ impl Exchange {
         let touch = match checked.side {
             Side::Buy => ask,
             Side::Sell => bid,
+        };
+        let touch = if checked.price.is_none() && self.market_slippage > Decimal::ZERO {
+            let slipped = match checked.side {
+                Side::Buy => touch * (Decimal::ONE + self.market_slippage),
+                Side::Sell => touch * (Decimal::ONE - self.market_slippage),
+            };
+            // Against the taker: a buy's price rounds up, a sell's down.
+            inst.round_price(checked.side.opposite(), slipped)
+                .max(inst.tick_size)
+        } else {
+            touch
         };
         let fill_price = if crosses {
             touch
@@ -1089,6 +1114,55 @@ impl Exchange {
     }
 
     fn match_resting(&mut self, symbol: &str, now_ms: i64) {
+        self.match_resting_through(symbol, Decimal::ZERO, now_ms);
+    }
+
+    /// Sets the slippage market orders pay beyond the touch (a fraction,
+    /// 0.001 = 0.1 %; see the field). Negative values count as zero.
+    pub fn set_market_slippage(&mut self, fraction: Decimal) {
+        self.market_slippage = fraction.max(Decimal::ZERO);
+    }
+
+    /// One trade of `symbol` at `price` from an external price source (the
+    /// backtester's candles): the book's last price moves there, and resting
+    /// limit orders fill at their limit price when `price` is at least
+    /// `through` beyond it (buys at `limit - through` or lower, sells at
+    /// `limit + through` or higher), at most `liquidity_per_step` each.
+    /// Unlike [`Exchange::set_price`] no follower perpetual moves with it,
+    /// and no funding settles (call [`Exchange::settle_funding`]).
+    pub fn trade_through(
+        &mut self,
+        symbol: &str,
+        price: Decimal,
+        through: Decimal,
+        now_ms: i64,
+    ) -> Result<(), VenueError> {
+        if price <= Decimal::ZERO {
+            return Err(VenueError::InvalidArgument(
+                "price must be greater than zero".into(),
+            ));
+        }
+        let book = self
+            .books
+            .get_mut(symbol)
+            .ok_or_else(|| VenueError::InvalidArgument(format!("unknown symbol {symbol:?}")))?;
+        book.record(price, Decimal::ZERO, now_ms);
+        self.match_resting_through(symbol, through, now_ms);
+        Ok(())
+    }
+
+    /// Forgets every order that is no longer open (a long backtest has read
+    /// their final states already and needs no history of them; queries for
+    /// them answer unknown afterwards).
+    pub fn forget_closed(&mut self) {
+        for id in self.closed.drain(..) {
+            if let Some(o) = self.orders.remove(&id) {
+                self.by_client_id.remove(&o.client_order_id);
+            }
+        }
+    }
+
+    fn match_resting_through(&mut self, symbol: &str, through: Decimal, now_ms: i64) {
         let Some(book) = self.books.get(symbol) else {
             return;
         };
@@ -1101,8 +1175,8 @@ impl Exchange {
             .filter_map(|o| {
                 let p = o.price?;
                 let hit = match o.side {
-                    Side::Buy => last <= p,
-                    Side::Sell => last >= p,
+                    Side::Buy => last <= p - through,
+                    Side::Sell => last >= p + through,
                 };
                 hit.then(|| {
                     (

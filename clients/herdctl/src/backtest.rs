@@ -1,0 +1,516 @@
+//! `herdctl backtest`: the engine's configured strategies over a candle
+//! file, on the paper matching core in simulated time (herd-backtest), and
+//! the report written to a directory.
+//!
+//! The engine's config is read here with the engine's own loader (unknown
+//! keys refused, env overrides applied, validated), so the backtest crate
+//! stays free of the runtime: it gets the parsed strategy configs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use herd_backtest::csv::{Candles, fmt_time, load_candles, load_funding, parse_cli_time};
+use herd_backtest::sim::{FillModel, Progress, RegimeSetup, Setup};
+use herd_backtest::sweep::SweepConfig;
+use herd_backtest::{engine_strategies, report, run};
+use herd_engine::config::{EngineConfig, RegimeSource, Secret};
+use herd_paper::{FeePolicy, PaperConfig};
+use herd_venue::{Instrument, InstrumentKind};
+use rust_decimal::Decimal;
+
+/// `herdctl backtest` options.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// The engine's TOML config (strategies, symbol, regime source).
+    #[arg(long)]
+    config: PathBuf,
+    /// OHLCV candles: Kraken OHLCVT (no header, seconds) or a header-named CSV.
+    #[arg(long)]
+    candles: PathBuf,
+    /// Funding rates CSV (time, symbol, rate[, mark]); read and checked.
+    #[arg(long)]
+    funding: Option<PathBuf>,
+    /// First candle to use: unix seconds or ms, or a date (2024-01-31[ 12:00]).
+    #[arg(long)]
+    from: Option<String>,
+    /// Stop before this time (same forms as --from).
+    #[arg(long)]
+    to: Option<String>,
+    /// Maker fee as a fraction (0.0025 = 0.25 %); default: the instrument's.
+    #[arg(long)]
+    maker_fee: Option<String>,
+    /// Taker fee as a fraction; default: the instrument's.
+    #[arg(long)]
+    taker_fee: Option<String>,
+    /// Ticks a trade must go beyond a resting limit to fill it.
+    #[arg(long, default_value_t = 1)]
+    through_ticks: u32,
+    /// Market-order slippage as a fraction (0.0005 = 5 bp).
+    #[arg(long, default_value = "0.0005")]
+    slippage: String,
+    /// Starting balance, ASSET=AMOUNT (repeatable); default: the paper
+    /// venue's for a symbol it lists, else 10000 of the quote coin.
+    #[arg(long = "balance")]
+    balances: Vec<String>,
+    /// Where the report goes.
+    #[arg(long, default_value = "backtest-report")]
+    out: PathBuf,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Run a parameter sweep (TOML: `[params]` engine env-var overrides ->
+    /// values to try, `rank_by`, `threads`) instead of one run; prints a
+    /// ranked table and writes it to DIR/sweep.csv.
+    #[arg(long)]
+    sweep: Option<PathBuf>,
+    /// Run only slice INDEX of --sweep-count (a Kubernetes Indexed Job's
+    /// pod: JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    sweep_index: usize,
+    /// How many slices the sweep is split into.
+    #[arg(long, default_value_t = 1)]
+    sweep_count: usize,
+}
+
+fn decimal_arg(flag: &str, text: &str) -> anyhow::Result<Decimal> {
+    let d = Decimal::from_str(text.trim())
+        .map_err(|_| anyhow::anyhow!("--{flag}: {text:?} is not a decimal number"))?;
+    if d < Decimal::ZERO {
+        bail!("--{flag}: {text} is negative");
+    }
+    Ok(d)
+}
+
+fn time_arg(flag: &str, text: Option<&str>) -> anyhow::Result<Option<i64>> {
+    text.map(|t| {
+        parse_cli_time(t).ok_or_else(|| {
+            anyhow::anyhow!("--{flag}: {t:?} is not unix seconds, milliseconds or a date (YYYY-MM-DD[ HH:MM[:SS]])")
+        })
+    })
+    .transpose()
+}
+
+/// The instrument: the paper venue's for a symbol it lists, else one
+/// derived from the symbol's quote suffix and the prices' decimals.
+fn instrument_for(symbol: &str, sample: &[Decimal]) -> anyhow::Result<(Instrument, FeePolicy)> {
+    let paper = PaperConfig::default();
+    if let Some(p) = paper
+        .instruments
+        .iter()
+        .find(|p| p.instrument.symbol == symbol)
+    {
+        return Ok((
+            p.instrument.clone(),
+            p.fee_policy.unwrap_or(paper.fee_policy),
+        ));
+    }
+    const QUOTES: &[&str] = &["USDT", "USDC", "USD", "EUR", "GBP", "JPY", "BTC", "ETH"];
+    let Some(quote) = QUOTES
+        .iter()
+        .find(|q| symbol.len() > q.len() && symbol.ends_with(*q))
+    else {
+        bail!(
+            "symbol {symbol:?} (the engine config's `symbol`) does not end in a quote coin herdctl knows ({})",
+            QUOTES.join(", ")
+        );
+    };
+    let decimals = sample
+        .iter()
+        .map(|d| d.normalize().scale())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    Ok((
+        Instrument {
+            symbol: symbol.to_string(),
+            base: symbol[..symbol.len() - quote.len()].to_string(),
+            quote: (*quote).to_string(),
+            kind: InstrumentKind::Spot,
+            tick_size: Decimal::new(1, decimals),
+            price_decimals: decimals,
+            lot_decimals: 8,
+            min_volume: Decimal::ZERO,
+            min_cost: Decimal::ZERO,
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(40, 4),
+            max_open_orders: 225,
+        },
+        FeePolicy::Quote,
+    ))
+}
+
+fn balances_for(args: &[String], inst: &Instrument) -> anyhow::Result<BTreeMap<String, Decimal>> {
+    if args.is_empty() {
+        let paper = PaperConfig::default();
+        if paper
+            .instruments
+            .iter()
+            .any(|p| p.instrument.symbol == inst.symbol)
+        {
+            return Ok(paper.balances);
+        }
+        return Ok(BTreeMap::from([(
+            inst.quote.clone(),
+            Decimal::from(10_000),
+        )]));
+    }
+    let mut out = BTreeMap::new();
+    for a in args {
+        let Some((asset, amount)) = a.split_once('=') else {
+            bail!("--balance: {a:?} is not ASSET=AMOUNT");
+        };
+        out.insert(asset.trim().to_string(), decimal_arg("balance", amount)?);
+    }
+    Ok(out)
+}
+
+/// A progress line on stderr: candles done and candles per second.
+struct Line {
+    started: Instant,
+    shown: bool,
+}
+
+impl Progress for Line {
+    fn candles(&mut self, done: usize, total: usize) {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        eprint!(
+            "\rbacktest: {done}/{total} candles ({pct}%), {:.0} candles/s   ",
+            done as f64 / secs
+        );
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+}
+
+/// The engine's config as the engine reads it (unknown keys refused, env
+/// overrides from `get`, validated), except that the connection tokens a
+/// backtest never uses may be missing.
+pub fn engine_config(
+    path: &Path,
+    get: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<EngineConfig> {
+    let mut cfg: EngineConfig = herd_proto::config::read_toml(Some(path))?;
+    cfg.apply_env(get)?;
+    if cfg.gateway_token.expose().is_empty() {
+        cfg.gateway_token = Secret::new("unused-by-backtests");
+    }
+    if cfg.control_token.expose().len() < 8 {
+        cfg.control_token = Secret::new("unused-by-backtests");
+    }
+    cfg.validate().map_err(|e| e.in_file(Some(path)))?;
+    Ok(cfg)
+}
+
+/// Runs the backtest (or the sweep) and writes the report.
+pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+    if let Some(sweep) = &args.sweep {
+        return run_sweep(args, sweep);
+    }
+    let cfg = engine_config(&args.config, |k| std::env::var(k).ok())?;
+    let candles = load_candles(&args.candles)?;
+    let from = time_arg("from", args.from.as_deref())?;
+    let to = time_arg("to", args.to.as_deref())?;
+    let candles = candles.between(from, to);
+    if candles.bars.is_empty() {
+        bail!(
+            "{}: no candles between --from and --to",
+            args.candles.display()
+        );
+    }
+    if let Some(f) = &args.funding {
+        let rows = load_funding(f)?;
+        eprintln!(
+            "backtest: {} funding rows read from {} (spot run: funding is not settled)",
+            rows.len(),
+            f.display()
+        );
+    }
+    let setup = setup_for(args, &cfg, &candles)?;
+    let start = candles.bars[0].open_time_ms;
+    let strategies = engine_strategies(cfg.rangers.clone(), cfg.grid.clone(), &cfg.symbol, start)
+        .with_context(|| format!("{}", args.config.display()))?;
+    for g in candles.gaps.iter().take(5) {
+        eprintln!(
+            "backtest: gap: {} missing candle(s) between {} and {}",
+            g.missing,
+            fmt_time(g.after_ms),
+            fmt_time(g.before_ms)
+        );
+    }
+    if candles.gaps.len() > 5 {
+        eprintln!(
+            "backtest: ... {} gaps in all ({} candles missing)",
+            candles.gaps.len(),
+            candles.missing()
+        );
+    }
+    let started = Instant::now();
+    let mut line = Line {
+        started,
+        shown: false,
+    };
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let out = if show {
+        run(
+            &setup,
+            strategies,
+            &candles.bars,
+            candles.interval_ms,
+            &mut line,
+        )?
+    } else {
+        run(
+            &setup,
+            strategies,
+            &candles.bars,
+            candles.interval_ms,
+            &mut (),
+        )?
+    };
+    if line.shown {
+        eprintln!();
+    }
+    let elapsed = started.elapsed();
+    let written = report::write_files(&args.out, &out, &candles.gaps)
+        .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
+    let rep = report::build(&out, &candles.gaps);
+    print_summary(
+        &rep,
+        &written,
+        &args.out,
+        elapsed.as_secs_f64(),
+        out.candles,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyhow::Result<Setup> {
+    let sample: Vec<Decimal> = candles
+        .bars
+        .iter()
+        .take(1000)
+        .flat_map(|b| [b.open, b.close])
+        .collect();
+    let (mut instrument, fee_policy) = instrument_for(&cfg.symbol, &sample)?;
+    if let Some(f) = &args.maker_fee {
+        instrument.maker_fee = decimal_arg("maker-fee", f)?;
+    }
+    if let Some(f) = &args.taker_fee {
+        instrument.taker_fee = decimal_arg("taker-fee", f)?;
+    }
+    Ok(Setup {
+        balances: balances_for(&args.balances, &instrument)?,
+        instrument,
+        fee_policy,
+        fill: FillModel {
+            through_ticks: args.through_ticks,
+            market_slippage: decimal_arg("slippage", &args.slippage)?,
+        },
+        regime: match cfg.regime_source {
+            RegimeSource::Fixed => {
+                RegimeSetup::Fixed(herd_engine::regime::fixed_view(&cfg.fixed_regime))
+            }
+            RegimeSource::Hmm => RegimeSetup::Hmm {
+                refresh_ms: i64::try_from(cfg.regime_refresh_ms).unwrap_or(i64::MAX),
+            },
+        },
+    })
+}
+
+/// `--sweep`: every combination of the file's overrides (this slice of
+/// them), in parallel, ranked.
+fn run_sweep(args: &BacktestArgs, path: &Path) -> anyhow::Result<ExitCode> {
+    let sweep: SweepConfig = herd_proto::config::read_toml(Some(path))?;
+    sweep
+        .check()
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    if args.sweep_index >= args.sweep_count.max(1) {
+        bail!(
+            "--sweep-index {} must be below --sweep-count {}",
+            args.sweep_index,
+            args.sweep_count
+        );
+    }
+    let candles = load_candles(&args.candles)?.between(
+        time_arg("from", args.from.as_deref())?,
+        time_arg("to", args.to.as_deref())?,
+    );
+    if candles.bars.is_empty() {
+        bail!(
+            "{}: no candles between --from and --to",
+            args.candles.display()
+        );
+    }
+    let combos = sweep.combinations();
+    // Every combination's config is read and checked before any runs, so
+    // a bad value is named at once (with the override's name).
+    let mut configs = Vec::with_capacity(combos.len());
+    for combo in &combos {
+        let cfg = engine_config(&args.config, |k| {
+            combo.get(k).cloned().or_else(|| std::env::var(k).ok())
+        })
+        .with_context(|| format!("sweep combination {}", describe(combo)))?;
+        configs.push(cfg);
+    }
+    let mine = herd_backtest::sweep::slice(combos.len(), args.sweep_index, args.sweep_count);
+    let started = Instant::now();
+    let results = herd_backtest::sweep::run_parallel(&mine, sweep.threads, |k| {
+        let cfg = &configs[k];
+        let setup = setup_for(args, cfg, &candles).map_err(|e| e.to_string())?;
+        let strategies = engine_strategies(
+            cfg.rangers.clone(),
+            cfg.grid.clone(),
+            &cfg.symbol,
+            candles.bars[0].open_time_ms,
+        )
+        .map_err(|e| e.to_string())?;
+        let out = run(
+            &setup,
+            strategies,
+            &candles.bars,
+            candles.interval_ms,
+            &mut (),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok::<report::Report, String>(report::build(&out, &candles.gaps))
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let mut scores: Vec<(usize, Option<f64>)> = results
+        .iter()
+        .map(|(k, r)| {
+            (
+                *k,
+                r.as_ref()
+                    .ok()
+                    .and_then(|r| herd_backtest::sweep::score(r, &sweep.rank_by)),
+            )
+        })
+        .collect();
+    herd_backtest::sweep::rank(&mut scores);
+    let by_k: BTreeMap<usize, &Result<report::Report, String>> =
+        results.iter().map(|(k, r)| (*k, r)).collect();
+    let names: Vec<&String> = sweep.params.keys().collect();
+    let mut csv = String::from("rank,combination");
+    for n in &names {
+        csv.push(',');
+        csv.push_str(n);
+    }
+    csv.push_str(
+        ",net_pnl,return_pct,max_drawdown_pct,sharpe_daily,cycles,win_rate_pct,fills,error\n",
+    );
+    let mut table = comfy_table::Table::new();
+    let mut header: Vec<String> = vec!["rank".into(), "#".into()];
+    header.extend(names.iter().map(|n| (*n).clone()));
+    header.extend(
+        [
+            "net pnl", "return %", "max dd %", "sharpe", "cycles", "win %", "fills",
+        ]
+        .map(String::from),
+    );
+    table.set_header(header);
+    for (rank, (k, _)) in scores.iter().enumerate() {
+        let combo = &combos[*k];
+        let mut row: Vec<String> = vec![(rank + 1).to_string(), k.to_string()];
+        row.extend(
+            names
+                .iter()
+                .map(|n| combo.get(*n).cloned().unwrap_or_default()),
+        );
+        let (cells, error) = match by_k.get(k) {
+            Some(Ok(r)) => (
+                vec![
+                    r.net_pnl.round_dp(2).to_string(),
+                    r.return_pct.round_dp(2).to_string(),
+                    r.max_drawdown
+                        .as_ref()
+                        .map_or("0".into(), |d| d.pct.round_dp(2).to_string()),
+                    r.sharpe_daily.map_or(String::new(), |x| format!("{x:.3}")),
+                    r.cycles.to_string(),
+                    r.win_rate_pct
+                        .map_or(String::new(), |w| w.round_dp(1).to_string()),
+                    r.fills.to_string(),
+                ],
+                String::new(),
+            ),
+            Some(Err(e)) => (vec![String::new(); 7], e.clone()),
+            None => (vec![String::new(); 7], "not run".into()),
+        };
+        row.extend(cells.iter().cloned());
+        table.add_row(row.clone());
+        csv.push_str(&row.join(","));
+        csv.push(',');
+        csv.push_str(&error.replace(',', ";"));
+        csv.push('\n');
+    }
+    println!("{table}");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let name = if args.sweep_count > 1 {
+        format!("sweep-{}-of-{}.csv", args.sweep_index, args.sweep_count)
+    } else {
+        "sweep.csv".to_string()
+    };
+    let file = args.out.join(name);
+    std::fs::write(&file, csv).with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "{} of {} combinations in {secs:.2} s, ranked by {}; table in {}",
+        mine.len(),
+        combos.len(),
+        sweep.rank_by,
+        file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(combo: &BTreeMap<String, String>) -> String {
+    combo
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_summary(rep: &report::Report, written: &[PathBuf], dir: &Path, secs: f64, candles: usize) {
+    println!(
+        "backtest {} {} .. {} ({} candles)",
+        rep.symbol, rep.start, rep.end, rep.candles
+    );
+    println!(
+        "  net pnl      {} {} ({}%)",
+        rep.net_pnl.round_dp(2),
+        rep.quote,
+        rep.return_pct.round_dp(2)
+    );
+    println!("  buy & hold   {}%", rep.buy_and_hold_pct.round_dp(2));
+    println!("  fees         {} {}", rep.fees.round_dp(2), rep.quote);
+    if let Some(d) = &rep.max_drawdown {
+        println!(
+            "  max drawdown {} {} ({}%) {} .. {}",
+            d.amount.round_dp(2),
+            rep.quote,
+            d.pct.round_dp(2),
+            d.peak,
+            d.trough
+        );
+    }
+    println!(
+        "  fills {}  cycles {}  win rate {}  orphans {}",
+        rep.fills,
+        rep.cycles,
+        rep.win_rate_pct
+            .map_or("n/a".into(), |w| format!("{}%", w.round_dp(1))),
+        rep.orphans
+    );
+    println!(
+        "  ran in {secs:.2} s ({:.0} candles/s); report in {} ({} files)",
+        candles as f64 / secs.max(1e-9),
+        dir.display(),
+        written.len()
+    );
+}

@@ -1,0 +1,168 @@
+//! A year of 1-minute candles (525,600) through the engine's strategies on
+//! the paper core: wall time, peak memory, candles per second; and the
+//! cost of one regime inference step.
+//!
+//! Run: `cargo bench --workspace --bench backtest_year` (release profile).
+//! Results and the machine are in docs/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use herd_backtest::sim::{FillModel, RegimeSetup, Setup};
+use herd_backtest::{Bar, engine_strategies, run};
+use herd_paper::{FeePolicy, PaperInstrument};
+use herd_strategies::grid::GridConfig;
+use herd_strategies::rangers::RangerConfig;
+use herd_strategies::strategy::RegimeView;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::FromPrimitive;
+
+const YEAR: usize = 525_600;
+const START_MS: i64 = 1_704_067_200_000;
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+fn dec(x: f64) -> Decimal {
+    Decimal::from_f64(x)
+        .unwrap_or(Decimal::ONE)
+        .round_dp(7)
+        .max(Decimal::new(1, 7))
+}
+
+/// DOGE-like 1 m candles: a mean-reverting walk around 0.1 with ranging and
+/// trending spells.
+fn candles(n: usize) -> Vec<Bar> {
+    let mut rng = SplitMix64(7);
+    let mut p = 0.1f64;
+    let mut trend = 0.0f64;
+    (0..n)
+        .map(|i| {
+            if i % 720 == 0 {
+                trend = (rng.next_f64() - 0.5) * 0.0004;
+            }
+            let shock = (rng.next_f64() - 0.5) * 0.004;
+            let close = (p * (1.0 + trend + shock + (0.1 - p) * 0.001)).max(0.01);
+            let hi = p.max(close) * (1.0 + rng.next_f64() * 0.0015);
+            let lo = p.min(close) * (1.0 - rng.next_f64() * 0.0015);
+            let bar = Bar {
+                open_time_ms: START_MS + 60_000 * i as i64,
+                open: dec(p),
+                high: dec(hi),
+                low: dec(lo),
+                close: dec(close),
+                volume: Decimal::from(1000),
+            };
+            p = close;
+            bar
+        })
+        .map(|mut b| {
+            b.high = b.high.max(b.open).max(b.close);
+            b.low = b.low.min(b.open).min(b.close);
+            b
+        })
+        .collect()
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn setup(regime: RegimeSetup) -> Setup {
+    Setup {
+        instrument: PaperInstrument::doge_usd().instrument,
+        balances: BTreeMap::from([
+            ("USD".into(), Decimal::from(5000)),
+            ("DOGE".into(), Decimal::from(50_000)),
+        ]),
+        fee_policy: FeePolicy::Quote,
+        fill: FillModel::default(),
+        regime,
+    }
+}
+
+fn strategies() -> Vec<Box<dyn herd_strategies::strategy::Strategy>> {
+    let rangers = RangerConfig {
+        enabled: true,
+        ..RangerConfig::default()
+    };
+    let mut grid = GridConfig {
+        enabled: true,
+        ..GridConfig::default()
+    };
+    grid.churner.enabled = true;
+    engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap_or_default()
+}
+
+fn main() {
+    let n = std::env::var("HERD_BENCH_CANDLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(YEAR);
+    let t = Instant::now();
+    let bars = candles(n);
+    println!(
+        "generated {n} candles in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The strategy step alone: fixed RANGING regime, no detector.
+    let ranging = RegimeSetup::Fixed(RegimeView {
+        regime: "RANGING".into(),
+        ready: true,
+        confidence: 1.0,
+        bias: 0.0,
+    });
+    let t = Instant::now();
+    let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
+    let secs = t.elapsed().as_secs_f64();
+    if let Ok(o) = &out {
+        println!(
+            "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} fills, {} orders",
+            n as f64 / secs,
+            o.ticks,
+            o.fills.len(),
+            o.orders_placed
+        );
+    }
+    drop(out);
+
+    // Everything: grid + rangers + churner rules + HMM consensus (refresh
+    // every simulated minute, daily retrains).
+    let t = Instant::now();
+    let out = run(
+        &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
+        strategies(),
+        &bars,
+        60_000,
+        &mut (),
+    );
+    let secs = t.elapsed().as_secs_f64();
+    if let Ok(o) = &out {
+        println!(
+            "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+            n as f64 / secs,
+            o.fills.len(),
+            o.regime_ms
+        );
+    }
+    println!("peak memory (VmHWM): {:.0} MB", peak_rss_mb());
+}

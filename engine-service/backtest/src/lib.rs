@@ -1,0 +1,17 @@
+//! Backtests: the engine's own strategies (herd-strategies' reducers) over
+//! historical candles on herd-paper's matching core, in simulated time.
+//!
+//! [`csv`] reads candles and funding rates, [`sim`] walks each candle
+//! through the paper core with the fill model and drives the strategies
+//! with the live engine's call sequence, and [`report`] turns the run into
+//! metrics, a fills CSV, SVG charts and one self-contained HTML page.
+//! Nothing here reads a clock or does I/O except [`report::write_files`]
+//! and the CSV loaders; the same inputs give byte-identical reports.
+
+pub mod csv;
+pub mod report;
+pub mod sim;
+pub mod sweep;
+
+pub use csv::{Bar, Candles, CsvError, FundingRow};
+pub use sim::{FillModel, Outcome, RegimeSetup, Setup, engine_strategies, run};

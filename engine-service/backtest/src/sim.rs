@@ -1,0 +1,823 @@
+//! The simulated venue and clock: the engine's strategies driven over
+//! candles on herd-paper's matching core.
+//!
+//! The call sequence is the live engine's (`herd_engine::execution`):
+//! strategies are restored (from an empty journal), then every tick gets a
+//! [`MarketView`] and answers actions; a place or cancel the venue refuses
+//! goes back to its strategy at once as `PlaceFailed` / `CancelFailed`
+//! (and its answer runs in the same loop, at most 200 actions), and what
+//! the venue did to accepted orders comes back afterwards as order updates,
+//! computed from the order's states as the gateway's registry does
+//! (`registry::diff`). Only the clock and the venue are simulated.
+//!
+//! Each candle is walked as four trades (see [`FillModel`] and
+//! docs/backtest.md): open, the extreme nearer the open, the other extreme,
+//! close, at the candle's open time plus 0, 1/4, 2/4 and 3/4 of its
+//! interval. After each trade the resting orders it crossed fill, their
+//! updates are delivered, and every strategy ticks.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+use herd_regime::stream::StreamingInference;
+use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, consensus};
+use herd_strategies::strategy::{
+    Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
+};
+use herd_venue::{NewOrder, OrderRef, OrderState, OrderStatus, OrderType};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+
+use crate::csv::Bar;
+
+/// The start of the userref range the simulated gateway gives the engine.
+pub const USERREF_MIN: i32 = 1000;
+/// Actions one strategy answer may chain, as in the live execution layer.
+const ACTION_BUDGET: usize = 200;
+/// Order updates delivered in one round before the driver stops chaining
+/// (a strategy that answers every update with a crossing order).
+const UPDATE_BUDGET: usize = 10_000;
+
+/// How orders fill against candles; documented in docs/backtest.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FillModel {
+    /// A resting limit order fills (at its limit price) only when a trade
+    /// of the intra-candle path is at least this many ticks beyond it.
+    /// 0 fills on touch.
+    pub through_ticks: u32,
+    /// Market orders fill this fraction beyond the touch (0.0005 = 5 bp),
+    /// rounded to the tick against the taker.
+    pub market_slippage: Decimal,
+}
+
+impl Default for FillModel {
+    fn default() -> FillModel {
+        FillModel {
+            through_ticks: 1,
+            market_slippage: Decimal::new(5, 4),
+        }
+    }
+}
+
+/// The four trades a candle is walked as: open, the extreme nearer the
+/// open (the low on a tie), the other extreme, close.
+pub fn intra_candle_path(bar: &Bar) -> [Decimal; 4] {
+    let up = bar.high - bar.open;
+    let down = bar.open - bar.low;
+    if up < down {
+        [bar.open, bar.high, bar.low, bar.close]
+    } else {
+        [bar.open, bar.low, bar.high, bar.close]
+    }
+}
+
+/// Where the regime the strategies' gates read comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegimeSetup {
+    /// A fixed reading (the engine's `regime_source = "fixed"`).
+    Fixed(RegimeView),
+    /// The HMM detector with the live engine's consensus of two timeframes:
+    /// the input candles (trained with the 1 m preset) and 15 of them
+    /// merged (the 15 m preset), refreshed every `refresh_ms` of simulated
+    /// time and retrained on the live schedule (daily). Inference is
+    /// incremental (`herd_regime::stream`), equal to the live batch
+    /// reading within 1e-9.
+    Hmm { refresh_ms: i64 },
+}
+
+/// Everything a run needs besides the strategies and the candles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setup {
+    /// The instrument traded: its symbol, filters, fees.
+    pub instrument: Instrument,
+    /// Starting balances per asset.
+    pub balances: BTreeMap<String, Decimal>,
+    pub fee_policy: FeePolicy,
+    pub fill: FillModel,
+    pub regime: RegimeSetup,
+}
+
+/// One fill as the report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fill {
+    pub time_ms: i64,
+    pub strategy: String,
+    pub client_order_id: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub volume: Decimal,
+    pub fee: Decimal,
+    pub fee_asset: String,
+    /// The fee valued in the quote coin at the fill's price.
+    pub fee_quote: Decimal,
+    /// True when the order was a taker (market or crossing) fill.
+    pub taker: bool,
+}
+
+/// A journal record a strategy wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalEntry {
+    pub time_ms: i64,
+    pub strategy: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// The account at a candle's close.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EquityPoint {
+    pub time_ms: i64,
+    pub close: Decimal,
+    pub base: Decimal,
+    pub quote: Decimal,
+    /// quote + base x close.
+    pub equity: Decimal,
+}
+
+/// What a run produced; [`crate::report`] turns it into the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    pub interval_ms: i64,
+    pub candles: usize,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub initial_equity: Decimal,
+    /// The first candle's open.
+    pub first_open: Decimal,
+    pub fills: Vec<Fill>,
+    pub equity: Vec<EquityPoint>,
+    pub journal: Vec<JournalEntry>,
+    /// Simulated time spent in each regime reading (ms).
+    pub regime_ms: BTreeMap<String, i64>,
+    pub orders_placed: u64,
+    pub place_failures: u64,
+    pub cancel_failures: u64,
+    /// Strategy ticks run.
+    pub ticks: u64,
+    /// Every strategy's status block at the end, as JSON.
+    pub final_status: BTreeMap<String, serde_json::Value>,
+}
+
+/// An order the simulated gateway follows for the engine.
+#[derive(Debug)]
+struct Tracked {
+    owner: usize,
+    last: OrderState,
+}
+
+/// The simulated engine + gateway + venue.
+pub struct Sim {
+    ex: Exchange,
+    inst: Instrument,
+    strategies: Vec<Box<dyn Strategy>>,
+    through: Decimal,
+    /// Orders by placement sequence (deterministic delivery order).
+    tracked: BTreeMap<u64, Tracked>,
+    seq: u64,
+    /// Updates the "stream" has yet to deliver, in order.
+    stream: VecDeque<OrderUpdate>,
+    regime: RegimeView,
+    last_partial_cancel_ms: Option<i64>,
+    out: Outcome,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("symbol", &self.inst.symbol)
+            .field("tracked", &self.tracked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("no candles to run over")]
+    NoCandles,
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn decimal_f64(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(0.0)
+}
+
+fn regime_candle(b: &Bar) -> Candle {
+    Candle {
+        open_time_ms: b.open_time_ms,
+        open: decimal_f64(b.open),
+        high: decimal_f64(b.high),
+        low: decimal_f64(b.low),
+        close: decimal_f64(b.close),
+        volume: decimal_f64(b.volume),
+    }
+}
+
+/// One timeframe of the HMM: its detector, the candles it would train on
+/// (the last `train_candles`), and incremental inference.
+struct Timeframe {
+    detector: TimeframeDetector,
+    recent: VecDeque<Candle>,
+    stream: StreamingInference,
+}
+
+impl Timeframe {
+    fn new(config: TimeframeConfig) -> Result<Timeframe, RunError> {
+        let detector = TimeframeDetector::new(config)
+            .map_err(|e| RunError::Setup(format!("regime detector: {e}")))?;
+        let stream = StreamingInference::new(&detector);
+        Ok(Timeframe {
+            detector,
+            recent: VecDeque::new(),
+            stream,
+        })
+    }
+
+    fn push(&mut self, c: Candle) {
+        // A candle the detector cannot use (non-finite) leaves the stream
+        // where it was; the CSV loader refuses such rows anyway.
+        if self.stream.push(&c).is_ok() {
+            self.recent.push_back(c);
+            while self.recent.len() > self.detector.config().train_candles {
+                self.recent.pop_front();
+            }
+        }
+    }
+
+    /// The live `TimeframeDetector::update`: retrain when due and enough
+    /// candles are there, then read (incrementally); errors read as not ready.
+    fn reading(&mut self, now_ms: i64) -> TimeframeReading {
+        if self.detector.needs_retrain(now_ms)
+            && self.recent.len() >= self.detector.config().min_train_candles
+        {
+            let candles = self.recent.make_contiguous();
+            if self.detector.train(candles, now_ms).is_err() {
+                return TimeframeReading::not_ready(&self.detector.config().name);
+            }
+        }
+        self.stream
+            .reading(&self.detector)
+            .unwrap_or_else(|_| TimeframeReading::not_ready(&self.detector.config().name))
+    }
+}
+
+/// The HMM consensus over the candles closed so far.
+struct RegimeFeed {
+    refresh_ms: i64,
+    last_refresh_ms: Option<i64>,
+    primary: Timeframe,
+    secondary: Timeframe,
+    forming: Option<Candle>,
+    merged_width_ms: i64,
+}
+
+impl RegimeFeed {
+    fn new(refresh_ms: i64, interval_ms: i64) -> Result<RegimeFeed, RunError> {
+        let mut p = TimeframeConfig::one_minute();
+        let mut s = TimeframeConfig::fifteen_minutes();
+        p.name = format!("{}m", interval_ms / 60_000);
+        s.name = format!("{}m", interval_ms * 15 / 60_000);
+        Ok(RegimeFeed {
+            refresh_ms: refresh_ms.max(1),
+            last_refresh_ms: None,
+            primary: Timeframe::new(p)?,
+            secondary: Timeframe::new(s)?,
+            forming: None,
+            merged_width_ms: interval_ms * 15,
+        })
+    }
+
+    /// A candle closed.
+    fn push(&mut self, bar: &Bar) {
+        let c = regime_candle(bar);
+        let bucket = c.open_time_ms - c.open_time_ms.rem_euclid(self.merged_width_ms);
+        match self.forming.as_mut() {
+            Some(f) if f.open_time_ms == bucket => {
+                f.high = f.high.max(c.high);
+                f.low = f.low.min(c.low);
+                f.close = c.close;
+                f.volume += c.volume;
+            }
+            _ => {
+                if let Some(done) = self.forming.take() {
+                    self.secondary.push(done);
+                }
+                self.forming = Some(Candle {
+                    open_time_ms: bucket,
+                    ..c
+                });
+            }
+        }
+        self.primary.push(c);
+    }
+
+    fn reading(&mut self, now_ms: i64) -> Option<RegimeView> {
+        if self
+            .last_refresh_ms
+            .is_some_and(|t| now_ms - t < self.refresh_ms)
+        {
+            return None;
+        }
+        self.last_refresh_ms = Some(now_ms);
+        let r1 = self.primary.reading(now_ms);
+        let r2 = self.secondary.reading(now_ms);
+        let r = consensus(&r1, &r2);
+        Some(RegimeView {
+            regime: r.regime.as_str().to_string(),
+            ready: r.ready,
+            confidence: r.confidence,
+            bias: r.bias,
+        })
+    }
+}
+
+/// Builds the strategies the engine builds (`herd_engine::strategies_from_config`):
+/// rangers and the grid (with its churners), validated, their client ids
+/// starting from the run's first candle so reruns are identical.
+pub fn engine_strategies(
+    rangers: herd_strategies::rangers::RangerConfig,
+    grid: herd_strategies::grid::GridConfig,
+    symbol: &str,
+    start_ms: i64,
+) -> Result<Vec<Box<dyn Strategy>>, RunError> {
+    rangers
+        .validate()
+        .map_err(|e| RunError::Setup(format!("config: {e}")))?;
+    grid.validate()
+        .map_err(|e| RunError::Setup(format!("config: {e}")))?;
+    Ok(vec![
+        Box::new(herd_strategies::rangers::Rangers::new(
+            rangers, symbol, start_ms,
+        )),
+        Box::new(herd_strategies::grid::Grid::new(grid, symbol, start_ms)),
+    ])
+}
+
+/// Progress of a run, for a progress line.
+pub trait Progress {
+    /// `done` of `total` candles so far.
+    fn candles(&mut self, done: usize, total: usize);
+}
+
+impl Progress for () {
+    fn candles(&mut self, _done: usize, _total: usize) {}
+}
+
+/// Runs `strategies` over `bars` (in time order, all of one interval).
+pub fn run(
+    setup: &Setup,
+    strategies: Vec<Box<dyn Strategy>>,
+    bars: &[Bar],
+    interval_ms: i64,
+    progress: &mut dyn Progress,
+) -> Result<Outcome, RunError> {
+    let first = bars.first().ok_or(RunError::NoCandles)?;
+    let start_ms = first.open_time_ms;
+    let inst = setup.instrument.clone();
+    let cfg = PaperConfig {
+        instruments: vec![PaperInstrument {
+            instrument: inst.clone(),
+            start_price: first.open,
+            path: herd_paper::PathConfig::default(),
+            liquidity_per_step: None,
+            typical_step_volume: 0.0,
+            fee_policy: Some(setup.fee_policy),
+            perp: None,
+        }],
+        balances: setup.balances.clone(),
+        fee_policy: setup.fee_policy,
+        history_minutes: 0,
+        history_steps_per_minute: 1,
+        seed: 42,
+        margin_asset: inst.quote.clone(),
+    };
+    let mut ex = Exchange::new(&cfg, start_ms);
+    ex.set_market_slippage(setup.fill.market_slippage);
+    let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
+    let mut regime_feed = match &setup.regime {
+        RegimeSetup::Fixed(_) => None,
+        RegimeSetup::Hmm { refresh_ms } => Some(RegimeFeed::new(*refresh_ms, interval_ms)?),
+    };
+    let regime = match &setup.regime {
+        RegimeSetup::Fixed(v) => v.clone(),
+        RegimeSetup::Hmm { .. } => RegimeView::not_ready(),
+    };
+    let mut sim = Sim {
+        ex,
+        inst: inst.clone(),
+        strategies,
+        through,
+        tracked: BTreeMap::new(),
+        seq: 0,
+        stream: VecDeque::new(),
+        regime,
+        last_partial_cancel_ms: None,
+        out: Outcome {
+            symbol: inst.symbol.clone(),
+            base: inst.base.clone(),
+            quote: inst.quote.clone(),
+            interval_ms,
+            candles: bars.len(),
+            start_ms,
+            end_ms: bars
+                .last()
+                .map_or(start_ms, |b| b.open_time_ms + interval_ms),
+            initial_equity: Decimal::ZERO,
+            first_open: first.open,
+            fills: Vec::new(),
+            equity: Vec::new(),
+            journal: Vec::new(),
+            regime_ms: BTreeMap::new(),
+            orders_placed: 0,
+            place_failures: 0,
+            cancel_failures: 0,
+            ticks: 0,
+            final_status: BTreeMap::new(),
+        },
+    };
+    sim.out.initial_equity = sim.equity_at(first.open, start_ms).equity;
+    sim.restore(start_ms);
+    let quarter = interval_ms / 4;
+    for (i, bar) in bars.iter().enumerate() {
+        if let Some(feed) = regime_feed.as_mut()
+            && let Some(view) = feed.reading(bar.open_time_ms)
+        {
+            sim.regime = view;
+        }
+        *sim.out
+            .regime_ms
+            .entry(sim.regime.regime.clone())
+            .or_default() += interval_ms;
+        for (k, price) in intra_candle_path(bar).into_iter().enumerate() {
+            let now = bar.open_time_ms + quarter * i64::try_from(k).unwrap_or(0);
+            sim.step(price, now);
+        }
+        let close_ms = bar.open_time_ms + interval_ms;
+        let point = sim.equity_at(bar.close, close_ms);
+        sim.out.equity.push(point);
+        if let Some(feed) = regime_feed.as_mut() {
+            feed.push(bar);
+        }
+        sim.ex.forget_closed();
+        if i % 4096 == 0 {
+            progress.candles(i, bars.len());
+        }
+    }
+    progress.candles(bars.len(), bars.len());
+    let end = sim.out.end_ms;
+    for s in &sim.strategies {
+        let status = serde_json::to_value(s.status(end)).unwrap_or(serde_json::Value::Null);
+        sim.out.final_status.insert(s.name().to_string(), status);
+    }
+    Ok(sim.out)
+}
+
+impl Sim {
+    fn equity_at(&self, price: Decimal, time_ms: i64) -> EquityPoint {
+        let (mut base, mut quote) = (Decimal::ZERO, Decimal::ZERO);
+        for b in self.ex.balances() {
+            if b.asset == self.inst.base {
+                base = b.total;
+            } else if b.asset == self.inst.quote {
+                quote = b.total;
+            }
+        }
+        EquityPoint {
+            time_ms,
+            close: price,
+            base,
+            quote,
+            equity: quote + base * price,
+        }
+    }
+
+    fn restore(&mut self, now: i64) {
+        let mut batches = Vec::new();
+        for (i, s) in self.strategies.iter_mut().enumerate() {
+            if s.journal_stream().is_some() {
+                batches.push((i, s.restore(&[], &[], now)));
+            }
+        }
+        for (i, actions) in batches {
+            self.execute(i, actions, now);
+        }
+        self.deliver(now);
+    }
+
+    /// One trade of the intra-candle path, then the updates it caused and
+    /// one tick of every strategy.
+    fn step(&mut self, price: Decimal, now: i64) {
+        if self
+            .ex
+            .trade_through(&self.inst.symbol, price, self.through, now)
+            .is_err()
+        {
+            return;
+        }
+        self.poll(now);
+        self.deliver(now);
+        self.tick(now);
+    }
+
+    fn market(&self, now: i64) -> MarketView {
+        let (bid, ask, last) = self.ex.touch(&self.inst.symbol).unwrap_or((
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+        ));
+        let (mut free_base, mut free_quote) = (Decimal::ZERO, Decimal::ZERO);
+        for b in self.ex.balances() {
+            if b.asset == self.inst.base {
+                free_base = b.free;
+            } else if b.asset == self.inst.quote {
+                free_quote = b.free;
+            }
+        }
+        let open = self
+            .tracked
+            .values()
+            .filter(|t| t.last.status == OrderStatus::Open)
+            .count();
+        MarketView {
+            symbol: self.inst.symbol.clone(),
+            last,
+            bid,
+            ask,
+            instrument: Some(self.inst.clone()),
+            free_base: Some(free_base),
+            free_quote: Some(free_quote),
+            open_orders_on_pair: Some(u32::try_from(open).unwrap_or(u32::MAX)),
+            regime: self.regime.clone(),
+            balances_as_of_ms: now,
+            last_partial_cancel_ms: self.last_partial_cancel_ms,
+        }
+    }
+
+    fn tick(&mut self, now: i64) {
+        let market = self.market(now);
+        self.out.ticks += 1;
+        let batches: Vec<(usize, Vec<Action>)> = self
+            .strategies
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| (i, s.on_tick(&market, now)))
+            .collect();
+        for (i, actions) in batches {
+            if !actions.is_empty() {
+                self.execute(i, actions, now);
+            }
+        }
+        self.deliver(now);
+    }
+
+    /// The live execution layer's `execute`: places and cancels at the
+    /// venue, refusals back to the strategy at once, journal rows kept.
+    fn execute(&mut self, owner: usize, actions: Vec<Action>, now: i64) {
+        let mut queue: VecDeque<Action> = actions.into();
+        let mut budget = ACTION_BUDGET;
+        while let Some(action) = queue.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
+            let failure = match action {
+                Action::Place(intent) => {
+                    let order = NewOrder {
+                        client_order_id: intent.client_order_id.clone(),
+                        symbol: intent.symbol.clone(),
+                        side: intent.side,
+                        order_type: if intent.price.is_some() {
+                            OrderType::Limit
+                        } else {
+                            OrderType::Market
+                        },
+                        volume: intent.volume,
+                        price: intent.price,
+                        post_only: intent.post_only,
+                        userref: USERREF_MIN + intent.userref_offset,
+                        reduce_only: false,
+                    };
+                    match self.ex.place(&order, now) {
+                        Ok(state) => {
+                            self.out.orders_placed += 1;
+                            let pending = OrderState::pending(&order, now);
+                            self.seq += 1;
+                            self.follow(owner, &pending, &state, now);
+                            self.tracked
+                                .insert(self.seq, Tracked { owner, last: state });
+                            None
+                        }
+                        Err(e) => {
+                            self.out.place_failures += 1;
+                            Some((
+                                intent.client_order_id,
+                                UpdateKind::PlaceFailed,
+                                e.to_string(),
+                            ))
+                        }
+                    }
+                }
+                Action::Cancel { client_order_id } => {
+                    let r = OrderRef {
+                        client_order_id: client_order_id.clone(),
+                        venue_order_id: None,
+                    };
+                    match self.ex.cancel(&r, now) {
+                        Ok(_) => {
+                            self.poll(now);
+                            None
+                        }
+                        Err(e) => {
+                            self.out.cancel_failures += 1;
+                            Some((client_order_id, UpdateKind::CancelFailed, e.to_string()))
+                        }
+                    }
+                }
+                Action::Journal {
+                    kind, payload_json, ..
+                } => {
+                    let payload = serde_json::from_str(&payload_json)
+                        .unwrap_or(serde_json::Value::String(payload_json));
+                    self.out.journal.push(JournalEntry {
+                        time_ms: now,
+                        strategy: self
+                            .strategies
+                            .get(owner)
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default(),
+                        kind,
+                        payload,
+                    });
+                    None
+                }
+            };
+            if let Some((client_order_id, kind, message)) = failure {
+                let update = OrderUpdate {
+                    client_order_id,
+                    kind,
+                    volume_executed: Decimal::ZERO,
+                    average_price: None,
+                    fill_volume: Decimal::ZERO,
+                    fill_price: Decimal::ZERO,
+                    fill_fee: Decimal::ZERO,
+                    fee_asset: String::new(),
+                    message,
+                };
+                if let Some(s) = self.strategies.get_mut(owner) {
+                    queue.extend(s.on_order(&update, now));
+                }
+            }
+        }
+    }
+
+    /// Reads the state of every followed open order and queues what changed.
+    fn poll(&mut self, now: i64) {
+        let open: Vec<u64> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.last.status == OrderStatus::Open)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in open {
+            let Some(t) = self.tracked.get(&k) else {
+                continue;
+            };
+            let r = OrderRef {
+                client_order_id: t.last.client_order_id.clone(),
+                venue_order_id: Some(t.last.venue_order_id.clone()),
+            };
+            let Some(new) = self.ex.query(&[r]).into_iter().next() else {
+                continue;
+            };
+            if new == t.last {
+                continue;
+            }
+            let (owner, old) = (t.owner, t.last.clone());
+            self.follow(owner, &old, &new, now);
+            if let Some(t) = self.tracked.get_mut(&k) {
+                t.last = new;
+            }
+        }
+        self.tracked
+            .retain(|_, t| t.last.status == OrderStatus::Open);
+    }
+
+    /// Queues the updates between two states of one order (the gateway
+    /// registry's diff) and records fills.
+    fn follow(&mut self, owner: usize, old: &OrderState, new: &OrderState, now: i64) {
+        for update in diff(old, new) {
+            if update.fill_volume > Decimal::ZERO {
+                let fee_quote = if update.fee_asset == self.inst.base {
+                    update.fill_fee * update.fill_price
+                } else {
+                    update.fill_fee
+                };
+                self.out.fills.push(Fill {
+                    time_ms: now,
+                    strategy: self
+                        .strategies
+                        .get(owner)
+                        .map(|s| s.name().to_string())
+                        .unwrap_or_default(),
+                    client_order_id: new.client_order_id.clone(),
+                    side: new.side,
+                    price: update.fill_price,
+                    volume: update.fill_volume,
+                    fee: update.fill_fee,
+                    fee_asset: update.fee_asset.clone(),
+                    fee_quote,
+                    taker: old.status == OrderStatus::Pending,
+                });
+            }
+            if update.kind == UpdateKind::Canceled && update.volume_executed > Decimal::ZERO {
+                self.last_partial_cancel_ms = Some(now);
+            }
+            self.stream.push_back(update);
+        }
+    }
+
+    /// Hands queued updates to their strategies, running their answers,
+    /// until nothing is left.
+    fn deliver(&mut self, now: i64) {
+        let mut budget = UPDATE_BUDGET;
+        while let Some(update) = self.stream.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                self.stream.clear();
+                break;
+            }
+            let Some(owner) = self
+                .strategies
+                .iter()
+                .position(|s| s.owns(&update.client_order_id))
+            else {
+                continue;
+            };
+            let actions = self
+                .strategies
+                .get_mut(owner)
+                .map(|s| s.on_order(&update, now))
+                .unwrap_or_default();
+            if !actions.is_empty() {
+                self.execute(owner, actions, now);
+            }
+        }
+    }
+}
+
+/// The updates between two states of one order, as the gateway's registry
+/// computes its events (`herd_gateway::registry::diff`) and the engine
+/// reads them (`execution::update_from_event`).
+pub fn diff(old: &OrderState, new: &OrderState) -> Vec<OrderUpdate> {
+    let base = |kind: UpdateKind| OrderUpdate {
+        client_order_id: new.client_order_id.clone(),
+        kind,
+        volume_executed: new.volume_executed,
+        average_price: new.average_price.filter(|p| !p.is_zero()),
+        fill_volume: Decimal::ZERO,
+        fill_price: Decimal::ZERO,
+        fill_fee: Decimal::ZERO,
+        fee_asset: new.fee_asset.clone(),
+        message: new.reason.clone().unwrap_or_default(),
+    };
+    let mut out = Vec::new();
+    if old.status == OrderStatus::Pending
+        && new.status != OrderStatus::Pending
+        && new.status != OrderStatus::Rejected
+    {
+        out.push(base(UpdateKind::Open));
+    }
+    let delta = new.volume_executed - old.volume_executed;
+    if delta > Decimal::ZERO {
+        let new_value = new.average_price.or(new.price).unwrap_or_default() * new.volume_executed;
+        let old_value = old.average_price.or(old.price).unwrap_or_default() * old.volume_executed;
+        let kind = if new.status == OrderStatus::Filled {
+            UpdateKind::Filled
+        } else {
+            UpdateKind::PartialFill
+        };
+        out.push(OrderUpdate {
+            fill_volume: delta,
+            fill_price: ((new_value - old_value) / delta).round_dp(12).normalize(),
+            fill_fee: (new.fee - old.fee).max(Decimal::ZERO),
+            ..base(kind)
+        });
+    } else if new.status == OrderStatus::Filled && old.status != OrderStatus::Filled {
+        out.push(base(UpdateKind::Filled));
+    }
+    if new.status != old.status {
+        match new.status {
+            OrderStatus::Canceled => out.push(base(UpdateKind::Canceled)),
+            OrderStatus::Expired => out.push(base(UpdateKind::Expired)),
+            OrderStatus::Rejected => out.push(base(UpdateKind::Rejected)),
+            _ => {}
+        }
+    }
+    out
+}
