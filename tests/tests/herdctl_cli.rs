@@ -927,8 +927,9 @@ fn startup_errors_name_the_path_and_say_each_cause_once() {
 }
 
 /// Issue 22: `herdctl reconcile` on a prepared difference (an open order
-/// with e0's prefix placed behind the engine's back, so its journal does not
-/// know it): the dry run lists it with the action its rule takes (cancel,
+/// with e0's prefix that e0's journal does not know: placed with its token,
+/// then deleted from the journal as a restore from an old backup would):
+/// the dry run lists it with the action its rule takes (cancel,
 /// the default policy) and changes nothing; without --yes and no terminal it
 /// declines (exit 3); with --yes it applies; a second dry run finds nothing,
 /// and status carries the operator's reconcile.
@@ -961,6 +962,8 @@ async fn herdctl_reconcile_dry_run_then_apply_then_nothing() {
         .await
         .unwrap();
     let stray = "stray-1";
+    // Placed with e0's token behind e0's back: the gateway streams it to e0,
+    // which journals it ...
     gateway
         .place_order(herd_proto::gateway::PlaceOrderRequest {
             client_order_id: stray.into(),
@@ -974,6 +977,22 @@ async fn herdctl_reconcile_dry_run_then_apply_then_nothing() {
         })
         .await
         .unwrap();
+    let journal = herd_engine::store::Store::open_sqlite_dir(&e0.data_dir, "e0")
+        .await
+        .unwrap();
+    wait_until(
+        "e0 journaled the stray order from its stream",
+        std::time::Duration::from_secs(30),
+        || async { Ok(journal.order(stray).await?.map(|_| ())) },
+    )
+    .await
+    .unwrap();
+    // ... and then its journal loses it (restored from an older backup).
+    journal
+        .execute_raw("DELETE FROM orders WHERE client_order_id = 'stray-1'")
+        .await
+        .unwrap();
+    journal.close().await;
     let open_at_gateway = || {
         let mut gateway = gateway.clone();
         async move {
@@ -1084,7 +1103,16 @@ async fn local_herd_whose_venue_forgot_everything_agrees_after_reconcile() {
     assert!(!working.is_empty(), "e0 stopped with no working orders");
     // The venue forgets the account: what the local herd did before
     // paper.state_file existed.
-    std::fs::remove_file(dir.join("data/paper.json")).unwrap();
+    // (the snapshot and the account record written beside it).
+    let mut removed = 0;
+    for f in std::fs::read_dir(dir.join("data")).unwrap() {
+        let f = f.unwrap();
+        if f.file_name().to_string_lossy().starts_with("paper.json") {
+            std::fs::remove_file(f.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no paper state file under {}", dir.display());
 
     let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
     for (engine, token) in [
