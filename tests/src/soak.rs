@@ -267,9 +267,30 @@ pub async fn run(
         .await;
         match held {
             Ok(()) => report.checks += 1,
-            Err(e) => report
-                .violations
-                .push(format!("step {} ({what}): {e:#}", report.steps)),
+            Err(e) => {
+                let why = format!("{e:#}");
+                // What the processes logged about the orders named.
+                let ids: BTreeSet<&str> = why
+                    .split([' ', ':', ';', '"'])
+                    .filter(|w| h.engines.iter().any(|e| w.starts_with(&prefix(&e.id))))
+                    .collect();
+                for log in h.all_logs() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    for line in text.lines() {
+                        if ids.iter().any(|id| {
+                            line.contains(id)
+                                || id
+                                    .split_once('-')
+                                    .is_some_and(|(_, rest)| line.contains(rest))
+                        }) {
+                            eprintln!("{}: {line}", log.display());
+                        }
+                    }
+                }
+                report
+                    .violations
+                    .push(format!("step {} ({what}): {why}", report.steps));
+            }
         }
         // Orders the market filled are no longer open to cancel.
         for (i, ids) in open.iter_mut().enumerate() {

@@ -434,7 +434,7 @@ async fn chaos_soak_short_seeded() {
         Duration::from_secs(90),
         HerdOpts {
             engines: 3,
-            rust_log: "warn",
+            rust_log: "info",
             ..HerdOpts::default()
         },
     )

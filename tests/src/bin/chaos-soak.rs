@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Duration::from_secs(args.minutes * 60),
         HerdOpts {
             engines: args.engines,
-            rust_log: "warn",
+            rust_log: "info",
             ..HerdOpts::default()
         },
     )
