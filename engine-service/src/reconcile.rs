@@ -182,7 +182,7 @@ pub struct Difference {
 /// What the gateway answered about one working order it does not list open.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
-    Found(pb::Order),
+    Found(Box<pb::Order>),
     /// Neither the gateway nor the venue knows it.
     NotFound,
     /// The lookup failed (the gateway or the venue is in trouble).
@@ -278,7 +278,7 @@ pub fn differences(g: &Gathered, ctx: &Context) -> Vec<Difference> {
         let venue = match open.get(id) {
             Some(o) => Some(*o),
             None => match g.lookups.get(id) {
-                Some(Lookup::Found(o)) => Some(o),
+                Some(Lookup::Found(o)) => Some(o.as_ref()),
                 Some(Lookup::NotFound) => {
                     gone.insert(id);
                     if row.status == "pending" {
@@ -496,7 +496,7 @@ pub async fn gather(shared: &Shared) -> Result<Gathered, Status> {
                 .into_iter()
                 .find(|o| o.client_order_id == row.client_order_id)
             {
-                Some(o) => Lookup::Found(o),
+                Some(o) => Lookup::Found(Box::new(o)),
                 None => Lookup::NotFound,
             },
             Err(s) if answer::classify(&s) == answer::Answer::NotFound => Lookup::NotFound,
@@ -1006,7 +1006,7 @@ mod tests {
                     working: vec![row("a", "open", "0", 0)],
                     lookups: lookup(vec![(
                         "a",
-                        Lookup::Found(venue("a", pb::OrderStatus::Filled, "100")),
+                        Lookup::Found(Box::new(venue("a", pb::OrderStatus::Filled, "100"))),
                     )]),
                     ..Gathered::default()
                 },
@@ -1021,7 +1021,7 @@ mod tests {
                     venue_open: vec![venue("b", pb::OrderStatus::Open, "0")],
                     lookups: lookup(vec![(
                         "a",
-                        Lookup::Found(venue("a", pb::OrderStatus::Filled, "100")),
+                        Lookup::Found(Box::new(venue("a", pb::OrderStatus::Filled, "100"))),
                     )]),
                     journal_closed: [("b".to_string(), row("b", "canceled", "0", 0))].into(),
                     ..Gathered::default()
@@ -1039,7 +1039,7 @@ mod tests {
                     working: vec![row("a", "open", "0", 0)],
                     lookups: lookup(vec![(
                         "a",
-                        Lookup::Found(venue("a", pb::OrderStatus::Canceled, "0")),
+                        Lookup::Found(Box::new(venue("a", pb::OrderStatus::Canceled, "0"))),
                     )]),
                     ..Gathered::default()
                 },
