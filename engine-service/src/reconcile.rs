@@ -227,6 +227,9 @@ pub struct Context {
     /// Orders whose place had an unknown outcome that the execution layer
     /// is resolving by asking the gateway.
     pub resolving: HashSet<String>,
+    /// Why this reconcile runs: an operator's runs beside the strategies'
+    /// places, so a young pending order may still be on its way.
+    pub trigger: Trigger,
 }
 
 fn dec(s: &str) -> Decimal {
@@ -282,9 +285,9 @@ pub fn differences(g: &Gathered, ctx: &Context) -> Vec<Difference> {
                 Some(Lookup::NotFound) => {
                     gone.insert(id);
                     if row.status == "pending" {
-                        if ctx.resolving.contains(id)
-                            || ctx.now_ms - row.updated_at_ms < UNKNOWN_OUTCOME_ASK_MS
-                        {
+                        let young = ctx.trigger == Trigger::Operator
+                            && ctx.now_ms - row.updated_at_ms < UNKNOWN_OUTCOME_ASK_MS;
+                        if ctx.resolving.contains(id) || young {
                             // Its place may still be on the way to the
                             // gateway; the unknown-outcome ask settles it.
                             out.push(diff(
@@ -597,6 +600,7 @@ pub async fn run(
         stream_replays,
         unknown_open_orders: shared.cfg.reconcile.unknown_open_orders,
         resolving: shared.resolving_unknown_outcomes(),
+        trigger,
     };
     let mut report = Report {
         time_ms: ctx.now_ms,
@@ -938,6 +942,7 @@ mod tests {
             stream_replays,
             unknown_open_orders: policy,
             resolving: HashSet::new(),
+            trigger: Trigger::Operator,
         }
     }
 
