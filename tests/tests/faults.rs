@@ -419,31 +419,3 @@ async fn sqlite_variant() {
     assert_eq!(report.executed_orders, 6, "{report:?}");
     assert_eq!(report.fills["e0"], 3, "{report:?}");
 }
-
-/// Issue 22's chaos soak, short and seeded: the driver of
-/// `herd_tests::soak` (kill -9 and restarts of the gateway and the engines,
-/// 5xx bursts, timeouts after accept, resets, rate-limit answers, lockouts,
-/// market moves, submits and cancels) for 90 s against three engines; every
-/// step ends with the invariants and no phantom order. The `chaos-soak`
-/// binary runs the long version (docs/faults.md).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_soak_short_seeded() {
-    let report = herd_tests::soak::run(
-        sim_bin(),
-        22,
-        Duration::from_secs(90),
-        HerdOpts {
-            engines: 3,
-            rust_log: "info",
-            ..HerdOpts::default()
-        },
-    )
-    .await
-    .unwrap();
-    eprintln!("chaos soak: {report}");
-    assert!(report.violations.is_empty(), "{:#?}", report.violations);
-    assert!(
-        report.steps >= 5 && report.checks == report.steps,
-        "{report}"
-    );
-}
