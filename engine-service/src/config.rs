@@ -23,6 +23,7 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     pub const REGIME_SOURCE: &str = "HERD_REGIME_SOURCE";
     pub const FIXED_REGIME: &str = "HERD_FIXED_REGIME";
+    pub const RECONCILE_UNKNOWN_OPEN_ORDERS: &str = "HERD_RECONCILE_UNKNOWN_OPEN_ORDERS";
     /// The `[funding]` section's variables (`FUNDING_*`).
     pub use herd_strategies::funding::config::env as funding;
     /// The `[grid]` section's variables (`GRID_*`, `CHURNER_*`).
@@ -101,6 +102,39 @@ pub struct EngineConfig {
     /// and exits non-zero. Keep it below the pod's
     /// terminationGracePeriodSeconds.
     pub shutdown_timeout_ms: u64,
+    /// The reconcile step's policies (docs/reconcile.md).
+    pub reconcile: ReconcileConfig,
+}
+
+/// What the reconcile step does with an open order at the venue that
+/// carries this engine's prefix but that its journal does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownOrderPolicy {
+    /// Cancel it (the default): no strategy placed it from this journal, so
+    /// no strategy would manage it; an order nobody manages is risk.
+    #[default]
+    Cancel,
+    /// Journal it (owner `adopted`) and leave it open: it shows in status
+    /// and its fills are journaled, but no strategy acts on it.
+    Adopt,
+}
+
+impl UnknownOrderPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownOrderPolicy::Cancel => "cancel",
+            UnknownOrderPolicy::Adopt => "adopt",
+        }
+    }
+}
+
+/// `[reconcile]`: see docs/reconcile.md.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// "cancel" (default) or "adopt" (env `HERD_RECONCILE_UNKNOWN_OPEN_ORDERS`).
+    pub unknown_open_orders: UnknownOrderPolicy,
 }
 
 impl Default for EngineConfig {
@@ -126,6 +160,7 @@ impl Default for EngineConfig {
             funding: FundingConfig::default(),
             drain_delay_ms: 2_000,
             shutdown_timeout_ms: 30_000,
+            reconcile: ReconcileConfig::default(),
         }
     }
 }
@@ -184,6 +219,18 @@ impl EngineConfig {
         }
         if let Some(v) = get(env::FIXED_REGIME) {
             self.fixed_regime = v.trim().to_ascii_uppercase();
+        }
+        if let Some(v) = get(env::RECONCILE_UNKNOWN_OPEN_ORDERS) {
+            self.reconcile.unknown_open_orders = match v.trim().to_ascii_lowercase().as_str() {
+                "cancel" => UnknownOrderPolicy::Cancel,
+                "adopt" => UnknownOrderPolicy::Adopt,
+                other => {
+                    return Err(ConfigError::Env {
+                        name: env::RECONCILE_UNKNOWN_OPEN_ORDERS,
+                        message: format!("{other:?} is not a policy (cancel, adopt)"),
+                    });
+                }
+            };
         }
         self.rangers
             .apply_env(&get)

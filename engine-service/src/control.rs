@@ -332,6 +332,15 @@ impl pb::engine_server::Engine for ControlService {
             .await
     }
 
+    async fn reconcile(
+        &self,
+        req: Request<pb::ReconcileRequest>,
+    ) -> Result<Response<pb::ReconcileResponse>, Status> {
+        let dry_run = req.into_inner().dry_run;
+        let report = crate::reconcile::operator(&self.shared, dry_run).await?;
+        Ok(Response::new(crate::view::reconcile_response_pb(&report)))
+    }
+
     async fn get_status(
         &self,
         _req: Request<pb::GetStatusRequest>,

@@ -17,7 +17,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tonic::codegen::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 pub use crate::clock::now_ms;
 use crate::config::{EngineConfig, Secret};
@@ -130,6 +130,8 @@ pub struct EngineState {
     pub last_partial_cancel_ms: Option<i64>,
     /// What startup cleanup did (None until it ran).
     pub startup_cleanup: Option<CleanupReport>,
+    /// The last reconcile that ran, not a dry run (None until one did).
+    pub last_reconcile: Option<crate::reconcile::Report>,
 }
 
 /// What startup cleanup found and did.
@@ -186,6 +188,8 @@ pub struct Shared {
     /// What the admin port's `/readyz` reports: not ready until the event
     /// stream is connected, and again while the gateway is unreachable.
     pub readiness: herd_proto::admin_http::Readiness,
+    /// One reconcile at a time (see [`crate::reconcile::run`]).
+    pub(crate) reconcile_lock: AsyncMutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -272,6 +276,7 @@ impl Shared {
                 last_error: String::new(),
                 last_partial_cancel_ms: None,
                 startup_cleanup: None,
+                last_reconcile: None,
             }),
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
@@ -282,6 +287,7 @@ impl Shared {
             unknown_outcomes: Mutex::new(std::collections::HashMap::new()),
             connected: tokio::sync::watch::Sender::new(false),
             readiness: not_connected_yet(),
+            reconcile_lock: AsyncMutex::new(()),
         }
     }
 
@@ -619,79 +625,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Brings journaled working orders up to date with the gateway: after a
-    /// reconnect, orders whose submit was never answered are resolved. After
-    /// a gateway restart (`new_incarnation`) the old event log is gone, so a
-    /// rise in an order's executed volume is journaled here as one fill (the
-    /// new gateway took the order over at that state and streams only what
-    /// comes after). Within one incarnation the stream delivers every fill,
-    /// so none is made up here.
-    async fn reconcile(&self, new_incarnation: bool, incarnation: &str) -> anyhow::Result<()> {
-        let working = self.store.working_orders().await?;
-        for row in &working {
-            let r = self
-                .gateway
-                .clone()
-                .query_orders(pb::QueryOrdersRequest {
-                    client_order_ids: vec![row.client_order_id.clone()],
-                })
-                .await;
-            match r {
-                Ok(resp) => {
-                    for o in resp.into_inner().orders {
-                        let before = dec(&row.volume_executed);
-                        let after = dec(&o.volume_executed);
-                        if new_incarnation && after > before {
-                            let avg_before = dec(&row.average_price);
-                            let avg_after = dec(&o.average_price);
-                            let delta = after - before;
-                            let price = ((avg_after * after - avg_before * before) / delta)
-                                .round_dp(12)
-                                .normalize();
-                            let fee = (dec(&o.fee) - dec(&row.fee)).max(Decimal::ZERO);
-                            let ev = pb::OrderEvent {
-                                sequence: 0,
-                                incarnation: incarnation.to_string(),
-                                kind: pb::OrderEventKind::PartialFill as i32,
-                                fill_volume: delta.to_string(),
-                                fill_price: price.to_string(),
-                                fill_fee: fee.to_string(),
-                                time_ms: now_ms(),
-                                order: Some(o.clone()),
-                            };
-                            if self.store.record_reconciled(&ev).await? {
-                                tracing::warn!(client_order_id = %o.client_order_id, volume = %delta,
-                                    "fill learned by reconciling after a gateway restart");
-                                if let Some(update) = update_from_event(&ev) {
-                                    self.dispatch(update).await;
-                                }
-                            }
-                        } else {
-                            self.store.update_order(&o, now_ms()).await?;
-                        }
-                    }
-                }
-                Err(s) if s.code() == Code::NotFound && row.status == "pending" => {
-                    // Journaled but never reached the gateway.
-                    let rejected = pb::Order {
-                        client_order_id: row.client_order_id.clone(),
-                        status: pb::OrderStatus::Rejected as i32,
-                        volume_executed: "0".into(),
-                        reason: "never reached the gateway".into(),
-                        ..Default::default()
-                    };
-                    self.store.update_order(&rejected, now_ms()).await?;
-                }
-                Err(s) if s.code() == Code::NotFound => {
-                    tracing::warn!(client_order_id = %row.client_order_id,
-                        "neither the gateway nor the venue knows this working order");
-                }
-                Err(s) => return Err(s.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// Settles strategy orders whose place had an unknown outcome, once
     /// [`UNKNOWN_OUTCOME_ASK_MS`] has passed: the gateway registers an order
     /// before it sends it, so if it knows the order its stream tells the
@@ -769,6 +702,26 @@ impl Shared {
         }
     }
 
+    /// Whether the strategies are live (restored and past their first tick
+    /// that knew the instrument): updates go to them at once.
+    pub(crate) fn strategies_live(&self) -> bool {
+        self.early_updates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Orders whose place had an unknown outcome that are being resolved by
+    /// asking the gateway.
+    pub(crate) fn resolving_unknown_outcomes(&self) -> std::collections::HashSet<String> {
+        self.unknown_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Hands an update to the strategy owning its order and runs its answer.
     ///
     /// Strategies are live once they are restored from their journal and
@@ -777,7 +730,7 @@ impl Shared {
     /// happened while the engine was down comes first) is held, already
     /// journaled, and handed over in arrival order by that tick; dropping it
     /// would lose the fill from the strategy's books.
-    async fn dispatch(&self, update: OrderUpdate) {
+    pub(crate) async fn dispatch(&self, update: OrderUpdate) {
         let (owner, actions) = {
             let mut strategies = self.strategies.lock().await;
             let Some(s) = strategies
@@ -852,12 +805,33 @@ impl Shared {
                 "gateway restarted; reconciling orders before trusting its stream");
         }
         // Reconcile before moving the cursor: a crash in between reconciles
-        // again (fills are keyed, so nothing is counted twice).
-        self.reconcile(
-            new_incarnation && !cursor.incarnation.is_empty(),
-            &session.incarnation,
+        // again (fills are keyed, so nothing is counted twice). The stream
+        // replays what happened since the cursor unless the gateway
+        // restarted (its old event log is gone).
+        let gateway_restarted = new_incarnation && !cursor.incarnation.is_empty();
+        let report = crate::reconcile::run(
+            self,
+            if gateway_restarted {
+                crate::reconcile::Trigger::GatewayRestart
+            } else {
+                crate::reconcile::Trigger::Reconnect
+            },
+            !gateway_restarted,
+            Some(&session.incarnation),
+            false,
         )
         .await?;
+        if gateway_restarted
+            && report
+                .differences
+                .iter()
+                .any(|d| d.kind == crate::reconcile::Kind::Unresolved)
+        {
+            // The cursor must not move to the new incarnation before every
+            // working order is settled: what the old log had is learned
+            // only here.
+            anyhow::bail!("reconcile after a gateway restart left orders unresolved; retrying");
+        }
         let after = if new_incarnation {
             self.store.set_cursor(&session.incarnation, 0).await?;
             0
@@ -1072,48 +1046,37 @@ impl Shared {
         report
     }
 
-    /// Journaled working orders the venue no longer lists as open closed
-    /// while the engine was down (filled, cancelled, expired): asks the
-    /// gateway how, and journals that state, so a strategy restores from
-    /// what happened rather than from a race with the event stream's replay.
-    async fn settle_orders_closed_while_down(&self, open: &std::collections::HashSet<String>) {
-        let working = match self.store.working_orders().await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read working orders before restoring");
-                return;
-            }
+    /// The reconcile step at start, before the strategies restore (so they
+    /// restore from a journal the venue does not contradict). The stream
+    /// replays what happened while the engine was down unless the gateway
+    /// restarted meanwhile. If the gateway cannot be asked, the strategies
+    /// restore from the journal as it is and the stream's reconcile settles
+    /// it on connect.
+    async fn start_reconcile(&self) {
+        let session = self
+            .gateway
+            .clone()
+            .get_session(pb::GetSessionRequest {})
+            .await;
+        let cursor = self.store.cursor().await;
+        let (Ok(session), Ok(cursor)) = (session, cursor) else {
+            tracing::warn!(
+                "start reconcile skipped: cannot read the gateway session or the cursor; the stream's reconcile runs on connect"
+            );
+            return;
         };
-        let gone: Vec<String> = working
-            .into_iter()
-            .map(|o| o.client_order_id)
-            .filter(|id| !open.contains(id))
-            .collect();
-        // One id a call: QueryOrders fails whole on an id the gateway does
-        // not know (a submit that never reached it; the stream's reconcile
-        // settles those).
-        for id in gone {
-            let r = self
-                .gateway
-                .clone()
-                .query_orders(pb::QueryOrdersRequest {
-                    client_order_ids: vec![id.clone()],
-                })
-                .await;
-            let orders = match r {
-                Ok(r) => r.into_inner().orders,
-                Err(s) => {
-                    tracing::warn!(client_order_id = %id, error = %s.message(),
-                        "cannot ask the gateway how an order closed while down; restoring from the journal");
-                    continue;
-                }
-            };
-            for o in orders {
-                if let Err(e) = self.store.update_order(&o, now_ms()).await {
-                    tracing::error!(client_order_id = %o.client_order_id, error = %e,
-                        "cannot journal an order's state before restoring");
-                }
-            }
+        let session = session.into_inner();
+        let replays = cursor.incarnation.is_empty() || cursor.incarnation == session.incarnation;
+        if let Err(s) = crate::reconcile::run(
+            self,
+            crate::reconcile::Trigger::Start,
+            replays,
+            Some(&session.incarnation),
+            false,
+        )
+        .await
+        {
+            tracing::warn!(error = %s.message(), "start reconcile failed; the stream's reconcile runs on connect");
         }
     }
 
@@ -1139,9 +1102,6 @@ impl Shared {
                     .map(|o| o.client_order_id)
                     .collect()
             });
-        if let Some(open) = &open_ids {
-            self.settle_orders_closed_while_down(open).await;
-        }
         let now = now_ms();
         let mut batches = Vec::new();
         {
@@ -1210,6 +1170,7 @@ impl Shared {
             () = drain.started() => return,
             () = async {
                 self.startup_cleanup().await;
+                self.start_reconcile().await;
                 self.restore_strategies().await;
             } => {}
         }

@@ -22,6 +22,7 @@ pub mod execution;
 pub mod funding;
 pub mod http;
 pub mod metrics;
+pub mod reconcile;
 pub mod regime;
 pub mod store;
 pub mod view;

@@ -385,10 +385,15 @@ fn status_name(s: i32) -> &'static str {
     }
 }
 
-/// True for statuses an order never leaves.
+/// True for statuses an order never leaves. `lost`: the reconcile step
+/// closed it because neither the gateway nor the venue knows it
+/// (docs/reconcile.md).
 pub fn is_final_status(s: &str) -> bool {
-    matches!(s, "filled" | "canceled" | "expired" | "rejected")
+    matches!(s, "filled" | "canceled" | "expired" | "rejected" | "lost")
 }
+
+/// The status the reconcile step gives an order nobody knows any more.
+pub const LOST: &str = "lost";
 
 /// sqlx's default: how long the pool waits for a connection.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -679,11 +684,38 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
              average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
-             FROM orders WHERE status NOT IN ('filled', 'canceled', 'expired', 'rejected') \
+             FROM orders WHERE status NOT IN ('filled', 'canceled', 'expired', 'rejected', 'lost') \
              ORDER BY created_at_ms, client_order_id",
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// One journaled order, if the journal has it.
+    pub async fn order(&self, client_order_id: &str) -> Result<Option<OrderRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
+             average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
+             FROM orders WHERE client_order_id = $1",
+        )
+        .bind(client_order_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Closes a working order as [`LOST`] (the reconcile step's rule for an
+    /// order neither the gateway nor the venue knows). A final order is left
+    /// as it is. Returns whether the row changed.
+    pub async fn mark_lost(&self, client_order_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = 'lost', updated_at_ms = $2 WHERE client_order_id = $1 \
+             AND status NOT IN ('filled', 'canceled', 'expired', 'rejected', 'lost')",
+        )
+        .bind(client_order_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Every order journaled for `owner`, oldest first (startup reconcile).
@@ -892,7 +924,7 @@ async fn update_order_in(
          ON CONFLICT (client_order_id) DO UPDATE SET volume_executed = excluded.volume_executed, \
          average_price = excluded.average_price, fee = excluded.fee, fee_asset = excluded.fee_asset, \
          status = excluded.status, venue_order_id = excluded.venue_order_id, updated_at_ms = excluded.updated_at_ms \
-         WHERE orders.status NOT IN ('filled', 'canceled', 'expired', 'rejected')",
+         WHERE orders.status NOT IN ('filled', 'canceled', 'expired', 'rejected', 'lost')",
     )
     .bind(&o.client_order_id)
     .bind(&o.symbol)

@@ -334,7 +334,46 @@ pub async fn engine_status(shared: &Shared) -> Result<pb::EngineStatus, Status> 
             .map(capacity_pb),
         self_healing: grid.as_ref().map(self_healing_pb),
         funding: Some(funding_status(shared)),
+        last_reconcile: st.last_reconcile.as_ref().map(reconcile_summary_pb),
     })
+}
+
+/// A reconcile report's summary (GetStatus and the Reconcile RPC).
+pub fn reconcile_summary_pb(r: &crate::reconcile::Report) -> pb::ReconcileSummary {
+    pb::ReconcileSummary {
+        time_ms: r.time_ms,
+        trigger: r.trigger.as_str().to_string(),
+        dry_run: r.dry_run,
+        counts: r
+            .counts()
+            .into_iter()
+            .map(|(kind, count)| pb::ReconcileCount {
+                kind: kind.as_str().to_string(),
+                count,
+            })
+            .collect(),
+        applied: r.applied,
+        failed: r.failed,
+    }
+}
+
+/// The Reconcile RPC's answer: the summary and every difference.
+pub fn reconcile_response_pb(r: &crate::reconcile::Report) -> pb::ReconcileResponse {
+    pb::ReconcileResponse {
+        summary: Some(reconcile_summary_pb(r)),
+        differences: r
+            .differences
+            .iter()
+            .map(|d| pb::ReconcileDifference {
+                kind: d.kind.as_str().to_string(),
+                client_order_id: d.client_order_id.clone(),
+                owner: d.owner.clone(),
+                detail: d.detail.clone(),
+                action: d.action.as_str().to_string(),
+                outcome: d.outcome.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// The funding block: the orchestrator's, or a disabled one.

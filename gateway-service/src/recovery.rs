@@ -61,14 +61,29 @@ pub async fn run_adoption(core: Arc<Core>) {
 /// and again when adopting. Prefix arithmetic alone (`a-` + `b-xyz` is
 /// `a-b-` + `xyz`) never makes another engine's order the caller's.
 ///
+/// `Ok(None)` only when the venue answered and does not have it (or it is
+/// not the caller's); a venue call that failed is an error (the engines'
+/// reconcile must not take "could not ask" for "does not exist":
+/// docs/reconcile.md).
+///
 /// [`Registry::owner_of`]: crate::registry::Registry::owner_of
-pub async fn lookup(core: &Core, engine: &str, client_order_id: &str) -> Option<OrderState> {
-    let venue_id = core.registry.venue_client_id(engine, client_order_id)?;
+pub async fn lookup(
+    core: &Core,
+    engine: &str,
+    client_order_id: &str,
+) -> Result<Option<OrderState>, tonic::Status> {
+    let Some(venue_id) = core.registry.venue_client_id(engine, client_order_id) else {
+        return Ok(None);
+    };
     let mine = (engine.to_string(), client_order_id.to_string());
     if core.registry.owner_of(&venue_id).as_ref() != Some(&mine) {
-        return None;
+        return Ok(None);
     }
-    let slot = core.fair.acquire(engine, Priority::Query).await.ok()?;
+    let slot = core
+        .fair
+        .acquire(engine, Priority::Query)
+        .await
+        .map_err(|_| tonic::Status::resource_exhausted("too many calls queued for this engine"))?;
     let found = core
         .venue
         .query_orders(&[OrderRef {
@@ -76,15 +91,17 @@ pub async fn lookup(core: &Core, engine: &str, client_order_id: &str) -> Option<
             venue_order_id: None,
         }])
         .await
-        .ok()?;
+        .map_err(|e| crate::service::venue_status(&e))?;
     drop(slot);
-    let state = found.into_iter().find(|s| s.client_order_id == venue_id)?;
+    let Some(state) = found.into_iter().find(|s| s.client_order_id == venue_id) else {
+        return Ok(None);
+    };
     core.registry.adopt(&state);
     // Adoption gives the order to its owner by the same rule; if that is not
     // the caller (it changed meanwhile), the caller's book has no such order.
-    (core.registry.owner(&venue_id).as_ref() == Some(&mine))
+    Ok((core.registry.owner(&venue_id).as_ref() == Some(&mine))
         .then(|| core.registry.get(engine, client_order_id))
-        .flatten()
+        .flatten())
 }
 
 /// Checks every second for engines whose stream has been gone too long.

@@ -290,9 +290,15 @@ impl Core {
     }
 
     /// The order from the registry, or found at the venue (after a restart).
-    pub async fn get_or_lookup(&self, engine: &str, client_order_id: &str) -> Option<OrderState> {
+    /// `Ok(None)`: neither the registry nor the venue has it; `Err`: the
+    /// venue could not be asked.
+    pub async fn get_or_lookup(
+        &self,
+        engine: &str,
+        client_order_id: &str,
+    ) -> Result<Option<OrderState>, Status> {
         match self.registry.get(engine, client_order_id) {
-            Some(s) => Some(s),
+            Some(s) => Ok(Some(s)),
             None => crate::recovery::lookup(self, engine, client_order_id).await,
         }
     }
@@ -715,7 +721,7 @@ impl Core {
         convert::validate_client_order_id(client_order_id)?;
         let state = self
             .get_or_lookup(engine, client_order_id)
-            .await
+            .await?
             .ok_or_else(|| Status::not_found(format!("order {client_order_id:?} not found")))?;
         if state.status.is_final() {
             return Err(Status::failed_precondition(format!(
@@ -970,7 +976,7 @@ impl pb::gateway_server::Gateway for GatewayService {
             let o = self
                 .core
                 .get_or_lookup(&engine, id)
-                .await
+                .await?
                 .ok_or_else(|| Status::not_found(format!("order {id:?} not found")))?;
             orders.push(self.core.order_pb(&engine, &o)?);
         }
@@ -1671,7 +1677,10 @@ mod tests {
                     tonic::Code::NotFound,
                     "{owner}/{other} {when}: {got:?}"
                 );
-                assert!(c.get_or_lookup(other, attack).await.is_none(), "{when}");
+                assert!(
+                    c.get_or_lookup(other, attack).await.unwrap().is_none(),
+                    "{when}"
+                );
                 let placed = c.place(other, &resting_buy(attack)).await;
                 assert!(
                     placed
@@ -1681,7 +1690,7 @@ mod tests {
                 );
                 assert!(c.registry.working_orders(other).is_empty(), "{when}");
                 assert_eq!(c.registry.last_sequence(other), 0, "{when}");
-                let mine = c.get_or_lookup(owner, id).await.unwrap();
+                let mine = c.get_or_lookup(owner, id).await.unwrap().unwrap();
                 assert_eq!(mine.status, herd_venue::OrderStatus::Open, "{when}");
                 assert_eq!(
                     c.registry.owner(&format!("{owner_prefix}{id}")),

@@ -14,6 +14,7 @@ pub mod kraken_herd;
 pub mod kraken_sim;
 pub mod load;
 pub mod procs;
+pub mod soak;
 
 pub use procs::{
     ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, GatewayOpts, GatewayProc, HerdctlUp, Proc,

@@ -40,12 +40,15 @@ static BUILT: Mutex<bool> = Mutex::new(false);
 /// same profile as the tests, so tests always run the current code.
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("unexpected test binary location")?
-        .to_path_buf();
+    // target/<profile>/deps/<test-binary>, or target/<profile>/<binary>
+    // (the chaos-soak binary).
+    let dir = exe.parent().context("unexpected test binary location")?;
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().context("unexpected test binary location")?
+    } else {
+        dir
+    }
+    .to_path_buf();
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !*built {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");

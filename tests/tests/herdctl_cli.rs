@@ -925,3 +925,232 @@ fn startup_errors_name_the_path_and_say_each_cause_once() {
         )
     );
 }
+
+/// Issue 22: `herdctl reconcile` on a prepared difference (an open order
+/// with e0's prefix that e0's journal does not know: placed with its token,
+/// then deleted from the journal as a restore from an old backup would):
+/// the dry run lists it with the action its rule takes (cancel,
+/// the default policy) and changes nothing; without --yes and no terminal it
+/// declines (exit 3); with --yes it applies; a second dry run finds nothing,
+/// and status carries the operator's reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herdctl_reconcile_dry_run_then_apply_then_nothing() {
+    use herd_tests::{CONTROL_TOKEN, EngineProc, GatewayProc, engine_token, wait_until};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = GatewayProc::start(dir.path(), 1, "[paper]\nhistory_minutes = 0\n")
+        .await
+        .unwrap();
+    let e0 = EngineProc::start(dir.path(), "e0", &gw.proc.addr, "")
+        .await
+        .unwrap();
+    let engine = e0.proc.url();
+    let base = ["--engine", engine.as_str(), "--token", CONTROL_TOKEN];
+    wait_until(
+        "engine connected",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (_, s) = herdctl_json(&[&["status"][..], &base[..]].concat());
+            Ok(s["gateway_connected"]
+                .as_bool()
+                .unwrap_or(false)
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let mut gateway = herd_tests::gateway_client(&gw.proc.url(), &engine_token("e0"))
+        .await
+        .unwrap();
+    let stray = "stray-1";
+    // Placed with e0's token behind e0's back: the gateway streams it to e0,
+    // which journals it ...
+    gateway
+        .place_order(herd_proto::gateway::PlaceOrderRequest {
+            client_order_id: stray.into(),
+            symbol: "DOGEUSD".into(),
+            side: herd_proto::gateway::Side::Buy as i32,
+            order_type: herd_proto::gateway::OrderType::Limit as i32,
+            volume: "100".into(),
+            price: "0.01".into(),
+            post_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let journal = herd_engine::store::Store::open_sqlite_dir(&e0.data_dir, "e0")
+        .await
+        .unwrap();
+    wait_until(
+        "e0 journaled the stray order from its stream",
+        std::time::Duration::from_secs(30),
+        || async { Ok(journal.order(stray).await?.map(|_| ())) },
+    )
+    .await
+    .unwrap();
+    // ... and then its journal loses it (restored from an older backup).
+    journal
+        .execute_raw("DELETE FROM orders WHERE client_order_id = 'stray-1'")
+        .await
+        .unwrap();
+    journal.close().await;
+    let open_at_gateway = || {
+        let mut gateway = gateway.clone();
+        async move {
+            gateway
+                .list_open_orders(herd_proto::gateway::ListOpenOrdersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .orders
+                .into_iter()
+                .map(|o| o.client_order_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let reconcile = |extra: &[&str]| {
+        let mut args = vec!["reconcile"];
+        args.extend_from_slice(&base);
+        args.extend_from_slice(extra);
+        herdctl_text(&args)
+    };
+
+    let (code, out, err) = reconcile(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(stray))
+        .unwrap_or_else(|| panic!("the stray order is not listed:\n{out}"));
+    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+    assert_eq!(
+        (cells[0], cells[1], cells[4]),
+        ("unknown_open_order", stray, "cancel"),
+        "{out}"
+    );
+    assert!(cells[3].contains("policy: cancel"), "{out}");
+    assert!(
+        out.contains("1 difference(s) (dry run: nothing changed)"),
+        "{out}"
+    );
+    assert_eq!(open_at_gateway().await, vec![stray.to_string()]);
+
+    // No terminal to ask on and no --yes: declined, nothing done.
+    let (code, _, err) = reconcile(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("pass --yes"), "{err}");
+    assert_eq!(open_at_gateway().await, vec![stray.to_string()]);
+
+    let (code, out, err) = reconcile(&["--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out.lines().find(|l| l.contains(stray)).unwrap_or_default();
+    assert!(line.ends_with("done"), "{out}");
+    assert!(out.contains("1 applied, 0 failed"), "{out}");
+    assert_eq!(open_at_gateway().await, Vec::<String>::new());
+
+    let (code, out, err) = reconcile(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "no differences: the journal and the gateway agree"
+    );
+    let (_, s) = herdctl_json(&[&["status"][..], &base[..]].concat());
+    let last = &s["last_reconcile"];
+    assert_eq!(last["trigger"], "operator", "{s}");
+    assert_eq!(last["counts"][0]["kind"], "unknown_open_order", "{s}");
+    assert_eq!(last["counts"][0]["count"], 1, "{s}");
+    assert_eq!(last["applied"], 1, "{s}");
+}
+
+/// Issue 22, found 1, as it was: the local herd stops and its paper venue
+/// comes back empty (the state file gone) while e0 restores its journal.
+/// The start reconcile closes every working order neither the gateway nor
+/// the venue knows as lost (journaled), so afterwards each engine's open
+/// orders are exactly the gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_herd_whose_venue_forgot_everything_agrees_after_reconcile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".herd");
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    let before = herd_tests::wait_until(
+        "e0 working orders the gateway knows",
+        std::time::Duration::from_secs(60),
+        || async {
+            let (engine, gateway) =
+                local_open_orders(&up, "engine-0", "herd-local-engine-0").await?;
+            Ok((!engine.is_empty() && engine == gateway).then_some(engine))
+        },
+    )
+    .await
+    .unwrap();
+    up.signal("TERM").await.unwrap();
+    assert!(
+        up.child.wait().await.unwrap().success(),
+        "{}",
+        up.stderr_text()
+    );
+    // What e0's journal held working when it stopped.
+    let store = herd_engine::store::Store::open_sqlite_dir(&dir.join("data"), "e0")
+        .await
+        .unwrap();
+    let working: Vec<String> = store
+        .working_orders()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.status != "pending")
+        .map(|o| o.client_order_id)
+        .collect();
+    store.close().await;
+    assert!(!working.is_empty(), "e0 stopped with no working orders");
+    // The venue forgets the account: what the local herd did before
+    // paper.state_file existed.
+    // (the snapshot and the account record written beside it).
+    let mut removed = 0;
+    for f in std::fs::read_dir(dir.join("data")).unwrap() {
+        let f = f.unwrap();
+        if f.file_name().to_string_lossy().starts_with("paper.json") {
+            std::fs::remove_file(f.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed > 0, "no paper state file under {}", dir.display());
+
+    let mut up = herd_tests::HerdctlUp::start(&dir, &[]).await.unwrap();
+    for (engine, token) in [
+        ("engine-0", "herd-local-engine-0"),
+        ("engine-1", "herd-local-engine-1"),
+    ] {
+        let agreed = herd_tests::wait_until(
+            "the engine's open orders to equal the gateway's",
+            std::time::Duration::from_secs(60),
+            || async {
+                let (e, g) = local_open_orders(&up, engine, token).await?;
+                Ok((e == g).then_some(e))
+            },
+        )
+        .await;
+        match agreed {
+            Ok(open) => assert!(
+                open.iter().all(|id| !before.contains(id)),
+                "{engine} still lists orders of the forgotten account: {open:?}"
+            ),
+            Err(e) => {
+                let now = local_open_orders(&up, engine, token).await.unwrap();
+                panic!("{engine}: {e}; engine vs gateway {now:?}");
+            }
+        }
+    }
+    // Each forgotten order was closed as lost, and that is journaled.
+    let store = herd_engine::store::Store::open_sqlite_dir(&dir.join("data"), "e0")
+        .await
+        .unwrap();
+    for id in &working {
+        let row = store.order(id).await.unwrap().unwrap();
+        assert_eq!(row.status, "lost", "{id}");
+    }
+    let journal = store.journal("reconcile").await.unwrap();
+    let lost = journal.iter().filter(|(kind, _, _)| kind == "lost").count();
+    assert_eq!(lost, working.len(), "{journal:?}");
+    store.close().await;
+    up.signal("TERM").await.unwrap();
+    assert!(up.child.wait().await.unwrap().success());
+}

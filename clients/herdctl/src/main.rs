@@ -93,6 +93,19 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
+    /// Compare the engine's journal with the gateway's view and resolve each
+    /// difference by its rule (docs/reconcile.md). Lists the differences and
+    /// the action each takes, then asks before applying them.
+    Reconcile {
+        #[command(flatten)]
+        e: EngineArgs,
+        /// Only list the differences and the action each would take.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Rangers: enable or disable them at runtime (disabling cancels their
     /// orders and idles them).
     Rangers {
@@ -554,6 +567,7 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
         | Cmd::Pause { e, .. }
         | Cmd::Resume(e)
         | Cmd::EmergencyStop { e, .. }
+        | Cmd::Reconcile { e, .. }
         | Cmd::Rangers {
             action: RangersCmd::Enable(e) | RangersCmd::Disable(e),
         }
@@ -691,6 +705,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?
                 .into_inner();
             Ok(print_control(r, e.output))
+        }
+        Cmd::Reconcile { e, dry_run, yes } => {
+            let mut c =
+                client::engine(&e.engine, &token(e.token, e.token_file, "control.token")?).await?;
+            let preview = c
+                .reconcile(epb::ReconcileRequest { dry_run: true })
+                .await?
+                .into_inner();
+            let pending = preview.differences.len();
+            if dry_run || pending == 0 {
+                match e.output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&render::to_json(&preview))?
+                    ),
+                    Output::Table => print!("{}", render::reconcile_table(&preview)),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !yes {
+                if e.output == Output::Table {
+                    print!("{}", render::reconcile_table(&preview));
+                }
+                if !client::confirm(&format!(
+                    "Apply these {pending} reconcile action(s) to {}?",
+                    e.engine
+                ))? {
+                    eprintln!("herdctl: not confirmed; nothing done");
+                    return Ok(ExitCode::from(3));
+                }
+            }
+            // Applied from a fresh look: what changed since the preview is
+            // decided by the same rules.
+            let done = c
+                .reconcile(epb::ReconcileRequest { dry_run: false })
+                .await?
+                .into_inner();
+            match e.output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&render::to_json(&done))?)
+                }
+                Output::Table => print!("{}", render::reconcile_table(&done)),
+            }
+            let failed = done.summary.as_ref().map_or(0, |s| s.failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Rangers { action } => {
             let (e, enabled) = match action {

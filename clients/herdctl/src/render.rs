@@ -228,6 +228,75 @@ pub fn funding_table(f: &epb::FundingStatus) -> String {
 }
 
 /// One engine's status as a readable screen.
+/// A reconcile's differences (kind, order, owner, what each side says, the
+/// action and, once applied, its outcome) and its summary line.
+pub fn reconcile_table(r: &epb::ReconcileResponse) -> String {
+    let mut out = String::new();
+    let dry_run = r.summary.as_ref().is_some_and(|s| s.dry_run);
+    if r.differences.is_empty() {
+        out.push_str("no differences: the journal and the gateway agree\n");
+        return out;
+    }
+    let mut headers = vec!["kind", "order", "owner", "detail", "action"];
+    if !dry_run {
+        headers.push("outcome");
+    }
+    let rows: Vec<Vec<String>> = r
+        .differences
+        .iter()
+        .map(|d| {
+            let mut row = vec![
+                d.kind.clone(),
+                d.client_order_id.clone(),
+                if d.owner.is_empty() {
+                    "-".into()
+                } else {
+                    d.owner.clone()
+                },
+                d.detail.clone(),
+                d.action.clone(),
+            ];
+            if !dry_run {
+                row.push(d.outcome.clone());
+            }
+            row
+        })
+        .collect();
+    out.push_str(&table(&headers, &rows));
+    if let Some(s) = &r.summary {
+        out.push_str(&format!(
+            "{} difference(s){}\n",
+            r.differences.len(),
+            if dry_run {
+                " (dry run: nothing changed)".to_string()
+            } else {
+                format!("; {} applied, {} failed", s.applied, s.failed)
+            }
+        ));
+    }
+    out
+}
+
+/// "start 12:00:01Z: lost 3, missing_fill 1" (or "none yet").
+fn reconcile_summary(s: Option<&epb::ReconcileSummary>) -> String {
+    let Some(s) = s else {
+        return "none yet".into();
+    };
+    let counts = if s.counts.is_empty() {
+        "no differences".to_string()
+    } else {
+        s.counts
+            .iter()
+            .map(|c| format!("{} {}", c.kind, c.count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{} at {} ms: {counts}; {} applied, {} failed",
+        s.trigger, s.time_ms, s.applied, s.failed
+    )
+}
+
 pub fn status_table(s: &epb::EngineStatus) -> String {
     let mut out = String::new();
     let regime = s
@@ -276,6 +345,10 @@ pub fn status_table(s: &epb::EngineStatus) -> String {
         vec!["regime".into(), regime],
         vec!["open orders".into(), s.open_orders.len().to_string()],
         vec!["fills journaled".into(), s.fills_journaled.to_string()],
+        vec![
+            "last reconcile".into(),
+            reconcile_summary(s.last_reconcile.as_ref()),
+        ],
         vec![
             "venue errors in a row".into(),
             s.consecutive_venue_errors.to_string(),

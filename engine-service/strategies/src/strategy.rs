@@ -288,6 +288,15 @@ pub struct OpenOrderRef {
     pub userref: i32,
 }
 
+/// An open position a strategy holds and the order it relies on (its exit),
+/// for the engine's reconcile step: a position whose order the venue does
+/// not have is surfaced (docs/reconcile.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionOrderRef {
+    pub position_id: String,
+    pub client_order_id: String,
+}
+
 /// A strategy's status, typed: the engine's status view turns each block
 /// into its GetStatus message, and the detail JSON is this block serialized.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -343,6 +352,12 @@ pub trait Strategy: Send {
     /// if it cannot (logged as an error at start).
     fn userref_range_problem(&self, _userref_min: i32, _userref_max: i32) -> Option<String> {
         None
+    }
+
+    /// The open positions this strategy holds and the order each relies on
+    /// (the reconcile step reports those whose order is gone).
+    fn position_orders(&self) -> Vec<PositionOrderRef> {
+        Vec::new()
     }
 
     /// The journal stream whose rows [`Strategy::restore`] receives.

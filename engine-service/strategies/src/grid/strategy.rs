@@ -1579,6 +1579,17 @@ impl Strategy for Grid {
         Some(JOURNAL_STREAM)
     }
 
+    fn position_orders(&self) -> Vec<crate::strategy::PositionOrderRef> {
+        self.ledger
+            .open_positions()
+            .filter(|p| !p.exit.order_id.is_empty())
+            .map(|p| crate::strategy::PositionOrderRef {
+                position_id: p.id.clone(),
+                client_order_id: p.exit.order_id.clone(),
+            })
+            .collect()
+    }
+
     fn restore(&mut self, journal: &[JournalRow], known: &[KnownOrder], now: i64) -> Vec<Action> {
         let mut out = Vec::new();
         if self.restored {

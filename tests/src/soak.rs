@@ -1,0 +1,311 @@
+//! The chaos soak (issue 22): a [`KrakenHerd`] of real processes (kraken-sim,
+//! the gateway, engines) driven by a seeded random driver that submits,
+//! cancels, moves the market, arms the simulator's faults (5xx bursts,
+//! timeouts after accept, resets, rate-limit answers, a lockout) and kill -9s
+//! and restarts the gateway and the engines. After every step it waits for
+//! the fault suite's invariants ([`KrakenHerd::converge`]: no client order id
+//! twice at the simulator, no lost fill, no lost journal row, no order of
+//! one engine touched by another) and for no phantom: each engine's open
+//! orders (GetStatus) equal the simulator's open orders with its prefix.
+//! The same seed drives the same sequence of steps.
+//!
+//! Used by the `chaos-soak` binary (long runs, docs/faults.md) and by the
+//! short seeded run in `tests/tests/faults.rs`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::kraken_herd::{HerdOpts, KrakenHerd, PAIR, START_PRICE, prefix};
+use crate::wait_until;
+
+/// How long the herd may take to agree after a step.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A seeded SplitMix64: the driver's only source of randomness.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// What a soak run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct SoakReport {
+    pub seed: u64,
+    pub steps: u64,
+    pub submits: u64,
+    pub cancels: u64,
+    pub market_moves: u64,
+    pub faults: u64,
+    pub gateway_restarts: u64,
+    pub engine_restarts: u64,
+    /// Invariant checks that held (one per step: converge + phantom).
+    pub checks: u64,
+    /// Checks that did not hold in time, with what was wrong.
+    pub violations: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} steps {} submits {} cancels {} market_moves {} faults {} gateway_restarts {} engine_restarts {} checks {} violations {} elapsed {:.0?}",
+            self.seed,
+            self.steps,
+            self.submits,
+            self.cancels,
+            self.market_moves,
+            self.faults,
+            self.gateway_restarts,
+            self.engine_restarts,
+            self.checks,
+            self.violations.len(),
+            self.elapsed
+        )
+    }
+}
+
+/// The faults the driver arms, one at a time, for a few submits.
+fn fault(rng: &mut Rng) -> Value {
+    match rng.below(5) {
+        0 => json!([
+            {"method": "AddOrder", "kind": {"type": "http_status", "status": 502}, "every": 2, "times": 2},
+            {"method": "AddOrder", "kind": {"type": "http_status", "status": 503}, "after_processing": true, "every": 3, "times": 1},
+            {"method": "OpenOrders", "kind": {"type": "http_status", "status": 500}, "times": 2}
+        ]),
+        1 => json!([
+            {"method": "AddOrder", "kind": {"type": "delay_answer", "ms": 1500}, "every": 2, "times": 2}
+        ]),
+        2 => json!([
+            {"method": "AddOrder", "kind": {"type": "reset"}, "every": 3, "times": 1},
+            {"method": "AddOrder", "kind": {"type": "lose_response"}, "every": 2, "times": 1},
+            {"method": "QueryOrders", "kind": {"type": "lose_response"}, "times": 1}
+        ]),
+        3 => json!([
+            {"method": "AddOrder", "kind": {"type": "error", "error": "EOrder:Rate limit exceeded"}, "every": 2, "times": 2},
+            {"method": "OpenOrders", "kind": {"type": "error", "error": "EAPI:Rate limit exceeded"}, "times": 1}
+        ]),
+        _ => json!([
+            {"method": "AddOrder", "kind": {"type": "error", "error": "EGeneral:Temporary lockout"}, "times": 2}
+        ]),
+    }
+}
+
+/// Each engine's open orders (GetStatus) and the simulator's open orders
+/// with its prefix agree; `Err` says how they differ.
+async fn no_phantom(h: &KrakenHerd) -> anyhow::Result<Result<(), String>> {
+    let venue = h.admin().orders().await?;
+    let mut problems = Vec::new();
+    for (i, e) in h.engines.iter().enumerate() {
+        let pre = prefix(&e.id);
+        let at_venue: BTreeSet<String> = venue
+            .iter()
+            .filter(|o| matches!(o["status"].as_str(), Some("open" | "pending")))
+            .filter_map(|o| o["cl_ord_id"].as_str())
+            .filter_map(|cl| cl.strip_prefix(&pre))
+            .map(str::to_string)
+            .collect();
+        let engine: BTreeSet<String> = h
+            .status(i)
+            .await?
+            .open_orders
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .collect();
+        if engine != at_venue {
+            problems.push(format!(
+                "{}: engine lists {:?} open, the venue {:?}",
+                e.id,
+                engine.difference(&at_venue).collect::<Vec<_>>(),
+                at_venue.difference(&engine).collect::<Vec<_>>()
+            ));
+        }
+    }
+    Ok(if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    })
+}
+
+/// Runs the soak on a fresh herd until `duration` has passed (at least one
+/// step), starting the simulator from `sim_bin`.
+pub async fn run(
+    sim_bin: &Path,
+    seed: u64,
+    duration: Duration,
+    opts: HerdOpts,
+) -> anyhow::Result<SoakReport> {
+    let started = Instant::now();
+    let mut h = KrakenHerd::start(sim_bin, opts)
+        .await
+        .context("cannot start the herd")?;
+    let mut rng = Rng::new(seed);
+    let mut report = SoakReport {
+        seed,
+        ..SoakReport::default()
+    };
+    let engines = h.engines.len();
+    let mut asked: Vec<BTreeSet<String>> = vec![BTreeSet::new(); engines];
+    let mut open: Vec<Vec<String>> = vec![Vec::new(); engines];
+    let mut next_price = 0usize;
+    while report.steps == 0 || started.elapsed() < duration {
+        report.steps += 1;
+        let step = rng.below(10);
+        let what = match step {
+            0..=3 => {
+                let i = rng.below(engines);
+                for _ in 0..1 + rng.below(3) {
+                    // Distinct resting prices below the start price.
+                    let price = format!("0.{}", 1190 - (next_price % 150));
+                    next_price += 1;
+                    if let Ok(Ok(r)) = h.submit(i, &price).await {
+                        open[i].push(r.client_order_id);
+                    }
+                    report.submits += 1;
+                }
+                format!("submit via e{i}")
+            }
+            4 => {
+                let i = rng.below(engines);
+                if open[i].is_empty() {
+                    "cancel (none open)".to_string()
+                } else {
+                    let k = rng.below(open[i].len());
+                    let id = open[i].remove(k);
+                    asked[i].insert(id.clone());
+                    let _ = h.cancel(i, &id).await;
+                    report.cancels += 1;
+                    format!("cancel {id} via e{i}")
+                }
+            }
+            5 => {
+                // Trade down through some of the resting buys, then back.
+                let price = format!("0.{}", 1050 + rng.below(140));
+                h.admin().set_price(PAIR, &price).await?;
+                h.admin().set_price(PAIR, START_PRICE).await?;
+                report.market_moves += 1;
+                format!("market to {price} and back")
+            }
+            6 | 7 => {
+                let rules = fault(&mut rng);
+                h.admin().set_faults(rules.clone()).await?;
+                let i = rng.below(engines);
+                for _ in 0..3 {
+                    let price = format!("0.{}", 1190 - (next_price % 150));
+                    next_price += 1;
+                    if let Ok(Ok(r)) = h.submit(i, &price).await {
+                        open[i].push(r.client_order_id);
+                    }
+                    report.submits += 1;
+                }
+                h.admin().clear_faults().await?;
+                report.faults += 1;
+                format!("fault {rules} during submits via e{i}")
+            }
+            8 => {
+                h.kill_gateway().await?;
+                h.start_gateway().await?;
+                report.gateway_restarts += 1;
+                "kill -9 and restart the gateway".to_string()
+            }
+            _ => {
+                let i = rng.below(engines);
+                h.kill_engine(i).await?;
+                h.start_engine(i).await?;
+                report.engine_restarts += 1;
+                format!("kill -9 and restart e{i}")
+            }
+        };
+        // A lockout the fault earned must pass before the herd can agree.
+        let _ = h.admin().clear_faults().await;
+        let held = async {
+            h.converge(CONVERGE, &asked).await?;
+            let last = std::sync::Mutex::new(String::new());
+            let r = wait_until("no phantom order", CONVERGE, || async {
+                match no_phantom(&h).await {
+                    Ok(Ok(())) => Ok(Some(())),
+                    Ok(Err(why)) => {
+                        *last.lock().unwrap_or_else(|p| p.into_inner()) = why;
+                        Ok(None)
+                    }
+                    Err(e) => {
+                        *last.lock().unwrap_or_else(|p| p.into_inner()) = format!("{e:#}");
+                        Ok(None)
+                    }
+                }
+            })
+            .await;
+            r.map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; last: {}",
+                    last.lock().unwrap_or_else(|p| p.into_inner())
+                )
+            })
+        }
+        .await;
+        match held {
+            Ok(()) => report.checks += 1,
+            Err(e) => {
+                let why = format!("{e:#}");
+                // What the processes logged about the orders named.
+                let ids: BTreeSet<&str> = why
+                    .split([' ', ':', ';', '"'])
+                    .filter(|w| h.engines.iter().any(|e| w.starts_with(&prefix(&e.id))))
+                    .collect();
+                for log in h.all_logs() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    for line in text.lines() {
+                        if ids.iter().any(|id| {
+                            line.contains(id)
+                                || id
+                                    .split_once('-')
+                                    .is_some_and(|(_, rest)| line.contains(rest))
+                        }) {
+                            eprintln!("{}: {line}", log.display());
+                        }
+                    }
+                }
+                report
+                    .violations
+                    .push(format!("step {} ({what}): {why}", report.steps));
+            }
+        }
+        // Orders the market filled are no longer open to cancel.
+        for (i, ids) in open.iter_mut().enumerate() {
+            if let Ok(s) = h.status(i).await {
+                let live: BTreeSet<String> = s
+                    .open_orders
+                    .into_iter()
+                    .map(|o| o.client_order_id)
+                    .collect();
+                ids.retain(|id| live.contains(id));
+            }
+        }
+        eprintln!("soak step {} ({what}): {report}", report.steps);
+    }
+    report.elapsed = started.elapsed();
+    h.cleanup().await?;
+    Ok(report)
+}
