@@ -182,6 +182,9 @@ pub struct Shared {
     /// Strategy orders whose place had an unknown outcome, with when the
     /// gateway was last asked (see [`Shared::resolve_unknown_outcomes`]).
     unknown_outcomes: Mutex<std::collections::HashMap<String, i64>>,
+    /// Client ids whose PlaceOrder call is on its way in this process
+    /// (journaled pending, not answered yet): reconcile leaves them to it.
+    placing: Mutex<std::collections::HashSet<String>>,
     /// Whether the event stream is connected (after reconcile), for those
     /// that follow it (the gRPC health of the engine's service).
     connected: tokio::sync::watch::Sender<bool>,
@@ -285,6 +288,7 @@ impl Shared {
             metrics: crate::metrics::EngineMetrics::new(),
             early_updates: Mutex::new(Some(Vec::new())),
             unknown_outcomes: Mutex::new(std::collections::HashMap::new()),
+            placing: Mutex::new(std::collections::HashSet::new()),
             connected: tokio::sync::watch::Sender::new(false),
             readiness: not_connected_yet(),
             reconcile_lock: AsyncMutex::new(()),
@@ -371,6 +375,7 @@ impl Shared {
                 "no gateway session yet (userref range unknown)",
             ));
         }
+        let _placing = Placing::start(&self.placing, &intent.client_order_id);
         let now = now_ms();
         self.store
             .insert_order(&OrderRow {
@@ -711,15 +716,25 @@ impl Shared {
             .is_none()
     }
 
-    /// Orders whose place had an unknown outcome that are being resolved by
-    /// asking the gateway.
+    /// Orders whose place is still settling: its PlaceOrder call is on its
+    /// way in this process, or its outcome was unknown and is being
+    /// resolved by asking the gateway. Reconcile waits for them.
     pub(crate) fn resolving_unknown_outcomes(&self) -> std::collections::HashSet<String> {
-        self.unknown_outcomes
+        let mut ids: std::collections::HashSet<String> = self
+            .unknown_outcomes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        ids.extend(
+            self.placing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        ids
     }
 
     /// Hands an update to the strategy owning its order and runs its answer.
@@ -1241,5 +1256,33 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Marks a client id as being placed for as long as the guard lives (every
+/// return path of [`Shared::place_with`] drops it).
+struct Placing<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Placing<'a> {
+    fn start(set: &'a Mutex<std::collections::HashSet<String>>, id: &str) -> Placing<'a> {
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+        Placing {
+            set,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }

@@ -594,12 +594,18 @@ pub async fn run(
     dry_run: bool,
 ) -> Result<Report, Status> {
     let _one_at_a_time = shared.reconcile_lock.lock().await;
+    // Read before gathering: a place that answers while the journal and the
+    // gateway are read must still count as in flight, or its pending row
+    // could meet a gateway lookup made before the gateway registered it.
+    let mut resolving = shared.resolving_unknown_outcomes();
     let g = gather(shared).await?;
+    // ... and one that began while gathering is in flight too.
+    resolving.extend(shared.resolving_unknown_outcomes());
     let ctx = Context {
         now_ms: now_ms(),
         stream_replays,
         unknown_open_orders: shared.cfg.reconcile.unknown_open_orders,
-        resolving: shared.resolving_unknown_outcomes(),
+        resolving,
         trigger,
     };
     let mut report = Report {

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::bail;
-use herd_venue::{KeyInfo, KeyPolicy, Venue, VenueError};
+use herd_venue::{ClockReading, KeyInfo, KeyPolicy, Venue, VenueError};
 use serde::Deserialize;
 
 /// `[key_check]` in the gateway's configuration.
@@ -68,9 +68,11 @@ pub enum ClockLevel {
     Critical,
 }
 
-/// The clock offset's level for `warn_ms` and the venue's signing limit.
-pub fn clock_level(offset_ms: i64, warn_ms: i64, limit_ms: Option<i64>) -> ClockLevel {
-    let off = offset_ms.abs();
+/// The clock offset's level for `warn_ms` and the venue's signing limit,
+/// judged on the least the offset can be (`|offset| - uncertainty`): a
+/// coarse venue clock never raises a false alarm.
+pub fn clock_level(reading: ClockReading, warn_ms: i64, limit_ms: Option<i64>) -> ClockLevel {
+    let off = (reading.offset_ms.abs() - reading.uncertainty_ms).max(0);
     if limit_ms.is_some_and(|l| off * 5 >= l * 4) {
         ClockLevel::Critical
     } else if off > warn_ms {
@@ -88,6 +90,7 @@ pub struct KeySnapshot {
     pub warnings: Vec<String>,
     pub checked_at_ms: Option<i64>,
     pub clock_offset_ms: Option<i64>,
+    pub clock_uncertainty_ms: Option<i64>,
     pub clock_limit_ms: Option<i64>,
     pub clock_checked_at_ms: Option<i64>,
 }
@@ -184,12 +187,14 @@ fn record(
 pub async fn check_clock(venue: &dyn Venue, cfg: &KeyCheckConfig, state: &KeyState, now_ms: i64) {
     match venue.clock_offset_ms().await {
         Ok(None) => {}
-        Ok(Some(offset)) => {
+        Ok(Some(reading)) => {
+            let offset = reading.offset_ms;
             let limit = venue.clock_offset_limit_ms();
-            match clock_level(offset, cfg.clock_warn_ms, limit) {
+            match clock_level(reading, cfg.clock_warn_ms, limit) {
                 ClockLevel::Ok => tracing::debug!(offset_ms = offset, "venue clock offset"),
                 ClockLevel::Warning => tracing::warn!(
                     offset_ms = offset,
+                    uncertainty_ms = reading.uncertainty_ms,
                     warn_ms = cfg.clock_warn_ms,
                     "the venue's clock is off from ours by more than key_check.clock_warn_ms: \
                      check this machine's time sync"
@@ -203,6 +208,7 @@ pub async fn check_clock(venue: &dyn Venue, cfg: &KeyCheckConfig, state: &KeySta
             }
             state.update(|s| {
                 s.clock_offset_ms = Some(offset);
+                s.clock_uncertainty_ms = Some(reading.uncertainty_ms);
                 s.clock_limit_ms = limit;
                 s.clock_checked_at_ms = Some(now_ms);
             });
@@ -240,12 +246,31 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    fn at(offset_ms: i64, uncertainty_ms: i64) -> ClockReading {
+        ClockReading {
+            offset_ms,
+            uncertainty_ms,
+        }
+    }
+
     #[test]
     fn clock_levels() {
-        assert_eq!(clock_level(200, 1000, Some(5000)), ClockLevel::Ok);
-        assert_eq!(clock_level(-2000, 1000, Some(5000)), ClockLevel::Warning);
-        assert_eq!(clock_level(4000, 1000, Some(5000)), ClockLevel::Critical);
-        assert_eq!(clock_level(-4500, 1000, Some(5000)), ClockLevel::Critical);
-        assert_eq!(clock_level(4000, 1000, None), ClockLevel::Warning);
+        assert_eq!(clock_level(at(200, 0), 1000, Some(5000)), ClockLevel::Ok);
+        assert_eq!(
+            clock_level(at(-2000, 0), 1000, Some(5000)),
+            ClockLevel::Warning
+        );
+        assert_eq!(
+            clock_level(at(4000, 0), 1000, Some(5000)),
+            ClockLevel::Critical
+        );
+        assert_eq!(
+            clock_level(at(-4500, 0), 1000, Some(5000)),
+            ClockLevel::Critical
+        );
+        assert_eq!(clock_level(at(4000, 0), 1000, None), ClockLevel::Warning);
+        // Kraken's whole seconds: 1.2 s measured, maybe 0.6 s: no alarm.
+        assert_eq!(clock_level(at(1224, 600), 1000, None), ClockLevel::Ok);
+        assert_eq!(clock_level(at(3100, 600), 1000, None), ClockLevel::Warning);
     }
 }

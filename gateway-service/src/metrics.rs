@@ -542,7 +542,7 @@ impl Venue for MeteredVenue {
         self.inner.key_info().await
     }
 
-    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+    async fn clock_offset_ms(&self) -> Result<Option<herd_venue::ClockReading>, VenueError> {
         self.inner.clock_offset_ms().await
     }
 
@@ -689,6 +689,11 @@ impl Collector for StateGauges {
                 "herd_gateway_venue_clock_offset_ms",
                 "The venue's clock minus ours, ms, as last measured (key_check.clock_interval_s).",
                 offset,
+            )?;
+            f.single_gauge(
+                "herd_gateway_venue_clock_offset_uncertainty_ms",
+                "How far that measurement may be off, ms (half the round trip plus the venue's resolution).",
+                self.key.clock_uncertainty_ms.unwrap_or(0),
             )?;
         }
         if let Some(k) = &self.key.info {

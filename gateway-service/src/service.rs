@@ -1462,6 +1462,7 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             checked_at_ms: k.checked_at_ms.unwrap_or(0),
             clock_offset_ms: k.clock_offset_ms.unwrap_or(0),
             clock_limit_ms: k.clock_limit_ms.unwrap_or(0),
+            clock_uncertainty_ms: k.clock_uncertainty_ms.unwrap_or(0),
             clock_checked_at_ms: k.clock_checked_at_ms.unwrap_or(0),
             ..pb::GetKeyInfoResponse::default()
         };

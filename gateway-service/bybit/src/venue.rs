@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use herd_venue::{
-    AccountMargin, Balance, BudgetSnapshot, Candle, Clock, FundingPayment, FundingPaymentQuery,
-    FundingRate, Instrument, InstrumentKind, KeyInfo, NewOrder, OrderRef, OrderState, OrderStatus,
-    OrderType, PlaceOutcome, Position, SystemClock, Ticker, Venue, VenueError,
+    AccountMargin, Balance, BudgetSnapshot, Candle, Clock, ClockReading, FundingPayment,
+    FundingPaymentQuery, FundingRate, Instrument, InstrumentKind, KeyInfo, NewOrder, OrderRef,
+    OrderState, OrderStatus, OrderType, PlaceOutcome, Position, SystemClock, Ticker, Venue,
+    VenueError,
 };
 use rust_decimal::Decimal;
 
@@ -610,12 +611,19 @@ impl Venue for BybitVenue {
         parse::key_info(&raw).map(Some)
     }
 
-    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
-        self.http
+    async fn clock_offset_ms(&self) -> Result<Option<ClockReading>, VenueError> {
+        let before = self.clock.now_ms();
+        let offset_ms = self
+            .http
             .sync_time()
             .await
-            .map(Some)
-            .map_err(|e| self.venue_error(&e, Endpoint::Time, None))
+            .map_err(|e| self.venue_error(&e, Endpoint::Time, None))?;
+        let after = self.clock.now_ms();
+        // Bybit's time has nanoseconds: only the round trip blurs it.
+        Ok(Some(ClockReading {
+            offset_ms,
+            uncertainty_ms: (after - before + 1) / 2,
+        }))
     }
 
     fn clock_offset_limit_ms(&self) -> Option<i64> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herd_venue::{
-    Balance, Candle, Clock, Instrument, KeyInfo, NewOrder, OrderRef, OrderState, OrderStatus,
-    OrderType, PlaceOutcome, Side, SystemClock, Ticker, Venue, VenueError,
+    Balance, Candle, Clock, ClockReading, Instrument, KeyInfo, NewOrder, OrderRef, OrderState,
+    OrderStatus, OrderType, PlaceOutcome, Side, SystemClock, Ticker, Venue, VenueError,
 };
 
 use crate::budget::{Charge, CounterKey, MonotonicClock, Priority, RateBudget, TokioClock};
@@ -910,13 +910,23 @@ impl Venue for KrakenVenue {
         Ok(Some(parse::key_info(&raw)))
     }
 
-    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+    async fn clock_offset_ms(&self) -> Result<Option<ClockReading>, VenueError> {
+        // Straight to the wire, not through the budget: a wait for budget
+        // would count as round trip. One public call a minute.
         let before = self.wall.now_ms();
-        let server_s = self.server_time().await?;
+        let t = self
+            .http
+            .server_time()
+            .await
+            .map_err(|e| self.venue_error(&e))?;
         let after = self.wall.now_ms();
         // Kraken's Time has whole seconds: the middle of that second against
-        // the middle of our round trip (at most half a second off).
-        Ok(Some(server_s * 1000 + 500 - (before + after) / 2))
+        // the middle of our round trip, off by up to half a second plus half
+        // the round trip.
+        Ok(Some(ClockReading {
+            offset_ms: t.unixtime * 1000 + 500 - (before + after) / 2,
+            uncertainty_ms: 500 + (after - before + 1) / 2,
+        }))
     }
 
     fn clock_offset_limit_ms(&self) -> Option<i64> {

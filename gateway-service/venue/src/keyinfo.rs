@@ -40,6 +40,16 @@ pub struct KeyVerdict {
     pub warnings: Vec<String>,
 }
 
+/// One measurement of the venue's clock against ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClockReading {
+    /// The venue's clock minus ours, ms (best estimate).
+    pub offset_ms: i64,
+    /// How far the estimate may be off, ms (half the round trip, plus the
+    /// venue's resolution: Kraken's `Time` has whole seconds).
+    pub uncertainty_ms: i64,
+}
+
 /// How the rules are tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyPolicy {

@@ -24,7 +24,7 @@ pub use herd_types::decimal;
 pub use herd_types::{
     Instrument, InstrumentKind, NewOrder, OrderCheckError, OrderStatus, OrderType, Side,
 };
-pub use keyinfo::{KeyInfo, KeyPolicy, KeyVerdict};
+pub use keyinfo::{ClockReading, KeyInfo, KeyPolicy, KeyVerdict};
 pub use perp::{
     AccountMargin, FundingPayment, FundingPaymentQuery, FundingRate, PERP_SUFFIX, Position,
     PositionSide, perp_symbol, spot_of_perp,
@@ -288,9 +288,9 @@ pub trait Venue: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The venue's clock minus ours, in ms, measured now; `None` when the
-    /// venue has no clock to compare (paper).
-    async fn clock_offset_ms(&self) -> Result<Option<i64>, VenueError> {
+    /// The venue's clock against ours, measured now; `None` when the venue
+    /// has no clock to compare (paper).
+    async fn clock_offset_ms(&self) -> Result<Option<ClockReading>, VenueError> {
         Ok(None)
     }
 
