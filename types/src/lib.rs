@@ -6,6 +6,7 @@
 //! venues' types without depending on the `Venue` trait, an async runtime or
 //! anything that does I/O. `herd-venue` re-exports every item.
 
+pub mod calendar;
 pub mod decimal;
 mod instrument;
 

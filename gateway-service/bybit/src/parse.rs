@@ -514,7 +514,7 @@ pub fn key_info(
     };
     let expires_at_ms = match raw.expired_at.trim() {
         "" => None,
-        t => Some(iso8601_ms(t).ok_or_else(|| {
+        t => Some(herd_venue::calendar::parse_utc(t).ok_or_else(|| {
             VenueError::Parse(format!(
                 "query-api: expiredAt {t:?} is not an ISO 8601 time"
             ))
@@ -540,45 +540,10 @@ pub fn key_info(
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as Unix ms.
-fn iso8601_ms(t: &str) -> Option<i64> {
-    let t = t.strip_suffix('Z')?;
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.split('.').next()?;
-    let mut h = time.split(':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Howard Hinnant's days-from-civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000)
-}
-
 #[cfg(test)]
 mod key_tests {
     use super::*;
     use crate::http::models::QueryApiResult;
-
-    #[test]
-    fn iso8601_reads_bybit_expiry_times() {
-        assert_eq!(iso8601_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(iso8601_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(
-            iso8601_ms("2000-02-29T00:00:00.000Z"),
-            Some(951_782_400_000)
-        );
-        assert_eq!(iso8601_ms("2023-13-01T00:00:00Z"), None);
-        assert_eq!(iso8601_ms("yesterday"), None);
-    }
 
     #[test]
     fn query_api_answer_in_neutral_terms() {

@@ -20,10 +20,10 @@ pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::VenueError;
-pub use herd_types::decimal;
 pub use herd_types::{
     Instrument, InstrumentKind, NewOrder, OrderCheckError, OrderStatus, OrderType, Side,
 };
+pub use herd_types::{calendar, decimal};
 pub use keyinfo::{ClockReading, KeyInfo, KeyPolicy, KeyVerdict};
 pub use perp::{
     AccountMargin, FundingPayment, FundingPaymentQuery, FundingRate, PERP_SUFFIX, Position,

@@ -71,29 +71,6 @@ impl KeyInfo {
     }
 }
 
-/// Civil date of a Unix ms as `YYYY-MM-DDTHH:MM:SSZ`.
-fn iso8601(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 pub(super) fn query_api(key: &KeyInfo, api_key: &str, now: i64) -> Answer {
     let deadline_day = key
         .expires_at_ms
@@ -108,7 +85,7 @@ pub(super) fn query_api(key: &KeyInfo, api_key: &str, now: i64) -> Answer {
         "ips": key.ips,
         "type": 1,
         "deadlineDay": deadline_day,
-        "expiredAt": key.expires_at_ms.map_or(String::new(), iso8601),
+        "expiredAt": key.expires_at_ms.map_or(String::new(), herd_venue::calendar::utc_string),
         "createdAt": "2026-01-01T00:00:00Z",
         "unified": 0,
         "uta": 1,
@@ -316,13 +293,6 @@ pub(super) fn recent_trades(st: &State, q: &HashMap<String, String>) -> Result<A
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso8601_of_known_instants() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn grant_adds_a_permission_once() {

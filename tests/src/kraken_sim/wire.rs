@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use herd_venue::calendar::{civil_from_days, days_from_civil};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -74,29 +75,6 @@ pub fn fixed(d: Decimal, dp: u32) -> String {
 pub fn unix_secs(ms: i64) -> Value {
     let d = Decimal::new(ms, 3).round_dp(4).normalize();
     serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    // Howard Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// `2024-05-09T12:00:30Z`.
