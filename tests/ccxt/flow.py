@@ -146,7 +146,49 @@ def kraken(url, key, secret):
         dp = 4 if asset == "USD" else 10
         same(f"balance {asset} total", bal["total"][asset], round(float(b["total"]), dp))
         same(f"balance {asset} free", bal["free"][asset], round(float(b["free"]), dp))
-    return {"orders": 3, "trades": len(trades)}
+
+    # The ledger: a USD entry per trade (AddOrder's fciq puts the fee there),
+    # newest first, its balance the simulator's.
+    ledger = ex.fetch_ledger("USD")
+    same("ledger USD entries", len(ledger), len(trades))
+    by_ref = {e["referenceId"]: e for e in ledger}
+    for b in trades:
+        e = by_ref[b["id"]]
+        cost = float(b["price"]) * float(b["vol"])
+        same(f"ledger {b['id']} amount", e["amount"], round(cost, 4))
+        same(f"ledger {b['id']} direction", e["direction"], "out" if b["side"] == "buy" else "in")
+        same(f"ledger {b['id']} fee", e["fee"]["cost"], round(float(b["fee"]), 4))
+        same(f"ledger {b['id']} timestamp", e["timestamp"], b["time_ms"])
+    newest = max(ledger, key=lambda e: e["timestamp"])
+    same("ledger newest balance", newest["after"], round(float(balances["USD"]["total"]), 4))
+
+    # Batches and amends: AddOrderBatch and CancelOrderBatch (JSON bodies),
+    # AmendOrder in place.
+    batch = ex.create_orders([
+        {"symbol": sym, "type": "limit", "side": "buy", "amount": 300, "price": 0.1, "params": {"postOnly": True}},
+        {"symbol": sym, "type": "limit", "side": "buy", "amount": 400, "price": 0.11, "params": {"postOnly": True}},
+    ])
+    ids = [o["id"] for o in batch]
+    orders = {o["txid"]: o for o in http("GET", f"{url}/sim/orders")}
+    for oid, (vol, px) in zip(ids, [(300, 0.1), (400, 0.11)]):
+        same(f"batch {oid} status", orders[oid]["status"], "open")
+        same(f"batch {oid} vol", orders[oid]["vol"], vol)
+        same(f"batch {oid} price", orders[oid]["price"], px)
+        same(f"batch {oid} post-only", "post" in orders[oid]["oflags"], True)
+    ex.edit_order(ids[0], sym, "limit", "buy", 800, 0.105)
+    amended = {o["txid"]: o for o in http("GET", f"{url}/sim/orders")}[ids[0]]
+    same("amend keeps the order open", amended["status"], "open")
+    same("amended vol", amended["vol"], 800)
+    same("amended price", amended["price"], 0.105)
+    o = ex.fetch_order(ids[0], sym)
+    same("fetch_order after amend amount", o["amount"], 800)
+    same("fetch_order after amend price", o["price"], 0.105)
+    ex.cancel_orders(ids, sym)
+    orders = {o["txid"]: o for o in http("GET", f"{url}/sim/orders")}
+    for oid in ids:
+        same(f"batch {oid} cancelled", orders[oid]["status"], "canceled")
+    check("nothing open after the batch cancel", ex.fetch_open_orders(sym) == [])
+    return {"orders": 5, "trades": len(trades)}
 
 
 def bybit(url, key, secret):
@@ -211,6 +253,19 @@ def bybit(url, key, secret):
     for asset, total in ledger["balances"].items():
         same(f"balance {asset}", bal["total"][asset], total)
 
+    # Amend in place (/v5/order/amend): same order id, new qty and price.
+    resting = ex.create_order(spot, "limit", "buy", 0.01, 50000, {"postOnly": True})
+    edited = ex.edit_order(resting["id"], spot, "limit", "buy", 0.02, 51000)
+    same("amend keeps the order id", edited["id"], resting["id"])
+    booked = {o["orderId"]: o for o in http("GET", f"{url}/admin/ledger")["orders"]}
+    b = booked[resting["id"]]
+    same("amended qty", b["qty"], 0.02)
+    same("amended price", b["price"], 51000)
+    o = ex.fetch_order(resting["id"], spot, {"acknowledged": True})
+    same("fetch_order after amend amount", o["amount"], 0.02)
+    same("fetch_order after amend price", o["price"], 51000)
+    ex.cancel_order(resting["id"], spot)
+
     # Perpetual: open, funding settles, reduce-only close.
     opened = ex.create_order(perp, "market", "buy", 0.01)
     positions = ex.fetch_positions([perp])
@@ -236,7 +291,7 @@ def bybit(url, key, secret):
     ledger = http("GET", f"{url}/admin/ledger")
     same("simulator agrees: no position", ledger["positions"], [])
     check("perp order booked", opened["id"] in {o["orderId"] for o in ledger["orders"]})
-    return {"orders": 5, "trades": len(ledger["fills"]), "funding": len(ledger["funding"])}
+    return {"orders": 6, "trades": len(ledger["fills"]), "funding": len(ledger["funding"])}
 
 
 def main():

@@ -14,6 +14,7 @@ pub mod kraken_herd;
 pub mod kraken_sim;
 pub mod load;
 pub mod procs;
+pub mod shape;
 pub mod soak;
 
 pub use procs::{

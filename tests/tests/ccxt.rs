@@ -5,13 +5,12 @@
 //! value ccxt parses against what the simulator booked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use herd_tests::kraken_harness::{API_KEY, API_SECRET, SimProcess};
+use herd_tests::procs::Proc;
 use herd_tests::workspace_root;
-use tokio::io::AsyncBufReadExt;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -61,17 +60,19 @@ async fn ccxt_kraken_unified_flow_matches_the_simulators_books() {
         .unwrap();
     let summary = flow("kraken", &sim.url(), API_KEY, API_SECRET).await;
     assert_eq!(summary["venue"], "kraken");
-    assert_eq!(summary["orders"], 3);
+    assert_eq!(summary["orders"], 5);
     assert!(summary["trades"].as_u64().unwrap() >= 1, "{summary}");
-    assert!(summary["checks"].as_u64().unwrap() >= 50, "{summary}");
+    assert!(summary["checks"].as_u64().unwrap() >= 80, "{summary}");
 }
 
 #[tokio::test]
 async fn ccxt_bybit_unified_flow_matches_the_simulators_books() {
     const KEY: &str = "ccxt-key";
     const SECRET: &str = "ccxt-secret";
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bybit-sim"))
-        .args([
+    let dir = tempfile::tempdir().unwrap();
+    let sim = Proc::start(
+        Path::new(env!("CARGO_BIN_EXE_bybit-sim")),
+        &[
             "--listen",
             "127.0.0.1:0",
             "--key",
@@ -80,25 +81,15 @@ async fn ccxt_bybit_unified_flow_matches_the_simulators_books() {
             SECRET,
             "--step-ms",
             "0",
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(a) = line.strip_prefix("bybit-sim listening on ") {
-                return a.trim().to_string();
-            }
-        }
-        panic!("bybit-sim exited before listening")
-    })
+        ],
+        &dir.path().join("bybit-sim.log"),
+        &[],
+    )
     .await
-    .expect("bybit-sim did not report readiness");
-    let summary = flow("bybit", &format!("http://{addr}"), KEY, SECRET).await;
+    .unwrap();
+    let summary = flow("bybit", &sim.url(), KEY, SECRET).await;
     assert_eq!(summary["venue"], "bybit");
     assert_eq!(summary["funding"], 1, "{summary}");
-    assert!(summary["checks"].as_u64().unwrap() >= 50, "{summary}");
+    assert_eq!(summary["orders"], 6, "{summary}");
+    assert!(summary["checks"].as_u64().unwrap() >= 55, "{summary}");
 }

@@ -40,6 +40,8 @@ const MAX_REMEMBERED: usize = 100_000;
 const MAX_PAGES: usize = 50;
 /// How far back funding payments are read at most: 30 days.
 pub const FUNDING_LOOKBACK_MS: i64 = 30 * 24 * 3_600_000;
+/// How far past the estimated venue time an open-ended history read asks.
+const CLOCK_ESTIMATE_SLACK_MS: i64 = 10_000;
 
 #[derive(Debug, Clone)]
 struct Remembered {
@@ -651,9 +653,12 @@ impl Venue for BybitVenue {
             }
             None => None,
         };
+        // "Until now" reaches a little past the venue's clock as estimated:
+        // the estimate can trail by a round trip, and a settlement booked in
+        // that gap would otherwise be missed until the next read.
         let end = query
             .until_ms
-            .unwrap_or_else(|| self.http.server_now_ms() + 1);
+            .unwrap_or_else(|| self.http.server_now_ms() + CLOCK_ESTIMATE_SLACK_MS);
         // Bybit answers at most 7 days per query, so history is asked for span
         // by span; more than FUNDING_LOOKBACK_MS back is not asked for at all
         // (callers keep what they have already read).

@@ -999,6 +999,114 @@ impl Exchange {
         self.close_open(&id, "User requested", now_ms)
     }
 
+    /// Amends an open limit order in place: a new total volume (which must
+    /// exceed what already executed) and/or a new limit price, keeping its
+    /// ids. The amended order is checked as a new one would be (instrument
+    /// rules, post-only, funds for what its hold grows by); a refused amend
+    /// leaves the order as it was. A non-post-only order amended across the
+    /// touch takes liquidity for what remains, as a new order would.
+    pub fn amend(
+        &mut self,
+        r: &OrderRef,
+        volume: Option<Decimal>,
+        price: Option<Decimal>,
+        now_ms: i64,
+    ) -> Result<OrderState, VenueError> {
+        let id = self
+            .resolve(r)
+            .ok_or_else(|| VenueError::UnknownOrder(r.client_order_id.clone()))?;
+        let old = self
+            .orders
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| VenueError::UnknownOrder(id.clone()))?;
+        if old.status != OrderStatus::Open {
+            return Err(VenueError::UnknownOrder(format!(
+                "{} is {:?}, not open",
+                old.client_order_id, old.status
+            )));
+        }
+        let book = self.book(&old.symbol)?;
+        let inst = book.inst.clone();
+        let (bid, ask, is_perp) = (book.bid(), book.ask(), book.is_perp());
+        let new_volume = volume.unwrap_or(old.volume);
+        let new_price = price.or(old.price);
+        if new_volume <= old.volume_executed {
+            return Err(VenueError::InvalidArgument(format!(
+                "volume {new_volume} is not above the {} already executed",
+                old.volume_executed
+            )));
+        }
+        let probe = NewOrder {
+            client_order_id: old.client_order_id.clone(),
+            symbol: old.symbol.clone(),
+            side: old.side,
+            order_type: old.order_type,
+            volume: new_volume,
+            price: new_price,
+            post_only: old.post_only,
+            userref: old.userref,
+            reduce_only: self.is_reduce_only(&id),
+        };
+        let checked = inst
+            .check_order(&probe, Some(book.last))
+            .map_err(|e| VenueError::InvalidArgument(e.to_string()))?;
+        if checked.volume != new_volume || checked.price != new_price {
+            return Err(VenueError::InvalidArgument(format!(
+                "volume {new_volume} and price {} must already be on the lot and tick",
+                new_price.unwrap_or_default()
+            )));
+        }
+        let crosses = match (old.side, new_price) {
+            (_, None) => false,
+            (Side::Buy, Some(p)) => p >= ask,
+            (Side::Sell, Some(p)) => p <= bid,
+        };
+        if old.post_only && crosses {
+            return Err(VenueError::Rejected(format!(
+                "post-only {} amended to {} would take liquidity (bid {bid}, ask {ask})",
+                old.side.as_str(),
+                new_price.unwrap_or_default()
+            )));
+        }
+        let mut amended = old.clone();
+        amended.volume = new_volume;
+        amended.price = new_price;
+        if let (Some((asset, before)), Some((_, after))) =
+            (self.hold_of(&old), self.hold_of(&amended))
+        {
+            let grows = after - before;
+            let free = if is_perp {
+                self.available_margin(&asset)
+            } else {
+                self.free(&asset)
+            };
+            if grows > free {
+                return Err(VenueError::InsufficientFunds(format!(
+                    "the amend holds {grows} {asset} more, {free} free"
+                )));
+            }
+        }
+        self.orders.insert(id.clone(), amended);
+        if crosses {
+            let touch = match old.side {
+                Side::Buy => ask,
+                Side::Sell => bid,
+            };
+            self.fill(
+                &id,
+                new_volume - old.volume_executed,
+                touch,
+                inst.taker_fee,
+                now_ms,
+            );
+        }
+        self.orders
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| VenueError::Other("order vanished".into()))
+    }
+
     fn close_open(
         &mut self,
         id: &str,

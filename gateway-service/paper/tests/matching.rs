@@ -247,3 +247,56 @@ fn candles_aggregate_and_history_is_generated() {
         Err(VenueError::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn amend_changes_volume_and_price_in_place_and_checks_it_as_a_new_order() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    let placed = ex
+        .place(&limit("s", Side::Sell, dec!(1000), dec!(0.2), true), T0)
+        .unwrap();
+    // Bigger and higher: same ids, new volume and price, the hold follows.
+    let amended = ex
+        .amend(&by_id("s"), Some(dec!(3000)), Some(dec!(0.25)), T0 + 1)
+        .unwrap();
+    assert_eq!(amended.venue_order_id, placed.venue_order_id);
+    assert_eq!(
+        (amended.volume, amended.price),
+        (dec!(3000), Some(dec!(0.25)))
+    );
+    assert_eq!(balance(&ex, "DOGE"), (dec!(5000), dec!(2000)));
+    // Refusals leave the order as it was.
+    let refused = [
+        (Some(dec!(6000)), None, "funds"), // holds 3000 more, 2000 free
+        (None, Some(dec!(0.0999999)), "post-only"), // at the bid
+        (None, Some(dec!(0.25000001)), "tick"), // off the tick
+        (Some(dec!(0)), None, "not above executed"), // nothing left
+    ];
+    for (volume, price, why) in refused {
+        let err = ex.amend(&by_id("s"), volume, price, T0 + 2).unwrap_err();
+        let kind_ok = match why {
+            "funds" => matches!(err, VenueError::InsufficientFunds(_)),
+            "post-only" => matches!(err, VenueError::Rejected(_)),
+            _ => matches!(err, VenueError::InvalidArgument(_)),
+        };
+        assert!(kind_ok, "{why}: {err}");
+        let now = &ex.query(&[by_id("s")])[0];
+        assert_eq!(
+            (now.volume, now.price),
+            (dec!(3000), Some(dec!(0.25))),
+            "{why}"
+        );
+    }
+    // A resting buy that is not post-only, amended across the ask, takes.
+    ex.place(&limit("b", Side::Buy, dec!(100), dec!(0.09), false), T0)
+        .unwrap();
+    let taken = ex
+        .amend(&by_id("b"), None, Some(dec!(0.2)), T0 + 3)
+        .unwrap();
+    assert_eq!(taken.status, OrderStatus::Filled);
+    assert_eq!(taken.average_price, Some(dec!(0.1000001)));
+    // Closed orders cannot be amended.
+    let err = ex
+        .amend(&by_id("b"), Some(dec!(200)), None, T0 + 4)
+        .unwrap_err();
+    assert!(matches!(err, VenueError::UnknownOrder(_)), "{err}");
+}

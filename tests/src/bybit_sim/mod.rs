@@ -280,6 +280,7 @@ fn account_limit(path: &str, category: &str) -> Option<u32> {
         "/v5/order/create" | "/v5/order/cancel" | "/v5/order/cancel-all" => {
             Some(if category == "spot" { 20 } else { 10 })
         }
+        "/v5/order/amend" => Some(10),
         "/v5/order/realtime"
         | "/v5/order/history"
         | "/v5/execution/list"

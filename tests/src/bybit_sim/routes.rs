@@ -58,6 +58,9 @@ fn limit_param(q: &HashMap<String, String>, default: usize, max: usize) -> usize
         .clamp(1, max)
 }
 
+/// The funding rate's cap either way on every simulated perpetual.
+const FUNDING_CAP: &str = "0.005";
+
 fn order_status(o: &OrderState) -> &'static str {
     match o.status {
         OrderStatus::Open | OrderStatus::Pending if o.volume_executed > Decimal::ZERO => {
@@ -100,6 +103,26 @@ fn order_row(o: &OrderState, reduce_only: bool) -> Value {
         "reduceOnly": reduce_only,
         "createdTime": o.opened_at_ms.to_string(),
         "updatedTime": o.closed_at_ms.unwrap_or(o.opened_at_ms).to_string(),
+        // Conditional, TP/SL, options and self-match fields: Herd's orders
+        // never use them; Bybit sends them empty, and so does the simulator.
+        "lastPriceOnCreated": "",
+        "closeOnTrigger": false,
+        "orderIv": "",
+        "placeType": "",
+        "triggerPrice": "",
+        "triggerBy": "",
+        "triggerDirection": 0,
+        "stopOrderType": "",
+        "takeProfit": "",
+        "stopLoss": "",
+        "tpTriggerBy": "",
+        "slTriggerBy": "",
+        "tpLimitPrice": "",
+        "slLimitPrice": "",
+        "tpslMode": "",
+        "smpType": "None",
+        "smpGroup": 0,
+        "smpOrderId": "",
     })
 }
 
@@ -136,6 +159,7 @@ impl BybitSim {
             ("GET", "/v5/market/funding/history") => funding_history(st, &q),
             ("POST", "/v5/order/create") => body_json(req).and_then(|b| create(st, &b, now)),
             ("POST", "/v5/order/cancel") => body_json(req).and_then(|b| cancel(st, &b, now)),
+            ("POST", "/v5/order/amend") => body_json(req).and_then(|b| amend(st, &b, now)),
             ("POST", "/v5/order/cancel-all") => {
                 body_json(req).and_then(|b| cancel_all(st, &b, now))
             }
@@ -216,6 +240,12 @@ fn tickers(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
             "highPrice24h": s(t.last),
             "lowPrice24h": s(t.last),
         });
+        if inst.kind != InstrumentKind::Perpetual
+            && let Some(obj) = row.as_object_mut()
+        {
+            // Every simulated quote coin is a dollar stablecoin.
+            obj.insert("usdIndexPrice".into(), json!(s(t.last)));
+        }
         if inst.kind == InstrumentKind::Perpetual
             && let Ok(f) = st.exchange.funding_rate(&inst.symbol)
             && let Some(obj) = row.as_object_mut()
@@ -232,6 +262,28 @@ fn tickers(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> {
                 json!(f.interval_hours.to_string()),
             );
             obj.insert("turnover24h".into(), json!(s(f.turnover_24h_usd)));
+            // Open interest is the simulator's own account: nobody else trades.
+            let oi: Decimal = st
+                .exchange
+                .positions()
+                .iter()
+                .filter(|p| p.symbol == inst.symbol)
+                .map(|p| p.size)
+                .sum();
+            obj.insert("openInterest".into(), json!(s(oi)));
+            obj.insert("openInterestValue".into(), json!(s(oi * f.mark)));
+            obj.insert("fundingCap".into(), json!(FUNDING_CAP));
+            // Perpetuals: no delivery, no basis.
+            for k in [
+                "basis",
+                "basisRate",
+                "deliveryFeeRate",
+                "predictedDeliveryPrice",
+            ] {
+                obj.insert(k.into(), json!(""));
+            }
+            obj.insert("deliveryTime".into(), json!("0"));
+            obj.insert("prevPrice1h".into(), json!(s(t.last)));
         }
         list.push(row);
     }
@@ -279,6 +331,7 @@ fn instruments(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer
                     "maxOrderAmt": "10000000",
                 },
                 "priceFilter": {"tickSize": s(inst.tick_size)},
+                "riskParameters": {"limitParameter": "0.05", "marketParameter": "0.05"},
             })
         } else {
             let interval = st
@@ -301,9 +354,17 @@ fn instruments(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer
                     "qtyStep": step_of(inst.lot_decimals),
                     "maxMktOrderQty": "100000",
                     "minNotionalValue": s(inst.min_cost),
+                    "postOnlyMaxOrderQty": "1000000",
                 },
                 "fundingInterval": i64::from(interval) * 60,
                 "unifiedMarginTrade": true,
+                "launchTime": "0",
+                "deliveryTime": "0",
+                "deliveryFeeRate": "",
+                "copyTrading": "none",
+                "upperFundingRate": FUNDING_CAP,
+                "lowerFundingRate": format!("-{FUNDING_CAP}"),
+                "leverageFilter": {"minLeverage": "1", "maxLeverage": "10.00", "leverageStep": "0.01"},
             })
         };
         rows.push(row);
@@ -575,6 +636,52 @@ fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
     ))
 }
 
+/// `/v5/order/amend`: a new total `qty` and/or `price` for an open order,
+/// in place (same orderId), through the matching core's amend: a refused
+/// amend leaves the order as it was.
+fn amend(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
+    let category = text(b, "category").unwrap_or_default();
+    let symbol =
+        text(b, "symbol").ok_or_else(|| fail(10001, "params error: symbol is required"))?;
+    if text(b, "orderId").is_none() && text(b, "orderLinkId").is_none() {
+        return Err(fail(
+            10001,
+            "params error: orderId or orderLinkId is required",
+        ));
+    }
+    let qty = text(b, "qty").map(|s| decimal("qty", &s)).transpose()?;
+    let price = text(b, "price").map(|s| decimal("price", &s)).transpose()?;
+    if qty.is_none() && price.is_none() {
+        return Err(fail(10001, "params error: qty or price is required"));
+    }
+    let not_found = || fail(code(&category, 110001, 170213), "Order does not exist.");
+    let o = find(st, b).ok_or_else(not_found)?;
+    if core_symbol(&category, &symbol).as_deref() != Some(o.symbol.as_str())
+        || o.status != OrderStatus::Open
+    {
+        return Err(not_found());
+    }
+    let r = OrderRef {
+        client_order_id: o.client_order_id.clone(),
+        venue_order_id: Some(o.venue_order_id.clone()),
+    };
+    match st.exchange.amend(&r, qty, price, now) {
+        Ok(s) => Ok(ok(
+            json!({"orderId": s.venue_order_id, "orderLinkId": link_of(&s.client_order_id)}),
+        )),
+        Err(VenueError::InsufficientFunds(_)) => Err(fail(
+            code(&category, 110007, 170131),
+            if category == "spot" {
+                "Insufficient balance."
+            } else {
+                "ab not enough for new order"
+            },
+        )),
+        Err(VenueError::UnknownOrder(_)) => Err(not_found()),
+        Err(e) => Err(fail(10001, format!("params error: {e}"))),
+    }
+}
+
 fn cancel_all(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
     let category =
         text(b, "category").ok_or_else(|| fail(10001, "params error: category is required"))?;
@@ -699,6 +806,10 @@ fn executions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer>
             continue;
         }
         let price = o.average_price.unwrap_or_default();
+        let mark = st
+            .exchange
+            .funding_rate(&o.symbol)
+            .map_or(String::new(), |f| s(f.mark));
         rows.push(json!({
             "symbol": symbol,
             "orderId": o.venue_order_id,
@@ -713,6 +824,20 @@ fn executions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer>
             "execType": "Trade",
             "isMaker": o.order_type == OrderType::Limit,
             "execTime": o.closed_at_ms.unwrap_or(o.opened_at_ms).to_string(),
+            "orderType": if o.order_type == OrderType::Market { "Market" } else { "Limit" },
+            "orderPrice": o.price.map_or("0".to_string(), s),
+            "orderQty": s(o.volume),
+            "leavesQty": s(if o.status.is_final() { Decimal::ZERO } else { o.volume - o.volume_executed }),
+            "feeRate": s(if (price * o.volume_executed).is_zero() { Decimal::ZERO } else { (o.fee / (price * o.volume_executed)).round_dp(8) }),
+            "markPrice": mark,
+            "closedSize": "0",
+            "seq": rows.len() + 1,
+            "stopOrderType": "UNKNOWN",
+            "blockTradeId": "",
+            "indexPrice": "",
+            "underlyingPrice": "",
+            "markIv": "",
+            "tradeIv": "",
         }));
     }
     let (list, next) = page(&rows, limit_param(q, 50, 100), q.get("cursor"));
@@ -805,6 +930,9 @@ fn positions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> 
             "positionStatus": "Normal",
             "createdTime": p.updated_ms.to_string(),
             "updatedTime": p.updated_ms.to_string(),
+            "curRealisedPnl": s(p.realized_pnl),
+            "positionBalance": s(p.initial_margin),
+            "seq": rows.len() + 1,
         }));
     }
     if rows.is_empty()
@@ -814,8 +942,28 @@ fn positions(st: &State, q: &HashMap<String, String>) -> Result<Answer, Answer> 
             "positionIdx": 0, "symbol": symbol, "side": "", "size": "0", "avgPrice": "0",
             "positionValue": "0", "leverage": "10", "markPrice": "0", "liqPrice": "",
             "positionIM": "0", "positionMM": "0", "unrealisedPnl": "0", "cumRealisedPnl": "0",
-            "createdTime": "0", "updatedTime": "0",
+            "createdTime": "0", "updatedTime": "0", "curRealisedPnl": "0",
+            "positionBalance": "0", "seq": -1,
         }));
+    }
+    for row in &mut rows {
+        if let Some(obj) = row.as_object_mut() {
+            // Cross margin, one-way mode, no TP/SL: what Herd runs with.
+            for (k, v) in [
+                ("tradeMode", json!(0)),
+                ("autoAddMargin", json!(0)),
+                ("riskId", json!(1)),
+                ("riskLimitValue", json!("2000000")),
+                ("isReduceOnly", json!(false)),
+                ("adlRankIndicator", json!(0)),
+                ("tpslMode", json!("Full")),
+                ("takeProfit", json!("")),
+                ("stopLoss", json!("")),
+                ("trailingStop", json!("0")),
+            ] {
+                obj.insert(k.into(), v);
+            }
+        }
     }
     let (list, next) = page(&rows, limit_param(q, 20, 200), q.get("cursor"));
     Ok(ok(
@@ -856,6 +1004,11 @@ fn wallet(st: &State, q: &HashMap<String, String>, now: i64) -> Result<Answer, A
             "totalPositionMM": if b.asset == m.asset { s(m.maintenance_margin) } else { "0".to_string() },
             "marginCollateral": true,
             "collateralSwitch": true,
+            "accruedInterest": "0",
+            "bonus": "0",
+            "spotHedgingQty": "0",
+            // Bybit leaves `free` empty on unified accounts.
+            "free": "",
         }));
     }
     Ok(ok(json!({"list": [{

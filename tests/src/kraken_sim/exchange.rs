@@ -20,6 +20,7 @@ use super::auth::KeyAuth;
 use super::limits::{Limits, LockoutPolicy, Tier, cancel_penalty, rest_cost};
 use super::wire::{Form, err, fixed, invalid, ok, parse_rfc3339, rfc1123, rfc3339, unix_secs};
 
+mod batch;
 mod more;
 pub use more::{KeyInfo, PERMISSION_DENIED, WITHDRAW_FUNDS, permission_of};
 
@@ -207,8 +208,12 @@ struct Trade {
     ordertype: OrderType,
     price: Decimal,
     vol: Decimal,
+    /// Exactly what the trade moved in quote (the ledger's amount).
+    cost: Decimal,
     fee: Decimal,
     maker: bool,
+    /// Kraken's integer `trade_id` (the trade's sequence number on the pair).
+    seq: u64,
 }
 
 /// What the simulator counts, for tests and benchmarks.
@@ -240,6 +245,7 @@ pub struct Sim {
     trades: Vec<Trade>,
     next_internal: u64,
     next_trade: u64,
+    next_amend: u64,
     dms_deadline_ms: Option<i64>,
     /// online | maintenance | cancel_only | post_only
     pub system_status: String,
@@ -325,6 +331,7 @@ impl Sim {
             trades: Vec::new(),
             next_internal: 0,
             next_trade: 0,
+            next_amend: 0,
             dms_deadline_ms: None,
             system_status: "online".into(),
             cfg,
@@ -495,8 +502,10 @@ impl Sim {
                     ordertype: s.order_type,
                     price,
                     vol: delta,
+                    cost: value - m.seen_value,
                     fee: s.fee - m.seen_fee,
                     maker,
+                    seq: n,
                 });
                 m.trades.push(id);
                 m.seen_exec = s.volume_executed;
@@ -599,8 +608,6 @@ impl Sim {
                 "reason".into(),
                 s.reason.clone().map_or(Value::Null, Value::String),
             );
-        } else {
-            o.insert("reason".into(), Value::Null);
         }
         if with_trades && !m.trades.is_empty() {
             o.insert("trades".into(), json!(m.trades));
@@ -786,8 +793,17 @@ impl Sim {
         now: Now,
     ) -> Value {
         *self.stats.requests.entry(method.to_string()).or_default() += 1;
-        let f = Form::parse(body);
-        let out = self.private_inner(method, path, key, sign, body, &f, now);
+        // Kraken's batch calls take JSON bodies; every other call a form.
+        let out = match batch::json_body(body) {
+            None => {
+                let f = Form::parse(body);
+                self.private_inner(method, path, key, sign, body, &f, None, now)
+            }
+            Some(Ok((json, f))) => {
+                self.private_inner(method, path, key, sign, body, &f, Some(&json), now)
+            }
+            Some(Err(e)) => Err(e),
+        };
         let v = out.map_or_else(|e| err(&e), ok);
         self.count_answer(&v);
         v
@@ -802,6 +818,7 @@ impl Sim {
         sign: Option<&str>,
         body: &[u8],
         f: &Form,
+        json: Option<&Value>,
         now: Now,
     ) -> Result<Value, String> {
         self.auth
@@ -826,6 +843,12 @@ impl Sim {
             "QueryTrades",
             "OpenPositions",
             "GetApiKeyInfo",
+            "AddOrderBatch",
+            "CancelOrderBatch",
+            "AmendOrder",
+            "EditOrder",
+            "Ledgers",
+            "QueryLedgers",
         ];
         if !known.contains(&method) {
             return Err(UNKNOWN_METHOD.into());
@@ -849,6 +872,12 @@ impl Sim {
             "QueryTrades" => self.query_trades(f),
             "OpenPositions" => Ok(json!({})),
             "GetApiKeyInfo" => Ok(self.api_key_info()),
+            "AddOrderBatch" => self.add_order_batch(json, f, now),
+            "CancelOrderBatch" => self.cancel_order_batch(json, now),
+            "AmendOrder" => self.amend_order(f, now),
+            "EditOrder" => self.edit_order(f, now),
+            "Ledgers" => self.ledgers(f),
+            "QueryLedgers" => self.query_ledgers(f),
             _ => Err(UNKNOWN_METHOD.into()),
         }
     }
@@ -1205,9 +1234,13 @@ impl Sim {
             .filter(|t| start.is_none_or(|s| t.time_ms > s) && end.is_none_or(|e| t.time_ms <= e))
             .collect();
         let count = hits.len();
+        let with_ledgers = f.flag("ledgers");
         let mut out = Map::new();
         for t in hits.into_iter().skip(ofs).take(PAGE) {
-            if let Some(v) = self.trade_json(t) {
+            if let Some(mut v) = self.trade_json(t) {
+                if with_ledgers && let Some(o) = v.as_object_mut() {
+                    o.insert("ledgers".into(), json!(self.ledger_ids_of(&t.id)));
+                }
                 out.insert(t.id.clone(), v);
             }
         }

@@ -81,7 +81,8 @@ impl Tier {
 /// the trading counter only; ledger and trade-history queries cost 2.
 pub fn rest_cost(method: &str) -> f64 {
     match method {
-        "AddOrder" | "CancelOrder" => 0.0,
+        "AddOrder" | "CancelOrder" | "AddOrderBatch" | "CancelOrderBatch" | "AmendOrder"
+        | "EditOrder" => 0.0,
         "TradesHistory" | "QueryTrades" | "Ledgers" | "QueryLedgers" => 2.0,
         _ => 1.0,
     }

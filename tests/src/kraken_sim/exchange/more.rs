@@ -73,14 +73,16 @@ pub fn permission_of(method: &str) -> Option<&'static str> {
         "Balance" | "BalanceEx" | "TradeBalance" | "Ledgers" | "QueryLedgers" => Some(QUERY_FUNDS),
         "OpenOrders" | "QueryOrders" | "QueryTrades" | "OpenPositions" => Some(QUERY_OPEN),
         "ClosedOrders" | "TradesHistory" => Some(QUERY_CLOSED),
-        "AddOrder" => Some(MODIFY_TRADES),
-        "CancelOrder" | "CancelAll" | "CancelAllOrdersAfter" => Some(CANCEL_TRADES),
+        "AddOrder" | "AddOrderBatch" | "AmendOrder" | "EditOrder" => Some(MODIFY_TRADES),
+        "CancelOrder" | "CancelAll" | "CancelAllOrdersAfter" | "CancelOrderBatch" => {
+            Some(CANCEL_TRADES)
+        }
         _ => None,
     }
 }
 
 /// `XXDG` -> `XDG`, `ZUSD` -> `USD`; other codes are their own altname.
-fn asset_altname(code: &str) -> String {
+pub(super) fn asset_altname(code: &str) -> String {
     let legacy = code.len() == 4 && (code.starts_with('X') || code.starts_with('Z'));
     if legacy {
         code[1..].to_string()
@@ -347,9 +349,9 @@ impl Sim {
             "fee": fixed(t.fee, p.cost_decimals),
             "vol": fixed(t.vol, lot),
             "margin": fixed(Decimal::ZERO, p.cost_decimals),
-            "leverage": "0",
             "misc": "",
             "maker": t.maker,
+            "trade_id": t.seq,
         }))
     }
 
