@@ -273,6 +273,15 @@ async fn kraken_fixtures_and_kraken_sim_answer_alike() {
         &["result.*.credit", "result.*.credit_used"],
         &mut problems,
     );
+    let v = k.private("GetApiKeyInfo", "").await;
+    same_shape(
+        "kraken",
+        "http_get_api_key_info",
+        &v,
+        none,
+        none,
+        &mut problems,
+    );
     let v = k.private("CancelAllOrdersAfter", "timeout=60").await;
     same_shape(
         "kraken",
@@ -433,6 +442,15 @@ async fn bybit_fixtures_and_bybit_sim_answer_alike() {
     let none: &[&str] = &[];
     let list = |v: &Value| v["result"]["list"].as_array().map_or(0, Vec::len);
 
+    let v = b.get("/v5/user/query-api", "").await;
+    same_shape(
+        "bybit",
+        "http_user_query_api",
+        &v,
+        none,
+        none,
+        &mut problems,
+    );
     let v = b.get("/v5/market/time", "").await;
     same_shape("bybit", "http_market_time", &v, none, none, &mut problems);
     for cat in ["spot", "linear"] {

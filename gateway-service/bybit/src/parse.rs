@@ -567,4 +567,18 @@ mod key_tests {
                 .contains("readOnly")
         );
     }
+
+    #[test]
+    fn query_api_fixture_is_a_trade_only_key() {
+        let env: serde_json::Value =
+            serde_json::from_str(include_str!("../test_data/http_user_query_api.json")).unwrap();
+        let raw: QueryApiResult = serde_json::from_value(env["result"].clone()).unwrap();
+        let k = key_info(&raw).unwrap();
+        assert_eq!(k.name, "herd-trade-only");
+        assert_eq!(k.withdraw_permission, None);
+        assert!(!k.read_only);
+        assert!(k.lacking.is_empty(), "{:?}", k.lacking);
+        assert_eq!(k.ip_allowlist, vec!["203.0.113.7".to_string()]);
+        assert_eq!(k.expires_at_ms, Some(1_803_859_200_000));
+    }
 }

@@ -496,4 +496,17 @@ mod key_tests {
         let err = serde_json::from_str::<ApiKeyInfo>(r#"{"validUntil":"soon"}"#).unwrap_err();
         assert!(err.to_string().contains("validUntil"), "{err}");
     }
+
+    #[test]
+    fn get_api_key_info_fixture_is_a_trade_only_key() {
+        let env: Envelope<ApiKeyInfo> =
+            serde_json::from_str(include_str!("../test_data/http_get_api_key_info.json")).unwrap();
+        let k = key_info(&env.result.unwrap());
+        assert_eq!(k.name, "herd-trade-only");
+        assert_eq!(k.withdraw_permission, None);
+        assert!(!k.read_only);
+        assert!(k.lacking.is_empty(), "{:?}", k.lacking);
+        assert_eq!(k.ip_allowlist, vec!["203.0.113.7/32".to_string()]);
+        assert_eq!(k.expires_at_ms, None);
+    }
 }
