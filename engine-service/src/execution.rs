@@ -132,6 +132,8 @@ pub struct EngineState {
     pub startup_cleanup: Option<CleanupReport>,
     /// The last reconcile that ran, not a dry run (None until one did).
     pub last_reconcile: Option<crate::reconcile::Report>,
+    /// The engine's risk book at the gateway (None until the first read).
+    pub risk: Option<crate::risk::RiskRead>,
 }
 
 /// What startup cleanup found and did.
@@ -193,6 +195,9 @@ pub struct Shared {
     pub readiness: herd_proto::admin_http::Readiness,
     /// One reconcile at a time (see [`crate::reconcile::run`]).
     pub(crate) reconcile_lock: AsyncMutex<()>,
+    /// Woken when the gateway's risk layer refused an order, so the risk
+    /// book is read again at once (see [`crate::risk::run`]).
+    pub risk_changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Shared {
@@ -280,6 +285,7 @@ impl Shared {
                 last_partial_cancel_ms: None,
                 startup_cleanup: None,
                 last_reconcile: None,
+                risk: None,
             }),
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
@@ -292,6 +298,7 @@ impl Shared {
             connected: tokio::sync::watch::Sender::new(false),
             readiness: not_connected_yet(),
             reconcile_lock: AsyncMutex::new(()),
+            risk_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -450,6 +457,9 @@ impl Shared {
             Err(s) => {
                 tracing::warn!(code = ?s.code(), risk_code = answer::risk_code(&s).unwrap_or(""),
                     error = %s.message(), "order not placed");
+                if answer::risk_code(&s).is_some() {
+                    self.risk_changed.notify_one();
+                }
                 if answer::classify(&s).is_definite() {
                     // A definite refusal: the order does not exist anywhere.
                     let rejected = pb::Order {

@@ -24,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod regime;
+pub mod risk;
 pub mod store;
 pub mod view;
 
@@ -121,6 +122,7 @@ pub async fn run(
     // Stops by itself once the engine drains (a tick in progress finishes).
     let mut ticks = tokio::spawn(shared.clone().run_ticks());
     tasks.spawn(regime::run(shared.clone()));
+    tasks.spawn(risk::run(shared.clone()));
 
     let auth = ControlAuth::new(&cfg.control_token);
     let control =

@@ -16,11 +16,9 @@ use herd_proto::gateway as gpb;
 use herd_proto::gateway::gateway_client::GatewayClient;
 use herd_proto::gateway::gateway_server::{Gateway, GatewayServer};
 use herd_strategies::rangers::RangerConfig;
-use herd_strategies::strategy::{
-    Action, IdGen, MarketView, OrderIntent, OrderUpdate, Side, StatusBlock, Strategy, UpdateKind,
-};
-use rust_decimal::Decimal;
-use support::{TestGateway, engine_config, wait_for};
+use herd_strategies::strategy::UpdateKind;
+use support::probe::{Log, start_probe_engine, until};
+use support::{TestGateway, engine_config};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -137,75 +135,6 @@ async fn start_proxy(gateway: &TestGateway, fault: Fault) -> SocketAddr {
     addr
 }
 
-/// What the probe strategy did and was told.
-#[derive(Default, Debug)]
-struct Log {
-    places: Vec<String>,
-    updates: Vec<(String, UpdateKind, String)>,
-    ticks: u64,
-}
-
-/// Keeps one resting buy: places one whenever it has none that may exist.
-struct Probe {
-    ids: IdGen,
-    live: Option<String>,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Strategy for Probe {
-    fn name(&self) -> &str {
-        "probe"
-    }
-
-    fn owns(&self, client_order_id: &str) -> bool {
-        client_order_id.starts_with("probe-")
-    }
-
-    fn on_tick(&mut self, market: &MarketView, _now_ms: i64) -> Vec<Action> {
-        let mut log = self.log.lock().unwrap();
-        log.ticks += 1;
-        if self.live.is_some() || market.instrument.is_none() {
-            return Vec::new();
-        }
-        let id = self.ids.next("probe");
-        log.places.push(id.clone());
-        self.live = Some(id.clone());
-        vec![Action::Place(OrderIntent {
-            client_order_id: id,
-            symbol: market.symbol.clone(),
-            side: Side::Buy,
-            volume: Decimal::new(100, 0),
-            price: Some(Decimal::new(10, 2)),
-            post_only: true,
-            userref_offset: 0,
-        })]
-    }
-
-    fn on_order(&mut self, update: &OrderUpdate, _now_ms: i64) -> Vec<Action> {
-        self.log.lock().unwrap().updates.push((
-            update.client_order_id.clone(),
-            update.kind,
-            update.message.clone(),
-        ));
-        let gone = matches!(
-            update.kind,
-            UpdateKind::PlaceFailed | UpdateKind::Rejected | UpdateKind::Canceled
-        );
-        if gone && self.live.as_deref() == Some(update.client_order_id.as_str()) {
-            self.live = None;
-        }
-        Vec::new()
-    }
-
-    fn status(&self, _now_ms: i64) -> StatusBlock {
-        StatusBlock::Detail(serde_json::Value::Null)
-    }
-
-    fn enabled(&self) -> bool {
-        true
-    }
-}
-
 struct Herd {
     gateway: TestGateway,
     log: Arc<Mutex<Log>>,
@@ -225,44 +154,13 @@ async fn start(fault: Fault) -> Herd {
         RangerConfig::default(),
     );
     cfg.gateway_url = format!("http://{proxy}");
-    let log = Arc::new(Mutex::new(Log::default()));
-    let probe = Probe {
-        ids: IdGen::new(herd_engine::clock::now_ms()),
-        live: None,
-        log: log.clone(),
-    };
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(herd_engine::run(
-        cfg,
-        vec![Box::new(probe)],
-        move |a| {
-            let _ = ready_tx.send(a);
-        },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
-    ready_rx.await.unwrap();
+    let (log, _, stop) = start_probe_engine(cfg).await;
     Herd {
         gateway,
         log,
         stop,
         _dir: dir,
     }
-}
-
-/// [`wait_for`] over a check that answers `None` until it holds.
-async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    wait_for(what, || {
-        let seen = check();
-        async move { seen.await.ok_or_else(|| "not yet".to_string()) }
-    })
-    .await
 }
 
 fn ticks(log: &Arc<Mutex<Log>>) -> u64 {

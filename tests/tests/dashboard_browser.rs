@@ -313,6 +313,18 @@ async fn dashboard_renders_rangers_and_follows_orders_in_chromium() {
             .await,
         "disabled"
     );
+    // The engine's own risk book, read from the gateway, and the reconcile
+    // it ran at start.
+    b.wait(
+        "the risk state read from the gateway",
+        &text_is("risk-state", "ACTIVE"),
+    )
+    .await;
+    b.wait(
+        "the start reconcile",
+        "document.getElementById('reconcile-status').textContent.startsWith('start at ')",
+    )
+    .await;
 
     // The market trades up through both sells: exits go out.
     let moved = set_price(&gw_url, "0.1202").await;

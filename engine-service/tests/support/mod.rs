@@ -120,7 +120,7 @@ impl TestGateway {
         format!("http://{}", self.addr)
     }
 
-    async fn channel(&self) -> Channel {
+    pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.url())
             .unwrap()
             .connect()
@@ -437,3 +437,7 @@ pub async fn wait_stage(engine: &TestEngine, id: u32, stage: &str) -> epb::Range
     )
     .await
 }
+
+/// A strategy that keeps one resting buy, for engine-level tests.
+#[allow(dead_code)] // not every test that includes `support` uses it
+pub mod probe;
