@@ -814,6 +814,56 @@ async fn each_breach_action() {
     gw.stop().await;
 }
 
+/// halt_flatten on spot: the engine's holdings (the base its buys brought
+/// in) are sold with a market order; another engine's holdings and the
+/// account's own balance stay.
+#[tokio::test]
+async fn halt_flatten_sells_only_the_spot_holdings_the_engine_bought() {
+    let mut l = Limits {
+        max_order_volume: Some(dec!(1000)),
+        ..Limits::default()
+    };
+    l.actions.max_volume = BreachAction::HaltFlatten;
+    let gw = Gw::start(engine_limits(l), None).await;
+    let doge = || async {
+        let mut g = gw.g();
+        let b = g
+            .get_balances(authed(pb::GetBalancesRequest {}, TOKENS[1]))
+            .await
+            .unwrap()
+            .into_inner()
+            .balances;
+        d(&b.iter().find(|b| b.asset == "DOGE").unwrap().total)
+    };
+    let before = doge().await;
+    gw.place(0, market("s1", "DOGEUSD", pb::Side::Buy, "100", false))
+        .await
+        .unwrap();
+    gw.place(1, market("s1", "DOGEUSD", pb::Side::Buy, "200", false))
+        .await
+        .unwrap();
+    assert_eq!(doge().await, before + dec!(300));
+    assert_eq!(d(&gw.book(0).await.positions[0].net), dec!(100));
+    denied(
+        gw.place(0, buy("s2", "2000", "0.10")).await,
+        "max_volume",
+        &[],
+    );
+    wait_for("e0's DOGE sold", || async {
+        gw.book(0).await.positions.is_empty()
+    })
+    .await;
+    assert_eq!(
+        doge().await,
+        before + dec!(200),
+        "only the 100 DOGE e0 bought were sold"
+    );
+    assert_eq!(d(&gw.book(1).await.positions[0].net), dec!(200));
+    assert_eq!(gw.book(0).await.state, pb::TradingState::Halted as i32);
+    assert_eq!(gw.book(1).await.state, pb::TradingState::Active as i32);
+    gw.stop().await;
+}
+
 /// Limits change at runtime, validated per field; bad values are
 /// INVALID_ARGUMENT naming the field; changes are audited.
 #[tokio::test]

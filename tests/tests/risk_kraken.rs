@@ -1,7 +1,7 @@
 //! Issue 16 against real processes: `kraken-sim` as the venue and a real
 //! `herd-gateway` process on it with risk limits. Two adversarial engines
-//! (gRPC clients holding engine tokens, so exactly what a compromised
-//! engine could send) try to exceed every limit; the simulator's ledger
+//! (`risk-adversary` processes holding engine tokens, so exactly what a
+//! compromised engine could send) try to exceed every limit; the simulator's ledger
 //! (`/sim/orders`) proves that no order over a limit arrived. Then two
 //! engines within their own limits breach the account's, HALT + cancel-all
 //! cancels only the halted engine's orders at the venue, and after a
@@ -18,7 +18,6 @@ use herd_tests::kraken_herd::{HerdOpts, KrakenHerd, SYMBOL, prefix, userref_rang
 use herd_tests::procs::{ADMIN_TOKEN, admin_client, engine_token, gateway_client};
 use herd_tests::wait_until;
 use rust_decimal::Decimal;
-use tonic::Code;
 
 fn sim_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_kraken-sim"))
@@ -58,6 +57,32 @@ fn risk_config(state_dir: &Path) -> String {
     format!("state_dir = \"{}\"\n{s}", state_dir.display())
 }
 
+/// Runs the `risk-adversary` process as the engine holding `token` with
+/// `input` (JSON lines) and returns its answers.
+async fn adversary(url: &str, token: &str, input: &str) -> Vec<serde_json::Value> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_risk-adversary"))
+        .args(["--gateway", url, "--token", token])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the adversary did not finish")
+        .unwrap();
+    assert!(out.status.success(), "risk-adversary failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
     let mut h = KrakenHerd::start(
@@ -78,105 +103,83 @@ async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
     h.kill_gateway().await.unwrap();
     h.start_gateway().await.unwrap();
     let url = format!("http://{}", h.gateway_addr());
-    let mut g = [
-        gateway_client(&url, &engine_token("e0")).await.unwrap(),
-        gateway_client(&url, &engine_token("e1")).await.unwrap(),
-    ];
+    let mut g0 = gateway_client(&url, &engine_token("e0")).await.unwrap();
     let mut admin = admin_client(&url).await.unwrap();
 
     let mut accepted: BTreeSet<String> = BTreeSet::new();
     let mut denied: BTreeSet<String> = BTreeSet::new();
-    // (engine, id, order, code it must get; None = accepted)
-    let attempts: Vec<(usize, &str, pb::PlaceOrderRequest, Option<&str>)> = vec![
-        (0, "ok1", buy("ok1", "500", "0.11"), None),
-        (0, "vol", buy("vol", "1001", "0.05"), Some("max_volume")),
-        (
-            0,
-            "notional",
-            buy("notional", "900", "0.115"),
-            Some("max_notional"),
-        ),
-        (0, "band", buy("band", "100", "0.20"), Some("price_band")),
-        (0, "ok2", buy("ok2", "800", "0.10"), None),
+    // Each engine's attack runs in an adversary process of its own:
+    // (op, id, volume, price, what the gateway must answer: None = accepted,
+    // Some(risk code)).
+    let e0: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        ("place", "ok1", "500", "0.11", None),
+        ("place", "vol", "1001", "0.05", Some("max_volume")),
+        ("place", "notional", "900", "0.115", Some("max_notional")),
+        ("place", "band", "100", "0.20", Some("price_band")),
+        ("place", "ok2", "800", "0.10", None),
         // 500 + 800 + 900 resting buys = 2200 DOGE, at 0.10 220 USD > 200.
-        (
-            0,
-            "exposure",
-            buy("exposure", "900", "0.10"),
-            Some("max_exposure"),
-        ),
-        (0, "ok3", buy("ok3", "100", "0.10"), None),
-        (
-            0,
-            "open",
-            buy("open", "100", "0.10"),
-            Some("max_open_orders"),
-        ),
-        (1, "ok1", buy("ok1", "100", "0.10"), None),
-        // e1 has 1 of its 3; the account has 4 of its 5.
-        (1, "ok2", buy("ok2", "100", "0.10"), None),
-        (
-            1,
-            "account",
-            buy("account", "100", "0.10"),
-            Some("max_open_orders"),
-        ),
+        ("place", "exposure", "900", "0.10", Some("max_exposure")),
+        ("place", "ok3", "100", "0.10", None),
+        ("place", "open", "100", "0.10", Some("max_open_orders")),
     ];
-    for (e, id, req, want) in attempts {
-        let r = g[e].place_order(req).await;
-        let venue_id = format!("{}{id}", prefix(&format!("e{e}")));
-        match (want, r) {
-            (None, Ok(_)) => {
-                accepted.insert(venue_id);
+    let e1: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        ("place", "ok1", "100", "0.10", None),
+        // e1 has 1 of its 3; the account has 4 of its 5.
+        ("place", "ok2", "100", "0.10", None),
+        ("place", "account", "100", "0.10", Some("max_open_orders")),
+        ("place", "account2", "100", "0.10", Some("max_open_orders")),
+        // The rate limit (4 submits a window; denied ones do not count):
+        // e1 has sent 2. Cancels make room in the account for each.
+        ("cancel", "ok1", "", "", None),
+        ("place", "ok3", "100", "0.10", None),
+        ("cancel", "ok3", "", "", None),
+        ("place", "ok4", "100", "0.10", None),
+        ("place", "rate", "100", "0.10", Some("order_rate")),
+    ];
+    for (engine, ops) in [("e0", e0), ("e1", e1)] {
+        let input: String = ops
+            .iter()
+            .map(|(op, id, volume, price, _)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"op": op, "id": id, "side": "buy", "volume": volume, "price": price})
+                )
+            })
+            .collect();
+        let answers = adversary(&url, &engine_token(engine), &input).await;
+        assert_eq!(answers.len(), ops.len(), "{answers:?}");
+        for ((op, id, _, _, want), got) in ops.iter().zip(&answers) {
+            let venue_id = format!("{}{id}", prefix(engine));
+            match want {
+                None => {
+                    assert_eq!(got["ok"], true, "{engine} {op} {id}: {got}");
+                    if *op == "place" {
+                        accepted.insert(venue_id);
+                    }
+                }
+                Some(code) => {
+                    assert_eq!(got["ok"], false, "{engine} {id}: {got}");
+                    assert_eq!(got["risk_code"], *code, "{engine} {id}: {got}");
+                    let grpc = if *code == "order_rate" {
+                        "ResourceExhausted"
+                    } else {
+                        "FailedPrecondition"
+                    };
+                    assert_eq!(got["grpc"], grpc, "{engine} {id}: {got}");
+                    denied.insert(venue_id);
+                }
             }
-            (Some(code), Err(s)) => {
-                assert_eq!(
-                    herd_proto::answer::risk_code(&s),
-                    Some(code),
-                    "e{e} {id}: {s:?}"
-                );
-                assert_eq!(s.code(), Code::FailedPrecondition, "e{e} {id}: {s:?}");
-                denied.insert(venue_id);
-            }
-            (want, r) => panic!("e{e} {id}: wanted {want:?}, got {r:?}"),
+        }
+        if engine == "e1" {
+            let account = &answers[3];
+            assert!(
+                account["message"].as_str().unwrap().contains("the account"),
+                "{account}"
+            );
+            let rate = answers.last().unwrap();
+            assert!(rate["retry_after_ms"].is_string(), "{rate}");
         }
     }
-    let account_denial = g[1]
-        .place_order(buy("account2", "100", "0.10"))
-        .await
-        .unwrap_err();
-    assert!(
-        account_denial.message().contains("the account"),
-        "{account_denial:?}"
-    );
-    denied.insert(format!("{}account2", prefix("e1")));
-    // The rate limit (4 submits a window; denied ones do not count): e1
-    // has sent 2. Cancels make room in the account for each.
-    for id in ["ok1", "ok3"] {
-        if id == "ok3" {
-            g[1].place_order(buy(id, "100", "0.10")).await.unwrap();
-            accepted.insert(format!("{}{id}", prefix("e1")));
-        }
-        g[1].cancel_order(pb::CancelOrderRequest {
-            client_order_id: id.into(),
-        })
-        .await
-        .unwrap();
-    }
-    g[1].place_order(buy("ok4", "100", "0.10")).await.unwrap();
-    accepted.insert(format!("{}ok4", prefix("e1")));
-    let s = g[1]
-        .place_order(buy("rate", "100", "0.10"))
-        .await
-        .unwrap_err();
-    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
-    assert_eq!(
-        herd_proto::answer::risk_code(&s),
-        Some("order_rate"),
-        "{s:?}"
-    );
-    assert!(s.metadata().get("retry-after-ms").is_some(), "{s:?}");
-    denied.insert(format!("{}rate", prefix("e1")));
 
     // The simulator's ledger: every accepted order arrived, no denied one did,
     // and nothing there is over a limit.
@@ -231,7 +234,7 @@ async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
             assert_eq!(status, "open", "{o}");
         }
     }
-    let s = g[0]
+    let s = g0
         .place_order(buy("halted", "100", "0.10"))
         .await
         .unwrap_err();
