@@ -149,12 +149,22 @@ async fn no_phantom(h: &KrakenHerd) -> anyhow::Result<Result<(), String>> {
     })
 }
 
-/// Runs the soak on a fresh herd until `duration` has passed (at least one
-/// step), starting the simulator from `sim_bin`.
+/// How long a soak runs.
+#[derive(Debug, Clone, Copy)]
+pub enum SoakLength {
+    /// This many steps: the same seed gives the same steps, whatever the
+    /// machine's speed (the test suite's short run).
+    Steps(u64),
+    /// Until this much time has passed (at least one step).
+    Time(Duration),
+}
+
+/// Runs the soak on a fresh herd for `length`, starting the simulator from
+/// `sim_bin`.
 pub async fn run(
     sim_bin: &Path,
     seed: u64,
-    duration: Duration,
+    length: SoakLength,
     opts: HerdOpts,
 ) -> anyhow::Result<SoakReport> {
     let started = Instant::now();
@@ -170,7 +180,11 @@ pub async fn run(
     let mut asked: Vec<BTreeSet<String>> = vec![BTreeSet::new(); engines];
     let mut open: Vec<Vec<String>> = vec![Vec::new(); engines];
     let mut next_price = 0usize;
-    while report.steps == 0 || started.elapsed() < duration {
+    let more = |steps: u64| match length {
+        SoakLength::Steps(n) => steps < n,
+        SoakLength::Time(d) => steps == 0 || started.elapsed() < d,
+    };
+    while more(report.steps) {
         report.steps += 1;
         let step = rng.below(10);
         let what = match step {

@@ -419,3 +419,33 @@ async fn sqlite_variant() {
     assert_eq!(report.executed_orders, 6, "{report:?}");
     assert_eq!(report.fills["e0"], 3, "{report:?}");
 }
+
+/// The chaos soak's short, seeded run (issue 22; the long one is the
+/// `chaos-soak` binary, docs/faults.md): 40 steps of submits, cancels,
+/// market moves, armed faults and kill -9 + restarts of the gateway and the
+/// engines, every invariant checked after each step. Seed 22's first 40
+/// steps include every kind of step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_soak_short_seeded_run() {
+    let report = herd_tests::soak::run(
+        sim_bin(),
+        22,
+        herd_tests::soak::SoakLength::Steps(40),
+        HerdOpts::default(),
+    )
+    .await
+    .unwrap();
+    println!("{report}");
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert_eq!(report.checks, 40, "{report}");
+    for (what, n) in [
+        ("submits", report.submits),
+        ("cancels", report.cancels),
+        ("market moves", report.market_moves),
+        ("faults", report.faults),
+        ("gateway restarts", report.gateway_restarts),
+        ("engine restarts", report.engine_restarts),
+    ] {
+        assert!(n > 0, "no {what} in 40 steps: {report}");
+    }
+}

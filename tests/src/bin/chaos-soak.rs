@@ -26,6 +26,9 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 30)]
     minutes: u64,
+    /// How long to run, in seconds (instead of --minutes).
+    #[arg(long)]
+    seconds: Option<u64>,
     /// Engines in the herd.
     #[arg(long, default_value_t = 3)]
     engines: usize,
@@ -38,7 +41,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let report = herd_tests::soak::run(
         &sim,
         args.seed,
-        Duration::from_secs(args.minutes * 60),
+        herd_tests::soak::SoakLength::Time(Duration::from_secs(
+            args.seconds.unwrap_or(args.minutes * 60),
+        )),
         HerdOpts {
             engines: args.engines,
             rust_log: "info",
