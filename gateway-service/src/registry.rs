@@ -96,6 +96,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// Risk follows every order state change (set once at start).
     risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
+    /// The fills ledger follows every state change and adoption (set once at start).
+    ledger: std::sync::OnceLock<std::sync::Arc<crate::fills::Ledger>>,
     incarnation: String,
     retention: usize,
 }
@@ -125,6 +127,7 @@ impl Registry {
         Registry {
             inner: Mutex::new(inner),
             risk: std::sync::OnceLock::new(),
+            ledger: std::sync::OnceLock::new(),
             incarnation,
             retention: retention.max(1),
         }
@@ -133,6 +136,11 @@ impl Registry {
     /// Lets `risk` follow every state change and adoption.
     pub fn set_risk(&self, risk: std::sync::Arc<crate::risk::Risk>) {
         let _ = self.risk.set(risk);
+    }
+
+    /// Lets the fills ledger see every state change and adoption.
+    pub fn set_ledger(&self, ledger: std::sync::Arc<crate::fills::Ledger>) {
+        let _ = self.ledger.set(ledger);
     }
 
     pub fn incarnation(&self) -> &str {
@@ -295,8 +303,13 @@ impl Registry {
         let (out, owner) = self.apply_locked(new, now_ms);
         // Risk after the registry's lock is gone (lock order: registry, then
         // risk; never both).
-        if let (Some(risk), Some((engine, client_id))) = (self.risk.get(), owner) {
-            risk.on_state(&engine, &client_id, new, now_ms);
+        if let Some((engine, client_id)) = owner {
+            if let Some(ledger) = self.ledger.get() {
+                ledger.observe(&engine, &client_id, new, now_ms);
+            }
+            if let Some(risk) = self.risk.get() {
+                risk.on_state(&engine, &client_id, new, now_ms);
+            }
         }
         out
     }
@@ -515,6 +528,10 @@ impl Registry {
             (engine.clone(), client_id.clone()),
         );
         drop(inner);
+        // What executed while the gateway was not looking is one fill.
+        if let Some(ledger) = self.ledger.get() {
+            ledger.observe(&engine, &client_id, state, ledger.now_ms());
+        }
         if let Some(risk) = self.risk.get() {
             risk.adopt(&engine, &client_id, state);
         }

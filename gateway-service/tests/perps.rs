@@ -104,6 +104,7 @@ fn market(
         post_only: false,
         userref: 0,
         reduce_only: reduce,
+        strategy: String::new(),
     }
 }
 

@@ -164,7 +164,9 @@ impl KrakenHerd {
         let gateway_http = format!("127.0.0.1:{}", free_port()?);
         let mut cfg = format!(
             "listen = \"127.0.0.1:{gateway_port}\"\nhttp_listen = \"{gateway_http}\"\nvenue = \"kraken\"\n\
-             admin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 100\npending_timeout_ms = 1000\n"
+             admin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 100\npending_timeout_ms = 1000\n\
+             state_dir = \"{}\"\n",
+            dir.path().join("gateway-state").display()
         );
         for i in 0..opts.engines {
             let id = format!("e{i}");
