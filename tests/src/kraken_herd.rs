@@ -345,7 +345,7 @@ impl KrakenHerd {
         Ok(())
     }
 
-    fn engine_url(&self, i: usize) -> anyhow::Result<String> {
+    pub fn engine_url(&self, i: usize) -> anyhow::Result<String> {
         self.engines
             .get(i)
             .and_then(|e| e.proc.as_ref())
