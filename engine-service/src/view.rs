@@ -335,6 +335,7 @@ pub async fn engine_status(shared: &Shared) -> Result<pb::EngineStatus, Status> 
         self_healing: grid.as_ref().map(self_healing_pb),
         funding: Some(funding_status(shared)),
         last_reconcile: st.last_reconcile.as_ref().map(reconcile_summary_pb),
+        herd_dashboard_url: shared.cfg.herd_dashboard_url.clone(),
     })
 }
 

@@ -125,6 +125,8 @@ pub fn routes(state: HerdState) -> Router {
         .route("/index.html", get(page))
         .route("/herd.js", get(script))
         .route("/herd.css", get(style))
+        // Browsers ask for it; an empty answer keeps a 404 out of the console.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/api/herd", get(api_herd))
         .route("/api/fills.csv", get(api_fills_csv))
         .route("/api/fills.json", get(api_fills_json))

@@ -310,10 +310,12 @@ impl KrakenHerd {
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let cfg = format!(
             "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"{http_addr}\"\ngateway_url = \"http://{}\"\n\
-             gateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 200\n{extra}",
+             gateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 200\n\
+             herd_dashboard_url = \"http://{}/\"\n{extra}",
             self.gateway_addr(),
             engine_token(id),
-            data_dir.display()
+            data_dir.display(),
+            self.gateway_http,
         );
         let path = dir.join(format!("engine-{id}.toml"));
         std::fs::write(&path, cfg)?;
