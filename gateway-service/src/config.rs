@@ -207,8 +207,9 @@ impl DeadMansSwitch {
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Admin HTTP port: `/metrics` and `/healthz`. Read-only, no token.
-    /// Unset = not served.
+    /// Admin HTTP port: `/metrics` and `/healthz` (no token), the herd page
+    /// and its data (`crate::herd_http`: the admin token when one is set).
+    /// Read-only. Unset = not served.
     pub http_listen: Option<SocketAddr>,
     pub venue: VenueKind,
     /// The GatewayAdmin token. Absent (no key, no env var) = the admin
@@ -251,7 +252,8 @@ pub struct GatewayConfig {
     /// `[risk.engines.<id>]`. Unset = unlimited.
     pub risk: crate::risk::RiskConfig,
     /// Where the gateway keeps its durable state (`risk.sqlite`: trading
-    /// states, limits set at runtime, the audit log, the day's PnL).
+    /// states, limits set at runtime, the audit log, the day's PnL;
+    /// `fills.sqlite`: the fills ledger, docs/pnl.md).
     /// Unset = nothing survives a restart.
     pub state_dir: Option<std::path::PathBuf>,
     /// The herd dashboard on the admin port (`crate::herd_http`).

@@ -610,6 +610,33 @@ mod tests {
         assert_eq!(l.fills(&FillFilter::default()).await.unwrap().len(), 2);
     }
 
+    /// Funding payments an engine reads are booked once, across a reopen.
+    #[tokio::test]
+    async fn funding_is_booked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = std::sync::Arc::new(SystemClock);
+        let pay = |id: &str, amount: Decimal| FundingPayment {
+            id: id.into(),
+            symbol: "BTCUSDT-PERP".into(),
+            amount,
+            asset: "USDT".into(),
+            time_ms: 1,
+            side: herd_venue::PositionSide::Short,
+            size: dec!(0.01),
+            rate: dec!(0.0001),
+            mark_price: dec!(50000),
+        };
+        let l = Ledger::open(Some(dir.path()), clock.clone()).await.unwrap();
+        l.book_funding("e1", &[pay("p1", dec!(0.05)), pay("p1", dec!(0.05))]);
+        l.close().await;
+        let l = Ledger::open(Some(dir.path()), clock).await.unwrap();
+        l.book_funding("e1", &[pay("p1", dec!(0.05)), pay("p2", dec!(-0.02))]);
+        let booked = l.funding().await.unwrap();
+        let ids: Vec<&str> = booked.iter().map(|f| f.payment_id.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"]);
+        assert!(booked.iter().all(|f| f.engine == "e1"));
+    }
+
     #[test]
     fn strategy_tags_are_checked() {
         for ok in ["", "grid", "risk-flatten", "r_0"] {
