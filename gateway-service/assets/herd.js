@@ -37,6 +37,11 @@
     tbody.replaceChildren(...items.map(build));
   }
 
+  function ago(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+  }
+
   function utc(ms) {
     return new Date(ms).toISOString().replace("T", " ").slice(0, 19);
   }
@@ -48,7 +53,8 @@
       tr.append(el("td", e.id), el("td", e.connected ? "connected" : "gone", e.connected ? "up" : "down"),
         el("td", e.mode), el("td", String(e.weight), "num"), el("td", String(e.open_orders), "num"),
         el("td", String(e.fills_today), "num"), num(e.pnl_today), num(e.pnl_total),
-        el("td", String(e.venue_grants), "num"));
+        el("td", String(e.venue_grants), "num"),
+        el("td", e.last_event_ms ? ago(d.now_ms - e.last_event_ms) : "-"));
       const link = el("td");
       if (e.dashboard) {
         const a = el("a", "engine page");

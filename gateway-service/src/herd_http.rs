@@ -449,6 +449,7 @@ pub async fn herd_json(st: &HerdState) -> Result<Value, tonic::Status> {
                 "weight": st.weights.get(&id).copied().unwrap_or(0),
                 "open_orders": open_orders,
                 "last_sequence": last_sequence,
+                "last_event_ms": core.registry.last_event_ms(&id),
                 "calls": calls,
                 "venue_grants": core.fair.granted_to(&id),
                 "queue_depth": core.fair.depth(&id),

@@ -300,16 +300,21 @@ impl Registry {
     /// Feeds a venue state in; returns the events it produced. States of
     /// orders no engine owns are ignored.
     pub fn apply(&self, new: &OrderState, now_ms: i64) -> Vec<pb::OrderEvent> {
+        // The ledger sees a fill before its event is in any log (its own
+        // marks, not this registry's last state, say what is new), so a
+        // stream that flushes the ledger before sending a fill never lets an
+        // engine see a fill the ledger could lose.
+        if let Some(ledger) = self.ledger.get()
+            && !new.is_foreign()
+            && let Some((engine, client_id)) = self.owner(&new.client_order_id)
+        {
+            ledger.observe(&engine, &client_id, new, now_ms);
+        }
         let (out, owner) = self.apply_locked(new, now_ms);
         // Risk after the registry's lock is gone (lock order: registry, then
         // risk; never both).
-        if let Some((engine, client_id)) = owner {
-            if let Some(ledger) = self.ledger.get() {
-                ledger.observe(&engine, &client_id, new, now_ms);
-            }
-            if let Some(risk) = self.risk.get() {
-                risk.on_state(&engine, &client_id, new, now_ms);
-            }
+        if let (Some(risk), Some((engine, client_id))) = (self.risk.get(), owner) {
+            risk.on_state(&engine, &client_id, new, now_ms);
         }
         out
     }
@@ -599,6 +604,16 @@ impl Registry {
             .collect();
         v.sort();
         v
+    }
+
+    /// When the engine's last event happened (None before its first, or
+    /// once the log no longer holds it).
+    pub fn last_event_ms(&self, engine: &str) -> Option<i64> {
+        self.lock()
+            .engines
+            .get(engine)
+            .and_then(|b| b.log.back())
+            .map(|e| e.time_ms)
     }
 
     /// The engine's prefix, for converting orders at the edge.

@@ -1064,6 +1064,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let registry = self.core.registry.clone();
         let clock = self.core.clock.clone();
         let drain = self.core.drain.clone();
+        let ledger = self.core.ledger.clone();
         // Refuse at once when the stream cannot start where asked.
         registry
             .events_after(&engine, after, 0)
@@ -1081,6 +1082,12 @@ impl pb::gateway_server::Gateway for GatewayService {
                 changes.borrow_and_update();
                 match registry.events_after(&engine, cursor, 256) {
                     Ok(batch) if !batch.is_empty() => {
+                        // A fill reaches the engine only once the ledger holds it.
+                        if let Some(l) = &ledger
+                            && batch.iter().any(|e| !e.fill_volume.is_empty())
+                        {
+                            l.flush().await;
+                        }
                         for ev in batch {
                             cursor = ev.sequence;
                             if tx.send(Ok(ev)).await.is_err() {

@@ -110,6 +110,11 @@ async fn herd_page_lists_engines_charts_pnl_and_goes_stale() {
         "0",
         "e1 has PnL (fees, unrealized)"
     );
+    let last_event = b.eval(&engine_row("e1", 9)).await;
+    assert!(
+        last_event.as_str().unwrap().ends_with(" ago"),
+        "{last_event}"
+    );
     let link = b
         .eval("document.querySelector('#engines tbody tr[data-engine=\"e0\"] a').href")
         .await;
