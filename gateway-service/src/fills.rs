@@ -637,6 +637,54 @@ mod tests {
         assert!(booked.iter().all(|f| f.engine == "e1"));
     }
 
+    /// Many orders filling in parts: every fill is recorded, in order, and
+    /// the PnL over them adds up. Prints what writing, reading and
+    /// computing cost (docs/pnl.md quotes it).
+    #[tokio::test]
+    async fn many_partial_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(Some(dir.path()), std::sync::Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let (orders, parts) = (1_000, 5);
+        let started = std::time::Instant::now();
+        for o in 0..orders {
+            let mut s = state(dec!(0), dec!(0.1), dec!(0));
+            s.client_order_id = format!("e0-o{o}");
+            s.venue_order_id = format!("O{o}");
+            l.tag(&s.client_order_id, "e0", "grid");
+            for p in 1..=parts {
+                s.volume_executed = Decimal::from(p * 20);
+                s.fee = Decimal::from(p) * dec!(0.005);
+                assert!(
+                    l.observe("e0", &format!("o{o}"), &s, i64::from(o))
+                        .is_some()
+                );
+            }
+        }
+        let observed = started.elapsed();
+        l.flush().await;
+        let written = started.elapsed();
+        let fills = l.fills(&FillFilter::default()).await.unwrap();
+        let read = started.elapsed();
+        assert_eq!(fills.len(), usize::try_from(orders * parts).unwrap());
+        let (_, total, _) = crate::pnl::compute(
+            &fills,
+            &[],
+            &crate::pnl::Context::default(),
+            crate::pnl::Grouping::Day,
+        );
+        let computed = started.elapsed();
+        assert_eq!(total.fees, Decimal::from(orders) * dec!(0.025));
+        assert_eq!(total.volume, Decimal::from(orders) * dec!(10));
+        println!(
+            "{} fills: observe {observed:?}, committed {written:?}, read {:?}, PnL {:?}",
+            fills.len(),
+            read - written,
+            computed - read
+        );
+    }
+
     #[test]
     fn strategy_tags_are_checked() {
         for ok in ["", "grid", "risk-flatten", "r_0"] {
