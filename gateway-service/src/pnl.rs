@@ -108,6 +108,29 @@ pub fn fee_in_quote(f: &Fill, base: Option<&str>) -> Decimal {
     }
 }
 
+/// What one fill does to its position and to realized PnL: the gain it
+/// realizes and the fee in quote, shown apart. A fee charged in the base
+/// asset changes the base that moved instead (a buy receives `volume - fee`
+/// for `volume x price`; a sell gives up `volume + fee` for the same), so
+/// it is in the position's cost, not taken off realized PnL a second time.
+/// Returns (realized change, fee in quote).
+pub fn apply_fill(pos: &mut Position, f: &Fill, base: Option<&str>) -> (Decimal, Decimal) {
+    let fee_quote = fee_in_quote(f, base);
+    let in_base =
+        base.is_some_and(|b| !f.fee_asset.is_empty() && f.fee_asset.eq_ignore_ascii_case(b));
+    if in_base && f.fee > Decimal::ZERO {
+        let moved = match f.side {
+            Side::Buy => f.volume - f.fee,
+            Side::Sell => f.volume + f.fee,
+        };
+        if moved > Decimal::ZERO {
+            let gain = pos.apply(f.side, moved, f.volume * f.price / moved);
+            return (gain, fee_quote);
+        }
+    }
+    (pos.apply(f.side, f.volume, f.price) - fee_quote, fee_quote)
+}
+
 /// What [`compute`] needs besides the rows.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
@@ -145,13 +168,12 @@ pub fn compute(
         let pos = positions
             .entry((f.engine.clone(), f.strategy.clone(), f.symbol.clone()))
             .or_default();
-        let gain = pos.apply(f.side, f.volume, f.price);
-        let fee = fee_in_quote(f, ctx.bases.get(&f.symbol).map(String::as_str));
+        let (change, fee) = apply_fill(pos, f, ctx.bases.get(&f.symbol).map(String::as_str));
         holder.insert((f.engine.clone(), f.symbol.clone()), f.strategy.clone());
         let t = rows
             .entry(key(&day_of(f.time_ms), &f.engine, &f.strategy, &f.symbol))
             .or_default();
-        t.realized += gain - fee;
+        t.realized += change;
         t.fees += fee;
         t.volume += f.volume * f.price;
         t.fills += 1;
@@ -201,9 +223,8 @@ pub fn equity(
         let pos = positions
             .entry((f.engine.clone(), f.strategy.clone(), f.symbol.clone()))
             .or_default();
-        let gain = pos.apply(f.side, f.volume, f.price);
-        let fee = fee_in_quote(f, ctx.bases.get(&f.symbol).map(String::as_str));
-        steps.push((f.time_ms, f.engine.clone(), gain - fee));
+        let (change, _) = apply_fill(pos, f, ctx.bases.get(&f.symbol).map(String::as_str));
+        steps.push((f.time_ms, f.engine.clone(), change));
     }
     for p in funding {
         steps.push((p.time_ms, p.engine.clone(), p.amount));
@@ -436,6 +457,42 @@ mod tests {
         assert_eq!(eq[""].last().unwrap(), &(t0 + 10, dec!(2.978)));
         let (_, total, _) = compute(&fills, &[], &ctx, Grouping::Engine);
         assert_eq!(total.total(), dec!(2.978));
+    }
+
+    /// A buy whose fee is taken in base holds less; selling what is held
+    /// closes the position, and the fee is in the loss once.
+    #[test]
+    fn base_fees_shrink_the_position() {
+        let mut buy = fill(
+            1,
+            "e0",
+            "funding",
+            Side::Buy,
+            dec!(0.01),
+            dec!(50000),
+            dec!(0.00001),
+        );
+        buy.fee_asset = "BTC".into();
+        let sell = fill(
+            2,
+            "e0",
+            "funding",
+            Side::Sell,
+            dec!(0.00999),
+            dec!(50000),
+            dec!(0.4995),
+        );
+        let ctx = Context {
+            bases: [("DOGEUSD".to_string(), "BTC".to_string())].into(),
+            marks: [("DOGEUSD".to_string(), dec!(60000))].into(),
+            now_ms: 3,
+        };
+        let (_, total, positions) = compute(&[buy, sell], &[], &ctx, Grouping::Engine);
+        assert!(positions.values().all(|p| p.qty.is_zero()), "{positions:?}");
+        assert_eq!(total.unrealized, Decimal::ZERO);
+        // Paid 500 for 0.00999 sold at 499.5, less the 0.4995 quote fee.
+        assert_eq!(total.realized.round_dp(12), dec!(-0.9995));
+        assert_eq!(total.fees, dec!(0.9995));
     }
 
     #[test]
