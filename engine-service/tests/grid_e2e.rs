@@ -15,6 +15,7 @@ mod support;
 
 use herd_proto::engine as epb;
 use herd_proto::engine::engine_client::EngineClient;
+use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use support::{CONTROL_TOKEN, TestEngine, TestGateway, authed, engine_config, wait_for};
@@ -330,6 +331,51 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
         "{g:?}"
     );
     assert_eq!(g.ledger_conflicts, 0);
+
+    // The gateway's ledger agrees: every fill tagged `grid`, and its
+    // realized PnL is the grid's closed cycle less the fee of the sell
+    // entry A (an opening trade the grid has not realized yet).
+    let mut admin = GatewayAdminClient::new(
+        Channel::from_shared(gw.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let fills = admin
+        .list_fills(authed(
+            herd_proto::gateway::ListFillsRequest::default(),
+            support::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fills;
+    assert!(fills.iter().all(|f| f.strategy == "grid"), "{fills:#?}");
+    let a_entry: Vec<_> = fills
+        .iter()
+        .filter(|f| f.side == "sell" && f.client_order_id != exit_id)
+        .collect();
+    assert_eq!(a_entry.len(), 1, "{fills:#?}");
+    let a_fee: rust_decimal::Decimal = a_entry[0].fee.parse().unwrap();
+    let ledger = admin
+        .get_pnl(authed(
+            herd_proto::gateway::GetPnlRequest {
+                by: herd_proto::gateway::PnlGrouping::Strategy as i32,
+                ..Default::default()
+            },
+            support::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ledger.rows.len(), 1);
+    assert_eq!(ledger.rows[0].key, "grid");
+    let realized: rust_decimal::Decimal = ledger.rows[0].realized.parse().unwrap();
+    assert!(
+        (realized + a_fee - pnl).abs() < rust_decimal::Decimal::new(1, 8),
+        "ledger {realized} + A's fee {a_fee}, the grid's realized {pnl}"
+    );
     e0.stop().await;
     gw.stop().await;
 }
