@@ -567,5 +567,24 @@ async fn exports_and_pnl_match_the_ledger_venue_and_journals() {
         "{table}"
     );
     assert!(table.contains(&row("e0").realized), "{table}");
+    let fills_table = herdctl(&[
+        "fills",
+        "--gateway",
+        &grpc,
+        "--token",
+        herd_tests::ADMIN_TOKEN,
+        "--strategy",
+        "manual",
+    ]);
+    assert!(
+        fills_table.lines().next().unwrap().contains("trade id"),
+        "{fills_table}"
+    );
+    // A header, its rule and one line per fill.
+    assert_eq!(
+        fills_table.lines().count(),
+        2 + fills.len(),
+        "{fills_table}"
+    );
     h.cleanup().await.unwrap();
 }
