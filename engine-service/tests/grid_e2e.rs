@@ -332,9 +332,12 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
     );
     assert_eq!(g.ledger_conflicts, 0);
 
-    // The gateway's ledger agrees: every fill tagged `grid`, and its
-    // realized PnL is the grid's closed cycle less the fee of the sell
-    // entry A (an opening trade the grid has not realized yet).
+    // The gateway's ledger agrees: every fill tagged `grid`, and its PnL
+    // (realized + unrealized at the last price, 0.121) is the grid's
+    // realized cycle plus the sell entry A it still holds, marked at
+    // 0.121, less A's fee. (The ledger's average cost and the grid's lots
+    // split realized from unrealized differently when A fills before B's
+    // exit; their sum cannot differ.)
     let mut admin = GatewayAdminClient::new(
         Channel::from_shared(gw.url())
             .unwrap()
@@ -358,6 +361,9 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
         .collect();
     assert_eq!(a_entry.len(), 1, "{fills:#?}");
     let a_fee: rust_decimal::Decimal = a_entry[0].fee.parse().unwrap();
+    let a_volume: rust_decimal::Decimal = a_entry[0].volume.parse().unwrap();
+    let a_price: rust_decimal::Decimal = a_entry[0].price.parse().unwrap();
+    let mark = rust_decimal::Decimal::new(121, 3);
     let ledger = admin
         .get_pnl(authed(
             herd_proto::gateway::GetPnlRequest {
@@ -371,10 +377,12 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
         .into_inner();
     assert_eq!(ledger.rows.len(), 1);
     assert_eq!(ledger.rows[0].key, "grid");
-    let realized: rust_decimal::Decimal = ledger.rows[0].realized.parse().unwrap();
+    let total: rust_decimal::Decimal = ledger.rows[0].total.parse().unwrap();
+    let want = pnl + a_volume * (a_price - mark) - a_fee;
     assert!(
-        (realized + a_fee - pnl).abs() < rust_decimal::Decimal::new(1, 8),
-        "ledger {realized} + A's fee {a_fee}, the grid's realized {pnl}"
+        (total - want).abs() < rust_decimal::Decimal::new(1, 8),
+        "ledger {total}, the grid's realized {pnl} + A {a_volume} sold at {a_price} \
+         marked at {mark} - A's fee {a_fee} = {want}"
     );
     e0.stop().await;
     gw.stop().await;
