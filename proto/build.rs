@@ -7,6 +7,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "herd/gateway/v1/gateway.proto",
+        "herd/gateway/v1/fills.proto",
         "herd/engine/v1/engine.proto",
     ];
     for f in &files {

@@ -104,6 +104,9 @@ pub struct EngineConfig {
     pub shutdown_timeout_ms: u64,
     /// The reconcile step's policies (docs/reconcile.md).
     pub reconcile: ReconcileConfig,
+    /// The herd page on the gateway's admin port (`http://gateway:9100/`);
+    /// the dashboard links it. Empty = no link.
+    pub herd_dashboard_url: String,
 }
 
 /// What the reconcile step does with an open order at the venue that
@@ -161,6 +164,7 @@ impl Default for EngineConfig {
             drain_delay_ms: 2_000,
             shutdown_timeout_ms: 30_000,
             reconcile: ReconcileConfig::default(),
+            herd_dashboard_url: String::new(),
         }
     }
 }
@@ -246,6 +250,12 @@ impl EngineConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let herd = &self.herd_dashboard_url;
+        if !(herd.is_empty() || herd.starts_with("http://") || herd.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "herd_dashboard_url: {herd:?} is not an http:// or https:// URL"
+            )));
+        }
         if self.id.is_empty()
             || !self
                 .id

@@ -431,6 +431,9 @@ impl Shared {
                 0
             },
             reduce_only,
+            // The owner is the strategy's name (grid, rangers, churner,
+            // funding, manual): the gateway's ledger splits PnL by it.
+            strategy: owner.to_string(),
         };
         let started = std::time::Instant::now();
         let r = self.gateway.clone().place_order(req).await;

@@ -336,6 +336,7 @@ pub async fn engine_status(shared: &Shared) -> Result<pb::EngineStatus, Status> 
         funding: Some(funding_status(shared)),
         last_reconcile: st.last_reconcile.as_ref().map(reconcile_summary_pb),
         risk: st.risk.as_ref().map(crate::risk::status_pb),
+        herd_dashboard_url: shared.cfg.herd_dashboard_url.clone(),
     })
 }
 

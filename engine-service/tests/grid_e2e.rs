@@ -15,6 +15,7 @@ mod support;
 
 use herd_proto::engine as epb;
 use herd_proto::engine::engine_client::EngineClient;
+use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use support::{CONTROL_TOKEN, TestEngine, TestGateway, authed, engine_config, wait_for};
@@ -330,6 +331,59 @@ async fn an_exit_filled_while_the_engine_was_down_closes_its_position() {
         "{g:?}"
     );
     assert_eq!(g.ledger_conflicts, 0);
+
+    // The gateway's ledger agrees: every fill tagged `grid`, and its PnL
+    // (realized + unrealized at the last price, 0.121) is the grid's
+    // realized cycle plus the sell entry A it still holds, marked at
+    // 0.121, less A's fee. (The ledger's average cost and the grid's lots
+    // split realized from unrealized differently when A fills before B's
+    // exit; their sum cannot differ.)
+    let mut admin = GatewayAdminClient::new(
+        Channel::from_shared(gw.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let fills = admin
+        .list_fills(authed(
+            herd_proto::gateway::ListFillsRequest::default(),
+            support::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fills;
+    assert!(fills.iter().all(|f| f.strategy == "grid"), "{fills:#?}");
+    let a_entry: Vec<_> = fills
+        .iter()
+        .filter(|f| f.side == "sell" && f.client_order_id != exit_id)
+        .collect();
+    assert_eq!(a_entry.len(), 1, "{fills:#?}");
+    let a_fee: rust_decimal::Decimal = a_entry[0].fee.parse().unwrap();
+    let a_volume: rust_decimal::Decimal = a_entry[0].volume.parse().unwrap();
+    let a_price: rust_decimal::Decimal = a_entry[0].price.parse().unwrap();
+    let mark = rust_decimal::Decimal::new(121, 3);
+    let ledger = admin
+        .get_pnl(authed(
+            herd_proto::gateway::GetPnlRequest {
+                by: herd_proto::gateway::PnlGrouping::Strategy as i32,
+                ..Default::default()
+            },
+            support::ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ledger.rows.len(), 1);
+    assert_eq!(ledger.rows[0].key, "grid");
+    let total: rust_decimal::Decimal = ledger.rows[0].total.parse().unwrap();
+    let want = pnl + a_volume * (a_price - mark) - a_fee;
+    assert!(
+        (total - want).abs() < rust_decimal::Decimal::new(1, 8),
+        "ledger {total}, the grid's realized {pnl} + A {a_volume} sold at {a_price} \
+         marked at {mark} - A's fee {a_fee} = {want}"
+    );
     e0.stop().await;
     gw.stop().await;
 }

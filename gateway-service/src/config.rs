@@ -207,8 +207,9 @@ impl DeadMansSwitch {
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// Admin HTTP port: `/metrics` and `/healthz`. Read-only, no token.
-    /// Unset = not served.
+    /// Admin HTTP port: `/metrics` and `/healthz` (no token), the herd page
+    /// and its data (`crate::herd_http`: the admin token when one is set).
+    /// Read-only. Unset = not served.
     pub http_listen: Option<SocketAddr>,
     pub venue: VenueKind,
     /// The GatewayAdmin token. Absent (no key, no env var) = the admin
@@ -251,9 +252,20 @@ pub struct GatewayConfig {
     /// `[risk.engines.<id>]`. Unset = unlimited.
     pub risk: crate::risk::RiskConfig,
     /// Where the gateway keeps its durable state (`risk.sqlite`: trading
-    /// states, limits set at runtime, the audit log, the day's PnL).
+    /// states, limits set at runtime, the audit log, the day's PnL;
+    /// `fills.sqlite`: the fills ledger, docs/pnl.md).
     /// Unset = nothing survives a restart.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The herd dashboard on the admin port (`crate::herd_http`).
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: links from the herd page to each engine's own page.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Engine id -> the URL of its dashboard (`http://...` or `https://...`).
+    pub engine_urls: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
@@ -279,6 +291,7 @@ impl Default for GatewayConfig {
             shutdown_timeout_ms: 30_000,
             risk: crate::risk::RiskConfig::default(),
             state_dir: None,
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -349,6 +362,18 @@ impl GatewayConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (id, url) in &self.dashboard.engine_urls {
+            if !self.engines.iter().any(|e| &e.id == id) {
+                return Err(ConfigError::Invalid(format!(
+                    "dashboard.engine_urls: {id:?} is not a configured engine"
+                )));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "dashboard.engine_urls.{id}: {url:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
         let mut ids = HashSet::new();
         let mut tokens = HashSet::new();
         for e in &self.engines {

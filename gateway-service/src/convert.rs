@@ -301,6 +301,7 @@ mod tests {
             post_only: true,
             userref: 0,
             reduce_only: false,
+            strategy: String::new(),
         }
     }
 

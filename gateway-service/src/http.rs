@@ -1,6 +1,8 @@
-//! The gateway's admin HTTP port (read-only, no token): `/metrics`
-//! (Prometheus) here; `/healthz` and `/readyz` (200 while serving, 503 once
-//! draining) are added by [`herd_proto::admin_http::start`].
+//! The gateway's admin HTTP port (read-only): `/metrics` (Prometheus, no
+//! token) here; the herd page and the fills and PnL exports in
+//! [`crate::herd_http`] (admin token when one is set); `/healthz` and
+//! `/readyz` (200 while serving, 503 once draining) are added by
+//! [`herd_proto::admin_http::start`].
 
 use std::sync::Arc;
 

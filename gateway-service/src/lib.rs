@@ -16,10 +16,14 @@ pub mod config;
 pub mod convert;
 pub mod dms;
 pub mod fair;
+pub mod fills;
+pub mod herd_http;
 pub mod http;
 pub mod keycheck;
+pub mod ledger_api;
 pub mod market;
 pub mod metrics;
+pub mod pnl;
 pub mod poller;
 pub mod recovery;
 pub mod registry;
@@ -154,6 +158,10 @@ pub async fn run(
         core.risk.persist_days_to(store.sender());
         core = core.with_risk_store(store);
     }
+    let ledger = fills::Ledger::open(cfg.state_dir.as_deref(), core.clock.clone())
+        .await
+        .context("opening the fills ledger")?;
+    core = core.with_ledger(Arc::new(ledger));
     let core = Arc::new(core);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(core.clone().run_kills());
@@ -223,7 +231,10 @@ pub async fn run(
 
     let admin_port = herd_proto::admin_http::start(
         cfg.http_listen,
-        http::routes(core.clone()),
+        http::routes(core.clone()).merge(herd_http::routes(herd_http::HerdState::new(
+            core.clone(),
+            &cfg,
+        ))),
         "gateway",
         &mut tasks,
     )
@@ -273,6 +284,9 @@ pub async fn run(
     // 4. Flush state.
     if let Some(store) = &core.risk_store {
         store.close().await;
+    }
+    if let Some(ledger) = &core.ledger {
+        ledger.close().await;
     }
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;

@@ -96,6 +96,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// Risk follows every order state change (set once at start).
     risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
+    /// The fills ledger follows every state change and adoption (set once at start).
+    ledger: std::sync::OnceLock<std::sync::Arc<crate::fills::Ledger>>,
     incarnation: String,
     retention: usize,
 }
@@ -125,6 +127,7 @@ impl Registry {
         Registry {
             inner: Mutex::new(inner),
             risk: std::sync::OnceLock::new(),
+            ledger: std::sync::OnceLock::new(),
             incarnation,
             retention: retention.max(1),
         }
@@ -133,6 +136,11 @@ impl Registry {
     /// Lets `risk` follow every state change and adoption.
     pub fn set_risk(&self, risk: std::sync::Arc<crate::risk::Risk>) {
         let _ = self.risk.set(risk);
+    }
+
+    /// Lets the fills ledger see every state change and adoption.
+    pub fn set_ledger(&self, ledger: std::sync::Arc<crate::fills::Ledger>) {
+        let _ = self.ledger.set(ledger);
     }
 
     pub fn incarnation(&self) -> &str {
@@ -292,6 +300,16 @@ impl Registry {
     /// Feeds a venue state in; returns the events it produced. States of
     /// orders no engine owns are ignored.
     pub fn apply(&self, new: &OrderState, now_ms: i64) -> Vec<pb::OrderEvent> {
+        // The ledger sees a fill before its event is in any log (its own
+        // marks, not this registry's last state, say what is new), so a
+        // stream that flushes the ledger before sending a fill never lets an
+        // engine see a fill the ledger could lose.
+        if let Some(ledger) = self.ledger.get()
+            && !new.is_foreign()
+            && let Some((engine, client_id)) = self.owner(&new.client_order_id)
+        {
+            ledger.observe(&engine, &client_id, new, now_ms);
+        }
         let (out, owner) = self.apply_locked(new, now_ms);
         // Risk after the registry's lock is gone (lock order: registry, then
         // risk; never both).
@@ -515,6 +533,10 @@ impl Registry {
             (engine.clone(), client_id.clone()),
         );
         drop(inner);
+        // What executed while the gateway was not looking is one fill.
+        if let Some(ledger) = self.ledger.get() {
+            ledger.observe(&engine, &client_id, state, ledger.now_ms());
+        }
         if let Some(risk) = self.risk.get() {
             risk.adopt(&engine, &client_id, state);
         }
@@ -582,6 +604,16 @@ impl Registry {
             .collect();
         v.sort();
         v
+    }
+
+    /// When the engine's last event happened (None before its first, or
+    /// once the log no longer holds it).
+    pub fn last_event_ms(&self, engine: &str) -> Option<i64> {
+        self.lock()
+            .engines
+            .get(engine)
+            .and_then(|b| b.log.back())
+            .map(|e| e.time_ms)
     }
 
     /// The engine's prefix, for converting orders at the edge.

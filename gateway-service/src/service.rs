@@ -137,6 +137,8 @@ pub struct Core {
     /// The durable store of risk states, runtime limits and the audit log
     /// (None: nothing survives a restart).
     pub risk_store: Option<crate::risk_store::RiskStore>,
+    /// The fills ledger (`crate::fills`; None: fills are not recorded).
+    pub ledger: Option<Arc<crate::fills::Ledger>>,
     /// Kill actions (cancel all, flatten) a breach asked for, carried out
     /// by [`Core::run_kills`].
     kills: mpsc::UnboundedSender<Kill>,
@@ -179,6 +181,7 @@ impl Core {
         Core {
             risk,
             risk_store: None,
+            ledger: None,
             kills,
             kill_rx: std::sync::Mutex::new(Some(kill_rx)),
             venue,
@@ -217,6 +220,13 @@ impl Core {
         self
     }
 
+    /// Records every engine's fills in `ledger` (the registry feeds it).
+    pub fn with_ledger(mut self, ledger: Arc<crate::fills::Ledger>) -> Core {
+        self.registry.set_ledger(ledger.clone());
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// Replaces the default fair queue (equal weights) with a configured one.
     pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
         self.fair = fair;
@@ -239,7 +249,7 @@ impl Core {
         })
     }
 
-    async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
+    pub(crate) async fn instrument(&self, symbol: &str) -> Result<Instrument, Status> {
         if let Some(i) = self.instruments.read().await.get(symbol) {
             return Ok(i.clone());
         }
@@ -331,6 +341,7 @@ impl Core {
         risk_exempt: bool,
     ) -> Result<pb::Order, Status> {
         let order = convert::new_order_from_pb(req)?;
+        crate::fills::check_strategy_tag(&req.strategy).map_err(Status::invalid_argument)?;
         let (lo, hi) = self.userrefs.get(engine).copied().ok_or_else(|| {
             Status::permission_denied(format!("engine {engine:?} is not configured"))
         })?;
@@ -414,7 +425,11 @@ impl Core {
                     order.client_order_id
                 )));
             }
-            Registration::New => {}
+            Registration::New => {
+                if let Some(ledger) = &self.ledger {
+                    ledger.tag(&venue_order.client_order_id, engine, &req.strategy);
+                }
+            }
         }
         let submitted = {
             let _in_flight = InFlight::new(self, &venue_order.client_order_id);
@@ -667,6 +682,7 @@ impl Core {
                     order_type: pb::OrderType::Market as i32,
                     volume: net.abs().normalize().to_string(),
                     reduce_only: perp,
+                    strategy: "risk-flatten".into(),
                     ..Default::default()
                 };
                 let outcome = match self.place_with(engine, &req, true).await {
@@ -1048,6 +1064,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let registry = self.core.registry.clone();
         let clock = self.core.clock.clone();
         let drain = self.core.drain.clone();
+        let ledger = self.core.ledger.clone();
         // Refuse at once when the stream cannot start where asked.
         registry
             .events_after(&engine, after, 0)
@@ -1065,6 +1082,12 @@ impl pb::gateway_server::Gateway for GatewayService {
                 changes.borrow_and_update();
                 match registry.events_after(&engine, cursor, 256) {
                     Ok(batch) if !batch.is_empty() => {
+                        // A fill reaches the engine only once the ledger holds it.
+                        if let Some(l) = &ledger
+                            && batch.iter().any(|e| !e.fill_volume.is_empty())
+                        {
+                            l.flush().await;
+                        }
                         for ev in batch {
                             cursor = ev.sequence;
                             if tx.send(Ok(ev)).await.is_err() {
@@ -1197,6 +1220,9 @@ impl pb::gateway_server::Gateway for GatewayService {
             .funding_payments(&query)
             .await
             .map_err(|e| venue_status(&e))?;
+        if let Some(ledger) = &self.core.ledger {
+            ledger.book_funding(&engine_of(&req)?, &payments);
+        }
         Ok(Response::new(pb::ListFundingPaymentsResponse {
             payments: payments
                 .iter()
@@ -1384,6 +1410,24 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         Ok(Response::new(pb::ListRiskAuditResponse {
             entries: entries.iter().map(crate::risk::wire::audit_to_pb).collect(),
         }))
+    }
+
+    async fn list_fills(
+        &self,
+        req: Request<pb::ListFillsRequest>,
+    ) -> Result<Response<pb::ListFillsResponse>, Status> {
+        crate::ledger_api::list_fills(&self.core, req.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_pnl(
+        &self,
+        req: Request<pb::GetPnlRequest>,
+    ) -> Result<Response<pb::GetPnlResponse>, Status> {
+        crate::ledger_api::get_pnl(&self.core, req.get_ref())
+            .await
+            .map(Response::new)
     }
 
     async fn set_paper_price(

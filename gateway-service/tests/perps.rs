@@ -104,6 +104,7 @@ fn market(
         post_only: false,
         userref: 0,
         reduce_only: reduce,
+        strategy: String::new(),
     }
 }
 
@@ -386,5 +387,170 @@ async fn unknown_symbols_are_invalid_argument_everywhere() {
     ))
     .await
     .unwrap();
+    gw.stop().await;
+}
+
+/// The fills ledger over gRPC on a funding hedge: every leg's fill carries
+/// the strategy tag its PlaceOrder gave, the funding the engine listed is
+/// booked to it, and GetPnl by strategy is the legs' gains less fees plus
+/// the funding, by hand from the fills. Bad tags and filters are
+/// INVALID_ARGUMENT naming the field.
+#[tokio::test]
+async fn funding_hedge_pnl_in_the_ledger() {
+    let gw = Gateway::start().await;
+    let ch = gw.channel().await;
+    let mut g = GatewayClient::new(ch.clone());
+    let mut admin = GatewayAdminClient::new(ch);
+    let tagged = |id: &str, symbol: &str, side: pb::Side, reduce: bool| pb::PlaceOrderRequest {
+        strategy: "funding".into(),
+        ..market(id, symbol, side, "0.01", reduce)
+    };
+    let bad = g
+        .place_order(authed(
+            pb::PlaceOrderRequest {
+                strategy: "fund ing".into(),
+                ..tagged("x", "BTCUSDT", pb::Side::Buy, false)
+            },
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("strategy: "), "{bad:?}");
+
+    for (id, symbol, side) in [
+        ("h-spot", "BTCUSDT", pb::Side::Buy),
+        ("h-perp", "BTCUSDT-PERP", pb::Side::Sell),
+    ] {
+        g.place_order(authed(tagged(id, symbol, side, false), ENGINE_TOKEN))
+            .await
+            .unwrap();
+    }
+    admin
+        .set_paper_funding(authed(
+            pb::SetPaperFundingRequest {
+                symbol: "BTCUSDT-PERP".into(),
+                rate: "0.0003".into(),
+                settle_now: true,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let payments = g
+        .list_funding_payments(authed(
+            pb::ListFundingPaymentsRequest {
+                symbol: "BTCUSDT-PERP".into(),
+                ..Default::default()
+            },
+            ENGINE_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .payments;
+    assert_eq!(payments.len(), 1);
+    let funding: Decimal = payments[0].amount.parse().unwrap();
+    g.place_order(authed(
+        tagged("h-perp-x", "BTCUSDT-PERP", pb::Side::Buy, true),
+        ENGINE_TOKEN,
+    ))
+    .await
+    .unwrap();
+    // Sell what the spot buy delivered (its fee may have been taken in BTC).
+    let spot = admin
+        .list_fills(authed(
+            pb::ListFillsRequest {
+                symbol: "BTCUSDT".into(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .fills;
+    let bought: Decimal = spot[0].volume.parse().unwrap();
+    let fee: Decimal = spot[0].fee.parse().unwrap();
+    let held = if spot[0].fee_asset == "BTC" {
+        bought - fee
+    } else {
+        bought
+    };
+    g.place_order(authed(
+        pb::PlaceOrderRequest {
+            volume: held.normalize().to_string(),
+            ..tagged("h-spot-x", "BTCUSDT", pb::Side::Sell, false)
+        },
+        ENGINE_TOKEN,
+    ))
+    .await
+    .unwrap();
+
+    let fills = admin
+        .list_fills(authed(pb::ListFillsRequest::default(), ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .into_inner()
+        .fills;
+    assert_eq!(fills.len(), 4, "{fills:#?}");
+    assert!(
+        fills
+            .iter()
+            .all(|f| f.strategy == "funding" && f.engine_id == "e0")
+    );
+    // By hand: what was paid and received, fees in quote, funding. A fee
+    // taken in BTC is already in it: the spot sell sold only what arrived.
+    let d = |s: &str| s.parse::<Decimal>().unwrap();
+    let mut hand = funding;
+    for f in &fills {
+        let value = d(&f.volume) * d(&f.price);
+        hand += if f.side == "sell" { value } else { -value };
+        if f.fee_asset != "BTC" {
+            hand -= d(&f.fee);
+        }
+    }
+    let pnl = admin
+        .get_pnl(authed(
+            pb::GetPnlRequest {
+                by: pb::PnlGrouping::Strategy as i32,
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pnl.rows.len(), 1);
+    let row = &pnl.rows[0];
+    assert_eq!(row.key, "funding");
+    assert_eq!(d(&row.funding), funding);
+    assert_eq!(d(&row.unrealized), Decimal::ZERO, "both legs closed");
+    assert_eq!(d(&row.realized).round_dp(2), hand.round_dp(2));
+    assert_eq!(d(&row.realized), hand.round_dp(8));
+
+    let bad = admin
+        .list_fills(authed(
+            pb::ListFillsRequest {
+                engine_id: "nope".into(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert!(bad.message().starts_with("engine_id: "), "{bad:?}");
+    let bad = admin
+        .get_pnl(authed(
+            pb::GetPnlRequest {
+                by: 42,
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().starts_with("by: "), "{bad:?}");
     gw.stop().await;
 }

@@ -165,6 +165,7 @@ fn request(n: usize) -> pb::PlaceOrderRequest {
         post_only: false,
         userref: 0,
         reduce_only: false,
+        strategy: String::new(),
     }
 }
 

@@ -340,6 +340,7 @@ pub fn limit(
         post_only: false,
         userref: 0,
         reduce_only: false,
+        strategy: String::new(),
     }
 }
 

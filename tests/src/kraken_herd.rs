@@ -164,7 +164,9 @@ impl KrakenHerd {
         let gateway_http = format!("127.0.0.1:{}", free_port()?);
         let mut cfg = format!(
             "listen = \"127.0.0.1:{gateway_port}\"\nhttp_listen = \"{gateway_http}\"\nvenue = \"kraken\"\n\
-             admin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 100\npending_timeout_ms = 1000\n"
+             admin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 100\npending_timeout_ms = 1000\n\
+             state_dir = \"{}\"\n",
+            dir.path().join("gateway-state").display()
         );
         for i in 0..opts.engines {
             let id = format!("e{i}");
@@ -308,10 +310,12 @@ impl KrakenHerd {
         let http_addr = format!("127.0.0.1:{}", free_port()?);
         let cfg = format!(
             "id = \"{id}\"\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"{http_addr}\"\ngateway_url = \"http://{}\"\n\
-             gateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 200\n{extra}",
+             gateway_token = \"{}\"\ncontrol_token = \"{CONTROL_TOKEN}\"\ndata_dir = \"{}\"\ntick_ms = 200\n\
+             herd_dashboard_url = \"http://{}/\"\n{extra}",
             self.gateway_addr(),
             engine_token(id),
-            data_dir.display()
+            data_dir.display(),
+            self.gateway_http,
         );
         let path = dir.join(format!("engine-{id}.toml"));
         std::fs::write(&path, cfg)?;
@@ -343,7 +347,7 @@ impl KrakenHerd {
         Ok(())
     }
 
-    fn engine_url(&self, i: usize) -> anyhow::Result<String> {
+    pub fn engine_url(&self, i: usize) -> anyhow::Result<String> {
         self.engines
             .get(i)
             .and_then(|e| e.proc.as_ref())

@@ -7,6 +7,7 @@
 //! the Kraken simulator with the fault suite's invariant checks) and [`bybit_sim`] (on the small HTTP/1.1 server in
 //! [`http1`]).
 
+pub mod browser;
 pub mod bybit_sim;
 pub mod http1;
 pub mod kraken_harness;

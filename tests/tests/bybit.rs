@@ -190,6 +190,7 @@ fn order_req(
         post_only: false,
         userref: 0,
         reduce_only,
+        strategy: String::new(),
     }
 }
 

@@ -14,136 +14,23 @@
 //! Needs node, /usr/bin/chromium and playwright-core in .herd/tools/browser:
 //! `scripts/install-test-tools` installs them. A missing one fails the test.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use herd_proto::engine as epb;
 use herd_proto::gateway as gpb;
+use herd_tests::browser::{Browser, check_tools};
 use herd_tests::{
     EngineProc, GatewayProc, admin_client, engine_client, wait_until, workspace_root,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const STILL_MARKET: &str = "[paper]\nstep_ms = 3600000\nhistory_minutes = 0\n";
 const RANGERS: usize = 2;
 const EXIT_TIMEOUT_SEC: u64 = 15;
-const INSTALL_HINT: &str = "run scripts/install-test-tools (it installs Debian's chromium and playwright-core into .herd/tools/browser)";
-
 fn engine_extra() -> String {
     format!(
         "regime_source = \"fixed\"\nfixed_regime = \"RANGING\"\n[rangers]\nenabled = true\nmax_slots = {RANGERS}\nexit_timeout_sec = {EXIT_TIMEOUT_SEC}\ncooldown_sec = 1\n"
     )
-}
-
-/// The browser driver: one JSON command per line in, one answer per line out.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    log: PathBuf,
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("HERD_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Fails loudly (never skips) when a browser tool is missing.
-fn check_tools() -> PathBuf {
-    let chromium = chromium_path();
-    assert!(
-        chromium.exists(),
-        "{} not found: {INSTALL_HINT}",
-        chromium.display()
-    );
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        node.as_ref().is_ok_and(|o| o.status.success()),
-        "node is not installed or does not run ({node:?}): install Node.js, then {INSTALL_HINT}"
-    );
-    let pw = workspace_root().join(".herd/tools/browser/node_modules/playwright-core");
-    assert!(
-        pw.join("package.json").exists(),
-        "playwright-core not found at {}: {INSTALL_HINT}",
-        pw.display()
-    );
-    pw
-}
-
-impl Browser {
-    async fn start(dir: &Path) -> Browser {
-        let pw = check_tools();
-        let log = dir.join("browser.log");
-        let mut child = Command::new("node")
-            .arg(workspace_root().join("tests/browser/dashboard.cjs"))
-            .env("HERD_PLAYWRIGHT_CORE", &pw)
-            .env("HERD_CHROMIUM", chromium_path())
-            // Never fetch a browser at test time.
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node: {e}; {INSTALL_HINT}"));
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut b = Browser {
-            child,
-            stdin,
-            lines,
-            log,
-        };
-        let hello = b.answer().await;
-        println!("browser: {}", hello["value"]["browser"]);
-        b
-    }
-
-    async fn answer(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(90), self.lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("the browser driver did not answer in 90 s"))
-            .unwrap();
-        let Some(line) = line else {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            panic!("the browser driver exited; its stderr:\n{log}");
-        };
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?} ({e})"));
-        if v["ok"] != true {
-            panic!("browser: {}", serde_json::to_string_pretty(&v).unwrap());
-        }
-        v
-    }
-
-    /// Sends a command; returns (value, milliseconds it took).
-    async fn call(&mut self, cmd: Value) -> (Value, u64) {
-        let mut line = cmd.to_string();
-        line.push('\n');
-        tokio::time::timeout(Duration::from_secs(10), async {
-            self.stdin.write_all(line.as_bytes()).await.unwrap();
-            self.stdin.flush().await.unwrap();
-        })
-        .await
-        .unwrap_or_else(|_| panic!("the browser driver does not read its commands"));
-        let v = self.answer().await;
-        (v["value"].clone(), v["ms"].as_u64().unwrap_or(0))
-    }
-
-    async fn wait(&mut self, what: &str, js: &str) -> u64 {
-        println!("waiting in the page for {what}");
-        self.call(json!({"cmd": "wait", "js": js, "timeout_ms": 45_000}))
-            .await
-            .1
-    }
-
-    async fn eval(&mut self, js: &str) -> Value {
-        self.call(json!({"cmd": "eval", "js": js})).await.0
-    }
 }
 
 /// The cards that must fit at 1400 px without horizontal scrolling (the

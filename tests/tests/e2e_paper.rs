@@ -240,6 +240,7 @@ async fn bad_input_is_invalid_argument_and_places_nothing() {
         post_only: true,
         userref: 0,
         reduce_only: false,
+        strategy: String::new(),
     };
     let cases: Vec<(&str, gpb::PlaceOrderRequest)> = vec![
         (

@@ -447,8 +447,45 @@ async fn opens_on_a_rich_rate_collects_funding_closes_on_decay_and_books_match_t
             "open:spot:buy"
         ]
     );
+    // The gateway's fills ledger: every leg tagged `funding` by the
+    // orchestrator, the settlements it listed booked to e1, and its PnL
+    // the engine's own net to the cent.
+    let mut admin = herd_tests::admin_client(&herd.gateway.url()).await.unwrap();
+    let fills = admin
+        .list_fills(herd_proto::gateway::ListFillsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .fills;
+    assert!(fills.len() >= 4, "{fills:#?}");
+    assert!(
+        fills
+            .iter()
+            .all(|f| f.strategy == "funding" && f.engine_id == "e1"),
+        "{fills:#?}"
+    );
+    let pnl = admin
+        .get_pnl(herd_proto::gateway::GetPnlRequest {
+            by: herd_proto::gateway::PnlGrouping::Strategy as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<&str> = pnl.rows.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["funding"]);
+    let row = &pnl.rows[0];
+    assert_eq!(d(&row.funding), paid, "every settlement booked once");
+    assert_eq!(
+        d(&row.total).round_dp(2),
+        net.round_dp(2),
+        "the ledger's PnL {row:?}, the engine's net {net}"
+    );
     eprintln!(
-        "funding {paid}, fees {venue_fees}, net {net}, venue equity {equity_delta}; {:?}",
+        "funding {paid}, fees {venue_fees}, net {net}, venue equity {equity_delta}, \
+         ledger {} ({} fills); {:?}",
+        row.total,
+        fills.len(),
         started.elapsed()
     );
     herd.gateway.terminate().await.unwrap();

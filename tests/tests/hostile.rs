@@ -95,6 +95,7 @@ fn place_request() -> impl Strategy<Value = gpb::PlaceOrderRequest> {
                     post_only,
                     userref,
                     reduce_only,
+                    strategy: String::new(),
                 }
             },
         )

@@ -98,8 +98,10 @@ async fn adversarial_engines_cannot_get_an_order_over_a_limit_to_the_venue() {
     let state_dir = h.dir.path().join("gateway-state");
     let base = std::fs::read_to_string(&h.gateway_config).unwrap();
     let cfg = risk_config(&state_dir);
+    // The herd's config keeps its state in that same directory already.
     let (head, rest) = cfg.split_once('\n').unwrap();
-    std::fs::write(&h.gateway_config, format!("{head}\n{base}{rest}")).unwrap();
+    assert!(base.contains(head), "{base}");
+    std::fs::write(&h.gateway_config, format!("{base}{rest}")).unwrap();
     h.kill_gateway().await.unwrap();
     h.start_gateway().await.unwrap();
     let url = format!("http://{}", h.gateway_addr());

@@ -6,6 +6,7 @@
 mod backtest;
 mod client;
 mod errors;
+mod ledger;
 mod render;
 mod up;
 
@@ -141,6 +142,27 @@ enum Cmd {
     Risk {
         #[command(subcommand)]
         action: RiskCmd,
+    },
+    /// Every engine's fills from the gateway's ledger (admin token;
+    /// docs/pnl.md), as a table, CSV or JSON.
+    Fills {
+        #[command(flatten)]
+        g: GatewayArgs,
+        #[command(flatten)]
+        f: ledger::FillsFilter,
+    },
+    /// PnL from the gateway's ledger: realized (average cost, fees and
+    /// funding included) and unrealized at the last ticker (admin token).
+    Pnl {
+        #[command(flatten)]
+        g: GatewayArgs,
+        /// Rows per day (UTC), engine, strategy or instrument.
+        #[arg(long, default_value = "engine")]
+        by: String,
+        #[arg(long)]
+        engine: Option<String>,
+        #[arg(long)]
+        strategy: Option<String>,
     },
     /// Fit the regime detector on a CSV of candles and print, per candle after
     /// the warm-up, the posteriors, regime, confidence and bias.
@@ -600,7 +622,9 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
                 | RiskCmd::Reduce { g, .. }
                 | RiskCmd::Resume { g, .. }
                 | RiskCmd::Audit { g, .. },
-        } => gateway(g, errors::Service::Admin, "admin.token"),
+        }
+        | Cmd::Fills { g, .. }
+        | Cmd::Pnl { g, .. } => gateway(g, errors::Service::Admin, "admin.token"),
     })
 }
 
@@ -882,6 +906,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Risk { action } => risk(action).await,
+        Cmd::Fills { g, f } => {
+            let req = ledger::fills_request(&f)?;
+            let mut c =
+                client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
+            let fills = c.list_fills(req).await?.into_inner().fills;
+            print!("{}", ledger::render_fills(&fills, f.format)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pnl {
+            g,
+            by,
+            engine,
+            strategy,
+        } => {
+            let grouping = ledger::grouping(&by)?;
+            let mut c =
+                client::admin(&g.gateway, &token(g.token, g.token_file, "admin.token")?).await?;
+            let r = c
+                .get_pnl(gpb::GetPnlRequest {
+                    by: grouping as i32,
+                    engine_id: engine.unwrap_or_default(),
+                    strategy: strategy.unwrap_or_default(),
+                    symbol: String::new(),
+                })
+                .await?
+                .into_inner();
+            print!("{}", ledger::render_pnl(&by, &r, g.output == Output::Json)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Backtest(args) => backtest::run_backtest(&args),
         Cmd::Regime {
             candles,

@@ -472,6 +472,10 @@ fn banner(procs: &[(&str, &str, u32)], http_port: u16, log_dir: &Path, conf_dir:
             nth_port(http_port, 1),
             nth_port(http_port, 2)
         );
+        let _ = writeln!(
+            out,
+            "  herd      http://127.0.0.1:{http_port}/#token={ADMIN_TOKEN} (every engine, PnL, fills)"
+        );
     }
     let _ = writeln!(
         out,
@@ -691,6 +695,7 @@ mod tests {
             "  engine-1  grpc://127.0.0.1:50062 (pid 13)",
             "http://127.0.0.1:9090/metrics (gateway)",
             "http://127.0.0.1:9091/ (e0), http://127.0.0.1:9092/ (e1)",
+            "http://127.0.0.1:9090/#token=herd-local-admin",
             ".herd/logs",
             "(.herd/local/control.token)",
             "(.herd/local/admin.token)",
