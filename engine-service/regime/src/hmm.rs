@@ -92,12 +92,38 @@ pub enum Prior {
     Stationary,
 }
 
+/// Power iteration on the lazy chain (A + I) / 2 of `transmat` (k x k).
+fn stationary_of(transmat: &[Vec<f64>], k: usize) -> Vec<f64> {
+    let mut pi = vec![1.0 / k as f64; k];
+    for _ in 0..100_000 {
+        let mut next = vec![0.0; k];
+        for (i, p) in pi.iter().enumerate() {
+            for (j, n) in next.iter_mut().enumerate() {
+                let lazy = 0.5 * transmat[i][j] + if i == j { 0.5 } else { 0.0 };
+                *n += p * lazy;
+            }
+        }
+        let sum: f64 = next.iter().sum();
+        next.iter_mut().for_each(|n| *n /= sum);
+        let delta: f64 = next.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum();
+        pi = next;
+        if delta < 1e-13 {
+            break;
+        }
+    }
+    pi
+}
+
 /// A validated Gaussian HMM with diagonal covariances.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GaussianHmm {
     params: HmmParams,
     k: usize,
     d: usize,
+    /// The transition matrix's stationary distribution, computed once: the
+    /// parameters never change after [`GaussianHmm::new`], and the detector
+    /// asks for it at every inference.
+    stationary: Vec<f64>,
 }
 
 struct Stats {
@@ -160,7 +186,13 @@ impl GaussianHmm {
                 format!("vars must be {k}x{d}, finite and > 0"),
             ));
         }
-        Ok(Self { params, k, d })
+        let stationary = stationary_of(&params.transmat, k);
+        Ok(Self {
+            params,
+            k,
+            d,
+            stationary,
+        })
     }
 
     /// The model's parameters.
@@ -255,25 +287,7 @@ impl GaussianHmm {
     /// Stationary distribution of the transition matrix, by power iteration on the lazy
     /// chain (A + I) / 2, which has the same stationary distribution and always converges.
     pub fn stationary(&self) -> Vec<f64> {
-        let k = self.k;
-        let mut pi = vec![1.0 / k as f64; k];
-        for _ in 0..100_000 {
-            let mut next = vec![0.0; k];
-            for (i, p) in pi.iter().enumerate() {
-                for (j, n) in next.iter_mut().enumerate() {
-                    let lazy = 0.5 * self.params.transmat[i][j] + if i == j { 0.5 } else { 0.0 };
-                    *n += p * lazy;
-                }
-            }
-            let sum: f64 = next.iter().sum();
-            next.iter_mut().for_each(|n| *n /= sum);
-            let delta: f64 = next.iter().zip(&pi).map(|(a, b)| (a - b).abs()).sum();
-            pi = next;
-            if delta < 1e-13 {
-                break;
-            }
-        }
-        pi
+        self.stationary.clone()
     }
 
     fn check_obs(&self, obs: &Observations) -> Result<(), RegimeError> {
