@@ -254,6 +254,8 @@ pub struct GatewayConfig {
     /// states, limits set at runtime, the audit log, the day's PnL).
     /// Unset = nothing survives a restart.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The herd's event feed (docs/events.md): `[events]` retention.
+    pub events: crate::events::EventsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -279,6 +281,7 @@ impl Default for GatewayConfig {
             shutdown_timeout_ms: 30_000,
             risk: crate::risk::RiskConfig::default(),
             state_dir: None,
+            events: crate::events::EventsConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dms;
+pub mod events;
 pub mod fair;
 pub mod http;
 pub mod keycheck;
@@ -97,14 +98,25 @@ pub async fn run(
     let metrics = Arc::new(metrics::GatewayMetrics::new(
         cfg.engines.iter().map(|e| e.id.as_str()),
     ));
-    let venue = metrics::MeteredVenue::wrap(venue, metrics.clone());
+    let incarnation = new_incarnation(clock.as_ref());
+    let event_log = events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation)
+        .await
+        .context("opening the herd event log")?;
+    let emitter = events::Emitter::new(event_log.clone());
+    events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
+    let venue = metrics::MeteredVenue::wrap_with_events(venue, metrics.clone(), emitter.clone());
     // Before anything else talks to the venue: what may this key do?
     let key_state = Arc::new(keycheck::KeyState::default());
-    keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
+    key_state.set_events(emitter.clone());
+    let checked = keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
         clock.now_ms()
     })
-    .await
-    .context("the API key failed the start-up check")?;
+    .await;
+    if let Err(e) = &checked {
+        events::gateway_refused(&emitter, e);
+        event_log.flush().await;
+    }
+    checked.context("the API key failed the start-up check")?;
     keycheck::check_clock(venue.as_ref(), &cfg.key_check, &key_state, clock.now_ms()).await;
     let engines: Vec<(String, String)> = cfg
         .engines
@@ -113,7 +125,7 @@ pub async fn run(
         .collect();
     let registry = Arc::new(Registry::new(
         &engines,
-        new_incarnation(clock.as_ref()),
+        incarnation.clone(),
         cfg.event_retention,
     ));
     let userrefs: HashMap<String, (i32, i32)> = cfg
@@ -144,7 +156,8 @@ pub async fn run(
     .with_fair_queue(fair)
     .with_metrics(metrics)
     .with_risk(&cfg.risk)
-    .with_key_state(key_state.clone());
+    .with_key_state(key_state.clone())
+    .with_events(emitter.clone());
     if let Some(dir) = &cfg.state_dir {
         let store = risk_store::RiskStore::open(dir).await?;
         store
@@ -157,6 +170,10 @@ pub async fn run(
     let core = Arc::new(core);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(core.clone().run_kills());
+    tasks.spawn(events::watch_engines(
+        core.clone(),
+        cfg.events.engine_gone_after_ms,
+    ));
 
     core.registry.mark_all_gone_since(core.clock.now_ms());
     tasks.spawn(recovery::run_adoption(core.clone()));
@@ -201,7 +218,7 @@ pub async fn run(
         tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
     }
 
-    let auth = Auth::from_config(&cfg);
+    let auth = Auth::from_config(&cfg).with_events(emitter.clone());
     let engine_auth = auth.clone();
     let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
         engine_auth.engine(r)
@@ -271,6 +288,12 @@ pub async fn run(
         }
     };
     // 4. Flush state.
+    emitter.emit(emitter.make(
+        herd_proto::events::kind::GATEWAY_STOPPED,
+        herd_proto::gateway::Severity::Notice,
+        "gateway stopped (drained after a signal)",
+    ));
+    event_log.close().await;
     if let Some(store) = &core.risk_store {
         store.close().await;
     }

@@ -404,11 +404,26 @@ impl GatewayMetrics {
 pub struct MeteredVenue {
     inner: Arc<dyn Venue>,
     metrics: Arc<GatewayMetrics>,
+    /// Lockouts, rate-limit and auth answers become herd events.
+    events: crate::events::Emitter,
 }
 
 impl MeteredVenue {
     pub fn wrap(inner: Arc<dyn Venue>, metrics: Arc<GatewayMetrics>) -> Arc<dyn Venue> {
-        Arc::new(MeteredVenue { inner, metrics })
+        MeteredVenue::wrap_with_events(inner, metrics, crate::events::Emitter::default())
+    }
+
+    /// As [`MeteredVenue::wrap`], and venue trouble becomes herd events.
+    pub fn wrap_with_events(
+        inner: Arc<dyn Venue>,
+        metrics: Arc<GatewayMetrics>,
+        events: crate::events::Emitter,
+    ) -> Arc<dyn Venue> {
+        Arc::new(MeteredVenue {
+            inner,
+            metrics,
+            events,
+        })
     }
 
     fn done<T>(
@@ -418,6 +433,9 @@ impl MeteredVenue {
         r: Result<T, VenueError>,
     ) -> Result<T, VenueError> {
         self.metrics.record_call(method, Outcome::of(&r), started);
+        if let Err(e) = &r {
+            crate::events::venue_trouble(&self.events, method.as_str(), e);
+        }
         r
     }
 }
