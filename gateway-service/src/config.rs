@@ -294,6 +294,8 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
+        crate::sinks::resolve_all(&mut cfg.events.sinks, &|k| std::env::var(k).ok())
+            .map_err(|e| e.in_file(path))?;
         cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }

@@ -42,6 +42,8 @@ pub struct EventsConfig {
     /// An engine whose order stream has been gone this long is an
     /// `engine_gone` event (warning).
     pub engine_gone_after_ms: i64,
+    /// Where events go besides the feed (`[[events.sinks]]`, `crate::sinks`).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 impl Default for EventsConfig {
@@ -50,6 +52,7 @@ impl Default for EventsConfig {
             max_count: 100_000,
             max_age_hours: 24 * 30,
             engine_gone_after_ms: 10_000,
+            sinks: Vec::new(),
         }
     }
 }
@@ -96,6 +99,7 @@ impl EventLog {
         dir: Option<&Path>,
         cfg: &EventsConfig,
         incarnation: &str,
+        routes: Vec<crate::sinks::Route>,
     ) -> anyhow::Result<Arc<EventLog>> {
         let pool = match dir {
             Some(dir) => {
@@ -140,6 +144,7 @@ impl EventLog {
         sqlx::query("CREATE INDEX IF NOT EXISTS herd_events_time ON herd_events (time_ms)")
             .execute(&pool)
             .await?;
+        sqlx::query(crate::sinks::DDL).execute(&pool).await?;
         let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM herd_events")
             .fetch_one(&pool)
             .await?
@@ -159,8 +164,13 @@ impl EventLog {
             max_age_ms: i64::try_from(cfg.max_age_hours.saturating_mul(3_600_000))
                 .unwrap_or(i64::MAX),
         };
-        tokio::spawn(writer(pool, rx, log.last.clone(), retention));
+        tokio::spawn(writer(pool, rx, log.last.clone(), retention, routes));
         Ok(log)
+    }
+
+    /// The database (sink workers share it).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     /// A new id for a gateway event: unique across restarts (the
@@ -244,6 +254,7 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     last: watch::Sender<u64>,
     retention: Retention,
+    routes: Vec<crate::sinks::Route>,
 ) {
     let mut writes = 0u64;
     while let Some(first) = rx.recv().await {
@@ -254,7 +265,7 @@ async fn writer(
         // Prune about every hundred commits, and on the first.
         let prune = writes.is_multiple_of(100);
         writes += 1;
-        match write_batch(&pool, &mut batch, retention, prune).await {
+        match write_batch(&pool, &mut batch, retention, prune, &routes).await {
             Ok((counts, max_seq)) => {
                 if max_seq > *last.borrow() {
                     last.send_replace(max_seq);
@@ -282,6 +293,7 @@ async fn write_batch(
     batch: &mut [Cmd],
     retention: Retention,
     prune: bool,
+    routes: &[crate::sinks::Route],
 ) -> Result<(Vec<(u32, u32)>, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut counts = Vec::with_capacity(batch.len());
@@ -290,18 +302,21 @@ async fn write_batch(
         for e in events {
             let mut e = e.clone();
             e.sequence = 0;
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO herd_events (id, time_ms, body) VALUES (?, ?, ?)",
+            let body = e.encode_to_vec();
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT OR IGNORE INTO herd_events (id, time_ms, body) VALUES (?, ?, ?) RETURNING seq",
             )
             .bind(&e.id)
             .bind(e.time_ms)
-            .bind(e.encode_to_vec())
-            .execute(&mut *tx)
+            .bind(&body)
+            .fetch_optional(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
-                new += 1;
-            } else {
-                dup += 1;
+            match seq {
+                Some(seq) => {
+                    new += 1;
+                    crate::sinks::enqueue(&mut tx, routes, seq, &e, &body).await?;
+                }
+                None => dup += 1,
             }
         }
         counts.push((new, dup));
@@ -865,7 +880,7 @@ mod tests {
             max_count: 3,
             ..EventsConfig::default()
         };
-        let log = EventLog::open(Some(dir.path()), &cfg, "inc1")
+        let log = EventLog::open(Some(dir.path()), &cfg, "inc1", Vec::new())
             .await
             .unwrap();
         let got = log
@@ -890,7 +905,7 @@ mod tests {
         assert_eq!(log.seq_of("b").await.unwrap(), Some(all[1].sequence));
         log.close().await;
 
-        let log = EventLog::open(Some(dir.path()), &cfg, "inc2")
+        let log = EventLog::open(Some(dir.path()), &cfg, "inc2", Vec::new())
             .await
             .unwrap();
         assert_eq!(
@@ -917,7 +932,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_follow_stream_resumes_after_an_id_and_filters() {
-        let log = EventLog::open(None, &EventsConfig::default(), "i")
+        let log = EventLog::open(None, &EventsConfig::default(), "i", Vec::new())
             .await
             .unwrap();
         log.append_durable(vec![

@@ -27,6 +27,7 @@ pub mod registry;
 pub mod risk;
 pub mod risk_store;
 pub mod service;
+pub mod sinks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -99,9 +100,48 @@ pub async fn run(
         cfg.engines.iter().map(|e| e.id.as_str()),
     ));
     let incarnation = new_incarnation(clock.as_ref());
-    let event_log = events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation)
-        .await
-        .context("opening the herd event log")?;
+    let sink_stats: sinks::Stats = Arc::new(
+        cfg.events
+            .sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(sinks::SinkStats::default())))
+            .collect(),
+    );
+    let routes = cfg
+        .events
+        .sinks
+        .iter()
+        .filter_map(|s| {
+            Some(sinks::Route {
+                name: s.name.clone(),
+                filter: s.filter(),
+                queue_limit: i64::try_from(s.queue_limit).unwrap_or(i64::MAX),
+                stats: sink_stats.get(&s.name)?.clone(),
+            })
+        })
+        .collect();
+    let event_log =
+        events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation, routes)
+            .await
+            .context("opening the herd event log")?;
+    let mut sink_tasks = tokio::task::JoinSet::new();
+    let http = reqwest::Client::builder()
+        .build()
+        .context("building the sinks' HTTP client")?;
+    for s in &cfg.events.sinks {
+        if let Some(stats) = sink_stats.get(&s.name) {
+            sink_tasks.spawn(
+                sinks::Worker {
+                    cfg: s.clone(),
+                    pool: event_log.pool().clone(),
+                    stats: stats.clone(),
+                    wake: event_log.subscribe(),
+                    http: http.clone(),
+                }
+                .run(),
+            );
+        }
+    }
     let emitter = events::Emitter::new(event_log.clone());
     events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
     let venue = metrics::MeteredVenue::wrap_with_events(venue, metrics.clone(), emitter.clone());
@@ -157,7 +197,8 @@ pub async fn run(
     .with_metrics(metrics)
     .with_risk(&cfg.risk)
     .with_key_state(key_state.clone())
-    .with_events(emitter.clone());
+    .with_events(emitter.clone())
+    .with_sinks(cfg.events.sinks.clone(), sink_stats);
     if let Some(dir) = &cfg.state_dir {
         let store = risk_store::RiskStore::open(dir).await?;
         store
@@ -293,6 +334,8 @@ pub async fn run(
         herd_proto::gateway::Severity::Notice,
         "gateway stopped (drained after a signal)",
     ));
+    event_log.flush().await;
+    sink_tasks.abort_all();
     event_log.close().await;
     if let Some(store) = &core.risk_store {
         store.close().await;

@@ -139,6 +139,8 @@ pub struct Core {
     pub risk_store: Option<crate::risk_store::RiskStore>,
     /// The herd's event feed (`crate::events`).
     pub events: crate::events::Emitter,
+    /// The configured sinks and their counters (`crate::sinks`).
+    pub sinks: (Vec<crate::sinks::SinkConfig>, crate::sinks::Stats),
     /// Kill actions (cancel all, flatten) a breach asked for, carried out
     /// by [`Core::run_kills`].
     kills: mpsc::UnboundedSender<Kill>,
@@ -182,6 +184,7 @@ impl Core {
             risk,
             risk_store: None,
             events: crate::events::Emitter::default(),
+            sinks: Default::default(),
             kills,
             kill_rx: std::sync::Mutex::new(Some(kill_rx)),
             venue,
@@ -224,6 +227,16 @@ impl Core {
     pub fn with_events(mut self, events: crate::events::Emitter) -> Core {
         self.registry.set_events(events.clone());
         self.events = events;
+        self
+    }
+
+    /// The configured sinks, for ListEventSinks and the metrics.
+    pub fn with_sinks(
+        mut self,
+        sinks: Vec<crate::sinks::SinkConfig>,
+        stats: crate::sinks::Stats,
+    ) -> Core {
+        self.sinks = (sinks, stats);
         self
     }
 
@@ -1324,6 +1337,44 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
             .clone();
         let s = crate::events::stream(log, req, filter, self.core.drain.clone()).await?;
         Ok(Response::new(Box::pin(s) as HerdEventStream))
+    }
+
+    async fn list_event_sinks(
+        &self,
+        _req: Request<pb::ListEventSinksRequest>,
+    ) -> Result<Response<pb::ListEventSinksResponse>, Status> {
+        let Some(log) = self.core.events.log() else {
+            return Ok(Response::new(pb::ListEventSinksResponse::default()));
+        };
+        let (cfgs, stats) = &self.core.sinks;
+        let mut sinks = Vec::new();
+        for c in cfgs {
+            let (pending, dead) = crate::sinks::counts(log.pool(), &c.name)
+                .await
+                .map_err(|e| Status::internal(format!("sink outbox: {e}")))?;
+            let st = stats.get(&c.name);
+            let n = |f: fn(&crate::sinks::SinkStats) -> &std::sync::atomic::AtomicU64| {
+                st.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+            };
+            sinks.push(pb::EventSink {
+                name: c.name.clone(),
+                kind: c.kind.as_str().into(),
+                pending,
+                dead_letters: dead,
+                delivered: n(|s| &s.delivered),
+                failures: n(|s| &s.failures),
+                dropped: n(|s| &s.dropped),
+                last_error: st
+                    .map(|s| {
+                        s.last_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(pb::ListEventSinksResponse { sinks }))
     }
 
     async fn get_risk_state(

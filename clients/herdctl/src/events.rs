@@ -32,6 +32,53 @@ pub struct EventsArgs {
     /// Without --after: only the newest this many matching (0 = all kept).
     #[arg(long, default_value_t = 50)]
     pub last: u32,
+    /// Instead of events: each sink's outbox, dead letters and counters.
+    #[arg(long, conflicts_with = "follow")]
+    pub sinks: bool,
+}
+
+async fn sinks(a: &EventsArgs, token: &str) -> anyhow::Result<()> {
+    let mut c = crate::client::admin(&a.g.gateway, token).await?;
+    let r = c
+        .list_event_sinks(gpb::ListEventSinksRequest {})
+        .await?
+        .into_inner();
+    match a.g.output {
+        Output::Json => {
+            let v: Vec<serde_json::Value> = r
+                .sinks
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": s.name, "kind": s.kind, "pending": s.pending,
+                        "dead_letters": s.dead_letters, "delivered": s.delivered,
+                        "failures": s.failures, "dropped": s.dropped, "last_error": s.last_error,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Table => {
+            println!(
+                "{:<16}  {:<8}  {:>8}  {:>6}  {:>9}  {:>8}  {:>7}  LAST ERROR",
+                "SINK", "TYPE", "PENDING", "DEAD", "DELIVERED", "FAILURES", "DROPPED"
+            );
+            for s in &r.sinks {
+                println!(
+                    "{:<16}  {:<8}  {:>8}  {:>6}  {:>9}  {:>8}  {:>7}  {}",
+                    s.name,
+                    s.kind,
+                    s.pending,
+                    s.dead_letters,
+                    s.delivered,
+                    s.failures,
+                    s.dropped,
+                    s.last_error
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn severity_arg(s: &str) -> Result<gpb::Severity, String> {
@@ -53,6 +100,9 @@ pub fn line(e: &gpb::HerdEvent) -> String {
 }
 
 pub async fn run(a: EventsArgs, token: String) -> anyhow::Result<()> {
+    if a.sinks {
+        return sinks(&a, &token).await;
+    }
     let mut c = crate::client::admin(&a.g.gateway, &token).await?;
     let mut s = c
         .stream_herd_events(gpb::StreamHerdEventsRequest {
