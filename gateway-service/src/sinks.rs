@@ -756,6 +756,79 @@ mod tests {
         assert_eq!(backoff_ms(&cfg, 2, 0.0), 200);
     }
 
+    #[tokio::test]
+    async fn a_full_queue_drops_the_least_severe_oldest_never_critical_and_dead_letters_stay() {
+        use pb::Severity::{Critical, Info, Notice};
+        let stats = Arc::new(SinkStats::default());
+        let route = Route {
+            name: "w".into(),
+            filter: Filter::default(),
+            queue_limit: 3,
+            stats: stats.clone(),
+        };
+        let log = crate::events::EventLog::open(
+            None,
+            &crate::events::EventsConfig::default(),
+            "t",
+            vec![route],
+        )
+        .await
+        .unwrap();
+        let ev = |id: &str, sev| event(id, now_ms(), "gateway", "x", sev, "m");
+        log.append_durable(vec![
+            ev("c1", Critical),
+            ev("i1", Info),
+            ev("n1", Notice),
+            ev("i2", Info),
+            ev("c2", Critical),
+            ev("c3", Critical),
+            ev("c4", Critical),
+        ])
+        .await
+        .unwrap();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT e.id FROM sink_outbox s JOIN herd_events e ON e.seq = s.seq ORDER BY s.seq",
+        )
+        .fetch_all(log.pool())
+        .await
+        .unwrap();
+        // i1, then i2 (info first), then n1 went; critical ones are never
+        // dropped, even past the limit.
+        assert_eq!(ids, ["c1", "c2", "c3", "c4"]);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 3);
+
+        let (tx, rx) = watch::channel(0);
+        let w = Worker {
+            cfg: sink("name = \"w\"\ntype = \"webhook\"\nmax_attempts = 2"),
+            pool: log.pool().clone(),
+            stats: stats.clone(),
+            wake: rx,
+            http: reqwest::Client::new(),
+        };
+        let head: Vec<i64> = w
+            .next_batch()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        w.failed(&head, 1, "answered HTTP 503").await.unwrap();
+        assert_eq!(counts(log.pool(), "w").await.unwrap(), (4, 0));
+        w.failed(&head, 2, "answered HTTP 503").await.unwrap();
+        assert_eq!(
+            counts(log.pool(), "w").await.unwrap(),
+            (3, 1),
+            "a dead letter is kept"
+        );
+        assert_eq!(stats.dead.load(Ordering::Relaxed), 1);
+        let next = w.next_batch().await.unwrap();
+        assert_eq!(
+            next[0].event.id, "c2",
+            "the dead letter no longer blocks the rest"
+        );
+        drop(tx);
+    }
+
     #[test]
     fn the_signature_is_hmac_sha256_of_the_body() {
         // RFC 4231 test case 2.
