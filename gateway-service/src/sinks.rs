@@ -1,7 +1,7 @@
 //! Where herd events go besides the feed (docs/events.md, "Sinks"): a
 //! generic webhook (JSON, `Idempotency-Key`, HMAC-SHA256 signature over the
 //! exact body), Slack and Discord incoming webhooks and Telegram's
-//! `sendMessage`.
+//! `sendMessage`, and a NATS JetStream subject.
 //!
 //! Each sink has its own durable outbox (`sink_outbox`, filled by the event
 //! log's writer in the transaction that logs the event, so a kill -9 loses
@@ -37,6 +37,10 @@ pub enum SinkKind {
     Slack,
     Discord,
     Telegram,
+    /// A JetStream subject: `<subject>.<kind>`, the event's JSON, the
+    /// `Nats-Msg-Id` header = the event id (JetStream's dedup window drops
+    /// a retry), each publish acknowledged by the stream.
+    Nats,
 }
 
 impl SinkKind {
@@ -46,6 +50,7 @@ impl SinkKind {
             SinkKind::Slack => "slack",
             SinkKind::Discord => "discord",
             SinkKind::Telegram => "telegram",
+            SinkKind::Nats => "nats",
         }
     }
 }
@@ -79,6 +84,13 @@ pub struct SinkConfig {
     pub token_env: Option<String>,
     #[serde(default)]
     pub chat_id: String,
+    /// NATS: events go to `<subject>.<kind>`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// NATS: a JetStream stream over `<subject>.>` created when missing
+    /// (empty: one must already capture the subject).
+    #[serde(default)]
+    pub stream: String,
     /// Filter: at least this severe (info, notice, warning, critical).
     #[serde(default = "default_min_severity")]
     pub min_severity: String,
@@ -140,6 +152,9 @@ impl PartialEq for SinkConfig {
 
 fn default_telegram_base() -> String {
     "https://api.telegram.org".into()
+}
+fn default_subject() -> String {
+    "herd.events".into()
 }
 fn default_min_severity() -> String {
     "notice".into()
@@ -246,6 +261,32 @@ impl SinkConfig {
                     }),
                     url.expose(),
                 )?;
+                self.resolved.url = url;
+            }
+            SinkKind::Nats => {
+                let k = key(if self.url_file.is_some() {
+                    "url_file"
+                } else {
+                    "url"
+                });
+                match reqwest::Url::parse(url.expose()) {
+                    Ok(u) if matches!(u.scheme(), "nats" | "tls") && u.host().is_some() => {}
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{k}: must be nats://host:port (or tls://)"
+                        )));
+                    }
+                }
+                if self.subject.is_empty()
+                    || self
+                        .subject
+                        .contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: a subject without spaces or wildcards",
+                        key("subject")
+                    )));
+                }
                 self.resolved.url = url;
             }
             SinkKind::Telegram => {
@@ -479,6 +520,7 @@ impl Worker {
             Duration::from_millis(60_000 / u64::from(self.cfg.rate_per_minute))
         };
         let mut last_send: Option<tokio::time::Instant> = None;
+        let mut nats: Option<async_nats::jetstream::Context> = None;
         loop {
             self.wake.borrow_and_update();
             let batch = match self.next_batch().await {
@@ -508,7 +550,7 @@ impl Worker {
             last_send = Some(tokio::time::Instant::now());
             let events: Vec<HerdEvent> = batch.iter().map(|r| r.event.clone()).collect();
             let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
-            match self.deliver(&events).await {
+            match self.deliver(&events, &mut nats).await {
                 Ok(()) => {
                     if let Err(e) = self.done(&seqs).await {
                         tracing::error!(sink = self.cfg.name, error = %e, "sink outbox write failed");
@@ -536,7 +578,7 @@ impl Worker {
 
     async fn next_batch(&self) -> anyhow::Result<Vec<Row_>> {
         let n = match self.cfg.kind {
-            SinkKind::Webhook => 1,
+            SinkKind::Webhook | SinkKind::Nats => 1,
             _ => self.cfg.batch_max,
         };
         let rows = sqlx::query(
@@ -609,10 +651,32 @@ impl Worker {
     }
 
     /// One delivery; the error says why without the URL or any secret.
-    async fn deliver(&self, events: &[HerdEvent]) -> Result<(), String> {
+    async fn deliver(
+        &self,
+        events: &[HerdEvent],
+        nats: &mut Option<async_nats::jetstream::Context>,
+    ) -> Result<(), String> {
         let timeout = Duration::from_millis(self.cfg.timeout_ms);
         let r = &self.cfg.resolved;
         let req = match self.cfg.kind {
+            SinkKind::Nats => {
+                let Some(e) = events.first() else {
+                    return Ok(());
+                };
+                let sent = tokio::time::timeout(timeout, self.publish_nats(e, nats)).await;
+                let result = match sent {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "no answer from NATS within {} ms",
+                        self.cfg.timeout_ms
+                    )),
+                };
+                if result.is_err() {
+                    // Connect afresh next time.
+                    *nats = None;
+                }
+                return result;
+            }
             SinkKind::Webhook => {
                 let Some(e) = events.first() else {
                     return Ok(());
@@ -652,6 +716,50 @@ impl Worker {
         } else {
             Err(format!("answered HTTP {}", status.as_u16()))
         }
+    }
+}
+
+impl Worker {
+    async fn publish_nats(
+        &self,
+        e: &HerdEvent,
+        nats: &mut Option<async_nats::jetstream::Context>,
+    ) -> Result<(), String> {
+        let js = match nats {
+            Some(js) => js.clone(),
+            None => {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_millis(self.cfg.timeout_ms))
+                    .connect(self.cfg.resolved.url.expose())
+                    .await
+                    // The kind only: the URL may carry credentials.
+                    .map_err(|x| format!("cannot connect to NATS: {:?}", x.kind()))?;
+                let js = async_nats::jetstream::new(client);
+                if !self.cfg.stream.is_empty() {
+                    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+                        name: self.cfg.stream.clone(),
+                        subjects: vec![format!("{}.>", self.cfg.subject)],
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|x| format!("JetStream stream {}: {x}", self.cfg.stream))?;
+                }
+                *nats = Some(js.clone());
+                js
+            }
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, e.id.as_str());
+        let ack = js
+            .publish_with_headers(
+                format!("{}.{}", self.cfg.subject, e.kind),
+                headers,
+                webhook_body(e).into(),
+            )
+            .await
+            .map_err(|x| format!("NATS publish: {x}"))?;
+        ack.await.map_err(|x| format!("JetStream ack: {x}"))?;
+        Ok(())
     }
 }
 
@@ -708,6 +816,14 @@ mod tests {
             (
                 "name = \"w\"\ntype = \"webhook\"\nurl = \"http://x\"\nmin_severity = \"loud\"",
                 "min_severity: \"loud\"",
+            ),
+            (
+                "name = \"bus\"\ntype = \"nats\"\nurl = \"http://127.0.0.1:4222\"",
+                "events.sinks[0] (\"bus\").url: must be nats://host:port",
+            ),
+            (
+                "name = \"bus\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"a.*\"",
+                "subject: a subject without spaces or wildcards",
             ),
         ];
         for (text, want) in cases {
