@@ -668,6 +668,20 @@ pub fn dead_man_fired(em: &Emitter, engine: &str, canceled: u32, failed: u32) {
     );
 }
 
+/// The venue's dead man's switch could not be re-armed (when it lapses the
+/// venue cancels every order of the key); at most one a minute.
+pub fn dms_refresh_failed(em: &Emitter, why: &str) {
+    em.emit_throttled(
+        "dms",
+        TROUBLE_WINDOW_MS,
+        em.make(
+            kind::DMS_REFRESH_FAILED,
+            Severity::Critical,
+            format!("the venue's dead man's switch refresh failed: {why}"),
+        ),
+    );
+}
+
 /// Reports, once per absence, an engine whose stream has been gone longer
 /// than `after_ms` (runs until aborted).
 pub async fn watch_engines(core: Arc<crate::service::Core>, after_ms: i64) {

@@ -25,6 +25,7 @@ pub mod kind {
     pub const ENGINE_CONNECTED: &str = "engine_connected";
     pub const ENGINE_GONE: &str = "engine_gone";
     pub const DEAD_MAN_FIRED: &str = "dead_man_fired";
+    pub const DMS_REFRESH_FAILED: &str = "dms_refresh_failed";
     pub const GATEWAY_STARTED: &str = "gateway_started";
     pub const GATEWAY_STOPPED: &str = "gateway_stopped";
 
