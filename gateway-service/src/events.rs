@@ -682,6 +682,59 @@ pub fn dms_refresh_failed(em: &Emitter, why: &str) {
     );
 }
 
+/// A budget counter's usage crosses into "high" above 80 % of its limit
+/// and back out only below 60 %: one event per crossing, not one per
+/// reading that wobbles around 80 %.
+pub fn budget_crossed(
+    high: bool,
+    level: rust_decimal::Decimal,
+    limit: rust_decimal::Decimal,
+) -> bool {
+    use rust_decimal::Decimal;
+    if limit <= Decimal::ZERO {
+        return false;
+    }
+    let r = level / limit;
+    if high {
+        r >= Decimal::new(6, 1)
+    } else {
+        r > Decimal::new(8, 1)
+    }
+}
+
+/// Watches the venue's rate counters every second: `budget_high`
+/// (warning) each time one crosses above 80 % (runs until aborted).
+pub async fn watch_budget(core: Arc<crate::service::Core>) {
+    let mut high: HashMap<String, bool> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for c in core.venue.budget().counters {
+            let was = high.get(&c.name).copied().unwrap_or(false);
+            let now = budget_crossed(was, c.level, c.limit);
+            if now && !was {
+                core.events.emit(
+                    core.events
+                        .make(
+                            kind::BUDGET_HIGH,
+                            Severity::Warning,
+                            format!(
+                                "rate budget {} at {} of {} (above 80 %)",
+                                c.name,
+                                c.level.round_dp(2),
+                                c.limit
+                            ),
+                        )
+                        .text("counter", &c.name)
+                        .decimal("level", c.level.round_dp(4))
+                        .decimal("limit", c.limit),
+                );
+            }
+            high.insert(c.name, now);
+        }
+    }
+}
+
 /// Reports, once per absence, an engine whose stream has been gone longer
 /// than `after_ms` (runs until aborted).
 pub async fn watch_engines(core: Arc<crate::service::Core>, after_ms: i64) {
@@ -999,6 +1052,31 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.message().starts_with("after_id:"), "{err:?}");
+    }
+
+    #[test]
+    fn budget_crossings_have_hysteresis() {
+        use rust_decimal::Decimal;
+        let l = Decimal::from(100);
+        // (was high, level, is high)
+        let cases = [
+            (false, 79, false),
+            (false, 81, true),
+            (true, 70, true),
+            (true, 59, false),
+            (false, 70, false),
+        ];
+        for (was, level, want) in cases {
+            assert_eq!(
+                budget_crossed(was, Decimal::from(level), l),
+                want,
+                "{was} {level}"
+            );
+        }
+        assert!(
+            !budget_crossed(false, Decimal::ONE, Decimal::ZERO),
+            "no limit: never"
+        );
     }
 
     #[test]

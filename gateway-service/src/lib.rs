@@ -211,6 +211,7 @@ pub async fn run(
     let core = Arc::new(core);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(core.clone().run_kills());
+    tasks.spawn(events::watch_budget(core.clone()));
     tasks.spawn(events::watch_engines(
         core.clone(),
         cfg.events.engine_gone_after_ms,

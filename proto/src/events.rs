@@ -17,6 +17,7 @@ pub mod kind {
     pub const RISK_LIMITS: &str = "risk_limits";
     pub const RISK_KILL: &str = "risk_kill";
     pub const RATE_LIMITED: &str = "rate_limited";
+    pub const BUDGET_HIGH: &str = "budget_high";
     pub const LOCKOUT: &str = "lockout";
     pub const VENUE_AUTH_ERROR: &str = "venue_auth_error";
     pub const AUTH_ERROR: &str = "auth_error";
