@@ -81,6 +81,14 @@ pub async fn emergency_stop(shared: &Shared, reason: &str) -> (bool, String) {
         st.pause_reason = reason.to_string();
     }
     tracing::error!(%reason, "EMERGENCY STOP");
+    crate::events::record(
+        &shared.store,
+        now_ms(),
+        herd_proto::events::kind::EMERGENCY_STOP,
+        herd_proto::gateway::Severity::Critical,
+        format!("emergency stop: {reason}"),
+    )
+    .await;
     let funding = match shared.funding.get() {
         Some(f) if f.trigger_emergency(reason, now_ms()) => {
             "; funding: closing every position".to_string()
@@ -189,6 +197,23 @@ impl ControlService {
             }
         };
         tracing::warn!(?cmd, %message, "operator command");
+        let churner = match &cmd {
+            Command::SpawnChurner => Some((herd_proto::events::kind::CHURNER_SPAWNED, "spawned")),
+            Command::KillChurner { .. } => {
+                Some((herd_proto::events::kind::CHURNER_KILLED, "killed"))
+            }
+            _ => None,
+        };
+        if let Some((kind, verb)) = churner {
+            crate::events::record(
+                &self.shared.store,
+                now_ms(),
+                kind,
+                herd_proto::gateway::Severity::Notice,
+                format!("churner {verb}: {message}"),
+            )
+            .await;
+        }
         let failures = self.shared.execute(grid::STRATEGY_NAME, actions).await;
         Ok((message, failures))
     }

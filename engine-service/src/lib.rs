@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dashboard;
+pub mod events;
 pub mod execution;
 pub mod funding;
 pub mod http;
@@ -90,7 +91,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&cfg).await?;
+    store.event_ids().set_engine(&cfg.id, clock::now_ms());
+    events::record(
+        &store,
+        clock::now_ms(),
+        herd_proto::events::kind::ENGINE_STARTED,
+        herd_proto::gateway::Severity::Notice,
+        format!("engine {} started", cfg.id),
+    )
+    .await;
     let gateway = execution::gateway_client(&cfg.gateway_url, &cfg.gateway_token)?;
+    let publisher = tokio::spawn(events::run_publisher(store.clone(), gateway.clone()));
     let shared = Arc::new(Shared::new(cfg.clone(), store.clone(), gateway, strategies));
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -190,8 +201,26 @@ pub async fn run(
     tasks.abort_all();
     event_stream.abort();
     ticks.abort();
+    publisher.abort();
     match stopped {
         Ok(Stopped::Drained { signaled }) => {
+            events::record(
+                &store,
+                clock::now_ms(),
+                herd_proto::events::kind::ENGINE_STOPPED,
+                herd_proto::gateway::Severity::Notice,
+                format!("engine {} stopped (drained after a signal)", cfg.id),
+            )
+            .await;
+            // One last delivery, briefly: what does not go stays in the
+            // outbox for the next start.
+            let last = events::publish_once(&store, shared.gateway.clone());
+            if !matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), last).await,
+                Ok(Ok(_))
+            ) {
+                tracing::warn!("herd events left in the outbox for the next start");
+            }
             // 4. Flush the store.
             store.close().await;
             tracing::info!(

@@ -129,8 +129,9 @@ pub async fn run(shared: Arc<Shared>) {
             &reading_or_not_ready(r1, "1m"),
             &reading_or_not_ready(r15, "15m"),
         );
-        {
+        let before = {
             let mut st = shared.state();
+            let before = (st.regime.ready, st.regime.regime.clone());
             st.regime = RegimeView {
                 regime: reading.regime.as_str().to_string(),
                 ready: reading.ready,
@@ -138,6 +139,25 @@ pub async fn run(shared: Arc<Shared>) {
                 bias: reading.bias,
             };
             st.regime_detail = serde_json::to_value(&reading).unwrap_or(serde_json::Value::Null);
+            before
+        };
+        // A change between ready readings (not the first reading).
+        if reading.ready && before.0 && before.1 != reading.regime.as_str() {
+            crate::events::record_with(
+                &shared.store,
+                now,
+                herd_proto::events::kind::REGIME_CHANGE,
+                herd_proto::gateway::Severity::Notice,
+                format!("regime {} -> {}", before.1, reading.regime.as_str()),
+                |e| {
+                    use herd_proto::events::EventExt;
+                    e.with_instrument(&shared.cfg.symbol)
+                        .text("before", before.1.clone())
+                        .text("after", reading.regime.as_str())
+                        .decimal("confidence", format!("{:.4}", reading.confidence))
+                },
+            )
+            .await;
         }
         tokio::time::sleep(every).await;
     }

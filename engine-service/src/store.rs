@@ -38,6 +38,9 @@ pub enum StoreError {
     /// unwritable directory).
     #[error("cannot open the SQLite database {path}: {cause}")]
     SqliteOpen { path: String, cause: sqlx::Error },
+    /// A stored row that cannot be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -115,6 +118,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // queryable parts as columns), their leg fills, funding payments keyed by
     // the venue's booking id (so a re-read adds nothing) and PnL snapshots.
     (2, FUNDING_SCHEMA),
+    // Herd events not yet acknowledged by the gateway (crate::events): the
+    // encoded HerdEvent as hex, in order.
+    (
+        3,
+        r#"
+    CREATE TABLE event_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    )
+    "#,
+    ),
 ];
 
 const FUNDING_SCHEMA: &str = r#"
@@ -295,6 +310,8 @@ pub struct Cursor {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Herd event ids and the publisher's wake-up (`crate::events`).
+    events: crate::events::SharedIds,
 }
 
 /// A decimal column as stored: TEXT, the empty string reading as zero. Rows
@@ -468,6 +485,20 @@ fn host_port(url: &str) -> String {
     }
 }
 
+/// Inserts a herd event into the outbox (an id already there is kept).
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &herd_proto::gateway::HerdEvent,
+) -> Result<(), StoreError> {
+    let body = crate::events::hex(&prost::Message::encode_to_vec(e));
+    sqlx::query("INSERT INTO event_outbox (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(&e.id)
+        .bind(body)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and migrates it.
     /// `sqlite://path?mode=rwc` or `postgres://...`.
@@ -505,7 +536,11 @@ impl Store {
                 },
                 Backend::Postgres => StoreError::Db(cause),
             })?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            events: crate::events::SharedIds::default(),
+        };
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&store.pool)
@@ -730,7 +765,8 @@ impl Store {
         .await?)
     }
 
-    /// Appends to a strategy's journal.
+    /// Appends to a strategy's journal (and, in the same transaction, the
+    /// herd event the entry stands for, `crate::events::from_journal`).
     pub async fn append_journal(
         &self,
         stream: &str,
@@ -738,14 +774,80 @@ impl Store {
         payload: &str,
         time_ms: i64,
     ) -> Result<(), StoreError> {
+        let event = crate::events::from_journal(&self.events, stream, kind, payload, time_ms);
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO journal (stream, kind, payload, time_ms) VALUES ($1, $2, $3, $4)")
             .bind(stream)
             .bind(kind)
             .bind(payload)
             .bind(time_ms)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(e) = &event {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.events.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Herd event ids and the publisher's wake-up.
+    pub fn event_ids(&self) -> &crate::events::EventIds {
+        &self.events
+    }
+
+    /// Puts a herd event in the outbox for the gateway.
+    pub async fn record_herd_event(
+        &self,
+        e: &herd_proto::gateway::HerdEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_event(&mut tx, e).await?;
+        tx.commit().await?;
+        self.events.wake.notify_one();
+        Ok(())
+    }
+
+    /// The oldest `limit` events of the outbox: (seq, event).
+    pub async fn outbox(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(i64, herd_proto::gateway::HerdEvent)>, StoreError> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, body FROM event_outbox ORDER BY seq LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(seq, body)| {
+                let bytes = crate::events::unhex(&body).ok_or_else(|| {
+                    StoreError::Corrupt(format!("event_outbox row {seq}: body is not hex"))
+                })?;
+                let e =
+                    <herd_proto::gateway::HerdEvent as prost::Message>::decode(bytes.as_slice())
+                        .map_err(|x| StoreError::Corrupt(format!("event_outbox row {seq}: {x}")))?;
+                Ok((seq, e))
+            })
+            .collect()
+    }
+
+    /// Forgets the outbox up to and including `seq` (the gateway has them).
+    pub async fn delete_outbox(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM event_outbox WHERE seq <= $1")
+            .bind(seq)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// How many events wait for the gateway.
+    pub async fn outbox_len(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// A strategy's journal, oldest first: (kind, payload, time_ms).
@@ -760,6 +862,12 @@ impl Store {
 
     /// Inserts or replaces a funding position's stored state.
     pub async fn upsert_funding_position(&self, p: &FundingPositionRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT state FROM funding_positions WHERE id = $1")
+                .bind(&p.id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO funding_positions (id, symbol, state, payload, opened_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
@@ -771,8 +879,16 @@ impl Store {
         .bind(&p.payload)
         .bind(p.opened_at_ms)
         .bind(p.updated_at_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let event = crate::events::funding_position(&self.events, before.as_deref(), p);
+        if let Some(e) = &event {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.events.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -832,7 +948,10 @@ impl Store {
     }
 
     /// Books a funding payment once; false when its id was booked before.
+    /// A new booking is a `funding_settlement` herd event, in the same
+    /// transaction.
     pub async fn insert_funding_payment(&self, p: &FundingPaymentRow) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO funding_payments (payment_id, position_id, symbol, amount, rate, mark, size, source, time_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (payment_id) DO NOTHING",
@@ -846,9 +965,20 @@ impl Store {
         .bind(p.size.to_string())
         .bind(&p.source)
         .bind(p.time_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        let new = done.rows_affected() > 0;
+        let event = new
+            .then(|| crate::events::funding_settlement(&self.events, p))
+            .flatten();
+        if let Some(e) = &event {
+            insert_event(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.events.wake.notify_one();
+        }
+        Ok(new)
     }
 
     /// A position's funding payments, oldest first.

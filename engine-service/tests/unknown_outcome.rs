@@ -80,6 +80,7 @@ impl Gateway for Proxy {
         get_account_margin(gpb::GetAccountMarginRequest) -> gpb::GetAccountMarginResponse;
         list_funding_payments(gpb::ListFundingPaymentsRequest) -> gpb::ListFundingPaymentsResponse;
         get_risk_state(gpb::GetRiskStateRequest) -> gpb::GetRiskStateResponse;
+        publish_herd_events(gpb::PublishHerdEventsRequest) -> gpb::PublishHerdEventsResponse;
     }
 
     async fn place_order(

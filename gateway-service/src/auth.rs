@@ -21,6 +21,8 @@ pub enum Caller {
 pub struct Auth {
     engines: Arc<Vec<(Vec<u8>, String)>>,
     admin: Option<Arc<Vec<u8>>>,
+    /// Refused tokens become `auth_error` events (never the token).
+    events: crate::events::Emitter,
 }
 
 impl std::fmt::Debug for Auth {
@@ -62,7 +64,19 @@ impl Auth {
                 .map(|t| t.expose())
                 .filter(|t| !t.is_empty())
                 .map(|t| Arc::new(t.as_bytes().to_vec())),
+            events: crate::events::Emitter::default(),
         }
+    }
+
+    /// Reports refused calls as herd events.
+    pub fn with_events(mut self, events: crate::events::Emitter) -> Auth {
+        self.events = events;
+        self
+    }
+
+    fn refused(&self, service: &str, why: &str) -> Status {
+        crate::events::auth_refused(&self.events, service, why);
+        Status::unauthenticated(why.to_string())
     }
 
     fn identify(&self, token: &[u8]) -> Option<Caller> {
@@ -91,7 +105,7 @@ impl Auth {
             Some(Caller::Admin) => Err(Status::permission_denied(
                 "the admin token cannot trade; use an engine token",
             )),
-            None => Err(Status::unauthenticated("unknown token")),
+            None => Err(self.refused("Gateway", "unknown token")),
         }
     }
 
@@ -105,7 +119,7 @@ impl Auth {
             Some(Caller::Engine(_)) => Err(Status::permission_denied(
                 "admin calls need the admin token",
             )),
-            None => Err(Status::unauthenticated("unknown token")),
+            None => Err(self.refused("GatewayAdmin", "unknown token")),
         }
     }
 }

@@ -256,6 +256,8 @@ pub struct GatewayConfig {
     /// `fills.sqlite`: the fills ledger, docs/pnl.md).
     /// Unset = nothing survives a restart.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The herd's event feed (docs/events.md): `[events]` retention.
+    pub events: crate::events::EventsConfig,
     /// The herd dashboard on the admin port (`crate::herd_http`).
     pub dashboard: DashboardConfig,
 }
@@ -292,6 +294,7 @@ impl Default for GatewayConfig {
             risk: crate::risk::RiskConfig::default(),
             state_dir: None,
             dashboard: DashboardConfig::default(),
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -304,6 +307,8 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
+        crate::sinks::resolve_all(&mut cfg.events.sinks, &|k| std::env::var(k).ok())
+            .map_err(|e| e.in_file(path))?;
         cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }

@@ -71,6 +71,7 @@ pub async fn run(core: Arc<Core>, cfg: DeadMansSwitch) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "dead man's switch refresh failed");
+                crate::events::dms_refresh_failed(&core.events, &e.to_string());
                 last_fail = Some(tokio::time::Instant::now());
             }
         }

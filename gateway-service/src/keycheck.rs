@@ -97,11 +97,23 @@ pub struct KeySnapshot {
 
 /// Shared by the checker, the admin service and the metrics.
 #[derive(Debug, Default)]
-pub struct KeyState(Mutex<KeySnapshot>);
+pub struct KeyState(
+    Mutex<KeySnapshot>,
+    std::sync::OnceLock<crate::events::Emitter>,
+);
 
 impl KeyState {
     pub fn snapshot(&self) -> KeySnapshot {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Key warnings and clock skew become herd events (set once at start).
+    pub fn set_events(&self, events: crate::events::Emitter) {
+        let _ = self.1.set(events);
+    }
+
+    fn events(&self) -> crate::events::Emitter {
+        self.1.get().cloned().unwrap_or_default()
     }
 
     fn update(&self, f: impl FnOnce(&mut KeySnapshot)) {
@@ -171,6 +183,10 @@ fn record(
     }
     for w in &verdict.warnings {
         tracing::warn!("{w}");
+        crate::events::key_warning(&state.events(), w, verdict.refusal.as_deref());
+    }
+    if let Some(r) = &verdict.refusal {
+        crate::events::key_warning(&state.events(), r, Some(r));
     }
     state.update(|s| {
         s.info = info;
@@ -190,7 +206,9 @@ pub async fn check_clock(venue: &dyn Venue, cfg: &KeyCheckConfig, state: &KeySta
         Ok(Some(reading)) => {
             let offset = reading.offset_ms;
             let limit = venue.clock_offset_limit_ms();
-            match clock_level(reading, cfg.clock_warn_ms, limit) {
+            let level = clock_level(reading, cfg.clock_warn_ms, limit);
+            crate::events::clock_skew(&state.events(), level, reading, cfg.clock_warn_ms, limit);
+            match level {
                 ClockLevel::Ok => tracing::debug!(offset_ms = offset, "venue clock offset"),
                 ClockLevel::Warning => tracing::warn!(
                     offset_ms = offset,

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod dms;
+pub mod events;
 pub mod fair;
 pub mod fills;
 pub mod herd_http;
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod risk;
 pub mod risk_store;
 pub mod service;
+pub mod sinks;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,14 +103,64 @@ pub async fn run(
     let metrics = Arc::new(metrics::GatewayMetrics::new(
         cfg.engines.iter().map(|e| e.id.as_str()),
     ));
-    let venue = metrics::MeteredVenue::wrap(venue, metrics.clone());
+    let incarnation = new_incarnation(clock.as_ref());
+    let sink_stats: sinks::Stats = Arc::new(
+        cfg.events
+            .sinks
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(sinks::SinkStats::default())))
+            .collect(),
+    );
+    let routes = cfg
+        .events
+        .sinks
+        .iter()
+        .filter_map(|s| {
+            Some(sinks::Route {
+                name: s.name.clone(),
+                filter: s.filter(),
+                queue_limit: i64::try_from(s.queue_limit).unwrap_or(i64::MAX),
+                stats: sink_stats.get(&s.name)?.clone(),
+            })
+        })
+        .collect();
+    let event_log =
+        events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation, routes)
+            .await
+            .context("opening the herd event log")?;
+    let mut sink_tasks = tokio::task::JoinSet::new();
+    let http = reqwest::Client::builder()
+        .build()
+        .context("building the sinks' HTTP client")?;
+    for s in &cfg.events.sinks {
+        if let Some(stats) = sink_stats.get(&s.name) {
+            sink_tasks.spawn(
+                sinks::Worker {
+                    cfg: s.clone(),
+                    pool: event_log.pool().clone(),
+                    stats: stats.clone(),
+                    wake: event_log.subscribe(),
+                    http: http.clone(),
+                }
+                .run(),
+            );
+        }
+    }
+    let emitter = events::Emitter::new(event_log.clone());
+    events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
+    let venue = metrics::MeteredVenue::wrap_with_events(venue, metrics.clone(), emitter.clone());
     // Before anything else talks to the venue: what may this key do?
     let key_state = Arc::new(keycheck::KeyState::default());
-    keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
+    key_state.set_events(emitter.clone());
+    let checked = keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
         clock.now_ms()
     })
-    .await
-    .context("the API key failed the start-up check")?;
+    .await;
+    if let Err(e) = &checked {
+        events::gateway_refused(&emitter, e);
+        event_log.flush().await;
+    }
+    checked.context("the API key failed the start-up check")?;
     keycheck::check_clock(venue.as_ref(), &cfg.key_check, &key_state, clock.now_ms()).await;
     let engines: Vec<(String, String)> = cfg
         .engines
@@ -117,7 +169,7 @@ pub async fn run(
         .collect();
     let registry = Arc::new(Registry::new(
         &engines,
-        new_incarnation(clock.as_ref()),
+        incarnation.clone(),
         cfg.event_retention,
     ));
     let userrefs: HashMap<String, (i32, i32)> = cfg
@@ -148,7 +200,9 @@ pub async fn run(
     .with_fair_queue(fair)
     .with_metrics(metrics)
     .with_risk(&cfg.risk)
-    .with_key_state(key_state.clone());
+    .with_key_state(key_state.clone())
+    .with_events(emitter.clone())
+    .with_sinks(cfg.events.sinks.clone(), sink_stats);
     if let Some(dir) = &cfg.state_dir {
         let store = risk_store::RiskStore::open(dir).await?;
         store
@@ -165,6 +219,11 @@ pub async fn run(
     let core = Arc::new(core);
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(core.clone().run_kills());
+    tasks.spawn(events::watch_budget(core.clone()));
+    tasks.spawn(events::watch_engines(
+        core.clone(),
+        cfg.events.engine_gone_after_ms,
+    ));
 
     core.registry.mark_all_gone_since(core.clock.now_ms());
     tasks.spawn(recovery::run_adoption(core.clone()));
@@ -209,7 +268,7 @@ pub async fn run(
         tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
     }
 
-    let auth = Auth::from_config(&cfg);
+    let auth = Auth::from_config(&cfg).with_events(emitter.clone());
     let engine_auth = auth.clone();
     let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
         engine_auth.engine(r)
@@ -282,6 +341,14 @@ pub async fn run(
         }
     };
     // 4. Flush state.
+    emitter.emit(emitter.make(
+        herd_proto::events::kind::GATEWAY_STOPPED,
+        herd_proto::gateway::Severity::Notice,
+        "gateway stopped (drained after a signal)",
+    ));
+    event_log.flush().await;
+    sink_tasks.abort_all();
+    event_log.close().await;
     if let Some(store) = &core.risk_store {
         store.close().await;
     }

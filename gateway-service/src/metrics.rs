@@ -404,11 +404,26 @@ impl GatewayMetrics {
 pub struct MeteredVenue {
     inner: Arc<dyn Venue>,
     metrics: Arc<GatewayMetrics>,
+    /// Lockouts, rate-limit and auth answers become herd events.
+    events: crate::events::Emitter,
 }
 
 impl MeteredVenue {
     pub fn wrap(inner: Arc<dyn Venue>, metrics: Arc<GatewayMetrics>) -> Arc<dyn Venue> {
-        Arc::new(MeteredVenue { inner, metrics })
+        MeteredVenue::wrap_with_events(inner, metrics, crate::events::Emitter::default())
+    }
+
+    /// As [`MeteredVenue::wrap`], and venue trouble becomes herd events.
+    pub fn wrap_with_events(
+        inner: Arc<dyn Venue>,
+        metrics: Arc<GatewayMetrics>,
+        events: crate::events::Emitter,
+    ) -> Arc<dyn Venue> {
+        Arc::new(MeteredVenue {
+            inner,
+            metrics,
+            events,
+        })
     }
 
     fn done<T>(
@@ -418,6 +433,9 @@ impl MeteredVenue {
         r: Result<T, VenueError>,
     ) -> Result<T, VenueError> {
         self.metrics.record_call(method, Outcome::of(&r), started);
+        if let Err(e) = &r {
+            crate::events::venue_trouble(&self.events, method.as_str(), e);
+        }
         r
     }
 }
@@ -575,6 +593,8 @@ struct StateGauges {
     key: crate::keycheck::KeySnapshot,
     /// (book: engine id or "account", state 0/1/2, [(limit, usage / limit)])
     risk: Vec<RiskGauges>,
+    /// (sink, [delivered, failures, dead letters, dropped]) since start.
+    sinks: Vec<(String, [u64; 4])>,
 }
 
 /// One risk book's gauges: (book, state, [(limit, usage ratio)]).
@@ -659,6 +679,20 @@ impl StateGauges {
                     })
                     .collect()
             },
+            sinks: core
+                .sinks
+                .1
+                .iter()
+                .map(|(name, s)| {
+                    let n = |a: &std::sync::atomic::AtomicU64| {
+                        a.load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    (
+                        name.clone(),
+                        [n(&s.delivered), n(&s.failures), n(&s.dead), n(&s.dropped)],
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -840,6 +874,35 @@ impl Collector for StateGauges {
         for (book, _, ratios) in &self.risk {
             for (limit, r) in ratios {
                 g.sample(&[("book", book), ("limit", limit)], *r)?;
+            }
+        }
+        for (i, (name, help)) in [
+            (
+                "herd_gateway_event_sink_delivered",
+                "Herd events a sink delivered (since start).",
+            ),
+            (
+                "herd_gateway_event_sink_failures",
+                "Failed deliveries of a sink (each is retried).",
+            ),
+            (
+                "herd_gateway_event_sink_dead_letters",
+                "Events a sink gave up on after max_attempts.",
+            ),
+            (
+                "herd_gateway_event_sink_dropped",
+                "Events dropped from a sink's full queue (never critical).",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if self.sinks.is_empty() {
+                break;
+            }
+            let mut c = f.counter(name, help)?;
+            for (sink, v) in &self.sinks {
+                c.sample(&[("sink", sink)], v[i])?;
             }
         }
         Ok(())

@@ -138,6 +138,7 @@ pub async fn run_dead_man(core: Arc<Core>, grace_ms: HashMap<String, i64>) {
                 "dead man's switch: engine stream gone past its grace; its orders canceled"
             );
             core.registry.set_dead_man_fired(&engine, now, canceled);
+            crate::events::dead_man_fired(&core.events, &engine, canceled, failed);
             if let Some(c) = core.metrics.engine(&engine) {
                 c.dead_man_fired.inc();
                 c.dead_man_canceled.inc_by(u64::from(canceled));

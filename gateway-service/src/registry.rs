@@ -98,6 +98,8 @@ pub struct Registry {
     risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
     /// The fills ledger follows every state change and adoption (set once at start).
     ledger: std::sync::OnceLock<std::sync::Arc<crate::fills::Ledger>>,
+    /// Fills and rejections become herd events (set once at start).
+    events: std::sync::OnceLock<crate::events::Emitter>,
     incarnation: String,
     retention: usize,
 }
@@ -128,6 +130,7 @@ impl Registry {
             inner: Mutex::new(inner),
             risk: std::sync::OnceLock::new(),
             ledger: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
             incarnation,
             retention: retention.max(1),
         }
@@ -141,6 +144,19 @@ impl Registry {
     /// Lets the fills ledger see every state change and adoption.
     pub fn set_ledger(&self, ledger: std::sync::Arc<crate::fills::Ledger>) {
         let _ = self.ledger.set(ledger);
+    }
+
+    /// Reports fills and rejections as herd events.
+    pub fn set_events(&self, events: crate::events::Emitter) {
+        let _ = self.events.set(events);
+    }
+
+    /// Since when `engine` has had no event stream (None: connected).
+    pub fn gone_since(&self, engine: &str) -> Option<i64> {
+        self.lock()
+            .engines
+            .get(engine)
+            .and_then(|b| b.gone_since_ms)
     }
 
     pub fn incarnation(&self) -> &str {
@@ -313,8 +329,18 @@ impl Registry {
         let (out, owner) = self.apply_locked(new, now_ms);
         // Risk after the registry's lock is gone (lock order: registry, then
         // risk; never both).
-        if let (Some(risk), Some((engine, client_id))) = (self.risk.get(), owner) {
-            risk.on_state(&engine, &client_id, new, now_ms);
+        if let (Some(risk), Some((engine, client_id))) = (self.risk.get(), &owner) {
+            risk.on_state(engine, client_id, new, now_ms);
+        }
+        if let (Some(em), Some((engine, _))) = (self.events.get(), &owner)
+            && !out.is_empty()
+        {
+            for e in out
+                .iter()
+                .filter_map(|oe| crate::events::from_order_event(engine, oe))
+            {
+                em.emit(e);
+            }
         }
         out
     }

@@ -139,6 +139,10 @@ pub struct Core {
     pub risk_store: Option<crate::risk_store::RiskStore>,
     /// The fills ledger (`crate::fills`; None: fills are not recorded).
     pub ledger: Option<Arc<crate::fills::Ledger>>,
+    /// The herd's event feed (`crate::events`).
+    pub events: crate::events::Emitter,
+    /// The configured sinks and their counters (`crate::sinks`).
+    pub sinks: (Vec<crate::sinks::SinkConfig>, crate::sinks::Stats),
     /// Kill actions (cancel all, flatten) a breach asked for, carried out
     /// by [`Core::run_kills`].
     kills: mpsc::UnboundedSender<Kill>,
@@ -182,6 +186,8 @@ impl Core {
             risk,
             risk_store: None,
             ledger: None,
+            events: crate::events::Emitter::default(),
+            sinks: Default::default(),
             kills,
             kill_rx: std::sync::Mutex::new(Some(kill_rx)),
             venue,
@@ -227,6 +233,23 @@ impl Core {
         self
     }
 
+    /// Reports to the herd's event feed (the registry's fills too).
+    pub fn with_events(mut self, events: crate::events::Emitter) -> Core {
+        self.registry.set_events(events.clone());
+        self.events = events;
+        self
+    }
+
+    /// The configured sinks, for ListEventSinks and the metrics.
+    pub fn with_sinks(
+        mut self,
+        sinks: Vec<crate::sinks::SinkConfig>,
+        stats: crate::sinks::Stats,
+    ) -> Core {
+        self.sinks = (sinks, stats);
+        self
+    }
+
     /// Replaces the default fair queue (equal weights) with a configured one.
     pub fn with_fair_queue(mut self, fair: FairQueue) -> Core {
         self.fair = fair;
@@ -244,6 +267,7 @@ impl Core {
     /// with a retry hint.
     async fn slot(&self, engine: &str, priority: Priority) -> Result<Permit, Status> {
         self.fair.acquire(engine, priority).await.map_err(|e| {
+            crate::events::queue_full(&self.events, engine, &e.to_string());
             let hint = i64::try_from(e.retry_after_ms).unwrap_or(i64::MAX);
             with_retry_hint(Status::resource_exhausted(e.to_string()), hint)
         })
@@ -561,6 +585,9 @@ impl Core {
 
     /// Appends to the audit log (memory, and the store when there is one).
     pub fn audit(&self, entry: AuditEntry) {
+        if let Some(e) = crate::events::from_audit(&self.events, &entry) {
+            self.events.emit(e);
+        }
         if let Some(store) = &self.risk_store {
             store.append(&entry);
         }
@@ -832,6 +859,7 @@ impl GatewayService {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::OrderEvent, Status>> + Send>>;
+type HerdEventStream = Pin<Box<dyn Stream<Item = Result<pb::HerdEvent, Status>> + Send>>;
 
 fn log_status(e: &LogError) -> Status {
     match e {
@@ -1075,6 +1103,7 @@ impl pb::gateway_server::Gateway for GatewayService {
         let (tx, rx) = mpsc::channel(256);
         let streamed = self.core.metrics.engine(&engine);
         registry.stream_opened(&engine);
+        crate::events::engine_connected(&self.core.events, &engine);
         tracing::info!(engine, after, "order event stream opened");
         tokio::spawn(async move {
             let mut cursor = after;
@@ -1122,6 +1151,28 @@ impl pb::gateway_server::Gateway for GatewayService {
         Ok(Response::new(
             Box::pin(ReceiverStream::new(rx)) as EventStream
         ))
+    }
+
+    async fn publish_herd_events(
+        &self,
+        req: Request<pb::PublishHerdEventsRequest>,
+    ) -> Result<Response<pb::PublishHerdEventsResponse>, Status> {
+        let engine = engine_of(&req)?;
+        let mut events = req.into_inner().events;
+        crate::events::accept_published(&engine, &mut events)?;
+        let log = self
+            .core
+            .events
+            .log()
+            .ok_or_else(|| Status::unavailable("this gateway keeps no event log"))?;
+        let (accepted, duplicates) = log
+            .append_durable(events)
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(pb::PublishHerdEventsResponse {
+            accepted,
+            duplicates,
+        }))
     }
 
     async fn get_budget(
@@ -1296,6 +1347,62 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl pb::gateway_admin_server::GatewayAdmin for AdminService {
+    type StreamHerdEventsStream = HerdEventStream;
+
+    async fn stream_herd_events(
+        &self,
+        req: Request<pb::StreamHerdEventsRequest>,
+    ) -> Result<Response<Self::StreamHerdEventsStream>, Status> {
+        let req = req.into_inner();
+        let filter = crate::events::filter_of(&req, |e| self.core.userrefs.contains_key(e))?;
+        let log = self
+            .core
+            .events
+            .log()
+            .ok_or_else(|| Status::unavailable("this gateway keeps no event log"))?
+            .clone();
+        let s = crate::events::stream(log, req, filter, self.core.drain.clone()).await?;
+        Ok(Response::new(Box::pin(s) as HerdEventStream))
+    }
+
+    async fn list_event_sinks(
+        &self,
+        _req: Request<pb::ListEventSinksRequest>,
+    ) -> Result<Response<pb::ListEventSinksResponse>, Status> {
+        let Some(log) = self.core.events.log() else {
+            return Ok(Response::new(pb::ListEventSinksResponse::default()));
+        };
+        let (cfgs, stats) = &self.core.sinks;
+        let mut sinks = Vec::new();
+        for c in cfgs {
+            let (pending, dead) = crate::sinks::counts(log.pool(), &c.name)
+                .await
+                .map_err(|e| Status::internal(format!("sink outbox: {e}")))?;
+            let st = stats.get(&c.name);
+            let n = |f: fn(&crate::sinks::SinkStats) -> &std::sync::atomic::AtomicU64| {
+                st.map_or(0, |s| f(s).load(std::sync::atomic::Ordering::Relaxed))
+            };
+            sinks.push(pb::EventSink {
+                name: c.name.clone(),
+                kind: c.kind.as_str().into(),
+                pending,
+                dead_letters: dead,
+                delivered: n(|s| &s.delivered),
+                failures: n(|s| &s.failures),
+                dropped: n(|s| &s.dropped),
+                last_error: st
+                    .map(|s| {
+                        s.last_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(pb::ListEventSinksResponse { sinks }))
+    }
+
     async fn get_risk_state(
         &self,
         req: Request<pb::GetRiskStateRequest>,

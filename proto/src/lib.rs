@@ -24,6 +24,7 @@ pub mod admin_http;
 pub mod answer;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod json;
 pub mod prom;
 pub mod report;

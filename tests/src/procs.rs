@@ -215,6 +215,8 @@ pub struct GatewayOpts {
     /// 20 s deadline).
     pub drain_delay_ms: Option<u64>,
     pub shutdown_timeout_ms: Option<u64>,
+    /// The gateway's `state_dir` (None = none: nothing durable).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The drain delay and deadline of test processes unless a test sets them:
@@ -249,6 +251,9 @@ impl GatewayProc {
             opts.drain_delay_ms.unwrap_or(TEST_DRAIN_DELAY_MS),
             opts.shutdown_timeout_ms.unwrap_or(TEST_SHUTDOWN_TIMEOUT_MS),
         );
+        if let Some(d) = &opts.state_dir {
+            cfg.push_str(&format!("state_dir = \"{}\"\n", d.display()));
+        }
         for i in 0..engines {
             let id = format!("e{i}");
             cfg.push_str(&format!(

@@ -6,6 +6,7 @@
 mod backtest;
 mod client;
 mod errors;
+mod events;
 mod ledger;
 mod render;
 mod up;
@@ -137,6 +138,9 @@ enum Cmd {
     /// What the gateway's API key may do (name, permissions, IP allowlist,
     /// expiry; never the key) and the venue clock's offset (admin token).
     Key(GatewayArgs),
+    /// The herd's event feed: fills, rejections, risk, lockouts, engines
+    /// coming and going, strategy events (admin token; docs/events.md).
+    Events(events::EventsArgs),
     /// The gateway's risk limits and trading states (needs the admin token;
     /// docs/risk.md).
     Risk {
@@ -612,6 +616,7 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
                 | FundingCmd::ClearEmergency { e, .. },
         } => engine(e),
         Cmd::Budget(g) => gateway(g, errors::Service::Gateway, "engine-0.token"),
+        Cmd::Events(a) => gateway(&a.g, errors::Service::Admin, "admin.token"),
         Cmd::Engines(g)
         | Cmd::Key(g)
         | Cmd::Risk {
@@ -904,6 +909,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Table => print!("{}", render::key_table(&k)),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Events(a) => {
+            let t = token(a.g.token.clone(), a.g.token_file.clone(), "admin.token")?;
+            events::run(a, t).await.map(|()| ExitCode::SUCCESS)
         }
         Cmd::Risk { action } => risk(action).await,
         Cmd::Fills { g, f } => {
