@@ -31,7 +31,12 @@ pub struct EventIds {
     counter: AtomicU64,
     /// Woken when an event was written.
     pub wake: Notify,
+    /// The newest events made, newest last (GetStatus, the dashboard).
+    recent: std::sync::Mutex<std::collections::VecDeque<HerdEvent>>,
 }
+
+/// How many of its newest events an engine keeps to show.
+pub const RECENT_EVENTS: usize = 50;
 
 impl EventIds {
     /// Names the engine; events are recorded only once it is named (the
@@ -50,17 +55,27 @@ impl EventIds {
     ) -> Option<HerdEvent> {
         let (engine, run) = self.engine.get()?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        Some(
-            event(
-                format!("{engine}-{run}-{n}"),
-                time_ms,
-                engine,
-                kind,
-                severity,
-                message,
-            )
-            .with_engine(engine),
+        let e = event(
+            format!("{engine}-{run}-{n}"),
+            time_ms,
+            engine,
+            kind,
+            severity,
+            message,
         )
+        .with_engine(engine);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.push_back(e.clone());
+        while recent.len() > RECENT_EVENTS {
+            recent.pop_front();
+        }
+        Some(e)
+    }
+
+    /// The newest events made, newest first.
+    pub fn recent(&self) -> Vec<HerdEvent> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
     }
 }
 

@@ -482,6 +482,39 @@ impl Shared {
         }
     }
 
+    /// The herd event of an unknown outcome settled: the gateway has the
+    /// order (`found`), or it never reached the gateway.
+    async fn unknown_outcome_event(&self, client_order_id: &str, found: bool) {
+        let (severity, message) = if found {
+            (
+                herd_proto::gateway::Severity::Notice,
+                format!(
+                    "{client_order_id}: the place's outcome was unknown; the gateway has the order"
+                ),
+            )
+        } else {
+            (
+                herd_proto::gateway::Severity::Warning,
+                format!(
+                    "{client_order_id}: the place's outcome was unknown; it never reached the gateway, the strategy is told it failed"
+                ),
+            )
+        };
+        let id = client_order_id.to_string();
+        crate::events::record_with(
+            &self.store,
+            now_ms(),
+            herd_proto::events::kind::UNKNOWN_OUTCOME_RESOLVED,
+            severity,
+            message,
+            move |mut e| {
+                e.order_ids.push(id);
+                e
+            },
+        )
+        .await;
+    }
+
     #[tracing::instrument(name = "cancel_order", skip_all,
         fields(engine = %self.cfg.id, client_order_id = %client_order_id))]
     pub async fn cancel(&self, client_order_id: &str) -> Result<pb::Order, Status> {
@@ -674,6 +707,7 @@ impl Shared {
                         }
                     }
                     tracing::info!(client_order_id = %id, "unknown outcome resolved: the gateway has the order");
+                    self.unknown_outcome_event(&id, true).await;
                     true
                 }
                 Err(s) if answer::classify(&s) == answer::Answer::NotFound => {
@@ -689,6 +723,7 @@ impl Shared {
                         tracing::error!(client_order_id = %id, error = %e, "journal update failed");
                     }
                     tracing::warn!(client_order_id = %id, "unknown outcome resolved: the order never reached the gateway");
+                    self.unknown_outcome_event(&id, false).await;
                     self.dispatch(OrderUpdate {
                         client_order_id: id.clone(),
                         kind: UpdateKind::PlaceFailed,

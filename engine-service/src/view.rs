@@ -336,6 +336,19 @@ pub async fn engine_status(shared: &Shared) -> Result<pb::EngineStatus, Status> 
         funding: Some(funding_status(shared)),
         last_reconcile: st.last_reconcile.as_ref().map(reconcile_summary_pb),
         risk: st.risk.as_ref().map(crate::risk::status_pb),
+        recent_events: shared
+            .store
+            .event_ids()
+            .recent()
+            .into_iter()
+            .map(|e| pb::EngineEventRow {
+                severity: herd_proto::events::severity_name(e.severity).to_string(),
+                id: e.id,
+                time_ms: e.time_ms,
+                kind: e.kind,
+                message: e.message,
+            })
+            .collect(),
         herd_dashboard_url: shared.cfg.herd_dashboard_url.clone(),
     })
 }

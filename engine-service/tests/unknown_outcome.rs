@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use herd_proto::gateway as gpb;
+use herd_proto::gateway::gateway_admin_client::GatewayAdminClient;
 use herd_proto::gateway::gateway_client::GatewayClient;
 use herd_proto::gateway::gateway_server::{Gateway, GatewayServer};
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::UpdateKind;
 use support::probe::{Log, start_probe_engine, until};
-use support::{TestGateway, engine_config};
+use support::{ADMIN_TOKEN, TestGateway, authed, engine_config};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -164,6 +165,35 @@ async fn start(fault: Fault) -> Herd {
     }
 }
 
+/// The herd event the engine published when it settled `id`'s outcome,
+/// read from the gateway's feed.
+async fn resolved_event(gateway: &TestGateway, id: &str) -> gpb::HerdEvent {
+    until(
+        "the unknown_outcome_resolved event at the gateway",
+        || async {
+            let mut admin = GatewayAdminClient::new(gateway.channel().await);
+            let mut s = admin
+                .stream_herd_events(authed(
+                    gpb::StreamHerdEventsRequest {
+                        kinds: vec![herd_proto::events::kind::UNKNOWN_OUTCOME_RESOLVED.into()],
+                        ..Default::default()
+                    },
+                    ADMIN_TOKEN,
+                ))
+                .await
+                .ok()?
+                .into_inner();
+            while let Some(e) = s.message().await.ok()? {
+                if e.order_ids.iter().any(|o| o == id) {
+                    return Some(e);
+                }
+            }
+            None
+        },
+    )
+    .await
+}
+
 fn ticks(log: &Arc<Mutex<Log>>) -> u64 {
     log.lock().unwrap().ticks
 }
@@ -207,6 +237,9 @@ async fn a_lost_answer_is_not_a_failure_and_the_strategy_does_not_place_again() 
     }
     let open = herd.gateway.open_orders("e0").await;
     assert_eq!(open.len(), 1, "{open:?}");
+    let e = resolved_event(&herd.gateway, &first).await;
+    assert_eq!(e.severity, gpb::Severity::Notice as i32, "{e:?}");
+    assert_eq!(e.engine, "e0");
     let _ = herd.stop.send(());
 }
 
@@ -225,6 +258,9 @@ async fn a_lost_request_is_resolved_by_asking_the_gateway_before_placing_again()
     })
     .await;
     assert!(message.contains("never reached the gateway"), "{message}");
+    let e = resolved_event(&herd.gateway, &first).await;
+    assert_eq!(e.severity, gpb::Severity::Warning as i32, "{e:?}");
+    assert!(e.message.contains("never reached the gateway"), "{e:?}");
     // Only now does the probe place again, and that order goes through.
     let second = until("the probe's second place", || async {
         herd.log.lock().unwrap().places.get(1).cloned()

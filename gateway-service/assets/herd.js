@@ -156,6 +156,17 @@
     });
   }
 
+  function renderEvents(d) {
+    rows(document.querySelector("#events tbody"), d.recent_events || [], (e) => {
+      const tr = el("tr");
+      tr.dataset.kind = e.kind;
+      tr.dataset.severity = e.severity;
+      tr.append(el("td", utc(e.time_ms)), el("td", e.severity, "sev-" + e.severity),
+        el("td", e.source), el("td", e.kind), el("td", e.message));
+      return tr;
+    });
+  }
+
   function stale() {
     const banner = document.getElementById("stale");
     const age = Date.now() - lastOk;
@@ -186,6 +197,7 @@
       renderBudget(d);
       renderChart(d);
       renderFills(d);
+      renderEvents(d);
     } catch (e) {
       // The gateway is not answering: the stale banner says so.
     } finally {

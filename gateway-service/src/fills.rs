@@ -181,8 +181,13 @@ impl Ledger {
                         .filename(dir.join("fills.sqlite"))
                         .create_if_missing(true)
                         .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
-                    2,
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(std::time::Duration::from_secs(10)),
+                    // One connection: the writer task and the reads take
+                    // turns, and no second connection can race the first to
+                    // switch a new file to WAL ("database is locked" at
+                    // start, seen under load).
+                    1,
                 )
             }
             // One connection: every connection to ":memory:" is its own database.

@@ -479,6 +479,7 @@ pub async fn herd_json(st: &HerdState) -> Result<Value, tonic::Status> {
         .take(50)
         .map(|f| fill_json(&ledger_api::fill_to_pb(f)))
         .collect();
+    let events = recent_events(core).await;
     Ok(json!({
         "now_ms": now,
         "venue": core.venue.name(),
@@ -507,5 +508,34 @@ pub async fn herd_json(st: &HerdState) -> Result<Value, tonic::Status> {
             "engines": equity.iter().filter(|(k, _)| !k.is_empty()).map(|(k, p)| (k.clone(), series(p))).collect::<serde_json::Map<_, _>>(),
         },
         "recent_fills": recent,
+        "recent_events": events,
     }))
+}
+
+/// How many of the herd's newest events the page shows.
+const RECENT_EVENTS: u64 = 30;
+
+/// The herd's newest events (docs/events.md), newest first, in the feed's
+/// one JSON shape; empty when the gateway keeps no event log.
+async fn recent_events(core: &crate::service::Core) -> Vec<Value> {
+    let Some(log) = core.events.log() else {
+        return Vec::new();
+    };
+    log.flush().await;
+    let last = *log.subscribe().borrow();
+    let from = last.saturating_sub(RECENT_EVENTS);
+    match log
+        .read_after(from, u32::try_from(RECENT_EVENTS).unwrap_or(u32::MAX))
+        .await
+    {
+        Ok(events) => events
+            .iter()
+            .rev()
+            .map(herd_proto::events::to_json)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the herd's events for the page");
+            Vec::new()
+        }
+    }
 }

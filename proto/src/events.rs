@@ -43,6 +43,7 @@ pub mod kind {
     pub const EMERGENCY_STOP: &str = "emergency_stop";
     pub const EMERGENCY_CLEARED: &str = "emergency_cleared";
     pub const REGIME_CHANGE: &str = "regime_change";
+    pub const UNKNOWN_OUTCOME_RESOLVED: &str = "unknown_outcome_resolved";
 }
 
 /// The source name of events the gateway produces.

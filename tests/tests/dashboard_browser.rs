@@ -208,6 +208,11 @@ async fn dashboard_renders_rangers_and_follows_orders_in_chromium() {
     )
     .await;
     b.wait(
+        "the engine's own events: it started",
+        "document.querySelectorAll('#events-rows tr[data-kind=\"engine_started\"]').length === 1",
+    )
+    .await;
+    b.wait(
         "the start reconcile",
         "document.getElementById('reconcile-status').textContent.startsWith('start at ')",
     )

@@ -110,6 +110,12 @@ async fn herd_page_lists_engines_charts_pnl_and_goes_stale() {
         "0",
         "e1 has PnL (fees, unrealized)"
     );
+    // The herd's events: the fills are there, newest first.
+    b.wait(
+        "the fills among the herd's events",
+        "document.querySelectorAll('#events tbody tr[data-kind=\"fill\"]').length >= 2",
+    )
+    .await;
     let last_event = b.eval(&engine_row("e1", 9)).await;
     assert!(
         last_event.as_str().unwrap().ends_with(" ago"),

@@ -206,7 +206,13 @@ async fn a_kraken_clock_three_seconds_ahead_shows_in_the_metric_and_warns() {
         "{}",
         gateway.log_text()
     );
-    assert_eq!(key_info(&gateway).await.clock_offset_ms, offset as i64);
+    // The admin RPC reports the same measurement (the gateway may have
+    // measured again in between: the same clock, a different round trip).
+    let reported = key_info(&gateway).await.clock_offset_ms;
+    assert!(
+        (reported - offset as i64).abs() <= 250,
+        "GetKeyInfo says {reported} ms, the metric {offset} ms"
+    );
 }
 
 #[tokio::test]
