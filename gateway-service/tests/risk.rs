@@ -286,19 +286,34 @@ fn denied(r: Result<pb::Order, Status>, code: &str, mentions: &[&str]) {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits for the gateway's herd event that says a kill action (`cancel_all`
+/// or `flatten`) was carried out for `engine`: the gateway audits it, and
+/// raises the event, once the action is done.
+async fn kill_done(gw: &Gw, engine: &str, action: &str) {
+    let mut stream = gw
+        .admin()
+        .stream_herd_events(authed(
+            pb::StreamHerdEventsRequest {
+                kinds: vec![herd_proto::events::kind::RISK_KILL.into()],
+                engines: vec![engine.into()],
+                follow: true,
+                ..Default::default()
+            },
+            ADMIN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = stream.message().await.unwrap() {
+            if e.message.contains(action) {
+                return;
+            }
+        }
+        panic!("the event stream ended before {engine}'s {action}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {engine}'s {action}"));
 }
 
 fn d(s: &str) -> Decimal {
@@ -730,10 +745,8 @@ async fn each_breach_action() {
         "max_volume",
         &[],
     );
-    wait_for("e0's orders canceled", || async {
-        gw.book(0).await.open_orders == 0
-    })
-    .await;
+    kill_done(&gw, "e0", "cancel_all").await;
+    assert_eq!(gw.book(0).await.open_orders, 0);
     for id in ["c1", "c2"] {
         let mut g = gw.g();
         for (e, want) in [(0, pb::OrderStatus::Canceled), (1, pb::OrderStatus::Open)] {
@@ -780,10 +793,8 @@ async fn each_breach_action() {
         "max_volume",
         &[],
     );
-    wait_for("e0 flat", || async {
-        gw.book(0).await.positions.is_empty()
-    })
-    .await;
+    kill_done(&gw, "e0", "flatten").await;
+    assert!(gw.book(0).await.positions.is_empty());
     let p = gw.positions().await;
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(
@@ -849,10 +860,8 @@ async fn halt_flatten_sells_only_the_spot_holdings_the_engine_bought() {
         "max_volume",
         &[],
     );
-    wait_for("e0's DOGE sold", || async {
-        gw.book(0).await.positions.is_empty()
-    })
-    .await;
+    kill_done(&gw, "e0", "flatten").await;
+    assert!(gw.book(0).await.positions.is_empty());
     assert_eq!(
         doge().await,
         before + dec!(200),
