@@ -609,7 +609,10 @@ fn find(st: &State, b: &Value) -> Option<OrderState> {
     st.exchange.query(&[r]).into_iter().next()
 }
 
-fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
+/// The open order a cancel or an amend names (`orderId` or `orderLinkId`,
+/// on `category` + `symbol`), with its category, or Bybit's "does not
+/// exist" answer.
+fn open_order_named(st: &State, b: &Value) -> Result<(String, OrderState, OrderRef), Answer> {
     let category = text(b, "category").unwrap_or_default();
     let symbol =
         text(b, "symbol").ok_or_else(|| fail(10001, "params error: symbol is required"))?;
@@ -630,7 +633,14 @@ fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
         client_order_id: o.client_order_id.clone(),
         venue_order_id: Some(o.venue_order_id.clone()),
     };
-    st.exchange.cancel(&r, now).map_err(|_| not_found())?;
+    Ok((category, o, r))
+}
+
+fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
+    let (category, o, r) = open_order_named(st, b)?;
+    st.exchange
+        .cancel(&r, now)
+        .map_err(|_| fail(code(&category, 110001, 170213), "Order does not exist."))?;
     Ok(ok(
         json!({"orderId": o.venue_order_id, "orderLinkId": link_of(&o.client_order_id)}),
     ))
@@ -640,31 +650,12 @@ fn cancel(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
 /// in place (same orderId), through the matching core's amend: a refused
 /// amend leaves the order as it was.
 fn amend(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
-    let category = text(b, "category").unwrap_or_default();
-    let symbol =
-        text(b, "symbol").ok_or_else(|| fail(10001, "params error: symbol is required"))?;
-    if text(b, "orderId").is_none() && text(b, "orderLinkId").is_none() {
-        return Err(fail(
-            10001,
-            "params error: orderId or orderLinkId is required",
-        ));
-    }
+    let (category, _, r) = open_order_named(st, b)?;
     let qty = text(b, "qty").map(|s| decimal("qty", &s)).transpose()?;
     let price = text(b, "price").map(|s| decimal("price", &s)).transpose()?;
     if qty.is_none() && price.is_none() {
         return Err(fail(10001, "params error: qty or price is required"));
     }
-    let not_found = || fail(code(&category, 110001, 170213), "Order does not exist.");
-    let o = find(st, b).ok_or_else(not_found)?;
-    if core_symbol(&category, &symbol).as_deref() != Some(o.symbol.as_str())
-        || o.status != OrderStatus::Open
-    {
-        return Err(not_found());
-    }
-    let r = OrderRef {
-        client_order_id: o.client_order_id.clone(),
-        venue_order_id: Some(o.venue_order_id.clone()),
-    };
     match st.exchange.amend(&r, qty, price, now) {
         Ok(s) => Ok(ok(
             json!({"orderId": s.venue_order_id, "orderLinkId": link_of(&s.client_order_id)}),
@@ -677,7 +668,10 @@ fn amend(st: &mut State, b: &Value, now: i64) -> Result<Answer, Answer> {
                 "ab not enough for new order"
             },
         )),
-        Err(VenueError::UnknownOrder(_)) => Err(not_found()),
+        Err(VenueError::UnknownOrder(_)) => Err(fail(
+            code(&category, 110001, 170213),
+            "Order does not exist.",
+        )),
         Err(e) => Err(fail(10001, format!("params error: {e}"))),
     }
 }
