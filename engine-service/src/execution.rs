@@ -1122,18 +1122,23 @@ impl Shared {
             .get_session(pb::GetSessionRequest {})
             .await;
         let cursor = self.store.cursor().await;
-        let (Ok(session), Ok(cursor)) = (session, cursor) else {
+        let (Ok(session), Ok(_)) = (session, cursor) else {
             tracing::warn!(
                 "start reconcile skipped: cannot read the gateway session or the cursor; the stream's reconcile runs on connect"
             );
             return;
         };
         let session = session.into_inner();
-        let replays = cursor.incarnation.is_empty() || cursor.incarnation == session.incarnation;
+        // Even when the stream will replay what happened while the engine
+        // was down, a fill the journal lacks is journaled here, before the
+        // strategies restore: the replay may arrive after the restore, and a
+        // strategy restored from a journal that says "open" for an order the
+        // venue has filled would treat it as lost and place it again (seen
+        // in CI under load). Fills are keyed, so the replay adds nothing.
         if let Err(s) = crate::reconcile::run(
             self,
             crate::reconcile::Trigger::Start,
-            replays,
+            false,
             Some(&session.incarnation),
             false,
         )
