@@ -27,7 +27,7 @@ use tonic::Status;
 use crate::kraken_harness::{API_KEY, API_SECRET, SimAdmin, SimProcess};
 use crate::procs::{
     ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, Proc, bin_path, engine_client, engine_token, free_port,
-    wait_until,
+    free_ports, wait_until,
 };
 
 /// The instrument every order of the suite trades.
@@ -160,8 +160,8 @@ impl KrakenHerd {
         let secret_path = dir.path().join("kraken-api-secret");
         std::fs::write(&key_path, API_KEY)?;
         std::fs::write(&secret_path, API_SECRET)?;
-        let gateway_port = free_port()?;
-        let gateway_http = format!("127.0.0.1:{}", free_port()?);
+        let [gateway_port, http_port] = free_ports::<2>()?;
+        let gateway_http = format!("127.0.0.1:{http_port}");
         let mut cfg = format!(
             "listen = \"127.0.0.1:{gateway_port}\"\nhttp_listen = \"{gateway_http}\"\nvenue = \"kraken\"\n\
              admin_token = \"{ADMIN_TOKEN}\"\npoll_interval_ms = 100\npending_timeout_ms = 1000\n\

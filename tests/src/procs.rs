@@ -232,6 +232,20 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// `N` distinct free ports: every listener is held until all are picked, so
+/// two calls in a row cannot hand out the same port (the kernel may reuse a
+/// port the moment its listener closes).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = [0u16; N];
+    for (slot, l) in out.iter_mut().zip(&listeners) {
+        *slot = l.local_addr()?.port();
+    }
+    Ok(out)
+}
+
 impl GatewayProc {
     /// `extra` is appended to the generated TOML (e.g. a `[paper]` table).
     pub async fn start(dir: &Path, engines: usize, extra: &str) -> anyhow::Result<GatewayProc> {
