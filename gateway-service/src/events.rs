@@ -257,11 +257,7 @@ async fn writer(
     routes: Vec<crate::sinks::Route>,
 ) {
     let mut writes = 0u64;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(c) = rx.try_recv() {
-            batch.push(c);
-        }
+    while let Some(mut batch) = crate::risk_store::next_batch(&mut rx).await {
         // Prune about every hundred commits, and on the first.
         let prune = writes.is_multiple_of(100);
         writes += 1;

@@ -462,11 +462,7 @@ impl Ledger {
 
 /// Writes what is queued, in order, one transaction per wake-up.
 async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            batch.push(w);
-        }
+    while let Some(batch) = crate::risk_store::next_batch(&mut rx).await {
         let mut flushes = Vec::new();
         let mut writes = Vec::new();
         for w in batch {

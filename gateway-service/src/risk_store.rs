@@ -235,15 +235,23 @@ impl RiskStore {
     }
 }
 
+/// The next batch of a writer task: waits for one item, then takes every
+/// item already waiting behind it (so a burst costs one transaction). `None`
+/// once every sender is gone. The fills ledger's and the event log's writers
+/// use it too.
+pub(crate) async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    while let Ok(w) = rx.try_recv() {
+        batch.push(w);
+    }
+    Some(batch)
+}
+
 /// Writes what is queued, in order, in batches: everything waiting goes
 /// into one transaction, and of several day totals of one book only the
 /// last is written (a burst of fills costs one commit, not one per fill).
 async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(w) = rx.try_recv() {
-            batch.push(w);
-        }
+    while let Some(batch) = next_batch(&mut rx).await {
         let mut audits = Vec::new();
         let mut days: BTreeMap<String, (i64, Decimal, Decimal, String)> = BTreeMap::new();
         let mut flushes = Vec::new();
