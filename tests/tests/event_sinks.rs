@@ -110,15 +110,26 @@ async fn telegram(State(s): State<Shared>, body: Bytes) -> (StatusCode, String) 
     (StatusCode::OK, r#"{"ok":true,"result":{}}"#.into())
 }
 
-/// Serves the receiver on `addr` until the returned task is aborted.
-async fn serve(addr: SocketAddr, s: Shared) -> tokio::task::JoinHandle<()> {
+/// A socket bound to `addr` (127.0.0.1:0 picks a port) and not listening:
+/// the port stays the receiver's, and connections to it are refused. The
+/// receiver holds its port this way from the start and while it is down, so
+/// no other socket of a parallel test can take it in between.
+fn reserve(addr: SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket.bind(addr).unwrap();
+    socket
+}
+
+/// Serves the receiver on `socket` until the returned task is aborted.
+async fn serve(socket: tokio::net::TcpSocket, s: Shared) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/hook", post(hook))
         .route("/slack", post(slack))
         .route("/discord", post(discord))
         .route(&format!("/tg/bot{BOT_TOKEN}/sendMessage"), post(telegram))
         .with_state(s);
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = socket.listen(1024).unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     })
@@ -176,13 +187,14 @@ async fn logged_fills(url: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_refusing_then_absent_webhook_gets_every_event_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let addr = socket.local_addr().unwrap();
+    let port = addr.port();
     let seen: Shared = Arc::new(Mutex::new(Seen {
         refuse: 3,
         ..Seen::default()
     }));
-    let receiver = serve(addr, seen.clone()).await;
+    let receiver = serve(socket, seen.clone()).await;
     let opts = GatewayOpts {
         state_dir: Some(dir.path().join("state")),
         ..GatewayOpts::default()
@@ -213,6 +225,7 @@ async fn a_refusing_then_absent_webhook_gets_every_event_once_in_order() {
     // The receiver goes down; events keep coming.
     receiver.abort();
     let _ = receiver.await;
+    let down = reserve(addr);
     for i in 4..=6 {
         e0.place_order(market_buy(&format!("s-{i}"))).await.unwrap();
     }
@@ -243,7 +256,7 @@ async fn a_refusing_then_absent_webhook_gets_every_event_once_in_order() {
     .unwrap();
 
     // Back: everything arrives, once, in the order the gateway logged it.
-    let _receiver = serve(addr, seen.clone()).await;
+    let _receiver = serve(down, seen.clone()).await;
     let logged = logged_fills(&url).await;
     assert_eq!(logged.len(), 6);
     let lines = |v: &[serde_json::Value], key: &str| -> usize {
@@ -339,8 +352,8 @@ async fn a_refusing_then_absent_webhook_gets_every_event_once_in_order() {
 #[tokio::test]
 async fn undelivered_events_survive_a_gateway_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let port = socket.local_addr().unwrap().port();
     let opts = GatewayOpts {
         port: free_port().unwrap(),
         state_dir: Some(dir.path().join("state")),
@@ -376,7 +389,7 @@ async fn undelivered_events_survive_a_gateway_kill_9() {
     gw.proc.kill9().await.unwrap();
 
     let seen: Shared = Arc::default();
-    let _receiver = serve(addr, seen.clone()).await;
+    let _receiver = serve(socket, seen.clone()).await;
     let gw2 = GatewayProc::start_with(dir.path(), 1, &toml, &opts)
         .await
         .unwrap();
