@@ -657,13 +657,22 @@ impl Shared {
         client_order_id = %ev.order.as_ref().map_or("", |o| o.client_order_id.as_str()),
     ))]
     async fn handle_event(&self, ev: pb::OrderEvent) -> anyhow::Result<()> {
-        self.store.record_event(&ev).await?;
+        let new_fill = self.store.record_event(&ev).await?;
         self.metrics.events.inc();
         tracing::debug!(
             kind = pb::OrderEventKind::try_from(ev.kind).map_or("?", |k| k.as_str_name()),
             "order event journaled"
         );
         self.state().last_sequence = ev.sequence;
+        if !ev.fill_volume.is_empty() && !new_fill {
+            // The journal had this fill already: a reconcile learned it from
+            // the venue and handed it to its strategy then (fills are keyed
+            // by order and cumulative volume). Telling the strategy again
+            // would count it twice in a strategy that does not check.
+            tracing::debug!(client_order_id = ?ev.order.as_ref().map(|o| &o.client_order_id),
+                "replayed fill already journaled; not handed over again");
+            return Ok(());
+        }
         let Some(update) = update_from_event(&ev) else {
             return Ok(());
         };

@@ -373,7 +373,44 @@ async fn rules_hold(backend: &str, url: &str, dir: &std::path::Path) {
         vec![UpdateKind::Filled],
         "{backend}: handed to the strategy once"
     );
+    // The gateway did not restart here, so its stream still has that fill:
+    // following it replays the fill, which is journaled already and must not
+    // reach the strategy a second time. A marker order placed after it shows
+    // the replay has been handled (events arrive in sequence order).
     gateway.set_price("0.12").await;
+    let stream = tokio::spawn(shared.clone().run_event_stream());
+    let marker = id("marker");
+    let marker_intent = OrderIntent {
+        client_order_id: marker.clone(),
+        price: Some(Decimal::new(10, 2)),
+        ..intent
+    };
+    shared.place("probe", &marker_intent).await.unwrap();
+    wait_for(
+        &format!("{backend}: the stream reached the marker"),
+        || async {
+            let heard = told(&marker);
+            if heard.is_empty() {
+                Err("nothing yet".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // (The replay also carries the order's older Open event: a state the
+    // strategy can ignore, unlike a fill, which it would count.)
+    assert_eq!(
+        told(&filled)
+            .iter()
+            .map(|u| u.0)
+            .filter(|k| matches!(k, UpdateKind::Filled | UpdateKind::PartialFill))
+            .collect::<Vec<_>>(),
+        vec![UpdateKind::Filled],
+        "{backend}: the stream's replay of a journaled fill is not handed over again"
+    );
+    stream.abort();
+    shared.cancel(&marker).await.unwrap();
 
     // A position whose order is gone: surfaced, the strategy's rule applies.
     let exit = id("exit");
