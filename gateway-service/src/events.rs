@@ -205,6 +205,12 @@ impl EventLog {
         self.last.subscribe()
     }
 
+    /// Wakes every reader without a new event (a sink's outbox changed
+    /// under it: dead letters put back).
+    pub fn wake_readers(&self) {
+        self.last.send_modify(|_| {});
+    }
+
     /// Events after `seq`, oldest first, at most `max`.
     pub async fn read_after(&self, seq: u64, max: u32) -> anyhow::Result<Vec<HerdEvent>> {
         let rows =

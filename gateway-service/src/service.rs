@@ -1403,6 +1403,36 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         Ok(Response::new(pb::ListEventSinksResponse { sinks }))
     }
 
+    async fn redeliver_dead_letters(
+        &self,
+        req: Request<pb::RedeliverDeadLettersRequest>,
+    ) -> Result<Response<pb::RedeliverDeadLettersResponse>, Status> {
+        let sink = req.into_inner().sink;
+        let (cfgs, _) = &self.core.sinks;
+        if sink.is_empty() {
+            return Err(Status::invalid_argument("sink: required (a sink's name)"));
+        }
+        if !cfgs.iter().any(|c| c.name == sink) {
+            let names: Vec<&str> = cfgs.iter().map(|c| c.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "sink: no sink named {sink:?} is configured (configured: {names:?})"
+            )));
+        }
+        let Some(log) = self.core.events.log() else {
+            return Err(Status::failed_precondition("the event log is not open"));
+        };
+        let requeued = crate::sinks::redeliver_dead(log.pool(), &sink)
+            .await
+            .map_err(|e| Status::internal(format!("sink outbox: {e}")))?;
+        log.wake_readers();
+        tracing::info!(
+            sink,
+            requeued,
+            "dead letters put back for delivery by an operator"
+        );
+        Ok(Response::new(pb::RedeliverDeadLettersResponse { requeued }))
+    }
+
     async fn get_risk_state(
         &self,
         req: Request<pb::GetRiskStateRequest>,

@@ -770,6 +770,19 @@ struct Row_ {
     event: HerdEvent,
 }
 
+/// Puts `sink`'s dead letters back for delivery with their attempts reset;
+/// returns how many. The sink's worker must be woken afterwards.
+pub async fn redeliver_dead(pool: &SqlitePool, sink: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sink_outbox SET dead = 0, attempts = 0, next_at_ms = 0, last_error = '' \
+         WHERE sink = ? AND dead = 1",
+    )
+    .bind(sink)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Pending and dead events of a sink, for `ListEventSinks`.
 pub async fn counts(pool: &SqlitePool, sink: &str) -> Result<(u64, u64), sqlx::Error> {
     let row = sqlx::query(

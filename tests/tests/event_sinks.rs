@@ -404,6 +404,198 @@ async fn undelivered_events_survive_a_gateway_kill_9() {
     drop(gw2);
 }
 
+/// A sink's pending and dead-letter counts.
+async fn outbox(url: &str, sink: &str) -> (u64, u64) {
+    let mut admin = admin_client(url).await.unwrap();
+    let r = admin
+        .list_event_sinks(gpb::ListEventSinksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let s = r.sinks.iter().find(|s| s.name == sink).unwrap();
+    (s.pending, s.dead_letters)
+}
+
+#[tokio::test]
+async fn dead_letters_go_back_for_delivery_when_an_operator_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let port = socket.local_addr().unwrap().port();
+    // The receiver refuses everything until it is "fixed".
+    let seen: Shared = Arc::new(Mutex::new(Seen {
+        refuse: usize::MAX,
+        ..Seen::default()
+    }));
+    let _receiver = serve(socket, seen.clone()).await;
+    std::fs::write(dir.path().join("hmac.secret"), SECRET).unwrap();
+    let toml = format!(
+        "[[events.sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         secret_file = \"{}\"\nkinds = [\"fill\"]\nretry_base_ms = 10\nretry_max_ms = 20\nmax_attempts = 2\n",
+        dir.path().join("hmac.secret").display()
+    );
+    let opts = GatewayOpts {
+        state_dir: Some(dir.path().join("state")),
+        ..GatewayOpts::default()
+    };
+    let gw = GatewayProc::start_with(dir.path(), 1, &toml, &opts)
+        .await
+        .unwrap();
+    let url = gw.proc.url();
+    let mut e0 = gateway_client(&url, &engine_token("e0")).await.unwrap();
+    for i in 1..=3 {
+        e0.place_order(market_buy(&format!("d-{i}"))).await.unwrap();
+    }
+    wait_until("three dead letters", Duration::from_secs(20), || async {
+        Ok((outbox(&url, "hook").await == (0, 3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().attempts,
+        6,
+        "two attempts each, then dead"
+    );
+    assert!(seen.lock().unwrap().keys.is_empty());
+
+    // A name that is not a sink is refused, naming the field.
+    let mut admin = admin_client(&url).await.unwrap();
+    let err = admin
+        .redeliver_dead_letters(gpb::RedeliverDeadLettersRequest {
+            sink: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("sink: "), "{}", err.message());
+
+    // Fixed: the operator puts them back with herdctl; each arrives once,
+    // in the order they were logged.
+    seen.lock().unwrap().refuse = 0;
+    let out = std::process::Command::new(bin_path("herdctl").unwrap())
+        .args(["events", "--redeliver-dead", "hook", "--output", "json"])
+        .args(["--gateway", &url, "--token", herd_tests::procs::ADMIN_TOKEN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["requeued"], 3, "{answer}");
+    wait_until("the three delivered", Duration::from_secs(20), || async {
+        Ok((seen.lock().unwrap().keys.len() >= 3).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().keys, logged_fills(&url).await);
+    wait_until("the outbox empty", Duration::from_secs(20), || async {
+        Ok((outbox(&url, "hook").await == (0, 0)).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().duplicates, 0);
+}
+
+/// A chat sink with a rate limit and batching: posts are at least the
+/// rate's interval apart, hold at most `batch_max` events each, and carry
+/// every event once, in order.
+#[tokio::test]
+async fn a_rate_limited_chat_sink_batches_and_spaces_its_posts() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let port = socket.local_addr().unwrap().port();
+    let posts: Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>> = Arc::default();
+    let app = Router::new()
+        .route(
+            "/slack",
+            post(
+                |State(p): State<Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>>>,
+                 body: Bytes| async move {
+                    p.lock().unwrap().push((
+                        std::time::Instant::now(),
+                        serde_json::from_slice(&body).unwrap(),
+                    ));
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(posts.clone());
+    let listener = socket.listen(1024).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // 120 posts a minute: one every 500 ms; at most 4 events a post.
+    let toml = format!(
+        "[[events.sinks]]\nname = \"slack\"\ntype = \"slack\"\nurl = \"http://127.0.0.1:{port}/slack\"\n\
+         kinds = [\"fill\"]\nrate_per_minute = 120\nbatch_max = 4\n"
+    );
+    let gw = GatewayProc::start_with(dir.path(), 1, &toml, &GatewayOpts::default())
+        .await
+        .unwrap();
+    let url = gw.proc.url();
+    let mut e0 = gateway_client(&url, &engine_token("e0")).await.unwrap();
+    const N: usize = 10;
+    for i in 1..=N {
+        e0.place_order(market_buy(&format!("r-{i}"))).await.unwrap();
+    }
+    let lines = |p: &[(std::time::Instant, serde_json::Value)]| -> Vec<String> {
+        p.iter()
+            .flat_map(|(_, v)| {
+                v["text"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    wait_until("every fill posted", Duration::from_secs(30), || async {
+        Ok((lines(&posts.lock().unwrap()).len() >= N).then_some(()))
+    })
+    .await
+    .unwrap();
+    let posts = posts.lock().unwrap();
+    let all = lines(&posts);
+    assert_eq!(all.len(), N, "each fill once: {all:#?}");
+    // In the order the gateway logged them.
+    let mut admin = admin_client(&url).await.unwrap();
+    let mut feed = admin
+        .stream_herd_events(gpb::StreamHerdEventsRequest {
+            kinds: vec!["fill".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(e) = feed.message().await.unwrap() {
+        messages.push(e.message);
+    }
+    assert_eq!(messages.len(), N);
+    for (line, message) in all.iter().zip(&messages) {
+        assert!(line.contains("fill: e0 buy 100 DOGEUSD"), "{line}");
+        assert!(line.ends_with(message.as_str()), "{line} vs {message}");
+    }
+    assert!(
+        posts.len() >= N.div_ceil(4),
+        "at most 4 events a post: {} posts",
+        posts.len()
+    );
+    for (_, v) in posts.iter() {
+        let n = v["text"].as_str().unwrap().lines().count();
+        assert!((1..=4).contains(&n), "a post of {n} events");
+    }
+    for w in posts.windows(2) {
+        let gap = w[1].0.duration_since(w[0].0);
+        // The gateway spaces its sends 500 ms apart; the receiver's clock
+        // sees them within a few ms of that.
+        assert!(
+            gap >= Duration::from_millis(450),
+            "posts {gap:?} apart, under the 500 ms the rate allows"
+        );
+    }
+}
+
 #[test]
 fn a_bad_sink_config_is_a_clear_start_up_error() {
     let dir = tempfile::tempdir().unwrap();

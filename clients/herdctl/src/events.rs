@@ -35,6 +35,26 @@ pub struct EventsArgs {
     /// Instead of events: each sink's outbox, dead letters and counters.
     #[arg(long, conflicts_with = "follow")]
     pub sinks: bool,
+    /// Put this sink's dead letters back for delivery (after its receiver
+    /// was fixed); prints how many.
+    #[arg(long, value_name = "SINK", conflicts_with_all = ["follow", "sinks"])]
+    pub redeliver_dead: Option<String>,
+}
+
+async fn redeliver(a: &EventsArgs, sink: &str, token: &str) -> anyhow::Result<()> {
+    let mut c = crate::client::admin(&a.g.gateway, token).await?;
+    let r = c
+        .redeliver_dead_letters(gpb::RedeliverDeadLettersRequest { sink: sink.into() })
+        .await?
+        .into_inner();
+    match a.g.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({"sink": sink, "requeued": r.requeued})
+        ),
+        Output::Table => println!("{sink}: {} dead letters put back for delivery", r.requeued),
+    }
+    Ok(())
 }
 
 async fn sinks(a: &EventsArgs, token: &str) -> anyhow::Result<()> {
@@ -102,6 +122,9 @@ pub fn line(e: &gpb::HerdEvent) -> String {
 pub async fn run(a: EventsArgs, token: String) -> anyhow::Result<()> {
     if a.sinks {
         return sinks(&a, &token).await;
+    }
+    if let Some(sink) = &a.redeliver_dead {
+        return redeliver(&a, sink, &token).await;
     }
     let mut c = crate::client::admin(&a.g.gateway, &token).await?;
     let mut s = c
