@@ -14,7 +14,7 @@
 //! orders never grow a position, and funding settles at the perp's funding
 //! times (see [`crate::perp`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use herd_venue::{
     AccountMargin, Balance, Candle, FundingPayment, FundingPaymentQuery, FundingRate, Instrument,
@@ -426,12 +426,72 @@ impl Book {
     }
 }
 
+/// Every order the core remembers by venue id, and an index of the open
+/// ones: placing, matching and balances look only at open orders, which
+/// are few beside up to [`MAX_CLOSED_ORDERS`] closed ones. Serialized as
+/// the map alone; the index is rebuilt when it is read back.
+#[derive(Debug, Clone, Default)]
+struct Orders {
+    all: HashMap<String, OrderState>,
+    open: BTreeSet<String>,
+}
+
+impl Orders {
+    /// Inserts or replaces an order, keeping the index.
+    fn put(&mut self, o: OrderState) -> Option<OrderState> {
+        if o.status == OrderStatus::Open {
+            self.open.insert(o.venue_order_id.clone());
+        } else {
+            self.open.remove(&o.venue_order_id);
+        }
+        self.all.insert(o.venue_order_id.clone(), o)
+    }
+
+    /// The open orders, in venue id order.
+    fn open(&self) -> impl Iterator<Item = &OrderState> {
+        self.open.iter().filter_map(|id| self.all.get(id))
+    }
+}
+
+impl std::ops::Deref for Orders {
+    type Target = HashMap<String, OrderState>;
+    fn deref(&self) -> &Self::Target {
+        &self.all
+    }
+}
+
+impl std::ops::DerefMut for Orders {
+    /// For changes that keep an order open or closed; a close goes through
+    /// [`Exchange::remember_closed`], an open through [`Orders::put`].
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.all
+    }
+}
+
+impl Serialize for Orders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.all.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Orders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Orders, D::Error> {
+        let all = HashMap::<String, OrderState>::deserialize(d)?;
+        let open = all
+            .values()
+            .filter(|o| o.status == OrderStatus::Open)
+            .map(|o| o.venue_order_id.clone())
+            .collect();
+        Ok(Orders { all, open })
+    }
+}
+
 /// The matching core.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Exchange {
     books: BTreeMap<String, Book>,
     totals: BTreeMap<String, Decimal>,
-    orders: HashMap<String, OrderState>,
+    orders: Orders,
     by_client_id: HashMap<String, String>,
     /// Reduce-only flags of open orders (OrderState does not carry it).
     reduce_only: HashMap<String, bool>,
@@ -563,7 +623,7 @@ impl Exchange {
                 .insert(o.client_order_id.clone(), id.clone());
             let was_closed = self
                 .orders
-                .insert(id.clone(), o)
+                .put(o)
                 .is_some_and(|before| before.status != OrderStatus::Open);
             if closed && !was_closed {
                 self.remember_closed(id);
@@ -600,7 +660,7 @@ impl Exchange {
         let mut ex = Exchange {
             books,
             totals: cfg.balances.clone(),
-            orders: HashMap::new(),
+            orders: Orders::default(),
             by_client_id: HashMap::new(),
             reduce_only: HashMap::new(),
             closed: VecDeque::new(),
@@ -725,11 +785,7 @@ impl Exchange {
     /// Every asset's total and free balance.
     pub fn balances(&self) -> Vec<Balance> {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
-        for o in self
-            .orders
-            .values()
-            .filter(|o| o.status == OrderStatus::Open)
-        {
+        for o in self.orders.open() {
             if let Some((asset, amount)) = self.hold_of(o) {
                 *held.entry(asset).or_default() += amount;
             }
@@ -843,8 +899,8 @@ impl Exchange {
         let (bid, ask) = (book.bid(), book.ask());
         let open_on_pair = self
             .orders
-            .values()
-            .filter(|o| o.symbol == order.symbol && o.status == OrderStatus::Open)
+            .open()
+            .filter(|o| o.symbol == order.symbol)
             .count();
         let crosses = match (checked.side, checked.price) {
             (_, None) => true,
@@ -960,7 +1016,7 @@ impl Exchange {
         };
         self.by_client_id
             .insert(checked.client_order_id.clone(), venue_order_id.clone());
-        self.orders.insert(venue_order_id.clone(), state);
+        self.orders.put(state);
         if reduce_only {
             self.reduce_only.insert(venue_order_id.clone(), true);
         }
@@ -1087,7 +1143,7 @@ impl Exchange {
                 )));
             }
         }
-        self.orders.insert(id.clone(), amended);
+        self.orders.put(amended);
         if crosses {
             let touch = match old.side {
                 Side::Buy => ask,
@@ -1132,12 +1188,7 @@ impl Exchange {
     }
 
     pub fn open_orders(&self) -> Vec<OrderState> {
-        let mut v: Vec<OrderState> = self
-            .orders
-            .values()
-            .filter(|o| o.status == OrderStatus::Open)
-            .cloned()
-            .collect();
+        let mut v: Vec<OrderState> = self.orders.open().cloned().collect();
         v.sort_by(|a, b| {
             (a.opened_at_ms, &a.venue_order_id).cmp(&(b.opened_at_ms, &b.venue_order_id))
         });
@@ -1278,8 +1329,8 @@ impl Exchange {
             (book.last, book.liquidity_per_step, book.inst.maker_fee);
         let mut crossed: Vec<(i64, String, Decimal, Decimal)> = self
             .orders
-            .values()
-            .filter(|o| o.symbol == symbol && o.status == OrderStatus::Open)
+            .open()
+            .filter(|o| o.symbol == symbol)
             .filter_map(|o| {
                 let p = o.price?;
                 let hit = match o.side {
@@ -1396,6 +1447,7 @@ impl Exchange {
 
     fn remember_closed(&mut self, id: String) {
         self.reduce_only.remove(&id);
+        self.orders.open.remove(&id);
         self.closed.push_back(id);
         while self.closed.len() > MAX_CLOSED_ORDERS {
             if let Some(old) = self.closed.pop_front()

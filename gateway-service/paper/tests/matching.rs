@@ -300,3 +300,84 @@ fn amend_changes_volume_and_price_in_place_and_checks_it_as_a_new_order() {
         .unwrap_err();
     assert!(matches!(err, VenueError::UnknownOrder(_)), "{err}");
 }
+
+/// The open orders the core reports (from its index of open orders) are
+/// exactly the orders it remembers as open, through places, fills at the
+/// touch and by price moves, partial fills, amends, cancels, a snapshot
+/// round trip and an account record replayed over an older snapshot.
+#[test]
+fn the_open_order_index_agrees_with_every_order_through_each_change() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, Some(dec!(150)), 225), T0);
+    let check = |ex: &Exchange, at: &str| {
+        let scanned: Vec<String> = ex
+            .all_orders()
+            .into_iter()
+            .filter(|o| o.status == OrderStatus::Open)
+            .map(|o| o.venue_order_id)
+            .collect();
+        let indexed: Vec<String> = ex
+            .open_orders()
+            .into_iter()
+            .map(|o| o.venue_order_id)
+            .collect();
+        assert_eq!(indexed, scanned, "{at}");
+    };
+    let mut t = T0;
+    let mut n = 0;
+    let mut older_snapshot = None;
+    for round in 0..6 {
+        for k in 0..8 {
+            n += 1;
+            t += 1_000;
+            let id = format!("o{n}");
+            let (side, price) = if k % 2 == 0 {
+                (Side::Buy, dec!(0.1) - Decimal::new(k + 1, 3))
+            } else {
+                (Side::Sell, dec!(0.1) + Decimal::new(k + 1, 3))
+            };
+            // Every fourth one crosses (fills at the touch at once).
+            let order = if k % 4 == 3 {
+                market(&id, side, dec!(100))
+            } else {
+                limit(&id, side, dec!(300), price, false)
+            };
+            ex.place(&order, t).unwrap();
+            check(&ex, &format!("round {round}: placed {id}"));
+        }
+        // A price move through some resting orders (partial fills: 150 a step).
+        let price = if round % 2 == 0 { dec!(0.097) } else { dec!(0.103) };
+        t += 1_000;
+        ex.set_price("DOGEUSD", price, t).unwrap();
+        check(&ex, &format!("round {round}: price {price}"));
+        t += 1_000;
+        ex.set_price("DOGEUSD", dec!(0.1), t).unwrap();
+        // Amend one open order, cancel another.
+        let open = ex.open_orders();
+        if let Some(o) = open.first() {
+            ex.amend(&by_id(&o.client_order_id), Some(dec!(400)), None, t)
+                .unwrap();
+            check(&ex, &format!("round {round}: amended"));
+        }
+        if let Some(o) = open.last() {
+            ex.cancel(&by_id(&o.client_order_id), t).unwrap();
+            check(&ex, &format!("round {round}: cancelled"));
+        }
+        if round == 2 {
+            older_snapshot = Some(ex.snapshot_json(t).unwrap());
+        }
+    }
+    // A snapshot read back rebuilds the index.
+    let snap = ex.snapshot_json(t).unwrap();
+    let back: Exchange = serde_json::from_slice(&snap).unwrap();
+    check(&back, "snapshot round trip");
+    assert_eq!(back.open_orders(), ex.open_orders());
+    assert_eq!(back.balances(), ex.balances());
+    // An account record over an older snapshot: orders closed since then
+    // leave the index, orders opened since join it.
+    let record = ex.account_json(T0).unwrap();
+    let mut restored: Exchange = serde_json::from_slice(&older_snapshot.unwrap()).unwrap();
+    assert!(restored.restore_account(&record).unwrap());
+    check(&restored, "account record over an older snapshot");
+    assert_eq!(restored.open_orders(), ex.open_orders());
+    assert_eq!(restored.balances(), ex.balances());
+}
