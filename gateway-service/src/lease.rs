@@ -987,6 +987,7 @@ impl Elector {
 /// `/readyz` (503, saying who holds the Lease). Nothing else.
 struct Standby {
     grpc: tokio::task::JoinHandle<()>,
+    grpc_stop: Option<tokio::sync::oneshot::Sender<()>>,
     admin: herd_proto::admin_http::AdminPort,
     admin_tasks: tokio::task::JoinSet<()>,
     readiness: herd_proto::admin_http::Readiness,
@@ -1006,10 +1007,17 @@ impl Standby {
         let (incoming, grpc_local) = herd_proto::serving::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let (grpc_stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let grpc = tokio::spawn(async move {
             // Kept alive while the server runs.
             let _health = health;
-            if let Err(e) = router.serve_with_incoming(incoming).await {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await
+            {
                 tracing::warn!(error = %e, "standby gRPC server stopped");
             }
         });
@@ -1028,6 +1036,7 @@ impl Standby {
         tracing::info!(%grpc_local, lease = %what, "gateway standby: health NOT_SERVING until this process holds the Lease");
         Ok(Standby {
             grpc,
+            grpc_stop: Some(grpc_stop),
             admin,
             admin_tasks,
             readiness,
@@ -1038,10 +1047,19 @@ impl Standby {
 
     /// Stops both servers and waits until their listeners are closed, so
     /// the gateway proper can bind the same addresses.
+    /// Connections still open (a health watch) are told to go away and
+    /// get a moment to; then the servers are dropped.
     async fn stop(mut self) {
+        const GRACE: Duration = Duration::from_millis(500);
         self.admin.stop();
-        self.grpc.abort();
-        let _ = self.grpc.await;
+        if let Some(stop) = self.grpc_stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(GRACE, &mut self.grpc).await.is_err() {
+            self.grpc.abort();
+            let _ = (&mut self.grpc).await;
+        }
+        let _ = tokio::time::timeout(GRACE, self.admin_tasks.join_next()).await;
         self.admin_tasks.shutdown().await;
     }
 }
