@@ -78,7 +78,15 @@ pub async fn run(
     // this process holds the Lease; else the state_dir lock. Nothing before
     // this opens state or builds the venue, and every venue call below goes
     // through the hold's fence.
-    let hold = lease::hold(&mut cfg).await?;
+    // A standby stops on the signal too: it opened nothing.
+    let mut shutdown = Box::pin(shutdown);
+    let hold = tokio::select! {
+        held = lease::hold(&mut cfg) => held?,
+        () = &mut shutdown => {
+            tracing::info!("gateway stopped before it was active");
+            return Ok(());
+        }
+    };
     if cfg.admin_token.is_none() {
         tracing::warn!(
             "no admin_token configured: the GatewayAdmin service refuses every call \

@@ -320,6 +320,14 @@ async fn standby_makes_no_venue_call_and_takes_over_after_expiry_on_kill_9() {
         "gw-b's first venue call at {b_first}: gw-a's last at {a_last}, Lease expiry at {}",
         last_a + LEASE_MS
     );
+    eprintln!(
+        "after gw-a's last renewal: killed +{} ms, its last call +{} ms, gw-b's takeover +{} ms, \
+         gw-b's first call +{} ms",
+        killed_ms - last_a,
+        a_last - last_a,
+        takeover.at_ms - last_a,
+        b_first - last_a
+    );
     assert!(
         world
             .calls_of("gw-b")
@@ -417,11 +425,34 @@ async fn a_stalled_renewal_fences_the_holder_before_the_lease_expires() {
     );
     let b_first = first_private_call_ms(&world, "gw-b").await;
     assert!(b_first > a_private_last);
+    eprintln!(
+        "after gw-a's last renewal: its last private call +{} ms, not ready +{} ms, \
+         gw-b's takeover +{} ms, gw-b's first call +{} ms",
+        a_private_last - last_a,
+        not_ready_ms - last_a,
+        takeover.at_ms - last_a,
+        b_first - last_a
+    );
+}
+
+async fn sigterm(gw: &mut Gw) -> std::process::ExitStatus {
+    let pid = gw.child.id().context("pid").unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(term.success());
+    tokio::time::timeout(Duration::from_secs(30), gw.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{} did not exit on SIGTERM", gw.identity))
+        .unwrap()
 }
 
 /// SIGTERM on the holder (a rollout): it drains, releases the Lease and
 /// exits 0; the standby takes over at once, well before the old Lease would
-/// have expired, and the two never call the venue at the same time.
+/// have expired, and the two never call the venue at the same time. A
+/// standby stops on SIGTERM too, having called nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_releases_the_lease_to_the_standby() {
     let world = World::start().await;
@@ -429,20 +460,16 @@ async fn a_clean_stop_releases_the_lease_to_the_standby() {
     a.wait_active(Duration::from_secs(60)).await;
     place_resting_order(&a, "lease-term-1").await;
     let b = world.gateway("gw-b", 50).await;
+    let mut c = world.gateway("gw-c", 50).await;
     b.wait_standby().await;
+    c.wait_standby().await;
+    let stopped = sigterm(&mut c).await;
+    assert!(stopped.success(), "{stopped}: {}", c.log_text());
+    assert!(world.calls_of("gw-c").await.is_empty());
+    assert!(world.writes_of("gw-c").is_empty());
     wait_private_calls(&world, "gw-a", wall_ms(), 5).await;
 
-    let pid = a.child.id().context("gw-a pid").unwrap();
-    let term = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(term.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), a.child.wait())
-        .await
-        .expect("gw-a exits")
-        .unwrap();
+    let status = sigterm(&mut a).await;
     assert!(status.success(), "{status}: {}", a.log_text());
     b.wait_active(Duration::from_secs(30)).await;
     let writes = world.kube.writes();
@@ -463,6 +490,10 @@ async fn a_clean_stop_releases_the_lease_to_the_standby() {
     let a_last = world.calls_of("gw-a").await.iter().map(|c| c.0).max().unwrap();
     let b_first = first_private_call_ms(&world, "gw-b").await;
     assert!(b_first > a_last, "gw-b called at {b_first}, gw-a at {a_last}");
+    eprintln!(
+        "after gw-a's last renewal: gw-b's takeover +{} ms (the Lease would expire at +{LEASE_MS})",
+        writes[takeover].at_ms - last_a
+    );
 }
 
 /// Outside Kubernetes: a second gateway on the same state_dir refuses to
