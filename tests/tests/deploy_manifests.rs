@@ -688,7 +688,7 @@ fn gateway_config_has_an_entry_for_every_engine_pod() {
 }
 
 #[test]
-fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_and_https() {
+fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_https_and_its_api_server() {
     for (name, _) in OVERLAYS {
         let objs = overlay(name);
         let policies = objects(objs, "NetworkPolicy");
@@ -747,8 +747,12 @@ fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_and_https() {
                         port["protocol"].as_str().unwrap(),
                         port["port"].as_u64().unwrap(),
                     );
+                    // 6443: the API server behind the "kubernetes" Service,
+                    // only for a gateway that takes a Lease.
+                    let lease = gateway_config(objs).0.lease.is_some();
                     assert!(
-                        matches!(pair, ("UDP", 53) | ("TCP", 53) | ("TCP", 443)),
+                        matches!(pair, ("UDP", 53) | ("TCP", 53) | ("TCP", 443))
+                            || (lease && pair == ("TCP", 6443)),
                         "{name}: gateway egress {pair:?}"
                     );
                     assert!(port.get("endPort").is_none());
