@@ -452,10 +452,7 @@ pub enum LockError {
     )]
     Held { path: String, holder: String },
     #[error("cannot lock {path}: {cause}")]
-    Io {
-        path: String,
-        cause: std::io::Error,
-    },
+    Io { path: String, cause: std::io::Error },
 }
 
 /// Takes an exclusive lock on `path` (created if missing) without waiting,
@@ -623,7 +620,9 @@ pub async fn hold(cfg: &mut GatewayConfig) -> anyhow::Result<Hold> {
     lease_cfg
         .resolve_identity(|k| std::env::var(k).ok())
         .map_err(crate::config::ConfigError::Invalid)?;
-    lease_cfg.validate().map_err(crate::config::ConfigError::Invalid)?;
+    lease_cfg
+        .validate()
+        .map_err(crate::config::ConfigError::Invalid)?;
     let elector = Elector::connect(&lease_cfg).await?;
     let what = elector.what();
     let standby = Standby::start(cfg, &what).await?;
@@ -809,7 +808,8 @@ impl Elector {
             .namespace
             .clone()
             .unwrap_or_else(|| kc.default_namespace.clone());
-        let client = kube::Client::try_from(kc).context("[lease]: building the Kubernetes client")?;
+        let client =
+            kube::Client::try_from(kc).context("[lease]: building the Kubernetes client")?;
         Ok(Elector {
             api: Api::namespaced(client, &namespace),
             namespace,
@@ -840,7 +840,11 @@ impl Elector {
     /// One look at the Lease as a candidate: create it, take it if it is
     /// free or expired, else say who holds it.
     async fn try_acquire(&mut self) -> Result<Attempt, String> {
-        let current = self.api.get_opt(&self.name).await.map_err(|e| api_error(&e))?;
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| api_error(&e))?;
         let Some(current) = current else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -862,7 +866,11 @@ impl Elector {
                 Err(e) => Err(api_error(&e)),
             };
         };
-        let version = current.metadata.resource_version.clone().unwrap_or_default();
+        let version = current
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
         let now = Instant::now();
         let seen_at = match &self.observed {
             Some((v, at)) if *v == version => *at,
@@ -872,20 +880,14 @@ impl Elector {
             }
         };
         let spec = current.spec.clone().unwrap_or_default();
-        let holder = spec
-            .holder_identity
-            .clone()
-            .filter(|h| !h.is_empty());
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let duration = Duration::from_secs(
             u64::try_from(spec.lease_duration_seconds.unwrap_or(self.duration_s)).unwrap_or(0),
         );
         if let Some(holder) = &holder {
-            let renewed_ms = spec
-                .renew_time
-                .as_ref()
-                .map_or(0, |t| t.0.as_millisecond());
-            let expires_ms = renewed_ms
-                .saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+            let renewed_ms = spec.renew_time.as_ref().map_or(0, |t| t.0.as_millisecond());
+            let expires_ms =
+                renewed_ms.saturating_add(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
             let expired_by_clock = wall_ms() >= expires_ms;
             let expired_as_seen = now >= seen_at + duration;
             if !(expired_by_clock && expired_as_seen) {
@@ -927,7 +929,9 @@ impl Elector {
     /// last wrote, so any write in between (someone took it) is a 409.
     async fn renew(&mut self) -> Result<Instant, RenewError> {
         let Some(mut lease) = self.mine.clone() else {
-            return Err(RenewError::Taken("nobody (this gateway does not hold it)".into()));
+            return Err(RenewError::Taken(
+                "nobody (this gateway does not hold it)".into(),
+            ));
         };
         if let Some(spec) = &mut lease.spec {
             spec.renew_time = Some(now_micro());
@@ -1014,10 +1018,7 @@ impl Standby {
             let stopped = async move {
                 let _ = stopped.await;
             };
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, stopped)
-                .await
-            {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
                 tracing::warn!(error = %e, "standby gRPC server stopped");
             }
         });
@@ -1092,7 +1093,10 @@ mod tests {
         assert_eq!(ok.retry_period(), Duration::from_millis(500));
         // (text after name, words the error must contain)
         let cases: &[(&str, &[&str])] = &[
-            ("renew_deadline_s = 15\n", &["lease.renew_deadline_s", "lease_duration_s"]),
+            (
+                "renew_deadline_s = 15\n",
+                &["lease.renew_deadline_s", "lease_duration_s"],
+            ),
             (
                 "lease_duration_s = 3\nrenew_deadline_s = 2\nretry_period_s = 2\n",
                 &["lease.renew_deadline_s", "retry_period_s"],
@@ -1121,7 +1125,12 @@ mod tests {
     fn identity_comes_from_the_pod_name() {
         let mut l = lease("[lease]\nname = \"gw\"\n").unwrap();
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         l.resolve_identity(env(&[("HOSTNAME", "host-1"), ("POD_NAME", "gw-abc")]))
             .unwrap();
@@ -1131,7 +1140,10 @@ mod tests {
         assert_eq!(l.identity.as_deref(), Some("host-1"));
         l.identity = None;
         let e = l.resolve_identity(env(&[])).unwrap_err();
-        assert!(e.contains("lease.identity") && e.contains("POD_NAME"), "{e}");
+        assert!(
+            e.contains("lease.identity") && e.contains("POD_NAME"),
+            "{e}"
+        );
         l.identity = Some("given".into());
         l.resolve_identity(env(&[("POD_NAME", "gw-abc")])).unwrap();
         assert_eq!(l.identity.as_deref(), Some("given"));
@@ -1159,7 +1171,11 @@ mod tests {
         fence.extend(Instant::now() + Duration::from_secs(10));
         let r = fence.guard(async { Ok::<(), VenueError>(()) }).await;
         assert!(matches!(r, Err(VenueError::Lockout { .. })), "{r:?}");
-        assert!(fence.closed().is_some_and(|w| w.contains("renew_deadline_s")));
+        assert!(
+            fence
+                .closed()
+                .is_some_and(|w| w.contains("renew_deadline_s"))
+        );
     }
 
     #[tokio::test]
@@ -1168,7 +1184,12 @@ mod tests {
         assert!(fence.guard(async { Ok::<u8, VenueError>(7) }).await.is_ok());
         fence.close("test");
         assert_eq!(fence.wait_closed().await, "test");
-        assert!(fence.guard(async { Ok::<u8, VenueError>(7) }).await.is_err());
+        assert!(
+            fence
+                .guard(async { Ok::<u8, VenueError>(7) })
+                .await
+                .is_err()
+        );
     }
 
     #[test]

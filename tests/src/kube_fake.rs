@@ -252,7 +252,9 @@ impl FakeKube {
     /// From now on, writes whose result names `identity` as the holder hang
     /// (the request gets no answer) until [`FakeKube::unstall`].
     pub fn stall_writes_of(&self, identity: &str) {
-        self.state.stalled.send_modify(|s| s.push(identity.to_string()));
+        self.state
+            .stalled
+            .send_modify(|s| s.push(identity.to_string()));
     }
 
     pub fn unstall(&self) {
@@ -274,7 +276,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    state.lock().requests.push((method.to_string(), path.clone()));
+    state
+        .lock()
+        .requests
+        .push((method.to_string(), path.clone()));
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
@@ -322,7 +327,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             ),
         },
         (&Method::POST, None) => {
-            let name = parsed["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = parsed["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             if name.is_empty() {
                 return status(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -229,7 +229,10 @@ fn gateway_runs_one_active_pod_per_key() {
                 assert_eq!(gw["spec"]["replicas"], 2, "{name}: holder + standby");
                 let strategy = &gw["spec"]["strategy"];
                 assert_eq!(strategy["type"], "RollingUpdate", "{name}");
-                assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], "100%", "{name}");
+                assert_eq!(
+                    strategy["rollingUpdate"]["maxUnavailable"], "100%",
+                    "{name}"
+                );
                 assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1, "{name}");
                 assert!(lease.identity.is_none(), "{name}: identity is the pod name");
                 assert!(lease.renew_deadline_s < f64::from(lease.lease_duration_s));
@@ -248,7 +251,10 @@ fn gateway_runs_one_active_pod_per_key() {
                 // The Role: exactly that Lease, and create on its own.
                 let ns = format!("herd-{name}");
                 let lease_ns = lease.namespace.clone().unwrap_or(ns.clone());
-                assert_eq!(lease_ns, ns, "{name}: the Lease is in the overlay's namespace");
+                assert_eq!(
+                    lease_ns, ns,
+                    "{name}: the Lease is in the overlay's namespace"
+                );
                 let bindings: Vec<_> = objects(objs, "RoleBinding")
                     .into_iter()
                     .filter(|b| {
@@ -285,8 +291,8 @@ fn gateway_runs_one_active_pod_per_key() {
                 assert_eq!(create["verbs"], serde_json::json!(["create"]));
                 assert!(objects(objs, "ClusterRole").is_empty());
                 // The standby shares the ReadWriteOnce state volume: same node.
-                let term = &pod["affinity"]["podAffinity"]
-                    ["requiredDuringSchedulingIgnoredDuringExecution"][0];
+                let term = &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                    [0];
                 assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
                 assert!(selects(&term["labelSelector"], pod_labels(gw)));
                 assert!(cfg.state_dir.is_some());

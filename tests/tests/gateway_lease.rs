@@ -185,10 +185,14 @@ impl Gw {
 
     async fn wait_active(&self, within: Duration) -> i64 {
         let active = self.active_ms.clone();
-        wait_until(&format!("{} to become active", self.identity), within, || {
-            let a = *active.lock().unwrap();
-            async move { Ok(a) }
-        })
+        wait_until(
+            &format!("{} to become active", self.identity),
+            within,
+            || {
+                let a = *active.lock().unwrap();
+                async move { Ok(a) }
+            },
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}; its log:\n{}", self.log_text()))
     }
@@ -314,7 +318,10 @@ async fn standby_makes_no_venue_call_and_takes_over_after_expiry_on_kill_9() {
     let b_first = first_private_call_ms(&world, "gw-b").await;
     let a_calls = world.calls_of("gw-a").await;
     let a_last = a_calls.iter().map(|c| c.0).max().unwrap();
-    assert!(a_last <= killed_ms + TRANSIT_MS, "gw-a called after its kill");
+    assert!(
+        a_last <= killed_ms + TRANSIT_MS,
+        "gw-a called after its kill"
+    );
     assert!(
         b_first >= last_a + LEASE_MS && b_first > a_last,
         "gw-b's first venue call at {b_first}: gw-a's last at {a_last}, Lease expiry at {}",
@@ -338,7 +345,10 @@ async fn standby_makes_no_venue_call_and_takes_over_after_expiry_on_kill_9() {
     );
     let ready = b.readyz().await.unwrap();
     assert_eq!(ready.0, 200, "{ready:?}");
-    assert_eq!(b.health(NAMED).await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(
+        b.health(NAMED).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
     // It adopted the order A placed.
     let e0 = engine_client(&format!("http://{}", b.grpc), &engine_token("e0")).unwrap();
     wait_until("gw-b to know A's order", Duration::from_secs(10), || {
@@ -377,12 +387,16 @@ async fn a_stalled_renewal_fences_the_holder_before_the_lease_expires() {
     wait_private_calls(&world, "gw-a", wall_ms(), 5).await;
 
     world.kube.stall_writes_of("gw-a");
-    let not_ready_ms = wait_until("gw-a to turn not ready", Duration::from_secs(10), || async {
-        Ok(match a.readyz().await {
-            Some((200, _)) => None,
-            _ => Some(wall_ms()),
-        })
-    })
+    let not_ready_ms = wait_until(
+        "gw-a to turn not ready",
+        Duration::from_secs(10),
+        || async {
+            Ok(match a.readyz().await {
+                Some((200, _)) => None,
+                _ => Some(wall_ms()),
+            })
+        },
+    )
     .await
     .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), a.child.wait())
@@ -487,9 +501,18 @@ async fn a_clean_stop_releases_the_lease_to_the_standby() {
         writes[takeover].at_ms < last_a + LEASE_MS,
         "the standby waited for the expiry instead of taking the released Lease"
     );
-    let a_last = world.calls_of("gw-a").await.iter().map(|c| c.0).max().unwrap();
+    let a_last = world
+        .calls_of("gw-a")
+        .await
+        .iter()
+        .map(|c| c.0)
+        .max()
+        .unwrap();
     let b_first = first_private_call_ms(&world, "gw-b").await;
-    assert!(b_first > a_last, "gw-b called at {b_first}, gw-a at {a_last}");
+    assert!(
+        b_first > a_last,
+        "gw-b called at {b_first}, gw-a at {a_last}"
+    );
     eprintln!(
         "after gw-a's last renewal: gw-b's takeover +{} ms (the Lease would expire at +{LEASE_MS})",
         writes[takeover].at_ms - last_a
@@ -512,7 +535,9 @@ async fn a_second_gateway_on_one_state_dir_refuses_to_start() {
         std::fs::create_dir_all(&p).unwrap();
         p
     };
-    let mut first = GatewayProc::start_with(&sub("a"), 1, "", &opts).await.unwrap();
+    let mut first = GatewayProc::start_with(&sub("a"), 1, "", &opts)
+        .await
+        .unwrap();
     let pid = first.proc.child.id().unwrap();
     let err = GatewayProc::start_with(&sub("b"), 1, "", &opts)
         .await
@@ -524,7 +549,9 @@ async fn a_second_gateway_on_one_state_dir_refuses_to_start() {
     assert!(err.contains("another gateway"), "{err}");
     let stopped = first.proc.terminate().await.unwrap();
     assert!(stopped.success());
-    let mut third = GatewayProc::start_with(&sub("c"), 1, "", &opts).await.unwrap();
+    let mut third = GatewayProc::start_with(&sub("c"), 1, "", &opts)
+        .await
+        .unwrap();
     let third_pid = third.proc.child.id().unwrap();
     assert_eq!(
         std::fs::read_to_string(Path::new(&lock)).unwrap().trim(),
