@@ -659,14 +659,15 @@ pub async fn hold(cfg: &mut GatewayConfig) -> anyhow::Result<Hold> {
             tokio::time::sleep(lease_cfg.retry_period()).await;
         }
     };
-    standby.stop().await;
     tracing::info!(lease = %what, "holding the Lease: this gateway is the active one for its key");
+    // Renewing from now on, while the standby's servers stop.
     let renewer = tokio::spawn(renew(
         elector.clone(),
         fence.clone(),
         lease_cfg.retry_period(),
         lease_cfg.renew_deadline(),
     ));
+    standby.stop().await;
     let mut hold = Hold {
         fence: fence.clone(),
         lease: Some(Holder {
@@ -1190,6 +1191,58 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A typo in `[lease]` is refused naming the file, the key, the table
+    /// and the closest known key, like everywhere else in the config.
+    #[test]
+    fn unknown_lease_keys_are_refused() {
+        let cases: &[herd_proto::config::UnknownKeyCase<'_>] = &[
+            (
+                "[lease]\nname = \"gw\"\nrenew_deadlin_s = 2\n",
+                "renew_deadlin_s",
+                "in [lease]",
+                Some("renew_deadline_s"),
+            ),
+            (
+                "[leese]\nname = \"gw\"\n",
+                "leese",
+                "at the top level",
+                Some("lease"),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let failures = herd_proto::config::unknown_key_failures(dir.path(), cases, |p| {
+            GatewayConfig::load(Some(p))
+        });
+        assert!(failures.is_empty(), "{failures:#?}");
+        // A bad value: the file and the key.
+        let path = dir.path().join("bad-lease.toml");
+        std::fs::write(
+            &path,
+            "[lease]\nname = \"gw\"\nidentity = \"pod-a\"\nrenew_deadline_s = 20\n",
+        )
+        .unwrap();
+        let e = GatewayConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("lease.renew_deadline_s (20)"), "{e}");
+    }
+
+    #[test]
+    fn the_state_dir_and_a_paper_state_file_are_locked() {
+        let mut cfg = GatewayConfig::default();
+        assert!(lock_paths(&cfg).is_empty());
+        cfg.state_dir = Some(PathBuf::from("/s"));
+        cfg.paper.state_file = Some(PathBuf::from("/p/paper.json"));
+        assert_eq!(
+            lock_paths(&cfg),
+            [
+                PathBuf::from("/s/gateway.lock"),
+                PathBuf::from("/p/paper.json.lock")
+            ]
+        );
+        cfg.venue = crate::config::VenueKind::Kraken;
+        assert_eq!(lock_paths(&cfg), [PathBuf::from("/s/gateway.lock")]);
     }
 
     #[test]

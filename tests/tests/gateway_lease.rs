@@ -377,6 +377,16 @@ async fn standby_makes_no_venue_call_and_takes_over_after_expiry_on_kill_9() {
 /// over after the expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_renewal_fences_the_holder_before_the_lease_expires() {
+    renewals_stop_working(|kube| kube.stall_writes_of("gw-a")).await;
+}
+
+/// The same when the Lease API answers every renewal with a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_renewals_fence_the_holder_before_the_lease_expires() {
+    renewals_stop_working(|kube| kube.fail_writes_of("gw-a")).await;
+}
+
+async fn renewals_stop_working(break_renewals: impl FnOnce(&FakeKube)) {
     let world = World::start().await;
     // A long drain, so its NOT_SERVING phase can be seen before it exits.
     let mut a = world.gateway("gw-a", 1_500).await;
@@ -386,7 +396,7 @@ async fn a_stalled_renewal_fences_the_holder_before_the_lease_expires() {
     b.wait_standby().await;
     wait_private_calls(&world, "gw-a", wall_ms(), 5).await;
 
-    world.kube.stall_writes_of("gw-a");
+    break_renewals(&world.kube);
     let not_ready_ms = wait_until(
         "gw-a to turn not ready",
         Duration::from_secs(10),
