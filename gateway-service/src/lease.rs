@@ -632,8 +632,13 @@ pub async fn hold(cfg: &mut GatewayConfig) -> anyhow::Result<Hold> {
     let fence = {
         let mut e = elector.lock().await;
         let mut last_said = String::new();
+        // An API server that does not answer is looked at again, not waited for.
+        let patience = lease_cfg.renew_deadline();
         loop {
-            match e.try_acquire().await {
+            let attempt = tokio::time::timeout(patience, e.try_acquire())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} ms", patience.as_millis())));
+            match attempt {
                 Ok(Attempt::Held { sent }) => {
                     break Fence::with_deadline(
                         Some(sent + lease_cfg.renew_deadline()),
