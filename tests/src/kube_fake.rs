@@ -128,6 +128,28 @@ pub fn rfc3339_ms(s: &str) -> Option<i64> {
     Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms_frac)
 }
 
+/// ms since the epoch as RFC 3339 with microseconds (MicroTime's format).
+pub fn ms_rfc3339(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}000Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
 fn reply(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
@@ -259,6 +281,34 @@ impl FakeKube {
 
     pub fn unstall(&self) {
         self.state.stalled.send_modify(Vec::clear);
+    }
+
+    /// Another client writes the Lease: `identity` holds it, renewed now (a
+    /// new resourceVersion, so the old holder's next renewal conflicts).
+    pub fn steal(&self, namespace: &str, name: &str, identity: &str) -> Option<Write> {
+        let mut inner = self.state.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let mut lease = inner.leases.get(&key)?.clone();
+        let now = wall_ms();
+        lease["spec"]["holderIdentity"] = json!(identity);
+        lease["spec"]["renewTime"] = json!(ms_rfc3339(now));
+        lease["spec"]["acquireTime"] = json!(ms_rfc3339(now));
+        inner.next_version += 1;
+        let version = inner.next_version.to_string();
+        lease["metadata"]["resourceVersion"] = json!(version);
+        let w = Write {
+            at_ms: now,
+            verb: "replace".into(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            holder: Some(identity.to_string()),
+            renew_ms: Some(now),
+            duration_s: lease["spec"]["leaseDurationSeconds"].as_i64(),
+            version,
+        };
+        inner.writes.push(w.clone());
+        inner.leases.insert(key, lease);
+        Some(w)
     }
 
     /// From now on, writes whose result names `identity` are answered 500.
@@ -511,6 +561,10 @@ mod tests {
             Some(1_796_515_871_123)
         );
         assert_eq!(rfc3339_ms("junk"), None);
+        for ms in [0, 1_796_515_871_123, 951_782_400_000, 4_107_542_399_999] {
+            assert_eq!(rfc3339_ms(&ms_rfc3339(ms)), Some(ms), "{}", ms_rfc3339(ms));
+        }
+        assert_eq!(ms_rfc3339(1_796_515_871_123), "2026-12-06T00:11:11.123000Z");
     }
 
     #[test]

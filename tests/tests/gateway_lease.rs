@@ -459,6 +459,46 @@ async fn renewals_stop_working(break_renewals: impl FnOnce(&FakeKube)) {
     );
 }
 
+/// Someone else writes the Lease while gw-a holds it: gw-a's next renewal
+/// conflicts (409) and it stops every venue call at once, long before its
+/// renew deadline, and exits non-zero. The standby does not take over from
+/// the new holder until that one's Lease expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_write_fences_the_holder_at_once() {
+    let world = World::start().await;
+    let mut a = world.gateway("gw-a", 50).await;
+    a.wait_active(Duration::from_secs(60)).await;
+    place_resting_order(&a, "lease-steal-1").await;
+    let b = world.gateway("gw-b", 50).await;
+    b.wait_standby().await;
+    wait_private_calls(&world, "gw-a", wall_ms(), 5).await;
+
+    let stolen = world.kube.steal(NAMESPACE, LEASE, "thief").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), a.child.wait())
+        .await
+        .expect("gw-a exits")
+        .unwrap();
+    assert!(!status.success());
+    let log = a.log_text();
+    assert!(log.contains("was taken by thief"), "{log}");
+    // The next renewal (0.5 s) conflicted: no call after it.
+    let a_last = world
+        .calls_of("gw-a")
+        .await
+        .iter()
+        .map(|c| c.0)
+        .max()
+        .unwrap();
+    assert!(
+        a_last <= stolen.at_ms + 500 + TRANSIT_MS,
+        "gw-a called the venue {} ms after the Lease was taken",
+        a_last - stolen.at_ms
+    );
+    b.wait_active(Duration::from_secs(30)).await;
+    let takeover = world.writes_of("gw-b");
+    assert!(takeover[0].at_ms >= stolen.at_ms + LEASE_MS);
+}
+
 async fn sigterm(gw: &mut Gw) -> std::process::ExitStatus {
     let pid = gw.child.id().context("pid").unwrap();
     let term = Command::new("kill")
