@@ -77,8 +77,8 @@ pub async fn run(
     // One active gateway per key (lease.rs): with [lease], a standby until
     // this process holds the Lease; else the state_dir lock. Nothing before
     // this opens state or builds the venue, and every venue call below goes
-    // through the hold's fence.
-    // A standby stops on the signal too: it opened nothing.
+    // through the hold's fence. A standby stops on the signal too: it opened
+    // nothing.
     let mut shutdown = Box::pin(shutdown);
     let hold = tokio::select! {
         held = lease::hold(&mut cfg) => held?,

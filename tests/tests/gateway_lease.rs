@@ -432,6 +432,17 @@ async fn renewals_stop_working(break_renewals: impl FnOnce(&FakeKube)) {
         a_private_last - last_a
     );
     assert!(a_private_last < last_a + LEASE_MS);
+    // Its calls went on until close to the deadline (the poller's cadence is
+    // about half a second): the fence stopped them, not an idle poller.
+    assert!(
+        a_private_last >= last_a + RENEW_DEADLINE_MS - 1_000,
+        "gw-a's calls stopped {} ms after its last renewal, long before the deadline",
+        a_private_last - last_a
+    );
+    assert!(
+        log.contains("fenced: this gateway makes no more venue calls"),
+        "{log}"
+    );
     assert!(
         not_ready_ms < last_a + LEASE_MS,
         "gw-a was still ready {} ms after its last renewal",
