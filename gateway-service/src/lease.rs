@@ -1233,6 +1233,25 @@ mod tests {
         assert!(e.contains("lease.renew_deadline_s (20)"), "{e}");
     }
 
+    /// The in-cluster client speaks TLS: its rustls configuration is built
+    /// on the one crypto provider the workspace compiles (ring); a second or
+    /// missing provider would fail here, not in a pod.
+    #[tokio::test]
+    async fn the_kubernetes_client_builds_with_tls_on_ring() {
+        let kc = kube::config::Kubeconfig::from_yaml(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    \
+             server: https://kubernetes.default.svc\ncontexts:\n- name: c\n  context:\n    \
+             cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    \
+             token: not-a-real-token\n",
+        )
+        .unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(cfg.default_namespace, "default");
+        kube::Client::try_from(cfg).unwrap();
+    }
+
     #[test]
     fn the_state_dir_and_a_paper_state_file_are_locked() {
         let mut cfg = GatewayConfig::default();
