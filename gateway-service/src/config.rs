@@ -260,6 +260,10 @@ pub struct GatewayConfig {
     pub events: crate::events::EventsConfig,
     /// The herd dashboard on the admin port (`crate::herd_http`).
     pub dashboard: DashboardConfig,
+    /// `[lease]`: one active gateway per key on Kubernetes
+    /// (`crate::lease::LeaseConfig`; deploy/README.md, "One active gateway
+    /// per key"). Unset = no Lease: `state_dir` is locked instead.
+    pub lease: Option<crate::lease::LeaseConfig>,
 }
 
 /// `[dashboard]`: links from the herd page to each engine's own page.
@@ -295,6 +299,7 @@ impl Default for GatewayConfig {
             state_dir: None,
             dashboard: DashboardConfig::default(),
             events: crate::events::EventsConfig::default(),
+            lease: None,
         }
     }
 }
@@ -307,6 +312,11 @@ impl GatewayConfig {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.resolve_token_files()?;
+        if let Some(lease) = &mut cfg.lease {
+            lease
+                .resolve_identity(|k| std::env::var(k).ok())
+                .map_err(|e| ConfigError::Invalid(e).in_file(path))?;
+        }
         crate::sinks::resolve_all(&mut cfg.events.sinks, &|k| std::env::var(k).ok())
             .map_err(|e| e.in_file(path))?;
         cfg.validate().map_err(|e| e.in_file(path))?;
@@ -503,6 +513,9 @@ impl GatewayConfig {
             limits
                 .validate(&format!("risk.engines.{id}."))
                 .map_err(ConfigError::Invalid)?;
+        }
+        if let Some(lease) = &self.lease {
+            lease.validate().map_err(ConfigError::Invalid)?;
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be >= 1".into()));

@@ -9,7 +9,8 @@
 //! [`service`] (the gRPC handlers and the shared [`service::Core`]),
 //! [`registry`] (ownership, last-known states, per-engine event logs),
 //! [`poller`] (venue polling -> events), [`dms`] (the venue's dead man's
-//! switch), [`convert`] (wire <-> venue types).
+//! switch), [`convert`] (wire <-> venue types), [`lease`] (one active
+//! gateway per key: the Kubernetes Lease and its fence, or the state lock).
 
 pub mod auth;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod fills;
 pub mod herd_http;
 pub mod http;
 pub mod keycheck;
+pub mod lease;
 pub mod ledger_api;
 pub mod market;
 pub mod metrics;
@@ -65,13 +67,26 @@ fn new_incarnation(clock: &dyn Clock) -> String {
 /// `shutdown_timeout_ms` (the process exits non-zero). `on_ready` gets the
 /// address actually bound (useful with port 0).
 pub async fn run(
-    cfg: GatewayConfig,
+    mut cfg: GatewayConfig,
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // `load` validates too; a config built in code must pass the same rules
     // (above all: no engine's order prefix begins another's).
     cfg.validate()?;
+    // One active gateway per key (lease.rs): with [lease], a standby until
+    // this process holds the Lease; else the state_dir lock. Nothing before
+    // this opens state or builds the venue, and every venue call below goes
+    // through the hold's fence. A standby stops on the signal too: it opened
+    // nothing.
+    let mut shutdown = Box::pin(shutdown);
+    let hold = tokio::select! {
+        held = lease::hold(&mut cfg) => held?,
+        () = &mut shutdown => {
+            tracing::info!("gateway stopped before it was active");
+            return Ok(());
+        }
+    };
     if cfg.admin_token.is_none() {
         tracing::warn!(
             "no admin_token configured: the GatewayAdmin service refuses every call \
@@ -148,7 +163,11 @@ pub async fn run(
     }
     let emitter = events::Emitter::new(event_log.clone());
     events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
-    let venue = metrics::MeteredVenue::wrap_with_events(venue, metrics.clone(), emitter.clone());
+    let venue = hold.fence_venue(metrics::MeteredVenue::wrap_with_events(
+        venue,
+        metrics.clone(),
+        emitter.clone(),
+    ));
     // Before anything else talks to the venue: what may this key do?
     let key_state = Arc::new(keycheck::KeyState::default());
     key_state.set_events(emitter.clone());
@@ -314,6 +333,9 @@ pub async fn run(
     // Reads, cancels and event streams go on during the drain; Drain alone
     // refuses new orders, so nothing gateway-specific happens at its start
     // or after the server stopped.
+    // Losing the Lease drains like a signal (health NOT_SERVING at once; the
+    // fence already stopped every venue call) and exits non-zero below.
+    let shutdown = hold.shutdown_or_lost(shutdown);
     let stopped = serving::serve_with_drain(serve, shutdown, || {}, async {}).await;
     tasks.abort_all();
     let signaled = match stopped? {
@@ -341,10 +363,14 @@ pub async fn run(
         }
     };
     // 4. Flush state.
+    let lost = hold.lost_reason();
     emitter.emit(emitter.make(
         herd_proto::events::kind::GATEWAY_STOPPED,
         herd_proto::gateway::Severity::Notice,
-        "gateway stopped (drained after a signal)",
+        match &lost {
+            None => "gateway stopped (drained after a signal)".to_string(),
+            Some(why) => format!("gateway stopped: it lost its Lease ({why})"),
+        },
     ));
     event_log.flush().await;
     sink_tasks.abort_all();
@@ -358,6 +384,10 @@ pub async fn run(
     if let (Some(p), Some(path)) = (paper, cfg.paper.state_file.as_ref()) {
         p.save(path).context("saving the paper state at shutdown")?;
     }
+    if let Some(why) = lost {
+        anyhow::bail!("stopped: this gateway lost its Lease and was fenced ({why})");
+    }
+    hold.release().await;
     tracing::info!(
         elapsed_ms = u64::try_from(signaled.elapsed().as_millis()).unwrap_or(u64::MAX),
         "gateway stopped"

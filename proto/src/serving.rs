@@ -56,29 +56,38 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpIncoming, SocketAddr)
     Ok((TcpIncoming::from(listener).with_nodelay(Some(true)), local))
 }
 
-/// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C).
-pub async fn termination_signal() {
+/// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C). The handlers
+/// are installed when this is called (inside a runtime), not when the future
+/// is first polled: a service polls it only once it serves, and a SIGTERM
+/// that came after its readiness line but before that would otherwise kill
+/// it undrained.
+pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        let handlers = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        );
+        async move {
+            match handlers {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -124,6 +124,15 @@ impl SimAdmin {
             .await
     }
 
+    /// `GET /sim/requests`: the venue requests as they arrived (`ms`,
+    /// `method`, `private`, `user_agent`).
+    pub async fn requests(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .send(self.http.get(format!("{}/sim/requests", self.base)))
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
     /// `GET /sim/orders`.
     pub async fn orders(&self) -> anyhow::Result<Vec<Value>> {
         let v = self

@@ -5,7 +5,8 @@
 //! simulators over the paper matching core: [`kraken_sim`] (with
 //! [`kraken_harness`], and [`kraken_herd`]: a whole herd of real processes on
 //! the Kraken simulator with the fault suite's invariant checks) and [`bybit_sim`] (on the small HTTP/1.1 server in
-//! [`http1`]).
+//! [`http1`]); [`kube_fake`], a fake of the Kubernetes Lease API for the
+//! gateway's Lease tests.
 
 pub mod browser;
 pub mod bybit_sim;
@@ -13,6 +14,7 @@ pub mod http1;
 pub mod kraken_harness;
 pub mod kraken_herd;
 pub mod kraken_sim;
+pub mod kube_fake;
 pub mod load;
 pub mod procs;
 pub mod shape;

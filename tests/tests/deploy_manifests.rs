@@ -2,8 +2,9 @@
 //! offline: `deploy/validate.sh` renders every kustomization with the real
 //! kustomize and validates every object against the Kubernetes schemas (it
 //! fails on a missing tool: run `scripts/install-test-tools`); these tests
-//! then read the rendered objects and check what the schemas cannot: the
-//! gateway is a single-replica Recreate Deployment, probes hit the gRPC health
+//! then read the rendered objects and check what the schemas cannot: one
+//! active gateway per key (paper: a single-replica Recreate Deployment; live:
+//! two pods and a Lease, the Role allowing just that Lease), probes hit the gRPC health
 //! service on the serving port, pods are locked down, the engines are a
 //! StatefulSet with a PodDisruptionBudget, the network policy, and that the
 //! configs in the ConfigMaps are valid gateway and engine configs that agree
@@ -197,20 +198,106 @@ fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
     }
 }
 
+/// One active gateway per key. Without a Lease: one replica, Recreate (never
+/// two pods alive). With `[lease]` (live): two replicas rolled with
+/// maxUnavailable 100% (a standby is never Ready), the pod name as the
+/// Lease's identity, a token for the API, a Role that allows get / update /
+/// patch on that one Lease and create (which resourceNames cannot limit) in
+/// a rule of its own, bound to the gateway's ServiceAccount, and both pods on
+/// one node for their ReadWriteOnce state volume.
 #[test]
-fn gateway_is_one_replica_recreated_never_rolled() {
+fn gateway_runs_one_active_pod_per_key() {
     for (name, _) in OVERLAYS {
         let objs = overlay(name);
         let gw = object(objs, "Deployment", "herd-gateway");
-        assert_eq!(gw["spec"]["replicas"], 1, "{name}: gateway replicas");
-        assert_eq!(
-            gw["spec"]["strategy"]["type"], "Recreate",
-            "{name}: gateway strategy"
-        );
-        assert!(
-            gw["spec"]["strategy"].get("rollingUpdate").is_none(),
-            "{name}: no rollingUpdate"
-        );
+        let (cfg, _) = gateway_config(objs);
+        let pod = &gw["spec"]["template"]["spec"];
+        match &cfg.lease {
+            None => {
+                assert_eq!(gw["spec"]["replicas"], 1, "{name}: gateway replicas");
+                assert_eq!(
+                    gw["spec"]["strategy"]["type"], "Recreate",
+                    "{name}: gateway strategy"
+                );
+                assert!(
+                    gw["spec"]["strategy"].get("rollingUpdate").is_none(),
+                    "{name}: no rollingUpdate"
+                );
+                assert!(objects(objs, "Role").is_empty(), "{name}: no Role");
+            }
+            Some(lease) => {
+                assert_eq!(gw["spec"]["replicas"], 2, "{name}: holder + standby");
+                let strategy = &gw["spec"]["strategy"];
+                assert_eq!(strategy["type"], "RollingUpdate", "{name}");
+                assert_eq!(
+                    strategy["rollingUpdate"]["maxUnavailable"], "100%",
+                    "{name}"
+                );
+                assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1, "{name}");
+                assert!(lease.identity.is_none(), "{name}: identity is the pod name");
+                assert!(lease.renew_deadline_s < f64::from(lease.lease_duration_s));
+                let c = container(gw, "gateway");
+                let pod_name = c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == "POD_NAME")
+                    .unwrap_or_else(|| panic!("{name}: POD_NAME"));
+                assert_eq!(
+                    pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+                    "metadata.name"
+                );
+                assert_eq!(pod["automountServiceAccountToken"], true, "{name}");
+                // The Role: exactly that Lease, and create on its own.
+                let ns = format!("herd-{name}");
+                let lease_ns = lease.namespace.clone().unwrap_or(ns.clone());
+                assert_eq!(
+                    lease_ns, ns,
+                    "{name}: the Lease is in the overlay's namespace"
+                );
+                let bindings: Vec<_> = objects(objs, "RoleBinding")
+                    .into_iter()
+                    .filter(|b| {
+                        b["subjects"].as_array().unwrap().iter().any(|s| {
+                            s["kind"] == "ServiceAccount"
+                                && s["name"] == pod["serviceAccountName"]
+                                && s["namespace"] == ns.as_str()
+                        })
+                    })
+                    .collect();
+                assert_eq!(bindings.len(), 1, "{name}: one binding for the gateway");
+                let role_ref = &bindings[0]["roleRef"];
+                assert_eq!(role_ref["kind"], "Role");
+                let role = object(objs, "Role", role_ref["name"].as_str().unwrap());
+                let rules = role["rules"].as_array().unwrap();
+                assert_eq!(rules.len(), 2, "{name}: {rules:?}");
+                for r in rules {
+                    assert_eq!(r["apiGroups"], serde_json::json!(["coordination.k8s.io"]));
+                    assert_eq!(r["resources"], serde_json::json!(["leases"]));
+                }
+                let named = rules
+                    .iter()
+                    .find(|r| r.get("resourceNames").is_some())
+                    .expect("a rule on the Lease by name");
+                assert_eq!(named["resourceNames"], serde_json::json!([lease.name]));
+                assert_eq!(
+                    named["verbs"],
+                    serde_json::json!(["get", "update", "patch"])
+                );
+                let create = rules
+                    .iter()
+                    .find(|r| r.get("resourceNames").is_none())
+                    .unwrap();
+                assert_eq!(create["verbs"], serde_json::json!(["create"]));
+                assert!(objects(objs, "ClusterRole").is_empty());
+                // The standby shares the ReadWriteOnce state volume: same node.
+                let term = &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                    [0];
+                assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+                assert!(selects(&term["labelSelector"], pod_labels(gw)));
+                assert!(cfg.state_dir.is_some());
+            }
+        }
         // Nothing else may run a gateway or scale this one.
         let runs_gateway: Vec<_> = objs
             .iter()
@@ -232,14 +319,18 @@ fn gateway_is_one_replica_recreated_never_rolled() {
             objects(objs, "HorizontalPodAutoscaler").is_empty(),
             "{name}: no autoscaler"
         );
-        let grace = gw["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-            .as_u64()
-            .unwrap();
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(
             grace >= 45,
             "{name}: grace period {grace}s must outlast the drain"
         );
     }
+    assert!(
+        OVERLAYS
+            .iter()
+            .any(|(name, _)| gateway_config(overlay(name)).0.lease.is_some()),
+        "the live overlay runs with a Lease"
+    );
 }
 
 /// SIGKILL must not cut a shutdown that is still within its own deadline:
@@ -304,11 +395,17 @@ fn probes_are_native_grpc_health_checks_on_the_serving_port() {
             for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
                 let p = &c[probe];
                 assert_eq!(p["grpc"]["port"], port, "{name}: {workload} {probe}");
-                // The overall status ("" service), which the server reports.
-                assert!(
-                    p["grpc"].get("service").is_none_or(|s| s == ""),
-                    "{name}: {workload} {probe} service"
-                );
+                // The overall status ("" service), which the server reports;
+                // the gateway's readiness asks for its Gateway service, which
+                // a standby (waiting for the Lease) reports NOT_SERVING.
+                if workload == "herd-gateway" && probe == "readinessProbe" {
+                    assert_eq!(p["grpc"]["service"], "herd.gateway.v1.Gateway", "{name}");
+                } else {
+                    assert!(
+                        p["grpc"].get("service").is_none_or(|s| s == ""),
+                        "{name}: {workload} {probe} service"
+                    );
+                }
                 for other in ["httpGet", "tcpSocket", "exec"] {
                     assert!(p.get(other).is_none(), "{name}: {workload} {probe} {other}");
                 }
@@ -413,7 +510,9 @@ fn pods_run_as_the_image_user_locked_down() {
             let w = object(objs, kind, workload);
             let spec = &w["spec"]["template"]["spec"];
             let what = format!("{name}: {workload}");
-            assert_eq!(spec["automountServiceAccountToken"], false, "{what}");
+            // Only a gateway with a Lease has an API token (for that Lease).
+            let lease = workload == "herd-gateway" && gateway_config(objs).0.lease.is_some();
+            assert_eq!(spec["automountServiceAccountToken"], lease, "{what}");
             let sa = spec["serviceAccountName"].as_str().unwrap();
             assert_eq!(
                 object(objs, "ServiceAccount", sa)["automountServiceAccountToken"],
@@ -595,7 +694,7 @@ fn gateway_config_has_an_entry_for_every_engine_pod() {
 }
 
 #[test]
-fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_and_https() {
+fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_https_and_its_api_server() {
     for (name, _) in OVERLAYS {
         let objs = overlay(name);
         let policies = objects(objs, "NetworkPolicy");
@@ -654,8 +753,12 @@ fn only_engines_reach_the_gateway_and_the_gateway_reaches_only_dns_and_https() {
                         port["protocol"].as_str().unwrap(),
                         port["port"].as_u64().unwrap(),
                     );
+                    // 6443: the API server behind the "kubernetes" Service,
+                    // only for a gateway that takes a Lease.
+                    let lease = gateway_config(objs).0.lease.is_some();
                     assert!(
-                        matches!(pair, ("UDP", 53) | ("TCP", 53) | ("TCP", 443)),
+                        matches!(pair, ("UDP", 53) | ("TCP", 53) | ("TCP", 443))
+                            || (lease && pair == ("TCP", 6443)),
                         "{name}: gateway egress {pair:?}"
                     );
                     assert!(port.get("endPort").is_none());

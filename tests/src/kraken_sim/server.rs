@@ -13,6 +13,9 @@
 //! - `POST /sim/step`: one step of every price path
 //! - `POST /sim/lockout` `{"ms": 3000}`: a temporary lockout of the key
 //! - `POST /sim/status` `{"status": "cancel_only"}`: SystemStatus and its effect
+//! - `GET /sim/requests`: the last [`REQUEST_LOG`] venue requests as they
+//!   arrived: `{"ms", "method", "private", "user_agent"}` (the user agent
+//!   tells two gateways on one key apart: `[kraken] user_agent`)
 
 use std::future::Future;
 use std::io;
@@ -42,6 +45,8 @@ use super::wire::{Form, err};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
+/// How many venue requests `GET /sim/requests` keeps (the newest).
+pub const REQUEST_LOG: usize = 50_000;
 /// How often the dead man's switch and the price paths are looked at.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -49,6 +54,8 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct Shared {
     sim: Mutex<Sim>,
     faults: Mutex<FaultSet>,
+    /// Every venue request on arrival (newest last), for `GET /sim/requests`.
+    requests: Mutex<std::collections::VecDeque<Value>>,
     origin: Instant,
     skew_ms: i64,
 }
@@ -65,6 +72,7 @@ impl Shared {
             skew_ms,
             sim: Mutex::new(Sim::new(cfg, now)?),
             faults: Mutex::new(FaultSet::default()),
+            requests: Mutex::new(std::collections::VecDeque::new()),
             origin,
         })
     }
@@ -83,6 +91,19 @@ impl Shared {
 
     fn faults(&self) -> MutexGuard<'_, FaultSet> {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log_request(&self, method: &str, private: bool, user_agent: Option<&str>) {
+        let mut log = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() >= REQUEST_LOG {
+            log.pop_front();
+        }
+        log.push_back(json!({
+            "ms": wall_ms(),
+            "method": method,
+            "private": private,
+            "user_agent": user_agent.unwrap_or(""),
+        }));
     }
 }
 
@@ -243,6 +264,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             .map(str::to_string)
     };
     let (key, sign) = (header("api-key"), header("api-sign"));
+    let user_agent = header("user-agent");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(ResetConnection),
@@ -263,6 +285,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     } else {
         return json_reply(StatusCode::NOT_FOUND, &err("EGeneral:Unknown method"));
     };
+    shared.log_request(&name, private, user_agent.as_deref());
     let plan = shared.faults().plan(&name);
     if plan.latency_ms > 0 {
         // Simulated venue latency, part of what the sim models (a fault the
@@ -357,6 +380,10 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
                     "system_status": sim.system_status,
                 }),
             )
+        }
+        (&Method::GET, "requests") => {
+            let log = shared.requests.lock().unwrap_or_else(|p| p.into_inner());
+            json_reply(StatusCode::OK, &Value::Array(log.iter().cloned().collect()))
         }
         (&Method::GET, "orders") => json_reply(StatusCode::OK, &shared.sim().orders_summary()),
         (&Method::GET, "trades") => json_reply(StatusCode::OK, &shared.sim().trades_summary()),
