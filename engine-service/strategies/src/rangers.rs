@@ -1338,6 +1338,25 @@ impl Strategy for Rangers {
         }
         Some(out)
     }
+
+    /// Sizes, distances, timeouts, headroom and reserve apply from the next
+    /// tick; working orders keep the values they were placed with. The
+    /// number of rangers and the userref offset are restart-only. A change
+    /// of `enabled` in the file switches the rangers as the RPC does (a
+    /// switch made by RPC stays until the file's value changes).
+    fn reconfigure(&mut self, params: &crate::strategy::Params<'_>, now_ms: i64) -> Vec<Action> {
+        let mut cfg = params.rangers.clone();
+        cfg.max_slots = self.cfg.max_slots;
+        cfg.userref_offset = self.cfg.userref_offset;
+        let switched = cfg.enabled != self.cfg.enabled;
+        self.cfg = cfg;
+        if switched {
+            return self
+                .set_enabled(self.cfg.enabled, now_ms)
+                .unwrap_or_default();
+        }
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
