@@ -437,12 +437,18 @@ mod tests {
         q.reconfigure(1, 64, &[("a".into(), 3), ("b".into(), 1)]);
         let (slots, limit, weights) = q.settings();
         assert_eq!((slots, limit), (1, 64));
-        assert_eq!(weights, vec![("a".to_string(), 3.0), ("b".to_string(), 1.0)]);
+        assert_eq!(
+            weights,
+            vec![("a".to_string(), 3.0), ("b".to_string(), 1.0)]
+        );
         let (a1, b1) = wait_for(a0 + b0 + 4000).await;
         for t in tasks {
             t.abort();
         }
         let share = (a1 - a0) as f64 / ((a1 - a0) + (b1 - b0)) as f64;
-        assert!((share - 0.75).abs() < 0.03, "a's share after the reload: {share}");
+        assert!(
+            (share - 0.75).abs() < 0.03,
+            "a's share after the reload: {share}"
+        );
     }
 }

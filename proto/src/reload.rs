@@ -67,8 +67,8 @@ pub fn classify(path: &str, rules: &[Rule]) -> Option<Class> {
         .iter()
         .filter_map(|(pattern, class)| {
             let pat: Vec<&str> = pattern.split('.').collect();
-            let matches = pat.len() <= segs.len()
-                && pat.iter().zip(&segs).all(|(p, s)| *p == "*" || p == s);
+            let matches =
+                pat.len() <= segs.len() && pat.iter().zip(&segs).all(|(p, s)| *p == "*" || p == s);
             matches.then_some((pat.len(), *class))
         })
         .max_by_key(|(len, _)| *len)
@@ -143,12 +143,7 @@ fn diff_into(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<Dif
                 let keys: std::collections::BTreeSet<&String> =
                     xm.keys().chain(ym.keys()).collect();
                 for k in keys {
-                    diff_into(
-                        &join(path, k),
-                        xm.get(k).copied(),
-                        ym.get(k).copied(),
-                        out,
-                    );
+                    diff_into(&join(path, k), xm.get(k).copied(), ym.get(k).copied(), out);
                 }
             }
             _ => out.push(Diff {
@@ -251,8 +246,16 @@ pub fn describe(changes: &[Change]) -> String {
                 (Class::Live, false) => "live, NOT applied",
                 (Class::Restart, _) => "restart-only, not applied",
             };
-            let before = if c.before.is_empty() { "(absent)" } else { &c.before };
-            let after = if c.after.is_empty() { "(absent)" } else { &c.after };
+            let before = if c.before.is_empty() {
+                "(absent)"
+            } else {
+                &c.before
+            };
+            let after = if c.after.is_empty() {
+                "(absent)"
+            } else {
+                &c.after
+            };
             format!("{}: {before} -> {after} ({what})", c.path)
         })
         .collect::<Vec<_>>()
@@ -388,7 +391,9 @@ pub fn spawn_triggers(path: Option<PathBuf>, poll_ms: u64) -> mpsc::UnboundedRec
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by RPC or file change only"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by RPC or file change only")
+            }
         }
     }
     if let Some(path) = path.filter(|_| poll_ms > 0) {
@@ -450,9 +455,15 @@ mod tests {
         assert_eq!(classify("engines.e0.weight", RULES), Some(Class::Live));
         assert_eq!(classify("engines.e0.token", RULES), Some(Class::Restart));
         assert_eq!(classify("engines.e9", RULES), Some(Class::Restart));
-        assert_eq!(classify("risk.engines.e0.max_open_orders", RULES), Some(Class::Live));
+        assert_eq!(
+            classify("risk.engines.e0.max_open_orders", RULES),
+            Some(Class::Live)
+        );
         assert_eq!(classify("venue", RULES), None);
-        assert_eq!(covering_rule("engines.e0.weight", RULES), Some("engines.*.weight"));
+        assert_eq!(
+            covering_rule("engines.e0.weight", RULES),
+            Some("engines.*.weight")
+        );
     }
 
     #[test]
@@ -463,7 +474,15 @@ mod tests {
                          "risk": {"account": {"max": "5"}}, "tags": [2]});
         let d = diff(&old, &new);
         let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
-        assert_eq!(paths, ["engines.e0.weight", "engines.e1", "risk.account.max", "tags"]);
+        assert_eq!(
+            paths,
+            [
+                "engines.e0.weight",
+                "engines.e1",
+                "risk.account.max",
+                "tags"
+            ]
+        );
         assert_eq!(d[1].before, None);
         assert!(diff(&old, &old).is_empty());
         let changes = classify_all(&d, RULES);
@@ -478,11 +497,17 @@ mod tests {
         let a = serde_json::to_value(crate::Secret::new("hunter2-secret")).unwrap();
         let b = serde_json::to_value(crate::Secret::new("other-secret")).unwrap();
         assert_ne!(a, b, "a changed secret must be seen");
-        let changes = classify_all(&diff(&json!({"t": a}), &json!({"t": b})), &[("t", Class::Restart)]);
+        let changes = classify_all(
+            &diff(&json!({"t": a}), &json!({"t": b})),
+            &[("t", Class::Restart)],
+        );
         assert_eq!(changes[0].before, "\"REDACTED\"");
         assert_eq!(changes[0].after, "\"REDACTED\"");
         let line = describe(&changes);
-        assert!(!line.contains("hunter2") && !line.contains(REDACTED_MARK), "{line}");
+        assert!(
+            !line.contains("hunter2") && !line.contains(REDACTED_MARK),
+            "{line}"
+        );
     }
 
     #[test]

@@ -97,18 +97,21 @@ pub fn init_tracing() {
     if json {
         let builder = builder.json().with_filter_reloading();
         let handle = builder.reload_handle();
-        let _ = LOG_FILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+        let _ = LOG_FILTER.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
         builder.init();
     } else {
         let builder = builder.with_filter_reloading();
         let handle = builder.reload_handle();
-        let _ = LOG_FILTER.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+        let _ = LOG_FILTER.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
         builder.init();
     }
 }
 
-type FilterSetter =
-    Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+type FilterSetter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
 
 /// Replaces the log filter of [`init_tracing`]'s subscriber.
 static LOG_FILTER: std::sync::OnceLock<FilterSetter> = std::sync::OnceLock::new();

@@ -53,12 +53,16 @@ fn write_atomically(path: &Path, text: &str) {
 }
 
 async fn start_gateway(dir: &Path, config: &Path) -> Proc {
+    start_gateway_env(dir, config, &[]).await
+}
+
+async fn start_gateway_env(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Proc {
     let log = dir.join("gateway.log");
     Proc::start(
         &bin_path("herd-gateway").unwrap(),
         &["--config", &config.display().to_string()],
         &log,
-        &[],
+        env,
     )
     .await
     .unwrap()
@@ -153,14 +157,22 @@ async fn gateway_live_fields_apply_under_load_and_nothing_is_lost() {
     // The watcher is off: this test reloads by RPC only.
     let base = gateway_toml(port, http, 0, "");
     std::fs::write(&path, &base).unwrap();
-    let mut gw = start_gateway(dir.path(), &path).await;
+    // An environment override: its source shows, and a reload keeps it.
+    let mut gw = start_gateway_env(
+        dir.path(),
+        &path,
+        &[("HERD_GATEWAY_POLL_INTERVAL_MS", "25")],
+    )
+    .await;
     let url = gw.url();
 
     let before = shown(&url).await;
+    assert_eq!(field(&before, "poll_interval_ms").source, "env");
+    assert_eq!(field(&before, "poll_interval_ms").value, "25");
     assert_eq!(field(&before, "engines.e0.weight").value, "1");
     assert_eq!(field(&before, "engines.e0.weight").source, "file");
     assert!(field(&before, "engines.e0.weight").live);
-    assert_eq!(field(&before, "poll_interval_ms").source, "file");
+    assert_eq!(field(&before, "pending_timeout_ms").source, "file");
     assert_eq!(field(&before, "event_retention").source, "default");
     assert!(!field(&before, "listen").live);
     // Secrets never leave the process.
@@ -235,7 +247,12 @@ async fn gateway_live_fields_apply_under_load_and_nothing_is_lost() {
     let after = shown(&url).await;
     assert_eq!(field(&after, "engines.e0.weight").value, "3");
     assert_eq!(field(&after, "engine_queue_limit").value, "32");
-    assert!(after.pending_restart.is_empty(), "{:?}", after.pending_restart);
+    assert_eq!(field(&after, "poll_interval_ms").value, "25");
+    assert!(
+        after.pending_restart.is_empty(),
+        "{:?}",
+        after.pending_restart
+    );
     assert!(after.loaded_at_ms >= before.loaded_at_ms);
 
     // Nothing lost: every order the loader placed is accepted and open.
@@ -292,7 +309,10 @@ async fn gateway_live_fields_apply_under_load_and_nothing_is_lost() {
     );
     // The diff is in the log, without a secret.
     let log = gw.log_text();
-    assert!(log.contains("risk.engines.e0.max_open_orders: 1000 -> 70"), "{log}");
+    assert!(
+        log.contains("risk.engines.e0.max_open_orders: 1000 -> 70"),
+        "{log}"
+    );
     assert!(!log.contains(ADMIN_TOKEN));
     gw.terminate().await.unwrap();
 }
@@ -326,11 +346,31 @@ async fn a_bad_field_changes_nothing_and_the_error_names_it() {
     assert!(e.message().contains("nothing changed"), "{e:?}");
     assert_eq!(field(&shown(&url).await, "engine_queue_limit").value, "64");
     assert_eq!(account_limits(&url).await.max_daily_loss, "");
+    // herdctl says the same and exits 1.
+    let out = tokio::process::Command::new(bin_path("herdctl").unwrap())
+        .args([
+            "config",
+            "reload",
+            "gateway",
+            "--gateway",
+            &url,
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("risk.account.max_daily_loss"), "{err}");
 
     // A type error is refused the same way, naming the key and its line.
     write_atomically(
         &path,
-        &base.replace("engine_queue_limit = 64\n", "engine_queue_limit = \"many\"\n"),
+        &base.replace(
+            "engine_queue_limit = 64\n",
+            "engine_queue_limit = \"many\"\n",
+        ),
     );
     let e = admin_client(&url)
         .await
@@ -396,6 +436,40 @@ async fn restart_only_changes_are_reported_not_applied_and_sighup_reloads() {
         .map(|c| c.path.as_str())
         .collect();
     assert_eq!(pending, ["http_listen", "poll_interval_ms"]);
+    // herdctl shows the same, as JSON.
+    let out = tokio::process::Command::new(bin_path("herdctl").unwrap())
+        .args([
+            "config",
+            "show",
+            "gateway",
+            "--gateway",
+            &url,
+            "--token",
+            ADMIN_TOKEN,
+            "-o",
+            "json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pending: Vec<&str> = json["pending_restart"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(pending, ["http_listen", "poll_interval_ms"], "{json}");
+    let notional = json["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "risk.account.max_order_notional")
+        .unwrap();
+    assert_eq!(notional["value"], "\"500\"");
+    assert_eq!(notional["class"], "live");
+    assert_eq!(notional["source"], "file");
     // The admin port still answers where it was bound.
     let health = reqwest::get(format!("http://127.0.0.1:{http}/healthz"))
         .await
@@ -422,7 +496,10 @@ async fn restart_only_changes_are_reported_not_applied_and_sighup_reloads() {
         .list_engines(gpb::ListEnginesRequest {})
         .await
         .unwrap();
-    assert!(gw.child.try_wait().unwrap().is_none(), "SIGHUP ended the gateway");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the gateway"
+    );
     gw.terminate().await.unwrap();
 }
 
@@ -465,7 +542,10 @@ async fn a_configmap_update_is_picked_up_without_a_signal() {
     .await
     .unwrap();
     let log = gw.log_text();
-    assert!(log.contains("trigger=\"file\"") || log.contains("\"trigger\":\"file\""), "{log}");
+    assert!(
+        log.contains("trigger=\"file\"") || log.contains("\"trigger\":\"file\""),
+        "{log}"
+    );
     gw.terminate().await.unwrap();
 }
 
@@ -501,12 +581,10 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
 
     let path = dir.path().join("engine-e0.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let changed = text
-        .replace("slots = 2\n", "slots = 4\n")
-        .replace(
-            "daily_loss_limit_usd = \"5\"\n",
-            "daily_loss_limit_usd = \"9\"\n[grid.slot]\nrefresh_cooldown_sec = 600\n",
-        );
+    let changed = text.replace("slots = 2\n", "slots = 4\n").replace(
+        "daily_loss_limit_usd = \"5\"\n",
+        "daily_loss_limit_usd = \"9\"\n[grid.slot]\nrefresh_cooldown_sec = 600\n",
+    );
     write_atomically(&path, &changed);
     let r = c
         .reload_config(epb::ReloadConfigRequest {})
@@ -537,14 +615,18 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
     assert_eq!(grid.slot_count, 2, "the slot count is restart-only");
     // The engine runs on (ticks every 50 ms) with the new values; half a
     // second of status time later the orders are still the same.
-    let later = wait_until("half a second of engine time after the reload", WAIT, || {
-        let mut c = c.clone();
-        let at = s.time_ms;
-        async move {
-            let now = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
-            Ok((now.time_ms >= at + 500).then_some(now))
-        }
-    })
+    let later = wait_until(
+        "half a second of engine time after the reload",
+        WAIT,
+        || {
+            let mut c = c.clone();
+            let at = s.time_ms;
+            async move {
+                let now = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+                Ok((now.time_ms >= at + 500).then_some(now))
+            }
+        },
+    )
     .await
     .unwrap();
     assert_eq!(later.grid.unwrap().slot_count, 2);
@@ -553,7 +635,10 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
     // A bad strategy field: refused whole, named.
     write_atomically(
         &path,
-        &changed.replace("daily_loss_limit_usd = \"9\"\n", "daily_loss_limit_usd = \"9\"\nmode = \"sideways\"\n"),
+        &changed.replace(
+            "daily_loss_limit_usd = \"9\"\n",
+            "daily_loss_limit_usd = \"9\"\nmode = \"sideways\"\n",
+        ),
     );
     let e = c
         .reload_config(epb::ReloadConfigRequest {})
@@ -571,7 +656,10 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
         .iter()
         .find(|f| f.path == "grid.daily_loss_limit_usd")
         .unwrap();
-    assert_eq!((limit.value.as_str(), limit.source.as_str()), ("\"9\"", "file"));
+    assert_eq!(
+        (limit.value.as_str(), limit.source.as_str()),
+        ("\"9\"", "file")
+    );
     let slots = cfg.fields.iter().find(|f| f.path == "grid.slots").unwrap();
     assert_eq!(slots.value, "2");
     assert_eq!(

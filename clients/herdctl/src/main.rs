@@ -1074,7 +1074,13 @@ fn changes_table(rows: &[ChangeRow]) -> String {
         } else {
             "restart-only: not applied"
         };
-        let show = |v: &str| if v.is_empty() { "(absent)".to_string() } else { v.to_string() };
+        let show = |v: &str| {
+            if v.is_empty() {
+                "(absent)".to_string()
+            } else {
+                v.to_string()
+            }
+        };
         out.push_str(&format!(
             "  {}: {} -> {}  [{state}]\n",
             c.path,
@@ -1085,7 +1091,12 @@ fn changes_table(rows: &[ChangeRow]) -> String {
     out
 }
 
-fn print_reload(file: &str, message: &str, rows: &[ChangeRow], output: Output) -> anyhow::Result<()> {
+fn print_reload(
+    file: &str,
+    message: &str,
+    rows: &[ChangeRow],
+    output: Output,
+) -> anyhow::Result<()> {
     match output {
         Output::Json => println!(
             "{}",
@@ -1094,14 +1105,22 @@ fn print_reload(file: &str, message: &str, rows: &[ChangeRow], output: Output) -
             }))?
         ),
         Output::Table => {
-            println!("reloaded {}: {message}", if file.is_empty() { "(no file)" } else { file });
+            println!(
+                "reloaded {}: {message}",
+                if file.is_empty() { "(no file)" } else { file }
+            );
             print!("{}", changes_table(rows));
         }
     }
     Ok(())
 }
 
-fn print_show(file: &str, fields: &[FieldRow], pending: &[ChangeRow], output: Output) -> anyhow::Result<()> {
+fn print_show(
+    file: &str,
+    fields: &[FieldRow],
+    pending: &[ChangeRow],
+    output: Output,
+) -> anyhow::Result<()> {
     match output {
         Output::Json => {
             let fields: serde_json::Value = fields
@@ -1121,8 +1140,16 @@ fn print_show(file: &str, fields: &[FieldRow], pending: &[ChangeRow], output: Ou
             );
         }
         Output::Table => {
-            println!("config file: {}", if file.is_empty() { "(none)" } else { file });
-            let width = fields.iter().map(|f| f.path.len()).max().unwrap_or(4).max(4);
+            println!(
+                "config file: {}",
+                if file.is_empty() { "(none)" } else { file }
+            );
+            let width = fields
+                .iter()
+                .map(|f| f.path.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!("{:width$}  {:7}  {:12}  VALUE", "FIELD", "SOURCE", "CLASS");
             for f in fields {
                 println!(
