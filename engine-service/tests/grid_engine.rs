@@ -1089,5 +1089,8 @@ async fn reconfigure_keeps_state_and_applies_to_the_next_decision() {
     let open = sim.ex.open_orders();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].side, herd_venue::Side::Buy);
-    assert!(before.contains(&open[0].client_order_id), "the buy entry stays");
+    assert!(
+        before.contains(&open[0].client_order_id),
+        "the buy entry stays"
+    );
 }

@@ -672,3 +672,127 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
     );
     e0.proc.terminate().await.unwrap();
 }
+
+/// A webhook that answers 200 to every POST and hands each body over.
+async fn webhook() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + len {
+                        continue;
+                    }
+                    let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + len]);
+                    let _ = tx.send(body.to_string());
+                    buf.drain(..head_end + 4 + len);
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Notification sinks are live: a sink added by a reload starts and gets
+/// the reload's own `config_reloaded` event; one removed by the next reload
+/// is gone from ListEventSinks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_added_by_a_reload_delivers_and_a_removed_one_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let [port, http] = free_ports::<2>().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let base = gateway_toml(port, http, 0, "");
+    std::fs::write(&path, &base).unwrap();
+    let mut gw = start_gateway(dir.path(), &path).await;
+    let url = gw.url();
+    let (hook_port, mut bodies) = webhook().await;
+
+    let sink = format!(
+        "[[events.sinks]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
+    );
+    write_atomically(&path, &(base.clone() + &sink));
+    let r = admin_client(&url)
+        .await
+        .unwrap()
+        .reload_config(gpb::ReloadConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes.len(), 1, "{r:?}");
+    assert_eq!(r.changes[0].path, "events.sinks.ops");
+    assert!(r.changes[0].live && r.changes[0].applied, "{r:?}");
+    assert_eq!(r.changes[0].after.matches("REDACTED").count(), 2, "{r:?}");
+    assert!(
+        !r.changes[0].after.contains("/hook"),
+        "the URL is a secret: {r:?}"
+    );
+    let body = tokio::time::timeout(WAIT, async {
+        loop {
+            let b = bodies.recv().await.unwrap();
+            if b.contains("config_reloaded") {
+                return b;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("events.sinks.ops"), "{body}");
+    let sinks = |url: String| async move {
+        admin_client(&url)
+            .await
+            .unwrap()
+            .list_event_sinks(gpb::ListEventSinksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .sinks
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sinks(url.clone()).await, ["ops"]);
+
+    write_atomically(&path, &base);
+    let r = admin_client(&url)
+        .await
+        .unwrap()
+        .reload_config(gpb::ReloadConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.changes[0].path, "events.sinks.ops");
+    assert!(r.changes[0].after.is_empty(), "{r:?}");
+    assert!(sinks(url.clone()).await.is_empty());
+    gw.terminate().await.unwrap();
+}
