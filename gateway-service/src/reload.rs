@@ -325,10 +325,14 @@ pub fn change_pb(c: &Change) -> pb::ConfigChange {
 }
 
 /// The risk limits of every scope whose configured limits changed, applied
-/// as `SetRiskLimits` does: saved first (a save that fails leaves the scope
-/// as it was), set, and audited (actor `config-reload`). Scopes whose
-/// configured limits did not change keep what they run with, including
-/// limits an operator set at runtime. Returns the paths not applied.
+/// as `SetRiskLimits` does: made durable first (a write that fails leaves
+/// the scope as it was), set, and audited (actor `config-reload`). Durable
+/// here means the file governs the scope again: a runtime override of that
+/// scope stored by `SetRiskLimits` is removed, so the reloaded values hold
+/// after a restart and a later edit of the file is not masked by a stale
+/// override. Scopes whose configured limits did not change keep what they
+/// run with, including limits an operator set at runtime. Returns the paths
+/// not applied.
 async fn apply_risk(
     core: &Core,
     old: &crate::risk::RiskConfig,
@@ -367,9 +371,9 @@ async fn apply_risk(
             continue;
         };
         if let Some(store) = &core.risk_store
-            && let Err(e) = store.save_limits(scope.as_deref(), &limits).await
+            && let Err(e) = store.clear_limits(scope.as_deref()).await
         {
-            tracing::error!(error = %e, scope = %path, "reloaded risk limits not saved; not applied");
+            tracing::error!(error = %e, scope = %path, "reloaded risk limits not made durable; not applied");
             failed.push(path);
             continue;
         }

@@ -796,3 +796,55 @@ async fn a_sink_added_by_a_reload_delivers_and_a_removed_one_stops() {
     assert!(sinks(url.clone()).await.is_empty());
     gw.terminate().await.unwrap();
 }
+
+/// Reloaded risk limits are durable the way the file is: a runtime
+/// override (SetRiskLimits) of the scope gives way to the reloaded value,
+/// and after a restart the file governs, so an edit made while the gateway
+/// was down is not masked by a stale override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_risk_limits_leave_the_file_in_charge_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let [port, http] = free_ports::<2>().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let state = format!("state_dir = \"{}\"\n", dir.path().join("state").display());
+    let base = state.clone() + &gateway_toml(port, http, 0, "");
+    std::fs::write(&path, &base).unwrap();
+    let mut gw = start_gateway(dir.path(), &path).await;
+    let url = gw.url();
+    admin_client(&url)
+        .await
+        .unwrap()
+        .set_risk_limits(gpb::SetRiskLimitsRequest {
+            engine_id: "e0".into(),
+            limits: Some(gpb::RiskLimits {
+                max_open_orders: Some(50),
+                ..Default::default()
+            }),
+            reason: "operator".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(risk_limits(&url, "e0").await.max_open_orders, Some(50));
+    write_atomically(
+        &path,
+        &base.replace("max_open_orders = 1000\n", "max_open_orders = 70\n"),
+    );
+    admin_client(&url)
+        .await
+        .unwrap()
+        .reload_config(gpb::ReloadConfigRequest {})
+        .await
+        .unwrap();
+    assert_eq!(risk_limits(&url, "e0").await.max_open_orders, Some(70));
+    gw.terminate().await.unwrap();
+
+    // Edited while the gateway is down: the file's value holds at start.
+    write_atomically(
+        &path,
+        &base.replace("max_open_orders = 1000\n", "max_open_orders = 80\n"),
+    );
+    let mut gw = start_gateway(dir.path(), &path).await;
+    assert_eq!(risk_limits(&gw.url(), "e0").await.max_open_orders, Some(80));
+    gw.terminate().await.unwrap();
+}
