@@ -346,6 +346,36 @@ async fn a_bad_field_changes_nothing_and_the_error_names_it() {
     assert!(e.message().contains("nothing changed"), "{e:?}");
     assert_eq!(field(&shown(&url).await, "engine_queue_limit").value, "64");
     assert_eq!(account_limits(&url).await.max_daily_loss, "");
+    // Raised as an event naming the field (no secret in it).
+    let failed = wait_until("a config_reload_failed event", WAIT, || {
+        let url = url.clone();
+        async move {
+            let mut s = admin_client(&url)
+                .await?
+                .stream_herd_events(gpb::StreamHerdEventsRequest {
+                    kinds: vec!["config_reload_failed".into()],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let mut got = Vec::new();
+            while let Some(e) = s.message().await? {
+                got.push(e);
+            }
+            Ok(got.into_iter().next())
+        }
+    })
+    .await
+    .unwrap();
+    let f = herd_proto::events::to_json(&failed);
+    assert!(
+        f["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("risk.account.max_daily_loss"),
+        "{f}"
+    );
+    assert!(!f.to_string().contains(ADMIN_TOKEN));
     // herdctl says the same and exits 1.
     let out = tokio::process::Command::new(bin_path("herdctl").unwrap())
         .args([
@@ -670,6 +700,36 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
         Vec::<&str>::new(),
         "the file on disk is invalid now: nothing to compare"
     );
+
+    // SIGHUP reloads the engine too (its file watcher is off here).
+    write_atomically(
+        &path,
+        &changed.replace(
+            "daily_loss_limit_usd = \"9\"\n",
+            "daily_loss_limit_usd = \"12\"\n",
+        ),
+    );
+    let pid = e0.proc.child.id().unwrap();
+    let status = tokio::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    wait_until("the engine's SIGHUP reload", WAIT, || {
+        let mut c = c.clone();
+        async move {
+            let s = c.get_status(epb::GetStatusRequest {}).await?.into_inner();
+            Ok((s.grid.unwrap_or_default().daily_loss_limit_usd == "12").then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        e0.proc.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the engine"
+    );
+    assert_eq!(open_ids(&gw_url, "e0").await, before);
     e0.proc.terminate().await.unwrap();
 }
 
