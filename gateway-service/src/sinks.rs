@@ -484,6 +484,14 @@ impl Supervisor {
     }
 }
 
+/// Workers never outlive their supervisor (a start that fails after the
+/// sinks started does not leave them running).
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
 /// The tables (created with the event log's).
 pub const DDL: &str = "CREATE TABLE IF NOT EXISTS sink_outbox (sink TEXT NOT NULL, \
      seq INTEGER NOT NULL, severity INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, \
