@@ -33,7 +33,7 @@ pub mod env {
 }
 
 /// Where the engine's regime reading comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RegimeSource {
     /// The HMM detector over the gateway's candles (the default).
@@ -50,7 +50,7 @@ pub use herd_proto::Secret;
 
 /// The whole engine configuration. Every table refuses unknown keys
 /// (`herd_proto::config` says which and suggests the closest).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// The engine's id; must match the gateway's entry for its token.
@@ -107,11 +107,19 @@ pub struct EngineConfig {
     /// The herd page on the gateway's admin port (`http://gateway:9100/`);
     /// the dashboard links it. Empty = no link.
     pub herd_dashboard_url: String,
+    /// The log filter ("info", "warn,herd_engine=debug"; tracing's
+    /// EnvFilter directives). Empty (the default) = `RUST_LOG`, else
+    /// "info". Live: a reload changes it at once.
+    pub log_level: String,
+    /// How often the config file is read for a change, which reloads it
+    /// (docs/config.md); 0 = never (SIGHUP and the ReloadConfig RPC still
+    /// reload). Restart-only.
+    pub config_poll_ms: u64,
 }
 
 /// What the reconcile step does with an open order at the venue that
 /// carries this engine's prefix but that its journal does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownOrderPolicy {
     /// Cancel it (the default): no strategy placed it from this journal, so
@@ -133,7 +141,7 @@ impl UnknownOrderPolicy {
 }
 
 /// `[reconcile]`: see docs/reconcile.md.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReconcileConfig {
     /// "cancel" (default) or "adopt" (env `HERD_RECONCILE_UNKNOWN_OPEN_ORDERS`).
@@ -165,6 +173,8 @@ impl Default for EngineConfig {
             shutdown_timeout_ms: 30_000,
             reconcile: ReconcileConfig::default(),
             herd_dashboard_url: String::new(),
+            log_level: String::new(),
+            config_poll_ms: herd_proto::reload::POLL_MS,
         }
     }
 }
@@ -174,8 +184,18 @@ pub use herd_proto::config::ConfigError;
 impl EngineConfig {
     /// Loads the file (if any), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<EngineConfig, ConfigError> {
+        EngineConfig::load_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// [`EngineConfig::load`] with the environment overrides read from
+    /// `overrides` (`config show` loads once without them to tell which
+    /// values came from the environment).
+    pub fn load_with(
+        path: Option<&Path>,
+        overrides: impl Fn(&str) -> Option<String>,
+    ) -> Result<EngineConfig, ConfigError> {
         let mut cfg: EngineConfig = herd_proto::config::read_toml(path)?;
-        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.apply_env(overrides)?;
         cfg.validate().map_err(|e| e.in_file(path))?;
         Ok(cfg)
     }
@@ -250,6 +270,9 @@ impl EngineConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        herd_proto::serving::check_log_level(&self.log_level)
+            .map_err(|e| ConfigError::Invalid(format!("log_level: {e}")))?;
+        herd_proto::reload::check_poll_ms(self.config_poll_ms).map_err(ConfigError::Invalid)?;
         let herd = &self.herd_dashboard_url;
         if !(herd.is_empty() || herd.starts_with("http://") || herd.starts_with("https://")) {
             return Err(ConfigError::Invalid(format!(

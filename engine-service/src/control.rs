@@ -567,6 +567,38 @@ impl pb::engine_server::Engine for ControlService {
             .map_err(Status::failed_precondition)
     }
 
+    async fn reload_config(
+        &self,
+        _req: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let Some(r) = self.shared.reloader.get() else {
+            return Err(Status::failed_precondition(
+                "this engine was started from code with no configuration to reload",
+            ));
+        };
+        let out = r
+            .reload(&self.shared, herd_proto::reload::Trigger::Rpc)
+            .await
+            .map_err(|e| Status::invalid_argument(format!("nothing changed: {e}")))?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            file: r.file(),
+            changes: out.changes.iter().map(crate::reload::change_pb).collect(),
+            message: out.message,
+        }))
+    }
+
+    async fn get_config(
+        &self,
+        _req: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::GetConfigResponse>, Status> {
+        let Some(r) = self.shared.reloader.get() else {
+            return Err(Status::failed_precondition(
+                "this engine was started from code; its configuration is not kept",
+            ));
+        };
+        Ok(Response::new(r.show().await))
+    }
+
     async fn set_funding_risk_limits(
         &self,
         req: Request<pb::SetFundingRiskLimitsRequest>,

@@ -173,6 +173,9 @@ pub struct Shared {
     ids: Mutex<IdGen>,
     /// The funding-rate orchestrator, when the engine runs one.
     pub funding: std::sync::OnceLock<Arc<crate::funding::FundingHandle>>,
+    /// The configuration reload (`crate::reload`), when the engine was
+    /// started with a config to reload.
+    pub reloader: std::sync::OnceLock<Arc<crate::reload::Reloader>>,
     /// Shutdown state: once draining, strategies place nothing new (their
     /// places fail back to them as on a paused engine) and ticks stop.
     pub drain: herd_proto::serving::Drain,
@@ -290,6 +293,7 @@ impl Shared {
             strategies: AsyncMutex::new(strategies),
             ids: Mutex::new(IdGen::new(now_ms())),
             funding: std::sync::OnceLock::new(),
+            reloader: std::sync::OnceLock::new(),
             drain: herd_proto::serving::Drain::new(),
             metrics: crate::metrics::EngineMetrics::new(),
             early_updates: Mutex::new(Some(Vec::new())),

@@ -25,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod reconcile;
 pub mod regime;
+pub mod reload;
 pub mod risk;
 pub mod store;
 pub mod view;
@@ -90,6 +91,23 @@ pub async fn run(
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_reloadable(cfg, strategies, None, on_ready, shutdown).await
+}
+
+/// [`run`] with the configuration's origin: SIGHUP, the `ReloadConfig`
+/// RPC and a change of the file reload it (`reload`; docs/config.md).
+/// Without an origin there is nothing to reload and `ReloadConfig`
+/// answers FAILED_PRECONDITION.
+pub async fn run_reloadable(
+    cfg: EngineConfig,
+    strategies: Vec<Box<dyn Strategy>>,
+    origin: Option<reload::Origin>,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if !cfg.log_level.is_empty() {
+        herd_proto::serving::set_log_level(&cfg.log_level).map_err(anyhow::Error::msg)?;
+    }
     let store = open_store(&cfg).await?;
     store.event_ids().set_engine(&cfg.id, clock::now_ms());
     events::record(
@@ -127,6 +145,12 @@ pub async fn run(
         tasks.spawn(orchestrator.run());
     }
     tasks.spawn(emergency_on_sigusr1(shared.clone()));
+    if let Some(origin) = origin {
+        let path = origin.path.clone();
+        let r = Arc::new(reload::Reloader::new(origin, cfg.clone(), clock::now_ms()));
+        let _ = shared.reloader.set(r.clone());
+        tasks.spawn(reload::run(shared.clone(), r, path, cfg.config_poll_ms));
+    }
     // Runs until the end of the shutdown: fills of in-flight orders and of the
     // funding shutdown policy's orders are still journaled.
     let event_stream = tokio::spawn(shared.clone().run_event_stream());

@@ -29,9 +29,14 @@ async fn serve() -> anyhow::Result<()> {
         cfg.listen = l;
     }
     let strategies = herd_engine::strategies_from_config(&cfg).await?;
-    herd_engine::run(
+    let origin = herd_engine::reload::Origin {
+        path: args.config.clone(),
+        listen: args.listen,
+    };
+    herd_engine::run_reloadable(
         cfg,
         strategies,
+        Some(origin),
         |addr| println!("herd-engine listening on {addr}"),
         herd_proto::serving::termination_signal(),
     )

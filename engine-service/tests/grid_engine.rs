@@ -1029,3 +1029,68 @@ async fn volatility_raises_the_exit_profit() {
     sim.tick().await;
     assert_eq!(sim.grid().profit_pct(), dec!(1.00));
 }
+
+/// A configuration reload hands the grid new parameters between two
+/// decisions (`Strategy::reconfigure`): working orders, slots and the
+/// ledger stay, the new values show at once and drive the next decision,
+/// and the restart-only fields (slot count, sticky slots, userref offsets)
+/// keep what the grid was built with.
+#[tokio::test]
+async fn reconfigure_keeps_state_and_applies_to_the_next_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("re.db").display());
+    let cfg = grid_cfg(1, SlotMode::Both);
+    let mut sim = Sim::new(
+        &url,
+        paper(0.0, 1),
+        Grid::new(cfg.clone(), "DOGEUSD", T0),
+        Vec::new(),
+    )
+    .await;
+    sim.tick().await;
+    let before: Vec<String> = sim
+        .ex
+        .open_orders()
+        .iter()
+        .map(|o| o.client_order_id.clone())
+        .collect();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    let mut new = cfg.clone();
+    new.slot.order_size_usd = dec!(4);
+    new.daily_loss_limit_usd = dec!(9);
+    new.mode = SlotMode::LongOnly;
+    new.slots = 5;
+    new.sticky = vec![0];
+    new.userref_offset = 300;
+    let rangers = RangerConfig::default();
+    let params = herd_strategies::strategy::Params {
+        rangers: &rangers,
+        grid: &new,
+    };
+    let actions = sim.grid.reconfigure(&params, sim.now);
+    assert!(actions.is_empty(), "{actions:?}");
+    // Nothing was dropped: the same orders are open, the slots are the same.
+    let after: Vec<String> = sim
+        .ex
+        .open_orders()
+        .iter()
+        .map(|o| o.client_order_id.clone())
+        .collect();
+    assert_eq!(after, before);
+    let st = sim.grid().status_block(sim.now);
+    assert_eq!(st.slots.len(), 1, "the slot count is restart-only");
+    assert!(!st.slots[0].sticky, "sticky slots are restart-only");
+    assert_eq!(st.daily_loss_limit_usd, dec!(9));
+    assert!(st.slots.iter().all(|s| s.order_size_usd == dec!(4)));
+    // The next decision uses the new mode: the sell entries go.
+    sim.now += S;
+    sim.tick().await;
+    let open = sim.ex.open_orders();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].side, herd_venue::Side::Buy);
+    assert!(
+        before.contains(&open[0].client_order_id),
+        "the buy entry stays"
+    );
+}

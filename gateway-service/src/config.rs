@@ -23,7 +23,7 @@ pub mod env {
 pub use herd_proto::Secret;
 
 /// Which venue the gateway trades on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum VenueKind {
     #[default]
@@ -35,7 +35,7 @@ pub enum VenueKind {
 }
 
 /// One engine allowed to use the gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineEntry {
     pub id: String,
@@ -79,10 +79,11 @@ impl EngineEntry {
 /// The paper venue's knobs. Read through [`PaperSectionFile`]:
 /// `#[serde(flatten)]` of the exchange's config would let unknown keys pass
 /// silently and cannot be combined with `deny_unknown_fields`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 #[serde(from = "PaperSectionFile")]
 pub struct PaperSection {
     /// The matching core's config; its keys sit in `[paper]` itself.
+    #[serde(flatten)]
     pub exchange: PaperConfig,
     /// Milliseconds between price-path steps.
     pub step_ms: u64,
@@ -169,7 +170,7 @@ impl From<PaperSectionFile> for PaperSection {
 /// engine has its event stream connected the gateway re-arms it every
 /// `refresh_s` with `timeout_s`; when every engine is gone it lapses and the
 /// venue cancels all open orders of the key.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadMansSwitch {
     /// None = on for venues that have one (Kraken), off for paper.
@@ -203,7 +204,7 @@ impl DeadMansSwitch {
 
 /// The whole gateway configuration. Every table refuses unknown keys
 /// (`herd_proto::config` says which and suggests the closest).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
@@ -264,10 +265,18 @@ pub struct GatewayConfig {
     /// (`crate::lease::LeaseConfig`; deploy/README.md, "One active gateway
     /// per key"). Unset = no Lease: `state_dir` is locked instead.
     pub lease: Option<crate::lease::LeaseConfig>,
+    /// The log filter ("info", "warn,herd_gateway=debug"; tracing's
+    /// EnvFilter directives). Empty (the default) = `RUST_LOG`, else
+    /// "info". Live: a reload changes it at once.
+    pub log_level: String,
+    /// How often the config file is read for a change, which reloads it
+    /// (docs/config.md); 0 = never (SIGHUP and the ReloadConfig RPC still
+    /// reload). Restart-only.
+    pub config_poll_ms: u64,
 }
 
 /// `[dashboard]`: links from the herd page to each engine's own page.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DashboardConfig {
     /// Engine id -> the URL of its dashboard (`http://...` or `https://...`).
@@ -300,6 +309,8 @@ impl Default for GatewayConfig {
             dashboard: DashboardConfig::default(),
             events: crate::events::EventsConfig::default(),
             lease: None,
+            log_level: String::new(),
+            config_poll_ms: herd_proto::reload::POLL_MS,
         }
     }
 }
@@ -309,8 +320,19 @@ pub use herd_proto::config::ConfigError;
 impl GatewayConfig {
     /// Loads the file (if any), applies environment overrides and validates.
     pub fn load(path: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::load_with(path, |k| std::env::var(k).ok())
+    }
+
+    /// [`GatewayConfig::load`] with the `HERD_GATEWAY_*` overrides read
+    /// from `overrides` (`config show` loads once without them to tell
+    /// which values came from the environment). Sinks still read their
+    /// secrets' variables from the environment.
+    pub fn load_with(
+        path: Option<&Path>,
+        overrides: impl Fn(&str) -> Option<String>,
+    ) -> Result<GatewayConfig, ConfigError> {
         let mut cfg: GatewayConfig = herd_proto::config::read_toml(path)?;
-        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.apply_env(overrides)?;
         cfg.resolve_token_files()?;
         if let Some(lease) = &mut cfg.lease {
             lease
@@ -377,6 +399,9 @@ impl GatewayConfig {
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        herd_proto::serving::check_log_level(&self.log_level)
+            .map_err(|e| ConfigError::Invalid(format!("log_level: {e}")))?;
+        herd_proto::reload::check_poll_ms(self.config_poll_ms).map_err(ConfigError::Invalid)?;
         for (id, url) in &self.dashboard.engine_urls {
             if !self.engines.iter().any(|e| &e.id == id) {
                 return Err(ConfigError::Invalid(format!(

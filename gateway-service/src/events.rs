@@ -32,7 +32,7 @@ use tonic::Status;
 pub const DB_FILE: &str = "risk.sqlite";
 
 /// `[events]` in the gateway config.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
     /// The log keeps at most this many events (oldest go first).
@@ -76,6 +76,9 @@ pub struct EventLog {
     incarnation: String,
     counter: AtomicU64,
     throttle: std::sync::Mutex<HashMap<String, i64>>,
+    /// The sinks the writer queues for; a configuration reload replaces
+    /// them ([`EventLog::set_routes`]).
+    routes: Arc<std::sync::RwLock<Vec<crate::sinks::Route>>>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -158,14 +161,26 @@ impl EventLog {
             incarnation: incarnation.to_string(),
             counter: AtomicU64::new(0),
             throttle: std::sync::Mutex::new(HashMap::new()),
+            routes: Arc::new(std::sync::RwLock::new(routes)),
         });
         let retention = Retention {
             max_count: i64::try_from(cfg.max_count.max(1)).unwrap_or(i64::MAX),
             max_age_ms: i64::try_from(cfg.max_age_hours.saturating_mul(3_600_000))
                 .unwrap_or(i64::MAX),
         };
-        tokio::spawn(writer(pool, rx, log.last.clone(), retention, routes));
+        tokio::spawn(writer(
+            pool,
+            rx,
+            log.last.clone(),
+            retention,
+            log.routes.clone(),
+        ));
         Ok(log)
+    }
+
+    /// The sinks events are queued for from the next write on (a reload).
+    pub fn set_routes(&self, routes: Vec<crate::sinks::Route>) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
     }
 
     /// The database (sink workers share it).
@@ -260,10 +275,11 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     last: watch::Sender<u64>,
     retention: Retention,
-    routes: Vec<crate::sinks::Route>,
+    routes: Arc<std::sync::RwLock<Vec<crate::sinks::Route>>>,
 ) {
     let mut writes = 0u64;
     while let Some(mut batch) = crate::risk_store::next_batch(&mut rx).await {
+        let routes = routes.read().unwrap_or_else(|p| p.into_inner()).clone();
         // Prune about every hundred commits, and on the first.
         let prune = writes.is_multiple_of(100);
         writes += 1;

@@ -191,6 +191,34 @@ impl FairQueue {
         })
     }
 
+    /// A configuration reload: new slots, per-engine queue limit and
+    /// weights, applied to the next grant. Queued calls keep their place;
+    /// virtual clocks stay (a new weight changes how fast they advance from
+    /// now on). A lower queue limit refuses new calls only: none waiting is
+    /// dropped.
+    pub fn reconfigure(&self, slots: usize, queue_limit: usize, weights: &[(String, u32)]) {
+        let mut st = self.lock();
+        st.slots = slots.max(1);
+        st.queue_limit = queue_limit.max(1);
+        for (id, w) in weights {
+            st.participants.entry(id.clone()).or_default().weight = f64::from((*w).max(1));
+        }
+        grant(&mut st);
+    }
+
+    /// (slots, queue limit, weight per participant sorted by id): what the
+    /// queue runs with now.
+    pub fn settings(&self) -> (usize, usize, Vec<(String, f64)>) {
+        let st = self.lock();
+        let mut w: Vec<(String, f64)> = st
+            .participants
+            .iter()
+            .map(|(k, p)| (k.clone(), p.weight))
+            .collect();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        (st.slots, st.queue_limit, w)
+    }
+
     /// Calls granted per participant so far.
     pub fn granted(&self) -> Vec<(String, u64)> {
         let st = self.lock();
@@ -377,5 +405,50 @@ mod tests {
         for w in waiting {
             w.await.unwrap().unwrap();
         }
+    }
+
+    /// A reload's new weights change the shares of the calls granted from
+    /// then on, with callers waiting all along (nothing dropped).
+    #[tokio::test(start_paused = true)]
+    async fn reconfigure_changes_shares_of_later_grants() {
+        let q = FairQueue::new(1, 10_000, &[("a".into(), 1), ("b".into(), 1)]);
+        let mut tasks = Vec::new();
+        for id in ["a", "b"] {
+            for _ in 0..20 {
+                let q = q.clone();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let _permit = q.acquire(id, Priority::Query).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }));
+            }
+        }
+        let wait_for = |n: u64| {
+            let q = q.clone();
+            async move {
+                while q.granted().iter().map(|(_, g)| g).sum::<u64>() < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                (q.granted_to("a"), q.granted_to("b"))
+            }
+        };
+        let (a0, b0) = wait_for(1000).await;
+        q.reconfigure(1, 64, &[("a".into(), 3), ("b".into(), 1)]);
+        let (slots, limit, weights) = q.settings();
+        assert_eq!((slots, limit), (1, 64));
+        assert_eq!(
+            weights,
+            vec![("a".to_string(), 3.0), ("b".to_string(), 1.0)]
+        );
+        let (a1, b1) = wait_for(a0 + b0 + 4000).await;
+        for t in tasks {
+            t.abort();
+        }
+        let share = (a1 - a0) as f64 / ((a1 - a0) + (b1 - b0)) as f64;
+        assert!(
+            (share - 0.75).abs() < 0.03,
+            "a's share after the reload: {share}"
+        );
     }
 }

@@ -22,7 +22,7 @@ use herd_venue::{ClockReading, KeyInfo, KeyPolicy, Venue, VenueError};
 use serde::Deserialize;
 
 /// `[key_check]` in the gateway's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyCheckConfig {
     /// Run with a key that can withdraw funds (a warning at every check).

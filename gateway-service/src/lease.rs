@@ -67,7 +67,7 @@ pub const IDENTITY_ENV: [&str; 2] = ["POD_NAME", "HOSTNAME"];
 pub const LOCK_FILE: &str = "gateway.lock";
 
 /// `[lease]`: take a Kubernetes Lease before any venue call (present = on).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseConfig {
     /// The Lease's name: one per API key (every gateway on the key names the

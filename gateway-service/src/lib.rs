@@ -30,6 +30,7 @@ pub mod pnl;
 pub mod poller;
 pub mod recovery;
 pub mod registry;
+pub mod reload;
 pub mod risk;
 pub mod risk_store;
 pub mod service;
@@ -67,13 +68,29 @@ fn new_incarnation(clock: &dyn Clock) -> String {
 /// `shutdown_timeout_ms` (the process exits non-zero). `on_ready` gets the
 /// address actually bound (useful with port 0).
 pub async fn run(
+    cfg: GatewayConfig,
+    on_ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_reloadable(cfg, None, on_ready, shutdown).await
+}
+
+/// [`run`] with the configuration's origin: SIGHUP, the `ReloadConfig`
+/// RPC and a change of the file reload it (`reload`; docs/config.md).
+/// Without an origin (a gateway run from code) there is nothing to reload
+/// and `ReloadConfig` answers FAILED_PRECONDITION.
+pub async fn run_reloadable(
     mut cfg: GatewayConfig,
+    origin: Option<reload::Origin>,
     on_ready: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // `load` validates too; a config built in code must pass the same rules
     // (above all: no engine's order prefix begins another's).
     cfg.validate()?;
+    if !cfg.log_level.is_empty() {
+        herd_proto::serving::set_log_level(&cfg.log_level).map_err(anyhow::Error::msg)?;
+    }
     // One active gateway per key (lease.rs): with [lease], a standby until
     // this process holds the Lease; else the state_dir lock. Nothing before
     // this opens state or builds the venue, and every venue call below goes
@@ -119,48 +136,18 @@ pub async fn run(
         cfg.engines.iter().map(|e| e.id.as_str()),
     ));
     let incarnation = new_incarnation(clock.as_ref());
-    let sink_stats: sinks::Stats = Arc::new(
-        cfg.events
-            .sinks
-            .iter()
-            .map(|s| (s.name.clone(), Arc::new(sinks::SinkStats::default())))
-            .collect(),
-    );
-    let routes = cfg
-        .events
-        .sinks
-        .iter()
-        .filter_map(|s| {
-            Some(sinks::Route {
-                name: s.name.clone(),
-                filter: s.filter(),
-                queue_limit: i64::try_from(s.queue_limit).unwrap_or(i64::MAX),
-                stats: sink_stats.get(&s.name)?.clone(),
-            })
-        })
-        .collect();
+    let sink_stats = sinks::stats_for(&cfg.events.sinks, None);
+    let routes = sinks::routes_for(&cfg.events.sinks, &sink_stats);
     let event_log =
         events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation, routes)
             .await
             .context("opening the herd event log")?;
-    let mut sink_tasks = tokio::task::JoinSet::new();
     let http = reqwest::Client::builder()
         .build()
         .context("building the sinks' HTTP client")?;
-    for s in &cfg.events.sinks {
-        if let Some(stats) = sink_stats.get(&s.name) {
-            sink_tasks.spawn(
-                sinks::Worker {
-                    cfg: s.clone(),
-                    pool: event_log.pool().clone(),
-                    stats: stats.clone(),
-                    wake: event_log.subscribe(),
-                    http: http.clone(),
-                }
-                .run(),
-            );
-        }
-    }
+    // One delivery task per sink; a reload restarts the changed ones.
+    let sink_workers = Arc::new(sinks::Supervisor::new(event_log.clone(), http));
+    sink_workers.apply(&cfg.events.sinks, &sink_stats);
     let emitter = events::Emitter::new(event_log.clone());
     events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
     let venue = hold.fence_venue(metrics::MeteredVenue::wrap_with_events(
@@ -196,19 +183,11 @@ pub async fn run(
         .iter()
         .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
         .collect();
-    let mut weights: Vec<(String, u32)> = cfg
-        .engines
-        .iter()
-        .map(|e| (e.id.clone(), e.weight))
-        .collect();
-    let engine_weight: u32 = weights.iter().map(|(_, w)| *w).sum();
-    let poller_weight = if cfg.poller_weight == 0 {
-        (engine_weight / 2).max(1)
-    } else {
-        cfg.poller_weight
-    };
-    weights.push((poller::POLLER.to_string(), poller_weight));
-    let fair = fair::FairQueue::new(cfg.venue_slots, cfg.engine_queue_limit, &weights);
+    let fair = fair::FairQueue::new(
+        cfg.venue_slots,
+        cfg.engine_queue_limit,
+        &reload::fair_weights(&cfg),
+    );
     let mut core = Core::new(
         venue.clone(),
         paper.clone(),
@@ -235,8 +214,24 @@ pub async fn run(
         .await
         .context("opening the fills ledger")?;
     core = core.with_ledger(Arc::new(ledger));
+    let reloader = origin.map(|origin| {
+        let path = origin.path.clone();
+        let r = Arc::new(reload::Reloader::new(
+            origin,
+            cfg.clone(),
+            sink_workers.clone(),
+            core.clock.now_ms(),
+        ));
+        (r, path)
+    });
+    if let Some((r, _)) = &reloader {
+        core = core.with_reloader(r.clone());
+    }
     let core = Arc::new(core);
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some((r, path)) = reloader {
+        tasks.spawn(reload::run(core.clone(), r, path, cfg.config_poll_ms));
+    }
     tasks.spawn(core.clone().run_kills());
     tasks.spawn(events::watch_budget(core.clone()));
     tasks.spawn(events::watch_engines(
@@ -373,7 +368,7 @@ pub async fn run(
         },
     ));
     event_log.flush().await;
-    sink_tasks.abort_all();
+    sink_workers.stop_all();
     event_log.close().await;
     if let Some(store) = &core.risk_store {
         store.close().await;

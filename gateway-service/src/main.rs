@@ -28,8 +28,13 @@ async fn serve() -> anyhow::Result<()> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
-    herd_gateway::run(
+    let origin = herd_gateway::reload::Origin {
+        path: args.config.clone(),
+        listen: args.listen,
+    };
+    herd_gateway::run_reloadable(
         cfg,
+        Some(origin),
         // The readiness line tests and herdctl wait for.
         |addr| println!("herd-gateway listening on {addr}"),
         herd_proto::serving::termination_signal(),

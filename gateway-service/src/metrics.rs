@@ -680,7 +680,7 @@ impl StateGauges {
                     .collect()
             },
             sinks: core
-                .sinks
+                .sinks_now()
                 .1
                 .iter()
                 .map(|(name, s)| {

@@ -296,7 +296,7 @@ impl Limits {
 }
 
 /// `[risk]` of the gateway config.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RiskConfig {
     /// Limits on the sum of every engine's orders and fills.

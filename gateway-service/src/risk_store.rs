@@ -136,6 +136,16 @@ impl RiskStore {
         Ok(())
     }
 
+    /// Forgets the runtime limits of a scope: the configured ones govern it
+    /// again from the next start (a configuration reload that changed them).
+    pub async fn clear_limits(&self, engine: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM risk_limits WHERE scope = ?")
+            .bind(scope(engine))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Loads states, runtime limits and day totals into `risk` (scopes of
     /// engines no longer configured are skipped, with a warning).
     pub async fn restore(&self, risk: &Risk) -> anyhow::Result<()> {

@@ -141,8 +141,12 @@ pub struct Core {
     pub ledger: Option<Arc<crate::fills::Ledger>>,
     /// The herd's event feed (`crate::events`).
     pub events: crate::events::Emitter,
-    /// The configured sinks and their counters (`crate::sinks`).
-    pub sinks: (Vec<crate::sinks::SinkConfig>, crate::sinks::Stats),
+    /// The configured sinks and their counters (`crate::sinks`); a
+    /// configuration reload replaces them.
+    pub sinks: std::sync::RwLock<(Vec<crate::sinks::SinkConfig>, crate::sinks::Stats)>,
+    /// The configuration reload (`crate::reload`); None for a gateway run
+    /// from code without a config to reload.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// Kill actions (cancel all, flatten) a breach asked for, carried out
     /// by [`Core::run_kills`].
     kills: mpsc::UnboundedSender<Kill>,
@@ -188,6 +192,7 @@ impl Core {
             ledger: None,
             events: crate::events::Emitter::default(),
             sinks: Default::default(),
+            reloader: None,
             kills,
             kill_rx: std::sync::Mutex::new(Some(kill_rx)),
             venue,
@@ -246,7 +251,18 @@ impl Core {
         sinks: Vec<crate::sinks::SinkConfig>,
         stats: crate::sinks::Stats,
     ) -> Core {
-        self.sinks = (sinks, stats);
+        self.sinks = std::sync::RwLock::new((sinks, stats));
+        self
+    }
+
+    /// The sinks and counters in force now.
+    pub fn sinks_now(&self) -> (Vec<crate::sinks::SinkConfig>, crate::sinks::Stats) {
+        self.sinks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads of the configuration go through `reloader`.
+    pub fn with_reloader(mut self, reloader: Arc<crate::reload::Reloader>) -> Core {
+        self.reloader = Some(reloader);
         self
     }
 
@@ -1365,6 +1381,38 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         Ok(Response::new(Box::pin(s) as HerdEventStream))
     }
 
+    async fn reload_config(
+        &self,
+        _req: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let Some(r) = &self.core.reloader else {
+            return Err(Status::failed_precondition(
+                "this gateway was started from code with no configuration to reload",
+            ));
+        };
+        let out = r
+            .reload(&self.core, herd_proto::reload::Trigger::Rpc)
+            .await
+            .map_err(|e| Status::invalid_argument(format!("nothing changed: {e}")))?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            file: r.file(),
+            changes: out.changes.iter().map(crate::reload::change_pb).collect(),
+            message: out.message,
+        }))
+    }
+
+    async fn get_config(
+        &self,
+        _req: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::GetConfigResponse>, Status> {
+        let Some(r) = &self.core.reloader else {
+            return Err(Status::failed_precondition(
+                "this gateway was started from code; its configuration is not kept",
+            ));
+        };
+        Ok(Response::new(r.show().await))
+    }
+
     async fn list_event_sinks(
         &self,
         _req: Request<pb::ListEventSinksRequest>,
@@ -1372,9 +1420,9 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         let Some(log) = self.core.events.log() else {
             return Ok(Response::new(pb::ListEventSinksResponse::default()));
         };
-        let (cfgs, stats) = &self.core.sinks;
+        let (cfgs, stats) = self.core.sinks_now();
         let mut sinks = Vec::new();
-        for c in cfgs {
+        for c in &cfgs {
             let (pending, dead) = crate::sinks::counts(log.pool(), &c.name)
                 .await
                 .map_err(|e| Status::internal(format!("sink outbox: {e}")))?;
@@ -1408,7 +1456,7 @@ impl pb::gateway_admin_server::GatewayAdmin for AdminService {
         req: Request<pb::RedeliverDeadLettersRequest>,
     ) -> Result<Response<pb::RedeliverDeadLettersResponse>, Status> {
         let sink = req.into_inner().sink;
-        let (cfgs, _) = &self.core.sinks;
+        let (cfgs, _) = self.core.sinks_now();
         if sink.is_empty() {
             return Err(Status::invalid_argument("sink: required (a sink's name)"));
         }

@@ -30,7 +30,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::watch;
 
 /// What a sink speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Webhook,
@@ -56,7 +56,7 @@ impl SinkKind {
 }
 
 /// One `[[events.sinks]]` table.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Unique; names the sink in metrics, `herdctl events --sinks` and errors.
@@ -122,12 +122,12 @@ pub struct SinkConfig {
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
     /// Resolved at load from url/url_file, secret_*, token_*.
-    #[serde(skip)]
+    #[serde(skip_deserializing)]
     pub resolved: Resolved,
 }
 
 /// Secrets read at start (never printed).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize)]
 pub struct Resolved {
     pub url: Secret,
     pub secret: Option<Secret>,
@@ -369,6 +369,127 @@ pub struct Route {
     pub filter: Filter,
     pub queue_limit: i64,
     pub stats: Arc<SinkStats>,
+}
+
+/// Counters for `sinks`: a sink that was in `old` keeps its counters.
+pub fn stats_for(sinks: &[SinkConfig], old: Option<&Stats>) -> Stats {
+    Arc::new(
+        sinks
+            .iter()
+            .map(|s| {
+                let kept = old.and_then(|o| o.get(&s.name)).cloned();
+                (s.name.clone(), kept.unwrap_or_default())
+            })
+            .collect(),
+    )
+}
+
+/// What the log's writer queues for `sinks`.
+pub fn routes_for(sinks: &[SinkConfig], stats: &Stats) -> Vec<Route> {
+    sinks
+        .iter()
+        .filter_map(|s| {
+            Some(Route {
+                name: s.name.clone(),
+                filter: s.filter(),
+                queue_limit: i64::try_from(s.queue_limit).unwrap_or(i64::MAX),
+                stats: stats.get(&s.name)?.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The delivery task of every configured sink. A configuration reload
+/// ([`Supervisor::apply`]) restarts the sinks whose table changed (secrets
+/// read from files and the environment included), starts new ones and
+/// stops removed ones; the others go on untouched. A restarted sink resumes
+/// from its durable outbox, so nothing queued is lost; a removed sink's
+/// outbox stays in the file (it resumes if the sink comes back).
+pub struct Supervisor {
+    log: Arc<crate::events::EventLog>,
+    http: reqwest::Client,
+    running: std::sync::Mutex<BTreeMap<String, (serde_json::Value, tokio::task::AbortHandle)>>,
+}
+
+/// What [`Supervisor::apply`] did, by sink name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub started: Vec<String>,
+    pub restarted: Vec<String>,
+    pub stopped: Vec<String>,
+}
+
+impl Supervisor {
+    pub fn new(log: Arc<crate::events::EventLog>, http: reqwest::Client) -> Supervisor {
+        Supervisor {
+            log,
+            http,
+            running: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Makes the running workers those of `sinks` (with `stats`), and the
+    /// log's routes theirs.
+    pub fn apply(&self, sinks: &[SinkConfig], stats: &Stats) -> Applied {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut done = Applied::default();
+        let wanted: std::collections::BTreeSet<&str> =
+            sinks.iter().map(|s| s.name.as_str()).collect();
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some((_, task)) = running.remove(&name) {
+                task.abort();
+            }
+            done.stopped.push(name);
+        }
+        for s in sinks {
+            let shape = serde_json::to_value(s).unwrap_or_default();
+            match running.get(&s.name) {
+                Some((old, _)) if *old == shape => continue,
+                Some((_, task)) => {
+                    task.abort();
+                    done.restarted.push(s.name.clone());
+                }
+                None => done.started.push(s.name.clone()),
+            }
+            let Some(st) = stats.get(&s.name) else {
+                continue;
+            };
+            let task = tokio::spawn(
+                Worker {
+                    cfg: s.clone(),
+                    pool: self.log.pool().clone(),
+                    stats: st.clone(),
+                    wake: self.log.subscribe(),
+                    http: self.http.clone(),
+                }
+                .run(),
+            );
+            running.insert(s.name.clone(), (shape, task.abort_handle()));
+        }
+        self.log.set_routes(routes_for(sinks, stats));
+        done
+    }
+
+    /// Stops every worker (shutdown, after the log's last flush).
+    pub fn stop_all(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, (_, task)) in std::mem::take(&mut *running) {
+            task.abort();
+        }
+    }
+}
+
+/// Workers never outlive their supervisor (a start that fails after the
+/// sinks started does not leave them running).
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
 }
 
 /// The tables (created with the event log's).

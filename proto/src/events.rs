@@ -29,6 +29,12 @@ pub mod kind {
     pub const DMS_REFRESH_FAILED: &str = "dms_refresh_failed";
     pub const GATEWAY_STARTED: &str = "gateway_started";
     pub const GATEWAY_STOPPED: &str = "gateway_stopped";
+    /// A configuration reload (gateway or engine: SIGHUP, the ReloadConfig
+    /// RPC or a change of the file) that found changes; `live_changed`,
+    /// `restart_pending`, `paths`.
+    pub const CONFIG_RELOADED: &str = "config_reloaded";
+    /// A reload refused because the new file is invalid (nothing changed).
+    pub const CONFIG_RELOAD_FAILED: &str = "config_reload_failed";
 
     pub const ENGINE_STARTED: &str = "engine_started";
     pub const ENGINE_STOPPED: &str = "engine_stopped";

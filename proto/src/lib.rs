@@ -27,6 +27,7 @@ pub mod config;
 pub mod events;
 pub mod json;
 pub mod prom;
+pub mod reload;
 pub mod report;
 pub mod secret;
 pub mod serving;

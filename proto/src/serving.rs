@@ -101,10 +101,52 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The filter sits behind a reload handle: `log_level` is a live field
+    // of both services' configs (set_log_filter).
     if json {
-        builder.json().init();
-    } else {
+        let builder = builder.json().with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = LOG_FILTER.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
         builder.init();
+    } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        let _ = LOG_FILTER.set(Box::new(move |f| {
+            handle.reload(f).map_err(|e| e.to_string())
+        }));
+        builder.init();
+    }
+}
+
+type FilterSetter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the log filter of [`init_tracing`]'s subscriber.
+static LOG_FILTER: std::sync::OnceLock<FilterSetter> = std::sync::OnceLock::new();
+
+/// The filter a `log_level` setting means: its directives ("info",
+/// "warn,herd_gateway=debug"); empty = `RUST_LOG`, else "info".
+fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    use tracing_subscriber::EnvFilter;
+    if level.trim().is_empty() {
+        return Ok(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    }
+    EnvFilter::try_new(level.trim()).map_err(|e| format!("{:?} is not a log filter: {e}", level))
+}
+
+/// Checks a `log_level` setting (config validation).
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    log_filter(level).map(|_| ())
+}
+
+/// Applies a `log_level` setting to the running subscriber (a no-op when
+/// tracing was not set up by [`init_tracing`], as in tests).
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    let filter = log_filter(level)?;
+    match LOG_FILTER.get() {
+        Some(set) => set(filter),
+        None => Ok(()),
     }
 }
 

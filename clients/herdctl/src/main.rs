@@ -184,6 +184,12 @@ enum Cmd {
     /// paper matching core in simulated time, and write a report (JSON,
     /// fills CSV, SVG charts, one HTML page). See docs/backtest.md.
     Backtest(backtest::BacktestArgs),
+    /// The running configuration of the gateway or an engine, and reloading
+    /// it without a restart (docs/config.md).
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
     /// Run the gateway in this process (used by `up`).
     #[command(hide = true)]
     Gateway {
@@ -196,6 +202,33 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Reload the config file now (as SIGHUP and a change of the file do):
+    /// live fields apply at once, restart-only changes are listed and not
+    /// applied. An invalid file changes nothing and exits 1 naming the file,
+    /// field and problem.
+    Reload {
+        #[command(subcommand)]
+        target: ConfigTarget,
+    },
+    /// The running configuration: every field with its value (secrets
+    /// REDACTED), source (file, env, default) and class (live or
+    /// restart-only), then the file's changes that wait for a restart.
+    Show {
+        #[command(subcommand)]
+        target: ConfigTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigTarget {
+    /// The gateway (admin token).
+    Gateway(GatewayArgs),
+    /// An engine (its control token).
+    Engine(EngineArgs),
 }
 
 /// Which book a risk command acts on: one engine, or the account.
@@ -630,6 +663,12 @@ fn target_of(cmd: &Cmd) -> Option<errors::Target> {
         }
         | Cmd::Fills { g, .. }
         | Cmd::Pnl { g, .. } => gateway(g, errors::Service::Admin, "admin.token"),
+        Cmd::Config {
+            action: ConfigCmd::Reload { target } | ConfigCmd::Show { target },
+        } => match target {
+            ConfigTarget::Gateway(g) => gateway(g, errors::Service::Admin, "admin.token"),
+            ConfigTarget::Engine(e) => engine(e),
+        },
     })
 }
 
@@ -953,12 +992,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             render::regime(&candles, &timeframe, output == Output::Json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Config { action } => config_cmd(action).await,
         Cmd::Gateway { config } => {
             up::child_of_up()?;
             herd_gateway::init_tracing();
             let cfg = herd_gateway::config::GatewayConfig::load(Some(&config))?;
-            herd_gateway::run(
+            let origin = herd_gateway::reload::Origin {
+                path: Some(config),
+                listen: None,
+            };
+            herd_gateway::run_reloadable(
                 cfg,
+                Some(origin),
                 |addr| println!("herd-gateway listening on {addr}"),
                 herd_proto::serving::termination_signal(),
             )
@@ -970,9 +1015,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             herd_engine::init_tracing();
             let cfg = herd_engine::config::EngineConfig::load(Some(&config))?;
             let strategies = herd_engine::strategies_from_config(&cfg).await?;
-            herd_engine::run(
+            let origin = herd_engine::reload::Origin {
+                path: Some(config),
+                listen: None,
+            };
+            herd_engine::run_reloadable(
                 cfg,
                 strategies,
+                Some(origin),
                 |addr| println!("herd-engine listening on {addr}"),
                 herd_proto::serving::termination_signal(),
             )
@@ -980,6 +1030,230 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One configuration change as herdctl shows it (gateway and engine alike).
+struct ChangeRow {
+    path: String,
+    before: String,
+    after: String,
+    live: bool,
+    applied: bool,
+}
+
+/// One field of `config show`.
+struct FieldRow {
+    path: String,
+    value: String,
+    source: String,
+    live: bool,
+}
+
+fn class_word(live: bool) -> &'static str {
+    if live { "live" } else { "restart-only" }
+}
+
+fn changes_json(rows: &[ChangeRow]) -> serde_json::Value {
+    rows.iter()
+        .map(|c| {
+            serde_json::json!({
+                "path": c.path, "before": c.before, "after": c.after,
+                "class": class_word(c.live), "applied": c.applied,
+            })
+        })
+        .collect()
+}
+
+fn changes_table(rows: &[ChangeRow]) -> String {
+    let mut out = String::new();
+    for c in rows {
+        let state = if c.applied {
+            "applied"
+        } else if c.live {
+            "NOT applied"
+        } else {
+            "restart-only: not applied"
+        };
+        let show = |v: &str| {
+            if v.is_empty() {
+                "(absent)".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        out.push_str(&format!(
+            "  {}: {} -> {}  [{state}]\n",
+            c.path,
+            show(&c.before),
+            show(&c.after)
+        ));
+    }
+    out
+}
+
+fn print_reload(
+    file: &str,
+    message: &str,
+    rows: &[ChangeRow],
+    output: Output,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "file": file, "message": message, "changes": changes_json(rows),
+            }))?
+        ),
+        Output::Table => {
+            println!(
+                "reloaded {}: {message}",
+                if file.is_empty() { "(no file)" } else { file }
+            );
+            print!("{}", changes_table(rows));
+        }
+    }
+    Ok(())
+}
+
+fn print_show(
+    file: &str,
+    fields: &[FieldRow],
+    pending: &[ChangeRow],
+    output: Output,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => {
+            let fields: serde_json::Value = fields
+                .iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "path": f.path, "value": f.value, "source": f.source,
+                        "class": class_word(f.live),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "file": file, "fields": fields, "pending_restart": changes_json(pending),
+                }))?
+            );
+        }
+        Output::Table => {
+            println!(
+                "config file: {}",
+                if file.is_empty() { "(none)" } else { file }
+            );
+            let width = fields
+                .iter()
+                .map(|f| f.path.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            println!("{:width$}  {:7}  {:12}  VALUE", "FIELD", "SOURCE", "CLASS");
+            for f in fields {
+                println!(
+                    "{:width$}  {:7}  {:12}  {}",
+                    f.path,
+                    f.source,
+                    class_word(f.live),
+                    f.value
+                );
+            }
+            if !pending.is_empty() {
+                println!("changed in the file, waiting for a restart:");
+                print!("{}", changes_table(pending));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn config_cmd(action: ConfigCmd) -> anyhow::Result<ExitCode> {
+    let connect = |e: &EngineArgs| {
+        let t = token(e.token.clone(), e.token_file.clone(), "control.token");
+        let url = e.engine.clone();
+        async move { client::engine(&url, &t?).await }
+    };
+    let gw_rows = |v: Vec<gpb::ConfigChange>| -> Vec<ChangeRow> {
+        v.into_iter()
+            .map(|c| ChangeRow {
+                path: c.path,
+                before: c.before,
+                after: c.after,
+                live: c.live,
+                applied: c.applied,
+            })
+            .collect()
+    };
+    let en_rows = |v: Vec<epb::ConfigChange>| -> Vec<ChangeRow> {
+        v.into_iter()
+            .map(|c| ChangeRow {
+                path: c.path,
+                before: c.before,
+                after: c.after,
+                live: c.live,
+                applied: c.applied,
+            })
+            .collect()
+    };
+    match action {
+        ConfigCmd::Reload {
+            target: ConfigTarget::Gateway(g),
+        } => {
+            let mut c = risk_admin(&g).await?;
+            let r = c
+                .reload_config(gpb::ReloadConfigRequest {})
+                .await?
+                .into_inner();
+            print_reload(&r.file, &r.message, &gw_rows(r.changes), g.output)?;
+        }
+        ConfigCmd::Reload {
+            target: ConfigTarget::Engine(e),
+        } => {
+            let mut c = connect(&e).await?;
+            let r = c
+                .reload_config(epb::ReloadConfigRequest {})
+                .await?
+                .into_inner();
+            print_reload(&r.file, &r.message, &en_rows(r.changes), e.output)?;
+        }
+        ConfigCmd::Show {
+            target: ConfigTarget::Gateway(g),
+        } => {
+            let mut c = risk_admin(&g).await?;
+            let r = c.get_config(gpb::GetConfigRequest {}).await?.into_inner();
+            let fields: Vec<FieldRow> = r
+                .fields
+                .into_iter()
+                .map(|f| FieldRow {
+                    path: f.path,
+                    value: f.value,
+                    source: f.source,
+                    live: f.live,
+                })
+                .collect();
+            print_show(&r.file, &fields, &gw_rows(r.pending_restart), g.output)?;
+        }
+        ConfigCmd::Show {
+            target: ConfigTarget::Engine(e),
+        } => {
+            let mut c = connect(&e).await?;
+            let r = c.get_config(epb::GetConfigRequest {}).await?.into_inner();
+            let fields: Vec<FieldRow> = r
+                .fields
+                .into_iter()
+                .map(|f| FieldRow {
+                    path: f.path,
+                    value: f.value,
+                    source: f.source,
+                    live: f.live,
+                })
+                .collect();
+            print_show(&r.file, &fields, &en_rows(r.pending_restart), e.output)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn risk_admin(g: &GatewayArgs) -> anyhow::Result<client::Admin> {

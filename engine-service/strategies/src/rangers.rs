@@ -1338,6 +1338,25 @@ impl Strategy for Rangers {
         }
         Some(out)
     }
+
+    /// Sizes, distances, timeouts, headroom and reserve apply from the next
+    /// tick; working orders keep the values they were placed with. The
+    /// number of rangers and the userref offset are restart-only. A change
+    /// of `enabled` in the file switches the rangers as the RPC does (a
+    /// switch made by RPC stays until the file's value changes).
+    fn reconfigure(&mut self, params: &crate::strategy::Params<'_>, now_ms: i64) -> Vec<Action> {
+        let mut cfg = params.rangers.clone();
+        cfg.max_slots = self.cfg.max_slots;
+        cfg.userref_offset = self.cfg.userref_offset;
+        let switched = cfg.enabled != self.cfg.enabled;
+        self.cfg = cfg;
+        if switched {
+            return self
+                .set_enabled(self.cfg.enabled, now_ms)
+                .unwrap_or_default();
+        }
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
@@ -1578,5 +1597,52 @@ mod tests {
             floor_lot(dec!(16.641704110500915), 8).to_string(),
             "16.64170411"
         );
+    }
+
+    /// A reload's parameters: timing and sizes apply, the ranger count and
+    /// userref offset stay as built, and a change of `enabled` in the file
+    /// switches the rangers (off winds them down, as the RPC does).
+    #[test]
+    fn reconfigure_applies_knobs_and_keeps_structure() {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots: 2,
+            ..RangerConfig::default()
+        };
+        let mut r = Rangers::new(cfg.clone(), "DOGEUSD", 1_700_000_000_000);
+        let grid = crate::grid::GridConfig::default();
+        let new = RangerConfig {
+            max_slots: 7,
+            userref_offset: 850,
+            entry_timeout_sec: 99,
+            doge_reserve: dec!(5),
+            ..cfg.clone()
+        };
+        let actions = r.reconfigure(
+            &crate::strategy::Params {
+                rangers: &new,
+                grid: &grid,
+            },
+            1_700_000_000_000,
+        );
+        assert!(actions.is_empty());
+        let st = r.status_block(1_700_000_000_000);
+        assert_eq!(st.slots.len(), 2, "max_slots is restart-only");
+        assert_eq!(st.timing.entry_timeout_sec, 99);
+        assert_eq!(st.doge_reserve, dec!(5));
+        assert!(r.enabled());
+        assert_eq!(r.cfg.userref_offset, cfg.userref_offset);
+        let off = RangerConfig {
+            enabled: false,
+            ..new
+        };
+        r.reconfigure(
+            &crate::strategy::Params {
+                rangers: &off,
+                grid: &grid,
+            },
+            1_700_000_000_000,
+        );
+        assert!(!r.enabled());
     }
 }

@@ -315,6 +315,14 @@ impl StatusBlock {
     }
 }
 
+/// The engine configuration's strategy sections, as a reload hands them to
+/// [`Strategy::reconfigure`]: each strategy takes its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a> {
+    pub rangers: &'a crate::rangers::RangerConfig,
+    pub grid: &'a crate::grid::GridConfig,
+}
+
 /// A strategy: a reducer over its own state.
 pub trait Strategy: Send {
     /// Short name, also the owner recorded with its orders.
@@ -375,6 +383,17 @@ pub trait Strategy: Send {
         _known: &[KnownOrder],
         _now_ms: i64,
     ) -> Vec<Action> {
+        Vec::new()
+    }
+
+    /// New parameters from a configuration reload (docs/config.md),
+    /// validated, with the fields that shape the strategy's state (slot
+    /// counts, userref offsets, sticky slots) as they were: those are
+    /// restart-only. The strategy keeps every order, position and ledger
+    /// entry and applies the new values from its next decision on. The
+    /// actions run as any other (a switch turned off winds down, as
+    /// [`Strategy::set_enabled`] does).
+    fn reconfigure(&mut self, _params: &Params<'_>, _now_ms: i64) -> Vec<Action> {
         Vec::new()
     }
 

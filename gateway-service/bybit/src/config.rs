@@ -27,7 +27,7 @@ use crate::http::HttpConfig;
 use crate::parse::Fees;
 
 /// Fee rates herd assumes (Bybit VIP 0 by default).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeeConfig {
     #[serde(deserialize_with = "herd_venue::decimal::deserialize")]
@@ -52,7 +52,7 @@ impl Default for FeeConfig {
 }
 
 /// Configuration of the Bybit venue.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BybitConfig {
     /// REST base URL; point it at the simulator in tests.

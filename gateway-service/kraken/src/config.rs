@@ -20,7 +20,7 @@ use crate::common::urls::DEFAULT_BASE_URL;
 use crate::http::HttpConfig;
 
 /// Configuration of the Kraken venue.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KrakenConfig {
     /// Verification tier; decides every rate limit. Default: the smallest.

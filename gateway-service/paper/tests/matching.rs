@@ -345,7 +345,11 @@ fn the_open_order_index_agrees_with_every_order_through_each_change() {
             check(&ex, &format!("round {round}: placed {id}"));
         }
         // A price move through some resting orders (partial fills: 150 a step).
-        let price = if round % 2 == 0 { dec!(0.097) } else { dec!(0.103) };
+        let price = if round % 2 == 0 {
+            dec!(0.097)
+        } else {
+            dec!(0.103)
+        };
         t += 1_000;
         ex.set_price("DOGEUSD", price, t).unwrap();
         check(&ex, &format!("round {round}: price {price}"));

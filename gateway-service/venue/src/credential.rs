@@ -139,7 +139,7 @@ impl CredentialSpec {
 /// adapter's config (`{ source = "env" }`, the default;
 /// `{ source = "files", key_path = "...", secret_path = "..." }`;
 /// `{ source = "none" }`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CredentialSource {
     /// The venue's two environment variables ([`CredentialSpec`]).

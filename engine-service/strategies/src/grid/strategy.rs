@@ -1575,6 +1575,25 @@ impl Strategy for Grid {
         Some(Vec::new())
     }
 
+    /// Slot knobs, mode, daily loss limit, volatility profit, healing and
+    /// churner knobs apply from the next decision; slots, positions, the
+    /// ledger and churners stay. The slot count, sticky slots and userref
+    /// offsets are restart-only. A change of `enabled` in the file switches
+    /// the grid as the RPC does.
+    fn reconfigure(&mut self, params: &crate::strategy::Params<'_>, now: i64) -> Vec<Action> {
+        let mut cfg = params.grid.clone();
+        cfg.slots = self.cfg.slots;
+        cfg.sticky = self.cfg.sticky.clone();
+        cfg.userref_offset = self.cfg.userref_offset;
+        cfg.churner.userref_offset = self.cfg.churner.userref_offset;
+        let switched = cfg.enabled != self.cfg.enabled;
+        self.cfg = cfg;
+        if switched {
+            return self.set_enabled(self.cfg.enabled, now).unwrap_or_default();
+        }
+        Vec::new()
+    }
+
     fn journal_stream(&self) -> Option<&str> {
         Some(JOURNAL_STREAM)
     }
