@@ -488,7 +488,8 @@ async fn dead_letters_go_back_for_delivery_when_an_operator_asks() {
     })
     .await
     .unwrap();
-    assert_eq!(seen.lock().unwrap().keys, logged_fills(&url).await);
+    let logged = logged_fills(&url).await;
+    assert_eq!(seen.lock().unwrap().keys, logged);
     wait_until("the outbox empty", Duration::from_secs(20), || async {
         Ok((outbox(&url, "hook").await == (0, 0)).then_some(()))
     })
@@ -496,6 +497,9 @@ async fn dead_letters_go_back_for_delivery_when_an_operator_asks() {
     .unwrap();
     assert_eq!(seen.lock().unwrap().duplicates, 0);
 }
+
+/// Posts a receiver took, with when it took them.
+type Posts = Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>>;
 
 /// A chat sink with a rate limit and batching: posts are at least the
 /// rate's interval apart, hold at most `batch_max` events each, and carry
@@ -505,20 +509,17 @@ async fn a_rate_limited_chat_sink_batches_and_spaces_its_posts() {
     let dir = tempfile::tempdir().unwrap();
     let socket = reserve(SocketAddr::from(([127, 0, 0, 1], 0)));
     let port = socket.local_addr().unwrap().port();
-    let posts: Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>> = Arc::default();
+    let posts: Posts = Arc::default();
     let app = Router::new()
         .route(
             "/slack",
-            post(
-                |State(p): State<Arc<Mutex<Vec<(std::time::Instant, serde_json::Value)>>>>,
-                 body: Bytes| async move {
-                    p.lock().unwrap().push((
-                        std::time::Instant::now(),
-                        serde_json::from_slice(&body).unwrap(),
-                    ));
-                    StatusCode::OK
-                },
-            ),
+            post(|State(p): State<Posts>, body: Bytes| async move {
+                p.lock().unwrap().push((
+                    std::time::Instant::now(),
+                    serde_json::from_slice(&body).unwrap(),
+                ));
+                StatusCode::OK
+            }),
         )
         .with_state(posts.clone());
     let listener = socket.listen(1024).unwrap();
@@ -554,7 +555,7 @@ async fn a_rate_limited_chat_sink_batches_and_spaces_its_posts() {
     })
     .await
     .unwrap();
-    let posts = posts.lock().unwrap();
+    let posts: Vec<_> = posts.lock().unwrap().clone();
     let all = lines(&posts);
     assert_eq!(all.len(), N, "each fill once: {all:#?}");
     // In the order the gateway logged them.
