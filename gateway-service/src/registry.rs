@@ -21,7 +21,7 @@
 //! adopted, its states produce no events, and it is kept apart in the
 //! foreign set ([`Registry::set_foreign`]), for counting and for operators.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use herd_proto::gateway as pb;
@@ -44,6 +44,42 @@ pub enum LogError {
     Ahead { requested: u64, last: u64 },
 }
 
+/// Final orders remembered per engine (see `EngineBook::finals`). Far
+/// beyond any engine's retries of a place (seconds) and its working orders
+/// (the most an engine can have close while it is away).
+pub const FINAL_ORDERS_KEPT: usize = 10_000;
+
+impl EngineBook {
+    /// Notes that `client_id` became final (or was adopted final); returns
+    /// the venue-facing ids of the final orders forgotten to make room.
+    fn finalized(&mut self, client_id: &str) -> Vec<String> {
+        self.working.remove(client_id);
+        self.finals.push_back(client_id.to_string());
+        let mut forgotten = Vec::new();
+        while self.finals.len() > FINAL_ORDERS_KEPT {
+            let Some(old) = self.finals.pop_front() else {
+                break;
+            };
+            if self
+                .orders
+                .get(&old)
+                .is_some_and(|t| t.state.status.is_final())
+                && let Some(t) = self.orders.remove(&old)
+            {
+                forgotten.push(t.state.client_order_id);
+            }
+        }
+        forgotten
+    }
+
+    fn working_states(&self) -> impl Iterator<Item = &OrderState> {
+        self.working
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|t| &t.state)
+    }
+}
+
 #[derive(Debug)]
 struct Tracked {
     state: OrderState,
@@ -54,6 +90,16 @@ struct Tracked {
 struct EngineBook {
     prefix: String,
     orders: HashMap<String, Tracked>,
+    /// The engine's client ids of its orders that are not final: what the
+    /// poller, capacity counts and open-order lists look at, without going
+    /// through the final ones.
+    working: BTreeSet<String>,
+    /// Its final orders' client ids, oldest first: the newest
+    /// [`FINAL_ORDERS_KEPT`] are remembered (a repeated place answers the
+    /// first order; a late state of a final order is ignored), older ones
+    /// forgotten so a gateway that runs for months does not grow with every
+    /// order it ever saw.
+    finals: VecDeque<String>,
     log: VecDeque<pb::OrderEvent>,
     next_seq: u64,
     seq_tx: watch::Sender<u64>,
@@ -115,6 +161,8 @@ impl Registry {
                 EngineBook {
                     prefix: prefix.clone(),
                     orders: HashMap::new(),
+                    working: BTreeSet::new(),
+                    finals: VecDeque::new(),
                     log: VecDeque::new(),
                     next_seq: 1,
                     seq_tx,
@@ -209,6 +257,7 @@ impl Registry {
                 cancel_requested: false,
             },
         );
+        book.working.insert(client_order_id.to_string());
         inner.owners.insert(venue_id, mine);
         Registration::New
     }
@@ -217,6 +266,7 @@ impl Registry {
     pub fn forget(&self, engine: &str, client_order_id: &str) {
         let mut inner = self.lock();
         let venue_id = inner.engines.get_mut(engine).and_then(|b| {
+            b.working.remove(client_order_id);
             b.orders
                 .remove(client_order_id)
                 .map(|t| t.state.client_order_id)
@@ -256,13 +306,7 @@ impl Registry {
         let mut v: Vec<OrderState> = inner
             .engines
             .get(engine)
-            .map(|b| {
-                b.orders
-                    .values()
-                    .filter(|t| !t.state.status.is_final())
-                    .map(|t| t.state.clone())
-                    .collect()
-            })
+            .map(|b| b.working_states().cloned().collect())
             .unwrap_or_default();
         v.sort_by(|a, b| {
             (a.opened_at_ms, &a.client_order_id).cmp(&(b.opened_at_ms, &b.client_order_id))
@@ -275,8 +319,8 @@ impl Registry {
         self.lock()
             .engines
             .values()
-            .flat_map(|b| b.orders.values())
-            .filter(|t| !t.state.status.is_final() && t.state.symbol == symbol)
+            .flat_map(EngineBook::working_states)
+            .filter(|o| o.symbol == symbol)
             .count()
     }
 
@@ -286,17 +330,15 @@ impl Registry {
         inner
             .engines
             .values()
-            .flat_map(|b| b.orders.values())
-            .filter(|t| !t.state.status.is_final())
-            .map(|t| {
+            .flat_map(EngineBook::working_states)
+            .map(|o| {
                 (
                     OrderRef {
-                        client_order_id: t.state.client_order_id.clone(),
-                        venue_order_id: Some(t.state.venue_order_id.clone())
-                            .filter(|s| !s.is_empty()),
+                        client_order_id: o.client_order_id.clone(),
+                        venue_order_id: Some(o.venue_order_id.clone()).filter(|s| !s.is_empty()),
                     },
-                    t.state.status,
-                    t.state.opened_at_ms,
+                    o.status,
+                    o.opened_at_ms,
                 )
             })
             .collect()
@@ -369,6 +411,11 @@ impl Registry {
         }
         let kinds = diff(&old, new);
         tracked.state = new.clone();
+        let forgotten = if new.status.is_final() {
+            book.finalized(&client_id)
+        } else {
+            Vec::new()
+        };
         let prefix = book.prefix.clone();
         let mut out = Vec::new();
         for (kind, fill) in kinds {
@@ -398,6 +445,9 @@ impl Registry {
         }
         if let Some(last) = out.last() {
             book.seq_tx.send_replace(last.sequence);
+        }
+        for venue_id in forgotten {
+            inner.owners.remove(&venue_id);
         }
         (out, Some((engine, client_id)))
     }
@@ -496,7 +546,7 @@ impl Registry {
                 grace > 0
                     && !b.dead_man_fired
                     && b.gone_since_ms.is_some_and(|t| now_ms - t > grace)
-                    && b.orders.values().any(|t| !t.state.status.is_final())
+                    && !b.working.is_empty()
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -554,6 +604,15 @@ impl Registry {
                 cancel_requested: false,
             },
         );
+        let forgotten = if state.status.is_final() {
+            book.finalized(&client_id)
+        } else {
+            book.working.insert(client_id.clone());
+            Vec::new()
+        };
+        for venue_id in forgotten {
+            inner.owners.remove(&venue_id);
+        }
         inner.owners.insert(
             state.client_order_id.clone(),
             (engine.clone(), client_id.clone()),
@@ -614,11 +673,7 @@ impl Registry {
             .engines
             .iter()
             .map(|(id, b)| {
-                let working = b
-                    .orders
-                    .values()
-                    .filter(|t| !t.state.status.is_final())
-                    .count();
+                let working = b.working.len();
                 (
                     id.clone(),
                     b.streams,
@@ -792,6 +847,93 @@ mod tests {
         assert_eq!(fill.volume, dec!(60));
         assert_eq!(fill.price, dec!(0.083333333333));
         assert_eq!(fill.fee, dec!(0.0125));
+    }
+
+    /// The index of working orders follows every change (register, fill,
+    /// cancel, forget, adopt), and only the newest FINAL_ORDERS_KEPT final
+    /// orders are remembered: an older one is forgotten (owner and all),
+    /// while working orders, however old, never are.
+    #[test]
+    fn working_index_and_final_retention() {
+        let reg = Registry::new(&[("e0".into(), "e0-".into())], "inc".into(), 10);
+        let state = |id: &str, status: OrderStatus| OrderState {
+            venue_order_id: format!("V-{id}"),
+            ..with(
+                &pending(&format!("e0-{id}")),
+                status,
+                dec!(0),
+                None,
+                dec!(0),
+            )
+        };
+        let working = |reg: &Registry| -> Vec<String> {
+            let mut v: Vec<String> = reg
+                .tracked()
+                .into_iter()
+                .map(|(r, _, _)| r.client_order_id)
+                .collect();
+            v.sort();
+            v
+        };
+        // A long-lived working order, then many that open and fill.
+        assert_eq!(
+            reg.register("e0", "old", pending("e0-old")),
+            Registration::New
+        );
+        reg.apply(&state("old", OrderStatus::Open), 1);
+        let n = FINAL_ORDERS_KEPT + 5;
+        for i in 0..n {
+            let id = format!("f{i}");
+            assert_eq!(
+                reg.register("e0", &id, pending(&format!("e0-{id}"))),
+                Registration::New
+            );
+            assert_eq!(
+                working(&reg),
+                vec![format!("e0-{id}"), "e0-old".to_string()]
+            );
+            reg.apply(&state(&id, OrderStatus::Open), 2);
+            reg.apply(&state(&id, OrderStatus::Filled), 3);
+        }
+        assert_eq!(working(&reg), vec!["e0-old".to_string()]);
+        assert_eq!(reg.working_orders("e0").len(), 1);
+        assert_eq!(reg.working_count("DOGEUSD"), 1);
+        assert_eq!(reg.engine_summaries()[0].3, 1);
+        // The five oldest final orders are forgotten, owner and all; the
+        // newest are still answered; the old working order stays.
+        for i in 0..5 {
+            let id = format!("f{i}");
+            assert_eq!(reg.get("e0", &id), None, "{id}");
+            assert_eq!(reg.owner(&format!("e0-{id}")), None, "{id}");
+            // A late state of a forgotten order makes nothing.
+            assert!(reg.apply(&state(&id, OrderStatus::Filled), 4).is_empty());
+        }
+        let newest = format!("f{}", n - 1);
+        assert_eq!(
+            reg.get("e0", &newest).map(|o| o.status),
+            Some(OrderStatus::Filled)
+        );
+        assert!(matches!(
+            reg.register("e0", &newest, pending(&format!("e0-{newest}"))),
+            Registration::Existing(_)
+        ));
+        assert_eq!(
+            reg.get("e0", "old").map(|o| o.status),
+            Some(OrderStatus::Open)
+        );
+        // A cancel leaves the index; a forgotten (refused) place too.
+        reg.apply(&state("old", OrderStatus::Canceled), 5);
+        assert!(working(&reg).is_empty());
+        assert_eq!(
+            reg.register("e0", "refused", pending("e0-refused")),
+            Registration::New
+        );
+        assert_eq!(working(&reg), vec!["e0-refused".to_string()]);
+        reg.forget("e0", "refused");
+        assert!(working(&reg).is_empty());
+        // An adopted open order joins it.
+        assert!(reg.adopt(&state("adopted", OrderStatus::Open)));
+        assert_eq!(working(&reg), vec!["e0-adopted".to_string()]);
     }
 
     /// Issue 23, bug 1: even with prefixes that overlap (which config
