@@ -255,12 +255,31 @@ fn main() {
     }
 }
 
+/// Risk on (issue 16): every per-order, per-engine and account check runs
+/// (the price band against the ticker included), with limits this load
+/// never reaches, so each order pays for the checks and none is denied.
+fn risk_limits(engines: usize) -> String {
+    let limits = "max_order_notional = \"1000000\"\nmax_order_volume = \"10000000\"\n\
+                  price_band_pct = \"500\"\nmax_open_orders = 100000\n\
+                  max_open_orders_per_instrument = 100000\n\
+                  max_exposure_per_instrument = \"100000000\"\nmax_gross_exposure = \"100000000\"\n\
+                  max_orders_per_window = 1000000\norder_window_ms = 1000\n\
+                  max_daily_loss = \"100000000\"\nmax_drawdown = \"100000000\"\n";
+    let mut toml = format!("[risk.account]\n{limits}");
+    for i in 0..engines {
+        toml.push_str(&format!("[risk.engines.e{i}]\n{limits}"));
+    }
+    toml
+}
+
 async fn bench() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // The processes, idle.
-    let gw = GatewayProc::start(dir.path(), 10, "").await.unwrap();
+    let gw = GatewayProc::start(dir.path(), 10, &risk_limits(10))
+        .await
+        .unwrap();
     let gw_pid = gw.proc.child.id().unwrap();
     let engine = EngineProc::start(dir.path(), "e0", &gw.proc.addr, "")
         .await
@@ -371,15 +390,22 @@ async fn bench() {
     let clients = Arc::new(clients);
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let errs = errors.clone();
+    let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let first = first_error.clone();
     let gw_rps = throughput(move |k, n| {
         let mut c = clients[k % 10].clone();
         let errs = errs.clone();
+        let first = first.clone();
         async move {
-            let ok = c.place_order(request(n)).await.is_ok();
-            if !ok {
+            let r = c.place_order(request(n)).await;
+            if let Err(e) = &r {
                 errs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                first
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
             }
-            ok
+            r.is_ok()
         }
     })
     .await;
@@ -399,8 +425,14 @@ async fn bench() {
     rows.push((
         format!("(b) PlaceOrder through herd-gateway, {CONCURRENCY} concurrent callers (calls/s)"),
         format!(
-            "{gw_rps:.0} ({} errors)",
-            errors.load(std::sync::atomic::Ordering::Relaxed)
+            "{gw_rps:.0} ({} errors{})",
+            errors.load(std::sync::atomic::Ordering::Relaxed),
+            first_error
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
         ),
     ));
     rows.push((
