@@ -277,7 +277,13 @@ async fn bench() {
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // The processes, idle.
-    let gw = GatewayProc::start(dir.path(), 10, &risk_limits(10))
+    let opts = herd_tests::procs::GatewayOpts {
+        venue_slots: std::env::var("HERD_BENCH_SLOTS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        ..Default::default()
+    };
+    let gw = GatewayProc::start_with(dir.path(), 10, &risk_limits(10), &opts)
         .await
         .unwrap();
     let gw_pid = gw.proc.child.id().unwrap();

@@ -217,6 +217,8 @@ pub struct GatewayOpts {
     pub shutdown_timeout_ms: Option<u64>,
     /// The gateway's `state_dir` (None = none: nothing durable).
     pub state_dir: Option<PathBuf>,
+    /// `venue_slots` (None = the gateway's default).
+    pub venue_slots: Option<usize>,
 }
 
 /// The drain delay and deadline of test processes unless a test sets them:
@@ -267,6 +269,9 @@ impl GatewayProc {
         );
         if let Some(d) = &opts.state_dir {
             cfg.push_str(&format!("state_dir = \"{}\"\n", d.display()));
+        }
+        if let Some(n) = opts.venue_slots {
+            cfg.push_str(&format!("venue_slots = {n}\n"));
         }
         for i in 0..engines {
             let id = format!("e{i}");
