@@ -241,33 +241,22 @@ impl Reloader {
     /// with its source and class, and what waits for a restart.
     pub async fn show(&self) -> pb::GetConfigResponse {
         let running = self.running.lock().await;
-        let effective = json(&running.cfg);
-        let from_env = match (self.load(|k| std::env::var(k).ok()), self.load(|_| None)) {
-            (Ok(with), Ok(without)) => reload::env_paths(&json(&with), &json(&without)),
-            _ => Vec::new(),
-        };
-        let file = reload::file_as_json(self.origin.path.as_deref());
-        let fields = reload::sources(&effective, &from_env, file.as_ref())
-            .into_iter()
-            .map(|(path, (v, source))| pb::ConfigField {
-                live: reload::classify(&path, RULES) == Some(Class::Live),
-                value: reload::text(Some(&v)),
-                source: source.as_str().into(),
-                path,
-            })
-            .collect();
-        let pending_restart = match self.load(|k| std::env::var(k).ok()) {
-            Ok(on_disk) => reload::classify_all(&reload::diff(&effective, &json(&on_disk)), RULES)
-                .iter()
-                .filter(|c| c.class == Class::Restart)
-                .map(change_pb)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let (fields, pending_restart) =
+            reload::show(&running.cfg, self.origin.path.as_deref(), RULES, |env| {
+                self.load(env)
+            });
         pb::GetConfigResponse {
             file: self.file(),
-            fields,
-            pending_restart,
+            fields: fields
+                .into_iter()
+                .map(|f| pb::ConfigField {
+                    path: f.path,
+                    value: f.value,
+                    source: f.source.as_str().into(),
+                    live: f.live,
+                })
+                .collect(),
+            pending_restart: pending_restart.iter().map(change_pb).collect(),
             loaded_at_ms: running.loaded_at_ms,
         }
     }

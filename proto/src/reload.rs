@@ -353,6 +353,58 @@ pub fn file_as_json(path: Option<&std::path::Path>) -> Option<Value> {
     serde_json::to_value(v).ok()
 }
 
+/// One field of the running configuration as `herdctl config show` prints
+/// it (value as JSON text, secrets REDACTED).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownField {
+    pub path: String,
+    pub value: String,
+    pub source: Source,
+    pub live: bool,
+}
+
+/// What `config show` answers for a service: every field of `running` with
+/// its source and class, and the file's changes to restart-only fields
+/// that wait for a restart. `load` reads the service's config file as its
+/// start does, with the environment overrides it is given (the real ones,
+/// or none: where the two loads differ, a value came from the environment).
+pub fn show<C, E>(
+    running: &C,
+    path: Option<&std::path::Path>,
+    rules: &[Rule],
+    load: impl Fn(&dyn Fn(&str) -> Option<String>) -> Result<C, E>,
+) -> (Vec<ShownField>, Vec<Change>)
+where
+    C: serde::Serialize,
+{
+    let json = |c: &C| serde_json::to_value(c).unwrap_or(Value::Null);
+    let effective = json(running);
+    let real_env = |k: &str| std::env::var(k).ok();
+    let on_disk = load(&real_env);
+    let from_env = match (&on_disk, load(&|_: &str| None)) {
+        (Ok(with), Ok(without)) => env_paths(&json(with), &json(&without)),
+        _ => Vec::new(),
+    };
+    let file = file_as_json(path);
+    let fields = sources(&effective, &from_env, file.as_ref())
+        .into_iter()
+        .map(|(path, (v, source))| ShownField {
+            live: classify(&path, rules) == Some(Class::Live),
+            value: text(Some(&v)),
+            source,
+            path,
+        })
+        .collect();
+    let pending_restart = match &on_disk {
+        Ok(on_disk) => classify_all(&diff(&effective, &json(on_disk)), rules)
+            .into_iter()
+            .filter(|c| c.class == Class::Restart)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    (fields, pending_restart)
+}
+
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
