@@ -992,3 +992,50 @@ fn entrypoint_refuses_without_a_token_or_an_id() {
     let (code, out) = ep.run("../etc");
     assert_eq!(code, 78, "{out}");
 }
+
+/// Configuration reload in place (docs/config.md, deploy/README.md): the
+/// gateway's and the engines' ConfigMaps keep one name (no content hash,
+/// which would roll the pods on every change instead), and each is mounted
+/// as a directory, never with subPath (a subPath mount never updates), so
+/// an applied change reaches the running pods' files and they reload it.
+#[test]
+fn config_maps_keep_their_names_and_mount_as_directories_so_pods_reload_in_place() {
+    for (name, _) in OVERLAYS {
+        let objs = overlay(name);
+        for (kind, workload, container_name, map) in [
+            (
+                "Deployment",
+                "herd-gateway",
+                "gateway",
+                "herd-gateway-config",
+            ),
+            ("StatefulSet", "herd-engine", "engine", "herd-engine-config"),
+        ] {
+            assert_eq!(
+                config_map(objs, map)["metadata"]["name"],
+                map,
+                "{name}: {map} has a stable name"
+            );
+            let w = object(objs, kind, workload);
+            let volumes = w["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+            let vol = volumes
+                .iter()
+                .find(|v| v["configMap"]["name"] == map)
+                .unwrap_or_else(|| panic!("{name}: {workload} mounts no volume of {map}"));
+            let c = container(w, container_name);
+            let mounts: Vec<&Value> = c["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["name"] == vol["name"])
+                .collect();
+            assert!(!mounts.is_empty(), "{name}: {workload} mounts {map}");
+            for m in mounts {
+                assert!(
+                    m.get("subPath").is_none(),
+                    "{name}: {workload} mounts {map} with subPath, which never updates"
+                );
+            }
+        }
+    }
+}
