@@ -149,6 +149,25 @@ async fn open_ids(url: &str, engine: &str) -> Vec<String> {
 /// config show), the change is audited like SetRiskLimits, every order
 /// placed before, during and after the reload was accepted and is still open
 /// (nothing lost), and `config show` tells each field's source.
+/// Asks the gateway to reload its file (the admin `ReloadConfig` RPC).
+async fn reload_gateway(url: &str) -> Result<gpb::ReloadConfigResponse, tonic::Status> {
+    admin_client(url)
+        .await
+        .unwrap()
+        .reload_config(gpb::ReloadConfigRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Each change of a reload's answer as (path, live, applied), in order
+/// (the gateway's and the engine's `ConfigChange` alike).
+fn flags<'a, C>(
+    changes: &'a [C],
+    f: impl Fn(&'a C) -> (&'a str, bool, bool),
+) -> Vec<(&'a str, bool, bool)> {
+    changes.iter().map(f).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_live_fields_apply_under_load_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,18 +236,8 @@ async fn gateway_live_fields_apply_under_load_and_nothing_is_lost() {
         .replace("engine_queue_limit = 64\n", "engine_queue_limit = 32\n");
     assert_ne!(changed, base);
     write_atomically(&path, &changed);
-    let r = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let paths: Vec<(&str, bool, bool)> = r
-        .changes
-        .iter()
-        .map(|c| (c.path.as_str(), c.live, c.applied))
-        .collect();
+    let r = reload_gateway(&url).await.unwrap();
+    let paths = flags(&r.changes, |c| (c.path.as_str(), c.live, c.applied));
     assert_eq!(
         paths,
         [
@@ -333,12 +342,7 @@ async fn a_bad_field_changes_nothing_and_the_error_names_it() {
     let bad = base.replace("engine_queue_limit = 64\n", "engine_queue_limit = 8\n")
         + "[risk.account]\nmax_daily_loss = \"-5\"\n";
     write_atomically(&path, &bad);
-    let e = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap_err();
+    let e = reload_gateway(&url).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("risk.account.max_daily_loss"), "{e:?}");
     assert!(e.message().contains("must be positive"), "{e:?}");
@@ -402,12 +406,7 @@ async fn a_bad_field_changes_nothing_and_the_error_names_it() {
             "engine_queue_limit = \"many\"\n",
         ),
     );
-    let e = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap_err();
+    let e = reload_gateway(&url).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("engine_queue_limit"), "{e:?}");
     assert_eq!(field(&shown(&url).await, "engine_queue_limit").value, "64");
@@ -435,18 +434,8 @@ async fn restart_only_changes_are_reported_not_applied_and_sighup_reloads() {
         )
         + "[risk.account]\nmax_order_notional = \"500\"\n";
     write_atomically(&path, &changed);
-    let r = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let paths: Vec<(&str, bool, bool)> = r
-        .changes
-        .iter()
-        .map(|c| (c.path.as_str(), c.live, c.applied))
-        .collect();
+    let r = reload_gateway(&url).await.unwrap();
+    let paths = flags(&r.changes, |c| (c.path.as_str(), c.live, c.applied));
     assert_eq!(
         paths,
         [
@@ -621,11 +610,7 @@ async fn engine_strategy_parameters_reload_without_dropping_state() {
         .await
         .unwrap()
         .into_inner();
-    let paths: Vec<(&str, bool, bool)> = r
-        .changes
-        .iter()
-        .map(|c| (c.path.as_str(), c.live, c.applied))
-        .collect();
+    let paths = flags(&r.changes, |c| (c.path.as_str(), c.live, c.applied));
     assert_eq!(
         paths,
         [
@@ -802,13 +787,7 @@ async fn a_sink_added_by_a_reload_delivers_and_a_removed_one_stops() {
         "[[events.sinks]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n"
     );
     write_atomically(&path, &(base.clone() + &sink));
-    let r = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let r = reload_gateway(&url).await.unwrap();
     assert_eq!(r.changes.len(), 1, "{r:?}");
     assert_eq!(r.changes[0].path, "events.sinks.ops");
     assert!(r.changes[0].live && r.changes[0].applied, "{r:?}");
@@ -844,13 +823,7 @@ async fn a_sink_added_by_a_reload_delivers_and_a_removed_one_stops() {
     assert_eq!(sinks(url.clone()).await, ["ops"]);
 
     write_atomically(&path, &base);
-    let r = admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let r = reload_gateway(&url).await.unwrap();
     assert_eq!(r.changes[0].path, "events.sinks.ops");
     assert!(r.changes[0].after.is_empty(), "{r:?}");
     assert!(sinks(url.clone()).await.is_empty());
@@ -890,12 +863,7 @@ async fn reloaded_risk_limits_leave_the_file_in_charge_after_a_restart() {
         &path,
         &base.replace("max_open_orders = 1000\n", "max_open_orders = 70\n"),
     );
-    admin_client(&url)
-        .await
-        .unwrap()
-        .reload_config(gpb::ReloadConfigRequest {})
-        .await
-        .unwrap();
+    reload_gateway(&url).await.unwrap();
     assert_eq!(risk_limits(&url, "e0").await.max_open_orders, Some(70));
     gw.terminate().await.unwrap();
 
