@@ -447,6 +447,18 @@ impl Orders {
         self.all.insert(o.venue_order_id.clone(), o)
     }
 
+    /// For changes that keep an order open (fills short of its volume);
+    /// a close goes through [`Exchange::remember_closed`], an open through
+    /// [`Orders::put`], so nothing here can put the index out of step.
+    fn get_mut(&mut self, id: &str) -> Option<&mut OrderState> {
+        self.all.get_mut(id)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<OrderState> {
+        self.open.remove(id);
+        self.all.remove(id)
+    }
+
     /// The open orders, in venue id order.
     fn open(&self) -> impl Iterator<Item = &OrderState> {
         self.open.iter().filter_map(|id| self.all.get(id))
@@ -457,14 +469,6 @@ impl std::ops::Deref for Orders {
     type Target = HashMap<String, OrderState>;
     fn deref(&self) -> &Self::Target {
         &self.all
-    }
-}
-
-impl std::ops::DerefMut for Orders {
-    /// For changes that keep an order open or closed; a close goes through
-    /// [`Exchange::remember_closed`], an open through [`Orders::put`].
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.all
     }
 }
 
