@@ -630,7 +630,13 @@ async fn churner_profit_funds_the_parent_slot_and_a_subsidised_reprice_spends_it
     sim.tick().await;
     sim.now += S;
     sim.tick().await;
-    let p = sim.grid().ledger().positions.get(&pos.id).unwrap().clone();
+    let p = sim
+        .grid()
+        .ledger()
+        .positions()
+        .get(&pos.id)
+        .unwrap()
+        .clone();
     assert_eq!(p.exit.price, dec!(0.1208396));
     let acct = sim.grid().ledger().subsidy_of(0);
     assert_eq!(acct.consumed, dec!(0.0019706078824));
@@ -671,7 +677,13 @@ async fn churner_profit_funds_the_parent_slot_and_a_subsidised_reprice_spends_it
     })
     .await
     .unwrap();
-    let p = sim.grid().ledger().positions.get(&pos.id).unwrap().clone();
+    let p = sim
+        .grid()
+        .ledger()
+        .positions()
+        .get(&pos.id)
+        .unwrap()
+        .clone();
     let o = p.outcome.expect("closed");
     assert_eq!(o.kind, "market_close");
     assert!(sim.grid().ledger().realized(None) < before);
@@ -688,8 +700,17 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
         let mut sim = Sim::new(&url, paper(0.002, 11), grid, Vec::new()).await;
         sim.run(1500, 10 * S).await;
         let live = sim.grid().ledger().clone();
+        // The ledger's index of open positions agrees with a scan of all.
+        let indexed: Vec<&str> = live.open_positions().map(|p| p.id.as_str()).collect();
+        let scanned: Vec<&str> = live
+            .positions()
+            .values()
+            .filter(|p| p.is_open())
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(indexed, scanned, "{backend}");
         let open = live.open_positions().count();
-        let closed = live.positions.len() - open;
+        let closed = live.positions().len() - open;
         assert!(
             open > 0 && closed > 0,
             "{backend}: mid-cycle: {open} open, {closed} closed"
@@ -750,9 +771,9 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
         let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1_000);
         let actions = restarted.restore(&rows, &known, sim.now);
         let r = restarted.ledger();
-        assert_eq!(r.positions.len(), live.positions.len(), "{backend}");
-        for (id, p) in &live.positions {
-            let q = &r.positions[id];
+        assert_eq!(r.positions().len(), live.positions().len(), "{backend}");
+        for (id, p) in live.positions() {
+            let q = &r.positions()[id];
             assert_eq!(
                 (&q.entry, q.slot_id, q.mode),
                 (&p.entry, p.slot_id, p.mode),
@@ -762,8 +783,8 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
                 assert_eq!(q.outcome, p.outcome, "{backend}: outcomes are written once");
             }
         }
-        let newly_closed = r.positions.values().filter(|p| !p.is_open()).count()
-            - live.positions.values().filter(|p| !p.is_open()).count();
+        let newly_closed = r.positions().values().filter(|p| !p.is_open()).count()
+            - live.positions().values().filter(|p| !p.is_open()).count();
         assert_eq!(newly_closed, exits_down, "{backend}");
         for slot in 0..3 {
             assert_eq!(r.subsidy_of(slot), live.subsidy_of(slot));
@@ -783,13 +804,13 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
             .filter(|k| k.open_at_venue && k.client_order_id.contains("e-"))
             .count();
         assert_eq!(cancels, open_entries, "{backend}");
-        let opened_before = restarted.ledger().positions.len();
+        let opened_before = restarted.ledger().positions().len();
         sim.grid = restarted;
         sim.execute(0, actions).await;
         sim.tick().await;
         // The entries that filled while down are positions now, with exits.
         assert_eq!(
-            sim.grid().ledger().positions.len(),
+            sim.grid().ledger().positions().len(),
             opened_before + entries_down,
             "{backend}"
         );

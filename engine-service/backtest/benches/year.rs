@@ -112,6 +112,64 @@ fn strategies() -> Vec<Box<dyn herd_strategies::strategy::Strategy>> {
     engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap_or_default()
 }
 
+/// One regime inference step for a new candle (the 1 m preset: features
+/// advanced by the candle, emissions of the new row, forward pass over the
+/// window) with a model trained on the first 4,000 candles; retrains are
+/// not in it (they follow the live daily schedule).
+fn regime_step(bars: &[Bar]) {
+    use herd_regime::stream::StreamingInference;
+    use herd_regime::{Candle, TimeframeConfig, TimeframeDetector};
+    use rust_decimal::prelude::ToPrimitive;
+    let f = |d: Decimal| d.to_f64().unwrap_or(0.0);
+    let candles: Vec<Candle> = bars
+        .iter()
+        .map(|b| Candle {
+            open_time_ms: b.open_time_ms,
+            open: f(b.open),
+            high: f(b.high),
+            low: f(b.low),
+            close: f(b.close),
+            volume: f(b.volume),
+        })
+        .collect();
+    if candles.len() < 5_000 {
+        println!("regime step: needs at least 5,000 candles");
+        return;
+    }
+    let Ok(mut detector) = TimeframeDetector::new(TimeframeConfig::one_minute()) else {
+        return;
+    };
+    let t = Instant::now();
+    if let Err(e) = detector.train(&candles[..4_000], 0) {
+        println!("regime step: training failed: {e}");
+        return;
+    }
+    println!(
+        "regime training (1 m preset, 4,000 candles, the daily retrain): {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let mut stream = StreamingInference::new(&detector);
+    for c in &candles[..4_000] {
+        let _ = stream.push(c);
+    }
+    let _ = stream.reading(&detector);
+    let rest = &candles[4_000..];
+    let t = Instant::now();
+    let mut ready = 0usize;
+    for c in rest {
+        let _ = stream.push(c);
+        if stream.reading(&detector).is_ok_and(|r| r.ready) {
+            ready += 1;
+        }
+    }
+    let per = t.elapsed().as_secs_f64() / rest.len() as f64;
+    println!(
+        "regime step (1 m preset, one candle: features + emissions + forward over the window): {:.2} us ({ready} of {} readings ready)",
+        per * 1e6,
+        rest.len()
+    );
+}
+
 fn main() {
     let n = std::env::var("HERD_BENCH_CANDLES")
         .ok()
@@ -124,6 +182,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    // HERD_BENCH_RUNS=fixed or =hmm runs only that one (for profiling).
+    let runs = std::env::var("HERD_BENCH_RUNS").unwrap_or_default();
+    let want = |name: &str| runs.is_empty() || runs == name;
+
     // The strategy step alone: fixed RANGING regime, no detector.
     let ranging = RegimeSetup::Fixed(RegimeView {
         regime: "RANGING".into(),
@@ -131,38 +193,45 @@ fn main() {
         confidence: 1.0,
         bias: 0.0,
     });
-    let t = Instant::now();
-    let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
-    let secs = t.elapsed().as_secs_f64();
-    if let Ok(o) = &out {
-        println!(
-            "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} fills, {} orders",
-            n as f64 / secs,
-            o.ticks,
-            o.fills.len(),
-            o.orders_placed
-        );
+    if want("fixed") {
+        let t = Instant::now();
+        let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
+        let secs = t.elapsed().as_secs_f64();
+        if let Ok(o) = &out {
+            println!(
+                "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} fills, {} orders",
+                n as f64 / secs,
+                o.ticks,
+                o.fills.len(),
+                o.orders_placed
+            );
+        }
+        drop(out);
     }
-    drop(out);
 
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
     // every simulated minute, daily retrains).
-    let t = Instant::now();
-    let out = run(
-        &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
-        strategies(),
-        &bars,
-        60_000,
-        &mut (),
-    );
-    let secs = t.elapsed().as_secs_f64();
-    if let Ok(o) = &out {
-        println!(
-            "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
-            n as f64 / secs,
-            o.fills.len(),
-            o.regime_ms
+    if want("hmm") {
+        let t = Instant::now();
+        let out = run(
+            &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
+            strategies(),
+            &bars,
+            60_000,
+            &mut (),
         );
+        let secs = t.elapsed().as_secs_f64();
+        if let Ok(o) = &out {
+            println!(
+                "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+                n as f64 / secs,
+                o.fills.len(),
+                o.regime_ms
+            );
+        }
+    }
+    if want("regime") || runs.is_empty() {
+        regime_step(&bars);
     }
     println!("peak memory (VmHWM): {:.0} MB", peak_rss_mb());
 }

@@ -184,6 +184,12 @@ pub struct Sim {
     regime: RegimeView,
     last_partial_cancel_ms: Option<i64>,
     out: Outcome,
+    /// The venue's revision at the last poll: no order changed since
+    /// while it stays the same, so polling can be skipped.
+    polled_at: Option<u64>,
+    /// (revision, total base, total quote, free base, free quote): the
+    /// balances read at that revision of the venue.
+    funds: Option<(u64, [Decimal; 4])>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -418,6 +424,8 @@ pub fn run(
         stream: VecDeque::new(),
         regime,
         last_partial_cancel_ms: None,
+        polled_at: None,
+        funds: None,
         out: Outcome {
             symbol: inst.symbol.clone(),
             base: inst.base.clone(),
@@ -450,10 +458,14 @@ pub fn run(
         {
             sim.regime = view;
         }
-        *sim.out
-            .regime_ms
-            .entry(sim.regime.regime.clone())
-            .or_default() += interval_ms;
+        match sim.out.regime_ms.get_mut(&sim.regime.regime) {
+            Some(ms) => *ms += interval_ms,
+            None => {
+                sim.out
+                    .regime_ms
+                    .insert(sim.regime.regime.clone(), interval_ms);
+            }
+        }
         for (k, price) in intra_candle_path(bar).into_iter().enumerate() {
             let now = bar.open_time_ms + quarter * i64::try_from(k).unwrap_or(0);
             sim.step(price, now);
@@ -479,15 +491,29 @@ pub fn run(
 }
 
 impl Sim {
-    fn equity_at(&self, price: Decimal, time_ms: i64) -> EquityPoint {
-        let (mut base, mut quote) = (Decimal::ZERO, Decimal::ZERO);
+    /// Total base, total quote, free base, free quote, read from the venue
+    /// only when its revision moved since the last read.
+    fn funds(&mut self) -> [Decimal; 4] {
+        let rev = self.ex.revision();
+        if let Some((at, f)) = self.funds
+            && at == rev
+        {
+            return f;
+        }
+        let mut f = [Decimal::ZERO; 4];
         for b in self.ex.balances() {
             if b.asset == self.inst.base {
-                base = b.total;
+                (f[0], f[2]) = (b.total, b.free);
             } else if b.asset == self.inst.quote {
-                quote = b.total;
+                (f[1], f[3]) = (b.total, b.free);
             }
         }
+        self.funds = Some((rev, f));
+        f
+    }
+
+    fn equity_at(&mut self, price: Decimal, time_ms: i64) -> EquityPoint {
+        let [base, quote, _, _] = self.funds();
         EquityPoint {
             time_ms,
             close: price,
@@ -525,20 +551,13 @@ impl Sim {
         self.tick(now);
     }
 
-    fn market(&self, now: i64) -> MarketView {
+    fn market(&mut self, now: i64) -> MarketView {
         let (bid, ask, last) = self.ex.touch(&self.inst.symbol).unwrap_or((
             Decimal::ZERO,
             Decimal::ZERO,
             Decimal::ZERO,
         ));
-        let (mut free_base, mut free_quote) = (Decimal::ZERO, Decimal::ZERO);
-        for b in self.ex.balances() {
-            if b.asset == self.inst.base {
-                free_base = b.free;
-            } else if b.asset == self.inst.quote {
-                free_quote = b.free;
-            }
-        }
+        let [_, _, free_base, free_quote] = self.funds();
         let open = self
             .tracked
             .values()
@@ -676,36 +695,35 @@ impl Sim {
         }
     }
 
-    /// Reads the state of every followed open order and queues what changed.
+    /// Reads the state of every followed open order and queues what changed
+    /// (nothing to read while the venue's revision has not moved).
     fn poll(&mut self, now: i64) {
-        let open: Vec<u64> = self
+        let rev = self.ex.revision();
+        if self.polled_at == Some(rev) {
+            return;
+        }
+        // The orders that changed, read in placement order (borrowed: only
+        // a changed one is copied).
+        let changed: Vec<(u64, OrderState)> = self
             .tracked
             .iter()
             .filter(|(_, t)| t.last.status == OrderStatus::Open)
-            .map(|(k, _)| *k)
+            .filter_map(|(k, t)| {
+                let now_state = self.ex.order(&t.last.venue_order_id)?;
+                (*now_state != t.last).then(|| (*k, now_state.clone()))
+            })
             .collect();
-        for k in open {
-            let Some(t) = self.tracked.get(&k) else {
+        for (k, new) in changed {
+            let Some(t) = self.tracked.get_mut(&k) else {
                 continue;
             };
-            let r = OrderRef {
-                client_order_id: t.last.client_order_id.clone(),
-                venue_order_id: Some(t.last.venue_order_id.clone()),
-            };
-            let Some(new) = self.ex.query(&[r]).into_iter().next() else {
-                continue;
-            };
-            if new == t.last {
-                continue;
-            }
-            let (owner, old) = (t.owner, t.last.clone());
+            let owner = t.owner;
+            let old = std::mem::replace(&mut t.last, new.clone());
             self.follow(owner, &old, &new, now);
-            if let Some(t) = self.tracked.get_mut(&k) {
-                t.last = new;
-            }
         }
         self.tracked
             .retain(|_, t| t.last.status == OrderStatus::Open);
+        self.polled_at = Some(self.ex.revision());
     }
 
     /// Queues the updates between two states of one order (the gateway

@@ -302,6 +302,9 @@ pub struct TimeframeDetector {
     config: TimeframeConfig,
     model: Option<TrainedModel>,
     last_train_ms: Option<i64>,
+    /// Counts models: moves whenever `model` is replaced, so a cache of per-row
+    /// emissions knows when it is stale.
+    generation: u64,
 }
 
 impl TimeframeDetector {
@@ -312,7 +315,13 @@ impl TimeframeDetector {
             config,
             model: None,
             last_train_ms: None,
+            generation: 0,
         })
+    }
+
+    /// Moves whenever the model is replaced (see [`crate::stream::StreamingInference`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The configuration.
@@ -347,6 +356,7 @@ impl TimeframeDetector {
         let start = candles.len().saturating_sub(c.train_candles);
         let model = TrainedModel::train(&candles[start..], &c.fit)?;
         self.model = Some(model);
+        self.generation += 1;
         self.last_train_ms = Some(now_ms);
         Ok(())
     }
@@ -378,6 +388,47 @@ impl TimeframeDetector {
         };
         let obs = model.scaler.transform(&raw.tail(self.config.window))?;
         let posterior = model.hmm.filter_last(&obs, Prior::Stationary)?;
+        let s = model.summarize(&posterior)?;
+        Ok(self.reading(model, s))
+    }
+
+    /// The scaled emissions of one raw (not z-scored) feature row under the current model,
+    /// as [`TimeframeDetector::infer_rows`] computes them for each row; `None` when
+    /// untrained. [`crate::stream::StreamingInference`] keeps them per row.
+    pub fn emission_row(&self, raw: &[f64]) -> Result<Option<(Vec<f64>, f64)>, RegimeError> {
+        let Some(model) = &self.model else {
+            return Ok(None);
+        };
+        let sc = &model.scaler;
+        if raw.len() != sc.mean.len() {
+            return Err(invalid(
+                "observations",
+                format!("{} columns, standardizer has {}", raw.len(), sc.mean.len()),
+            ));
+        }
+        let z: Vec<f64> = raw
+            .iter()
+            .zip(&sc.mean)
+            .zip(&sc.std)
+            .map(|((x, m), s)| (x - m) / s)
+            .collect();
+        model.hmm.emission_row(&z).map(Some)
+    }
+
+    /// The reading from emission rows made by [`TimeframeDetector::emission_row`] under the
+    /// current model (the last being the latest candle's): the same reading as
+    /// [`TimeframeDetector::infer_rows`] on the raw rows they came from.
+    pub fn infer_emissions(
+        &self,
+        b: &[f64],
+        maxes: &[f64],
+    ) -> Result<TimeframeReading, RegimeError> {
+        let Some(model) = &self.model else {
+            return Ok(TimeframeReading::not_ready(&self.config.name));
+        };
+        let posterior = model
+            .hmm
+            .filter_last_emissions(b, maxes, Prior::Stationary)?;
         let s = model.summarize(&posterior)?;
         Ok(self.reading(model, s))
     }

@@ -318,36 +318,89 @@ impl GaussianHmm {
     /// Emission probabilities scaled per step: `b[t*k + j] = max(exp(logN_j(x_t) - m_t),
     /// 1e-300)` with `m_t = max_j logN_j(x_t)`.
     fn emissions(&self, obs: &Observations) -> (Vec<f64>, Vec<f64>) {
-        let (k, d) = (self.k, self.d);
-        let ln_2pi = (2.0 * std::f64::consts::PI).ln();
-        let consts: Vec<f64> = self
-            .params
-            .vars
-            .iter()
-            .map(|v| -0.5 * (d as f64 * ln_2pi + v.iter().map(|x| x.ln()).sum::<f64>()))
-            .collect();
+        let k = self.k;
+        let consts = self.emission_consts();
         let n = obs.len();
         let mut b = vec![0.0; n * k];
         let mut maxes = vec![0.0; n];
         for (t, x) in obs.rows().enumerate() {
-            let row = &mut b[t * k..(t + 1) * k];
-            for (j, slot) in row.iter_mut().enumerate() {
-                let (mu, var) = (&self.params.means[j], &self.params.vars[j]);
-                let maha: f64 = x
-                    .iter()
-                    .zip(mu)
-                    .zip(var)
-                    .map(|((x, m), v)| (x - m) * (x - m) / v)
-                    .sum();
-                *slot = consts[j] - 0.5 * maha;
-            }
-            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            for slot in row.iter_mut() {
-                *slot = (*slot - m).exp().max(EMISSION_FLOOR);
-            }
-            maxes[t] = m;
+            maxes[t] = self.emission_into(&consts, x, &mut b[t * k..(t + 1) * k]);
         }
         (b, maxes)
+    }
+
+    /// Each state's log-density constant: -(d ln 2pi + sum ln var) / 2.
+    fn emission_consts(&self) -> Vec<f64> {
+        let d = self.d;
+        let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+        self.params
+            .vars
+            .iter()
+            .map(|v| -0.5 * (d as f64 * ln_2pi + v.iter().map(|x| x.ln()).sum::<f64>()))
+            .collect()
+    }
+
+    /// One observation's scaled emissions into `row` (length k); returns the max
+    /// log-density it was scaled by.
+    fn emission_into(&self, consts: &[f64], x: &[f64], row: &mut [f64]) -> f64 {
+        for (j, slot) in row.iter_mut().enumerate() {
+            let (mu, var) = (&self.params.means[j], &self.params.vars[j]);
+            let maha: f64 = x
+                .iter()
+                .zip(mu)
+                .zip(var)
+                .map(|((x, m), v)| (x - m) * (x - m) / v)
+                .sum();
+            *slot = consts[j] - 0.5 * maha;
+        }
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for slot in row.iter_mut() {
+            *slot = (*slot - m).exp().max(EMISSION_FLOOR);
+        }
+        m
+    }
+
+    /// The scaled emission row of one observation `x` (length d) and its scale, exactly as
+    /// [`GaussianHmm::filter`] computes them for each of its rows: a caller that filters a
+    /// sliding window can compute each row once ([`crate::stream::StreamingInference`]).
+    pub fn emission_row(&self, x: &[f64]) -> Result<(Vec<f64>, f64), RegimeError> {
+        if x.len() != self.d {
+            return Err(invalid(
+                "observation",
+                format!("{} columns, model has {} features", x.len(), self.d),
+            ));
+        }
+        let mut row = vec![0.0; self.k];
+        let m = self.emission_into(&self.emission_consts(), x, &mut row);
+        Ok((row, m))
+    }
+
+    /// The posterior at the last step, from emission rows made by
+    /// [`GaussianHmm::emission_row`] (`b` flat, k per step; `maxes` one per step): the same
+    /// numbers as [`GaussianHmm::filter_last`] on the observations they came from.
+    pub fn filter_last_emissions(
+        &self,
+        b: &[f64],
+        maxes: &[f64],
+        prior: Prior,
+    ) -> Result<Vec<f64>, RegimeError> {
+        if maxes.is_empty() || b.len() != maxes.len() * self.k {
+            return Err(invalid(
+                "emissions",
+                format!(
+                    "{} values for {} steps of {} states",
+                    b.len(),
+                    maxes.len(),
+                    self.k
+                ),
+            ));
+        }
+        let init = match prior {
+            Prior::StartProb => self.params.startprob.clone(),
+            Prior::Stationary => self.stationary(),
+        };
+        let (alpha, _, _) = self.forward(&init, b, maxes)?;
+        Ok(alpha[alpha.len() - self.k..].to_vec())
     }
 
     /// Scaled forward pass: normalised alphas, scale factors c_t and the log-likelihood.

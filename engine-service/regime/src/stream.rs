@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use crate::candle::{Candle, validate};
 use crate::detector::{TimeframeDetector, TimeframeReading};
 use crate::error::RegimeError;
-use crate::features::{N_FEATURES, Observations, WARMUP};
+use crate::features::{N_FEATURES, WARMUP};
 
 const RSI_PERIOD: usize = 14;
 
@@ -145,13 +145,19 @@ impl FeatureStream {
     }
 }
 
-/// A detector's inference kept current candle by candle: the feature stream and the last
-/// `window` raw rows.
+/// A detector's inference kept current candle by candle: the feature stream, the last
+/// `window` raw rows, and each row's emissions under the detector's current model, computed
+/// once per row and model (a retrain recomputes them), so a reading costs one emission row
+/// and one forward pass over `window` rows of k states.
 #[derive(Debug, Clone)]
 pub struct StreamingInference {
     features: FeatureStream,
     rows: VecDeque<[f64; N_FEATURES]>,
     window: usize,
+    /// Emissions (row, scale) of the oldest `emissions.len()` rows under model
+    /// `emissions_of` (a prefix of `rows`, extended at the next reading).
+    emissions: VecDeque<(Vec<f64>, f64)>,
+    emissions_of: Option<u64>,
 }
 
 impl StreamingInference {
@@ -162,6 +168,8 @@ impl StreamingInference {
             features: FeatureStream::new(),
             rows: VecDeque::with_capacity(window + 1),
             window,
+            emissions: VecDeque::with_capacity(window + 1),
+            emissions_of: None,
         }
     }
 
@@ -171,21 +179,39 @@ impl StreamingInference {
             self.rows.push_back(row);
             while self.rows.len() > self.window {
                 self.rows.pop_front();
+                self.emissions.pop_front();
             }
         }
         Ok(())
     }
 
     /// The reading at the last candle pushed, with `detector`'s current model (not ready
-    /// when it has none or no row exists yet).
-    pub fn reading(&self, detector: &TimeframeDetector) -> Result<TimeframeReading, RegimeError> {
-        if self.rows.is_empty() {
+    /// when it has none or no row exists yet). Equal to [`TimeframeDetector::infer_rows`] on
+    /// the kept rows: the same emissions and forward pass, with each row's emissions
+    /// computed once per model.
+    pub fn reading(
+        &mut self,
+        detector: &TimeframeDetector,
+    ) -> Result<TimeframeReading, RegimeError> {
+        if self.rows.is_empty() || detector.model().is_none() {
             return Ok(TimeframeReading::not_ready(&detector.config().name));
         }
-        let mut data = Vec::with_capacity(self.rows.len() * N_FEATURES);
-        for r in &self.rows {
-            data.extend_from_slice(r);
+        if self.emissions_of != Some(detector.generation()) {
+            self.emissions.clear();
+            self.emissions_of = Some(detector.generation());
         }
-        detector.infer_rows(&Observations::new(N_FEATURES, data)?)
+        for row in self.rows.iter().skip(self.emissions.len()) {
+            match detector.emission_row(row)? {
+                Some(e) => self.emissions.push_back(e),
+                None => return Ok(TimeframeReading::not_ready(&detector.config().name)),
+            }
+        }
+        let mut b = Vec::with_capacity(self.emissions.len() * 3);
+        let mut maxes = Vec::with_capacity(self.emissions.len());
+        for (row, m) in &self.emissions {
+            b.extend_from_slice(row);
+            maxes.push(*m);
+        }
+        detector.infer_emissions(&b, &maxes)
     }
 }

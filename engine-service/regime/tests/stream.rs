@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use herd_regime::features::compute_features;
+use herd_regime::features::{Observations, compute_features};
 use herd_regime::stream::{FeatureStream, StreamingInference};
 use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading};
 
@@ -95,6 +95,35 @@ fn incremental_reading_equals_batch_within_1e9() {
         }
     }
     assert_eq!(compared, checkpoints.len());
+}
+
+/// The per-row emission cache changes no number: a reading at every candle, across a
+/// retrain, equals `infer_rows` over the same raw rows exactly.
+#[test]
+fn cached_emissions_give_exactly_the_uncached_reading() {
+    let c = candles(1300);
+    let mut detector = TimeframeDetector::new(TimeframeConfig::one_minute()).unwrap();
+    let window = detector.config().window;
+    let mut stream = StreamingInference::new(&detector);
+    let mut features = FeatureStream::new();
+    let mut raw: Vec<[f64; 4]> = Vec::new();
+    let mut compared = 0;
+    for (i, candle) in c.iter().enumerate() {
+        stream.push(candle).unwrap();
+        raw.extend(features.push(candle).unwrap());
+        let n = i + 1;
+        if n == 550 || n == 900 {
+            detector.train(&c[..n], n as i64 * 60_000).unwrap();
+        }
+        if n >= 550 {
+            let tail = &raw[raw.len().saturating_sub(window)..];
+            let obs = Observations::new(4, tail.concat()).unwrap();
+            let uncached = detector.infer_rows(&obs).unwrap();
+            assert_eq!(stream.reading(&detector).unwrap(), uncached, "candle {n}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 751);
 }
 
 #[test]

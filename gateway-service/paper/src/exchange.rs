@@ -434,11 +434,14 @@ impl Book {
 struct Orders {
     all: HashMap<String, OrderState>,
     open: BTreeSet<String>,
+    /// Counts every mutable access (see [`Exchange::revision`]).
+    changes: u64,
 }
 
 impl Orders {
     /// Inserts or replaces an order, keeping the index.
     fn put(&mut self, o: OrderState) -> Option<OrderState> {
+        self.changes += 1;
         if o.status == OrderStatus::Open {
             self.open.insert(o.venue_order_id.clone());
         } else {
@@ -451,12 +454,21 @@ impl Orders {
     /// a close goes through [`Exchange::remember_closed`], an open through
     /// [`Orders::put`], so nothing here can put the index out of step.
     fn get_mut(&mut self, id: &str) -> Option<&mut OrderState> {
+        self.changes += 1;
         self.all.get_mut(id)
     }
 
-    fn remove(&mut self, id: &str) -> Option<OrderState> {
+    /// Forgets a closed order (history only: no open order or balance
+    /// changes, so the revision stays).
+    fn forget(&mut self, id: &str) -> Option<OrderState> {
         self.open.remove(id);
         self.all.remove(id)
+    }
+
+    /// Drops a closed order from the index of open ones.
+    fn unindex(&mut self, id: &str) {
+        self.changes += 1;
+        self.open.remove(id);
     }
 
     /// The open orders, in venue id order.
@@ -486,7 +498,11 @@ impl<'de> Deserialize<'de> for Orders {
             .filter(|o| o.status == OrderStatus::Open)
             .map(|o| o.venue_order_id.clone())
             .collect();
-        Ok(Orders { all, open })
+        Ok(Orders {
+            all,
+            open,
+            changes: 0,
+        })
     }
 }
 
@@ -518,6 +534,9 @@ pub struct Exchange {
     /// venue's default) fills at the touch; the backtester sets it.
     #[serde(default)]
     market_slippage: Decimal,
+    /// Counts changes of the balances (see [`Exchange::revision`]).
+    #[serde(skip)]
+    funds_changes: u64,
 }
 
 /// How far before a snapshot an order's close may lie and still go into the
@@ -610,6 +629,7 @@ impl Exchange {
         }
         self.save_seq = record.save_seq;
         self.totals = record.totals;
+        self.funds_changes += 1;
         self.reduce_only = record.reduce_only;
         self.ids = record.ids;
         self.positions = record.positions;
@@ -676,6 +696,7 @@ impl Exchange {
             save_seq: 0,
             snapshot_ms: 0,
             market_slippage: Decimal::ZERO,
+            funds_changes: 0,
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -784,6 +805,15 @@ impl Exchange {
         }
         out.retain(|c| c.open_time_ms >= since_ms);
         Ok(out)
+    }
+
+    /// A number that changes whenever an order or a balance does (places,
+    /// fills, cancels, amends, funding, restores) and only then: a caller
+    /// that read the orders or balances at one revision may keep what it
+    /// read until the revision moves (the backtester polls and reads free
+    /// balances only then). Not persisted; it only ever grows in a process.
+    pub fn revision(&self) -> u64 {
+        self.orders.changes + self.funds_changes
     }
 
     /// Every asset's total and free balance.
@@ -1175,7 +1205,7 @@ impl Exchange {
     ) -> Result<OrderState, VenueError> {
         let o = self
             .orders
-            .get_mut(id)
+            .get(id)
             .ok_or_else(|| VenueError::UnknownOrder(id.to_string()))?;
         if o.status != OrderStatus::Open {
             return Err(VenueError::UnknownOrder(format!(
@@ -1183,6 +1213,9 @@ impl Exchange {
                 o.client_order_id, o.status
             )));
         }
+        let Some(o) = self.orders.get_mut(id) else {
+            return Err(VenueError::UnknownOrder(id.to_string()));
+        };
         o.status = OrderStatus::Canceled;
         o.closed_at_ms = Some(now_ms);
         o.reason = Some(reason.into());
@@ -1197,6 +1230,12 @@ impl Exchange {
             (a.opened_at_ms, &a.venue_order_id).cmp(&(b.opened_at_ms, &b.venue_order_id))
         });
         v
+    }
+
+    /// The order with this venue id, borrowed (no copy): the backtester's
+    /// poll compares it with what it saw last.
+    pub fn order(&self, venue_order_id: &str) -> Option<&OrderState> {
+        self.orders.get(venue_order_id)
     }
 
     pub fn query(&self, refs: &[OrderRef]) -> Vec<OrderState> {
@@ -1319,7 +1358,7 @@ impl Exchange {
     /// them answer unknown afterwards).
     pub fn forget_closed(&mut self) {
         for id in self.closed.drain(..) {
-            if let Some(o) = self.orders.remove(&id) {
+            if let Some(o) = self.orders.forget(&id) {
                 self.by_client_id.remove(&o.client_order_id);
             }
         }
@@ -1387,6 +1426,7 @@ impl Exchange {
             }
         }
         let cost = qty * price;
+        self.funds_changes += 1;
         let (fee, fee_asset) = if is_perp {
             ((cost * rate).round_dp(FEE_DECIMALS), inst.quote.clone())
         } else {
@@ -1451,11 +1491,11 @@ impl Exchange {
 
     fn remember_closed(&mut self, id: String) {
         self.reduce_only.remove(&id);
-        self.orders.open.remove(&id);
+        self.orders.unindex(&id);
         self.closed.push_back(id);
         while self.closed.len() > MAX_CLOSED_ORDERS {
             if let Some(old) = self.closed.pop_front()
-                && let Some(o) = self.orders.remove(&old)
+                && let Some(o) = self.orders.forget(&old)
             {
                 self.by_client_id.remove(&o.client_order_id);
             }
@@ -1529,6 +1569,7 @@ impl Exchange {
         let amount = FundingPayment::settle_amount(side, size, mark, rate).round_dp(FEE_DECIMALS);
         pos.realized += amount;
         *self.totals.entry(asset.clone()).or_default() += amount;
+        self.funds_changes += 1;
         self.funding_seq += 1;
         let payment = FundingPayment {
             id: format!("F{:012}", self.funding_seq),

@@ -385,3 +385,45 @@ fn the_open_order_index_agrees_with_every_order_through_each_change() {
     assert_eq!(restored.open_orders(), ex.open_orders());
     assert_eq!(restored.balances(), ex.balances());
 }
+
+/// `revision` moves with every change of an order or a balance and with
+/// nothing else: the backtester skips its poll and its balance read while it
+/// stays, so a change it missed would be a fill the strategies never see.
+#[test]
+fn revision_moves_with_orders_and_balances_only() {
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    let mut rev = ex.revision();
+    let mut moved = |ex: &Exchange, what: &str, expect: bool| {
+        let now = ex.revision();
+        assert_eq!(now != rev, expect, "{what}: revision {rev} -> {now}");
+        rev = now;
+    };
+    // Reads change nothing.
+    let _ = (ex.balances(), ex.open_orders(), ex.query(&[by_id("a")]));
+    let _ = ex.touch("DOGEUSD").unwrap();
+    moved(&ex, "reads", false);
+    ex.place(&limit("a", Side::Buy, dec!(100), dec!(0.09), true), T0)
+        .unwrap();
+    moved(&ex, "place", true);
+    ex.place(&limit("b", Side::Buy, dec!(100), dec!(0.08), true), T0)
+        .unwrap();
+    moved(&ex, "second place", true);
+    // A trade that crosses nothing moves the price only.
+    ex.trade_through("DOGEUSD", dec!(0.095), Decimal::ZERO, T0 + 1)
+        .unwrap();
+    moved(&ex, "trade crossing nothing", false);
+    ex.trade_through("DOGEUSD", dec!(0.0899), Decimal::ZERO, T0 + 2)
+        .unwrap();
+    moved(&ex, "fill", true);
+    assert_eq!(
+        ex.query(&[by_id("a")])[0].status,
+        OrderStatus::Filled,
+        "the fill happened"
+    );
+    ex.forget_closed();
+    moved(&ex, "forgetting closed orders", false);
+    ex.cancel(&by_id("b"), T0 + 3).unwrap();
+    moved(&ex, "cancel", true);
+    assert!(ex.cancel(&by_id("b"), T0 + 4).is_err());
+    moved(&ex, "refused cancel", false);
+}

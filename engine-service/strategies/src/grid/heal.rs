@@ -87,6 +87,48 @@ pub struct AgeReading {
     pub band: Band,
 }
 
+/// A cheap screen for [`reading`]: whether a position may be in the stale
+/// band or a later one. The effective age is estimated in f64 with a margin
+/// (1e-9 relative) far wider than f64's rounding, so "no" is certain and
+/// only positions near or past the stale edge pay for the exact Decimal
+/// reading. Fresh and aging positions, the common case at every tick,
+/// trigger nothing. Built once per tick for one market price.
+#[derive(Debug, Clone, Copy)]
+pub struct StaleScreen {
+    market: f64,
+    divisor: f64,
+    stale_hours: f64,
+}
+
+impl StaleScreen {
+    /// `None` when the screen cannot judge (a price or knob that is not
+    /// positive): read every position exactly then.
+    pub fn new(market: Decimal, h: &HealParams) -> Option<StaleScreen> {
+        let screen = StaleScreen {
+            market: approx_f64(market),
+            divisor: approx_f64(h.distance_divisor),
+            stale_hours: approx_f64(h.stale_hours),
+        };
+        (screen.market > 0.0 && screen.divisor > 0.0).then_some(screen)
+    }
+
+    /// False only when `p` is certainly fresh or aging at `now_ms`.
+    pub fn may_be_stale(&self, p: &Position, now_ms: i64) -> bool {
+        let age_h = (now_ms - p.entry.time_ms).max(0) as f64 / HOUR_MS as f64;
+        let distance = (approx_f64(p.exit.price) - self.market).abs() / self.market * 100.0;
+        let eff = age_h * (1.0 + distance / self.divisor);
+        // NaN (or anything not certainly below the edge) reads as "maybe".
+        let certainly_below = eff < self.stale_hours * (1.0 - 1e-9);
+        !certainly_below
+    }
+}
+
+/// `d` as f64 within a few ulps (mantissa over a power of ten), without
+/// `Decimal::to_f64`'s exact but slow path.
+fn approx_f64(d: Decimal) -> f64 {
+    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
+}
+
 /// Reads a position's age at `market`.
 pub fn reading(p: &Position, market: Decimal, now_ms: i64, h: &HealParams) -> AgeReading {
     let age = age_hours(p.entry.time_ms, now_ms);
@@ -193,6 +235,58 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
     const TICK: Decimal = dec!(0.0000001);
+
+    /// The f64 screen never hides a stale (or later) position: across ages
+    /// around the stale edge (down to the millisecond) and exits near and far
+    /// from the market, "not stale" from the screen means the exact reading
+    /// is fresh or aging, and it says "maybe" right at the edge.
+    #[test]
+    fn stale_screen_never_hides_a_stale_position() {
+        let h = HealParams::default();
+        let market = dec!(0.1);
+        let screen = StaleScreen::new(market, &h).unwrap();
+        let mut maybes = 0;
+        for exit in [
+            dec!(0.1),
+            dec!(0.1000001),
+            dec!(0.102),
+            dec!(0.13),
+            dec!(0.5),
+        ] {
+            let p = position("buy", dec!(0.099), exit, dec!(100));
+            // Where the effective age reaches the stale edge exactly.
+            let factor = Decimal::ONE + distance_pct(exit, market) / h.distance_divisor;
+            let edge_ms = (h.stale_hours * Decimal::from(HOUR_MS) / factor)
+                .round()
+                .mantissa() as i64;
+            for age_ms in [
+                0,
+                edge_ms / 2,
+                edge_ms - 1_000,
+                edge_ms - 1,
+                edge_ms,
+                edge_ms + 1,
+            ]
+            .into_iter()
+            .chain((0..200).map(|k| k * HOUR_MS))
+            {
+                let now = T0 + age_ms;
+                let exact = reading(&p, market, now, &h).band;
+                if !screen.may_be_stale(&p, now) {
+                    assert!(
+                        exact < Band::Stale,
+                        "exit {exit}, age {age_ms} ms: {exact:?}"
+                    );
+                } else {
+                    maybes += 1;
+                }
+            }
+            assert!(screen.may_be_stale(&p, T0 + edge_ms + 1), "exit {exit}");
+        }
+        assert!(maybes > 0);
+        // A market the screen cannot judge reads every position exactly.
+        assert!(StaleScreen::new(Decimal::ZERO, &h).is_none());
+    }
 
     fn position(side: &str, entry: Decimal, exit: Decimal, volume: Decimal) -> Position {
         Position {

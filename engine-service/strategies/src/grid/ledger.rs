@@ -9,7 +9,7 @@
 //! a replay could repeat itself: a second `open` of a position or a second
 //! outcome is ignored (and counted in `conflicts`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -163,14 +163,21 @@ impl LedgerEvent {
     }
 }
 
-/// The ledger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The ledger. Built only by [`Ledger::apply`] (and [`Ledger::replay`]), which
+/// keeps the index of open positions; readers see `positions` but cannot
+/// change it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Ledger {
-    pub positions: BTreeMap<String, Position>,
+    positions: BTreeMap<String, Position>,
     pub subsidy: BTreeMap<u32, Subsidy>,
     /// Events ignored because they would rewrite history (a second open,
     /// a second outcome) or name an unknown position.
     pub conflicts: u64,
+    /// Ids of the open positions: the strategy walks them at every tick,
+    /// while `positions` keeps every closed one too (a long run closes
+    /// thousands).
+    #[serde(skip)]
+    open: BTreeSet<String>,
 }
 
 impl Ledger {
@@ -204,6 +211,9 @@ impl Ledger {
                 if self.positions.contains_key(&position.id) {
                     self.conflicts += 1;
                 } else {
+                    if position.is_open() {
+                        self.open.insert(position.id.clone());
+                    }
                     self.positions
                         .insert(position.id.clone(), position.as_ref().clone());
                 }
@@ -250,7 +260,10 @@ impl Ledger {
                 position_id,
                 outcome,
             } => match self.positions.get_mut(position_id) {
-                Some(p) if p.outcome.is_none() => p.outcome = Some(outcome.clone()),
+                Some(p) if p.outcome.is_none() => {
+                    p.outcome = Some(outcome.clone());
+                    self.open.remove(position_id);
+                }
                 _ => self.conflicts += 1,
             },
             LedgerEvent::Earned {
@@ -276,9 +289,14 @@ impl Ledger {
         self.subsidy.get(&slot_id).cloned().unwrap_or_default()
     }
 
-    /// Open positions, oldest first.
+    /// Every position, open and closed, by id.
+    pub fn positions(&self) -> &BTreeMap<String, Position> {
+        &self.positions
+    }
+
+    /// Open positions, oldest first (by id, as `positions`).
     pub fn open_positions(&self) -> impl Iterator<Item = &Position> {
-        self.positions.values().filter(|p| p.is_open())
+        self.open.iter().filter_map(|id| self.positions.get(id))
     }
 
     /// The position whose exit is order `order_id`.

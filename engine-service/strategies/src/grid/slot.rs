@@ -526,15 +526,16 @@ impl SlotState {
         if self.recovery.iter().any(|o| o.role == Role::Entry) {
             return Err("an entry is in the recovery list".into());
         }
-        let mut ids: Vec<&str> = self
-            .orders
-            .iter()
-            .chain(&self.recovery)
-            .map(|o| o.client_order_id.as_str())
-            .collect();
-        ids.sort_unstable();
-        if ids.windows(2).any(|w| w[0] == w[1]) {
-            return Err("the same client order id is tracked twice".into());
+        // A slot tracks a handful of orders: compare pairs rather than
+        // collect and sort (this runs at every transition).
+        let tracked = || self.orders.iter().chain(&self.recovery);
+        for (k, a) in tracked().enumerate() {
+            if tracked()
+                .skip(k + 1)
+                .any(|b| b.client_order_id == a.client_order_id)
+            {
+                return Err("the same client order id is tracked twice".into());
+            }
         }
         Ok(())
     }

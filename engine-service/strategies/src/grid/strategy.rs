@@ -536,7 +536,7 @@ impl Grid {
                     .map_or(Decimal::ZERO, |(_, c)| c);
                 let price = new_price.unwrap_or_else(|| {
                     self.ledger
-                        .positions
+                        .positions()
                         .get(&position_id)
                         .map_or(Decimal::ZERO, |p| p.exit.price)
                 });
@@ -576,7 +576,7 @@ impl Grid {
         // was resting at earns its slot subsidy.
         let limit = self
             .ledger
-            .positions
+            .positions()
             .get(&c.position_id)
             .map(|p| p.exit.price);
         self.record(
@@ -678,6 +678,7 @@ impl Grid {
             return;
         };
         let h = self.cfg.heal.clone();
+        let screen = heal::StaleScreen::new(market, &h);
         let mut moves: Vec<(usize, String, Decimal, String, Decimal)> = Vec::new();
         for p in self.ledger.open_positions() {
             if moves.len() >= HEAL_MOVES_PER_TICK {
@@ -690,6 +691,9 @@ impl Grid {
                 continue;
             };
             if o.pending.is_some() || o.retry_at_ms.is_some() {
+                continue;
+            }
+            if screen.is_some_and(|s| !s.may_be_stale(p, now)) {
                 continue;
             }
             let r = heal::reading(p, market, now, &h);
@@ -803,7 +807,7 @@ impl Grid {
             let Some(i) = self.slots.iter().position(|s| s.id == slot_id) else {
                 continue;
             };
-            if self.ledger.positions.contains_key(&k.client_order_id) {
+            if self.ledger.positions().contains_key(&k.client_order_id) {
                 continue;
             }
             let Some(f) = self.filters() else {
@@ -930,7 +934,7 @@ impl Grid {
         let parent_id = c.and_then(|c| c.parent_position_id.clone());
         let parent = parent_id
             .as_ref()
-            .and_then(|id| self.ledger.positions.get(id))
+            .and_then(|id| self.ledger.positions().get(id))
             .filter(|p| p.is_open() && self.exit_of(p).is_some());
         let parent_slot = c.and_then(|c| c.parent_slot);
         let needs = parent_slot.is_some_and(|s| {
@@ -1176,7 +1180,7 @@ impl Grid {
             .collect();
         let closed = self
             .ledger
-            .positions
+            .positions()
             .values()
             .filter(|p| !p.is_open())
             .count();
@@ -1265,7 +1269,7 @@ impl Grid {
     ) -> Result<(usize, Position, SlotOrder), CommandError> {
         let p = self
             .ledger
-            .positions
+            .positions()
             .get(position_id)
             .ok_or_else(|| CommandError::NotFound(format!("no position {position_id:?}")))?;
         if !p.is_open() {
@@ -1390,7 +1394,7 @@ impl Grid {
             Command::KeepHolding { position_id, hours } => {
                 let p = self
                     .ledger
-                    .positions
+                    .positions()
                     .get(position_id)
                     .filter(|p| p.is_open())
                     .ok_or_else(|| format!("no open position {position_id:?}"))?;
@@ -1654,7 +1658,7 @@ impl Strategy for Grid {
                     && !k.open_at_venue
                     && k.volume_executed > Decimal::ZERO
                     && k.average_price > Decimal::ZERO
-                    && !self.ledger.positions.contains_key(&k.client_order_id)
+                    && !self.ledger.positions().contains_key(&k.client_order_id)
             })
             .cloned()
             .collect();
