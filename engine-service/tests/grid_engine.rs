@@ -630,13 +630,7 @@ async fn churner_profit_funds_the_parent_slot_and_a_subsidised_reprice_spends_it
     sim.tick().await;
     sim.now += S;
     sim.tick().await;
-    let p = sim
-        .grid()
-        .ledger()
-        .positions()
-        .get(&pos.id)
-        .unwrap()
-        .clone();
+    let p = sim.grid().ledger().position(&pos.id).unwrap().clone();
     assert_eq!(p.exit.price, dec!(0.1208396));
     let acct = sim.grid().ledger().subsidy_of(0);
     assert_eq!(acct.consumed, dec!(0.0019706078824));
@@ -677,13 +671,7 @@ async fn churner_profit_funds_the_parent_slot_and_a_subsidised_reprice_spends_it
     })
     .await
     .unwrap();
-    let p = sim
-        .grid()
-        .ledger()
-        .positions()
-        .get(&pos.id)
-        .unwrap()
-        .clone();
+    let p = sim.grid().ledger().position(&pos.id).unwrap().clone();
     let o = p.outcome.expect("closed");
     assert_eq!(o.kind, "market_close");
     assert!(sim.grid().ledger().realized(None) < before);

@@ -294,6 +294,11 @@ impl Ledger {
         &self.positions
     }
 
+    /// One position, open or closed.
+    pub fn position(&self, id: &str) -> Option<&Position> {
+        self.positions.get(id)
+    }
+
     /// Open positions, oldest first (by id, as `positions`).
     pub fn open_positions(&self) -> impl Iterator<Item = &Position> {
         self.open.iter().filter_map(|id| self.positions.get(id))
