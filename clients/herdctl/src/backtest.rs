@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use herd_backtest::csv::{Candles, fmt_time, load_candles, load_funding, parse_cli_time};
-use herd_backtest::sim::{FillModel, Progress, RegimeSetup, Setup};
+use herd_backtest::sim::{FillModel, FundingSetup, Progress, RegimeSetup, Setup};
 use herd_backtest::sweep::SweepConfig;
 use herd_backtest::{engine_strategies, report, run};
 use herd_engine::config::{EngineConfig, RegimeSource, Secret};
@@ -32,9 +32,15 @@ pub struct BacktestArgs {
     /// OHLCV candles: Kraken OHLCVT (no header, seconds) or a header-named CSV.
     #[arg(long)]
     candles: PathBuf,
-    /// Funding rates CSV (time, symbol, rate[, mark]); read and checked.
+    /// Funding rates CSV (time, symbol, rate[, mark]): settled at the
+    /// venue's funding times when the engine's symbol is a perpetual
+    /// (e.g. BTCUSDT-PERP); read and checked on spot.
     #[arg(long)]
     funding: Option<PathBuf>,
+    /// Hours between funding settlements; default: the paper venue's for a
+    /// perpetual it lists, else 8.
+    #[arg(long)]
+    funding_hours: Option<u32>,
     /// First candle to use: unix seconds or ms, or a date (2024-01-31[ 12:00]).
     #[arg(long)]
     from: Option<String>,
@@ -53,6 +59,10 @@ pub struct BacktestArgs {
     /// Market-order slippage as a fraction (0.0005 = 5 bp).
     #[arg(long, default_value = "0.0005")]
     slippage: String,
+    /// Partial liquidity: at most this base volume of one resting order
+    /// fills per trade of the intra-candle path (default: all of it).
+    #[arg(long)]
+    liquidity: Option<String>,
     /// Starting balance, ASSET=AMOUNT (repeatable); default: the paper
     /// venue's for a symbol it lists, else 10000 of the quote coin.
     #[arg(long = "balance")]
@@ -110,9 +120,14 @@ fn instrument_for(symbol: &str, sample: &[Decimal]) -> anyhow::Result<(Instrumen
         ));
     }
     const QUOTES: &[&str] = &["USDT", "USDC", "USD", "EUR", "GBP", "JPY", "BTC", "ETH"];
+    // A linear perpetual is named by its pair and "-PERP" (BTCUSDT-PERP).
+    let (pair, kind) = match symbol.strip_suffix("-PERP") {
+        Some(pair) => (pair, InstrumentKind::Perpetual),
+        None => (symbol, InstrumentKind::Spot),
+    };
     let Some(quote) = QUOTES
         .iter()
-        .find(|q| symbol.len() > q.len() && symbol.ends_with(*q))
+        .find(|q| pair.len() > q.len() && pair.ends_with(*q))
     else {
         bail!(
             "symbol {symbol:?} (the engine config's `symbol`) does not end in a quote coin herdctl knows ({})",
@@ -128,9 +143,9 @@ fn instrument_for(symbol: &str, sample: &[Decimal]) -> anyhow::Result<(Instrumen
     Ok((
         Instrument {
             symbol: symbol.to_string(),
-            base: symbol[..symbol.len() - quote.len()].to_string(),
+            base: pair[..pair.len() - quote.len()].to_string(),
             quote: (*quote).to_string(),
-            kind: InstrumentKind::Spot,
+            kind,
             tick_size: Decimal::new(1, decimals),
             price_decimals: decimals,
             lot_decimals: 8,
@@ -223,15 +238,23 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             args.candles.display()
         );
     }
-    if let Some(f) = &args.funding {
-        let rows = load_funding(f)?;
-        eprintln!(
-            "backtest: {} funding rows read from {} (spot run: funding is not settled)",
-            rows.len(),
-            f.display()
-        );
-    }
     let setup = setup_for(args, &cfg, &candles)?;
+    if let Some(f) = &args.funding {
+        if setup.instrument.kind == InstrumentKind::Perpetual {
+            eprintln!(
+                "backtest: {} funding rows for {} from {}, settled every {} h",
+                setup.funding.rates.len(),
+                setup.instrument.symbol,
+                f.display(),
+                setup.funding.interval_hours
+            );
+        } else {
+            eprintln!(
+                "backtest: funding rates read from {} (spot run: funding is not settled)",
+                f.display()
+            );
+        }
+    }
     let start = candles.bars[0].open_time_ms;
     let strategies = engine_strategies(cfg.rangers.clone(), cfg.grid.clone(), &cfg.symbol, start)
         .with_context(|| format!("{}", args.config.display()))?;
@@ -306,11 +329,22 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
     }
     Ok(Setup {
         balances: balances_for(&args.balances, &instrument)?,
+        funding: funding_for(args, &instrument)?,
         instrument,
         fee_policy,
         fill: FillModel {
             through_ticks: args.through_ticks,
             market_slippage: decimal_arg("slippage", &args.slippage)?,
+            liquidity_per_trade: match &args.liquidity {
+                Some(l) => {
+                    let v = decimal_arg("liquidity", l)?;
+                    if v.is_zero() {
+                        bail!("--liquidity: must be greater than zero");
+                    }
+                    Some(v)
+                }
+                None => None,
+            },
         },
         regime: match cfg.regime_source {
             RegimeSource::Fixed => {
@@ -320,6 +354,44 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
                 refresh_ms: i64::try_from(cfg.regime_refresh_ms).unwrap_or(i64::MAX),
             },
         },
+    })
+}
+
+/// The funding rows for the instrument (rows named by the perp, or by its
+/// spot pair without `-PERP`) and the settlement interval.
+fn funding_for(args: &BacktestArgs, inst: &Instrument) -> anyhow::Result<FundingSetup> {
+    let interval_hours = match args.funding_hours {
+        Some(0) => bail!("--funding-hours: must be at least 1"),
+        Some(h) => h,
+        None => PaperConfig::default()
+            .instruments
+            .iter()
+            .find(|p| p.instrument.symbol == inst.symbol)
+            .and_then(|p| p.perp.as_ref())
+            .map_or(8, |p| p.funding_interval_hours),
+    };
+    let Some(path) = &args.funding else {
+        return Ok(FundingSetup {
+            interval_hours,
+            rates: Vec::new(),
+        });
+    };
+    let rows = load_funding(path)?;
+    let spot = inst.symbol.strip_suffix("-PERP").unwrap_or(&inst.symbol);
+    let rates: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.symbol == inst.symbol || r.symbol == spot)
+        .collect();
+    if inst.kind == InstrumentKind::Perpetual && rates.is_empty() {
+        bail!(
+            "{}: no funding rows for {} (rows must name it or {spot})",
+            path.display(),
+            inst.symbol
+        );
+    }
+    Ok(FundingSetup {
+        interval_hours,
+        rates,
     })
 }
 

@@ -49,6 +49,9 @@ pub struct StrategyReport {
     pub orphans: u64,
     /// Exposure of the orphans that report it (quote).
     pub orphan_exposure: Decimal,
+    /// Funding on this strategy's own perpetual position: received (+) or
+    /// paid (-).
+    pub funding: Decimal,
     /// Per slot (grid `slot N`, rangers `ranger N`): cycles and their net.
     pub slots: BTreeMap<String, SlotReport>,
 }
@@ -85,6 +88,9 @@ pub struct Report {
     pub fees_by_coin: BTreeMap<String, Decimal>,
     /// Funding received (+) or paid (-); zero on spot.
     pub funding: Decimal,
+    /// Funding settlements booked (perpetuals; one per funding time with a
+    /// position open).
+    pub funding_settlements: usize,
     pub max_drawdown: Option<Drawdown>,
     /// Mean over standard deviation of daily returns, times sqrt(365).
     pub sharpe_daily: Option<f64>,
@@ -191,6 +197,10 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
             _ => {}
         }
     }
+    for (name, amount) in &out.funding_by_strategy {
+        strategies.entry(name.clone()).or_default().funding += *amount;
+    }
+    let funding: Decimal = out.funding.iter().map(|p| p.amount).sum();
     let total_ms: i64 = out.regime_ms.values().sum();
     let regime_time_pct = out
         .regime_ms
@@ -217,7 +227,8 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
         buy_and_hold_pct,
         fees: fees.round_dp(8),
         fees_by_coin,
-        funding: Decimal::ZERO,
+        funding: funding.round_dp(8),
+        funding_settlements: out.funding.len(),
         max_drawdown: max_drawdown(out.initial_equity, out.start_ms, &out.equity),
         sharpe_daily,
         sortino_daily,
@@ -581,6 +592,7 @@ pub fn files(
     Ok(vec![
         ("report.json", json),
         ("fills.csv", fills_csv(out).into_bytes()),
+        ("funding.csv", funding_csv(out).into_bytes()),
         ("equity.svg", equity.clone().into_bytes()),
         ("drawdown.svg", drawdown.clone().into_bytes()),
         (
@@ -588,6 +600,27 @@ pub fn files(
             html(&report, &equity, &drawdown).into_bytes(),
         ),
     ])
+}
+
+/// One row per funding settlement: time, symbol, side and size of the
+/// position, mark, rate, amount (+ received, - paid), asset.
+fn funding_csv(out: &Outcome) -> String {
+    let mut s = String::from("time,time_ms,symbol,side,size,mark,rate,amount,asset\n");
+    for p in &out.funding {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            fmt_time(p.time_ms),
+            p.time_ms,
+            p.symbol,
+            p.side.as_str(),
+            p.size,
+            p.mark_price,
+            p.rate,
+            p.amount,
+            p.asset
+        ));
+    }
+    s
 }
 
 /// Writes the report's files into `dir` (created if missing).

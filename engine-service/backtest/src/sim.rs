@@ -18,18 +18,22 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+use herd_paper::{
+    Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PerpConfig,
+};
 use herd_regime::stream::StreamingInference;
 use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, consensus};
 use herd_strategies::strategy::{
     Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
 };
-use herd_venue::{NewOrder, OrderRef, OrderState, OrderStatus, OrderType};
+use herd_venue::{
+    FundingPayment, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, OrderType,
+};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::csv::Bar;
+use crate::csv::{Bar, FundingRow};
 
 /// The start of the userref range the simulated gateway gives the engine.
 pub const USERREF_MIN: i32 = 1000;
@@ -50,6 +54,11 @@ pub struct FillModel {
     /// Market orders fill this fraction beyond the touch (0.0005 = 5 bp),
     /// rounded to the tick against the taker.
     pub market_slippage: Decimal,
+    /// Partial liquidity: at most this much base volume of one resting
+    /// order fills per trade of the intra-candle path (four trades a
+    /// candle), the rest stays open for the next trades. `None` (the
+    /// default): a traded-through order fills completely.
+    pub liquidity_per_trade: Option<Decimal>,
 }
 
 impl Default for FillModel {
@@ -57,6 +66,7 @@ impl Default for FillModel {
         FillModel {
             through_ticks: 1,
             market_slippage: Decimal::new(5, 4),
+            liquidity_per_trade: None,
         }
     }
 }
@@ -97,6 +107,19 @@ pub struct Setup {
     pub fee_policy: FeePolicy,
     pub fill: FillModel,
     pub regime: RegimeSetup,
+    /// Funding settlements (perpetual instruments only).
+    pub funding: FundingSetup,
+}
+
+/// Funding of a perpetual: the venue's schedule and the rates to settle at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FundingSetup {
+    /// Hours between settlements, aligned on the Unix epoch as the paper
+    /// venue does (8: 00:00, 08:00, 16:00 UTC); 0 counts as 8.
+    pub interval_hours: u32,
+    /// The instrument's rates in time order: a settlement at `T` uses the
+    /// last row at or before `T` (0 before the first row).
+    pub rates: Vec<FundingRow>,
 }
 
 /// One fill as the report lists it.
@@ -161,6 +184,11 @@ pub struct Outcome {
     pub ticks: u64,
     /// Every strategy's status block at the end, as JSON.
     pub final_status: BTreeMap<String, serde_json::Value>,
+    /// Funding settlements the venue booked (perpetuals), in time order.
+    pub funding: Vec<FundingPayment>,
+    /// Each strategy's share of the funding: its own signed position at
+    /// each settlement times mark times rate (long pays a positive rate).
+    pub funding_by_strategy: BTreeMap<String, Decimal>,
 }
 
 /// An order the simulated gateway follows for the engine.
@@ -184,6 +212,19 @@ pub struct Sim {
     regime: RegimeView,
     last_partial_cancel_ms: Option<i64>,
     out: Outcome,
+    /// Present for a perpetual: funding to settle and positions per strategy.
+    funding: Option<FundingState>,
+}
+
+/// The funding side of a perpetual's run.
+#[derive(Debug)]
+struct FundingState {
+    rates: Vec<FundingRow>,
+    /// The next row of `rates` not yet in force.
+    next_row: usize,
+    rate: Decimal,
+    /// Signed position of each strategy (by index), from its fills.
+    held: Vec<Decimal>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -359,6 +400,31 @@ pub fn engine_strategies(
     ])
 }
 
+/// The paper venue's perpetual for a run: no basis to a spot pair (the
+/// candles are the perp's own trades) and a funding rate that stays where
+/// the driver sets it before each settlement.
+fn perp_config(inst: &Instrument, funding: &FundingSetup) -> Option<PerpConfig> {
+    (inst.kind == InstrumentKind::Perpetual).then(|| PerpConfig {
+        underlying: None,
+        basis_volatility: 0.0,
+        basis_reversion: 0.0,
+        funding_interval_hours: if funding.interval_hours == 0 {
+            8
+        } else {
+            funding.interval_hours
+        },
+        funding: FundingPathConfig {
+            seed: 1,
+            start_rate: Decimal::ZERO,
+            mean_rate: Decimal::ZERO,
+            persistence: 1.0,
+            volatility: 0.0,
+            cap: Decimal::ONE,
+        },
+        ..PerpConfig::default()
+    })
+}
+
 /// Progress of a run, for a progress line.
 pub trait Progress {
     /// `done` of `total` candles so far.
@@ -385,10 +451,10 @@ pub fn run(
             instrument: inst.clone(),
             start_price: first.open,
             path: herd_paper::PathConfig::default(),
-            liquidity_per_step: None,
+            liquidity_per_step: setup.fill.liquidity_per_trade,
             typical_step_volume: 0.0,
             fee_policy: Some(setup.fee_policy),
-            perp: None,
+            perp: perp_config(&inst, &setup.funding),
         }],
         balances: setup.balances.clone(),
         fee_policy: setup.fee_policy,
@@ -439,8 +505,19 @@ pub fn run(
             cancel_failures: 0,
             ticks: 0,
             final_status: BTreeMap::new(),
+            funding: Vec::new(),
+            funding_by_strategy: BTreeMap::new(),
         },
+        funding: None,
     };
+    if inst.kind == InstrumentKind::Perpetual {
+        sim.funding = Some(FundingState {
+            rates: setup.funding.rates.clone(),
+            next_row: 0,
+            rate: Decimal::ZERO,
+            held: vec![Decimal::ZERO; sim.strategies.len()],
+        });
+    }
     sim.out.initial_equity = sim.equity_at(first.open, start_ms).equity;
     sim.restore(start_ms);
     let quarter = interval_ms / 4;
@@ -493,7 +570,52 @@ impl Sim {
             close: price,
             base,
             quote,
-            equity: quote + base * price,
+            equity: quote + base * price + self.unrealized(),
+        }
+    }
+
+    /// Unrealized PnL of the perpetual's position at the book's last price.
+    fn unrealized(&self) -> Decimal {
+        if self.funding.is_none() {
+            return Decimal::ZERO;
+        }
+        self.ex.positions().iter().map(|p| p.unrealized_pnl).sum()
+    }
+
+    /// Settles every funding time up to `now` (the venue's schedule) at the
+    /// rate the funding rows give for it, with the book's last price as the
+    /// mark, and splits each payment over the strategies' own positions.
+    fn settle_funding(&mut self, now: i64) {
+        let Some(f) = self.funding.as_mut() else {
+            return;
+        };
+        let symbol = self.inst.symbol.as_str();
+        while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
+            if next > now {
+                break;
+            }
+            while let Some(row) = f.rates.get(f.next_row).filter(|r| r.time_ms <= next) {
+                f.rate = row.rate;
+                f.next_row += 1;
+            }
+            if self.ex.set_funding_rate(symbol, f.rate).is_err() {
+                break;
+            }
+            for p in self.ex.settle_funding(next) {
+                for (owner, held) in f.held.iter().enumerate() {
+                    if held.is_zero() {
+                        continue;
+                    }
+                    let name = self
+                        .strategies
+                        .get(owner)
+                        .map(|s| s.name().to_string())
+                        .unwrap_or_default();
+                    let share = (-*held * p.mark_price * p.rate).round_dp(8);
+                    *self.out.funding_by_strategy.entry(name).or_default() += share;
+                }
+                self.out.funding.push(p);
+            }
         }
     }
 
@@ -513,6 +635,7 @@ impl Sim {
     /// One trade of the intra-candle path, then the updates it caused and
     /// one tick of every strategy.
     fn step(&mut self, price: Decimal, now: i64) {
+        self.settle_funding(now);
         if self
             .ex
             .trade_through(&self.inst.symbol, price, self.through, now)
@@ -734,6 +857,12 @@ impl Sim {
                     fee_quote,
                     taker: old.status == OrderStatus::Pending,
                 });
+                if let Some(held) = self.funding.as_mut().and_then(|f| f.held.get_mut(owner)) {
+                    match new.side {
+                        Side::Buy => *held += update.fill_volume,
+                        Side::Sell => *held -= update.fill_volume,
+                    }
+                }
             }
             if update.kind == UpdateKind::Canceled && update.volume_executed > Decimal::ZERO {
                 self.last_partial_cancel_ms = Some(now);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use herd_backtest::csv::parse_candles;
-use herd_backtest::sim::{FillModel, RegimeSetup, Setup};
+use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
 use herd_backtest::{engine_strategies, report, run};
 use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
@@ -20,6 +20,7 @@ fn setup() -> Setup {
         balances: BTreeMap::from([("USD".into(), dec!(1000)), ("DOGE".into(), dec!(5000))]),
         fee_policy: FeePolicy::Quote,
         fill: FillModel::default(),
+        funding: FundingSetup::default(),
         regime: RegimeSetup::Fixed(RegimeView {
             regime: "RANGING".into(),
             ready: true,
@@ -147,7 +148,7 @@ fn the_same_inputs_give_byte_identical_reports() {
         report::files(&out, &candles.gaps).unwrap()
     };
     let (a, b) = (files(), files());
-    assert_eq!(a.len(), 5);
+    assert_eq!(a.len(), 6);
     for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(b.iter()) {
         assert_eq!(name_a, name_b);
         assert!(bytes_a == bytes_b, "{name_a} differs between two runs");
