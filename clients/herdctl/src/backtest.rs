@@ -17,9 +17,9 @@ use anyhow::{Context, bail};
 use herd_backtest::csv::{Candles, fmt_time, load_candles, load_funding, parse_cli_time};
 use herd_backtest::sim::{FillModel, FundingSetup, Progress, RegimeSetup, Setup};
 use herd_backtest::sweep::SweepConfig;
-use herd_backtest::{engine_strategies, report, run};
+use herd_backtest::{Companion, engine_strategies, report, run, run_with};
 use herd_engine::config::{EngineConfig, RegimeSource, Secret};
-use herd_paper::{FeePolicy, PaperConfig};
+use herd_paper::{FeePolicy, PaperConfig, PaperInstrument, PathConfig};
 use herd_venue::{Instrument, InstrumentKind};
 use rust_decimal::Decimal;
 
@@ -222,8 +222,18 @@ pub fn engine_config(
     Ok(cfg)
 }
 
-/// Runs the backtest (or the sweep) and writes the report.
+/// Runs the backtest (or the sweep) and writes the report. It runs on a
+/// thread of its own, outside herdctl's async runtime, because the funding
+/// orchestrator brings a runtime of its own (see `backtest_funding`).
 pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+    std::thread::scope(|s| {
+        s.spawn(|| run_backtest_here(args))
+            .join()
+            .unwrap_or_else(|_| bail!("the backtest thread panicked"))
+    })
+}
+
+fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     if let Some(sweep) = &args.sweep {
         return run_sweep(args, sweep);
     }
@@ -238,13 +248,40 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             args.candles.display()
         );
     }
-    let setup = setup_for(args, &cfg, &candles)?;
+    let mut setup = setup_for(args, &cfg, &candles)?;
+    let mut companion = None;
+    if cfg.funding.enabled {
+        let follower = funding_follower(&setup.instrument, &price_sample(&candles))?;
+        let perp = if follower.instrument.kind == InstrumentKind::Perpetual {
+            &follower.instrument
+        } else {
+            &setup.instrument
+        };
+        let mut funding = funding_for(args, &[perp])?;
+        if args.funding.is_none() {
+            bail!(
+                "[funding] is enabled in {}: the orchestrator needs --funding rates for {}",
+                args.config.display(),
+                perp.symbol
+            );
+        }
+        eprintln!(
+            "backtest: the funding orchestrator trades {} and {} every {} s of simulated time",
+            setup.instrument.symbol,
+            follower.instrument.symbol,
+            cfg.funding.cycle_interval_ms / 1000
+        );
+        funding.followers.push(follower);
+        setup.funding = funding;
+        companion = Some(crate::backtest_funding::FundingCompanion::new(
+            cfg.funding.clone(),
+        )?);
+    }
     if let Some(f) = &args.funding {
-        if setup.instrument.kind == InstrumentKind::Perpetual {
+        if setup.instrument.kind == InstrumentKind::Perpetual || companion.is_some() {
             eprintln!(
-                "backtest: {} funding rows for {} from {}, settled every {} h",
+                "backtest: {} funding rows from {}, settled every {} h",
                 setup.funding.rates.len(),
-                setup.instrument.symbol,
                 f.display(),
                 setup.funding.interval_hours
             );
@@ -279,25 +316,37 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         shown: false,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
-    let out = if show {
-        run(
-            &setup,
-            strategies,
-            &candles.bars,
-            candles.interval_ms,
-            &mut line,
-        )?
-    } else {
-        run(
-            &setup,
-            strategies,
-            &candles.bars,
-            candles.interval_ms,
-            &mut (),
-        )?
+    let mut quiet = ();
+    let progress: &mut dyn Progress = if show { &mut line } else { &mut quiet };
+    let mut none = ();
+    let with: &mut dyn Companion = match companion.as_mut() {
+        Some(c) => c,
+        None => &mut none,
     };
+    let mut out = run_with(
+        &setup,
+        strategies,
+        &candles.bars,
+        candles.interval_ms,
+        progress,
+        with,
+    )?;
     if line.shown {
         eprintln!();
+    }
+    if let Some(c) = companion {
+        let (fills, summary) = c.finish();
+        merge_funding(&mut out, fills);
+        eprintln!(
+            "backtest: funding orchestrator: {} cycles, {} opened, {} closed, {} step errors",
+            summary.cycles,
+            summary.opened.len(),
+            summary.closed.len(),
+            summary.errors.len()
+        );
+        for (t, e) in summary.errors.iter().take(5) {
+            eprintln!("backtest: funding orchestrator at {}: {e}", fmt_time(*t));
+        }
     }
     let elapsed = started.elapsed();
     let written = report::write_files(&args.out, &out, &candles.gaps)
@@ -313,13 +362,32 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyhow::Result<Setup> {
-    let sample: Vec<Decimal> = candles
+/// The orchestrator's fills join the strategies' (in time order), and the
+/// funding the strategies' own positions do not account for is its.
+fn merge_funding(out: &mut herd_backtest::Outcome, fills: Vec<herd_backtest::sim::Fill>) {
+    out.fills.extend(fills);
+    out.fills.sort_by_key(|f| f.time_ms);
+    let total: Decimal = out.funding.iter().map(|p| p.amount).sum();
+    let strategies: Decimal = out.funding_by_strategy.values().copied().sum();
+    let own = total - strategies;
+    if !own.is_zero() || !out.funding.is_empty() {
+        out.funding_by_strategy
+            .insert(crate::backtest_funding::NAME.to_string(), own);
+    }
+}
+
+/// Prices to derive a tick from: the first 1,000 candles' opens and closes.
+fn price_sample(candles: &Candles) -> Vec<Decimal> {
+    candles
         .bars
         .iter()
         .take(1000)
         .flat_map(|b| [b.open, b.close])
-        .collect();
+        .collect()
+}
+
+fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyhow::Result<Setup> {
+    let sample = price_sample(candles);
     let (mut instrument, fee_policy) = instrument_for(&cfg.symbol, &sample)?;
     if let Some(f) = &args.maker_fee {
         instrument.maker_fee = decimal_arg("maker-fee", f)?;
@@ -329,7 +397,13 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
     }
     Ok(Setup {
         balances: balances_for(&args.balances, &instrument)?,
-        funding: funding_for(args, &instrument)?,
+        funding: funding_for(
+            args,
+            &[&instrument]
+                .into_iter()
+                .filter(|i| i.kind == InstrumentKind::Perpetual)
+                .collect::<Vec<_>>(),
+        )?,
         instrument,
         fee_policy,
         fill: FillModel {
@@ -357,41 +431,68 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
     })
 }
 
-/// The funding rows for the instrument (rows named by the perp, or by its
-/// spot pair without `-PERP`) and the settlement interval.
-fn funding_for(args: &BacktestArgs, inst: &Instrument) -> anyhow::Result<FundingSetup> {
+/// The funding rows (every symbol's: the simulation takes each perpetual's
+/// own) and the settlement interval of the first perpetual traded.
+fn funding_for(args: &BacktestArgs, perps: &[&Instrument]) -> anyhow::Result<FundingSetup> {
     let interval_hours = match args.funding_hours {
         Some(0) => bail!("--funding-hours: must be at least 1"),
         Some(h) => h,
-        None => PaperConfig::default()
-            .instruments
-            .iter()
-            .find(|p| p.instrument.symbol == inst.symbol)
-            .and_then(|p| p.perp.as_ref())
+        None => perps
+            .first()
+            .and_then(|inst| {
+                PaperConfig::default()
+                    .instruments
+                    .into_iter()
+                    .find(|p| p.instrument.symbol == inst.symbol)
+            })
+            .and_then(|p| p.perp)
             .map_or(8, |p| p.funding_interval_hours),
     };
     let Some(path) = &args.funding else {
         return Ok(FundingSetup {
             interval_hours,
             rates: Vec::new(),
+            followers: Vec::new(),
         });
     };
-    let rows = load_funding(path)?;
-    let spot = inst.symbol.strip_suffix("-PERP").unwrap_or(&inst.symbol);
-    let rates: Vec<_> = rows
-        .into_iter()
-        .filter(|r| r.symbol == inst.symbol || r.symbol == spot)
-        .collect();
-    if inst.kind == InstrumentKind::Perpetual && rates.is_empty() {
-        bail!(
-            "{}: no funding rows for {} (rows must name it or {spot})",
-            path.display(),
-            inst.symbol
-        );
+    let rates = load_funding(path)?;
+    for inst in perps {
+        let pair = inst.symbol.strip_suffix("-PERP").unwrap_or(&inst.symbol);
+        if !rates
+            .iter()
+            .any(|r| r.symbol == inst.symbol || r.symbol == pair)
+        {
+            bail!(
+                "{}: no funding rows for {} (rows must name it or {pair})",
+                path.display(),
+                inst.symbol
+            );
+        }
     }
     Ok(FundingSetup {
         interval_hours,
         rates,
+        followers: Vec::new(),
+    })
+}
+
+/// The funding orchestrator's other leg: the perpetual of a spot engine
+/// symbol, or the spot pair of a perpetual one; it trades at the candles'
+/// prices too.
+fn funding_follower(inst: &Instrument, sample: &[Decimal]) -> anyhow::Result<PaperInstrument> {
+    let other = match inst.symbol.strip_suffix("-PERP") {
+        Some(pair) => pair.to_string(),
+        None => format!("{}-PERP", inst.symbol),
+    };
+    let (instrument, fee_policy) = instrument_for(&other, sample)?;
+    Ok(PaperInstrument {
+        instrument,
+        start_price: Decimal::ONE,
+        path: PathConfig::default(),
+        liquidity_per_step: None,
+        typical_step_volume: 0.0,
+        fee_policy: Some(fee_policy),
+        perp: None,
     })
 }
 

@@ -4,6 +4,7 @@
 //! says why), 2 bad usage (clap), 3 the operator declined a confirmation.
 
 mod backtest;
+mod backtest_funding;
 mod client;
 mod errors;
 mod events;

@@ -117,9 +117,17 @@ pub struct FundingSetup {
     /// Hours between settlements, aligned on the Unix epoch as the paper
     /// venue does (8: 00:00, 08:00, 16:00 UTC); 0 counts as 8.
     pub interval_hours: u32,
-    /// The instrument's rates in time order: a settlement at `T` uses the
-    /// last row at or before `T` (0 before the first row).
+    /// Rates in time order per symbol: a perpetual's settlement at `T` uses
+    /// the last row at or before `T` naming the perp (`BTCUSDT-PERP`) or its
+    /// pair (`BTCUSDT`); 0 before the first row. Between settlements the
+    /// venue shows the last row at or before the time (no look-ahead).
     pub rates: Vec<FundingRow>,
+    /// More instruments on the venue, all trading at the candles' prices
+    /// (the funding orchestrator's spot pair and perpetual of the same
+    /// base). Perpetuals among them settle funding as the main one does.
+    /// Their price path, perp settings and history are replaced (they
+    /// follow the candles; funding as above); instrument and fee policy stay.
+    pub followers: Vec<PaperInstrument>,
 }
 
 /// One fill as the report lists it.
@@ -212,19 +220,41 @@ pub struct Sim {
     regime: RegimeView,
     last_partial_cancel_ms: Option<i64>,
     out: Outcome,
-    /// Present for a perpetual: funding to settle and positions per strategy.
+    /// Present with perpetuals: funding to settle and positions per strategy.
     funding: Option<FundingState>,
+    /// Symbols besides the main one that trade at the candles' prices.
+    followers: Vec<String>,
 }
 
-/// The funding side of a perpetual's run.
+/// The funding side of a run with perpetuals.
 #[derive(Debug)]
 struct FundingState {
+    perps: Vec<PerpFunding>,
+    /// Signed position of each strategy (by index) on the main instrument,
+    /// from its fills.
+    held: Vec<Decimal>,
+}
+
+/// One perpetual's rates.
+#[derive(Debug)]
+struct PerpFunding {
+    symbol: String,
     rates: Vec<FundingRow>,
     /// The next row of `rates` not yet in force.
     next_row: usize,
     rate: Decimal,
-    /// Signed position of each strategy (by index), from its fills.
-    held: Vec<Decimal>,
+}
+
+/// Another trader on the simulated venue besides the strategies (the
+/// funding orchestrator, which herdctl drives with its async runtime): it
+/// is called after every trade of the path, once the strategies ticked,
+/// and may trade on the exchange. Fills of its own it reports itself.
+pub trait Companion {
+    fn at(&mut self, ex: &mut Exchange, now_ms: i64);
+}
+
+impl Companion for () {
+    fn at(&mut self, _ex: &mut Exchange, _now_ms: i64) {}
 }
 
 impl std::fmt::Debug for Sim {
@@ -421,6 +451,8 @@ fn perp_config(inst: &Instrument, funding: &FundingSetup) -> Option<PerpConfig> 
             volatility: 0.0,
             cap: Decimal::ONE,
         },
+        // The candles carry no perp turnover: large enough for any filter.
+        turnover_24h_usd: Some(Decimal::from(1_000_000_000_000_i64)),
         ..PerpConfig::default()
     })
 }
@@ -443,6 +475,18 @@ pub fn run(
     interval_ms: i64,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, RunError> {
+    run_with(setup, strategies, bars, interval_ms, progress, &mut ())
+}
+
+/// [`run`] with a [`Companion`] trading on the same venue.
+pub fn run_with(
+    setup: &Setup,
+    strategies: Vec<Box<dyn Strategy>>,
+    bars: &[Bar],
+    interval_ms: i64,
+    progress: &mut dyn Progress,
+    companion: &mut dyn Companion,
+) -> Result<Outcome, RunError> {
     let first = bars.first().ok_or(RunError::NoCandles)?;
     let start_ms = first.open_time_ms;
     let inst = setup.instrument.clone();
@@ -455,7 +499,25 @@ pub fn run(
             typical_step_volume: 0.0,
             fee_policy: Some(setup.fee_policy),
             perp: perp_config(&inst, &setup.funding),
-        }],
+        }]
+        .into_iter()
+        .chain(
+            setup
+                .funding
+                .followers
+                .iter()
+                .filter(|f| f.instrument.symbol != inst.symbol)
+                .map(|f| PaperInstrument {
+                    instrument: f.instrument.clone(),
+                    start_price: first.open,
+                    path: herd_paper::PathConfig::default(),
+                    liquidity_per_step: setup.fill.liquidity_per_trade,
+                    typical_step_volume: 0.0,
+                    fee_policy: f.fee_policy,
+                    perp: perp_config(&f.instrument, &setup.funding),
+                }),
+        )
+        .collect(),
         balances: setup.balances.clone(),
         fee_policy: setup.fee_policy,
         history_minutes: 0,
@@ -509,12 +571,36 @@ pub fn run(
             funding_by_strategy: BTreeMap::new(),
         },
         funding: None,
+        followers: setup
+            .funding
+            .followers
+            .iter()
+            .filter(|f| f.instrument.symbol != inst.symbol)
+            .map(|f| f.instrument.symbol.clone())
+            .collect(),
     };
-    if inst.kind == InstrumentKind::Perpetual {
+    let perps: Vec<PerpFunding> = std::iter::once(&inst)
+        .chain(setup.funding.followers.iter().map(|f| &f.instrument))
+        .filter(|i| i.kind == InstrumentKind::Perpetual)
+        .map(|i| {
+            let pair = i.symbol.strip_suffix("-PERP").unwrap_or(&i.symbol);
+            PerpFunding {
+                symbol: i.symbol.clone(),
+                rates: setup
+                    .funding
+                    .rates
+                    .iter()
+                    .filter(|r| r.symbol == i.symbol || r.symbol == pair)
+                    .cloned()
+                    .collect(),
+                next_row: 0,
+                rate: Decimal::ZERO,
+            }
+        })
+        .collect();
+    if !perps.is_empty() {
         sim.funding = Some(FundingState {
-            rates: setup.funding.rates.clone(),
-            next_row: 0,
-            rate: Decimal::ZERO,
+            perps,
             held: vec![Decimal::ZERO; sim.strategies.len()],
         });
     }
@@ -534,6 +620,7 @@ pub fn run(
         for (k, price) in intra_candle_path(bar).into_iter().enumerate() {
             let now = bar.open_time_ms + quarter * i64::try_from(k).unwrap_or(0);
             sim.step(price, now);
+            companion.at(&mut sim.ex, now);
         }
         let close_ms = bar.open_time_ms + interval_ms;
         let point = sim.equity_at(bar.close, close_ms);
@@ -589,32 +676,44 @@ impl Sim {
         let Some(f) = self.funding.as_mut() else {
             return;
         };
-        let symbol = self.inst.symbol.as_str();
-        while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
-            if next > now {
-                break;
-            }
-            while let Some(row) = f.rates.get(f.next_row).filter(|r| r.time_ms <= next) {
-                f.rate = row.rate;
-                f.next_row += 1;
-            }
-            if self.ex.set_funding_rate(symbol, f.rate).is_err() {
-                break;
-            }
-            for p in self.ex.settle_funding(next) {
-                for (owner, held) in f.held.iter().enumerate() {
-                    if held.is_zero() {
-                        continue;
-                    }
-                    let name = self
-                        .strategies
-                        .get(owner)
-                        .map(|s| s.name().to_string())
-                        .unwrap_or_default();
-                    let share = (-*held * p.mark_price * p.rate).round_dp(8);
-                    *self.out.funding_by_strategy.entry(name).or_default() += share;
+        for perp in &mut f.perps {
+            let symbol = perp.symbol.as_str();
+            while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
+                if next > now {
+                    break;
                 }
-                self.out.funding.push(p);
+                while let Some(row) = perp.rates.get(perp.next_row).filter(|r| r.time_ms <= next) {
+                    perp.rate = row.rate;
+                    perp.next_row += 1;
+                }
+                if self.ex.set_funding_rate(symbol, perp.rate).is_err() {
+                    break;
+                }
+                for p in self.ex.settle_funding(next) {
+                    let mine = p.symbol == self.inst.symbol;
+                    for (owner, held) in f.held.iter().enumerate().filter(|_| mine) {
+                        if held.is_zero() {
+                            continue;
+                        }
+                        let name = self
+                            .strategies
+                            .get(owner)
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default();
+                        let share = (-*held * p.mark_price * p.rate).round_dp(8);
+                        *self.out.funding_by_strategy.entry(name).or_default() += share;
+                    }
+                    self.out.funding.push(p);
+                }
+            }
+            // Between settlements the venue shows the last rate given so far.
+            let before = perp.next_row;
+            while let Some(row) = perp.rates.get(perp.next_row).filter(|r| r.time_ms <= now) {
+                perp.rate = row.rate;
+                perp.next_row += 1;
+            }
+            if perp.next_row != before {
+                let _ = self.ex.set_funding_rate(symbol, perp.rate);
             }
         }
     }
@@ -642,6 +741,9 @@ impl Sim {
             .is_err()
         {
             return;
+        }
+        for f in &self.followers {
+            let _ = self.ex.trade_through(f, price, self.through, now);
         }
         self.poll(now);
         self.deliver(now);

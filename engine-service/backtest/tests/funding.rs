@@ -25,7 +25,7 @@ const START_MS: i64 = 1_704_067_200_000;
 /// Market orders at given times, then nothing: a position held on purpose.
 struct Holder {
     name: &'static str,
-    script: Vec<(i64, Side, Decimal)>,
+    script: Script,
     done: usize,
 }
 
@@ -66,7 +66,10 @@ impl Strategy for Holder {
     }
 }
 
-fn scripts() -> Vec<(&'static str, Vec<(i64, Side, Decimal)>)> {
+/// Market orders: (time, side, volume).
+type Script = Vec<(i64, Side, Decimal)>;
+
+fn scripts() -> Vec<(&'static str, Script)> {
     vec![
         ("long", vec![(START_MS, Side::Buy, dec!(0.5))]),
         (
@@ -143,6 +146,7 @@ fn funding_settlements_equal_the_paper_venues_for_the_same_rates() {
         funding: FundingSetup {
             interval_hours: inst.perp.as_ref().unwrap().funding_interval_hours,
             rates: rates(),
+            followers: Vec::new(),
         },
     };
     let strategies: Vec<Box<dyn Strategy>> = scripts()
