@@ -147,6 +147,19 @@ pub struct Fill {
     pub taker: bool,
 }
 
+/// An order the venue accepted, as placed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacedOrder {
+    pub time_ms: i64,
+    pub strategy: String,
+    pub client_order_id: String,
+    pub side: Side,
+    /// `None`: a market order.
+    pub price: Option<Decimal>,
+    pub volume: Decimal,
+    pub post_only: bool,
+}
+
 /// A journal record a strategy wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JournalEntry {
@@ -181,6 +194,8 @@ pub struct Outcome {
     /// The first candle's open.
     pub first_open: Decimal,
     pub fills: Vec<Fill>,
+    /// Every order the venue accepted, in placement order.
+    pub orders: Vec<PlacedOrder>,
     pub equity: Vec<EquityPoint>,
     pub journal: Vec<JournalEntry>,
     /// Simulated time spent in each regime reading (ms).
@@ -559,6 +574,7 @@ pub fn run_with(
             initial_equity: Decimal::ZERO,
             first_open: first.open,
             fills: Vec::new(),
+            orders: Vec::new(),
             equity: Vec::new(),
             journal: Vec::new(),
             regime_ms: BTreeMap::new(),
@@ -831,6 +847,19 @@ impl Sim {
                     match self.ex.place(&order, now) {
                         Ok(state) => {
                             self.out.orders_placed += 1;
+                            self.out.orders.push(PlacedOrder {
+                                time_ms: now,
+                                strategy: self
+                                    .strategies
+                                    .get(owner)
+                                    .map(|s| s.name().to_string())
+                                    .unwrap_or_default(),
+                                client_order_id: order.client_order_id.clone(),
+                                side: order.side,
+                                price: order.price,
+                                volume: order.volume,
+                                post_only: order.post_only,
+                            });
                             let pending = OrderState::pending(&order, now);
                             self.seq += 1;
                             self.follow(owner, &pending, &state, now);
