@@ -4,7 +4,8 @@
 //! simulated time, and the paper core settles the `--funding` rates at the
 //! venue's times. A rich rate opens the hedge; once it decays, the
 //! orchestrator closes it (after its confirmations); the funding it
-//! collected is the report's, and its fills are in fills.csv.
+//! collected is the report's, and its fills are in fills.csv. Two runs
+//! write the same bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt::Write as _;
@@ -63,20 +64,34 @@ fn the_funding_orchestrator_runs_in_the_backtest_and_collects_the_rates() {
     std::fs::write(&candles, candles_csv()).unwrap();
     let rates = dir.path().join("funding.csv");
     std::fs::write(&rates, funding_csv()).unwrap();
-    let out_dir = dir.path().join("report");
-    let out = Command::new(&herdctl)
-        .args(["backtest", "--quiet", "--config"])
-        .arg(&config)
-        .arg("--candles")
-        .arg(&candles)
-        .arg("--funding")
-        .arg(&rates)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .unwrap();
+    let run = |name: &str| {
+        let out_dir = dir.path().join(name);
+        let out = Command::new(&herdctl)
+            .args(["backtest", "--quiet", "--config"])
+            .arg(&config)
+            .arg("--candles")
+            .arg(&candles)
+            .arg("--funding")
+            .arg(&rates)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        (out_dir, out)
+    };
+    let (out_dir, out) = run("report");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // Deterministic with the orchestrator too: a second run writes the same
+    // bytes.
+    let (again_dir, again) = run("again");
+    assert!(again.status.success());
+    for f in ["report.json", "fills.csv", "funding.csv", "equity.png"] {
+        assert!(
+            std::fs::read(out_dir.join(f)).unwrap() == std::fs::read(again_dir.join(f)).unwrap(),
+            "{f} differs between two runs"
+        );
+    }
     assert!(
         stderr.contains("funding orchestrator: 96 cycles, 1 opened, 1 closed, 0 step errors"),
         "{stderr}"
