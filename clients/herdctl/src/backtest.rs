@@ -30,8 +30,13 @@ pub struct BacktestArgs {
     #[arg(long)]
     config: PathBuf,
     /// OHLCV candles: Kraken OHLCVT (no header, seconds) or a header-named CSV.
+    #[arg(long, required_unless_present = "recording", conflicts_with = "recording")]
+    candles: Option<PathBuf>,
+    /// A gateway recording (`[record] path`) to replay instead of candles:
+    /// each ticker of the symbol is one flat candle; the recorded fills are
+    /// compared with the replay's.
     #[arg(long)]
-    candles: PathBuf,
+    recording: Option<PathBuf>,
     /// Funding rates CSV (time, symbol, rate[, mark]): settled at the
     /// venue's funding times when the engine's symbol is a perpetual
     /// (e.g. BTCUSDT-PERP); read and checked on spot.
@@ -238,16 +243,7 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         return run_sweep(args, sweep);
     }
     let cfg = engine_config(&args.config, |k| std::env::var(k).ok())?;
-    let candles = load_candles(&args.candles)?;
-    let from = time_arg("from", args.from.as_deref())?;
-    let to = time_arg("to", args.to.as_deref())?;
-    let candles = candles.between(from, to);
-    if candles.bars.is_empty() {
-        bail!(
-            "{}: no candles between --from and --to",
-            args.candles.display()
-        );
-    }
+    let (candles, recorded) = input(args, &cfg.symbol)?;
     let mut setup = setup_for(args, &cfg, &candles)?;
     let mut companion = None;
     if cfg.funding.enabled {
@@ -349,6 +345,9 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let elapsed = started.elapsed();
+    if let Some(recorded) = &recorded {
+        compare_with_recording(&out, recorded);
+    }
     let written = report::write_files(&args.out, &out, &candles.gaps)
         .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
     let rep = report::build(&out, &candles.gaps);
@@ -360,6 +359,66 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         out.candles,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The candles (from --candles, or the tickers of --recording with the
+/// recorded fills), cut to --from / --to.
+fn input(
+    args: &BacktestArgs,
+    symbol: &str,
+) -> anyhow::Result<(Candles, Option<Vec<crate::backtest_replay::RecordedFill>>)> {
+    let (candles, recorded, path) = match (&args.candles, &args.recording) {
+        (_, Some(r)) => {
+            let (c, fills) = crate::backtest_replay::load(r, symbol)?;
+            (c, Some(fills), r)
+        }
+        (Some(c), None) => (load_candles(c)?, None, c),
+        (None, None) => bail!("--candles or --recording is needed"),
+    };
+    let from = time_arg("from", args.from.as_deref())?;
+    let to = time_arg("to", args.to.as_deref())?;
+    let candles = candles.between(from, to);
+    if candles.bars.is_empty() {
+        bail!("{}: no candles between --from and --to", path.display());
+    }
+    Ok((candles, recorded))
+}
+
+/// Says whether the replay filled what the gateway recorded: the same
+/// sides, prices and volumes in the same order (ids differ in their run
+/// part; times are simulated).
+fn compare_with_recording(
+    out: &herd_backtest::Outcome,
+    recorded: &[crate::backtest_replay::RecordedFill],
+) {
+    let side = |s: herd_venue::Side| s.as_str().to_string();
+    let replay: Vec<(String, Decimal, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (side(f.side), f.price, f.volume))
+        .collect();
+    let live: Vec<(String, Decimal, Decimal)> = recorded
+        .iter()
+        .map(|f| (side(f.side), f.price, f.volume))
+        .collect();
+    match replay.iter().zip(&live).position(|(a, b)| a != b) {
+        None if replay.len() == live.len() => eprintln!(
+            "backtest: replay: {} fills, the same sides, prices and volumes as the recording's",
+            replay.len()
+        ),
+        None => eprintln!(
+            "backtest: replay: {} fills, the recording has {} (the first {} agree)",
+            replay.len(),
+            live.len(),
+            replay.len().min(live.len())
+        ),
+        Some(i) => eprintln!(
+            "backtest: replay: fill {} differs: replay {:?}, recording {:?}",
+            i + 1,
+            replay[i],
+            live[i]
+        ),
+    }
 }
 
 /// The orchestrator's fills join the strategies' (in time order), and the
@@ -510,16 +569,8 @@ fn run_sweep(args: &BacktestArgs, path: &Path) -> anyhow::Result<ExitCode> {
             args.sweep_count
         );
     }
-    let candles = load_candles(&args.candles)?.between(
-        time_arg("from", args.from.as_deref())?,
-        time_arg("to", args.to.as_deref())?,
-    );
-    if candles.bars.is_empty() {
-        bail!(
-            "{}: no candles between --from and --to",
-            args.candles.display()
-        );
-    }
+    let cfg0 = engine_config(&args.config, |k| std::env::var(k).ok())?;
+    let (candles, _) = input(args, &cfg0.symbol)?;
     let combos = sweep.combinations();
     // Every combination's config is read and checked before any runs, so
     // a bad value is named at once (with the override's name).

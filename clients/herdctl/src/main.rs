@@ -5,6 +5,7 @@
 
 mod backtest;
 mod backtest_funding;
+mod backtest_replay;
 mod client;
 mod errors;
 mod events;
