@@ -53,6 +53,11 @@ impl MarketData {
         }
     }
 
+    /// The recording, when `[record]` is set.
+    pub fn recorder(&self) -> Option<&Arc<crate::recorder::Recorder>> {
+        self.recorder.get()
+    }
+
     /// Appends the tickers and candles fetched from now on to a recording.
     pub fn set_recorder(&self, recorder: Arc<crate::recorder::Recorder>) {
         let _ = self.recorder.set(recorder);

@@ -4,8 +4,9 @@
 //! One line per record, written whole with one `write` on a file opened for
 //! appending (nothing is rewritten; a crash loses at most the line being
 //! written): tickers as the venue answered them or SetPaperPrice set them,
-//! candles the first time each closed candle is seen, and every fill the
-//! fills ledger booked (engine, client order id, side, price, volume, fee).
+//! candles the first time each closed candle is seen, funding rates as
+//! engines were told them, and every fill the fills ledger booked (engine,
+//! client order id, side, price, volume, fee).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,6 +45,15 @@ pub enum Record {
         low: Decimal,
         close: Decimal,
         volume: Decimal,
+    },
+    /// A funding rate as an engine was told it: `rate` is the one the
+    /// venue will settle at `next_funding_ms`.
+    Funding {
+        time_ms: i64,
+        symbol: String,
+        rate: Decimal,
+        next_funding_ms: i64,
+        mark: Decimal,
     },
     Fill {
         time_ms: i64,
@@ -134,6 +144,16 @@ impl Recorder {
         seen.insert(key, newest);
     }
 
+    pub fn funding(&self, time_ms: i64, r: &herd_venue::FundingRate) {
+        self.write(&Record::Funding {
+            time_ms,
+            symbol: r.symbol.clone(),
+            rate: r.rate,
+            next_funding_ms: r.next_funding_ms,
+            mark: r.mark,
+        });
+    }
+
     pub fn fill(&self, f: &crate::fills::Fill) {
         self.write(&Record::Fill {
             time_ms: f.time_ms,
@@ -146,5 +166,110 @@ impl Recorder {
             fee: f.fee,
             fee_asset: f.fee_asset.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn candle(t: i64, close: Decimal) -> Candle {
+        Candle {
+            open_time_ms: t,
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: dec!(1),
+        }
+    }
+
+    #[test]
+    fn records_append_as_json_lines_and_candles_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("rec.jsonl");
+        let rec = Recorder::open(&path).unwrap();
+        rec.ticker(
+            5,
+            &Ticker {
+                symbol: "DOGEUSD".into(),
+                bid: dec!(0.0999),
+                ask: dec!(0.1001),
+                last: dec!(0.1),
+                volume_24h: dec!(0),
+                time_ms: 4,
+            },
+        );
+        // The newest candle is still forming: not written; the next fetch
+        // writes only what is new.
+        rec.candles("DOGEUSD", 1, &[candle(0, dec!(1)), candle(60_000, dec!(2))]);
+        rec.candles(
+            "DOGEUSD",
+            1,
+            &[
+                candle(0, dec!(1)),
+                candle(60_000, dec!(2)),
+                candle(120_000, dec!(3)),
+            ],
+        );
+        rec.funding(
+            7,
+            &herd_venue::FundingRate {
+                symbol: "BTCUSDT-PERP".into(),
+                rate: dec!(0.0001),
+                interval_hours: 8,
+                next_funding_ms: 28_800_000,
+                mark: dec!(40000),
+                index: dec!(40000),
+                last: dec!(40000),
+                turnover_24h_usd: dec!(0),
+                time_ms: 7,
+            },
+        );
+        drop(rec);
+        // Reopened: appended, nothing rewritten.
+        Recorder::open(&path).unwrap().ticker(
+            9,
+            &Ticker {
+                symbol: "DOGEUSD".into(),
+                bid: dec!(0.1),
+                ask: dec!(0.1002),
+                last: dec!(0.1001),
+                volume_24h: dec!(0),
+                time_ms: 9,
+            },
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                match v["kind"].as_str().unwrap() {
+                    "ticker" => "ticker",
+                    "candle" => "candle",
+                    "funding" => "funding",
+                    _ => "other",
+                }
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["ticker", "candle", "candle", "funding", "ticker"],
+            "{text}"
+        );
+        assert!(matches!(
+            &records[2],
+            Record::Candle { open_time_ms: 60_000, close, .. } if *close == dec!(2)
+        ));
+        assert!(matches!(
+            &records[3],
+            Record::Funding { next_funding_ms: 28_800_000, rate, .. } if *rate == dec!(0.0001)
+        ));
     }
 }

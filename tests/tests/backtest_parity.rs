@@ -270,7 +270,11 @@ async fn one_price_path_gives_the_same_orders_and_fills_live_and_in_the_backtest
     let recorded_fills: Vec<&serde_json::Value> =
         records.iter().filter(|r| r["kind"] == "fill").collect();
     assert_eq!(recorded_fills.len(), 4, "{text}");
-    assert!(records.iter().any(|r| r["kind"] == "ticker" && r["last"] == "0.1015"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "ticker" && r["last"] == "0.1015")
+    );
     let out_dir = dir.path().join("replay");
     let out = std::process::Command::new(herd_tests::bin_path("herdctl").unwrap())
         .args(["backtest", "--quiet", "--through-ticks", "0", "--config"])

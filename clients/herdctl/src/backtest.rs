@@ -30,7 +30,11 @@ pub struct BacktestArgs {
     #[arg(long)]
     config: PathBuf,
     /// OHLCV candles: Kraken OHLCVT (no header, seconds) or a header-named CSV.
-    #[arg(long, required_unless_present = "recording", conflicts_with = "recording")]
+    #[arg(
+        long,
+        required_unless_present = "recording",
+        conflicts_with = "recording"
+    )]
     candles: Option<PathBuf>,
     /// A gateway recording (`[record] path`) to replay instead of candles:
     /// each ticker of the symbol is one flat candle; the recorded fills are
@@ -245,6 +249,14 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     let cfg = engine_config(&args.config, |k| std::env::var(k).ok())?;
     let (candles, recorded) = input(args, &cfg.symbol)?;
     let mut setup = setup_for(args, &cfg, &candles)?;
+    // A recording's funding rates stand in for --funding.
+    let recorded_rates = recorded
+        .as_ref()
+        .map(|r| r.funding.clone())
+        .filter(|v| !v.is_empty() && args.funding.is_none());
+    if let Some(rates) = &recorded_rates {
+        setup.funding.rates = rates.clone();
+    }
     let mut companion = None;
     if cfg.funding.enabled {
         let follower = funding_follower(&setup.instrument, &price_sample(&candles))?;
@@ -254,7 +266,9 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             &setup.instrument
         };
         let mut funding = funding_for(args, &[perp])?;
-        if args.funding.is_none() {
+        if let Some(rates) = &recorded_rates {
+            funding.rates = rates.clone();
+        } else if args.funding.is_none() {
             bail!(
                 "[funding] is enabled in {}: the orchestrator needs --funding rates for {}",
                 args.config.display(),
@@ -345,8 +359,8 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let elapsed = started.elapsed();
-    if let Some(recorded) = &recorded {
-        compare_with_recording(&out, recorded);
+    if let Some(replay) = &recorded {
+        compare_with_recording(&out, &replay.fills);
     }
     let written = report::write_files(&args.out, &out, &candles.gaps)
         .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
@@ -366,11 +380,11 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
 fn input(
     args: &BacktestArgs,
     symbol: &str,
-) -> anyhow::Result<(Candles, Option<Vec<crate::backtest_replay::RecordedFill>>)> {
+) -> anyhow::Result<(Candles, Option<crate::backtest_replay::Replay>)> {
     let (candles, recorded, path) = match (&args.candles, &args.recording) {
         (_, Some(r)) => {
-            let (c, fills) = crate::backtest_replay::load(r, symbol)?;
-            (c, Some(fills), r)
+            let replay = crate::backtest_replay::load(r, symbol)?;
+            (replay.candles.clone(), Some(replay), r)
         }
         (Some(c), None) => (load_candles(c)?, None, c),
         (None, None) => bail!("--candles or --recording is needed"),
