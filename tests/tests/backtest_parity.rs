@@ -10,7 +10,7 @@
 //! times (wall clock live, simulated in the backtest).
 //!
 //! The path: the paper venue's price moves only by SetPaperPrice (its own
-//! walk steps once an hour), and each price is a flat candle in the
+//! walk is flat and steps once an hour), and each price is a flat candle in the
 //! backtest with `through_ticks = 0` (the paper venue fills a resting order
 //! when the price touches it). After each price the test waits until the
 //! engine has done what the backtest did at that candle (observable state
@@ -37,7 +37,57 @@ use herd_tests::{EngineProc, GatewayProc, admin_client, engine_client, wait_unti
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
-const STILL_MARKET: &str = "[paper]\nstep_ms = 3600000\nhistory_minutes = 0\n";
+/// The gateway's `[paper]`: DOGEUSD alone, on a flat path (the venue's
+/// own step, the first of which runs at start, leaves the price where
+/// SetPaperPrice put it), stepping once an hour.
+fn still_market() -> String {
+    let mut doge = PaperInstrument::doge_usd();
+    doge.path = herd_paper::PathConfig {
+        volatility: 0.0,
+        mean_reversion: 0.0,
+        trend_drift: 0.0,
+        switch_probability: 0.0,
+        ..herd_paper::PathConfig::default()
+    };
+    let paper = herd_paper::PaperConfig {
+        instruments: vec![doge],
+        history_minutes: 0,
+        ..herd_paper::PaperConfig::default()
+    };
+    let mut v = serde_json::to_value(&paper).unwrap();
+    v["step_ms"] = serde_json::json!(3_600_000);
+    let mut out = String::new();
+    toml_table(&mut out, "paper", &v, false);
+    out
+}
+
+/// `v` (a JSON object) as a TOML table named `name`: scalars first, then
+/// sub-tables and arrays of tables (the config types read either).
+fn toml_table(out: &mut String, name: &str, v: &serde_json::Value, array: bool) {
+    use std::fmt::Write as _;
+    let Some(map) = v.as_object() else { return };
+    let _ = writeln!(
+        out,
+        "{}{name}{}",
+        if array { "[[" } else { "[" },
+        if array { "]]" } else { "]" }
+    );
+    let nested = |x: &serde_json::Value| {
+        x.is_object()
+            || x.as_array()
+                .is_some_and(|a| a.first().is_some_and(|e| e.is_object()))
+    };
+    for (k, x) in map.iter().filter(|(_, x)| !nested(x) && !x.is_null()) {
+        let _ = writeln!(out, "{k} = {x}");
+    }
+    for (k, x) in map.iter().filter(|(_, x)| nested(x)) {
+        let path = format!("{name}.{k}");
+        match x.as_array() {
+            Some(items) => items.iter().for_each(|e| toml_table(out, &path, e, true)),
+            None => toml_table(out, &path, x, false),
+        }
+    }
+}
 const WAIT: Duration = Duration::from_secs(30);
 /// Digits of the run part in a client id (`r0e-` + 6 + counter).
 const RUN_DIGITS: usize = 6;
@@ -208,8 +258,9 @@ async fn one_price_path_gives_the_same_orders_and_fills_live_and_in_the_backtest
     let dir = tempfile::tempdir().unwrap();
     let recording = dir.path().join("recording.jsonl");
     let gw_toml = format!(
-        "{STILL_MARKET}[record]\npath = \"{}\"\n",
-        recording.display()
+        "[record]\npath = \"{}\"\n{}",
+        recording.display(),
+        still_market()
     );
     let gw = GatewayProc::start(dir.path(), 1, &gw_toml).await.unwrap();
     let gw_url = gw.proc.url();
