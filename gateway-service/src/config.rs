@@ -265,6 +265,10 @@ pub struct GatewayConfig {
     /// (`crate::lease::LeaseConfig`; deploy/README.md, "One active gateway
     /// per key"). Unset = no Lease: `state_dir` is locked instead.
     pub lease: Option<crate::lease::LeaseConfig>,
+    /// `[record] path = ...`: append what the gateway saw (tickers,
+    /// candles, its fills) to a JSON-lines file for `herdctl backtest
+    /// --recording` (`crate::recorder`). Unset = no recording. Restart-only.
+    pub record: Option<crate::recorder::RecordConfig>,
     /// The log filter ("info", "warn,herd_gateway=debug"; tracing's
     /// EnvFilter directives). Empty (the default) = `RUST_LOG`, else
     /// "info". Live: a reload changes it at once.
@@ -309,6 +313,7 @@ impl Default for GatewayConfig {
             dashboard: DashboardConfig::default(),
             events: crate::events::EventsConfig::default(),
             lease: None,
+            record: None,
             log_level: String::new(),
             config_poll_ms: herd_proto::reload::POLL_MS,
         }

@@ -28,6 +28,7 @@ pub mod market;
 pub mod metrics;
 pub mod pnl;
 pub mod poller;
+pub mod recorder;
 pub mod recovery;
 pub mod registry;
 pub mod reload;
@@ -214,6 +215,12 @@ pub async fn run_reloadable(
         .await
         .context("opening the fills ledger")?;
     core = core.with_ledger(Arc::new(ledger));
+    if let Some(rec) = &cfg.record {
+        let recorder = Arc::new(recorder::Recorder::open(&rec.path)?);
+        tracing::info!(path = %rec.path.display(), "recording tickers, candles and fills");
+        core.registry.set_recorder(recorder.clone());
+        core.market.set_recorder(recorder);
+    }
     let reloader = origin.map(|origin| {
         let path = origin.path.clone();
         let r = Arc::new(reload::Reloader::new(

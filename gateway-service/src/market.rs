@@ -26,6 +26,8 @@ pub struct MarketData {
     tickers: std::sync::Mutex<HashMap<String, Slot<Ticker>>>,
     candles: std::sync::Mutex<HashMap<CandleKey, Slot<Vec<Candle>>>>,
     venue_calls: AtomicU64,
+    /// `[record]`: tickers and closed candles are appended there.
+    recorder: std::sync::OnceLock<Arc<crate::recorder::Recorder>>,
 }
 
 fn slot<K: std::hash::Hash + Eq + Clone, T>(
@@ -47,12 +49,26 @@ impl MarketData {
             tickers: std::sync::Mutex::new(HashMap::new()),
             candles: std::sync::Mutex::new(HashMap::new()),
             venue_calls: AtomicU64::new(0),
+            recorder: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The recording, when `[record]` is set.
+    pub fn recorder(&self) -> Option<&Arc<crate::recorder::Recorder>> {
+        self.recorder.get()
+    }
+
+    /// Appends the tickers and candles fetched from now on to a recording.
+    pub fn set_recorder(&self, recorder: Arc<crate::recorder::Recorder>) {
+        let _ = self.recorder.set(recorder);
     }
 
     /// Puts a fresh ticker in the cache (the paper venue's price was just
     /// set: the next reader must not see the old one for another TTL).
     pub async fn put_ticker(&self, clock: &dyn Clock, t: Ticker) {
+        if let Some(r) = self.recorder.get() {
+            r.ticker(clock.now_ms(), &t);
+        }
         let s = slot(&self.tickers, &t.symbol);
         *s.lock().await = Some((clock.now_ms(), t));
     }
@@ -78,6 +94,9 @@ impl MarketData {
         }
         self.venue_calls.fetch_add(1, Ordering::Relaxed);
         let t = venue.ticker(symbol).await?;
+        if let Some(r) = self.recorder.get() {
+            r.ticker(clock.now_ms(), &t);
+        }
         *cached = Some((clock.now_ms(), t.clone()));
         Ok(t)
     }
@@ -97,6 +116,9 @@ impl MarketData {
         if !fresh {
             self.venue_calls.fetch_add(1, Ordering::Relaxed);
             let all = venue.candles(symbol, interval_minutes, 0).await?;
+            if let Some(r) = self.recorder.get() {
+                r.candles(symbol, interval_minutes, &all);
+            }
             *cached = Some((clock.now_ms(), all));
         }
         Ok(cached

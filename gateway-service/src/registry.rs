@@ -146,6 +146,8 @@ pub struct Registry {
     ledger: std::sync::OnceLock<std::sync::Arc<crate::fills::Ledger>>,
     /// Fills and rejections become herd events (set once at start).
     events: std::sync::OnceLock<crate::events::Emitter>,
+    /// `[record]`: the fills the ledger books are appended there.
+    recorder: std::sync::OnceLock<std::sync::Arc<crate::recorder::Recorder>>,
     incarnation: String,
     retention: usize,
 }
@@ -178,6 +180,7 @@ impl Registry {
             inner: Mutex::new(inner),
             risk: std::sync::OnceLock::new(),
             ledger: std::sync::OnceLock::new(),
+            recorder: std::sync::OnceLock::new(),
             events: std::sync::OnceLock::new(),
             incarnation,
             retention: retention.max(1),
@@ -187,6 +190,11 @@ impl Registry {
     /// Lets `risk` follow every state change and adoption.
     pub fn set_risk(&self, risk: std::sync::Arc<crate::risk::Risk>) {
         let _ = self.risk.set(risk);
+    }
+
+    /// Appends the fills the ledger books to a recording.
+    pub fn set_recorder(&self, recorder: std::sync::Arc<crate::recorder::Recorder>) {
+        let _ = self.recorder.set(recorder);
     }
 
     /// Lets the fills ledger see every state change and adoption.
@@ -366,7 +374,10 @@ impl Registry {
             && !new.is_foreign()
             && let Some((engine, client_id)) = self.owner(&new.client_order_id)
         {
-            ledger.observe(&engine, &client_id, new, now_ms);
+            let fill = ledger.observe(&engine, &client_id, new, now_ms);
+            if let (Some(f), Some(rec)) = (fill, self.recorder.get()) {
+                rec.fill(&f);
+            }
         }
         let (out, owner) = self.apply_locked(new, now_ms);
         // Risk after the registry's lock is gone (lock order: registry, then

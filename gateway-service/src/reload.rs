@@ -73,6 +73,7 @@ pub const RULES: &[Rule] = &[
     ("log_level", Class::Live),
     ("config_poll_ms", Class::Restart),
     ("lease", Class::Restart),
+    ("record", Class::Restart),
 ];
 
 /// The running configuration after a reload that brought `new`: `old` with

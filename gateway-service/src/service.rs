@@ -1216,6 +1216,12 @@ impl pb::gateway_server::Gateway for GatewayService {
             .funding_rates(symbols)
             .await
             .map_err(|e| venue_status(&e))?;
+        if let Some(rec) = self.core.market.recorder() {
+            let now = self.core.clock.now_ms();
+            for r in &rates {
+                rec.funding(now, r);
+            }
+        }
         Ok(Response::new(pb::ListFundingRatesResponse {
             rates: rates.iter().map(convert::funding_rate_to_pb).collect(),
         }))

@@ -15,11 +15,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use herd_backtest::csv::{Candles, fmt_time, load_candles, load_funding, parse_cli_time};
-use herd_backtest::sim::{FillModel, Progress, RegimeSetup, Setup};
+use herd_backtest::sim::{FillModel, FundingSetup, Progress, RegimeSetup, Setup};
 use herd_backtest::sweep::SweepConfig;
-use herd_backtest::{engine_strategies, report, run};
+use herd_backtest::{Companion, engine_strategies, report, run, run_with};
 use herd_engine::config::{EngineConfig, RegimeSource, Secret};
-use herd_paper::{FeePolicy, PaperConfig};
+use herd_paper::{FeePolicy, PaperConfig, PaperInstrument, PathConfig};
 use herd_venue::{Instrument, InstrumentKind};
 use rust_decimal::Decimal;
 
@@ -30,11 +30,26 @@ pub struct BacktestArgs {
     #[arg(long)]
     config: PathBuf,
     /// OHLCV candles: Kraken OHLCVT (no header, seconds) or a header-named CSV.
+    #[arg(
+        long,
+        required_unless_present = "recording",
+        conflicts_with = "recording"
+    )]
+    candles: Option<PathBuf>,
+    /// A gateway recording (`[record] path`) to replay instead of candles:
+    /// each ticker of the symbol is one flat candle; the recorded fills are
+    /// compared with the replay's.
     #[arg(long)]
-    candles: PathBuf,
-    /// Funding rates CSV (time, symbol, rate[, mark]); read and checked.
+    recording: Option<PathBuf>,
+    /// Funding rates CSV (time, symbol, rate[, mark]): settled at the
+    /// venue's funding times when the engine's symbol is a perpetual
+    /// (e.g. BTCUSDT-PERP); read and checked on spot.
     #[arg(long)]
     funding: Option<PathBuf>,
+    /// Hours between funding settlements; default: the paper venue's for a
+    /// perpetual it lists, else 8.
+    #[arg(long)]
+    funding_hours: Option<u32>,
     /// First candle to use: unix seconds or ms, or a date (2024-01-31[ 12:00]).
     #[arg(long)]
     from: Option<String>,
@@ -53,6 +68,10 @@ pub struct BacktestArgs {
     /// Market-order slippage as a fraction (0.0005 = 5 bp).
     #[arg(long, default_value = "0.0005")]
     slippage: String,
+    /// Partial liquidity: at most this base volume of one resting order
+    /// fills per trade of the intra-candle path (default: all of it).
+    #[arg(long)]
+    liquidity: Option<String>,
     /// Starting balance, ASSET=AMOUNT (repeatable); default: the paper
     /// venue's for a symbol it lists, else 10000 of the quote coin.
     #[arg(long = "balance")]
@@ -110,9 +129,14 @@ fn instrument_for(symbol: &str, sample: &[Decimal]) -> anyhow::Result<(Instrumen
         ));
     }
     const QUOTES: &[&str] = &["USDT", "USDC", "USD", "EUR", "GBP", "JPY", "BTC", "ETH"];
+    // A linear perpetual is named by its pair and "-PERP" (BTCUSDT-PERP).
+    let (pair, kind) = match symbol.strip_suffix("-PERP") {
+        Some(pair) => (pair, InstrumentKind::Perpetual),
+        None => (symbol, InstrumentKind::Spot),
+    };
     let Some(quote) = QUOTES
         .iter()
-        .find(|q| symbol.len() > q.len() && symbol.ends_with(*q))
+        .find(|q| pair.len() > q.len() && pair.ends_with(*q))
     else {
         bail!(
             "symbol {symbol:?} (the engine config's `symbol`) does not end in a quote coin herdctl knows ({})",
@@ -128,9 +152,9 @@ fn instrument_for(symbol: &str, sample: &[Decimal]) -> anyhow::Result<(Instrumen
     Ok((
         Instrument {
             symbol: symbol.to_string(),
-            base: symbol[..symbol.len() - quote.len()].to_string(),
+            base: pair[..pair.len() - quote.len()].to_string(),
             quote: (*quote).to_string(),
-            kind: InstrumentKind::Spot,
+            kind,
             tick_size: Decimal::new(1, decimals),
             price_decimals: decimals,
             lot_decimals: 8,
@@ -207,31 +231,77 @@ pub fn engine_config(
     Ok(cfg)
 }
 
-/// Runs the backtest (or the sweep) and writes the report.
+/// Runs the backtest (or the sweep) and writes the report. It runs on a
+/// thread of its own, outside herdctl's async runtime, because the funding
+/// orchestrator brings a runtime of its own (see `backtest_funding`).
 pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
+    std::thread::scope(|s| {
+        s.spawn(|| run_backtest_here(args))
+            .join()
+            .unwrap_or_else(|_| bail!("the backtest thread panicked"))
+    })
+}
+
+fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     if let Some(sweep) = &args.sweep {
         return run_sweep(args, sweep);
     }
     let cfg = engine_config(&args.config, |k| std::env::var(k).ok())?;
-    let candles = load_candles(&args.candles)?;
-    let from = time_arg("from", args.from.as_deref())?;
-    let to = time_arg("to", args.to.as_deref())?;
-    let candles = candles.between(from, to);
-    if candles.bars.is_empty() {
-        bail!(
-            "{}: no candles between --from and --to",
-            args.candles.display()
+    let (candles, recorded) = input(args, &cfg.symbol)?;
+    let mut setup = setup_for(args, &cfg, &candles)?;
+    // A recording's funding rates stand in for --funding.
+    let recorded_rates = recorded
+        .as_ref()
+        .map(|r| r.funding.clone())
+        .filter(|v| !v.is_empty() && args.funding.is_none());
+    if let Some(rates) = &recorded_rates {
+        setup.funding.rates = rates.clone();
+    }
+    let mut companion = None;
+    if cfg.funding.enabled {
+        let follower = funding_follower(&setup.instrument, &price_sample(&candles))?;
+        let perp = if follower.instrument.kind == InstrumentKind::Perpetual {
+            &follower.instrument
+        } else {
+            &setup.instrument
+        };
+        let mut funding = funding_for(args, &[perp])?;
+        if let Some(rates) = &recorded_rates {
+            funding.rates = rates.clone();
+        } else if args.funding.is_none() {
+            bail!(
+                "[funding] is enabled in {}: the orchestrator needs --funding rates for {}",
+                args.config.display(),
+                perp.symbol
+            );
+        }
+        eprintln!(
+            "backtest: the funding orchestrator trades {} and {} every {} s of simulated time",
+            setup.instrument.symbol,
+            follower.instrument.symbol,
+            cfg.funding.cycle_interval_ms / 1000
         );
+        funding.followers.push(follower);
+        setup.funding = funding;
+        companion = Some(crate::backtest_funding::FundingCompanion::new(
+            cfg.funding.clone(),
+        )?);
     }
     if let Some(f) = &args.funding {
-        let rows = load_funding(f)?;
-        eprintln!(
-            "backtest: {} funding rows read from {} (spot run: funding is not settled)",
-            rows.len(),
-            f.display()
-        );
+        if setup.instrument.kind == InstrumentKind::Perpetual || companion.is_some() {
+            eprintln!(
+                "backtest: {} funding rows from {}, settled every {} h",
+                setup.funding.rates.len(),
+                f.display(),
+                setup.funding.interval_hours
+            );
+        } else {
+            eprintln!(
+                "backtest: funding rates read from {} (spot run: funding is not settled)",
+                f.display()
+            );
+        }
     }
-    let setup = setup_for(args, &cfg, &candles)?;
     let start = candles.bars[0].open_time_ms;
     let strategies = engine_strategies(cfg.rangers.clone(), cfg.grid.clone(), &cfg.symbol, start)
         .with_context(|| format!("{}", args.config.display()))?;
@@ -256,27 +326,42 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         shown: false,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();
-    let out = if show {
-        run(
-            &setup,
-            strategies,
-            &candles.bars,
-            candles.interval_ms,
-            &mut line,
-        )?
-    } else {
-        run(
-            &setup,
-            strategies,
-            &candles.bars,
-            candles.interval_ms,
-            &mut (),
-        )?
+    let mut quiet = ();
+    let progress: &mut dyn Progress = if show { &mut line } else { &mut quiet };
+    let mut none = ();
+    let with: &mut dyn Companion = match companion.as_mut() {
+        Some(c) => c,
+        None => &mut none,
     };
+    let mut out = run_with(
+        &setup,
+        strategies,
+        &candles.bars,
+        candles.interval_ms,
+        progress,
+        with,
+    )?;
     if line.shown {
         eprintln!();
     }
+    if let Some(c) = companion {
+        let (fills, summary) = c.finish();
+        merge_funding(&mut out, fills);
+        eprintln!(
+            "backtest: funding orchestrator: {} cycles, {} opened, {} closed, {} step errors",
+            summary.cycles,
+            summary.opened.len(),
+            summary.closed.len(),
+            summary.errors.len()
+        );
+        for (t, e) in summary.errors.iter().take(5) {
+            eprintln!("backtest: funding orchestrator at {}: {e}", fmt_time(*t));
+        }
+    }
     let elapsed = started.elapsed();
+    if let Some(replay) = &recorded {
+        compare_with_recording(&out, &replay.fills);
+    }
     let written = report::write_files(&args.out, &out, &candles.gaps)
         .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
     let rep = report::build(&out, &candles.gaps);
@@ -290,13 +375,92 @@ pub fn run_backtest(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyhow::Result<Setup> {
-    let sample: Vec<Decimal> = candles
+/// The candles (from --candles, or the tickers of --recording with the
+/// recorded fills), cut to --from / --to.
+fn input(
+    args: &BacktestArgs,
+    symbol: &str,
+) -> anyhow::Result<(Candles, Option<crate::backtest_replay::Replay>)> {
+    let (candles, recorded, path) = match (&args.candles, &args.recording) {
+        (_, Some(r)) => {
+            let replay = crate::backtest_replay::load(r, symbol)?;
+            (replay.candles.clone(), Some(replay), r)
+        }
+        (Some(c), None) => (load_candles(c)?, None, c),
+        (None, None) => bail!("--candles or --recording is needed"),
+    };
+    let from = time_arg("from", args.from.as_deref())?;
+    let to = time_arg("to", args.to.as_deref())?;
+    let candles = candles.between(from, to);
+    if candles.bars.is_empty() {
+        bail!("{}: no candles between --from and --to", path.display());
+    }
+    Ok((candles, recorded))
+}
+
+/// Says whether the replay filled what the gateway recorded: the same
+/// sides, prices and volumes in the same order (ids differ in their run
+/// part; times are simulated).
+fn compare_with_recording(
+    out: &herd_backtest::Outcome,
+    recorded: &[crate::backtest_replay::RecordedFill],
+) {
+    let side = |s: herd_venue::Side| s.as_str().to_string();
+    let replay: Vec<(String, Decimal, Decimal)> = out
+        .fills
+        .iter()
+        .map(|f| (side(f.side), f.price, f.volume))
+        .collect();
+    let live: Vec<(String, Decimal, Decimal)> = recorded
+        .iter()
+        .map(|f| (side(f.side), f.price, f.volume))
+        .collect();
+    match replay.iter().zip(&live).position(|(a, b)| a != b) {
+        None if replay.len() == live.len() => eprintln!(
+            "backtest: replay: {} fills, the same sides, prices and volumes as the recording's",
+            replay.len()
+        ),
+        None => eprintln!(
+            "backtest: replay: {} fills, the recording has {} (the first {} agree)",
+            replay.len(),
+            live.len(),
+            replay.len().min(live.len())
+        ),
+        Some(i) => eprintln!(
+            "backtest: replay: fill {} differs: replay {:?}, recording {:?}",
+            i + 1,
+            replay[i],
+            live[i]
+        ),
+    }
+}
+
+/// The orchestrator's fills join the strategies' (in time order), and the
+/// funding the strategies' own positions do not account for is its.
+fn merge_funding(out: &mut herd_backtest::Outcome, fills: Vec<herd_backtest::sim::Fill>) {
+    out.fills.extend(fills);
+    out.fills.sort_by_key(|f| f.time_ms);
+    let total: Decimal = out.funding.iter().map(|p| p.amount).sum();
+    let strategies: Decimal = out.funding_by_strategy.values().copied().sum();
+    let own = total - strategies;
+    if !own.is_zero() || !out.funding.is_empty() {
+        out.funding_by_strategy
+            .insert(crate::backtest_funding::NAME.to_string(), own);
+    }
+}
+
+/// Prices to derive a tick from: the first 1,000 candles' opens and closes.
+fn price_sample(candles: &Candles) -> Vec<Decimal> {
+    candles
         .bars
         .iter()
         .take(1000)
         .flat_map(|b| [b.open, b.close])
-        .collect();
+        .collect()
+}
+
+fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyhow::Result<Setup> {
+    let sample = price_sample(candles);
     let (mut instrument, fee_policy) = instrument_for(&cfg.symbol, &sample)?;
     if let Some(f) = &args.maker_fee {
         instrument.maker_fee = decimal_arg("maker-fee", f)?;
@@ -306,11 +470,28 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
     }
     Ok(Setup {
         balances: balances_for(&args.balances, &instrument)?,
+        funding: funding_for(
+            args,
+            &[&instrument]
+                .into_iter()
+                .filter(|i| i.kind == InstrumentKind::Perpetual)
+                .collect::<Vec<_>>(),
+        )?,
         instrument,
         fee_policy,
         fill: FillModel {
             through_ticks: args.through_ticks,
             market_slippage: decimal_arg("slippage", &args.slippage)?,
+            liquidity_per_trade: match &args.liquidity {
+                Some(l) => {
+                    let v = decimal_arg("liquidity", l)?;
+                    if v.is_zero() {
+                        bail!("--liquidity: must be greater than zero");
+                    }
+                    Some(v)
+                }
+                None => None,
+            },
         },
         regime: match cfg.regime_source {
             RegimeSource::Fixed => {
@@ -320,6 +501,71 @@ fn setup_for(args: &BacktestArgs, cfg: &EngineConfig, candles: &Candles) -> anyh
                 refresh_ms: i64::try_from(cfg.regime_refresh_ms).unwrap_or(i64::MAX),
             },
         },
+    })
+}
+
+/// The funding rows (every symbol's: the simulation takes each perpetual's
+/// own) and the settlement interval of the first perpetual traded.
+fn funding_for(args: &BacktestArgs, perps: &[&Instrument]) -> anyhow::Result<FundingSetup> {
+    let interval_hours = match args.funding_hours {
+        Some(0) => bail!("--funding-hours: must be at least 1"),
+        Some(h) => h,
+        None => perps
+            .first()
+            .and_then(|inst| {
+                PaperConfig::default()
+                    .instruments
+                    .into_iter()
+                    .find(|p| p.instrument.symbol == inst.symbol)
+            })
+            .and_then(|p| p.perp)
+            .map_or(8, |p| p.funding_interval_hours),
+    };
+    let Some(path) = &args.funding else {
+        return Ok(FundingSetup {
+            interval_hours,
+            rates: Vec::new(),
+            followers: Vec::new(),
+        });
+    };
+    let rates = load_funding(path)?;
+    for inst in perps {
+        let pair = inst.symbol.strip_suffix("-PERP").unwrap_or(&inst.symbol);
+        if !rates
+            .iter()
+            .any(|r| r.symbol == inst.symbol || r.symbol == pair)
+        {
+            bail!(
+                "{}: no funding rows for {} (rows must name it or {pair})",
+                path.display(),
+                inst.symbol
+            );
+        }
+    }
+    Ok(FundingSetup {
+        interval_hours,
+        rates,
+        followers: Vec::new(),
+    })
+}
+
+/// The funding orchestrator's other leg: the perpetual of a spot engine
+/// symbol, or the spot pair of a perpetual one; it trades at the candles'
+/// prices too.
+fn funding_follower(inst: &Instrument, sample: &[Decimal]) -> anyhow::Result<PaperInstrument> {
+    let other = match inst.symbol.strip_suffix("-PERP") {
+        Some(pair) => pair.to_string(),
+        None => format!("{}-PERP", inst.symbol),
+    };
+    let (instrument, fee_policy) = instrument_for(&other, sample)?;
+    Ok(PaperInstrument {
+        instrument,
+        start_price: Decimal::ONE,
+        path: PathConfig::default(),
+        liquidity_per_step: None,
+        typical_step_volume: 0.0,
+        fee_policy: Some(fee_policy),
+        perp: None,
     })
 }
 
@@ -337,16 +583,8 @@ fn run_sweep(args: &BacktestArgs, path: &Path) -> anyhow::Result<ExitCode> {
             args.sweep_count
         );
     }
-    let candles = load_candles(&args.candles)?.between(
-        time_arg("from", args.from.as_deref())?,
-        time_arg("to", args.to.as_deref())?,
-    );
-    if candles.bars.is_empty() {
-        bail!(
-            "{}: no candles between --from and --to",
-            args.candles.display()
-        );
-    }
+    let cfg0 = engine_config(&args.config, |k| std::env::var(k).ok())?;
+    let (candles, _) = input(args, &cfg0.symbol)?;
     let combos = sweep.combinations();
     // Every combination's config is read and checked before any runs, so
     // a bad value is named at once (with the override's name).

@@ -4,6 +4,8 @@
 //! says why), 2 bad usage (clap), 3 the operator declined a confirmation.
 
 mod backtest;
+mod backtest_funding;
+mod backtest_replay;
 mod client;
 mod errors;
 mod events;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use herd_backtest::sim::{FillModel, RegimeSetup, Setup};
+use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
 use herd_backtest::{Bar, engine_strategies, run};
 use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
@@ -95,6 +95,7 @@ fn setup(regime: RegimeSetup) -> Setup {
         ]),
         fee_policy: FeePolicy::Quote,
         fill: FillModel::default(),
+        funding: FundingSetup::default(),
         regime,
     }
 }

@@ -14,4 +14,7 @@ pub mod sim;
 pub mod sweep;
 
 pub use csv::{Bar, Candles, CsvError, FundingRow};
-pub use sim::{FillModel, Outcome, RegimeSetup, Setup, engine_strategies, run};
+pub use sim::{
+    Companion, FillModel, FundingSetup, Outcome, RegimeSetup, Setup, engine_strategies, run,
+    run_with,
+};

@@ -49,6 +49,9 @@ pub struct StrategyReport {
     pub orphans: u64,
     /// Exposure of the orphans that report it (quote).
     pub orphan_exposure: Decimal,
+    /// Funding on this strategy's own perpetual position: received (+) or
+    /// paid (-).
+    pub funding: Decimal,
     /// Per slot (grid `slot N`, rangers `ranger N`): cycles and their net.
     pub slots: BTreeMap<String, SlotReport>,
 }
@@ -85,6 +88,9 @@ pub struct Report {
     pub fees_by_coin: BTreeMap<String, Decimal>,
     /// Funding received (+) or paid (-); zero on spot.
     pub funding: Decimal,
+    /// Funding settlements booked (perpetuals; one per funding time with a
+    /// position open).
+    pub funding_settlements: usize,
     pub max_drawdown: Option<Drawdown>,
     /// Mean over standard deviation of daily returns, times sqrt(365).
     pub sharpe_daily: Option<f64>,
@@ -191,6 +197,10 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
             _ => {}
         }
     }
+    for (name, amount) in &out.funding_by_strategy {
+        strategies.entry(name.clone()).or_default().funding += *amount;
+    }
+    let funding: Decimal = out.funding.iter().map(|p| p.amount).sum();
     let total_ms: i64 = out.regime_ms.values().sum();
     let regime_time_pct = out
         .regime_ms
@@ -217,7 +227,8 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
         buy_and_hold_pct,
         fees: fees.round_dp(8),
         fees_by_coin,
-        funding: Decimal::ZERO,
+        funding: funding.round_dp(8),
+        funding_settlements: out.funding.len(),
         max_drawdown: max_drawdown(out.initial_equity, out.start_ms, &out.equity),
         sharpe_daily,
         sortino_daily,
@@ -419,21 +430,125 @@ fn fmt_axis(v: f64, unit: &str) -> String {
     }
 }
 
-/// The equity curve (quote) as SVG.
-pub fn equity_svg(out: &Outcome) -> String {
-    let series: Vec<(i64, f64)> = out
-        .equity
+/// Width and height of the PNG charts, pixels (the SVGs' size).
+pub const PNG_SIZE: (u32, u32) = (900, 300);
+
+/// A line chart as a PNG: white ground, grey axes, the series in `rgb`, on
+/// the same scales as [`line_svg`]. It has no text (no font is needed on
+/// the machine that writes it); the SVG and the HTML page carry the title
+/// and the axis labels.
+pub fn line_png(series: &[(i64, f64)], rgb: [u8; 3]) -> Vec<u8> {
+    let (w, h) = PNG_SIZE;
+    let (left, right, top, bottom) = (70i64, 20i64, 30i64, 40i64);
+    let (wi, hi_px) = (i64::from(w), i64::from(h));
+    let mut px = vec![255u8; (w * h * 3) as usize];
+    let mut put = |x: i64, y: i64, c: [u8; 3]| {
+        if (0..wi).contains(&x) && (0..hi_px).contains(&y) {
+            let i = ((y * wi + x) * 3) as usize;
+            px[i..i + 3].copy_from_slice(&c);
+        }
+    };
+    let grey = [153, 153, 153];
+    for x in left..=wi - right {
+        put(x, hi_px - bottom, grey);
+    }
+    for y in top..=hi_px - bottom {
+        put(left, y, grey);
+    }
+    let pts = sample(series);
+    if let (Some(first), Some(last)) = (pts.first(), pts.last()) {
+        let (t0, t1) = (first.0, last.0.max(first.0 + 1));
+        let (mut lo, mut hi) = pts
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+        if hi - lo < 1e-12 {
+            lo -= 1.0;
+            hi += 1.0;
+        }
+        let span_x = (wi - left - right) as f64;
+        let span_y = (hi_px - top - bottom) as f64;
+        let to_px = |t: i64, v: f64| -> (i64, i64) {
+            let x = left as f64 + (t - t0) as f64 / (t1 - t0) as f64 * span_x;
+            let y = top as f64 + (hi - v) / (hi - lo) * span_y;
+            (x.round() as i64, y.round() as i64)
+        };
+        let mut prev = to_px(first.0, first.1);
+        for &(t, v) in &pts {
+            let next = to_px(t, v);
+            // Bresenham, two pixels thick.
+            let (mut x, mut y) = prev;
+            let (dx, dy) = ((next.0 - x).abs(), -(next.1 - y).abs());
+            let (sx, sy) = (
+                if x < next.0 { 1 } else { -1 },
+                if y < next.1 { 1 } else { -1 },
+            );
+            let mut err = dx + dy;
+            loop {
+                put(x, y, rgb);
+                put(x, y + 1, rgb);
+                if (x, y) == next {
+                    break;
+                }
+                let e2 = 2 * err;
+                if e2 >= dy {
+                    err += dy;
+                    x += sx;
+                }
+                if e2 <= dx {
+                    err += dx;
+                    y += sy;
+                }
+            }
+            prev = next;
+        }
+    }
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    // Writing to memory cannot fail but for a bad header, which these
+    // constants are not; an empty file would show it.
+    if let Ok(mut writer) = enc.write_header() {
+        let _ = writer.write_image_data(&px);
+    }
+    bytes
+}
+
+fn equity_series(out: &Outcome) -> Vec<(i64, f64)> {
+    out.equity
         .iter()
         .map(|p| (p.time_ms, p.equity.to_f64().unwrap_or(0.0)))
-        .collect();
-    line_svg(&format!("Equity ({})", out.quote), "", &series, "#1f6feb")
+        .collect()
+}
+
+/// The equity curve (quote) as SVG.
+pub fn equity_svg(out: &Outcome) -> String {
+    line_svg(
+        &format!("Equity ({})", out.quote),
+        "",
+        &equity_series(out),
+        "#1f6feb",
+    )
+}
+
+/// The equity curve as PNG (no text; see [`line_png`]).
+pub fn equity_png(out: &Outcome) -> Vec<u8> {
+    line_png(&equity_series(out), [0x1f, 0x6f, 0xeb])
+}
+
+/// The drawdown curve as PNG (no text; see [`line_png`]).
+pub fn drawdown_png(out: &Outcome) -> Vec<u8> {
+    line_png(&drawdown_series(out), [0xcf, 0x22, 0x2e])
 }
 
 /// The drawdown from the running peak (percent, at most zero) as SVG.
 pub fn drawdown_svg(out: &Outcome) -> String {
+    line_svg("Drawdown (%)", "%", &drawdown_series(out), "#cf222e")
+}
+
+fn drawdown_series(out: &Outcome) -> Vec<(i64, f64)> {
     let mut peak = out.initial_equity.to_f64().unwrap_or(0.0);
-    let series: Vec<(i64, f64)> = out
-        .equity
+    out.equity
         .iter()
         .map(|p| {
             let e = p.equity.to_f64().unwrap_or(0.0);
@@ -445,8 +560,7 @@ pub fn drawdown_svg(out: &Outcome) -> String {
             };
             (p.time_ms, dd)
         })
-        .collect();
-    line_svg("Drawdown (%)", "%", &series, "#cf222e")
+        .collect()
 }
 
 fn esc(s: &str) -> String {
@@ -581,13 +695,37 @@ pub fn files(
     Ok(vec![
         ("report.json", json),
         ("fills.csv", fills_csv(out).into_bytes()),
+        ("funding.csv", funding_csv(out).into_bytes()),
         ("equity.svg", equity.clone().into_bytes()),
         ("drawdown.svg", drawdown.clone().into_bytes()),
+        ("equity.png", equity_png(out)),
+        ("drawdown.png", drawdown_png(out)),
         (
             "report.html",
             html(&report, &equity, &drawdown).into_bytes(),
         ),
     ])
+}
+
+/// One row per funding settlement: time, symbol, side and size of the
+/// position, mark, rate, amount (+ received, - paid), asset.
+fn funding_csv(out: &Outcome) -> String {
+    let mut s = String::from("time,time_ms,symbol,side,size,mark,rate,amount,asset\n");
+    for p in &out.funding {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            fmt_time(p.time_ms),
+            p.time_ms,
+            p.symbol,
+            p.side.as_str(),
+            p.size,
+            p.mark_price,
+            p.rate,
+            p.amount,
+            p.asset
+        ));
+    }
+    s
 }
 
 /// Writes the report's files into `dir` (created if missing).

@@ -18,18 +18,22 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+use herd_paper::{
+    Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PerpConfig,
+};
 use herd_regime::stream::StreamingInference;
 use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, consensus};
 use herd_strategies::strategy::{
     Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
 };
-use herd_venue::{NewOrder, OrderRef, OrderState, OrderStatus, OrderType};
+use herd_venue::{
+    FundingPayment, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, OrderType,
+};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::csv::Bar;
+use crate::csv::{Bar, FundingRow};
 
 /// The start of the userref range the simulated gateway gives the engine.
 pub const USERREF_MIN: i32 = 1000;
@@ -50,6 +54,11 @@ pub struct FillModel {
     /// Market orders fill this fraction beyond the touch (0.0005 = 5 bp),
     /// rounded to the tick against the taker.
     pub market_slippage: Decimal,
+    /// Partial liquidity: at most this much base volume of one resting
+    /// order fills per trade of the intra-candle path (four trades a
+    /// candle), the rest stays open for the next trades. `None` (the
+    /// default): a traded-through order fills completely.
+    pub liquidity_per_trade: Option<Decimal>,
 }
 
 impl Default for FillModel {
@@ -57,6 +66,7 @@ impl Default for FillModel {
         FillModel {
             through_ticks: 1,
             market_slippage: Decimal::new(5, 4),
+            liquidity_per_trade: None,
         }
     }
 }
@@ -97,6 +107,27 @@ pub struct Setup {
     pub fee_policy: FeePolicy,
     pub fill: FillModel,
     pub regime: RegimeSetup,
+    /// Funding settlements (perpetual instruments only).
+    pub funding: FundingSetup,
+}
+
+/// Funding of a perpetual: the venue's schedule and the rates to settle at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FundingSetup {
+    /// Hours between settlements, aligned on the Unix epoch as the paper
+    /// venue does (8: 00:00, 08:00, 16:00 UTC); 0 counts as 8.
+    pub interval_hours: u32,
+    /// Rates in time order per symbol: a perpetual's settlement at `T` uses
+    /// the last row at or before `T` naming the perp (`BTCUSDT-PERP`) or its
+    /// pair (`BTCUSDT`); 0 before the first row. Between settlements the
+    /// venue shows the last row at or before the time (no look-ahead).
+    pub rates: Vec<FundingRow>,
+    /// More instruments on the venue, all trading at the candles' prices
+    /// (the funding orchestrator's spot pair and perpetual of the same
+    /// base). Perpetuals among them settle funding as the main one does.
+    /// Their price path, perp settings and history are replaced (they
+    /// follow the candles; funding as above); instrument and fee policy stay.
+    pub followers: Vec<PaperInstrument>,
 }
 
 /// One fill as the report lists it.
@@ -114,6 +145,19 @@ pub struct Fill {
     pub fee_quote: Decimal,
     /// True when the order was a taker (market or crossing) fill.
     pub taker: bool,
+}
+
+/// An order the venue accepted, as placed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacedOrder {
+    pub time_ms: i64,
+    pub strategy: String,
+    pub client_order_id: String,
+    pub side: Side,
+    /// `None`: a market order.
+    pub price: Option<Decimal>,
+    pub volume: Decimal,
+    pub post_only: bool,
 }
 
 /// A journal record a strategy wrote.
@@ -150,6 +194,8 @@ pub struct Outcome {
     /// The first candle's open.
     pub first_open: Decimal,
     pub fills: Vec<Fill>,
+    /// Every order the venue accepted, in placement order.
+    pub orders: Vec<PlacedOrder>,
     pub equity: Vec<EquityPoint>,
     pub journal: Vec<JournalEntry>,
     /// Simulated time spent in each regime reading (ms).
@@ -161,6 +207,11 @@ pub struct Outcome {
     pub ticks: u64,
     /// Every strategy's status block at the end, as JSON.
     pub final_status: BTreeMap<String, serde_json::Value>,
+    /// Funding settlements the venue booked (perpetuals), in time order.
+    pub funding: Vec<FundingPayment>,
+    /// Each strategy's share of the funding: its own signed position at
+    /// each settlement times mark times rate (long pays a positive rate).
+    pub funding_by_strategy: BTreeMap<String, Decimal>,
 }
 
 /// An order the simulated gateway follows for the engine.
@@ -190,6 +241,41 @@ pub struct Sim {
     /// (revision, total base, total quote, free base, free quote): the
     /// balances read at that revision of the venue.
     funds: Option<(u64, [Decimal; 4])>,
+    /// Present with perpetuals: funding to settle and positions per strategy.
+    funding: Option<FundingState>,
+    /// Symbols besides the main one that trade at the candles' prices.
+    followers: Vec<String>,
+}
+
+/// The funding side of a run with perpetuals.
+#[derive(Debug)]
+struct FundingState {
+    perps: Vec<PerpFunding>,
+    /// Signed position of each strategy (by index) on the main instrument,
+    /// from its fills.
+    held: Vec<Decimal>,
+}
+
+/// One perpetual's rates.
+#[derive(Debug)]
+struct PerpFunding {
+    symbol: String,
+    rates: Vec<FundingRow>,
+    /// The next row of `rates` not yet in force.
+    next_row: usize,
+    rate: Decimal,
+}
+
+/// Another trader on the simulated venue besides the strategies (the
+/// funding orchestrator, which herdctl drives with its async runtime): it
+/// is called after every trade of the path, once the strategies ticked,
+/// and may trade on the exchange. Fills of its own it reports itself.
+pub trait Companion {
+    fn at(&mut self, ex: &mut Exchange, now_ms: i64);
+}
+
+impl Companion for () {
+    fn at(&mut self, _ex: &mut Exchange, _now_ms: i64) {}
 }
 
 impl std::fmt::Debug for Sim {
@@ -365,6 +451,33 @@ pub fn engine_strategies(
     ])
 }
 
+/// The paper venue's perpetual for a run: no basis to a spot pair (the
+/// candles are the perp's own trades) and a funding rate that stays where
+/// the driver sets it before each settlement.
+fn perp_config(inst: &Instrument, funding: &FundingSetup) -> Option<PerpConfig> {
+    (inst.kind == InstrumentKind::Perpetual).then(|| PerpConfig {
+        underlying: None,
+        basis_volatility: 0.0,
+        basis_reversion: 0.0,
+        funding_interval_hours: if funding.interval_hours == 0 {
+            8
+        } else {
+            funding.interval_hours
+        },
+        funding: FundingPathConfig {
+            seed: 1,
+            start_rate: Decimal::ZERO,
+            mean_rate: Decimal::ZERO,
+            persistence: 1.0,
+            volatility: 0.0,
+            cap: Decimal::ONE,
+        },
+        // The candles carry no perp turnover: large enough for any filter.
+        turnover_24h_usd: Some(Decimal::from(1_000_000_000_000_i64)),
+        ..PerpConfig::default()
+    })
+}
+
 /// Progress of a run, for a progress line.
 pub trait Progress {
     /// `done` of `total` candles so far.
@@ -383,6 +496,18 @@ pub fn run(
     interval_ms: i64,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, RunError> {
+    run_with(setup, strategies, bars, interval_ms, progress, &mut ())
+}
+
+/// [`run`] with a [`Companion`] trading on the same venue.
+pub fn run_with(
+    setup: &Setup,
+    strategies: Vec<Box<dyn Strategy>>,
+    bars: &[Bar],
+    interval_ms: i64,
+    progress: &mut dyn Progress,
+    companion: &mut dyn Companion,
+) -> Result<Outcome, RunError> {
     let first = bars.first().ok_or(RunError::NoCandles)?;
     let start_ms = first.open_time_ms;
     let inst = setup.instrument.clone();
@@ -391,11 +516,29 @@ pub fn run(
             instrument: inst.clone(),
             start_price: first.open,
             path: herd_paper::PathConfig::default(),
-            liquidity_per_step: None,
+            liquidity_per_step: setup.fill.liquidity_per_trade,
             typical_step_volume: 0.0,
             fee_policy: Some(setup.fee_policy),
-            perp: None,
-        }],
+            perp: perp_config(&inst, &setup.funding),
+        }]
+        .into_iter()
+        .chain(
+            setup
+                .funding
+                .followers
+                .iter()
+                .filter(|f| f.instrument.symbol != inst.symbol)
+                .map(|f| PaperInstrument {
+                    instrument: f.instrument.clone(),
+                    start_price: first.open,
+                    path: herd_paper::PathConfig::default(),
+                    liquidity_per_step: setup.fill.liquidity_per_trade,
+                    typical_step_volume: 0.0,
+                    fee_policy: f.fee_policy,
+                    perp: perp_config(&f.instrument, &setup.funding),
+                }),
+        )
+        .collect(),
         balances: setup.balances.clone(),
         fee_policy: setup.fee_policy,
         history_minutes: 0,
@@ -439,6 +582,7 @@ pub fn run(
             initial_equity: Decimal::ZERO,
             first_open: first.open,
             fills: Vec::new(),
+            orders: Vec::new(),
             equity: Vec::new(),
             journal: Vec::new(),
             regime_ms: BTreeMap::new(),
@@ -447,8 +591,43 @@ pub fn run(
             cancel_failures: 0,
             ticks: 0,
             final_status: BTreeMap::new(),
+            funding: Vec::new(),
+            funding_by_strategy: BTreeMap::new(),
         },
+        funding: None,
+        followers: setup
+            .funding
+            .followers
+            .iter()
+            .filter(|f| f.instrument.symbol != inst.symbol)
+            .map(|f| f.instrument.symbol.clone())
+            .collect(),
     };
+    let perps: Vec<PerpFunding> = std::iter::once(&inst)
+        .chain(setup.funding.followers.iter().map(|f| &f.instrument))
+        .filter(|i| i.kind == InstrumentKind::Perpetual)
+        .map(|i| {
+            let pair = i.symbol.strip_suffix("-PERP").unwrap_or(&i.symbol);
+            PerpFunding {
+                symbol: i.symbol.clone(),
+                rates: setup
+                    .funding
+                    .rates
+                    .iter()
+                    .filter(|r| r.symbol == i.symbol || r.symbol == pair)
+                    .cloned()
+                    .collect(),
+                next_row: 0,
+                rate: Decimal::ZERO,
+            }
+        })
+        .collect();
+    if !perps.is_empty() {
+        sim.funding = Some(FundingState {
+            perps,
+            held: vec![Decimal::ZERO; sim.strategies.len()],
+        });
+    }
     sim.out.initial_equity = sim.equity_at(first.open, start_ms).equity;
     sim.restore(start_ms);
     let quarter = interval_ms / 4;
@@ -469,6 +648,7 @@ pub fn run(
         for (k, price) in intra_candle_path(bar).into_iter().enumerate() {
             let now = bar.open_time_ms + quarter * i64::try_from(k).unwrap_or(0);
             sim.step(price, now);
+            companion.at(&mut sim.ex, now);
         }
         let close_ms = bar.open_time_ms + interval_ms;
         let point = sim.equity_at(bar.close, close_ms);
@@ -519,7 +699,64 @@ impl Sim {
             close: price,
             base,
             quote,
-            equity: quote + base * price,
+            equity: quote + base * price + self.unrealized(),
+        }
+    }
+
+    /// Unrealized PnL of the perpetual's position at the book's last price.
+    fn unrealized(&self) -> Decimal {
+        if self.funding.is_none() {
+            return Decimal::ZERO;
+        }
+        self.ex.positions().iter().map(|p| p.unrealized_pnl).sum()
+    }
+
+    /// Settles every funding time up to `now` (the venue's schedule) at the
+    /// rate the funding rows give for it, with the book's last price as the
+    /// mark, and splits each payment over the strategies' own positions.
+    fn settle_funding(&mut self, now: i64) {
+        let Some(f) = self.funding.as_mut() else {
+            return;
+        };
+        for perp in &mut f.perps {
+            let symbol = perp.symbol.as_str();
+            while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
+                if next > now {
+                    break;
+                }
+                while let Some(row) = perp.rates.get(perp.next_row).filter(|r| r.time_ms <= next) {
+                    perp.rate = row.rate;
+                    perp.next_row += 1;
+                }
+                if self.ex.set_funding_rate(symbol, perp.rate).is_err() {
+                    break;
+                }
+                for p in self.ex.settle_funding(next) {
+                    let mine = p.symbol == self.inst.symbol;
+                    for (owner, held) in f.held.iter().enumerate().filter(|_| mine) {
+                        if held.is_zero() {
+                            continue;
+                        }
+                        let name = self
+                            .strategies
+                            .get(owner)
+                            .map(|s| s.name().to_string())
+                            .unwrap_or_default();
+                        let share = (-*held * p.mark_price * p.rate).round_dp(8);
+                        *self.out.funding_by_strategy.entry(name).or_default() += share;
+                    }
+                    self.out.funding.push(p);
+                }
+            }
+            // Between settlements the venue shows the last rate given so far.
+            let before = perp.next_row;
+            while let Some(row) = perp.rates.get(perp.next_row).filter(|r| r.time_ms <= now) {
+                perp.rate = row.rate;
+                perp.next_row += 1;
+            }
+            if perp.next_row != before {
+                let _ = self.ex.set_funding_rate(symbol, perp.rate);
+            }
         }
     }
 
@@ -539,12 +776,16 @@ impl Sim {
     /// One trade of the intra-candle path, then the updates it caused and
     /// one tick of every strategy.
     fn step(&mut self, price: Decimal, now: i64) {
+        self.settle_funding(now);
         if self
             .ex
             .trade_through(&self.inst.symbol, price, self.through, now)
             .is_err()
         {
             return;
+        }
+        for f in &self.followers {
+            let _ = self.ex.trade_through(f, price, self.through, now);
         }
         self.poll(now);
         self.deliver(now);
@@ -625,6 +866,19 @@ impl Sim {
                     match self.ex.place(&order, now) {
                         Ok(state) => {
                             self.out.orders_placed += 1;
+                            self.out.orders.push(PlacedOrder {
+                                time_ms: now,
+                                strategy: self
+                                    .strategies
+                                    .get(owner)
+                                    .map(|s| s.name().to_string())
+                                    .unwrap_or_default(),
+                                client_order_id: order.client_order_id.clone(),
+                                side: order.side,
+                                price: order.price,
+                                volume: order.volume,
+                                post_only: order.post_only,
+                            });
                             let pending = OrderState::pending(&order, now);
                             self.seq += 1;
                             self.follow(owner, &pending, &state, now);
@@ -752,6 +1006,12 @@ impl Sim {
                     fee_quote,
                     taker: old.status == OrderStatus::Pending,
                 });
+                if let Some(held) = self.funding.as_mut().and_then(|f| f.held.get_mut(owner)) {
+                    match new.side {
+                        Side::Buy => *held += update.fill_volume,
+                        Side::Sell => *held -= update.fill_volume,
+                    }
+                }
             }
             if update.kind == UpdateKind::Canceled && update.volume_executed > Decimal::ZERO {
                 self.last_partial_cancel_ms = Some(now);

@@ -6,9 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use herd_backtest::Bar;
-use herd_backtest::sim::intra_candle_path;
+use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup, intra_candle_path};
+use herd_backtest::{Bar, run};
 use herd_paper::{Exchange, FeePolicy, PaperConfig, PaperInstrument};
+use herd_strategies::strategy::{
+    Action, MarketView, OrderIntent, OrderUpdate, RegimeView, StatusBlock, Strategy, UpdateKind,
+};
 use herd_venue::{NewOrder, OrderStatus, OrderType, Side, VenueError};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -258,4 +261,138 @@ fn filters_and_the_open_order_limit_refuse_as_the_venue_would() {
         ),
         "{e:?}"
     );
+}
+
+/// One resting post-only buy of 10 DOGE at 0.099, placed at the first tick.
+struct OneBid {
+    placed: bool,
+    updates: Vec<(UpdateKind, Decimal, Decimal)>,
+}
+
+impl Strategy for OneBid {
+    fn name(&self) -> &str {
+        "bid"
+    }
+    fn owns(&self, client_order_id: &str) -> bool {
+        client_order_id == "bid-1"
+    }
+    fn on_tick(&mut self, _market: &MarketView, _now_ms: i64) -> Vec<Action> {
+        if std::mem::replace(&mut self.placed, true) {
+            return Vec::new();
+        }
+        vec![Action::Place(OrderIntent {
+            client_order_id: "bid-1".into(),
+            symbol: "DOGEUSD".into(),
+            side: Side::Buy,
+            volume: dec!(10),
+            price: Some(dec!(0.099)),
+            post_only: true,
+            userref_offset: 0,
+        })]
+    }
+    fn on_order(&mut self, update: &OrderUpdate, _now_ms: i64) -> Vec<Action> {
+        self.updates
+            .push((update.kind, update.fill_volume, update.volume_executed));
+        Vec::new()
+    }
+    fn status(&self, _now_ms: i64) -> StatusBlock {
+        // The kinds of the updates it got, for the test to read back.
+        StatusBlock::Detail(serde_json::json!(
+            self.updates
+                .iter()
+                .map(|(k, _, _)| format!("{k:?}"))
+                .collect::<Vec<_>>()
+        ))
+    }
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn partial_liquidity_fills_a_resting_order_over_several_trades() {
+    // Two candles trading through the bid five times: the first's low and
+    // close, the second's open, low and close.
+    let bars = [
+        Bar {
+            open_time_ms: 60_000,
+            ..bar(dec!(0.1), dec!(0.1001), dec!(0.098), dec!(0.0985))
+        },
+        Bar {
+            open_time_ms: 120_000,
+            ..bar(dec!(0.0985), dec!(0.0999), dec!(0.0984), dec!(0.0986))
+        },
+    ];
+    // (liquidity per trade, fills as (fill volume, executed so far), last kind)
+    let cases = [
+        (None, vec![(dec!(10), dec!(10))], UpdateKind::Filled),
+        (
+            Some(dec!(3)),
+            vec![
+                (dec!(3), dec!(3)),
+                (dec!(3), dec!(6)),
+                (dec!(3), dec!(9)),
+                (dec!(1), dec!(10)),
+            ],
+            UpdateKind::Filled,
+        ),
+        (
+            Some(dec!(1.5)),
+            vec![
+                (dec!(1.5), dec!(1.5)),
+                (dec!(1.5), dec!(3.0)),
+                (dec!(1.5), dec!(4.5)),
+                (dec!(1.5), dec!(6.0)),
+                (dec!(1.5), dec!(7.5)),
+            ],
+            UpdateKind::PartialFill,
+        ),
+        (
+            Some(dec!(20)),
+            vec![(dec!(10), dec!(10))],
+            UpdateKind::Filled,
+        ),
+    ];
+    assert_eq!(
+        FillModel::default().liquidity_per_trade,
+        None,
+        "off by default"
+    );
+    for (liquidity, want, last) in cases {
+        let mut inst = PaperInstrument::doge_usd().instrument;
+        inst.tick_size = TICK;
+        let setup = Setup {
+            instrument: inst,
+            balances: BTreeMap::from([("USD".into(), dec!(1000))]),
+            fee_policy: FeePolicy::Quote,
+            fill: FillModel {
+                liquidity_per_trade: liquidity,
+                ..FillModel::default()
+            },
+            regime: RegimeSetup::Fixed(RegimeView::not_ready()),
+            funding: FundingSetup::default(),
+        };
+        let mut seen = Vec::new();
+        let strategy = OneBid {
+            placed: false,
+            updates: Vec::new(),
+        };
+        let out = run(&setup, vec![Box::new(strategy)], &bars, 60_000, &mut ()).unwrap();
+        for f in &out.fills {
+            assert_eq!(f.price, dec!(0.099), "{liquidity:?}: at the limit");
+            assert!(!f.taker, "{liquidity:?}: maker fills");
+        }
+        let mut executed = Decimal::ZERO;
+        for f in &out.fills {
+            executed += f.volume;
+            seen.push((f.volume, executed));
+        }
+        assert_eq!(seen, want, "{liquidity:?}");
+        // The strategy saw OPEN, then one update per fill, the last FILLED
+        // or (liquidity left wanting) PARTIAL_FILL.
+        let kinds = out.final_status["bid"].as_array().unwrap().clone();
+        assert_eq!(kinds.len(), want.len() + 1, "{liquidity:?}: {kinds:?}");
+        assert_eq!(kinds[0], format!("{:?}", UpdateKind::Open));
+        assert_eq!(kinds[kinds.len() - 1], format!("{last:?}"), "{liquidity:?}");
+    }
 }

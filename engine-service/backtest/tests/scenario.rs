@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use herd_backtest::csv::parse_candles;
-use herd_backtest::sim::{FillModel, RegimeSetup, Setup};
+use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
 use herd_backtest::{engine_strategies, report, run};
 use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
@@ -20,6 +20,7 @@ fn setup() -> Setup {
         balances: BTreeMap::from([("USD".into(), dec!(1000)), ("DOGE".into(), dec!(5000))]),
         fee_policy: FeePolicy::Quote,
         fill: FillModel::default(),
+        funding: FundingSetup::default(),
         regime: RegimeSetup::Fixed(RegimeView {
             regime: "RANGING".into(),
             ready: true,
@@ -147,9 +148,29 @@ fn the_same_inputs_give_byte_identical_reports() {
         report::files(&out, &candles.gaps).unwrap()
     };
     let (a, b) = (files(), files());
-    assert_eq!(a.len(), 5);
+    assert_eq!(a.len(), 8);
     for ((name_a, bytes_a), (name_b, bytes_b)) in a.iter().zip(b.iter()) {
         assert_eq!(name_a, name_b);
         assert!(bytes_a == bytes_b, "{name_a} differs between two runs");
+    }
+    // The PNG charts decode, at their size, with the line drawn in its
+    // colour and the ground white.
+    for (name, rgb) in [
+        ("equity.png", [0x1f, 0x6f, 0xeb]),
+        ("drawdown.png", [0xcf, 0x22, 0x2e]),
+    ] {
+        let bytes = &a.iter().find(|(n, _)| *n == name).unwrap().1;
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes.as_slice()))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), report::PNG_SIZE, "{name}");
+        assert_eq!(info.color_type, png::ColorType::Rgb, "{name}");
+        let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+        let line = pixels.iter().filter(|p| **p == rgb).count();
+        let white = pixels.iter().filter(|p| **p == [255, 255, 255]).count();
+        assert!(line > 900, "{name}: {line} pixels of the line");
+        assert!(white > pixels.len() / 2, "{name}: {white} white pixels");
     }
 }
