@@ -160,6 +160,11 @@ pub struct PlacedOrder {
     pub post_only: bool,
 }
 
+/// The journal kinds a run keeps (what the report reads: cycles and
+/// orphans). A year of the grid writes millions of other rows, which held
+/// most of a long run's memory.
+pub const JOURNAL_KINDS_KEPT: &[&str] = &["cycle", "orphan", "position_orphaned"];
+
 /// A journal record a strategy wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JournalEntry {
@@ -197,6 +202,7 @@ pub struct Outcome {
     /// Every order the venue accepted, in placement order.
     pub orders: Vec<PlacedOrder>,
     pub equity: Vec<EquityPoint>,
+    /// The journal rows of the kinds in [`JOURNAL_KINDS_KEPT`], in order.
     pub journal: Vec<JournalEntry>,
     /// Simulated time spent in each regime reading (ms).
     pub regime_ms: BTreeMap<String, i64>,
@@ -914,7 +920,7 @@ impl Sim {
                 }
                 Action::Journal {
                     kind, payload_json, ..
-                } => {
+                } if JOURNAL_KINDS_KEPT.contains(&kind.as_str()) => {
                     let payload = serde_json::from_str(&payload_json)
                         .unwrap_or(serde_json::Value::String(payload_json));
                     self.out.journal.push(JournalEntry {
@@ -929,6 +935,9 @@ impl Sim {
                     });
                     None
                 }
+                // The strategies' other journal rows (positions, moves, ...)
+                // are for a live engine's restarts; nothing reads them here.
+                Action::Journal { .. } => None,
             };
             if let Some((client_order_id, kind, message)) = failure {
                 let update = OrderUpdate {
