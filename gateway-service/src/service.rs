@@ -366,8 +366,8 @@ impl Core {
         Ok(())
     }
 
-    #[tracing::instrument(name = "place_order", skip_all,
-        fields(engine = %engine, client_order_id = %req.client_order_id))]
+    /// Logs one line per order (no span: the lines inside name the engine
+    /// and the client order id themselves).
     async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
         self.place_with(engine, req, false).await
     }
@@ -477,7 +477,8 @@ impl Core {
         };
         match submitted {
             Ok(PlaceOutcome::Accepted(state)) => {
-                tracing::info!(venue_order_id = %state.venue_order_id, status = ?state.status,
+                tracing::info!(engine, client_order_id = %order.client_order_id,
+                    venue_order_id = %state.venue_order_id, status = ?state.status,
                     "order placed");
                 self.registry.apply(&state, self.clock.now_ms());
             }
@@ -492,7 +493,8 @@ impl Core {
                 self.poll_now.notify_one();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "order refused by the venue");
+                tracing::warn!(engine, client_order_id = %order.client_order_id, error = %e,
+                    "order refused by the venue");
                 self.registry.forget(engine, &order.client_order_id);
                 self.risk.release(engine, &order.client_order_id);
                 return Err(venue_status(&e));
@@ -502,7 +504,7 @@ impl Core {
             .registry
             .get(engine, &order.client_order_id)
             .ok_or_else(|| Status::internal("order vanished from the registry"))?;
-        self.order_pb(engine, &state)
+        Ok(convert::order_to_pb(&state, &prefix))
     }
 
     /// The pre-trade risk check of an order about to be registered: on a
