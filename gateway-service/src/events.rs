@@ -1092,6 +1092,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_writes_each_id_once_in_order_across_chunks() {
+        let log = EventLog::open(None, &EventsConfig::default(), "inc1", Vec::new())
+            .await
+            .unwrap();
+        // The first write prunes (a transaction of its own); the rest go as
+        // one query each.
+        assert_eq!(
+            log.append_durable(vec![ev("first", Severity::Info, "e0")])
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        // Duplicates inside one call, and one already logged.
+        let got = log
+            .append_durable(vec![
+                ev("x", Severity::Info, "e0"),
+                ev("x", Severity::Info, "e0"),
+                ev("first", Severity::Info, "e0"),
+                ev("y", Severity::Info, "e0"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, (2, 2));
+        // 100 events: more than one multi-row chunk (64 + 32 + 4).
+        let many: Vec<HerdEvent> = (0..100)
+            .map(|i| ev(&format!("m{i:03}"), Severity::Info, "e1"))
+            .collect();
+        assert_eq!(log.append_durable(many).await.unwrap(), (100, 0));
+        let all = log.read_after(0, 1000).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        let mut want = vec!["first".to_string(), "x".into(), "y".into()];
+        want.extend((0..100).map(|i| format!("m{i:03}")));
+        assert_eq!(ids, want, "every id once, in the order appended");
+        assert!(
+            all.windows(2).all(|w| w[0].sequence < w[1].sequence),
+            "sequences rise in the order appended"
+        );
+        assert_eq!(*log.subscribe().borrow(), all[all.len() - 1].sequence);
+    }
+
+    #[tokio::test]
     async fn a_follow_stream_resumes_after_an_id_and_filters() {
         let log = EventLog::open(None, &EventsConfig::default(), "i", Vec::new())
             .await

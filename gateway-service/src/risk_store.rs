@@ -389,3 +389,23 @@ async fn write_batch(
     }
     tx.commit().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_written_in_few_statement_shapes() {
+        for n in 0..300 {
+            let chunks: Vec<usize> = row_chunks(n).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), n, "{n}: {chunks:?}");
+            assert!(chunks.iter().all(|c| c.is_power_of_two() && *c <= 64));
+            assert!(chunks.len() <= n / 64 + 6, "{n}: {chunks:?}");
+        }
+        assert_eq!(row_chunks(100).collect::<Vec<_>>(), [64, 32, 4]);
+        assert_eq!(
+            rows_sql("INSERT INTO t (a, b) VALUES ", 2, 3, ";"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?);"
+        );
+    }
+}

@@ -545,15 +545,15 @@ impl Core {
         match self.risk.check(engine, client_id, &c, now) {
             Ok(()) => Ok(()),
             Err(d) => {
-                self.on_denial(engine, &d, now).await;
+                self.on_denial(engine, client_id, &d, now).await;
                 Err(d.status())
             }
         }
     }
 
     /// Counts, audits and carries out the action of a denial.
-    async fn on_denial(&self, engine: &str, d: &Denial, now_ms: i64) {
-        tracing::warn!(engine, code = d.code.as_str(), action = d.action.as_str(),
+    async fn on_denial(&self, engine: &str, client_id: &str, d: &Denial, now_ms: i64) {
+        tracing::warn!(engine, client_order_id = client_id, code = d.code.as_str(), action = d.action.as_str(),
             account = d.account, message = %d.message, "order denied by risk");
         self.metrics.risk_denied(engine, d.code.as_str());
         self.audit(AuditEntry {
