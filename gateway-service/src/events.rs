@@ -407,6 +407,9 @@ async fn write_batch(
     Ok((counts, u64::try_from(max_seq).unwrap_or(0)))
 }
 
+/// What [`tally`] answers.
+type Tally = (Vec<(u32, u32)>, Vec<(i64, usize)>);
+
 /// (new, duplicate) per command of the batch, and (sequence, index in
 /// `rows`) of each new event in order: of equal ids in the batch the first
 /// is the one written, the others are duplicates.
@@ -414,7 +417,7 @@ fn tally(
     batch: &[Cmd],
     rows: &[(&HerdEvent, Vec<u8>)],
     inserted: &mut HashMap<String, i64>,
-) -> (Vec<(u32, u32)>, Vec<(i64, usize)>) {
+) -> Tally {
     let mut counts = Vec::with_capacity(batch.len());
     let mut new_rows = Vec::new();
     let mut i = 0;
