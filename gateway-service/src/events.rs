@@ -117,6 +117,9 @@ impl EventLog {
                     .busy_timeout(Duration::from_secs(10));
                 SqlitePoolOptions::new()
                     .max_connections(2)
+                    // A local file: no ping (one more round trip to
+                    // SQLite's thread) before every use.
+                    .test_before_acquire(false)
                     .connect_with(opts)
                     .await
                     .map_err(|e| {
@@ -132,6 +135,7 @@ impl EventLog {
                 SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .max_lifetime(None)
                     .connect_with(SqliteConnectOptions::from_str("sqlite::memory:")?)
@@ -313,31 +317,72 @@ async fn write_batch(
     prune: bool,
     routes: &[crate::sinks::Route],
 ) -> Result<(Vec<(u32, u32)>, u64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut counts = Vec::with_capacity(batch.len());
+    // Every event of the batch, in order, with its encoded body.
+    let mut rows: Vec<(&HerdEvent, Vec<u8>)> = Vec::new();
     for Cmd::Append(events, _) in batch.iter() {
-        let (mut new, mut dup) = (0u32, 0u32);
         for e in events {
-            let mut e = e.clone();
-            e.sequence = 0;
-            let body = e.encode_to_vec();
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT OR IGNORE INTO herd_events (id, time_ms, body) VALUES (?, ?, ?) RETURNING seq",
-            )
-            .bind(&e.id)
-            .bind(e.time_ms)
-            .bind(&body)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match seq {
-                Some(seq) => {
-                    new += 1;
-                    crate::sinks::enqueue(&mut tx, routes, seq, &e, &body).await?;
-                }
-                None => dup += 1,
-            }
+            let body = if e.sequence == 0 {
+                e.encode_to_vec()
+            } else {
+                let mut e = e.clone();
+                e.sequence = 0;
+                e.encode_to_vec()
+            };
+            rows.push((e, body));
         }
-        counts.push((new, dup));
+    }
+    if rows.is_empty() && !prune {
+        // A flush: nothing to write.
+        return Ok((vec![(0, 0); batch.len()], 0));
+    }
+    use crate::risk_store::{in_one_transaction, row_chunks, rows_sql};
+    // Many rows per INSERT; RETURNING names the rows that were new, by id.
+    const INSERT: &str = "INSERT OR IGNORE INTO herd_events (id, time_ms, body) VALUES ";
+    let mut inserted: HashMap<String, i64> = HashMap::new();
+    let mut max_seq = 0i64;
+    let mut note = |r: &sqlx::sqlite::SqliteRow| -> Result<(), sqlx::Error> {
+        let seq: i64 = r.try_get(0)?;
+        let id: String = r.try_get(1)?;
+        max_seq = max_seq.max(seq);
+        inserted.insert(id, seq);
+        Ok(())
+    };
+    if routes.is_empty() && !prune {
+        // Nothing else to write in the transaction: the batch is one query
+        // (BEGIN, the inserts, COMMIT), one round trip to SQLite's thread.
+        let mut sql = String::from("BEGIN; ");
+        for n in row_chunks(rows.len()) {
+            sql.push_str(&rows_sql(INSERT, 3, n, " RETURNING seq, id; "));
+        }
+        sql.push_str("COMMIT");
+        let mut q = sqlx::query(&sql);
+        for (e, body) in &rows {
+            q = q.bind(e.id.as_str()).bind(e.time_ms).bind(body.as_slice());
+        }
+        for r in &in_one_transaction(pool, q).await? {
+            note(r)?;
+        }
+        let (counts, _) = tally(batch, &rows, &mut inserted);
+        return Ok((counts, u64::try_from(max_seq).unwrap_or(0)));
+    }
+    let mut tx = pool.begin().await?;
+    let mut at = 0;
+    for n in row_chunks(rows.len()) {
+        let chunk = &rows[at..at + n];
+        at += n;
+        let sql = rows_sql(INSERT, 3, n, " RETURNING seq, id");
+        let mut q = sqlx::query(&sql);
+        for (e, body) in chunk {
+            q = q.bind(e.id.as_str()).bind(e.time_ms).bind(body.as_slice());
+        }
+        for r in &q.fetch_all(&mut *tx).await? {
+            note(r)?;
+        }
+    }
+    let (counts, new) = tally(batch, &rows, &mut inserted);
+    for (seq, i) in new {
+        let (e, body) = &rows[i];
+        crate::sinks::enqueue(&mut tx, routes, seq, e, body).await?;
     }
     if prune {
         sqlx::query(
@@ -351,13 +396,47 @@ async fn write_batch(
             .bind(now_ms().saturating_sub(retention.max_age_ms))
             .execute(&mut *tx)
             .await?;
+        max_seq = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM herd_events")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("m")?;
     }
-    let max: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM herd_events")
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("m")?;
     tx.commit().await?;
-    Ok((counts, u64::try_from(max).unwrap_or(0)))
+    // Without pruning nothing was deleted: the newest row is the newest
+    // written now, or one the readers were already woken for.
+    Ok((counts, u64::try_from(max_seq).unwrap_or(0)))
+}
+
+/// What [`tally`] answers.
+type Tally = (Vec<(u32, u32)>, Vec<(i64, usize)>);
+
+/// (new, duplicate) per command of the batch, and (sequence, index in
+/// `rows`) of each new event in order: of equal ids in the batch the first
+/// is the one written, the others are duplicates.
+fn tally(
+    batch: &[Cmd],
+    rows: &[(&HerdEvent, Vec<u8>)],
+    inserted: &mut HashMap<String, i64>,
+) -> Tally {
+    let mut counts = Vec::with_capacity(batch.len());
+    let mut new_rows = Vec::new();
+    let mut i = 0;
+    for Cmd::Append(events, _) in batch {
+        let (mut new, mut dup) = (0u32, 0u32);
+        for _ in events {
+            let Some((e, _)) = rows.get(i) else { break };
+            match inserted.remove(e.id.as_str()) {
+                Some(seq) => {
+                    new += 1;
+                    new_rows.push((seq, i));
+                }
+                None => dup += 1,
+            }
+            i += 1;
+        }
+        counts.push((new, dup));
+    }
+    (counts, new_rows)
 }
 
 /// A cheap handle producers hold; does nothing when the gateway runs
@@ -1013,6 +1092,47 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, ["c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_each_id_once_in_order_across_chunks() {
+        let log = EventLog::open(None, &EventsConfig::default(), "inc1", Vec::new())
+            .await
+            .unwrap();
+        // The first write prunes (a transaction of its own); the rest go as
+        // one query each.
+        assert_eq!(
+            log.append_durable(vec![ev("first", Severity::Info, "e0")])
+                .await
+                .unwrap(),
+            (1, 0)
+        );
+        // Duplicates inside one call, and one already logged.
+        let got = log
+            .append_durable(vec![
+                ev("x", Severity::Info, "e0"),
+                ev("x", Severity::Info, "e0"),
+                ev("first", Severity::Info, "e0"),
+                ev("y", Severity::Info, "e0"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(got, (2, 2));
+        // 100 events: more than one multi-row chunk (64 + 32 + 4).
+        let many: Vec<HerdEvent> = (0..100)
+            .map(|i| ev(&format!("m{i:03}"), Severity::Info, "e1"))
+            .collect();
+        assert_eq!(log.append_durable(many).await.unwrap(), (100, 0));
+        let all = log.read_after(0, 1000).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+        let mut want = vec!["first".to_string(), "x".into(), "y".into()];
+        want.extend((0..100).map(|i| format!("m{i:03}")));
+        assert_eq!(ids, want, "every id once, in the order appended");
+        assert!(
+            all.windows(2).all(|w| w[0].sequence < w[1].sequence),
+            "sequences rise in the order appended"
+        );
+        assert_eq!(*log.subscribe().borrow(), all[all.len() - 1].sequence);
     }
 
     #[tokio::test]

@@ -151,7 +151,8 @@ impl FairQueue {
     /// Waits for a slot for `engine`'s call of `priority`.
     pub async fn acquire(&self, engine: &str, priority: Priority) -> Result<Permit, QueueFull> {
         let rx = {
-            let mut st = self.lock();
+            let mut guard = self.lock();
+            let st = &mut *guard;
             let limit = st.queue_limit;
             let virtual_now = st.virtual_now;
             let ticket = st.next_ticket;
@@ -163,6 +164,19 @@ impl FairQueue {
                     weight: 1.0,
                     ..Participant::default()
                 });
+            if st.in_flight < st.slots {
+                // A free slot means nobody waits (`grant` hands free slots
+                // out before the lock is released): take it at once, as
+                // `grant` would, without a hand-off through a channel.
+                p.vtime = p.vtime.max(virtual_now);
+                st.virtual_now = p.vtime;
+                p.vtime += 1.0 / p.weight;
+                p.granted += 1;
+                st.in_flight += 1;
+                return Ok(Permit {
+                    queue: self.clone(),
+                });
+            }
             let depth = p.waiting();
             if depth >= limit {
                 return Err(QueueFull {
@@ -181,7 +195,7 @@ impl FairQueue {
                 .entry(priority)
                 .or_default()
                 .push_back((ticket, tx));
-            grant(&mut st);
+            grant(st);
             rx
         };
         // The sender is only dropped after a grant or with the queue itself.

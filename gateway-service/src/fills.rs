@@ -196,6 +196,9 @@ impl Ledger {
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)
+            // A local database: no ping (a round trip to SQLite's thread)
+            // before every use.
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(opts)
@@ -484,73 +487,91 @@ async fn write_batch(pool: &SqlitePool, writes: Vec<Write>) -> Result<(), sqlx::
     if writes.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
+    // Each table's rows in the order queued, many per INSERT.
+    let mut fills = Vec::new();
+    let mut tags = Vec::new();
+    let mut funding = Vec::new();
     for w in writes {
         match w {
             Write::Fill {
-                fill: f,
+                fill,
                 venue_client_id,
                 mark,
-            } => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO fills (trade_id, derived, time_ms, engine, strategy, \
-                     symbol, side, price, volume, fee, fee_asset, client_order_id, \
-                     venue_client_id, venue_order_id, cum_volume, cum_value, cum_fee) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&f.trade_id)
-                .bind(i64::from(f.trade_id_derived))
-                .bind(f.time_ms)
-                .bind(&f.engine)
-                .bind(&f.strategy)
-                .bind(&f.symbol)
-                .bind(f.side.as_str())
-                .bind(f.price.to_string())
-                .bind(f.volume.to_string())
-                .bind(f.fee.to_string())
-                .bind(&f.fee_asset)
-                .bind(&f.client_order_id)
-                .bind(venue_client_id)
-                .bind(&f.venue_order_id)
-                .bind(mark.volume.to_string())
-                .bind(mark.value.to_string())
-                .bind(mark.fee.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
+            } => fills.push((fill, venue_client_id, mark)),
             Write::Tag {
                 venue_client_id,
                 engine,
                 strategy,
-            } => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO fill_orders (venue_client_id, engine, strategy) \
-                     VALUES (?, ?, ?)",
-                )
-                .bind(venue_client_id)
-                .bind(engine)
-                .bind(strategy)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Write::Funding(p) => {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO funding (payment_id, time_ms, engine, symbol, amount, \
-                     asset) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(p.payment_id)
-                .bind(p.time_ms)
-                .bind(p.engine)
-                .bind(p.symbol)
-                .bind(p.amount.to_string())
-                .bind(p.asset)
-                .execute(&mut *tx)
-                .await?;
-            }
+            } => tags.push((venue_client_id, engine, strategy)),
+            Write::Funding(p) => funding.push(p),
             Write::Flush(_) => {}
         }
     }
-    tx.commit().await
+    use crate::risk_store::{in_one_transaction, row_chunks, rows_sql};
+    // The whole batch is one query: BEGIN, the inserts, COMMIT.
+    let mut sql = String::from("BEGIN; ");
+    for n in row_chunks(tags.len()) {
+        sql.push_str(&rows_sql(
+            "INSERT OR IGNORE INTO fill_orders (venue_client_id, engine, strategy) VALUES ",
+            3,
+            n,
+            "; ",
+        ));
+    }
+    for n in row_chunks(fills.len()) {
+        sql.push_str(&rows_sql(
+            "INSERT OR IGNORE INTO fills (trade_id, derived, time_ms, engine, strategy, \
+             symbol, side, price, volume, fee, fee_asset, client_order_id, \
+             venue_client_id, venue_order_id, cum_volume, cum_value, cum_fee) VALUES ",
+            17,
+            n,
+            "; ",
+        ));
+    }
+    for n in row_chunks(funding.len()) {
+        sql.push_str(&rows_sql(
+            "INSERT OR IGNORE INTO funding (payment_id, time_ms, engine, symbol, amount, asset) \
+             VALUES ",
+            6,
+            n,
+            "; ",
+        ));
+    }
+    sql.push_str("COMMIT");
+    let mut q = sqlx::query(&sql);
+    for (venue_client_id, engine, strategy) in &tags {
+        q = q.bind(venue_client_id).bind(engine).bind(strategy);
+    }
+    for (f, venue_client_id, mark) in &fills {
+        q = q
+            .bind(&f.trade_id)
+            .bind(i64::from(f.trade_id_derived))
+            .bind(f.time_ms)
+            .bind(&f.engine)
+            .bind(&f.strategy)
+            .bind(&f.symbol)
+            .bind(f.side.as_str())
+            .bind(f.price.to_string())
+            .bind(f.volume.to_string())
+            .bind(f.fee.to_string())
+            .bind(&f.fee_asset)
+            .bind(&f.client_order_id)
+            .bind(venue_client_id)
+            .bind(&f.venue_order_id)
+            .bind(mark.volume.to_string())
+            .bind(mark.value.to_string())
+            .bind(mark.fee.to_string());
+    }
+    for p in &funding {
+        q = q
+            .bind(&p.payment_id)
+            .bind(p.time_ms)
+            .bind(&p.engine)
+            .bind(&p.symbol)
+            .bind(p.amount.to_string())
+            .bind(&p.asset);
+    }
+    in_one_transaction(pool, q).await.map(|_| ())
 }
 
 #[cfg(test)]

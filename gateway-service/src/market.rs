@@ -24,6 +24,10 @@ type CandleKey = (String, u32);
 pub struct MarketData {
     ttl_ms: i64,
     tickers: std::sync::Mutex<HashMap<String, Slot<Ticker>>>,
+    /// The last ticker of each symbol and when it was fetched, read first
+    /// without the async lock (every order checked against a price band
+    /// reads it; only a stale or missing one goes through the key's lock).
+    fresh_tickers: std::sync::Mutex<HashMap<String, (i64, Ticker)>>,
     candles: std::sync::Mutex<HashMap<CandleKey, Slot<Vec<Candle>>>>,
     venue_calls: AtomicU64,
     /// `[record]`: tickers and closed candles are appended there.
@@ -47,6 +51,7 @@ impl MarketData {
         MarketData {
             ttl_ms,
             tickers: std::sync::Mutex::new(HashMap::new()),
+            fresh_tickers: std::sync::Mutex::new(HashMap::new()),
             candles: std::sync::Mutex::new(HashMap::new()),
             venue_calls: AtomicU64::new(0),
             recorder: std::sync::OnceLock::new(),
@@ -70,7 +75,17 @@ impl MarketData {
             r.ticker(clock.now_ms(), &t);
         }
         let s = slot(&self.tickers, &t.symbol);
-        *s.lock().await = Some((clock.now_ms(), t));
+        let mut cached = s.lock().await;
+        let now = clock.now_ms();
+        self.remember_ticker(&t.symbol, now, &t);
+        *cached = Some((now, t));
+    }
+
+    fn remember_ticker(&self, symbol: &str, at_ms: i64, t: &Ticker) {
+        self.fresh_tickers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(symbol.to_string(), (at_ms, t.clone()));
     }
 
     /// Venue calls made so far (for tests and metrics).
@@ -84,6 +99,15 @@ impl MarketData {
         clock: &dyn Clock,
         symbol: &str,
     ) -> Result<Ticker, VenueError> {
+        if let Some((at, t)) = self
+            .fresh_tickers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(symbol)
+            && clock.now_ms() - at < self.ttl_ms
+        {
+            return Ok(t.clone());
+        }
         let s = slot(&self.tickers, &symbol.to_string());
         let mut cached = s.lock().await;
         let now = clock.now_ms();
@@ -94,10 +118,12 @@ impl MarketData {
         }
         self.venue_calls.fetch_add(1, Ordering::Relaxed);
         let t = venue.ticker(symbol).await?;
+        let at = clock.now_ms();
         if let Some(r) = self.recorder.get() {
-            r.ticker(clock.now_ms(), &t);
+            r.ticker(at, &t);
         }
-        *cached = Some((clock.now_ms(), t.clone()));
+        self.remember_ticker(symbol, at, &t);
+        *cached = Some((at, t.clone()));
         Ok(t)
     }
 

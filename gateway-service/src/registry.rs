@@ -489,13 +489,12 @@ impl Registry {
                 oldest,
             });
         }
-        Ok(book
-            .log
-            .iter()
-            .filter(|e| e.sequence > after)
-            .take(max)
-            .cloned()
-            .collect())
+        // Sequences rise along the log: find the first one after `after` by
+        // bisection, not by a walk from the oldest (the log keeps up to
+        // `retention` events, and this runs under the registry's lock for
+        // every batch a stream sends).
+        let start = book.log.partition_point(|e| e.sequence <= after);
+        Ok(book.log.range(start..).take(max).cloned().collect())
     }
 
     /// A receiver that changes whenever the engine gets a new event.

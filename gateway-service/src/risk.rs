@@ -335,6 +335,20 @@ pub struct Breach {
     pub at_ms: i64,
 }
 
+/// Names a book in a denial's message ("engine e1", "the account"),
+/// formatted only when a message is written.
+#[derive(Debug, Clone, Copy)]
+struct Who<'a>(Option<&'a str>);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(engine) => write!(f, "engine {engine}"),
+            None => f.write_str("the account"),
+        }
+    }
+}
+
 /// Usage and state of one engine or of the account.
 #[derive(Debug, Default)]
 pub struct Book {
@@ -545,8 +559,8 @@ impl Book {
     }
 
     /// The check of `c` against this book's limits and state; `who` names
-    /// the book in messages ("engine e1", "account").
-    fn check(&self, c: &Candidate, who: &str, now_ms: i64) -> Result<(), (Code, String)> {
+    /// the book in messages ("engine e1", "the account").
+    fn check(&self, c: &Candidate, who: Who<'_>, now_ms: i64) -> Result<(), (Code, String)> {
         let l = &self.limits;
         let reduces = self.reduces(c);
         match self.state {
@@ -688,18 +702,19 @@ impl Book {
         }
         if let Some(max) = l.max_orders_per_window {
             let window = l.window_ms();
-            let recent: Vec<i64> = self
+            // Submit times are appended in clock order (newest at the
+            // back): count back to the first one outside the window.
+            let recent = self
                 .submits
                 .iter()
-                .copied()
-                .filter(|t| now_ms - t < window)
-                .collect();
-            if recent.len() >= max as usize {
+                .rev()
+                .take_while(|t| now_ms - **t < window)
+                .count();
+            if recent >= max as usize {
                 return Err((
                     Code::OrderRate,
                     format!(
-                        "risk: max_orders_per_window of {who} is {max} per {window} ms; {} orders were sent in the last {window} ms",
-                        recent.len()
+                        "risk: max_orders_per_window of {who} is {max} per {window} ms; {recent} orders were sent in the last {window} ms"
                     ),
                 ));
             }
@@ -1019,10 +1034,9 @@ impl Risk {
         let mut a = lock(&self.account);
         e.roll(now_ms);
         a.roll(now_ms);
-        let who = format!("engine {engine}");
-        let found = match e.check(c, &who, now_ms) {
+        let found = match e.check(c, Who(Some(engine)), now_ms) {
             Err(x) => Some((x, false)),
-            Ok(()) => a.check(c, "the account", now_ms).err().map(|x| (x, true)),
+            Ok(()) => a.check(c, Who(None), now_ms).err().map(|x| (x, true)),
         };
         if let Some(((code, message), account)) = found {
             let book = if account { &mut *a } else { &mut *e };

@@ -68,6 +68,9 @@ impl RiskStore {
             .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            // A local file: no ping (a round trip to SQLite's thread)
+            // before every use.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| {
@@ -257,6 +260,58 @@ pub(crate) async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option
     Some(batch)
 }
 
+/// The number of rows of each multi-row statement that writes `n` rows:
+/// chunks of 64, then the binary digits of the rest (at most 7 distinct
+/// statement texts per table for SQLite's statement cache, at most 6 + n/64
+/// round trips to SQLite's thread per batch).
+pub(crate) fn row_chunks(n: usize) -> impl Iterator<Item = usize> {
+    const MAX: usize = 64;
+    let full = n / MAX;
+    let rest = n % MAX;
+    std::iter::repeat_n(MAX, full).chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|b| 1usize << b)
+            .filter(move |bit| (rest & bit) != 0),
+    )
+}
+
+/// `head` followed by `rows` groups of `cols` placeholders, then `tail`:
+/// "INSERT ... VALUES (?, ?), (?, ?) RETURNING ...".
+pub(crate) fn rows_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    let group = format!("({})", vec!["?"; cols].join(", "));
+    let mut s = String::with_capacity(head.len() + tail.len() + rows * (group.len() + 2));
+    s.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&group);
+    }
+    s.push_str(tail);
+    s
+}
+
+/// Runs `q`, a query of the form "BEGIN; <statements>; COMMIT" (arguments
+/// bound in statement order), on one connection and answers the rows its
+/// statements return. Sent as one query it costs one round trip to SQLite's
+/// thread instead of one per statement plus two for BEGIN and COMMIT. On an
+/// error the transaction is rolled back: nothing of it is written.
+pub(crate) async fn in_one_transaction<'q>(
+    pool: &SqlitePool,
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    match q.fetch_all(&mut *conn).await {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            // Fails harmlessly when the error came before BEGIN took effect.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
 /// Writes what is queued, in order, in batches: everything waiting goes
 /// into one transaction, and of several day totals of one book only the
 /// last is written (a burst of fills costs one commit, not one per fill).
@@ -333,4 +388,24 @@ async fn write_batch(
         .await?;
     }
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_written_in_few_statement_shapes() {
+        for n in 0..300 {
+            let chunks: Vec<usize> = row_chunks(n).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), n, "{n}: {chunks:?}");
+            assert!(chunks.iter().all(|c| c.is_power_of_two() && *c <= 64));
+            assert!(chunks.len() <= n / 64 + 6, "{n}: {chunks:?}");
+        }
+        assert_eq!(row_chunks(100).collect::<Vec<_>>(), [64, 32, 4]);
+        assert_eq!(
+            rows_sql("INSERT INTO t (a, b) VALUES ", 2, 3, ";"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?);"
+        );
+    }
 }

@@ -366,8 +366,8 @@ impl Core {
         Ok(())
     }
 
-    #[tracing::instrument(name = "place_order", skip_all,
-        fields(engine = %engine, client_order_id = %req.client_order_id))]
+    /// Logs one line per order (no span: the lines inside name the engine
+    /// and the client order id themselves).
     async fn place(&self, engine: &str, req: &pb::PlaceOrderRequest) -> Result<pb::Order, Status> {
         self.place_with(engine, req, false).await
     }
@@ -477,7 +477,8 @@ impl Core {
         };
         match submitted {
             Ok(PlaceOutcome::Accepted(state)) => {
-                tracing::info!(venue_order_id = %state.venue_order_id, status = ?state.status,
+                tracing::info!(engine, client_order_id = %order.client_order_id,
+                    venue_order_id = %state.venue_order_id, status = ?state.status,
                     "order placed");
                 self.registry.apply(&state, self.clock.now_ms());
             }
@@ -492,7 +493,8 @@ impl Core {
                 self.poll_now.notify_one();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "order refused by the venue");
+                tracing::warn!(engine, client_order_id = %order.client_order_id, error = %e,
+                    "order refused by the venue");
                 self.registry.forget(engine, &order.client_order_id);
                 self.risk.release(engine, &order.client_order_id);
                 return Err(venue_status(&e));
@@ -502,7 +504,7 @@ impl Core {
             .registry
             .get(engine, &order.client_order_id)
             .ok_or_else(|| Status::internal("order vanished from the registry"))?;
-        self.order_pb(engine, &state)
+        Ok(convert::order_to_pb(&state, &prefix))
     }
 
     /// The pre-trade risk check of an order about to be registered: on a
@@ -543,15 +545,15 @@ impl Core {
         match self.risk.check(engine, client_id, &c, now) {
             Ok(()) => Ok(()),
             Err(d) => {
-                self.on_denial(engine, &d, now).await;
+                self.on_denial(engine, client_id, &d, now).await;
                 Err(d.status())
             }
         }
     }
 
     /// Counts, audits and carries out the action of a denial.
-    async fn on_denial(&self, engine: &str, d: &Denial, now_ms: i64) {
-        tracing::warn!(engine, code = d.code.as_str(), action = d.action.as_str(),
+    async fn on_denial(&self, engine: &str, client_id: &str, d: &Denial, now_ms: i64) {
+        tracing::warn!(engine, client_order_id = client_id, code = d.code.as_str(), action = d.action.as_str(),
             account = d.account, message = %d.message, "order denied by risk");
         self.metrics.risk_denied(engine, d.code.as_str());
         self.audit(AuditEntry {

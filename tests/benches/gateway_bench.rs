@@ -207,6 +207,20 @@ where
     out
 }
 
+/// CPU time (user + system) a process has used so far, in seconds, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms on Linux: read it around
+/// thousands of calls). A wall-clock-free measure of the work per call,
+/// steadier than latency on a shared machine.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th, stime the 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 /// Calls per second with `CONCURRENCY` callers for `THROUGHPUT_SECS`.
 async fn throughput<F, Fut>(call: F) -> f64
 where
@@ -337,6 +351,7 @@ async fn bench() {
         }
     })
     .await;
+    let gw_cpu = cpu_secs(gw_pid);
     let through = sequential(|n| {
         let mut c = e0.clone();
         async move {
@@ -344,7 +359,10 @@ async fn bench() {
         }
     })
     .await;
+    let gw_cpu_a = cpu_secs(gw_pid) - gw_cpu;
+    let echo_pid = echo.child.id().unwrap();
     let echo_ch = channel(&echo.url()).await;
+    let echo_cpu = cpu_secs(echo_pid);
     let floor = sequential(|n| {
         let mut g = tonic::client::Grpc::new(echo_ch.clone());
         async move {
@@ -352,6 +370,8 @@ async fn bench() {
         }
     })
     .await;
+    let echo_cpu_a = cpu_secs(echo_pid) - echo_cpu;
+    let calls_a = (WARMUP + SAMPLES) as f64;
     let p = |v: &[f64], q| format!("{:.3}", quantile(v, q));
     rows.push((
         "(a) PlaceOrder latency, paper venue in-process, p50 / p99 (ms)".into(),
@@ -372,6 +392,14 @@ async fn bench() {
     rows.push((
         "(a) gateway over the echo floor, p50 (ms)".into(),
         format!("{:.3}", quantile(&through, 0.5) - quantile(&floor, 0.5)),
+    ));
+    rows.push((
+        "(a) CPU per call (user + system, /proc): herd-gateway / echo (us)".into(),
+        format!(
+            "{:.0} / {:.0}",
+            gw_cpu_a / calls_a * 1e6,
+            echo_cpu_a / calls_a * 1e6
+        ),
     ));
     let probe = request(1);
     rows.push((
@@ -398,6 +426,8 @@ async fn bench() {
     let errs = errors.clone();
     let first_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let first = first_error.clone();
+    let gw_cpu = cpu_secs(gw_pid);
+    let gw_started = Instant::now();
     let gw_rps = throughput(move |k, n| {
         let mut c = clients[k % 10].clone();
         let errs = errs.clone();
@@ -415,6 +445,8 @@ async fn bench() {
         }
     })
     .await;
+    let gw_cpu_b = cpu_secs(gw_pid) - gw_cpu;
+    let gw_calls_b = gw_rps * gw_started.elapsed().as_secs_f64();
     let echo_chs: Vec<Channel> = {
         let mut v = Vec::new();
         for _ in 0..10 {
@@ -423,11 +455,15 @@ async fn bench() {
         v
     };
     let echo_chs = Arc::new(echo_chs);
+    let echo_cpu = cpu_secs(echo_pid);
+    let echo_started = Instant::now();
     let echo_rps = throughput(move |k, n| {
         let mut g = tonic::client::Grpc::new(echo_chs[k % 10].clone());
         async move { echo_call(&mut g, request(n)).await.is_ok() }
     })
     .await;
+    let echo_cpu_b = cpu_secs(echo_pid) - echo_cpu;
+    let echo_calls_b = echo_rps * echo_started.elapsed().as_secs_f64();
     rows.push((
         format!("(b) PlaceOrder through herd-gateway, {CONCURRENCY} concurrent callers (calls/s)"),
         format!(
@@ -444,6 +480,14 @@ async fn bench() {
     rows.push((
         format!("(b) bare tonic echo, {CONCURRENCY} concurrent callers (calls/s)"),
         format!("{echo_rps:.0}"),
+    ));
+    rows.push((
+        "(b) CPU per successful call: herd-gateway / echo (us)".into(),
+        format!(
+            "{:.0} / {:.0}",
+            gw_cpu_b / gw_calls_b * 1e6,
+            echo_cpu_b / echo_calls_b * 1e6
+        ),
     ));
 
     // (d) memory after load; the engine journals e0's share of the events.
