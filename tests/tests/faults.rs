@@ -431,7 +431,10 @@ async fn chaos_soak_short_seeded_run() {
         sim_bin(),
         22,
         herd_tests::soak::SoakLength::Steps(40),
-        HerdOpts::default(),
+        HerdOpts {
+            engine_extra: herd_tests::soak::strategy_engines(2),
+            ..HerdOpts::default()
+        },
     )
     .await
     .unwrap();
@@ -445,6 +448,7 @@ async fn chaos_soak_short_seeded_run() {
         ("faults", report.faults),
         ("gateway restarts", report.gateway_restarts),
         ("engine restarts", report.engine_restarts),
+        ("simulator restarts", report.sim_restarts),
     ] {
         assert!(n > 0, "no {what} in 40 steps: {report}");
     }

@@ -497,6 +497,10 @@ pub struct RangersStatusBlock {
     pub exit_margin_pct: Option<Decimal>,
     #[serde(default)]
     pub timing: RangerTiming,
+    /// The capital ledger: funds promised to each working entry (checked
+    /// against the orders by the chaos soak).
+    #[serde(default)]
+    pub capital: CapitalLedger,
 }
 
 impl RangersStatusBlock {
@@ -520,6 +524,7 @@ impl RangersStatusBlock {
             committed_quote: Decimal::ZERO,
             exit_margin_pct: None,
             timing: RangerTiming::from_config(cfg),
+            capital: CapitalLedger::new(),
         }
     }
 }
@@ -692,6 +697,7 @@ impl Rangers {
             committed_quote: self.ledger.committed(Asset::Quote),
             exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
             timing,
+            capital: self.ledger.clone(),
         }
     }
 

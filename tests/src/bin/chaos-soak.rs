@@ -32,6 +32,11 @@ struct Args {
     /// Engines in the herd.
     #[arg(long, default_value_t = 3)]
     engines: usize,
+    /// Run no strategies (only the operator's orders through SubmitOrder);
+    /// by default e1 runs the grid, e2 the rangers (see
+    /// `herd_tests::soak::strategy_engines`).
+    #[arg(long)]
+    no_strategies: bool,
 }
 
 #[tokio::main]
@@ -47,6 +52,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         HerdOpts {
             engines: args.engines,
             rust_log: "info",
+            engine_extra: if args.no_strategies {
+                Vec::new()
+            } else {
+                herd_tests::soak::strategy_engines(args.engines)
+            },
             ..HerdOpts::default()
         },
     )

@@ -221,6 +221,10 @@ pub struct GridStatusBlock {
     pub slots: Vec<SlotRow>,
     pub capacity: Option<CapacityHealth>,
     pub self_healing: HealBlock,
+    /// The capital ledger: funds promised to each working order (checked
+    /// against the orders by the chaos soak).
+    #[serde(default)]
+    pub capital: CapitalLedger,
 }
 
 fn pct_dist(price: Option<Decimal>, market: Decimal) -> Decimal {
@@ -1197,6 +1201,7 @@ impl Grid {
             ledger_conflicts: self.ledger.conflicts,
             slots,
             capacity: self.capacity.clone(),
+            capital: self.capital.clone(),
             self_healing: HealBlock {
                 enabled: self.cfg.heal.enabled,
                 subsidy,
