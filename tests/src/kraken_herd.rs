@@ -67,6 +67,9 @@ pub struct HerdOpts {
     /// Extra engine config (TOML appended to every engine's file), per
     /// engine number; an engine without an entry runs no strategy.
     pub engine_extra: Vec<String>,
+    /// The chaos soak adds its Bybit leg (`crate::funding_leg`): bybit-sim,
+    /// a Bybit gateway and a funding engine (the herd itself ignores it).
+    pub funding_leg: bool,
 }
 
 impl Default for HerdOpts {
@@ -79,6 +82,7 @@ impl Default for HerdOpts {
             rust_log: "info",
             sim_state: false,
             engine_extra: Vec::new(),
+            funding_leg: false,
         }
     }
 }

@@ -22,6 +22,7 @@ use anyhow::Context;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::funding_leg::{FundingLeg, POOR_RATE, RICH_RATE};
 use crate::kraken_herd::{HerdOpts, KrakenHerd, PAIR, START_PRICE, prefix};
 use crate::wait_until;
 
@@ -64,8 +65,20 @@ pub struct SoakReport {
     pub engine_restarts: u64,
     /// kill -9 + restart of kraken-sim on its port and state file.
     pub sim_restarts: u64,
-    /// Invariant checks that held (one per step: converge + phantom).
+    /// The Bybit leg: funding-rate turns, kill -9 + restarts of bybit-sim
+    /// (port and state file kept), of the Bybit gateway and of the funding
+    /// engine.
+    pub funding_rate_changes: u64,
+    pub bybit_sim_restarts: u64,
+    pub bybit_gateway_restarts: u64,
+    pub funding_engine_restarts: u64,
+    /// Invariant checks that held (one per step: converge, no phantom,
+    /// capital ledgers, funding positions).
     pub checks: u64,
+    /// Capital-ledger holds compared with their orders, over all checks.
+    pub holds_checked: u64,
+    /// Open funding hedges compared with the venue, over all checks.
+    pub open_hedges_checked: u64,
     /// Checks that did not hold in time, with what was wrong.
     pub violations: Vec<String>,
     pub elapsed: Duration,
@@ -75,7 +88,7 @@ impl std::fmt::Display for SoakReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} steps {} submits {} cancels {} market_moves {} faults {} gateway_restarts {} engine_restarts {} sim_restarts {} checks {} violations {} elapsed {:.0?}",
+            "seed {} steps {} submits {} cancels {} market_moves {} faults {} gateway_restarts {} engine_restarts {} sim_restarts {} funding_rate_changes {} bybit_sim_restarts {} bybit_gateway_restarts {} funding_engine_restarts {} checks {} holds_checked {} open_hedges_checked {} violations {} elapsed {:.0?}",
             self.seed,
             self.steps,
             self.submits,
@@ -85,7 +98,13 @@ impl std::fmt::Display for SoakReport {
             self.gateway_restarts,
             self.engine_restarts,
             self.sim_restarts,
+            self.funding_rate_changes,
+            self.bybit_sim_restarts,
+            self.bybit_gateway_restarts,
+            self.funding_engine_restarts,
             self.checks,
+            self.holds_checked,
+            self.open_hedges_checked,
             self.violations.len(),
             self.elapsed
         )
@@ -182,14 +201,22 @@ pub fn strategy_engines(engines: usize) -> Vec<String> {
 /// volume x price x (1 + maker fee), in quote; a sell: the volume, in
 /// base), and every open buy of a strategy (both strategies reserve their
 /// buys), and every open grid order, holds funds. `Err` says what differs.
-async fn capital_matches(h: &KrakenHerd, maker_fee: Decimal) -> anyhow::Result<Result<(), String>> {
+/// `Ok` counts the holds checked.
+async fn capital_matches(
+    h: &KrakenHerd,
+    maker_fee: Decimal,
+) -> anyhow::Result<Result<u64, String>> {
     let mut problems = Vec::new();
+    let mut checked = 0u64;
     for i in 0..h.engines.len() {
         let status = h.status(i).await?;
         let id = &h.engines[i].id;
         for st in &status.strategies {
             let detail: Value = serde_json::from_str(&st.detail_json).unwrap_or(Value::Null);
             let Some(holds) = detail.get("capital").and_then(|c| c.get("holds")) else {
+                if matches!(st.name.as_str(), "grid" | "rangers") {
+                    problems.push(format!("{id} {}: no capital ledger in its status", st.name));
+                }
                 continue;
             };
             let holds = holds.as_object().cloned().unwrap_or_default();
@@ -216,6 +243,7 @@ async fn capital_matches(h: &KrakenHerd, maker_fee: Decimal) -> anyhow::Result<R
                     hold["asset"].as_str().unwrap_or(""),
                     num(hold["amount"].as_str().unwrap_or("")),
                 );
+                checked += 1;
                 if got != want {
                     problems.push(format!(
                         "{id} {}: {cl} ({} {} @ {}) holds {} {}, commits {} {}",
@@ -235,23 +263,23 @@ async fn capital_matches(h: &KrakenHerd, maker_fee: Decimal) -> anyhow::Result<R
         }
     }
     Ok(if problems.is_empty() {
-        Ok(())
+        Ok(checked)
     } else {
         problems.truncate(12);
         Err(problems.join("; "))
     })
 }
 
-/// Waits until `check` holds (`Ok(Ok(()))`); fails with the last reason.
-async fn hold_within<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
+/// Waits until `check` holds (`Ok(Ok(_))`); fails with the last reason.
+async fn hold_within<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Result<(), String>>>,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
 {
     let last = std::sync::Mutex::new(String::new());
     let r = wait_until(what, CONVERGE, || async {
         match check().await {
-            Ok(Ok(())) => Ok(Some(())),
+            Ok(Ok(v)) => Ok(Some(v)),
             Ok(Err(why)) => {
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = why;
                 Ok(None)
@@ -292,9 +320,20 @@ pub async fn run(
     let started = Instant::now();
     // The simulator keeps its state, so the driver can restart it too.
     opts.sim_state = true;
+    let funding_leg = opts.funding_leg;
     let mut h = KrakenHerd::start(sim_bin, opts)
         .await
         .context("cannot start the herd")?;
+    let mut leg = if funding_leg {
+        Some(
+            FundingLeg::start(h.dir.path())
+                .await
+                .context("cannot start the Bybit leg")?,
+        )
+    } else {
+        None
+    };
+    let mut funding_steps = 0usize;
     let mut rng = Rng::new(seed);
     let mut report = SoakReport {
         seed,
@@ -311,7 +350,7 @@ pub async fn run(
     };
     while more(report.steps) {
         report.steps += 1;
-        let step = rng.below(11);
+        let step = rng.below(12);
         let what = match step {
             0..=3 => {
                 let i = rng.below(engines);
@@ -374,6 +413,40 @@ pub async fn run(
                 report.gateway_restarts += 1;
                 "kill -9 and restart the gateway".to_string()
             }
+            11 if leg.is_some() => {
+                let Some(leg) = leg.as_mut() else {
+                    unreachable!("checked by the guard")
+                };
+                // Round robin, so a short run meets every kind.
+                funding_steps += 1;
+                match funding_steps % 4 {
+                    1 | 3 => {
+                        let rich = funding_steps % 8 == 1;
+                        let rate = if rich { RICH_RATE } else { POOR_RATE };
+                        let settle = rng.below(2) == 0;
+                        leg.set_rate(rate, settle).await?;
+                        report.funding_rate_changes += 1;
+                        format!("funding rate {rate} (settle now: {settle})")
+                    }
+                    2 => match rng.below(2) {
+                        0 => {
+                            leg.restart_engine().await?;
+                            report.funding_engine_restarts += 1;
+                            "kill -9 and restart the funding engine".to_string()
+                        }
+                        _ => {
+                            leg.restart_gateway().await?;
+                            report.bybit_gateway_restarts += 1;
+                            "kill -9 and restart the Bybit gateway".to_string()
+                        }
+                    },
+                    _ => {
+                        leg.restart_sim().await?;
+                        report.bybit_sim_restarts += 1;
+                        "kill -9 and restart bybit-sim (same port, same state file)".to_string()
+                    }
+                }
+            }
             9 => {
                 h.restart_sim().await?;
                 report.sim_restarts += 1;
@@ -392,14 +465,28 @@ pub async fn run(
         let held = async {
             h.converge(CONVERGE, &asked).await?;
             hold_within("no phantom order", || no_phantom(&h)).await?;
-            hold_within("capital ledgers equal the open orders", || {
+            let holds = hold_within("capital ledgers equal the open orders", || {
                 capital_matches(&h, maker_fee)
             })
-            .await
+            .await?;
+            let hedges = match &leg {
+                Some(leg) => {
+                    hold_within("funding positions match the venue's", || {
+                        leg.positions_match()
+                    })
+                    .await?
+                }
+                None => 0,
+            };
+            Ok::<(u64, u64), anyhow::Error>((holds, hedges))
         }
         .await;
         match held {
-            Ok(()) => report.checks += 1,
+            Ok((holds, hedges)) => {
+                report.checks += 1;
+                report.holds_checked += holds;
+                report.open_hedges_checked += hedges;
+            }
             Err(e) => {
                 let why = format!("{e:#}");
                 // What the processes logged about the orders named.
@@ -420,9 +507,9 @@ pub async fn run(
                         }
                     }
                 }
-                report
-                    .violations
-                    .push(format!("step {} ({what}): {why}", report.steps));
+                let v = format!("step {} ({what}): {why}", report.steps);
+                eprintln!("soak violation: {v}");
+                report.violations.push(v);
             }
         }
         // Orders the market filled are no longer open to cancel.

@@ -1,8 +1,10 @@
 //! `chaos-soak`: the issue-22 chaos soak as a long run (see
 //! `herd_tests::soak`): kraken-sim + gateway + engines as real processes, a
-//! seeded driver that kills and restarts them and arms the simulator's
-//! faults, the invariants checked after every step. Prints the counts;
-//! exits 1 on any violation.
+//! seeded driver that kills and restarts them (the simulators too, with
+//! their state files) and arms the simulator's faults, the invariants
+//! checked after every step; e1 and e2 run the grid and the rangers, and a
+//! Bybit leg (bybit-sim, its gateway, a funding engine) runs beside. Prints
+//! the counts; exits 1 on any violation.
 //!
 //! ```text
 //! cargo build --workspace --bins
@@ -37,6 +39,10 @@ struct Args {
     /// `herd_tests::soak::strategy_engines`).
     #[arg(long)]
     no_strategies: bool,
+    /// Leave out the Bybit leg (bybit-sim, a Bybit gateway and a funding
+    /// engine, `herd_tests::funding_leg`).
+    #[arg(long)]
+    no_funding: bool,
 }
 
 #[tokio::main]
@@ -57,6 +63,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             } else {
                 herd_tests::soak::strategy_engines(args.engines)
             },
+            funding_leg: !args.no_funding,
             ..HerdOpts::default()
         },
     )
