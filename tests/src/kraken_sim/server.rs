@@ -135,8 +135,9 @@ impl Shared {
     /// [`Shared::persist`] for a handler: a failed write is logged and
     /// turns the answer into a 500 (the client must not take as done what
     /// a restart would forget).
-    fn persisted(&self, sim: &Sim) -> Result<(), Reply> {
-        self.persist(sim).map_err(|e| {
+    /// `Some` is the answer to send instead.
+    fn persisted(&self, sim: &Sim) -> Option<Reply> {
+        self.persist(sim).err().map(|e| {
             eprintln!("kraken-sim: cannot write the state file: {e}");
             html_reply(500)
         })
@@ -381,7 +382,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             let v = sim.private(&name, &path, key.as_deref(), sign.as_deref(), &body, now);
             // Every private call may change what a client relies on (at
             // least the nonce): durable before any answer leaves.
-            if let Err(reply) = shared.persisted(&sim) {
+            if let Some(reply) = shared.persisted(&sim) {
                 return reply;
             }
             v
@@ -487,7 +488,7 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
                     let mut sim = shared.sim();
                     match sim.set_price(pair, p, now) {
                         Ok(v) => {
-                            if let Err(reply) = shared.persisted(&sim) {
+                            if let Some(reply) = shared.persisted(&sim) {
                                 return reply;
                             }
                             json_reply(StatusCode::OK, &v)
@@ -500,7 +501,7 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
         (&Method::POST, "step") => {
             let mut sim = shared.sim();
             sim.tick(now, true);
-            if let Err(reply) = shared.persisted(&sim) {
+            if let Some(reply) = shared.persisted(&sim) {
                 return reply;
             }
             json_reply(StatusCode::OK, &json!({"ok": true}))
@@ -522,7 +523,7 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
             }
             let mut sim = shared.sim();
             sim.system_status = s.to_string();
-            if let Err(reply) = shared.persisted(&sim) {
+            if let Some(reply) = shared.persisted(&sim) {
                 return reply;
             }
             json_reply(StatusCode::OK, &json!({"ok": true}))
