@@ -415,7 +415,7 @@ pub async fn run(
             }
             11 if leg.is_some() => {
                 let Some(leg) = leg.as_mut() else {
-                    unreachable!("checked by the guard")
+                    anyhow::bail!("no Bybit leg for a funding step");
                 };
                 // Round robin, so a short run meets every kind.
                 funding_steps += 1;
