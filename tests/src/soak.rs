@@ -428,7 +428,8 @@ pub async fn run(
                         report.funding_rate_changes += 1;
                         format!("funding rate {rate} (settle now: {settle})")
                     }
-                    2 => match rng.below(2) {
+                    // The engine and the gateway in turn as well.
+                    2 => match (funding_steps / 4) % 2 {
                         0 => {
                             leg.restart_engine().await?;
                             report.funding_engine_restarts += 1;
