@@ -1025,8 +1025,9 @@ impl Shared {
     /// Startup cleanup: cancels the open orders a previous run of this
     /// engine's strategies left (each strategy names its own through
     /// [`Strategy::stale_orders`]; the gateway lists only this engine's
-    /// orders). Runs whether or not the strategies are enabled. A cancel that fails is
-    /// logged and skipped; listing is retried a few times, then given up.
+    /// orders). Runs whether or not the strategies are enabled. Listing and
+    /// each refused cancel are retried a few times with a backoff, then
+    /// given up (logged, and in the report).
     pub async fn startup_cleanup(&self) -> CleanupReport {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
@@ -1102,15 +1103,43 @@ impl Shared {
             found: stale.len(),
             ..CleanupReport::default()
         };
-        for id in &stale {
-            match self.cancel(id).await {
-                Ok(_) => report.canceled += 1,
-                Err(s) => {
-                    tracing::warn!(client_order_id = %id, error = %s.message(),
-                        "startup cleanup: cancel failed; proceeding");
-                    report.failed.push(format!("{id}: {}", s.message()));
+        // A refused cancel (a lockout, a gateway or venue restarting) is
+        // asked again with a backoff, a few times, before the strategies
+        // start: given up at once, it left an order open that no strategy
+        // owns (found by the chaos soak). An order the gateway no longer
+        // has is gone already.
+        let mut pending = stale;
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 1..=CLEANUP_ATTEMPTS {
+            let mut refused = Vec::new();
+            for id in pending {
+                match self.cancel(&id).await {
+                    Ok(_) => report.canceled += 1,
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => {
+                        tracing::warn!(client_order_id = %id, attempt, error = %s.message(),
+                            "startup cleanup: cancel failed");
+                        refused.push((id, s.message().to_string()));
+                    }
                 }
             }
+            if refused.is_empty() {
+                break;
+            }
+            if attempt == CLEANUP_ATTEMPTS {
+                tracing::warn!(
+                    orders = refused.len(),
+                    "startup cleanup: cancels still refused; proceeding"
+                );
+                report.failed = refused
+                    .into_iter()
+                    .map(|(id, why)| format!("{id}: {why}"))
+                    .collect();
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            pending = refused.into_iter().map(|(id, _)| id).collect();
         }
         tracing::info!(
             found = report.found,

@@ -765,6 +765,18 @@ impl Store {
         .await?)
     }
 
+    /// Every order journaled, whatever its owner, oldest first (tests'
+    /// cross-checks against a venue).
+    pub async fn all_orders(&self) -> Result<Vec<OrderRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT client_order_id, owner, symbol, side, order_type, price, volume, volume_executed, \
+             average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms \
+             FROM orders ORDER BY created_at_ms, client_order_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Appends to a strategy's journal (and, in the same transaction, the
     /// herd event the entry stands for, `crate::events::from_journal`).
     pub async fn append_journal(

@@ -792,6 +792,77 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
             .filter(|k| k.open_at_venue && k.client_order_id.contains("e-"))
             .count();
         assert_eq!(cancels, open_entries, "{backend}");
+        // The adopted live exits hold their funds in the capital ledger, as
+        // before the restart (the chaos soak found them holding nothing).
+        let capital = serde_json::to_value(&restarted.status_block(sim.now).capital).unwrap();
+        for k in known
+            .iter()
+            .filter(|k| k.open_at_venue && k.client_order_id.contains("x-"))
+        {
+            let hold = &capital["holds"][&k.client_order_id];
+            assert!(
+                hold["committed_at_ms"].is_i64(),
+                "{backend}: {k:?} holds {hold}"
+            );
+        }
+        // A restore cancel refused (a lockout) is asked again after a
+        // while, until the order's final event (the soak found the entry
+        // left open and owned by no slot).
+        let cancelled: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Cancel { client_order_id } => Some(client_order_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut probe = restarted.clone();
+        let update = |id: &str, kind: UpdateKind, message: &str| OrderUpdate {
+            client_order_id: id.to_string(),
+            kind,
+            volume_executed: Decimal::ZERO,
+            average_price: None,
+            fill_volume: Decimal::ZERO,
+            fill_price: Decimal::ZERO,
+            fill_fee: Decimal::ZERO,
+            fee_asset: String::new(),
+            message: message.to_string(),
+        };
+        let retried = |actions: Vec<Action>| -> Vec<String> {
+            let mut v: Vec<String> = actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Cancel { client_order_id } if cancelled.contains(&client_order_id) => {
+                        Some(client_order_id)
+                    }
+                    _ => None,
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for id in &cancelled {
+            probe.on_order(
+                &update(
+                    id,
+                    UpdateKind::CancelFailed,
+                    "locked out: EGeneral:Temporary lockout",
+                ),
+                sim.now,
+            );
+        }
+        let market = sim.market();
+        assert!(retried(probe.on_tick(&market, sim.now + 1_000)).is_empty());
+        let mut want = cancelled.clone();
+        want.sort();
+        assert_eq!(
+            retried(probe.on_tick(&market, sim.now + 5_000)),
+            want,
+            "{backend}"
+        );
+        for id in &cancelled {
+            probe.on_order(&update(id, UpdateKind::Canceled, ""), sim.now + 5_100);
+        }
+        assert!(retried(probe.on_tick(&market, sim.now + 20_000)).is_empty());
         let opened_before = restarted.ledger().positions().len();
         sim.grid = restarted;
         sim.execute(0, actions).await;

@@ -607,12 +607,20 @@ fn stale_ranger_orders_match_the_userref_sub_range() {
         o("grid-1", "DOGEUSD", 1900),
         o("grid-2", "DOGEUSD", 1799),
         o("r0e-other-pair", "XBTUSD", 1800),
+        // Userref unknown to the gateway (0): told apart by the client id.
+        o("r1x-no-userref", "DOGEUSD", 0),
+        o("m-no-userref", "DOGEUSD", 0),
+        o("g0ae-no-userref", "DOGEUSD", 0),
+        o("r1x-other-pair", "XBTUSD", 0),
     ];
     assert_eq!(
         stale_ranger_orders(&open, "DOGEUSD", 1000, 800),
-        vec!["r0e-old", "r2x-old", "r99e-old"]
+        vec!["r0e-old", "r2x-old", "r99e-old", "r1x-no-userref"]
     );
-    assert!(stale_ranger_orders(&open, "DOGEUSD", 2000, 800).is_empty());
+    assert_eq!(
+        stale_ranger_orders(&open, "DOGEUSD", 2000, 800),
+        vec!["r1x-no-userref"]
+    );
 }
 
 #[test]

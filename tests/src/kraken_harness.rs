@@ -44,8 +44,19 @@ impl SimProcess {
     /// Starts `bin` (the `kraken-sim` binary) on 127.0.0.1:0 with the test
     /// key and `extra` arguments, and waits for its "listening on" line.
     pub async fn spawn(bin: &Path, tier: &str, extra: &[&str]) -> anyhow::Result<SimProcess> {
+        SimProcess::spawn_at(bin, "127.0.0.1:0", tier, extra).await
+    }
+
+    /// [`SimProcess::spawn`] on `listen` (a restart on the port clients
+    /// already know).
+    pub async fn spawn_at(
+        bin: &Path,
+        listen: &str,
+        tier: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<SimProcess> {
         let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0", "--key", API_KEY, "--tier", tier])
+            .args(["--listen", listen, "--key", API_KEY, "--tier", tier])
             .env("KRAKEN_SIM_SECRET", API_SECRET)
             .args(extra)
             .stdout(Stdio::piped())
@@ -78,9 +89,14 @@ impl SimProcess {
         SimAdmin::new(&self.url())
     }
 
-    /// Stops the process now.
+    /// Stops the process now (SIGKILL) and reaps it.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
@@ -139,6 +155,20 @@ impl SimAdmin {
             .send(self.http.get(format!("{}/sim/orders", self.base)))
             .await?;
         Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// `GET /sim/trades`.
+    pub async fn trades(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .send(self.http.get(format!("{}/sim/trades", self.base)))
+            .await?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// `GET /sim/balances`.
+    pub async fn balances(&self) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/sim/balances", self.base)))
+            .await
     }
 
     /// The sim's count of rate-limit answers.

@@ -61,6 +61,15 @@ pub struct HerdOpts {
     pub request_timeout_ms: u64,
     /// `RUST_LOG` of the gateway and engine processes.
     pub rust_log: &'static str,
+    /// Run the simulator with a state file (`--state`), so
+    /// [`KrakenHerd::restart_sim`] can kill -9 and restart it.
+    pub sim_state: bool,
+    /// Extra engine config (TOML appended to every engine's file), per
+    /// engine number; an engine without an entry runs no strategy.
+    pub engine_extra: Vec<String>,
+    /// The chaos soak adds its Bybit leg (`crate::funding_leg`): bybit-sim,
+    /// a Bybit gateway and a funding engine (the herd itself ignores it).
+    pub funding_leg: bool,
 }
 
 impl Default for HerdOpts {
@@ -71,6 +80,9 @@ impl Default for HerdOpts {
             tier: "pro",
             request_timeout_ms: 1_000,
             rust_log: "info",
+            sim_state: false,
+            engine_extra: Vec::new(),
+            funding_leg: false,
         }
     }
 }
@@ -95,6 +107,9 @@ pub struct HerdEngine {
 pub struct KrakenHerd {
     pub dir: TempDir,
     pub sim: SimProcess,
+    /// The simulator's binary and state file (when `opts.sim_state`).
+    pub sim_bin: PathBuf,
+    pub sim_state: Option<PathBuf>,
     pub gateway: Option<Proc>,
     pub gateway_port: u16,
     pub gateway_http: String,
@@ -154,7 +169,13 @@ impl KrakenHerd {
     /// engines e0.., and waits until every engine is connected.
     pub async fn start(sim_bin: &Path, opts: HerdOpts) -> anyhow::Result<KrakenHerd> {
         let dir = tempfile::tempdir()?;
-        let sim = SimProcess::spawn(sim_bin, opts.tier, &[]).await?;
+        let sim_state = opts.sim_state.then(|| dir.path().join("kraken-sim.state"));
+        let state_arg = sim_state.as_ref().map(|p| p.display().to_string());
+        let extra: Vec<&str> = match &state_arg {
+            Some(p) => vec!["--state", p],
+            None => Vec::new(),
+        };
+        let sim = SimProcess::spawn(sim_bin, opts.tier, &extra).await?;
         sim.admin().set_price(PAIR, START_PRICE).await?;
         let key_path = dir.path().join("kraken-api-key");
         let secret_path = dir.path().join("kraken-api-secret");
@@ -192,6 +213,8 @@ impl KrakenHerd {
         let mut herd = KrakenHerd {
             dir,
             sim,
+            sim_bin: sim_bin.to_path_buf(),
+            sim_state,
             gateway: None,
             gateway_port,
             gateway_http,
@@ -244,6 +267,25 @@ impl KrakenHerd {
         self.sim.admin()
     }
 
+    /// kill -9 of the simulator, then a restart on the same port with its
+    /// state file: the gateway meets the venue it left. Only with
+    /// `opts.sim_state`.
+    pub async fn restart_sim(&mut self) -> anyhow::Result<()> {
+        let state = self
+            .sim_state
+            .clone()
+            .context("the herd's simulator runs without a state file")?;
+        let addr = self.sim.addr.to_string();
+        self.sim.kill().await;
+        let state = state.display().to_string();
+        // The port was the dead process's; a connection of the gateway's in
+        // TIME_WAIT does not keep a listener from binding it (SO_REUSEADDR).
+        self.sim = SimProcess::spawn_at(&self.sim_bin, &addr, self.opts.tier, &["--state", &state])
+            .await
+            .context("cannot restart kraken-sim on its port")?;
+        Ok(())
+    }
+
     pub fn gateway_addr(&self) -> String {
         format!("127.0.0.1:{}", self.gateway_port)
     }
@@ -281,6 +323,10 @@ impl KrakenHerd {
         );
         if !e.database_url.is_empty() {
             extra.push_str(&format!("database_url = \"{}\"\n", e.database_url));
+        }
+        // Tables last: the keys above belong to the top level.
+        if let Some(more) = self.opts.engine_extra.get(i) {
+            extra.push_str(more);
         }
         let id = e.id.clone();
         let proc = self.spawn_engine(&id, &extra).await?;
@@ -415,8 +461,9 @@ impl KrakenHerd {
     ) -> anyhow::Result<(Vec<OrderRow>, Vec<(String, Decimal)>)> {
         let e = self.engines.get(i).context("no such engine")?;
         let store = Store::connect(&e.check_url).await?;
-        let mut orders = store.orders_of("manual").await?;
-        orders.extend(store.orders_of("external").await?);
+        // Every owner: the operator's (manual), adopted ones and the
+        // strategies' (grid, rangers, ...).
+        let orders = store.all_orders().await?;
         let fills = store
             .fills()
             .await?
@@ -644,9 +691,11 @@ pub fn check_invariants(
                     row.volume_executed
                 ));
             }
-            // 4. Cancels only by the owner, only when asked.
+            // 4. Cancels only by the owner, and an operator's order only
+            // when asked (a strategy cancels its own orders by itself).
             if venue_status == "canceled"
                 && journal_status != "rejected"
+                && row.owner == "manual"
                 && !cancels.contains(engine_cl)
             {
                 problems.push(format!("{cl} was canceled but {id} never asked"));

@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod bybit_sim;
+pub mod funding_leg;
 pub mod http1;
 pub mod kraken_harness;
 pub mod kraken_herd;

@@ -702,3 +702,129 @@ async fn the_binary_reports_readiness_and_serves_admin_and_v5() {
     assert_eq!(unsigned["retCode"], 10003);
     child.kill().await.unwrap();
 }
+
+/// Starts the `bybit-sim` binary on `listen` with `--state state`; returns
+/// the child and its address.
+async fn sim_process(listen: &str, state: &std::path::Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bybit-sim"))
+        .args([
+            "--listen",
+            listen,
+            "--key",
+            KEY,
+            "--secret",
+            SECRET,
+            "--step-ms",
+            "0",
+        ])
+        .arg("--state")
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(a) = line.strip_prefix("bybit-sim listening on ") {
+                return a.trim().to_string();
+            }
+        }
+        panic!("bybit-sim exited before listening")
+    })
+    .await
+    .expect("bybit-sim did not report readiness");
+    (child, addr)
+}
+
+/// `--state FILE` (issue 22): a position, a fill, a resting order and the
+/// wallet survive a kill -9 and a restart on the same port and file; the
+/// same orderLinkId after the restart is still the same order.
+#[tokio::test]
+async fn state_file_keeps_orders_fills_and_positions_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("bybit-sim.state");
+    let (mut child, addr) = sim_process("127.0.0.1:0", &state).await;
+    let http = reqwest::Client::new();
+    let admin = |route: &str| format!("http://{addr}/admin/{route}");
+    let r = http
+        .post(admin("price"))
+        .body(r#"{"category":"linear","symbol":"ETHUSDT","price":"3000"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut cfg = BybitConfig {
+        base_url: format!("http://{addr}"),
+        credentials: CredentialSource::None,
+        request_timeout_ms: 2_000,
+        ..BybitConfig::default()
+    };
+    let v = BybitVenue::with_parts(
+        &cfg,
+        Some(CREDENTIAL_SPEC.parse(KEY, SECRET).unwrap()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    // A short position (market sell) and a resting buy below the market.
+    let mut market = limit("keep-short", "ETHUSDT-PERP", Side::Sell, "0.5", "3000");
+    market.order_type = OrderType::Market;
+    market.price = None;
+    accepted(v.place_order(&market).await.unwrap());
+    let resting = accepted(
+        v.place_order(&limit(
+            "keep-rest",
+            "ETHUSDT-PERP",
+            Side::Buy,
+            "0.1",
+            "2000",
+        ))
+        .await
+        .unwrap(),
+    );
+    let ledger = |http: reqwest::Client, url: String| async move {
+        http.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = ledger(http.clone(), admin("ledger")).await;
+    assert_eq!(before["positions"].as_array().unwrap().len(), 1, "{before}");
+    assert_eq!(before["fills"].as_array().unwrap().len(), 1, "{before}");
+
+    child.kill().await.unwrap();
+    let (_child, addr2) = sim_process(&addr, &state).await;
+    assert_eq!(addr2, addr);
+    let after = ledger(http.clone(), admin("ledger")).await;
+    assert_eq!(after, before);
+    cfg.base_url = format!("http://{addr2}");
+    let v = BybitVenue::with_parts(
+        &cfg,
+        Some(CREDENTIAL_SPEC.parse(KEY, SECRET).unwrap()),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let open = v.open_orders().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].client_order_id, "keep-rest");
+    let positions = v.positions().await.unwrap();
+    assert_eq!(positions.len(), 1, "{positions:?}");
+    let again = accepted(
+        v.place_order(&limit(
+            "keep-rest",
+            "ETHUSDT-PERP",
+            Side::Buy,
+            "0.1",
+            "2000",
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(again.venue_order_id, resting.venue_order_id);
+    assert_eq!(v.open_orders().await.unwrap().len(), 1);
+}

@@ -422,16 +422,23 @@ async fn sqlite_variant() {
 
 /// The chaos soak's short, seeded run (issue 22; the long one is the
 /// `chaos-soak` binary, docs/faults.md): 40 steps of submits, cancels,
-/// market moves, armed faults and kill -9 + restarts of the gateway and the
-/// engines, every invariant checked after each step. Seed 22's first 40
-/// steps include every kind of step.
+/// market moves, armed faults and kill -9 + restarts of the gateway, the
+/// engines and kraken-sim (state file kept), with e1 running the grid and
+/// the rangers, and the Bybit leg (bybit-sim, its gateway, a funding engine)
+/// beside; every invariant (venue vs journals, no phantom, capital ledgers
+/// vs open orders, funding positions vs the venue) checked after each step.
+/// Seed 22's first 40 steps include every kind of step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_short_seeded_run() {
     let report = herd_tests::soak::run(
         sim_bin(),
         22,
         herd_tests::soak::SoakLength::Steps(40),
-        HerdOpts::default(),
+        HerdOpts {
+            engine_extra: herd_tests::soak::strategy_engines(2),
+            funding_leg: true,
+            ..HerdOpts::default()
+        },
     )
     .await
     .unwrap();
@@ -445,6 +452,13 @@ async fn chaos_soak_short_seeded_run() {
         ("faults", report.faults),
         ("gateway restarts", report.gateway_restarts),
         ("engine restarts", report.engine_restarts),
+        ("simulator restarts", report.sim_restarts),
+        ("funding rate changes", report.funding_rate_changes),
+        ("bybit-sim restarts", report.bybit_sim_restarts),
+        ("Bybit gateway restarts", report.bybit_gateway_restarts),
+        ("funding engine restarts", report.funding_engine_restarts),
+        ("capital holds checked", report.holds_checked),
+        ("open hedges checked", report.open_hedges_checked),
     ] {
         assert!(n > 0, "no {what} in 40 steps: {report}");
     }

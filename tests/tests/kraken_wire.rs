@@ -346,3 +346,130 @@ async fn limits_are_enforced_with_krakens_errors() {
     assert_eq!(stats["stats"]["rate_limit_errors"], 3);
     assert!(stats["locked_until_ms"].as_i64().is_some());
 }
+
+/// One signed private call by hand with `nonce`; returns the envelope.
+async fn signed(addr: std::net::SocketAddr, method: &str, nonce: u64, rest: &str) -> Value {
+    let path = format!("/0/private/{method}");
+    let body = if rest.is_empty() {
+        format!("nonce={nonce}")
+    } else {
+        format!("nonce={nonce}&{rest}")
+    };
+    let sign = hand_sign(&path, &nonce.to_string(), &body);
+    raw(addr, private_request(&path, API_KEY, &sign, &body))
+        .await
+        .1
+}
+
+/// `--state FILE`: everything answered survives a kill -9 and a restart on
+/// the same file (issue 22): orders with their cl_ord_id, userref, status
+/// and executed volume, the trades, the balances, and the last nonce (a
+/// nonce below it is still refused).
+#[tokio::test]
+async fn state_file_keeps_what_was_answered_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("kraken-sim.state");
+    let state_arg = state.display().to_string();
+    let mut sim = SimProcess::spawn(sim_bin(), "starter", &["--state", &state_arg])
+        .await
+        .unwrap();
+    let admin = sim.admin();
+    admin.set_price("XDGUSD", "0.12").await.unwrap();
+    let mut nonce = 1_700_000_000_000_100_u64;
+    for (id, price) in [
+        ("cl_ord_id=keep-fill", "0.11"),
+        ("cl_ord_id=keep-open", "0.05"),
+        ("userref=1003", "0.04"),
+    ] {
+        nonce += 1;
+        let v = signed(
+            sim.addr,
+            "AddOrder",
+            nonce,
+            &format!("ordertype=limit&pair=XDGUSD&price={price}&type=buy&volume=100&{id}"),
+        )
+        .await;
+        assert_eq!(v["error"], serde_json::json!([]), "{v}");
+    }
+    // The first buy fills as the market trades down through it.
+    admin.set_price("XDGUSD", "0.10").await.unwrap();
+    let orders_before = admin.orders().await.unwrap();
+    let trades_before = admin.trades().await.unwrap();
+    let balances_before = admin.balances().await.unwrap();
+    let by_cl = |orders: &[Value], cl: &str| {
+        orders
+            .iter()
+            .find(|o| o["cl_ord_id"] == cl)
+            .cloned()
+            .unwrap_or_else(|| panic!("no order {cl} in {orders:?}"))
+    };
+    assert_eq!(by_cl(&orders_before, "keep-fill")["status"], "closed");
+    assert_eq!(by_cl(&orders_before, "keep-open")["status"], "open");
+    assert_eq!(trades_before.len(), 1, "{trades_before:?}");
+
+    let addr = sim.addr;
+    sim.kill().await;
+    let sim = SimProcess::spawn_at(
+        sim_bin(),
+        &addr.to_string(),
+        "starter",
+        &["--state", &state_arg],
+    )
+    .await
+    .unwrap();
+    assert_eq!(sim.addr, addr);
+    let admin = sim.admin();
+    let orders_after = admin.orders().await.unwrap();
+    assert_eq!(orders_after, orders_before);
+    assert_eq!(admin.trades().await.unwrap(), trades_before);
+    assert_eq!(admin.balances().await.unwrap(), balances_before);
+    assert!(
+        orders_after.iter().any(|o| o["userref"] == 1003),
+        "{orders_after:?}"
+    );
+    let exec: rust_decimal::Decimal = by_cl(&orders_after, "keep-fill")["vol_exec"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(exec, dec!(100));
+
+    // The nonce: one at or below the last accepted is still a replay.
+    let v = signed(sim.addr, "OpenOrders", nonce, "").await;
+    assert_eq!(v["error"][0], "EAPI:Invalid nonce", "{v}");
+    let v = signed(sim.addr, "OpenOrders", nonce - 50, "").await;
+    assert_eq!(v["error"][0], "EAPI:Invalid nonce", "{v}");
+    // Above it: the client sees the open order and the fill as before.
+    let v = signed(sim.addr, "OpenOrders", nonce + 1, "").await;
+    assert_eq!(v["error"], serde_json::json!([]), "{v}");
+    let open: Vec<&Value> = v["result"]["open"].as_object().unwrap().values().collect();
+    assert_eq!(open.len(), 2, "{v}");
+    assert!(open.iter().any(|o| o["cl_ord_id"] == "keep-open"), "{v}");
+    let v = signed(sim.addr, "TradesHistory", nonce + 2, "").await;
+    assert_eq!(v["result"]["count"], 1, "{v}");
+    // The same cl_ord_id again does not make a second order after the
+    // restart (the client ids seen are part of the state).
+    signed(
+        sim.addr,
+        "AddOrder",
+        nonce + 3,
+        "ordertype=limit&pair=XDGUSD&price=0.05&type=buy&volume=100&cl_ord_id=keep-open",
+    )
+    .await;
+    let same = admin
+        .orders()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o["cl_ord_id"] == "keep-open")
+        .count();
+    assert_eq!(same, 1);
+
+    // A corrupt state file is refused with its name, not started over.
+    drop(sim);
+    std::fs::write(&state, b"{not json").unwrap();
+    let e = SimProcess::spawn(sim_bin(), "starter", &["--state", &state_arg])
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("exited before"), "{e:#}");
+}

@@ -497,6 +497,10 @@ pub struct RangersStatusBlock {
     pub exit_margin_pct: Option<Decimal>,
     #[serde(default)]
     pub timing: RangerTiming,
+    /// The capital ledger: funds promised to each working entry (checked
+    /// against the orders by the chaos soak).
+    #[serde(default)]
+    pub capital: CapitalLedger,
 }
 
 impl RangersStatusBlock {
@@ -520,6 +524,7 @@ impl RangersStatusBlock {
             committed_quote: Decimal::ZERO,
             exit_margin_pct: None,
             timing: RangerTiming::from_config(cfg),
+            capital: CapitalLedger::new(),
         }
     }
 }
@@ -586,7 +591,12 @@ pub use crate::strategy::OpenOrderRef;
 
 /// Startup cleanup: the open orders a previous run's rangers left on
 /// `symbol`, recognised by the rangers' userref sub-range of this engine
-/// (`userref_min + offset .. + USERREF_SPAN`), whatever `max_slots` was then.
+/// (`userref_min + offset .. + USERREF_SPAN`), whatever `max_slots` was then,
+/// or, when the gateway does not know an order's userref (0: on Kraken an
+/// order carries its cl_ord_id and no userref, so a gateway restarted since
+/// the place lists it without one), by the rangers' client id
+/// ([`is_ranger_client_id`]). Found by the chaos soak: exits placed just
+/// before a gateway kill -9 stayed open, unowned, after the engine's restart.
 pub fn stale_ranger_orders(
     open: &[OpenOrderRef],
     symbol: &str,
@@ -596,7 +606,11 @@ pub fn stale_ranger_orders(
     let lo = userref_min.saturating_add(userref_offset);
     let hi = lo.saturating_add(USERREF_SPAN);
     open.iter()
-        .filter(|o| o.symbol == symbol && (lo..hi).contains(&o.userref))
+        .filter(|o| {
+            o.symbol == symbol
+                && ((lo..hi).contains(&o.userref)
+                    || (o.userref == 0 && is_ranger_client_id(&o.client_order_id)))
+        })
         .map(|o| o.client_order_id.clone())
         .collect()
 }
@@ -692,6 +706,7 @@ impl Rangers {
             committed_quote: self.ledger.committed(Asset::Quote),
             exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
             timing,
+            capital: self.ledger.clone(),
         }
     }
 

@@ -37,6 +37,11 @@ struct Args {
     /// When the key expires, Unix ms (default: never).
     #[arg(long)]
     key_expires_at_ms: Option<i64>,
+    /// Keep the state (balances, orders, fills, positions, funding) in this
+    /// file: loaded on start, written durably before every answer, so a
+    /// kill -9 loses nothing that was answered.
+    #[arg(long)]
+    state: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.key_info.read_only = args.read_only;
     cfg.key_info.ips = args.ips;
     cfg.key_info.expires_at_ms = args.key_expires_at_ms;
+    cfg.state_file = args.state;
     let handle = bybit_sim::start(cfg, args.listen).await?;
     println!("bybit-sim listening on {}", handle.addr);
     herd_proto::serving::termination_signal().await;

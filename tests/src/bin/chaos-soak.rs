@@ -1,8 +1,10 @@
 //! `chaos-soak`: the issue-22 chaos soak as a long run (see
 //! `herd_tests::soak`): kraken-sim + gateway + engines as real processes, a
-//! seeded driver that kills and restarts them and arms the simulator's
-//! faults, the invariants checked after every step. Prints the counts;
-//! exits 1 on any violation.
+//! seeded driver that kills and restarts them (the simulators too, with
+//! their state files) and arms the simulator's faults, the invariants
+//! checked after every step; e1 and e2 run the grid and the rangers, and a
+//! Bybit leg (bybit-sim, its gateway, a funding engine) runs beside. Prints
+//! the counts; exits 1 on any violation.
 //!
 //! ```text
 //! cargo build --workspace --bins
@@ -32,6 +34,15 @@ struct Args {
     /// Engines in the herd.
     #[arg(long, default_value_t = 3)]
     engines: usize,
+    /// Run no strategies (only the operator's orders through SubmitOrder);
+    /// by default e1 runs the grid, e2 the rangers (see
+    /// `herd_tests::soak::strategy_engines`).
+    #[arg(long)]
+    no_strategies: bool,
+    /// Leave out the Bybit leg (bybit-sim, a Bybit gateway and a funding
+    /// engine, `herd_tests::funding_leg`).
+    #[arg(long)]
+    no_funding: bool,
 }
 
 #[tokio::main]
@@ -47,6 +58,12 @@ async fn main() -> anyhow::Result<ExitCode> {
         HerdOpts {
             engines: args.engines,
             rust_log: "info",
+            engine_extra: if args.no_strategies {
+                Vec::new()
+            } else {
+                herd_tests::soak::strategy_engines(args.engines)
+            },
+            funding_leg: !args.no_funding,
             ..HerdOpts::default()
         },
     )

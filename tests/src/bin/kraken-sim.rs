@@ -3,7 +3,8 @@
 //! ```text
 //! kraken-sim --listen 127.0.0.1:0 --key KEY --secret BASE64 --tier starter
 //! ```
-//! Prints `kraken-sim listening on ADDR` on stdout once bound.
+//! Prints `kraken-sim listening on ADDR` on stdout once bound. With
+//! `--state FILE` it keeps its state across restarts (kill -9 included).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -62,6 +63,12 @@ struct Args {
     /// The key's nonce window, seconds.
     #[arg(long, default_value_t = 0)]
     nonce_window: u32,
+    /// Keep the state (balances, orders with their client ids, trades, the
+    /// last nonce) in this file: loaded on start, written durably before
+    /// every answer that follows a change, so a kill -9 loses nothing that
+    /// was answered.
+    #[arg(long)]
+    state: Option<std::path::PathBuf>,
     /// The simulator's clock minus the machine's, ms.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     skew_ms: i64,
@@ -96,7 +103,13 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let shared = Arc::new(Shared::new(cfg).map_err(anyhow::Error::msg)?);
+    let shared = Arc::new(
+        match &args.state {
+            Some(path) => Shared::with_state_file(cfg, path),
+            None => Shared::new(cfg),
+        }
+        .map_err(anyhow::Error::msg)?,
+    );
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "kraken-sim listening on {addr}")?;

@@ -23,7 +23,9 @@ mod routes;
 pub use more::KeyInfo;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -62,6 +64,9 @@ pub struct SimConfig {
     pub ban_ms: i64,
     /// What `/v5/user/query-api` says of the key and what it may do.
     pub key_info: KeyInfo,
+    /// Where the durable state goes (`--state FILE`; see
+    /// [`BybitSim::persist`]); `None` keeps it in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl SimConfig {
@@ -77,6 +82,7 @@ impl SimConfig {
             ip_limit: IP_LIMIT,
             ban_ms: 10 * 60 * 1000,
             key_info: KeyInfo::default(),
+            state_file: None,
         }
     }
 }
@@ -140,7 +146,7 @@ impl Fault {
 }
 
 /// What the simulator saw.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub requests: u64,
     pub by_path: BTreeMap<String, u64>,
@@ -156,7 +162,7 @@ pub struct Stats {
 
 /// A post-only order that would have taken liquidity: Bybit accepts it and
 /// rejects it at once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Synthetic {
     row: Value,
     link_id: String,
@@ -178,6 +184,30 @@ struct State {
     /// (bybit symbol, rate, settlement time), oldest first.
     funding_history: Vec<(String, Decimal, i64)>,
 }
+
+/// What the state file holds: everything a client relies on (the matching
+/// core with balances, orders by orderLinkId, fills, positions and funding;
+/// the synthetic post-only rejections; the funding history; the counters).
+/// Not kept: rate-limit windows, bans and injected faults.
+#[derive(Serialize)]
+struct DurableRef<'a> {
+    version: u32,
+    exchange: &'a Exchange,
+    synthetic: &'a Vec<Synthetic>,
+    funding_history: &'a Vec<(String, Decimal, i64)>,
+    stats: &'a Stats,
+}
+
+#[derive(Deserialize)]
+struct Durable {
+    version: u32,
+    exchange: Exchange,
+    synthetic: Vec<Synthetic>,
+    funding_history: Vec<(String, Decimal, i64)>,
+    stats: Stats,
+}
+
+const STATE_VERSION: u32 = 1;
 
 /// The simulator.
 #[derive(Debug)]
@@ -210,9 +240,13 @@ impl Drop for SimHandle {
     }
 }
 
-/// Starts the simulator on `listen` (port 0 = any).
+/// Starts the simulator on `listen` (port 0 = any). With a state file, a
+/// state already there is loaded (a bad one is an error naming the file)
+/// and the state is written before the server answers anything.
 pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHandle> {
     let sim = Arc::new(BybitSim::new(cfg));
+    sim.load()?;
+    sim.persist()?;
     let handler_sim = sim.clone();
     let (addr, server) = http1::serve(listen, move |req| {
         let sim = handler_sim.clone();
@@ -229,6 +263,9 @@ pub async fn start(cfg: SimConfig, listen: SocketAddr) -> std::io::Result<SimHan
             loop {
                 tick.tick().await;
                 driver.step();
+                if let Err(e) = driver.persist() {
+                    eprintln!("bybit-sim: cannot write the state file: {e}");
+                }
             }
         }));
     }
@@ -335,6 +372,82 @@ impl BybitSim {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the state file, if one is configured and exists.
+    fn load(&self) -> std::io::Result<()> {
+        let Some(path) = &self.cfg.state_file else {
+            return Ok(());
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "state file {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        let bad = |e: String| std::io::Error::other(format!("state file {}: {e}", path.display()));
+        let d: Durable = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if d.version != STATE_VERSION {
+            return Err(bad(format!(
+                "version {} (this simulator reads version {STATE_VERSION})",
+                d.version
+            )));
+        }
+        let mut st = self.lock();
+        st.exchange = d.exchange;
+        st.synthetic = d.synthetic;
+        st.funding_history = d.funding_history;
+        st.stats = d.stats;
+        Ok(())
+    }
+
+    /// Writes the state to the state file (if any) durably: a temp file
+    /// beside it, fsync, rename, fsync of the directory, all under the
+    /// state's lock (so a later state never loses to an earlier one). Called
+    /// after every request and price step, before the answer leaves.
+    pub fn persist(&self) -> std::io::Result<()> {
+        let Some(path) = &self.cfg.state_file else {
+            return Ok(());
+        };
+        let st = self.lock();
+        let bytes = serde_json::to_vec(&DurableRef {
+            version: STATE_VERSION,
+            exchange: &st.exchange,
+            synthetic: &st.synthetic,
+            funding_history: &st.funding_history,
+            stats: &st.stats,
+        })
+        .map_err(std::io::Error::other)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// [`BybitSim::persist`] for the handler: a failed write is a 500 (a
+    /// client must not take as done what a restart would forget).
+    fn persisted(&self, r: Response) -> Response {
+        match self.persist() {
+            Ok(()) => r,
+            Err(e) => {
+                eprintln!("bybit-sim: cannot write the state file: {e}");
+                Response::text(500, "<html><body>500 Internal Server Error</body></html>")
+            }
+        }
     }
 
     fn now_of(&self, st: &State) -> i64 {
@@ -539,7 +652,8 @@ impl BybitSim {
     /// Handles one request (the HTTP server's entry point).
     pub async fn handle(self: &Arc<Self>, req: Request) -> Outcome {
         if req.path.starts_with("/admin/") {
-            return Outcome::Respond(self.admin(&req));
+            let r = self.admin(&req);
+            return Outcome::Respond(self.persisted(r));
         }
         let category = self.category_of(&req);
         if let Some(f) = self.take_fault(&req.path, &category) {
@@ -556,6 +670,9 @@ impl BybitSim {
                 FaultKind::Reset => return Outcome::Reset,
                 FaultKind::ResponseLost => {
                     let _ = self.process(&req);
+                    if let Err(e) = self.persist() {
+                        eprintln!("bybit-sim: cannot write the state file: {e}");
+                    }
                     return Outcome::Drop;
                 }
                 FaultKind::RateLimit => {
@@ -598,7 +715,8 @@ impl BybitSim {
                 }
             }
         }
-        Outcome::Respond(self.process(&req))
+        let r = self.process(&req);
+        Outcome::Respond(self.persisted(r))
     }
 
     fn category_of(&self, req: &Request) -> String {

@@ -44,6 +44,16 @@ impl KeyAuth {
         })
     }
 
+    /// The highest nonce accepted so far (what a state file keeps).
+    pub fn last_nonce(&self) -> Option<u64> {
+        self.last_nonce
+    }
+
+    /// Restores the highest nonce accepted before a restart.
+    pub fn set_last_nonce(&mut self, n: Option<u64>) {
+        self.last_nonce = n;
+    }
+
     /// The signature of `body` (which contains `nonce=`) sent to `path`.
     pub fn sign(&self, path: &str, nonce: &str, body: &[u8]) -> String {
         let mut sha = Sha256::new();

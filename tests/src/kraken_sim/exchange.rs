@@ -13,7 +13,7 @@ use herd_venue::{
     VenueError,
 };
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::KeyAuth;
@@ -183,7 +183,7 @@ pub struct Now {
     pub s: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OrderMeta {
     /// The id the matching core knows the order by.
     internal_id: String,
@@ -198,7 +198,7 @@ struct OrderMeta {
     seen_value: Decimal,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Trade {
     id: String,
     txid: String,
@@ -217,7 +217,7 @@ struct Trade {
 }
 
 /// What the simulator counts, for tests and benchmarks.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub requests: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -249,6 +249,104 @@ pub struct Sim {
     dms_deadline_ms: Option<i64>,
     /// online | maintenance | cancel_only | post_only
     pub system_status: String,
+}
+
+/// Everything a client relies on, as the state file holds it (see
+/// [`Sim::state_json`]): the matching core (balances, orders), the Kraken
+/// order records (txids, cl_ord_id, userref, trades per order), the trades,
+/// the id counters, the dead man's switch, the system status, the last
+/// nonce and the counters. Not kept: rate-limit levels and lockouts (they
+/// start empty, as after a venue's own restart), injected faults.
+#[derive(Serialize)]
+struct DurableRef<'a> {
+    version: u32,
+    ex: &'a Exchange,
+    meta: &'a HashMap<String, OrderMeta>,
+    live: &'a Vec<String>,
+    closed: &'a Vec<String>,
+    trades: &'a Vec<Trade>,
+    next_internal: u64,
+    next_trade: u64,
+    next_amend: u64,
+    dms_deadline_ms: Option<i64>,
+    system_status: &'a str,
+    last_nonce: Option<u64>,
+    stats: &'a Stats,
+}
+
+#[derive(Deserialize)]
+struct Durable {
+    version: u32,
+    ex: Exchange,
+    meta: HashMap<String, OrderMeta>,
+    live: Vec<String>,
+    closed: Vec<String>,
+    trades: Vec<Trade>,
+    next_internal: u64,
+    next_trade: u64,
+    next_amend: u64,
+    dms_deadline_ms: Option<i64>,
+    system_status: String,
+    last_nonce: Option<u64>,
+    stats: Stats,
+}
+
+/// The state file's format version.
+const STATE_VERSION: u32 = 1;
+
+impl Sim {
+    /// The durable state as JSON (what `--state FILE` holds).
+    pub fn state_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&DurableRef {
+            version: STATE_VERSION,
+            ex: &self.ex,
+            meta: &self.meta,
+            live: &self.live,
+            closed: &self.closed,
+            trades: &self.trades,
+            next_internal: self.next_internal,
+            next_trade: self.next_trade,
+            next_amend: self.next_amend,
+            dms_deadline_ms: self.dms_deadline_ms,
+            system_status: &self.system_status,
+            last_nonce: self.auth.last_nonce(),
+            stats: &self.stats,
+        })
+    }
+
+    /// Replaces this state with one written by [`Sim::state_json`]; the
+    /// error says what is wrong with it. The configuration (key, tier,
+    /// pairs) stays this process's.
+    pub fn restore_state(&mut self, json: &[u8]) -> Result<(), String> {
+        let d: Durable = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if d.version != STATE_VERSION {
+            return Err(format!(
+                "version {} (this simulator reads version {STATE_VERSION})",
+                d.version
+            ));
+        }
+        if let Some(missing) = d
+            .live
+            .iter()
+            .chain(&d.closed)
+            .find(|t| !d.meta.contains_key(*t))
+        {
+            return Err(format!("order {missing} is listed but has no record"));
+        }
+        self.ex = d.ex;
+        self.meta = d.meta;
+        self.live = d.live;
+        self.closed = d.closed;
+        self.trades = d.trades;
+        self.next_internal = d.next_internal;
+        self.next_trade = d.next_trade;
+        self.next_amend = d.next_amend;
+        self.dms_deadline_ms = d.dms_deadline_ms;
+        self.system_status = d.system_status;
+        self.auth.set_last_nonce(d.last_nonce);
+        self.stats = d.stats;
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Sim {
@@ -387,19 +485,24 @@ impl Sim {
         }
     }
 
-    /// Background work: the dead man's switch and the price paths.
-    pub fn tick(&mut self, now: Now, step: bool) {
+    /// Background work: the dead man's switch and the price paths. True
+    /// when it changed the state (a trigger or a step).
+    pub fn tick(&mut self, now: Now, step: bool) -> bool {
+        let mut changed = false;
         if let Some(deadline) = self.dms_deadline_ms
             && now.ms >= deadline
         {
             self.dms_deadline_ms = None;
             self.stats.dms_triggers += 1;
             self.cancel_all(now);
+            changed = true;
         }
         if step {
             self.ex.step(now.ms);
             self.sync(now);
+            changed = true;
         }
+        changed
     }
 
     /// Moves a pair's price (admin).

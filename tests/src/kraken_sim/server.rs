@@ -19,7 +19,9 @@
 
 use std::future::Future;
 use std::io;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +55,11 @@ const TICK: Duration = Duration::from_millis(50);
 /// State shared by every connection.
 pub struct Shared {
     sim: Mutex<Sim>,
+    /// Where the durable state goes (`--state FILE`): written (temp file,
+    /// fsync, rename, fsync of the directory) after every private request
+    /// and every admin change, before the answer leaves, under the lock that
+    /// orders the changes; loaded on start.
+    state_file: Option<PathBuf>,
     faults: Mutex<FaultSet>,
     /// Every venue request on arrival (newest last), for `GET /sim/requests`.
     requests: Mutex<std::collections::VecDeque<Value>>,
@@ -71,9 +78,68 @@ impl Shared {
         Ok(Shared {
             skew_ms,
             sim: Mutex::new(Sim::new(cfg, now)?),
+            state_file: None,
             faults: Mutex::new(FaultSet::default()),
             requests: Mutex::new(std::collections::VecDeque::new()),
             origin,
+        })
+    }
+
+    /// Like [`Shared::new`], keeping the state in `path`: a state already
+    /// there is loaded (a restart continues the same account, orders, trades
+    /// and nonce); a missing file starts fresh and is written at once. The
+    /// error names the file and what is wrong with it.
+    pub fn with_state_file(cfg: SimConfig, path: &Path) -> Result<Shared, String> {
+        let mut shared = Shared::new(cfg)?;
+        match std::fs::read(path) {
+            Ok(bytes) => shared
+                .sim()
+                .restore_state(&bytes)
+                .map_err(|e| format!("state file {}: {e}", path.display()))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("state file {}: {e}", path.display())),
+        }
+        shared.state_file = Some(path.to_path_buf());
+        {
+            let sim = shared.sim();
+            shared
+                .persist(&sim)
+                .map_err(|e| format!("state file {}: {e}", path.display()))?;
+        }
+        Ok(shared)
+    }
+
+    /// Writes `sim` to the state file (if any) durably: a temp file beside
+    /// it, fsync, rename over it, fsync of the directory.
+    fn persist(&self, sim: &Sim) -> io::Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let bytes = sim.state_json().map_err(io::Error::other)?;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// [`Shared::persist`] for a handler: a failed write is logged and
+    /// turns the answer into a 500 (the client must not take as done what
+    /// a restart would forget).
+    /// `Some` is the answer to send instead.
+    fn persisted(&self, sim: &Sim) -> Option<Reply> {
+        self.persist(sim).err().map(|e| {
+            eprintln!("kraken-sim: cannot write the state file: {e}");
+            html_reply(500)
         })
     }
 
@@ -212,7 +278,12 @@ pub async fn serve(
                     last_step = Instant::now();
                 }
                 let now = shared.now();
-                shared.sim().tick(now, step);
+                let mut sim = shared.sim();
+                if sim.tick(now, step)
+                    && let Err(e) = shared.persist(&sim)
+                {
+                    eprintln!("kraken-sim: cannot write the state file: {e}");
+                }
             }
         })
     };
@@ -308,7 +379,13 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
         let now = shared.now();
         let mut sim = shared.sim();
         if private {
-            sim.private(&name, &path, key.as_deref(), sign.as_deref(), &body, now)
+            let v = sim.private(&name, &path, key.as_deref(), sign.as_deref(), &body, now);
+            // Every private call may change what a client relies on (at
+            // least the nonce): durable before any answer leaves.
+            if let Some(reply) = shared.persisted(&sim) {
+                return reply;
+            }
+            v
         } else {
             let form = if method == Method::POST {
                 Form::parse(&body)
@@ -407,14 +484,26 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
                 .and_then(|p| Decimal::from_str(p).ok());
             match price {
                 None => bad("price: a decimal string is required".into()),
-                Some(p) => match shared.sim().set_price(pair, p, now) {
-                    Ok(v) => json_reply(StatusCode::OK, &v),
-                    Err(e) => bad(e),
-                },
+                Some(p) => {
+                    let mut sim = shared.sim();
+                    match sim.set_price(pair, p, now) {
+                        Ok(v) => {
+                            if let Some(reply) = shared.persisted(&sim) {
+                                return reply;
+                            }
+                            json_reply(StatusCode::OK, &v)
+                        }
+                        Err(e) => bad(e),
+                    }
+                }
             }
         }
         (&Method::POST, "step") => {
-            shared.sim().tick(now, true);
+            let mut sim = shared.sim();
+            sim.tick(now, true);
+            if let Some(reply) = shared.persisted(&sim) {
+                return reply;
+            }
             json_reply(StatusCode::OK, &json!({"ok": true}))
         }
         (&Method::POST, "lockout") => {
@@ -432,7 +521,11 @@ fn admin(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
                     "status: {s:?} is not online|maintenance|cancel_only|post_only"
                 ));
             }
-            shared.sim().system_status = s.to_string();
+            let mut sim = shared.sim();
+            sim.system_status = s.to_string();
+            if let Some(reply) = shared.persisted(&sim) {
+                return reply;
+            }
             json_reply(StatusCode::OK, &json!({"ok": true}))
         }
         _ => json_reply(

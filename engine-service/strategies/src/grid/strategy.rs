@@ -31,6 +31,8 @@ use crate::strategy::{
 };
 
 const DAY_MS: i64 = 86_400_000;
+/// How long after a refused restore cancel the grid asks again.
+const RESTART_CANCEL_RETRY_MS: i64 = 5_000;
 /// Self-healing moves per tick, at most (bounded venue traffic).
 const HEAL_MOVES_PER_TICK: usize = 2;
 
@@ -65,6 +67,12 @@ pub struct Grid {
     restored: bool,
     /// Entries that filled while the engine was down, found at restore.
     filled_while_down: Vec<KnownOrder>,
+    /// Orders a previous run left open that restore cancels, with when to
+    /// ask again after a refused cancel (`None`: a cancel is in flight).
+    /// Kept until the order's final event, so a cancel refused by a lockout
+    /// or a dropped connection is retried instead of leaving an order no
+    /// slot owns (found by the chaos soak).
+    restart_cancels: BTreeMap<String, Option<i64>>,
     /// Recent prices for the volatility-adjusted profit.
     prices: VecDeque<(i64, Decimal)>,
 }
@@ -221,6 +229,10 @@ pub struct GridStatusBlock {
     pub slots: Vec<SlotRow>,
     pub capacity: Option<CapacityHealth>,
     pub self_healing: HealBlock,
+    /// The capital ledger: funds promised to each working order (checked
+    /// against the orders by the chaos soak).
+    #[serde(default)]
+    pub capital: CapitalLedger,
 }
 
 fn pct_dist(price: Option<Decimal>, market: Decimal) -> Decimal {
@@ -262,6 +274,7 @@ impl Grid {
             settled_usd: Decimal::ZERO,
             restored: false,
             filled_while_down: Vec::new(),
+            restart_cancels: BTreeMap::new(),
             prices: VecDeque::new(),
             cfg,
         }
@@ -1201,6 +1214,7 @@ impl Grid {
             ledger_conflicts: self.ledger.conflicts,
             slots,
             capacity: self.capacity.clone(),
+            capital: self.capital.clone(),
             self_healing: HealBlock {
                 enabled: self.cfg.heal.enabled,
                 subsidy,
@@ -1434,6 +1448,14 @@ impl Strategy for Grid {
         }
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         let mut out = Vec::new();
+        for (id, retry_at) in &mut self.restart_cancels {
+            if retry_at.is_some_and(|t| t <= now) {
+                *retry_at = None;
+                out.push(Action::Cancel {
+                    client_order_id: id.clone(),
+                });
+            }
+        }
         if self.filters().is_none() || market.last <= Decimal::ZERO {
             return out;
         }
@@ -1466,6 +1488,21 @@ impl Strategy for Grid {
     fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
         self.roll_day(now);
         let id = u.client_order_id.as_str();
+        if let Some(retry_at) = self.restart_cancels.get_mut(id) {
+            match u.kind {
+                UpdateKind::Open | UpdateKind::PartialFill => {}
+                // Refused (a lockout, a lost connection): ask again later,
+                // unless the venue no longer has it.
+                UpdateKind::CancelFailed
+                    if !u.message.to_ascii_lowercase().contains("not found") =>
+                {
+                    *retry_at = Some(now + RESTART_CANCEL_RETRY_MS);
+                }
+                _ => {
+                    self.restart_cancels.remove(id);
+                }
+            }
+        }
         match u.kind {
             UpdateKind::Open | UpdateKind::PartialFill => {
                 self.capital.commit(id, now);
@@ -1645,6 +1682,7 @@ impl Strategy for Grid {
                 out.push(Action::Cancel {
                     client_order_id: id.to_string(),
                 });
+                self.restart_cancels.insert(id.to_string(), None);
             }
         }
         // Entries that filled while no one was watching: their positions
@@ -1733,6 +1771,13 @@ impl Strategy for Grid {
                         retry_at_ms: None,
                         orphan: None,
                     };
+                    if live {
+                        // An exit at the venue holds its funds as it did
+                        // before the restart (acknowledged: committed).
+                        let (asset, amount) = self.hold_of(o.side, o.volume, o.price);
+                        self.capital.hold(&o.client_order_id, asset, amount, now);
+                        self.capital.commit(&o.client_order_id, now);
+                    }
                     slot::adopt_exit(&mut self.slots[i], o, live, now);
                 }
             }
