@@ -301,6 +301,11 @@ impl FundingLeg {
         }
         // A close leaves the spot below the venue's minimum order unsold
         // (the engine books it as dust): at most one lot per finished hedge.
+        // Status lists only the newest five finished hedges; the portfolio
+        // counts them all (the 30-minute run's "5 hedges finished" with
+        // more dust than five lots was this count, not the engine).
+        let all_finished = f.portfolio.as_ref().map_or(0, |p| p.closed_positions);
+        let finished = finished.max(Decimal::from(all_finished));
         let dust = venue_btc - spot;
         if dust < Decimal::ZERO || dust >= SPOT_MIN_QTY * finished.max(Decimal::ONE) {
             problems.push(format!(
