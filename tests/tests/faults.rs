@@ -463,3 +463,78 @@ async fn chaos_soak_short_seeded_run() {
         assert!(n > 0, "no {what} in 40 steps: {report}");
     }
 }
+
+/// The engine's startup cleanup asks a refused cancel again (issue 22,
+/// found by the chaos soak): e0 runs the rangers, is killed with -9 with
+/// their entries resting, and restarts into a 4 s lockout. Its first cancels
+/// of the previous run's entries are refused; they are asked again with a
+/// backoff until the lockout ends, so none stays open owned by no ranger.
+/// Before the fix the refused cancels were skipped and the entries stayed
+/// open at the venue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_cleanup_asks_refused_cancels_again() {
+    let start = Instant::now();
+    let rangers = "[rangers]\nenabled = true\nmax_slots = 2\nentry_pct = \"0.30\"\n\
+                   profit_pct = \"1.20\"\ncooldown_sec = 1\n";
+    let mut h = herd(HerdOpts {
+        engines: 1,
+        engine_extra: vec![rangers.to_string()],
+        ..HerdOpts::default()
+    })
+    .await;
+    let open_of_e0 = |orders: Vec<serde_json::Value>| -> BTreeSet<String> {
+        orders
+            .iter()
+            .filter(|o| o["status"] == "open")
+            .filter_map(|o| o["cl_ord_id"].as_str())
+            .filter(|cl| cl.starts_with("e0-"))
+            .map(str::to_string)
+            .collect()
+    };
+    let entries = wait_until("both rangers' entries resting", CONVERGE, || async {
+        let open = open_of_e0(h.admin().orders().await?);
+        Ok((open.len() == 2).then_some(open))
+    })
+    .await
+    .unwrap();
+    eprintln!("entries resting after {:?}", start.elapsed());
+    h.kill_engine(0).await.unwrap();
+    h.admin().lockout(4_000).await.unwrap();
+    h.start_engine(0).await.unwrap();
+    wait_until(
+        "the previous run's entries cancelled at the venue",
+        CONVERGE,
+        || async {
+            let orders = h.admin().orders().await?;
+            let left: Vec<&serde_json::Value> = orders
+                .iter()
+                .filter(|o| {
+                    o["cl_ord_id"]
+                        .as_str()
+                        .is_some_and(|cl| entries.contains(cl))
+                        && o["status"] != "canceled"
+                })
+                .collect();
+            Ok(left.is_empty().then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("entries cancelled after {:?}", start.elapsed());
+    // The lockout did refuse the cleanup's first cancels: what this test is
+    // about happened.
+    let log = h.engines[0]
+        .logs
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<String>();
+    assert!(
+        log.contains("startup cleanup: cancel failed"),
+        "no refused cleanup cancel in e0's logs"
+    );
+    assert!(
+        !log.contains("startup cleanup: cancels still refused"),
+        "the cleanup gave up"
+    );
+    h.cleanup().await.unwrap();
+}
