@@ -20,6 +20,7 @@ pub mod load;
 pub mod procs;
 pub mod shape;
 pub mod soak;
+pub mod state_file;
 
 pub use procs::{
     ADMIN_TOKEN, CONTROL_TOKEN, EngineProc, GatewayOpts, GatewayProc, HerdctlUp, Proc,

@@ -677,6 +677,14 @@ pub fn run_with(
 }
 
 impl Sim {
+    /// The name of the strategy at `owner` ("" for none).
+    fn strategy_name(&self, owner: usize) -> String {
+        self.strategies
+            .get(owner)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default()
+    }
+
     /// Total base, total quote, free base, free quote, read from the venue
     /// only when its revision moved since the last read.
     fn funds(&mut self) -> [Decimal; 4] {
@@ -743,6 +751,7 @@ impl Sim {
                         if held.is_zero() {
                             continue;
                         }
+                        // A field borrow: `f` holds `self.funding` mutably.
                         let name = self
                             .strategies
                             .get(owner)
@@ -874,11 +883,7 @@ impl Sim {
                             self.out.orders_placed += 1;
                             self.out.orders.push(PlacedOrder {
                                 time_ms: now,
-                                strategy: self
-                                    .strategies
-                                    .get(owner)
-                                    .map(|s| s.name().to_string())
-                                    .unwrap_or_default(),
+                                strategy: self.strategy_name(owner),
                                 client_order_id: order.client_order_id.clone(),
                                 side: order.side,
                                 price: order.price,
@@ -925,11 +930,7 @@ impl Sim {
                         .unwrap_or(serde_json::Value::String(payload_json));
                     self.out.journal.push(JournalEntry {
                         time_ms: now,
-                        strategy: self
-                            .strategies
-                            .get(owner)
-                            .map(|s| s.name().to_string())
-                            .unwrap_or_default(),
+                        strategy: self.strategy_name(owner),
                         kind,
                         payload,
                     });
@@ -1001,11 +1002,7 @@ impl Sim {
                 };
                 self.out.fills.push(Fill {
                     time_ms: now,
-                    strategy: self
-                        .strategies
-                        .get(owner)
-                        .map(|s| s.name().to_string())
-                        .unwrap_or_default(),
+                    strategy: self.strategy_name(owner),
                     client_order_id: new.client_order_id.clone(),
                     side: new.side,
                     price: update.fill_price,

@@ -23,7 +23,6 @@ mod routes;
 pub use more::KeyInfo;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -422,20 +421,7 @@ impl BybitSim {
             stats: &st.stats,
         })
         .map_err(std::io::Error::other)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
+        crate::state_file::write_atomic(path, &bytes)
     }
 
     /// [`BybitSim::persist`] for the handler: a failed write is a 500 (a

@@ -19,7 +19,6 @@
 
 use std::future::Future;
 use std::io;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -116,20 +115,7 @@ impl Shared {
             return Ok(());
         };
         let bytes = sim.state_json().map_err(io::Error::other)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
+        crate::state_file::write_atomic(path, &bytes)
     }
 
     /// [`Shared::persist`] for a handler: a failed write is logged and
