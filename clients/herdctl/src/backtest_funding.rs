@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use herd_backtest::Companion;
+use herd_backtest::paper_funding as paper;
 use herd_backtest::sim::Fill;
 use herd_engine::funding::Orchestrator;
 use herd_engine::store::Store;
@@ -24,9 +25,9 @@ use herd_paper::{Exchange, PaperConfig};
 use herd_strategies::funding::FundingConfig;
 use herd_strategies::funding::api::{
     ApiError, BalanceInfo, FundingApi, InstrumentSpec, LegOrder, MarginInfo, OrderReport,
-    PaymentInfo, PosSide, RateSnapshot, VenuePosition,
+    PaymentInfo, RateSnapshot, VenuePosition,
 };
-use herd_venue::{FundingPaymentQuery, NewOrder, OrderRef, OrderState, OrderType, PositionSide};
+use herd_venue::OrderRef;
 use rust_decimal::Decimal;
 
 /// The name the orchestrator's fills and funding carry in the report.
@@ -40,18 +41,6 @@ pub struct BacktestApi {
     ids: AtomicU64,
     /// What the orchestrator's orders filled, for the report.
     fills: Mutex<Vec<Fill>>,
-}
-
-fn report(o: &OrderState) -> OrderReport {
-    OrderReport {
-        client_order_id: o.client_order_id.clone(),
-        status: o.status,
-        executed: o.volume_executed,
-        avg_price: o.average_price.unwrap_or_default(),
-        fee: o.fee,
-        fee_asset: o.fee_asset.clone(),
-        reason: o.reason.clone().unwrap_or_default(),
-    }
 }
 
 fn lost() -> ApiError {
@@ -88,85 +77,24 @@ impl FundingApi for BacktestApi {
     }
 
     async fn instruments(&self) -> Result<Vec<InstrumentSpec>, ApiError> {
-        self.with(|ex| {
-            ex.instruments()
-                .into_iter()
-                .map(|i| InstrumentSpec {
-                    qty_step: Decimal::new(1, i.lot_decimals),
-                    min_qty: i.min_volume,
-                    min_notional: i.min_cost,
-                    taker_fee: i.taker_fee,
-                    kind: i.kind,
-                    symbol: i.symbol,
-                    base: i.base,
-                    quote: i.quote,
-                    active: true,
-                })
-                .collect()
-        })
+        self.with(|ex| paper::instruments(ex))
     }
 
     async fn funding_rates(&self) -> Result<Vec<RateSnapshot>, ApiError> {
-        self.with(|ex| ex.funding_rates(&[]))?
-            .map_err(|e| ApiError::Other(e.to_string()))
-            .map(|rates| {
-                rates
-                    .into_iter()
-                    .map(|r| RateSnapshot {
-                        symbol: r.symbol,
-                        rate: r.rate,
-                        interval_hours: r.interval_hours,
-                        next_funding_ms: r.next_funding_ms,
-                        mark: r.mark,
-                        index: r.index,
-                        turnover_24h_usd: r.turnover_24h_usd,
-                        time_ms: r.time_ms,
-                    })
-                    .collect()
-            })
+        self.with(|ex| paper::funding_rates(ex))?
     }
 
     async fn balances(&self) -> Result<Vec<BalanceInfo>, ApiError> {
-        self.with(|ex| {
-            ex.balances()
-                .into_iter()
-                .map(|b| BalanceInfo {
-                    asset: b.asset,
-                    total: b.total,
-                    free: b.free,
-                })
-                .collect()
-        })
+        self.with(|ex| paper::balances(ex))
     }
 
     async fn positions(&self) -> Result<Vec<VenuePosition>, ApiError> {
-        self.with(|ex| {
-            ex.positions()
-                .into_iter()
-                .map(|p| VenuePosition {
-                    symbol: p.symbol,
-                    side: match p.side {
-                        PositionSide::Long => PosSide::Long,
-                        PositionSide::Short => PosSide::Short,
-                    },
-                    size: p.size,
-                    entry_price: p.entry_price,
-                    mark_price: p.mark_price,
-                })
-                .collect()
-        })
+        self.with(|ex| paper::positions(ex))
     }
 
     async fn margin(&self) -> Result<MarginInfo, ApiError> {
         let now = self.now_ms();
-        self.with(|ex| {
-            let m = ex.account_margin(now);
-            MarginInfo {
-                equity: m.equity,
-                available: m.available,
-                maintenance_margin_ratio: m.maintenance_margin_ratio,
-            }
-        })
+        self.with(|ex| paper::margin(ex, now))
     }
 
     async fn funding_payments(
@@ -174,41 +102,12 @@ impl FundingApi for BacktestApi {
         symbol: &str,
         since_ms: i64,
     ) -> Result<Vec<PaymentInfo>, ApiError> {
-        let q = FundingPaymentQuery {
-            symbol: Some(symbol.to_string()),
-            since_ms,
-            until_ms: None,
-            limit: 0,
-        };
-        self.with(|ex| {
-            ex.funding_payments(&q)
-                .into_iter()
-                .map(|p| PaymentInfo {
-                    id: p.id,
-                    symbol: p.symbol,
-                    amount: p.amount,
-                    rate: p.rate,
-                    mark: p.mark_price,
-                    size: p.size,
-                    time_ms: p.time_ms,
-                })
-                .collect()
-        })
+        self.with(|ex| paper::funding_payments(ex, symbol, since_ms))
     }
 
     async fn place(&self, order: &LegOrder) -> Result<OrderReport, ApiError> {
         let now = self.now_ms();
-        let new = NewOrder {
-            client_order_id: order.client_order_id.clone(),
-            symbol: order.symbol.clone(),
-            side: order.side,
-            order_type: OrderType::Market,
-            volume: order.qty,
-            price: None,
-            post_only: false,
-            userref: 0,
-            reduce_only: order.reduce_only,
-        };
+        let new = paper::market_order(order);
         let (placed, base) = self.with(|ex| {
             let base = ex
                 .instrument(&order.symbol)
@@ -239,7 +138,7 @@ impl FundingApi for BacktestApi {
                     taker: true,
                 });
         }
-        Ok(report(&state))
+        Ok(paper::report(&state))
     }
 
     async fn query(&self, client_order_id: &str) -> Result<Option<OrderReport>, ApiError> {
@@ -247,7 +146,7 @@ impl FundingApi for BacktestApi {
             client_order_id: client_order_id.to_string(),
             venue_order_id: None,
         };
-        self.with(|ex| ex.query(&[r]).first().map(report))
+        self.with(|ex| ex.query(&[r]).first().map(paper::report))
     }
 
     async fn cancel(&self, client_order_id: &str) -> Result<OrderReport, ApiError> {
@@ -257,7 +156,7 @@ impl FundingApi for BacktestApi {
             venue_order_id: None,
         };
         self.with(|ex| ex.cancel(&r, now))?
-            .map(|o| report(&o))
+            .map(|o| paper::report(&o))
             .map_err(|e| ApiError::Refused(e.to_string()))
     }
 }

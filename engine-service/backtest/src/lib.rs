@@ -9,6 +9,7 @@
 //! and the CSV loaders; the same inputs give byte-identical reports.
 
 pub mod csv;
+pub mod paper_funding;
 pub mod report;
 pub mod sim;
 pub mod sweep;

@@ -4,7 +4,8 @@
 //! shutdown, persistence). The decisions it runs are pure and live in
 //! [`herd_strategies::funding`]; the venue is
 //! [`herd_strategies::funding::api::FundingApi`], implemented over the
-//! gateway by [`gateway::GatewayApi`].
+//! gateway by [`gateway::GatewayApi`] (and read off a paper core by
+//! `herd_backtest::paper_funding`, for the backtest and the tests).
 //!
 //! It owns its orders (client ids "f-...", owner "funding") and journals
 //! them through the execution layer.

@@ -7,17 +7,15 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use herd_backtest::paper_funding as paper;
 use herd_paper::{
     Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PathConfig, PerpConfig,
 };
 use herd_strategies::funding::api::{
     ApiError, BalanceInfo, FundingApi, InstrumentKind, InstrumentSpec, LegOrder, MarginInfo,
-    OrderReport, PaymentInfo, PosSide, RateSnapshot, Side, VenuePosition,
+    OrderReport, PaymentInfo, RateSnapshot, Side, VenuePosition,
 };
-use herd_venue::{
-    Clock, FundingPaymentQuery, Instrument, ManualClock, NewOrder, OrderRef, OrderState, OrderType,
-    PositionSide,
-};
+use herd_venue::{Clock, FundingPaymentQuery, Instrument, ManualClock, OrderRef, PositionSide};
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
@@ -133,18 +131,6 @@ pub fn pair(
     ]
 }
 
-fn report(o: &OrderState) -> OrderReport {
-    OrderReport {
-        client_order_id: o.client_order_id.clone(),
-        status: o.status,
-        executed: o.volume_executed,
-        avg_price: o.average_price.unwrap_or_default(),
-        fee: o.fee,
-        fee_asset: o.fee_asset.clone(),
-        reason: o.reason.clone().unwrap_or_default(),
-    }
-}
-
 impl SimApi {
     /// An exchange with `instruments` and 10,000 USDT at [`START_MS`].
     pub fn new(instruments: Vec<PaperInstrument>) -> Arc<SimApi> {
@@ -240,22 +226,7 @@ impl FundingApi for SimApi {
     }
 
     async fn instruments(&self) -> Result<Vec<InstrumentSpec>, ApiError> {
-        Ok(self
-            .ex()
-            .instruments()
-            .into_iter()
-            .map(|i| InstrumentSpec {
-                qty_step: Decimal::new(1, i.lot_decimals),
-                min_qty: i.min_volume,
-                min_notional: i.min_cost,
-                taker_fee: i.taker_fee,
-                kind: i.kind,
-                symbol: i.symbol,
-                base: i.base,
-                quote: i.quote,
-                active: true,
-            })
-            .collect())
+        Ok(paper::instruments(&self.ex()))
     }
 
     async fn funding_rates(&self) -> Result<Vec<RateSnapshot>, ApiError> {
@@ -270,66 +241,26 @@ impl FundingApi for SimApi {
                 "funding rates unavailable (injected)".into(),
             ));
         }
-        let rates = self
-            .ex()
-            .funding_rates(&[])
-            .map_err(|e| ApiError::Other(e.to_string()))?;
-        Ok(rates
-            .into_iter()
-            .map(|r| RateSnapshot {
-                symbol: r.symbol,
-                rate: r.rate,
-                interval_hours: r.interval_hours,
-                next_funding_ms: r.next_funding_ms,
-                mark: r.mark,
-                index: r.index,
-                turnover_24h_usd: r.turnover_24h_usd,
-                time_ms: r.time_ms,
-            })
-            .collect())
+        paper::funding_rates(&self.ex())
     }
 
     async fn balances(&self) -> Result<Vec<BalanceInfo>, ApiError> {
-        Ok(self
-            .ex()
-            .balances()
-            .into_iter()
-            .map(|b| BalanceInfo {
-                asset: b.asset,
-                total: b.total,
-                free: b.free,
-            })
-            .collect())
+        Ok(paper::balances(&self.ex()))
     }
 
     async fn positions(&self) -> Result<Vec<VenuePosition>, ApiError> {
-        Ok(self
-            .ex()
-            .positions()
-            .into_iter()
-            .map(|p| VenuePosition {
-                symbol: p.symbol,
-                side: match p.side {
-                    PositionSide::Long => PosSide::Long,
-                    PositionSide::Short => PosSide::Short,
-                },
-                size: p.size,
-                entry_price: p.entry_price,
-                mark_price: p.mark_price,
-            })
-            .collect())
+        Ok(paper::positions(&self.ex()))
     }
 
     async fn margin(&self) -> Result<MarginInfo, ApiError> {
         let now = self.clock.now_ms();
-        let m = self.ex().account_margin(now);
+        let m = paper::margin(&self.ex(), now);
         Ok(MarginInfo {
-            equity: m.equity,
-            available: m.available,
             maintenance_margin_ratio: self
                 .faults()
                 .margin_ratio
                 .unwrap_or(m.maintenance_margin_ratio),
+            ..m
         })
     }
 
@@ -338,26 +269,7 @@ impl FundingApi for SimApi {
         symbol: &str,
         since_ms: i64,
     ) -> Result<Vec<PaymentInfo>, ApiError> {
-        let q = FundingPaymentQuery {
-            symbol: Some(symbol.to_string()),
-            since_ms,
-            until_ms: None,
-            limit: 0,
-        };
-        Ok(self
-            .ex()
-            .funding_payments(&q)
-            .into_iter()
-            .map(|p| PaymentInfo {
-                id: p.id,
-                symbol: p.symbol,
-                amount: p.amount,
-                rate: p.rate,
-                mark: p.mark_price,
-                size: p.size,
-                time_ms: p.time_ms,
-            })
-            .collect())
+        Ok(paper::funding_payments(&self.ex(), symbol, since_ms))
     }
 
     async fn place(&self, order: &LegOrder) -> Result<OrderReport, ApiError> {
@@ -392,23 +304,13 @@ impl FundingApi for SimApi {
             std::future::pending::<()>().await;
         }
         let now = self.clock.now_ms();
-        let new = NewOrder {
-            client_order_id: order.client_order_id.clone(),
-            symbol: order.symbol.clone(),
-            side: order.side,
-            order_type: OrderType::Market,
-            volume: order.qty,
-            price: None,
-            post_only: false,
-            userref: 0,
-            reduce_only: order.reduce_only,
-        };
+        let new = paper::market_order(order);
         let placed = self.ex().place(&new, now);
         if hang {
             std::future::pending::<()>().await;
         }
         placed
-            .map(|o| report(&o))
+            .map(|o| paper::report(&o))
             .map_err(|e| ApiError::Refused(e.to_string()))
     }
 
@@ -420,7 +322,7 @@ impl FundingApi for SimApi {
             client_order_id: client_order_id.to_string(),
             venue_order_id: None,
         }]);
-        Ok(found.first().map(report))
+        Ok(found.first().map(paper::report))
     }
 
     async fn cancel(&self, client_order_id: &str) -> Result<OrderReport, ApiError> {
@@ -433,7 +335,7 @@ impl FundingApi for SimApi {
                 },
                 now,
             )
-            .map(|o| report(&o))
+            .map(|o| paper::report(&o))
             .map_err(|e| ApiError::Refused(e.to_string()))
     }
 }
