@@ -640,34 +640,7 @@ async fn clock_skew_is_measured_and_10002_resyncs() {
 
 #[tokio::test]
 async fn the_binary_reports_readiness_and_serves_admin_and_v5() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bybit-sim"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--secret",
-            SECRET,
-            "--step-ms",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(DEADLINE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(a) = line.strip_prefix("bybit-sim listening on ") {
-                return a.trim().to_string();
-            }
-        }
-        panic!("bybit-sim exited before listening")
-    })
-    .await
-    .expect("bybit-sim did not report readiness");
+    let (mut child, addr) = sim_process("127.0.0.1:0", None).await;
     let http = reqwest::Client::new();
     let r = http
         .post(format!("http://{addr}/admin/price"))
@@ -703,9 +676,12 @@ async fn the_binary_reports_readiness_and_serves_admin_and_v5() {
     child.kill().await.unwrap();
 }
 
-/// Starts the `bybit-sim` binary on `listen` with `--state state`; returns
-/// the child and its address.
-async fn sim_process(listen: &str, state: &std::path::Path) -> (tokio::process::Child, String) {
+/// Starts the `bybit-sim` binary on `listen` (with `--state` when given);
+/// returns the child and its address once it reported readiness.
+async fn sim_process(
+    listen: &str,
+    state: Option<&std::path::Path>,
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bybit-sim"))
         .args([
@@ -718,8 +694,12 @@ async fn sim_process(listen: &str, state: &std::path::Path) -> (tokio::process::
             "--step-ms",
             "0",
         ])
-        .arg("--state")
-        .arg(state)
+        .args(
+            state
+                .map(|p| [std::ffi::OsStr::new("--state"), p.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -746,7 +726,7 @@ async fn sim_process(listen: &str, state: &std::path::Path) -> (tokio::process::
 async fn state_file_keeps_orders_fills_and_positions_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("bybit-sim.state");
-    let (mut child, addr) = sim_process("127.0.0.1:0", &state).await;
+    let (mut child, addr) = sim_process("127.0.0.1:0", Some(&state)).await;
     let http = reqwest::Client::new();
     let admin = |route: &str| format!("http://{addr}/admin/{route}");
     let r = http
@@ -798,7 +778,7 @@ async fn state_file_keeps_orders_fills_and_positions_across_kill_9() {
     assert_eq!(before["fills"].as_array().unwrap().len(), 1, "{before}");
 
     child.kill().await.unwrap();
-    let (_child, addr2) = sim_process(&addr, &state).await;
+    let (_child, addr2) = sim_process(&addr, Some(&state)).await;
     assert_eq!(addr2, addr);
     let after = ledger(http.clone(), admin("ledger")).await;
     assert_eq!(after, before);
