@@ -24,7 +24,7 @@ use herd_paper::{
 use herd_regime::stream::StreamingInference;
 use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, consensus};
 use herd_strategies::strategy::{
-    Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
+    Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind, Wake,
 };
 use herd_venue::{
     FundingPayment, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, OrderType,
@@ -209,8 +209,13 @@ pub struct Outcome {
     pub orders_placed: u64,
     pub place_failures: u64,
     pub cancel_failures: u64,
-    /// Strategy ticks run.
+    /// Strategy ticks run: rounds in which every strategy ticked or was
+    /// skipped because its [`Wake`] promised the tick would do nothing.
     pub ticks: u64,
+    /// Strategy ticks skipped that way (one per strategy and round; not in
+    /// the report, which stays the same with skipping on or off).
+    #[serde(skip)]
+    pub ticks_skipped: u64,
     /// Every strategy's status block at the end, as JSON.
     pub final_status: BTreeMap<String, serde_json::Value>,
     /// Funding settlements the venue booked (perpetuals), in time order.
@@ -251,6 +256,34 @@ pub struct Sim {
     funding: Option<FundingState>,
     /// Symbols besides the main one that trade at the candles' prices.
     followers: Vec<String>,
+    /// Whether ticks a strategy's wake covers are skipped.
+    skip: bool,
+    /// Each strategy's wake, read after its last tick.
+    wakes: Vec<Wake>,
+    /// Each strategy's last skipped tick (bid, ask, last, time), replayed
+    /// before its next call of any kind.
+    skipped: Vec<Option<(Decimal, Decimal, Decimal, i64)>>,
+    /// The market view of the round the wakes were read at (skipped ticks
+    /// see it with their own prices and time).
+    base_view: Option<MarketView>,
+    /// What the wakes assume unchanged, as of the end of the last round in
+    /// which nothing else happened; `None`: the next round ticks everyone.
+    quiet_key: Option<QuietKey>,
+    /// Order updates handed to strategies so far.
+    delivered: u64,
+    /// Counts changes of the regime view.
+    regime_version: u64,
+}
+
+/// What a strategy's wake assumes unchanged besides prices and time: the
+/// venue's orders and balances (its revision), no order update delivered,
+/// the regime view, the last partial cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuietKey {
+    revision: u64,
+    delivered: u64,
+    regime_version: u64,
+    last_partial_cancel_ms: Option<i64>,
 }
 
 /// The funding side of a run with perpetuals.
@@ -514,6 +547,29 @@ pub fn run_with(
     progress: &mut dyn Progress,
     companion: &mut dyn Companion,
 ) -> Result<Outcome, RunError> {
+    run_with_skipping(
+        setup,
+        strategies,
+        bars,
+        interval_ms,
+        progress,
+        companion,
+        true,
+    )
+}
+
+/// [`run_with`], with skipping of the ticks the strategies' wakes cover
+/// switched on or off (`skip`). The outcome is the same either way (the
+/// tests prove it on several scenarios) except [`Outcome::ticks_skipped`].
+pub fn run_with_skipping(
+    setup: &Setup,
+    strategies: Vec<Box<dyn Strategy>>,
+    bars: &[Bar],
+    interval_ms: i64,
+    progress: &mut dyn Progress,
+    companion: &mut dyn Companion,
+    skip: bool,
+) -> Result<Outcome, RunError> {
     let first = bars.first().ok_or(RunError::NoCandles)?;
     let start_ms = first.open_time_ms;
     let inst = setup.instrument.clone();
@@ -563,7 +619,15 @@ pub fn run_with(
         RegimeSetup::Fixed(v) => v.clone(),
         RegimeSetup::Hmm { .. } => RegimeView::not_ready(),
     };
+    let count = strategies.len();
     let mut sim = Sim {
+        skip,
+        wakes: vec![Wake::EveryTick; count],
+        skipped: vec![None; count],
+        base_view: None,
+        quiet_key: None,
+        delivered: 0,
+        regime_version: 0,
         ex,
         inst: inst.clone(),
         strategies,
@@ -596,6 +660,7 @@ pub fn run_with(
             place_failures: 0,
             cancel_failures: 0,
             ticks: 0,
+            ticks_skipped: 0,
             final_status: BTreeMap::new(),
             funding: Vec::new(),
             funding_by_strategy: BTreeMap::new(),
@@ -640,8 +705,10 @@ pub fn run_with(
     for (i, bar) in bars.iter().enumerate() {
         if let Some(feed) = regime_feed.as_mut()
             && let Some(view) = feed.reading(bar.open_time_ms)
+            && view != sim.regime
         {
             sim.regime = view;
+            sim.regime_version += 1;
         }
         match sim.out.regime_ms.get_mut(&sim.regime.regime) {
             Some(ms) => *ms += interval_ms,
@@ -669,6 +736,9 @@ pub fn run_with(
     }
     progress.candles(bars.len(), bars.len());
     let end = sim.out.end_ms;
+    for i in 0..sim.strategies.len() {
+        sim.replay(i);
+    }
     for s in &sim.strategies {
         let status = serde_json::to_value(s.status(end)).unwrap_or(serde_json::Value::Null);
         sim.out.final_status.insert(s.name().to_string(), status);
@@ -834,21 +904,104 @@ impl Sim {
         }
     }
 
-    fn tick(&mut self, now: i64) {
-        let market = self.market(now);
-        self.out.ticks += 1;
-        let batches: Vec<(usize, Vec<Action>)> = self
+    fn quiet_key(&self) -> QuietKey {
+        QuietKey {
+            revision: self.ex.revision(),
+            delivered: self.delivered,
+            regime_version: self.regime_version,
+            last_partial_cancel_ms: self.last_partial_cancel_ms,
+        }
+    }
+
+    /// Runs strategy `i`'s last skipped tick, if one is waiting, so its
+    /// state is the one an unskipped run has (see [`Wake`]). By the wake's
+    /// promise it answers nothing; were it to, the answer runs as a tick's.
+    fn replay(&mut self, i: usize) {
+        let Some((bid, ask, last, at)) = self.skipped.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        let Some(mut view) = self.base_view.clone() else {
+            return;
+        };
+        view.bid = bid;
+        view.ask = ask;
+        view.last = last;
+        view.balances_as_of_ms = at;
+        let actions = self
             .strategies
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| (i, s.on_tick(&market, now)))
-            .collect();
+            .get_mut(i)
+            .map(|s| s.on_tick(&view, at))
+            .unwrap_or_default();
+        if !actions.is_empty() {
+            if let Some(w) = self.wakes.get_mut(i) {
+                *w = Wake::EveryTick;
+            }
+            self.execute(i, actions, at);
+        }
+    }
+
+    fn tick(&mut self, now: i64) {
+        self.out.ticks += 1;
+        let key = self.quiet_key();
+        let quiet = self.skip && self.quiet_key == Some(key);
+        let (bid, ask, last) = if quiet {
+            self.ex.touch(&self.inst.symbol).unwrap_or((
+                Decimal::ZERO,
+                Decimal::ZERO,
+                Decimal::ZERO,
+            ))
+        } else {
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
+        };
+        let skips = |w: &Wake| quiet && w.holds(last, now);
+        if quiet && self.wakes.iter().all(skips) {
+            for s in &mut self.skipped {
+                *s = Some((bid, ask, last, now));
+            }
+            self.out.ticks_skipped += self.skipped.len() as u64;
+            return;
+        }
+        let market = self.market(now);
+        let mut batches: Vec<(usize, Vec<Action>)> = Vec::with_capacity(self.strategies.len());
+        for i in 0..self.strategies.len() {
+            if self.wakes.get(i).is_some_and(skips) {
+                if let Some(s) = self.skipped.get_mut(i) {
+                    *s = Some((bid, ask, last, now));
+                }
+                self.out.ticks_skipped += 1;
+                continue;
+            }
+            self.replay(i);
+            let Some(s) = self.strategies.get_mut(i) else {
+                continue;
+            };
+            let actions = s.on_tick(&market, now);
+            let wake = if actions.is_empty() {
+                s.wake()
+            } else {
+                Wake::EveryTick
+            };
+            if let Some(w) = self.wakes.get_mut(i) {
+                *w = wake;
+            }
+            batches.push((i, actions));
+        }
         for (i, actions) in batches {
             if !actions.is_empty() {
                 self.execute(i, actions, now);
             }
         }
         self.deliver(now);
+        // The wakes hold from this round on only if nothing else happened
+        // in it (no order, balance or update since the view was read).
+        if self.quiet_key() == key {
+            if !quiet {
+                self.base_view = Some(market);
+            }
+            self.quiet_key = Some(key);
+        } else {
+            self.quiet_key = None;
+        }
     }
 
     /// The live execution layer's `execute`: places and cancels at the
@@ -952,6 +1105,8 @@ impl Sim {
                     fee_asset: String::new(),
                     message,
                 };
+                self.replay(owner);
+                self.delivered += 1;
                 if let Some(s) = self.strategies.get_mut(owner) {
                     queue.extend(s.on_order(&update, now));
                 }
@@ -1043,6 +1198,8 @@ impl Sim {
             else {
                 continue;
             };
+            self.replay(owner);
+            self.delivered += 1;
             let actions = self
                 .strategies
                 .get_mut(owner)

@@ -25,7 +25,7 @@ use crate::capacity::{self, CapacityHealth};
 use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::strategy::{
     Action, IdGen, Instrument, MarketView, OrderIntent, OrderUpdate, Side, StatusBlock, Strategy,
-    UpdateKind,
+    UpdateKind, Wake,
 };
 
 /// The strategy's name (status, journal owner).
@@ -1313,6 +1313,83 @@ impl Strategy for Rangers {
         }
         out.extend(self.entries(market, now_ms));
         out
+    }
+
+    /// Read after a tick. A quiet tick stores only what the next overwrites
+    /// (the market view, instrument, regime flag, capacity reading, the idle
+    /// slots' `last_error`, the day roll, which a later tick repeats), so
+    /// only the timers and the entry gate bound it:
+    /// - winding down (disabled or not RANGING): quiet once every slot is
+    ///   idle, else every tick (a cooldown would go idle at the first tick,
+    ///   a cancel may be due);
+    /// - a cooldown ends at `since + cooldown_sec` (it goes idle then, with
+    ///   no action, and the time it went idle shows in the status);
+    /// - an open entry: its pending cancel's retry, else its timeout;
+    ///   without an entry order, every tick;
+    /// - an open exit: its timeout, its cancel's retry, a refused exit's
+    ///   re-placement time;
+    /// - idle rangers with the capacity gate open and entries allowed:
+    ///   every tick (whether an entry goes out depends on the price).
+    ///
+    /// The capacity reading's band depends on the time (the partial-cancel
+    /// window) but the rangers gate only on its headroom, which does not.
+    fn wake(&self) -> Wake {
+        if self.market.is_none() {
+            return Wake::EveryTick;
+        }
+        if !self.enabled || !self.regime_ok {
+            return if self.slots.iter().all(|s| s.stage == Stage::Idle) {
+                Wake::IDLE
+            } else {
+                Wake::EveryTick
+            };
+        }
+        let mut wake = Wake::IDLE;
+        let mut idle = false;
+        for slot in &self.slots {
+            match slot.stage {
+                Stage::Idle => idle = true,
+                Stage::Cooldown => {
+                    wake =
+                        wake.before(slot.since_ms.saturating_add(secs_ms(self.cfg.cooldown_sec)));
+                }
+                Stage::EntryOpen => {
+                    if slot.entry.is_none() {
+                        return Wake::EveryTick;
+                    }
+                    wake = match slot.cancel {
+                        Some(c) => wake.before(c.sent_ms.saturating_add(CANCEL_RETRY_MS)),
+                        None => wake.before(
+                            slot.since_ms
+                                .saturating_add(secs_ms(self.cfg.entry_timeout_sec)),
+                        ),
+                    };
+                }
+                Stage::ExitOpen => {
+                    let filled_at = slot.entry_filled_at_ms.unwrap_or(slot.since_ms);
+                    wake =
+                        wake.before(filled_at.saturating_add(secs_ms(self.cfg.exit_timeout_sec)));
+                    match (&slot.exit, slot.cancel) {
+                        (Some(_), Some(c)) => {
+                            wake = wake.before(c.sent_ms.saturating_add(CANCEL_RETRY_MS));
+                        }
+                        (Some(_), None) => {}
+                        (None, _) => wake = wake.before(slot.retry_at_ms),
+                    }
+                }
+            }
+        }
+        if idle {
+            let open = match &self.capacity {
+                None => false,
+                Some(c) if c.headroom < i64::from(self.cfg.min_headroom) => false,
+                Some(c) => c.entries_allowed > 0,
+            };
+            if open {
+                return Wake::EveryTick;
+            }
+        }
+        wake
     }
 
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action> {

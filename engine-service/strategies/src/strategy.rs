@@ -142,6 +142,112 @@ impl MarketView {
     }
 }
 
+/// When a strategy next needs a tick ([`Strategy::wake`]).
+///
+/// `Quiet` promises: while nothing but the last price, bid, ask,
+/// `balances_as_of_ms` and the time differs from the market view of the
+/// strategy's last tick, and no other call (order update, command,
+/// reconfigure, enable) reached it since, every tick at a time before
+/// `before_ms` with a last price strictly inside `(above, below)` (each
+/// bound optional) returns no actions, and a run of such ticks leaves the
+/// strategy in the state the last of them alone would leave it in (each
+/// such tick overwrites what it stores: the market view, capacity reading,
+/// status texts). A driver that skips such ticks must therefore replay the
+/// last skipped one before the strategy's next call of any kind, so that
+/// its state is exactly the one an unskipped run would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Tick me every time (the default: no promise).
+    EveryTick,
+    /// Nothing to do before `before_ms` while the last price stays strictly
+    /// inside `(above, below)`.
+    Quiet {
+        before_ms: Option<i64>,
+        above: Option<Decimal>,
+        below: Option<Decimal>,
+    },
+}
+
+impl Wake {
+    /// A promise bound by nothing (until something else changes).
+    pub const IDLE: Wake = Wake::Quiet {
+        before_ms: None,
+        above: None,
+        below: None,
+    };
+
+    /// Whether a tick at `now_ms` with last price `last` is inside the
+    /// promise (and may be skipped).
+    pub fn holds(&self, last: Decimal, now_ms: i64) -> bool {
+        match *self {
+            Wake::EveryTick => false,
+            Wake::Quiet {
+                before_ms,
+                above,
+                below,
+            } => {
+                before_ms.is_none_or(|t| now_ms < t)
+                    && above.is_none_or(|lo| last > lo)
+                    && below.is_none_or(|hi| last < hi)
+            }
+        }
+    }
+
+    /// Both promises at once: the earlier time, the narrower band.
+    pub fn and(self, other: Wake) -> Wake {
+        match (self, other) {
+            (
+                Wake::Quiet {
+                    before_ms: t1,
+                    above: a1,
+                    below: b1,
+                },
+                Wake::Quiet {
+                    before_ms: t2,
+                    above: a2,
+                    below: b2,
+                },
+            ) => Wake::Quiet {
+                before_ms: min_opt(t1, t2),
+                above: match (a1, a2) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                },
+                below: match (b1, b2) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                },
+            },
+            _ => Wake::EveryTick,
+        }
+    }
+
+    /// `self` with a time bound `t` added.
+    pub fn before(self, t: i64) -> Wake {
+        self.and(Wake::Quiet {
+            before_ms: Some(t),
+            above: None,
+            below: None,
+        })
+    }
+
+    /// `self` with a price band `(lo, hi)` added.
+    pub fn inside(self, lo: Option<Decimal>, hi: Option<Decimal>) -> Wake {
+        self.and(Wake::Quiet {
+            before_ms: None,
+            above: lo,
+            below: hi,
+        })
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// Run ids count seconds from 2025-01-01T00:00:00Z (six base-36 digits last
 /// until 2094).
 const RUN_EPOCH_S: i64 = 1_735_689_600;
@@ -333,6 +439,14 @@ pub trait Strategy: Send {
 
     /// A new market view and the current time (timers live here).
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action>;
+
+    /// When the strategy next needs a tick, read after its last tick (see
+    /// [`Wake`] for the promise). The default never promises anything. The
+    /// live engine ticks every time and ignores it; the backtest skips the
+    /// ticks a promise covers.
+    fn wake(&self) -> Wake {
+        Wake::EveryTick
+    }
 
     /// An update to one of the strategy's orders.
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action>;
