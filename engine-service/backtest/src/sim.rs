@@ -95,6 +95,9 @@ pub enum RegimeSetup {
     /// incremental (`herd_regime::stream`), equal to the live batch
     /// reading within 1e-9.
     Hmm { refresh_ms: i64 },
+    /// Readings in force from given times (in time order; not ready before
+    /// the first): regime changes without the detector, for tests.
+    Schedule(Vec<(i64, RegimeView)>),
 }
 
 /// Everything a run needs besides the strategies and the candles.
@@ -612,13 +615,18 @@ pub fn run_with_skipping(
     ex.set_market_slippage(setup.fill.market_slippage);
     let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
     let mut regime_feed = match &setup.regime {
-        RegimeSetup::Fixed(_) => None,
+        RegimeSetup::Fixed(_) | RegimeSetup::Schedule(_) => None,
         RegimeSetup::Hmm { refresh_ms } => Some(RegimeFeed::new(*refresh_ms, interval_ms)?),
     };
     let regime = match &setup.regime {
         RegimeSetup::Fixed(v) => v.clone(),
-        RegimeSetup::Hmm { .. } => RegimeView::not_ready(),
+        RegimeSetup::Hmm { .. } | RegimeSetup::Schedule(_) => RegimeView::not_ready(),
     };
+    let schedule: &[(i64, RegimeView)] = match &setup.regime {
+        RegimeSetup::Schedule(s) => s,
+        _ => &[],
+    };
+    let mut next_reading = 0;
     let count = strategies.len();
     let mut sim = Sim {
         skip,
@@ -709,6 +717,15 @@ pub fn run_with_skipping(
         {
             sim.regime = view;
             sim.regime_version += 1;
+        }
+        while let Some((at, view)) = schedule.get(next_reading)
+            && *at <= bar.open_time_ms
+        {
+            next_reading += 1;
+            if *view != sim.regime {
+                sim.regime = view.clone();
+                sim.regime_version += 1;
+            }
         }
         match sim.out.regime_ms.get_mut(&sim.regime.regime) {
             Some(ms) => *ms += interval_ms,
