@@ -937,18 +937,18 @@ impl Sim {
         let Some((bid, ask, last, at)) = self.skipped.get_mut(i).and_then(Option::take) else {
             return;
         };
-        let Some(mut view) = self.base_view.clone() else {
+        // Patched in place (every replay sets these four), not cloned.
+        let Some(view) = self.base_view.as_mut() else {
             return;
         };
         view.bid = bid;
         view.ask = ask;
         view.last = last;
         view.balances_as_of_ms = at;
-        let actions = self
-            .strategies
-            .get_mut(i)
-            .map(|s| s.on_tick(&view, at))
-            .unwrap_or_default();
+        let actions = match (self.strategies.get_mut(i), self.base_view.as_ref()) {
+            (Some(s), Some(view)) => s.on_tick(view, at),
+            _ => Vec::new(),
+        };
         if !actions.is_empty() {
             if let Some(w) = self.wakes.get_mut(i) {
                 *w = Wake::EveryTick;

@@ -537,6 +537,19 @@ pub struct Exchange {
     /// Counts changes of the balances (see [`Exchange::revision`]).
     #[serde(skip)]
     funds_changes: u64,
+    /// Per symbol, the highest resting buy and lowest resting sell limit
+    /// as of a revision: while the revision stays, a trade that crosses
+    /// neither needs no scan of the open orders.
+    #[serde(skip)]
+    resting_edges: BTreeMap<String, RestingEdges>,
+}
+
+/// See [`Exchange::resting_edges`](Exchange).
+#[derive(Debug, Clone, Copy, Default)]
+struct RestingEdges {
+    revision: u64,
+    best_buy: Option<Decimal>,
+    best_sell: Option<Decimal>,
 }
 
 /// How far before a snapshot an order's close may lie and still go into the
@@ -697,6 +710,7 @@ impl Exchange {
             snapshot_ms: 0,
             market_slippage: Decimal::ZERO,
             funds_changes: 0,
+            resting_edges: BTreeMap::new(),
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -1370,6 +1384,14 @@ impl Exchange {
         };
         let (last, liquidity, maker_fee) =
             (book.last, book.liquidity_per_step, book.inst.maker_fee);
+        let revision = self.revision();
+        if let Some(e) = self.resting_edges.get(symbol)
+            && e.revision == revision
+            && !e.best_buy.is_some_and(|p| last <= p - through)
+            && !e.best_sell.is_some_and(|p| last >= p + through)
+        {
+            return;
+        }
         let mut crossed: Vec<(i64, String, Decimal, Decimal)> = self
             .orders
             .open()
@@ -1390,6 +1412,29 @@ impl Exchange {
                 })
             })
             .collect();
+        if crossed.is_empty() {
+            // Nothing crossed, so nothing changes: remember the edges.
+            let mut edges = RestingEdges {
+                revision,
+                ..RestingEdges::default()
+            };
+            for o in self.orders.open().filter(|o| o.symbol == symbol) {
+                let Some(p) = o.price else { continue };
+                match o.side {
+                    Side::Buy => edges.best_buy = Some(edges.best_buy.map_or(p, |b| b.max(p))),
+                    Side::Sell => {
+                        edges.best_sell = Some(edges.best_sell.map_or(p, |b| b.min(p)));
+                    }
+                }
+            }
+            match self.resting_edges.get_mut(symbol) {
+                Some(e) => *e = edges,
+                None => {
+                    self.resting_edges.insert(symbol.to_string(), edges);
+                }
+            }
+            return;
+        }
         crossed.sort();
         for (_, id, price, remaining) in crossed {
             let qty = liquidity.map_or(remaining, |l| remaining.min(l));
