@@ -849,11 +849,17 @@ impl Exchange {
     }
 
     fn free(&self, asset: &str) -> Decimal {
-        self.balances()
-            .into_iter()
-            .find(|b| b.asset == asset)
-            .map(|b| b.free)
-            .unwrap_or_default()
+        // `balances()` for one asset, without building the others.
+        let Some(total) = self.totals.get(asset) else {
+            return Decimal::ZERO;
+        };
+        let held: Decimal = self
+            .orders
+            .open()
+            .filter_map(|o| self.hold_of(o))
+            .filter(|(a, _)| a == asset)
+            .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
+        *total - held
     }
 
     /// What an open order holds: spot buys hold quote (cost plus a quote

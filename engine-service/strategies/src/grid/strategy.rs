@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use super::config::{GridConfig, SlotMode};
@@ -843,12 +842,12 @@ impl Grid {
         const HOUR_MS: f64 = 3_600_000.0;
         const MARGIN: f64 = 1e-9;
         let h = &self.cfg.heal;
-        let positions: Vec<&Position> = self
-            .ledger
-            .open_positions()
-            .filter(|p| p.mode != PositionMode::Churner)
-            .collect();
-        if positions.is_empty() {
+        let positions = || {
+            self.ledger
+                .open_positions()
+                .filter(|p| p.mode != PositionMode::Churner)
+        };
+        if positions().next().is_none() {
             return w;
         }
         let one_pct = Decimal::new(1, 2);
@@ -864,14 +863,16 @@ impl Grid {
         else {
             return Wake::EveryTick;
         };
-        let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
+        let f = heal::approx_f64;
         let (lo, hi, div) = (f(lo), f(hi), f(h.distance_divisor));
         let (stale, stuck) = (f(h.stale_hours), f(h.stuck_hours));
         if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
             return Wake::EveryTick;
         }
         let cooldown = super::secs_ms(h.reprice_cooldown_sec);
-        for p in positions {
+        // Whether each slot has subsidy to spend, read once per slot.
+        let mut subsidy: Vec<(u32, bool)> = Vec::new();
+        for p in positions() {
             if let Some(t) = p.exit.hold_until_ms
                 && now < t
             {
@@ -898,7 +899,14 @@ impl Grid {
             let age_now = (now - p.entry.time_ms).max(0) as f64 / HOUR_MS;
             let eff_lo = age_now * (1.0 + dmin / div) * (1.0 - MARGIN);
             let eff_hi = age_now * (1.0 + dmax / div) * (1.0 + MARGIN);
-            let has_subsidy = self.spendable(p.slot_id) > Decimal::ZERO;
+            let has_subsidy = match subsidy.iter().find(|(id, _)| *id == p.slot_id) {
+                Some((_, has)) => *has,
+                None => {
+                    let has = self.spendable(p.slot_id) > Decimal::ZERO;
+                    subsidy.push((p.slot_id, has));
+                    has
+                }
+            };
             let cooling = p
                 .exit
                 .last_reprice_ms
