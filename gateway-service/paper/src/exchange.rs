@@ -1393,8 +1393,8 @@ impl Exchange {
         let revision = self.revision();
         if let Some(e) = self.resting_edges.get(symbol)
             && e.revision == revision
-            && !e.best_buy.is_some_and(|p| last <= p - through)
-            && !e.best_sell.is_some_and(|p| last >= p + through)
+            && e.best_buy.is_none_or(|p| last > p - through)
+            && e.best_sell.is_none_or(|p| last < p + through)
         {
             return;
         }
