@@ -261,8 +261,10 @@ pub struct Sim {
     followers: Vec<String>,
     /// Whether ticks a strategy's wake covers are skipped.
     skip: bool,
-    /// Each strategy's wake, read after its last tick.
-    wakes: Vec<Wake>,
+    /// Each strategy's wake: `None` until read, which happens at the first
+    /// quiet round after its last tick (a round that ends with something
+    /// changed never needs it; the strategy's state is the same until then).
+    wakes: Vec<Option<Wake>>,
     /// Each strategy's last skipped tick (bid, ask, last, time), replayed
     /// before its next call of any kind.
     skipped: Vec<Option<(Decimal, Decimal, Decimal, i64)>>,
@@ -630,7 +632,7 @@ pub fn run_with_skipping(
     let count = strategies.len();
     let mut sim = Sim {
         skip,
-        wakes: vec![Wake::EveryTick; count],
+        wakes: vec![Some(Wake::EveryTick); count],
         skipped: vec![None; count],
         base_view: None,
         quiet_key: None,
@@ -951,7 +953,7 @@ impl Sim {
         };
         if !actions.is_empty() {
             if let Some(w) = self.wakes.get_mut(i) {
-                *w = Wake::EveryTick;
+                *w = Some(Wake::EveryTick);
             }
             self.execute(i, actions, at);
         }
@@ -970,7 +972,14 @@ impl Sim {
         } else {
             (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
         };
-        let skips = |w: &Wake| quiet && w.holds(last, now);
+        if quiet {
+            for (w, s) in self.wakes.iter_mut().zip(&self.strategies) {
+                if w.is_none() {
+                    *w = Some(s.wake());
+                }
+            }
+        }
+        let skips = |w: &Option<Wake>| quiet && w.is_some_and(|w| w.holds(last, now));
         if quiet && self.wakes.iter().all(skips) {
             for s in &mut self.skipped {
                 *s = Some((bid, ask, last, now));
@@ -993,13 +1002,8 @@ impl Sim {
                 continue;
             };
             let actions = s.on_tick(&market, now);
-            let wake = if actions.is_empty() {
-                s.wake()
-            } else {
-                Wake::EveryTick
-            };
             if let Some(w) = self.wakes.get_mut(i) {
-                *w = wake;
+                *w = (!actions.is_empty()).then_some(Wake::EveryTick);
             }
             batches.push((i, actions));
         }
