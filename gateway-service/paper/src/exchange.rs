@@ -835,7 +835,12 @@ impl Exchange {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
         for o in self.orders.open() {
             if let Some((asset, amount)) = self.hold_of(o) {
-                *held.entry(asset).or_default() += amount;
+                match held.get_mut(asset) {
+                    Some(sum) => *sum += amount,
+                    None => {
+                        held.insert(asset.to_string(), Decimal::ZERO + amount);
+                    }
+                }
             }
         }
         self.totals
@@ -857,7 +862,7 @@ impl Exchange {
             .orders
             .open()
             .filter_map(|o| self.hold_of(o))
-            .filter(|(a, _)| a == asset)
+            .filter(|(a, _)| *a == asset)
             .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
         *total - held
     }
@@ -865,7 +870,7 @@ impl Exchange {
     /// What an open order holds: spot buys hold quote (cost plus a quote
     /// fee), spot sells the base they will deliver; a perp order holds its
     /// initial margin and fee in the quote coin (reduce-only ones nothing).
-    fn hold_of(&self, o: &OrderState) -> Option<(String, Decimal)> {
+    fn hold_of(&self, o: &OrderState) -> Option<(&str, Decimal)> {
         let b = self.books.get(&o.symbol)?;
         let remaining = o.volume - o.volume_executed;
         if b.is_perp() {
@@ -874,7 +879,7 @@ impl Exchange {
             }
             let price = o.price?;
             return Some((
-                b.inst.quote.clone(),
+                b.inst.quote.as_str(),
                 remaining * price * (b.im_rate() + b.inst.maker_fee),
             ));
         }
@@ -886,11 +891,11 @@ impl Exchange {
                     FeePolicy::BaseOnBuy => Decimal::ZERO,
                 };
                 Some((
-                    b.inst.quote.clone(),
+                    b.inst.quote.as_str(),
                     remaining * price * (Decimal::ONE + fee),
                 ))
             }
-            Side::Sell => Some((b.inst.base.clone(), remaining)),
+            Side::Sell => Some((b.inst.base.as_str(), remaining)),
         }
     }
 
@@ -1182,9 +1187,10 @@ impl Exchange {
         let mut amended = old.clone();
         amended.volume = new_volume;
         amended.price = new_price;
-        if let (Some((asset, before)), Some((_, after))) =
-            (self.hold_of(&old), self.hold_of(&amended))
-        {
+        if let (Some((asset, before)), Some((_, after))) = (
+            self.hold_of(&old).map(|(a, x)| (a.to_string(), x)),
+            self.hold_of(&amended),
+        ) {
             let grows = after - before;
             let free = if is_perp {
                 self.available_margin(&asset)
