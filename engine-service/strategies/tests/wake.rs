@@ -229,3 +229,78 @@ fn the_grid_promises_nothing_with_a_volatility_adjusted_profit() {
     let _ = g.on_tick(&market(dec!(0.12), T0), T0);
     assert_eq!(g.wake(), Wake::EveryTick);
 }
+
+/// A market view whose free DOGE is `free`.
+fn market_free(last: Decimal, now: i64, free: Decimal) -> MarketView {
+    MarketView {
+        free_base: Some(free),
+        ..market(last, now)
+    }
+}
+
+/// An entry the DOGE reserve refuses takes no client id: the next accepted
+/// entry gets the id counter's first value, as if the refused tries never
+/// happened. While the free DOGE is at or below the reserve, the idle
+/// rangers sleep (no price, no time ends it: only a new free balance,
+/// which wakes everyone), and a run of such ticks leaves the state of the
+/// last alone.
+#[test]
+fn a_refused_entry_takes_no_id_and_the_rangers_sleep_below_the_reserve() {
+    let cfg = RangerConfig {
+        enabled: true,
+        max_slots: 1,
+        ..RangerConfig::default()
+    };
+    // 100 DOGE reserve, entries of ~16.7 DOGE at 0.12.
+    let low = dec!(90);
+    let mut r = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+    for k in 0..5 {
+        let t = T0 + k * S;
+        assert!(r.on_tick(&market_free(dec!(0.12), t, low), t).is_empty());
+    }
+    assert!(
+        status_json(&r, T0 + 4 * S).contains("DOGE reserve gate"),
+        "the refusal shows in the status: {}",
+        status_json(&r, T0 + 4 * S)
+    );
+    let w = r.wake();
+    assert_eq!(w, Wake::IDLE, "below the reserve nothing can enter");
+    // A run of covered ticks (any price, any later time) leaves the state
+    // the last of them alone leaves.
+    let mut alone = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+    let last = T0 + 3_600 * S;
+    for (k, p) in [dec!(0.01), dec!(5), dec!(0.12)].into_iter().enumerate() {
+        let t = T0 + 10 * S * (i64::try_from(k).unwrap() + 1);
+        assert!(w.holds(p, t));
+        assert!(r.on_tick(&market_free(p, t, low), t).is_empty());
+    }
+    assert!(
+        r.on_tick(&market_free(dec!(0.2), last, low), last)
+            .is_empty()
+    );
+    assert!(
+        alone
+            .on_tick(&market_free(dec!(0.2), last, low), last)
+            .is_empty()
+    );
+    assert_eq!(status_json(&r, last), status_json(&alone, last));
+    // Enough DOGE: the entry's id is the generator's first.
+    let t = last + S;
+    let ids = placed(&r.on_tick(&market_free(dec!(0.12), t, dec!(1000)), t));
+    let mut fresh = herd_strategies::strategy::IdGen::new(T0);
+    assert_eq!(ids, vec![fresh.next("r0e")]);
+    // Just above the reserve (an entry of ~16.6 DOGE at 0.12 does not fit
+    // in the 15 DOGE over it, but one at a higher price is smaller and
+    // does): no promise.
+    let mut near = Rangers::new(cfg, "DOGEUSD", T0);
+    assert!(
+        near.on_tick(&market_free(dec!(0.12), T0, dec!(115)), T0)
+            .is_empty()
+    );
+    assert_eq!(near.wake(), Wake::EveryTick);
+    let at_high_price = placed(&near.on_tick(&market_free(dec!(0.18), T0 + S, dec!(115)), T0 + S));
+    assert_eq!(
+        at_high_price,
+        vec![herd_strategies::strategy::IdGen::new(T0).next("r0e")]
+    );
+}
