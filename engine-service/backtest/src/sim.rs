@@ -783,14 +783,7 @@ impl Sim {
         {
             return f;
         }
-        let mut f = [Decimal::ZERO; 4];
-        for b in self.ex.balances() {
-            if b.asset == self.inst.base {
-                (f[0], f[2]) = (b.total, b.free);
-            } else if b.asset == self.inst.quote {
-                (f[1], f[3]) = (b.total, b.free);
-            }
-        }
+        let f = self.ex.pair_funds(&self.inst.base, &self.inst.quote);
         self.funds = Some((rev, f));
         f
     }
@@ -1150,7 +1143,7 @@ impl Sim {
             .filter(|(_, t)| t.last.status == OrderStatus::Open)
             .filter_map(|(k, t)| {
                 let now_state = self.ex.order(&t.last.venue_order_id)?;
-                (*now_state != t.last).then(|| (*k, now_state.clone()))
+                changed(&t.last, now_state).then(|| (*k, now_state.clone()))
             })
             .collect();
         for (k, new) in changed {
@@ -1231,6 +1224,49 @@ impl Sim {
             }
         }
     }
+}
+
+/// Whether an order's state differs from the one last read. The venue's
+/// order keeps its identity (client and venue ids, symbol: the same order
+/// is looked up by its venue id), so only the rest is compared, which
+/// spares three string comparisons per open order and poll. Every other
+/// field is named, so a new field of `OrderState` must be placed here.
+fn changed(old: &OrderState, new: &OrderState) -> bool {
+    let OrderState {
+        client_order_id: _,
+        venue_order_id: _,
+        symbol: _,
+        side,
+        order_type,
+        price,
+        volume,
+        volume_executed,
+        average_price,
+        fee,
+        fee_asset,
+        status,
+        userref,
+        opened_at_ms,
+        closed_at_ms,
+        reason,
+        post_only,
+        foreign,
+    } = new;
+    old.status != *status
+        || old.volume_executed != *volume_executed
+        || old.fee != *fee
+        || old.average_price != *average_price
+        || old.closed_at_ms != *closed_at_ms
+        || old.volume != *volume
+        || old.price != *price
+        || old.side != *side
+        || old.order_type != *order_type
+        || old.userref != *userref
+        || old.opened_at_ms != *opened_at_ms
+        || old.post_only != *post_only
+        || old.fee_asset != *fee_asset
+        || old.reason != *reason
+        || old.foreign != *foreign
 }
 
 /// The updates between two states of one order, as the gateway's registry

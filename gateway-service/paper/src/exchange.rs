@@ -16,6 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+/// The core's maps keyed by order ids: FxHash instead of SipHash (the keys
+/// are the core's own venue ids and its engines' client ids, not hostile
+/// input, and a lookup per open order sits in every place, match and
+/// balance read). Nothing iterates them in an order that matters (std's
+/// maps were randomly ordered already).
+type IdMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+
 use herd_venue::{
     AccountMargin, Balance, Candle, FundingPayment, FundingPaymentQuery, FundingRate, Instrument,
     InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, Position, Side, Ticker,
@@ -432,7 +439,7 @@ impl Book {
 /// the map alone; the index is rebuilt when it is read back.
 #[derive(Debug, Clone, Default)]
 struct Orders {
-    all: HashMap<String, OrderState>,
+    all: IdMap<OrderState>,
     open: BTreeSet<String>,
     /// Counts every mutable access (see [`Exchange::revision`]).
     changes: u64,
@@ -478,7 +485,7 @@ impl Orders {
 }
 
 impl std::ops::Deref for Orders {
-    type Target = HashMap<String, OrderState>;
+    type Target = IdMap<OrderState>;
     fn deref(&self) -> &Self::Target {
         &self.all
     }
@@ -492,7 +499,7 @@ impl Serialize for Orders {
 
 impl<'de> Deserialize<'de> for Orders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Orders, D::Error> {
-        let all = HashMap::<String, OrderState>::deserialize(d)?;
+        let all = IdMap::<OrderState>::deserialize(d)?;
         let open = all
             .values()
             .filter(|o| o.status == OrderStatus::Open)
@@ -512,9 +519,9 @@ pub struct Exchange {
     books: BTreeMap<String, Book>,
     totals: BTreeMap<String, Decimal>,
     orders: Orders,
-    by_client_id: HashMap<String, String>,
+    by_client_id: IdMap<String>,
     /// Reduce-only flags of open orders (OrderState does not carry it).
-    reduce_only: HashMap<String, bool>,
+    reduce_only: IdMap<bool>,
     closed: VecDeque<String>,
     ids: SplitMix64,
     margin_asset: String,
@@ -565,7 +572,7 @@ struct AccountRecordRef<'a> {
     save_seq: u64,
     totals: &'a BTreeMap<String, Decimal>,
     orders: Vec<&'a OrderState>,
-    reduce_only: &'a HashMap<String, bool>,
+    reduce_only: &'a IdMap<bool>,
     ids: &'a SplitMix64,
     positions: &'a BTreeMap<String, PositionState>,
     funding_payments: &'a VecDeque<FundingPayment>,
@@ -578,7 +585,7 @@ struct AccountRecord {
     save_seq: u64,
     totals: BTreeMap<String, Decimal>,
     orders: Vec<OrderState>,
-    reduce_only: HashMap<String, bool>,
+    reduce_only: IdMap<bool>,
     ids: SplitMix64,
     positions: BTreeMap<String, PositionState>,
     funding_payments: VecDeque<FundingPayment>,
@@ -698,8 +705,8 @@ impl Exchange {
             books,
             totals: cfg.balances.clone(),
             orders: Orders::default(),
-            by_client_id: HashMap::new(),
-            reduce_only: HashMap::new(),
+            by_client_id: IdMap::default(),
+            reduce_only: IdMap::default(),
             closed: VecDeque::new(),
             ids: SplitMix64::new(cfg.seed),
             margin_asset: cfg.margin_asset.clone(),
@@ -851,6 +858,29 @@ impl Exchange {
                 free: *total - held.get(asset).copied().unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Total and free balance of two assets (a pair's base and quote), as
+    /// [`Exchange::balances`] gives them, in one walk over the open orders
+    /// and without building every balance: `[total_a, total_b, free_a,
+    /// free_b]` (zero for an asset the account does not hold).
+    pub fn pair_funds(&self, a: &str, b: &str) -> [Decimal; 4] {
+        let total_a = self.totals.get(a).copied();
+        let total_b = self.totals.get(b).copied();
+        let (mut held_a, mut held_b) = (Decimal::ZERO, Decimal::ZERO);
+        for (asset, amount) in self.orders.open().filter_map(|o| self.hold_of(o)) {
+            if asset == a {
+                held_a += amount;
+            } else if asset == b {
+                held_b += amount;
+            }
+        }
+        [
+            total_a.unwrap_or_default(),
+            total_b.unwrap_or_default(),
+            total_a.map_or(Decimal::ZERO, |t| t - held_a),
+            total_b.map_or(Decimal::ZERO, |t| t - held_b),
+        ]
     }
 
     fn free(&self, asset: &str) -> Decimal {
