@@ -1352,9 +1352,9 @@ impl Strategy for Rangers {
 
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
         self.roll_day(now_ms);
-        self.market = Some(market.clone());
+        crate::strategy::keep_view(&mut self.market, market);
         if market.instrument.is_some() {
-            self.instrument.clone_from(&market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
         }
         self.regime_ok = market.regime.is_ranging();
         self.capacity = capacity::from_market(market, self.open_orders(), now_ms);

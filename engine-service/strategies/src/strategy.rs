@@ -142,6 +142,93 @@ impl MarketView {
     }
 }
 
+/// Keeps a copy of `src` in `dst` as `*dst = Some(src.clone())` would,
+/// reusing what `dst` already holds: strings are copied into their
+/// buffers and an unchanged instrument is left as it is (a strategy keeps
+/// the view of every tick; cloning allocated five strings each time).
+pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) {
+    let Some(d) = dst else {
+        *dst = Some(src.clone());
+        return;
+    };
+    let MarketView {
+        symbol,
+        last,
+        bid,
+        ask,
+        instrument,
+        free_base,
+        free_quote,
+        open_orders_on_pair,
+        regime,
+        balances_as_of_ms,
+        last_partial_cancel_ms,
+    } = src;
+    d.symbol.clone_from(symbol);
+    d.last = *last;
+    d.bid = *bid;
+    d.ask = *ask;
+    keep_instrument(&mut d.instrument, instrument);
+    d.free_base = *free_base;
+    d.free_quote = *free_quote;
+    d.open_orders_on_pair = *open_orders_on_pair;
+    let RegimeView {
+        regime: name,
+        ready,
+        confidence,
+        bias,
+    } = regime;
+    d.regime.regime.clone_from(name);
+    d.regime.ready = *ready;
+    d.regime.confidence = *confidence;
+    d.regime.bias = *bias;
+    d.balances_as_of_ms = *balances_as_of_ms;
+    d.last_partial_cancel_ms = *last_partial_cancel_ms;
+}
+
+/// `*dst = src.clone()`, without cloning when they are already the same
+/// (to the Decimals' scales: a kept `0.0025` is not replaced by `0.00250`).
+pub fn keep_instrument(dst: &mut Option<Instrument>, src: &Option<Instrument>) {
+    let same = match (dst.as_ref(), src.as_ref()) {
+        (None, None) => true,
+        (Some(d), Some(s)) => identical_instrument(d, s),
+        _ => false,
+    };
+    if !same {
+        dst.clone_from(src);
+    }
+}
+
+fn identical_instrument(a: &Instrument, b: &Instrument) -> bool {
+    let exact = |x: &Decimal, y: &Decimal| x.serialize() == y.serialize();
+    let Instrument {
+        symbol,
+        base,
+        quote,
+        kind,
+        tick_size,
+        price_decimals,
+        lot_decimals,
+        min_volume,
+        min_cost,
+        maker_fee,
+        taker_fee,
+        max_open_orders,
+    } = b;
+    a.symbol == *symbol
+        && a.base == *base
+        && a.quote == *quote
+        && a.kind == *kind
+        && exact(&a.tick_size, tick_size)
+        && a.price_decimals == *price_decimals
+        && a.lot_decimals == *lot_decimals
+        && exact(&a.min_volume, min_volume)
+        && exact(&a.min_cost, min_cost)
+        && exact(&a.maker_fee, maker_fee)
+        && exact(&a.taker_fee, taker_fee)
+        && a.max_open_orders == *max_open_orders
+}
+
 /// When a strategy next needs a tick ([`Strategy::wake`]).
 ///
 /// `Quiet` promises: while nothing but the last price, bid, ask,
@@ -525,6 +612,55 @@ pub trait Strategy: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `keep_view` leaves what a clone leaves, whatever was kept before; an
+    /// instrument equal in value but not in scale is replaced.
+    #[test]
+    fn keep_view_is_a_clone() {
+        let inst = |fee: Decimal| Instrument {
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            kind: InstrumentKind::Spot,
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::TEN,
+            min_cost: Decimal::new(5, 1),
+            maker_fee: fee,
+            taker_fee: Decimal::new(4, 3),
+            max_open_orders: 225,
+        };
+        let mut a = MarketView::prices("DOGEUSD", Decimal::ONE, Decimal::ONE, Decimal::TWO);
+        a.instrument = Some(inst(Decimal::new(25, 4)));
+        a.free_base = Some(Decimal::TEN);
+        a.regime = RegimeView {
+            regime: "RANGING".into(),
+            ready: true,
+            confidence: 0.5,
+            bias: -0.1,
+        };
+        a.balances_as_of_ms = 7;
+        a.last_partial_cancel_ms = Some(3);
+        let mut b = MarketView::prices("XBTUSD", Decimal::TWO, Decimal::ONE, Decimal::TEN);
+        b.instrument = Some(inst(Decimal::new(250, 5)));
+        for start in [None, Some(b.clone()), Some(a.clone())] {
+            let mut kept = start;
+            keep_view(&mut kept, &a);
+            assert_eq!(kept, Some(a.clone()));
+            let fee = kept
+                .and_then(|k| k.instrument)
+                .map(|i| i.maker_fee.to_string());
+            assert_eq!(fee.as_deref(), Some("0.0025"));
+        }
+        let mut kept = Some(a.clone());
+        keep_view(&mut kept, &b);
+        assert_eq!(kept, Some(b.clone()));
+        let fee = kept
+            .and_then(|k| k.instrument)
+            .map(|i| i.maker_fee.to_string());
+        assert_eq!(fee.as_deref(), Some("0.00250"));
+    }
 
     #[test]
     fn ids_are_unique_across_runs_and_fit_kraken_with_the_prefix() {

@@ -1619,9 +1619,9 @@ impl Strategy for Grid {
     fn on_tick(&mut self, market: &MarketView, now: i64) -> Vec<Action> {
         self.roll_day(now);
         self.ticked_ms = now;
-        self.market = Some(market.clone());
+        crate::strategy::keep_view(&mut self.market, market);
         if market.instrument.is_some() {
-            self.instrument.clone_from(&market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
         }
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         let mut out = Vec::new();
