@@ -486,6 +486,63 @@ impl SlotState {
 
     /// The invariants every state must keep.
     pub fn check_invariants(&self) -> Result<(), String> {
+        // This runs twice per transition: a quick pass first, and the
+        // checks that name what is wrong only when something is.
+        if self.invariants_hold() {
+            return Ok(());
+        }
+        self.invariant_broken()
+    }
+
+    /// Whether [`SlotState::check_invariants`] passes, in one walk and
+    /// without building a message.
+    fn invariants_hold(&self) -> bool {
+        let (mut a, mut b) = (0_u32, 0_u32);
+        for o in &self.orders {
+            match o.trade {
+                Trade::A => a += 1,
+                Trade::B => b += 1,
+            }
+            if o.orphan.is_some() {
+                return false;
+            }
+        }
+        if a > 1 || b > 1 {
+            return false;
+        }
+        for o in self.orders.iter().chain(&self.recovery) {
+            let want = match o.role {
+                Role::Entry => o.trade.entry_side(),
+                Role::Exit | Role::Close => o.trade.exit_side(),
+            };
+            if o.side != want
+                || o.volume.is_zero()
+                || o.volume.is_sign_negative()
+                || (o.role != Role::Entry && o.position_id.is_empty())
+            {
+                return false;
+            }
+        }
+        if self.recovery.iter().any(|o| o.role == Role::Entry) {
+            return false;
+        }
+        // Ids differ mostly in their last character (the counter): look
+        // at it before comparing whole strings.
+        let tracked = || self.orders.iter().chain(&self.recovery);
+        for (k, x) in tracked().enumerate() {
+            let (xb, xl) = (x.client_order_id.as_bytes(), x.client_order_id.len());
+            if tracked().skip(k + 1).any(|y| {
+                let yb = y.client_order_id.as_bytes();
+                yb.len() == xl && yb.last() == xb.last() && yb == xb
+            }) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The first broken invariant, named (see [`SlotState::check_invariants`]).
+    fn invariant_broken(&self) -> Result<(), String> {
         for t in [Trade::A, Trade::B] {
             let n = self.orders.iter().filter(|o| o.trade == t).count();
             if n > 1 {
