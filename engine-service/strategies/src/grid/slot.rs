@@ -528,14 +528,22 @@ impl SlotState {
         }
         // Ids differ mostly in their last character (the counter): look
         // at it before comparing whole strings.
-        let tracked = || self.orders.iter().chain(&self.recovery);
-        for (k, x) in tracked().enumerate() {
-            let (xb, xl) = (x.client_order_id.as_bytes(), x.client_order_id.len());
-            if tracked().skip(k + 1).any(|y| {
-                let yb = y.client_order_id.as_bytes();
-                yb.len() == xl && yb.last() == xb.last() && yb == xb
-            }) {
-                return false;
+        // By index: skipping into a chained iterator walks it from the start.
+        let n = self.orders.len() + self.recovery.len();
+        let id = |i: usize| match self.orders.get(i) {
+            Some(o) => o.client_order_id.as_bytes(),
+            None => self
+                .recovery
+                .get(i - self.orders.len())
+                .map_or(&[][..], |o| o.client_order_id.as_bytes()),
+        };
+        for i in 0..n {
+            let x = id(i);
+            for j in i + 1..n {
+                let y = id(j);
+                if y.len() == x.len() && y.last() == x.last() && y == x {
+                    return false;
+                }
             }
         }
         true
