@@ -610,6 +610,54 @@ fn invariant_violation_halts_the_slot_not_the_process() {
     assert!(r.s.halted.as_deref().unwrap().contains("expected sell"));
 }
 
+/// Every invariant, broken one at a time, is caught with its message (the
+/// check runs a quick pass first and names the problem only then).
+#[test]
+fn each_broken_invariant_is_named() {
+    type Break = fn(&mut SlotState);
+    let cases: [(Break, &str); 6] = [
+        (
+            |s| {
+                let mut dup = s.orders[0].clone();
+                dup.client_order_id.push('x');
+                s.orders.push(dup);
+            },
+            "open orders (at most 1)",
+        ),
+        (
+            |s| s.orders[0].side = s.orders[0].side.opposite(),
+            "expected",
+        ),
+        (|s| s.orders[0].volume = Decimal::ZERO, "has volume 0"),
+        (|s| s.orders[0].volume = dec!(-1), "has volume -1"),
+        (
+            |s| {
+                let mut o = s.orders[0].clone();
+                o.client_order_id.push('r');
+                o.role = Role::Entry;
+                s.recovery.push(o);
+            },
+            "an entry is in the recovery list",
+        ),
+        (
+            |s| {
+                let o = s.orders[0].clone();
+                s.orders[1].client_order_id.clone_from(&o.client_order_id);
+            },
+            "tracked twice",
+        ),
+    ];
+    for (k, (brk, want)) in cases.into_iter().enumerate() {
+        let mut r = Run::new();
+        r.tick(dec!(0.12), T0);
+        assert_eq!(r.s.orders.len(), 2, "both entries out");
+        assert_eq!(r.s.check_invariants(), Ok(()));
+        brk(&mut r.s);
+        let why = r.s.check_invariants().unwrap_err();
+        assert!(why.contains(want), "case {k}: {why}");
+    }
+}
+
 #[test]
 fn reprice_and_close_at_market_with_restore() {
     let mut r = Run::new();

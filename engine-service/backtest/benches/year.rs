@@ -15,62 +15,14 @@ use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::FromPrimitive;
 
 const YEAR: usize = 525_600;
 const START_MS: i64 = 1_704_067_200_000;
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
-
-fn dec(x: f64) -> Decimal {
-    Decimal::from_f64(x)
-        .unwrap_or(Decimal::ONE)
-        .round_dp(7)
-        .max(Decimal::new(1, 7))
-}
-
 /// DOGE-like 1 m candles: a mean-reverting walk around 0.1 with ranging and
-/// trending spells.
+/// trending spells (shared with the tests: `herd_backtest::synthetic`).
 fn candles(n: usize) -> Vec<Bar> {
-    let mut rng = SplitMix64(7);
-    let mut p = 0.1f64;
-    let mut trend = 0.0f64;
-    (0..n)
-        .map(|i| {
-            if i % 720 == 0 {
-                trend = (rng.next_f64() - 0.5) * 0.0004;
-            }
-            let shock = (rng.next_f64() - 0.5) * 0.004;
-            let close = (p * (1.0 + trend + shock + (0.1 - p) * 0.001)).max(0.01);
-            let hi = p.max(close) * (1.0 + rng.next_f64() * 0.0015);
-            let lo = p.min(close) * (1.0 - rng.next_f64() * 0.0015);
-            let bar = Bar {
-                open_time_ms: START_MS + 60_000 * i as i64,
-                open: dec(p),
-                high: dec(hi),
-                low: dec(lo),
-                close: dec(close),
-                volume: Decimal::from(1000),
-            };
-            p = close;
-            bar
-        })
-        .map(|mut b| {
-            b.high = b.high.max(b.open).max(b.close);
-            b.low = b.low.min(b.open).min(b.close);
-            b
-        })
-        .collect()
+    herd_backtest::synthetic::candles(n, START_MS, 60_000, 0.1, 7, 7)
 }
 
 fn peak_rss_mb() -> f64 {
@@ -200,9 +152,10 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         if let Ok(o) = &out {
             println!(
-                "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} fills, {} orders",
+                "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
                 n as f64 / secs,
                 o.ticks,
+                o.ticks_skipped,
                 o.fills.len(),
                 o.orders_placed
             );

@@ -24,7 +24,7 @@ use herd_paper::{
 use herd_regime::stream::StreamingInference;
 use herd_regime::{Candle, TimeframeConfig, TimeframeDetector, TimeframeReading, consensus};
 use herd_strategies::strategy::{
-    Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind,
+    Action, Instrument, MarketView, OrderUpdate, RegimeView, Side, Strategy, UpdateKind, Wake,
 };
 use herd_venue::{
     FundingPayment, InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, OrderType,
@@ -95,6 +95,9 @@ pub enum RegimeSetup {
     /// incremental (`herd_regime::stream`), equal to the live batch
     /// reading within 1e-9.
     Hmm { refresh_ms: i64 },
+    /// Readings in force from given times (in time order; not ready before
+    /// the first): regime changes without the detector, for tests.
+    Schedule(Vec<(i64, RegimeView)>),
 }
 
 /// Everything a run needs besides the strategies and the candles.
@@ -209,8 +212,13 @@ pub struct Outcome {
     pub orders_placed: u64,
     pub place_failures: u64,
     pub cancel_failures: u64,
-    /// Strategy ticks run.
+    /// Strategy ticks run: rounds in which every strategy ticked or was
+    /// skipped because its [`Wake`] promised the tick would do nothing.
     pub ticks: u64,
+    /// Strategy ticks skipped that way (one per strategy and round; not in
+    /// the report, which stays the same with skipping on or off).
+    #[serde(skip)]
+    pub ticks_skipped: u64,
     /// Every strategy's status block at the end, as JSON.
     pub final_status: BTreeMap<String, serde_json::Value>,
     /// Funding settlements the venue booked (perpetuals), in time order.
@@ -251,6 +259,36 @@ pub struct Sim {
     funding: Option<FundingState>,
     /// Symbols besides the main one that trade at the candles' prices.
     followers: Vec<String>,
+    /// Whether ticks a strategy's wake covers are skipped.
+    skip: bool,
+    /// Each strategy's wake: `None` until read, which happens at the first
+    /// quiet round after its last tick (a round that ends with something
+    /// changed never needs it; the strategy's state is the same until then).
+    wakes: Vec<Option<Wake>>,
+    /// Each strategy's last skipped tick (bid, ask, last, time), replayed
+    /// before its next call of any kind.
+    skipped: Vec<Option<(Decimal, Decimal, Decimal, i64)>>,
+    /// The market view of the round the wakes were read at (skipped ticks
+    /// see it with their own prices and time).
+    base_view: Option<MarketView>,
+    /// What the wakes assume unchanged, as of the end of the last round in
+    /// which nothing else happened; `None`: the next round ticks everyone.
+    quiet_key: Option<QuietKey>,
+    /// Order updates handed to strategies so far.
+    delivered: u64,
+    /// Counts changes of the regime view.
+    regime_version: u64,
+}
+
+/// What a strategy's wake assumes unchanged besides prices and time: the
+/// venue's orders and balances (its revision), no order update delivered,
+/// the regime view, the last partial cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuietKey {
+    revision: u64,
+    delivered: u64,
+    regime_version: u64,
+    last_partial_cancel_ms: Option<i64>,
 }
 
 /// The funding side of a run with perpetuals.
@@ -514,6 +552,29 @@ pub fn run_with(
     progress: &mut dyn Progress,
     companion: &mut dyn Companion,
 ) -> Result<Outcome, RunError> {
+    run_with_skipping(
+        setup,
+        strategies,
+        bars,
+        interval_ms,
+        progress,
+        companion,
+        true,
+    )
+}
+
+/// [`run_with`], with skipping of the ticks the strategies' wakes cover
+/// switched on or off (`skip`). The outcome is the same either way (the
+/// tests prove it on several scenarios) except [`Outcome::ticks_skipped`].
+pub fn run_with_skipping(
+    setup: &Setup,
+    strategies: Vec<Box<dyn Strategy>>,
+    bars: &[Bar],
+    interval_ms: i64,
+    progress: &mut dyn Progress,
+    companion: &mut dyn Companion,
+    skip: bool,
+) -> Result<Outcome, RunError> {
     let first = bars.first().ok_or(RunError::NoCandles)?;
     let start_ms = first.open_time_ms;
     let inst = setup.instrument.clone();
@@ -556,14 +617,27 @@ pub fn run_with(
     ex.set_market_slippage(setup.fill.market_slippage);
     let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
     let mut regime_feed = match &setup.regime {
-        RegimeSetup::Fixed(_) => None,
+        RegimeSetup::Fixed(_) | RegimeSetup::Schedule(_) => None,
         RegimeSetup::Hmm { refresh_ms } => Some(RegimeFeed::new(*refresh_ms, interval_ms)?),
     };
     let regime = match &setup.regime {
         RegimeSetup::Fixed(v) => v.clone(),
-        RegimeSetup::Hmm { .. } => RegimeView::not_ready(),
+        RegimeSetup::Hmm { .. } | RegimeSetup::Schedule(_) => RegimeView::not_ready(),
     };
+    let schedule: &[(i64, RegimeView)] = match &setup.regime {
+        RegimeSetup::Schedule(s) => s,
+        _ => &[],
+    };
+    let mut next_reading = 0;
+    let count = strategies.len();
     let mut sim = Sim {
+        skip,
+        wakes: vec![Some(Wake::EveryTick); count],
+        skipped: vec![None; count],
+        base_view: None,
+        quiet_key: None,
+        delivered: 0,
+        regime_version: 0,
         ex,
         inst: inst.clone(),
         strategies,
@@ -596,6 +670,7 @@ pub fn run_with(
             place_failures: 0,
             cancel_failures: 0,
             ticks: 0,
+            ticks_skipped: 0,
             final_status: BTreeMap::new(),
             funding: Vec::new(),
             funding_by_strategy: BTreeMap::new(),
@@ -640,8 +715,19 @@ pub fn run_with(
     for (i, bar) in bars.iter().enumerate() {
         if let Some(feed) = regime_feed.as_mut()
             && let Some(view) = feed.reading(bar.open_time_ms)
+            && view != sim.regime
         {
             sim.regime = view;
+            sim.regime_version += 1;
+        }
+        while let Some((at, view)) = schedule.get(next_reading)
+            && *at <= bar.open_time_ms
+        {
+            next_reading += 1;
+            if *view != sim.regime {
+                sim.regime = view.clone();
+                sim.regime_version += 1;
+            }
         }
         match sim.out.regime_ms.get_mut(&sim.regime.regime) {
             Some(ms) => *ms += interval_ms,
@@ -669,6 +755,9 @@ pub fn run_with(
     }
     progress.candles(bars.len(), bars.len());
     let end = sim.out.end_ms;
+    for i in 0..sim.strategies.len() {
+        sim.replay(i);
+    }
     for s in &sim.strategies {
         let status = serde_json::to_value(s.status(end)).unwrap_or(serde_json::Value::Null);
         sim.out.final_status.insert(s.name().to_string(), status);
@@ -694,14 +783,7 @@ impl Sim {
         {
             return f;
         }
-        let mut f = [Decimal::ZERO; 4];
-        for b in self.ex.balances() {
-            if b.asset == self.inst.base {
-                (f[0], f[2]) = (b.total, b.free);
-            } else if b.asset == self.inst.quote {
-                (f[1], f[3]) = (b.total, b.free);
-            }
-        }
+        let f = self.ex.pair_funds(&self.inst.base, &self.inst.quote);
         self.funds = Some((rev, f));
         f
     }
@@ -834,21 +916,106 @@ impl Sim {
         }
     }
 
+    fn quiet_key(&self) -> QuietKey {
+        QuietKey {
+            revision: self.ex.revision(),
+            delivered: self.delivered,
+            regime_version: self.regime_version,
+            last_partial_cancel_ms: self.last_partial_cancel_ms,
+        }
+    }
+
+    /// Runs strategy `i`'s last skipped tick, if one is waiting, so its
+    /// state is the one an unskipped run has (see [`Wake`]). By the wake's
+    /// promise it answers nothing; were it to, the answer runs as a tick's.
+    fn replay(&mut self, i: usize) {
+        let Some((bid, ask, last, at)) = self.skipped.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        // Patched in place (every replay sets these four), not cloned.
+        let Some(view) = self.base_view.as_mut() else {
+            return;
+        };
+        view.bid = bid;
+        view.ask = ask;
+        view.last = last;
+        view.balances_as_of_ms = at;
+        let actions = match (self.strategies.get_mut(i), self.base_view.as_ref()) {
+            (Some(s), Some(view)) => s.on_tick(view, at),
+            _ => Vec::new(),
+        };
+        if !actions.is_empty() {
+            if let Some(w) = self.wakes.get_mut(i) {
+                *w = Some(Wake::EveryTick);
+            }
+            self.execute(i, actions, at);
+        }
+    }
+
     fn tick(&mut self, now: i64) {
-        let market = self.market(now);
         self.out.ticks += 1;
-        let batches: Vec<(usize, Vec<Action>)> = self
-            .strategies
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| (i, s.on_tick(&market, now)))
-            .collect();
+        let key = self.quiet_key();
+        let quiet = self.skip && self.quiet_key == Some(key);
+        let (bid, ask, last) = if quiet {
+            self.ex.touch(&self.inst.symbol).unwrap_or((
+                Decimal::ZERO,
+                Decimal::ZERO,
+                Decimal::ZERO,
+            ))
+        } else {
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
+        };
+        if quiet {
+            for (w, s) in self.wakes.iter_mut().zip(&self.strategies) {
+                if w.is_none() {
+                    *w = Some(s.wake());
+                }
+            }
+        }
+        let skips = |w: &Option<Wake>| quiet && w.is_some_and(|w| w.holds(last, now));
+        if quiet && self.wakes.iter().all(skips) {
+            for s in &mut self.skipped {
+                *s = Some((bid, ask, last, now));
+            }
+            self.out.ticks_skipped += self.skipped.len() as u64;
+            return;
+        }
+        let market = self.market(now);
+        let mut batches: Vec<(usize, Vec<Action>)> = Vec::with_capacity(self.strategies.len());
+        for i in 0..self.strategies.len() {
+            if self.wakes.get(i).is_some_and(skips) {
+                if let Some(s) = self.skipped.get_mut(i) {
+                    *s = Some((bid, ask, last, now));
+                }
+                self.out.ticks_skipped += 1;
+                continue;
+            }
+            self.replay(i);
+            let Some(s) = self.strategies.get_mut(i) else {
+                continue;
+            };
+            let actions = s.on_tick(&market, now);
+            if let Some(w) = self.wakes.get_mut(i) {
+                *w = (!actions.is_empty()).then_some(Wake::EveryTick);
+            }
+            batches.push((i, actions));
+        }
         for (i, actions) in batches {
             if !actions.is_empty() {
                 self.execute(i, actions, now);
             }
         }
         self.deliver(now);
+        // The wakes hold from this round on only if nothing else happened
+        // in it (no order, balance or update since the view was read).
+        if self.quiet_key() == key {
+            if !quiet {
+                self.base_view = Some(market);
+            }
+            self.quiet_key = Some(key);
+        } else {
+            self.quiet_key = None;
+        }
     }
 
     /// The live execution layer's `execute`: places and cancels at the
@@ -952,6 +1119,8 @@ impl Sim {
                     fee_asset: String::new(),
                     message,
                 };
+                self.replay(owner);
+                self.delivered += 1;
                 if let Some(s) = self.strategies.get_mut(owner) {
                     queue.extend(s.on_order(&update, now));
                 }
@@ -974,7 +1143,7 @@ impl Sim {
             .filter(|(_, t)| t.last.status == OrderStatus::Open)
             .filter_map(|(k, t)| {
                 let now_state = self.ex.order(&t.last.venue_order_id)?;
-                (*now_state != t.last).then(|| (*k, now_state.clone()))
+                changed(&t.last, now_state).then(|| (*k, now_state.clone()))
             })
             .collect();
         for (k, new) in changed {
@@ -1043,6 +1212,8 @@ impl Sim {
             else {
                 continue;
             };
+            self.replay(owner);
+            self.delivered += 1;
             let actions = self
                 .strategies
                 .get_mut(owner)
@@ -1053,6 +1224,49 @@ impl Sim {
             }
         }
     }
+}
+
+/// Whether an order's state differs from the one last read. The venue's
+/// order keeps its identity (client and venue ids, symbol: the same order
+/// is looked up by its venue id), so only the rest is compared, which
+/// spares three string comparisons per open order and poll. Every other
+/// field is named, so a new field of `OrderState` must be placed here.
+fn changed(old: &OrderState, new: &OrderState) -> bool {
+    let OrderState {
+        client_order_id: _,
+        venue_order_id: _,
+        symbol: _,
+        side,
+        order_type,
+        price,
+        volume,
+        volume_executed,
+        average_price,
+        fee,
+        fee_asset,
+        status,
+        userref,
+        opened_at_ms,
+        closed_at_ms,
+        reason,
+        post_only,
+        foreign,
+    } = new;
+    old.status != *status
+        || old.volume_executed != *volume_executed
+        || old.fee != *fee
+        || old.average_price != *average_price
+        || old.closed_at_ms != *closed_at_ms
+        || old.volume != *volume
+        || old.price != *price
+        || old.side != *side
+        || old.order_type != *order_type
+        || old.userref != *userref
+        || old.opened_at_ms != *opened_at_ms
+        || old.post_only != *post_only
+        || old.fee_asset != *fee_asset
+        || old.reason != *reason
+        || old.foreign != *foreign
 }
 
 /// The updates between two states of one order, as the gateway's registry

@@ -96,6 +96,21 @@ impl CapitalLedger {
         if self.holds.contains_key(id) {
             return Err(CapitalError::Duplicate(id.to_string()));
         }
+        self.check(asset, amount, keep, snapshot)?;
+        self.hold(id, asset, amount, now_ms);
+        Ok(())
+    }
+
+    /// Whether [`CapitalLedger::reserve`] of `amount` would pass the
+    /// balance check now (before the order has an id): the same refusal,
+    /// with nothing recorded.
+    pub fn check(
+        &self,
+        asset: Asset,
+        amount: Decimal,
+        keep: Decimal,
+        snapshot: Option<FreeBalance>,
+    ) -> Result<(), CapitalError> {
         let available = self
             .available(asset, snapshot)
             .ok_or(CapitalError::UnknownBalance { asset })?;
@@ -107,7 +122,6 @@ impl CapitalLedger {
                 keep,
             });
         }
-        self.hold(id, asset, amount, now_ms);
         Ok(())
     }
 

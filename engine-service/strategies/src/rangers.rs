@@ -22,10 +22,10 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::{self, CapacityHealth};
-use crate::capital::{Asset, CapitalLedger, FreeBalance};
+use crate::capital::{Asset, CapitalError, CapitalLedger, FreeBalance};
 use crate::strategy::{
     Action, IdGen, Instrument, MarketView, OrderIntent, OrderUpdate, Side, StatusBlock, Strategy,
-    UpdateKind,
+    UpdateKind, Wake,
 };
 
 /// The strategy's name (status, journal owner).
@@ -341,7 +341,45 @@ struct Slot {
     cancel: Option<PendingCancel>,
     /// Earliest time to re-place a refused exit.
     retry_at_ms: i64,
-    last_error: String,
+    last_error: LastError,
+}
+
+/// A ranger's last error. A refused reservation is kept as the refusal and
+/// formatted only when the status shows it: a ranger below its reserve is
+/// refused at every tick, and formatting the message each time was a
+/// measurable share of a long backtest.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum LastError {
+    #[default]
+    None,
+    Text(String),
+    /// The DOGE reserve gate refused an entry.
+    Reserve(CapitalError),
+}
+
+impl LastError {
+    fn set(&mut self, text: String) {
+        *self = LastError::Text(text);
+    }
+
+    fn clear(&mut self) {
+        *self = LastError::None;
+    }
+
+    /// The text the status shows.
+    fn text(&self) -> String {
+        match self {
+            LastError::None => String::new(),
+            LastError::Text(t) => t.clone(),
+            LastError::Reserve(e) => format!("DOGE reserve gate: {e}"),
+        }
+    }
+}
+
+impl Serialize for LastError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
 }
 
 impl Slot {
@@ -356,7 +394,7 @@ impl Slot {
             entry_filled_at_ms: None,
             cancel: None,
             retry_at_ms: 0,
-            last_error: String::new(),
+            last_error: LastError::None,
         }
     }
 
@@ -678,7 +716,7 @@ impl Rangers {
                             }
                         }),
                         age_sec,
-                        last_error: s.last_error.clone(),
+                        last_error: s.last_error.text(),
                         badge: ranger_badge(self.enabled, stage, age_sec, &timing)
                             .as_str()
                             .to_string(),
@@ -708,6 +746,23 @@ impl Rangers {
             timing,
             capital: self.ledger.clone(),
         }
+    }
+
+    /// Whether the DOGE reserve gate refuses an entry of any size at every
+    /// tick the wake covers (same free balance, later time, any price): the
+    /// most the ledger can find available later is the free DOGE minus the
+    /// reservations not yet acknowledged (acknowledged holds stop counting
+    /// once the snapshot is newer than their ack), and an entry has a
+    /// positive volume, so nothing at or below the reserve passes.
+    fn reserve_refuses_every_entry(&self) -> bool {
+        let Some(m) = &self.market else {
+            return false;
+        };
+        let Some(free) = m.free_base else {
+            // An unknown balance refuses every reservation.
+            return true;
+        };
+        free - self.ledger.reserved(Asset::Base) <= self.cfg.doge_reserve
     }
 
     /// The exit margin in percent: max(profit_pct, round trip + 0.20).
@@ -865,7 +920,7 @@ impl Rangers {
             Ok(n) => n,
             Err(e) => {
                 for i in idle {
-                    self.slots[i].last_error.clone_from(&e);
+                    self.slots[i].last_error.set(e.clone());
                 }
                 return Vec::new();
             }
@@ -886,36 +941,50 @@ impl Rangers {
         out
     }
 
-    fn try_entry(&mut self, i: usize, market: &MarketView, now_ms: i64) -> Result<Action, String> {
+    /// An entry for idle ranger `i`, or why not. Every refusal that can be
+    /// known before the order exists (filters, minimums, the DOGE reserve)
+    /// comes before its client id is taken, so a refused try leaves no
+    /// trace but the slot's `last_error` (and such ticks can sleep: see
+    /// [`Strategy::wake`]).
+    fn try_entry(
+        &mut self,
+        i: usize,
+        market: &MarketView,
+        now_ms: i64,
+    ) -> Result<Action, LastError> {
+        let text = |t: String| LastError::Text(t);
         let inst = market
             .instrument
             .as_ref()
-            .ok_or_else(|| "instrument filters unknown".to_string())?;
+            .ok_or_else(|| text("instrument filters unknown".to_string()))?;
         if market.last <= Decimal::ZERO {
-            return Err("no market price".into());
+            return Err(text("no market price".into()));
         }
         let raw = market.last * (Decimal::ONE + self.cfg.entry_pct / hundred());
         // A post-only sell must rest above the bid.
         let price = ceil_to_tick(raw, inst.tick_size).max(market.ask);
         let volume = floor_lot(self.cfg.order_size_usd / price, inst.lot_decimals);
         if volume < inst.min_volume || volume <= Decimal::ZERO {
-            return Err(format!(
+            return Err(text(format!(
                 "entry volume {volume} is below the minimum {} (order size ${})",
                 inst.min_volume, self.cfg.order_size_usd
-            ));
+            )));
         }
         if volume * price < inst.min_cost {
-            return Err(format!(
+            return Err(text(format!(
                 "entry cost {} is below the minimum {}",
                 volume * price,
                 inst.min_cost
-            ));
+            )));
         }
-        let id = self.ids.next(&format!("r{}e", self.slots[i].id));
         let snapshot = market.free_base.map(|free| FreeBalance {
             free,
             as_of_ms: market.balances_as_of_ms,
         });
+        self.ledger
+            .check(Asset::Base, volume, self.cfg.doge_reserve, snapshot)
+            .map_err(LastError::Reserve)?;
+        let id = self.ids.next(&format!("r{}e", self.slots[i].id));
         self.ledger
             .reserve(
                 &id,
@@ -925,7 +994,7 @@ impl Rangers {
                 snapshot,
                 now_ms,
             )
-            .map_err(|e| format!("DOGE reserve gate: {e}"))?;
+            .map_err(LastError::Reserve)?;
         let slot = &mut self.slots[i];
         slot.go(Stage::EntryOpen, now_ms);
         slot.entry = Some(Leg::new(id.clone(), price, volume));
@@ -956,7 +1025,9 @@ impl Rangers {
 
     fn place_exit(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
         let Some(inst) = self.instrument.clone() else {
-            self.slots[i].last_error = "instrument filters unknown; exit waits".into();
+            self.slots[i]
+                .last_error
+                .set("instrument filters unknown; exit waits".into());
             self.slots[i].retry_at_ms = now_ms + EXIT_RETRY_MS;
             return Vec::new();
         };
@@ -986,7 +1057,7 @@ impl Rangers {
             );
             let out = self.book_orphan(i, "exit_below_minimum", now_ms);
             let slot = &mut self.slots[i];
-            slot.last_error = reason;
+            slot.last_error.set(reason);
             slot.go(Stage::Cooldown, now_ms);
             return out;
         }
@@ -1131,7 +1202,8 @@ impl Rangers {
                 if executed <= Decimal::ZERO {
                     let slot = &mut self.slots[i];
                     if reason.is_none() {
-                        slot.last_error = format!("entry {:?} outside the rangers", u.kind);
+                        slot.last_error
+                            .set(format!("entry {:?} outside the rangers", u.kind));
                     }
                     slot.go(Stage::Idle, now_ms);
                     return Vec::new();
@@ -1149,7 +1221,7 @@ impl Rangers {
             UpdateKind::Rejected | UpdateKind::PlaceFailed => {
                 self.ledger.release(&id);
                 let slot = &mut self.slots[i];
-                slot.last_error = format!("entry refused: {}", u.message);
+                slot.last_error.set(format!("entry refused: {}", u.message));
                 slot.go(Stage::Cooldown, now_ms);
                 Vec::new()
             }
@@ -1201,7 +1273,7 @@ impl Rangers {
                 let reason = self.slots[i].cancel.map(|c| c.reason);
                 let slot = &mut self.slots[i];
                 slot.exit = None;
-                slot.last_error = format!("exit refused: {}", u.message);
+                slot.last_error.set(format!("exit refused: {}", u.message));
                 slot.retry_at_ms = now_ms + EXIT_RETRY_MS;
                 match reason {
                     Some(r) => {
@@ -1232,7 +1304,7 @@ impl Rangers {
         now_ms: i64,
     ) -> Vec<Action> {
         let slot = &mut self.slots[i];
-        slot.last_error = format!("cancel failed: {}", u.message);
+        slot.last_error.set(format!("cancel failed: {}", u.message));
         let leg = if is_exit { &slot.exit } else { &slot.entry };
         let never_placed = leg.as_ref().is_some_and(|l| !l.acked)
             && u.message.to_ascii_lowercase().contains("not found");
@@ -1280,9 +1352,9 @@ impl Strategy for Rangers {
 
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
         self.roll_day(now_ms);
-        self.market = Some(market.clone());
+        crate::strategy::keep_view(&mut self.market, market);
         if market.instrument.is_some() {
-            self.instrument.clone_from(&market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
         }
         self.regime_ok = market.regime.is_ranging();
         self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
@@ -1296,14 +1368,14 @@ impl Strategy for Rangers {
             for i in 0..self.slots.len() {
                 out.extend(self.wind_down(i, reason, now_ms));
                 if self.slots[i].stage == Stage::Idle && self.enabled {
-                    self.slots[i].last_error = format!(
+                    self.slots[i].last_error.set(format!(
                         "regime {} is not RANGING",
                         if market.regime.ready {
                             market.regime.regime.as_str()
                         } else {
                             "not ready"
                         }
-                    );
+                    ));
                 }
             }
             return out;
@@ -1313,6 +1385,86 @@ impl Strategy for Rangers {
         }
         out.extend(self.entries(market, now_ms));
         out
+    }
+
+    /// Read after a tick. A quiet tick stores only what the next overwrites
+    /// (the market view, instrument, regime flag, capacity reading, the idle
+    /// slots' `last_error`, the day roll, which a later tick repeats), so
+    /// only the timers and the entry gate bound it:
+    /// - winding down (disabled or not RANGING): quiet once every slot is
+    ///   idle, else every tick (a cooldown would go idle at the first tick,
+    ///   a cancel may be due);
+    /// - a cooldown ends at `since + cooldown_sec` (it goes idle then, with
+    ///   no action, and the time it went idle shows in the status);
+    /// - an open entry: its pending cancel's retry, else its timeout;
+    ///   without an entry order, every tick;
+    /// - an open exit: its timeout, its cancel's retry, a refused exit's
+    ///   re-placement time;
+    /// - idle rangers with the capacity gate open and entries allowed:
+    ///   every tick (whether an entry goes out depends on the price), unless
+    ///   the DOGE reserve refuses every entry whatever the price
+    ///   ([`Rangers::reserve_refuses_every_entry`]); a refused entry takes
+    ///   no client id, so such a tick stores only its `last_error`.
+    ///
+    /// The capacity reading's band depends on the time (the partial-cancel
+    /// window) but the rangers gate only on its headroom, which does not.
+    fn wake(&self) -> Wake {
+        if self.market.is_none() {
+            return Wake::EveryTick;
+        }
+        if !self.enabled || !self.regime_ok {
+            return if self.slots.iter().all(|s| s.stage == Stage::Idle) {
+                Wake::IDLE
+            } else {
+                Wake::EveryTick
+            };
+        }
+        let mut wake = Wake::IDLE;
+        let mut idle = false;
+        for slot in &self.slots {
+            match slot.stage {
+                Stage::Idle => idle = true,
+                Stage::Cooldown => {
+                    wake =
+                        wake.before(slot.since_ms.saturating_add(secs_ms(self.cfg.cooldown_sec)));
+                }
+                Stage::EntryOpen => {
+                    if slot.entry.is_none() {
+                        return Wake::EveryTick;
+                    }
+                    wake = match slot.cancel {
+                        Some(c) => wake.before(c.sent_ms.saturating_add(CANCEL_RETRY_MS)),
+                        None => wake.before(
+                            slot.since_ms
+                                .saturating_add(secs_ms(self.cfg.entry_timeout_sec)),
+                        ),
+                    };
+                }
+                Stage::ExitOpen => {
+                    let filled_at = slot.entry_filled_at_ms.unwrap_or(slot.since_ms);
+                    wake =
+                        wake.before(filled_at.saturating_add(secs_ms(self.cfg.exit_timeout_sec)));
+                    match (&slot.exit, slot.cancel) {
+                        (Some(_), Some(c)) => {
+                            wake = wake.before(c.sent_ms.saturating_add(CANCEL_RETRY_MS));
+                        }
+                        (Some(_), None) => {}
+                        (None, _) => wake = wake.before(slot.retry_at_ms),
+                    }
+                }
+            }
+        }
+        if idle {
+            let open = match &self.capacity {
+                None => false,
+                Some(c) if c.headroom < i64::from(self.cfg.min_headroom) => false,
+                Some(c) => c.entries_allowed > 0,
+            };
+            if open && !self.reserve_refuses_every_entry() {
+                return Wake::EveryTick;
+            }
+        }
+        wake
     }
 
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action> {

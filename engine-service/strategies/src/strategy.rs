@@ -142,6 +142,199 @@ impl MarketView {
     }
 }
 
+/// Keeps a copy of `src` in `dst` as `*dst = Some(src.clone())` would,
+/// reusing what `dst` already holds: strings are copied into their
+/// buffers and an unchanged instrument is left as it is (a strategy keeps
+/// the view of every tick; cloning allocated five strings each time).
+pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) {
+    let Some(d) = dst else {
+        *dst = Some(src.clone());
+        return;
+    };
+    let MarketView {
+        symbol,
+        last,
+        bid,
+        ask,
+        instrument,
+        free_base,
+        free_quote,
+        open_orders_on_pair,
+        regime,
+        balances_as_of_ms,
+        last_partial_cancel_ms,
+    } = src;
+    d.symbol.clone_from(symbol);
+    d.last = *last;
+    d.bid = *bid;
+    d.ask = *ask;
+    keep_instrument(&mut d.instrument, instrument);
+    d.free_base = *free_base;
+    d.free_quote = *free_quote;
+    d.open_orders_on_pair = *open_orders_on_pair;
+    let RegimeView {
+        regime: name,
+        ready,
+        confidence,
+        bias,
+    } = regime;
+    d.regime.regime.clone_from(name);
+    d.regime.ready = *ready;
+    d.regime.confidence = *confidence;
+    d.regime.bias = *bias;
+    d.balances_as_of_ms = *balances_as_of_ms;
+    d.last_partial_cancel_ms = *last_partial_cancel_ms;
+}
+
+/// `*dst = src.clone()`, without cloning when they are already the same
+/// (to the Decimals' scales: a kept `0.0025` is not replaced by `0.00250`).
+pub fn keep_instrument(dst: &mut Option<Instrument>, src: &Option<Instrument>) {
+    let same = match (dst.as_ref(), src.as_ref()) {
+        (None, None) => true,
+        (Some(d), Some(s)) => identical_instrument(d, s),
+        _ => false,
+    };
+    if !same {
+        dst.clone_from(src);
+    }
+}
+
+fn identical_instrument(a: &Instrument, b: &Instrument) -> bool {
+    let exact = |x: &Decimal, y: &Decimal| x.serialize() == y.serialize();
+    let Instrument {
+        symbol,
+        base,
+        quote,
+        kind,
+        tick_size,
+        price_decimals,
+        lot_decimals,
+        min_volume,
+        min_cost,
+        maker_fee,
+        taker_fee,
+        max_open_orders,
+    } = b;
+    a.symbol == *symbol
+        && a.base == *base
+        && a.quote == *quote
+        && a.kind == *kind
+        && exact(&a.tick_size, tick_size)
+        && a.price_decimals == *price_decimals
+        && a.lot_decimals == *lot_decimals
+        && exact(&a.min_volume, min_volume)
+        && exact(&a.min_cost, min_cost)
+        && exact(&a.maker_fee, maker_fee)
+        && exact(&a.taker_fee, taker_fee)
+        && a.max_open_orders == *max_open_orders
+}
+
+/// When a strategy next needs a tick ([`Strategy::wake`]).
+///
+/// `Quiet` promises: while nothing but the last price, bid, ask,
+/// `balances_as_of_ms` and the time differs from the market view of the
+/// strategy's last tick, and no other call (order update, command,
+/// reconfigure, enable) reached it since, every tick at a time before
+/// `before_ms` with a last price strictly inside `(above, below)` (each
+/// bound optional) returns no actions, and a run of such ticks leaves the
+/// strategy in the state the last of them alone would leave it in (each
+/// such tick overwrites what it stores: the market view, capacity reading,
+/// status texts). A driver that skips such ticks must therefore replay the
+/// last skipped one before the strategy's next call of any kind, so that
+/// its state is exactly the one an unskipped run would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Tick me every time (the default: no promise).
+    EveryTick,
+    /// Nothing to do before `before_ms` while the last price stays strictly
+    /// inside `(above, below)`.
+    Quiet {
+        before_ms: Option<i64>,
+        above: Option<Decimal>,
+        below: Option<Decimal>,
+    },
+}
+
+impl Wake {
+    /// A promise bound by nothing (until something else changes).
+    pub const IDLE: Wake = Wake::Quiet {
+        before_ms: None,
+        above: None,
+        below: None,
+    };
+
+    /// Whether a tick at `now_ms` with last price `last` is inside the
+    /// promise (and may be skipped).
+    pub fn holds(&self, last: Decimal, now_ms: i64) -> bool {
+        match *self {
+            Wake::EveryTick => false,
+            Wake::Quiet {
+                before_ms,
+                above,
+                below,
+            } => {
+                before_ms.is_none_or(|t| now_ms < t)
+                    && above.is_none_or(|lo| last > lo)
+                    && below.is_none_or(|hi| last < hi)
+            }
+        }
+    }
+
+    /// Both promises at once: the earlier time, the narrower band.
+    pub fn and(self, other: Wake) -> Wake {
+        match (self, other) {
+            (
+                Wake::Quiet {
+                    before_ms: t1,
+                    above: a1,
+                    below: b1,
+                },
+                Wake::Quiet {
+                    before_ms: t2,
+                    above: a2,
+                    below: b2,
+                },
+            ) => Wake::Quiet {
+                before_ms: min_opt(t1, t2),
+                above: match (a1, a2) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                },
+                below: match (b1, b2) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                },
+            },
+            _ => Wake::EveryTick,
+        }
+    }
+
+    /// `self` with a time bound `t` added.
+    pub fn before(self, t: i64) -> Wake {
+        self.and(Wake::Quiet {
+            before_ms: Some(t),
+            above: None,
+            below: None,
+        })
+    }
+
+    /// `self` with a price band `(lo, hi)` added.
+    pub fn inside(self, lo: Option<Decimal>, hi: Option<Decimal>) -> Wake {
+        self.and(Wake::Quiet {
+            before_ms: None,
+            above: lo,
+            below: hi,
+        })
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// Run ids count seconds from 2025-01-01T00:00:00Z (six base-36 digits last
 /// until 2094).
 const RUN_EPOCH_S: i64 = 1_735_689_600;
@@ -334,6 +527,14 @@ pub trait Strategy: Send {
     /// A new market view and the current time (timers live here).
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action>;
 
+    /// When the strategy next needs a tick, read after its last tick (see
+    /// [`Wake`] for the promise). The default never promises anything. The
+    /// live engine ticks every time and ignores it; the backtest skips the
+    /// ticks a promise covers.
+    fn wake(&self) -> Wake {
+        Wake::EveryTick
+    }
+
     /// An update to one of the strategy's orders.
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action>;
 
@@ -411,6 +612,55 @@ pub trait Strategy: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `keep_view` leaves what a clone leaves, whatever was kept before; an
+    /// instrument equal in value but not in scale is replaced.
+    #[test]
+    fn keep_view_is_a_clone() {
+        let inst = |fee: Decimal| Instrument {
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            kind: InstrumentKind::Spot,
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::TEN,
+            min_cost: Decimal::new(5, 1),
+            maker_fee: fee,
+            taker_fee: Decimal::new(4, 3),
+            max_open_orders: 225,
+        };
+        let mut a = MarketView::prices("DOGEUSD", Decimal::ONE, Decimal::ONE, Decimal::TWO);
+        a.instrument = Some(inst(Decimal::new(25, 4)));
+        a.free_base = Some(Decimal::TEN);
+        a.regime = RegimeView {
+            regime: "RANGING".into(),
+            ready: true,
+            confidence: 0.5,
+            bias: -0.1,
+        };
+        a.balances_as_of_ms = 7;
+        a.last_partial_cancel_ms = Some(3);
+        let mut b = MarketView::prices("XBTUSD", Decimal::TWO, Decimal::ONE, Decimal::TEN);
+        b.instrument = Some(inst(Decimal::new(250, 5)));
+        for start in [None, Some(b.clone()), Some(a.clone())] {
+            let mut kept = start;
+            keep_view(&mut kept, &a);
+            assert_eq!(kept, Some(a.clone()));
+            let fee = kept
+                .and_then(|k| k.instrument)
+                .map(|i| i.maker_fee.to_string());
+            assert_eq!(fee.as_deref(), Some("0.0025"));
+        }
+        let mut kept = Some(a.clone());
+        keep_view(&mut kept, &b);
+        assert_eq!(kept, Some(b.clone()));
+        let fee = kept
+            .and_then(|k| k.instrument)
+            .map(|i| i.maker_fee.to_string());
+        assert_eq!(fee.as_deref(), Some("0.00250"));
+    }
 
     #[test]
     fn ids_are_unique_across_runs_and_fit_kraken_with_the_prefix() {

@@ -16,6 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+/// The core's maps keyed by order ids: FxHash instead of SipHash (the keys
+/// are the core's own venue ids and its engines' client ids, not hostile
+/// input, and a lookup per open order sits in every place, match and
+/// balance read). Nothing iterates them in an order that matters (std's
+/// maps were randomly ordered already).
+type IdMap<V> = HashMap<String, V, rustc_hash::FxBuildHasher>;
+
 use herd_venue::{
     AccountMargin, Balance, Candle, FundingPayment, FundingPaymentQuery, FundingRate, Instrument,
     InstrumentKind, NewOrder, OrderRef, OrderState, OrderStatus, Position, Side, Ticker,
@@ -432,7 +439,7 @@ impl Book {
 /// the map alone; the index is rebuilt when it is read back.
 #[derive(Debug, Clone, Default)]
 struct Orders {
-    all: HashMap<String, OrderState>,
+    all: IdMap<OrderState>,
     open: BTreeSet<String>,
     /// Counts every mutable access (see [`Exchange::revision`]).
     changes: u64,
@@ -478,7 +485,7 @@ impl Orders {
 }
 
 impl std::ops::Deref for Orders {
-    type Target = HashMap<String, OrderState>;
+    type Target = IdMap<OrderState>;
     fn deref(&self) -> &Self::Target {
         &self.all
     }
@@ -492,7 +499,7 @@ impl Serialize for Orders {
 
 impl<'de> Deserialize<'de> for Orders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Orders, D::Error> {
-        let all = HashMap::<String, OrderState>::deserialize(d)?;
+        let all = IdMap::<OrderState>::deserialize(d)?;
         let open = all
             .values()
             .filter(|o| o.status == OrderStatus::Open)
@@ -512,9 +519,9 @@ pub struct Exchange {
     books: BTreeMap<String, Book>,
     totals: BTreeMap<String, Decimal>,
     orders: Orders,
-    by_client_id: HashMap<String, String>,
+    by_client_id: IdMap<String>,
     /// Reduce-only flags of open orders (OrderState does not carry it).
-    reduce_only: HashMap<String, bool>,
+    reduce_only: IdMap<bool>,
     closed: VecDeque<String>,
     ids: SplitMix64,
     margin_asset: String,
@@ -537,6 +544,19 @@ pub struct Exchange {
     /// Counts changes of the balances (see [`Exchange::revision`]).
     #[serde(skip)]
     funds_changes: u64,
+    /// Per symbol, the highest resting buy and lowest resting sell limit
+    /// as of a revision: while the revision stays, a trade that crosses
+    /// neither needs no scan of the open orders.
+    #[serde(skip)]
+    resting_edges: BTreeMap<String, RestingEdges>,
+}
+
+/// See [`Exchange::resting_edges`](Exchange).
+#[derive(Debug, Clone, Copy, Default)]
+struct RestingEdges {
+    revision: u64,
+    best_buy: Option<Decimal>,
+    best_sell: Option<Decimal>,
 }
 
 /// How far before a snapshot an order's close may lie and still go into the
@@ -552,7 +572,7 @@ struct AccountRecordRef<'a> {
     save_seq: u64,
     totals: &'a BTreeMap<String, Decimal>,
     orders: Vec<&'a OrderState>,
-    reduce_only: &'a HashMap<String, bool>,
+    reduce_only: &'a IdMap<bool>,
     ids: &'a SplitMix64,
     positions: &'a BTreeMap<String, PositionState>,
     funding_payments: &'a VecDeque<FundingPayment>,
@@ -565,7 +585,7 @@ struct AccountRecord {
     save_seq: u64,
     totals: BTreeMap<String, Decimal>,
     orders: Vec<OrderState>,
-    reduce_only: HashMap<String, bool>,
+    reduce_only: IdMap<bool>,
     ids: SplitMix64,
     positions: BTreeMap<String, PositionState>,
     funding_payments: VecDeque<FundingPayment>,
@@ -685,8 +705,8 @@ impl Exchange {
             books,
             totals: cfg.balances.clone(),
             orders: Orders::default(),
-            by_client_id: HashMap::new(),
-            reduce_only: HashMap::new(),
+            by_client_id: IdMap::default(),
+            reduce_only: IdMap::default(),
             closed: VecDeque::new(),
             ids: SplitMix64::new(cfg.seed),
             margin_asset: cfg.margin_asset.clone(),
@@ -697,6 +717,7 @@ impl Exchange {
             snapshot_ms: 0,
             market_slippage: Decimal::ZERO,
             funds_changes: 0,
+            resting_edges: BTreeMap::new(),
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -821,7 +842,12 @@ impl Exchange {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
         for o in self.orders.open() {
             if let Some((asset, amount)) = self.hold_of(o) {
-                *held.entry(asset).or_default() += amount;
+                match held.get_mut(asset) {
+                    Some(sum) => *sum += amount,
+                    None => {
+                        held.insert(asset.to_string(), Decimal::ZERO + amount);
+                    }
+                }
             }
         }
         self.totals
@@ -834,18 +860,47 @@ impl Exchange {
             .collect()
     }
 
+    /// Total and free balance of two assets (a pair's base and quote), as
+    /// [`Exchange::balances`] gives them, in one walk over the open orders
+    /// and without building every balance: `[total_a, total_b, free_a,
+    /// free_b]` (zero for an asset the account does not hold).
+    pub fn pair_funds(&self, a: &str, b: &str) -> [Decimal; 4] {
+        let total_a = self.totals.get(a).copied();
+        let total_b = self.totals.get(b).copied();
+        let (mut held_a, mut held_b) = (Decimal::ZERO, Decimal::ZERO);
+        for (asset, amount) in self.orders.open().filter_map(|o| self.hold_of(o)) {
+            if asset == a {
+                held_a += amount;
+            } else if asset == b {
+                held_b += amount;
+            }
+        }
+        [
+            total_a.unwrap_or_default(),
+            total_b.unwrap_or_default(),
+            total_a.map_or(Decimal::ZERO, |t| t - held_a),
+            total_b.map_or(Decimal::ZERO, |t| t - held_b),
+        ]
+    }
+
     fn free(&self, asset: &str) -> Decimal {
-        self.balances()
-            .into_iter()
-            .find(|b| b.asset == asset)
-            .map(|b| b.free)
-            .unwrap_or_default()
+        // `balances()` for one asset, without building the others.
+        let Some(total) = self.totals.get(asset) else {
+            return Decimal::ZERO;
+        };
+        let held: Decimal = self
+            .orders
+            .open()
+            .filter_map(|o| self.hold_of(o))
+            .filter(|(a, _)| *a == asset)
+            .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
+        *total - held
     }
 
     /// What an open order holds: spot buys hold quote (cost plus a quote
     /// fee), spot sells the base they will deliver; a perp order holds its
     /// initial margin and fee in the quote coin (reduce-only ones nothing).
-    fn hold_of(&self, o: &OrderState) -> Option<(String, Decimal)> {
+    fn hold_of(&self, o: &OrderState) -> Option<(&str, Decimal)> {
         let b = self.books.get(&o.symbol)?;
         let remaining = o.volume - o.volume_executed;
         if b.is_perp() {
@@ -854,7 +909,7 @@ impl Exchange {
             }
             let price = o.price?;
             return Some((
-                b.inst.quote.clone(),
+                b.inst.quote.as_str(),
                 remaining * price * (b.im_rate() + b.inst.maker_fee),
             ));
         }
@@ -866,11 +921,11 @@ impl Exchange {
                     FeePolicy::BaseOnBuy => Decimal::ZERO,
                 };
                 Some((
-                    b.inst.quote.clone(),
+                    b.inst.quote.as_str(),
                     remaining * price * (Decimal::ONE + fee),
                 ))
             }
-            Side::Sell => Some((b.inst.base.clone(), remaining)),
+            Side::Sell => Some((b.inst.base.as_str(), remaining)),
         }
     }
 
@@ -1162,9 +1217,10 @@ impl Exchange {
         let mut amended = old.clone();
         amended.volume = new_volume;
         amended.price = new_price;
-        if let (Some((asset, before)), Some((_, after))) =
-            (self.hold_of(&old), self.hold_of(&amended))
-        {
+        if let (Some((asset, before)), Some((_, after))) = (
+            self.hold_of(&old).map(|(a, x)| (a.to_string(), x)),
+            self.hold_of(&amended),
+        ) {
             let grows = after - before;
             let free = if is_perp {
                 self.available_margin(&asset)
@@ -1370,6 +1426,14 @@ impl Exchange {
         };
         let (last, liquidity, maker_fee) =
             (book.last, book.liquidity_per_step, book.inst.maker_fee);
+        let revision = self.revision();
+        if let Some(e) = self.resting_edges.get(symbol)
+            && e.revision == revision
+            && e.best_buy.is_none_or(|p| last > p - through)
+            && e.best_sell.is_none_or(|p| last < p + through)
+        {
+            return;
+        }
         let mut crossed: Vec<(i64, String, Decimal, Decimal)> = self
             .orders
             .open()
@@ -1390,6 +1454,29 @@ impl Exchange {
                 })
             })
             .collect();
+        if crossed.is_empty() {
+            // Nothing crossed, so nothing changes: remember the edges.
+            let mut edges = RestingEdges {
+                revision,
+                ..RestingEdges::default()
+            };
+            for o in self.orders.open().filter(|o| o.symbol == symbol) {
+                let Some(p) = o.price else { continue };
+                match o.side {
+                    Side::Buy => edges.best_buy = Some(edges.best_buy.map_or(p, |b| b.max(p))),
+                    Side::Sell => {
+                        edges.best_sell = Some(edges.best_sell.map_or(p, |b| b.min(p)));
+                    }
+                }
+            }
+            match self.resting_edges.get_mut(symbol) {
+                Some(e) => *e = edges,
+                None => {
+                    self.resting_edges.insert(symbol.to_string(), edges);
+                }
+            }
+            return;
+        }
         crossed.sort();
         for (_, id, price, remaining) in crossed {
             let qty = liquidity.map_or(remaining, |l| remaining.min(l));

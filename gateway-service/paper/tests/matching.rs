@@ -427,3 +427,66 @@ fn revision_moves_with_orders_and_balances_only() {
     assert!(ex.cancel(&by_id("b"), T0 + 4).is_err());
     moved(&ex, "refused cancel", false);
 }
+
+/// `trade_through` skips its scan of the open orders while the revision
+/// stays and a trade crosses neither the highest resting buy nor the lowest
+/// resting sell: every order a scan would fill still fills, at the edges
+/// (through included), after a placement or a cancel moved them, and with
+/// several orders on one side.
+#[test]
+fn trades_that_cross_a_resting_edge_still_fill_after_quiet_trades() {
+    let through = dec!(0.0000001);
+    let mut ex = Exchange::new(&config(FeePolicy::Quote, None, 225), T0);
+    let status = |ex: &Exchange, id: &str| ex.query(&[by_id(id)])[0].status;
+    ex.place(&limit("b1", Side::Buy, dec!(100), dec!(0.09), true), T0)
+        .unwrap();
+    ex.place(&limit("b2", Side::Buy, dec!(100), dec!(0.095), true), T0)
+        .unwrap();
+    ex.place(&limit("s1", Side::Sell, dec!(100), dec!(0.11), true), T0)
+        .unwrap();
+    // Quiet trades (the edges get remembered), one exactly at the buy edge
+    // minus less than `through`.
+    for (k, p) in [dec!(0.1), dec!(0.0951), dec!(0.095), dec!(0.1099)]
+        .into_iter()
+        .enumerate()
+    {
+        ex.trade_through("DOGEUSD", p, through, T0 + 1 + k as i64)
+            .unwrap();
+    }
+    for id in ["b1", "b2", "s1"] {
+        assert_eq!(status(&ex, id), OrderStatus::Open, "{id}");
+    }
+    // Through the higher buy by a tick: it fills, the lower one does not.
+    ex.trade_through("DOGEUSD", dec!(0.0949999), through, T0 + 10)
+        .unwrap();
+    assert_eq!(status(&ex, "b2"), OrderStatus::Filled);
+    assert_eq!(status(&ex, "b1"), OrderStatus::Open);
+    // A new sell below the old edge: the remembered edge must not hide it.
+    ex.trade_through("DOGEUSD", dec!(0.1), through, T0 + 11)
+        .unwrap();
+    ex.place(
+        &limit("s2", Side::Sell, dec!(100), dec!(0.105), true),
+        T0 + 12,
+    )
+    .unwrap();
+    ex.trade_through("DOGEUSD", dec!(0.1050001), through, T0 + 13)
+        .unwrap();
+    assert_eq!(status(&ex, "s2"), OrderStatus::Filled);
+    assert_eq!(status(&ex, "s1"), OrderStatus::Open);
+    // Cancelling the edge order lets the next one become the edge.
+    ex.cancel(&by_id("s1"), T0 + 14).unwrap();
+    ex.place(
+        &limit("s3", Side::Sell, dec!(100), dec!(0.12), true),
+        T0 + 15,
+    )
+    .unwrap();
+    ex.trade_through("DOGEUSD", dec!(0.1150001), through, T0 + 16)
+        .unwrap();
+    assert_eq!(status(&ex, "s3"), OrderStatus::Open);
+    ex.trade_through("DOGEUSD", dec!(0.1200001), through, T0 + 17)
+        .unwrap();
+    assert_eq!(status(&ex, "s3"), OrderStatus::Filled);
+    ex.trade_through("DOGEUSD", dec!(0.0899999), through, T0 + 18)
+        .unwrap();
+    assert_eq!(status(&ex, "b1"), OrderStatus::Filled);
+}

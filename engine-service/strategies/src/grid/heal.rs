@@ -125,7 +125,7 @@ impl StaleScreen {
 
 /// `d` as f64 within a few ulps (mantissa over a power of ten), without
 /// `Decimal::to_f64`'s exact but slow path.
-fn approx_f64(d: Decimal) -> f64 {
+pub(super) fn approx_f64(d: Decimal) -> f64 {
     d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
 }
 

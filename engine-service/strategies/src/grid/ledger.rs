@@ -9,7 +9,7 @@
 //! a replay could repeat itself: a second `open` of a position or a second
 //! outcome is ignored (and counted in `conflicts`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -173,11 +173,12 @@ pub struct Ledger {
     /// Events ignored because they would rewrite history (a second open,
     /// a second outcome) or name an unknown position.
     pub conflicts: u64,
-    /// Ids of the open positions: the strategy walks them at every tick,
-    /// while `positions` keeps every closed one too (a long run closes
-    /// thousands).
+    /// Copies of the open positions, by id: the strategy walks them at
+    /// every tick, while `positions` keeps every closed one too (a long run
+    /// closes thousands, and looking each open one up there cost a dozen
+    /// string comparisons). [`Ledger::apply`] changes both copies alike.
     #[serde(skip)]
-    open: BTreeSet<String>,
+    open: BTreeMap<String, Position>,
 }
 
 impl Ledger {
@@ -212,7 +213,8 @@ impl Ledger {
                     self.conflicts += 1;
                 } else {
                     if position.is_open() {
-                        self.open.insert(position.id.clone());
+                        self.open
+                            .insert(position.id.clone(), position.as_ref().clone());
                     }
                     self.positions
                         .insert(position.id.clone(), position.as_ref().clone());
@@ -226,35 +228,33 @@ impl Ledger {
                 cost,
                 time_ms,
             } => {
-                let Some(p) = self.open_mut(position_id) else {
+                let Some(slot) = self.update_open(position_id, |p| {
+                    p.exit.price = *price;
+                    p.exit.order_id.clone_from(order_id);
+                    if reason == "tighten" {
+                        p.exit.tightened = true;
+                    }
+                    if !matches!(reason.as_str(), "retry" | "restore" | "close") {
+                        p.exit.reprices += 1;
+                        p.exit.last_reprice_ms = Some(*time_ms);
+                    }
+                }) else {
                     return;
                 };
-                p.exit.price = *price;
-                p.exit.order_id.clone_from(order_id);
-                if reason == "tighten" {
-                    p.exit.tightened = true;
-                }
-                if !matches!(reason.as_str(), "retry" | "restore" | "close") {
-                    p.exit.reprices += 1;
-                    p.exit.last_reprice_ms = Some(*time_ms);
-                }
-                let slot = p.slot_id;
                 if !cost.is_zero() {
                     self.subsidy.entry(slot).or_default().consumed += *cost;
                 }
             }
             LedgerEvent::Orphaned { position_id, .. } => {
-                if let Some(p) = self.open_mut(position_id) {
-                    p.exit.orphaned = true;
-                }
+                self.update_open(position_id, |p| p.exit.orphaned = true);
             }
             LedgerEvent::Hold {
                 position_id,
                 until_ms,
             } => {
-                if let Some(p) = self.open_mut(position_id) {
+                self.update_open(position_id, |p| {
                     p.exit.hold_until_ms = Some(*until_ms);
-                }
+                });
             }
             LedgerEvent::Close {
                 position_id,
@@ -274,9 +274,17 @@ impl Ledger {
         }
     }
 
-    fn open_mut(&mut self, id: &str) -> Option<&mut Position> {
+    /// Changes open position `id` (both its copies) with `f` and gives its
+    /// slot; counts a conflict when there is no such open position.
+    fn update_open(&mut self, id: &str, f: impl Fn(&mut Position)) -> Option<u32> {
         match self.positions.get_mut(id) {
-            Some(p) if p.outcome.is_none() => Some(p),
+            Some(p) if p.outcome.is_none() => {
+                f(p);
+                if let Some(copy) = self.open.get_mut(id) {
+                    f(copy);
+                }
+                Some(p.slot_id)
+            }
             _ => {
                 self.conflicts += 1;
                 None
@@ -301,7 +309,7 @@ impl Ledger {
 
     /// Open positions, oldest first (by id, as `positions`).
     pub fn open_positions(&self) -> impl Iterator<Item = &Position> {
-        self.open.iter().filter_map(|id| self.positions.get(id))
+        self.open.values()
     }
 
     /// The position whose exit is order `order_id`.

@@ -486,6 +486,71 @@ impl SlotState {
 
     /// The invariants every state must keep.
     pub fn check_invariants(&self) -> Result<(), String> {
+        // This runs twice per transition: a quick pass first, and the
+        // checks that name what is wrong only when something is.
+        if self.invariants_hold() {
+            return Ok(());
+        }
+        self.invariant_broken()
+    }
+
+    /// Whether [`SlotState::check_invariants`] passes, in one walk and
+    /// without building a message.
+    fn invariants_hold(&self) -> bool {
+        let (mut a, mut b) = (0_u32, 0_u32);
+        for o in &self.orders {
+            match o.trade {
+                Trade::A => a += 1,
+                Trade::B => b += 1,
+            }
+            if o.orphan.is_some() {
+                return false;
+            }
+        }
+        if a > 1 || b > 1 {
+            return false;
+        }
+        for o in self.orders.iter().chain(&self.recovery) {
+            let want = match o.role {
+                Role::Entry => o.trade.entry_side(),
+                Role::Exit | Role::Close => o.trade.exit_side(),
+            };
+            if o.side != want
+                || o.volume.is_zero()
+                || o.volume.is_sign_negative()
+                || (o.role != Role::Entry && o.position_id.is_empty())
+            {
+                return false;
+            }
+        }
+        if self.recovery.iter().any(|o| o.role == Role::Entry) {
+            return false;
+        }
+        // Ids differ mostly in their last character (the counter): look
+        // at it before comparing whole strings.
+        // By index: skipping into a chained iterator walks it from the start.
+        let n = self.orders.len() + self.recovery.len();
+        let id = |i: usize| match self.orders.get(i) {
+            Some(o) => o.client_order_id.as_bytes(),
+            None => self
+                .recovery
+                .get(i - self.orders.len())
+                .map_or(&[][..], |o| o.client_order_id.as_bytes()),
+        };
+        for i in 0..n {
+            let x = id(i);
+            for j in i + 1..n {
+                let y = id(j);
+                if y.len() == x.len() && y.last() == x.last() && y == x {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The first broken invariant, named (see [`SlotState::check_invariants`]).
+    fn invariant_broken(&self) -> Result<(), String> {
         for t in [Trade::A, Trade::B] {
             let n = self.orders.iter().filter(|o| o.trade == t).count();
             if n > 1 {
@@ -835,6 +900,120 @@ fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction
     }
     refresh_one_stale_entry(s, market, now, ctx, out);
     place_entries(s, market, now, ctx, out);
+}
+
+/// A relative margin far wider than Decimal's rounding: price bands a
+/// wake promises are shrunk by it, so a price inside them is certainly on
+/// the quiet side of the exact test the tick makes.
+const WAKE_MARGIN: Decimal = Decimal::from_parts(1, 0, 0, false, 9);
+
+/// When a price tick of `s` at a time after `now` (its last tick, which
+/// returned no actions) can next do something ([`crate::strategy::Wake`]).
+/// `entries_open`: whether the grid's gates (enabled, loss lock, capacity
+/// stop, daily loss room, entry budget) would let an entry through. A quiet
+/// tick stores only `market` (overwritten by the next) and `last_error`
+/// (the same text again); `s2_since_ms` was already set by the last tick.
+pub fn wake(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+) -> crate::strategy::Wake {
+    use crate::strategy::Wake;
+    let mut w = Wake::IDLE;
+    if s.halted.is_some() {
+        return w;
+    }
+    if s.market.is_none() {
+        return Wake::EveryTick;
+    }
+    // Refused exits are placed again at their retry time.
+    for o in s.orders.iter().chain(&s.recovery) {
+        if o.role == Role::Exit
+            && let Some(t) = o.retry_at_ms
+        {
+            w = w.before(t);
+        }
+    }
+    let Ok(phase) = s.phase() else {
+        return w;
+    };
+    let live_exit =
+        |o: &SlotOrder| o.role == Role::Exit && o.pending.is_none() && o.retry_at_ms.is_none();
+    match phase {
+        Phase::S0 => {}
+        Phase::S1a | Phase::S1b if !s.sticky => {
+            if let Some(o) = s.orders.iter().find(|o| live_exit(o)) {
+                let old_at = o.placed_at_ms.saturating_add(secs_ms(params.s1_orphan_sec));
+                if now < old_at {
+                    w = w.before(old_at);
+                } else if let Some(p) = o.price {
+                    // Orphaned once the market is farther from the exit
+                    // than it was at placement.
+                    let d = (p - o.market_at_place).abs();
+                    if d.is_zero() {
+                        return Wake::EveryTick;
+                    }
+                    w = w.inside(Some(p - d), Some(p + d));
+                }
+            }
+        }
+        Phase::S1a | Phase::S1b => {}
+        Phase::S2 => {
+            let Some(since) = s.s2_since_ms else {
+                return Wake::EveryTick;
+            };
+            if !s.sticky {
+                w = w.before(since.saturating_add(secs_ms(params.s2_orphan_sec)));
+            }
+        }
+    }
+    // Stale entries are refreshed once the market is more than
+    // `refresh_pct` away (after the refresh cooldown).
+    if now < s.refresh_cooldown_until_ms {
+        w = w.before(s.refresh_cooldown_until_ms);
+    } else {
+        let limit = params.refresh_pct / hundred();
+        for o in &s.orders {
+            if o.role != Role::Entry || o.pending.is_some() || !o.executed.is_zero() {
+                continue;
+            }
+            let Some(p) = o.price else { continue };
+            if limit <= Decimal::ZERO {
+                return Wake::EveryTick;
+            }
+            // |p - m| / m <= limit  <=>  p / (1 + limit) <= m <= p / (1 - limit).
+            let lo = (p / (Decimal::ONE + limit)) * (Decimal::ONE + WAKE_MARGIN);
+            let hi = (limit < Decimal::ONE)
+                .then(|| (p / (Decimal::ONE - limit)) * (Decimal::ONE - WAKE_MARGIN));
+            w = w.inside(Some(lo), hi);
+        }
+    }
+    // Entries: a trade without an order re-enters after its cooldown and
+    // re-entry delay, if the gates let it.
+    for t in [Trade::A, Trade::B] {
+        if !mode_allows(s.mode, t) {
+            continue;
+        }
+        if s.orders.iter().any(|o| o.trade == t) {
+            continue;
+        }
+        let ts = s.trade(t);
+        let at = ts.cooldown_until_ms.max(ts.reentry_at_ms);
+        if now < at {
+            w = w.before(at);
+        } else if entries_open {
+            return Wake::EveryTick;
+        }
+    }
+    // Entries the mode no longer allows are cancelled at once.
+    if s.orders
+        .iter()
+        .any(|o| o.role == Role::Entry && o.pending.is_none() && !mode_allows(s.mode, o.trade))
+    {
+        return Wake::EveryTick;
+    }
+    w
 }
 
 fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {

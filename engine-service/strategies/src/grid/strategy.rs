@@ -27,7 +27,7 @@ use crate::capital::{Asset, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
     Action, Command, CommandError, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent,
-    OrderUpdate, Side, StatusBlock, Strategy, UpdateKind,
+    OrderUpdate, Side, StatusBlock, Strategy, UpdateKind, Wake,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -75,6 +75,8 @@ pub struct Grid {
     restart_cancels: BTreeMap<String, Option<i64>>,
     /// Recent prices for the volatility-adjusted profit.
     prices: VecDeque<(i64, Decimal)>,
+    /// The time of the last tick (what [`Strategy::wake`] reads from).
+    ticked_ms: i64,
 }
 
 /// Counts of open positions per band.
@@ -276,6 +278,7 @@ impl Grid {
             filled_while_down: Vec::new(),
             restart_cancels: BTreeMap::new(),
             prices: VecDeque::new(),
+            ticked_ms: 0,
             cfg,
         }
     }
@@ -767,6 +770,179 @@ impl Grid {
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
         }
+    }
+
+    /// [`Strategy::wake`], read after a tick at `ticked_ms` that returned no
+    /// actions. What a quiet tick stores: the market view, instrument and
+    /// capacity reading (overwritten by the next tick), each slot's market
+    /// and `last_error` (the same), the day roll (repeated by a later tick),
+    /// and one more entry of the recent prices, which only the
+    /// volatility-adjusted profit reads (so with `volatility_profit_factor`
+    /// set, every tick). Bounds:
+    /// - the next UTC day (the day's realized loss resets: the loss lock
+    ///   and loss room), the end of the partial-cancel window (the capacity
+    ///   band), restart-cancel retries;
+    /// - every tick while a churner runs, an adopted fill waits, or a
+    ///   slot's mode is about to change;
+    /// - each slot's timers and price bands ([`slot::wake`]);
+    /// - self-healing: when an exit's effective age can reach a band where
+    ///   the tick may move it (stale and not yet tightened; stuck or
+    ///   written off with subsidy to spend after the reprice cooldown),
+    ///   for any price inside the band (narrowed to 1 % around the last
+    ///   price so the distance stays bounded).
+    fn quiet(&self) -> Wake {
+        let Some(market) = self.market.as_ref() else {
+            return Wake::EveryTick;
+        };
+        if !self.churners.is_empty()
+            || !self.filled_while_down.is_empty()
+            || self.cfg.volatility_profit_factor > Decimal::ZERO
+        {
+            return Wake::EveryTick;
+        }
+        let now = self.ticked_ms;
+        let mut w = Wake::IDLE.before((now.div_euclid(DAY_MS) + 1).saturating_mul(DAY_MS));
+        if let Some(t) = market.last_partial_cancel_ms {
+            let end = t.saturating_add(capacity::PARTIAL_CANCEL_WINDOW_MS);
+            if end > now {
+                w = w.before(end);
+            }
+        }
+        for t in self.restart_cancels.values().flatten() {
+            w = w.before(*t);
+        }
+        if self.filters().is_none() {
+            return w;
+        }
+        if market.last <= Decimal::ZERO {
+            return Wake::EveryTick;
+        }
+        let mode = self.mode_for(market);
+        if self.slots.iter().any(|s| s.mode != mode) {
+            return Wake::EveryTick;
+        }
+        let budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
+        let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
+            || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
+        let entries_open = self.entries_blocked().is_none() && loss_room_left && budget > 0;
+        for s in &self.slots {
+            w = w.and(slot::wake(s, now, &self.cfg.slot, entries_open));
+            if w == Wake::EveryTick {
+                return w;
+            }
+        }
+        if self.cfg.heal.enabled && self.enabled {
+            w = self.heal_wake(w, market.last, now);
+        }
+        w
+    }
+
+    /// The self-healing part of [`Grid::quiet`].
+    fn heal_wake(&self, w: Wake, last: Decimal, now: i64) -> Wake {
+        const HOUR_MS: f64 = 3_600_000.0;
+        const MARGIN: f64 = 1e-9;
+        let h = &self.cfg.heal;
+        let positions = || {
+            self.ledger
+                .open_positions()
+                .filter(|p| p.mode != PositionMode::Churner)
+        };
+        if positions().next().is_none() {
+            return w;
+        }
+        let one_pct = Decimal::new(1, 2);
+        let mut w = w.inside(
+            Some(last * (Decimal::ONE - one_pct)),
+            Some(last * (Decimal::ONE + one_pct)),
+        );
+        let Wake::Quiet {
+            above: Some(lo),
+            below: Some(hi),
+            ..
+        } = w
+        else {
+            return Wake::EveryTick;
+        };
+        let f = heal::approx_f64;
+        let (lo, hi, div) = (f(lo), f(hi), f(h.distance_divisor));
+        let (stale, stuck) = (f(h.stale_hours), f(h.stuck_hours));
+        if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
+            return Wake::EveryTick;
+        }
+        let cooldown = super::secs_ms(h.reprice_cooldown_sec);
+        // Whether each slot has subsidy to spend, read once per slot.
+        let mut subsidy: Vec<(u32, bool)> = Vec::new();
+        for p in positions() {
+            if let Some(t) = p.exit.hold_until_ms
+                && now < t
+            {
+                w = w.before(t);
+                continue;
+            }
+            let Some((_, o)) = self.exit_of(p) else {
+                continue;
+            };
+            if o.pending.is_some() || o.retry_at_ms.is_some() {
+                continue;
+            }
+            let e = f(p.exit.price);
+            let dist = |m: f64| (e - m).abs() / m * 100.0;
+            let dmax = dist(lo).max(dist(hi));
+            let dmin = if (lo..=hi).contains(&e) {
+                0.0
+            } else {
+                dist(lo).min(dist(hi))
+            };
+            if !(e.is_finite() && dmax.is_finite()) {
+                return Wake::EveryTick;
+            }
+            let age_now = (now - p.entry.time_ms).max(0) as f64 / HOUR_MS;
+            let eff_lo = age_now * (1.0 + dmin / div) * (1.0 - MARGIN);
+            let eff_hi = age_now * (1.0 + dmax / div) * (1.0 + MARGIN);
+            let has_subsidy = match subsidy.iter().find(|(id, _)| *id == p.slot_id) {
+                Some((_, has)) => *has,
+                None => {
+                    let has = self.spendable(p.slot_id) > Decimal::ZERO;
+                    subsidy.push((p.slot_id, has));
+                    has
+                }
+            };
+            let cooling = p
+                .exit
+                .last_reprice_ms
+                .map(|t| t.saturating_add(cooldown))
+                .filter(|end| now < *end);
+            if has_subsidy && let Some(end) = cooling {
+                w = w.before(end);
+            }
+            // Where a tick may act: stale before the free tighten; stuck
+            // and later with subsidy to spend, out of the cooldown.
+            let stale_acts = !p.exit.tightened;
+            let stuck_acts = has_subsidy && cooling.is_none();
+            if stale_acts && eff_lo < stuck && eff_hi >= stale {
+                return Wake::EveryTick;
+            }
+            if stuck_acts && eff_hi >= stuck {
+                return Wake::EveryTick;
+            }
+            let edge = if stale_acts && eff_hi < stale {
+                Some(stale)
+            } else if stuck_acts {
+                Some(stuck)
+            } else {
+                None
+            };
+            if let Some(edge) = edge {
+                let age_h = edge * (1.0 - MARGIN) / (1.0 + dmax * (1.0 + MARGIN) / div);
+                let at = p.entry.time_ms as f64 + (age_h * HOUR_MS).floor() - 1.0;
+                if !at.is_finite() || at <= now as f64 {
+                    return Wake::EveryTick;
+                }
+                // Saturating: far beyond any run.
+                w = w.before(at.min(i64::MAX as f64 / 2.0) as i64);
+            }
+        }
+        w
     }
 
     /// The exit profit in force: the config's, raised by the market's recent
@@ -1442,9 +1618,10 @@ impl Strategy for Grid {
 
     fn on_tick(&mut self, market: &MarketView, now: i64) -> Vec<Action> {
         self.roll_day(now);
-        self.market = Some(market.clone());
+        self.ticked_ms = now;
+        crate::strategy::keep_view(&mut self.market, market);
         if market.instrument.is_some() {
-            self.instrument.clone_from(&market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
         }
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         let mut out = Vec::new();
@@ -1483,6 +1660,10 @@ impl Strategy for Grid {
         self.heal(market.last, now, &mut out);
         self.tick_churners(market, now, &mut out);
         out
+    }
+
+    fn wake(&self) -> Wake {
+        self.quiet()
     }
 
     fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
