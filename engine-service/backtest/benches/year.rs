@@ -149,6 +149,15 @@ fn regime_step(bars: &[Bar]) {
         "regime training (1 m preset, 4,000 candles, the daily retrain): {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
+    if let Ok(mut d15) = TimeframeDetector::new(TimeframeConfig::fifteen_minutes()) {
+        let t = Instant::now();
+        let ok = d15.train(&candles[..1_440], 0).is_ok();
+        println!(
+            "regime training (15 m preset, 1,440 candles, the daily retrain): {:.1} ms{}",
+            t.elapsed().as_secs_f64() * 1e3,
+            if ok { "" } else { " (failed)" }
+        );
+    }
     let mut stream = StreamingInference::new(&detector);
     for c in &candles[..4_000] {
         let _ = stream.push(c);
@@ -183,7 +192,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    // HERD_BENCH_RUNS=fixed or =hmm runs only that one (for profiling).
+    // HERD_BENCH_RUNS=fixed, =hmm, =hmm-inline or =regime runs only that one
+    // (for profiling).
     let runs = std::env::var("HERD_BENCH_RUNS").unwrap_or_default();
     let want = |name: &str| runs.is_empty() || runs == name;
 
@@ -225,6 +235,26 @@ fn main() {
         if let Ok(o) = &out {
             println!(
                 "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+                n as f64 / secs,
+                o.fills.len(),
+                o.regime_ms
+            );
+        }
+    }
+    // The same on the driver's thread (no worker thread ahead of it).
+    if want("hmm-inline") {
+        let t = Instant::now();
+        let out = run(
+            &setup(RegimeSetup::HmmInline { refresh_ms: 60_000 }),
+            strategies(),
+            &bars,
+            60_000,
+            &mut (),
+        );
+        let secs = t.elapsed().as_secs_f64();
+        if let Ok(o) = &out {
+            println!(
+                "with HMM consensus on the driver's thread: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms

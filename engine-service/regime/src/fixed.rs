@@ -426,10 +426,13 @@ pub(crate) fn kmeans<const K: usize, const D: usize>(
         }
         assign.fill(usize::MAX);
         let mut inertia = 0.0;
-        for _ in 0..max_iter {
+        for iteration in 0..max_iter {
             let mut changed = false;
-            inertia = 0.0;
-            for (xt, at) in x.iter().zip(assign.iter_mut()) {
+            // Each point's distance to its centre is kept (`dist` is free again) and
+            // summed, in the same order, only for the iteration that ends the loop: the
+            // only inertia that is read. The pass itself then carries no dependency from
+            // one point to the next.
+            for ((xt, at), dt) in x.iter().zip(assign.iter_mut()).zip(dist.iter_mut()) {
                 let (mut j, mut dj) = (0, f64::INFINITY);
                 for (c, centre) in centres.iter().enumerate() {
                     let d = sq_dist(xt, centre);
@@ -437,10 +440,16 @@ pub(crate) fn kmeans<const K: usize, const D: usize>(
                         (j, dj) = (c, d);
                     }
                 }
-                inertia += dj;
+                *dt = dj;
                 if *at != j {
                     *at = j;
                     changed = true;
+                }
+            }
+            if !changed || iteration + 1 == max_iter {
+                inertia = 0.0;
+                for d in &dist {
+                    inertia += d;
                 }
             }
             if !changed {

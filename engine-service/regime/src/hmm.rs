@@ -653,7 +653,7 @@ fn initial_params(
                     .map(|c| c.to_vec())
                     .collect()
             }
-            _ => kmeans(obs, k, config.seed),
+            _ => kmeans(obs, k, config.seed, KMEANS_RESTARTS, KMEANS_MAX_ITER),
         },
         vars: vec![vars_row; k],
     })
@@ -666,11 +666,17 @@ fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 /// k-means with k-means++ seeding; the best of [`KMEANS_RESTARTS`] runs by inertia.
 /// Centres come out sorted by their first differing coordinate so the result does not depend
 /// on which restart found it first. Requires `obs.len() >= k >= 1`.
-fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
+fn kmeans(
+    obs: &Observations,
+    k: usize,
+    seed: u64,
+    restarts: usize,
+    max_iter: usize,
+) -> Vec<Vec<f64>> {
     let mut rng = SplitMix64::new(seed);
     let n = obs.len();
     let mut best: Option<(f64, Vec<Vec<f64>>)> = None;
-    for _ in 0..KMEANS_RESTARTS {
+    for _ in 0..restarts {
         let mut centres: Vec<Vec<f64>> = vec![obs.row(rng.below(n)).to_vec()];
         let mut dist: Vec<f64> = obs.rows().map(|x| sq_dist(x, &centres[0])).collect();
         while centres.len() < k {
@@ -695,7 +701,7 @@ fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
         }
         let mut assign = vec![usize::MAX; n];
         let mut inertia = 0.0;
-        for _ in 0..KMEANS_MAX_ITER {
+        for _ in 0..max_iter {
             let mut changed = false;
             inertia = 0.0;
             for (t, x) in obs.rows().enumerate() {
@@ -874,6 +880,29 @@ mod tests {
                 );
                 let window = obs.slice(100, 150);
                 assert_eq!(got, fast.filter_last(&window, prior).unwrap());
+            }
+        }
+    }
+
+    /// k-means stopped by its iteration cap (the inertia of the last pass is the one
+    /// compared) or converging: the fixed-shape and general code pick the same centres.
+    #[test]
+    fn fixed_shape_kmeans_equals_the_general_code_at_every_iteration_cap() {
+        let obs = four_feature_obs(9, 900);
+        let (x, _) = obs.data().as_chunks::<4>();
+        for max_iter in [0, 1, 2, 3, 5, 8, 50] {
+            for seed in [1, 2, 3] {
+                let fast = fixed::kmeans::<3, 4>(x, seed, 4, max_iter);
+                let general = kmeans(&obs, 3, seed, 4, max_iter);
+                let fast: Vec<Vec<u64>> = fast
+                    .iter()
+                    .map(|c| c.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                let general: Vec<Vec<u64>> = general
+                    .iter()
+                    .map(|c| c.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                assert_eq!(fast, general, "max_iter {max_iter}, seed {seed}");
             }
         }
     }
