@@ -3,7 +3,10 @@
 //! ahead of the driver (`RegimeSetup::Hmm`) give exactly the outcome of the
 //! same readings computed inline (`RegimeSetup::HmmInline`), and both the
 //! outcome recorded before the detector's speed-ups (fixed-shape kernels,
-//! kept readings, the worker thread; recorded at commit ca4020e).
+//! kept readings, the worker thread; recorded at commit ca4020e). Fitted
+//! models now filter from their own stationary distribution rather than the
+//! initial (uniform) one: that changed no decision here, the outcome is the
+//! recorded one to the last digit.
 
 use herd_backtest::run;
 use std::collections::BTreeMap;

@@ -264,6 +264,8 @@ impl GaussianHmm {
                 "fitted parameters are not finite".into(),
             ));
         }
+        // `new` computed it for the initial parameters.
+        model.stationary = stationary_of(&model.params.transmat, model.k);
         let report = FitReport {
             iterations: history.len(),
             converged,
@@ -904,6 +906,25 @@ mod tests {
                     .collect();
                 assert_eq!(fast, general, "max_iter {max_iter}, seed {seed}");
             }
+        }
+    }
+
+    /// The filter's `Prior::Stationary` of a fitted model is the stationary distribution of
+    /// the fitted transition matrix (it was once the initial matrix's, uniform).
+    #[test]
+    fn a_fitted_model_has_the_stationary_distribution_of_its_own_transitions() {
+        for obs in [four_feature_obs(4, 1200), toy_obs()] {
+            let (m, _) = GaussianHmm::fit(&obs, &FitConfig::default()).unwrap();
+            let rebuilt = GaussianHmm::new(m.params().clone()).unwrap();
+            assert_eq!(m.stationary(), rebuilt.stationary());
+            let pi = m.stationary();
+            let a = &m.params().transmat;
+            for j in 0..m.n_states() {
+                let next: f64 = (0..m.n_states()).map(|i| pi[i] * a[i][j]).sum();
+                assert!((next - pi[j]).abs() < 1e-9, "{pi:?} {a:?}");
+            }
+            let uniform = 1.0 / m.n_states() as f64;
+            assert!(pi.iter().any(|p| (p - uniform).abs() > 0.01), "{pi:?}");
         }
     }
 
