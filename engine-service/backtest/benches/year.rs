@@ -86,6 +86,22 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time of the whole process so far (all threads, user + system), in
+/// seconds: on a loaded machine it says more than the wall time.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which ends with ')'): utime and
+            // stime are the 12th and 13th.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn setup(regime: RegimeSetup) -> Setup {
     Setup {
         instrument: PaperInstrument::doge_usd().instrument,
@@ -205,12 +221,12 @@ fn main() {
         bias: 0.0,
     });
     if want("fixed") {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_secs());
         let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
-        let secs = t.elapsed().as_secs_f64();
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
         if let Ok(o) = &out {
             println!(
-                "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} fills, {} orders",
+                "strategies only (fixed regime): {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} ticks, {} fills, {} orders",
                 n as f64 / secs,
                 o.ticks,
                 o.fills.len(),
@@ -223,7 +239,7 @@ fn main() {
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
     // every simulated minute, daily retrains).
     if want("hmm") {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_secs());
         let out = run(
             &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
             strategies(),
@@ -231,10 +247,10 @@ fn main() {
             60_000,
             &mut (),
         );
-        let secs = t.elapsed().as_secs_f64();
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
         if let Ok(o) = &out {
             println!(
-                "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+                "with HMM consensus: {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms
@@ -243,7 +259,7 @@ fn main() {
     }
     // The same on the driver's thread (no worker thread ahead of it).
     if want("hmm-inline") {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu_secs());
         let out = run(
             &setup(RegimeSetup::HmmInline { refresh_ms: 60_000 }),
             strategies(),
@@ -251,10 +267,10 @@ fn main() {
             60_000,
             &mut (),
         );
-        let secs = t.elapsed().as_secs_f64();
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
         if let Ok(o) = &out {
             println!(
-                "with HMM consensus on the driver's thread: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+                "with HMM consensus on the driver's thread: {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms
