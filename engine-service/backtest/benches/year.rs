@@ -89,7 +89,16 @@ fn peak_rss_mb() -> f64 {
 /// CPU time of the whole process so far (all threads, user + system), in
 /// seconds: on a loaded machine it says more than the wall time.
 fn cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+    stat_cpu_secs("/proc/self/stat")
+}
+
+/// CPU time of the calling thread (the driver's), in seconds.
+fn thread_cpu_secs() -> f64 {
+    stat_cpu_secs("/proc/thread-self/stat")
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             // Fields after the command name (which ends with ')'): utime and
@@ -221,12 +230,13 @@ fn main() {
         bias: 0.0,
     });
     if want("fixed") {
-        let (t, c) = (Instant::now(), cpu_secs());
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
         let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
         let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
         if let Ok(o) = &out {
             println!(
-                "strategies only (fixed regime): {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} ticks, {} fills, {} orders",
+                "strategies only (fixed regime): {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} ticks, {} fills, {} orders",
                 n as f64 / secs,
                 o.ticks,
                 o.fills.len(),
@@ -239,7 +249,7 @@ fn main() {
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
     // every simulated minute, daily retrains).
     if want("hmm") {
-        let (t, c) = (Instant::now(), cpu_secs());
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
         let out = run(
             &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
             strategies(),
@@ -248,9 +258,10 @@ fn main() {
             &mut (),
         );
         let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
         if let Ok(o) = &out {
             println!(
-                "with HMM consensus: {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
+                "with HMM consensus: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms
@@ -259,7 +270,7 @@ fn main() {
     }
     // The same on the driver's thread (no worker thread ahead of it).
     if want("hmm-inline") {
-        let (t, c) = (Instant::now(), cpu_secs());
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
         let out = run(
             &setup(RegimeSetup::HmmInline { refresh_ms: 60_000 }),
             strategies(),
@@ -268,9 +279,10 @@ fn main() {
             &mut (),
         );
         let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
         if let Ok(o) = &out {
             println!(
-                "with HMM consensus on the driver's thread: {secs:.2} s (CPU {cpu:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
+                "with HMM consensus on the driver's thread: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms
