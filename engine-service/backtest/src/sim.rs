@@ -402,10 +402,6 @@ impl Consensus {
     /// A candle closed.
     fn push(&mut self, bar: &Bar) {
         let c = regime_candle(bar);
-        self.push_candle(c);
-    }
-
-    fn push_candle(&mut self, c: Candle) {
         let bucket = c.open_time_ms - c.open_time_ms.rem_euclid(self.merged_width_ms);
         match self.forming.as_mut() {
             Some(f) if f.open_time_ms == bucket => {
@@ -611,7 +607,9 @@ impl<'a> RegimeFeed<'a> {
         }
         self.mode = match Consensus::new(self.refresh_ms, self.interval_ms) {
             Ok(mut c) => {
-                for bar in &self.bars[..self.pushed] {
+                // While on the worker every push was canonical: `pushed`
+                // never passes the bars.
+                for bar in self.bars.get(..self.pushed).unwrap_or(self.bars) {
                     c.reading(bar.open_time_ms);
                     c.push(bar);
                 }
