@@ -38,6 +38,31 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time of the whole process so far (all threads, user + system), in
+/// seconds: on a loaded machine it says more than the wall time.
+fn cpu_secs() -> f64 {
+    stat_cpu_secs("/proc/self/stat")
+}
+
+/// CPU time of the calling thread (the driver's), in seconds.
+fn thread_cpu_secs() -> f64 {
+    stat_cpu_secs("/proc/thread-self/stat")
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which ends with ')'): utime and
+            // stime are the 12th and 13th.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn setup(regime: RegimeSetup) -> Setup {
     Setup {
         instrument: PaperInstrument::doge_usd().instrument,
@@ -101,6 +126,15 @@ fn regime_step(bars: &[Bar]) {
         "regime training (1 m preset, 4,000 candles, the daily retrain): {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
+    if let Ok(mut d15) = TimeframeDetector::new(TimeframeConfig::fifteen_minutes()) {
+        let t = Instant::now();
+        let ok = d15.train(&candles[..1_440], 0).is_ok();
+        println!(
+            "regime training (15 m preset, 1,440 candles, the daily retrain): {:.1} ms{}",
+            t.elapsed().as_secs_f64() * 1e3,
+            if ok { "" } else { " (failed)" }
+        );
+    }
     let mut stream = StreamingInference::new(&detector);
     for c in &candles[..4_000] {
         let _ = stream.push(c);
@@ -135,7 +169,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    // HERD_BENCH_RUNS=fixed or =hmm runs only that one (for profiling).
+    // HERD_BENCH_RUNS=fixed, =hmm, =hmm-inline or =regime runs only that one
+    // (for profiling).
     let runs = std::env::var("HERD_BENCH_RUNS").unwrap_or_default();
     let want = |name: &str| runs.is_empty() || runs == name;
 
@@ -147,12 +182,13 @@ fn main() {
         bias: 0.0,
     });
     if want("fixed") {
-        let t = Instant::now();
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
         let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
-        let secs = t.elapsed().as_secs_f64();
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
         if let Ok(o) = &out {
             println!(
-                "strategies only (fixed regime): {secs:.2} s, {:.0} candles/s, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
+                "strategies only (fixed regime): {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
                 n as f64 / secs,
                 o.ticks,
                 o.ticks_skipped,
@@ -166,7 +202,7 @@ fn main() {
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
     // every simulated minute, daily retrains).
     if want("hmm") {
-        let t = Instant::now();
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
         let out = run(
             &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
             strategies(),
@@ -174,10 +210,32 @@ fn main() {
             60_000,
             &mut (),
         );
-        let secs = t.elapsed().as_secs_f64();
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
         if let Ok(o) = &out {
             println!(
-                "with HMM consensus: {secs:.2} s, {:.0} candles/s, {} fills, regime time {:?}",
+                "with HMM consensus: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
+                n as f64 / secs,
+                o.fills.len(),
+                o.regime_ms
+            );
+        }
+    }
+    // The same on the driver's thread (no worker thread ahead of it).
+    if want("hmm-inline") {
+        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
+        let out = run(
+            &setup(RegimeSetup::HmmInline { refresh_ms: 60_000 }),
+            strategies(),
+            &bars,
+            60_000,
+            &mut (),
+        );
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+        let driver = thread_cpu_secs() - tc;
+        if let Ok(o) = &out {
+            println!(
+                "with HMM consensus on the driver's thread: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
                 n as f64 / secs,
                 o.fills.len(),
                 o.regime_ms

@@ -94,7 +94,15 @@ pub enum RegimeSetup {
     /// time and retrained on the live schedule (daily). Inference is
     /// incremental (`herd_regime::stream`), equal to the live batch
     /// reading within 1e-9.
+    ///
+    /// The readings are a function of the candles alone, so they are computed
+    /// on a worker thread running ahead of the driver (trainings included),
+    /// and handed over at the candle where the driver asks: the same readings,
+    /// at the same candles, as [`RegimeSetup::HmmInline`].
     Hmm { refresh_ms: i64 },
+    /// [`RegimeSetup::Hmm`] computed on the driver's own thread, in turn
+    /// with the strategies (no worker thread): the same outcome, slower.
+    HmmInline { refresh_ms: i64 },
     /// Readings in force from given times (in time order; not ready before
     /// the first): regime changes without the detector, for tests.
     Schedule(Vec<(i64, RegimeView)>),
@@ -404,7 +412,7 @@ impl Timeframe {
 }
 
 /// The HMM consensus over the candles closed so far.
-struct RegimeFeed {
+struct Consensus {
     refresh_ms: i64,
     last_refresh_ms: Option<i64>,
     primary: Timeframe,
@@ -413,13 +421,13 @@ struct RegimeFeed {
     merged_width_ms: i64,
 }
 
-impl RegimeFeed {
-    fn new(refresh_ms: i64, interval_ms: i64) -> Result<RegimeFeed, RunError> {
+impl Consensus {
+    fn new(refresh_ms: i64, interval_ms: i64) -> Result<Consensus, RunError> {
         let mut p = TimeframeConfig::one_minute();
         let mut s = TimeframeConfig::fifteen_minutes();
         p.name = format!("{}m", interval_ms / 60_000);
         s.name = format!("{}m", interval_ms * 15 / 60_000);
-        Ok(RegimeFeed {
+        Ok(Consensus {
             refresh_ms: refresh_ms.max(1),
             last_refresh_ms: None,
             primary: Timeframe::new(p)?,
@@ -470,6 +478,207 @@ impl RegimeFeed {
             confidence: r.confidence,
             bias: r.bias,
         })
+    }
+}
+
+#[cfg(test)]
+#[path = "sim_feed_tests.rs"]
+mod feed_tests;
+
+/// Bars the driver hands the worker at a time.
+const AHEAD_CHUNK: usize = 256;
+/// How far the worker may run ahead of the driver, in bars: two days and
+/// more of 1-minute candles, so the next daily retrain is computed while the
+/// driver simulates the current day.
+const AHEAD_BARS: usize = 16 * AHEAD_CHUNK;
+
+/// The regime readings the driver asks for, one call of `reading(open
+/// time)` and then `push(bar)` per bar, in order. Computed inline, or on a
+/// worker thread that runs [`Consensus`] over the same bars in the same call
+/// order ahead of the driver ([`RegimeSetup::Hmm`]): the readings depend on
+/// the candles only, so they are identical. Should the driver ever call out
+/// of that order, the feed replays the calls so far on its own thread and
+/// continues inline: the answers stay those of the inline feed.
+struct RegimeFeed<'a> {
+    bars: &'a [Bar],
+    refresh_ms: i64,
+    interval_ms: i64,
+    /// Bars pushed so far (the canonical order held for all of them).
+    pushed: usize,
+    /// Whether the reading of bar `pushed` was taken.
+    read: bool,
+    mode: FeedMode,
+}
+
+enum FeedMode {
+    Inline(Box<Consensus>),
+    Ahead(Ahead),
+    /// Unreachable in practice (the configuration was valid a moment
+    /// before): no readings, the regime stays not ready.
+    Failed,
+}
+
+/// The driver's end of the worker.
+struct Ahead {
+    /// Bars sent to the worker so far.
+    sent: usize,
+    to_worker: Option<std::sync::mpsc::Sender<Vec<Bar>>>,
+    from_worker: Option<std::sync::mpsc::Receiver<Vec<Option<RegimeView>>>>,
+    /// Readings received and not yet asked for, from bar `pushed` on.
+    pending: VecDeque<Option<RegimeView>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // Closing both channels ends the worker at its next chunk.
+        self.to_worker = None;
+        self.from_worker = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl<'a> RegimeFeed<'a> {
+    fn new(
+        refresh_ms: i64,
+        interval_ms: i64,
+        bars: &'a [Bar],
+        ahead: bool,
+    ) -> Result<RegimeFeed<'a>, RunError> {
+        let consensus = Consensus::new(refresh_ms, interval_ms)?;
+        let mode = if ahead {
+            Self::spawn(consensus).unwrap_or_else(|()| {
+                // No thread to be had: the same readings, inline (nothing
+                // was computed yet).
+                Consensus::new(refresh_ms, interval_ms)
+                    .map_or(FeedMode::Failed, |c| FeedMode::Inline(Box::new(c)))
+            })
+        } else {
+            FeedMode::Inline(Box::new(consensus))
+        };
+        Ok(RegimeFeed {
+            bars,
+            refresh_ms,
+            interval_ms,
+            pushed: 0,
+            read: false,
+            mode,
+        })
+    }
+
+    /// The worker: for each bar it receives, the reading at its open time,
+    /// then the bar pushed; the readings go back per chunk.
+    fn spawn(mut consensus: Consensus) -> Result<FeedMode, ()> {
+        let (to_worker, bars_rx) = std::sync::mpsc::channel::<Vec<Bar>>();
+        let (views_tx, from_worker) = std::sync::mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("regime-feed".into())
+            .spawn(move || {
+                while let Ok(chunk) = bars_rx.recv() {
+                    let views: Vec<Option<RegimeView>> = chunk
+                        .iter()
+                        .map(|bar| {
+                            let view = consensus.reading(bar.open_time_ms);
+                            consensus.push(bar);
+                            view
+                        })
+                        .collect();
+                    if views_tx.send(views).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|_| ())?;
+        Ok(FeedMode::Ahead(Ahead {
+            sent: 0,
+            to_worker: Some(to_worker),
+            from_worker: Some(from_worker),
+            pending: VecDeque::new(),
+            worker: Some(worker),
+        }))
+    }
+
+    /// The reading due at `now_ms` (the open time of the next bar), if a
+    /// refresh is due.
+    fn reading(&mut self, now_ms: i64) -> Option<RegimeView> {
+        let canonical =
+            !self.read && self.bars.get(self.pushed).map(|b| b.open_time_ms) == Some(now_ms);
+        if let FeedMode::Ahead(a) = &mut self.mode
+            && canonical
+            && let Some(view) = a.next_view(self.bars, self.pushed)
+        {
+            self.read = true;
+            return view;
+        }
+        self.go_inline();
+        self.read = canonical;
+        match &mut self.mode {
+            FeedMode::Inline(c) => c.reading(now_ms),
+            _ => None,
+        }
+    }
+
+    /// A bar closed.
+    fn push(&mut self, bar: &Bar) {
+        let canonical = self.read
+            && self
+                .bars
+                .get(self.pushed)
+                .is_some_and(|b| std::ptr::eq(b, bar));
+        if !canonical {
+            self.go_inline();
+        }
+        if let FeedMode::Inline(c) = &mut self.mode {
+            c.push(bar);
+        }
+        self.pushed += 1;
+        self.read = false;
+    }
+
+    /// Leaves the worker: replays the calls so far (all in the canonical
+    /// order) on this thread, and continues inline.
+    fn go_inline(&mut self) {
+        if !matches!(self.mode, FeedMode::Ahead(_)) {
+            return;
+        }
+        self.mode = match Consensus::new(self.refresh_ms, self.interval_ms) {
+            Ok(mut c) => {
+                // While on the worker every push was canonical: `pushed`
+                // never passes the bars.
+                for bar in self.bars.get(..self.pushed).unwrap_or(self.bars) {
+                    c.reading(bar.open_time_ms);
+                    c.push(bar);
+                }
+                if self.read
+                    && let Some(bar) = self.bars.get(self.pushed)
+                {
+                    c.reading(bar.open_time_ms);
+                }
+                FeedMode::Inline(Box::new(c))
+            }
+            Err(_) => FeedMode::Failed,
+        };
+    }
+}
+
+impl Ahead {
+    /// The worker's reading for bar `index`, topping up the bars it has;
+    /// `None` when the worker is gone.
+    fn next_view(&mut self, bars: &[Bar], index: usize) -> Option<Option<RegimeView>> {
+        let want = (index + AHEAD_BARS).min(bars.len());
+        while self.sent < want {
+            let end = (self.sent + AHEAD_CHUNK).min(bars.len());
+            let chunk = bars.get(self.sent..end)?.to_vec();
+            self.to_worker.as_ref()?.send(chunk).ok()?;
+            self.sent = end;
+        }
+        if self.pending.is_empty() {
+            let views = self.from_worker.as_ref()?.recv().ok()?;
+            self.pending.extend(views);
+        }
+        self.pending.pop_front()
     }
 }
 
@@ -618,11 +827,18 @@ pub fn run_with_skipping(
     let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
     let mut regime_feed = match &setup.regime {
         RegimeSetup::Fixed(_) | RegimeSetup::Schedule(_) => None,
-        RegimeSetup::Hmm { refresh_ms } => Some(RegimeFeed::new(*refresh_ms, interval_ms)?),
+        RegimeSetup::Hmm { refresh_ms } => {
+            Some(RegimeFeed::new(*refresh_ms, interval_ms, bars, true)?)
+        }
+        RegimeSetup::HmmInline { refresh_ms } => {
+            Some(RegimeFeed::new(*refresh_ms, interval_ms, bars, false)?)
+        }
     };
     let regime = match &setup.regime {
         RegimeSetup::Fixed(v) => v.clone(),
-        RegimeSetup::Hmm { .. } | RegimeSetup::Schedule(_) => RegimeView::not_ready(),
+        RegimeSetup::Hmm { .. } | RegimeSetup::HmmInline { .. } | RegimeSetup::Schedule(_) => {
+            RegimeView::not_ready()
+        }
     };
     let schedule: &[(i64, RegimeView)] = match &setup.regime {
         RegimeSetup::Schedule(s) => s,

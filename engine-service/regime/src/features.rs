@@ -99,6 +99,11 @@ impl Observations {
         &self.data[t * self.cols..(t + 1) * self.cols]
     }
 
+    /// The values, row-major.
+    pub(crate) fn data(&self) -> &[f64] {
+        &self.data
+    }
+
     /// Iterates over rows.
     pub fn rows(&self) -> impl Iterator<Item = &[f64]> {
         self.data.chunks_exact(self.cols)

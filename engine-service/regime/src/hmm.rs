@@ -18,9 +18,10 @@
 
 use crate::error::{RegimeError, invalid};
 use crate::features::Observations;
+use crate::fixed;
 use crate::rng::SplitMix64;
 
-const EMISSION_FLOOR: f64 = 1e-300;
+pub(crate) const EMISSION_FLOOR: f64 = 1e-300;
 const SUM_TOL: f64 = 1e-6;
 const KMEANS_RESTARTS: usize = 10;
 const KMEANS_MAX_ITER: usize = 50;
@@ -210,8 +211,16 @@ impl GaussianHmm {
     /// for every state's variances, uniform start and transition probabilities (hmmlearn's
     /// initialisation scheme). Same data and seed give bit-identical results.
     pub fn fit(obs: &Observations, config: &FitConfig) -> Result<(Self, FitReport), RegimeError> {
-        let init = initial_params(obs, config)?;
-        Self::fit_from(init, obs, config)
+        Self::fit_with(obs, config, Kernel::Fastest)
+    }
+
+    fn fit_with(
+        obs: &Observations,
+        config: &FitConfig,
+        kernel: Kernel,
+    ) -> Result<(Self, FitReport), RegimeError> {
+        let init = initial_params(obs, config, kernel)?;
+        Self::fit_from_with(init, obs, config, kernel)
     }
 
     /// Runs Baum-Welch from the given initial parameters (`config.seed` is unused).
@@ -219,6 +228,15 @@ impl GaussianHmm {
         initial: HmmParams,
         obs: &Observations,
         config: &FitConfig,
+    ) -> Result<(Self, FitReport), RegimeError> {
+        Self::fit_from_with(initial, obs, config, Kernel::Fastest)
+    }
+
+    fn fit_from_with(
+        initial: HmmParams,
+        obs: &Observations,
+        config: &FitConfig,
+        kernel: Kernel,
     ) -> Result<(Self, FitReport), RegimeError> {
         let mut model = Self::new(initial)?;
         model.check_obs(obs)?;
@@ -229,11 +247,45 @@ impl GaussianHmm {
                 need: 2,
             });
         }
+        let fixed_params = match kernel {
+            Kernel::Fastest => fixed::Params::<3, 4>::from_hmm(&model.params),
+            Kernel::General => None,
+        };
+        let (history, converged) = match (fixed_params, obs.data().as_chunks::<4>()) {
+            (Some(mut p), (x, [])) if obs.cols() == 4 => {
+                let run = fixed::baum_welch(&mut p, x, config)?;
+                model.params = p.to_hmm();
+                run
+            }
+            _ => model.baum_welch(obs, config)?,
+        };
+        if !model.is_finite() {
+            return Err(RegimeError::Numerical(
+                "fitted parameters are not finite".into(),
+            ));
+        }
+        // `new` computed it for the initial parameters.
+        model.stationary = stationary_of(&model.params.transmat, model.k);
+        let report = FitReport {
+            iterations: history.len(),
+            converged,
+            log_likelihood_history: history,
+        };
+        Ok((model, report))
+    }
+
+    /// The general EM loop (any shape): parameters updated in place; the log-likelihood
+    /// history and whether `tol` stopped it.
+    fn baum_welch(
+        &mut self,
+        obs: &Observations,
+        config: &FitConfig,
+    ) -> Result<(Vec<f64>, bool), RegimeError> {
         let mut history: Vec<f64> = Vec::with_capacity(config.max_iter);
         let mut converged = false;
         for _ in 0..config.max_iter {
-            let stats = model.e_step(obs)?;
-            model.m_step(&stats, config);
+            let stats = self.e_step(obs)?;
+            self.m_step(&stats, config);
             history.push(stats.loglik);
             if let [.., prev, last] = history[..]
                 && last - prev < config.tol
@@ -242,17 +294,7 @@ impl GaussianHmm {
                 break;
             }
         }
-        if !model.is_finite() {
-            return Err(RegimeError::Numerical(
-                "fitted parameters are not finite".into(),
-            ));
-        }
-        let report = FitReport {
-            iterations: history.len(),
-            converged,
-            log_likelihood_history: history,
-        };
-        Ok((model, report))
+        Ok((history, converged))
     }
 
     /// Log-likelihood of `obs` under the model, starting from the start probabilities.
@@ -396,10 +438,18 @@ impl GaussianHmm {
             ));
         }
         let init = match prior {
-            Prior::StartProb => self.params.startprob.clone(),
-            Prior::Stationary => self.stationary(),
+            Prior::StartProb => &self.params.startprob,
+            Prior::Stationary => &self.stationary,
         };
-        let (alpha, _, _) = self.forward(&init, b, maxes)?;
+        if let (Some(init), Some(trans), (rows, [])) = (
+            fixed::array::<3>(init),
+            fixed::rows::<3, 3>(&self.params.transmat),
+            b.as_chunks::<3>(),
+        ) && let Some(last) = fixed::filter_last(&init, &trans, rows, maxes)
+        {
+            return last.map(|p| p.to_vec());
+        }
+        let (alpha, _, _) = self.forward(init, b, maxes)?;
         Ok(alpha[alpha.len() - self.k..].to_vec())
     }
 
@@ -556,7 +606,21 @@ impl GaussianHmm {
     }
 }
 
-fn initial_params(obs: &Observations, config: &FitConfig) -> Result<HmmParams, RegimeError> {
+/// Which implementation runs: the fixed-shape kernels ([`crate::fixed`]) for 3 states of 4
+/// features, or the general code; the results are the same bit for bit (tests compare them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Fastest,
+    /// Only the tests ask for it, to compare.
+    #[cfg_attr(not(test), allow(dead_code))]
+    General,
+}
+
+fn initial_params(
+    obs: &Observations,
+    config: &FitConfig,
+    kernel: Kernel,
+) -> Result<HmmParams, RegimeError> {
     let k = config.n_states;
     if k == 0 {
         return Err(invalid("fit config", "n_states must be > 0"));
@@ -584,7 +648,15 @@ fn initial_params(obs: &Observations, config: &FitConfig) -> Result<HmmParams, R
     Ok(HmmParams {
         startprob: vec![1.0 / k as f64; k],
         transmat: vec![vec![1.0 / k as f64; k]; k],
-        means: kmeans(obs, k, config.seed),
+        means: match (kernel, k, obs.data().as_chunks::<4>()) {
+            (Kernel::Fastest, 3, (x, [])) if d == 4 => {
+                fixed::kmeans::<3, 4>(x, config.seed, KMEANS_RESTARTS, KMEANS_MAX_ITER)
+                    .iter()
+                    .map(|c| c.to_vec())
+                    .collect()
+            }
+            _ => kmeans(obs, k, config.seed, KMEANS_RESTARTS, KMEANS_MAX_ITER),
+        },
         vars: vec![vars_row; k],
     })
 }
@@ -596,11 +668,17 @@ fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 /// k-means with k-means++ seeding; the best of [`KMEANS_RESTARTS`] runs by inertia.
 /// Centres come out sorted by their first differing coordinate so the result does not depend
 /// on which restart found it first. Requires `obs.len() >= k >= 1`.
-fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
+fn kmeans(
+    obs: &Observations,
+    k: usize,
+    seed: u64,
+    restarts: usize,
+    max_iter: usize,
+) -> Vec<Vec<f64>> {
     let mut rng = SplitMix64::new(seed);
     let n = obs.len();
     let mut best: Option<(f64, Vec<Vec<f64>>)> = None;
-    for _ in 0..KMEANS_RESTARTS {
+    for _ in 0..restarts {
         let mut centres: Vec<Vec<f64>> = vec![obs.row(rng.below(n)).to_vec()];
         let mut dist: Vec<f64> = obs.rows().map(|x| sq_dist(x, &centres[0])).collect();
         while centres.len() < k {
@@ -625,7 +703,7 @@ fn kmeans(obs: &Observations, k: usize, seed: u64) -> Vec<Vec<f64>> {
         }
         let mut assign = vec![usize::MAX; n];
         let mut inertia = 0.0;
-        for _ in 0..KMEANS_MAX_ITER {
+        for _ in 0..max_iter {
             let mut changed = false;
             inertia = 0.0;
             for (t, x) in obs.rows().enumerate() {
@@ -709,6 +787,167 @@ mod tests {
         );
         let stay = a.params().transmat[0][0];
         assert!(stay > 0.9, "{stay}");
+    }
+
+    /// Observations of the detector's shape: 4 features, 3 persistent regimes.
+    fn four_feature_obs(seed: u64, n: usize) -> Observations {
+        let mut rng = SplitMix64::new(seed);
+        let mut state = 0.0;
+        let rows: Vec<Vec<f64>> = (0..n)
+            .map(|t| {
+                if t % 70 == 0 {
+                    state = rng.below(3) as f64 - 1.0;
+                }
+                vec![
+                    state + rng.next_f64() - 0.5,
+                    0.5 * state + rng.next_f64(),
+                    rng.next_f64() * (1.0 + state * state),
+                    rng.next_f64() - 0.5 * state,
+                ]
+            })
+            .collect();
+        Observations::from_rows(&rows).unwrap()
+    }
+
+    fn param_bits(p: &HmmParams) -> Vec<u64> {
+        std::iter::once(&p.startprob)
+            .chain(&p.transmat)
+            .chain(&p.means)
+            .chain(&p.vars)
+            .flatten()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    /// The fixed-shape kernels (3 states, 4 features: what the detector fits) give the
+    /// general code's results bit for bit: k-means initialisation, every EM iteration's
+    /// log-likelihood, the fitted parameters, and the forward filter of the readings.
+    #[test]
+    fn fixed_shape_kernels_equal_the_general_code_bit_for_bit() {
+        let constant = Observations::new(4, vec![0.25; 4 * 300]).unwrap();
+        let cases = [
+            (four_feature_obs(1, 600), 1e-2, 100),
+            (four_feature_obs(2, 1500), 1e-8, 100),
+            (four_feature_obs(3, 4000), f64::NEG_INFINITY, 40),
+            (constant, 1e-2, 100),
+        ];
+        for (case, (obs, tol, max_iter)) in cases.into_iter().enumerate() {
+            let cfg = FitConfig {
+                tol,
+                max_iter,
+                seed: 40 + case as u64,
+                ..FitConfig::default()
+            };
+            let init = initial_params(&obs, &cfg, Kernel::Fastest).unwrap();
+            let general_init = initial_params(&obs, &cfg, Kernel::General).unwrap();
+            assert_eq!(param_bits(&init), param_bits(&general_init), "case {case}");
+            let (fast, fast_report) = GaussianHmm::fit_with(&obs, &cfg, Kernel::Fastest).unwrap();
+            let (general, general_report) =
+                GaussianHmm::fit_with(&obs, &cfg, Kernel::General).unwrap();
+            assert_eq!(
+                param_bits(fast.params()),
+                param_bits(general.params()),
+                "case {case}"
+            );
+            assert_eq!(fast, general, "case {case}");
+            assert_eq!(fast_report.iterations, general_report.iterations);
+            assert_eq!(fast_report.converged, general_report.converged);
+            let bits = |h: &[f64]| h.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&fast_report.log_likelihood_history),
+                bits(&general_report.log_likelihood_history),
+                "case {case}"
+            );
+            assert!(case == 3 || fast_report.iterations > 5, "case {case}");
+
+            // The readings' forward filter over cached emission rows.
+            let (mut b, mut maxes) = (Vec::new(), Vec::new());
+            for x in obs.rows().skip(100).take(50) {
+                let (row, m) = fast.emission_row(x).unwrap();
+                b.extend(row);
+                maxes.push(m);
+            }
+            for prior in [Prior::StartProb, Prior::Stationary] {
+                let got = fast.filter_last_emissions(&b, &maxes, prior).unwrap();
+                let init = match prior {
+                    Prior::StartProb => fast.params.startprob.clone(),
+                    Prior::Stationary => fast.stationary(),
+                };
+                let (alpha, _, _) = fast.forward(&init, &b, &maxes).unwrap();
+                let want = &alpha[alpha.len() - 3..];
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "case {case}"
+                );
+                let window = obs.slice(100, 150);
+                assert_eq!(got, fast.filter_last(&window, prior).unwrap());
+            }
+        }
+    }
+
+    /// k-means stopped by its iteration cap (the inertia of the last pass is the one
+    /// compared) or converging: the fixed-shape and general code pick the same centres.
+    #[test]
+    fn fixed_shape_kmeans_equals_the_general_code_at_every_iteration_cap() {
+        let obs = four_feature_obs(9, 900);
+        let (x, _) = obs.data().as_chunks::<4>();
+        for max_iter in [0, 1, 2, 3, 5, 8, 50] {
+            for seed in [1, 2, 3] {
+                let fast = fixed::kmeans::<3, 4>(x, seed, 4, max_iter);
+                let general = kmeans(&obs, 3, seed, 4, max_iter);
+                let fast: Vec<Vec<u64>> = fast
+                    .iter()
+                    .map(|c| c.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                let general: Vec<Vec<u64>> = general
+                    .iter()
+                    .map(|c| c.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                assert_eq!(fast, general, "max_iter {max_iter}, seed {seed}");
+            }
+        }
+    }
+
+    /// The filter's `Prior::Stationary` of a fitted model is the stationary distribution of
+    /// the fitted transition matrix (it was once the initial matrix's, uniform).
+    #[test]
+    fn a_fitted_model_has_the_stationary_distribution_of_its_own_transitions() {
+        for obs in [four_feature_obs(4, 1200), toy_obs()] {
+            let (m, _) = GaussianHmm::fit(&obs, &FitConfig::default()).unwrap();
+            let rebuilt = GaussianHmm::new(m.params().clone()).unwrap();
+            assert_eq!(m.stationary(), rebuilt.stationary());
+            let pi = m.stationary();
+            let a = &m.params().transmat;
+            for j in 0..m.n_states() {
+                let next: f64 = (0..m.n_states()).map(|i| pi[i] * a[i][j]).sum();
+                assert!((next - pi[j]).abs() < 1e-9, "{pi:?} {a:?}");
+            }
+            let uniform = 1.0 / m.n_states() as f64;
+            assert!(pi.iter().any(|p| (p - uniform).abs() > 0.01), "{pi:?}");
+        }
+    }
+
+    /// A scale that could overflow the log-likelihood sends the filter down the general
+    /// path, which reports it as the error it always was.
+    #[test]
+    fn filter_with_huge_scales_keeps_the_general_error() {
+        let (m, _) = GaussianHmm::fit(&four_feature_obs(5, 400), &FitConfig::default()).unwrap();
+        let b = vec![1.0, 0.5, 0.25, 1.0, 0.5, 0.25];
+        assert!(
+            m.filter_last_emissions(&b, &[0.0, -3.0], Prior::Stationary)
+                .is_ok()
+        );
+        for bad in [f64::NEG_INFINITY, -1.5e308] {
+            let err = m
+                .filter_last_emissions(&b, &[bad, bad], Prior::Stationary)
+                .unwrap_err();
+            assert!(matches!(err, RegimeError::Numerical(_)), "{err}");
+        }
+        assert!(
+            m.filter_last_emissions(&b, &[-1e301, 0.0], Prior::Stationary)
+                .is_ok()
+        );
     }
 
     #[test]

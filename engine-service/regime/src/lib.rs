@@ -15,6 +15,7 @@ pub mod consensus;
 pub mod detector;
 mod error;
 pub mod features;
+mod fixed;
 pub mod hmm;
 mod rng;
 pub mod stream;

@@ -148,16 +148,24 @@ impl FeatureStream {
 /// A detector's inference kept current candle by candle: the feature stream, the last
 /// `window` raw rows, and each row's emissions under the detector's current model, computed
 /// once per row and model (a retrain recomputes them), so a reading costs one emission row
-/// and one forward pass over `window` rows of k states.
+/// and one forward pass over `window` rows of k states. A reading is also kept: until a new
+/// row arrives or the model changes, the next reading is the same, and is returned as is.
+///
+/// Meant for one detector: the caches are keyed by its [`TimeframeDetector::generation`].
 #[derive(Debug, Clone)]
 pub struct StreamingInference {
     features: FeatureStream,
     rows: VecDeque<[f64; N_FEATURES]>,
     window: usize,
-    /// Emissions (row, scale) of the oldest `emissions.len()` rows under model
-    /// `emissions_of` (a prefix of `rows`, extended at the next reading).
-    emissions: VecDeque<(Vec<f64>, f64)>,
+    /// Rows pushed so far: moves exactly when the window's rows change.
+    pushed: u64,
+    /// Scaled emissions, k per row, and their scales, of the oldest `maxes.len()` rows
+    /// under model `emissions_of` (a prefix of `rows`, extended at the next reading).
+    b: VecDeque<f64>,
+    maxes: VecDeque<f64>,
     emissions_of: Option<u64>,
+    /// The last reading: (`pushed`, model generation, reading).
+    last: Option<(u64, u64, TimeframeReading)>,
 }
 
 impl StreamingInference {
@@ -168,8 +176,11 @@ impl StreamingInference {
             features: FeatureStream::new(),
             rows: VecDeque::with_capacity(window + 1),
             window,
-            emissions: VecDeque::with_capacity(window + 1),
+            pushed: 0,
+            b: VecDeque::with_capacity(3 * (window + 1)),
+            maxes: VecDeque::with_capacity(window + 1),
             emissions_of: None,
+            last: None,
         }
     }
 
@@ -177,9 +188,14 @@ impl StreamingInference {
     pub fn push(&mut self, c: &Candle) -> Result<(), RegimeError> {
         if let Some(row) = self.features.push(c)? {
             self.rows.push_back(row);
+            self.pushed += 1;
             while self.rows.len() > self.window {
                 self.rows.pop_front();
-                self.emissions.pop_front();
+                if !self.maxes.is_empty() {
+                    let k = self.b.len() / self.maxes.len();
+                    self.maxes.pop_front();
+                    self.b.drain(..k);
+                }
             }
         }
         Ok(())
@@ -188,7 +204,7 @@ impl StreamingInference {
     /// The reading at the last candle pushed, with `detector`'s current model (not ready
     /// when it has none or no row exists yet). Equal to [`TimeframeDetector::infer_rows`] on
     /// the kept rows: the same emissions and forward pass, with each row's emissions
-    /// computed once per model.
+    /// computed once per model, and the whole reading once per row and model.
     pub fn reading(
         &mut self,
         detector: &TimeframeDetector,
@@ -196,22 +212,30 @@ impl StreamingInference {
         if self.rows.is_empty() || detector.model().is_none() {
             return Ok(TimeframeReading::not_ready(&detector.config().name));
         }
-        if self.emissions_of != Some(detector.generation()) {
-            self.emissions.clear();
-            self.emissions_of = Some(detector.generation());
+        let generation = detector.generation();
+        if let Some((pushed, of, reading)) = &self.last
+            && *pushed == self.pushed
+            && *of == generation
+        {
+            return Ok(reading.clone());
         }
-        for row in self.rows.iter().skip(self.emissions.len()) {
+        if self.emissions_of != Some(generation) {
+            self.b.clear();
+            self.maxes.clear();
+            self.emissions_of = Some(generation);
+        }
+        for row in self.rows.iter().skip(self.maxes.len()) {
             match detector.emission_row(row)? {
-                Some(e) => self.emissions.push_back(e),
+                Some((e, m)) => {
+                    self.b.extend(e);
+                    self.maxes.push_back(m);
+                }
                 None => return Ok(TimeframeReading::not_ready(&detector.config().name)),
             }
         }
-        let mut b = Vec::with_capacity(self.emissions.len() * 3);
-        let mut maxes = Vec::with_capacity(self.emissions.len());
-        for (row, m) in &self.emissions {
-            b.extend_from_slice(row);
-            maxes.push(*m);
-        }
-        detector.infer_emissions(&b, &maxes)
+        let reading =
+            detector.infer_emissions(self.b.make_contiguous(), self.maxes.make_contiguous())?;
+        self.last = Some((self.pushed, generation, reading.clone()));
+        Ok(reading)
     }
 }

@@ -141,3 +141,59 @@ fn untrained_and_too_short_are_not_ready() {
     };
     assert!(stream.push(&bad).is_err());
 }
+
+/// The kept reading (returned again until a new row or a new model) is exactly the uncached
+/// one: readings repeated without a new candle, a retrain between two readings of the same
+/// candle, and candles that add no row (a refused candle) all give `infer_rows`' answer.
+#[test]
+fn kept_reading_equals_the_uncached_reading() {
+    let c = candles(1200);
+    let mut detector = TimeframeDetector::new(TimeframeConfig::one_minute()).unwrap();
+    let window = detector.config().window;
+    let mut stream = StreamingInference::new(&detector);
+    let mut features = FeatureStream::new();
+    let mut raw: Vec<[f64; 4]> = Vec::new();
+    let bad = Candle {
+        volume: -1.0,
+        ..c[0]
+    };
+    let mut compared = 0;
+    let mut changed = 0;
+    let mut previous: Option<TimeframeReading> = None;
+    for (i, candle) in c.iter().enumerate() {
+        stream.push(candle).unwrap();
+        raw.extend(features.push(candle).unwrap());
+        let n = i + 1;
+        if n == 560 {
+            detector.train(&c[..n], 0).unwrap();
+        }
+        if n < 560 || n % 7 != 0 {
+            continue;
+        }
+        let uncached = |d: &TimeframeDetector| {
+            let tail = &raw[raw.len().saturating_sub(window)..];
+            d.infer_rows(&Observations::new(4, tail.concat()).unwrap())
+                .unwrap()
+        };
+        let first = stream.reading(&detector).unwrap();
+        assert_eq!(first, uncached(&detector), "candle {n}");
+        // Again, and after a refused candle: nothing changed, the same reading.
+        assert_eq!(stream.reading(&detector).unwrap(), first, "candle {n}");
+        assert!(stream.push(&bad).is_err());
+        assert_eq!(stream.reading(&detector).unwrap(), first, "candle {n}");
+        if n % 91 == 0 {
+            // A retrain between two readings of the same candle: a new reading.
+            detector.train(&c[n - 600..n], n as i64).unwrap();
+            let after = stream.reading(&detector).unwrap();
+            assert_eq!(after, uncached(&detector), "candle {n}");
+            assert_ne!(after.last_train_ms, first.last_train_ms);
+        }
+        if previous.as_ref().is_some_and(|p| *p != first) {
+            changed += 1;
+        }
+        previous = Some(first);
+        compared += 1;
+    }
+    assert_eq!(compared, 92);
+    assert!(changed > 80, "{changed}");
+}
