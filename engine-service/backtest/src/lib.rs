@@ -13,6 +13,7 @@ pub mod paper_funding;
 pub mod report;
 pub mod sim;
 pub mod sweep;
+pub mod tally;
 
 pub use csv::{Bar, Candles, CsvError, FundingRow};
 pub use sim::{
