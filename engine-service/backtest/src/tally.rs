@@ -158,10 +158,7 @@ fn payload_decimal(p: &serde_json::Value, keys: &[&str]) -> Option<Decimal> {
 }
 
 fn slot_key(payload: &serde_json::Value) -> Option<String> {
-    if let Some(id) = payload
-        .get("ranger_id")
-        .and_then(serde_json::Value::as_u64)
-    {
+    if let Some(id) = payload.get("ranger_id").and_then(serde_json::Value::as_u64) {
         return Some(format!("ranger {id}"));
     }
     if let Some(id) = payload.get("slot_id").and_then(serde_json::Value::as_u64) {
@@ -303,7 +300,10 @@ mod tests {
                     .wrapping_add(1_442_695_040_888_963_407);
                 let step = i64::try_from(s >> 54).unwrap_or(0) - 512;
                 e += Decimal::new(step, 2);
-                point(1_700_000_000_000 + 3_600_000 * i64::try_from(i).unwrap_or(0), e)
+                point(
+                    1_700_000_000_000 + 3_600_000 * i64::try_from(i).unwrap_or(0),
+                    e,
+                )
             })
             .collect()
     }
@@ -363,7 +363,11 @@ mod tests {
             ("grid", "cycle", r#"{"net":"1.5","slot_id":0}"#),
             ("grid", "cycle", r#"{"net":"-0.5","slot_id":1}"#),
             ("rangers", "cycle", r#"{"net_usd":0.25,"ranger_id":2}"#),
-            ("rangers", "orphan", r#"{"exposure_usd":"10","ranger_id":2}"#),
+            (
+                "rangers",
+                "orphan",
+                r#"{"exposure_usd":"10","ranger_id":2}"#,
+            ),
             ("grid", "position_orphaned", r#"{"position_id":"x"}"#),
             ("grid", "cycle", r#""not json""#),
         ];
