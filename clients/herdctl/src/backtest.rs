@@ -391,7 +391,7 @@ fn input(
     };
     let from = time_arg("from", args.from.as_deref())?;
     let to = time_arg("to", args.to.as_deref())?;
-    let candles = candles.between(from, to);
+    let candles = candles.into_between(from, to);
     if candles.bars.is_empty() {
         bail!("{}: no candles between --from and --to", path.display());
     }

@@ -14,6 +14,7 @@ pub mod report;
 pub mod sim;
 pub mod sweep;
 pub mod synthetic;
+pub mod tally;
 
 pub use csv::{Bar, Candles, CsvError, FundingRow};
 pub use sim::{

@@ -13,9 +13,9 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 use crate::csv::{Gap, fmt_time};
-use crate::sim::{EquityPoint, JournalEntry, Outcome};
+use crate::sim::Outcome;
+use crate::tally::EquityCurve;
 
-const DAY_MS: i64 = 86_400_000;
 /// Points a chart draws at most (the curve is sampled evenly, the last
 /// point always kept).
 const CHART_POINTS: usize = 1500;
@@ -121,28 +121,6 @@ fn pct(part: Decimal, whole: Decimal) -> Decimal {
     }
 }
 
-fn payload_decimal(p: &serde_json::Value, keys: &[&str]) -> Option<Decimal> {
-    keys.iter().find_map(|k| match p.get(*k)? {
-        serde_json::Value::String(s) => s.parse().ok(),
-        serde_json::Value::Number(n) => n.to_string().parse().ok(),
-        _ => None,
-    })
-}
-
-fn slot_key(e: &JournalEntry) -> Option<String> {
-    if let Some(id) = e
-        .payload
-        .get("ranger_id")
-        .and_then(serde_json::Value::as_u64)
-    {
-        return Some(format!("ranger {id}"));
-    }
-    if let Some(id) = e.payload.get("slot_id").and_then(serde_json::Value::as_u64) {
-        return Some(format!("slot {id}"));
-    }
-    None
-}
-
 /// Builds the report from a run's outcome and the gaps of its candles.
 pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
     let last = out.equity.last();
@@ -150,7 +128,9 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
     let net_pnl = final_equity - out.initial_equity;
     let mut fees = Decimal::ZERO;
     let mut fees_by_coin: BTreeMap<String, Decimal> = BTreeMap::new();
-    let mut strategies: BTreeMap<String, StrategyReport> = BTreeMap::new();
+    // The journal's fields come tallied from the run; the fills' and the
+    // funding's are other fields of the same entries.
+    let mut strategies: BTreeMap<String, StrategyReport> = out.journal.strategies.clone();
     for f in &out.fills {
         fees += f.fee_quote;
         *fees_by_coin.entry(f.fee_asset.clone()).or_default() += f.fee;
@@ -162,41 +142,8 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
             herd_strategies::strategy::Side::Sell => s.sell_volume += f.volume,
         }
     }
-    let (mut cycles, mut wins, mut orphans) = (0u64, 0u64, 0u64);
-    let mut orphan_exposure = Decimal::ZERO;
-    for e in &out.journal {
-        let s = strategies.entry(e.strategy.clone()).or_default();
-        match e.kind.as_str() {
-            "cycle" => {
-                let net = payload_decimal(&e.payload, &["net", "net_usd"]).unwrap_or_default();
-                cycles += 1;
-                s.cycles += 1;
-                s.cycle_net += net;
-                let won = net > Decimal::ZERO;
-                if won {
-                    wins += 1;
-                    s.winning_cycles += 1;
-                }
-                if let Some(k) = slot_key(e) {
-                    let slot = s.slots.entry(k).or_default();
-                    slot.cycles += 1;
-                    slot.net += net;
-                    slot.wins += u64::from(won);
-                }
-            }
-            "orphan" | "position_orphaned" => {
-                orphans += 1;
-                s.orphans += 1;
-                let exposure = payload_decimal(&e.payload, &["exposure_usd"]).unwrap_or_default();
-                s.orphan_exposure += exposure;
-                orphan_exposure += exposure;
-                if let Some(k) = slot_key(e) {
-                    s.slots.entry(k).or_default().orphans += 1;
-                }
-            }
-            _ => {}
-        }
-    }
+    let (cycles, wins, orphans) = (out.journal.cycles, out.journal.wins, out.journal.orphans);
+    let orphan_exposure = out.journal.orphan_exposure;
     for (name, amount) in &out.funding_by_strategy {
         strategies.entry(name.clone()).or_default().funding += *amount;
     }
@@ -207,7 +154,7 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
         .iter()
         .map(|(k, v)| (k.clone(), pct(Decimal::from(*v), Decimal::from(total_ms))))
         .collect();
-    let (sharpe_daily, sortino_daily) = daily_ratios(out.initial_equity, &out.equity);
+    let (sharpe_daily, sortino_daily) = daily_ratios(&out.equity.daily());
     let buy_and_hold_pct = last.map_or(Decimal::ZERO, |l| {
         pct(l.close - out.first_open, out.first_open)
     });
@@ -229,7 +176,7 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
         fees_by_coin,
         funding: funding.round_dp(8),
         funding_settlements: out.funding.len(),
-        max_drawdown: max_drawdown(out.initial_equity, out.start_ms, &out.equity),
+        max_drawdown: max_drawdown(&out.equity),
         sharpe_daily,
         sortino_daily,
         fills: out.fills.len(),
@@ -248,55 +195,24 @@ pub fn build(out: &Outcome, gaps: &[Gap]) -> Report {
     }
 }
 
-fn max_drawdown(initial: Decimal, start_ms: i64, curve: &[EquityPoint]) -> Option<Drawdown> {
-    let (mut peak, mut peak_ms) = (initial, start_ms);
-    let mut best: Option<(Decimal, Decimal, i64, i64)> = None;
-    for p in curve {
-        if p.equity > peak {
-            peak = p.equity;
-            peak_ms = p.time_ms;
-        }
-        let dd = peak - p.equity;
-        if dd > Decimal::ZERO && best.is_none_or(|(b, ..)| dd > b) {
-            best = Some((dd, peak, peak_ms, p.time_ms));
-        }
-    }
-    let (amount, peak, peak_ms, trough_ms) = best?;
-    let recovered = curve
-        .iter()
-        .find(|p| p.time_ms > trough_ms && p.equity >= peak)
-        .map(|p| fmt_time(p.time_ms));
+fn max_drawdown(curve: &EquityCurve) -> Option<Drawdown> {
+    let d = curve.max_drawdown()?;
     Some(Drawdown {
-        amount: amount.round_dp(8),
-        pct: pct(amount, peak),
-        peak_ms,
-        peak: fmt_time(peak_ms),
-        trough_ms,
-        trough: fmt_time(trough_ms),
-        recovered,
+        amount: d.amount.round_dp(8),
+        pct: pct(d.amount, d.peak),
+        peak_ms: d.peak_ms,
+        peak: fmt_time(d.peak_ms),
+        trough_ms: d.trough_ms,
+        trough: fmt_time(d.trough_ms),
+        recovered: d.recovered_ms.map(fmt_time),
     })
 }
 
-/// Sharpe and Sortino over daily returns (equity at each UTC day's last
-/// close), annualised with sqrt(365); `None` with fewer than two days or
-/// no variation.
-fn daily_ratios(initial: Decimal, curve: &[EquityPoint]) -> (Option<f64>, Option<f64>) {
-    let mut days: Vec<f64> = vec![initial.to_f64().unwrap_or(0.0)];
-    let mut day = curve.first().map(|p| (p.time_ms - 1).div_euclid(DAY_MS));
-    let mut last = None;
-    for p in curve {
-        let d = (p.time_ms - 1).div_euclid(DAY_MS);
-        if Some(d) != day {
-            if let Some(e) = last {
-                days.push(e);
-            }
-            day = Some(d);
-        }
-        last = p.equity.to_f64();
-    }
-    if let Some(e) = last {
-        days.push(e);
-    }
+/// Sharpe and Sortino over daily returns (`days`: the initial equity, then
+/// equity at each UTC day's last close; [`EquityCurve::daily`]),
+/// annualised with sqrt(365); `None` with fewer than two days or no
+/// variation.
+fn daily_ratios(days: &[f64]) -> (Option<f64>, Option<f64>) {
     let returns: Vec<f64> = days
         .windows(2)
         .filter(|w| w[0] > 0.0)
@@ -514,11 +430,8 @@ pub fn line_png(series: &[(i64, f64)], rgb: [u8; 3]) -> Vec<u8> {
     bytes
 }
 
-fn equity_series(out: &Outcome) -> Vec<(i64, f64)> {
-    out.equity
-        .iter()
-        .map(|p| (p.time_ms, p.equity.to_f64().unwrap_or(0.0)))
-        .collect()
+fn equity_series(out: &Outcome) -> &[(i64, f64)] {
+    out.equity.points()
 }
 
 /// The equity curve (quote) as SVG.
@@ -526,14 +439,14 @@ pub fn equity_svg(out: &Outcome) -> String {
     line_svg(
         &format!("Equity ({})", out.quote),
         "",
-        &equity_series(out),
+        equity_series(out),
         "#1f6feb",
     )
 }
 
 /// The equity curve as PNG (no text; see [`line_png`]).
 pub fn equity_png(out: &Outcome) -> Vec<u8> {
-    line_png(&equity_series(out), [0x1f, 0x6f, 0xeb])
+    line_png(equity_series(out), [0x1f, 0x6f, 0xeb])
 }
 
 /// The drawdown curve as PNG (no text; see [`line_png`]).
@@ -549,16 +462,16 @@ pub fn drawdown_svg(out: &Outcome) -> String {
 fn drawdown_series(out: &Outcome) -> Vec<(i64, f64)> {
     let mut peak = out.initial_equity.to_f64().unwrap_or(0.0);
     out.equity
+        .points()
         .iter()
-        .map(|p| {
-            let e = p.equity.to_f64().unwrap_or(0.0);
+        .map(|&(t, e)| {
             peak = peak.max(e);
             let dd = if peak > 0.0 {
                 (e / peak - 1.0) * 100.0
             } else {
                 0.0
             };
-            (p.time_ms, dd)
+            (t, dd)
         })
         .collect()
 }

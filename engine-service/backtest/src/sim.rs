@@ -34,6 +34,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::csv::{Bar, FundingRow};
+use crate::tally::{EquityCurve, JournalTally};
 
 /// The start of the userref range the simulated gateway gives the engine.
 pub const USERREF_MIN: i32 = 1000;
@@ -176,15 +177,6 @@ pub struct PlacedOrder {
 /// most of a long run's memory.
 pub const JOURNAL_KINDS_KEPT: &[&str] = &["cycle", "orphan", "position_orphaned"];
 
-/// A journal record a strategy wrote.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JournalEntry {
-    pub time_ms: i64,
-    pub strategy: String,
-    pub kind: String,
-    pub payload: serde_json::Value,
-}
-
 /// The account at a candle's close.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EquityPoint {
@@ -212,9 +204,12 @@ pub struct Outcome {
     pub fills: Vec<Fill>,
     /// Every order the venue accepted, in placement order.
     pub orders: Vec<PlacedOrder>,
-    pub equity: Vec<EquityPoint>,
-    /// The journal rows of the kinds in [`JOURNAL_KINDS_KEPT`], in order.
-    pub journal: Vec<JournalEntry>,
+    /// The account at every candle's close (compact, with the report's
+    /// drawdown and daily statistics kept as it grows).
+    pub equity: EquityCurve,
+    /// The journal rows of the kinds in [`JOURNAL_KINDS_KEPT`], tallied in
+    /// order (cycles, orphans, per strategy and slot) instead of kept.
+    pub journal: JournalTally,
     /// Simulated time spent in each regime reading (ms).
     pub regime_ms: BTreeMap<String, i64>,
     pub orders_placed: u64,
@@ -879,8 +874,8 @@ pub fn run_with_skipping(
             first_open: first.open,
             fills: Vec::new(),
             orders: Vec::new(),
-            equity: Vec::new(),
-            journal: Vec::new(),
+            equity: EquityCurve::default(),
+            journal: JournalTally::default(),
             regime_ms: BTreeMap::new(),
             orders_placed: 0,
             place_failures: 0,
@@ -926,6 +921,7 @@ pub fn run_with_skipping(
         });
     }
     sim.out.initial_equity = sim.equity_at(first.open, start_ms).equity;
+    sim.out.equity = EquityCurve::new(sim.out.initial_equity, start_ms, bars.len());
     sim.restore(start_ms);
     let quarter = interval_ms / 4;
     for (i, bar) in bars.iter().enumerate() {
@@ -1311,12 +1307,8 @@ impl Sim {
                 } if JOURNAL_KINDS_KEPT.contains(&kind.as_str()) => {
                     let payload = serde_json::from_str(&payload_json)
                         .unwrap_or(serde_json::Value::String(payload_json));
-                    self.out.journal.push(JournalEntry {
-                        time_ms: now,
-                        strategy: self.strategy_name(owner),
-                        kind,
-                        payload,
-                    });
+                    let name = self.strategies.get(owner).map_or("", |s| s.name());
+                    self.out.journal.add(name, &kind, &payload);
                     None
                 }
                 // The strategies' other journal rows (positions, moves, ...)

@@ -50,6 +50,27 @@ fn gaps_are_reported_not_bridged() {
 }
 
 #[test]
+fn cutting_in_place_gives_what_cutting_a_copy_gives() {
+    let text = "time,open,high,low,close\n60,1,1,1,1\n120,1,1,1,1\n360,1,1,1,1\n420,1,1,1,1\n480,1,1,1,1\n";
+    let c = parse_candles("g.csv", text).unwrap();
+    let cuts = [
+        (None, None),
+        (Some(120_000), None),
+        (None, Some(420_000)),
+        (Some(100_000), Some(400_000)),
+        (Some(360_000), Some(480_000)),
+        (Some(500_000), None),
+    ];
+    for (from, to) in cuts {
+        let copy = c.between(from, to);
+        let in_place = c.clone().into_between(from, to);
+        assert_eq!(in_place, copy, "{from:?}..{to:?}");
+    }
+    assert_eq!(c.between(Some(100_000), Some(400_000)).gaps.len(), 1);
+    assert!(c.between(Some(360_000), None).gaps.is_empty());
+}
+
+#[test]
 fn bad_candle_files_name_file_line_and_problem() {
     let cases: &[(&str, &str)] = &[
         ("", "bad.csv: no rows"),
