@@ -22,8 +22,9 @@ use rust_decimal::prelude::FromPrimitive;
 
 const START_MS: i64 = 1_704_067_200_000;
 
-/// DOGE-like 1 m candles (as benches/year.rs): a mean-reverting walk around
-/// 0.1 with trending spells of 12 hours.
+/// DOGE-like 1 m candles (benches/year.rs's walk at ca4020e, kept because the
+/// outcome below was recorded on it): a mean-reverting walk around 0.1 with
+/// trending spells of 12 hours.
 fn bars(n: usize) -> Vec<Bar> {
     let mut state = 7u64;
     let mut next = || {

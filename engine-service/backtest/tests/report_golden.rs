@@ -18,51 +18,12 @@ use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::FromPrimitive;
 
 const START_MS: i64 = 1_704_067_200_000;
 
-/// The year bench's generator (benches/year.rs): DOGE-like 1 m candles.
+/// The year bench's generator: DOGE-like 1 m candles.
 fn candles(n: usize) -> Vec<Bar> {
-    let mut state = 7u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    };
-    let dec = |x: f64| {
-        Decimal::from_f64(x)
-            .unwrap_or(Decimal::ONE)
-            .round_dp(7)
-            .max(Decimal::new(1, 7))
-    };
-    let mut p = 0.1f64;
-    let mut trend = 0.0f64;
-    (0..n)
-        .map(|i| {
-            if i % 720 == 0 {
-                trend = (next() - 0.5) * 0.0004;
-            }
-            let shock = (next() - 0.5) * 0.004;
-            let close = (p * (1.0 + trend + shock + (0.1 - p) * 0.001)).max(0.01);
-            let hi = p.max(close) * (1.0 + next() * 0.0015);
-            let lo = p.min(close) * (1.0 - next() * 0.0015);
-            let mut b = Bar {
-                open_time_ms: START_MS + 60_000 * i as i64,
-                open: dec(p),
-                high: dec(hi),
-                low: dec(lo),
-                close: dec(close),
-                volume: Decimal::from(1000),
-            };
-            b.high = b.high.max(b.open).max(b.close);
-            b.low = b.low.min(b.open).min(b.close);
-            p = close;
-            b
-        })
-        .collect()
+    herd_backtest::synthetic::candles(n, START_MS, 60_000, 0.1, 7, 7)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
