@@ -5,12 +5,10 @@
 //! Run: `cargo bench --workspace --bench backtest_year` (release profile).
 //! Results and the machine are in docs/benchmarks.md.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
+use herd_backtest::sim::{RegimeSetup, Setup};
 use herd_backtest::{Bar, engine_strategies, run};
-use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
@@ -64,17 +62,7 @@ fn stat_cpu_secs(path: &str) -> f64 {
 }
 
 fn setup(regime: RegimeSetup) -> Setup {
-    Setup {
-        instrument: PaperInstrument::doge_usd().instrument,
-        balances: BTreeMap::from([
-            ("USD".into(), Decimal::from(5000)),
-            ("DOGE".into(), Decimal::from(50_000)),
-        ]),
-        fee_policy: FeePolicy::Quote,
-        fill: FillModel::default(),
-        funding: FundingSetup::default(),
-        regime,
-    }
+    herd_backtest::synthetic::doge_setup(regime)
 }
 
 fn strategies() -> Vec<Box<dyn herd_strategies::strategy::Strategy>> {

@@ -5,7 +5,12 @@
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
+use std::collections::BTreeMap;
+
+use herd_paper::{FeePolicy, PaperInstrument};
+
 use crate::csv::Bar;
+use crate::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
 
 /// A small seeded generator (SplitMix64).
 struct SplitMix64(u64);
@@ -69,4 +74,21 @@ pub fn candles(
             b
         })
         .collect()
+}
+
+/// The account the bench and the tests run these candles on: DOGE/USD with
+/// the paper venue's filters and fees, 5,000 USD and 50,000 DOGE, fees in
+/// the quote coin, the default fill model, no funding.
+pub fn doge_setup(regime: RegimeSetup) -> Setup {
+    Setup {
+        instrument: PaperInstrument::doge_usd().instrument,
+        balances: BTreeMap::from([
+            ("USD".into(), Decimal::from(5000)),
+            ("DOGE".into(), Decimal::from(50_000)),
+        ]),
+        fee_policy: FeePolicy::Quote,
+        fill: FillModel::default(),
+        funding: FundingSetup::default(),
+        regime,
+    }
 }

@@ -11,9 +11,8 @@
 use herd_backtest::run;
 use std::collections::BTreeMap;
 
-use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
+use herd_backtest::sim::{RegimeSetup, Setup};
 use herd_backtest::{Bar, engine_strategies};
-use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::Strategy;
@@ -66,17 +65,7 @@ fn bars(n: usize) -> Vec<Bar> {
 }
 
 fn setup(regime: RegimeSetup) -> Setup {
-    Setup {
-        instrument: PaperInstrument::doge_usd().instrument,
-        balances: BTreeMap::from([
-            ("USD".into(), Decimal::from(5000)),
-            ("DOGE".into(), Decimal::from(50_000)),
-        ]),
-        fee_policy: FeePolicy::Quote,
-        fill: FillModel::default(),
-        funding: FundingSetup::default(),
-        regime,
-    }
+    herd_backtest::synthetic::doge_setup(regime)
 }
 
 fn strategies() -> Vec<Box<dyn Strategy>> {

@@ -7,17 +7,14 @@
 //! intended change: `HERD_GOLDEN_WRITE=1 cargo test -p herd-backtest --test
 //! report_golden`, and say why in the commit.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
+use herd_backtest::sim::RegimeSetup;
 use herd_backtest::{Bar, engine_strategies, report, run};
-use herd_paper::{FeePolicy, PaperInstrument};
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
-use rust_decimal::Decimal;
 
 const START_MS: i64 = 1_704_067_200_000;
 
@@ -42,22 +39,12 @@ fn golden_dir() -> PathBuf {
 #[test]
 fn a_fixed_run_gives_the_recorded_report_byte_for_byte() {
     let bars = candles(3_000);
-    let setup = Setup {
-        instrument: PaperInstrument::doge_usd().instrument,
-        balances: BTreeMap::from([
-            ("USD".into(), Decimal::from(5000)),
-            ("DOGE".into(), Decimal::from(50_000)),
-        ]),
-        fee_policy: FeePolicy::Quote,
-        fill: FillModel::default(),
-        funding: FundingSetup::default(),
-        regime: RegimeSetup::Fixed(RegimeView {
-            regime: "RANGING".into(),
-            ready: true,
-            confidence: 1.0,
-            bias: 0.0,
-        }),
-    };
+    let setup = herd_backtest::synthetic::doge_setup(RegimeSetup::Fixed(RegimeView {
+        regime: "RANGING".into(),
+        ready: true,
+        confidence: 1.0,
+        bias: 0.0,
+    }));
     let rangers = RangerConfig {
         enabled: true,
         ..RangerConfig::default()

@@ -8,11 +8,9 @@
 //! self-healing on a short clock with partial fills and a daily loss
 //! limit, and a perpetual with funding.
 
-use std::collections::BTreeMap;
-
-use herd_backtest::sim::{FillModel, FundingSetup, RegimeSetup, Setup, run_with_skipping};
+use herd_backtest::sim::{FundingSetup, RegimeSetup, Setup, run_with_skipping};
 use herd_backtest::{Bar, FundingRow, Outcome, engine_strategies, synthetic};
-use herd_paper::{FeePolicy, PaperInstrument};
+use herd_paper::PaperInstrument;
 use herd_strategies::grid::GridConfig;
 use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::{InstrumentKind, RegimeView};
@@ -33,17 +31,7 @@ fn view(regime: &str) -> RegimeView {
 }
 
 fn setup(regime: RegimeSetup) -> Setup {
-    Setup {
-        instrument: PaperInstrument::doge_usd().instrument,
-        balances: BTreeMap::from([
-            ("USD".into(), Decimal::from(5000)),
-            ("DOGE".into(), Decimal::from(50_000)),
-        ]),
-        fee_policy: FeePolicy::Quote,
-        fill: FillModel::default(),
-        funding: FundingSetup::default(),
-        regime,
-    }
+    herd_backtest::synthetic::doge_setup(regime)
 }
 
 fn configs() -> (RangerConfig, GridConfig) {
