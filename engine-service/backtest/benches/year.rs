@@ -145,6 +145,22 @@ fn regime_step(bars: &[Bar]) {
     );
 }
 
+/// One run over `bars` with `regime`, and its timing line: wall time, CPU
+/// of the process and of the driver's thread, candles per second.
+fn timed(bars: &[Bar], regime: RegimeSetup) -> Option<(herd_backtest::Outcome, String)> {
+    let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
+    let out = run(&setup(regime), strategies(), bars, 60_000, &mut ()).ok()?;
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+    let driver = thread_cpu_secs() - tc;
+    Some((
+        out,
+        format!(
+            "{secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s",
+            bars.len() as f64 / secs
+        ),
+    ))
+}
+
 fn main() {
     let n = std::env::var("HERD_BENCH_CANDLES")
         .ok()
@@ -169,62 +185,38 @@ fn main() {
         confidence: 1.0,
         bias: 0.0,
     });
-    if want("fixed") {
-        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
-        let out = run(&setup(ranging), strategies(), &bars, 60_000, &mut ());
-        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
-        let driver = thread_cpu_secs() - tc;
-        if let Ok(o) = &out {
-            println!(
-                "strategies only (fixed regime): {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
-                n as f64 / secs,
-                o.ticks,
-                o.ticks_skipped,
-                o.fills.len(),
-                o.orders_placed
-            );
-        }
-        drop(out);
+    if want("fixed")
+        && let Some((o, timing)) = timed(&bars, ranging)
+    {
+        println!(
+            "strategies only (fixed regime): {timing}, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
+            o.ticks,
+            o.ticks_skipped,
+            o.fills.len(),
+            o.orders_placed
+        );
     }
-
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
-    // every simulated minute, daily retrains).
-    if want("hmm") {
-        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
-        let out = run(
-            &setup(RegimeSetup::Hmm { refresh_ms: 60_000 }),
-            strategies(),
-            &bars,
-            60_000,
-            &mut (),
-        );
-        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
-        let driver = thread_cpu_secs() - tc;
-        if let Ok(o) = &out {
+    // every simulated minute, daily retrains); then the same on the
+    // driver's thread (no worker thread ahead of it).
+    let hmm_runs = [
+        (
+            "hmm",
+            "with HMM consensus",
+            RegimeSetup::Hmm { refresh_ms: 60_000 },
+        ),
+        (
+            "hmm-inline",
+            "with HMM consensus on the driver's thread",
+            RegimeSetup::HmmInline { refresh_ms: 60_000 },
+        ),
+    ];
+    for (name, label, regime) in hmm_runs {
+        if want(name)
+            && let Some((o, timing)) = timed(&bars, regime)
+        {
             println!(
-                "with HMM consensus: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
-                n as f64 / secs,
-                o.fills.len(),
-                o.regime_ms
-            );
-        }
-    }
-    // The same on the driver's thread (no worker thread ahead of it).
-    if want("hmm-inline") {
-        let (t, c, tc) = (Instant::now(), cpu_secs(), thread_cpu_secs());
-        let out = run(
-            &setup(RegimeSetup::HmmInline { refresh_ms: 60_000 }),
-            strategies(),
-            &bars,
-            60_000,
-            &mut (),
-        );
-        let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
-        let driver = thread_cpu_secs() - tc;
-        if let Ok(o) = &out {
-            println!(
-                "with HMM consensus on the driver's thread: {secs:.2} s (CPU {cpu:.1} s, driver's thread {driver:.1} s), {:.0} candles/s, {} fills, regime time {:?}",
-                n as f64 / secs,
+                "{label}: {timing}, {} fills, regime time {:?}",
                 o.fills.len(),
                 o.regime_ms
             );
