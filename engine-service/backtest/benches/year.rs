@@ -9,8 +9,6 @@ use std::time::Instant;
 
 use herd_backtest::sim::{RegimeSetup, Setup};
 use herd_backtest::{Bar, engine_strategies, run};
-use herd_strategies::grid::GridConfig;
-use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
 use rust_decimal::Decimal;
 
@@ -66,15 +64,7 @@ fn setup(regime: RegimeSetup) -> Setup {
 }
 
 fn strategies() -> Vec<Box<dyn herd_strategies::strategy::Strategy>> {
-    let rangers = RangerConfig {
-        enabled: true,
-        ..RangerConfig::default()
-    };
-    let mut grid = GridConfig {
-        enabled: true,
-        ..GridConfig::default()
-    };
-    grid.churner.enabled = true;
+    let (rangers, grid) = herd_backtest::synthetic::all_on();
     engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap_or_default()
 }
 

@@ -1,41 +1,11 @@
 //! The regime feed's worker thread against the inline feed, call for call,
 //! including calls out of the driver's order (where it leaves the worker).
 
-use rust_decimal::Decimal;
-use rust_decimal::prelude::FromPrimitive;
-
 use super::{Bar, FeedMode, RegimeFeed};
 
-/// Trending and ranging spells of 1 m candles (SplitMix64).
+/// Trending and ranging spells of 1 m candles.
 fn bars(n: usize) -> Vec<Bar> {
-    let mut state = 11u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    };
-    let dec = |x: f64| Decimal::from_f64(x).unwrap_or(Decimal::ONE).round_dp(8);
-    let (mut p, mut trend) = (0.1f64, 0.0f64);
-    (0..n)
-        .map(|i| {
-            if i % 500 == 0 {
-                trend = (next() - 0.5) * 0.001;
-            }
-            let close = p * (1.0 + trend + (next() - 0.5) * 0.004);
-            let bar = Bar {
-                open_time_ms: 1_704_067_200_000 + 60_000 * i as i64,
-                open: dec(p),
-                high: dec(p.max(close) * (1.0 + next() * 0.001)),
-                low: dec(p.min(close) * (1.0 - next() * 0.001)),
-                close: dec(close),
-                volume: dec(500.0 + next() * 1000.0),
-            };
-            p = close;
-            bar
-        })
-        .collect()
+    crate::synthetic::candles(n, 1_704_067_200_000, 60_000, 0.1, 8, 11)
 }
 
 /// One call to a feed.

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use herd_paper::{FeePolicy, PaperInstrument};
 
+use herd_strategies::grid::GridConfig;
+use herd_strategies::rangers::RangerConfig;
+
 use crate::csv::Bar;
 use crate::sim::{FillModel, FundingSetup, RegimeSetup, Setup};
 
@@ -91,4 +94,19 @@ pub fn doge_setup(regime: RegimeSetup) -> Setup {
         funding: FundingSetup::default(),
         regime,
     }
+}
+
+/// The strategies the bench and the tests run on that account: the rangers
+/// and the grid with its churner, each with its default settings.
+pub fn all_on() -> (RangerConfig, GridConfig) {
+    let rangers = RangerConfig {
+        enabled: true,
+        ..RangerConfig::default()
+    };
+    let mut grid = GridConfig {
+        enabled: true,
+        ..GridConfig::default()
+    };
+    grid.churner.enabled = true;
+    (rangers, grid)
 }

@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 
 use herd_backtest::sim::{RegimeSetup, Setup};
 use herd_backtest::{Bar, engine_strategies};
-use herd_strategies::grid::GridConfig;
-use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::Strategy;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
@@ -69,15 +67,7 @@ fn setup(regime: RegimeSetup) -> Setup {
 }
 
 fn strategies() -> Vec<Box<dyn Strategy>> {
-    let rangers = RangerConfig {
-        enabled: true,
-        ..RangerConfig::default()
-    };
-    let mut grid = GridConfig {
-        enabled: true,
-        ..GridConfig::default()
-    };
-    grid.churner.enabled = true;
+    let (rangers, grid) = herd_backtest::synthetic::all_on();
     engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap()
 }
 

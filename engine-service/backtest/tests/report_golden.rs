@@ -12,8 +12,6 @@ use std::path::PathBuf;
 
 use herd_backtest::sim::RegimeSetup;
 use herd_backtest::{Bar, engine_strategies, report, run};
-use herd_strategies::grid::GridConfig;
-use herd_strategies::rangers::RangerConfig;
 use herd_strategies::strategy::RegimeView;
 
 const START_MS: i64 = 1_704_067_200_000;
@@ -45,15 +43,7 @@ fn a_fixed_run_gives_the_recorded_report_byte_for_byte() {
         confidence: 1.0,
         bias: 0.0,
     }));
-    let rangers = RangerConfig {
-        enabled: true,
-        ..RangerConfig::default()
-    };
-    let mut grid = GridConfig {
-        enabled: true,
-        ..GridConfig::default()
-    };
-    grid.churner.enabled = true;
+    let (rangers, grid) = herd_backtest::synthetic::all_on();
     let strategies = engine_strategies(rangers, grid, "DOGEUSD", START_MS).unwrap();
     let out = run(&setup, strategies, &bars, 60_000, &mut ()).unwrap();
     let rep = report::build(&out, &[]);

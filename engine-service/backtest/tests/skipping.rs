@@ -35,16 +35,7 @@ fn setup(regime: RegimeSetup) -> Setup {
 }
 
 fn configs() -> (RangerConfig, GridConfig) {
-    let rangers = RangerConfig {
-        enabled: true,
-        ..RangerConfig::default()
-    };
-    let mut grid = GridConfig {
-        enabled: true,
-        ..GridConfig::default()
-    };
-    grid.churner.enabled = true;
-    (rangers, grid)
+    synthetic::all_on()
 }
 
 fn bars() -> Vec<Bar> {
