@@ -252,6 +252,17 @@ where
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+fn print_rows(rows: &[(String, String)]) {
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    println!();
+    println!("| {:width$} | result |", "measure");
+    println!("|{}|---:|", "-".repeat(width + 2));
+    for (k, v) in rows {
+        println!("| {k:width$} | {v} |");
+    }
+    println!();
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -297,7 +308,13 @@ async fn bench() {
             .and_then(|v| v.parse().ok()),
         ..Default::default()
     };
-    let gw = GatewayProc::start_with(dir.path(), 10, &risk_limits(10), &opts)
+    // Balances deep enough that no caller of (a) + (b) runs out of funds:
+    // every call must be a real placement, not a quick refusal.
+    let extra = format!(
+        "{}[paper]\nbalances = {{ USD = \"1000000000\", DOGE = \"10000000000\" }}\n",
+        risk_limits(10)
+    );
+    let gw = GatewayProc::start_with(dir.path(), 10, &extra, &opts)
         .await
         .unwrap();
     let gw_pid = gw.proc.child.id().unwrap();
@@ -411,6 +428,11 @@ async fn bench() {
         ),
     ));
     drop(e0);
+    if std::env::var_os("HERD_BENCH_ONLY_A").is_some() {
+        // Profiling the sequential path alone (perf on the gateway's pid).
+        print_rows(&rows);
+        return;
+    }
 
     // (b) throughput, CONCURRENCY callers spread over the ten engines' tokens.
     let mut clients = Vec::new();
@@ -605,14 +627,7 @@ async fn bench() {
         format!("{:.1} / {:.1}", mib(kidle.1), mib(khwm.0)),
     ));
 
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
-    println!();
-    println!("| {:width$} | result |", "measure");
-    println!("|{}|---:|", "-".repeat(width + 2));
-    for (k, v) in &rows {
-        println!("| {k:width$} | {v} |");
-    }
-    println!();
+    print_rows(&rows);
     println!("(e) per engine: id weight grants share wanted");
     for (id, w, g, s, want) in &shares {
         println!("  {id} {w} {g} {s:.4} {want:.4}");
