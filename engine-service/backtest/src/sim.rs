@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv::{Bar, FundingRow};
 use crate::tally::{EquityCurve, JournalTally};
+use crate::timing::{self, Part};
 
 /// The start of the userref range the simulated gateway gives the engine.
 pub const USERREF_MIN: i32 = 1000;
@@ -960,7 +961,10 @@ pub fn run_with_skipping(
         if let Some(feed) = regime_feed.as_mut() {
             feed.push(bar);
         }
-        sim.ex.forget_closed();
+        {
+            let _t = timing::enter(Part::PaperCore);
+            sim.ex.forget_closed();
+        }
         if i % 4096 == 0 {
             progress.candles(i, bars.len());
         }
@@ -971,7 +975,11 @@ pub fn run_with_skipping(
         sim.replay(i);
     }
     for s in &sim.strategies {
-        let status = serde_json::to_value(s.status(end)).unwrap_or(serde_json::Value::Null);
+        let status = {
+            let _t = timing::enter(Part::Strategies);
+            s.status(end)
+        };
+        let status = serde_json::to_value(status).unwrap_or(serde_json::Value::Null);
         sim.out.final_status.insert(s.name().to_string(), status);
     }
     Ok(sim.out)
@@ -995,7 +1003,10 @@ impl Sim {
         {
             return f;
         }
-        let f = self.ex.pair_funds(&self.inst.base, &self.inst.quote);
+        let f = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.pair_funds(&self.inst.base, &self.inst.quote)
+        };
         self.funds = Some((rev, f));
         f
     }
@@ -1026,6 +1037,7 @@ impl Sim {
         let Some(f) = self.funding.as_mut() else {
             return;
         };
+        let _t = timing::enter(Part::PaperCore);
         for perp in &mut f.perps {
             let symbol = perp.symbol.as_str();
             while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
@@ -1073,6 +1085,7 @@ impl Sim {
         let mut batches = Vec::new();
         for (i, s) in self.strategies.iter_mut().enumerate() {
             if s.journal_stream().is_some() {
+                let _t = timing::enter(Part::Strategies);
                 batches.push((i, s.restore(&[], &[], now)));
             }
         }
@@ -1086,15 +1099,18 @@ impl Sim {
     /// one tick of every strategy.
     fn step(&mut self, price: Decimal, now: i64) {
         self.settle_funding(now);
-        if self
-            .ex
-            .trade_through(&self.inst.symbol, price, self.through, now)
-            .is_err()
         {
-            return;
-        }
-        for f in &self.followers {
-            let _ = self.ex.trade_through(f, price, self.through, now);
+            let _t = timing::enter(Part::PaperCore);
+            if self
+                .ex
+                .trade_through(&self.inst.symbol, price, self.through, now)
+                .is_err()
+            {
+                return;
+            }
+            for f in &self.followers {
+                let _ = self.ex.trade_through(f, price, self.through, now);
+            }
         }
         self.poll(now);
         self.deliver(now);
@@ -1102,11 +1118,11 @@ impl Sim {
     }
 
     fn market(&mut self, now: i64) -> MarketView {
-        let (bid, ask, last) = self.ex.touch(&self.inst.symbol).unwrap_or((
-            Decimal::ZERO,
-            Decimal::ZERO,
-            Decimal::ZERO,
-        ));
+        let touch = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.touch(&self.inst.symbol)
+        };
+        let (bid, ask, last) = touch.unwrap_or((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO));
         let [_, _, free_base, free_quote] = self.funds();
         let open = self
             .tracked
@@ -1153,7 +1169,10 @@ impl Sim {
         view.last = last;
         view.balances_as_of_ms = at;
         let actions = match (self.strategies.get_mut(i), self.base_view.as_ref()) {
-            (Some(s), Some(view)) => s.on_tick(view, at),
+            (Some(s), Some(view)) => {
+                let _t = timing::enter(Part::Strategies);
+                s.on_tick(view, at)
+            }
             _ => Vec::new(),
         };
         if !actions.is_empty() {
@@ -1169,6 +1188,7 @@ impl Sim {
         let key = self.quiet_key();
         let quiet = self.skip && self.quiet_key == Some(key);
         let (bid, ask, last) = if quiet {
+            let _t = timing::enter(Part::PaperCore);
             self.ex.touch(&self.inst.symbol).unwrap_or((
                 Decimal::ZERO,
                 Decimal::ZERO,
@@ -1180,6 +1200,7 @@ impl Sim {
         if quiet {
             for (w, s) in self.wakes.iter_mut().zip(&self.strategies) {
                 if w.is_none() {
+                    let _t = timing::enter(Part::Strategies);
                     *w = Some(s.wake());
                 }
             }
@@ -1206,7 +1227,10 @@ impl Sim {
             let Some(s) = self.strategies.get_mut(i) else {
                 continue;
             };
-            let actions = s.on_tick(&market, now);
+            let actions = {
+                let _t = timing::enter(Part::Strategies);
+                s.on_tick(&market, now)
+            };
             if let Some(w) = self.wakes.get_mut(i) {
                 *w = (!actions.is_empty()).then_some(Wake::EveryTick);
             }
@@ -1257,7 +1281,11 @@ impl Sim {
                         userref: USERREF_MIN + intent.userref_offset,
                         reduce_only: false,
                     };
-                    match self.ex.place(&order, now) {
+                    let placed = {
+                        let _t = timing::enter(Part::PaperCore);
+                        self.ex.place(&order, now)
+                    };
+                    match placed {
                         Ok(state) => {
                             self.out.orders_placed += 1;
                             self.out.orders.push(PlacedOrder {
@@ -1291,7 +1319,11 @@ impl Sim {
                         client_order_id: client_order_id.clone(),
                         venue_order_id: None,
                     };
-                    match self.ex.cancel(&r, now) {
+                    let canceled = {
+                        let _t = timing::enter(Part::PaperCore);
+                        self.ex.cancel(&r, now)
+                    };
+                    match canceled {
                         Ok(_) => {
                             self.poll(now);
                             None
@@ -1330,6 +1362,7 @@ impl Sim {
                 self.replay(owner);
                 self.delivered += 1;
                 if let Some(s) = self.strategies.get_mut(owner) {
+                    let _t = timing::enter(Part::Strategies);
                     queue.extend(s.on_order(&update, now));
                 }
             }
@@ -1343,6 +1376,7 @@ impl Sim {
         if self.polled_at == Some(rev) {
             return;
         }
+        let _t = timing::enter(Part::Gateway);
         // The orders that changed, read in placement order (borrowed: only
         // a changed one is copied).
         let changed: Vec<(u64, OrderState)> = self
@@ -1370,6 +1404,7 @@ impl Sim {
     /// Queues the updates between two states of one order (the gateway
     /// registry's diff) and records fills.
     fn follow(&mut self, owner: usize, old: &OrderState, new: &OrderState, now: i64) {
+        let _t = timing::enter(Part::Gateway);
         for update in diff(old, new) {
             if update.fill_volume > Decimal::ZERO {
                 let fee_quote = if update.fee_asset == self.inst.base {
@@ -1413,11 +1448,13 @@ impl Sim {
                 self.stream.clear();
                 break;
             }
-            let Some(owner) = self
-                .strategies
-                .iter()
-                .position(|s| s.owns(&update.client_order_id))
-            else {
+            let owner = {
+                let _t = timing::enter(Part::Strategies);
+                self.strategies
+                    .iter()
+                    .position(|s| s.owns(&update.client_order_id))
+            };
+            let Some(owner) = owner else {
                 continue;
             };
             self.replay(owner);
@@ -1425,7 +1462,10 @@ impl Sim {
             let actions = self
                 .strategies
                 .get_mut(owner)
-                .map(|s| s.on_order(&update, now))
+                .map(|s| {
+                    let _t = timing::enter(Part::Strategies);
+                    s.on_order(&update, now)
+                })
                 .unwrap_or_default();
             if !actions.is_empty() {
                 self.execute(owner, actions, now);
