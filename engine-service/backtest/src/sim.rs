@@ -178,6 +178,12 @@ pub struct PlacedOrder {
 /// most of a long run's memory.
 pub const JOURNAL_KINDS_KEPT: &[&str] = &["cycle", "orphan", "position_orphaned"];
 
+/// Whether the run keeps journal rows of `kind` ([`JOURNAL_KINDS_KEPT`]):
+/// the strategies are told, and build no others.
+fn journal_kept(kind: &str) -> bool {
+    JOURNAL_KINDS_KEPT.contains(&kind)
+}
+
 /// The account at a candle's close.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EquityPoint {
@@ -842,6 +848,10 @@ pub fn run_with_skipping(
     };
     let mut next_reading = 0;
     let count = strategies.len();
+    let mut strategies = strategies;
+    for s in &mut strategies {
+        s.set_journal_filter(journal_kept);
+    }
     let mut sim = Sim {
         skip,
         wakes: vec![Some(Wake::EveryTick); count],
@@ -1337,10 +1347,8 @@ impl Sim {
                 Action::Journal {
                     kind, payload_json, ..
                 } if JOURNAL_KINDS_KEPT.contains(&kind.as_str()) => {
-                    let payload = serde_json::from_str(&payload_json)
-                        .unwrap_or(serde_json::Value::String(payload_json));
                     let name = self.strategies.get(owner).map_or("", |s| s.name());
-                    self.out.journal.add(name, &kind, &payload);
+                    self.out.journal.add_json(name, &kind, &payload_json);
                     None
                 }
                 // The strategies' other journal rows (positions, moves, ...)

@@ -535,6 +535,14 @@ pub trait Strategy: Send {
         Wake::EveryTick
     }
 
+    /// Tells the strategy which journal kinds its caller keeps: rows of
+    /// other kinds may be left out of its answers instead of built (the
+    /// backtest keeps a few kinds of a year's millions of rows). Only the
+    /// rows change: the strategy's state and every other action stay the
+    /// same. The default, and the live engine, which never calls it: every
+    /// row, as before.
+    fn set_journal_filter(&mut self, _keep: fn(&str) -> bool) {}
+
     /// An update to one of the strategy's orders.
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action>;
 

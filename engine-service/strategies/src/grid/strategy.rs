@@ -77,6 +77,9 @@ pub struct Grid {
     prices: VecDeque<(i64, Decimal)>,
     /// The time of the last tick (what [`Strategy::wake`] reads from).
     ticked_ms: i64,
+    /// The journal kinds the caller keeps ([`Strategy::set_journal_filter`];
+    /// `None`: every row).
+    journal_keep: Option<fn(&str) -> bool>,
 }
 
 /// Counts of open positions per band.
@@ -279,6 +282,7 @@ impl Grid {
             restart_cancels: BTreeMap::new(),
             prices: VecDeque::new(),
             ticked_ms: 0,
+            journal_keep: None,
             cfg,
         }
     }
@@ -358,11 +362,19 @@ impl Grid {
         }
     }
 
-    /// Applies a ledger event and journals it.
+    /// Whether rows of `kind` are wanted (see [`Strategy::set_journal_filter`]).
+    fn journals(&self, kind: &str) -> bool {
+        self.journal_keep.is_none_or(|keep| keep(kind))
+    }
+
+    /// Applies a ledger event and journals it (unless the caller drops
+    /// rows of its kind).
     fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
         self.ledger.apply(&ev);
-        let payload = serde_json::to_string(&ev).unwrap_or_default();
-        out.push(Self::journal(ev.kind(), payload));
+        if self.journals(ev.kind()) {
+            let payload = serde_json::to_string(&ev).unwrap_or_default();
+            out.push(Self::journal(ev.kind(), payload));
+        }
     }
 
     /// Runs one slot transition and turns its actions into the engine's.
@@ -578,10 +590,12 @@ impl Grid {
     }
 
     fn book_cycle(&mut self, c: &CycleRecord, out: &mut Vec<Action>) {
-        out.push(Self::journal(
-            "cycle",
-            serde_json::to_string(c).unwrap_or_default(),
-        ));
+        if self.journals("cycle") {
+            out.push(Self::journal(
+                "cycle",
+                serde_json::to_string(c).unwrap_or_default(),
+            ));
+        }
         self.realized_today += c.net;
         self.settled_usd += c.exit_price * c.volume;
         let kind = serde_json::to_value(c.kind)
@@ -1664,6 +1678,10 @@ impl Strategy for Grid {
 
     fn wake(&self) -> Wake {
         self.quiet()
+    }
+
+    fn set_journal_filter(&mut self, keep: fn(&str) -> bool) {
+        self.journal_keep = Some(keep);
     }
 
     fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
