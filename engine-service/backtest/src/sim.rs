@@ -16,7 +16,7 @@
 //! interval. After each trade the resting orders it crossed fill, their
 //! updates are delivered, and every strategy ticks.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use herd_paper::{
     Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PerpConfig,
@@ -251,8 +251,17 @@ pub struct Sim {
     inst: Instrument,
     strategies: Vec<Box<dyn Strategy>>,
     through: Decimal,
-    /// Orders by placement sequence (deterministic delivery order).
+    /// The open orders, by placement sequence (deterministic delivery
+    /// order): an order leaves when the poll reads it closed (one the venue
+    /// accepted already closed, a filled market order, never enters).
     tracked: BTreeMap<u64, Tracked>,
+    /// The placement sequence of each tracked order, by venue id (the
+    /// venue's change log names orders by venue id).
+    seq_of: HashMap<String, u64>,
+    /// Buffers of the poll, kept between polls: the venue ids the venue
+    /// logged as changed, and their sequences.
+    changed_ids: Vec<String>,
+    changed_seqs: Vec<u64>,
     seq: u64,
     /// Updates the "stream" has yet to deliver, in order.
     stream: VecDeque<OrderUpdate>,
@@ -825,6 +834,8 @@ pub fn run_with_skipping(
         margin_asset: inst.quote.clone(),
     };
     let mut ex = Exchange::new(&cfg, start_ms);
+    // The poll reads only the orders the venue changed.
+    ex.keep_change_log();
     ex.set_market_slippage(setup.fill.market_slippage);
     let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
     let mut regime_feed = match &setup.regime {
@@ -865,6 +876,9 @@ pub fn run_with_skipping(
         strategies,
         through,
         tracked: BTreeMap::new(),
+        seq_of: HashMap::new(),
+        changed_ids: Vec::new(),
+        changed_seqs: Vec::new(),
         seq: 0,
         stream: VecDeque::new(),
         regime,
@@ -1134,11 +1148,8 @@ impl Sim {
         };
         let (bid, ask, last) = touch.unwrap_or((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO));
         let [_, _, free_base, free_quote] = self.funds();
-        let open = self
-            .tracked
-            .values()
-            .filter(|t| t.last.status == OrderStatus::Open)
-            .count();
+        // Every tracked order is open.
+        let open = self.tracked.len();
         MarketView {
             symbol: self.inst.symbol.clone(),
             last,
@@ -1277,8 +1288,8 @@ impl Sim {
             let failure = match action {
                 Action::Place(intent) => {
                     let order = NewOrder {
-                        client_order_id: intent.client_order_id.clone(),
-                        symbol: intent.symbol.clone(),
+                        client_order_id: intent.client_order_id,
+                        symbol: intent.symbol,
                         side: intent.side,
                         order_type: if intent.price.is_some() {
                             OrderType::Limit
@@ -1310,14 +1321,17 @@ impl Sim {
                             let pending = OrderState::pending(&order, now);
                             self.seq += 1;
                             self.follow(owner, &pending, &state, now);
-                            self.tracked
-                                .insert(self.seq, Tracked { owner, last: state });
+                            if state.status == OrderStatus::Open {
+                                self.seq_of.insert(state.venue_order_id.clone(), self.seq);
+                                self.tracked
+                                    .insert(self.seq, Tracked { owner, last: state });
+                            }
                             None
                         }
                         Err(e) => {
                             self.out.place_failures += 1;
                             Some((
-                                intent.client_order_id,
+                                order.client_order_id,
                                 UpdateKind::PlaceFailed,
                                 e.to_string(),
                             ))
@@ -1377,35 +1391,48 @@ impl Sim {
         }
     }
 
-    /// Reads the state of every followed open order and queues what changed
-    /// (nothing to read while the venue's revision has not moved).
+    /// Reads the state of every followed open order the venue changed since
+    /// the last poll (its change log) and queues what changed, in placement
+    /// order (nothing to read while the venue's revision has not moved).
     fn poll(&mut self, now: i64) {
         let rev = self.ex.revision();
         if self.polled_at == Some(rev) {
             return;
         }
         let _t = timing::enter(Part::Gateway);
-        // The orders that changed, read in placement order (borrowed: only
-        // a changed one is copied).
-        let changed: Vec<(u64, OrderState)> = self
-            .tracked
-            .iter()
-            .filter(|(_, t)| t.last.status == OrderStatus::Open)
-            .filter_map(|(k, t)| {
-                let now_state = self.ex.order(&t.last.venue_order_id)?;
-                changed(&t.last, now_state).then(|| (*k, now_state.clone()))
-            })
-            .collect();
-        for (k, new) in changed {
-            let Some(t) = self.tracked.get_mut(&k) else {
+        let mut ids = std::mem::take(&mut self.changed_ids);
+        self.ex.take_changed(&mut ids);
+        let mut seqs = std::mem::take(&mut self.changed_seqs);
+        seqs.clear();
+        seqs.extend(ids.iter().filter_map(|id| self.seq_of.get(id).copied()));
+        seqs.sort_unstable();
+        seqs.dedup();
+        for &k in &seqs {
+            // Borrowed: only a changed state is copied.
+            let Some(t) = self.tracked.get(&k) else {
                 continue;
             };
+            let Some(now_state) = self.ex.order(&t.last.venue_order_id) else {
+                continue;
+            };
+            if !changed(&t.last, now_state) {
+                continue;
+            }
+            let new = now_state.clone();
             let owner = t.owner;
-            let old = std::mem::replace(&mut t.last, new.clone());
-            self.follow(owner, &old, &new, now);
+            if new.status == OrderStatus::Open {
+                let Some(t) = self.tracked.get_mut(&k) else {
+                    continue;
+                };
+                let old = std::mem::replace(&mut t.last, new.clone());
+                self.follow(owner, &old, &new, now);
+            } else if let Some(t) = self.tracked.remove(&k) {
+                self.seq_of.remove(&t.last.venue_order_id);
+                self.follow(owner, &t.last, &new, now);
+            }
         }
-        self.tracked
-            .retain(|_, t| t.last.status == OrderStatus::Open);
+        self.changed_ids = ids;
+        self.changed_seqs = seqs;
         self.polled_at = Some(self.ex.revision());
     }
 

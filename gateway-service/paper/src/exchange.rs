@@ -443,12 +443,18 @@ struct Orders {
     open: BTreeSet<String>,
     /// Counts every mutable access (see [`Exchange::revision`]).
     changes: u64,
+    /// The venue ids of the orders changed since the caller last took them
+    /// ([`Exchange::keep_change_log`]); `None`, the default: not kept.
+    log: Option<Vec<String>>,
 }
 
 impl Orders {
     /// Inserts or replaces an order, keeping the index.
     fn put(&mut self, o: OrderState) -> Option<OrderState> {
         self.changes += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(o.venue_order_id.clone());
+        }
         if o.status == OrderStatus::Open {
             self.open.insert(o.venue_order_id.clone());
         } else {
@@ -462,6 +468,9 @@ impl Orders {
     /// [`Orders::put`], so nothing here can put the index out of step.
     fn get_mut(&mut self, id: &str) -> Option<&mut OrderState> {
         self.changes += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(id.to_string());
+        }
         self.all.get_mut(id)
     }
 
@@ -475,6 +484,9 @@ impl Orders {
     /// Drops a closed order from the index of open ones.
     fn unindex(&mut self, id: &str) {
         self.changes += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(id.to_string());
+        }
         self.open.remove(id);
     }
 
@@ -509,6 +521,7 @@ impl<'de> Deserialize<'de> for Orders {
             all,
             open,
             changes: 0,
+            log: None,
         })
     }
 }
@@ -837,6 +850,28 @@ impl Exchange {
         self.orders.changes + self.funds_changes
     }
 
+    /// From now on, keeps the venue id of every order that changes (each
+    /// change that moves [`Exchange::revision`] for an order), for
+    /// [`Exchange::take_changed`]: a caller that follows many open orders
+    /// reads only the changed ones (the backtester's poll). Off by default
+    /// (the paper venue never takes them).
+    pub fn keep_change_log(&mut self) {
+        if self.orders.log.is_none() {
+            self.orders.log = Some(Vec::new());
+        }
+    }
+
+    /// The venue ids of the orders changed since the last call (or since
+    /// [`Exchange::keep_change_log`]), in the order of their changes, with
+    /// repeats, swapped into `into` (cleared first); empty when the log is
+    /// not kept.
+    pub fn take_changed(&mut self, into: &mut Vec<String>) {
+        into.clear();
+        if let Some(log) = self.orders.log.as_mut() {
+            std::mem::swap(log, into);
+        }
+    }
+
     /// Every asset's total and free balance.
     pub fn balances(&self) -> Vec<Balance> {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
@@ -895,6 +930,26 @@ impl Exchange {
             .filter(|(a, _)| *a == asset)
             .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
         *total - held
+    }
+
+    /// The open orders on `symbol`, and `asset`'s free balance (as
+    /// [`Exchange::free`] gives it), in one walk over the open orders.
+    fn pair_count_and_free(&self, symbol: &str, asset: &str) -> (usize, Decimal) {
+        let total = self.totals.get(asset);
+        let mut count = 0;
+        let mut held = Decimal::ZERO;
+        for o in self.orders.open() {
+            if o.symbol == symbol {
+                count += 1;
+            }
+            if total.is_some()
+                && let Some((a, amount)) = self.hold_of(o)
+                && a == asset
+            {
+                held = held + amount;
+            }
+        }
+        (count, total.map_or(Decimal::ZERO, |t| *t - held))
     }
 
     /// What an open order holds: spot buys hold quote (cost plus a quote
@@ -957,7 +1012,12 @@ impl Exchange {
     /// Margin a new perp order settled in `asset` may still use: free
     /// balance plus unrealized PnL minus the positions' initial margin.
     fn available_margin(&self, asset: &str) -> Decimal {
-        let mut available = self.free(asset);
+        self.margin_from_free(self.free(asset), asset)
+    }
+
+    /// [`Exchange::available_margin`] from `asset`'s free balance.
+    fn margin_from_free(&self, free: Decimal, asset: &str) -> Decimal {
+        let mut available = free;
         for (symbol, pos) in &self.positions {
             if let Some(b) = self.books.get(symbol).filter(|b| b.inst.quote == asset) {
                 available += pos.unrealized(b.last) - pos.size.abs() * b.last * b.im_rate();
@@ -978,19 +1038,24 @@ impl Exchange {
         {
             return Ok(existing.clone());
         }
+        // Everything up to the new id reads the book in place (no copy of
+        // the instrument).
         let book = self.book(&order.symbol)?;
-        let inst = book.inst.clone();
+        let inst = &book.inst;
         let is_perp = book.is_perp();
         let (fee_policy, im_rate) = (book.fee_policy, book.im_rate());
         let mut checked = inst
             .check_order(order, Some(book.last))
             .map_err(|e| VenueError::InvalidArgument(e.to_string()))?;
         let (bid, ask) = (book.bid(), book.ask());
-        let open_on_pair = self
-            .orders
-            .open()
-            .filter(|o| o.symbol == order.symbol)
-            .count();
+        // The asset the order's funds check reads (a perp's margin is in
+        // its quote coin), and one walk over the open orders for both the
+        // pair's count and that asset's holds.
+        let funds_asset = match (is_perp, checked.side) {
+            (true, _) | (false, Side::Buy) => inst.quote.as_str(),
+            (false, Side::Sell) => inst.base.as_str(),
+        };
+        let (open_on_pair, funds_free) = self.pair_count_and_free(&order.symbol, funds_asset);
         let crosses = match (checked.side, checked.price) {
             (_, None) => true,
             (Side::Buy, Some(p)) => p >= ask,
@@ -1058,7 +1123,7 @@ impl Exchange {
                     inst.maker_fee
                 };
                 let need = increase * fill_price * im_rate + checked.volume * fill_price * fee;
-                let available = self.available_margin(&inst.quote);
+                let available = self.margin_from_free(funds_free, &inst.quote);
                 if available < need {
                     return Err(VenueError::InsufficientFunds(format!(
                         "need {} {} of margin, {} available",
@@ -1071,7 +1136,7 @@ impl Exchange {
         } else {
             // Funds: a taker needs the whole fill now, a maker's hold is checked
             // against what other open orders do not already hold.
-            let (need_asset, need) = match checked.side {
+            let need = match checked.side {
                 Side::Buy => {
                     let fee = if fee_policy == FeePolicy::Quote {
                         if crosses {
@@ -1082,25 +1147,23 @@ impl Exchange {
                     } else {
                         Decimal::ZERO
                     };
-                    (
-                        inst.quote.clone(),
-                        checked.volume * fill_price * (Decimal::ONE + fee),
-                    )
+                    checked.volume * fill_price * (Decimal::ONE + fee)
                 }
-                Side::Sell => (inst.base.clone(), checked.volume),
+                Side::Sell => checked.volume,
             };
-            let free = self.free(&need_asset);
+            let (need_asset, free) = (funds_asset, funds_free);
             if free < need {
                 return Err(VenueError::InsufficientFunds(format!(
                     "need {need} {need_asset}, {free} free"
                 )));
             }
         }
+        let (fee_asset, taker_fee) = (inst.quote.clone(), inst.taker_fee);
         let venue_order_id = self.new_order_id();
         let state = OrderState {
             venue_order_id: venue_order_id.clone(),
             status: OrderStatus::Open,
-            fee_asset: inst.quote.clone(),
+            fee_asset,
             ..OrderState::pending(&checked, now_ms)
         };
         self.by_client_id
@@ -1110,13 +1173,7 @@ impl Exchange {
             self.reduce_only.insert(venue_order_id.clone(), true);
         }
         if crosses {
-            self.fill(
-                &venue_order_id,
-                checked.volume,
-                touch,
-                inst.taker_fee,
-                now_ms,
-            );
+            self.fill(&venue_order_id, checked.volume, touch, taker_fee, now_ms);
         }
         self.orders
             .get(&venue_order_id)
@@ -1434,34 +1491,27 @@ impl Exchange {
         {
             return;
         }
-        let mut crossed: Vec<(i64, String, Decimal, Decimal)> = self
-            .orders
-            .open()
-            .filter(|o| o.symbol == symbol)
-            .filter_map(|o| {
-                let p = o.price?;
-                let hit = match o.side {
-                    Side::Buy => last <= p - through,
-                    Side::Sell => last >= p + through,
-                };
-                hit.then(|| {
-                    (
-                        o.opened_at_ms,
-                        o.venue_order_id.clone(),
-                        p,
-                        o.volume - o.volume_executed,
-                    )
-                })
-            })
-            .collect();
-        if crossed.is_empty() {
-            // Nothing crossed, so nothing changes: remember the edges.
-            let mut edges = RestingEdges {
-                revision,
-                ..RestingEdges::default()
+        // One walk: the orders the trade crosses, and the resting edges in
+        // case it crosses none.
+        let mut crossed: Vec<(i64, String, Decimal, Decimal)> = Vec::new();
+        let mut edges = RestingEdges {
+            revision,
+            ..RestingEdges::default()
+        };
+        for o in self.orders.open().filter(|o| o.symbol == symbol) {
+            let Some(p) = o.price else { continue };
+            let hit = match o.side {
+                Side::Buy => last <= p - through,
+                Side::Sell => last >= p + through,
             };
-            for o in self.orders.open().filter(|o| o.symbol == symbol) {
-                let Some(p) = o.price else { continue };
+            if hit {
+                crossed.push((
+                    o.opened_at_ms,
+                    o.venue_order_id.clone(),
+                    p,
+                    o.volume - o.volume_executed,
+                ));
+            } else if crossed.is_empty() {
                 match o.side {
                     Side::Buy => edges.best_buy = Some(edges.best_buy.map_or(p, |b| b.max(p))),
                     Side::Sell => {
@@ -1469,6 +1519,9 @@ impl Exchange {
                     }
                 }
             }
+        }
+        if crossed.is_empty() {
+            // Nothing crossed, so nothing changes: remember the edges.
             match self.resting_edges.get_mut(symbol) {
                 Some(e) => *e = edges,
                 None => {

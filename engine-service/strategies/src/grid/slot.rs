@@ -452,6 +452,33 @@ impl SlotState {
         }
     }
 
+    /// What stands in a slot's place while its state is moved through a
+    /// transition: nothing allocated (no alias), never read.
+    pub(crate) fn placeholder() -> SlotState {
+        SlotState {
+            id: 0,
+            alias: String::new(),
+            sticky: false,
+            mode: SlotMode::Both,
+            orders: Vec::new(),
+            recovery: Vec::new(),
+            a: TradeState::default(),
+            b: TradeState::default(),
+            market: None,
+            s2_since_ms: None,
+            refresh_dir: 0,
+            refresh_streak: 0,
+            refresh_cooldown_until_ms: 0,
+            halted: None,
+            last_error: String::new(),
+            cycles: 0,
+            profit: Decimal::ZERO,
+            orphans: 0,
+            recent: Vec::new(),
+            ids: IdGen::new(0),
+        }
+    }
+
     pub fn trade(&self, t: Trade) -> &TradeState {
         match t {
             Trade::A => &self.a,

@@ -392,10 +392,7 @@ impl Grid {
             loss_room: (self.cfg.daily_loss_limit_usd > Decimal::ZERO)
                 .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
         };
-        let state = std::mem::replace(
-            &mut self.slots[i],
-            SlotState::new(0, false, SlotMode::Both, 0),
-        );
+        let state = std::mem::replace(&mut self.slots[i], SlotState::placeholder());
         let (next, actions) = slot::transition(state, ev, &ctx);
         self.slots[i] = next;
         let mut out = Vec::new();
