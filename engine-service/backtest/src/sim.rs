@@ -290,6 +290,8 @@ pub struct Sim {
     /// The market view of the round the wakes were read at (skipped ticks
     /// see it with their own prices and time).
     base_view: Option<MarketView>,
+    /// A view no longer needed, whose strings the next round's view reuses.
+    spare_view: Option<MarketView>,
     /// What the wakes assume unchanged, as of the end of the last round in
     /// which nothing else happened; `None`: the next round ticks everyone.
     quiet_key: Option<QuietKey>,
@@ -868,6 +870,7 @@ pub fn run_with_skipping(
         wakes: vec![Some(Wake::EveryTick); count],
         skipped: vec![None; count],
         base_view: None,
+        spare_view: None,
         quiet_key: None,
         delivered: 0,
         regime_version: 0,
@@ -1141,7 +1144,11 @@ impl Sim {
         self.tick(now);
     }
 
-    fn market(&mut self, now: i64) -> MarketView {
+    /// The market view of a round, written into `kept` (a view of an
+    /// earlier round, whose strings are reused) when there is one: the
+    /// same view as a fresh one. The instrument is the run's, which never
+    /// changes, so a kept view's copy stays.
+    fn market(&mut self, kept: Option<MarketView>, now: i64) -> MarketView {
         let touch = {
             let _t = timing::enter(Part::PaperCore);
             self.ex.touch(&self.inst.symbol)
@@ -1150,6 +1157,45 @@ impl Sim {
         let [_, _, free_base, free_quote] = self.funds();
         // Every tracked order is open.
         let open = self.tracked.len();
+        if let Some(mut m) = kept {
+            // Every field named: a new one must be written here too.
+            let MarketView {
+                symbol,
+                last: m_last,
+                bid: m_bid,
+                ask: m_ask,
+                instrument,
+                free_base: m_free_base,
+                free_quote: m_free_quote,
+                open_orders_on_pair,
+                regime,
+                balances_as_of_ms,
+                last_partial_cancel_ms,
+            } = &mut m;
+            symbol.clone_from(&self.inst.symbol);
+            *m_last = last;
+            *m_bid = bid;
+            *m_ask = ask;
+            if instrument.is_none() {
+                *instrument = Some(self.inst.clone());
+            }
+            *m_free_base = Some(free_base);
+            *m_free_quote = Some(free_quote);
+            *open_orders_on_pair = Some(u32::try_from(open).unwrap_or(u32::MAX));
+            let RegimeView {
+                regime: name,
+                ready,
+                confidence,
+                bias,
+            } = regime;
+            name.clone_from(&self.regime.regime);
+            *ready = self.regime.ready;
+            *confidence = self.regime.confidence;
+            *bias = self.regime.bias;
+            *balances_as_of_ms = now;
+            *last_partial_cancel_ms = self.last_partial_cancel_ms;
+            return m;
+        }
         MarketView {
             symbol: self.inst.symbol.clone(),
             last,
@@ -1234,7 +1280,8 @@ impl Sim {
             self.out.ticks_skipped += self.skipped.len() as u64;
             return;
         }
-        let market = self.market(now);
+        let kept = self.spare_view.take();
+        let market = self.market(kept, now);
         let mut batches: Vec<(usize, Vec<Action>)> = Vec::with_capacity(self.strategies.len());
         for i in 0..self.strategies.len() {
             if self.wakes.get(i).is_some_and(skips) {
@@ -1266,11 +1313,14 @@ impl Sim {
         // The wakes hold from this round on only if nothing else happened
         // in it (no order, balance or update since the view was read).
         if self.quiet_key() == key {
-            if !quiet {
-                self.base_view = Some(market);
+            if quiet {
+                self.spare_view = Some(market);
+            } else {
+                self.spare_view = self.base_view.replace(market);
             }
             self.quiet_key = Some(key);
         } else {
+            self.spare_view = Some(market);
             self.quiet_key = None;
         }
     }
