@@ -16,7 +16,9 @@
 //! interval. After each trade the resting orders it crossed fill, their
 //! updates are delivered, and every strategy ticks.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 
 use herd_paper::{
     Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PerpConfig,
@@ -257,7 +259,7 @@ pub struct Sim {
     tracked: BTreeMap<u64, Tracked>,
     /// The placement sequence of each tracked order, by venue id (the
     /// venue's change log names orders by venue id).
-    seq_of: HashMap<String, u64>,
+    seq_of: FxHashMap<String, u64>,
     /// Buffers of the poll, kept between polls: the venue ids the venue
     /// logged as changed, and their sequences.
     changed_ids: Vec<String>,
@@ -879,7 +881,7 @@ pub fn run_with_skipping(
         strategies,
         through,
         tracked: BTreeMap::new(),
-        seq_of: HashMap::new(),
+        seq_of: FxHashMap::default(),
         changed_ids: Vec::new(),
         changed_seqs: Vec::new(),
         seq: 0,
@@ -1039,7 +1041,11 @@ impl Sim {
     }
 
     fn equity_at(&mut self, price: Decimal, time_ms: i64) -> EquityPoint {
-        let [base, quote, _, _] = self.funds();
+        // Totals only: no walk over the open orders for free balances.
+        let [base, quote] = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.pair_totals(&self.inst.base, &self.inst.quote)
+        };
         EquityPoint {
             time_ms,
             close: price,

@@ -1085,7 +1085,9 @@ impl Rangers {
         Action::Journal {
             stream: JOURNAL_STREAM.to_string(),
             kind: kind.to_string(),
-            payload_json: payload.to_string(),
+            // The same compact text as `Value`'s `Display`, written
+            // straight into a buffer instead of through a formatter.
+            payload_json: serde_json::to_string(&payload).unwrap_or_else(|_| payload.to_string()),
         }
     }
 

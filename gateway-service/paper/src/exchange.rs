@@ -14,7 +14,7 @@
 //! orders never grow a position, and funding settles at the perp's funding
 //! times (see [`crate::perp`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// The core's maps keyed by order ids: FxHash instead of SipHash (the keys
 /// are the core's own venue ids and its engines' client ids, not hostile
@@ -435,12 +435,22 @@ impl Book {
 
 /// Every order the core remembers by venue id, and an index of the open
 /// ones: placing, matching and balances look only at open orders, which
-/// are few beside up to [`MAX_CLOSED_ORDERS`] closed ones. Serialized as
-/// the map alone; the index is rebuilt when it is read back.
+/// are few beside up to [`MAX_CLOSED_ORDERS`] closed ones. The orders sit
+/// in a slab (`slots`, reused once forgotten) that both the id map and the
+/// open index point into, so a walk over the open orders hashes no id.
+/// Serialized as the map alone; the index is rebuilt when it is read back.
 #[derive(Debug, Clone, Default)]
 struct Orders {
-    all: IdMap<OrderState>,
-    open: BTreeSet<String>,
+    /// The slab: `None` for a slot whose order was forgotten (listed in
+    /// `vacant` for reuse).
+    slots: Vec<Option<OrderState>>,
+    vacant: Vec<usize>,
+    /// Venue id to slot, for every order remembered (inserted and removed
+    /// exactly as an id-keyed map of the orders would be, so it iterates
+    /// in the same order).
+    index: IdMap<usize>,
+    /// The open orders' slots, in venue id order.
+    open: BTreeMap<String, usize>,
     /// Counts every mutable access (see [`Exchange::revision`]).
     changes: u64,
     /// The venue ids of the orders changed since the caller last took them
@@ -455,12 +465,43 @@ impl Orders {
         if let Some(log) = self.log.as_mut() {
             log.push(o.venue_order_id.clone());
         }
+        let slot = match self.index.get(&o.venue_order_id) {
+            Some(&i) => i,
+            None => {
+                let i = match self.vacant.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                self.index.insert(o.venue_order_id.clone(), i);
+                i
+            }
+        };
         if o.status == OrderStatus::Open {
-            self.open.insert(o.venue_order_id.clone());
+            self.open.insert(o.venue_order_id.clone(), slot);
         } else {
             self.open.remove(&o.venue_order_id);
         }
-        self.all.insert(o.venue_order_id.clone(), o)
+        self.slots.get_mut(slot).and_then(|s| s.replace(o))
+    }
+
+    /// The order with this venue id.
+    fn get(&self, id: &str) -> Option<&OrderState> {
+        let i = *self.index.get(id)?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Every order remembered, in the id map's order.
+    fn values(&self) -> impl Iterator<Item = &OrderState> {
+        self.index
+            .values()
+            .filter_map(|&i| self.slots.get(i).and_then(Option::as_ref))
     }
 
     /// For changes that keep an order open (fills short of its volume);
@@ -471,14 +512,18 @@ impl Orders {
         if let Some(log) = self.log.as_mut() {
             log.push(id.to_string());
         }
-        self.all.get_mut(id)
+        let i = *self.index.get(id)?;
+        self.slots.get_mut(i)?.as_mut()
     }
 
     /// Forgets a closed order (history only: no open order or balance
     /// changes, so the revision stays).
     fn forget(&mut self, id: &str) -> Option<OrderState> {
         self.open.remove(id);
-        self.all.remove(id)
+        let i = self.index.remove(id)?;
+        let o = self.slots.get_mut(i)?.take();
+        self.vacant.push(i);
+        o
     }
 
     /// Drops a closed order from the index of open ones.
@@ -492,37 +537,58 @@ impl Orders {
 
     /// The open orders, in venue id order.
     fn open(&self) -> impl Iterator<Item = &OrderState> {
-        self.open.iter().filter_map(|id| self.all.get(id))
-    }
-}
-
-impl std::ops::Deref for Orders {
-    type Target = IdMap<OrderState>;
-    fn deref(&self) -> &Self::Target {
-        &self.all
+        self.open
+            .values()
+            .filter_map(|&i| self.slots.get(i).and_then(Option::as_ref))
     }
 }
 
 impl Serialize for Orders {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.all.serialize(s)
+        s.collect_map(
+            self.index
+                .iter()
+                .filter_map(|(id, &i)| Some((id, self.slots.get(i)?.as_ref()?))),
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for Orders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Orders, D::Error> {
-        let all = IdMap::<OrderState>::deserialize(d)?;
-        let open = all
-            .values()
-            .filter(|o| o.status == OrderStatus::Open)
-            .map(|o| o.venue_order_id.clone())
-            .collect();
-        Ok(Orders {
-            all,
-            open,
-            changes: 0,
-            log: None,
-        })
+        /// Reads the map's entries in the order written, as the id map
+        /// read back would insert them.
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = Orders;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of orders by venue id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Orders, A::Error> {
+                let mut orders = Orders::default();
+                while let Some((id, o)) = m.next_entry::<String, OrderState>()? {
+                    // A repeated id replaces the order, as a map's insert.
+                    let i = match orders.index.get(&id) {
+                        Some(&i) => i,
+                        None => {
+                            orders.slots.push(None);
+                            let i = orders.slots.len() - 1;
+                            orders.index.insert(id.clone(), i);
+                            i
+                        }
+                    };
+                    if o.status == OrderStatus::Open {
+                        orders.open.insert(id, i);
+                    } else {
+                        orders.open.remove(&id);
+                    }
+                    if let Some(slot) = orders.slots.get_mut(i) {
+                        *slot = Some(o);
+                    }
+                }
+                Ok(orders)
+            }
+        }
+        d.deserialize_map(InOrder)
     }
 }
 
@@ -915,6 +981,16 @@ impl Exchange {
             total_b.unwrap_or_default(),
             total_a.map_or(Decimal::ZERO, |t| t - held_a),
             total_b.map_or(Decimal::ZERO, |t| t - held_b),
+        ]
+    }
+
+    /// Total balance of two assets, as [`Exchange::pair_funds`] gives
+    /// them (zero for an asset the account does not hold), without the
+    /// walk over the open orders that free balances need.
+    pub fn pair_totals(&self, a: &str, b: &str) -> [Decimal; 2] {
+        [
+            self.totals.get(a).copied().unwrap_or_default(),
+            self.totals.get(b).copied().unwrap_or_default(),
         ]
     }
 
