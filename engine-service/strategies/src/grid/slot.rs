@@ -501,14 +501,19 @@ impl SlotState {
     /// The phase, or why the shape is invalid.
     pub fn phase(&self) -> Result<Phase, String> {
         self.check_invariants()?;
+        Ok(self.phase_of_orders())
+    }
+
+    /// The phase of a state whose invariants hold.
+    fn phase_of_orders(&self) -> Phase {
         let a_exit = self.order_of(Trade::A, Role::Exit).is_some();
         let b_exit = self.order_of(Trade::B, Role::Exit).is_some();
-        Ok(match (a_exit, b_exit) {
+        match (a_exit, b_exit) {
             (false, false) => Phase::S0,
             (true, false) => Phase::S1a,
             (false, true) => Phase::S1b,
             (true, true) => Phase::S2,
-        })
+        }
     }
 
     /// The invariants every state must keep.
@@ -769,9 +774,31 @@ pub fn transition(
     event: &SlotEvent,
     ctx: &SlotCtx<'_>,
 ) -> (SlotState, Vec<SlotAction>) {
+    transition_from(state, event, ctx, false)
+}
+
+/// [`transition`] of a state its caller knows to be one a transition
+/// returned not halted and left as it was since: its invariants held when
+/// that transition checked them last, so they are not checked again first
+/// (the same outcome, one check fewer).
+pub(crate) fn transition_verified(
+    state: SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+) -> (SlotState, Vec<SlotAction>) {
+    transition_from(state, event, ctx, true)
+}
+
+fn transition_from(
+    state: SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+) -> (SlotState, Vec<SlotAction>) {
     let mut s = state;
     let mut out = Vec::new();
-    if s.halted.is_none()
+    if !verified
+        && s.halted.is_none()
         && let Err(why) = s.check_invariants()
     {
         s.halted = Some(why);
@@ -946,6 +973,27 @@ pub fn wake(
     params: &SlotParams,
     entries_open: bool,
 ) -> crate::strategy::Wake {
+    wake_from(s, now, params, entries_open, false)
+}
+
+/// [`wake`] of a state known verified (see [`transition_verified`]): its
+/// phase is read without checking the invariants again.
+pub(crate) fn wake_verified(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+) -> crate::strategy::Wake {
+    wake_from(s, now, params, entries_open, true)
+}
+
+fn wake_from(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+    verified: bool,
+) -> crate::strategy::Wake {
     use crate::strategy::Wake;
     let mut w = Wake::IDLE;
     if s.halted.is_some() {
@@ -962,8 +1010,13 @@ pub fn wake(
             w = w.before(t);
         }
     }
-    let Ok(phase) = s.phase() else {
-        return w;
+    let phase = if verified {
+        s.phase_of_orders()
+    } else {
+        let Ok(phase) = s.phase() else {
+            return w;
+        };
+        phase
     };
     let live_exit =
         |o: &SlotOrder| o.role == Role::Exit && o.pending.is_none() && o.retry_at_ms.is_none();
@@ -1774,5 +1827,99 @@ fn request_change(
             client_order_id: id.to_string(),
             reason: "not a live exit of this slot (or a change is already under way)".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod verified_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A slot walked through ticks, fills and cancels twice: once with
+    /// every check, once skipping the first check whenever the state is
+    /// one a transition returned not halted. Same states, actions and
+    /// wakes at every step.
+    #[test]
+    fn a_verified_transition_and_wake_equal_the_checked_ones() {
+        let params = SlotParams::default();
+        let ctx = SlotCtx {
+            params: &params,
+            filters: Filters {
+                tick_size: Decimal::new(1, 7),
+                lot_decimals: 8,
+                min_volume: Decimal::TEN,
+                min_cost: Decimal::new(5, 1),
+                maker_fee: Decimal::new(25, 4),
+            },
+            profit_pct: params.profit_pct,
+            entry_budget: 2,
+            entries_blocked: None,
+            userref_offset: 100,
+            loss_room: None,
+        };
+        let t0 = 1_700_000_000_000_i64;
+        let mut checked = SlotState::new(0, false, SlotMode::Both, t0);
+        let mut fast = checked.clone();
+        let mut verified = false;
+        let mut open: Vec<(String, Decimal, Decimal)> = Vec::new();
+        for step in 0..400_i64 {
+            let now = t0 + step * 15_000;
+            // A price wandering 2 % around 0.12.
+            let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
+            let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
+            let ev = match (step % 5, open.first()) {
+                (1, Some((id, price, volume))) => SlotEvent::Fill {
+                    client_order_id: id.clone(),
+                    volume: *volume,
+                    price: *price,
+                    fee: Decimal::ZERO,
+                    done: true,
+                    now_ms: now,
+                },
+                (3, Some((id, _, _))) => SlotEvent::Canceled {
+                    client_order_id: id.clone(),
+                    now_ms: now,
+                },
+                _ => SlotEvent::PriceTick {
+                    market,
+                    now_ms: now,
+                },
+            };
+            let (next_checked, a1) = transition(checked, &ev, &ctx);
+            let (next_fast, a2) = if verified {
+                transition_verified(fast, &ev, &ctx)
+            } else {
+                transition(fast, &ev, &ctx)
+            };
+            assert_eq!(a1, a2, "step {step}");
+            assert_eq!(
+                serde_json::to_string(&next_checked).unwrap(),
+                serde_json::to_string(&next_fast).unwrap(),
+                "step {step}"
+            );
+            verified = next_fast.halted.is_none();
+            let w1 = wake(&next_checked, now, &params, true);
+            let w2 = if verified {
+                wake_verified(&next_fast, now, &params, true)
+            } else {
+                wake(&next_fast, now, &params, true)
+            };
+            assert_eq!(w1, w2, "step {step}");
+            for a in &a1 {
+                if let SlotAction::PlaceOrder(p) = a
+                    && let Some(price) = p.price
+                {
+                    open.push((p.client_order_id.clone(), price, p.volume));
+                }
+            }
+            if matches!(ev, SlotEvent::Fill { .. } | SlotEvent::Canceled { .. }) {
+                open.remove(0);
+            }
+            checked = next_checked;
+            fast = next_fast;
+        }
+        // The walk went through whole cycles (entries, exits, fills).
+        assert!(checked.cycles >= 10, "{} cycles", checked.cycles);
     }
 }

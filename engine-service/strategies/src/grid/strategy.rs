@@ -80,6 +80,11 @@ pub struct Grid {
     /// The journal kinds the caller keeps ([`Strategy::set_journal_filter`];
     /// `None`: every row).
     journal_keep: Option<fn(&str) -> bool>,
+    /// Per slot: whether its state is one a transition returned not halted
+    /// and nothing changed since (only `step_slot` and `adopt_exit` change a
+    /// slot), so its invariants need no check before the next transition
+    /// or wake read.
+    verified: Vec<bool>,
 }
 
 /// Counts of open positions per band.
@@ -283,6 +288,7 @@ impl Grid {
             prices: VecDeque::new(),
             ticked_ms: 0,
             journal_keep: None,
+            verified: vec![false; usize::try_from(cfg.slots).unwrap_or(0)],
             cfg,
         }
     }
@@ -393,7 +399,15 @@ impl Grid {
                 .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
         };
         let state = std::mem::replace(&mut self.slots[i], SlotState::placeholder());
-        let (next, actions) = slot::transition(state, ev, &ctx);
+        let verified = self.verified.get(i).copied().unwrap_or(false);
+        let (next, actions) = if verified {
+            slot::transition_verified(state, ev, &ctx)
+        } else {
+            slot::transition(state, ev, &ctx)
+        };
+        if let Some(v) = self.verified.get_mut(i) {
+            *v = next.halted.is_none();
+        }
         self.slots[i] = next;
         let mut out = Vec::new();
         let mut entries = 0;
@@ -836,8 +850,13 @@ impl Grid {
         let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
             || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
         let entries_open = self.entries_blocked().is_none() && loss_room_left && budget > 0;
-        for s in &self.slots {
-            w = w.and(slot::wake(s, now, &self.cfg.slot, entries_open));
+        for (i, s) in self.slots.iter().enumerate() {
+            let w_slot = if self.verified.get(i).copied().unwrap_or(false) {
+                slot::wake_verified(s, now, &self.cfg.slot, entries_open)
+            } else {
+                slot::wake(s, now, &self.cfg.slot, entries_open)
+            };
+            w = w.and(w_slot);
             if w == Wake::EveryTick {
                 return w;
             }
@@ -1094,6 +1113,9 @@ impl Grid {
             };
             tracing::warn!(position = %k.client_order_id, %exit, "entry filled while the engine was down: position opened, exit goes out");
             slot::adopt_exit(&mut self.slots[i], o, false, now);
+            if let Some(v) = self.verified.get_mut(i) {
+                *v = false;
+            }
         }
     }
 
@@ -1975,6 +1997,9 @@ impl Strategy for Grid {
                         self.capital.commit(&o.client_order_id, now);
                     }
                     slot::adopt_exit(&mut self.slots[i], o, live, now);
+                    if let Some(v) = self.verified.get_mut(i) {
+                        *v = false;
+                    }
                 }
             }
         }
