@@ -1067,14 +1067,22 @@ impl Exchange {
             .unwrap_or(false)
     }
 
+    /// `O` and three groups of 5, 5 and 6 characters drawn in turn from
+    /// the id generator, joined by dashes (`OABCDE-FGHIJ-KLMNOP`), written
+    /// into one buffer.
     fn new_order_id(&mut self) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let mut part = |n: usize| -> String {
-            (0..n)
-                .map(|_| char::from(ALPHABET[(self.ids.next_u64() % 32) as usize]))
-                .collect()
-        };
-        format!("O{}-{}-{}", part(5), part(5), part(6))
+        let mut id = String::with_capacity(19);
+        id.push('O');
+        for (k, n) in [5, 5, 6].into_iter().enumerate() {
+            if k > 0 {
+                id.push('-');
+            }
+            for _ in 0..n {
+                id.push(char::from(ALPHABET[(self.ids.next_u64() % 32) as usize]));
+            }
+        }
+        id
     }
 
     /// Signed size of the position on `symbol` (long > 0), zero when flat.
@@ -1970,5 +1978,28 @@ impl Exchange {
             v.truncate(q.limit as usize);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Venue ids are the ones the `format!` of three collected groups
+    /// gave before they were written into one buffer.
+    #[test]
+    fn venue_ids_are_the_three_groups_joined() {
+        let mut ex = Exchange::new(&PaperConfig::default(), 0);
+        for _ in 0..50 {
+            let mut ids = ex.ids.clone();
+            const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+            let mut part = |n: usize| -> String {
+                (0..n)
+                    .map(|_| char::from(ALPHABET[(ids.next_u64() % 32) as usize]))
+                    .collect()
+            };
+            let want = format!("O{}-{}-{}", part(5), part(5), part(6));
+            assert_eq!(ex.new_order_id(), want);
+        }
     }
 }
