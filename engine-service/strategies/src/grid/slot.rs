@@ -663,7 +663,14 @@ impl SlotState {
             Role::Exit => 'x',
             Role::Close => 'c',
         };
-        self.ids.next(&format!("g{}{}{}", self.id, trade.tag(), r))
+        // `format!("g{}{}{}", self.id, trade.tag(), r)` without the
+        // formatting machinery.
+        let mut tag = String::with_capacity(16);
+        tag.push('g');
+        push_decimal(&mut tag, self.id);
+        tag.push(trade.tag());
+        tag.push(r);
+        self.ids.next(&tag)
     }
 
     fn push_cycle(&mut self, c: &CycleRecord) {
@@ -673,6 +680,26 @@ impl SlotState {
         if self.recent.len() > RECENT_CYCLES {
             self.recent.remove(0);
         }
+    }
+}
+
+/// Appends `n` in decimal digits (as `Display` writes it).
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut n = n;
+    loop {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits.iter().take(len).rev() {
+        out.push(char::from(*d));
     }
 }
 
@@ -1835,6 +1862,15 @@ mod verified_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn slot_ids_are_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 4_294_967_295] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
 
     /// A slot walked through ticks, fills and cancels twice: once with
     /// every check, once skipping the first check whenever the state is
