@@ -456,6 +456,10 @@ struct Orders {
     /// The venue ids of the orders changed since the caller last took them
     /// ([`Exchange::keep_change_log`]); `None`, the default: not kept.
     log: Option<Vec<String>>,
+    /// Per symbol, bounds of the resting limits ([`RestingEdges`]): a
+    /// trade that crosses neither bound crosses no open order, and needs no
+    /// scan of them. A symbol without bounds yet is scanned.
+    edges: BTreeMap<String, RestingEdges>,
 }
 
 impl Orders {
@@ -481,6 +485,12 @@ impl Orders {
         };
         if o.status == OrderStatus::Open {
             self.open.insert(o.venue_order_id.clone(), slot);
+            if let (Some(p), Some(e)) = (o.price, self.edges.get_mut(&o.symbol)) {
+                match o.side {
+                    Side::Buy => e.best_buy = Some(e.best_buy.map_or(p, |b| b.max(p))),
+                    Side::Sell => e.best_sell = Some(e.best_sell.map_or(p, |b| b.min(p))),
+                }
+            }
         } else {
             self.open.remove(&o.venue_order_id);
         }
@@ -623,17 +633,15 @@ pub struct Exchange {
     /// Counts changes of the balances (see [`Exchange::revision`]).
     #[serde(skip)]
     funds_changes: u64,
-    /// Per symbol, the highest resting buy and lowest resting sell limit
-    /// as of a revision: while the revision stays, a trade that crosses
-    /// neither needs no scan of the open orders.
-    #[serde(skip)]
-    resting_edges: BTreeMap<String, RestingEdges>,
 }
 
-/// See [`Exchange::resting_edges`](Exchange).
+/// Bounds of the resting limits of one symbol (see [`Orders::edges`]): no
+/// open buy above `best_buy` (none at all while `None`), no open sell below
+/// `best_sell`. A scan that finds nothing crossed sets them exactly; an
+/// order put open widens them; an order leaving leaves them as they are
+/// (still bounds, only looser until the next scan).
 #[derive(Debug, Clone, Copy, Default)]
 struct RestingEdges {
-    revision: u64,
     best_buy: Option<Decimal>,
     best_sell: Option<Decimal>,
 }
@@ -796,7 +804,6 @@ impl Exchange {
             snapshot_ms: 0,
             market_slippage: Decimal::ZERO,
             funds_changes: 0,
-            resting_edges: BTreeMap::new(),
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -1567,9 +1574,7 @@ impl Exchange {
         };
         let (last, liquidity, maker_fee) =
             (book.last, book.liquidity_per_step, book.inst.maker_fee);
-        let revision = self.revision();
-        if let Some(e) = self.resting_edges.get(symbol)
-            && e.revision == revision
+        if let Some(e) = self.orders.edges.get(symbol)
             && e.best_buy.is_none_or(|p| last > p - through)
             && e.best_sell.is_none_or(|p| last < p + through)
         {
@@ -1578,10 +1583,7 @@ impl Exchange {
         // One walk: the orders the trade crosses, and the resting edges in
         // case it crosses none.
         let mut crossed: Vec<(i64, String, Decimal, Decimal)> = Vec::new();
-        let mut edges = RestingEdges {
-            revision,
-            ..RestingEdges::default()
-        };
+        let mut edges = RestingEdges::default();
         for o in self.orders.open().filter(|o| o.symbol == symbol) {
             let Some(p) = o.price else { continue };
             let hit = match o.side {
@@ -1606,10 +1608,10 @@ impl Exchange {
         }
         if crossed.is_empty() {
             // Nothing crossed, so nothing changes: remember the edges.
-            match self.resting_edges.get_mut(symbol) {
+            match self.orders.edges.get_mut(symbol) {
                 Some(e) => *e = edges,
                 None => {
-                    self.resting_edges.insert(symbol.to_string(), edges);
+                    self.orders.edges.insert(symbol.to_string(), edges);
                 }
             }
             return;
