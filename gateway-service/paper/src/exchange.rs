@@ -1029,7 +1029,7 @@ impl Exchange {
                 && let Some((a, amount)) = self.hold_of(o)
                 && a == asset
             {
-                held = held + amount;
+                held += amount;
             }
         }
         (count, total.map_or(Decimal::ZERO, |t| *t - held))
