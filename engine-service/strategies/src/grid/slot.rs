@@ -830,14 +830,17 @@ fn transition_from(
     {
         s.halted = Some(why);
     }
+    // Not halted here: the invariants hold (checked now, or known), and
+    // the events that tick change nothing they read before the tick.
+    let valid = s.halted.is_none();
     match event {
         SlotEvent::PriceTick { market, now_ms } => {
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(&mut s, *now_ms, ctx, &mut out);
+            tick(&mut s, *now_ms, ctx, &mut out, valid);
         }
-        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out),
+        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out, valid),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -936,7 +939,7 @@ fn transition_from(
         ),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(&mut s, *now_ms, ctx, &mut out);
+            tick(&mut s, *now_ms, ctx, &mut out, valid);
         }
     }
     if s.halted.is_none()
@@ -959,15 +962,18 @@ fn mode_allows(mode: SlotMode, t: Trade) -> bool {
     }
 }
 
-fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+/// A tick's work. `valid`: the orders are those of a state whose
+/// invariants held when the transition began (checked or known), so the
+/// orphan checks need not check them again unless a retry changed them.
+fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>, valid: bool) {
     if s.halted.is_some() {
         return;
     }
     let Some(market) = s.market else {
         return;
     };
-    retry_refused_exits(s, now, ctx, out);
-    orphan_checks(s, market, now, ctx, out);
+    let retried = retry_refused_exits(s, now, ctx, out);
+    orphan_checks(s, market, now, ctx, out, valid && !retried);
     // Entries the mode no longer allows.
     let mode = s.mode;
     for o in &mut s.orders {
@@ -1123,12 +1129,20 @@ fn wake_from(
     w
 }
 
-fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+/// Places refused exits again once their retry time came; whether any was.
+fn retry_refused_exits(
+    s: &mut SlotState,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) -> bool {
+    let mut retried = false;
     for i in 0..s.orders.len() {
         let o = &s.orders[i];
         if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
             let price = o.price;
             replace_order(s, i, false, price, "retry", now, ctx, out);
+            retried = true;
         }
     }
     for i in 0..s.recovery.len() {
@@ -1136,8 +1150,10 @@ fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut
         if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
             let price = o.price;
             replace_order(s, i, true, price, "retry", now, ctx, out);
+            retried = true;
         }
     }
+    retried
 }
 
 /// Adopts a position's exit after a restart (into the recovery list, as
@@ -1159,10 +1175,15 @@ fn orphan_checks(
     now: i64,
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
+    valid: bool,
 ) {
-    let phase = match s.phase() {
-        Ok(p) => p,
-        Err(_) => return,
+    let phase = if valid {
+        s.phase_of_orders()
+    } else {
+        match s.phase() {
+            Ok(p) => p,
+            Err(_) => return,
+        }
     };
     if phase == Phase::S2 {
         s.s2_since_ms.get_or_insert(now);
