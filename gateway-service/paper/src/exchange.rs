@@ -635,6 +635,56 @@ pub struct Exchange {
     funds_changes: u64,
 }
 
+/// What open orders hold ([`Exchange::hold_of`]) over a walk of them: the
+/// book of the last symbol seen is kept, with its factors (`1 + fee` for a
+/// spot buy, initial margin rate + maker fee for a perp), for the next
+/// order of the same symbol. The arithmetic is `hold_of`'s, operation for
+/// operation: the factors are the same values computed once.
+struct HoldReader<'a> {
+    ex: &'a Exchange,
+    last: Option<(&'a Book, Decimal, Decimal)>,
+}
+
+impl<'a> HoldReader<'a> {
+    fn new(ex: &'a Exchange) -> HoldReader<'a> {
+        HoldReader { ex, last: None }
+    }
+
+    /// What an open order holds: spot buys hold quote (cost plus a quote
+    /// fee), spot sells the base they will deliver; a perp order holds its
+    /// initial margin and fee in the quote coin (reduce-only ones nothing).
+    fn hold(&mut self, o: &OrderState) -> Option<(&'a str, Decimal)> {
+        let (b, buy, perp) = match self.last {
+            Some(kept) if kept.0.inst.symbol == o.symbol => kept,
+            _ => {
+                let b = self.ex.books.get(&o.symbol)?;
+                let fee = match b.fee_policy {
+                    FeePolicy::Quote => b.inst.maker_fee,
+                    FeePolicy::BaseOnBuy => Decimal::ZERO,
+                };
+                let kept = (b, Decimal::ONE + fee, b.im_rate() + b.inst.maker_fee);
+                self.last = Some(kept);
+                kept
+            }
+        };
+        let remaining = o.volume - o.volume_executed;
+        if b.is_perp() {
+            if self.ex.is_reduce_only(&o.venue_order_id) {
+                return None;
+            }
+            let price = o.price?;
+            return Some((b.inst.quote.as_str(), remaining * price * perp));
+        }
+        match o.side {
+            Side::Buy => {
+                let price = o.price?;
+                Some((b.inst.quote.as_str(), remaining * price * buy))
+            }
+            Side::Sell => Some((b.inst.base.as_str(), remaining)),
+        }
+    }
+}
+
 /// Bounds of the resting limits of one symbol (see [`Orders::edges`]): no
 /// open buy above `best_buy` (none at all while `None`), no open sell below
 /// `best_sell`. A scan that finds nothing crossed sets them exactly; an
@@ -948,8 +998,9 @@ impl Exchange {
     /// Every asset's total and free balance.
     pub fn balances(&self) -> Vec<Balance> {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut holds = HoldReader::new(self);
         for o in self.orders.open() {
-            if let Some((asset, amount)) = self.hold_of(o) {
+            if let Some((asset, amount)) = holds.hold(o) {
                 match held.get_mut(asset) {
                     Some(sum) => *sum += amount,
                     None => {
@@ -976,7 +1027,8 @@ impl Exchange {
         let total_a = self.totals.get(a).copied();
         let total_b = self.totals.get(b).copied();
         let (mut held_a, mut held_b) = (Decimal::ZERO, Decimal::ZERO);
-        for (asset, amount) in self.orders.open().filter_map(|o| self.hold_of(o)) {
+        let mut holds = HoldReader::new(self);
+        for (asset, amount) in self.orders.open().filter_map(|o| holds.hold(o)) {
             if asset == a {
                 held_a += amount;
             } else if asset == b {
@@ -1006,10 +1058,11 @@ impl Exchange {
         let Some(total) = self.totals.get(asset) else {
             return Decimal::ZERO;
         };
+        let mut holds = HoldReader::new(self);
         let held: Decimal = self
             .orders
             .open()
-            .filter_map(|o| self.hold_of(o))
+            .filter_map(|o| holds.hold(o))
             .filter(|(a, _)| *a == asset)
             .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
         *total - held
@@ -1021,12 +1074,13 @@ impl Exchange {
         let total = self.totals.get(asset);
         let mut count = 0;
         let mut held = Decimal::ZERO;
+        let mut holds = HoldReader::new(self);
         for o in self.orders.open() {
             if o.symbol == symbol {
                 count += 1;
             }
             if total.is_some()
-                && let Some((a, amount)) = self.hold_of(o)
+                && let Some((a, amount)) = holds.hold(o)
                 && a == asset
             {
                 held += amount;
@@ -1039,32 +1093,7 @@ impl Exchange {
     /// fee), spot sells the base they will deliver; a perp order holds its
     /// initial margin and fee in the quote coin (reduce-only ones nothing).
     fn hold_of(&self, o: &OrderState) -> Option<(&str, Decimal)> {
-        let b = self.books.get(&o.symbol)?;
-        let remaining = o.volume - o.volume_executed;
-        if b.is_perp() {
-            if self.is_reduce_only(&o.venue_order_id) {
-                return None;
-            }
-            let price = o.price?;
-            return Some((
-                b.inst.quote.as_str(),
-                remaining * price * (b.im_rate() + b.inst.maker_fee),
-            ));
-        }
-        match o.side {
-            Side::Buy => {
-                let price = o.price?;
-                let fee = match b.fee_policy {
-                    FeePolicy::Quote => b.inst.maker_fee,
-                    FeePolicy::BaseOnBuy => Decimal::ZERO,
-                };
-                Some((
-                    b.inst.quote.as_str(),
-                    remaining * price * (Decimal::ONE + fee),
-                ))
-            }
-            Side::Sell => Some((b.inst.base.as_str(), remaining)),
-        }
+        HoldReader::new(self).hold(o)
     }
 
     fn is_reduce_only(&self, venue_order_id: &str) -> bool {
