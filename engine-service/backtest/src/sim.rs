@@ -500,6 +500,66 @@ impl Consensus {
 #[path = "sim_feed_tests.rs"]
 mod feed_tests;
 
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    /// `copy_state` leaves what a clone leaves, whatever the state copied
+    /// over held (strings longer or shorter, options set or not).
+    #[test]
+    fn copying_a_state_is_cloning_it() {
+        let full = OrderState {
+            client_order_id: "g0ae-abcdef12".into(),
+            venue_order_id: "OABCDE-FGHIJ-KLMNOP".into(),
+            symbol: "DOGEUSD".into(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            price: Some(Decimal::new(12, 2)),
+            volume: Decimal::new(1005, 1),
+            volume_executed: Decimal::new(5, 1),
+            average_price: Some(Decimal::new(121, 3)),
+            fee: Decimal::new(3, 4),
+            fee_asset: "USD".into(),
+            status: OrderStatus::Canceled,
+            userref: 1003,
+            opened_at_ms: 5,
+            closed_at_ms: Some(9),
+            reason: Some("User requested".into()),
+            post_only: true,
+            foreign: Some(herd_venue::Foreign {
+                venue_type: "take-profit".into(),
+                trigger: Some("+5%".into()),
+                quote_volume: Some(Decimal::TEN),
+            }),
+        };
+        let bare = OrderState {
+            client_order_id: "x".into(),
+            venue_order_id: String::new(),
+            symbol: "A-MUCH-LONGER-SYMBOL-THAN-BEFORE".into(),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            price: None,
+            volume: Decimal::ONE,
+            volume_executed: Decimal::ZERO,
+            average_price: None,
+            fee: Decimal::ZERO,
+            fee_asset: String::new(),
+            status: OrderStatus::Pending,
+            userref: 0,
+            opened_at_ms: 0,
+            closed_at_ms: None,
+            reason: None,
+            post_only: false,
+            foreign: None,
+        };
+        for (from, onto) in [(&full, &bare), (&bare, &full), (&full, &full)] {
+            let mut dst = onto.clone();
+            copy_state(&mut dst, from);
+            assert_eq!(&dst, from);
+        }
+    }
+}
+
 /// Bars the driver hands the worker at a time.
 const AHEAD_CHUNK: usize = 256;
 /// How far the worker may run ahead of the driver, in bars: two days and
@@ -1464,8 +1524,9 @@ impl Sim {
         seqs.sort_unstable();
         seqs.dedup();
         for &k in &seqs {
-            // Borrowed: only a changed state is copied.
-            let Some(t) = self.tracked.get(&k) else {
+            // Borrowed: the updates are read off the two states, and the
+            // state kept is updated in place (its strings reused).
+            let Some(t) = self.tracked.get_mut(&k) else {
                 continue;
             };
             let Some(now_state) = self.ex.order(&t.last.venue_order_id) else {
@@ -1474,18 +1535,15 @@ impl Sim {
             if !changed(&t.last, now_state) {
                 continue;
             }
-            let new = now_state.clone();
-            let owner = t.owner;
-            if new.status == OrderStatus::Open {
-                let Some(t) = self.tracked.get_mut(&k) else {
-                    continue;
-                };
-                let old = std::mem::replace(&mut t.last, new.clone());
-                self.follow(owner, &old, &new, now);
+            let updates = diff(&t.last, now_state);
+            let (owner, side) = (t.owner, now_state.side);
+            let taker = t.last.status == OrderStatus::Pending;
+            if now_state.status == OrderStatus::Open {
+                copy_state(&mut t.last, now_state);
             } else if let Some(t) = self.tracked.remove(&k) {
                 self.seq_of.remove(&t.last.venue_order_id);
-                self.follow(owner, &t.last, &new, now);
             }
+            self.queue(owner, updates, side, taker, now);
         }
         self.changed_ids = ids;
         self.changed_seqs = seqs;
@@ -1495,8 +1553,28 @@ impl Sim {
     /// Queues the updates between two states of one order (the gateway
     /// registry's diff) and records fills.
     fn follow(&mut self, owner: usize, old: &OrderState, new: &OrderState, now: i64) {
+        let updates = diff(old, new);
+        self.queue(
+            owner,
+            updates,
+            new.side,
+            old.status == OrderStatus::Pending,
+            now,
+        );
+    }
+
+    /// Queues the updates of one order (of `side`; `taker`: it was pending,
+    /// so its fills took liquidity) and records its fills.
+    fn queue(
+        &mut self,
+        owner: usize,
+        updates: Vec<OrderUpdate>,
+        side: Side,
+        taker: bool,
+        now: i64,
+    ) {
         let _t = timing::enter(Part::Gateway);
-        for update in diff(old, new) {
+        for update in updates {
             if update.fill_volume > Decimal::ZERO {
                 let fee_quote = if update.fee_asset == self.inst.base {
                     update.fill_fee * update.fill_price
@@ -1506,17 +1584,18 @@ impl Sim {
                 self.out.fills.push(Fill {
                     time_ms: now,
                     strategy: self.strategy_name(owner),
-                    client_order_id: new.client_order_id.clone(),
-                    side: new.side,
+                    // The order's id, as every update of it carries.
+                    client_order_id: update.client_order_id.clone(),
+                    side,
                     price: update.fill_price,
                     volume: update.fill_volume,
                     fee: update.fill_fee,
                     fee_asset: update.fee_asset.clone(),
                     fee_quote,
-                    taker: old.status == OrderStatus::Pending,
+                    taker,
                 });
                 if let Some(held) = self.funding.as_mut().and_then(|f| f.held.get_mut(owner)) {
-                    match new.side {
+                    match side {
                         Side::Buy => *held += update.fill_volume,
                         Side::Sell => *held -= update.fill_volume,
                     }
@@ -1563,6 +1642,49 @@ impl Sim {
             }
         }
     }
+}
+
+/// `*dst = src.clone()`, reusing `dst`'s strings. Every field is named, so
+/// a new field of `OrderState` must be copied here.
+fn copy_state(dst: &mut OrderState, src: &OrderState) {
+    let OrderState {
+        client_order_id,
+        venue_order_id,
+        symbol,
+        side,
+        order_type,
+        price,
+        volume,
+        volume_executed,
+        average_price,
+        fee,
+        fee_asset,
+        status,
+        userref,
+        opened_at_ms,
+        closed_at_ms,
+        reason,
+        post_only,
+        foreign,
+    } = src;
+    dst.client_order_id.clone_from(client_order_id);
+    dst.venue_order_id.clone_from(venue_order_id);
+    dst.symbol.clone_from(symbol);
+    dst.side = *side;
+    dst.order_type = *order_type;
+    dst.price = *price;
+    dst.volume = *volume;
+    dst.volume_executed = *volume_executed;
+    dst.average_price = *average_price;
+    dst.fee = *fee;
+    dst.fee_asset.clone_from(fee_asset);
+    dst.status = *status;
+    dst.userref = *userref;
+    dst.opened_at_ms = *opened_at_ms;
+    dst.closed_at_ms = *closed_at_ms;
+    dst.reason.clone_from(reason);
+    dst.post_only = *post_only;
+    dst.foreign.clone_from(foreign);
 }
 
 /// Whether an order's state differs from the one last read. The venue's

@@ -664,7 +664,8 @@ impl Grid {
             .orders
             .iter()
             .chain(&self.slots[i].recovery)
-            .find(|o| o.client_order_id == p.exit.order_id && o.role == Role::Exit)?;
+            // The role first: most of a slot's orders are not exits.
+            .find(|o| o.role == Role::Exit && o.client_order_id == p.exit.order_id)?;
         Some((i, o))
     }
 
