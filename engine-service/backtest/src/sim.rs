@@ -500,66 +500,6 @@ impl Consensus {
 #[path = "sim_feed_tests.rs"]
 mod feed_tests;
 
-#[cfg(test)]
-mod copy_tests {
-    use super::*;
-
-    /// `copy_state` leaves what a clone leaves, whatever the state copied
-    /// over held (strings longer or shorter, options set or not).
-    #[test]
-    fn copying_a_state_is_cloning_it() {
-        let full = OrderState {
-            client_order_id: "g0ae-abcdef12".into(),
-            venue_order_id: "OABCDE-FGHIJ-KLMNOP".into(),
-            symbol: "DOGEUSD".into(),
-            side: Side::Sell,
-            order_type: OrderType::Limit,
-            price: Some(Decimal::new(12, 2)),
-            volume: Decimal::new(1005, 1),
-            volume_executed: Decimal::new(5, 1),
-            average_price: Some(Decimal::new(121, 3)),
-            fee: Decimal::new(3, 4),
-            fee_asset: "USD".into(),
-            status: OrderStatus::Canceled,
-            userref: 1003,
-            opened_at_ms: 5,
-            closed_at_ms: Some(9),
-            reason: Some("User requested".into()),
-            post_only: true,
-            foreign: Some(herd_venue::Foreign {
-                venue_type: "take-profit".into(),
-                trigger: Some("+5%".into()),
-                quote_volume: Some(Decimal::TEN),
-            }),
-        };
-        let bare = OrderState {
-            client_order_id: "x".into(),
-            venue_order_id: String::new(),
-            symbol: "A-MUCH-LONGER-SYMBOL-THAN-BEFORE".into(),
-            side: Side::Buy,
-            order_type: OrderType::Market,
-            price: None,
-            volume: Decimal::ONE,
-            volume_executed: Decimal::ZERO,
-            average_price: None,
-            fee: Decimal::ZERO,
-            fee_asset: String::new(),
-            status: OrderStatus::Pending,
-            userref: 0,
-            opened_at_ms: 0,
-            closed_at_ms: None,
-            reason: None,
-            post_only: false,
-            foreign: None,
-        };
-        for (from, onto) in [(&full, &bare), (&bare, &full), (&full, &full)] {
-            let mut dst = onto.clone();
-            copy_state(&mut dst, from);
-            assert_eq!(&dst, from);
-        }
-    }
-}
-
 /// Bars the driver hands the worker at a time.
 const AHEAD_CHUNK: usize = 256;
 /// How far the worker may run ahead of the driver, in bars: two days and
@@ -1779,4 +1719,64 @@ pub fn diff(old: &OrderState, new: &OrderState) -> Vec<OrderUpdate> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    /// `copy_state` leaves what a clone leaves, whatever the state copied
+    /// over held (strings longer or shorter, options set or not).
+    #[test]
+    fn copying_a_state_is_cloning_it() {
+        let full = OrderState {
+            client_order_id: "g0ae-abcdef12".into(),
+            venue_order_id: "OABCDE-FGHIJ-KLMNOP".into(),
+            symbol: "DOGEUSD".into(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            price: Some(Decimal::new(12, 2)),
+            volume: Decimal::new(1005, 1),
+            volume_executed: Decimal::new(5, 1),
+            average_price: Some(Decimal::new(121, 3)),
+            fee: Decimal::new(3, 4),
+            fee_asset: "USD".into(),
+            status: OrderStatus::Canceled,
+            userref: 1003,
+            opened_at_ms: 5,
+            closed_at_ms: Some(9),
+            reason: Some("User requested".into()),
+            post_only: true,
+            foreign: Some(herd_venue::Foreign {
+                venue_type: "take-profit".into(),
+                trigger: Some("+5%".into()),
+                quote_volume: Some(Decimal::TEN),
+            }),
+        };
+        let bare = OrderState {
+            client_order_id: "x".into(),
+            venue_order_id: String::new(),
+            symbol: "A-MUCH-LONGER-SYMBOL-THAN-BEFORE".into(),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            price: None,
+            volume: Decimal::ONE,
+            volume_executed: Decimal::ZERO,
+            average_price: None,
+            fee: Decimal::ZERO,
+            fee_asset: String::new(),
+            status: OrderStatus::Pending,
+            userref: 0,
+            opened_at_ms: 0,
+            closed_at_ms: None,
+            reason: None,
+            post_only: false,
+            foreign: None,
+        };
+        for (from, onto) in [(&full, &bare), (&bare, &full), (&full, &full)] {
+            let mut dst = onto.clone();
+            copy_state(&mut dst, from);
+            assert_eq!(&dst, from);
+        }
+    }
 }
