@@ -902,13 +902,16 @@ impl Rangers {
                 Vec::new()
             }
             Stage::EntryOpen => {
-                let Some(id) = slot.entry.as_ref().map(|e| e.client_order_id.clone()) else {
+                // The id is copied only for a cancel.
+                let Some(id) = slot.entry.as_ref().map(|e| e.client_order_id.as_str()) else {
                     self.slots[i].go(Stage::Idle, now_ms);
                     return Vec::new();
                 };
                 if let Some(c) = slot.cancel {
+                    let id = id.to_owned();
                     self.request_cancel(i, id, c.reason, now_ms)
                 } else if now_ms - slot.since_ms >= secs_ms(self.cfg.entry_timeout_sec) {
+                    let id = id.to_owned();
                     self.request_cancel(i, id, CancelReason::EntryTimeout, now_ms)
                 } else {
                     Vec::new()
@@ -917,12 +920,17 @@ impl Rangers {
             Stage::ExitOpen => {
                 let filled_at = slot.entry_filled_at_ms.unwrap_or(slot.since_ms);
                 let timed_out = now_ms - filled_at >= secs_ms(self.cfg.exit_timeout_sec);
+                // The id is copied only for a cancel.
                 match (
-                    slot.exit.as_ref().map(|e| e.client_order_id.clone()),
+                    slot.exit.as_ref().map(|e| e.client_order_id.as_str()),
                     slot.cancel,
                 ) {
-                    (Some(id), Some(c)) => self.request_cancel(i, id, c.reason, now_ms),
+                    (Some(id), Some(c)) => {
+                        let id = id.to_owned();
+                        self.request_cancel(i, id, c.reason, now_ms)
+                    }
                     (Some(id), None) if timed_out => {
+                        let id = id.to_owned();
                         self.request_cancel(i, id, CancelReason::ExitTimeout, now_ms)
                     }
                     (Some(_), None) => Vec::new(),
