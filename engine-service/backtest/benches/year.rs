@@ -151,6 +151,76 @@ fn timed(bars: &[Bar], regime: RegimeSetup) -> Option<(herd_backtest::Outcome, S
     ))
 }
 
+/// The fixed run again, its time split between the strategies, the paper
+/// core, the simulated gateway and the driver's bookkeeping (built with
+/// `--features timing`: every switch of part reads the clock once, which
+/// the split's own overhead line measures).
+fn split(bars: &[Bar], regime: RegimeSetup) {
+    use herd_backtest::timing::{self, Part};
+    let setup = setup(regime);
+    let strategies = strategies();
+    let t = Instant::now();
+    timing::start();
+    let ran = run(&setup, strategies, bars, 60_000, &mut ());
+    let s = timing::stop();
+    let wall = t.elapsed().as_secs_f64();
+    if ran.is_err() {
+        println!("split: the run failed");
+        return;
+    }
+    // What one switch costs: the clock read and the bookkeeping, measured
+    // on their own.
+    let probe = 1_000_000u32;
+    timing::start();
+    let t = Instant::now();
+    for _ in 0..probe {
+        // Entered and left at once: two switches.
+        let _left_at_once = timing::enter(Part::Gateway);
+    }
+    let per_pair = t.elapsed().as_secs_f64() / f64::from(probe);
+    let _ = timing::stop();
+    let n = bars.len() as f64;
+    let secs = |p: Part| s.of(p) as f64 / 1e9;
+    let overhead = per_pair / 2.0 * s.switches as f64;
+    println!(
+        "split of the fixed run (timing on: {wall:.2} s, {} switches of part, about {:.0} ns each, so about {overhead:.2} s of the run is the timing itself, spread over the parts):",
+        s.switches,
+        per_pair / 2.0 * 1e9,
+    );
+    for (label, part) in [
+        (
+            "strategies (on_tick, on_order, wake, owns, restore, status)",
+            Part::Strategies,
+        ),
+        (
+            "paper core (place, cancel, trade_through, touch, pair_funds, forget_closed)",
+            Part::PaperCore,
+        ),
+        (
+            "simulated gateway (the poll's diffs, follow)",
+            Part::Gateway,
+        ),
+        (
+            "driver bookkeeping (equity, outcome records, skipping, views)",
+            Part::Driver,
+        ),
+    ] {
+        let x = secs(part);
+        println!(
+            "  {label}: {x:.3} s ({:.1} %, {:.0} ns per candle, {:.0} candles/s alone)",
+            x / (s.total() as f64 / 1e9) * 100.0,
+            x / n * 1e9,
+            n / x
+        );
+    }
+    let venue = secs(Part::PaperCore) + secs(Part::Gateway);
+    println!(
+        "  venue (paper core + gateway): {venue:.3} s, {:.0} candles/s alone; whole driver {:.0} candles/s with timing on",
+        n / venue,
+        n / (s.total() as f64 / 1e9)
+    );
+}
+
 fn main() {
     let n = std::env::var("HERD_BENCH_CANDLES")
         .ok()
@@ -176,7 +246,7 @@ fn main() {
         bias: 0.0,
     });
     if want("fixed")
-        && let Some((o, timing)) = timed(&bars, ranging)
+        && let Some((o, timing)) = timed(&bars, ranging.clone())
     {
         println!(
             "strategies only (fixed regime): {timing}, {} ticks, {} strategy ticks skipped, {} fills, {} orders",
@@ -185,6 +255,9 @@ fn main() {
             o.fills.len(),
             o.orders_placed
         );
+    }
+    if want("fixed") && herd_backtest::timing::ENABLED {
+        split(&bars, ranging);
     }
     // Everything: grid + rangers + churner rules + HMM consensus (refresh
     // every simulated minute, daily retrains); then the same on the

@@ -15,6 +15,7 @@ pub mod sim;
 pub mod sweep;
 pub mod synthetic;
 pub mod tally;
+pub mod timing;
 
 pub use csv::{Bar, Candles, CsvError, FundingRow};
 pub use sim::{

@@ -18,6 +18,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use rustc_hash::FxHashMap;
+
 use herd_paper::{
     Exchange, FeePolicy, FundingPathConfig, PaperConfig, PaperInstrument, PerpConfig,
 };
@@ -35,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv::{Bar, FundingRow};
 use crate::tally::{EquityCurve, JournalTally};
+use crate::timing::{self, Part};
 
 /// The start of the userref range the simulated gateway gives the engine.
 pub const USERREF_MIN: i32 = 1000;
@@ -177,6 +180,12 @@ pub struct PlacedOrder {
 /// most of a long run's memory.
 pub const JOURNAL_KINDS_KEPT: &[&str] = &["cycle", "orphan", "position_orphaned"];
 
+/// Whether the run keeps journal rows of `kind` ([`JOURNAL_KINDS_KEPT`]):
+/// the strategies are told, and build no others.
+fn journal_kept(kind: &str) -> bool {
+    JOURNAL_KINDS_KEPT.contains(&kind)
+}
+
 /// The account at a candle's close.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EquityPoint {
@@ -244,8 +253,17 @@ pub struct Sim {
     inst: Instrument,
     strategies: Vec<Box<dyn Strategy>>,
     through: Decimal,
-    /// Orders by placement sequence (deterministic delivery order).
+    /// The open orders, by placement sequence (deterministic delivery
+    /// order): an order leaves when the poll reads it closed (one the venue
+    /// accepted already closed, a filled market order, never enters).
     tracked: BTreeMap<u64, Tracked>,
+    /// The placement sequence of each tracked order, by venue id (the
+    /// venue's change log names orders by venue id).
+    seq_of: FxHashMap<String, u64>,
+    /// Buffers of the poll, kept between polls: the venue ids the venue
+    /// logged as changed, and their sequences.
+    changed_ids: Vec<String>,
+    changed_seqs: Vec<u64>,
     seq: u64,
     /// Updates the "stream" has yet to deliver, in order.
     stream: VecDeque<OrderUpdate>,
@@ -274,6 +292,8 @@ pub struct Sim {
     /// The market view of the round the wakes were read at (skipped ticks
     /// see it with their own prices and time).
     base_view: Option<MarketView>,
+    /// A view no longer needed, whose strings the next round's view reuses.
+    spare_view: Option<MarketView>,
     /// What the wakes assume unchanged, as of the end of the last round in
     /// which nothing else happened; `None`: the next round ticks everyone.
     quiet_key: Option<QuietKey>,
@@ -818,6 +838,8 @@ pub fn run_with_skipping(
         margin_asset: inst.quote.clone(),
     };
     let mut ex = Exchange::new(&cfg, start_ms);
+    // The poll reads only the orders the venue changed.
+    ex.keep_change_log();
     ex.set_market_slippage(setup.fill.market_slippage);
     let through = inst.tick_size * Decimal::from(setup.fill.through_ticks);
     let mut regime_feed = match &setup.regime {
@@ -841,11 +863,16 @@ pub fn run_with_skipping(
     };
     let mut next_reading = 0;
     let count = strategies.len();
+    let mut strategies = strategies;
+    for s in &mut strategies {
+        s.set_journal_filter(journal_kept);
+    }
     let mut sim = Sim {
         skip,
         wakes: vec![Some(Wake::EveryTick); count],
         skipped: vec![None; count],
         base_view: None,
+        spare_view: None,
         quiet_key: None,
         delivered: 0,
         regime_version: 0,
@@ -854,6 +881,9 @@ pub fn run_with_skipping(
         strategies,
         through,
         tracked: BTreeMap::new(),
+        seq_of: FxHashMap::default(),
+        changed_ids: Vec::new(),
+        changed_seqs: Vec::new(),
         seq: 0,
         stream: VecDeque::new(),
         regime,
@@ -960,7 +990,10 @@ pub fn run_with_skipping(
         if let Some(feed) = regime_feed.as_mut() {
             feed.push(bar);
         }
-        sim.ex.forget_closed();
+        {
+            let _t = timing::enter(Part::PaperCore);
+            sim.ex.forget_closed();
+        }
         if i % 4096 == 0 {
             progress.candles(i, bars.len());
         }
@@ -971,7 +1004,11 @@ pub fn run_with_skipping(
         sim.replay(i);
     }
     for s in &sim.strategies {
-        let status = serde_json::to_value(s.status(end)).unwrap_or(serde_json::Value::Null);
+        let status = {
+            let _t = timing::enter(Part::Strategies);
+            s.status(end)
+        };
+        let status = serde_json::to_value(status).unwrap_or(serde_json::Value::Null);
         sim.out.final_status.insert(s.name().to_string(), status);
     }
     Ok(sim.out)
@@ -995,13 +1032,20 @@ impl Sim {
         {
             return f;
         }
-        let f = self.ex.pair_funds(&self.inst.base, &self.inst.quote);
+        let f = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.pair_funds(&self.inst.base, &self.inst.quote)
+        };
         self.funds = Some((rev, f));
         f
     }
 
     fn equity_at(&mut self, price: Decimal, time_ms: i64) -> EquityPoint {
-        let [base, quote, _, _] = self.funds();
+        // Totals only: no walk over the open orders for free balances.
+        let [base, quote] = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.pair_totals(&self.inst.base, &self.inst.quote)
+        };
         EquityPoint {
             time_ms,
             close: price,
@@ -1026,6 +1070,7 @@ impl Sim {
         let Some(f) = self.funding.as_mut() else {
             return;
         };
+        let _t = timing::enter(Part::PaperCore);
         for perp in &mut f.perps {
             let symbol = perp.symbol.as_str();
             while let Ok(next) = self.ex.funding_rate(symbol).map(|r| r.next_funding_ms) {
@@ -1073,6 +1118,7 @@ impl Sim {
         let mut batches = Vec::new();
         for (i, s) in self.strategies.iter_mut().enumerate() {
             if s.journal_stream().is_some() {
+                let _t = timing::enter(Part::Strategies);
                 batches.push((i, s.restore(&[], &[], now)));
             }
         }
@@ -1086,33 +1132,76 @@ impl Sim {
     /// one tick of every strategy.
     fn step(&mut self, price: Decimal, now: i64) {
         self.settle_funding(now);
-        if self
-            .ex
-            .trade_through(&self.inst.symbol, price, self.through, now)
-            .is_err()
         {
-            return;
-        }
-        for f in &self.followers {
-            let _ = self.ex.trade_through(f, price, self.through, now);
+            let _t = timing::enter(Part::PaperCore);
+            if self
+                .ex
+                .trade_through(&self.inst.symbol, price, self.through, now)
+                .is_err()
+            {
+                return;
+            }
+            for f in &self.followers {
+                let _ = self.ex.trade_through(f, price, self.through, now);
+            }
         }
         self.poll(now);
         self.deliver(now);
         self.tick(now);
     }
 
-    fn market(&mut self, now: i64) -> MarketView {
-        let (bid, ask, last) = self.ex.touch(&self.inst.symbol).unwrap_or((
-            Decimal::ZERO,
-            Decimal::ZERO,
-            Decimal::ZERO,
-        ));
+    /// The market view of a round, written into `kept` (a view of an
+    /// earlier round, whose strings are reused) when there is one: the
+    /// same view as a fresh one. The instrument is the run's, which never
+    /// changes, so a kept view's copy stays.
+    fn market(&mut self, kept: Option<MarketView>, now: i64) -> MarketView {
+        let touch = {
+            let _t = timing::enter(Part::PaperCore);
+            self.ex.touch(&self.inst.symbol)
+        };
+        let (bid, ask, last) = touch.unwrap_or((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO));
         let [_, _, free_base, free_quote] = self.funds();
-        let open = self
-            .tracked
-            .values()
-            .filter(|t| t.last.status == OrderStatus::Open)
-            .count();
+        // Every tracked order is open.
+        let open = self.tracked.len();
+        if let Some(mut m) = kept {
+            // Every field named: a new one must be written here too.
+            let MarketView {
+                symbol,
+                last: m_last,
+                bid: m_bid,
+                ask: m_ask,
+                instrument,
+                free_base: m_free_base,
+                free_quote: m_free_quote,
+                open_orders_on_pair,
+                regime,
+                balances_as_of_ms,
+                last_partial_cancel_ms,
+            } = &mut m;
+            symbol.clone_from(&self.inst.symbol);
+            *m_last = last;
+            *m_bid = bid;
+            *m_ask = ask;
+            if instrument.is_none() {
+                *instrument = Some(self.inst.clone());
+            }
+            *m_free_base = Some(free_base);
+            *m_free_quote = Some(free_quote);
+            *open_orders_on_pair = Some(u32::try_from(open).unwrap_or(u32::MAX));
+            let RegimeView {
+                regime: name,
+                ready,
+                confidence,
+                bias,
+            } = regime;
+            name.clone_from(&self.regime.regime);
+            *ready = self.regime.ready;
+            *confidence = self.regime.confidence;
+            *bias = self.regime.bias;
+            *balances_as_of_ms = now;
+            *last_partial_cancel_ms = self.last_partial_cancel_ms;
+            return m;
+        }
         MarketView {
             symbol: self.inst.symbol.clone(),
             last,
@@ -1153,7 +1242,10 @@ impl Sim {
         view.last = last;
         view.balances_as_of_ms = at;
         let actions = match (self.strategies.get_mut(i), self.base_view.as_ref()) {
-            (Some(s), Some(view)) => s.on_tick(view, at),
+            (Some(s), Some(view)) => {
+                let _t = timing::enter(Part::Strategies);
+                s.on_tick(view, at)
+            }
             _ => Vec::new(),
         };
         if !actions.is_empty() {
@@ -1169,6 +1261,7 @@ impl Sim {
         let key = self.quiet_key();
         let quiet = self.skip && self.quiet_key == Some(key);
         let (bid, ask, last) = if quiet {
+            let _t = timing::enter(Part::PaperCore);
             self.ex.touch(&self.inst.symbol).unwrap_or((
                 Decimal::ZERO,
                 Decimal::ZERO,
@@ -1180,6 +1273,7 @@ impl Sim {
         if quiet {
             for (w, s) in self.wakes.iter_mut().zip(&self.strategies) {
                 if w.is_none() {
+                    let _t = timing::enter(Part::Strategies);
                     *w = Some(s.wake());
                 }
             }
@@ -1192,7 +1286,8 @@ impl Sim {
             self.out.ticks_skipped += self.skipped.len() as u64;
             return;
         }
-        let market = self.market(now);
+        let kept = self.spare_view.take();
+        let market = self.market(kept, now);
         let mut batches: Vec<(usize, Vec<Action>)> = Vec::with_capacity(self.strategies.len());
         for i in 0..self.strategies.len() {
             if self.wakes.get(i).is_some_and(skips) {
@@ -1206,7 +1301,10 @@ impl Sim {
             let Some(s) = self.strategies.get_mut(i) else {
                 continue;
             };
-            let actions = s.on_tick(&market, now);
+            let actions = {
+                let _t = timing::enter(Part::Strategies);
+                s.on_tick(&market, now)
+            };
             if let Some(w) = self.wakes.get_mut(i) {
                 *w = (!actions.is_empty()).then_some(Wake::EveryTick);
             }
@@ -1221,11 +1319,14 @@ impl Sim {
         // The wakes hold from this round on only if nothing else happened
         // in it (no order, balance or update since the view was read).
         if self.quiet_key() == key {
-            if !quiet {
-                self.base_view = Some(market);
+            if quiet {
+                self.spare_view = Some(market);
+            } else {
+                self.spare_view = self.base_view.replace(market);
             }
             self.quiet_key = Some(key);
         } else {
+            self.spare_view = Some(market);
             self.quiet_key = None;
         }
     }
@@ -1243,8 +1344,8 @@ impl Sim {
             let failure = match action {
                 Action::Place(intent) => {
                     let order = NewOrder {
-                        client_order_id: intent.client_order_id.clone(),
-                        symbol: intent.symbol.clone(),
+                        client_order_id: intent.client_order_id,
+                        symbol: intent.symbol,
                         side: intent.side,
                         order_type: if intent.price.is_some() {
                             OrderType::Limit
@@ -1257,7 +1358,11 @@ impl Sim {
                         userref: USERREF_MIN + intent.userref_offset,
                         reduce_only: false,
                     };
-                    match self.ex.place(&order, now) {
+                    let placed = {
+                        let _t = timing::enter(Part::PaperCore);
+                        self.ex.place(&order, now)
+                    };
+                    match placed {
                         Ok(state) => {
                             self.out.orders_placed += 1;
                             self.out.orders.push(PlacedOrder {
@@ -1272,14 +1377,17 @@ impl Sim {
                             let pending = OrderState::pending(&order, now);
                             self.seq += 1;
                             self.follow(owner, &pending, &state, now);
-                            self.tracked
-                                .insert(self.seq, Tracked { owner, last: state });
+                            if state.status == OrderStatus::Open {
+                                self.seq_of.insert(state.venue_order_id.clone(), self.seq);
+                                self.tracked
+                                    .insert(self.seq, Tracked { owner, last: state });
+                            }
                             None
                         }
                         Err(e) => {
                             self.out.place_failures += 1;
                             Some((
-                                intent.client_order_id,
+                                order.client_order_id,
                                 UpdateKind::PlaceFailed,
                                 e.to_string(),
                             ))
@@ -1291,7 +1399,11 @@ impl Sim {
                         client_order_id: client_order_id.clone(),
                         venue_order_id: None,
                     };
-                    match self.ex.cancel(&r, now) {
+                    let canceled = {
+                        let _t = timing::enter(Part::PaperCore);
+                        self.ex.cancel(&r, now)
+                    };
+                    match canceled {
                         Ok(_) => {
                             self.poll(now);
                             None
@@ -1305,10 +1417,8 @@ impl Sim {
                 Action::Journal {
                     kind, payload_json, ..
                 } if JOURNAL_KINDS_KEPT.contains(&kind.as_str()) => {
-                    let payload = serde_json::from_str(&payload_json)
-                        .unwrap_or(serde_json::Value::String(payload_json));
                     let name = self.strategies.get(owner).map_or("", |s| s.name());
-                    self.out.journal.add(name, &kind, &payload);
+                    self.out.journal.add_json(name, &kind, &payload_json);
                     None
                 }
                 // The strategies' other journal rows (positions, moves, ...)
@@ -1330,47 +1440,81 @@ impl Sim {
                 self.replay(owner);
                 self.delivered += 1;
                 if let Some(s) = self.strategies.get_mut(owner) {
+                    let _t = timing::enter(Part::Strategies);
                     queue.extend(s.on_order(&update, now));
                 }
             }
         }
     }
 
-    /// Reads the state of every followed open order and queues what changed
-    /// (nothing to read while the venue's revision has not moved).
+    /// Reads the state of every followed open order the venue changed since
+    /// the last poll (its change log) and queues what changed, in placement
+    /// order (nothing to read while the venue's revision has not moved).
     fn poll(&mut self, now: i64) {
         let rev = self.ex.revision();
         if self.polled_at == Some(rev) {
             return;
         }
-        // The orders that changed, read in placement order (borrowed: only
-        // a changed one is copied).
-        let changed: Vec<(u64, OrderState)> = self
-            .tracked
-            .iter()
-            .filter(|(_, t)| t.last.status == OrderStatus::Open)
-            .filter_map(|(k, t)| {
-                let now_state = self.ex.order(&t.last.venue_order_id)?;
-                changed(&t.last, now_state).then(|| (*k, now_state.clone()))
-            })
-            .collect();
-        for (k, new) in changed {
+        let _t = timing::enter(Part::Gateway);
+        let mut ids = std::mem::take(&mut self.changed_ids);
+        self.ex.take_changed(&mut ids);
+        let mut seqs = std::mem::take(&mut self.changed_seqs);
+        seqs.clear();
+        seqs.extend(ids.iter().filter_map(|id| self.seq_of.get(id).copied()));
+        seqs.sort_unstable();
+        seqs.dedup();
+        for &k in &seqs {
+            // Borrowed: the updates are read off the two states, and the
+            // state kept is updated in place (its strings reused).
             let Some(t) = self.tracked.get_mut(&k) else {
                 continue;
             };
-            let owner = t.owner;
-            let old = std::mem::replace(&mut t.last, new.clone());
-            self.follow(owner, &old, &new, now);
+            let Some(now_state) = self.ex.order(&t.last.venue_order_id) else {
+                continue;
+            };
+            if !changed(&t.last, now_state) {
+                continue;
+            }
+            let updates = diff(&t.last, now_state);
+            let (owner, side) = (t.owner, now_state.side);
+            let taker = t.last.status == OrderStatus::Pending;
+            if now_state.status == OrderStatus::Open {
+                copy_state(&mut t.last, now_state);
+            } else if let Some(t) = self.tracked.remove(&k) {
+                self.seq_of.remove(&t.last.venue_order_id);
+            }
+            self.queue(owner, updates, side, taker, now);
         }
-        self.tracked
-            .retain(|_, t| t.last.status == OrderStatus::Open);
+        self.changed_ids = ids;
+        self.changed_seqs = seqs;
         self.polled_at = Some(self.ex.revision());
     }
 
     /// Queues the updates between two states of one order (the gateway
     /// registry's diff) and records fills.
     fn follow(&mut self, owner: usize, old: &OrderState, new: &OrderState, now: i64) {
-        for update in diff(old, new) {
+        let updates = diff(old, new);
+        self.queue(
+            owner,
+            updates,
+            new.side,
+            old.status == OrderStatus::Pending,
+            now,
+        );
+    }
+
+    /// Queues the updates of one order (of `side`; `taker`: it was pending,
+    /// so its fills took liquidity) and records its fills.
+    fn queue(
+        &mut self,
+        owner: usize,
+        updates: Vec<OrderUpdate>,
+        side: Side,
+        taker: bool,
+        now: i64,
+    ) {
+        let _t = timing::enter(Part::Gateway);
+        for update in updates {
             if update.fill_volume > Decimal::ZERO {
                 let fee_quote = if update.fee_asset == self.inst.base {
                     update.fill_fee * update.fill_price
@@ -1380,17 +1524,18 @@ impl Sim {
                 self.out.fills.push(Fill {
                     time_ms: now,
                     strategy: self.strategy_name(owner),
-                    client_order_id: new.client_order_id.clone(),
-                    side: new.side,
+                    // The order's id, as every update of it carries.
+                    client_order_id: update.client_order_id.clone(),
+                    side,
                     price: update.fill_price,
                     volume: update.fill_volume,
                     fee: update.fill_fee,
                     fee_asset: update.fee_asset.clone(),
                     fee_quote,
-                    taker: old.status == OrderStatus::Pending,
+                    taker,
                 });
                 if let Some(held) = self.funding.as_mut().and_then(|f| f.held.get_mut(owner)) {
-                    match new.side {
+                    match side {
                         Side::Buy => *held += update.fill_volume,
                         Side::Sell => *held -= update.fill_volume,
                     }
@@ -1413,11 +1558,13 @@ impl Sim {
                 self.stream.clear();
                 break;
             }
-            let Some(owner) = self
-                .strategies
-                .iter()
-                .position(|s| s.owns(&update.client_order_id))
-            else {
+            let owner = {
+                let _t = timing::enter(Part::Strategies);
+                self.strategies
+                    .iter()
+                    .position(|s| s.owns(&update.client_order_id))
+            };
+            let Some(owner) = owner else {
                 continue;
             };
             self.replay(owner);
@@ -1425,13 +1572,59 @@ impl Sim {
             let actions = self
                 .strategies
                 .get_mut(owner)
-                .map(|s| s.on_order(&update, now))
+                .map(|s| {
+                    let _t = timing::enter(Part::Strategies);
+                    s.on_order(&update, now)
+                })
                 .unwrap_or_default();
             if !actions.is_empty() {
                 self.execute(owner, actions, now);
             }
         }
     }
+}
+
+/// `*dst = src.clone()`, reusing `dst`'s strings. Every field is named, so
+/// a new field of `OrderState` must be copied here.
+fn copy_state(dst: &mut OrderState, src: &OrderState) {
+    let OrderState {
+        client_order_id,
+        venue_order_id,
+        symbol,
+        side,
+        order_type,
+        price,
+        volume,
+        volume_executed,
+        average_price,
+        fee,
+        fee_asset,
+        status,
+        userref,
+        opened_at_ms,
+        closed_at_ms,
+        reason,
+        post_only,
+        foreign,
+    } = src;
+    dst.client_order_id.clone_from(client_order_id);
+    dst.venue_order_id.clone_from(venue_order_id);
+    dst.symbol.clone_from(symbol);
+    dst.side = *side;
+    dst.order_type = *order_type;
+    dst.price = *price;
+    dst.volume = *volume;
+    dst.volume_executed = *volume_executed;
+    dst.average_price = *average_price;
+    dst.fee = *fee;
+    dst.fee_asset.clone_from(fee_asset);
+    dst.status = *status;
+    dst.userref = *userref;
+    dst.opened_at_ms = *opened_at_ms;
+    dst.closed_at_ms = *closed_at_ms;
+    dst.reason.clone_from(reason);
+    dst.post_only = *post_only;
+    dst.foreign.clone_from(foreign);
 }
 
 /// Whether an order's state differs from the one last read. The venue's
@@ -1526,4 +1719,64 @@ pub fn diff(old: &OrderState, new: &OrderState) -> Vec<OrderUpdate> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    /// `copy_state` leaves what a clone leaves, whatever the state copied
+    /// over held (strings longer or shorter, options set or not).
+    #[test]
+    fn copying_a_state_is_cloning_it() {
+        let full = OrderState {
+            client_order_id: "g0ae-abcdef12".into(),
+            venue_order_id: "OABCDE-FGHIJ-KLMNOP".into(),
+            symbol: "DOGEUSD".into(),
+            side: Side::Sell,
+            order_type: OrderType::Limit,
+            price: Some(Decimal::new(12, 2)),
+            volume: Decimal::new(1005, 1),
+            volume_executed: Decimal::new(5, 1),
+            average_price: Some(Decimal::new(121, 3)),
+            fee: Decimal::new(3, 4),
+            fee_asset: "USD".into(),
+            status: OrderStatus::Canceled,
+            userref: 1003,
+            opened_at_ms: 5,
+            closed_at_ms: Some(9),
+            reason: Some("User requested".into()),
+            post_only: true,
+            foreign: Some(herd_venue::Foreign {
+                venue_type: "take-profit".into(),
+                trigger: Some("+5%".into()),
+                quote_volume: Some(Decimal::TEN),
+            }),
+        };
+        let bare = OrderState {
+            client_order_id: "x".into(),
+            venue_order_id: String::new(),
+            symbol: "A-MUCH-LONGER-SYMBOL-THAN-BEFORE".into(),
+            side: Side::Buy,
+            order_type: OrderType::Market,
+            price: None,
+            volume: Decimal::ONE,
+            volume_executed: Decimal::ZERO,
+            average_price: None,
+            fee: Decimal::ZERO,
+            fee_asset: String::new(),
+            status: OrderStatus::Pending,
+            userref: 0,
+            opened_at_ms: 0,
+            closed_at_ms: None,
+            reason: None,
+            post_only: false,
+            foreign: None,
+        };
+        for (from, onto) in [(&full, &bare), (&bare, &full), (&full, &full)] {
+            let mut dst = onto.clone();
+            copy_state(&mut dst, from);
+            assert_eq!(&dst, from);
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::report::{SlotReport, StrategyReport};
 use crate::sim::EquityPoint;
@@ -149,19 +149,67 @@ impl EquityCurve {
     }
 }
 
-fn payload_decimal(p: &serde_json::Value, keys: &[&str]) -> Option<Decimal> {
-    keys.iter().find_map(|k| match p.get(*k)? {
+/// A row's field by name, as `serde_json::Value::get` reads an object
+/// (`None` for anything else).
+trait Fields {
+    fn field(&self, key: &str) -> Option<&serde_json::Value>;
+}
+
+impl Fields for serde_json::Value {
+    fn field(&self, key: &str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+/// The only fields the tally reads, parsed from a row's JSON object
+/// without building the rest (the other fields are skipped). A row that
+/// does not parse this way (not an object, a repeated key) is read as a
+/// whole `Value` instead, so the tally is the same either way.
+#[derive(Debug, Default, Deserialize)]
+struct TallyFields {
+    #[serde(default)]
+    net: Option<serde_json::Value>,
+    #[serde(default)]
+    net_usd: Option<serde_json::Value>,
+    #[serde(default)]
+    exposure_usd: Option<serde_json::Value>,
+    #[serde(default)]
+    ranger_id: Option<serde_json::Value>,
+    #[serde(default)]
+    slot_id: Option<serde_json::Value>,
+}
+
+impl Fields for TallyFields {
+    // A JSON null reads as `None` here and as `Some(Null)` from a `Value`;
+    // every reader below treats both as missing.
+    fn field(&self, key: &str) -> Option<&serde_json::Value> {
+        match key {
+            "net" => self.net.as_ref(),
+            "net_usd" => self.net_usd.as_ref(),
+            "exposure_usd" => self.exposure_usd.as_ref(),
+            "ranger_id" => self.ranger_id.as_ref(),
+            "slot_id" => self.slot_id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn payload_decimal(p: &dyn Fields, keys: &[&str]) -> Option<Decimal> {
+    keys.iter().find_map(|k| match p.field(k)? {
         serde_json::Value::String(s) => s.parse().ok(),
         serde_json::Value::Number(n) => n.to_string().parse().ok(),
         _ => None,
     })
 }
 
-fn slot_key(payload: &serde_json::Value) -> Option<String> {
-    if let Some(id) = payload.get("ranger_id").and_then(serde_json::Value::as_u64) {
+fn slot_key(payload: &dyn Fields) -> Option<String> {
+    if let Some(id) = payload
+        .field("ranger_id")
+        .and_then(serde_json::Value::as_u64)
+    {
         return Some(format!("ranger {id}"));
     }
-    if let Some(id) = payload.get("slot_id").and_then(serde_json::Value::as_u64) {
+    if let Some(id) = payload.field("slot_id").and_then(serde_json::Value::as_u64) {
         return Some(format!("slot {id}"));
     }
     None
@@ -187,6 +235,24 @@ impl JournalTally {
     /// One journal row of `strategy`; kinds other than "cycle", "orphan"
     /// and "position_orphaned" only make the strategy's entry.
     pub fn add(&mut self, strategy: &str, kind: &str, payload: &serde_json::Value) {
+        self.add_fields(strategy, kind, payload);
+    }
+
+    /// [`JournalTally::add`] of a row as its journal text: parsed as JSON,
+    /// a string when it is not JSON (as the engine's journal reads it).
+    pub fn add_json(&mut self, strategy: &str, kind: &str, payload_json: &str) {
+        if payload_json.trim_start().starts_with('{')
+            && let Ok(fields) = serde_json::from_str::<TallyFields>(payload_json)
+        {
+            self.add_fields(strategy, kind, &fields);
+            return;
+        }
+        let payload = serde_json::from_str(payload_json)
+            .unwrap_or_else(|_| serde_json::Value::String(payload_json.to_string()));
+        self.add_fields(strategy, kind, &payload);
+    }
+
+    fn add_fields(&mut self, strategy: &str, kind: &str, payload: &dyn Fields) {
         self.rows += 1;
         let s = match self.strategies.get_mut(strategy) {
             Some(s) => s,
@@ -356,6 +422,51 @@ mod tests {
         assert_eq!(c.max_drawdown().unwrap().recovered_ms, Some(t(6)));
     }
 
+    /// Rows read from their text tally as the parsed `Value` does, odd
+    /// ones included (repeated keys, nulls, arrays, numbers, not JSON).
+    #[test]
+    fn a_row_read_from_its_text_tallies_as_its_value() {
+        let rows = [
+            ("grid", "cycle", r#"{"net":"2","net":"3","slot_id":1}"#),
+            (
+                "grid",
+                "cycle",
+                r#"{"net":null,"net_usd":"0.5","slot_id":null}"#,
+            ),
+            ("grid", "cycle", r#"["1.5", 2]"#),
+            (
+                "rangers",
+                "cycle",
+                r#" {"net_usd":1e-3,"ranger_id":-1,"x":{"net":"9"}}"#,
+            ),
+            (
+                "rangers",
+                "orphan",
+                r#"{"exposure_usd":7,"ranger_id":3,"slot_id":4}"#,
+            ),
+            (
+                "grid",
+                "position_orphaned",
+                r#"{"exposure_usd":"x","slot_id":2.0}"#,
+            ),
+            ("grid", "cycle", "not json"),
+            ("grid", "cycle", r#"{"net":"1""#),
+        ];
+        let (mut by_value, mut by_text) = (JournalTally::default(), JournalTally::default());
+        for (s, k, p) in rows {
+            let v = serde_json::from_str(p)
+                .unwrap_or_else(|_| serde_json::Value::String(p.to_string()));
+            by_value.add(s, k, &v);
+            by_text.add_json(s, k, p);
+        }
+        assert_eq!(by_text, by_value);
+        assert_eq!(by_value.cycles, 6);
+        assert_eq!(
+            by_value.strategies["grid"].slots["slot 1"].net,
+            Decimal::from(3)
+        );
+    }
+
     #[test]
     fn the_tally_counts_cycles_orphans_and_slots_in_order() {
         let mut t = JournalTally::default();
@@ -371,9 +482,12 @@ mod tests {
             ("grid", "position_orphaned", r#"{"position_id":"x"}"#),
             ("grid", "cycle", r#""not json""#),
         ];
+        let mut from_text = JournalTally::default();
         for (s, k, p) in rows {
             t.add(s, k, &serde_json::from_str(p).unwrap());
+            from_text.add_json(s, k, p);
         }
+        assert_eq!(from_text, t);
         assert_eq!((t.rows, t.cycles, t.wins, t.orphans), (6, 4, 2, 2));
         assert_eq!(t.orphan_exposure, Decimal::from(10));
         let g = &t.strategies["grid"];

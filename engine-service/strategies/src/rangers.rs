@@ -327,6 +327,44 @@ struct PendingCancel {
     sent_ms: i64,
 }
 
+/// A completed cycle's journal row. Its fields are declared in the order
+/// of their names: the text is the one the `serde_json::json!` object it
+/// replaced wrote (a map keeps its keys sorted), byte for byte
+/// (`journal_rows_are_the_json_objects_they_replaced`).
+#[derive(Debug, Serialize)]
+struct CycleRow<'a> {
+    entry_fee_usd: String,
+    entry_filled_at_ms: Option<i64>,
+    entry_order: &'a str,
+    entry_price: String,
+    exit_fee_usd: String,
+    exit_order: &'a str,
+    exit_price: String,
+    gross_usd: String,
+    net_usd: String,
+    ranger_id: u32,
+    time_ms: i64,
+    volume: String,
+}
+
+/// An orphan's journal row, as [`CycleRow`]: fields in name order.
+#[derive(Debug, Serialize)]
+struct OrphanRow<'a> {
+    entry_fee_usd: String,
+    entry_filled_at_ms: Option<i64>,
+    entry_order: &'a str,
+    entry_price: String,
+    exit_order: Option<&'a str>,
+    exit_price: Option<String>,
+    exposure_usd: String,
+    market_price: Option<String>,
+    orphan_volume: String,
+    partial_profit_usd: String,
+    ranger_id: u32,
+    reason: &'a str,
+    time_ms: i64,
+}
+
 /// One ranger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Slot {
@@ -864,13 +902,16 @@ impl Rangers {
                 Vec::new()
             }
             Stage::EntryOpen => {
-                let Some(id) = slot.entry.as_ref().map(|e| e.client_order_id.clone()) else {
+                // The id is copied only for a cancel.
+                let Some(id) = slot.entry.as_ref().map(|e| e.client_order_id.as_str()) else {
                     self.slots[i].go(Stage::Idle, now_ms);
                     return Vec::new();
                 };
                 if let Some(c) = slot.cancel {
+                    let id = id.to_owned();
                     self.request_cancel(i, id, c.reason, now_ms)
                 } else if now_ms - slot.since_ms >= secs_ms(self.cfg.entry_timeout_sec) {
+                    let id = id.to_owned();
                     self.request_cancel(i, id, CancelReason::EntryTimeout, now_ms)
                 } else {
                     Vec::new()
@@ -879,12 +920,17 @@ impl Rangers {
             Stage::ExitOpen => {
                 let filled_at = slot.entry_filled_at_ms.unwrap_or(slot.since_ms);
                 let timed_out = now_ms - filled_at >= secs_ms(self.cfg.exit_timeout_sec);
+                // The id is copied only for a cancel.
                 match (
-                    slot.exit.as_ref().map(|e| e.client_order_id.clone()),
+                    slot.exit.as_ref().map(|e| e.client_order_id.as_str()),
                     slot.cancel,
                 ) {
-                    (Some(id), Some(c)) => self.request_cancel(i, id, c.reason, now_ms),
+                    (Some(id), Some(c)) => {
+                        let id = id.to_owned();
+                        self.request_cancel(i, id, c.reason, now_ms)
+                    }
                     (Some(id), None) if timed_out => {
+                        let id = id.to_owned();
                         self.request_cancel(i, id, CancelReason::ExitTimeout, now_ms)
                     }
                     (Some(_), None) => Vec::new(),
@@ -1081,18 +1127,19 @@ impl Rangers {
         })]
     }
 
-    fn journal(kind: &str, payload: serde_json::Value) -> Action {
+    /// A journal row whose payload is `row` as compact JSON.
+    fn journal(kind: &str, row: &impl Serialize) -> Action {
         Action::Journal {
             stream: JOURNAL_STREAM.to_string(),
             kind: kind.to_string(),
-            payload_json: payload.to_string(),
+            payload_json: serde_json::to_string(row).unwrap_or_default(),
         }
     }
 
     /// Exit filled: a completed cycle.
     fn book_cycle(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
         let slot = &self.slots[i];
-        let (Some(entry), Some(exit)) = (slot.entry.clone(), slot.exit.clone()) else {
+        let (Some(entry), Some(exit)) = (slot.entry.as_ref(), slot.exit.as_ref()) else {
             return Vec::new();
         };
         let gross = (entry.average_price - exit.average_price) * exit.executed;
@@ -1103,20 +1150,20 @@ impl Rangers {
         self.profit_total += net;
         vec![Self::journal(
             "cycle",
-            serde_json::json!({
-                "ranger_id": slot.id,
-                "entry_order": entry.client_order_id,
-                "exit_order": exit.client_order_id,
-                "entry_price": entry.average_price.normalize().to_string(),
-                "exit_price": exit.average_price.normalize().to_string(),
-                "volume": exit.executed.normalize().to_string(),
-                "gross_usd": gross.normalize().to_string(),
-                "entry_fee_usd": entry.fee_usd.normalize().to_string(),
-                "exit_fee_usd": exit.fee_usd.normalize().to_string(),
-                "net_usd": net.normalize().to_string(),
-                "entry_filled_at_ms": slot.entry_filled_at_ms,
-                "time_ms": now_ms,
-            }),
+            &CycleRow {
+                ranger_id: slot.id,
+                entry_order: &entry.client_order_id,
+                exit_order: &exit.client_order_id,
+                entry_price: entry.average_price.normalize().to_string(),
+                exit_price: exit.average_price.normalize().to_string(),
+                volume: exit.executed.normalize().to_string(),
+                gross_usd: gross.normalize().to_string(),
+                entry_fee_usd: entry.fee_usd.normalize().to_string(),
+                exit_fee_usd: exit.fee_usd.normalize().to_string(),
+                net_usd: net.normalize().to_string(),
+                entry_filled_at_ms: slot.entry_filled_at_ms,
+                time_ms: now_ms,
+            },
         )]
     }
 
@@ -1124,17 +1171,17 @@ impl Rangers {
     /// exit's bought-back part still counts its profit.
     fn book_orphan(&mut self, i: usize, reason: &str, now_ms: i64) -> Vec<Action> {
         let slot = &self.slots[i];
-        let Some(entry) = slot.entry.clone() else {
+        let Some(entry) = slot.entry.as_ref() else {
             return Vec::new();
         };
-        let exit = slot.exit.clone();
+        let exit = slot.exit.as_ref();
         let bought_back = exit.as_ref().map_or(Decimal::ZERO, |x| x.executed);
         let orphan_volume = entry.executed - bought_back;
         if orphan_volume <= Decimal::ZERO {
             return Vec::new();
         }
         let exposure = orphan_volume * entry.average_price;
-        let partial_profit = match &exit {
+        let partial_profit = match exit {
             Some(x) if x.executed > Decimal::ZERO && entry.executed > Decimal::ZERO => {
                 (entry.average_price - x.average_price) * x.executed
                     - x.fee_usd
@@ -1148,21 +1195,21 @@ impl Rangers {
         self.profit_total += partial_profit;
         vec![Self::journal(
             "orphan",
-            serde_json::json!({
-                "ranger_id": slot.id,
-                "reason": reason,
-                "entry_order": entry.client_order_id,
-                "exit_order": exit.as_ref().map(|x| x.client_order_id.clone()),
-                "entry_price": entry.average_price.normalize().to_string(),
-                "exit_price": slot.exit_target.map(|p| p.normalize().to_string()),
-                "orphan_volume": orphan_volume.normalize().to_string(),
-                "exposure_usd": exposure.normalize().to_string(),
-                "entry_fee_usd": entry.fee_usd.normalize().to_string(),
-                "partial_profit_usd": partial_profit.normalize().to_string(),
-                "market_price": self.market.as_ref().map(|m| m.last.normalize().to_string()),
-                "entry_filled_at_ms": slot.entry_filled_at_ms,
-                "time_ms": now_ms,
-            }),
+            &OrphanRow {
+                ranger_id: slot.id,
+                reason,
+                entry_order: &entry.client_order_id,
+                exit_order: exit.map(|x| x.client_order_id.as_str()),
+                entry_price: entry.average_price.normalize().to_string(),
+                exit_price: slot.exit_target.map(|p| p.normalize().to_string()),
+                orphan_volume: orphan_volume.normalize().to_string(),
+                exposure_usd: exposure.normalize().to_string(),
+                entry_fee_usd: entry.fee_usd.normalize().to_string(),
+                partial_profit_usd: partial_profit.normalize().to_string(),
+                market_price: self.market.as_ref().map(|m| m.last.normalize().to_string()),
+                entry_filled_at_ms: slot.entry_filled_at_ms,
+                time_ms: now_ms,
+            },
         )]
     }
 
@@ -1536,6 +1583,85 @@ mod tests {
         cooldown_sec: 30,
         near_exit_timeout_share: NEAR_EXIT_TIMEOUT_SHARE,
     };
+
+    /// The journal rows' text is the text of the `json!` objects they
+    /// replaced (keys sorted, the same values), byte for byte, with and
+    /// without the optional fields.
+    #[test]
+    fn journal_rows_are_the_json_objects_they_replaced() {
+        #![allow(clippy::unwrap_used)]
+        let d = |s: &str| s.parse::<Decimal>().unwrap().normalize().to_string();
+        for (filled, exit, target, market) in [
+            (
+                Some(1_700_000_000_123_i64),
+                Some("r0x-abc"),
+                Some("0.1234"),
+                Some("0.12"),
+            ),
+            (None, None, None, None),
+        ] {
+            let cycle = CycleRow {
+                ranger_id: 2,
+                entry_order: "r2e-\"q\"",
+                exit_order: "r2x-b",
+                entry_price: d("0.12000"),
+                exit_price: d("0.1188"),
+                volume: d("100.5"),
+                gross_usd: d("-0.0001"),
+                entry_fee_usd: d("0.03"),
+                exit_fee_usd: d("0"),
+                net_usd: d("1e-8"),
+                entry_filled_at_ms: filled,
+                time_ms: -5,
+            };
+            let want = serde_json::json!({
+                "ranger_id": cycle.ranger_id,
+                "entry_order": cycle.entry_order,
+                "exit_order": cycle.exit_order,
+                "entry_price": cycle.entry_price,
+                "exit_price": cycle.exit_price,
+                "volume": cycle.volume,
+                "gross_usd": cycle.gross_usd,
+                "entry_fee_usd": cycle.entry_fee_usd,
+                "exit_fee_usd": cycle.exit_fee_usd,
+                "net_usd": cycle.net_usd,
+                "entry_filled_at_ms": cycle.entry_filled_at_ms,
+                "time_ms": cycle.time_ms,
+            });
+            assert_eq!(serde_json::to_string(&cycle).unwrap(), want.to_string());
+            let orphan = OrphanRow {
+                ranger_id: 0,
+                reason: "exit timeout: \u{e9}",
+                entry_order: "r0e-a",
+                exit_order: exit,
+                entry_price: d("0.1"),
+                exit_price: target.map(d),
+                orphan_volume: d("12.00000000"),
+                exposure_usd: d("1.2"),
+                entry_fee_usd: d("0.003"),
+                partial_profit_usd: d("0"),
+                market_price: market.map(d),
+                entry_filled_at_ms: filled,
+                time_ms: 7,
+            };
+            let want = serde_json::json!({
+                "ranger_id": orphan.ranger_id,
+                "reason": orphan.reason,
+                "entry_order": orphan.entry_order,
+                "exit_order": orphan.exit_order,
+                "entry_price": orphan.entry_price,
+                "exit_price": orphan.exit_price,
+                "orphan_volume": orphan.orphan_volume,
+                "exposure_usd": orphan.exposure_usd,
+                "entry_fee_usd": orphan.entry_fee_usd,
+                "partial_profit_usd": orphan.partial_profit_usd,
+                "market_price": orphan.market_price,
+                "entry_filled_at_ms": orphan.entry_filled_at_ms,
+                "time_ms": orphan.time_ms,
+            });
+            assert_eq!(serde_json::to_string(&orphan).unwrap(), want.to_string());
+        }
+    }
 
     #[test]
     fn badges_follow_stage_and_exit_age() {

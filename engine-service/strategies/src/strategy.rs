@@ -380,15 +380,45 @@ impl IdGen {
             self.run = (self.run + 1) % RUN_SPACE.unsigned_abs();
             self.next = 1;
         }
-        format!(
-            "{tag}-{:0>width$}{}",
-            base36(self.run),
-            base36(self.next),
-            width = RUN_DIGITS
-        )
+        // `format!("{tag}-{:0>6}{}", base36(run), base36(next))`, written
+        // into one buffer.
+        let (run, run_len) = base36_digits(self.run);
+        let (next, next_len) = base36_digits(self.next);
+        let run = run.get(run.len() - run_len..).unwrap_or_default();
+        let next = next.get(next.len() - next_len..).unwrap_or_default();
+        let mut id = String::with_capacity(tag.len() + 1 + RUN_DIGITS.max(run_len) + next_len);
+        id.push_str(tag);
+        id.push('-');
+        for _ in run_len..RUN_DIGITS {
+            id.push('0');
+        }
+        id.extend(run.iter().map(|&b| char::from(b)));
+        id.extend(next.iter().map(|&b| char::from(b)));
+        id
     }
 }
 
+/// The base-36 digits of `n` at the end of a buffer, and how many there
+/// are (at least one; 13 hold any u64).
+fn base36_digits(mut n: u64) -> ([u8; 13], usize) {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut buf = [b'0'; 13];
+    let mut len = 0;
+    loop {
+        len += 1;
+        if let Some(d) = buf.get_mut(13 - len) {
+            *d = DIGITS[(n % 36) as usize];
+        }
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    (buf, len)
+}
+
+/// `n` in base 36 (the tests' reference for [`base36_digits`]).
+#[cfg(test)]
 fn base36(mut n: u64) -> String {
     const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
@@ -535,6 +565,14 @@ pub trait Strategy: Send {
         Wake::EveryTick
     }
 
+    /// Tells the strategy which journal kinds its caller keeps: rows of
+    /// other kinds may be left out of its answers instead of built (the
+    /// backtest keeps a few kinds of a year's millions of rows). Only the
+    /// rows change: the strategy's state and every other action stay the
+    /// same. The default, and the live engine, which never calls it: every
+    /// row, as before.
+    fn set_journal_filter(&mut self, _keep: fn(&str) -> bool) {}
+
     /// An update to one of the strategy's orders.
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action>;
 
@@ -660,6 +698,41 @@ mod tests {
             .and_then(|k| k.instrument)
             .map(|i| i.maker_fee.to_string());
         assert_eq!(fee.as_deref(), Some("0.00250"));
+    }
+
+    /// Ids are the `format!` of the base-36 run (zero-padded to six
+    /// digits) and counter they were before being written into one buffer.
+    #[test]
+    fn ids_are_the_padded_run_and_the_counter() {
+        for start in [
+            0,
+            1_735_689_600_000,
+            1_800_000_000_000,
+            i64::MAX / 2,
+            -5_000,
+        ] {
+            let mut g = IdGen::new(start);
+            for _ in 0..(COUNTER_LIMIT + 3) {
+                let (run, next) = (g.run, g.next + 1);
+                let id = g.next("g12ax");
+                let (run, next) = if next >= COUNTER_LIMIT {
+                    ((run + 1) % RUN_SPACE.unsigned_abs(), 1)
+                } else {
+                    (run, next)
+                };
+                let want = format!(
+                    "g12ax-{:0>width$}{}",
+                    base36(run),
+                    base36(next),
+                    width = RUN_DIGITS
+                );
+                assert_eq!(id, want);
+            }
+        }
+        for n in [0, 1, 35, 36, u64::MAX] {
+            let (buf, len) = base36_digits(n);
+            assert_eq!(&buf[13 - len..], base36(n).as_bytes());
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! orders never grow a position, and funding settles at the perp's funding
 //! times (see [`crate::perp`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// The core's maps keyed by order ids: FxHash instead of SipHash (the keys
 /// are the core's own venue ids and its engines' client ids, not hostile
@@ -435,26 +435,83 @@ impl Book {
 
 /// Every order the core remembers by venue id, and an index of the open
 /// ones: placing, matching and balances look only at open orders, which
-/// are few beside up to [`MAX_CLOSED_ORDERS`] closed ones. Serialized as
-/// the map alone; the index is rebuilt when it is read back.
+/// are few beside up to [`MAX_CLOSED_ORDERS`] closed ones. The orders sit
+/// in a slab (`slots`, reused once forgotten) that both the id map and the
+/// open index point into, so a walk over the open orders hashes no id.
+/// Serialized as the map alone; the index is rebuilt when it is read back.
 #[derive(Debug, Clone, Default)]
 struct Orders {
-    all: IdMap<OrderState>,
-    open: BTreeSet<String>,
+    /// The slab: `None` for a slot whose order was forgotten (listed in
+    /// `vacant` for reuse).
+    slots: Vec<Option<OrderState>>,
+    vacant: Vec<usize>,
+    /// Venue id to slot, for every order remembered (inserted and removed
+    /// exactly as an id-keyed map of the orders would be, so it iterates
+    /// in the same order).
+    index: IdMap<usize>,
+    /// The open orders' slots, in venue id order.
+    open: BTreeMap<String, usize>,
     /// Counts every mutable access (see [`Exchange::revision`]).
     changes: u64,
+    /// The venue ids of the orders changed since the caller last took them
+    /// ([`Exchange::keep_change_log`]); `None`, the default: not kept.
+    log: Option<Vec<String>>,
+    /// Per symbol, bounds of the resting limits ([`RestingEdges`]): a
+    /// trade that crosses neither bound crosses no open order, and needs no
+    /// scan of them. A symbol without bounds yet is scanned.
+    edges: BTreeMap<String, RestingEdges>,
 }
 
 impl Orders {
     /// Inserts or replaces an order, keeping the index.
     fn put(&mut self, o: OrderState) -> Option<OrderState> {
         self.changes += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(o.venue_order_id.clone());
+        }
+        let slot = match self.index.get(&o.venue_order_id) {
+            Some(&i) => i,
+            None => {
+                let i = match self.vacant.pop() {
+                    Some(i) => i,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                self.index.insert(o.venue_order_id.clone(), i);
+                i
+            }
+        };
         if o.status == OrderStatus::Open {
-            self.open.insert(o.venue_order_id.clone());
+            self.open.insert(o.venue_order_id.clone(), slot);
+            if let (Some(p), Some(e)) = (o.price, self.edges.get_mut(&o.symbol)) {
+                match o.side {
+                    Side::Buy => e.best_buy = Some(e.best_buy.map_or(p, |b| b.max(p))),
+                    Side::Sell => e.best_sell = Some(e.best_sell.map_or(p, |b| b.min(p))),
+                }
+            }
         } else {
             self.open.remove(&o.venue_order_id);
         }
-        self.all.insert(o.venue_order_id.clone(), o)
+        self.slots.get_mut(slot).and_then(|s| s.replace(o))
+    }
+
+    /// The order with this venue id.
+    fn get(&self, id: &str) -> Option<&OrderState> {
+        let i = *self.index.get(id)?;
+        self.slots.get(i)?.as_ref()
+    }
+
+    fn contains_key(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Every order remembered, in the id map's order.
+    fn values(&self) -> impl Iterator<Item = &OrderState> {
+        self.index
+            .values()
+            .filter_map(|&i| self.slots.get(i).and_then(Option::as_ref))
     }
 
     /// For changes that keep an order open (fills short of its volume);
@@ -462,54 +519,86 @@ impl Orders {
     /// [`Orders::put`], so nothing here can put the index out of step.
     fn get_mut(&mut self, id: &str) -> Option<&mut OrderState> {
         self.changes += 1;
-        self.all.get_mut(id)
+        if let Some(log) = self.log.as_mut() {
+            log.push(id.to_string());
+        }
+        let i = *self.index.get(id)?;
+        self.slots.get_mut(i)?.as_mut()
     }
 
     /// Forgets a closed order (history only: no open order or balance
     /// changes, so the revision stays).
     fn forget(&mut self, id: &str) -> Option<OrderState> {
         self.open.remove(id);
-        self.all.remove(id)
+        let i = self.index.remove(id)?;
+        let o = self.slots.get_mut(i)?.take();
+        self.vacant.push(i);
+        o
     }
 
     /// Drops a closed order from the index of open ones.
     fn unindex(&mut self, id: &str) {
         self.changes += 1;
+        if let Some(log) = self.log.as_mut() {
+            log.push(id.to_string());
+        }
         self.open.remove(id);
     }
 
     /// The open orders, in venue id order.
     fn open(&self) -> impl Iterator<Item = &OrderState> {
-        self.open.iter().filter_map(|id| self.all.get(id))
-    }
-}
-
-impl std::ops::Deref for Orders {
-    type Target = IdMap<OrderState>;
-    fn deref(&self) -> &Self::Target {
-        &self.all
+        self.open
+            .values()
+            .filter_map(|&i| self.slots.get(i).and_then(Option::as_ref))
     }
 }
 
 impl Serialize for Orders {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.all.serialize(s)
+        s.collect_map(
+            self.index
+                .iter()
+                .filter_map(|(id, &i)| Some((id, self.slots.get(i)?.as_ref()?))),
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for Orders {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Orders, D::Error> {
-        let all = IdMap::<OrderState>::deserialize(d)?;
-        let open = all
-            .values()
-            .filter(|o| o.status == OrderStatus::Open)
-            .map(|o| o.venue_order_id.clone())
-            .collect();
-        Ok(Orders {
-            all,
-            open,
-            changes: 0,
-        })
+        /// Reads the map's entries in the order written, as the id map
+        /// read back would insert them.
+        struct InOrder;
+        impl<'de> serde::de::Visitor<'de> for InOrder {
+            type Value = Orders;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of orders by venue id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Orders, A::Error> {
+                let mut orders = Orders::default();
+                while let Some((id, o)) = m.next_entry::<String, OrderState>()? {
+                    // A repeated id replaces the order, as a map's insert.
+                    let i = match orders.index.get(&id) {
+                        Some(&i) => i,
+                        None => {
+                            orders.slots.push(None);
+                            let i = orders.slots.len() - 1;
+                            orders.index.insert(id.clone(), i);
+                            i
+                        }
+                    };
+                    if o.status == OrderStatus::Open {
+                        orders.open.insert(id, i);
+                    } else {
+                        orders.open.remove(&id);
+                    }
+                    if let Some(slot) = orders.slots.get_mut(i) {
+                        *slot = Some(o);
+                    }
+                }
+                Ok(orders)
+            }
+        }
+        d.deserialize_map(InOrder)
     }
 }
 
@@ -544,17 +633,65 @@ pub struct Exchange {
     /// Counts changes of the balances (see [`Exchange::revision`]).
     #[serde(skip)]
     funds_changes: u64,
-    /// Per symbol, the highest resting buy and lowest resting sell limit
-    /// as of a revision: while the revision stays, a trade that crosses
-    /// neither needs no scan of the open orders.
-    #[serde(skip)]
-    resting_edges: BTreeMap<String, RestingEdges>,
 }
 
-/// See [`Exchange::resting_edges`](Exchange).
+/// What open orders hold ([`Exchange::hold_of`]) over a walk of them: the
+/// book of the last symbol seen is kept, with its factors (`1 + fee` for a
+/// spot buy, initial margin rate + maker fee for a perp), for the next
+/// order of the same symbol. The arithmetic is `hold_of`'s, operation for
+/// operation: the factors are the same values computed once.
+struct HoldReader<'a> {
+    ex: &'a Exchange,
+    last: Option<(&'a Book, Decimal, Decimal)>,
+}
+
+impl<'a> HoldReader<'a> {
+    fn new(ex: &'a Exchange) -> HoldReader<'a> {
+        HoldReader { ex, last: None }
+    }
+
+    /// What an open order holds: spot buys hold quote (cost plus a quote
+    /// fee), spot sells the base they will deliver; a perp order holds its
+    /// initial margin and fee in the quote coin (reduce-only ones nothing).
+    fn hold(&mut self, o: &OrderState) -> Option<(&'a str, Decimal)> {
+        let (b, buy, perp) = match self.last {
+            Some(kept) if kept.0.inst.symbol == o.symbol => kept,
+            _ => {
+                let b = self.ex.books.get(&o.symbol)?;
+                let fee = match b.fee_policy {
+                    FeePolicy::Quote => b.inst.maker_fee,
+                    FeePolicy::BaseOnBuy => Decimal::ZERO,
+                };
+                let kept = (b, Decimal::ONE + fee, b.im_rate() + b.inst.maker_fee);
+                self.last = Some(kept);
+                kept
+            }
+        };
+        let remaining = o.volume - o.volume_executed;
+        if b.is_perp() {
+            if self.ex.is_reduce_only(&o.venue_order_id) {
+                return None;
+            }
+            let price = o.price?;
+            return Some((b.inst.quote.as_str(), remaining * price * perp));
+        }
+        match o.side {
+            Side::Buy => {
+                let price = o.price?;
+                Some((b.inst.quote.as_str(), remaining * price * buy))
+            }
+            Side::Sell => Some((b.inst.base.as_str(), remaining)),
+        }
+    }
+}
+
+/// Bounds of the resting limits of one symbol (see [`Orders::edges`]): no
+/// open buy above `best_buy` (none at all while `None`), no open sell below
+/// `best_sell`. A scan that finds nothing crossed sets them exactly; an
+/// order put open widens them; an order leaving leaves them as they are
+/// (still bounds, only looser until the next scan).
 #[derive(Debug, Clone, Copy, Default)]
 struct RestingEdges {
-    revision: u64,
     best_buy: Option<Decimal>,
     best_sell: Option<Decimal>,
 }
@@ -717,7 +854,6 @@ impl Exchange {
             snapshot_ms: 0,
             market_slippage: Decimal::ZERO,
             funds_changes: 0,
-            resting_edges: BTreeMap::new(),
         };
         let minutes = i64::from(cfg.history_minutes);
         let steps = i64::from(cfg.history_steps_per_minute.max(1));
@@ -837,11 +973,34 @@ impl Exchange {
         self.orders.changes + self.funds_changes
     }
 
+    /// From now on, keeps the venue id of every order that changes (each
+    /// change that moves [`Exchange::revision`] for an order), for
+    /// [`Exchange::take_changed`]: a caller that follows many open orders
+    /// reads only the changed ones (the backtester's poll). Off by default
+    /// (the paper venue never takes them).
+    pub fn keep_change_log(&mut self) {
+        if self.orders.log.is_none() {
+            self.orders.log = Some(Vec::new());
+        }
+    }
+
+    /// The venue ids of the orders changed since the last call (or since
+    /// [`Exchange::keep_change_log`]), in the order of their changes, with
+    /// repeats, swapped into `into` (cleared first); empty when the log is
+    /// not kept.
+    pub fn take_changed(&mut self, into: &mut Vec<String>) {
+        into.clear();
+        if let Some(log) = self.orders.log.as_mut() {
+            std::mem::swap(log, into);
+        }
+    }
+
     /// Every asset's total and free balance.
     pub fn balances(&self) -> Vec<Balance> {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
+        let mut holds = HoldReader::new(self);
         for o in self.orders.open() {
-            if let Some((asset, amount)) = self.hold_of(o) {
+            if let Some((asset, amount)) = holds.hold(o) {
                 match held.get_mut(asset) {
                     Some(sum) => *sum += amount,
                     None => {
@@ -868,7 +1027,8 @@ impl Exchange {
         let total_a = self.totals.get(a).copied();
         let total_b = self.totals.get(b).copied();
         let (mut held_a, mut held_b) = (Decimal::ZERO, Decimal::ZERO);
-        for (asset, amount) in self.orders.open().filter_map(|o| self.hold_of(o)) {
+        let mut holds = HoldReader::new(self);
+        for (asset, amount) in self.orders.open().filter_map(|o| holds.hold(o)) {
             if asset == a {
                 held_a += amount;
             } else if asset == b {
@@ -883,50 +1043,57 @@ impl Exchange {
         ]
     }
 
+    /// Total balance of two assets, as [`Exchange::pair_funds`] gives
+    /// them (zero for an asset the account does not hold), without the
+    /// walk over the open orders that free balances need.
+    pub fn pair_totals(&self, a: &str, b: &str) -> [Decimal; 2] {
+        [
+            self.totals.get(a).copied().unwrap_or_default(),
+            self.totals.get(b).copied().unwrap_or_default(),
+        ]
+    }
+
     fn free(&self, asset: &str) -> Decimal {
         // `balances()` for one asset, without building the others.
         let Some(total) = self.totals.get(asset) else {
             return Decimal::ZERO;
         };
+        let mut holds = HoldReader::new(self);
         let held: Decimal = self
             .orders
             .open()
-            .filter_map(|o| self.hold_of(o))
+            .filter_map(|o| holds.hold(o))
             .filter(|(a, _)| *a == asset)
             .fold(Decimal::ZERO, |sum, (_, amount)| sum + amount);
         *total - held
+    }
+
+    /// The open orders on `symbol`, and `asset`'s free balance (as
+    /// [`Exchange::free`] gives it), in one walk over the open orders.
+    fn pair_count_and_free(&self, symbol: &str, asset: &str) -> (usize, Decimal) {
+        let total = self.totals.get(asset);
+        let mut count = 0;
+        let mut held = Decimal::ZERO;
+        let mut holds = HoldReader::new(self);
+        for o in self.orders.open() {
+            if o.symbol == symbol {
+                count += 1;
+            }
+            if total.is_some()
+                && let Some((a, amount)) = holds.hold(o)
+                && a == asset
+            {
+                held += amount;
+            }
+        }
+        (count, total.map_or(Decimal::ZERO, |t| *t - held))
     }
 
     /// What an open order holds: spot buys hold quote (cost plus a quote
     /// fee), spot sells the base they will deliver; a perp order holds its
     /// initial margin and fee in the quote coin (reduce-only ones nothing).
     fn hold_of(&self, o: &OrderState) -> Option<(&str, Decimal)> {
-        let b = self.books.get(&o.symbol)?;
-        let remaining = o.volume - o.volume_executed;
-        if b.is_perp() {
-            if self.is_reduce_only(&o.venue_order_id) {
-                return None;
-            }
-            let price = o.price?;
-            return Some((
-                b.inst.quote.as_str(),
-                remaining * price * (b.im_rate() + b.inst.maker_fee),
-            ));
-        }
-        match o.side {
-            Side::Buy => {
-                let price = o.price?;
-                let fee = match b.fee_policy {
-                    FeePolicy::Quote => b.inst.maker_fee,
-                    FeePolicy::BaseOnBuy => Decimal::ZERO,
-                };
-                Some((
-                    b.inst.quote.as_str(),
-                    remaining * price * (Decimal::ONE + fee),
-                ))
-            }
-            Side::Sell => Some((b.inst.base.as_str(), remaining)),
-        }
+        HoldReader::new(self).hold(o)
     }
 
     fn is_reduce_only(&self, venue_order_id: &str) -> bool {
@@ -936,14 +1103,22 @@ impl Exchange {
             .unwrap_or(false)
     }
 
+    /// `O` and three groups of 5, 5 and 6 characters drawn in turn from
+    /// the id generator, joined by dashes (`OABCDE-FGHIJ-KLMNOP`), written
+    /// into one buffer.
     fn new_order_id(&mut self) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-        let mut part = |n: usize| -> String {
-            (0..n)
-                .map(|_| char::from(ALPHABET[(self.ids.next_u64() % 32) as usize]))
-                .collect()
-        };
-        format!("O{}-{}-{}", part(5), part(5), part(6))
+        let mut id = String::with_capacity(19);
+        id.push('O');
+        for (k, n) in [5, 5, 6].into_iter().enumerate() {
+            if k > 0 {
+                id.push('-');
+            }
+            for _ in 0..n {
+                id.push(char::from(ALPHABET[(self.ids.next_u64() % 32) as usize]));
+            }
+        }
+        id
     }
 
     /// Signed size of the position on `symbol` (long > 0), zero when flat.
@@ -957,7 +1132,12 @@ impl Exchange {
     /// Margin a new perp order settled in `asset` may still use: free
     /// balance plus unrealized PnL minus the positions' initial margin.
     fn available_margin(&self, asset: &str) -> Decimal {
-        let mut available = self.free(asset);
+        self.margin_from_free(self.free(asset), asset)
+    }
+
+    /// [`Exchange::available_margin`] from `asset`'s free balance.
+    fn margin_from_free(&self, free: Decimal, asset: &str) -> Decimal {
+        let mut available = free;
         for (symbol, pos) in &self.positions {
             if let Some(b) = self.books.get(symbol).filter(|b| b.inst.quote == asset) {
                 available += pos.unrealized(b.last) - pos.size.abs() * b.last * b.im_rate();
@@ -978,19 +1158,24 @@ impl Exchange {
         {
             return Ok(existing.clone());
         }
+        // Everything up to the new id reads the book in place (no copy of
+        // the instrument).
         let book = self.book(&order.symbol)?;
-        let inst = book.inst.clone();
+        let inst = &book.inst;
         let is_perp = book.is_perp();
         let (fee_policy, im_rate) = (book.fee_policy, book.im_rate());
         let mut checked = inst
             .check_order(order, Some(book.last))
             .map_err(|e| VenueError::InvalidArgument(e.to_string()))?;
         let (bid, ask) = (book.bid(), book.ask());
-        let open_on_pair = self
-            .orders
-            .open()
-            .filter(|o| o.symbol == order.symbol)
-            .count();
+        // The asset the order's funds check reads (a perp's margin is in
+        // its quote coin), and one walk over the open orders for both the
+        // pair's count and that asset's holds.
+        let funds_asset = match (is_perp, checked.side) {
+            (true, _) | (false, Side::Buy) => inst.quote.as_str(),
+            (false, Side::Sell) => inst.base.as_str(),
+        };
+        let (open_on_pair, funds_free) = self.pair_count_and_free(&order.symbol, funds_asset);
         let crosses = match (checked.side, checked.price) {
             (_, None) => true,
             (Side::Buy, Some(p)) => p >= ask,
@@ -1058,7 +1243,7 @@ impl Exchange {
                     inst.maker_fee
                 };
                 let need = increase * fill_price * im_rate + checked.volume * fill_price * fee;
-                let available = self.available_margin(&inst.quote);
+                let available = self.margin_from_free(funds_free, &inst.quote);
                 if available < need {
                     return Err(VenueError::InsufficientFunds(format!(
                         "need {} {} of margin, {} available",
@@ -1071,7 +1256,7 @@ impl Exchange {
         } else {
             // Funds: a taker needs the whole fill now, a maker's hold is checked
             // against what other open orders do not already hold.
-            let (need_asset, need) = match checked.side {
+            let need = match checked.side {
                 Side::Buy => {
                     let fee = if fee_policy == FeePolicy::Quote {
                         if crosses {
@@ -1082,25 +1267,23 @@ impl Exchange {
                     } else {
                         Decimal::ZERO
                     };
-                    (
-                        inst.quote.clone(),
-                        checked.volume * fill_price * (Decimal::ONE + fee),
-                    )
+                    checked.volume * fill_price * (Decimal::ONE + fee)
                 }
-                Side::Sell => (inst.base.clone(), checked.volume),
+                Side::Sell => checked.volume,
             };
-            let free = self.free(&need_asset);
+            let (need_asset, free) = (funds_asset, funds_free);
             if free < need {
                 return Err(VenueError::InsufficientFunds(format!(
                     "need {need} {need_asset}, {free} free"
                 )));
             }
         }
+        let (fee_asset, taker_fee) = (inst.quote.clone(), inst.taker_fee);
         let venue_order_id = self.new_order_id();
         let state = OrderState {
             venue_order_id: venue_order_id.clone(),
             status: OrderStatus::Open,
-            fee_asset: inst.quote.clone(),
+            fee_asset,
             ..OrderState::pending(&checked, now_ms)
         };
         self.by_client_id
@@ -1110,13 +1293,7 @@ impl Exchange {
             self.reduce_only.insert(venue_order_id.clone(), true);
         }
         if crosses {
-            self.fill(
-                &venue_order_id,
-                checked.volume,
-                touch,
-                inst.taker_fee,
-                now_ms,
-            );
+            self.fill(&venue_order_id, checked.volume, touch, taker_fee, now_ms);
         }
         self.orders
             .get(&venue_order_id)
@@ -1426,42 +1603,30 @@ impl Exchange {
         };
         let (last, liquidity, maker_fee) =
             (book.last, book.liquidity_per_step, book.inst.maker_fee);
-        let revision = self.revision();
-        if let Some(e) = self.resting_edges.get(symbol)
-            && e.revision == revision
+        if let Some(e) = self.orders.edges.get(symbol)
             && e.best_buy.is_none_or(|p| last > p - through)
             && e.best_sell.is_none_or(|p| last < p + through)
         {
             return;
         }
-        let mut crossed: Vec<(i64, String, Decimal, Decimal)> = self
-            .orders
-            .open()
-            .filter(|o| o.symbol == symbol)
-            .filter_map(|o| {
-                let p = o.price?;
-                let hit = match o.side {
-                    Side::Buy => last <= p - through,
-                    Side::Sell => last >= p + through,
-                };
-                hit.then(|| {
-                    (
-                        o.opened_at_ms,
-                        o.venue_order_id.clone(),
-                        p,
-                        o.volume - o.volume_executed,
-                    )
-                })
-            })
-            .collect();
-        if crossed.is_empty() {
-            // Nothing crossed, so nothing changes: remember the edges.
-            let mut edges = RestingEdges {
-                revision,
-                ..RestingEdges::default()
+        // One walk: the orders the trade crosses, and the resting edges in
+        // case it crosses none.
+        let mut crossed: Vec<(i64, String, Decimal, Decimal)> = Vec::new();
+        let mut edges = RestingEdges::default();
+        for o in self.orders.open().filter(|o| o.symbol == symbol) {
+            let Some(p) = o.price else { continue };
+            let hit = match o.side {
+                Side::Buy => last <= p - through,
+                Side::Sell => last >= p + through,
             };
-            for o in self.orders.open().filter(|o| o.symbol == symbol) {
-                let Some(p) = o.price else { continue };
+            if hit {
+                crossed.push((
+                    o.opened_at_ms,
+                    o.venue_order_id.clone(),
+                    p,
+                    o.volume - o.volume_executed,
+                ));
+            } else if crossed.is_empty() {
                 match o.side {
                     Side::Buy => edges.best_buy = Some(edges.best_buy.map_or(p, |b| b.max(p))),
                     Side::Sell => {
@@ -1469,10 +1634,13 @@ impl Exchange {
                     }
                 }
             }
-            match self.resting_edges.get_mut(symbol) {
+        }
+        if crossed.is_empty() {
+            // Nothing crossed, so nothing changes: remember the edges.
+            match self.orders.edges.get_mut(symbol) {
                 Some(e) => *e = edges,
                 None => {
-                    self.resting_edges.insert(symbol.to_string(), edges);
+                    self.orders.edges.insert(symbol.to_string(), edges);
                 }
             }
             return;
@@ -1841,5 +2009,28 @@ impl Exchange {
             v.truncate(q.limit as usize);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Venue ids are the ones the `format!` of three collected groups
+    /// gave before they were written into one buffer.
+    #[test]
+    fn venue_ids_are_the_three_groups_joined() {
+        let mut ex = Exchange::new(&PaperConfig::default(), 0);
+        for _ in 0..50 {
+            let mut ids = ex.ids.clone();
+            const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+            let mut part = |n: usize| -> String {
+                (0..n)
+                    .map(|_| char::from(ALPHABET[(ids.next_u64() % 32) as usize]))
+                    .collect()
+            };
+            let want = format!("O{}-{}-{}", part(5), part(5), part(6));
+            assert_eq!(ex.new_order_id(), want);
+        }
     }
 }

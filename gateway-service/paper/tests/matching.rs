@@ -428,11 +428,12 @@ fn revision_moves_with_orders_and_balances_only() {
     moved(&ex, "refused cancel", false);
 }
 
-/// `trade_through` skips its scan of the open orders while the revision
-/// stays and a trade crosses neither the highest resting buy nor the lowest
-/// resting sell: every order a scan would fill still fills, at the edges
-/// (through included), after a placement or a cancel moved them, and with
-/// several orders on one side.
+/// `trade_through` skips its scan of the open orders while a trade crosses
+/// neither bound of the resting limits (the highest buy and lowest sell as
+/// of the last scan, widened by orders placed since, kept when orders
+/// leave): every order a scan would fill still fills, at the edges (through
+/// included), after a placement or a cancel moved them, and with several
+/// orders on one side.
 #[test]
 fn trades_that_cross_a_resting_edge_still_fill_after_quiet_trades() {
     let through = dec!(0.0000001);
@@ -460,6 +461,11 @@ fn trades_that_cross_a_resting_edge_still_fill_after_quiet_trades() {
     ex.trade_through("DOGEUSD", dec!(0.0949999), through, T0 + 10)
         .unwrap();
     assert_eq!(status(&ex, "b2"), OrderStatus::Filled);
+    assert_eq!(status(&ex, "b1"), OrderStatus::Open);
+    // The filled buy's price stays the (looser) bound: a trade between it
+    // and the next buy scans and fills nothing.
+    ex.trade_through("DOGEUSD", dec!(0.092), through, T0 + 10)
+        .unwrap();
     assert_eq!(status(&ex, "b1"), OrderStatus::Open);
     // A new sell below the old edge: the remembered edge must not hide it.
     ex.trade_through("DOGEUSD", dec!(0.1), through, T0 + 11)

@@ -452,6 +452,33 @@ impl SlotState {
         }
     }
 
+    /// What stands in a slot's place while its state is moved through a
+    /// transition: nothing allocated (no alias), never read.
+    pub(crate) fn placeholder() -> SlotState {
+        SlotState {
+            id: 0,
+            alias: String::new(),
+            sticky: false,
+            mode: SlotMode::Both,
+            orders: Vec::new(),
+            recovery: Vec::new(),
+            a: TradeState::default(),
+            b: TradeState::default(),
+            market: None,
+            s2_since_ms: None,
+            refresh_dir: 0,
+            refresh_streak: 0,
+            refresh_cooldown_until_ms: 0,
+            halted: None,
+            last_error: String::new(),
+            cycles: 0,
+            profit: Decimal::ZERO,
+            orphans: 0,
+            recent: Vec::new(),
+            ids: IdGen::new(0),
+        }
+    }
+
     pub fn trade(&self, t: Trade) -> &TradeState {
         match t {
             Trade::A => &self.a,
@@ -474,14 +501,19 @@ impl SlotState {
     /// The phase, or why the shape is invalid.
     pub fn phase(&self) -> Result<Phase, String> {
         self.check_invariants()?;
+        Ok(self.phase_of_orders())
+    }
+
+    /// The phase of a state whose invariants hold.
+    fn phase_of_orders(&self) -> Phase {
         let a_exit = self.order_of(Trade::A, Role::Exit).is_some();
         let b_exit = self.order_of(Trade::B, Role::Exit).is_some();
-        Ok(match (a_exit, b_exit) {
+        match (a_exit, b_exit) {
             (false, false) => Phase::S0,
             (true, false) => Phase::S1a,
             (false, true) => Phase::S1b,
             (true, true) => Phase::S2,
-        })
+        }
     }
 
     /// The invariants every state must keep.
@@ -631,7 +663,14 @@ impl SlotState {
             Role::Exit => 'x',
             Role::Close => 'c',
         };
-        self.ids.next(&format!("g{}{}{}", self.id, trade.tag(), r))
+        // `format!("g{}{}{}", self.id, trade.tag(), r)` without the
+        // formatting machinery.
+        let mut tag = String::with_capacity(16);
+        tag.push('g');
+        push_decimal(&mut tag, self.id);
+        tag.push(trade.tag());
+        tag.push(r);
+        self.ids.next(&tag)
     }
 
     fn push_cycle(&mut self, c: &CycleRecord) {
@@ -641,6 +680,26 @@ impl SlotState {
         if self.recent.len() > RECENT_CYCLES {
             self.recent.remove(0);
         }
+    }
+}
+
+/// Appends `n` in decimal digits (as `Display` writes it).
+fn push_decimal(out: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut n = n;
+    loop {
+        if let Some(d) = digits.get_mut(len) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits.iter().take(len).rev() {
+        out.push(char::from(*d));
     }
 }
 
@@ -742,21 +801,46 @@ pub fn transition(
     event: &SlotEvent,
     ctx: &SlotCtx<'_>,
 ) -> (SlotState, Vec<SlotAction>) {
+    transition_from(state, event, ctx, false)
+}
+
+/// [`transition`] of a state its caller knows to be one a transition
+/// returned not halted and left as it was since: its invariants held when
+/// that transition checked them last, so they are not checked again first
+/// (the same outcome, one check fewer).
+pub(crate) fn transition_verified(
+    state: SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+) -> (SlotState, Vec<SlotAction>) {
+    transition_from(state, event, ctx, true)
+}
+
+fn transition_from(
+    state: SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+) -> (SlotState, Vec<SlotAction>) {
     let mut s = state;
     let mut out = Vec::new();
-    if s.halted.is_none()
+    if !verified
+        && s.halted.is_none()
         && let Err(why) = s.check_invariants()
     {
         s.halted = Some(why);
     }
+    // Not halted here: the invariants hold (checked now, or known), and
+    // the events that tick change nothing they read before the tick.
+    let valid = s.halted.is_none();
     match event {
         SlotEvent::PriceTick { market, now_ms } => {
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(&mut s, *now_ms, ctx, &mut out);
+            tick(&mut s, *now_ms, ctx, &mut out, valid);
         }
-        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out),
+        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out, valid),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -855,7 +939,7 @@ pub fn transition(
         ),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(&mut s, *now_ms, ctx, &mut out);
+            tick(&mut s, *now_ms, ctx, &mut out, valid);
         }
     }
     if s.halted.is_none()
@@ -878,15 +962,18 @@ fn mode_allows(mode: SlotMode, t: Trade) -> bool {
     }
 }
 
-fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+/// A tick's work. `valid`: the orders are those of a state whose
+/// invariants held when the transition began (checked or known), so the
+/// orphan checks need not check them again unless a retry changed them.
+fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>, valid: bool) {
     if s.halted.is_some() {
         return;
     }
     let Some(market) = s.market else {
         return;
     };
-    retry_refused_exits(s, now, ctx, out);
-    orphan_checks(s, market, now, ctx, out);
+    let retried = retry_refused_exits(s, now, ctx, out);
+    orphan_checks(s, market, now, ctx, out, valid && !retried);
     // Entries the mode no longer allows.
     let mode = s.mode;
     for o in &mut s.orders {
@@ -919,6 +1006,27 @@ pub fn wake(
     params: &SlotParams,
     entries_open: bool,
 ) -> crate::strategy::Wake {
+    wake_from(s, now, params, entries_open, false)
+}
+
+/// [`wake`] of a state known verified (see [`transition_verified`]): its
+/// phase is read without checking the invariants again.
+pub(crate) fn wake_verified(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+) -> crate::strategy::Wake {
+    wake_from(s, now, params, entries_open, true)
+}
+
+fn wake_from(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+    verified: bool,
+) -> crate::strategy::Wake {
     use crate::strategy::Wake;
     let mut w = Wake::IDLE;
     if s.halted.is_some() {
@@ -935,8 +1043,13 @@ pub fn wake(
             w = w.before(t);
         }
     }
-    let Ok(phase) = s.phase() else {
-        return w;
+    let phase = if verified {
+        s.phase_of_orders()
+    } else {
+        let Ok(phase) = s.phase() else {
+            return w;
+        };
+        phase
     };
     let live_exit =
         |o: &SlotOrder| o.role == Role::Exit && o.pending.is_none() && o.retry_at_ms.is_none();
@@ -1016,12 +1129,20 @@ pub fn wake(
     w
 }
 
-fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>) {
+/// Places refused exits again once their retry time came; whether any was.
+fn retry_refused_exits(
+    s: &mut SlotState,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) -> bool {
+    let mut retried = false;
     for i in 0..s.orders.len() {
         let o = &s.orders[i];
         if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
             let price = o.price;
             replace_order(s, i, false, price, "retry", now, ctx, out);
+            retried = true;
         }
     }
     for i in 0..s.recovery.len() {
@@ -1029,8 +1150,10 @@ fn retry_refused_exits(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut
         if o.role == Role::Exit && o.retry_at_ms.is_some_and(|t| now >= t) {
             let price = o.price;
             replace_order(s, i, true, price, "retry", now, ctx, out);
+            retried = true;
         }
     }
+    retried
 }
 
 /// Adopts a position's exit after a restart (into the recovery list, as
@@ -1052,10 +1175,15 @@ fn orphan_checks(
     now: i64,
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
+    valid: bool,
 ) {
-    let phase = match s.phase() {
-        Ok(p) => p,
-        Err(_) => return,
+    let phase = if valid {
+        s.phase_of_orders()
+    } else {
+        match s.phase() {
+            Ok(p) => p,
+            Err(_) => return,
+        }
     };
     if phase == Phase::S2 {
         s.s2_since_ms.get_or_insert(now);
@@ -1747,5 +1875,108 @@ fn request_change(
             client_order_id: id.to_string(),
             reason: "not a live exit of this slot (or a change is already under way)".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod verified_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn slot_ids_are_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 4_294_967_295] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
+    /// A slot walked through ticks, fills and cancels twice: once with
+    /// every check, once skipping the first check whenever the state is
+    /// one a transition returned not halted. Same states, actions and
+    /// wakes at every step.
+    #[test]
+    fn a_verified_transition_and_wake_equal_the_checked_ones() {
+        let params = SlotParams::default();
+        let ctx = SlotCtx {
+            params: &params,
+            filters: Filters {
+                tick_size: Decimal::new(1, 7),
+                lot_decimals: 8,
+                min_volume: Decimal::TEN,
+                min_cost: Decimal::new(5, 1),
+                maker_fee: Decimal::new(25, 4),
+            },
+            profit_pct: params.profit_pct,
+            entry_budget: 2,
+            entries_blocked: None,
+            userref_offset: 100,
+            loss_room: None,
+        };
+        let t0 = 1_700_000_000_000_i64;
+        let mut checked = SlotState::new(0, false, SlotMode::Both, t0);
+        let mut fast = checked.clone();
+        let mut verified = false;
+        let mut open: Vec<(String, Decimal, Decimal)> = Vec::new();
+        for step in 0..400_i64 {
+            let now = t0 + step * 15_000;
+            // A price wandering 2 % around 0.12.
+            let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
+            let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
+            let ev = match (step % 5, open.first()) {
+                (1, Some((id, price, volume))) => SlotEvent::Fill {
+                    client_order_id: id.clone(),
+                    volume: *volume,
+                    price: *price,
+                    fee: Decimal::ZERO,
+                    done: true,
+                    now_ms: now,
+                },
+                (3, Some((id, _, _))) => SlotEvent::Canceled {
+                    client_order_id: id.clone(),
+                    now_ms: now,
+                },
+                _ => SlotEvent::PriceTick {
+                    market,
+                    now_ms: now,
+                },
+            };
+            let (next_checked, a1) = transition(checked, &ev, &ctx);
+            let (next_fast, a2) = if verified {
+                transition_verified(fast, &ev, &ctx)
+            } else {
+                transition(fast, &ev, &ctx)
+            };
+            assert_eq!(a1, a2, "step {step}");
+            assert_eq!(
+                serde_json::to_string(&next_checked).unwrap(),
+                serde_json::to_string(&next_fast).unwrap(),
+                "step {step}"
+            );
+            verified = next_fast.halted.is_none();
+            let w1 = wake(&next_checked, now, &params, true);
+            let w2 = if verified {
+                wake_verified(&next_fast, now, &params, true)
+            } else {
+                wake(&next_fast, now, &params, true)
+            };
+            assert_eq!(w1, w2, "step {step}");
+            for a in &a1 {
+                if let SlotAction::PlaceOrder(p) = a
+                    && let Some(price) = p.price
+                {
+                    open.push((p.client_order_id.clone(), price, p.volume));
+                }
+            }
+            if matches!(ev, SlotEvent::Fill { .. } | SlotEvent::Canceled { .. }) {
+                open.remove(0);
+            }
+            checked = next_checked;
+            fast = next_fast;
+        }
+        // The walk went through whole cycles (entries, exits, fills).
+        assert!(checked.cycles >= 10, "{} cycles", checked.cycles);
     }
 }

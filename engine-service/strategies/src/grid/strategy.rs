@@ -77,6 +77,14 @@ pub struct Grid {
     prices: VecDeque<(i64, Decimal)>,
     /// The time of the last tick (what [`Strategy::wake`] reads from).
     ticked_ms: i64,
+    /// The journal kinds the caller keeps ([`Strategy::set_journal_filter`];
+    /// `None`: every row).
+    journal_keep: Option<fn(&str) -> bool>,
+    /// Per slot: whether its state is one a transition returned not halted
+    /// and nothing changed since (only `step_slot` and `adopt_exit` change a
+    /// slot), so its invariants need no check before the next transition
+    /// or wake read.
+    verified: Vec<bool>,
 }
 
 /// Counts of open positions per band.
@@ -279,6 +287,8 @@ impl Grid {
             restart_cancels: BTreeMap::new(),
             prices: VecDeque::new(),
             ticked_ms: 0,
+            journal_keep: None,
+            verified: vec![false; usize::try_from(cfg.slots).unwrap_or(0)],
             cfg,
         }
     }
@@ -358,11 +368,19 @@ impl Grid {
         }
     }
 
-    /// Applies a ledger event and journals it.
+    /// Whether rows of `kind` are wanted (see [`Strategy::set_journal_filter`]).
+    fn journals(&self, kind: &str) -> bool {
+        self.journal_keep.is_none_or(|keep| keep(kind))
+    }
+
+    /// Applies a ledger event and journals it (unless the caller drops
+    /// rows of its kind).
     fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
         self.ledger.apply(&ev);
-        let payload = serde_json::to_string(&ev).unwrap_or_default();
-        out.push(Self::journal(ev.kind(), payload));
+        if self.journals(ev.kind()) {
+            let payload = serde_json::to_string(&ev).unwrap_or_default();
+            out.push(Self::journal(ev.kind(), payload));
+        }
     }
 
     /// Runs one slot transition and turns its actions into the engine's.
@@ -380,11 +398,16 @@ impl Grid {
             loss_room: (self.cfg.daily_loss_limit_usd > Decimal::ZERO)
                 .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
         };
-        let state = std::mem::replace(
-            &mut self.slots[i],
-            SlotState::new(0, false, SlotMode::Both, 0),
-        );
-        let (next, actions) = slot::transition(state, ev, &ctx);
+        let state = std::mem::replace(&mut self.slots[i], SlotState::placeholder());
+        let verified = self.verified.get(i).copied().unwrap_or(false);
+        let (next, actions) = if verified {
+            slot::transition_verified(state, ev, &ctx)
+        } else {
+            slot::transition(state, ev, &ctx)
+        };
+        if let Some(v) = self.verified.get_mut(i) {
+            *v = next.halted.is_none();
+        }
         self.slots[i] = next;
         let mut out = Vec::new();
         let mut entries = 0;
@@ -578,10 +601,12 @@ impl Grid {
     }
 
     fn book_cycle(&mut self, c: &CycleRecord, out: &mut Vec<Action>) {
-        out.push(Self::journal(
-            "cycle",
-            serde_json::to_string(c).unwrap_or_default(),
-        ));
+        if self.journals("cycle") {
+            out.push(Self::journal(
+                "cycle",
+                serde_json::to_string(c).unwrap_or_default(),
+            ));
+        }
         self.realized_today += c.net;
         self.settled_usd += c.exit_price * c.volume;
         let kind = serde_json::to_value(c.kind)
@@ -639,7 +664,8 @@ impl Grid {
             .orders
             .iter()
             .chain(&self.slots[i].recovery)
-            .find(|o| o.client_order_id == p.exit.order_id && o.role == Role::Exit)?;
+            // The role first: most of a slot's orders are not exits.
+            .find(|o| o.role == Role::Exit && o.client_order_id == p.exit.order_id)?;
         Some((i, o))
     }
 
@@ -825,8 +851,13 @@ impl Grid {
         let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
             || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
         let entries_open = self.entries_blocked().is_none() && loss_room_left && budget > 0;
-        for s in &self.slots {
-            w = w.and(slot::wake(s, now, &self.cfg.slot, entries_open));
+        for (i, s) in self.slots.iter().enumerate() {
+            let w_slot = if self.verified.get(i).copied().unwrap_or(false) {
+                slot::wake_verified(s, now, &self.cfg.slot, entries_open)
+            } else {
+                slot::wake(s, now, &self.cfg.slot, entries_open)
+            };
+            w = w.and(w_slot);
             if w == Wake::EveryTick {
                 return w;
             }
@@ -1083,6 +1114,9 @@ impl Grid {
             };
             tracing::warn!(position = %k.client_order_id, %exit, "entry filled while the engine was down: position opened, exit goes out");
             slot::adopt_exit(&mut self.slots[i], o, false, now);
+            if let Some(v) = self.verified.get_mut(i) {
+                *v = false;
+            }
         }
     }
 
@@ -1666,6 +1700,10 @@ impl Strategy for Grid {
         self.quiet()
     }
 
+    fn set_journal_filter(&mut self, keep: fn(&str) -> bool) {
+        self.journal_keep = Some(keep);
+    }
+
     fn on_order(&mut self, u: &OrderUpdate, now: i64) -> Vec<Action> {
         self.roll_day(now);
         let id = u.client_order_id.as_str();
@@ -1960,6 +1998,9 @@ impl Strategy for Grid {
                         self.capital.commit(&o.client_order_id, now);
                     }
                     slot::adopt_exit(&mut self.slots[i], o, live, now);
+                    if let Some(v) = self.verified.get_mut(i) {
+                        *v = false;
+                    }
                 }
             }
         }
