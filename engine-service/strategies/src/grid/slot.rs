@@ -247,6 +247,20 @@ pub enum CycleKind {
     Dust,
 }
 
+impl CycleKind {
+    /// The serde name (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleKind::Exit => "exit",
+            CycleKind::Recovery => "recovery",
+            CycleKind::Eviction => "eviction",
+            CycleKind::RecoveryCancelled => "recovery_cancelled",
+            CycleKind::MarketClose => "market_close",
+            CycleKind::Dust => "dust",
+        }
+    }
+}
+
 /// A realized cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleRecord {
@@ -952,6 +966,19 @@ fn transition_from(
         out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
     }
     (s, out)
+}
+
+/// Whether a tick of `s` at `now` reaches the entry gates: a trade the mode
+/// allows, without an order, out of its loss cooldown and re-entry delay
+/// (what [`place_entries`] checks before the gates).
+pub(crate) fn entry_due(s: &SlotState, now: i64) -> bool {
+    [Trade::A, Trade::B].into_iter().any(|t| {
+        let ts = s.trade(t);
+        mode_allows(s.mode, t)
+            && !s.orders.iter().any(|o| o.trade == t)
+            && now >= ts.cooldown_until_ms
+            && now >= ts.reentry_at_ms
+    })
 }
 
 fn mode_allows(mode: SlotMode, t: Trade) -> bool {

@@ -85,6 +85,27 @@ pub struct Grid {
     /// slot), so its invariants need no check before the next transition
     /// or wake read.
     verified: Vec<bool>,
+    /// Per slot: the wake its last price tick left when that tick's
+    /// transition returned no actions, kept while nothing else touched the
+    /// slot (any other transition or adoption drops it). A later price tick
+    /// it holds for, with the same entry gates and no entry due, is the same
+    /// quiet tick again: it only stores the price ([`Grid::skip_quiet_slot`]).
+    quiet_slots: Vec<Option<QuietSlot>>,
+    /// Whether price ticks may skip quiet slots (on; the tests compare a
+    /// grid with it off).
+    skip_quiet: bool,
+    /// Slot price ticks skipped that way (tests).
+    quiet_skips: u64,
+}
+
+/// A slot's kept wake (see `Grid::quiet_slots`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct QuietSlot {
+    /// The tick that left it.
+    at_ms: i64,
+    /// The entry gates it was read with ([`Grid::entries_open`]).
+    entries_open: bool,
+    wake: Wake,
 }
 
 /// Counts of open positions per band.
@@ -289,6 +310,9 @@ impl Grid {
             ticked_ms: 0,
             journal_keep: None,
             verified: vec![false; usize::try_from(cfg.slots).unwrap_or(0)],
+            quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
+            skip_quiet: true,
+            quiet_skips: 0,
             cfg,
         }
     }
@@ -356,6 +380,73 @@ impl Grid {
         }
     }
 
+    /// Whether [`Grid::entries_blocked`] names a reason (without writing it).
+    fn entries_closed(&self) -> bool {
+        !self.enabled
+            || self.loss_locked()
+            || self
+                .capacity
+                .as_ref()
+                .is_none_or(|c| c.band == CapBand::Stop)
+    }
+
+    /// Whether the grid's gates let an entry through with `budget` entries
+    /// left this loop: what a slot's wake is read with.
+    fn entries_open(&self, budget: u32) -> bool {
+        budget > 0 && self.entry_gates_open()
+    }
+
+    /// [`Grid::entries_open`] without the budget: the grid's gates and the
+    /// day's loss room (these change only with the grid's state, not from
+    /// slot to slot unless a transition books something).
+    fn entry_gates_open(&self) -> bool {
+        let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
+            || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
+        !self.entries_closed() && loss_room_left
+    }
+
+    /// A slot's wake as [`Grid::quiet`] reads it.
+    fn slot_wake(&self, i: usize, now: i64, entries_open: bool) -> Wake {
+        let s = &self.slots[i];
+        if self.verified.get(i).copied().unwrap_or(false) {
+            slot::wake_verified(s, now, &self.cfg.slot, entries_open)
+        } else {
+            slot::wake(s, now, &self.cfg.slot, entries_open)
+        }
+    }
+
+    /// Whether slot `i`'s price tick at `market`, `now` is the quiet tick its
+    /// last one was: the wake that tick left holds, the entry gates read the
+    /// same, and no trade is due an entry (a blocked entry rewrites
+    /// `last_error`). Then the tick would only store the price, so this does
+    /// that and returns true.
+    /// `open`: [`Grid::entries_open`] now, with the loop's budget left.
+    fn skip_quiet_slot(&mut self, i: usize, market: Decimal, now: i64, open: bool) -> bool {
+        if !self.skip_quiet {
+            return false;
+        }
+        let Some(q) = self.quiet_slots.get(i).copied().flatten() else {
+            return false;
+        };
+        if now < q.at_ms
+            || !q.wake.holds(market, now)
+            || q.entries_open != open
+            || slot::entry_due(&self.slots[i], now)
+        {
+            return false;
+        }
+        if market > Decimal::ZERO {
+            self.slots[i].market = Some(market);
+        }
+        self.quiet_skips += 1;
+        true
+    }
+
+    /// Drops every slot's kept wake.
+    fn forget_quiet_slots(&mut self) {
+        self.quiet_slots.iter_mut().for_each(|q| *q = None);
+    }
+
     fn userref(&self, slot_id: u32) -> i32 {
         self.cfg.userref_offset + i32::try_from(slot_id).unwrap_or(0)
     }
@@ -385,8 +476,23 @@ impl Grid {
 
     /// Runs one slot transition and turns its actions into the engine's.
     fn step_slot(&mut self, i: usize, ev: &SlotEvent, budget: u32, now: i64) -> (Vec<Action>, u32) {
+        let (out, entries, _) = self.step_slot_quiet(i, ev, budget, now);
+        (out, entries)
+    }
+
+    /// [`Grid::step_slot`], and whether the transition returned no actions.
+    fn step_slot_quiet(
+        &mut self,
+        i: usize,
+        ev: &SlotEvent,
+        budget: u32,
+        now: i64,
+    ) -> (Vec<Action>, u32, bool) {
+        if let Some(q) = self.quiet_slots.get_mut(i) {
+            *q = None;
+        }
         let Some(filters) = self.filters() else {
-            return (Vec::new(), 0);
+            return (Vec::new(), 0, false);
         };
         let ctx = SlotCtx {
             params: &self.cfg.slot,
@@ -409,6 +515,7 @@ impl Grid {
             *v = next.halted.is_none();
         }
         self.slots[i] = next;
+        let quiet = actions.is_empty();
         let mut out = Vec::new();
         let mut entries = 0;
         let mut refused = Vec::new();
@@ -423,7 +530,7 @@ impl Grid {
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
         }
-        (out, entries)
+        (out, entries, quiet)
     }
 
     /// What an order holds: (asset, amount).
@@ -609,10 +716,7 @@ impl Grid {
         }
         self.realized_today += c.net;
         self.settled_usd += c.exit_price * c.volume;
-        let kind = serde_json::to_value(c.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let kind = c.kind.as_str().to_string();
         // Over-performance: an exit that filled better than the price it
         // was resting at earns its slot subsidy.
         let limit = self
@@ -729,13 +833,15 @@ impl Grid {
             if p.mode == PositionMode::Churner || p.exit.hold_until_ms.is_some_and(|t| now < t) {
                 continue;
             }
+            // The f64 screen before the exit's lookup: every test here only
+            // skips the position, so their order does not matter.
+            if screen.is_some_and(|s| !s.may_be_stale(p, now)) {
+                continue;
+            }
             let Some((i, o)) = self.exit_of(p) else {
                 continue;
             };
             if o.pending.is_some() || o.retry_at_ms.is_some() {
-                continue;
-            }
-            if screen.is_some_and(|s| !s.may_be_stale(p, now)) {
                 continue;
             }
             let r = heal::reading(p, market, now, &h);
@@ -848,14 +954,13 @@ impl Grid {
             return Wake::EveryTick;
         }
         let budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
-        let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
-            || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
-        let entries_open = self.entries_blocked().is_none() && loss_room_left && budget > 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            let w_slot = if self.verified.get(i).copied().unwrap_or(false) {
-                slot::wake_verified(s, now, &self.cfg.slot, entries_open)
-            } else {
-                slot::wake(s, now, &self.cfg.slot, entries_open)
+        let entries_open = self.entries_open(budget);
+        for i in 0..self.slots.len() {
+            // A wake this tick left for the slot, read with the same gates,
+            // is the one read here.
+            let w_slot = match self.quiet_slots.get(i).copied().flatten() {
+                Some(q) if q.at_ms == now && q.entries_open == entries_open => q.wake,
+                _ => self.slot_wake(i, now, entries_open),
             };
             w = w.and(w_slot);
             if w == Wake::EveryTick {
@@ -1116,6 +1221,9 @@ impl Grid {
             slot::adopt_exit(&mut self.slots[i], o, false, now);
             if let Some(v) = self.verified.get_mut(i) {
                 *v = false;
+            }
+            if let Some(q) = self.quiet_slots.get_mut(i) {
+                *q = None;
             }
         }
     }
@@ -1682,14 +1790,34 @@ impl Strategy for Grid {
             }
         }
         let mut budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
+        // The gates, read again only after a transition that acted (a
+        // quiet one changes nothing they read).
+        let mut gates = self.entry_gates_open();
         for i in 0..self.slots.len() {
+            if self.skip_quiet_slot(i, market.last, now, gates && budget > 0) {
+                continue;
+            }
             let ev = SlotEvent::PriceTick {
                 market: market.last,
                 now_ms: now,
             };
-            let (a, used) = self.step_slot(i, &ev, budget, now);
+            let (a, used, quiet) = self.step_slot_quiet(i, &ev, budget, now);
             budget = budget.saturating_sub(used);
             out.extend(a);
+            if !quiet {
+                gates = self.entry_gates_open();
+            }
+            if quiet && self.skip_quiet {
+                let entries_open = gates && budget > 0;
+                let wake = self.slot_wake(i, now, entries_open);
+                if let Some(q) = self.quiet_slots.get_mut(i) {
+                    *q = Some(QuietSlot {
+                        at_ms: now,
+                        entries_open,
+                        wake,
+                    });
+                }
+            }
         }
         self.heal(market.last, now, &mut out);
         self.tick_churners(market, now, &mut out);
@@ -1848,6 +1976,7 @@ impl Strategy for Grid {
         cfg.churner.userref_offset = self.cfg.churner.userref_offset;
         let switched = cfg.enabled != self.cfg.enabled;
         self.cfg = cfg;
+        self.forget_quiet_slots();
         if switched {
             return self.set_enabled(self.cfg.enabled, now).unwrap_or_default();
         }
@@ -1875,6 +2004,7 @@ impl Strategy for Grid {
             return out;
         }
         self.restored = true;
+        self.forget_quiet_slots();
         match Ledger::replay(
             journal
                 .iter()
@@ -2001,6 +2131,9 @@ impl Strategy for Grid {
                     if let Some(v) = self.verified.get_mut(i) {
                         *v = false;
                     }
+                    if let Some(q) = self.quiet_slots.get_mut(i) {
+                        *q = None;
+                    }
                 }
             }
         }
@@ -2012,6 +2145,210 @@ impl Strategy for Grid {
         cmd: &Command,
         now: i64,
     ) -> Option<Result<(String, Vec<Action>), CommandError>> {
+        self.forget_quiet_slots();
         Some(self.operator(cmd, now))
+    }
+}
+
+#[cfg(test)]
+mod quiet_slot_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use crate::strategy::{InstrumentKind, RegimeView};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn market(last: Decimal, now: i64, free_quote: Decimal) -> MarketView {
+        MarketView {
+            instrument: Some(Instrument {
+                kind: InstrumentKind::Spot,
+                symbol: "DOGEUSD".into(),
+                base: "DOGE".into(),
+                quote: "USD".into(),
+                tick_size: Decimal::new(1, 7),
+                price_decimals: 7,
+                lot_decimals: 8,
+                min_volume: Decimal::TEN,
+                min_cost: Decimal::new(5, 1),
+                maker_fee: Decimal::new(25, 4),
+                taker_fee: Decimal::new(4, 3),
+                max_open_orders: 225,
+            }),
+            free_base: Some(Decimal::from(50_000)),
+            free_quote: Some(free_quote),
+            open_orders_on_pair: Some(0),
+            regime: RegimeView {
+                regime: "RANGING".into(),
+                ready: true,
+                confidence: 0.9,
+                bias: 0.0,
+            },
+            balances_as_of_ms: now,
+            ..MarketView::prices("DOGEUSD", last, last, last)
+        }
+    }
+
+    fn update(id: &str, kind: UpdateKind, volume: Decimal, price: Decimal) -> OrderUpdate {
+        OrderUpdate {
+            client_order_id: id.into(),
+            kind,
+            volume_executed: volume,
+            average_price: (!volume.is_zero()).then_some(price),
+            fill_volume: volume,
+            fill_price: price,
+            fill_fee: volume * price * Decimal::new(25, 4),
+            fee_asset: "USD".into(),
+            message: String::new(),
+        }
+    }
+
+    /// The same grid twice, one skipping quiet slots' price ticks, walked
+    /// through a wandering price with every order acknowledged, filled when
+    /// the price crosses it and cancelled when asked: the same actions,
+    /// wakes and status at every step, and skips did happen.
+    #[test]
+    fn skipping_quiet_slots_changes_nothing() {
+        let mut cfg = GridConfig {
+            enabled: true,
+            slots: 3,
+            ..GridConfig::default()
+        };
+        cfg.heal.enabled = true;
+        let mut fast = Grid::new(cfg.clone(), "DOGEUSD", T0);
+        let mut slow = Grid::new(cfg, "DOGEUSD", T0);
+        slow.skip_quiet = false;
+        // Open orders: (id, side, price, volume).
+        let mut open: Vec<(String, Side, Decimal, Decimal)> = Vec::new();
+        let mut seed: u64 = 7;
+        let mut price = Decimal::new(12, 2);
+        let handle = |fast: &mut Grid,
+                      slow: &mut Grid,
+                      open: &mut Vec<(String, Side, Decimal, Decimal)>,
+                      first: Vec<Action>,
+                      now: i64| {
+            let mut queue = vec![first];
+            while let Some(actions) = queue.pop() {
+                for a in actions {
+                    let u = match a {
+                        Action::Place(i) => {
+                            let u = update(
+                                &i.client_order_id,
+                                UpdateKind::Open,
+                                Decimal::ZERO,
+                                Decimal::ZERO,
+                            );
+                            open.push((
+                                i.client_order_id,
+                                i.side,
+                                i.price.unwrap_or_default(),
+                                i.volume,
+                            ));
+                            u
+                        }
+                        Action::Cancel { client_order_id } => {
+                            let Some(k) = open.iter().position(|o| o.0 == client_order_id) else {
+                                continue;
+                            };
+                            open.remove(k);
+                            update(
+                                &client_order_id,
+                                UpdateKind::Canceled,
+                                Decimal::ZERO,
+                                Decimal::ZERO,
+                            )
+                        }
+                        _ => continue,
+                    };
+                    let a1 = fast.on_order(&u, now);
+                    let a2 = slow.on_order(&u, now);
+                    assert_eq!(a1, a2, "on_order at {now}");
+                    queue.push(a1);
+                }
+            }
+        };
+        let mut skips_seen = 0;
+        for step in 0..3_000_i64 {
+            let now = T0 + step * 60_000;
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let r = i64::try_from((seed >> 33) % 2001).unwrap() - 1000;
+            // Mostly small moves, now and then a jump of up to 3 %.
+            let scale = if seed % 17 == 0 { 30 } else { 3 };
+            price = (price * (Decimal::ONE + Decimal::new(r * scale, 7))).round_dp(7);
+            let free_quote = Decimal::from(2_000 + (step % 7) * 500);
+            // Fills first: what the price crossed.
+            let crossed: Vec<_> = open
+                .iter()
+                .filter(|o| match o.1 {
+                    Side::Buy => price <= o.2,
+                    Side::Sell => price >= o.2,
+                })
+                .cloned()
+                .collect();
+            for (id, _, p, v) in crossed {
+                open.retain(|o| o.0 != id);
+                let u = update(&id, UpdateKind::Filled, v, p);
+                let a1 = fast.on_order(&u, now);
+                let a2 = slow.on_order(&u, now);
+                assert_eq!(a1, a2, "fill at step {step}");
+                handle(&mut fast, &mut slow, &mut open, a1, now);
+            }
+            let m = market(price, now, free_quote);
+            let before = fast.quiet_skips;
+            let a1 = fast.on_tick(&m, now);
+            let a2 = slow.on_tick(&m, now);
+            assert_eq!(a1, a2, "tick at step {step}");
+            skips_seen += fast.quiet_skips - before;
+            assert_eq!(fast.wake(), slow.wake(), "wake at step {step}");
+            assert_eq!(
+                fast.status_block(now),
+                slow.status_block(now),
+                "status at step {step}"
+            );
+            handle(&mut fast, &mut slow, &mut open, a1, now);
+        }
+        assert!(skips_seen > 100, "only {skips_seen} slot ticks skipped");
+        assert!(
+            fast.ledger().positions().len() > 5,
+            "few positions: the walk traded too little"
+        );
+    }
+
+    #[test]
+    fn cycle_kinds_are_named_as_serde_names_them() {
+        for k in [
+            CycleKind::Exit,
+            CycleKind::Recovery,
+            CycleKind::Eviction,
+            CycleKind::RecoveryCancelled,
+            CycleKind::MarketClose,
+            CycleKind::Dust,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn the_entry_gates_read_as_the_blocking_reason_does() {
+        let cfg = GridConfig {
+            enabled: true,
+            slots: 1,
+            daily_loss_limit_usd: Decimal::TEN,
+            ..GridConfig::default()
+        };
+        let mut g = Grid::new(cfg, "DOGEUSD", T0);
+        assert_eq!(g.entries_closed(), g.entries_blocked().is_some());
+        let _ = g.on_tick(&market(Decimal::new(12, 2), T0, Decimal::from(5_000)), T0);
+        for (enabled, realized) in [(true, 0), (true, -10), (true, -11), (false, 0), (true, 5)] {
+            g.enabled = enabled;
+            g.realized_today = Decimal::from(realized);
+            assert_eq!(
+                g.entries_closed(),
+                g.entries_blocked().is_some(),
+                "{enabled} {realized}"
+            );
+        }
     }
 }
