@@ -96,6 +96,34 @@ pub struct Grid {
     skip_quiet: bool,
     /// Slot price ticks skipped that way (tests).
     quiet_skips: u64,
+    /// The daily loss gates last read, with the limit and realized loss
+    /// they were read from ([`Grid::loss`]).
+    loss_read: LossRead,
+}
+
+/// The daily loss gates of one (limit, realized today) pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LossRead {
+    /// The limit and realized loss, as bytes: the same bytes, the same
+    /// reading.
+    key: ([u8; 16], [u8; 16]),
+    /// Realized today at or below minus a positive limit.
+    locked: bool,
+    /// No limit, or limit + realized above zero.
+    room_left: bool,
+    /// limit + realized under a positive limit (what a slot may still lose).
+    room: Option<Decimal>,
+}
+
+impl LossRead {
+    fn of(limit: Decimal, realized: Decimal) -> LossRead {
+        LossRead {
+            key: (limit.serialize(), realized.serialize()),
+            locked: realized <= -limit && limit > Decimal::ZERO,
+            room_left: limit <= Decimal::ZERO || limit + realized > Decimal::ZERO,
+            room: (limit > Decimal::ZERO).then(|| limit + realized),
+        }
+    }
 }
 
 /// A slot's kept wake (see `Grid::quiet_slots`).
@@ -313,6 +341,7 @@ impl Grid {
             quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
             skip_quiet: true,
             quiet_skips: 0,
+            loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
     }
@@ -352,8 +381,23 @@ impl Grid {
     }
 
     fn loss_locked(&self) -> bool {
-        self.realized_today <= -self.cfg.daily_loss_limit_usd
-            && self.cfg.daily_loss_limit_usd > Decimal::ZERO
+        self.loss().locked
+    }
+
+    /// The daily loss gates now: the kept reading when the limit and the
+    /// realized loss are the ones it was read from, else read afresh.
+    fn loss(&self) -> LossRead {
+        let (limit, realized) = (self.cfg.daily_loss_limit_usd, self.realized_today);
+        if self.loss_read.key == (limit.serialize(), realized.serialize()) {
+            self.loss_read
+        } else {
+            LossRead::of(limit, realized)
+        }
+    }
+
+    /// Keeps the gates' reading for the limit and realized loss now.
+    fn keep_loss(&mut self) {
+        self.loss_read = self.loss();
     }
 
     fn internal_open(&self) -> u32 {
@@ -363,6 +407,9 @@ impl Grid {
     }
 
     fn entries_blocked(&self) -> Option<String> {
+        if !self.entries_closed() {
+            return None;
+        }
         if !self.enabled {
             return Some("grid disabled".into());
         }
@@ -382,12 +429,7 @@ impl Grid {
 
     /// Whether [`Grid::entries_blocked`] names a reason (without writing it).
     fn entries_closed(&self) -> bool {
-        !self.enabled
-            || self.loss_locked()
-            || self
-                .capacity
-                .as_ref()
-                .is_none_or(|c| c.band == CapBand::Stop)
+        !self.enabled || self.loss_locked() || !self.capacity_open()
     }
 
     /// Whether the grid's gates let an entry through with `budget` entries
@@ -400,9 +442,14 @@ impl Grid {
     /// day's loss room (these change only with the grid's state, not from
     /// slot to slot unless a transition books something).
     fn entry_gates_open(&self) -> bool {
-        let loss_room_left = self.cfg.daily_loss_limit_usd <= Decimal::ZERO
-            || self.cfg.daily_loss_limit_usd + self.realized_today > Decimal::ZERO;
-        !self.entries_closed() && loss_room_left
+        let loss = self.loss();
+        loss.room_left && !loss.locked && self.enabled && self.capacity_open()
+    }
+
+    fn capacity_open(&self) -> bool {
+        self.capacity
+            .as_ref()
+            .is_some_and(|c| c.band != CapBand::Stop)
     }
 
     /// A slot's wake as [`Grid::quiet`] reads it.
@@ -501,8 +548,7 @@ impl Grid {
             entry_budget: budget,
             entries_blocked: self.entries_blocked(),
             userref_offset: self.userref(self.slots[i].id),
-            loss_room: (self.cfg.daily_loss_limit_usd > Decimal::ZERO)
-                .then(|| self.cfg.daily_loss_limit_usd + self.realized_today),
+            loss_room: self.loss().room,
         };
         let state = std::mem::replace(&mut self.slots[i], SlotState::placeholder());
         let verified = self.verified.get(i).copied().unwrap_or(false);
@@ -715,6 +761,7 @@ impl Grid {
             ));
         }
         self.realized_today += c.net;
+        self.keep_loss();
         self.settled_usd += c.exit_price * c.volume;
         let kind = c.kind.as_str().to_string();
         // Over-performance: an exit that filled better than the price it
@@ -1760,6 +1807,7 @@ impl Strategy for Grid {
 
     fn on_tick(&mut self, market: &MarketView, now: i64) -> Vec<Action> {
         self.roll_day(now);
+        self.keep_loss();
         self.ticked_ms = now;
         crate::strategy::keep_view(&mut self.market, market);
         if market.instrument.is_some() {
@@ -2341,14 +2389,38 @@ mod quiet_slot_tests {
         let mut g = Grid::new(cfg, "DOGEUSD", T0);
         assert_eq!(g.entries_closed(), g.entries_blocked().is_some());
         let _ = g.on_tick(&market(Decimal::new(12, 2), T0, Decimal::from(5_000)), T0);
-        for (enabled, realized) in [(true, 0), (true, -10), (true, -11), (false, 0), (true, 5)] {
-            g.enabled = enabled;
-            g.realized_today = Decimal::from(realized);
-            assert_eq!(
-                g.entries_closed(),
-                g.entries_blocked().is_some(),
-                "{enabled} {realized}"
-            );
+        for limit in [Decimal::ZERO, Decimal::TEN, Decimal::new(-5, 0)] {
+            g.cfg.daily_loss_limit_usd = limit;
+            for (enabled, realized) in [
+                (true, Decimal::ZERO),
+                (true, Decimal::new(-10, 0)),
+                (true, Decimal::new(-10000, 3)),
+                (true, Decimal::new(-11, 0)),
+                (false, Decimal::ZERO),
+                (true, Decimal::new(5, 1)),
+            ] {
+                g.enabled = enabled;
+                g.realized_today = realized;
+                // Read afresh, then from the kept reading: the same.
+                for _ in 0..2 {
+                    assert_eq!(g.entries_closed(), g.entries_blocked().is_some());
+                    let room_left = limit <= Decimal::ZERO || limit + realized > Decimal::ZERO;
+                    assert_eq!(
+                        g.entry_gates_open(),
+                        g.entries_blocked().is_none() && room_left
+                    );
+                    assert_eq!(
+                        g.loss().room,
+                        (limit > Decimal::ZERO).then(|| limit + realized)
+                    );
+                    assert_eq!(
+                        g.loss_locked(),
+                        realized <= -limit && limit > Decimal::ZERO,
+                        "{limit} {realized}"
+                    );
+                    g.keep_loss();
+                }
+            }
         }
     }
 }
