@@ -463,23 +463,23 @@ impl Grid {
     }
 
     /// Whether slot `i`'s price tick at `market`, `now` is the quiet tick its
-    /// last one was: the wake that tick left holds, the entry gates read the
-    /// same, and no trade is due an entry (a blocked entry rewrites
-    /// `last_error`). Then the tick would only store the price, so this does
-    /// that and returns true.
-    /// `open`: [`Grid::entries_open`] now, with the loop's budget left.
-    fn skip_quiet_slot(&mut self, i: usize, market: Decimal, now: i64, open: bool) -> bool {
+    /// last one was: the wake that tick left holds and no trade is due an
+    /// entry. Then the tick would only store the price, so this does that
+    /// and returns true.
+    ///
+    /// The entry gates need not read as they did: [`slot::wake`] reads them
+    /// only for a trade due an entry at the wake's time, and a trade not due
+    /// now was not due then (the slot's orders and timers are the ones that
+    /// tick left); a tick reads them only for a due trade too (where a
+    /// blocked entry rewrites `last_error`).
+    fn skip_quiet_slot(&mut self, i: usize, market: Decimal, now: i64) -> bool {
         if !self.skip_quiet {
             return false;
         }
         let Some(q) = self.quiet_slots.get(i).copied().flatten() else {
             return false;
         };
-        if now < q.at_ms
-            || !q.wake.holds(market, now)
-            || q.entries_open != open
-            || slot::entry_due(&self.slots[i], now)
-        {
+        if now < q.at_ms || !q.wake.holds(market, now) || slot::entry_due(&self.slots[i], now) {
             return false;
         }
         if market > Decimal::ZERO {
@@ -487,6 +487,20 @@ impl Grid {
         }
         self.quiet_skips += 1;
         true
+    }
+
+    /// Slot `i`'s kept wake when it is the one [`Grid::slot_wake`] reads at
+    /// `now` with `entries_open` (the slot untouched since its quiet tick):
+    /// - kept at `now`, or holding at (`last`, `now`): every bound the wake
+    ///   took from a time (`now < t` gives "before t") then holds now, so
+    ///   reading it now takes the same branches;
+    /// - read with the same gates, or no trade due an entry (the gates are
+    ///   read only for one).
+    fn kept_wake(&self, i: usize, last: Decimal, now: i64, entries_open: bool) -> Option<Wake> {
+        let q = self.quiet_slots.get(i).copied().flatten()?;
+        let same_time = q.at_ms == now || (q.at_ms < now && q.wake.holds(last, now));
+        let same_gates = q.entries_open == entries_open || !slot::entry_due(&self.slots[i], now);
+        (same_time && same_gates).then_some(q.wake)
     }
 
     /// Drops every slot's kept wake.
@@ -1003,11 +1017,9 @@ impl Grid {
         let budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
         let entries_open = self.entries_open(budget);
         for i in 0..self.slots.len() {
-            // A wake this tick left for the slot, read with the same gates,
-            // is the one read here.
-            let w_slot = match self.quiet_slots.get(i).copied().flatten() {
-                Some(q) if q.at_ms == now && q.entries_open == entries_open => q.wake,
-                _ => self.slot_wake(i, now, entries_open),
+            let w_slot = match self.kept_wake(i, market.last, now, entries_open) {
+                Some(w) => w,
+                None => self.slot_wake(i, now, entries_open),
             };
             w = w.and(w_slot);
             if w == Wake::EveryTick {
@@ -1842,7 +1854,7 @@ impl Strategy for Grid {
         // quiet one changes nothing they read).
         let mut gates = self.entry_gates_open();
         for i in 0..self.slots.len() {
-            if self.skip_quiet_slot(i, market.last, now, gates && budget > 0) {
+            if self.skip_quiet_slot(i, market.last, now) {
                 continue;
             }
             let ev = SlotEvent::PriceTick {
