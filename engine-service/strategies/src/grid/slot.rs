@@ -1415,12 +1415,19 @@ fn refresh_one_stale_entry(
     if now < s.refresh_cooldown_until_ms {
         return;
     }
-    let limit = ctx.params.refresh_pct / hundred();
+    let screen = RefreshScreen::new(market, ctx.params.refresh_pct);
+    let mut limit = None;
     let stale = s.orders.iter().position(|o| {
         o.role == Role::Entry
             && o.pending.is_none()
             && o.executed.is_zero()
-            && o.price.is_some_and(|p| (p - market).abs() / market > limit)
+            && o.price.is_some_and(|p| {
+                if screen.is_some_and(|sc| sc.certainly_within(p)) {
+                    return false;
+                }
+                let limit = *limit.get_or_insert_with(|| ctx.params.refresh_pct / hundred());
+                (p - market).abs() / market > limit
+            })
     });
     let Some(i) = stale else {
         return;
@@ -1447,6 +1454,32 @@ fn refresh_one_stale_entry(
         client_order_id: o.client_order_id.clone(),
         reason: "stale entry refresh".into(),
     });
+}
+
+/// An f64 screen before the stale-entry test `|p - market| / market >
+/// refresh_pct / 100`: says "within" only with a relative margin of 1e-6
+/// on the limit, far wider than the f64 readings' error (a few ulps, the
+/// limit at least 1e-6) and Decimal's rounding (28 digits); anything else
+/// goes to the exact test.
+#[derive(Debug, Clone, Copy)]
+struct RefreshScreen {
+    market: f64,
+    limit: f64,
+}
+
+impl RefreshScreen {
+    fn new(market: Decimal, refresh_pct: Decimal) -> Option<RefreshScreen> {
+        let f = super::heal::approx_f64;
+        let (market, limit) = (f(market), f(refresh_pct) / 100.0);
+        (market > 0.0 && market.is_finite() && limit >= 1e-6 && limit.is_finite())
+            .then_some(RefreshScreen { market, limit })
+    }
+
+    /// True only when `p` is certainly within the limit of the market.
+    fn certainly_within(self, p: Decimal) -> bool {
+        let d = (super::heal::approx_f64(p) - self.market).abs() / self.market;
+        d < self.limit * (1.0 - 1e-6)
+    }
 }
 
 fn o_price(o: &SlotOrder) -> Decimal {
@@ -1910,6 +1943,56 @@ mod verified_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The stale-entry screen says "within" only where the exact test
+    /// says "not stale", over prices around each edge and far from it.
+    #[test]
+    fn the_refresh_screen_never_hides_a_stale_entry() {
+        let mut seed: u64 = 11;
+        let mut within = 0;
+        for pct in [
+            Decimal::new(1, 4),
+            Decimal::new(5, 1),
+            Decimal::ONE,
+            Decimal::new(25, 1),
+            Decimal::from(50),
+        ] {
+            let limit = pct / hundred();
+            for k in 0..4_000_i64 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let market = Decimal::new(i64::try_from(seed >> 44).unwrap() + 1, 7);
+                let Some(screen) = RefreshScreen::new(market, pct) else {
+                    panic!("no screen at {market}");
+                };
+                // Near an edge: market * (1 +- limit) moved by a few ticks
+                // or ulps of the last digit; or anywhere within 2 limits.
+                let edge = if k % 2 == 0 {
+                    Decimal::ONE + limit
+                } else {
+                    Decimal::ONE - limit
+                };
+                let nudge = Decimal::new((k % 7) - 3, 7 + u32::try_from(k % 20).unwrap());
+                let p = match k % 3 {
+                    0 => market * edge + nudge,
+                    1 => (market * edge).round_dp(7),
+                    _ => {
+                        market
+                            * (Decimal::ONE
+                                + limit
+                                    * Decimal::new(i64::try_from(seed % 4001).unwrap() - 2000, 3))
+                    }
+                };
+                let exact_stale = (p - market).abs() / market > limit;
+                if screen.certainly_within(p) {
+                    within += 1;
+                    assert!(!exact_stale, "{p} at {market}, {pct} %");
+                }
+            }
+        }
+        assert!(within > 1_000, "the screen decided only {within} times");
+    }
 
     #[test]
     fn slot_ids_are_written_as_display_writes_them() {
