@@ -466,33 +466,6 @@ impl SlotState {
         }
     }
 
-    /// What stands in a slot's place while its state is moved through a
-    /// transition: nothing allocated (no alias), never read.
-    pub(crate) fn placeholder() -> SlotState {
-        SlotState {
-            id: 0,
-            alias: String::new(),
-            sticky: false,
-            mode: SlotMode::Both,
-            orders: Vec::new(),
-            recovery: Vec::new(),
-            a: TradeState::default(),
-            b: TradeState::default(),
-            market: None,
-            s2_since_ms: None,
-            refresh_dir: 0,
-            refresh_streak: 0,
-            refresh_cooldown_until_ms: 0,
-            halted: None,
-            last_error: String::new(),
-            cycles: 0,
-            profit: Decimal::ZERO,
-            orphans: 0,
-            recent: Vec::new(),
-            ids: IdGen::new(0),
-        }
-    }
-
     pub fn trade(&self, t: Trade) -> &TradeState {
         match t {
             Trade::A => &self.a,
@@ -822,6 +795,7 @@ pub fn transition(
 /// returned not halted and left as it was since: its invariants held when
 /// that transition checked them last, so they are not checked again first
 /// (the same outcome, one check fewer).
+#[cfg(test)]
 pub(crate) fn transition_verified(
     state: SlotState,
     event: &SlotEvent,
@@ -837,6 +811,19 @@ fn transition_from(
     verified: bool,
 ) -> (SlotState, Vec<SlotAction>) {
     let mut s = state;
+    let out = transition_in_place(&mut s, event, ctx, verified);
+    (s, out)
+}
+
+/// [`transition`] (or, `verified`, [`transition_verified`]) of the state in
+/// `s`, left there: the same state and actions, without moving the state
+/// in and out.
+pub(crate) fn transition_in_place(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+) -> Vec<SlotAction> {
     let mut out = Vec::new();
     if !verified
         && s.halted.is_none()
@@ -852,9 +839,9 @@ fn transition_from(
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(&mut s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid);
         }
-        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out, valid),
+        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -863,7 +850,7 @@ fn transition_from(
             done,
             now_ms,
         } => on_fill(
-            &mut s,
+            s,
             client_order_id,
             *volume,
             *price,
@@ -881,7 +868,7 @@ fn transition_from(
             done,
             now_ms,
         } => on_recovery_fill(
-            &mut s,
+            s,
             client_order_id,
             *volume,
             *price,
@@ -894,16 +881,16 @@ fn transition_from(
         SlotEvent::RecoveryCancel {
             client_order_id,
             now_ms,
-        } => on_recovery_cancel(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        } => on_recovery_cancel(s, client_order_id, *now_ms, ctx, &mut out),
         SlotEvent::Canceled {
             client_order_id,
             now_ms,
-        } => on_canceled(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        } => on_canceled(s, client_order_id, *now_ms, ctx, &mut out),
         SlotEvent::Refused {
             client_order_id,
             message,
             now_ms,
-        } => on_refused(&mut s, client_order_id, message, *now_ms, ctx, &mut out),
+        } => on_refused(s, client_order_id, message, *now_ms, ctx, &mut out),
         SlotEvent::CancelFailed {
             client_order_id,
             message,
@@ -930,7 +917,7 @@ fn transition_from(
             reason,
             now_ms,
         } => request_change(
-            &mut s,
+            s,
             client_order_id,
             Pending::Reprice {
                 price: *price,
@@ -943,17 +930,10 @@ fn transition_from(
         SlotEvent::CloseAtMarket {
             client_order_id,
             now_ms,
-        } => request_change(
-            &mut s,
-            client_order_id,
-            Pending::Close,
-            *now_ms,
-            ctx,
-            &mut out,
-        ),
+        } => request_change(s, client_order_id, Pending::Close, *now_ms, ctx, &mut out),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(&mut s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid);
         }
     }
     if s.halted.is_none()
@@ -965,7 +945,7 @@ fn transition_from(
         // A halted slot books what happened but places nothing.
         out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
     }
-    (s, out)
+    out
 }
 
 /// Whether a tick of `s` at `now` reaches the entry gates: a trade the mode

@@ -564,17 +564,13 @@ impl Grid {
             userref_offset: self.userref(self.slots[i].id),
             loss_room: self.loss().room,
         };
-        let state = std::mem::replace(&mut self.slots[i], SlotState::placeholder());
         let verified = self.verified.get(i).copied().unwrap_or(false);
-        let (next, actions) = if verified {
-            slot::transition_verified(state, ev, &ctx)
-        } else {
-            slot::transition(state, ev, &ctx)
-        };
+        // In place: `transition` (or `transition_verified`) without moving
+        // the slot out and back.
+        let actions = slot::transition_in_place(&mut self.slots[i], ev, &ctx, verified);
         if let Some(v) = self.verified.get_mut(i) {
-            *v = next.halted.is_none();
+            *v = self.slots[i].halted.is_none();
         }
-        self.slots[i] = next;
         let quiet = actions.is_empty();
         let mut out = Vec::new();
         let mut entries = 0;
