@@ -2331,7 +2331,7 @@ mod quiet_slot_tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             let r = i64::try_from((seed >> 33) % 2001).unwrap() - 1000;
             // Mostly small moves, now and then a jump of up to 3 %.
-            let scale = if seed % 17 == 0 { 30 } else { 3 };
+            let scale = if seed.is_multiple_of(17) { 30 } else { 3 };
             price = (price * (Decimal::ONE + Decimal::new(r * scale, 7))).round_dp(7);
             let free_quote = Decimal::from(2_000 + (step % 7) * 500);
             // Fills first: what the price crossed.
