@@ -126,8 +126,23 @@ impl StaleScreen {
 /// `d` as f64 within a few ulps (mantissa over a power of ten), without
 /// `Decimal::to_f64`'s exact but slow path.
 pub(super) fn approx_f64(d: Decimal) -> f64 {
-    d.mantissa() as f64 / 10f64.powi(d.scale() as i32)
+    // Bit for bit `mantissa as f64 / 10f64.powi(scale)`: a mantissa that
+    // fits an i64 converts to the same nearest f64 either way, and the
+    // powers of ten up to 1e22 are exact in f64, as are the products
+    // `powi` builds them from (so the table holds what it returns).
+    let m = d.mantissa();
+    let m = i64::try_from(m).map_or(m as f64, |m| m as f64);
+    match POW10.get(d.scale() as usize) {
+        Some(p) => m / p,
+        None => m / 10f64.powi(d.scale() as i32),
+    }
 }
+
+/// 10^0 ..= 10^22, each exact in f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
 
 /// Reads a position's age at `market`.
 pub fn reading(p: &Position, market: Decimal, now_ms: i64, h: &HealParams) -> AgeReading {
@@ -382,5 +397,35 @@ mod tests {
         );
         // Already inside the fillable price: nothing to pay.
         assert_eq!(subsidised_move(&short, dec!(0.118), dec!(1), TICK), None);
+    }
+
+    #[test]
+    fn approx_f64_is_the_mantissa_over_powi_bit_for_bit() {
+        let old = |d: Decimal| d.mantissa() as f64 / 10f64.powi(d.scale() as i32);
+        let mut seed: u64 = 3;
+        for scale in 0..=28_u32 {
+            for k in 0..400 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                // Small, i64-sized and wider-than-i64 mantissas, both signs.
+                let m: i128 = match k % 4 {
+                    0 => i128::from(seed % 1_000_000),
+                    1 => i128::from(seed >> 1),
+                    2 => (i128::from(seed) << 30) | i128::from(seed >> 40),
+                    _ => -(i128::from(seed >> 3)),
+                };
+                let d = Decimal::from_i128_with_scale(m, scale);
+                assert_eq!(approx_f64(d).to_bits(), old(d).to_bits(), "{d}");
+            }
+        }
+        assert_eq!(
+            approx_f64(Decimal::MAX).to_bits(),
+            old(Decimal::MAX).to_bits()
+        );
+        assert_eq!(
+            approx_f64(Decimal::MIN).to_bits(),
+            old(Decimal::MIN).to_bits()
+        );
     }
 }

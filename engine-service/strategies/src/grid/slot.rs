@@ -247,6 +247,20 @@ pub enum CycleKind {
     Dust,
 }
 
+impl CycleKind {
+    /// The serde name (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleKind::Exit => "exit",
+            CycleKind::Recovery => "recovery",
+            CycleKind::Eviction => "eviction",
+            CycleKind::RecoveryCancelled => "recovery_cancelled",
+            CycleKind::MarketClose => "market_close",
+            CycleKind::Dust => "dust",
+        }
+    }
+}
+
 /// A realized cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleRecord {
@@ -449,33 +463,6 @@ impl SlotState {
             orphans: 0,
             recent: Vec::new(),
             ids: IdGen::new(run_start_ms),
-        }
-    }
-
-    /// What stands in a slot's place while its state is moved through a
-    /// transition: nothing allocated (no alias), never read.
-    pub(crate) fn placeholder() -> SlotState {
-        SlotState {
-            id: 0,
-            alias: String::new(),
-            sticky: false,
-            mode: SlotMode::Both,
-            orders: Vec::new(),
-            recovery: Vec::new(),
-            a: TradeState::default(),
-            b: TradeState::default(),
-            market: None,
-            s2_since_ms: None,
-            refresh_dir: 0,
-            refresh_streak: 0,
-            refresh_cooldown_until_ms: 0,
-            halted: None,
-            last_error: String::new(),
-            cycles: 0,
-            profit: Decimal::ZERO,
-            orphans: 0,
-            recent: Vec::new(),
-            ids: IdGen::new(0),
         }
     }
 
@@ -808,6 +795,7 @@ pub fn transition(
 /// returned not halted and left as it was since: its invariants held when
 /// that transition checked them last, so they are not checked again first
 /// (the same outcome, one check fewer).
+#[cfg(test)]
 pub(crate) fn transition_verified(
     state: SlotState,
     event: &SlotEvent,
@@ -823,6 +811,19 @@ fn transition_from(
     verified: bool,
 ) -> (SlotState, Vec<SlotAction>) {
     let mut s = state;
+    let out = transition_in_place(&mut s, event, ctx, verified);
+    (s, out)
+}
+
+/// [`transition`] (or, `verified`, [`transition_verified`]) of the state in
+/// `s`, left there: the same state and actions, without moving the state
+/// in and out.
+pub(crate) fn transition_in_place(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+) -> Vec<SlotAction> {
     let mut out = Vec::new();
     if !verified
         && s.halted.is_none()
@@ -838,9 +839,9 @@ fn transition_from(
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(&mut s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid);
         }
-        SlotEvent::TimerTick { now_ms } => tick(&mut s, *now_ms, ctx, &mut out, valid),
+        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -849,7 +850,7 @@ fn transition_from(
             done,
             now_ms,
         } => on_fill(
-            &mut s,
+            s,
             client_order_id,
             *volume,
             *price,
@@ -867,7 +868,7 @@ fn transition_from(
             done,
             now_ms,
         } => on_recovery_fill(
-            &mut s,
+            s,
             client_order_id,
             *volume,
             *price,
@@ -880,16 +881,16 @@ fn transition_from(
         SlotEvent::RecoveryCancel {
             client_order_id,
             now_ms,
-        } => on_recovery_cancel(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        } => on_recovery_cancel(s, client_order_id, *now_ms, ctx, &mut out),
         SlotEvent::Canceled {
             client_order_id,
             now_ms,
-        } => on_canceled(&mut s, client_order_id, *now_ms, ctx, &mut out),
+        } => on_canceled(s, client_order_id, *now_ms, ctx, &mut out),
         SlotEvent::Refused {
             client_order_id,
             message,
             now_ms,
-        } => on_refused(&mut s, client_order_id, message, *now_ms, ctx, &mut out),
+        } => on_refused(s, client_order_id, message, *now_ms, ctx, &mut out),
         SlotEvent::CancelFailed {
             client_order_id,
             message,
@@ -916,7 +917,7 @@ fn transition_from(
             reason,
             now_ms,
         } => request_change(
-            &mut s,
+            s,
             client_order_id,
             Pending::Reprice {
                 price: *price,
@@ -929,17 +930,10 @@ fn transition_from(
         SlotEvent::CloseAtMarket {
             client_order_id,
             now_ms,
-        } => request_change(
-            &mut s,
-            client_order_id,
-            Pending::Close,
-            *now_ms,
-            ctx,
-            &mut out,
-        ),
+        } => request_change(s, client_order_id, Pending::Close, *now_ms, ctx, &mut out),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(&mut s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid);
         }
     }
     if s.halted.is_none()
@@ -951,7 +945,20 @@ fn transition_from(
         // A halted slot books what happened but places nothing.
         out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
     }
-    (s, out)
+    out
+}
+
+/// Whether a tick of `s` at `now` reaches the entry gates: a trade the mode
+/// allows, without an order, out of its loss cooldown and re-entry delay
+/// (what [`place_entries`] checks before the gates).
+pub(crate) fn entry_due(s: &SlotState, now: i64) -> bool {
+    [Trade::A, Trade::B].into_iter().any(|t| {
+        let ts = s.trade(t);
+        mode_allows(s.mode, t)
+            && !s.orders.iter().any(|o| o.trade == t)
+            && now >= ts.cooldown_until_ms
+            && now >= ts.reentry_at_ms
+    })
 }
 
 fn mode_allows(mode: SlotMode, t: Trade) -> bool {
@@ -1388,12 +1395,19 @@ fn refresh_one_stale_entry(
     if now < s.refresh_cooldown_until_ms {
         return;
     }
-    let limit = ctx.params.refresh_pct / hundred();
+    let screen = RefreshScreen::new(market, ctx.params.refresh_pct);
+    let mut limit = None;
     let stale = s.orders.iter().position(|o| {
         o.role == Role::Entry
             && o.pending.is_none()
             && o.executed.is_zero()
-            && o.price.is_some_and(|p| (p - market).abs() / market > limit)
+            && o.price.is_some_and(|p| {
+                if screen.is_some_and(|sc| sc.certainly_within(p)) {
+                    return false;
+                }
+                let limit = *limit.get_or_insert_with(|| ctx.params.refresh_pct / hundred());
+                (p - market).abs() / market > limit
+            })
     });
     let Some(i) = stale else {
         return;
@@ -1420,6 +1434,32 @@ fn refresh_one_stale_entry(
         client_order_id: o.client_order_id.clone(),
         reason: "stale entry refresh".into(),
     });
+}
+
+/// An f64 screen before the stale-entry test `|p - market| / market >
+/// refresh_pct / 100`: says "within" only with a relative margin of 1e-6
+/// on the limit, far wider than the f64 readings' error (a few ulps, the
+/// limit at least 1e-6) and Decimal's rounding (28 digits); anything else
+/// goes to the exact test.
+#[derive(Debug, Clone, Copy)]
+struct RefreshScreen {
+    market: f64,
+    limit: f64,
+}
+
+impl RefreshScreen {
+    fn new(market: Decimal, refresh_pct: Decimal) -> Option<RefreshScreen> {
+        let f = super::heal::approx_f64;
+        let (market, limit) = (f(market), f(refresh_pct) / 100.0);
+        (market > 0.0 && market.is_finite() && limit >= 1e-6 && limit.is_finite())
+            .then_some(RefreshScreen { market, limit })
+    }
+
+    /// True only when `p` is certainly within the limit of the market.
+    fn certainly_within(self, p: Decimal) -> bool {
+        let d = (super::heal::approx_f64(p) - self.market).abs() / self.market;
+        d < self.limit * (1.0 - 1e-6)
+    }
 }
 
 fn o_price(o: &SlotOrder) -> Decimal {
@@ -1883,6 +1923,56 @@ mod verified_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The stale-entry screen says "within" only where the exact test
+    /// says "not stale", over prices around each edge and far from it.
+    #[test]
+    fn the_refresh_screen_never_hides_a_stale_entry() {
+        let mut seed: u64 = 11;
+        let mut within = 0;
+        for pct in [
+            Decimal::new(1, 4),
+            Decimal::new(5, 1),
+            Decimal::ONE,
+            Decimal::new(25, 1),
+            Decimal::from(50),
+        ] {
+            let limit = pct / hundred();
+            for k in 0..4_000_i64 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let market = Decimal::new(i64::try_from(seed >> 44).unwrap() + 1, 7);
+                let Some(screen) = RefreshScreen::new(market, pct) else {
+                    panic!("no screen at {market}");
+                };
+                // Near an edge: market * (1 +- limit) moved by a few ticks
+                // or ulps of the last digit; or anywhere within 2 limits.
+                let edge = if k % 2 == 0 {
+                    Decimal::ONE + limit
+                } else {
+                    Decimal::ONE - limit
+                };
+                let nudge = Decimal::new((k % 7) - 3, 7 + u32::try_from(k % 20).unwrap());
+                let p = match k % 3 {
+                    0 => market * edge + nudge,
+                    1 => (market * edge).round_dp(7),
+                    _ => {
+                        market
+                            * (Decimal::ONE
+                                + limit
+                                    * Decimal::new(i64::try_from(seed % 4001).unwrap() - 2000, 3))
+                    }
+                };
+                let exact_stale = (p - market).abs() / market > limit;
+                if screen.certainly_within(p) {
+                    within += 1;
+                    assert!(!exact_stale, "{p} at {market}, {pct} %");
+                }
+            }
+        }
+        assert!(within > 1_000, "the screen decided only {within} times");
+    }
 
     #[test]
     fn slot_ids_are_written_as_display_writes_them() {
