@@ -407,6 +407,28 @@ async fn write_batch(
 mod tests {
     use super::*;
 
+    /// The group commit: what is sent within [`GROUP_COMMIT`] of a batch's
+    /// first item joins that batch; what comes after starts the next one;
+    /// a closed channel still hands over what it holds, then ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_what_arrives_within_the_group_commit() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let started = tokio::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            tx.send(1).unwrap();
+            tokio::time::sleep(GROUP_COMMIT / 2).await;
+            tx.send(2).unwrap();
+            tx.send(3).unwrap();
+            tokio::time::sleep(GROUP_COMMIT).await;
+            tx.send(4).unwrap();
+        });
+        assert_eq!(next_batch(&mut rx).await, Some(vec![1, 2, 3]));
+        assert_eq!(started.elapsed(), GROUP_COMMIT);
+        assert_eq!(next_batch(&mut rx).await, Some(vec![4]));
+        sender.await.unwrap();
+        assert_eq!(next_batch(&mut rx).await, None);
+    }
+
     #[test]
     fn rows_are_written_in_few_statement_shapes() {
         for n in 0..300 {
