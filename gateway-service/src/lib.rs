@@ -105,233 +105,247 @@ pub async fn run_reloadable(
             return Ok(());
         }
     };
-    if cfg.admin_token.is_none() {
-        tracing::warn!(
-            "no admin_token configured: the GatewayAdmin service refuses every call \
-             (set admin_token or {})",
-            config::env::ADMIN_TOKEN
-        );
-    }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
-        VenueKind::Paper => {
-            let p = match &cfg.paper.state_file {
-                Some(path) => PaperVenue::load_or_new(&cfg.paper.exchange, clock.clone(), path)?,
-                None => PaperVenue::new(&cfg.paper.exchange, clock.clone()),
-            }
-            .with_latency(Duration::from_millis(cfg.paper.latency_ms));
-            (Arc::new(p.clone()), Some(p))
+    // Everything from here to serving is the start: a failure in it (a
+    // port taken, a state file unreadable, the key refused) gives the Lease
+    // back at once, so a standby need not wait for it to expire.
+    let started = async {
+        if cfg.admin_token.is_none() {
+            tracing::warn!(
+                "no admin_token configured: the GatewayAdmin service refuses every call \
+                 (set admin_token or {})",
+                config::env::ADMIN_TOKEN
+            );
         }
-        VenueKind::Kraken => {
-            let k = herd_kraken::KrakenVenue::new(&cfg.kraken)
-                .context("cannot start the Kraken venue")?;
-            (Arc::new(k), None)
-        }
-        VenueKind::Bybit => {
-            let v = herd_bybit::BybitVenue::new(&cfg.bybit)
-                .map_err(|e| anyhow::anyhow!("bybit venue: {e}"))?;
-            (Arc::new(v), None)
-        }
-    };
-    let metrics = Arc::new(metrics::GatewayMetrics::new(
-        cfg.engines.iter().map(|e| e.id.as_str()),
-    ));
-    let incarnation = new_incarnation(clock.as_ref());
-    let sink_stats = sinks::stats_for(&cfg.events.sinks, None);
-    let routes = sinks::routes_for(&cfg.events.sinks, &sink_stats);
-    let event_log =
-        events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation, routes)
-            .await
-            .context("opening the herd event log")?;
-    let http = reqwest::Client::builder()
-        .build()
-        .context("building the sinks' HTTP client")?;
-    // One delivery task per sink; a reload restarts the changed ones.
-    let sink_workers = Arc::new(sinks::Supervisor::new(event_log.clone(), http));
-    sink_workers.apply(&cfg.events.sinks, &sink_stats);
-    let emitter = events::Emitter::new(event_log.clone());
-    events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
-    let venue = hold.fence_venue(metrics::MeteredVenue::wrap_with_events(
-        venue,
-        metrics.clone(),
-        emitter.clone(),
-    ));
-    // Before anything else talks to the venue: what may this key do?
-    let key_state = Arc::new(keycheck::KeyState::default());
-    key_state.set_events(emitter.clone());
-    let checked = keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
-        clock.now_ms()
-    })
-    .await;
-    if let Err(e) = &checked {
-        events::gateway_refused(&emitter, e);
-        event_log.flush().await;
-    }
-    checked.context("the API key failed the start-up check")?;
-    keycheck::check_clock(venue.as_ref(), &cfg.key_check, &key_state, clock.now_ms()).await;
-    let engines: Vec<(String, String)> = cfg
-        .engines
-        .iter()
-        .map(|e| (e.id.clone(), e.prefix()))
-        .collect();
-    let registry = Arc::new(Registry::new(
-        &engines,
-        incarnation.clone(),
-        cfg.event_retention,
-    ));
-    let userrefs: HashMap<String, (i32, i32)> = cfg
-        .engines
-        .iter()
-        .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
-        .collect();
-    let fair = fair::FairQueue::new(
-        cfg.venue_slots,
-        cfg.engine_queue_limit,
-        &reload::fair_weights(&cfg),
-    );
-    let mut core = Core::new(
-        venue.clone(),
-        paper.clone(),
-        registry.clone(),
-        clock,
-        userrefs,
-    )
-    .with_fair_queue(fair)
-    .with_metrics(metrics)
-    .with_risk(&cfg.risk)
-    .with_key_state(key_state.clone())
-    .with_events(emitter.clone())
-    .with_sinks(cfg.events.sinks.clone(), sink_stats);
-    if let Some(dir) = &cfg.state_dir {
-        let store = risk_store::RiskStore::open(dir).await?;
-        store
-            .restore(&core.risk)
-            .await
-            .with_context(|| format!("restoring the risk state from {}", dir.display()))?;
-        core.risk.persist_days_to(store.sender());
-        core = core.with_risk_store(store);
-    }
-    let ledger = fills::Ledger::open(cfg.state_dir.as_deref(), core.clock.clone())
-        .await
-        .context("opening the fills ledger")?;
-    core = core.with_ledger(Arc::new(ledger));
-    if let Some(rec) = &cfg.record {
-        let recorder = Arc::new(recorder::Recorder::open(&rec.path)?);
-        tracing::info!(path = %rec.path.display(), "recording tickers, candles and fills");
-        core.registry.set_recorder(recorder.clone());
-        core.market.set_recorder(recorder);
-    }
-    let reloader = origin.map(|origin| {
-        let path = origin.path.clone();
-        let r = Arc::new(reload::Reloader::new(
-            origin,
-            cfg.clone(),
-            sink_workers.clone(),
-            core.clock.now_ms(),
-        ));
-        (r, path)
-    });
-    if let Some((r, _)) = &reloader {
-        core = core.with_reloader(r.clone());
-    }
-    let core = Arc::new(core);
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some((r, path)) = reloader {
-        tasks.spawn(reload::run(core.clone(), r, path, cfg.config_poll_ms));
-    }
-    tasks.spawn(core.clone().run_kills());
-    tasks.spawn(events::watch_budget(core.clone()));
-    tasks.spawn(events::watch_engines(
-        core.clone(),
-        cfg.events.engine_gone_after_ms,
-    ));
-
-    core.registry.mark_all_gone_since(core.clock.now_ms());
-    tasks.spawn(recovery::run_adoption(core.clone()));
-    tasks.spawn(recovery::run_dead_man(
-        core.clone(),
-        cfg.engines
-            .iter()
-            .map(|e| (e.id.clone(), e.cancel_on_disconnect_ms))
-            .collect(),
-    ));
-    if let Some(p) = paper.clone() {
-        tasks.spawn(p.drive(Duration::from_millis(cfg.paper.step_ms)));
-    }
-    if let (Some(p), Some(path)) = (paper.clone(), cfg.paper.state_file.clone()) {
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                tick.tick().await;
-                // Serializing and fsyncing megabytes of candles blocks: not
-                // on a runtime thread.
-                let (p, path) = (p.clone(), path.clone());
-                match tokio::task::spawn_blocking(move || p.save(&path)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "paper state not saved"),
-                    Err(e) => tracing::error!(error = %e, "paper state save did not finish"),
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (venue, paper): (Arc<dyn Venue>, Option<PaperVenue>) = match cfg.venue {
+            VenueKind::Paper => {
+                let p = match &cfg.paper.state_file {
+                    Some(path) => PaperVenue::load_or_new(&cfg.paper.exchange, clock.clone(), path)?,
+                    None => PaperVenue::new(&cfg.paper.exchange, clock.clone()),
                 }
+                .with_latency(Duration::from_millis(cfg.paper.latency_ms));
+                (Arc::new(p.clone()), Some(p))
             }
+            VenueKind::Kraken => {
+                let k = herd_kraken::KrakenVenue::new(&cfg.kraken)
+                    .context("cannot start the Kraken venue")?;
+                (Arc::new(k), None)
+            }
+            VenueKind::Bybit => {
+                let v = herd_bybit::BybitVenue::new(&cfg.bybit)
+                    .map_err(|e| anyhow::anyhow!("bybit venue: {e}"))?;
+                (Arc::new(v), None)
+            }
+        };
+        let metrics = Arc::new(metrics::GatewayMetrics::new(
+            cfg.engines.iter().map(|e| e.id.as_str()),
+        ));
+        let incarnation = new_incarnation(clock.as_ref());
+        let sink_stats = sinks::stats_for(&cfg.events.sinks, None);
+        let routes = sinks::routes_for(&cfg.events.sinks, &sink_stats);
+        let event_log =
+            events::EventLog::open(cfg.state_dir.as_deref(), &cfg.events, &incarnation, routes)
+                .await
+                .context("opening the herd event log")?;
+        let http = reqwest::Client::builder()
+            .build()
+            .context("building the sinks' HTTP client")?;
+        // One delivery task per sink; a reload restarts the changed ones.
+        let sink_workers = Arc::new(sinks::Supervisor::new(event_log.clone(), http));
+        sink_workers.apply(&cfg.events.sinks, &sink_stats);
+        let emitter = events::Emitter::new(event_log.clone());
+        events::gateway_started(&emitter, venue.name(), &incarnation, cfg.engines.len());
+        let venue = hold.fence_venue(metrics::MeteredVenue::wrap_with_events(
+            venue,
+            metrics.clone(),
+            emitter.clone(),
+        ));
+        // Before anything else talks to the venue: what may this key do?
+        let key_state = Arc::new(keycheck::KeyState::default());
+        key_state.set_events(emitter.clone());
+        let checked = keycheck::check_at_start(venue.as_ref(), &cfg.key_check, &key_state, || {
+            clock.now_ms()
+        })
+        .await;
+        if let Err(e) = &checked {
+            events::gateway_refused(&emitter, e);
+            event_log.flush().await;
+        }
+        checked.context("the API key failed the start-up check")?;
+        keycheck::check_clock(venue.as_ref(), &cfg.key_check, &key_state, clock.now_ms()).await;
+        let engines: Vec<(String, String)> = cfg
+            .engines
+            .iter()
+            .map(|e| (e.id.clone(), e.prefix()))
+            .collect();
+        let registry = Arc::new(Registry::new(
+            &engines,
+            incarnation.clone(),
+            cfg.event_retention,
+        ));
+        let userrefs: HashMap<String, (i32, i32)> = cfg
+            .engines
+            .iter()
+            .map(|e| (e.id.clone(), (e.userref_min, e.userref_max)))
+            .collect();
+        let fair = fair::FairQueue::new(
+            cfg.venue_slots,
+            cfg.engine_queue_limit,
+            &reload::fair_weights(&cfg),
+        );
+        let mut core = Core::new(
+            venue.clone(),
+            paper.clone(),
+            registry.clone(),
+            clock,
+            userrefs,
+        )
+        .with_fair_queue(fair)
+        .with_metrics(metrics)
+        .with_risk(&cfg.risk)
+        .with_key_state(key_state.clone())
+        .with_events(emitter.clone())
+        .with_sinks(cfg.events.sinks.clone(), sink_stats);
+        if let Some(dir) = &cfg.state_dir {
+            let store = risk_store::RiskStore::open(dir).await?;
+            store
+                .restore(&core.risk)
+                .await
+                .with_context(|| format!("restoring the risk state from {}", dir.display()))?;
+            core.risk.persist_days_to(store.sender());
+            core = core.with_risk_store(store);
+        }
+        let ledger = fills::Ledger::open(cfg.state_dir.as_deref(), core.clock.clone())
+            .await
+            .context("opening the fills ledger")?;
+        core = core.with_ledger(Arc::new(ledger));
+        if let Some(rec) = &cfg.record {
+            let recorder = Arc::new(recorder::Recorder::open(&rec.path)?);
+            tracing::info!(path = %rec.path.display(), "recording tickers, candles and fills");
+            core.registry.set_recorder(recorder.clone());
+            core.market.set_recorder(recorder);
+        }
+        let reloader = origin.map(|origin| {
+            let path = origin.path.clone();
+            let r = Arc::new(reload::Reloader::new(
+                origin,
+                cfg.clone(),
+                sink_workers.clone(),
+                core.clock.now_ms(),
+            ));
+            (r, path)
         });
-    }
-    tasks.spawn(keycheck::run(
-        venue.clone(),
-        cfg.key_check.clone(),
-        key_state,
-        core.clock.clone(),
-    ));
-    tasks.spawn(poller::run(
-        core.clone(),
-        Duration::from_millis(cfg.poll_interval_ms),
-        cfg.pending_timeout_ms.max(venue.min_pending_timeout_ms()),
-    ));
-    if cfg.dead_mans_switch.active_on(cfg.venue) {
-        tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
-    }
-
-    let auth = Auth::from_config(&cfg).with_events(emitter.clone());
-    let engine_auth = auth.clone();
-    let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
-        engine_auth.engine(r)
-    });
-    let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| {
-        auth.admin(r)
-    });
-    let health_service = <GatewayServer<GatewayService> as NamedService>::NAME;
-    let (health, router) = serving::grpc_server(health_service).await?;
-    let calls = serving::InFlight::new();
-    let router = router
-        .add_service(calls.wrap(gateway))
-        .add_service(calls.wrap(admin));
-
-    let (incoming, local) = serving::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(%local, venue = venue.name(), engines = engines.len(), incarnation = registry.incarnation(), "gateway listening");
-
-    let admin_port = herd_proto::admin_http::start(
-        cfg.http_listen,
-        http::routes(core.clone()).merge(herd_http::routes(herd_http::HerdState::new(
+        if let Some((r, _)) = &reloader {
+            core = core.with_reloader(r.clone());
+        }
+        let core = Arc::new(core);
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some((r, path)) = reloader {
+            tasks.spawn(reload::run(core.clone(), r, path, cfg.config_poll_ms));
+        }
+        tasks.spawn(core.clone().run_kills());
+        tasks.spawn(events::watch_budget(core.clone()));
+        tasks.spawn(events::watch_engines(
             core.clone(),
-            &cfg,
-        ))),
-        "gateway",
-        &mut tasks,
-    )
-    .await?;
-    on_ready(local);
+            cfg.events.engine_gone_after_ms,
+        ));
 
-    let serve = serving::Serve {
-        name: "gateway",
-        router,
-        incoming,
-        health,
-        health_service,
-        admin: admin_port,
-        drain: core.drain.clone(),
-        calls,
-        times: serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms),
+        core.registry.mark_all_gone_since(core.clock.now_ms());
+        tasks.spawn(recovery::run_adoption(core.clone()));
+        tasks.spawn(recovery::run_dead_man(
+            core.clone(),
+            cfg.engines
+                .iter()
+                .map(|e| (e.id.clone(), e.cancel_on_disconnect_ms))
+                .collect(),
+        ));
+        if let Some(p) = paper.clone() {
+            tasks.spawn(p.drive(Duration::from_millis(cfg.paper.step_ms)));
+        }
+        if let (Some(p), Some(path)) = (paper.clone(), cfg.paper.state_file.clone()) {
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tick.tick().await;
+                    // Serializing and fsyncing megabytes of candles blocks: not
+                    // on a runtime thread.
+                    let (p, path) = (p.clone(), path.clone());
+                    match tokio::task::spawn_blocking(move || p.save(&path)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "paper state not saved"),
+                        Err(e) => tracing::error!(error = %e, "paper state save did not finish"),
+                    }
+                }
+            });
+        }
+        tasks.spawn(keycheck::run(
+            venue.clone(),
+            cfg.key_check.clone(),
+            key_state,
+            core.clock.clone(),
+        ));
+        tasks.spawn(poller::run(
+            core.clone(),
+            Duration::from_millis(cfg.poll_interval_ms),
+            cfg.pending_timeout_ms.max(venue.min_pending_timeout_ms()),
+        ));
+        if cfg.dead_mans_switch.active_on(cfg.venue) {
+            tasks.spawn(dms::run(core.clone(), cfg.dead_mans_switch.clone()));
+        }
+
+        let auth = Auth::from_config(&cfg).with_events(emitter.clone());
+        let engine_auth = auth.clone();
+        let gateway = GatewayServer::with_interceptor(GatewayService::new(core.clone()), move |r| {
+            engine_auth.engine(r)
+        });
+        let admin = GatewayAdminServer::with_interceptor(AdminService::new(core.clone()), move |r| {
+            auth.admin(r)
+        });
+        let health_service = <GatewayServer<GatewayService> as NamedService>::NAME;
+        let (health, router) = serving::grpc_server(health_service).await?;
+        let calls = serving::InFlight::new();
+        let router = router
+            .add_service(calls.wrap(gateway))
+            .add_service(calls.wrap(admin));
+
+        let (incoming, local) = serving::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        tracing::info!(%local, venue = venue.name(), engines = engines.len(), incarnation = registry.incarnation(), "gateway listening");
+
+        let admin_port = herd_proto::admin_http::start(
+            cfg.http_listen,
+            http::routes(core.clone()).merge(herd_http::routes(herd_http::HerdState::new(
+                core.clone(),
+                &cfg,
+            ))),
+            "gateway",
+            &mut tasks,
+        )
+        .await?;
+        let serve = serving::Serve {
+            name: "gateway",
+            router,
+            incoming,
+            health,
+            health_service,
+            admin: admin_port,
+            drain: core.drain.clone(),
+            calls,
+            times: serving::ShutdownTimes::from_ms(cfg.drain_delay_ms, cfg.shutdown_timeout_ms),
+        };
+        Ok::<_, anyhow::Error>((core, tasks, event_log, sink_workers, emitter, paper, serve, local))
+    }
+    .await;
+    let (core, mut tasks, event_log, sink_workers, emitter, paper, serve, local) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "gateway start failed; releasing the Lease");
+            hold.release().await;
+            return Err(e);
+        }
     };
+    on_ready(local);
     // Reads, cancels and event streams go on during the drain; Drain alone
     // refuses new orders, so nothing gateway-specific happens at its start
     // or after the server stopped.

@@ -78,6 +78,18 @@ impl World {
     /// Starts gateway `identity` (also its Kraken user agent); it may wait
     /// as a standby.
     async fn gateway(&self, identity: &str, drain_delay_ms: u64) -> Gw {
+        self.gateway_with_secret(identity, drain_delay_ms, "api-secret")
+            .await
+    }
+
+    /// [`World::gateway`] reading its API secret from `secret_file` (in
+    /// the world's directory).
+    async fn gateway_with_secret(
+        &self,
+        identity: &str,
+        drain_delay_ms: u64,
+        secret_file: &str,
+    ) -> Gw {
         let [grpc, http] = free_ports::<2>().unwrap();
         let d = self.dir.path();
         let cfg = format!(
@@ -96,7 +108,7 @@ impl World {
             self.sim.url(),
             d.join("kraken.nonce").display(),
             d.join("api-key").display(),
-            d.join("api-secret").display(),
+            d.join(secret_file).display(),
         );
         let config = d.join(format!("{identity}.toml"));
         std::fs::write(&config, cfg).unwrap();
@@ -578,6 +590,53 @@ async fn a_clean_stop_releases_the_lease_to_the_standby() {
         "after gw-a's last renewal: gw-b's takeover +{} ms (the Lease would expire at +{LEASE_MS})",
         writes[takeover].at_ms - last_a
     );
+}
+
+/// A start that fails after taking the Lease (here the venue refuses the
+/// key at the start-up check: the secret is wrong) gives the Lease back at
+/// once instead of leaving it to expire, and the standby takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_releases_the_lease() {
+    let world = World::start().await;
+    // Another valid base64 secret (one character changed): signatures fail.
+    let wrong: String = API_SECRET
+        .char_indices()
+        .map(|(i, c)| match (i, c) {
+            (4, 'A') => 'B',
+            (4, _) => 'A',
+            _ => c,
+        })
+        .collect();
+    assert_ne!(wrong, API_SECRET);
+    std::fs::write(world.dir.path().join("wrong-secret"), wrong).unwrap();
+    let mut a = world.gateway_with_secret("gw-a", 50, "wrong-secret").await;
+    let status = tokio::time::timeout(Duration::from_secs(60), a.child.wait())
+        .await
+        .expect("gw-a exits after its failed start")
+        .unwrap();
+    assert!(!status.success(), "{status}: {}", a.log_text());
+    let log = a.log_text();
+    assert!(log.contains("start-up check"), "{log}");
+    assert!(log.contains("releasing the Lease"), "{log}");
+    let writes = world.kube.writes();
+    let took = writes
+        .iter()
+        .position(|w| w.holder.as_deref() == Some("gw-a"))
+        .expect("gw-a took the Lease before it failed");
+    let released = writes
+        .iter()
+        .skip(took)
+        .position(|w| w.holder.is_none() && w.verb == "replace");
+    assert!(
+        released.is_some(),
+        "gw-a left the Lease to expire; writes: {:?}",
+        writes
+            .iter()
+            .map(|w| (&w.verb, &w.holder))
+            .collect::<Vec<_>>()
+    );
+    let b = world.gateway("gw-b", 50).await;
+    b.wait_active(Duration::from_secs(30)).await;
 }
 
 /// Outside Kubernetes: a second gateway on the same state_dir refuses to
