@@ -71,7 +71,7 @@ enum Cmd {
 #[derive(Debug)]
 pub struct EventLog {
     pool: SqlitePool,
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: crate::risk_store::WriteQueue<Cmd>,
     last: watch::Sender<u64>,
     incarnation: String,
     counter: AtomicU64,
@@ -157,7 +157,7 @@ impl EventLog {
             .await?
             .try_get("m")?;
         let (last_tx, _) = watch::channel(u64::try_from(last).unwrap_or(0));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::risk_store::write_queue();
         let log = Arc::new(EventLog {
             pool: pool.clone(),
             tx,
@@ -208,7 +208,7 @@ impl EventLog {
     pub async fn append_durable(&self, events: Vec<HerdEvent>) -> Result<(u32, u32), String> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Cmd::Append(events, Some(done)))
+            .send_urgent(Cmd::Append(events, Some(done)))
             .map_err(|_| "the event log is closed".to_string())?;
         wait.await
             .map_err(|_| "the event log is closed".to_string())?
@@ -276,13 +276,13 @@ struct Retention {
 
 async fn writer(
     pool: SqlitePool,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    mut rx: crate::risk_store::WriteRx<Cmd>,
     last: watch::Sender<u64>,
     retention: Retention,
     routes: Arc<std::sync::RwLock<Vec<crate::sinks::Route>>>,
 ) {
     let mut writes = 0u64;
-    while let Some(mut batch) = crate::risk_store::next_batch(&mut rx).await {
+    while let Some(mut batch) = rx.next_batch().await {
         let routes = routes.read().unwrap_or_else(|p| p.into_inner()).clone();
         // Prune about every hundred commits, and on the first.
         let prune = writes.is_multiple_of(100);

@@ -31,7 +31,6 @@ use herd_venue::{FundingPayment, OrderState, Side};
 use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tokio::sync::mpsc;
 
 /// One recorded fill.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +131,7 @@ struct ReadCache {
 pub struct Ledger {
     clock: std::sync::Arc<dyn herd_venue::Clock>,
     pool: SqlitePool,
-    tx: mpsc::UnboundedSender<Write>,
+    tx: crate::risk_store::WriteQueue<Write>,
     inner: Mutex<Inner>,
     read_cache: tokio::sync::Mutex<ReadCache>,
 }
@@ -251,7 +250,7 @@ impl Ledger {
         {
             inner.funding_seen.insert(row.try_get("payment_id")?);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::risk_store::write_queue();
         tokio::spawn(writer(pool.clone(), rx));
         Ok(Ledger {
             clock,
@@ -375,7 +374,7 @@ impl Ledger {
     /// Waits until everything queued so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Write::Flush(tx)).is_ok() {
+        if self.tx.send_urgent(Write::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -464,8 +463,8 @@ impl Ledger {
 }
 
 /// Writes what is queued, in order, one transaction per wake-up.
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(batch) = crate::risk_store::next_batch(&mut rx).await {
+async fn writer(pool: SqlitePool, mut rx: crate::risk_store::WriteRx<Write>) {
+    while let Some(batch) = rx.next_batch().await {
         let mut flushes = Vec::new();
         let mut writes = Vec::new();
         for w in batch {

@@ -916,7 +916,7 @@ pub struct Risk {
     account: Mutex<Book>,
     audit: Mutex<VecDeque<AuditEntry>>,
     /// Where the day's totals go after each fill (the durable store).
-    sink: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::risk_store::Write>>,
+    sink: std::sync::OnceLock<crate::risk_store::WriteQueue<crate::risk_store::Write>>,
     /// Quote coin per symbol, for reading fees (filled by the gateway as it
     /// learns instruments).
     quotes: Mutex<HashMap<String, String>>,
@@ -962,10 +962,7 @@ impl Risk {
     }
 
     /// Sends the day's totals of a book to `tx` after each fill.
-    pub fn persist_days_to(
-        &self,
-        tx: tokio::sync::mpsc::UnboundedSender<crate::risk_store::Write>,
-    ) {
+    pub fn persist_days_to(&self, tx: crate::risk_store::WriteQueue<crate::risk_store::Write>) {
         let _ = self.sink.set(tx);
     }
 

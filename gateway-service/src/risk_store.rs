@@ -52,7 +52,7 @@ pub enum Write {
 #[derive(Debug, Clone)]
 pub struct RiskStore {
     pool: SqlitePool,
-    tx: mpsc::UnboundedSender<Write>,
+    tx: WriteQueue<Write>,
 }
 
 impl RiskStore {
@@ -87,7 +87,7 @@ impl RiskStore {
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = write_queue();
         tokio::spawn(writer(pool.clone(), rx));
         Ok(RiskStore { pool, tx })
     }
@@ -95,7 +95,7 @@ impl RiskStore {
     /// Waits until everything queued so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.tx.send(Write::Flush(tx)).is_ok() {
+        if self.tx.send_urgent(Write::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -106,13 +106,15 @@ impl RiskStore {
         self.pool.close().await;
     }
 
-    /// Queues an audit line.
+    /// Queues an audit line, committed at once (no group-commit wait:
+    /// audit lines are few, off the order path, and must survive a crash
+    /// that follows them closely, e.g. a kill -9 just after a kill action).
     pub fn append(&self, entry: &AuditEntry) {
-        let _ = self.tx.send(Write::Audit(entry.clone()));
+        let _ = self.tx.send_urgent(Write::Audit(entry.clone()));
     }
 
     /// A sender for the risk books' day totals.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Write> {
+    pub fn sender(&self) -> WriteQueue<Write> {
         self.tx.clone()
     }
 
@@ -260,17 +262,76 @@ impl RiskStore {
 /// before (the venue still holds every fill, and recovery re-reads it).
 pub(crate) const GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// The next batch of a writer task: waits for one item, then [`GROUP_COMMIT`],
-/// then takes every item waiting behind it (so a burst costs one
-/// transaction). `None` once every sender is gone. The fills ledger's and the
-/// event log's writers use it too.
-pub(crate) async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
-    let mut batch = vec![rx.recv().await?];
-    tokio::time::sleep(GROUP_COMMIT).await;
-    while let Ok(w) = rx.try_recv() {
-        batch.push(w);
+/// A writer task's queue. Rows go in without waking the writer while it
+/// waits out its [`GROUP_COMMIT`]; an urgent item (someone waits for its
+/// commit: a flush, a durable append) cuts the wait short, so a reader or
+/// an engine's event stream never waits for the window.
+pub struct WriteQueue<T> {
+    tx: mpsc::UnboundedSender<T>,
+    urgent: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl<T> Clone for WriteQueue<T> {
+    fn clone(&self) -> Self {
+        WriteQueue {
+            tx: self.tx.clone(),
+            urgent: self.urgent.clone(),
+        }
     }
-    Some(batch)
+}
+
+impl<T> std::fmt::Debug for WriteQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteQueue").finish_non_exhaustive()
+    }
+}
+
+/// The writer's end of a [`WriteQueue`].
+pub(crate) struct WriteRx<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    urgent: std::sync::Arc<tokio::sync::Notify>,
+}
+
+pub(crate) fn write_queue<T>() -> (WriteQueue<T>, WriteRx<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let urgent = std::sync::Arc::new(tokio::sync::Notify::new());
+    (
+        WriteQueue {
+            tx,
+            urgent: urgent.clone(),
+        },
+        WriteRx { rx, urgent },
+    )
+}
+
+impl<T> WriteQueue<T> {
+    pub fn send(&self, item: T) -> Result<(), mpsc::error::SendError<T>> {
+        self.tx.send(item)
+    }
+
+    /// Queues an item someone waits for: the writer commits at once.
+    pub fn send_urgent(&self, item: T) -> Result<(), mpsc::error::SendError<T>> {
+        let sent = self.tx.send(item);
+        self.urgent.notify_one();
+        sent
+    }
+}
+
+impl<T> WriteRx<T> {
+    /// The next batch: waits for one item, then for [`GROUP_COMMIT`] or an
+    /// urgent item, whichever comes first, then takes every item waiting
+    /// (so a burst costs one transaction). `None` once every sender is gone.
+    pub(crate) async fn next_batch(&mut self) -> Option<Vec<T>> {
+        let mut batch = vec![self.rx.recv().await?];
+        tokio::select! {
+            () = tokio::time::sleep(GROUP_COMMIT) => {}
+            () = self.urgent.notified() => {}
+        }
+        while let Ok(w) = self.rx.try_recv() {
+            batch.push(w);
+        }
+        Some(batch)
+    }
 }
 
 /// The number of rows of each multi-row statement that writes `n` rows:
@@ -328,8 +389,8 @@ pub(crate) async fn in_one_transaction<'q>(
 /// Writes what is queued, in order, in batches: everything waiting goes
 /// into one transaction, and of several day totals of one book only the
 /// last is written (a burst of fills costs one commit, not one per fill).
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(batch) = next_batch(&mut rx).await {
+async fn writer(pool: SqlitePool, mut rx: WriteRx<Write>) {
+    while let Some(batch) = rx.next_batch().await {
         let mut audits = Vec::new();
         let mut days: BTreeMap<String, (i64, Decimal, Decimal, String)> = BTreeMap::new();
         let mut flushes = Vec::new();
@@ -409,10 +470,11 @@ mod tests {
 
     /// The group commit: what is sent within [`GROUP_COMMIT`] of a batch's
     /// first item joins that batch; what comes after starts the next one;
-    /// a closed channel still hands over what it holds, then ends.
+    /// an urgent item ends the wait at once; a closed queue still hands over
+    /// what it holds, then ends.
     #[tokio::test(start_paused = true)]
     async fn a_batch_takes_what_arrives_within_the_group_commit() {
-        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let (tx, mut rx) = write_queue::<u32>();
         let started = tokio::time::Instant::now();
         let sender = tokio::spawn(async move {
             tx.send(1).unwrap();
@@ -421,12 +483,23 @@ mod tests {
             tx.send(3).unwrap();
             tokio::time::sleep(GROUP_COMMIT).await;
             tx.send(4).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(5).unwrap();
+            tokio::time::sleep(GROUP_COMMIT / 4).await;
+            tx.send_urgent(6).unwrap();
         });
-        assert_eq!(next_batch(&mut rx).await, Some(vec![1, 2, 3]));
+        assert_eq!(rx.next_batch().await, Some(vec![1, 2, 3]));
         assert_eq!(started.elapsed(), GROUP_COMMIT);
-        assert_eq!(next_batch(&mut rx).await, Some(vec![4]));
+        assert_eq!(rx.next_batch().await, Some(vec![4]));
+        let urgent_from = tokio::time::Instant::now();
+        assert_eq!(rx.next_batch().await, Some(vec![5, 6]));
+        assert!(
+            urgent_from.elapsed() < GROUP_COMMIT * 2 + GROUP_COMMIT / 2,
+            "the urgent item did not cut the wait: {:?}",
+            urgent_from.elapsed()
+        );
         sender.await.unwrap();
-        assert_eq!(next_batch(&mut rx).await, None);
+        assert_eq!(rx.next_batch().await, None);
     }
 
     #[test]

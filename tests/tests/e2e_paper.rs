@@ -196,7 +196,11 @@ async fn order_fills_reach_the_owner_exactly_once_across_an_engine_crash() {
         Decimal::new(2475, 5),
         "maker fee 0.25 % of 9.9 USD"
     );
-    assert!(fills[0].sequence > seq_before_crash);
+    assert!(
+        fills[0].sequence > seq_before_crash,
+        "fill sequence {} vs {seq_before_crash} before the crash: {fills:?}",
+        fills[0].sequence
+    );
     let status = e0c
         .get_status(epb::GetStatusRequest {})
         .await
