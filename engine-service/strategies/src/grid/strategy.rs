@@ -23,7 +23,7 @@ use super::slot::{
 };
 use super::{JOURNAL_STREAM, STRATEGY_NAME, hundred, money};
 use crate::capacity::{self, Band as CapBand, CapacityHealth};
-use crate::capital::{Asset, CapitalLedger, FreeBalance};
+use crate::capital::{Asset, CapitalError, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
     Action, Command, CommandError, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent,
@@ -578,10 +578,10 @@ impl Grid {
         for a in actions {
             self.translate(i, a, now, &mut out, &mut entries, &mut refused);
         }
-        for (id, why) in refused {
-            let ev = SlotEvent::Refused {
+        for (id, error) in refused {
+            let ev = SlotEvent::CapitalRefused {
                 client_order_id: id,
-                message: why,
+                error,
                 now_ms: now,
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
@@ -633,7 +633,7 @@ impl Grid {
         now: i64,
         out: &mut Vec<Action>,
         entries: &mut u32,
-        refused: &mut Vec<(String, String)>,
+        refused: &mut Vec<(String, CapitalError)>,
     ) {
         match a {
             SlotAction::PlaceOrder(p) => {
@@ -648,7 +648,7 @@ impl Grid {
                         snap,
                         now,
                     ) {
-                        refused.push((p.client_order_id, format!("capital: {e}")));
+                        refused.push((p.client_order_id, e));
                         return;
                     }
                     *entries += 1;
@@ -1494,7 +1494,7 @@ impl Grid {
                     .collect(),
                 losses_a: s.a.consecutive_losses,
                 losses_b: s.b.consecutive_losses,
-                last_error: s.last_error.clone(),
+                last_error: s.last_error.to_string(),
             })
             .collect();
         let mut bands = BandCounts::default();
