@@ -96,6 +96,8 @@ pub struct Grid {
     skip_quiet: bool,
     /// Slot price ticks skipped that way (tests).
     quiet_skips: u64,
+    /// Wakes kept by ticks whose entries were all refused (tests read it).
+    refused_wakes: u64,
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
@@ -341,6 +343,7 @@ impl Grid {
             quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
             skip_quiet: true,
             quiet_skips: 0,
+            refused_wakes: 0,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
@@ -1890,6 +1893,9 @@ impl Strategy for Grid {
             // (`skip_quiet_slot`): then it places nothing, writes no
             // `last_error`, takes no id, the same as the tick it skips.
             if (quiet || refused_only) && self.skip_quiet {
+                if !quiet {
+                    self.refused_wakes += 1;
+                }
                 let entries_open = gates && budget > 0;
                 let wake = self.slot_wake(i, now, entries_open);
                 if let Some(q) = self.quiet_slots.get_mut(i) {
@@ -2305,6 +2311,11 @@ mod quiet_slot_tests {
             ..GridConfig::default()
         };
         cfg.heal.enabled = true;
+        if low {
+            // A re-entry delay longer than a step: the ticks after a
+            // refusal can be skipped.
+            cfg.slot.reentry_delay_sec = 300;
+        }
         let mut fast = Grid::new(cfg.clone(), "DOGEUSD", T0);
         let mut slow = Grid::new(cfg, "DOGEUSD", T0);
         slow.skip_quiet = false;
@@ -2412,6 +2423,11 @@ mod quiet_slot_tests {
         assert!(skips_seen > 100, "only {skips_seen} slot ticks skipped");
         if low {
             assert!(refusals > 100, "only {refusals} refusals seen");
+            assert!(
+                fast.refused_wakes > 20,
+                "only {} refused ticks kept a wake",
+                fast.refused_wakes
+            );
         }
         assert!(
             fast.ledger().positions().len() > 5,
