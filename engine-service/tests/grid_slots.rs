@@ -770,6 +770,72 @@ fn refused_entry_waits_and_refused_exit_retries() {
     );
 }
 
+/// A capital refusal of an entry (the grid's ledger, before the order went
+/// out) leaves the slot exactly as the venue-style refusal with the message
+/// `capital: {error}` did: the same actions, the same state (with the same
+/// `last_error` text, written only when read); for an id that is not a
+/// live entry it falls back to that refusal.
+#[test]
+fn capital_refusal_equals_the_refusal_it_replaced() {
+    use herd_strategies::capital::{Asset, CapitalError};
+    let error = CapitalError::Insufficient {
+        asset: Asset::Quote,
+        available: dec!(1.23456789),
+        amount: dec!(2.0050000),
+        keep: Decimal::ZERO,
+    };
+    let mut r = Run::new();
+    r.tick(dec!(0.12), T0);
+    let b_entry = r.id(Trade::B, Role::Entry);
+    let a_entry = r.id(Trade::A, Role::Entry);
+    for id in [b_entry, a_entry, "g0zz-none".to_string()] {
+        let mut typed = Run::new();
+        typed.s = r.s.clone();
+        let mut text = Run::new();
+        text.s = r.s.clone();
+        let a = typed.ev(SlotEvent::CapitalRefused {
+            client_order_id: id.clone(),
+            error: error.clone(),
+            now_ms: T0 + S,
+        });
+        let b = text.ev(SlotEvent::Refused {
+            client_order_id: id.clone(),
+            message: format!("capital: {error}"),
+            now_ms: T0 + S,
+        });
+        assert_eq!(a, b, "{id}");
+        assert_eq!(format!("{:?}", typed.s), format!("{:?}", text.s), "{id}");
+        assert_eq!(
+            typed.s.last_error.to_string(),
+            text.s.last_error.to_string()
+        );
+        assert_eq!(
+            serde_json::to_string(&typed.s).unwrap(),
+            serde_json::to_string(&text.s).unwrap()
+        );
+        if id.starts_with("g0zz") {
+            assert_eq!(typed.s.last_error, "", "an unknown id changes nothing");
+        } else {
+            assert_eq!(
+                typed.s.last_error.to_string(),
+                format!(
+                    "entry {id} refused: capital: Quote: available 1.23456789 - 2.0050000 would leave less than the 0 to keep"
+                )
+            );
+        }
+    }
+    // A later text replaces the refusal; a later refusal replaces the text.
+    let mut e = r.s.last_error.clone();
+    e.set_capital("g0be-1".into(), error.clone());
+    assert!(e.starts_with("entry g0be-1 refused: capital: "));
+    e.set("x".into());
+    assert_eq!(e, "x");
+    e.set_capital("g0be-2".into(), error);
+    assert!(e.contains("g0be-2"), "{e}");
+    e.clear();
+    assert_eq!(e, "");
+}
+
 #[test]
 fn client_ids() {
     for (id, want) in [

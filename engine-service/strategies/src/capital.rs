@@ -35,7 +35,7 @@ pub struct Hold {
 }
 
 /// Why a reservation was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum CapitalError {
     #[error("free {asset:?} balance is not known yet")]
     UnknownBalance { asset: Asset },

@@ -18,11 +18,14 @@
 //! self-healing reprice, market close) always waits for the venue to confirm
 //! the cancel, so a cancel that races a fill books the fill.
 
+use std::sync::OnceLock;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::config::{SlotMode, SlotParams};
 use super::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
+use crate::capital::CapitalError;
 use crate::strategy::{IdGen, Side};
 
 /// How long a refused exit waits before it is placed again.
@@ -382,6 +385,13 @@ pub enum SlotEvent {
         now_ms: i64,
     },
     /// The venue refused an order (place failed or rejected).
+    /// The grid's capital ledger refused an entry before it went out
+    /// (as `Refused` with the message `capital: {error}`).
+    CapitalRefused {
+        client_order_id: String,
+        error: CapitalError,
+        now_ms: i64,
+    },
     Refused {
         client_order_id: String,
         message: String,
@@ -430,13 +440,100 @@ pub struct SlotState {
     pub refresh_streak: u32,
     pub refresh_cooldown_until_ms: i64,
     pub halted: Option<String>,
-    pub last_error: String,
+    pub last_error: LastError,
     pub cycles: u64,
     pub profit: Decimal,
     pub orphans: u64,
     pub recent: Vec<CycleRecord>,
     #[serde(skip)]
     ids: IdGen,
+}
+
+/// A slot's last error: a text, or an entry the capital ledger refused,
+/// kept as its facts (the id and the amounts) and written out when first
+/// read. Once the free balance no longer covers a slot's entries, every
+/// re-entry is refused, and formatting the amounts each time was a
+/// measurable share of a long backtest. Reads as the text (`Deref<str>`,
+/// `Display`, serialized as a string); the text read is the one the
+/// refusal's message gave before: `entry {id} refused: capital: {error}`.
+#[derive(Clone, Default)]
+pub struct LastError {
+    refusal: Option<Box<(String, CapitalError)>>,
+    text: OnceLock<String>,
+}
+
+impl LastError {
+    /// Sets the text.
+    pub fn set(&mut self, text: String) {
+        self.refusal = None;
+        self.text = OnceLock::from(text);
+    }
+
+    /// No error.
+    pub fn clear(&mut self) {
+        self.refusal = None;
+        self.text = OnceLock::from(String::new());
+    }
+
+    /// Entry `id` refused by the capital ledger; the text waits for a read.
+    pub fn set_capital(&mut self, id: String, error: CapitalError) {
+        match &mut self.refusal {
+            Some(r) => **r = (id, error),
+            None => self.refusal = Some(Box::new((id, error))),
+        }
+        self.text = OnceLock::new();
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.text.get_or_init(|| match &self.refusal {
+            Some(r) => format!("entry {} refused: capital: {}", r.0, r.1),
+            None => String::new(),
+        })
+    }
+}
+
+impl std::ops::Deref for LastError {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for LastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for LastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for LastError {
+    fn eq(&self, other: &LastError) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<&str> for LastError {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for LastError {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl Serialize for LastError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl SlotState {
@@ -457,7 +554,7 @@ impl SlotState {
             refresh_streak: 0,
             refresh_cooldown_until_ms: 0,
             halted: None,
-            last_error: String::new(),
+            last_error: LastError::default(),
             cycles: 0,
             profit: Decimal::ZERO,
             orphans: 0,
@@ -891,12 +988,18 @@ pub(crate) fn transition_in_place(
             message,
             now_ms,
         } => on_refused(s, client_order_id, message, *now_ms, ctx, &mut out),
+        SlotEvent::CapitalRefused {
+            client_order_id,
+            error,
+            now_ms,
+        } => on_capital_refused(s, client_order_id, error, *now_ms, ctx, &mut out),
         SlotEvent::CancelFailed {
             client_order_id,
             message,
             ..
         } => {
-            s.last_error = format!("cancel of {client_order_id} failed: {message}");
+            s.last_error
+                .set(format!("cancel of {client_order_id} failed: {message}"));
             if let Some(o) = s
                 .orders
                 .iter_mut()
@@ -907,7 +1010,7 @@ pub(crate) fn transition_in_place(
             {
                 out.push(SlotAction::Abandoned {
                     client_order_id: client_order_id.clone(),
-                    reason: s.last_error.clone(),
+                    reason: s.last_error.to_string(),
                 });
             }
         }
@@ -1483,7 +1586,7 @@ fn place_entries(
             continue;
         }
         if let Some(why) = &ctx.entries_blocked {
-            s.last_error = format!("entries blocked: {why}");
+            s.last_error.set(format!("entries blocked: {why}"));
             return;
         }
         let booked: Decimal = out
@@ -1496,7 +1599,8 @@ fn place_entries(
         if let Some(room) = ctx.loss_room
             && -booked >= room
         {
-            s.last_error = "entries blocked: daily loss lock (this tick's losses)".into();
+            s.last_error
+                .set("entries blocked: daily loss lock (this tick's losses)".into());
             return;
         }
         if budget == 0 {
@@ -1506,11 +1610,11 @@ fn place_entries(
         let volume = match entry_volume(ctx.params.order_size_usd, price, &ctx.filters) {
             Ok(v) => v,
             Err(e) => {
-                s.last_error = format!(
+                s.last_error.set(format!(
                     "no entry for trade {}: {e} (order size ${})",
                     t.as_str(),
                     ctx.params.order_size_usd
-                );
+                ));
                 continue;
             }
         };
@@ -1643,10 +1747,10 @@ fn open_position(
         orphan: None,
     };
     if let Err(e) = check_minimums(volume, xprice, &ctx.filters) {
-        s.last_error = format!(
+        s.last_error.set(format!(
             "exit of {} below the venue minimums: {e}",
             entry.client_order_id
-        );
+        ));
         let (p, f) = (fill, Decimal::ZERO);
         // Nothing can be placed: written off at the entry price.
         book(s, &exit, CycleKind::Dust, p, f, now, ctx, out);
@@ -1824,6 +1928,35 @@ fn replace_order(
     }));
 }
 
+/// The grid's capital ledger refused entry `id` before it went out: what
+/// [`on_refused`] does with the message `capital: {error}`, with the text
+/// of `last_error` written only when it is read.
+fn on_capital_refused(
+    s: &mut SlotState,
+    id: &str,
+    error: &CapitalError,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+) {
+    let entry = if s.recovery.iter().any(|o| o.client_order_id == id) {
+        None
+    } else {
+        s.orders
+            .iter()
+            .position(|o| o.client_order_id == id)
+            .filter(|&i| s.orders[i].role == Role::Entry)
+    };
+    match entry {
+        Some(i) => {
+            let o = s.orders.remove(i);
+            s.last_error.set_capital(o.client_order_id, error.clone());
+            s.trade_mut(o.trade).reentry_at_ms = now + secs_ms(ctx.params.reentry_delay_sec);
+        }
+        None => on_refused(s, id, &format!("capital: {error}"), now, ctx, out),
+    }
+}
+
 fn on_refused(
     s: &mut SlotState,
     id: &str,
@@ -1833,7 +1966,8 @@ fn on_refused(
     out: &mut Vec<SlotAction>,
 ) {
     if let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) {
-        s.last_error = format!("recovery order {id} refused: {message}");
+        s.last_error
+            .set(format!("recovery order {id} refused: {message}"));
         if s.recovery[i].role == Role::Close {
             let price = Some(s.recovery[i].target_price);
             replace_order(s, i, true, price, "restore", now, ctx, out);
@@ -1848,17 +1982,19 @@ fn on_refused(
     match s.orders[i].role {
         Role::Entry => {
             let o = s.orders.remove(i);
-            s.last_error = format!("entry {id} refused: {message}");
+            s.last_error.set(format!("entry {id} refused: {message}"));
             // Wait before trying again rather than hammering the venue.
             s.trade_mut(o.trade).reentry_at_ms = now + secs_ms(ctx.params.reentry_delay_sec);
         }
         Role::Exit => {
-            s.last_error = format!("exit {id} refused: {message}");
+            s.last_error.set(format!("exit {id} refused: {message}"));
             s.orders[i].retry_at_ms = Some(now + EXIT_RETRY_MS);
         }
         Role::Close => {
             // Close at market failed: restore the old exit.
-            s.last_error = format!("market close {id} failed: {message}; exit restored");
+            s.last_error.set(format!(
+                "market close {id} failed: {message}; exit restored"
+            ));
             let price = Some(s.orders[i].target_price);
             replace_order(s, i, false, price, "restore", now, ctx, out);
         }

@@ -23,7 +23,7 @@ use super::slot::{
 };
 use super::{JOURNAL_STREAM, STRATEGY_NAME, hundred, money};
 use crate::capacity::{self, Band as CapBand, CapacityHealth};
-use crate::capital::{Asset, CapitalLedger, FreeBalance};
+use crate::capital::{Asset, CapitalError, CapitalLedger, FreeBalance};
 use crate::churner::{self, ChurnAction, ChurnEnv, Churner, GateInput, ParentCandidate, Refusal};
 use crate::strategy::{
     Action, Command, CommandError, Instrument, JournalRow, KnownOrder, MarketView, OrderIntent,
@@ -96,6 +96,8 @@ pub struct Grid {
     skip_quiet: bool,
     /// Slot price ticks skipped that way (tests).
     quiet_skips: u64,
+    /// Wakes kept by ticks whose entries were all refused (tests read it).
+    refused_wakes: u64,
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
@@ -341,6 +343,7 @@ impl Grid {
             quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
             skip_quiet: true,
             quiet_skips: 0,
+            refused_wakes: 0,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
@@ -537,23 +540,26 @@ impl Grid {
 
     /// Runs one slot transition and turns its actions into the engine's.
     fn step_slot(&mut self, i: usize, ev: &SlotEvent, budget: u32, now: i64) -> (Vec<Action>, u32) {
-        let (out, entries, _) = self.step_slot_quiet(i, ev, budget, now);
+        let (out, entries, ..) = self.step_slot_quiet(i, ev, budget, now);
         (out, entries)
     }
 
-    /// [`Grid::step_slot`], and whether the transition returned no actions.
+    /// [`Grid::step_slot`], whether the transition returned no actions,
+    /// and whether all it returned was entries the capital ledger refused
+    /// (nothing for the venue, no entry counted, the refusals returned
+    /// nothing, a re-entry delay, the slot not halted).
     fn step_slot_quiet(
         &mut self,
         i: usize,
         ev: &SlotEvent,
         budget: u32,
         now: i64,
-    ) -> (Vec<Action>, u32, bool) {
+    ) -> (Vec<Action>, u32, bool, bool) {
         if let Some(q) = self.quiet_slots.get_mut(i) {
             *q = None;
         }
         let Some(filters) = self.filters() else {
-            return (Vec::new(), 0, false);
+            return (Vec::new(), 0, false, false);
         };
         let ctx = SlotCtx {
             params: &self.cfg.slot,
@@ -572,21 +578,35 @@ impl Grid {
             *v = self.slots[i].halted.is_none();
         }
         let quiet = actions.is_empty();
+        // Only entries, each to be refused below (checked once translated).
+        let only_entries = !quiet
+            && actions
+                .iter()
+                .all(|a| matches!(a, SlotAction::PlaceOrder(p) if p.role == Role::Entry));
+        let placed = actions.len();
         let mut out = Vec::new();
         let mut entries = 0;
         let mut refused = Vec::new();
         for a in actions {
             self.translate(i, a, now, &mut out, &mut entries, &mut refused);
         }
-        for (id, why) in refused {
-            let ev = SlotEvent::Refused {
+        // Every entry the tick placed was refused, and nothing else came of
+        // it: see `Grid::on_tick` on the wake such a tick keeps.
+        let refused_only = only_entries
+            && refused.len() == placed
+            && entries == 0
+            && out.is_empty()
+            && super::secs_ms(self.cfg.slot.reentry_delay_sec) > 0;
+        for (id, error) in refused {
+            let ev = SlotEvent::CapitalRefused {
                 client_order_id: id,
-                message: why,
+                error,
                 now_ms: now,
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
         }
-        (out, entries, quiet)
+        let refused_only = refused_only && out.is_empty() && self.slots[i].halted.is_none();
+        (out, entries, quiet, refused_only)
     }
 
     /// What an order holds: (asset, amount).
@@ -633,7 +653,7 @@ impl Grid {
         now: i64,
         out: &mut Vec<Action>,
         entries: &mut u32,
-        refused: &mut Vec<(String, String)>,
+        refused: &mut Vec<(String, CapitalError)>,
     ) {
         match a {
             SlotAction::PlaceOrder(p) => {
@@ -648,7 +668,7 @@ impl Grid {
                         snap,
                         now,
                     ) {
-                        refused.push((p.client_order_id, format!("capital: {e}")));
+                        refused.push((p.client_order_id, e));
                         return;
                     }
                     *entries += 1;
@@ -1494,7 +1514,7 @@ impl Grid {
                     .collect(),
                 losses_a: s.a.consecutive_losses,
                 losses_b: s.b.consecutive_losses,
-                last_error: s.last_error.clone(),
+                last_error: s.last_error.to_string(),
             })
             .collect();
         let mut bands = BandCounts::default();
@@ -1857,13 +1877,25 @@ impl Strategy for Grid {
                 market: market.last,
                 now_ms: now,
             };
-            let (a, used, quiet) = self.step_slot_quiet(i, &ev, budget, now);
+            let (a, used, quiet, refused_only) = self.step_slot_quiet(i, &ev, budget, now);
             budget = budget.saturating_sub(used);
             out.extend(a);
             if !quiet {
                 gates = self.entry_gates_open();
             }
-            if quiet && self.skip_quiet {
+            // A tick whose entries the capital ledger all refused keeps its
+            // wake too. It left the slot as a quiet tick at this price and
+            // time would (the same orders: each refused entry is gone again;
+            // the parts of the tick before the entries returned nothing),
+            // but for the id counter, `last_error` and the refused trades'
+            // re-entry times, now in the future. A later tick is skipped
+            // only when its wake holds and no trade is due an entry
+            // (`skip_quiet_slot`): then it places nothing, writes no
+            // `last_error`, takes no id, the same as the tick it skips.
+            if (quiet || refused_only) && self.skip_quiet {
+                if !quiet {
+                    self.refused_wakes += 1;
+                }
                 let entries_open = gates && budget > 0;
                 let wake = self.slot_wake(i, now, entries_open);
                 if let Some(q) = self.quiet_slots.get_mut(i) {
@@ -2265,12 +2297,25 @@ mod quiet_slot_tests {
     /// wakes and status at every step, and skips did happen.
     #[test]
     fn skipping_quiet_slots_changes_nothing() {
+        // Balances that cover the entries, then ones too low for most buys
+        // (the capital ledger refuses them: the refused ticks keep wakes).
+        for low in [false, true] {
+            walk_skipping_and_not(low);
+        }
+    }
+
+    fn walk_skipping_and_not(low: bool) {
         let mut cfg = GridConfig {
             enabled: true,
             slots: 3,
             ..GridConfig::default()
         };
         cfg.heal.enabled = true;
+        if low {
+            // A re-entry delay longer than a step: the ticks after a
+            // refusal can be skipped.
+            cfg.slot.reentry_delay_sec = 300;
+        }
         let mut fast = Grid::new(cfg.clone(), "DOGEUSD", T0);
         let mut slow = Grid::new(cfg, "DOGEUSD", T0);
         slow.skip_quiet = false;
@@ -2324,6 +2369,7 @@ mod quiet_slot_tests {
             }
         };
         let mut skips_seen = 0;
+        let mut refusals = 0;
         for step in 0..3_000_i64 {
             let now = T0 + step * 60_000;
             seed = seed
@@ -2333,7 +2379,11 @@ mod quiet_slot_tests {
             // Mostly small moves, now and then a jump of up to 3 %.
             let scale = if seed.is_multiple_of(17) { 30 } else { 3 };
             price = (price * (Decimal::ONE + Decimal::new(r * scale, 7))).round_dp(7);
-            let free_quote = Decimal::from(2_000 + (step % 7) * 500);
+            let free_quote = if low {
+                Decimal::from(step % 4)
+            } else {
+                Decimal::from(2_000 + (step % 7) * 500)
+            };
             // Fills first: what the price crossed.
             let crossed: Vec<_> = open
                 .iter()
@@ -2363,9 +2413,22 @@ mod quiet_slot_tests {
                 slow.status_block(now),
                 "status at step {step}"
             );
+            refusals += slow
+                .slots()
+                .iter()
+                .filter(|s| s.last_error.contains("refused: capital"))
+                .count();
             handle(&mut fast, &mut slow, &mut open, a1, now);
         }
         assert!(skips_seen > 100, "only {skips_seen} slot ticks skipped");
+        if low {
+            assert!(refusals > 100, "only {refusals} refusals seen");
+            assert!(
+                fast.refused_wakes > 20,
+                "only {} refused ticks kept a wake",
+                fast.refused_wakes
+            );
+        }
         assert!(
             fast.ledger().positions().len() > 5,
             "few positions: the walk traded too little"
