@@ -371,10 +371,22 @@ impl Ledger {
         }
     }
 
-    /// Waits until everything queued so far is written.
+    /// Waits until everything queued so far is written (at once: an urgent
+    /// item cuts the group commit short).
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send_urgent(Write::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Waits until everything queued so far is written, at the writer's next
+    /// group commit (`risk_store::GROUP_COMMIT`) rather than at once: for
+    /// the engines' event streams, which wait for every fill they send and
+    /// would otherwise cost a transaction per fill.
+    pub async fn flush_grouped(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Write::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
     }

@@ -1129,11 +1129,13 @@ impl pb::gateway_server::Gateway for GatewayService {
                 changes.borrow_and_update();
                 match registry.events_after(&engine, cursor, 256) {
                     Ok(batch) if !batch.is_empty() => {
-                        // A fill reaches the engine only once the ledger holds it.
+                        // A fill reaches the engine only once the ledger holds it:
+                        // at the ledger's next group commit (at most 2 ms), not
+                        // a commit of its own per fill.
                         if let Some(l) = &ledger
                             && batch.iter().any(|e| !e.fill_volume.is_empty())
                         {
-                            l.flush().await;
+                            l.flush_grouped().await;
                         }
                         for ev in batch {
                             cursor = ev.sequence;
