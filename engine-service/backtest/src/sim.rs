@@ -1188,16 +1188,7 @@ impl Sim {
             *m_free_base = Some(free_base);
             *m_free_quote = Some(free_quote);
             *open_orders_on_pair = Some(u32::try_from(open).unwrap_or(u32::MAX));
-            let RegimeView {
-                regime: name,
-                ready,
-                confidence,
-                bias,
-            } = regime;
-            name.clone_from(&self.regime.regime);
-            *ready = self.regime.ready;
-            *confidence = self.regime.confidence;
-            *bias = self.regime.bias;
+            regime.copy_from(&self.regime);
             *balances_as_of_ms = now;
             *last_partial_cancel_ms = self.last_partial_cancel_ms;
             return m;

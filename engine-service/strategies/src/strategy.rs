@@ -85,6 +85,21 @@ pub struct RegimeView {
 }
 
 impl RegimeView {
+    /// `*self = src.clone()`, reusing this view's string. Every field is
+    /// named, so a new field must be copied here.
+    pub fn copy_from(&mut self, src: &RegimeView) {
+        let RegimeView {
+            regime,
+            ready,
+            confidence,
+            bias,
+        } = src;
+        self.regime.clone_from(regime);
+        self.ready = *ready;
+        self.confidence = *confidence;
+        self.bias = *bias;
+    }
+
     pub fn not_ready() -> RegimeView {
         RegimeView {
             regime: "UNKNOWN".into(),
@@ -172,16 +187,7 @@ pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) {
     d.free_base = *free_base;
     d.free_quote = *free_quote;
     d.open_orders_on_pair = *open_orders_on_pair;
-    let RegimeView {
-        regime: name,
-        ready,
-        confidence,
-        bias,
-    } = regime;
-    d.regime.regime.clone_from(name);
-    d.regime.ready = *ready;
-    d.regime.confidence = *confidence;
-    d.regime.bias = *bias;
+    d.regime.copy_from(regime);
     d.balances_as_of_ms = *balances_as_of_ms;
     d.last_partial_cancel_ms = *last_partial_cancel_ms;
 }
