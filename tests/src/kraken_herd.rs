@@ -351,6 +351,10 @@ impl KrakenHerd {
     /// An engine process as [`EngineProc::start`] makes it, with the herd's
     /// `RUST_LOG`.
     async fn spawn_engine(&self, id: &str, extra: &str) -> anyhow::Result<EngineProc> {
+        crate::procs::retry_port_race(|| self.spawn_engine_once(id, extra)).await
+    }
+
+    async fn spawn_engine_once(&self, id: &str, extra: &str) -> anyhow::Result<EngineProc> {
         let dir = self.dir.path();
         let data_dir = dir.join(format!("data-{id}"));
         let http_addr = format!("127.0.0.1:{}", free_port()?);

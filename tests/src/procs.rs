@@ -226,6 +226,27 @@ pub struct GatewayOpts {
 pub const TEST_DRAIN_DELAY_MS: u64 = 50;
 pub const TEST_SHUTDOWN_TIMEOUT_MS: u64 = 20_000;
 
+/// Runs `start` again (at most twice more) while it fails because a port
+/// [`free_port`] handed out was bound by another process before the child
+/// bound it (seen in CI: "Address already in use" on an engine's
+/// `http_listen`). Each try picks its ports afresh.
+pub async fn retry_port_race<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match start().await {
+            Err(e) if tries < 2 && format!("{e:#}").contains("Address already in use") => {
+                tries += 1;
+                eprintln!("a picked port was taken meanwhile; starting again: {e:#}");
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A free loopback port (bound and released; for a service that must come
 /// back on the same port after a restart).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -331,6 +352,16 @@ impl EngineProc {
     }
 
     pub async fn start_with(
+        dir: &Path,
+        id: &str,
+        gateway_addr: &str,
+        extra: &str,
+        opts: &EngineOpts,
+    ) -> anyhow::Result<EngineProc> {
+        retry_port_race(|| Self::start_once(dir, id, gateway_addr, extra, opts)).await
+    }
+
+    async fn start_once(
         dir: &Path,
         id: &str,
         gateway_addr: &str,
@@ -557,4 +588,43 @@ pub fn process_alive(pid: u32) -> bool {
                 .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod port_race_tests {
+    use super::retry_port_race;
+
+    /// Only the port race is retried, at most twice more.
+    #[tokio::test]
+    async fn only_a_taken_port_is_tried_again() {
+        let mut calls = 0;
+        let r = retry_port_race(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    anyhow::bail!("cannot listen: Address already in use (os error 98)")
+                }
+                Ok(n)
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: anyhow::Result<()> = retry_port_race(|| {
+            calls += 1;
+            async { anyhow::bail!("Address already in use") }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r: anyhow::Result<()> = retry_port_race(|| {
+            calls += 1;
+            async { anyhow::bail!("bad config") }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
 }
