@@ -19,6 +19,8 @@
 //!
 //! ```text
 //! cargo bench -p herd-tests --bench gateway_bench
+//! # (a) alone, e.g. to profile the sequential path with perf on the gateway:
+//! HERD_BENCH_ONLY_A=1 cargo bench -p herd-tests --bench gateway_bench
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
