@@ -416,19 +416,20 @@ impl Registry {
         let Some(tracked) = book.orders.get_mut(&client_id) else {
             return (Vec::new(), None);
         };
-        let old = tracked.state.clone();
-        if old.status.is_final() {
+        if tracked.state.status.is_final() {
             return (Vec::new(), None);
         }
-        let kinds = diff(&old, new);
+        let kinds = diff(&tracked.state, new);
         tracked.state = new.clone();
         let forgotten = if new.status.is_final() {
             book.finalized(&client_id)
         } else {
             Vec::new()
         };
-        let prefix = book.prefix.clone();
-        let mut out = Vec::new();
+        // One conversion for all of this change's events (an order that
+        // fills at once is accepted and filled in one step).
+        let order = convert::order_to_pb(new, &book.prefix);
+        let mut out = Vec::with_capacity(kinds.len());
         for (kind, fill) in kinds {
             let seq = book.next_seq;
             book.next_seq += 1;
@@ -436,7 +437,7 @@ impl Registry {
                 sequence: seq,
                 incarnation: self.incarnation.clone(),
                 kind: kind as i32,
-                order: Some(convert::order_to_pb(new, &prefix)),
+                order: Some(order.clone()),
                 fill_volume: fill
                     .as_ref()
                     .map(|f| f.volume.to_string())

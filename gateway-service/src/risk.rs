@@ -442,7 +442,11 @@ impl Book {
         if day != self.day {
             self.day = day;
             self.realized = Decimal::ZERO;
+            // The new day's peak starts at what its PnL is now (the
+            // positions carried over), as the next mark would set it: a
+            // mark at an unchanged price does not recompute it.
             self.peak = Decimal::ZERO;
+            self.peak = self.peak.max(self.pnl());
         }
     }
 
@@ -702,14 +706,7 @@ impl Book {
         }
         if let Some(max) = l.max_orders_per_window {
             let window = l.window_ms();
-            // Submit times are appended in clock order (newest at the
-            // back): count back to the first one outside the window.
-            let recent = self
-                .submits
-                .iter()
-                .rev()
-                .take_while(|t| now_ms - **t < window)
-                .count();
+            let recent = self.in_window(now_ms, window);
             if recent >= max as usize {
                 return Err((
                     Code::OrderRate,
@@ -720,6 +717,14 @@ impl Book {
             }
         }
         Ok(())
+    }
+
+    /// Submits in the `window` ms before `now_ms`. They are appended in
+    /// clock order (newest at the back), so those inside the window are a
+    /// suffix: found by bisection, not by a walk over every submit of the
+    /// window (thousands a second on a busy account).
+    fn in_window(&self, now_ms: i64, window: i64) -> usize {
+        self.submits.len() - self.submits.partition_point(|t| now_ms - t >= window)
     }
 
     fn admit(&mut self, key: &str, c: &Candidate, now_ms: i64) {
@@ -878,11 +883,7 @@ impl Book {
             realized_today: if today { self.realized } else { Decimal::ZERO },
             pnl_today: if today { self.pnl() } else { self.unrealized() },
             peak_today: if today { self.peak } else { Decimal::ZERO },
-            orders_in_window: self
-                .submits
-                .iter()
-                .filter(|t| now_ms - **t < window)
-                .count(),
+            orders_in_window: self.in_window(now_ms, window),
             positions,
             last_breach: self.last_breach.clone(),
             denials: self.denials.clone(),
@@ -1146,11 +1147,20 @@ impl Risk {
         }
         for b in self.engines.values().chain(std::iter::once(&self.account)) {
             let mut b = lock(b);
-            if b.positions.contains_key(symbol) {
-                b.last_price.insert(symbol.to_string(), price);
-                let pnl = b.pnl();
-                b.peak = b.peak.max(pnl);
+            if !b.positions.contains_key(symbol) {
+                continue;
             }
+            // The same price again changes no PnL (a fill moves the peak
+            // itself): most orders see the ticker they saw before.
+            match b.last_price.get_mut(symbol) {
+                Some(p) if *p == price => continue,
+                Some(p) => *p = price,
+                None => {
+                    b.last_price.insert(symbol.to_string(), price);
+                }
+            }
+            let pnl = b.pnl();
+            b.peak = b.peak.max(pnl);
         }
     }
 
@@ -1516,5 +1526,66 @@ mod tests {
                 .realized_today,
             Decimal::ZERO
         );
+    }
+    /// The order-rate count by bisection equals the walk from the newest
+    /// submit it replaced, for every probe time around a bursty history.
+    #[test]
+    fn orders_in_window_by_bisection_equal_the_walk() {
+        let mut b = Book::default();
+        let times = [
+            0_i64, 5, 5, 5, 40, 41, 41, 100, 250, 250, 999, 1_000, 1_000, 1_001,
+        ];
+        b.submits.extend(times);
+        let walk = |b: &Book, now: i64, window: i64| {
+            b.submits
+                .iter()
+                .rev()
+                .take_while(|t| now - **t < window)
+                .count()
+        };
+        let mut nonzero = 0;
+        for window in [1, 2, 40, 100, 1_000, 5_000] {
+            for now in 0..2_200 {
+                let want = walk(&b, now, window);
+                assert_eq!(b.in_window(now, window), want, "now {now} window {window}");
+                nonzero += usize::from(want > 0);
+            }
+        }
+        assert!(nonzero > 1_000, "the probes must see submits in the window");
+    }
+
+    /// A mark at the price already seen is skipped, and skipping it changes
+    /// nothing: PnL and peak equal those of a book that recomputed, also
+    /// across a UTC day's rollover (the new day's peak starts at its PnL).
+    #[test]
+    fn a_mark_at_an_unchanged_price_changes_nothing() {
+        let cfg = RiskConfig {
+            engines: [("e".to_string(), Limits::default())].into(),
+            ..RiskConfig::default()
+        };
+        let risk = Risk::new(["e"], &cfg);
+        let day = 20_000 * DAY_MS;
+        lock(&risk.engines["e"]).fill("X", Side::Buy, dec!(2), dec!(10), dec!(0), day);
+        lock(&risk.account).fill("X", Side::Buy, dec!(2), dec!(10), dec!(0), day);
+        risk.mark("X", dec!(12));
+        risk.mark("X", dec!(12));
+        assert_eq!(lock(&risk.engines["e"]).pnl(), dec!(4));
+        assert_eq!(lock(&risk.engines["e"]).peak, dec!(4));
+        risk.mark("X", dec!(11));
+        assert_eq!(lock(&risk.engines["e"]).peak, dec!(4));
+        assert_eq!(lock(&risk.engines["e"]).pnl(), dec!(2));
+        // The next day: realized restarts at zero, the peak at today's PnL
+        // (the carried position's 2), which the old code set at the next
+        // mark at any price.
+        let next = day + DAY_MS;
+        let mut e = lock(&risk.engines["e"]);
+        e.roll(next);
+        assert_eq!(e.realized, Decimal::ZERO);
+        assert_eq!(e.peak, dec!(2));
+        drop(e);
+        risk.mark("X", dec!(11));
+        assert_eq!(lock(&risk.engines["e"]).peak, dec!(2));
+        risk.mark("X", dec!(13));
+        assert_eq!(lock(&risk.engines["e"]).peak, dec!(6));
     }
 }
