@@ -327,6 +327,15 @@ struct PendingCancel {
     sent_ms: i64,
 }
 
+/// The entry an idle ranger would place at one tick (the same for every
+/// idle ranger of that tick).
+#[derive(Debug, Clone, Copy)]
+struct EntryPlan {
+    price: Decimal,
+    volume: Decimal,
+    snapshot: Option<FreeBalance>,
+}
+
 /// A completed cycle's journal row. Its fields are declared in the order
 /// of their names: the text is the one the `serde_json::json!` object it
 /// replaced wrote (a map keeps its keys sorted), byte for byte
@@ -625,6 +634,10 @@ pub struct Rangers {
     orphan_exposure_usd: Decimal,
     cycles_total: u64,
     profit_total: Decimal,
+    /// Tests: each idle ranger works out its own entry (the way before the
+    /// tick shared the plan), to compare the two.
+    #[cfg(test)]
+    per_slot_entries: bool,
 }
 
 fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
@@ -712,6 +725,8 @@ impl Rangers {
             orphan_exposure_usd: Decimal::ZERO,
             cycles_total: 0,
             profit_total: Decimal::ZERO,
+            #[cfg(test)]
+            per_slot_entries: false,
             cfg,
         }
     }
@@ -791,7 +806,10 @@ impl Rangers {
     /// most the ledger can find available later is the free DOGE minus the
     /// reservations not yet acknowledged (acknowledged holds stop counting
     /// once the snapshot is newer than their ack), and an entry has a
-    /// positive volume, so nothing at or below the reserve passes.
+    /// positive volume, so nothing at or below the reserve passes. An entry
+    /// that reaches the gate also has at least the instrument's minimum
+    /// volume (a smaller one is refused before it), so nothing passes
+    /// either while less than that minimum is left over the reserve.
     fn reserve_refuses_every_entry(&self) -> bool {
         let Some(m) = &self.market else {
             return false;
@@ -800,7 +818,17 @@ impl Rangers {
             // An unknown balance refuses every reservation.
             return true;
         };
-        free - self.ledger.reserved(Asset::Base) <= self.cfg.doge_reserve
+        let most = free - self.ledger.reserved(Asset::Base);
+        if most <= self.cfg.doge_reserve {
+            return true;
+        }
+        #[cfg(test)]
+        if self.per_slot_entries {
+            return false;
+        }
+        m.instrument.as_ref().is_some_and(|i| {
+            i.min_volume > Decimal::ZERO && most - i.min_volume < self.cfg.doge_reserve
+        })
     }
 
     /// The exit margin in percent: max(profit_pct, round trip + 0.20).
@@ -972,11 +1000,41 @@ impl Rangers {
             }
         };
         let mut out = Vec::new();
+        // Every idle ranger of this tick sees the same market, so the
+        // entry's price and volume (or why there is none) are worked out
+        // once; and a reservation the ledger refused stays refused for the
+        // next ranger while nothing has changed the ledger (a refusal
+        // records nothing; an accepted entry's hold drops the kept refusal).
+        let mut plan: Option<Result<EntryPlan, LastError>> = None;
+        let mut refused: Option<CapitalError> = None;
         for i in idle {
             if budget == 0 {
                 break;
             }
-            match self.try_entry(i, market, now_ms) {
+            #[cfg(test)]
+            if self.per_slot_entries {
+                match self.try_entry(i, market, now_ms) {
+                    Ok(a) => {
+                        out.push(a);
+                        budget -= 1;
+                    }
+                    Err(e) => self.slots[i].last_error = e,
+                }
+                continue;
+            }
+            let plan = plan.get_or_insert_with(|| self.entry_plan(market));
+            let result = match (&*plan, &refused) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(e)) => Err(LastError::Reserve(e.clone())),
+                (Ok(p), None) => match self.check_entry(p) {
+                    Err(e) => {
+                        refused = Some(e.clone());
+                        Err(LastError::Reserve(e))
+                    }
+                    Ok(()) => self.place_entry(i, p, now_ms),
+                },
+            };
+            match result {
                 Ok(a) => {
                     out.push(a);
                     budget -= 1;
@@ -987,17 +1045,28 @@ impl Rangers {
         out
     }
 
-    /// An entry for idle ranger `i`, or why not. Every refusal that can be
-    /// known before the order exists (filters, minimums, the DOGE reserve)
-    /// comes before its client id is taken, so a refused try leaves no
-    /// trace but the slot's `last_error` (and such ticks can sleep: see
-    /// [`Strategy::wake`]).
+    /// An entry for idle ranger `i`, or why not: the plan, the ledger's
+    /// check, the order. (The tick shares the plan and a refusal between
+    /// its idle rangers instead; the tests compare the two.)
+    #[cfg(test)]
     fn try_entry(
         &mut self,
         i: usize,
         market: &MarketView,
         now_ms: i64,
     ) -> Result<Action, LastError> {
+        let plan = self.entry_plan(market)?;
+        self.check_entry(&plan).map_err(LastError::Reserve)?;
+        self.place_entry(i, &plan, now_ms)
+    }
+
+    /// The entry any idle ranger would place at this market, or why none
+    /// can. Every refusal that can be known before the order exists
+    /// (filters, minimums, then the DOGE reserve in [`Rangers::check_entry`])
+    /// comes before its client id is taken, so a refused try leaves no
+    /// trace but the slot's `last_error` (and such ticks can sleep: see
+    /// [`Strategy::wake`]).
+    fn entry_plan(&self, market: &MarketView) -> Result<EntryPlan, LastError> {
         let text = |t: String| LastError::Text(t);
         let inst = market
             .instrument
@@ -1027,9 +1096,36 @@ impl Rangers {
             free,
             as_of_ms: market.balances_as_of_ms,
         });
-        self.ledger
-            .check(Asset::Base, volume, self.cfg.doge_reserve, snapshot)
-            .map_err(LastError::Reserve)?;
+        Ok(EntryPlan {
+            price,
+            volume,
+            snapshot,
+        })
+    }
+
+    /// The DOGE reserve gate for a planned entry (records nothing).
+    fn check_entry(&self, plan: &EntryPlan) -> Result<(), CapitalError> {
+        self.ledger.check(
+            Asset::Base,
+            plan.volume,
+            self.cfg.doge_reserve,
+            plan.snapshot,
+        )
+    }
+
+    /// Places a planned entry the reserve gate passed for idle ranger `i`:
+    /// its client id, its hold, the slot's new stage.
+    fn place_entry(
+        &mut self,
+        i: usize,
+        plan: &EntryPlan,
+        now_ms: i64,
+    ) -> Result<Action, LastError> {
+        let EntryPlan {
+            price,
+            volume,
+            snapshot,
+        } = *plan;
         let id = self.ids.next(&format!("r{}e", self.slots[i].id));
         self.ledger
             .reserve(
@@ -1937,5 +2033,246 @@ mod tests {
             1_700_000_000_000,
         );
         assert!(!r.enabled());
+    }
+}
+
+/// The tick's shared entry plan and the tighter reserve wake, against the
+/// way before: each idle ranger working out its own entry, and a ranger
+/// ticked at every tick.
+#[cfg(test)]
+mod shared_entry_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::strategy::{InstrumentKind, RegimeView};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn inst() -> Instrument {
+        Instrument {
+            kind: InstrumentKind::Spot,
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::from(10),
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(40, 4),
+            max_open_orders: 225,
+        }
+    }
+
+    /// The part of the market view only events change.
+    #[derive(Clone)]
+    struct Env {
+        free_base: Decimal,
+        open: u32,
+        ranging: bool,
+    }
+
+    fn view(env: &Env, last: Decimal, ask: Decimal, now: i64) -> MarketView {
+        MarketView {
+            instrument: Some(inst()),
+            free_base: Some(env.free_base),
+            free_quote: Some(Decimal::from(5000)),
+            open_orders_on_pair: Some(env.open),
+            regime: RegimeView {
+                regime: if env.ranging { "RANGING" } else { "TRENDING" }.into(),
+                ready: true,
+                confidence: 0.9,
+                bias: 0.0,
+            },
+            balances_as_of_ms: now,
+            ..MarketView::prices("DOGEUSD", last, last - Decimal::new(1, 7), ask)
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn state(r: &Rangers, now: i64) -> String {
+        format!(
+            "{:?}\n{:?}\n{}",
+            r.slots,
+            r.ledger,
+            r.status(now).detail_json()
+        )
+    }
+
+    /// Live orders: id, volume, price.
+    type Live = Vec<(String, Decimal, Decimal)>;
+
+    fn track(live: &mut Live, cancels: &mut Vec<String>, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Place(o) => {
+                    live.push((o.client_order_id.clone(), o.volume, o.price.unwrap()));
+                }
+                Action::Cancel { client_order_id } => cancels.push(client_order_id.clone()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Walks `steps` events. `old` ticks at every tick and has each idle
+    /// ranger work out its own entry; `new` shares the plan and skips the
+    /// ticks its wake covers (as the backtest driver does: the last skipped
+    /// tick is run before its next call of any kind). Both answer the same
+    /// at every step and end every step in the same state. Returns how many
+    /// ticks `new` skipped with more than the reserve free and unreserved.
+    fn walk(seed: u64, steps: usize, max_slots: u32) -> usize {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots,
+            ..RangerConfig::default()
+        };
+        let mut old = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+        old.per_slot_entries = true;
+        let mut new = Rangers::new(cfg, "DOGEUSD", T0);
+        let mut rng = Rng(seed);
+        let mut env = Env {
+            free_base: Decimal::from(200),
+            open: 0,
+            ranging: true,
+        };
+        let mut now = T0;
+        let mut last = Decimal::new(12, 2);
+        let mut live: Live = Vec::new();
+        let mut cancels: Vec<String> = Vec::new();
+        // `new`'s wake, read after a tick that answered nothing; `None`
+        // after any event.
+        let mut wake: Option<Wake> = None;
+        let mut skipped: Option<(Decimal, Decimal, i64)> = None;
+        let mut skips_over_reserve = 0;
+        let mut tick_seen = 0;
+        for step in 0..steps {
+            let roll = rng.next(100);
+            if roll < 65 || live.is_empty() && roll < 90 {
+                // A price tick: a small walk, now and then a wide ask.
+                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
+                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
+                last = (last + delta)
+                    .max(Decimal::new(5, 2))
+                    .min(Decimal::new(30, 2));
+                if rng.next(20) == 0 {
+                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
+                }
+                // A wide ask makes the entry smaller: below the minimum
+                // volume at twice the price, between it and the usual one
+                // at 1.3 times.
+                let ask = match rng.next(10) {
+                    0 => last * Decimal::from(2),
+                    1 => last * Decimal::new(13, 1),
+                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
+                    _ => last + Decimal::new(1, 7),
+                };
+                let m = view(&env, last, ask, now);
+                let a = old.on_tick(&m, now);
+                if wake.is_some_and(|w| w.holds(last, now)) {
+                    assert!(a.is_empty(), "step {step}: a covered tick acted: {a:?}");
+                    skipped = Some((last, ask, now));
+                    let most = env.free_base - new.ledger.reserved(Asset::Base);
+                    if new.slots.iter().any(|s| s.stage == Stage::Idle)
+                        && most > new.cfg.doge_reserve
+                    {
+                        skips_over_reserve += 1;
+                    }
+                    track(&mut live, &mut cancels, &a);
+                    continue;
+                }
+                skipped = None;
+                let b = new.on_tick(&m, now);
+                tick_seen += 1;
+                assert_eq!(a, b, "step {step}: actions");
+                wake = if b.is_empty() { Some(new.wake()) } else { None };
+                track(&mut live, &mut cancels, &a);
+            } else {
+                // An event: replay `new`'s skipped tick first.
+                if let Some((l, ask, at)) = skipped.take() {
+                    assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+                }
+                wake = None;
+                now += 500;
+                if roll < 75 {
+                    // New free DOGE around the reserve and an entry over it.
+                    env.free_base =
+                        Decimal::new(i64::try_from(9_000 + rng.next(3_500)).unwrap(), 2);
+                } else if roll < 76 || !env.ranging && roll < 85 {
+                    env.ranging = !env.ranging;
+                } else if !live.is_empty() {
+                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
+                    let (id, volume, price) = live[k].clone();
+                    let asked = cancels.contains(&id);
+                    let kind = match rng.next(8) {
+                        0 | 1 => UpdateKind::Open,
+                        2 => UpdateKind::PartialFill,
+                        3 if asked => UpdateKind::Canceled,
+                        3 => UpdateKind::Rejected,
+                        4 => UpdateKind::Canceled,
+                        _ => UpdateKind::Filled,
+                    };
+                    let fill = match kind {
+                        UpdateKind::Filled => volume,
+                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
+                        _ => Decimal::ZERO,
+                    };
+                    let u = OrderUpdate {
+                        client_order_id: id.clone(),
+                        kind,
+                        volume_executed: fill,
+                        average_price: None,
+                        fill_volume: fill,
+                        fill_price: price,
+                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
+                        fee_asset: "USD".into(),
+                        message: "venue says no".into(),
+                    };
+                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
+                        live.remove(k);
+                        cancels.retain(|c| c != &id);
+                    }
+                    let a = old.on_order(&u, now);
+                    let b = new.on_order(&u, now);
+                    assert_eq!(a, b, "step {step}: update actions");
+                    track(&mut live, &mut cancels, &a);
+                    // Fills move the free DOGE.
+                    if fill > Decimal::ZERO {
+                        env.free_base += if id.contains('e') { -fill } else { fill };
+                    }
+                }
+                env.open = u32::try_from(live.len()).unwrap();
+            }
+            if skipped.is_none() {
+                assert_eq!(state(&old, now), state(&new, now), "step {step}: state");
+            }
+        }
+        if let Some((l, ask, at)) = skipped.take() {
+            assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+        }
+        assert_eq!(state(&old, now), state(&new, now), "the end: state");
+        assert!(tick_seen > steps / 20, "{tick_seen} ticks run");
+        skips_over_reserve
+    }
+
+    #[test]
+    fn a_shared_entry_plan_and_the_reserve_wake_change_nothing() {
+        let mut over = 0;
+        for (seed, slots) in [(1, 3), (2, 3), (3, 1), (4, 2), (5, 5), (6, 3)] {
+            over += walk(seed, 4_000, slots);
+        }
+        // The tighter wake did skip ticks the old one ran (less than the
+        // minimum volume left over the reserve).
+        eprintln!("{over} ticks skipped over the reserve");
+        assert!(over > 50, "{over} ticks skipped over the reserve");
     }
 }
