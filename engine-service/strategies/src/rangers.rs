@@ -395,13 +395,46 @@ struct Slot {
 /// formatted only when the status shows it: a ranger below its reserve is
 /// refused at every tick, and formatting the message each time was a
 /// measurable share of a long backtest.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 enum LastError {
     #[default]
     None,
     Text(String),
     /// The DOGE reserve gate refused an entry.
     Reserve(CapitalError),
+    /// The DOGE reserve gate refused an entry that an f64 screen found
+    /// larger than what was left over the reserve
+    /// ([`Rangers::screened_refusal`]): the entry's exact volume, which the
+    /// refusal names, is worked out only when read ([`LastError::exact`]).
+    Screened(ScreenedRefusal),
+}
+
+/// What a screened refusal needs to name the exact entry: the plan's
+/// inputs (as [`entry_price_volume`] takes them) and the ledger's
+/// available DOGE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScreenedRefusal {
+    last: Decimal,
+    ask: Decimal,
+    entry_pct: Decimal,
+    order_size_usd: Decimal,
+    tick_size: Decimal,
+    lot_decimals: u32,
+    available: Decimal,
+    keep: Decimal,
+}
+
+impl PartialEq for LastError {
+    /// Equal when they read the same: a screened refusal is the refusal
+    /// the exact path records.
+    fn eq(&self, other: &LastError) -> bool {
+        match (self.exact(), other.exact()) {
+            (LastError::None, LastError::None) => true,
+            (LastError::Text(a), LastError::Text(b)) => a == b,
+            (LastError::Reserve(a), LastError::Reserve(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl LastError {
@@ -419,6 +452,31 @@ impl LastError {
             LastError::None => String::new(),
             LastError::Text(t) => t.clone(),
             LastError::Reserve(e) => format!("DOGE reserve gate: {e}"),
+            LastError::Screened(_) => self.exact().text(),
+        }
+    }
+
+    /// The error the exact path records: a screened refusal becomes the
+    /// ledger's refusal of the entry's exact volume.
+    fn exact(&self) -> LastError {
+        match self {
+            LastError::Screened(r) => {
+                let (_, volume) = entry_price_volume(
+                    r.last,
+                    r.ask,
+                    r.entry_pct,
+                    r.order_size_usd,
+                    r.tick_size,
+                    r.lot_decimals,
+                );
+                LastError::Reserve(CapitalError::Insufficient {
+                    asset: Asset::Base,
+                    available: r.available,
+                    amount: volume,
+                    keep: r.keep,
+                })
+            }
+            other => other.clone(),
         }
     }
 }
@@ -639,6 +697,39 @@ pub struct Rangers {
     #[cfg(test)]
     per_slot_entries: bool,
 }
+
+/// An entry's price and volume at a last price and ask: `entry_pct` above
+/// the last, up to the tick, at least the ask (a post-only sell must rest
+/// above the bid), for `order_size_usd` in whole lots.
+fn entry_price_volume(
+    last: Decimal,
+    ask: Decimal,
+    entry_pct: Decimal,
+    order_size_usd: Decimal,
+    tick_size: Decimal,
+    lot_decimals: u32,
+) -> (Decimal, Decimal) {
+    let raw = last * (Decimal::ONE + entry_pct / hundred());
+    let price = ceil_to_tick(raw, tick_size).max(ask);
+    let volume = floor_lot(order_size_usd / price, lot_decimals);
+    (price, volume)
+}
+
+/// Powers of ten as f64 (each the nearest f64 to it).
+const POW10: [f64; 29] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
+];
+
+/// `d` as f64 within a few ulps (for screens with a far wider margin).
+fn approx(d: Decimal) -> f64 {
+    let scale = usize::try_from(d.scale()).unwrap_or(28).min(28);
+    d.mantissa() as f64 / POW10[scale]
+}
+
+/// The screens' relative margin: far above the f64 rounding of the few
+/// operations they make, far below anything a real refusal is decided by.
+const SCREEN_MARGIN: f64 = 1e-9;
 
 fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
     if tick <= Decimal::ZERO {
@@ -1022,7 +1113,10 @@ impl Rangers {
                 }
                 continue;
             }
-            let plan = plan.get_or_insert_with(|| self.entry_plan(market));
+            let plan = plan.get_or_insert_with(|| match self.screened_refusal(market) {
+                Some(r) => Err(LastError::Screened(r)),
+                None => self.entry_plan(market),
+            });
             let result = match (&*plan, &refused) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(_), Some(e)) => Err(LastError::Reserve(e.clone())),
@@ -1060,6 +1154,56 @@ impl Rangers {
         self.place_entry(i, &plan, now_ms)
     }
 
+    /// The reserve gate's refusal of this tick's entry when an f64 screen
+    /// can tell it without the exact entry: the entry passes the venue
+    /// minimums (volume and cost) and is larger than the DOGE left over the
+    /// reserve, each with a margin ([`SCREEN_MARGIN`]) the screen's
+    /// rounding cannot cross. `None`: the exact path decides (an unknown
+    /// instrument, price or balance, a zero tick, or anything too close).
+    /// Later in a long run the free DOGE sits just over the reserve and
+    /// every tick's entry is refused: the exact price and volume were most
+    /// of the rangers' tick.
+    fn screened_refusal(&self, market: &MarketView) -> Option<ScreenedRefusal> {
+        let inst = market.instrument.as_ref()?;
+        let free = market.free_base?;
+        if market.last <= Decimal::ZERO || inst.tick_size <= Decimal::ZERO {
+            return None;
+        }
+        let available = self.ledger.available(
+            Asset::Base,
+            Some(FreeBalance {
+                free,
+                as_of_ms: market.balances_as_of_ms,
+            }),
+        )?;
+        let keep = self.cfg.doge_reserve;
+        let m = SCREEN_MARGIN;
+        let raw = approx(market.last) * (1.0 + approx(self.cfg.entry_pct) / 100.0);
+        let ask = approx(market.ask);
+        // The price is at most the raw price plus a tick, or the ask.
+        let price_hi = (raw + approx(inst.tick_size)).max(ask) * (1.0 + m);
+        let order = approx(self.cfg.order_size_usd) * (1.0 - m);
+        let lot = 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m);
+        // The volume loses less than a lot to the rounding down.
+        let volume_lo = order / price_hi - lot;
+        let min_volume = approx(inst.min_volume);
+        let min_cost = approx(inst.min_cost);
+        let over = approx(available - keep);
+        let passes_minimums = volume_lo * (1.0 - m) > min_volume.max(0.0) * (1.0 + m)
+            && order - lot * price_hi > min_cost + min_cost.abs() * m;
+        let refused = volume_lo * (1.0 - m) > over + over.abs() * m;
+        (price_hi.is_finite() && passes_minimums && refused).then_some(ScreenedRefusal {
+            last: market.last,
+            ask: market.ask,
+            entry_pct: self.cfg.entry_pct,
+            order_size_usd: self.cfg.order_size_usd,
+            tick_size: inst.tick_size,
+            lot_decimals: inst.lot_decimals,
+            available,
+            keep,
+        })
+    }
+
     /// The entry any idle ranger would place at this market, or why none
     /// can. Every refusal that can be known before the order exists
     /// (filters, minimums, then the DOGE reserve in [`Rangers::check_entry`])
@@ -1075,10 +1219,14 @@ impl Rangers {
         if market.last <= Decimal::ZERO {
             return Err(text("no market price".into()));
         }
-        let raw = market.last * (Decimal::ONE + self.cfg.entry_pct / hundred());
-        // A post-only sell must rest above the bid.
-        let price = ceil_to_tick(raw, inst.tick_size).max(market.ask);
-        let volume = floor_lot(self.cfg.order_size_usd / price, inst.lot_decimals);
+        let (price, volume) = entry_price_volume(
+            market.last,
+            market.ask,
+            self.cfg.entry_pct,
+            self.cfg.order_size_usd,
+            inst.tick_size,
+            inst.lot_decimals,
+        );
         if volume < inst.min_volume || volume <= Decimal::ZERO {
             return Err(text(format!(
                 "entry volume {volume} is below the minimum {} (order size ${})",
@@ -2036,9 +2184,9 @@ mod tests {
     }
 }
 
-/// The tick's shared entry plan and the tighter reserve wake, against the
-/// way before: each idle ranger working out its own entry, and a ranger
-/// ticked at every tick.
+/// The tick's shared entry plan, the screened reserve refusals and the
+/// tighter reserve wake, against the way before: each idle ranger working
+/// out its own entry exactly, and a ranger ticked at every tick.
 #[cfg(test)]
 mod shared_entry_tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -2100,13 +2248,17 @@ mod shared_entry_tests {
         }
     }
 
+    /// The state, a screened refusal shown as the exact one it stands for.
     fn state(r: &Rangers, now: i64) -> String {
-        format!(
-            "{:?}\n{:?}\n{}",
-            r.slots,
-            r.ledger,
-            r.status(now).detail_json()
-        )
+        let slots: Vec<Slot> = r
+            .slots
+            .iter()
+            .map(|s| Slot {
+                last_error: s.last_error.exact(),
+                ..s.clone()
+            })
+            .collect();
+        format!("{slots:?}\n{:?}\n{}", r.ledger, r.status(now).detail_json())
     }
 
     /// Live orders: id, volume, price.
@@ -2129,8 +2281,9 @@ mod shared_entry_tests {
     /// ticks its wake covers (as the backtest driver does: the last skipped
     /// tick is run before its next call of any kind). Both answer the same
     /// at every step and end every step in the same state. Returns how many
-    /// ticks `new` skipped with more than the reserve free and unreserved.
-    fn walk(seed: u64, steps: usize, max_slots: u32) -> usize {
+    /// ticks `new` skipped with more than the reserve free and unreserved,
+    /// and how many screened refusals its ticks left.
+    fn walk(seed: u64, steps: usize, max_slots: u32) -> (usize, usize) {
         let cfg = RangerConfig {
             enabled: true,
             max_slots,
@@ -2155,6 +2308,7 @@ mod shared_entry_tests {
         let mut skipped: Option<(Decimal, Decimal, i64)> = None;
         let mut skips_over_reserve = 0;
         let mut tick_seen = 0;
+        let mut screened = 0;
         for step in 0..steps {
             let roll = rng.next(100);
             if roll < 65 || live.is_empty() && roll < 90 {
@@ -2193,6 +2347,11 @@ mod shared_entry_tests {
                 skipped = None;
                 let b = new.on_tick(&m, now);
                 tick_seen += 1;
+                screened += new
+                    .slots
+                    .iter()
+                    .filter(|s| matches!(s.last_error, LastError::Screened(_)))
+                    .count();
                 assert_eq!(a, b, "step {step}: actions");
                 wake = if b.is_empty() { Some(new.wake()) } else { None };
                 track(&mut live, &mut cancels, &a);
@@ -2261,18 +2420,78 @@ mod shared_entry_tests {
         }
         assert_eq!(state(&old, now), state(&new, now), "the end: state");
         assert!(tick_seen > steps / 20, "{tick_seen} ticks run");
-        skips_over_reserve
+        (skips_over_reserve, screened)
+    }
+
+    /// Wherever the screen refuses, the exact path refuses with the error
+    /// the screened one stands for; close to the edges (the reserve, the
+    /// minimum volume at a wide ask) it leaves the decision to the exact
+    /// path, and away from them it does refuse.
+    #[test]
+    fn the_screen_refuses_only_what_the_exact_path_refuses() {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots: 1,
+            ..RangerConfig::default()
+        };
+        let mut r = Rangers::new(cfg, "DOGEUSD", T0);
+        r.ledger.hold("held", Asset::Base, Decimal::new(3, 1), T0);
+        let env = |free| Env {
+            free_base: free,
+            open: 0,
+            ranging: true,
+        };
+        let (mut screened, mut exact_refusals) = (0, 0);
+        for last in [
+            Decimal::new(12, 2),
+            Decimal::new(1_234_567, 7),
+            Decimal::new(99_999_999, 9),
+        ] {
+            for ask in [
+                last + Decimal::new(1, 7),
+                last * Decimal::new(13, 1),
+                last * Decimal::from(2),
+            ] {
+                // The entry's exact volume, and free balances around the
+                // reserve plus it (to the last lot) and plus the minimum.
+                let m = view(&env(Decimal::from(1000)), last, ask, T0);
+                let (_, volume) = r
+                    .entry_plan(&m)
+                    .map_or((Decimal::ZERO, Decimal::ZERO), |p| (p.price, p.volume));
+                let edge = Decimal::from(100) + Decimal::new(3, 1) + volume;
+                let mut frees: Vec<Decimal> =
+                    (-300..300).map(|k| edge + Decimal::new(k, 8)).collect();
+                frees.extend((0..400).map(|k| Decimal::new(9_000 + k * 10, 2)));
+                for free in frees {
+                    let m = view(&env(free), last, ask, T0);
+                    let exact = match r.entry_plan(&m) {
+                        Err(e) => Some(e),
+                        Ok(p) => r.check_entry(&p).err().map(LastError::Reserve),
+                    };
+                    exact_refusals += usize::from(matches!(exact, Some(LastError::Reserve(_))));
+                    if let Some(s) = r.screened_refusal(&m) {
+                        screened += 1;
+                        let got = LastError::Screened(s).exact();
+                        assert_eq!(Some(got), exact, "free {free} last {last} ask {ask}");
+                        assert!(free < edge, "free {free} edge {edge}");
+                    }
+                }
+            }
+        }
+        assert!(screened > 1_000, "{screened} screened of {exact_refusals}");
     }
 
     #[test]
-    fn a_shared_entry_plan_and_the_reserve_wake_change_nothing() {
-        let mut over = 0;
+    fn a_shared_screened_entry_plan_and_the_reserve_wake_change_nothing() {
+        let (mut over, mut screened) = (0, 0);
         for (seed, slots) in [(1, 3), (2, 3), (3, 1), (4, 2), (5, 5), (6, 3)] {
-            over += walk(seed, 4_000, slots);
+            let (o, s) = walk(seed, 4_000, slots);
+            over += o;
+            screened += s;
         }
         // The tighter wake did skip ticks the old one ran (less than the
-        // minimum volume left over the reserve).
-        eprintln!("{over} ticks skipped over the reserve");
+        // minimum volume left over the reserve), and the screen did refuse.
         assert!(over > 50, "{over} ticks skipped over the reserve");
+        assert!(screened > 200, "{screened} screened refusals");
     }
 }
