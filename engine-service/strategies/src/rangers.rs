@@ -682,6 +682,8 @@ pub struct Rangers {
     slots: Vec<Slot>,
     ledger: CapitalLedger,
     market: Option<MarketView>,
+    /// The last instrument seen, kept here only while the kept market
+    /// view has none (see [`Rangers::instrument`]).
     instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
     regime_ok: bool,
@@ -696,6 +698,9 @@ pub struct Rangers {
     /// tick shared the plan), to compare the two.
     #[cfg(test)]
     per_slot_entries: bool,
+    /// Tests: the instrument kept the way before [`Rangers::instrument`].
+    #[cfg(test)]
+    instrument_as_before: Option<Instrument>,
 }
 
 /// An entry's price and volume at a last price and ask: `entry_pct` above
@@ -818,6 +823,8 @@ impl Rangers {
             profit_total: Decimal::ZERO,
             #[cfg(test)]
             per_slot_entries: false,
+            #[cfg(test)]
+            instrument_as_before: None,
             cfg,
         }
     }
@@ -886,7 +893,7 @@ impl Rangers {
             capacity: self.capacity.clone(),
             committed_base: self.ledger.committed(Asset::Base),
             committed_quote: self.ledger.committed(Asset::Quote),
-            exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
+            exit_margin_pct: self.instrument().map(|i| self.exit_margin_pct(i)),
             timing,
             capital: self.ledger.clone(),
         }
@@ -939,13 +946,23 @@ impl Rangers {
         }
     }
 
+    /// The last instrument a tick brought: the kept view's, or, while
+    /// that has none, the one kept from before. (The view keeps its own
+    /// copy; a second copy compared and kept at every tick was a tenth of
+    /// the rangers' tick.)
+    fn instrument(&self) -> Option<&Instrument> {
+        match self.market.as_ref().and_then(|m| m.instrument.as_ref()) {
+            Some(i) => Some(i),
+            None => self.instrument.as_ref(),
+        }
+    }
+
     fn open_orders(&self) -> u32 {
         self.slots.iter().map(Slot::open_orders).sum()
     }
 
     fn base_asset(&self) -> String {
-        self.instrument
-            .as_ref()
+        self.instrument()
             .map(|i| i.base.clone())
             .unwrap_or_default()
     }
@@ -1067,10 +1084,10 @@ impl Rangers {
 
     /// New entries for idle rangers, within the gates and the per-loop cap.
     fn entries(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
-        let idle: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].stage == Stage::Idle)
-            .collect();
-        if idle.is_empty() {
+        // The idle rangers are read as the loop reaches them: an entry
+        // changes only its own ranger's stage, so the later ones read as
+        // they did at the start (no list allocated at every tick).
+        if !self.slots.iter().any(|s| s.stage == Stage::Idle) {
             return Vec::new();
         }
         let gate = match &self.capacity {
@@ -1084,8 +1101,10 @@ impl Rangers {
         let mut budget = match gate {
             Ok(n) => n,
             Err(e) => {
-                for i in idle {
-                    self.slots[i].last_error.set(e.clone());
+                for slot in &mut self.slots {
+                    if slot.stage == Stage::Idle {
+                        slot.last_error.set(e.clone());
+                    }
                 }
                 return Vec::new();
             }
@@ -1098,7 +1117,10 @@ impl Rangers {
         // records nothing; an accepted entry's hold drops the kept refusal).
         let mut plan: Option<Result<EntryPlan, LastError>> = None;
         let mut refused: Option<CapitalError> = None;
-        for i in idle {
+        for i in 0..self.slots.len() {
+            if self.slots[i].stage != Stage::Idle {
+                continue;
+            }
             if budget == 0 {
                 break;
             }
@@ -1314,7 +1336,7 @@ impl Rangers {
     }
 
     fn place_exit(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
-        let Some(inst) = self.instrument.clone() else {
+        let Some(inst) = self.instrument().cloned() else {
             self.slots[i]
                 .last_error
                 .set("instrument filters unknown; exit waits".into());
@@ -1643,9 +1665,16 @@ impl Strategy for Rangers {
 
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
         self.roll_day(now_ms);
+        if market.instrument.is_none() {
+            // The view is about to lose its instrument: keep it apart.
+            if let Some(i) = self.market.as_mut().and_then(|m| m.instrument.take()) {
+                self.instrument = Some(i);
+            }
+        }
         crate::strategy::keep_view(&mut self.market, market);
+        #[cfg(test)]
         if market.instrument.is_some() {
-            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument_as_before, &market.instrument);
         }
         self.regime_ok = market.regime.is_ranging();
         self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
@@ -2309,6 +2338,7 @@ mod shared_entry_tests {
         let mut skips_over_reserve = 0;
         let mut tick_seen = 0;
         let mut screened = 0;
+        let mut no_instrument = 0;
         for step in 0..steps {
             let roll = rng.next(100);
             if roll < 65 || live.is_empty() && roll < 90 {
@@ -2330,7 +2360,17 @@ mod shared_entry_tests {
                     2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
                     _ => last + Decimal::new(1, 7),
                 };
-                let m = view(&env, last, ask, now);
+                let mut m = view(&env, last, ask, now);
+                // Now and then a view without the instrument: not one a
+                // wake covers (nor the next, with it again).
+                let changed = rng.next(50) == 0;
+                if changed {
+                    m.instrument = None;
+                    if let Some((l, ask, at)) = skipped.take() {
+                        assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+                    }
+                    wake = None;
+                }
                 let a = old.on_tick(&m, now);
                 if wake.is_some_and(|w| w.holds(last, now)) {
                     assert!(a.is_empty(), "step {step}: a covered tick acted: {a:?}");
@@ -2347,13 +2387,21 @@ mod shared_entry_tests {
                 skipped = None;
                 let b = new.on_tick(&m, now);
                 tick_seen += 1;
+                assert_eq!(new.instrument(), new.instrument_as_before.as_ref());
+                if m.instrument.is_none() {
+                    no_instrument += 1;
+                }
                 screened += new
                     .slots
                     .iter()
                     .filter(|s| matches!(s.last_error, LastError::Screened(_)))
                     .count();
                 assert_eq!(a, b, "step {step}: actions");
-                wake = if b.is_empty() { Some(new.wake()) } else { None };
+                wake = if b.is_empty() && !changed {
+                    Some(new.wake())
+                } else {
+                    None
+                };
                 track(&mut live, &mut cancels, &a);
             } else {
                 // An event: replay `new`'s skipped tick first.
@@ -2420,6 +2468,7 @@ mod shared_entry_tests {
         }
         assert_eq!(state(&old, now), state(&new, now), "the end: state");
         assert!(tick_seen > steps / 20, "{tick_seen} ticks run");
+        assert!(no_instrument > 0, "no tick without an instrument ran");
         (skips_over_reserve, screened)
     }
 
