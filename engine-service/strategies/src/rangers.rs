@@ -327,6 +327,15 @@ struct PendingCancel {
     sent_ms: i64,
 }
 
+/// The entry an idle ranger would place at one tick (the same for every
+/// idle ranger of that tick).
+#[derive(Debug, Clone, Copy)]
+struct EntryPlan {
+    price: Decimal,
+    volume: Decimal,
+    snapshot: Option<FreeBalance>,
+}
+
 /// A completed cycle's journal row. Its fields are declared in the order
 /// of their names: the text is the one the `serde_json::json!` object it
 /// replaced wrote (a map keeps its keys sorted), byte for byte
@@ -386,13 +395,46 @@ struct Slot {
 /// formatted only when the status shows it: a ranger below its reserve is
 /// refused at every tick, and formatting the message each time was a
 /// measurable share of a long backtest.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 enum LastError {
     #[default]
     None,
     Text(String),
     /// The DOGE reserve gate refused an entry.
     Reserve(CapitalError),
+    /// The DOGE reserve gate refused an entry that an f64 screen found
+    /// larger than what was left over the reserve
+    /// ([`Rangers::screened_refusal`]): the entry's exact volume, which the
+    /// refusal names, is worked out only when read ([`LastError::exact`]).
+    Screened(ScreenedRefusal),
+}
+
+/// What a screened refusal needs to name the exact entry: the plan's
+/// inputs (as [`entry_price_volume`] takes them) and the ledger's
+/// available DOGE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScreenedRefusal {
+    last: Decimal,
+    ask: Decimal,
+    entry_pct: Decimal,
+    order_size_usd: Decimal,
+    tick_size: Decimal,
+    lot_decimals: u32,
+    available: Decimal,
+    keep: Decimal,
+}
+
+impl PartialEq for LastError {
+    /// Equal when they read the same: a screened refusal is the refusal
+    /// the exact path records.
+    fn eq(&self, other: &LastError) -> bool {
+        match (self.exact(), other.exact()) {
+            (LastError::None, LastError::None) => true,
+            (LastError::Text(a), LastError::Text(b)) => a == b,
+            (LastError::Reserve(a), LastError::Reserve(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl LastError {
@@ -410,6 +452,31 @@ impl LastError {
             LastError::None => String::new(),
             LastError::Text(t) => t.clone(),
             LastError::Reserve(e) => format!("DOGE reserve gate: {e}"),
+            LastError::Screened(_) => self.exact().text(),
+        }
+    }
+
+    /// The error the exact path records: a screened refusal becomes the
+    /// ledger's refusal of the entry's exact volume.
+    fn exact(&self) -> LastError {
+        match self {
+            LastError::Screened(r) => {
+                let (_, volume) = entry_price_volume(
+                    r.last,
+                    r.ask,
+                    r.entry_pct,
+                    r.order_size_usd,
+                    r.tick_size,
+                    r.lot_decimals,
+                );
+                LastError::Reserve(CapitalError::Insufficient {
+                    asset: Asset::Base,
+                    available: r.available,
+                    amount: volume,
+                    keep: r.keep,
+                })
+            }
+            other => other.clone(),
         }
     }
 }
@@ -615,6 +682,8 @@ pub struct Rangers {
     slots: Vec<Slot>,
     ledger: CapitalLedger,
     market: Option<MarketView>,
+    /// The last instrument seen, kept here only while the kept market
+    /// view has none (see [`Rangers::instrument`]).
     instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
     regime_ok: bool,
@@ -625,7 +694,47 @@ pub struct Rangers {
     orphan_exposure_usd: Decimal,
     cycles_total: u64,
     profit_total: Decimal,
+    /// Tests: each idle ranger works out its own entry (the way before the
+    /// tick shared the plan), to compare the two.
+    #[cfg(test)]
+    per_slot_entries: bool,
+    /// Tests: the instrument kept the way before [`Rangers::instrument`].
+    #[cfg(test)]
+    instrument_as_before: Option<Instrument>,
 }
+
+/// An entry's price and volume at a last price and ask: `entry_pct` above
+/// the last, up to the tick, at least the ask (a post-only sell must rest
+/// above the bid), for `order_size_usd` in whole lots.
+fn entry_price_volume(
+    last: Decimal,
+    ask: Decimal,
+    entry_pct: Decimal,
+    order_size_usd: Decimal,
+    tick_size: Decimal,
+    lot_decimals: u32,
+) -> (Decimal, Decimal) {
+    let raw = last * (Decimal::ONE + entry_pct / hundred());
+    let price = ceil_to_tick(raw, tick_size).max(ask);
+    let volume = floor_lot(order_size_usd / price, lot_decimals);
+    (price, volume)
+}
+
+/// Powers of ten as f64 (each the nearest f64 to it).
+const POW10: [f64; 29] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
+];
+
+/// `d` as f64 within a few ulps (for screens with a far wider margin).
+fn approx(d: Decimal) -> f64 {
+    let scale = usize::try_from(d.scale()).unwrap_or(28).min(28);
+    d.mantissa() as f64 / POW10[scale]
+}
+
+/// The screens' relative margin: far above the f64 rounding of the few
+/// operations they make, far below anything a real refusal is decided by.
+const SCREEN_MARGIN: f64 = 1e-9;
 
 fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
     if tick <= Decimal::ZERO {
@@ -712,6 +821,10 @@ impl Rangers {
             orphan_exposure_usd: Decimal::ZERO,
             cycles_total: 0,
             profit_total: Decimal::ZERO,
+            #[cfg(test)]
+            per_slot_entries: false,
+            #[cfg(test)]
+            instrument_as_before: None,
             cfg,
         }
     }
@@ -780,7 +893,7 @@ impl Rangers {
             capacity: self.capacity.clone(),
             committed_base: self.ledger.committed(Asset::Base),
             committed_quote: self.ledger.committed(Asset::Quote),
-            exit_margin_pct: self.instrument.as_ref().map(|i| self.exit_margin_pct(i)),
+            exit_margin_pct: self.instrument().map(|i| self.exit_margin_pct(i)),
             timing,
             capital: self.ledger.clone(),
         }
@@ -791,7 +904,10 @@ impl Rangers {
     /// most the ledger can find available later is the free DOGE minus the
     /// reservations not yet acknowledged (acknowledged holds stop counting
     /// once the snapshot is newer than their ack), and an entry has a
-    /// positive volume, so nothing at or below the reserve passes.
+    /// positive volume, so nothing at or below the reserve passes. An entry
+    /// that reaches the gate also has at least the instrument's minimum
+    /// volume (a smaller one is refused before it), so nothing passes
+    /// either while less than that minimum is left over the reserve.
     fn reserve_refuses_every_entry(&self) -> bool {
         let Some(m) = &self.market else {
             return false;
@@ -800,7 +916,17 @@ impl Rangers {
             // An unknown balance refuses every reservation.
             return true;
         };
-        free - self.ledger.reserved(Asset::Base) <= self.cfg.doge_reserve
+        let most = free - self.ledger.reserved(Asset::Base);
+        if most <= self.cfg.doge_reserve {
+            return true;
+        }
+        #[cfg(test)]
+        if self.per_slot_entries {
+            return false;
+        }
+        m.instrument.as_ref().is_some_and(|i| {
+            i.min_volume > Decimal::ZERO && most - i.min_volume < self.cfg.doge_reserve
+        })
     }
 
     /// The exit margin in percent: max(profit_pct, round trip + 0.20).
@@ -820,13 +946,23 @@ impl Rangers {
         }
     }
 
+    /// The last instrument a tick brought: the kept view's, or, while
+    /// that has none, the one kept from before. (The view keeps its own
+    /// copy; a second copy compared and kept at every tick was a tenth of
+    /// the rangers' tick.)
+    fn instrument(&self) -> Option<&Instrument> {
+        match self.market.as_ref().and_then(|m| m.instrument.as_ref()) {
+            Some(i) => Some(i),
+            None => self.instrument.as_ref(),
+        }
+    }
+
     fn open_orders(&self) -> u32 {
         self.slots.iter().map(Slot::open_orders).sum()
     }
 
     fn base_asset(&self) -> String {
-        self.instrument
-            .as_ref()
+        self.instrument()
             .map(|i| i.base.clone())
             .unwrap_or_default()
     }
@@ -948,10 +1084,10 @@ impl Rangers {
 
     /// New entries for idle rangers, within the gates and the per-loop cap.
     fn entries(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
-        let idle: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].stage == Stage::Idle)
-            .collect();
-        if idle.is_empty() {
+        // The idle rangers are read as the loop reaches them: an entry
+        // changes only its own ranger's stage, so the later ones read as
+        // they did at the start (no list allocated at every tick).
+        if !self.slots.iter().any(|s| s.stage == Stage::Idle) {
             return Vec::new();
         }
         let gate = match &self.capacity {
@@ -965,18 +1101,56 @@ impl Rangers {
         let mut budget = match gate {
             Ok(n) => n,
             Err(e) => {
-                for i in idle {
-                    self.slots[i].last_error.set(e.clone());
+                for slot in &mut self.slots {
+                    if slot.stage == Stage::Idle {
+                        slot.last_error.set(e.clone());
+                    }
                 }
                 return Vec::new();
             }
         };
         let mut out = Vec::new();
-        for i in idle {
+        // Every idle ranger of this tick sees the same market, so the
+        // entry's price and volume (or why there is none) are worked out
+        // once; and a reservation the ledger refused stays refused for the
+        // next ranger while nothing has changed the ledger (a refusal
+        // records nothing; an accepted entry's hold drops the kept refusal).
+        let mut plan: Option<Result<EntryPlan, LastError>> = None;
+        let mut refused: Option<CapitalError> = None;
+        for i in 0..self.slots.len() {
+            if self.slots[i].stage != Stage::Idle {
+                continue;
+            }
             if budget == 0 {
                 break;
             }
-            match self.try_entry(i, market, now_ms) {
+            #[cfg(test)]
+            if self.per_slot_entries {
+                match self.try_entry(i, market, now_ms) {
+                    Ok(a) => {
+                        out.push(a);
+                        budget -= 1;
+                    }
+                    Err(e) => self.slots[i].last_error = e,
+                }
+                continue;
+            }
+            let plan = plan.get_or_insert_with(|| match self.screened_refusal(market) {
+                Some(r) => Err(LastError::Screened(r)),
+                None => self.entry_plan(market),
+            });
+            let result = match (&*plan, &refused) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(e)) => Err(LastError::Reserve(e.clone())),
+                (Ok(p), None) => match self.check_entry(p) {
+                    Err(e) => {
+                        refused = Some(e.clone());
+                        Err(LastError::Reserve(e))
+                    }
+                    Ok(()) => self.place_entry(i, p, now_ms),
+                },
+            };
+            match result {
                 Ok(a) => {
                     out.push(a);
                     budget -= 1;
@@ -987,17 +1161,78 @@ impl Rangers {
         out
     }
 
-    /// An entry for idle ranger `i`, or why not. Every refusal that can be
-    /// known before the order exists (filters, minimums, the DOGE reserve)
-    /// comes before its client id is taken, so a refused try leaves no
-    /// trace but the slot's `last_error` (and such ticks can sleep: see
-    /// [`Strategy::wake`]).
+    /// An entry for idle ranger `i`, or why not: the plan, the ledger's
+    /// check, the order. (The tick shares the plan and a refusal between
+    /// its idle rangers instead; the tests compare the two.)
+    #[cfg(test)]
     fn try_entry(
         &mut self,
         i: usize,
         market: &MarketView,
         now_ms: i64,
     ) -> Result<Action, LastError> {
+        let plan = self.entry_plan(market)?;
+        self.check_entry(&plan).map_err(LastError::Reserve)?;
+        self.place_entry(i, &plan, now_ms)
+    }
+
+    /// The reserve gate's refusal of this tick's entry when an f64 screen
+    /// can tell it without the exact entry: the entry passes the venue
+    /// minimums (volume and cost) and is larger than the DOGE left over the
+    /// reserve, each with a margin ([`SCREEN_MARGIN`]) the screen's
+    /// rounding cannot cross. `None`: the exact path decides (an unknown
+    /// instrument, price or balance, a zero tick, or anything too close).
+    /// Later in a long run the free DOGE sits just over the reserve and
+    /// every tick's entry is refused: the exact price and volume were most
+    /// of the rangers' tick.
+    fn screened_refusal(&self, market: &MarketView) -> Option<ScreenedRefusal> {
+        let inst = market.instrument.as_ref()?;
+        let free = market.free_base?;
+        if market.last <= Decimal::ZERO || inst.tick_size <= Decimal::ZERO {
+            return None;
+        }
+        let available = self.ledger.available(
+            Asset::Base,
+            Some(FreeBalance {
+                free,
+                as_of_ms: market.balances_as_of_ms,
+            }),
+        )?;
+        let keep = self.cfg.doge_reserve;
+        let m = SCREEN_MARGIN;
+        let raw = approx(market.last) * (1.0 + approx(self.cfg.entry_pct) / 100.0);
+        let ask = approx(market.ask);
+        // The price is at most the raw price plus a tick, or the ask.
+        let price_hi = (raw + approx(inst.tick_size)).max(ask) * (1.0 + m);
+        let order = approx(self.cfg.order_size_usd) * (1.0 - m);
+        let lot = 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m);
+        // The volume loses less than a lot to the rounding down.
+        let volume_lo = order / price_hi - lot;
+        let min_volume = approx(inst.min_volume);
+        let min_cost = approx(inst.min_cost);
+        let over = approx(available - keep);
+        let passes_minimums = volume_lo * (1.0 - m) > min_volume.max(0.0) * (1.0 + m)
+            && order - lot * price_hi > min_cost + min_cost.abs() * m;
+        let refused = volume_lo * (1.0 - m) > over + over.abs() * m;
+        (price_hi.is_finite() && passes_minimums && refused).then_some(ScreenedRefusal {
+            last: market.last,
+            ask: market.ask,
+            entry_pct: self.cfg.entry_pct,
+            order_size_usd: self.cfg.order_size_usd,
+            tick_size: inst.tick_size,
+            lot_decimals: inst.lot_decimals,
+            available,
+            keep,
+        })
+    }
+
+    /// The entry any idle ranger would place at this market, or why none
+    /// can. Every refusal that can be known before the order exists
+    /// (filters, minimums, then the DOGE reserve in [`Rangers::check_entry`])
+    /// comes before its client id is taken, so a refused try leaves no
+    /// trace but the slot's `last_error` (and such ticks can sleep: see
+    /// [`Strategy::wake`]).
+    fn entry_plan(&self, market: &MarketView) -> Result<EntryPlan, LastError> {
         let text = |t: String| LastError::Text(t);
         let inst = market
             .instrument
@@ -1006,10 +1241,14 @@ impl Rangers {
         if market.last <= Decimal::ZERO {
             return Err(text("no market price".into()));
         }
-        let raw = market.last * (Decimal::ONE + self.cfg.entry_pct / hundred());
-        // A post-only sell must rest above the bid.
-        let price = ceil_to_tick(raw, inst.tick_size).max(market.ask);
-        let volume = floor_lot(self.cfg.order_size_usd / price, inst.lot_decimals);
+        let (price, volume) = entry_price_volume(
+            market.last,
+            market.ask,
+            self.cfg.entry_pct,
+            self.cfg.order_size_usd,
+            inst.tick_size,
+            inst.lot_decimals,
+        );
         if volume < inst.min_volume || volume <= Decimal::ZERO {
             return Err(text(format!(
                 "entry volume {volume} is below the minimum {} (order size ${})",
@@ -1027,9 +1266,36 @@ impl Rangers {
             free,
             as_of_ms: market.balances_as_of_ms,
         });
-        self.ledger
-            .check(Asset::Base, volume, self.cfg.doge_reserve, snapshot)
-            .map_err(LastError::Reserve)?;
+        Ok(EntryPlan {
+            price,
+            volume,
+            snapshot,
+        })
+    }
+
+    /// The DOGE reserve gate for a planned entry (records nothing).
+    fn check_entry(&self, plan: &EntryPlan) -> Result<(), CapitalError> {
+        self.ledger.check(
+            Asset::Base,
+            plan.volume,
+            self.cfg.doge_reserve,
+            plan.snapshot,
+        )
+    }
+
+    /// Places a planned entry the reserve gate passed for idle ranger `i`:
+    /// its client id, its hold, the slot's new stage.
+    fn place_entry(
+        &mut self,
+        i: usize,
+        plan: &EntryPlan,
+        now_ms: i64,
+    ) -> Result<Action, LastError> {
+        let EntryPlan {
+            price,
+            volume,
+            snapshot,
+        } = *plan;
         let id = self.ids.next(&format!("r{}e", self.slots[i].id));
         self.ledger
             .reserve(
@@ -1070,7 +1336,7 @@ impl Rangers {
     }
 
     fn place_exit(&mut self, i: usize, now_ms: i64) -> Vec<Action> {
-        let Some(inst) = self.instrument.clone() else {
+        let Some(inst) = self.instrument().cloned() else {
             self.slots[i]
                 .last_error
                 .set("instrument filters unknown; exit waits".into());
@@ -1399,9 +1665,16 @@ impl Strategy for Rangers {
 
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
         self.roll_day(now_ms);
+        if market.instrument.is_none() {
+            // The view is about to lose its instrument: keep it apart.
+            if let Some(i) = self.market.as_mut().and_then(|m| m.instrument.take()) {
+                self.instrument = Some(i);
+            }
+        }
         crate::strategy::keep_view(&mut self.market, market);
+        #[cfg(test)]
         if market.instrument.is_some() {
-            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
+            crate::strategy::keep_instrument(&mut self.instrument_as_before, &market.instrument);
         }
         self.regime_ok = market.regime.is_ranging();
         self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
@@ -1937,5 +2210,337 @@ mod tests {
             1_700_000_000_000,
         );
         assert!(!r.enabled());
+    }
+}
+
+/// The tick's shared entry plan, the screened reserve refusals and the
+/// tighter reserve wake, against the way before: each idle ranger working
+/// out its own entry exactly, and a ranger ticked at every tick.
+#[cfg(test)]
+mod shared_entry_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::strategy::{InstrumentKind, RegimeView};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn inst() -> Instrument {
+        Instrument {
+            kind: InstrumentKind::Spot,
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::from(10),
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(40, 4),
+            max_open_orders: 225,
+        }
+    }
+
+    /// The part of the market view only events change.
+    #[derive(Clone)]
+    struct Env {
+        free_base: Decimal,
+        open: u32,
+        ranging: bool,
+    }
+
+    fn view(env: &Env, last: Decimal, ask: Decimal, now: i64) -> MarketView {
+        MarketView {
+            instrument: Some(inst()),
+            free_base: Some(env.free_base),
+            free_quote: Some(Decimal::from(5000)),
+            open_orders_on_pair: Some(env.open),
+            regime: RegimeView {
+                regime: if env.ranging { "RANGING" } else { "TRENDING" }.into(),
+                ready: true,
+                confidence: 0.9,
+                bias: 0.0,
+            },
+            balances_as_of_ms: now,
+            ..MarketView::prices("DOGEUSD", last, last - Decimal::new(1, 7), ask)
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// The state, a screened refusal shown as the exact one it stands for.
+    fn state(r: &Rangers, now: i64) -> String {
+        let slots: Vec<Slot> = r
+            .slots
+            .iter()
+            .map(|s| Slot {
+                last_error: s.last_error.exact(),
+                ..s.clone()
+            })
+            .collect();
+        format!("{slots:?}\n{:?}\n{}", r.ledger, r.status(now).detail_json())
+    }
+
+    /// Live orders: id, volume, price.
+    type Live = Vec<(String, Decimal, Decimal)>;
+
+    fn track(live: &mut Live, cancels: &mut Vec<String>, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Place(o) => {
+                    live.push((o.client_order_id.clone(), o.volume, o.price.unwrap()));
+                }
+                Action::Cancel { client_order_id } => cancels.push(client_order_id.clone()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Walks `steps` events. `old` ticks at every tick and has each idle
+    /// ranger work out its own entry; `new` shares the plan and skips the
+    /// ticks its wake covers (as the backtest driver does: the last skipped
+    /// tick is run before its next call of any kind). Both answer the same
+    /// at every step and end every step in the same state. Returns how many
+    /// ticks `new` skipped with more than the reserve free and unreserved,
+    /// and how many screened refusals its ticks left.
+    fn walk(seed: u64, steps: usize, max_slots: u32) -> (usize, usize) {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots,
+            ..RangerConfig::default()
+        };
+        let mut old = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+        old.per_slot_entries = true;
+        let mut new = Rangers::new(cfg, "DOGEUSD", T0);
+        let mut rng = Rng(seed);
+        let mut env = Env {
+            free_base: Decimal::from(200),
+            open: 0,
+            ranging: true,
+        };
+        let mut now = T0;
+        let mut last = Decimal::new(12, 2);
+        let mut live: Live = Vec::new();
+        let mut cancels: Vec<String> = Vec::new();
+        // `new`'s wake, read after a tick that answered nothing; `None`
+        // after any event.
+        let mut wake: Option<Wake> = None;
+        let mut skipped: Option<(Decimal, Decimal, i64)> = None;
+        let mut skips_over_reserve = 0;
+        let mut tick_seen = 0;
+        let mut screened = 0;
+        let mut no_instrument = 0;
+        for step in 0..steps {
+            let roll = rng.next(100);
+            if roll < 65 || live.is_empty() && roll < 90 {
+                // A price tick: a small walk, now and then a wide ask.
+                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
+                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
+                last = (last + delta)
+                    .max(Decimal::new(5, 2))
+                    .min(Decimal::new(30, 2));
+                if rng.next(20) == 0 {
+                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
+                }
+                // A wide ask makes the entry smaller: below the minimum
+                // volume at twice the price, between it and the usual one
+                // at 1.3 times.
+                let ask = match rng.next(10) {
+                    0 => last * Decimal::from(2),
+                    1 => last * Decimal::new(13, 1),
+                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
+                    _ => last + Decimal::new(1, 7),
+                };
+                let mut m = view(&env, last, ask, now);
+                // Now and then a view without the instrument: not one a
+                // wake covers (nor the next, with it again).
+                let changed = rng.next(50) == 0;
+                if changed {
+                    m.instrument = None;
+                    if let Some((l, ask, at)) = skipped.take() {
+                        assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+                    }
+                    wake = None;
+                }
+                let a = old.on_tick(&m, now);
+                if wake.is_some_and(|w| w.holds(last, now)) {
+                    assert!(a.is_empty(), "step {step}: a covered tick acted: {a:?}");
+                    skipped = Some((last, ask, now));
+                    let most = env.free_base - new.ledger.reserved(Asset::Base);
+                    if new.slots.iter().any(|s| s.stage == Stage::Idle)
+                        && most > new.cfg.doge_reserve
+                    {
+                        skips_over_reserve += 1;
+                    }
+                    track(&mut live, &mut cancels, &a);
+                    continue;
+                }
+                skipped = None;
+                let b = new.on_tick(&m, now);
+                tick_seen += 1;
+                assert_eq!(new.instrument(), new.instrument_as_before.as_ref());
+                if m.instrument.is_none() {
+                    no_instrument += 1;
+                }
+                screened += new
+                    .slots
+                    .iter()
+                    .filter(|s| matches!(s.last_error, LastError::Screened(_)))
+                    .count();
+                assert_eq!(a, b, "step {step}: actions");
+                wake = if b.is_empty() && !changed {
+                    Some(new.wake())
+                } else {
+                    None
+                };
+                track(&mut live, &mut cancels, &a);
+            } else {
+                // An event: replay `new`'s skipped tick first.
+                if let Some((l, ask, at)) = skipped.take() {
+                    assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+                }
+                wake = None;
+                now += 500;
+                if roll < 75 {
+                    // New free DOGE around the reserve and an entry over it.
+                    env.free_base =
+                        Decimal::new(i64::try_from(9_000 + rng.next(3_500)).unwrap(), 2);
+                } else if roll < 76 || !env.ranging && roll < 85 {
+                    env.ranging = !env.ranging;
+                } else if !live.is_empty() {
+                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
+                    let (id, volume, price) = live[k].clone();
+                    let asked = cancels.contains(&id);
+                    let kind = match rng.next(8) {
+                        0 | 1 => UpdateKind::Open,
+                        2 => UpdateKind::PartialFill,
+                        3 if asked => UpdateKind::Canceled,
+                        3 => UpdateKind::Rejected,
+                        4 => UpdateKind::Canceled,
+                        _ => UpdateKind::Filled,
+                    };
+                    let fill = match kind {
+                        UpdateKind::Filled => volume,
+                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
+                        _ => Decimal::ZERO,
+                    };
+                    let u = OrderUpdate {
+                        client_order_id: id.clone(),
+                        kind,
+                        volume_executed: fill,
+                        average_price: None,
+                        fill_volume: fill,
+                        fill_price: price,
+                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
+                        fee_asset: "USD".into(),
+                        message: "venue says no".into(),
+                    };
+                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
+                        live.remove(k);
+                        cancels.retain(|c| c != &id);
+                    }
+                    let a = old.on_order(&u, now);
+                    let b = new.on_order(&u, now);
+                    assert_eq!(a, b, "step {step}: update actions");
+                    track(&mut live, &mut cancels, &a);
+                    // Fills move the free DOGE.
+                    if fill > Decimal::ZERO {
+                        env.free_base += if id.contains('e') { -fill } else { fill };
+                    }
+                }
+                env.open = u32::try_from(live.len()).unwrap();
+            }
+            if skipped.is_none() {
+                assert_eq!(state(&old, now), state(&new, now), "step {step}: state");
+            }
+        }
+        if let Some((l, ask, at)) = skipped.take() {
+            assert!(new.on_tick(&view(&env, l, ask, at), at).is_empty());
+        }
+        assert_eq!(state(&old, now), state(&new, now), "the end: state");
+        assert!(tick_seen > steps / 20, "{tick_seen} ticks run");
+        assert!(no_instrument > 0, "no tick without an instrument ran");
+        (skips_over_reserve, screened)
+    }
+
+    /// Wherever the screen refuses, the exact path refuses with the error
+    /// the screened one stands for; close to the edges (the reserve, the
+    /// minimum volume at a wide ask) it leaves the decision to the exact
+    /// path, and away from them it does refuse.
+    #[test]
+    fn the_screen_refuses_only_what_the_exact_path_refuses() {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots: 1,
+            ..RangerConfig::default()
+        };
+        let mut r = Rangers::new(cfg, "DOGEUSD", T0);
+        r.ledger.hold("held", Asset::Base, Decimal::new(3, 1), T0);
+        let env = |free| Env {
+            free_base: free,
+            open: 0,
+            ranging: true,
+        };
+        let (mut screened, mut exact_refusals) = (0, 0);
+        for last in [
+            Decimal::new(12, 2),
+            Decimal::new(1_234_567, 7),
+            Decimal::new(99_999_999, 9),
+        ] {
+            for ask in [
+                last + Decimal::new(1, 7),
+                last * Decimal::new(13, 1),
+                last * Decimal::from(2),
+            ] {
+                // The entry's exact volume, and free balances around the
+                // reserve plus it (to the last lot) and plus the minimum.
+                let m = view(&env(Decimal::from(1000)), last, ask, T0);
+                let (_, volume) = r
+                    .entry_plan(&m)
+                    .map_or((Decimal::ZERO, Decimal::ZERO), |p| (p.price, p.volume));
+                let edge = Decimal::from(100) + Decimal::new(3, 1) + volume;
+                let mut frees: Vec<Decimal> =
+                    (-300..300).map(|k| edge + Decimal::new(k, 8)).collect();
+                frees.extend((0..400).map(|k| Decimal::new(9_000 + k * 10, 2)));
+                for free in frees {
+                    let m = view(&env(free), last, ask, T0);
+                    let exact = match r.entry_plan(&m) {
+                        Err(e) => Some(e),
+                        Ok(p) => r.check_entry(&p).err().map(LastError::Reserve),
+                    };
+                    exact_refusals += usize::from(matches!(exact, Some(LastError::Reserve(_))));
+                    if let Some(s) = r.screened_refusal(&m) {
+                        screened += 1;
+                        let got = LastError::Screened(s).exact();
+                        assert_eq!(Some(got), exact, "free {free} last {last} ask {ask}");
+                        assert!(free < edge, "free {free} edge {edge}");
+                    }
+                }
+            }
+        }
+        assert!(screened > 1_000, "{screened} screened of {exact_refusals}");
+    }
+
+    #[test]
+    fn a_shared_screened_entry_plan_and_the_reserve_wake_change_nothing() {
+        let (mut over, mut screened) = (0, 0);
+        for (seed, slots) in [(1, 3), (2, 3), (3, 1), (4, 2), (5, 5), (6, 3)] {
+            let (o, s) = walk(seed, 4_000, slots);
+            over += o;
+            screened += s;
+        }
+        // The tighter wake did skip ticks the old one ran (less than the
+        // minimum volume left over the reserve), and the screen did refuse.
+        assert!(over > 50, "{over} ticks skipped over the reserve");
+        assert!(screened > 200, "{screened} screened refusals");
     }
 }
