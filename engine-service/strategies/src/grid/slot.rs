@@ -921,6 +921,102 @@ pub(crate) fn transition_in_place(
     ctx: &SlotCtx<'_>,
     verified: bool,
 ) -> Vec<SlotAction> {
+    transition_with(s, event, ctx, verified, &mut Precheck::default())
+}
+
+/// What the grid's capital ledger would say of an entry before it goes
+/// out: the refusal [`crate::capital::CapitalLedger::reserve`] of it would
+/// give now, if any.
+pub(crate) trait EntryCheck {
+    fn refusal(
+        &self,
+        client_order_id: &str,
+        side: Side,
+        volume: Decimal,
+        price: Option<Decimal>,
+    ) -> Option<CapitalError>;
+}
+
+/// The entries of one transition its [`EntryCheck`] refused.
+#[derive(Default)]
+struct Precheck<'a> {
+    check: Option<&'a dyn EntryCheck>,
+    refused: Vec<(String, CapitalError)>,
+}
+
+/// What [`transition_checked`] returned: the transition's actions, the
+/// actions of the refusals it took after it, and how many it took.
+pub(crate) struct Checked {
+    pub actions: Vec<SlotAction>,
+    pub after: Vec<SlotAction>,
+    pub refused: usize,
+}
+
+/// [`transition_in_place`] followed by the [`SlotEvent::CapitalRefused`]
+/// transitions (at `now`, with `ctx`) of the entries the grid's capital
+/// ledger would refuse, without the entries going out: an entry placed
+/// while no order went out earlier in the transition (so the ledger is the
+/// one its reservation would read) is asked of `check`; when it refuses,
+/// the entry is placed in the slot as before (its id taken, the order
+/// kept for the rest of the transition) but not returned, and, the slot
+/// not halted at the transition's end, each refusal is taken as the grid
+/// took it: [`on_capital_refused`] and the closing invariant check, as a
+/// verified transition of that event would. The same state and, but for
+/// the refused entries, the same actions as the transition, its
+/// translation refused by the ledger and the refusals stepped in order.
+pub(crate) fn transition_checked(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+    check: &dyn EntryCheck,
+    now: i64,
+) -> Checked {
+    let mut pre = Precheck {
+        check: Some(check),
+        refused: Vec::new(),
+    };
+    let actions = transition_with(s, event, ctx, verified, &mut pre);
+    let mut after = Vec::new();
+    let mut refused = 0;
+    // Halted: the entries did not go out, so nothing refused them.
+    if s.halted.is_none() {
+        for (id, error) in pre.refused {
+            let mut out = Vec::new();
+            on_capital_refused(s, &id, &error, now, ctx, &mut out);
+            close_transition(s, &mut out);
+            after.append(&mut out);
+            refused += 1;
+        }
+    }
+    Checked {
+        actions,
+        after,
+        refused,
+    }
+}
+
+/// The end of every transition: the invariants checked (once the slot is
+/// not halted yet); a halted slot places nothing.
+fn close_transition(s: &mut SlotState, out: &mut Vec<SlotAction>) {
+    if s.halted.is_none()
+        && let Err(why) = s.check_invariants()
+    {
+        s.halted = Some(why);
+    }
+    if s.halted.is_some() {
+        // A halted slot books what happened but places nothing.
+        out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
+    }
+}
+
+fn transition_with(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+    pre: &mut Precheck<'_>,
+) -> Vec<SlotAction> {
     let mut out = Vec::new();
     if !verified
         && s.halted.is_none()
@@ -936,9 +1032,9 @@ pub(crate) fn transition_in_place(
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
-        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid),
+        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid, pre),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -1036,18 +1132,10 @@ pub(crate) fn transition_in_place(
         } => request_change(s, client_order_id, Pending::Close, *now_ms, ctx, &mut out),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
     }
-    if s.halted.is_none()
-        && let Err(why) = s.check_invariants()
-    {
-        s.halted = Some(why);
-    }
-    if s.halted.is_some() {
-        // A halted slot books what happened but places nothing.
-        out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
-    }
+    close_transition(s, &mut out);
     out
 }
 
@@ -1075,7 +1163,14 @@ fn mode_allows(mode: SlotMode, t: Trade) -> bool {
 /// A tick's work. `valid`: the orders are those of a state whose
 /// invariants held when the transition began (checked or known), so the
 /// orphan checks need not check them again unless a retry changed them.
-fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>, valid: bool) {
+fn tick(
+    s: &mut SlotState,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+    valid: bool,
+    pre: &mut Precheck<'_>,
+) {
     if s.halted.is_some() {
         return;
     }
@@ -1096,7 +1191,7 @@ fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction
         }
     }
     refresh_one_stale_entry(s, market, now, ctx, out);
-    place_entries(s, market, now, ctx, out);
+    place_entries(s, market, now, ctx, out, pre);
 }
 
 /// A relative margin far wider than Decimal's rounding: price bands a
@@ -1575,6 +1670,7 @@ fn place_entries(
     now: i64,
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
+    pre: &mut Precheck<'_>,
 ) {
     let mut budget = ctx.entry_budget;
     for t in [Trade::A, Trade::B] {
@@ -1642,6 +1738,16 @@ fn place_entries(
             retry_at_ms: None,
             orphan: None,
         });
+        budget -= 1;
+        // No order went out before it in this transition: the ledger's
+        // answer now is the one its reservation would get.
+        if let Some(check) = pre.check
+            && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
+            && let Some(e) = check.refusal(&id, t.entry_side(), volume, Some(price))
+        {
+            pre.refused.push((id, e));
+            continue;
+        }
         out.push(SlotAction::PlaceOrder(PlaceSpec {
             client_order_id: id,
             trade: t,
@@ -1651,7 +1757,6 @@ fn place_entries(
             volume,
             userref_offset: ctx.userref_offset,
         }));
-        budget -= 1;
     }
 }
 
@@ -2117,6 +2222,162 @@ mod verified_tests {
             push_decimal(&mut s, n);
             assert_eq!(s, n.to_string());
         }
+    }
+
+    /// Refuses the entries of the sides it is told to (the amount: the
+    /// volume).
+    struct RefuseSides {
+        sell: bool,
+        buy: bool,
+    }
+
+    impl RefuseSides {
+        fn error(&self, side: Side, volume: Decimal) -> Option<CapitalError> {
+            let refused = match side {
+                Side::Sell => self.sell,
+                Side::Buy => self.buy,
+            };
+            refused.then_some(CapitalError::Insufficient {
+                asset: crate::capital::Asset::Quote,
+                available: Decimal::ONE,
+                amount: volume,
+                keep: Decimal::ZERO,
+            })
+        }
+    }
+
+    impl EntryCheck for RefuseSides {
+        fn refusal(
+            &self,
+            _: &str,
+            side: Side,
+            volume: Decimal,
+            _: Option<Decimal>,
+        ) -> Option<CapitalError> {
+            self.error(side, volume)
+        }
+    }
+
+    /// The entries of `actions` `check` refuses taken out, then `after`,
+    /// then each refusal stepped as the grid steps them: what goes out.
+    fn refuse_after(
+        s: &mut SlotState,
+        actions: Vec<SlotAction>,
+        after: Vec<SlotAction>,
+        check: &RefuseSides,
+        ctx: &SlotCtx<'_>,
+        now: i64,
+    ) -> Vec<SlotAction> {
+        let mut out = Vec::new();
+        let mut refused = Vec::new();
+        for a in actions {
+            match a {
+                SlotAction::PlaceOrder(p)
+                    if p.role == Role::Entry && check.error(p.side, p.volume).is_some() =>
+                {
+                    let e = check.error(p.side, p.volume).unwrap();
+                    refused.push((p.client_order_id, e));
+                }
+                a => out.push(a),
+            }
+        }
+        out.extend(after);
+        for (id, error) in refused {
+            let ev = SlotEvent::CapitalRefused {
+                client_order_id: id,
+                error,
+                now_ms: now,
+            };
+            let verified = s.halted.is_none();
+            out.extend(transition_in_place(s, &ev, ctx, verified));
+        }
+        out
+    }
+
+    /// A slot walked through ticks, fills and cancels twice: once placing
+    /// every entry and stepping the refusals of those the ledger (here
+    /// refusing whole sides, the sides and the loop's entry budget changing
+    /// by step) refuses after, as the grid did; once refusing them in the
+    /// transition ([`transition_checked`]). The same states (ids, last
+    /// errors, re-entry times) and what goes out at every step.
+    #[test]
+    fn entries_refused_in_the_transition_equal_refusals_after() {
+        let mut refused_in = 0;
+        for delay in [0, 60] {
+            let params = SlotParams {
+                reentry_delay_sec: delay,
+                ..SlotParams::default()
+            };
+            let t0 = 1_700_000_000_000_i64;
+            let mut old = SlotState::new(0, false, SlotMode::Both, t0);
+            let mut new = old.clone();
+            let mut open: Vec<(String, Decimal, Decimal)> = Vec::new();
+            for step in 0..600_i64 {
+                let ctx = SlotCtx {
+                    params: &params,
+                    filters: Filters {
+                        tick_size: Decimal::new(1, 7),
+                        lot_decimals: 8,
+                        min_volume: Decimal::TEN,
+                        min_cost: Decimal::new(5, 1),
+                        maker_fee: Decimal::new(25, 4),
+                    },
+                    profit_pct: params.profit_pct,
+                    entry_budget: u32::try_from(step % 3).unwrap(),
+                    entries_blocked: None,
+                    userref_offset: 100,
+                    loss_room: None,
+                };
+                let check = RefuseSides {
+                    sell: (step / 3) % 4 < 2,
+                    buy: (step / 3) % 2 == 0,
+                };
+                let now = t0 + step * 15_000;
+                let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
+                let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
+                let ev = match (step % 5, open.first()) {
+                    (1, Some((id, price, volume))) => SlotEvent::Fill {
+                        client_order_id: id.clone(),
+                        volume: *volume,
+                        price: *price,
+                        fee: Decimal::ZERO,
+                        done: true,
+                        now_ms: now,
+                    },
+                    (3, Some((id, _, _))) => SlotEvent::Canceled {
+                        client_order_id: id.clone(),
+                        now_ms: now,
+                    },
+                    _ => SlotEvent::PriceTick {
+                        market,
+                        now_ms: now,
+                    },
+                };
+                let verified = old.halted.is_none();
+                let a = transition_in_place(&mut old, &ev, &ctx, verified);
+                let a1 = refuse_after(&mut old, a, Vec::new(), &check, &ctx, now);
+                let c = transition_checked(&mut new, &ev, &ctx, verified, &check, now);
+                refused_in += c.refused;
+                let a2 = refuse_after(&mut new, c.actions, c.after, &check, &ctx, now);
+                assert_eq!(a1, a2, "delay {delay}, step {step}");
+                assert_eq!(format!("{old:?}"), format!("{new:?}"), "step {step}");
+                for a in &a1 {
+                    if let SlotAction::PlaceOrder(p) = a
+                        && let Some(price) = p.price
+                    {
+                        open.push((p.client_order_id.clone(), price, p.volume));
+                    }
+                }
+                if matches!(ev, SlotEvent::Fill { .. } | SlotEvent::Canceled { .. }) {
+                    open.remove(0);
+                }
+            }
+            assert!(old.cycles >= 5, "{} cycles", old.cycles);
+        }
+        assert!(
+            refused_in > 50,
+            "{refused_in} entries refused in the transition"
+        );
     }
 
     /// A slot walked through ticks, fills and cancels twice: once with
