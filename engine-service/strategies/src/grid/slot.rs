@@ -458,20 +458,23 @@ pub struct SlotState {
 /// refusal's message gave before: `entry {id} refused: capital: {error}`.
 #[derive(Clone, Default)]
 pub struct LastError {
+    /// The last refusal kept (its box reused by the next one); it is the
+    /// error only while `refused`.
     refusal: Option<Box<(String, CapitalError)>>,
+    refused: bool,
     text: OnceLock<String>,
 }
 
 impl LastError {
     /// Sets the text.
     pub fn set(&mut self, text: String) {
-        self.refusal = None;
+        self.refused = false;
         self.text = OnceLock::from(text);
     }
 
     /// No error.
     pub fn clear(&mut self) {
-        self.refusal = None;
+        self.refused = false;
         self.text = OnceLock::from(String::new());
     }
 
@@ -481,14 +484,15 @@ impl LastError {
             Some(r) => **r = (id, error),
             None => self.refusal = Some(Box::new((id, error))),
         }
+        self.refused = true;
         self.text = OnceLock::new();
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
         self.text.get_or_init(|| match &self.refusal {
-            Some(r) => format!("entry {} refused: capital: {}", r.0, r.1),
-            None => String::new(),
+            Some(r) if self.refused => format!("entry {} refused: capital: {}", r.0, r.1),
+            _ => String::new(),
         })
     }
 }
@@ -748,13 +752,11 @@ impl SlotState {
             Role::Close => 'c',
         };
         // `format!("g{}{}{}", self.id, trade.tag(), r)` without the
-        // formatting machinery.
-        let mut tag = String::with_capacity(16);
-        tag.push('g');
-        push_decimal(&mut tag, self.id);
-        tag.push(trade.tag());
-        tag.push(r);
-        self.ids.next(&tag)
+        // formatting machinery, on the stack.
+        let mut buf = [0u8; 16];
+        let n = write_tag(&mut buf, self.id, trade.tag(), r);
+        let tag = std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default();
+        self.ids.next(tag)
     }
 
     fn push_cycle(&mut self, c: &CycleRecord) {
@@ -767,11 +769,11 @@ impl SlotState {
     }
 }
 
-/// Appends `n` in decimal digits (as `Display` writes it).
-fn push_decimal(out: &mut String, n: u32) {
+/// Writes `g{slot}{trade}{role}` (ASCII tags) into `buf`; its length.
+fn write_tag(buf: &mut [u8; 16], slot: u32, trade: char, role: char) -> usize {
     let mut digits = [0u8; 10];
     let mut len = 0;
-    let mut n = n;
+    let mut n = slot;
     loop {
         if let Some(d) = digits.get_mut(len) {
             *d = b'0' + (n % 10) as u8;
@@ -782,9 +784,20 @@ fn push_decimal(out: &mut String, n: u32) {
             break;
         }
     }
+    let mut at = 0;
+    let mut put = |b: u8| {
+        if let Some(x) = buf.get_mut(at) {
+            *x = b;
+        }
+        at += 1;
+    };
+    put(b'g');
     for d in digits.iter().take(len).rev() {
-        out.push(char::from(*d));
+        put(*d);
     }
+    put(u8::try_from(trade).unwrap_or(b'?'));
+    put(u8::try_from(role).unwrap_or(b'?'));
+    at
 }
 
 /// Is `client_order_id` a grid slot's ("g<slot><a|b><e|x|c>-...")?
@@ -982,11 +995,35 @@ pub(crate) fn transition_checked(
     // Halted: the entries did not go out, so nothing refused them.
     if s.halted.is_none() {
         for (id, error) in pre.refused {
-            let mut out = Vec::new();
-            on_capital_refused(s, &id, &error, now, ctx, &mut out);
-            close_transition(s, &mut out);
-            after.append(&mut out);
             refused += 1;
+            // The entry as `on_capital_refused` finds it.
+            let entry = if s.recovery.iter().any(|o| o.client_order_id == id) {
+                None
+            } else {
+                s.orders
+                    .iter()
+                    .position(|o| o.client_order_id == id)
+                    .filter(|&i| s.orders[i].role == Role::Entry)
+            };
+            match entry {
+                // The invariants held with the entry (the slot is not
+                // halted since they were checked at the transition's end)
+                // and removing an entry breaks none of them (fewer orders
+                // per trade, the others as they were, no id repeated): the
+                // closing check would pass.
+                Some(i) if s.halted.is_none() => {
+                    let o = s.orders.remove(i);
+                    s.last_error.set_capital(o.client_order_id, error);
+                    s.trade_mut(o.trade).reentry_at_ms =
+                        now + secs_ms(ctx.params.reentry_delay_sec);
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    on_capital_refused(s, &id, &error, now, ctx, &mut out);
+                    close_transition(s, &mut out);
+                    after.append(&mut out);
+                }
+            }
         }
     }
     Checked {
@@ -2218,9 +2255,11 @@ mod verified_tests {
     #[test]
     fn slot_ids_are_written_as_display_writes_them() {
         for n in [0, 7, 10, 99, 100, 4_294_967_295] {
-            let mut s = String::new();
-            push_decimal(&mut s, n);
-            assert_eq!(s, n.to_string());
+            for (t, r) in [('a', 'e'), ('b', 'x'), ('a', 'c')] {
+                let mut buf = [0u8; 16];
+                let len = write_tag(&mut buf, n, t, r);
+                assert_eq!(&buf[..len], format!("g{n}{t}{r}").as_bytes());
+            }
         }
     }
 
