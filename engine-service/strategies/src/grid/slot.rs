@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{SlotMode, SlotParams};
 use super::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
-use crate::capital::CapitalError;
+use crate::capital::{Asset, CapitalError};
 use crate::strategy::{IdGen, Side};
 
 /// How long a refused exit waits before it is placed again.
@@ -460,7 +460,7 @@ pub struct SlotState {
 pub struct LastError {
     /// The last refusal kept (its box reused by the next one); it is the
     /// error only while `refused`.
-    refusal: Option<Box<(String, CapitalError)>>,
+    refusal: Option<Box<(String, Refusal)>>,
     refused: bool,
     text: OnceLock<String>,
 }
@@ -480,9 +480,18 @@ impl LastError {
 
     /// Entry `id` refused by the capital ledger; the text waits for a read.
     pub fn set_capital(&mut self, id: String, error: CapitalError) {
+        self.set_refusal(id, Refusal::Known(error));
+    }
+
+    /// Entry `id` refused, the amount computed when read.
+    fn set_lazy(&mut self, id: String, refusal: LazyRefusal) {
+        self.set_refusal(id, Refusal::Lazy(refusal));
+    }
+
+    fn set_refusal(&mut self, id: String, refusal: Refusal) {
         match &mut self.refusal {
-            Some(r) => **r = (id, error),
-            None => self.refusal = Some(Box::new((id, error))),
+            Some(r) => **r = (id, refusal),
+            None => self.refusal = Some(Box::new((id, refusal))),
         }
         self.refused = true;
         self.text = OnceLock::new();
@@ -491,10 +500,20 @@ impl LastError {
     /// The text.
     pub fn as_str(&self) -> &str {
         self.text.get_or_init(|| match &self.refusal {
-            Some(r) if self.refused => format!("entry {} refused: capital: {}", r.0, r.1),
+            Some(r) if self.refused => match &r.1 {
+                Refusal::Known(e) => format!("entry {} refused: capital: {e}", r.0),
+                Refusal::Lazy(l) => format!("entry {} refused: capital: {}", r.0, l.error()),
+            },
             _ => String::new(),
         })
     }
+}
+
+/// A capital refusal [`LastError`] keeps.
+#[derive(Clone)]
+enum Refusal {
+    Known(CapitalError),
+    Lazy(LazyRefusal),
 }
 
 impl std::ops::Deref for LastError {
@@ -848,10 +867,121 @@ pub fn backoff(params: &SlotParams, losses: u32) -> Decimal {
 /// Entry price of trade `t`: market * (1 -/+ entry_pct * backoff), on the
 /// tick, away from market.
 pub fn entry_price(t: Trade, market: Decimal, ctx: &SlotCtx<'_>, losses: u32) -> Decimal {
-    let d = ctx.params.entry_pct / hundred() * backoff(ctx.params, losses);
+    let backoff = backoff(ctx.params, losses);
+    entry_price_of(
+        t,
+        market,
+        ctx.params.entry_pct,
+        backoff,
+        ctx.filters.tick_size,
+    )
+}
+
+/// [`entry_price`] from its parts.
+fn entry_price_of(
+    t: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    tick: Decimal,
+) -> Decimal {
+    let d = entry_pct / hundred() * backoff;
     match t {
-        Trade::A => ceil_to_tick(market * (Decimal::ONE + d), ctx.filters.tick_size),
-        Trade::B => floor_to_tick(market * (Decimal::ONE - d), ctx.filters.tick_size),
+        Trade::A => ceil_to_tick(market * (Decimal::ONE + d), tick),
+        Trade::B => floor_to_tick(market * (Decimal::ONE - d), tick),
+    }
+}
+
+/// Lower bounds of the volume and the cost (volume times price) of an
+/// entry of trade `t`, read in f64 with wide margins, when its volume
+/// certainly passes the minimums (so [`entry_volume`] returns it); `None`
+/// when unsure.
+fn entry_floor(
+    t: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    usd: Decimal,
+    f: &Filters,
+) -> Option<(f64, f64)> {
+    let a = super::heal::approx_f64;
+    let d = a(entry_pct) / 100.0 * a(backoff);
+    let m = a(market);
+    let tick = a(f.tick_size).max(0.0);
+    let p = match t {
+        Trade::A => m * (1.0 + d),
+        Trade::B => m * (1.0 - d),
+    };
+    // The price on the tick: within a tick of `p`.
+    let (p_lo, p_hi) = (p * (1.0 - SCREEN_EPS) - tick, p * (1.0 + SCREEN_EPS) + tick);
+    let lot = 10f64.powi(-i32::try_from(f.lot_decimals).ok()?);
+    // The volume, rounded down to the lot: within a lot below usd / price.
+    let v_lo = a(usd) / p_hi * (1.0 - SCREEN_EPS) - lot;
+    let cost_lo = v_lo * p_lo * (1.0 - SCREEN_EPS);
+    let (min_volume, min_cost) = (a(f.min_volume), a(f.min_cost));
+    let fine = [d, m, tick, p_lo, p_hi, v_lo, cost_lo, min_volume, min_cost]
+        .iter()
+        .all(|x| x.is_finite());
+    (fine
+        && p_lo > 0.0
+        && v_lo > min_volume.abs() * (1.0 + SCREEN_EPS) + SCREEN_EPS
+        && cost_lo > min_cost.abs() * (1.0 + SCREEN_EPS) + SCREEN_EPS)
+        .then_some((v_lo, cost_lo))
+}
+
+/// The relative margin of the f64 screens of an entry (far wider than
+/// their rounding errors).
+const SCREEN_EPS: f64 = 1e-6;
+
+/// Whether the amount an entry with the floors `(v_lo, cost_lo)` holds
+/// (the volume for a sell, volume times price times `1 + buy_fee` for a
+/// buy) is certainly above `available`.
+fn certainly_above(
+    t: Trade,
+    (v_lo, cost_lo): (f64, f64),
+    buy_fee: Decimal,
+    available: Decimal,
+) -> bool {
+    let a = super::heal::approx_f64;
+    let amount = match t.entry_side() {
+        Side::Sell => v_lo,
+        Side::Buy => cost_lo * (1.0 + a(buy_fee).min(0.0)),
+    } * (1.0 - SCREEN_EPS);
+    let avail = a(available);
+    amount.is_finite()
+        && avail.is_finite()
+        && amount > avail + avail.abs() * SCREEN_EPS + SCREEN_EPS
+}
+
+/// A new entry order as [`place_entries`] places it.
+fn new_entry(
+    id: String,
+    t: Trade,
+    price: Decimal,
+    volume: Decimal,
+    now: i64,
+    market: Decimal,
+) -> SlotOrder {
+    SlotOrder {
+        client_order_id: id,
+        trade: t,
+        role: Role::Entry,
+        side: t.entry_side(),
+        price: Some(price),
+        volume,
+        placed_at_ms: now,
+        market_at_place: market,
+        executed: Decimal::ZERO,
+        avg_price: Decimal::ZERO,
+        fee: Decimal::ZERO,
+        position_id: String::new(),
+        entry_price: Decimal::ZERO,
+        entry_fee: Decimal::ZERO,
+        entry_time_ms: 0,
+        target_price: Decimal::ZERO,
+        pending: None,
+        retry_at_ms: None,
+        orphan: None,
     }
 }
 
@@ -948,13 +1078,90 @@ pub(crate) trait EntryCheck {
         volume: Decimal,
         price: Option<Decimal>,
     ) -> Option<CapitalError>;
+
+    /// The same reservation read before the entry's amount is known: a
+    /// refusal that does not depend on it (a duplicate id, an unknown
+    /// balance), or what the balance check compares the amount with.
+    fn screen(&self, client_order_id: &str, side: Side) -> Screen;
+}
+
+/// What [`EntryCheck::screen`] read.
+pub(crate) enum Screen {
+    /// Refused whatever the amount (the check with it says why).
+    Refused,
+    /// The funds the amount is checked against, and the fee a limit buy's
+    /// hold adds (`volume * price * (1 + fee)`).
+    Available {
+        asset: Asset,
+        available: Decimal,
+        buy_fee: Decimal,
+    },
+}
+
+/// An entry refused on an amount not computed: what computes it (the
+/// entry's price, volume and hold, as the slot and the grid do) when the
+/// refusal is read.
+#[derive(Clone)]
+struct LazyRefusal {
+    trade: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    order_size_usd: Decimal,
+    filters: Filters,
+    asset: Asset,
+    available: Decimal,
+    buy_fee: Decimal,
+}
+
+impl LazyRefusal {
+    /// The entry's price and volume (the screen proved the volume valid).
+    fn entry(&self) -> (Decimal, Decimal) {
+        let price = entry_price_of(
+            self.trade,
+            self.market,
+            self.entry_pct,
+            self.backoff,
+            self.filters.tick_size,
+        );
+        let volume = entry_volume(self.order_size_usd, price, &self.filters).unwrap_or_default();
+        (price, volume)
+    }
+
+    fn error(&self) -> CapitalError {
+        let (price, volume) = self.entry();
+        let amount = match self.trade.entry_side() {
+            Side::Sell => volume,
+            Side::Buy => volume * price * (Decimal::ONE + self.buy_fee),
+        };
+        CapitalError::Insufficient {
+            asset: self.asset,
+            available: self.available,
+            amount,
+            keep: Decimal::ZERO,
+        }
+    }
+}
+
+/// An entry refused in the transition: with its error, or (the amount not
+/// computed) how to compute it and where the entry would have been.
+enum PreRefusal {
+    Known(String, CapitalError),
+    Lazy {
+        id: String,
+        refusal: LazyRefusal,
+        at: usize,
+        now: i64,
+    },
 }
 
 /// The entries of one transition its [`EntryCheck`] refused.
 #[derive(Default)]
 struct Precheck<'a> {
     check: Option<&'a dyn EntryCheck>,
-    refused: Vec<(String, CapitalError)>,
+    refused: Vec<PreRefusal>,
+    /// Lazy refusals so far (their entries are not in the slot).
+    lazy: usize,
 }
 
 /// What [`transition_checked`] returned: the transition's actions, the
@@ -963,6 +1170,8 @@ pub(crate) struct Checked {
     pub actions: Vec<SlotAction>,
     pub after: Vec<SlotAction>,
     pub refused: usize,
+    /// Of those, refused on the screen, the amount not computed.
+    pub lazy: usize,
 }
 
 /// [`transition_in_place`] followed by the [`SlotEvent::CapitalRefused`]
@@ -988,14 +1197,45 @@ pub(crate) fn transition_checked(
     let mut pre = Precheck {
         check: Some(check),
         refused: Vec::new(),
+        lazy: 0,
     };
     let actions = transition_with(s, event, ctx, verified, &mut pre);
+    let lazy = if s.halted.is_none() { pre.lazy } else { 0 };
     let mut after = Vec::new();
     let mut refused = 0;
-    // Halted: the entries did not go out, so nothing refused them.
-    if s.halted.is_none() {
-        for (id, error) in pre.refused {
+    // Halted: the entries did not go out, so nothing refused them; the
+    // entries not placed in the slot are, where they would have been, and
+    // the halt reads them.
+    if s.halted.is_some() {
+        if pre.lazy > 0 {
+            for r in pre.refused {
+                if let PreRefusal::Lazy {
+                    id,
+                    refusal,
+                    at,
+                    now,
+                } = r
+                {
+                    let (price, volume) = refusal.entry();
+                    let o = new_entry(id, refusal.trade, price, volume, now, refusal.market);
+                    s.orders.insert(at.min(s.orders.len()), o);
+                }
+            }
+            s.halted = s.check_invariants().err();
+        }
+    } else {
+        for r in pre.refused {
             refused += 1;
+            let (id, error) = match r {
+                PreRefusal::Known(id, error) => (id, error),
+                PreRefusal::Lazy { id, refusal, .. } => {
+                    // As below, the entry never in the slot.
+                    let t = refusal.trade;
+                    s.last_error.set_lazy(id, refusal);
+                    s.trade_mut(t).reentry_at_ms = now + secs_ms(ctx.params.reentry_delay_sec);
+                    continue;
+                }
+            };
             // The entry as `on_capital_refused` finds it.
             let entry = if s.recovery.iter().any(|o| o.client_order_id == id) {
                 None
@@ -1030,6 +1270,7 @@ pub(crate) fn transition_checked(
         actions,
         after,
         refused,
+        lazy,
     }
 }
 
@@ -1739,7 +1980,52 @@ fn place_entries(
         if budget == 0 {
             return;
         }
-        let price = entry_price(t, market, ctx, ts.consecutive_losses);
+        let losses = ts.consecutive_losses;
+        // An entry the ledger certainly refuses, its amount not computed:
+        // its id taken as it would be, the refusal written when read.
+        let mut taken = None;
+        if let Some(check) = pre.check
+            && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
+        {
+            let backoff = backoff(ctx.params, losses);
+            let usd = ctx.params.order_size_usd;
+            if let Some(floor) =
+                entry_floor(t, market, ctx.params.entry_pct, backoff, usd, &ctx.filters)
+            {
+                let id = s.next_id(t, Role::Entry);
+                s.last_error.clear();
+                match check.screen(&id, t.entry_side()) {
+                    Screen::Available {
+                        asset,
+                        available,
+                        buy_fee,
+                    } if certainly_above(t, floor, buy_fee, available) => {
+                        let refusal = LazyRefusal {
+                            trade: t,
+                            market,
+                            entry_pct: ctx.params.entry_pct,
+                            backoff,
+                            order_size_usd: usd,
+                            filters: ctx.filters.clone(),
+                            asset,
+                            available,
+                            buy_fee,
+                        };
+                        pre.refused.push(PreRefusal::Lazy {
+                            id,
+                            refusal,
+                            at: s.orders.len() + pre.lazy,
+                            now,
+                        });
+                        pre.lazy += 1;
+                        budget -= 1;
+                        continue;
+                    }
+                    _ => taken = Some(id),
+                }
+            }
+        }
+        let price = entry_price(t, market, ctx, losses);
         let volume = match entry_volume(ctx.params.order_size_usd, price, &ctx.filters) {
             Ok(v) => v,
             Err(e) => {
@@ -1751,30 +2037,19 @@ fn place_entries(
                 continue;
             }
         };
-        let id = s.next_id(t, Role::Entry);
-        // An entry goes out: whatever kept entries from going out is gone.
-        s.last_error.clear();
-        s.orders.push(SlotOrder {
-            client_order_id: id.clone(),
-            trade: t,
-            role: Role::Entry,
-            side: t.entry_side(),
-            price: Some(price),
-            volume,
-            placed_at_ms: now,
-            market_at_place: market,
-            executed: Decimal::ZERO,
-            avg_price: Decimal::ZERO,
-            fee: Decimal::ZERO,
-            position_id: String::new(),
-            entry_price: Decimal::ZERO,
-            entry_fee: Decimal::ZERO,
-            entry_time_ms: 0,
-            target_price: Decimal::ZERO,
-            pending: None,
-            retry_at_ms: None,
-            orphan: None,
-        });
+        let id = match taken {
+            // Taken above (the screen proved the volume valid).
+            Some(id) => id,
+            None => {
+                let id = s.next_id(t, Role::Entry);
+                // An entry goes out: whatever kept entries from going out
+                // is gone.
+                s.last_error.clear();
+                id
+            }
+        };
+        s.orders
+            .push(new_entry(id.clone(), t, price, volume, now, market));
         budget -= 1;
         // No order went out before it in this transition: the ledger's
         // answer now is the one its reservation would get.
@@ -1782,7 +2057,7 @@ fn place_entries(
             && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
             && let Some(e) = check.refusal(&id, t.entry_side(), volume, Some(price))
         {
-            pre.refused.push((id, e));
+            pre.refused.push(PreRefusal::Known(id, e));
             continue;
         }
         out.push(SlotAction::PlaceOrder(PlaceSpec {
@@ -2270,16 +2545,42 @@ mod verified_tests {
         buy: bool,
     }
 
+    /// The fee a buy's hold adds.
+    const BUY_FEE: Decimal = Decimal::from_parts(25, 0, 0, false, 4);
+
     impl RefuseSides {
-        fn error(&self, side: Side, volume: Decimal) -> Option<CapitalError> {
-            let refused = match side {
-                Side::Sell => self.sell,
-                Side::Buy => self.buy,
+        /// Nothing free on a refused side, plenty on the other.
+        fn available(&self, side: Side) -> (Asset, Decimal) {
+            match side {
+                Side::Sell => (
+                    Asset::Base,
+                    if self.sell {
+                        Decimal::ZERO
+                    } else {
+                        Decimal::MAX
+                    },
+                ),
+                Side::Buy => (
+                    Asset::Quote,
+                    if self.buy {
+                        Decimal::ZERO
+                    } else {
+                        Decimal::MAX
+                    },
+                ),
+            }
+        }
+
+        fn error(&self, side: Side, volume: Decimal, price: Decimal) -> Option<CapitalError> {
+            let (asset, available) = self.available(side);
+            let amount = match side {
+                Side::Sell => volume,
+                Side::Buy => volume * price * (Decimal::ONE + BUY_FEE),
             };
-            refused.then_some(CapitalError::Insufficient {
-                asset: crate::capital::Asset::Quote,
-                available: Decimal::ONE,
-                amount: volume,
+            (available - amount < Decimal::ZERO).then_some(CapitalError::Insufficient {
+                asset,
+                available,
+                amount,
                 keep: Decimal::ZERO,
             })
         }
@@ -2291,9 +2592,18 @@ mod verified_tests {
             _: &str,
             side: Side,
             volume: Decimal,
-            _: Option<Decimal>,
+            price: Option<Decimal>,
         ) -> Option<CapitalError> {
-            self.error(side, volume)
+            self.error(side, volume, price.unwrap_or_default())
+        }
+
+        fn screen(&self, _: &str, side: Side) -> Screen {
+            let (asset, available) = self.available(side);
+            Screen::Available {
+                asset,
+                available,
+                buy_fee: BUY_FEE,
+            }
         }
     }
 
@@ -2312,9 +2622,14 @@ mod verified_tests {
         for a in actions {
             match a {
                 SlotAction::PlaceOrder(p)
-                    if p.role == Role::Entry && check.error(p.side, p.volume).is_some() =>
+                    if p.role == Role::Entry
+                        && check
+                            .error(p.side, p.volume, p.price.unwrap_or_default())
+                            .is_some() =>
                 {
-                    let e = check.error(p.side, p.volume).unwrap();
+                    let e = check
+                        .error(p.side, p.volume, p.price.unwrap_or_default())
+                        .unwrap();
                     refused.push((p.client_order_id, e));
                 }
                 a => out.push(a),
@@ -2341,7 +2656,7 @@ mod verified_tests {
     /// errors, re-entry times) and what goes out at every step.
     #[test]
     fn entries_refused_in_the_transition_equal_refusals_after() {
-        let mut refused_in = 0;
+        let (mut refused_in, mut lazy) = (0, 0);
         for delay in [0, 60] {
             let params = SlotParams {
                 reentry_delay_sec: delay,
@@ -2397,6 +2712,7 @@ mod verified_tests {
                 let a1 = refuse_after(&mut old, a, Vec::new(), &check, &ctx, now);
                 let c = transition_checked(&mut new, &ev, &ctx, verified, &check, now);
                 refused_in += c.refused;
+                lazy += c.lazy;
                 let a2 = refuse_after(&mut new, c.actions, c.after, &check, &ctx, now);
                 assert_eq!(a1, a2, "delay {delay}, step {step}");
                 assert_eq!(format!("{old:?}"), format!("{new:?}"), "step {step}");
@@ -2417,6 +2733,7 @@ mod verified_tests {
             refused_in > 50,
             "{refused_in} entries refused in the transition"
         );
+        assert!(lazy > 50, "{lazy} of them on the screen");
     }
 
     /// A slot walked through ticks, fills and cancels twice: once with

@@ -102,8 +102,10 @@ pub struct Grid {
     /// goes out (`slot::transition_checked`; on: the tests compare a grid
     /// with it off, which places the entries and takes the refusals after).
     precheck: bool,
-    /// Entries refused that way (tests).
+    /// Entries refused that way (tests), and of those, refused on the f64
+    /// screen (their amounts not computed).
     prechecked: u64,
+    prechecked_lazy: u64,
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
@@ -352,6 +354,7 @@ impl Grid {
             refused_wakes: 0,
             precheck: true,
             prechecked: 0,
+            prechecked_lazy: 0,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
@@ -598,9 +601,11 @@ impl Grid {
                 actions: slot::transition_in_place(&mut self.slots[i], ev, &ctx, verified),
                 after: Vec::new(),
                 refused: 0,
+                lazy: 0,
             }
         };
         self.prechecked += checked.refused as u64;
+        self.prechecked_lazy += checked.lazy as u64;
         if let Some(v) = self.verified.get_mut(i) {
             *v = self.slots[i].halted.is_none();
         }
@@ -2338,6 +2343,26 @@ impl slot::EntryCheck for LedgerCheck<'_> {
             .check(asset, amount, Decimal::ZERO, snapshot(self.market, asset))
             .err()
     }
+
+    fn screen(&self, client_order_id: &str, side: Side) -> slot::Screen {
+        if self.capital.is_held(client_order_id) {
+            return slot::Screen::Refused;
+        }
+        let asset = match side {
+            Side::Sell => Asset::Base,
+            Side::Buy => Asset::Quote,
+        };
+        // The fee `hold_of` adds to a limit buy.
+        let buy_fee = self.instrument.map_or(self.maker_fee, |i| i.maker_fee);
+        match self.capital.available(asset, snapshot(self.market, asset)) {
+            None => slot::Screen::Refused,
+            Some(available) => slot::Screen::Available {
+                asset,
+                available,
+                buy_fee,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2579,6 +2604,12 @@ mod quiet_slot_tests {
                 "{} / {} entries refused in the transition",
                 fast.prechecked,
                 slow.prechecked
+            );
+            // Both ways: on the screen, and with the amount computed.
+            assert!(
+                fast.prechecked_lazy > 20 && fast.prechecked_lazy < fast.prechecked,
+                "{} entries refused on the screen",
+                fast.prechecked_lazy
             );
         }
         if low {
