@@ -1984,6 +1984,8 @@ fn place_entries(
         // An entry the ledger certainly refuses, its amount not computed:
         // its id taken as it would be, the refusal written when read.
         let mut taken = None;
+        // The screen's reading, for the exact check below.
+        let mut screened = None;
         if let Some(check) = pre.check
             && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
         {
@@ -2021,7 +2023,15 @@ fn place_entries(
                         budget -= 1;
                         continue;
                     }
-                    _ => taken = Some(id),
+                    Screen::Available {
+                        asset,
+                        available,
+                        buy_fee,
+                    } => {
+                        screened = Some((asset, available, buy_fee));
+                        taken = Some(id);
+                    }
+                    Screen::Refused => taken = Some(id),
                 }
             }
         }
@@ -2053,10 +2063,28 @@ fn place_entries(
         budget -= 1;
         // No order went out before it in this transition: the ledger's
         // answer now is the one its reservation would get.
-        if let Some(check) = pre.check
-            && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
-            && let Some(e) = check.refusal(&id, t.entry_side(), volume, Some(price))
-        {
+        let refusal = match (pre.check, screened) {
+            // Read by the screen above, nothing changed since: the check
+            // `reserve` makes (`available - amount < 0`) with the amount
+            // its hold computes.
+            (Some(_), Some((asset, available, buy_fee))) => {
+                let amount = match t.entry_side() {
+                    Side::Sell => volume,
+                    Side::Buy => volume * price * (Decimal::ONE + buy_fee),
+                };
+                (available - amount < Decimal::ZERO).then_some(CapitalError::Insufficient {
+                    asset,
+                    available,
+                    amount,
+                    keep: Decimal::ZERO,
+                })
+            }
+            (Some(check), None) if !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_))) => {
+                check.refusal(&id, t.entry_side(), volume, Some(price))
+            }
+            _ => None,
+        };
+        if let Some(e) = refusal {
             pre.refused.push(PreRefusal::Known(id, e));
             continue;
         }
