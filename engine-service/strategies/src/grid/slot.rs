@@ -929,6 +929,29 @@ fn entry_floor(
         .then_some((v_lo, cost_lo))
 }
 
+/// Whether `available` certainly covers the amount an entry of trade `t`
+/// holds: for a buy at most `usd * (1 + fee)` (its volume times price is
+/// at most `usd`), for a sell at most `usd / market` (it sells above the
+/// market). Only saves the screen: the exact check follows either way.
+fn certainly_covered(
+    t: Trade,
+    market: Decimal,
+    usd: Decimal,
+    buy_fee: Decimal,
+    available: Decimal,
+) -> bool {
+    let a = super::heal::approx_f64;
+    let amount = match t.entry_side() {
+        Side::Buy => a(usd).abs() * (1.0 + a(buy_fee).max(0.0)),
+        Side::Sell => a(usd).abs() / a(market),
+    };
+    let avail = a(available);
+    amount.is_finite()
+        && amount >= 0.0
+        && avail.is_finite()
+        && avail > amount * (1.0 + SCREEN_EPS) + SCREEN_EPS
+}
+
 /// The relative margin of the f64 screens of an entry (far wider than
 /// their rounding errors).
 const SCREEN_EPS: f64 = 1e-6;
@@ -1079,23 +1102,14 @@ pub(crate) trait EntryCheck {
         price: Option<Decimal>,
     ) -> Option<CapitalError>;
 
-    /// The same reservation read before the entry's amount is known: a
-    /// refusal that does not depend on it (a duplicate id, an unknown
-    /// balance), or what the balance check compares the amount with.
-    fn screen(&self, client_order_id: &str, side: Side) -> Screen;
-}
+    /// The funds the balance check of an entry of `side` compares its
+    /// amount with (asset, available) and the fee a limit buy's hold adds
+    /// (`volume * price * (1 + fee)`); `None` when the balance is unknown.
+    fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)>;
 
-/// What [`EntryCheck::screen`] read.
-pub(crate) enum Screen {
-    /// Refused whatever the amount (the check with it says why).
-    Refused,
-    /// The funds the amount is checked against, and the fee a limit buy's
-    /// hold adds (`volume * price * (1 + fee)`).
-    Available {
-        asset: Asset,
-        available: Decimal,
-        buy_fee: Decimal,
-    },
+    /// Whether order `id` holds funds already (its reservation is refused
+    /// as a duplicate before the balance check).
+    fn is_held(&self, client_order_id: &str) -> bool;
 }
 
 /// An entry refused on an amount not computed: what computes it (the
@@ -1162,6 +1176,9 @@ struct Precheck<'a> {
     refused: Vec<PreRefusal>,
     /// Lazy refusals so far (their entries are not in the slot).
     lazy: usize,
+    /// An entry went out checked against the ledger (the transition's
+    /// first order out).
+    accepted: bool,
 }
 
 /// What [`transition_checked`] returned: the transition's actions, the
@@ -1172,6 +1189,9 @@ pub(crate) struct Checked {
     pub refused: usize,
     /// Of those, refused on the screen, the amount not computed.
     pub lazy: usize,
+    /// The first order of `actions` is an entry checked against the
+    /// ledger as the grid's reservation would check it (it passes).
+    pub accepted: bool,
 }
 
 /// [`transition_in_place`] followed by the [`SlotEvent::CapitalRefused`]
@@ -1198,9 +1218,11 @@ pub(crate) fn transition_checked(
         check: Some(check),
         refused: Vec::new(),
         lazy: 0,
+        accepted: false,
     };
     let actions = transition_with(s, event, ctx, verified, &mut pre);
     let lazy = if s.halted.is_none() { pre.lazy } else { 0 };
+    let accepted = pre.accepted && s.halted.is_none();
     let mut after = Vec::new();
     let mut refused = 0;
     // Halted: the entries did not go out, so nothing refused them; the
@@ -1271,6 +1293,7 @@ pub(crate) fn transition_checked(
         after,
         refused,
         lazy,
+        accepted,
     }
 }
 
@@ -1981,58 +2004,50 @@ fn place_entries(
             return;
         }
         let losses = ts.consecutive_losses;
-        // An entry the ledger certainly refuses, its amount not computed:
-        // its id taken as it would be, the refusal written when read.
+        // No order went out before it in this transition: the ledger is
+        // the one its reservation would read. The funds read once: an
+        // entry the ledger certainly refuses (an f64 screen) takes its id
+        // as it would and is refused, its amount not computed (the
+        // refusal's text computes it when read); any other is checked
+        // exactly below against the same funds.
         let mut taken = None;
-        // The screen's reading, for the exact check below.
-        let mut screened = None;
+        let mut funds = None;
         if let Some(check) = pre.check
             && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
+            && let Some((asset, available, buy_fee)) = check.funds(t.entry_side())
         {
+            funds = Some((asset, available, buy_fee));
             let backoff = backoff(ctx.params, losses);
             let usd = ctx.params.order_size_usd;
-            if let Some(floor) =
-                entry_floor(t, market, ctx.params.entry_pct, backoff, usd, &ctx.filters)
+            if !certainly_covered(t, market, usd, buy_fee, available)
+                && let Some(floor) =
+                    entry_floor(t, market, ctx.params.entry_pct, backoff, usd, &ctx.filters)
             {
                 let id = s.next_id(t, Role::Entry);
                 s.last_error.clear();
-                match check.screen(&id, t.entry_side()) {
-                    Screen::Available {
+                if !check.is_held(&id) && certainly_above(t, floor, buy_fee, available) {
+                    let refusal = LazyRefusal {
+                        trade: t,
+                        market,
+                        entry_pct: ctx.params.entry_pct,
+                        backoff,
+                        order_size_usd: usd,
+                        filters: ctx.filters.clone(),
                         asset,
                         available,
                         buy_fee,
-                    } if certainly_above(t, floor, buy_fee, available) => {
-                        let refusal = LazyRefusal {
-                            trade: t,
-                            market,
-                            entry_pct: ctx.params.entry_pct,
-                            backoff,
-                            order_size_usd: usd,
-                            filters: ctx.filters.clone(),
-                            asset,
-                            available,
-                            buy_fee,
-                        };
-                        pre.refused.push(PreRefusal::Lazy {
-                            id,
-                            refusal,
-                            at: s.orders.len() + pre.lazy,
-                            now,
-                        });
-                        pre.lazy += 1;
-                        budget -= 1;
-                        continue;
-                    }
-                    Screen::Available {
-                        asset,
-                        available,
-                        buy_fee,
-                    } => {
-                        screened = Some((asset, available, buy_fee));
-                        taken = Some(id);
-                    }
-                    Screen::Refused => taken = Some(id),
+                    };
+                    pre.refused.push(PreRefusal::Lazy {
+                        id,
+                        refusal,
+                        at: s.orders.len() + pre.lazy,
+                        now,
+                    });
+                    pre.lazy += 1;
+                    budget -= 1;
+                    continue;
                 }
+                taken = Some(id);
             }
         }
         let price = entry_price(t, market, ctx, losses);
@@ -2063,10 +2078,13 @@ fn place_entries(
         budget -= 1;
         // No order went out before it in this transition: the ledger's
         // answer now is the one its reservation would get.
-        let refusal = match (pre.check, screened) {
-            // Read by the screen above, nothing changed since: the check
-            // `reserve` makes (`available - amount < 0`) with the amount
-            // its hold computes.
+        let refusal = match (pre.check, funds) {
+            // The funds read above, nothing changed since: the checks
+            // `reserve` makes (a duplicate id, then `available - amount <
+            // 0`) with the amount its hold computes.
+            (Some(check), Some(_)) if check.is_held(&id) => {
+                Some(CapitalError::Duplicate(id.clone()))
+            }
             (Some(_), Some((asset, available, buy_fee))) => {
                 let amount = match t.entry_side() {
                     Side::Sell => volume,
@@ -2088,6 +2106,8 @@ fn place_entries(
             pre.refused.push(PreRefusal::Known(id, e));
             continue;
         }
+        // Checked against the ledger: its reservation passes.
+        pre.accepted |= funds.is_some();
         out.push(SlotAction::PlaceOrder(PlaceSpec {
             client_order_id: id,
             trade: t,
@@ -2625,13 +2645,13 @@ mod verified_tests {
             self.error(side, volume, price.unwrap_or_default())
         }
 
-        fn screen(&self, _: &str, side: Side) -> Screen {
+        fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)> {
             let (asset, available) = self.available(side);
-            Screen::Available {
-                asset,
-                available,
-                buy_fee: BUY_FEE,
-            }
+            Some((asset, available, BUY_FEE))
+        }
+
+        fn is_held(&self, _: &str) -> bool {
+            false
         }
     }
 

@@ -106,6 +106,9 @@ pub struct Grid {
     /// screen (their amounts not computed).
     prechecked: u64,
     prechecked_lazy: u64,
+    /// The order `translate` is handed is an entry the slot checked
+    /// against the ledger (`slot::Checked::accepted`).
+    entry_checked: bool,
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
@@ -355,6 +358,7 @@ impl Grid {
             precheck: true,
             prechecked: 0,
             prechecked_lazy: 0,
+            entry_checked: false,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
@@ -602,6 +606,7 @@ impl Grid {
                 after: Vec::new(),
                 refused: 0,
                 lazy: 0,
+                accepted: false,
             }
         };
         self.prechecked += checked.refused as u64;
@@ -610,6 +615,7 @@ impl Grid {
             *v = self.slots[i].halted.is_none();
         }
         let (actions, after, prechecked) = (checked.actions, checked.after, checked.refused);
+        let checked = checked.accepted;
         let quiet = actions.is_empty() && prechecked == 0;
         // Only entries, each to be refused below (checked once translated).
         let only_entries = !quiet
@@ -620,7 +626,14 @@ impl Grid {
         let mut out = Vec::new();
         let mut entries = 0;
         let mut refused = Vec::new();
+        // The first order out, an entry the slot checked against the
+        // ledger, is held without checking it again.
+        let mut accepted = checked;
         for a in actions {
+            if accepted && matches!(a, SlotAction::PlaceOrder(_)) {
+                accepted = false;
+                self.entry_checked = true;
+            }
             self.translate(i, a, now, &mut out, &mut entries, &mut refused);
         }
         // Every entry the tick placed was refused, and nothing else came of
@@ -691,7 +704,12 @@ impl Grid {
         match a {
             SlotAction::PlaceOrder(p) => {
                 let (asset, amount) = self.hold_of(p.side, p.volume, p.price);
-                if p.role == Role::Entry {
+                let checked = std::mem::take(&mut self.entry_checked);
+                if p.role == Role::Entry && checked {
+                    // `reserve` passes: no hold with its id, the funds cover it.
+                    self.capital.hold(&p.client_order_id, asset, amount, now);
+                    *entries += 1;
+                } else if p.role == Role::Entry {
                     let snap = self.snapshot(asset);
                     if let Err(e) = self.capital.reserve(
                         &p.client_order_id,
@@ -2344,24 +2362,21 @@ impl slot::EntryCheck for LedgerCheck<'_> {
             .err()
     }
 
-    fn screen(&self, client_order_id: &str, side: Side) -> slot::Screen {
-        if self.capital.is_held(client_order_id) {
-            return slot::Screen::Refused;
-        }
+    fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)> {
         let asset = match side {
             Side::Sell => Asset::Base,
             Side::Buy => Asset::Quote,
         };
         // The fee `hold_of` adds to a limit buy.
         let buy_fee = self.instrument.map_or(self.maker_fee, |i| i.maker_fee);
-        match self.capital.available(asset, snapshot(self.market, asset)) {
-            None => slot::Screen::Refused,
-            Some(available) => slot::Screen::Available {
-                asset,
-                available,
-                buy_fee,
-            },
-        }
+        let available = self
+            .capital
+            .available(asset, snapshot(self.market, asset))?;
+        Some((asset, available, buy_fee))
+    }
+
+    fn is_held(&self, client_order_id: &str) -> bool {
+        self.capital.is_held(client_order_id)
     }
 }
 
