@@ -497,6 +497,11 @@ impl LastError {
         self.text = OnceLock::new();
     }
 
+    /// Whether the error is an entry the capital ledger refused.
+    pub fn is_capital_refusal(&self) -> bool {
+        self.refused
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         self.text.get_or_init(|| match &self.refusal {
@@ -2019,7 +2024,11 @@ fn place_entries(
             funds = Some((asset, available, buy_fee));
             let backoff = backoff(ctx.params, losses);
             let usd = ctx.params.order_size_usd;
-            if !certainly_covered(t, market, usd, buy_fee, available)
+            // Screened only after a refusal (the slot's last error): most
+            // entries are refused in a row, and the screen costs about as
+            // much as it saves when they are not.
+            if s.last_error.is_capital_refusal()
+                && !certainly_covered(t, market, usd, buy_fee, available)
                 && let Some(floor) =
                     entry_floor(t, market, ctx.params.entry_pct, backoff, usd, &ctx.filters)
             {
