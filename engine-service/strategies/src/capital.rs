@@ -101,6 +101,12 @@ impl CapitalLedger {
         Ok(())
     }
 
+    /// Whether order `id` holds funds here (then [`CapitalLedger::reserve`]
+    /// of it is refused as a duplicate).
+    pub fn is_held(&self, id: &str) -> bool {
+        self.holds.contains_key(id)
+    }
+
     /// Whether [`CapitalLedger::reserve`] of `amount` would pass the
     /// balance check now (before the order has an id): the same refusal,
     /// with nothing recorded.

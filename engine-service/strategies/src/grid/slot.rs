@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{SlotMode, SlotParams};
 use super::{ceil_to_tick, floor_lot, floor_to_tick, hundred, secs_ms};
-use crate::capital::CapitalError;
+use crate::capital::{Asset, CapitalError};
 use crate::strategy::{IdGen, Side};
 
 /// How long a refused exit waits before it is placed again.
@@ -458,39 +458,67 @@ pub struct SlotState {
 /// refusal's message gave before: `entry {id} refused: capital: {error}`.
 #[derive(Clone, Default)]
 pub struct LastError {
-    refusal: Option<Box<(String, CapitalError)>>,
+    /// The last refusal kept (its box reused by the next one); it is the
+    /// error only while `refused`.
+    refusal: Option<Box<(String, Refusal)>>,
+    refused: bool,
     text: OnceLock<String>,
 }
 
 impl LastError {
     /// Sets the text.
     pub fn set(&mut self, text: String) {
-        self.refusal = None;
+        self.refused = false;
         self.text = OnceLock::from(text);
     }
 
     /// No error.
     pub fn clear(&mut self) {
-        self.refusal = None;
+        self.refused = false;
         self.text = OnceLock::from(String::new());
     }
 
     /// Entry `id` refused by the capital ledger; the text waits for a read.
     pub fn set_capital(&mut self, id: String, error: CapitalError) {
+        self.set_refusal(id, Refusal::Known(error));
+    }
+
+    /// Entry `id` refused, the amount computed when read.
+    fn set_lazy(&mut self, id: String, refusal: LazyRefusal) {
+        self.set_refusal(id, Refusal::Lazy(refusal));
+    }
+
+    fn set_refusal(&mut self, id: String, refusal: Refusal) {
         match &mut self.refusal {
-            Some(r) => **r = (id, error),
-            None => self.refusal = Some(Box::new((id, error))),
+            Some(r) => **r = (id, refusal),
+            None => self.refusal = Some(Box::new((id, refusal))),
         }
+        self.refused = true;
         self.text = OnceLock::new();
+    }
+
+    /// Whether the error is an entry the capital ledger refused.
+    pub fn is_capital_refusal(&self) -> bool {
+        self.refused
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
         self.text.get_or_init(|| match &self.refusal {
-            Some(r) => format!("entry {} refused: capital: {}", r.0, r.1),
-            None => String::new(),
+            Some(r) if self.refused => match &r.1 {
+                Refusal::Known(e) => format!("entry {} refused: capital: {e}", r.0),
+                Refusal::Lazy(l) => format!("entry {} refused: capital: {}", r.0, l.error()),
+            },
+            _ => String::new(),
         })
     }
+}
+
+/// A capital refusal [`LastError`] keeps.
+#[derive(Clone)]
+enum Refusal {
+    Known(CapitalError),
+    Lazy(LazyRefusal),
 }
 
 impl std::ops::Deref for LastError {
@@ -748,13 +776,11 @@ impl SlotState {
             Role::Close => 'c',
         };
         // `format!("g{}{}{}", self.id, trade.tag(), r)` without the
-        // formatting machinery.
-        let mut tag = String::with_capacity(16);
-        tag.push('g');
-        push_decimal(&mut tag, self.id);
-        tag.push(trade.tag());
-        tag.push(r);
-        self.ids.next(&tag)
+        // formatting machinery, on the stack.
+        let mut buf = [0u8; 16];
+        let n = write_tag(&mut buf, self.id, trade.tag(), r);
+        let tag = std::str::from_utf8(buf.get(..n).unwrap_or_default()).unwrap_or_default();
+        self.ids.next(tag)
     }
 
     fn push_cycle(&mut self, c: &CycleRecord) {
@@ -767,11 +793,11 @@ impl SlotState {
     }
 }
 
-/// Appends `n` in decimal digits (as `Display` writes it).
-fn push_decimal(out: &mut String, n: u32) {
+/// Writes `g{slot}{trade}{role}` (ASCII tags) into `buf`; its length.
+fn write_tag(buf: &mut [u8; 16], slot: u32, trade: char, role: char) -> usize {
     let mut digits = [0u8; 10];
     let mut len = 0;
-    let mut n = n;
+    let mut n = slot;
     loop {
         if let Some(d) = digits.get_mut(len) {
             *d = b'0' + (n % 10) as u8;
@@ -782,9 +808,20 @@ fn push_decimal(out: &mut String, n: u32) {
             break;
         }
     }
+    let mut at = 0;
+    let mut put = |b: u8| {
+        if let Some(x) = buf.get_mut(at) {
+            *x = b;
+        }
+        at += 1;
+    };
+    put(b'g');
     for d in digits.iter().take(len).rev() {
-        out.push(char::from(*d));
+        put(*d);
     }
+    put(u8::try_from(trade).unwrap_or(b'?'));
+    put(u8::try_from(role).unwrap_or(b'?'));
+    at
 }
 
 /// Is `client_order_id` a grid slot's ("g<slot><a|b><e|x|c>-...")?
@@ -835,10 +872,144 @@ pub fn backoff(params: &SlotParams, losses: u32) -> Decimal {
 /// Entry price of trade `t`: market * (1 -/+ entry_pct * backoff), on the
 /// tick, away from market.
 pub fn entry_price(t: Trade, market: Decimal, ctx: &SlotCtx<'_>, losses: u32) -> Decimal {
-    let d = ctx.params.entry_pct / hundred() * backoff(ctx.params, losses);
+    let backoff = backoff(ctx.params, losses);
+    entry_price_of(
+        t,
+        market,
+        ctx.params.entry_pct,
+        backoff,
+        ctx.filters.tick_size,
+    )
+}
+
+/// [`entry_price`] from its parts.
+fn entry_price_of(
+    t: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    tick: Decimal,
+) -> Decimal {
+    let d = entry_pct / hundred() * backoff;
     match t {
-        Trade::A => ceil_to_tick(market * (Decimal::ONE + d), ctx.filters.tick_size),
-        Trade::B => floor_to_tick(market * (Decimal::ONE - d), ctx.filters.tick_size),
+        Trade::A => ceil_to_tick(market * (Decimal::ONE + d), tick),
+        Trade::B => floor_to_tick(market * (Decimal::ONE - d), tick),
+    }
+}
+
+/// Lower bounds of the volume and the cost (volume times price) of an
+/// entry of trade `t`, read in f64 with wide margins, when its volume
+/// certainly passes the minimums (so [`entry_volume`] returns it); `None`
+/// when unsure.
+fn entry_floor(
+    t: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    usd: Decimal,
+    f: &Filters,
+) -> Option<(f64, f64)> {
+    let a = super::heal::approx_f64;
+    let d = a(entry_pct) / 100.0 * a(backoff);
+    let m = a(market);
+    let tick = a(f.tick_size).max(0.0);
+    let p = match t {
+        Trade::A => m * (1.0 + d),
+        Trade::B => m * (1.0 - d),
+    };
+    // The price on the tick: within a tick of `p`.
+    let (p_lo, p_hi) = (p * (1.0 - SCREEN_EPS) - tick, p * (1.0 + SCREEN_EPS) + tick);
+    let lot = 10f64.powi(-i32::try_from(f.lot_decimals).ok()?);
+    // The volume, rounded down to the lot: within a lot below usd / price.
+    let v_lo = a(usd) / p_hi * (1.0 - SCREEN_EPS) - lot;
+    let cost_lo = v_lo * p_lo * (1.0 - SCREEN_EPS);
+    let (min_volume, min_cost) = (a(f.min_volume), a(f.min_cost));
+    let fine = [d, m, tick, p_lo, p_hi, v_lo, cost_lo, min_volume, min_cost]
+        .iter()
+        .all(|x| x.is_finite());
+    (fine
+        && p_lo > 0.0
+        && v_lo > min_volume.abs() * (1.0 + SCREEN_EPS) + SCREEN_EPS
+        && cost_lo > min_cost.abs() * (1.0 + SCREEN_EPS) + SCREEN_EPS)
+        .then_some((v_lo, cost_lo))
+}
+
+/// Whether `available` certainly covers the amount an entry of trade `t`
+/// holds: for a buy at most `usd * (1 + fee)` (its volume times price is
+/// at most `usd`), for a sell at most `usd / market` (it sells above the
+/// market). Only saves the screen: the exact check follows either way.
+fn certainly_covered(
+    t: Trade,
+    market: Decimal,
+    usd: Decimal,
+    buy_fee: Decimal,
+    available: Decimal,
+) -> bool {
+    let a = super::heal::approx_f64;
+    let amount = match t.entry_side() {
+        Side::Buy => a(usd).abs() * (1.0 + a(buy_fee).max(0.0)),
+        Side::Sell => a(usd).abs() / a(market),
+    };
+    let avail = a(available);
+    amount.is_finite()
+        && amount >= 0.0
+        && avail.is_finite()
+        && avail > amount * (1.0 + SCREEN_EPS) + SCREEN_EPS
+}
+
+/// The relative margin of the f64 screens of an entry (far wider than
+/// their rounding errors).
+const SCREEN_EPS: f64 = 1e-6;
+
+/// Whether the amount an entry with the floors `(v_lo, cost_lo)` holds
+/// (the volume for a sell, volume times price times `1 + buy_fee` for a
+/// buy) is certainly above `available`.
+fn certainly_above(
+    t: Trade,
+    (v_lo, cost_lo): (f64, f64),
+    buy_fee: Decimal,
+    available: Decimal,
+) -> bool {
+    let a = super::heal::approx_f64;
+    let amount = match t.entry_side() {
+        Side::Sell => v_lo,
+        Side::Buy => cost_lo * (1.0 + a(buy_fee).min(0.0)),
+    } * (1.0 - SCREEN_EPS);
+    let avail = a(available);
+    amount.is_finite()
+        && avail.is_finite()
+        && amount > avail + avail.abs() * SCREEN_EPS + SCREEN_EPS
+}
+
+/// A new entry order as [`place_entries`] places it.
+fn new_entry(
+    id: String,
+    t: Trade,
+    price: Decimal,
+    volume: Decimal,
+    now: i64,
+    market: Decimal,
+) -> SlotOrder {
+    SlotOrder {
+        client_order_id: id,
+        trade: t,
+        role: Role::Entry,
+        side: t.entry_side(),
+        price: Some(price),
+        volume,
+        placed_at_ms: now,
+        market_at_place: market,
+        executed: Decimal::ZERO,
+        avg_price: Decimal::ZERO,
+        fee: Decimal::ZERO,
+        position_id: String::new(),
+        entry_price: Decimal::ZERO,
+        entry_fee: Decimal::ZERO,
+        entry_time_ms: 0,
+        target_price: Decimal::ZERO,
+        pending: None,
+        retry_at_ms: None,
+        orphan: None,
     }
 }
 
@@ -921,6 +1092,237 @@ pub(crate) fn transition_in_place(
     ctx: &SlotCtx<'_>,
     verified: bool,
 ) -> Vec<SlotAction> {
+    transition_with(s, event, ctx, verified, &mut Precheck::default())
+}
+
+/// What the grid's capital ledger would say of an entry before it goes
+/// out: the refusal [`crate::capital::CapitalLedger::reserve`] of it would
+/// give now, if any.
+pub(crate) trait EntryCheck {
+    fn refusal(
+        &self,
+        client_order_id: &str,
+        side: Side,
+        volume: Decimal,
+        price: Option<Decimal>,
+    ) -> Option<CapitalError>;
+
+    /// The funds the balance check of an entry of `side` compares its
+    /// amount with (asset, available) and the fee a limit buy's hold adds
+    /// (`volume * price * (1 + fee)`); `None` when the balance is unknown.
+    fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)>;
+
+    /// Whether order `id` holds funds already (its reservation is refused
+    /// as a duplicate before the balance check).
+    fn is_held(&self, client_order_id: &str) -> bool;
+}
+
+/// An entry refused on an amount not computed: what computes it (the
+/// entry's price, volume and hold, as the slot and the grid do) when the
+/// refusal is read.
+#[derive(Clone)]
+struct LazyRefusal {
+    trade: Trade,
+    market: Decimal,
+    entry_pct: Decimal,
+    backoff: Decimal,
+    order_size_usd: Decimal,
+    filters: Filters,
+    asset: Asset,
+    available: Decimal,
+    buy_fee: Decimal,
+}
+
+impl LazyRefusal {
+    /// The entry's price and volume (the screen proved the volume valid).
+    fn entry(&self) -> (Decimal, Decimal) {
+        let price = entry_price_of(
+            self.trade,
+            self.market,
+            self.entry_pct,
+            self.backoff,
+            self.filters.tick_size,
+        );
+        let volume = entry_volume(self.order_size_usd, price, &self.filters).unwrap_or_default();
+        (price, volume)
+    }
+
+    fn error(&self) -> CapitalError {
+        let (price, volume) = self.entry();
+        let amount = match self.trade.entry_side() {
+            Side::Sell => volume,
+            Side::Buy => volume * price * (Decimal::ONE + self.buy_fee),
+        };
+        CapitalError::Insufficient {
+            asset: self.asset,
+            available: self.available,
+            amount,
+            keep: Decimal::ZERO,
+        }
+    }
+}
+
+/// An entry refused in the transition: with its error, or (the amount not
+/// computed) how to compute it and where the entry would have been.
+enum PreRefusal {
+    Known(String, CapitalError),
+    Lazy {
+        id: String,
+        refusal: LazyRefusal,
+        at: usize,
+        now: i64,
+    },
+}
+
+/// The entries of one transition its [`EntryCheck`] refused.
+#[derive(Default)]
+struct Precheck<'a> {
+    check: Option<&'a dyn EntryCheck>,
+    refused: Vec<PreRefusal>,
+    /// Lazy refusals so far (their entries are not in the slot).
+    lazy: usize,
+    /// An entry went out checked against the ledger (the transition's
+    /// first order out).
+    accepted: bool,
+}
+
+/// What [`transition_checked`] returned: the transition's actions, the
+/// actions of the refusals it took after it, and how many it took.
+pub(crate) struct Checked {
+    pub actions: Vec<SlotAction>,
+    pub after: Vec<SlotAction>,
+    pub refused: usize,
+    /// Of those, refused on the screen, the amount not computed.
+    pub lazy: usize,
+    /// The first order of `actions` is an entry checked against the
+    /// ledger as the grid's reservation would check it (it passes).
+    pub accepted: bool,
+}
+
+/// [`transition_in_place`] followed by the [`SlotEvent::CapitalRefused`]
+/// transitions (at `now`, with `ctx`) of the entries the grid's capital
+/// ledger would refuse, without the entries going out: an entry placed
+/// while no order went out earlier in the transition (so the ledger is the
+/// one its reservation would read) is asked of `check`; when it refuses,
+/// the entry is placed in the slot as before (its id taken, the order
+/// kept for the rest of the transition) but not returned, and, the slot
+/// not halted at the transition's end, each refusal is taken as the grid
+/// took it: [`on_capital_refused`] and the closing invariant check, as a
+/// verified transition of that event would. The same state and, but for
+/// the refused entries, the same actions as the transition, its
+/// translation refused by the ledger and the refusals stepped in order.
+pub(crate) fn transition_checked(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+    check: &dyn EntryCheck,
+    now: i64,
+) -> Checked {
+    let mut pre = Precheck {
+        check: Some(check),
+        refused: Vec::new(),
+        lazy: 0,
+        accepted: false,
+    };
+    let actions = transition_with(s, event, ctx, verified, &mut pre);
+    let lazy = if s.halted.is_none() { pre.lazy } else { 0 };
+    let accepted = pre.accepted && s.halted.is_none();
+    let mut after = Vec::new();
+    let mut refused = 0;
+    // Halted: the entries did not go out, so nothing refused them; the
+    // entries not placed in the slot are, where they would have been, and
+    // the halt reads them.
+    if s.halted.is_some() {
+        if pre.lazy > 0 {
+            for r in pre.refused {
+                if let PreRefusal::Lazy {
+                    id,
+                    refusal,
+                    at,
+                    now,
+                } = r
+                {
+                    let (price, volume) = refusal.entry();
+                    let o = new_entry(id, refusal.trade, price, volume, now, refusal.market);
+                    s.orders.insert(at.min(s.orders.len()), o);
+                }
+            }
+            s.halted = s.check_invariants().err();
+        }
+    } else {
+        for r in pre.refused {
+            refused += 1;
+            let (id, error) = match r {
+                PreRefusal::Known(id, error) => (id, error),
+                PreRefusal::Lazy { id, refusal, .. } => {
+                    // As below, the entry never in the slot.
+                    let t = refusal.trade;
+                    s.last_error.set_lazy(id, refusal);
+                    s.trade_mut(t).reentry_at_ms = now + secs_ms(ctx.params.reentry_delay_sec);
+                    continue;
+                }
+            };
+            // The entry as `on_capital_refused` finds it.
+            let entry = if s.recovery.iter().any(|o| o.client_order_id == id) {
+                None
+            } else {
+                s.orders
+                    .iter()
+                    .position(|o| o.client_order_id == id)
+                    .filter(|&i| s.orders[i].role == Role::Entry)
+            };
+            match entry {
+                // The invariants held with the entry (the slot is not
+                // halted since they were checked at the transition's end)
+                // and removing an entry breaks none of them (fewer orders
+                // per trade, the others as they were, no id repeated): the
+                // closing check would pass.
+                Some(i) if s.halted.is_none() => {
+                    let o = s.orders.remove(i);
+                    s.last_error.set_capital(o.client_order_id, error);
+                    s.trade_mut(o.trade).reentry_at_ms =
+                        now + secs_ms(ctx.params.reentry_delay_sec);
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    on_capital_refused(s, &id, &error, now, ctx, &mut out);
+                    close_transition(s, &mut out);
+                    after.append(&mut out);
+                }
+            }
+        }
+    }
+    Checked {
+        actions,
+        after,
+        refused,
+        lazy,
+        accepted,
+    }
+}
+
+/// The end of every transition: the invariants checked (once the slot is
+/// not halted yet); a halted slot places nothing.
+fn close_transition(s: &mut SlotState, out: &mut Vec<SlotAction>) {
+    if s.halted.is_none()
+        && let Err(why) = s.check_invariants()
+    {
+        s.halted = Some(why);
+    }
+    if s.halted.is_some() {
+        // A halted slot books what happened but places nothing.
+        out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
+    }
+}
+
+fn transition_with(
+    s: &mut SlotState,
+    event: &SlotEvent,
+    ctx: &SlotCtx<'_>,
+    verified: bool,
+    pre: &mut Precheck<'_>,
+) -> Vec<SlotAction> {
     let mut out = Vec::new();
     if !verified
         && s.halted.is_none()
@@ -936,9 +1338,9 @@ pub(crate) fn transition_in_place(
             if *market > Decimal::ZERO {
                 s.market = Some(*market);
             }
-            tick(s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
-        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid),
+        SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid, pre),
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -1036,18 +1438,10 @@ pub(crate) fn transition_in_place(
         } => request_change(s, client_order_id, Pending::Close, *now_ms, ctx, &mut out),
         SlotEvent::SetMode { mode, now_ms } => {
             s.mode = *mode;
-            tick(s, *now_ms, ctx, &mut out, valid);
+            tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
     }
-    if s.halted.is_none()
-        && let Err(why) = s.check_invariants()
-    {
-        s.halted = Some(why);
-    }
-    if s.halted.is_some() {
-        // A halted slot books what happened but places nothing.
-        out.retain(|a| !matches!(a, SlotAction::PlaceOrder(_)));
-    }
+    close_transition(s, &mut out);
     out
 }
 
@@ -1075,7 +1469,14 @@ fn mode_allows(mode: SlotMode, t: Trade) -> bool {
 /// A tick's work. `valid`: the orders are those of a state whose
 /// invariants held when the transition began (checked or known), so the
 /// orphan checks need not check them again unless a retry changed them.
-fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction>, valid: bool) {
+fn tick(
+    s: &mut SlotState,
+    now: i64,
+    ctx: &SlotCtx<'_>,
+    out: &mut Vec<SlotAction>,
+    valid: bool,
+    pre: &mut Precheck<'_>,
+) {
     if s.halted.is_some() {
         return;
     }
@@ -1096,7 +1497,7 @@ fn tick(s: &mut SlotState, now: i64, ctx: &SlotCtx<'_>, out: &mut Vec<SlotAction
         }
     }
     refresh_one_stale_entry(s, market, now, ctx, out);
-    place_entries(s, market, now, ctx, out);
+    place_entries(s, market, now, ctx, out, pre);
 }
 
 /// A relative margin far wider than Decimal's rounding: price bands a
@@ -1575,6 +1976,7 @@ fn place_entries(
     now: i64,
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
+    pre: &mut Precheck<'_>,
 ) {
     let mut budget = ctx.entry_budget;
     for t in [Trade::A, Trade::B] {
@@ -1606,7 +2008,58 @@ fn place_entries(
         if budget == 0 {
             return;
         }
-        let price = entry_price(t, market, ctx, ts.consecutive_losses);
+        let losses = ts.consecutive_losses;
+        // No order went out before it in this transition: the ledger is
+        // the one its reservation would read. The funds read once: an
+        // entry the ledger certainly refuses (an f64 screen) takes its id
+        // as it would and is refused, its amount not computed (the
+        // refusal's text computes it when read); any other is checked
+        // exactly below against the same funds.
+        let mut taken = None;
+        let mut funds = None;
+        if let Some(check) = pre.check
+            && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
+            && let Some((asset, available, buy_fee)) = check.funds(t.entry_side())
+        {
+            funds = Some((asset, available, buy_fee));
+            let backoff = backoff(ctx.params, losses);
+            let usd = ctx.params.order_size_usd;
+            // Screened only after a refusal (the slot's last error): most
+            // entries are refused in a row, and the screen costs about as
+            // much as it saves when they are not.
+            if s.last_error.is_capital_refusal()
+                && !certainly_covered(t, market, usd, buy_fee, available)
+                && let Some(floor) =
+                    entry_floor(t, market, ctx.params.entry_pct, backoff, usd, &ctx.filters)
+            {
+                let id = s.next_id(t, Role::Entry);
+                s.last_error.clear();
+                if !check.is_held(&id) && certainly_above(t, floor, buy_fee, available) {
+                    let refusal = LazyRefusal {
+                        trade: t,
+                        market,
+                        entry_pct: ctx.params.entry_pct,
+                        backoff,
+                        order_size_usd: usd,
+                        filters: ctx.filters.clone(),
+                        asset,
+                        available,
+                        buy_fee,
+                    };
+                    pre.refused.push(PreRefusal::Lazy {
+                        id,
+                        refusal,
+                        at: s.orders.len() + pre.lazy,
+                        now,
+                    });
+                    pre.lazy += 1;
+                    budget -= 1;
+                    continue;
+                }
+                taken = Some(id);
+            }
+        }
+        let price = entry_price(t, market, ctx, losses);
         let volume = match entry_volume(ctx.params.order_size_usd, price, &ctx.filters) {
             Ok(v) => v,
             Err(e) => {
@@ -1618,30 +2071,52 @@ fn place_entries(
                 continue;
             }
         };
-        let id = s.next_id(t, Role::Entry);
-        // An entry goes out: whatever kept entries from going out is gone.
-        s.last_error.clear();
-        s.orders.push(SlotOrder {
-            client_order_id: id.clone(),
-            trade: t,
-            role: Role::Entry,
-            side: t.entry_side(),
-            price: Some(price),
-            volume,
-            placed_at_ms: now,
-            market_at_place: market,
-            executed: Decimal::ZERO,
-            avg_price: Decimal::ZERO,
-            fee: Decimal::ZERO,
-            position_id: String::new(),
-            entry_price: Decimal::ZERO,
-            entry_fee: Decimal::ZERO,
-            entry_time_ms: 0,
-            target_price: Decimal::ZERO,
-            pending: None,
-            retry_at_ms: None,
-            orphan: None,
-        });
+        let id = match taken {
+            // Taken above (the screen proved the volume valid).
+            Some(id) => id,
+            None => {
+                let id = s.next_id(t, Role::Entry);
+                // An entry goes out: whatever kept entries from going out
+                // is gone.
+                s.last_error.clear();
+                id
+            }
+        };
+        s.orders
+            .push(new_entry(id.clone(), t, price, volume, now, market));
+        budget -= 1;
+        // No order went out before it in this transition: the ledger's
+        // answer now is the one its reservation would get.
+        let refusal = match (pre.check, funds) {
+            // The funds read above, nothing changed since: the checks
+            // `reserve` makes (a duplicate id, then `available - amount <
+            // 0`) with the amount its hold computes.
+            (Some(check), Some(_)) if check.is_held(&id) => {
+                Some(CapitalError::Duplicate(id.clone()))
+            }
+            (Some(_), Some((asset, available, buy_fee))) => {
+                let amount = match t.entry_side() {
+                    Side::Sell => volume,
+                    Side::Buy => volume * price * (Decimal::ONE + buy_fee),
+                };
+                (available - amount < Decimal::ZERO).then_some(CapitalError::Insufficient {
+                    asset,
+                    available,
+                    amount,
+                    keep: Decimal::ZERO,
+                })
+            }
+            (Some(check), None) if !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_))) => {
+                check.refusal(&id, t.entry_side(), volume, Some(price))
+            }
+            _ => None,
+        };
+        if let Some(e) = refusal {
+            pre.refused.push(PreRefusal::Known(id, e));
+            continue;
+        }
+        // Checked against the ledger: its reservation passes.
+        pre.accepted |= funds.is_some();
         out.push(SlotAction::PlaceOrder(PlaceSpec {
             client_order_id: id,
             trade: t,
@@ -1651,7 +2126,6 @@ fn place_entries(
             volume,
             userref_offset: ctx.userref_offset,
         }));
-        budget -= 1;
     }
 }
 
@@ -2113,10 +2587,210 @@ mod verified_tests {
     #[test]
     fn slot_ids_are_written_as_display_writes_them() {
         for n in [0, 7, 10, 99, 100, 4_294_967_295] {
-            let mut s = String::new();
-            push_decimal(&mut s, n);
-            assert_eq!(s, n.to_string());
+            for (t, r) in [('a', 'e'), ('b', 'x'), ('a', 'c')] {
+                let mut buf = [0u8; 16];
+                let len = write_tag(&mut buf, n, t, r);
+                assert_eq!(&buf[..len], format!("g{n}{t}{r}").as_bytes());
+            }
         }
+    }
+
+    /// Refuses the entries of the sides it is told to (the amount: the
+    /// volume).
+    struct RefuseSides {
+        sell: bool,
+        buy: bool,
+    }
+
+    /// The fee a buy's hold adds.
+    const BUY_FEE: Decimal = Decimal::from_parts(25, 0, 0, false, 4);
+
+    impl RefuseSides {
+        /// Nothing free on a refused side, plenty on the other.
+        fn available(&self, side: Side) -> (Asset, Decimal) {
+            match side {
+                Side::Sell => (
+                    Asset::Base,
+                    if self.sell {
+                        Decimal::ZERO
+                    } else {
+                        Decimal::MAX
+                    },
+                ),
+                Side::Buy => (
+                    Asset::Quote,
+                    if self.buy {
+                        Decimal::ZERO
+                    } else {
+                        Decimal::MAX
+                    },
+                ),
+            }
+        }
+
+        fn error(&self, side: Side, volume: Decimal, price: Decimal) -> Option<CapitalError> {
+            let (asset, available) = self.available(side);
+            let amount = match side {
+                Side::Sell => volume,
+                Side::Buy => volume * price * (Decimal::ONE + BUY_FEE),
+            };
+            (available - amount < Decimal::ZERO).then_some(CapitalError::Insufficient {
+                asset,
+                available,
+                amount,
+                keep: Decimal::ZERO,
+            })
+        }
+    }
+
+    impl EntryCheck for RefuseSides {
+        fn refusal(
+            &self,
+            _: &str,
+            side: Side,
+            volume: Decimal,
+            price: Option<Decimal>,
+        ) -> Option<CapitalError> {
+            self.error(side, volume, price.unwrap_or_default())
+        }
+
+        fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)> {
+            let (asset, available) = self.available(side);
+            Some((asset, available, BUY_FEE))
+        }
+
+        fn is_held(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// The entries of `actions` `check` refuses taken out, then `after`,
+    /// then each refusal stepped as the grid steps them: what goes out.
+    fn refuse_after(
+        s: &mut SlotState,
+        actions: Vec<SlotAction>,
+        after: Vec<SlotAction>,
+        check: &RefuseSides,
+        ctx: &SlotCtx<'_>,
+        now: i64,
+    ) -> Vec<SlotAction> {
+        let mut out = Vec::new();
+        let mut refused = Vec::new();
+        for a in actions {
+            match a {
+                SlotAction::PlaceOrder(p)
+                    if p.role == Role::Entry
+                        && check
+                            .error(p.side, p.volume, p.price.unwrap_or_default())
+                            .is_some() =>
+                {
+                    let e = check
+                        .error(p.side, p.volume, p.price.unwrap_or_default())
+                        .unwrap();
+                    refused.push((p.client_order_id, e));
+                }
+                a => out.push(a),
+            }
+        }
+        out.extend(after);
+        for (id, error) in refused {
+            let ev = SlotEvent::CapitalRefused {
+                client_order_id: id,
+                error,
+                now_ms: now,
+            };
+            let verified = s.halted.is_none();
+            out.extend(transition_in_place(s, &ev, ctx, verified));
+        }
+        out
+    }
+
+    /// A slot walked through ticks, fills and cancels twice: once placing
+    /// every entry and stepping the refusals of those the ledger (here
+    /// refusing whole sides, the sides and the loop's entry budget changing
+    /// by step) refuses after, as the grid did; once refusing them in the
+    /// transition ([`transition_checked`]). The same states (ids, last
+    /// errors, re-entry times) and what goes out at every step.
+    #[test]
+    fn entries_refused_in_the_transition_equal_refusals_after() {
+        let (mut refused_in, mut lazy) = (0, 0);
+        for delay in [0, 60] {
+            let params = SlotParams {
+                reentry_delay_sec: delay,
+                ..SlotParams::default()
+            };
+            let t0 = 1_700_000_000_000_i64;
+            let mut old = SlotState::new(0, false, SlotMode::Both, t0);
+            let mut new = old.clone();
+            let mut open: Vec<(String, Decimal, Decimal)> = Vec::new();
+            for step in 0..600_i64 {
+                let ctx = SlotCtx {
+                    params: &params,
+                    filters: Filters {
+                        tick_size: Decimal::new(1, 7),
+                        lot_decimals: 8,
+                        min_volume: Decimal::TEN,
+                        min_cost: Decimal::new(5, 1),
+                        maker_fee: Decimal::new(25, 4),
+                    },
+                    profit_pct: params.profit_pct,
+                    entry_budget: u32::try_from(step % 3).unwrap(),
+                    entries_blocked: None,
+                    userref_offset: 100,
+                    loss_room: None,
+                };
+                let check = RefuseSides {
+                    sell: (step / 3) % 4 < 2,
+                    buy: (step / 3) % 2 == 0,
+                };
+                let now = t0 + step * 15_000;
+                let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
+                let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
+                let ev = match (step % 5, open.first()) {
+                    (1, Some((id, price, volume))) => SlotEvent::Fill {
+                        client_order_id: id.clone(),
+                        volume: *volume,
+                        price: *price,
+                        fee: Decimal::ZERO,
+                        done: true,
+                        now_ms: now,
+                    },
+                    (3, Some((id, _, _))) => SlotEvent::Canceled {
+                        client_order_id: id.clone(),
+                        now_ms: now,
+                    },
+                    _ => SlotEvent::PriceTick {
+                        market,
+                        now_ms: now,
+                    },
+                };
+                let verified = old.halted.is_none();
+                let a = transition_in_place(&mut old, &ev, &ctx, verified);
+                let a1 = refuse_after(&mut old, a, Vec::new(), &check, &ctx, now);
+                let c = transition_checked(&mut new, &ev, &ctx, verified, &check, now);
+                refused_in += c.refused;
+                lazy += c.lazy;
+                let a2 = refuse_after(&mut new, c.actions, c.after, &check, &ctx, now);
+                assert_eq!(a1, a2, "delay {delay}, step {step}");
+                assert_eq!(format!("{old:?}"), format!("{new:?}"), "step {step}");
+                for a in &a1 {
+                    if let SlotAction::PlaceOrder(p) = a
+                        && let Some(price) = p.price
+                    {
+                        open.push((p.client_order_id.clone(), price, p.volume));
+                    }
+                }
+                if matches!(ev, SlotEvent::Fill { .. } | SlotEvent::Canceled { .. }) {
+                    open.remove(0);
+                }
+            }
+            assert!(old.cycles >= 5, "{} cycles", old.cycles);
+        }
+        assert!(
+            refused_in > 50,
+            "{refused_in} entries refused in the transition"
+        );
+        assert!(lazy > 50, "{lazy} of them on the screen");
     }
 
     /// A slot walked through ticks, fills and cancels twice: once with

@@ -98,6 +98,17 @@ pub struct Grid {
     quiet_skips: u64,
     /// Wakes kept by ticks whose entries were all refused (tests read it).
     refused_wakes: u64,
+    /// Whether a slot transition asks the capital ledger before an entry
+    /// goes out (`slot::transition_checked`; on: the tests compare a grid
+    /// with it off, which places the entries and takes the refusals after).
+    precheck: bool,
+    /// Entries refused that way (tests), and of those, refused on the f64
+    /// screen (their amounts not computed).
+    prechecked: u64,
+    prechecked_lazy: u64,
+    /// The order `translate` is handed is an entry the slot checked
+    /// against the ledger (`slot::Checked::accepted`).
+    entry_checked: bool,
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
@@ -344,6 +355,10 @@ impl Grid {
             skip_quiet: true,
             quiet_skips: 0,
             refused_wakes: 0,
+            precheck: true,
+            prechecked: 0,
+            prechecked_lazy: 0,
+            entry_checked: false,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
             cfg,
         }
@@ -572,31 +587,78 @@ impl Grid {
         };
         let verified = self.verified.get(i).copied().unwrap_or(false);
         // In place: `transition` (or `transition_verified`) without moving
-        // the slot out and back.
-        let actions = slot::transition_in_place(&mut self.slots[i], ev, &ctx, verified);
+        // the slot out and back. Entries the capital ledger would refuse
+        // are refused in it (`slot::transition_checked`): the same state
+        // and actions as placing them, translating them (refused) and
+        // stepping the refusals, as the loop below still does for entries
+        // placed after another order.
+        let check = LedgerCheck {
+            capital: &self.capital,
+            instrument: self.instrument.as_ref(),
+            market: self.market.as_ref(),
+            maker_fee: self.cfg.slot.maker_fee,
+        };
+        let checked = if self.precheck {
+            slot::transition_checked(&mut self.slots[i], ev, &ctx, verified, &check, now)
+        } else {
+            slot::Checked {
+                actions: slot::transition_in_place(&mut self.slots[i], ev, &ctx, verified),
+                after: Vec::new(),
+                refused: 0,
+                lazy: 0,
+                accepted: false,
+            }
+        };
+        self.prechecked += checked.refused as u64;
+        self.prechecked_lazy += checked.lazy as u64;
         if let Some(v) = self.verified.get_mut(i) {
             *v = self.slots[i].halted.is_none();
         }
-        let quiet = actions.is_empty();
+        let (actions, after, prechecked) = (checked.actions, checked.after, checked.refused);
+        let checked = checked.accepted;
+        let quiet = actions.is_empty() && prechecked == 0;
         // Only entries, each to be refused below (checked once translated).
         let only_entries = !quiet
             && actions
                 .iter()
                 .all(|a| matches!(a, SlotAction::PlaceOrder(p) if p.role == Role::Entry));
-        let placed = actions.len();
+        let placed = actions.len() + prechecked;
         let mut out = Vec::new();
         let mut entries = 0;
         let mut refused = Vec::new();
+        // The first order out, an entry the slot checked against the
+        // ledger, is held without checking it again.
+        let mut accepted = checked;
         for a in actions {
+            if accepted && matches!(a, SlotAction::PlaceOrder(_)) {
+                accepted = false;
+                self.entry_checked = true;
+            }
             self.translate(i, a, now, &mut out, &mut entries, &mut refused);
         }
         // Every entry the tick placed was refused, and nothing else came of
         // it: see `Grid::on_tick` on the wake such a tick keeps.
         let refused_only = only_entries
-            && refused.len() == placed
+            && refused.len() + prechecked == placed
             && entries == 0
             && out.is_empty()
             && super::secs_ms(self.cfg.slot.reentry_delay_sec) > 0;
+        // What the refusals taken in the transition returned (nothing, but
+        // for a refused id that is no live entry), as their steps did.
+        if !after.is_empty() {
+            let (mut no_entries, mut nested) = (0, Vec::new());
+            for a in after {
+                self.translate(i, a, now, &mut out, &mut no_entries, &mut nested);
+            }
+            for (id, error) in nested {
+                let ev = SlotEvent::CapitalRefused {
+                    client_order_id: id,
+                    error,
+                    now_ms: now,
+                };
+                out.extend(self.step_slot(i, &ev, 0, now).0);
+            }
+        }
         for (id, error) in refused {
             let ev = SlotEvent::CapitalRefused {
                 client_order_id: id,
@@ -611,34 +673,18 @@ impl Grid {
 
     /// What an order holds: (asset, amount).
     fn hold_of(&self, side: Side, volume: Decimal, price: Option<Decimal>) -> (Asset, Decimal) {
-        match side {
-            Side::Sell => (Asset::Base, volume),
-            Side::Buy => {
-                let (p, fee) = match (price, &self.instrument) {
-                    (Some(p), Some(i)) => (p, i.maker_fee),
-                    (None, Some(i)) => (
-                        self.market
-                            .as_ref()
-                            .map_or(Decimal::ZERO, |m| m.ask.max(m.last)),
-                        i.taker_fee,
-                    ),
-                    (p, None) => (p.unwrap_or_default(), self.cfg.slot.maker_fee),
-                };
-                (Asset::Quote, volume * p * (Decimal::ONE + fee))
-            }
-        }
+        hold_of(
+            self.instrument.as_ref(),
+            self.market.as_ref(),
+            self.cfg.slot.maker_fee,
+            side,
+            volume,
+            price,
+        )
     }
 
     fn snapshot(&self, asset: Asset) -> Option<FreeBalance> {
-        let m = self.market.as_ref()?;
-        let free = match asset {
-            Asset::Base => m.free_base,
-            Asset::Quote => m.free_quote,
-        }?;
-        Some(FreeBalance {
-            free,
-            as_of_ms: m.balances_as_of_ms,
-        })
+        snapshot(self.market.as_ref(), asset)
     }
 
     /// Free funds after what the grid has promised.
@@ -658,7 +704,12 @@ impl Grid {
         match a {
             SlotAction::PlaceOrder(p) => {
                 let (asset, amount) = self.hold_of(p.side, p.volume, p.price);
-                if p.role == Role::Entry {
+                let checked = std::mem::take(&mut self.entry_checked);
+                if p.role == Role::Entry && checked {
+                    // `reserve` passes: no hold with its id, the funds cover it.
+                    self.capital.hold(&p.client_order_id, asset, amount, now);
+                    *entries += 1;
+                } else if p.role == Role::Entry {
                     let snap = self.snapshot(asset);
                     if let Err(e) = self.capital.reserve(
                         &p.client_order_id,
@@ -2238,6 +2289,97 @@ impl Strategy for Grid {
     }
 }
 
+/// What an order holds: (asset, amount) (see [`Grid::hold_of`]).
+fn hold_of(
+    instrument: Option<&Instrument>,
+    market: Option<&MarketView>,
+    maker_fee: Decimal,
+    side: Side,
+    volume: Decimal,
+    price: Option<Decimal>,
+) -> (Asset, Decimal) {
+    match side {
+        Side::Sell => (Asset::Base, volume),
+        Side::Buy => {
+            let (p, fee) = match (price, instrument) {
+                (Some(p), Some(i)) => (p, i.maker_fee),
+                (None, Some(i)) => (
+                    market.map_or(Decimal::ZERO, |m| m.ask.max(m.last)),
+                    i.taker_fee,
+                ),
+                (p, None) => (p.unwrap_or_default(), maker_fee),
+            };
+            (Asset::Quote, volume * p * (Decimal::ONE + fee))
+        }
+    }
+}
+
+/// The venue's free balance of `asset` in the market view, if known.
+fn snapshot(market: Option<&MarketView>, asset: Asset) -> Option<FreeBalance> {
+    let m = market?;
+    let free = match asset {
+        Asset::Base => m.free_base,
+        Asset::Quote => m.free_quote,
+    }?;
+    Some(FreeBalance {
+        free,
+        as_of_ms: m.balances_as_of_ms,
+    })
+}
+
+/// The grid's capital ledger as a slot transition sees it before any order
+/// of that transition went out: what `Grid::translate`'s reservation of an
+/// entry would say (the hold it computes, the duplicate check, then the
+/// balance check against the same snapshot).
+struct LedgerCheck<'a> {
+    capital: &'a CapitalLedger,
+    instrument: Option<&'a Instrument>,
+    market: Option<&'a MarketView>,
+    maker_fee: Decimal,
+}
+
+impl slot::EntryCheck for LedgerCheck<'_> {
+    fn refusal(
+        &self,
+        client_order_id: &str,
+        side: Side,
+        volume: Decimal,
+        price: Option<Decimal>,
+    ) -> Option<CapitalError> {
+        let (asset, amount) = hold_of(
+            self.instrument,
+            self.market,
+            self.maker_fee,
+            side,
+            volume,
+            price,
+        );
+        if self.capital.is_held(client_order_id) {
+            return Some(CapitalError::Duplicate(client_order_id.to_string()));
+        }
+        self.capital
+            .check(asset, amount, Decimal::ZERO, snapshot(self.market, asset))
+            .err()
+    }
+
+    fn funds(&self, side: Side) -> Option<(Asset, Decimal, Decimal)> {
+        let asset = match side {
+            Side::Sell => Asset::Base,
+            Side::Buy => Asset::Quote,
+        };
+        // The fee `hold_of` adds to a limit buy.
+        let buy_fee = self.instrument.map_or(self.maker_fee, |i| i.maker_fee);
+        let available = self
+            .capital
+            .available(asset, snapshot(self.market, asset))?;
+        Some((asset, available, buy_fee))
+    }
+
+    fn is_held(&self, client_order_id: &str) -> bool {
+        self.capital.is_held(client_order_id)
+    }
+}
+
 #[cfg(test)]
 mod quiet_slot_tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -2300,11 +2442,51 @@ mod quiet_slot_tests {
         // Balances that cover the entries, then ones too low for most buys
         // (the capital ledger refuses them: the refused ticks keep wakes).
         for low in [false, true] {
-            walk_skipping_and_not(low);
+            walk_skipping_and_not(low, false, true);
         }
     }
 
-    fn walk_skipping_and_not(low: bool) {
+    /// The same grid twice, one asking the capital ledger before an entry
+    /// goes out (`slot::transition_checked`), one placing the entries and
+    /// taking the ledger's refusals after, walked with quote balances of
+    /// $0-3 (most buy entries refused, sells placed): the same actions,
+    /// wakes, status and slot states (id counters, last errors, re-entry
+    /// times) at every step, and entries were refused before going out.
+    #[test]
+    fn refusing_entries_in_the_transition_changes_nothing() {
+        // Both skipping quiet slots, then the old path without the skips.
+        walk_skipping_and_not(true, true, false);
+        walk_skipping_and_not(true, false, false);
+        // Balances that cover the entries: few refusals, the same.
+        walk_skipping_and_not(false, true, false);
+        // Base and quote balances each low at times: both trades refused,
+        // or one refused and the other placed, with the loop's entry budget
+        // running out (a refused entry uses a slot's budget as a placed one
+        // did).
+        walk(Walk::Mixed, true, false);
+        walk(Walk::Mixed, false, false);
+    }
+
+    /// The balances a walk gives the grid.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Walk {
+        /// Quote $2,000-5,000.
+        Covered,
+        /// Quote $0-3, a 300 s re-entry delay.
+        Low,
+        /// Quote $0-3 or $2,000, base 0 or 50,000, a 300 s re-entry delay.
+        Mixed,
+    }
+
+    fn walk_skipping_and_not(low: bool, slow_skips: bool, slow_prechecks: bool) {
+        let kind = if low { Walk::Low } else { Walk::Covered };
+        walk(kind, slow_skips, slow_prechecks);
+    }
+
+    /// Walks `fast` (skipping quiet slots, refusing entries in the
+    /// transition) against `slow` (each as told), comparing at every step.
+    fn walk(kind: Walk, slow_skips: bool, slow_prechecks: bool) {
+        let low = kind != Walk::Covered;
         let mut cfg = GridConfig {
             enabled: true,
             slots: 3,
@@ -2318,7 +2500,8 @@ mod quiet_slot_tests {
         }
         let mut fast = Grid::new(cfg.clone(), "DOGEUSD", T0);
         let mut slow = Grid::new(cfg, "DOGEUSD", T0);
-        slow.skip_quiet = false;
+        slow.skip_quiet = slow_skips;
+        slow.precheck = slow_prechecks;
         // Open orders: (id, side, price, volume).
         let mut open: Vec<(String, Side, Decimal, Decimal)> = Vec::new();
         let mut seed: u64 = 7;
@@ -2379,10 +2562,10 @@ mod quiet_slot_tests {
             // Mostly small moves, now and then a jump of up to 3 %.
             let scale = if seed.is_multiple_of(17) { 30 } else { 3 };
             price = (price * (Decimal::ONE + Decimal::new(r * scale, 7))).round_dp(7);
-            let free_quote = if low {
-                Decimal::from(step % 4)
-            } else {
-                Decimal::from(2_000 + (step % 7) * 500)
+            let free_quote = match kind {
+                Walk::Mixed if step % 4 == 3 => Decimal::from(2_000),
+                Walk::Low | Walk::Mixed => Decimal::from(step % 4),
+                Walk::Covered => Decimal::from(2_000 + (step % 7) * 500),
             };
             // Fills first: what the price crossed.
             let crossed: Vec<_> = open
@@ -2401,7 +2584,10 @@ mod quiet_slot_tests {
                 assert_eq!(a1, a2, "fill at step {step}");
                 handle(&mut fast, &mut slow, &mut open, a1, now);
             }
-            let m = market(price, now, free_quote);
+            let mut m = market(price, now, free_quote);
+            if kind == Walk::Mixed && step % 3 == 0 {
+                m.free_base = Some(Decimal::ZERO);
+            }
             let before = fast.quiet_skips;
             let a1 = fast.on_tick(&m, now);
             let a2 = slow.on_tick(&m, now);
@@ -2413,6 +2599,12 @@ mod quiet_slot_tests {
                 slow.status_block(now),
                 "status at step {step}"
             );
+            // The whole slots: id counters, re-entry times, last errors.
+            assert_eq!(
+                format!("{:?}", fast.slots()),
+                format!("{:?}", slow.slots()),
+                "slots at step {step}"
+            );
             refusals += slow
                 .slots()
                 .iter()
@@ -2421,6 +2613,20 @@ mod quiet_slot_tests {
             handle(&mut fast, &mut slow, &mut open, a1, now);
         }
         assert!(skips_seen > 100, "only {skips_seen} slot ticks skipped");
+        if low && !slow_prechecks {
+            assert!(
+                fast.prechecked > 100 && slow.prechecked == 0,
+                "{} / {} entries refused in the transition",
+                fast.prechecked,
+                slow.prechecked
+            );
+            // Both ways: on the screen, and with the amount computed.
+            assert!(
+                fast.prechecked_lazy > 20 && fast.prechecked_lazy < fast.prechecked,
+                "{} entries refused on the screen",
+                fast.prechecked_lazy
+            );
+        }
         if low {
             assert!(refusals > 100, "only {refusals} refusals seen");
             assert!(
