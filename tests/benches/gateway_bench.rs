@@ -21,6 +21,8 @@
 //! cargo bench -p herd-tests --bench gateway_bench
 //! # (a) alone, e.g. to profile the sequential path with perf on the gateway:
 //! HERD_BENCH_ONLY_A=1 cargo bench -p herd-tests --bench gateway_bench
+//! # against binaries built apart (no build; e.g. two builds, alternately):
+//! HERD_BIN_DIR=/tmp/build-a cargo bench -p herd-tests --bench gateway_bench
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -38,7 +38,18 @@ static BUILT: Mutex<bool> = Mutex::new(false);
 
 /// The path of a workspace binary, built (once per test process) with the
 /// same profile as the tests, so tests always run the current code.
+///
+/// `HERD_BIN_DIR=DIR` takes the binaries from `DIR` instead and builds
+/// nothing (a bench run against binaries built apart, e.g. to compare two
+/// builds of the gateway on the same machine, alternately).
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HERD_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        if !path.exists() {
+            bail!("HERD_BIN_DIR: {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test-binary>, or target/<profile>/<binary>
     // (the chaos-soak binary).
