@@ -836,10 +836,7 @@ impl Grid {
 
     fn book_cycle(&mut self, c: &CycleRecord, out: &mut Vec<Action>) {
         if self.journals("cycle") {
-            out.push(Self::journal(
-                "cycle",
-                serde_json::to_string(c).unwrap_or_default(),
-            ));
+            out.push(Self::journal("cycle", super::row::cycle_json(c)));
         }
         self.realized_today += c.net;
         self.keep_loss();
