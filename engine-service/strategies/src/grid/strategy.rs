@@ -546,10 +546,13 @@ impl Grid {
     /// Applies a ledger event and journals it (unless the caller drops
     /// rows of its kind).
     fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
-        self.ledger.apply(&ev);
         if self.journals(ev.kind()) {
+            self.ledger.apply(&ev);
             let payload = serde_json::to_string(&ev).unwrap_or_default();
             out.push(Self::journal(ev.kind(), payload));
+        } else {
+            // No row: the event moves into the ledger.
+            self.ledger.apply_owned(ev);
         }
     }
 
