@@ -9,7 +9,9 @@ use super::slot::{CycleRecord, Trade};
 
 /// `c` as compact JSON, byte for byte what `serde_json::to_string(c)` gives.
 pub fn cycle_json(c: &CycleRecord) -> String {
-    let mut out = Vec::with_capacity(320 + c.position_id.len() + c.exit_order_id.len());
+    // The capacity serde_json starts with (it grows the same way): a row
+    // the run keeps takes the same room as before.
+    let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"slot_id\":");
     push_int(&mut out, u64::from(c.slot_id), false);
     out.extend_from_slice(match c.trade {
