@@ -9,8 +9,11 @@ use super::slot::{CycleRecord, Trade};
 
 /// `c` as compact JSON, byte for byte what `serde_json::to_string(c)` gives.
 pub fn cycle_json(c: &CycleRecord) -> String {
-    // The capacity serde_json starts with (it grows the same way): a row
-    // the run keeps takes the same room as before.
+    // The capacity serde_json starts with, grown the same way: the same
+    // allocations, reallocations and frees as `serde_json::to_string`, so
+    // the run's heap evolves as before (with 320 bytes up front, or one
+    // allocation of the final size, a year run twice in one process peaked
+    // at 186 MB instead of 160).
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(b"{\"slot_id\":");
     push_int(&mut out, u64::from(c.slot_id), false);
@@ -244,7 +247,10 @@ mod tests {
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..50_000 {
             let c = record(&mut r);
-            assert_eq!(cycle_json(&c), serde_json::to_string(&c).unwrap(), "{c:?}");
+            let (ours, theirs) = (cycle_json(&c), serde_json::to_string(&c).unwrap());
+            assert_eq!(ours, theirs, "{c:?}");
+            // The same final room on the heap as serde_json's row.
+            assert_eq!(ours.capacity(), theirs.capacity(), "{c:?}");
         }
     }
 
