@@ -274,6 +274,36 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::apply`] of an event the caller no longer needs: an opened
+    /// position moves in (one copy fewer) and a close's outcome moves into
+    /// its position; the same ledger as `apply(&ev)`.
+    pub fn apply_owned(&mut self, ev: LedgerEvent) {
+        match ev {
+            LedgerEvent::Open { position } => {
+                if self.positions.contains_key(&position.id) {
+                    self.conflicts += 1;
+                } else {
+                    let position = *position;
+                    if position.is_open() {
+                        self.open.insert(position.id.clone(), position.clone());
+                    }
+                    self.positions.insert(position.id.clone(), position);
+                }
+            }
+            LedgerEvent::Close {
+                position_id,
+                outcome,
+            } => match self.positions.get_mut(&position_id) {
+                Some(p) if p.outcome.is_none() => {
+                    p.outcome = Some(outcome);
+                    self.open.remove(&position_id);
+                }
+                _ => self.conflicts += 1,
+            },
+            ev => self.apply(&ev),
+        }
+    }
+
     /// Changes open position `id` (both its copies) with `f` and gives its
     /// slot; counts a conflict when there is no such open position.
     fn update_open(&mut self, id: &str, f: impl Fn(&mut Position)) -> Option<u32> {
@@ -324,5 +354,117 @@ impl Ledger {
             .filter(|p| mode.is_none_or(|m| p.mode == m))
             .filter_map(|p| p.outcome.as_ref().map(|o| o.net))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(id: &str, slot_id: u32, closed: bool) -> Position {
+        Position {
+            id: id.to_string(),
+            slot_id,
+            trade: "B".to_string(),
+            mode: PositionMode::Grid,
+            entry: Entry {
+                side: "buy".to_string(),
+                price: Decimal::new(1234, 4),
+                cost: Decimal::new(5, 0),
+                fee: Decimal::new(2, 3),
+                volume: Decimal::new(40, 0),
+                time_ms: 7,
+                regime: "RANGING".to_string(),
+            },
+            exit: ExitIntent {
+                price: Decimal::new(1260, 4),
+                original_price: Decimal::new(1260, 4),
+                target_profit: Decimal::new(1, 2),
+                order_id: format!("x-{id}"),
+                reprices: 0,
+                last_reprice_ms: None,
+                tightened: false,
+                hold_until_ms: None,
+                orphaned: false,
+            },
+            outcome: closed.then(|| outcome("dust", -1)),
+        }
+    }
+
+    fn outcome(kind: &str, net: i64) -> Outcome {
+        Outcome {
+            kind: kind.to_string(),
+            exit_price: Decimal::new(1250, 4),
+            exit_fee: Decimal::new(1, 3),
+            gross: Decimal::new(net * 3, 2),
+            net: Decimal::new(net, 2),
+            time_ms: 99,
+        }
+    }
+
+    fn open(p: Position) -> LedgerEvent {
+        LedgerEvent::Open {
+            position: Box::new(p),
+        }
+    }
+
+    fn close(id: &str, kind: &str, net: i64) -> LedgerEvent {
+        LedgerEvent::Close {
+            position_id: id.to_string(),
+            outcome: outcome(kind, net),
+        }
+    }
+
+    /// Every kind of event, with the conflicts apply counts (a second open,
+    /// a second close, an unknown id): the ledger after each step is the
+    /// same applied by reference or by value.
+    #[test]
+    fn apply_owned_equals_apply() {
+        let events = vec![
+            open(position("p1", 0, false)),
+            open(position("p2", 1, false)),
+            open(position("p3", 1, true)),
+            open(position("p1", 5, false)),
+            LedgerEvent::ExitMoved {
+                position_id: "p2".to_string(),
+                price: Decimal::new(1270, 4),
+                order_id: "x-p2-b".to_string(),
+                reason: "tighten".to_string(),
+                cost: Decimal::new(3, 3),
+                time_ms: 20,
+            },
+            LedgerEvent::Hold {
+                position_id: "p1".to_string(),
+                until_ms: 50,
+            },
+            LedgerEvent::Orphaned {
+                position_id: "p2".to_string(),
+                reason: "timeout".to_string(),
+                time_ms: 30,
+            },
+            close("p1", "exit", 4),
+            close("p1", "exit", 9),
+            close("p3", "recovery", 2),
+            close("nope", "exit", 1),
+            LedgerEvent::Earned {
+                slot_id: 1,
+                amount: Decimal::new(7, 3),
+                source: "exit".to_string(),
+                position_id: "p2".to_string(),
+                time_ms: 40,
+            },
+            close("p2", "eviction", -3),
+            open(position("p4", 2, false)),
+            open(position("p4", 2, true)),
+        ];
+        let (mut by_ref, mut by_value) = (Ledger::new(), Ledger::new());
+        for ev in events {
+            by_ref.apply(&ev);
+            by_value.apply_owned(ev);
+            assert_eq!(by_ref, by_value);
+        }
+        assert_eq!(by_value.conflicts, 5);
+        assert_eq!(by_value.open_positions().count(), 1);
+        assert_eq!(by_value.positions().len(), 4);
     }
 }

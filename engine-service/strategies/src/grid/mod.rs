@@ -13,6 +13,7 @@
 pub mod config;
 pub mod heal;
 pub mod ledger;
+mod row;
 pub mod slot;
 pub mod strategy;
 

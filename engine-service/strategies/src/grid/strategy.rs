@@ -546,10 +546,13 @@ impl Grid {
     /// Applies a ledger event and journals it (unless the caller drops
     /// rows of its kind).
     fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
-        self.ledger.apply(&ev);
         if self.journals(ev.kind()) {
+            self.ledger.apply(&ev);
             let payload = serde_json::to_string(&ev).unwrap_or_default();
             out.push(Self::journal(ev.kind(), payload));
+        } else {
+            // No row: the event moves into the ledger.
+            self.ledger.apply_owned(ev);
         }
     }
 
@@ -836,10 +839,7 @@ impl Grid {
 
     fn book_cycle(&mut self, c: &CycleRecord, out: &mut Vec<Action>) {
         if self.journals("cycle") {
-            out.push(Self::journal(
-                "cycle",
-                serde_json::to_string(c).unwrap_or_default(),
-            ));
+            out.push(Self::journal("cycle", super::row::cycle_json(c)));
         }
         self.realized_today += c.net;
         self.keep_loss();
