@@ -50,6 +50,27 @@ impl OrderCheckError {
 }
 
 impl Instrument {
+    /// DOGE/USD with Kraken's spot filters (tick 0.0000001, volumes to 8
+    /// decimals, at least 10 DOGE and 0.5 USD, fees 0.25 % maker and 0.40 %
+    /// taker, 225 open orders): the paper venue's default instrument, and
+    /// the one the strategies' tests trade.
+    pub fn kraken_doge_usd() -> Instrument {
+        Instrument {
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            kind: InstrumentKind::Spot,
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::from(10),
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(40, 4),
+            max_open_orders: 225,
+        }
+    }
+
     /// Rounds a limit price to the tick: buys down and sells up, so rounding
     /// never makes an order more aggressive than the engine asked.
     pub fn round_price(&self, side: Side, price: Decimal) -> Decimal {

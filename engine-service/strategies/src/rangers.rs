@@ -2220,25 +2220,12 @@ mod tests {
 mod shared_entry_tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::strategy::{InstrumentKind, RegimeView};
+    use crate::strategy::RegimeView;
 
     const T0: i64 = 1_700_000_000_000;
 
     fn inst() -> Instrument {
-        Instrument {
-            kind: InstrumentKind::Spot,
-            symbol: "DOGEUSD".into(),
-            base: "DOGE".into(),
-            quote: "USD".into(),
-            tick_size: Decimal::new(1, 7),
-            price_decimals: 7,
-            lot_decimals: 8,
-            min_volume: Decimal::from(10),
-            min_cost: Decimal::new(5, 1),
-            maker_fee: Decimal::new(25, 4),
-            taker_fee: Decimal::new(40, 4),
-            max_open_orders: 225,
-        }
+        Instrument::kraken_doge_usd()
     }
 
     /// The part of the market view only events change.

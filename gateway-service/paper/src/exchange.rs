@@ -196,20 +196,7 @@ impl PaperInstrument {
     /// DOGE/USD with Kraken-like filters: the default instrument.
     pub fn doge_usd() -> PaperInstrument {
         PaperInstrument {
-            instrument: Instrument {
-                symbol: "DOGEUSD".into(),
-                base: "DOGE".into(),
-                quote: "USD".into(),
-                kind: InstrumentKind::Spot,
-                tick_size: Decimal::new(1, 7),
-                price_decimals: 7,
-                lot_decimals: 8,
-                min_volume: Decimal::from(10),
-                min_cost: Decimal::new(5, 1),
-                maker_fee: Decimal::new(25, 4),
-                taker_fee: Decimal::new(40, 4),
-                max_open_orders: 225,
-            },
+            instrument: Instrument::kraken_doge_usd(),
             start_price: Decimal::new(12, 2),
             path: PathConfig::default(),
             liquidity_per_step: None,

@@ -207,14 +207,7 @@ mod tests {
     }
 
     fn record(r: &mut Rng) -> CycleRecord {
-        const KINDS: [CycleKind; 6] = [
-            CycleKind::Exit,
-            CycleKind::Recovery,
-            CycleKind::Eviction,
-            CycleKind::RecoveryCancelled,
-            CycleKind::MarketClose,
-            CycleKind::Dust,
-        ];
+        const KINDS: [CycleKind; 6] = CycleKind::ALL;
         CycleRecord {
             slot_id: match r.below(3) {
                 0 => 0,

@@ -251,6 +251,16 @@ pub enum CycleKind {
 }
 
 impl CycleKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [CycleKind; 6] = [
+        CycleKind::Exit,
+        CycleKind::Recovery,
+        CycleKind::Eviction,
+        CycleKind::RecoveryCancelled,
+        CycleKind::MarketClose,
+        CycleKind::Dust,
+    ];
+
     /// The serde name (snake case).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -2744,26 +2754,7 @@ mod verified_tests {
                     buy: (step / 3) % 2 == 0,
                 };
                 let now = t0 + step * 15_000;
-                let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
-                let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
-                let ev = match (step % 5, open.first()) {
-                    (1, Some((id, price, volume))) => SlotEvent::Fill {
-                        client_order_id: id.clone(),
-                        volume: *volume,
-                        price: *price,
-                        fee: Decimal::ZERO,
-                        done: true,
-                        now_ms: now,
-                    },
-                    (3, Some((id, _, _))) => SlotEvent::Canceled {
-                        client_order_id: id.clone(),
-                        now_ms: now,
-                    },
-                    _ => SlotEvent::PriceTick {
-                        market,
-                        now_ms: now,
-                    },
-                };
+                let ev = walk_event(step, now, &open);
                 let verified = old.halted.is_none();
                 let a = transition_in_place(&mut old, &ev, &ctx, verified);
                 let a1 = refuse_after(&mut old, a, Vec::new(), &check, &ctx, now);
@@ -2822,27 +2813,7 @@ mod verified_tests {
         let mut open: Vec<(String, Decimal, Decimal)> = Vec::new();
         for step in 0..400_i64 {
             let now = t0 + step * 15_000;
-            // A price wandering 2 % around 0.12.
-            let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
-            let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
-            let ev = match (step % 5, open.first()) {
-                (1, Some((id, price, volume))) => SlotEvent::Fill {
-                    client_order_id: id.clone(),
-                    volume: *volume,
-                    price: *price,
-                    fee: Decimal::ZERO,
-                    done: true,
-                    now_ms: now,
-                },
-                (3, Some((id, _, _))) => SlotEvent::Canceled {
-                    client_order_id: id.clone(),
-                    now_ms: now,
-                },
-                _ => SlotEvent::PriceTick {
-                    market,
-                    now_ms: now,
-                },
-            };
+            let ev = walk_event(step, now, &open);
             let (next_checked, a1) = transition(checked, &ev, &ctx);
             let (next_fast, a2) = if verified {
                 transition_verified(fast, &ev, &ctx)
@@ -2878,5 +2849,30 @@ mod verified_tests {
         }
         // The walk went through whole cycles (entries, exits, fills).
         assert!(checked.cycles >= 10, "{} cycles", checked.cycles);
+    }
+    /// The walk tests' event at `step`: on steps 1 and 3 of every five, a
+    /// fill or a cancel of the first open order; else a price wandering 2 %
+    /// around 0.12.
+    fn walk_event(step: i64, now: i64, open: &[(String, Decimal, Decimal)]) -> SlotEvent {
+        let wiggle = Decimal::new((step * 37 % 41) - 20, 4);
+        let market = Decimal::new(12, 2) * (Decimal::ONE + wiggle);
+        match (step % 5, open.first()) {
+            (1, Some((id, price, volume))) => SlotEvent::Fill {
+                client_order_id: id.clone(),
+                volume: *volume,
+                price: *price,
+                fee: Decimal::ZERO,
+                done: true,
+                now_ms: now,
+            },
+            (3, Some((id, _, _))) => SlotEvent::Canceled {
+                client_order_id: id.clone(),
+                now_ms: now,
+            },
+            _ => SlotEvent::PriceTick {
+                market,
+                now_ms: now,
+            },
+        }
     }
 }

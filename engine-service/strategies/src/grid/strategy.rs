@@ -2643,14 +2643,7 @@ mod quiet_slot_tests {
 
     #[test]
     fn cycle_kinds_are_named_as_serde_names_them() {
-        for k in [
-            CycleKind::Exit,
-            CycleKind::Recovery,
-            CycleKind::Eviction,
-            CycleKind::RecoveryCancelled,
-            CycleKind::MarketClose,
-            CycleKind::Dust,
-        ] {
+        for k in CycleKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
     }
