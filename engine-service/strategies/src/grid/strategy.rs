@@ -140,7 +140,7 @@ struct HealInputs {
 }
 
 /// One open non-churner position as [`Grid::heal_wake`] reads it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct HealItem {
     hold_until_ms: Option<i64>,
     /// Its exit is in a slot with no change pending and no retry due.
@@ -668,15 +668,16 @@ impl Grid {
         let (actions, after, prechecked) = (checked.actions, checked.after, checked.refused);
         let checked = checked.accepted;
         let quiet = actions.is_empty() && prechecked == 0;
-        // A transition that returned nothing changed no exit (placing,
-        // replacing, cancelling or retrying one returns an action; a refused
-        // or failed cancel is an order update's transition, which returns
-        // nothing but is not a tick).
+        // A tick's transition that returned nothing changed no exit:
+        // placing, replacing, cancelling or retrying one returns an action;
+        // the entries refused in it (`prechecked`) are entries. (A refused
+        // exit or failed cancel is an order update's or a refusal's
+        // transition, which may return nothing: not a tick.)
         let tick = matches!(
             ev,
             SlotEvent::PriceTick { .. } | SlotEvent::TimerTick { .. }
         );
-        if !(quiet && tick && after.is_empty()) {
+        if !(actions.is_empty() && tick && after.is_empty()) {
             self.touch_heal();
         }
         // Only entries, each to be refused below (checked once translated).
@@ -2721,6 +2722,14 @@ mod quiet_slot_tests {
             while let Some(actions) = queue.pop() {
                 for a in actions {
                     let u = match a {
+                        // Now and then the venue rejects an exit (the slot
+                        // retries it later, returning nothing now).
+                        Action::Place(i) if rejects_exit(&i.client_order_id) => update(
+                            &i.client_order_id,
+                            UpdateKind::Rejected,
+                            Decimal::ZERO,
+                            Decimal::ZERO,
+                        ),
                         Action::Place(i) => {
                             let u = update(
                                 &i.client_order_id,
@@ -2863,11 +2872,33 @@ mod quiet_slot_tests {
         );
     }
 
+    /// Whether the walk's venue rejects this order: one exit in five, by
+    /// its id.
+    fn rejects_exit(client_order_id: &str) -> bool {
+        let exit = client_order_id
+            .strip_prefix('g')
+            .and_then(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).get(1..2))
+            == Some("x");
+        let sum: u32 = client_order_id.bytes().map(u32::from).sum();
+        exit && sum % 5 == 0
+    }
+
     /// `g`'s wake (self-healing from its kept inputs) equals the one read
-    /// with every position, exit and subsidy read afresh; returns whether
-    /// self-healing bounded it (it differs from the wake without).
+    /// with every position, exit and subsidy read afresh, and the kept
+    /// inputs equal those read afresh; returns whether self-healing bounded
+    /// the wake (it differs from the wake without).
     fn heal_wake_as_fresh(g: &Grid, at: &str) -> bool {
         let kept = g.wake();
+        if g.heal_inputs.borrow().read_at == Some(g.heal_gen) {
+            let mut fresh = HealInputs::default();
+            g.read_heal_inputs(&mut fresh);
+            assert_eq!(
+                g.heal_inputs.borrow().items,
+                fresh.items,
+                "healing inputs after {at} at {}",
+                g.ticked_ms
+            );
+        }
         assert_eq!(
             kept,
             g.quiet_with(Grid::heal_wake_fresh),
