@@ -137,6 +137,9 @@ struct HealInputs {
     stuck: f64,
     /// Times it was read afresh (tests).
     reads: u64,
+    /// The last price it was last given, as bytes, and the 1 % band around
+    /// it (`last * 0.99`, `last * 1.01`): the same bytes, the same band.
+    band: Option<([u8; 16], Decimal, Decimal)>,
 }
 
 /// One open non-churner position as [`Grid::heal_wake`] reads it.
@@ -1220,15 +1223,26 @@ impl Grid {
         if kept.read_at != Some(self.heal_gen) {
             self.read_heal_inputs(&mut kept);
         }
-        let kept = &*kept;
         if kept.items.is_empty() {
             return w;
         }
-        let one_pct = Decimal::new(1, 2);
-        let mut w = w.inside(
-            Some(last * (Decimal::ONE - one_pct)),
-            Some(last * (Decimal::ONE + one_pct)),
-        );
+        let key = last.serialize();
+        let (band_lo, band_hi) = match kept.band {
+            Some((k, lo, hi)) if k == key => (lo, hi),
+            _ => {
+                let one_pct = Decimal::new(1, 2);
+                let lo = last * (Decimal::ONE - one_pct);
+                let hi = last * (Decimal::ONE + one_pct);
+                kept.band = Some((key, lo, hi));
+                (lo, hi)
+            }
+        };
+        let kept = &*kept;
+        let w = w.inside(Some(band_lo), Some(band_hi));
+        // The time bounds below, taken together at the end (`before` of
+        // each in turn gives the earliest).
+        let mut before: Option<i64> = None;
+        let mut take = |t: i64| before = Some(before.map_or(t, |b| b.min(t)));
         let Wake::Quiet {
             above: Some(lo),
             below: Some(hi),
@@ -1247,7 +1261,7 @@ impl Grid {
             if let Some(t) = p.hold_until_ms
                 && now < t
             {
-                w = w.before(t);
+                take(t);
                 continue;
             }
             if !p.live {
@@ -1270,7 +1284,7 @@ impl Grid {
             let has_subsidy = p.has_subsidy;
             let cooling = p.cooldown_end_ms.filter(|end| now < *end);
             if has_subsidy && let Some(end) = cooling {
-                w = w.before(end);
+                take(end);
             }
             // Where a tick may act: stale before the free tighten; stuck
             // and later with subsidy to spend, out of the cooldown.
@@ -1296,10 +1310,13 @@ impl Grid {
                     return Wake::EveryTick;
                 }
                 // Saturating: far beyond any run.
-                w = w.before(at.min(i64::MAX as f64 / 2.0) as i64);
+                take(at.min(i64::MAX as f64 / 2.0) as i64);
             }
         }
-        w
+        match before {
+            Some(t) => w.before(t),
+            None => w,
+        }
     }
 
     /// [`Grid::heal_wake`] as it was before its inputs were kept: every
@@ -2700,6 +2717,12 @@ mod quiet_slot_tests {
             ..GridConfig::default()
         };
         cfg.heal.enabled = true;
+        // Bands a 50-hour walk reaches: stale exits tightened, stuck ones
+        // moved with subsidy (and its cooldown).
+        cfg.heal.aging_hours = Decimal::from(2);
+        cfg.heal.stale_hours = Decimal::from(5);
+        cfg.heal.stuck_hours = Decimal::from(10);
+        cfg.heal.write_off_hours = Decimal::from(40);
         if low {
             // A re-entry delay longer than a step: the ticks after a
             // refusal can be skipped.
@@ -2772,6 +2795,7 @@ mod quiet_slot_tests {
         let mut refusals = 0;
         let mut heal_bounded = 0;
         let mut heal_reads = 0;
+        let (mut subsidised, mut tightened) = (0, 0);
         for step in 0..3_000_i64 {
             let now = T0 + step * 60_000;
             seed = seed
@@ -2797,6 +2821,10 @@ mod quiet_slot_tests {
                 .collect();
             for (id, _, p, v) in crossed {
                 open.retain(|o| o.0 != id);
+                // One fill in three at the price that crossed the order (a
+                // gap: better than its limit; exits filled better than
+                // their target pay the slot's subsidy).
+                let p = if seed.is_multiple_of(3) { price } else { p };
                 let u = update(&id, UpdateKind::Filled, v, p);
                 let a1 = fast.on_order(&u, now);
                 let a2 = slow.on_order(&u, now);
@@ -2815,6 +2843,10 @@ mod quiet_slot_tests {
             skips_seen += fast.quiet_skips - before;
             assert_eq!(fast.wake(), slow.wake(), "wake at step {step}");
             heal_bounded += usize::from(heal_wake_as_fresh(&fast, "tick"));
+            for item in &fast.heal_inputs.borrow().items {
+                subsidised += usize::from(item.has_subsidy);
+                tightened += usize::from(item.tightened && item.cooldown_end_ms.is_some());
+            }
             assert_eq!(
                 fast.status_block(now),
                 slow.status_block(now),
@@ -2839,6 +2871,10 @@ mod quiet_slot_tests {
         // kept across most wake reads (at least one a step, more after
         // order updates).
         assert!(heal_bounded > 100, "healing bounded {heal_bounded} wakes");
+        assert!(
+            subsidised > 100 && tightened > 100,
+            "positions seen with subsidy {subsidised}, tightened {tightened}"
+        );
         let reads = fast.heal_inputs.borrow().reads;
         assert!(
             reads > 10 && reads * 3 < heal_reads,
