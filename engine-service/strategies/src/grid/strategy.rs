@@ -137,9 +137,6 @@ struct HealInputs {
     stuck: f64,
     /// Times it was read afresh (tests).
     reads: u64,
-    /// The last price it was last given, as bytes, and the 1 % band around
-    /// it (`last * 0.99`, `last * 1.01`): the same bytes, the same band.
-    band: Option<([u8; 16], Decimal, Decimal)>,
 }
 
 /// One open non-churner position as [`Grid::heal_wake`] reads it.
@@ -1226,19 +1223,17 @@ impl Grid {
         if kept.items.is_empty() {
             return w;
         }
-        let key = last.serialize();
-        let (band_lo, band_hi) = match kept.band {
-            Some((k, lo, hi)) if k == key => (lo, hi),
-            _ => {
-                let one_pct = Decimal::new(1, 2);
-                let lo = last * (Decimal::ONE - one_pct);
-                let hi = last * (Decimal::ONE + one_pct);
-                kept.band = Some((key, lo, hi));
-                (lo, hi)
-            }
-        };
         let kept = &*kept;
-        let w = w.inside(Some(band_lo), Some(band_hi));
+        let f = heal::approx_f64;
+        let w = if within_one_pct(w, last) {
+            w
+        } else {
+            let one_pct = Decimal::new(1, 2);
+            w.inside(
+                Some(last * (Decimal::ONE - one_pct)),
+                Some(last * (Decimal::ONE + one_pct)),
+            )
+        };
         // The time bounds below, taken together at the end (`before` of
         // each in turn gives the earliest).
         let mut before: Option<i64> = None;
@@ -1251,7 +1246,6 @@ impl Grid {
         else {
             return Wake::EveryTick;
         };
-        let f = heal::approx_f64;
         let (lo, hi, div) = (f(lo), f(hi), kept.div);
         let (stale, stuck) = (kept.stale, kept.stuck);
         if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
@@ -2513,6 +2507,22 @@ impl Strategy for Grid {
     }
 }
 
+/// Whether `w`'s price band is certainly inside 1 % of `last`, strictly
+/// (f64, a relative margin of 1e-9 against the exact products `last * 0.99`
+/// and `last * 1.01`): then `w.inside` of that band keeps `w` as it is, and
+/// [`Grid::heal_wake`] skips the Decimal products.
+fn within_one_pct(w: Wake, last: Decimal) -> bool {
+    let f = heal::approx_f64;
+    let lf = f(last);
+    lf > 0.0
+        && lf.is_finite()
+        && matches!(w, Wake::Quiet {
+            above: Some(a),
+            below: Some(b),
+            ..
+        } if f(a) > lf * 0.99 * (1.0 + 1e-9) && f(b) < lf * 1.01 * (1.0 - 1e-9))
+}
+
 /// What an order holds: (asset, amount) (see [`Grid::hold_of`]).
 fn hold_of(
     instrument: Option<&Instrument>,
@@ -2942,6 +2952,50 @@ mod quiet_slot_tests {
             g.ticked_ms
         );
         kept != g.quiet_with(|_, w, _, _| w)
+    }
+
+    /// Wherever the 1 % screen says a wake's band is within, the exact
+    /// `inside` leaves the wake as it is (to the byte), over bounds swept in
+    /// steps of about 1e-10 across both edges, at several prices and scales.
+    #[test]
+    fn the_one_pct_screen_never_hides_a_narrower_band() {
+        let mut within = 0;
+        let mut checked = 0;
+        for last in [
+            Decimal::new(12, 2),
+            Decimal::new(1234567, 7),
+            Decimal::new(98765, 5),
+            Decimal::new(3, 0),
+        ] {
+            let lo = last * Decimal::new(99, 2);
+            let hi = last * Decimal::new(101, 2);
+            for k in -2000_i64..=2000 {
+                // About k * 1e-10 relative around each edge; other side wide.
+                let d = Decimal::new(k, 10);
+                for (a, b) in [
+                    (lo * (Decimal::ONE + d), last),
+                    (last, hi * (Decimal::ONE + d)),
+                ] {
+                    let w = Wake::IDLE.before(T0).inside(Some(a), Some(b));
+                    let exact = w.inside(Some(lo), Some(hi));
+                    checked += 1;
+                    if within_one_pct(w, last) {
+                        within += 1;
+                        assert_eq!(
+                            format!("{exact:?}"),
+                            format!("{w:?}"),
+                            "last {last}, band ({a}, {b})"
+                        );
+                    }
+                }
+            }
+        }
+        // Within for most of the sweep, not at or past either edge.
+        assert!(
+            within > checked / 3 && within < checked,
+            "{within} / {checked}"
+        );
+        assert!(!within_one_pct(Wake::IDLE, Decimal::ONE));
     }
 
     #[test]
