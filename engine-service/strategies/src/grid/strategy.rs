@@ -668,16 +668,19 @@ impl Grid {
         let (actions, after, prechecked) = (checked.actions, checked.after, checked.refused);
         let checked = checked.accepted;
         let quiet = actions.is_empty() && prechecked == 0;
-        // A tick's transition that returned nothing changed no exit:
-        // placing, replacing, cancelling or retrying one returns an action;
-        // the entries refused in it (`prechecked`) are entries. (A refused
-        // exit or failed cancel is an order update's or a refusal's
-        // transition, which may return nothing: not a tick.)
+        // A tick's transition that returned nothing but entries changed no
+        // exit: placing, replacing, cancelling or retrying one returns an
+        // action of its own; the entries refused in it (`prechecked`) are
+        // entries. (A refused exit or failed cancel is an order update's or
+        // a refusal's transition, which may return nothing: not a tick.)
         let tick = matches!(
             ev,
             SlotEvent::PriceTick { .. } | SlotEvent::TimerTick { .. }
         );
-        if !(actions.is_empty() && tick && after.is_empty()) {
+        let entries_only = actions
+            .iter()
+            .all(|a| matches!(a, SlotAction::PlaceOrder(p) if p.role == Role::Entry));
+        if !(entries_only && tick && after.is_empty()) {
             self.touch_heal();
         }
         // Only entries, each to be refused below (checked once translated).
