@@ -1231,10 +1231,10 @@ impl Grid {
         let w = if within_one_pct(w, last) {
             w
         } else {
-            let one_pct = Decimal::new(1, 2);
+            // 1 - 0.01 and 1 + 0.01, the same bytes (scale 2).
             w.inside(
-                Some(last * (Decimal::ONE - one_pct)),
-                Some(last * (Decimal::ONE + one_pct)),
+                Some(last * Decimal::new(99, 2)),
+                Some(last * Decimal::new(101, 2)),
             )
         };
         // The time bounds below, taken together at the end (`before` of
@@ -2960,6 +2960,20 @@ mod quiet_slot_tests {
     /// Wherever the 1 % screen says a wake's band is within, the exact
     /// `inside` leaves the wake as it is (to the byte), over bounds swept in
     /// steps of about 1e-10 across both edges, at several prices and scales.
+    /// The constant factors of the 1 % band are those it computed before.
+    #[test]
+    fn the_one_pct_factors_are_the_ones_computed_before() {
+        let one_pct = Decimal::new(1, 2);
+        assert_eq!(
+            (Decimal::ONE - one_pct).serialize(),
+            Decimal::new(99, 2).serialize()
+        );
+        assert_eq!(
+            (Decimal::ONE + one_pct).serialize(),
+            Decimal::new(101, 2).serialize()
+        );
+    }
+
     #[test]
     fn the_one_pct_screen_never_hides_a_narrower_band() {
         let mut within = 0;
