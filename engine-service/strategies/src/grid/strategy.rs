@@ -2929,7 +2929,7 @@ mod quiet_slot_tests {
             .and_then(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).get(1..2))
             == Some("x");
         let sum: u32 = client_order_id.bytes().map(u32::from).sum();
-        exit && sum % 5 == 0
+        exit && sum.is_multiple_of(5)
     }
 
     /// `g`'s wake (self-healing from its kept inputs) equals the one read
