@@ -2533,10 +2533,10 @@ fn times_hundredths(d: Decimal, k: i64) -> Decimal {
     let m = d.mantissa();
     let scale = d.scale() + 2;
     // (A zero product is plain zero, scale 0: the general path.)
-    if scale <= 28 && m != 0 && k != 0 && m.unsigned_abs() < 1 << 88 && k.unsigned_abs() < 1 << 7 {
-        if let Ok(p) = Decimal::try_from_i128_with_scale(m * i128::from(k), scale) {
-            return p;
-        }
+    let plain =
+        scale <= 28 && m != 0 && k != 0 && m.unsigned_abs() < 1 << 88 && k.unsigned_abs() < 1 << 7;
+    if plain && let Ok(p) = Decimal::try_from_i128_with_scale(m * i128::from(k), scale) {
+        return p;
     }
     d * Decimal::new(k, 2)
 }
