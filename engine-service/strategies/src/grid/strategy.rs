@@ -130,10 +130,6 @@ pub struct Grid {
 struct HealInputs {
     /// `heal_gen` it was read at (`None`: never read).
     read_at: Option<u64>,
-    /// Open non-churner positions (the wake takes the 1 % band when there
-    /// is one).
-    positions: usize,
-    /// Those of them that can bound the wake (see `read_heal_inputs`).
     items: Vec<HealItem>,
     /// `distance_divisor`, `stale_hours`, `stuck_hours` as `approx_f64`.
     div: f64,
@@ -1186,7 +1182,6 @@ impl Grid {
         into.stale = f(h.stale_hours);
         into.stuck = f(h.stuck_hours);
         into.items.clear();
-        into.positions = 0;
         let cooldown = super::secs_ms(h.reprice_cooldown_sec);
         // Whether each slot has subsidy to spend, read once per slot.
         let mut subsidy: Vec<(u32, bool)> = Vec::new();
@@ -1206,8 +1201,7 @@ impl Grid {
                     has
                 }
             };
-            into.positions += 1;
-            let item = HealItem {
+            into.items.push(HealItem {
                 hold_until_ms: p.exit.hold_until_ms,
                 live,
                 exit: f(p.exit.price),
@@ -1215,16 +1209,7 @@ impl Grid {
                 has_subsidy,
                 cooldown_end_ms: p.exit.last_reprice_ms.map(|t| t.saturating_add(cooldown)),
                 tightened: p.exit.tightened,
-            };
-            // Without a hold time, a position whose exit is not live is
-            // skipped by the wake, and a live one already tightened, in a
-            // slot without subsidy, with a finite exit, bounds nothing (no
-            // band where a tick acts, no cooldown bound): not kept.
-            let inert = item.hold_until_ms.is_none()
-                && (!item.live || (item.tightened && !item.has_subsidy && item.exit.is_finite()));
-            if !inert {
-                into.items.push(item);
-            }
+            });
         }
     }
 
@@ -1238,7 +1223,7 @@ impl Grid {
         if kept.read_at != Some(self.heal_gen) {
             self.read_heal_inputs(&mut kept);
         }
-        if kept.positions == 0 {
+        if kept.items.is_empty() {
             return w;
         }
         let kept = &*kept;
