@@ -9,6 +9,7 @@
 //! record (stream `grid`) as it is applied, so the ledger rebuilt by
 //! [`Strategy::restore`] after a restart is the one the engine had.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use rust_decimal::Decimal;
@@ -112,6 +113,46 @@ pub struct Grid {
     /// The daily loss gates last read, with the limit and realized loss
     /// they were read from ([`Grid::loss`]).
     loss_read: LossRead,
+    /// Bumped by everything that may change what self-healing's wake reads
+    /// from the positions, the slots' exits, the subsidies and the config
+    /// ([`Grid::touch_heal`]).
+    heal_gen: u64,
+    /// Self-healing's wake inputs as read at `heal_gen` ([`HealInputs`]).
+    heal_inputs: RefCell<HealInputs>,
+}
+
+/// What self-healing's wake reads from the grid apart from the price and
+/// the time: per open non-churner position, its exit and timers; the
+/// heal knobs as f64. Kept while [`Grid::heal_gen`] stays (the wake is
+/// read at every tick and after every order update, the positions change
+/// far less often).
+#[derive(Debug, Clone, Default)]
+struct HealInputs {
+    /// `heal_gen` it was read at (`None`: never read).
+    read_at: Option<u64>,
+    items: Vec<HealItem>,
+    /// `distance_divisor`, `stale_hours`, `stuck_hours` as `approx_f64`.
+    div: f64,
+    stale: f64,
+    stuck: f64,
+    /// Times it was read afresh (tests).
+    reads: u64,
+}
+
+/// One open non-churner position as [`Grid::heal_wake`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HealItem {
+    hold_until_ms: Option<i64>,
+    /// Its exit is in a slot with no change pending and no retry due.
+    live: bool,
+    /// The exit price, `approx_f64`.
+    exit: f64,
+    entry_ms: i64,
+    /// Its slot has subsidy to spend (`spendable > 0`).
+    has_subsidy: bool,
+    /// The end of the reprice cooldown after its last reprice.
+    cooldown_end_ms: Option<i64>,
+    tightened: bool,
 }
 
 /// The daily loss gates of one (limit, realized today) pair.
@@ -360,6 +401,8 @@ impl Grid {
             prechecked_lazy: 0,
             entry_checked: false,
             loss_read: LossRead::of(cfg.daily_loss_limit_usd, Decimal::ZERO),
+            heal_gen: 0,
+            heal_inputs: RefCell::new(HealInputs::default()),
             cfg,
         }
     }
@@ -521,9 +564,16 @@ impl Grid {
         (same_time && same_gates).then_some(q.wake)
     }
 
-    /// Drops every slot's kept wake.
+    /// Drops every slot's kept wake (and self-healing's kept inputs:
+    /// `restore`, commands and `reconfigure` call this).
     fn forget_quiet_slots(&mut self) {
         self.quiet_slots.iter_mut().for_each(|q| *q = None);
+        self.touch_heal();
+    }
+
+    /// Self-healing's wake inputs may have changed: read them afresh.
+    fn touch_heal(&mut self) {
+        self.heal_gen = self.heal_gen.wrapping_add(1);
     }
 
     fn userref(&self, slot_id: u32) -> i32 {
@@ -546,6 +596,7 @@ impl Grid {
     /// Applies a ledger event and journals it (unless the caller drops
     /// rows of its kind).
     fn record(&mut self, ev: LedgerEvent, out: &mut Vec<Action>) {
+        self.touch_heal();
         if self.journals(ev.kind()) {
             self.ledger.apply(&ev);
             let payload = serde_json::to_string(&ev).unwrap_or_default();
@@ -620,6 +671,21 @@ impl Grid {
         let (actions, after, prechecked) = (checked.actions, checked.after, checked.refused);
         let checked = checked.accepted;
         let quiet = actions.is_empty() && prechecked == 0;
+        // A tick's transition that returned nothing but entries changed no
+        // exit: placing, replacing, cancelling or retrying one returns an
+        // action of its own; the entries refused in it (`prechecked`) are
+        // entries. (A refused exit or failed cancel is an order update's or
+        // a refusal's transition, which may return nothing: not a tick.)
+        let tick = matches!(
+            ev,
+            SlotEvent::PriceTick { .. } | SlotEvent::TimerTick { .. }
+        );
+        let entries_only = actions
+            .iter()
+            .all(|a| matches!(a, SlotAction::PlaceOrder(p) if p.role == Role::Entry));
+        if !(entries_only && tick && after.is_empty()) {
+            self.touch_heal();
+        }
         // Only entries, each to be refused below (checked once translated).
         let only_entries = !quiet
             && actions
@@ -1021,6 +1087,7 @@ impl Grid {
             if !cost.is_zero() {
                 self.pending_costs
                     .insert(id.clone(), (self.slots[i].id, cost));
+                self.touch_heal();
             }
             let ev = SlotEvent::Reprice {
                 client_order_id: id,
@@ -1051,6 +1118,12 @@ impl Grid {
     ///   for any price inside the band (narrowed to 1 % around the last
     ///   price so the distance stays bounded).
     fn quiet(&self) -> Wake {
+        self.quiet_with(Self::heal_wake)
+    }
+
+    /// [`Grid::quiet`] with `heal_wake` for its self-healing part (the
+    /// tests pass `heal_wake_fresh`).
+    fn quiet_with(&self, heal_wake: fn(&Grid, Wake, Decimal, i64) -> Wake) -> Wake {
         let Some(market) = self.market.as_ref() else {
             return Wake::EveryTick;
         };
@@ -1094,13 +1167,159 @@ impl Grid {
             }
         }
         if self.cfg.heal.enabled && self.enabled {
-            w = self.heal_wake(w, market.last, now);
+            w = heal_wake(self, w, market.last, now);
         }
         w
     }
 
-    /// The self-healing part of [`Grid::quiet`].
+    /// Self-healing's wake inputs, read afresh when `heal_gen` moved.
+    fn read_heal_inputs(&self, into: &mut HealInputs) {
+        let h = &self.cfg.heal;
+        let f = heal::approx_f64;
+        into.read_at = Some(self.heal_gen);
+        into.reads += 1;
+        into.div = f(h.distance_divisor);
+        into.stale = f(h.stale_hours);
+        into.stuck = f(h.stuck_hours);
+        into.items.clear();
+        let cooldown = super::secs_ms(h.reprice_cooldown_sec);
+        // Whether each slot has subsidy to spend, read once per slot.
+        let mut subsidy: Vec<(u32, bool)> = Vec::new();
+        for p in self
+            .ledger
+            .open_positions()
+            .filter(|p| p.mode != PositionMode::Churner)
+        {
+            let live = self
+                .exit_of(p)
+                .is_some_and(|(_, o)| o.pending.is_none() && o.retry_at_ms.is_none());
+            let has_subsidy = match subsidy.iter().find(|(id, _)| *id == p.slot_id) {
+                Some((_, has)) => *has,
+                None => {
+                    let has = self.spendable(p.slot_id) > Decimal::ZERO;
+                    subsidy.push((p.slot_id, has));
+                    has
+                }
+            };
+            into.items.push(HealItem {
+                hold_until_ms: p.exit.hold_until_ms,
+                live,
+                exit: f(p.exit.price),
+                entry_ms: p.entry.time_ms,
+                has_subsidy,
+                cooldown_end_ms: p.exit.last_reprice_ms.map(|t| t.saturating_add(cooldown)),
+                tightened: p.exit.tightened,
+            });
+        }
+    }
+
+    /// The self-healing part of [`Grid::quiet`]: what `heal_wake_fresh`
+    /// (the tests' copy of the code before) gives, from the inputs kept in
+    /// `heal_inputs` (read again whenever `heal_gen` moved).
     fn heal_wake(&self, w: Wake, last: Decimal, now: i64) -> Wake {
+        const HOUR_MS: f64 = 3_600_000.0;
+        const MARGIN: f64 = 1e-9;
+        let mut kept = self.heal_inputs.borrow_mut();
+        if kept.read_at != Some(self.heal_gen) {
+            self.read_heal_inputs(&mut kept);
+        }
+        if kept.items.is_empty() {
+            return w;
+        }
+        let kept = &*kept;
+        let f = heal::approx_f64;
+        let w = if within_one_pct(w, last) {
+            w
+        } else {
+            // 1 - 0.01 and 1 + 0.01 (scale 2).
+            w.inside(
+                Some(times_hundredths(last, 99)),
+                Some(times_hundredths(last, 101)),
+            )
+        };
+        // The time bounds below, taken together at the end (`before` of
+        // each in turn gives the earliest).
+        let mut before: Option<i64> = None;
+        let mut take = |t: i64| before = Some(before.map_or(t, |b| b.min(t)));
+        let Wake::Quiet {
+            above: Some(lo),
+            below: Some(hi),
+            ..
+        } = w
+        else {
+            return Wake::EveryTick;
+        };
+        let (lo, hi, div) = (f(lo), f(hi), kept.div);
+        let (stale, stuck) = (kept.stale, kept.stuck);
+        if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
+            return Wake::EveryTick;
+        }
+        for p in &kept.items {
+            if let Some(t) = p.hold_until_ms
+                && now < t
+            {
+                take(t);
+                continue;
+            }
+            if !p.live {
+                continue;
+            }
+            let e = p.exit;
+            let dist = |m: f64| (e - m).abs() / m * 100.0;
+            let dmax = dist(lo).max(dist(hi));
+            let dmin = if (lo..=hi).contains(&e) {
+                0.0
+            } else {
+                dist(lo).min(dist(hi))
+            };
+            if !(e.is_finite() && dmax.is_finite()) {
+                return Wake::EveryTick;
+            }
+            let age_now = (now - p.entry_ms).max(0) as f64 / HOUR_MS;
+            let eff_lo = age_now * (1.0 + dmin / div) * (1.0 - MARGIN);
+            let eff_hi = age_now * (1.0 + dmax / div) * (1.0 + MARGIN);
+            let has_subsidy = p.has_subsidy;
+            let cooling = p.cooldown_end_ms.filter(|end| now < *end);
+            if has_subsidy && let Some(end) = cooling {
+                take(end);
+            }
+            // Where a tick may act: stale before the free tighten; stuck
+            // and later with subsidy to spend, out of the cooldown.
+            let stale_acts = !p.tightened;
+            let stuck_acts = has_subsidy && cooling.is_none();
+            if stale_acts && eff_lo < stuck && eff_hi >= stale {
+                return Wake::EveryTick;
+            }
+            if stuck_acts && eff_hi >= stuck {
+                return Wake::EveryTick;
+            }
+            let edge = if stale_acts && eff_hi < stale {
+                Some(stale)
+            } else if stuck_acts {
+                Some(stuck)
+            } else {
+                None
+            };
+            if let Some(edge) = edge {
+                let age_h = edge * (1.0 - MARGIN) / (1.0 + dmax * (1.0 + MARGIN) / div);
+                let at = p.entry_ms as f64 + (age_h * HOUR_MS).floor() - 1.0;
+                if !at.is_finite() || at <= now as f64 {
+                    return Wake::EveryTick;
+                }
+                // Saturating: far beyond any run.
+                take(at.min(i64::MAX as f64 / 2.0) as i64);
+            }
+        }
+        match before {
+            Some(t) => w.before(t),
+            None => w,
+        }
+    }
+
+    /// [`Grid::heal_wake`] as it was before its inputs were kept: every
+    /// position, exit and subsidy read at every call (the tests compare).
+    #[cfg(test)]
+    fn heal_wake_fresh(&self, w: Wake, last: Decimal, now: i64) -> Wake {
         const HOUR_MS: f64 = 3_600_000.0;
         const MARGIN: f64 = 1e-9;
         let h = &self.cfg.heal;
@@ -1345,6 +1564,7 @@ impl Grid {
             };
             tracing::warn!(position = %k.client_order_id, %exit, "entry filled while the engine was down: position opened, exit goes out");
             slot::adopt_exit(&mut self.slots[i], o, false, now);
+            self.touch_heal();
             if let Some(v) = self.verified.get_mut(i) {
                 *v = false;
             }
@@ -2267,6 +2487,7 @@ impl Strategy for Grid {
                         self.capital.commit(&o.client_order_id, now);
                     }
                     slot::adopt_exit(&mut self.slots[i], o, live, now);
+                    self.touch_heal();
                     if let Some(v) = self.verified.get_mut(i) {
                         *v = false;
                     }
@@ -2287,6 +2508,37 @@ impl Strategy for Grid {
         self.forget_quiet_slots();
         Some(self.operator(cmd, now))
     }
+}
+
+/// Whether `w`'s price band is certainly inside 1 % of `last`, strictly
+/// (f64, a relative margin of 1e-9 against the exact products `last * 0.99`
+/// and `last * 1.01`): then `w.inside` of that band keeps `w` as it is, and
+/// [`Grid::heal_wake`] skips the Decimal products.
+fn within_one_pct(w: Wake, last: Decimal) -> bool {
+    let f = heal::approx_f64;
+    let lf = f(last);
+    lf > 0.0
+        && lf.is_finite()
+        && matches!(w, Wake::Quiet {
+            above: Some(a),
+            below: Some(b),
+            ..
+        } if f(a) > lf * 0.99 * (1.0 + 1e-9) && f(b) < lf * 1.01 * (1.0 - 1e-9))
+}
+
+/// `d * (k / 100)`, the bytes `d * Decimal::new(k, 2)` gives, without the
+/// general multiplication when the product's mantissa is plainly in range
+/// (then that product is the mantissas' product at the scales' sum, exact).
+fn times_hundredths(d: Decimal, k: i64) -> Decimal {
+    let m = d.mantissa();
+    let scale = d.scale() + 2;
+    // (A zero product is plain zero, scale 0: the general path.)
+    let plain =
+        scale <= 28 && m != 0 && k != 0 && m.unsigned_abs() < 1 << 88 && k.unsigned_abs() < 1 << 7;
+    if plain && let Ok(p) = Decimal::try_from_i128_with_scale(m * i128::from(k), scale) {
+        return p;
+    }
+    d * Decimal::new(k, 2)
 }
 
 /// What an order holds: (asset, amount) (see [`Grid::hold_of`]).
@@ -2493,6 +2745,12 @@ mod quiet_slot_tests {
             ..GridConfig::default()
         };
         cfg.heal.enabled = true;
+        // Bands a 50-hour walk reaches: stale exits tightened, stuck ones
+        // moved with subsidy (and its cooldown).
+        cfg.heal.aging_hours = Decimal::from(2);
+        cfg.heal.stale_hours = Decimal::from(5);
+        cfg.heal.stuck_hours = Decimal::from(10);
+        cfg.heal.write_off_hours = Decimal::from(40);
         if low {
             // A re-entry delay longer than a step: the ticks after a
             // refusal can be skipped.
@@ -2515,6 +2773,14 @@ mod quiet_slot_tests {
             while let Some(actions) = queue.pop() {
                 for a in actions {
                     let u = match a {
+                        // Now and then the venue rejects an exit (the slot
+                        // retries it later, returning nothing now).
+                        Action::Place(i) if rejects_exit(&i.client_order_id) => update(
+                            &i.client_order_id,
+                            UpdateKind::Rejected,
+                            Decimal::ZERO,
+                            Decimal::ZERO,
+                        ),
                         Action::Place(i) => {
                             let u = update(
                                 &i.client_order_id,
@@ -2547,12 +2813,17 @@ mod quiet_slot_tests {
                     let a1 = fast.on_order(&u, now);
                     let a2 = slow.on_order(&u, now);
                     assert_eq!(a1, a2, "on_order at {now}");
+                    heal_wake_as_fresh(fast, "on_order");
+                    heal_wake_as_fresh(slow, "on_order");
                     queue.push(a1);
                 }
             }
         };
         let mut skips_seen = 0;
         let mut refusals = 0;
+        let mut heal_bounded = 0;
+        let mut heal_reads = 0;
+        let (mut subsidised, mut tightened) = (0, 0);
         for step in 0..3_000_i64 {
             let now = T0 + step * 60_000;
             seed = seed
@@ -2578,10 +2849,15 @@ mod quiet_slot_tests {
                 .collect();
             for (id, _, p, v) in crossed {
                 open.retain(|o| o.0 != id);
+                // One fill in three at the price that crossed the order (a
+                // gap: better than its limit; exits filled better than
+                // their target pay the slot's subsidy).
+                let p = if seed.is_multiple_of(3) { price } else { p };
                 let u = update(&id, UpdateKind::Filled, v, p);
                 let a1 = fast.on_order(&u, now);
                 let a2 = slow.on_order(&u, now);
                 assert_eq!(a1, a2, "fill at step {step}");
+                heal_wake_as_fresh(&fast, "fill");
                 handle(&mut fast, &mut slow, &mut open, a1, now);
             }
             let mut m = market(price, now, free_quote);
@@ -2594,6 +2870,11 @@ mod quiet_slot_tests {
             assert_eq!(a1, a2, "tick at step {step}");
             skips_seen += fast.quiet_skips - before;
             assert_eq!(fast.wake(), slow.wake(), "wake at step {step}");
+            heal_bounded += usize::from(heal_wake_as_fresh(&fast, "tick"));
+            for item in &fast.heal_inputs.borrow().items {
+                subsidised += usize::from(item.has_subsidy);
+                tightened += usize::from(item.tightened && item.cooldown_end_ms.is_some());
+            }
             assert_eq!(
                 fast.status_block(now),
                 slow.status_block(now),
@@ -2611,8 +2892,22 @@ mod quiet_slot_tests {
                 .filter(|s| s.last_error.contains("refused: capital"))
                 .count();
             handle(&mut fast, &mut slow, &mut open, a1, now);
+            heal_reads += 1;
         }
         assert!(skips_seen > 100, "only {skips_seen} slot ticks skipped");
+        // Self-healing bounded the wake at many ticks, and its inputs were
+        // kept across most wake reads (at least one a step, more after
+        // order updates).
+        assert!(heal_bounded > 100, "healing bounded {heal_bounded} wakes");
+        assert!(
+            subsidised > 100 && tightened > 100,
+            "positions seen with subsidy {subsidised}, tightened {tightened}"
+        );
+        let reads = fast.heal_inputs.borrow().reads;
+        assert!(
+            reads > 10 && reads * 3 < heal_reads,
+            "{reads} fresh reads of the healing inputs in {heal_reads} steps"
+        );
         if low && !slow_prechecks {
             assert!(
                 fast.prechecked > 100 && slow.prechecked == 0,
@@ -2639,6 +2934,151 @@ mod quiet_slot_tests {
             fast.ledger().positions().len() > 5,
             "few positions: the walk traded too little"
         );
+    }
+
+    /// Whether the walk's venue rejects this order: one exit in five, by
+    /// its id.
+    fn rejects_exit(client_order_id: &str) -> bool {
+        let exit = client_order_id
+            .strip_prefix('g')
+            .and_then(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()).get(1..2))
+            == Some("x");
+        let sum: u32 = client_order_id.bytes().map(u32::from).sum();
+        exit && sum.is_multiple_of(5)
+    }
+
+    /// `g`'s wake (self-healing from its kept inputs) equals the one read
+    /// with every position, exit and subsidy read afresh, and the kept
+    /// inputs equal those read afresh; returns whether self-healing bounded
+    /// the wake (it differs from the wake without).
+    fn heal_wake_as_fresh(g: &Grid, at: &str) -> bool {
+        let kept = g.wake();
+        if g.heal_inputs.borrow().read_at == Some(g.heal_gen) {
+            let mut fresh = HealInputs::default();
+            g.read_heal_inputs(&mut fresh);
+            assert_eq!(
+                g.heal_inputs.borrow().items,
+                fresh.items,
+                "healing inputs after {at} at {}",
+                g.ticked_ms
+            );
+        }
+        assert_eq!(
+            kept,
+            g.quiet_with(Grid::heal_wake_fresh),
+            "healing wake after {at} at {}",
+            g.ticked_ms
+        );
+        kept != g.quiet_with(|_, w, _, _| w)
+    }
+
+    /// Wherever the 1 % screen says a wake's band is within, the exact
+    /// `inside` leaves the wake as it is (to the byte), over bounds swept in
+    /// steps of about 1e-10 across both edges, at several prices and scales.
+    /// `times_hundredths` gives the bytes of the Decimal product, over
+    /// mantissas of every size (up to the largest), scales 0-28 and both
+    /// signs.
+    #[test]
+    fn times_hundredths_is_the_decimal_product_to_the_byte() {
+        let mut seed: u64 = 11;
+        let mut fast = 0;
+        for scale in 0..=28_u32 {
+            for k in 0..300 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let m: i128 = match k % 5 {
+                    0 => i128::from(seed % 10_000_000),
+                    1 => i128::from(seed >> 1),
+                    2 => (i128::from(seed) << 24) | i128::from(seed >> 40),
+                    3 => (i128::from(seed) << 32) | i128::from(seed >> 32),
+                    _ => -i128::from(seed >> 3),
+                };
+                let Ok(d) = Decimal::try_from_i128_with_scale(m, scale) else {
+                    continue;
+                };
+                for f in [99, 101, 100, 1, 0] {
+                    // (Past the largest Decimal the product overflows, in
+                    // both: not compared.)
+                    let Some(want) = d.checked_mul(Decimal::new(f, 2)) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        times_hundredths(d, f).serialize(),
+                        want.serialize(),
+                        "{d} * {f}/100"
+                    );
+                    fast += usize::from(scale <= 26 && m.unsigned_abs() < 1 << 88);
+                }
+            }
+        }
+        assert!(fast > 1000, "{fast}");
+        for d in [
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::ZERO,
+            Decimal::new(12, 2),
+        ] {
+            assert_eq!(
+                times_hundredths(d, 99).serialize(),
+                (d * Decimal::new(99, 2)).serialize()
+            );
+        }
+    }
+
+    /// The constant factors of the 1 % band are those it computed before.
+    #[test]
+    fn the_one_pct_factors_are_the_ones_computed_before() {
+        let one_pct = Decimal::new(1, 2);
+        assert_eq!(
+            (Decimal::ONE - one_pct).serialize(),
+            Decimal::new(99, 2).serialize()
+        );
+        assert_eq!(
+            (Decimal::ONE + one_pct).serialize(),
+            Decimal::new(101, 2).serialize()
+        );
+    }
+
+    #[test]
+    fn the_one_pct_screen_never_hides_a_narrower_band() {
+        let mut within = 0;
+        let mut checked = 0;
+        for last in [
+            Decimal::new(12, 2),
+            Decimal::new(1234567, 7),
+            Decimal::new(98765, 5),
+            Decimal::new(3, 0),
+        ] {
+            let lo = last * Decimal::new(99, 2);
+            let hi = last * Decimal::new(101, 2);
+            for k in -2000_i64..=2000 {
+                // About k * 1e-10 relative around each edge; other side wide.
+                let d = Decimal::new(k, 10);
+                for (a, b) in [
+                    (lo * (Decimal::ONE + d), last),
+                    (last, hi * (Decimal::ONE + d)),
+                ] {
+                    let w = Wake::IDLE.before(T0).inside(Some(a), Some(b));
+                    let exact = w.inside(Some(lo), Some(hi));
+                    checked += 1;
+                    if within_one_pct(w, last) {
+                        within += 1;
+                        assert_eq!(
+                            format!("{exact:?}"),
+                            format!("{w:?}"),
+                            "last {last}, band ({a}, {b})"
+                        );
+                    }
+                }
+            }
+        }
+        // Within for most of the sweep, not at or past either edge.
+        assert!(
+            within > checked / 3 && within < checked,
+            "{within} / {checked}"
+        );
+        assert!(!within_one_pct(Wake::IDLE, Decimal::ONE));
     }
 
     #[test]
