@@ -662,18 +662,9 @@ mod tests {
     #[test]
     fn keep_view_is_a_clone() {
         let inst = |fee: Decimal| Instrument {
-            symbol: "DOGEUSD".into(),
-            base: "DOGE".into(),
-            quote: "USD".into(),
-            kind: InstrumentKind::Spot,
-            tick_size: Decimal::new(1, 7),
-            price_decimals: 7,
-            lot_decimals: 8,
-            min_volume: Decimal::TEN,
-            min_cost: Decimal::new(5, 1),
             maker_fee: fee,
             taker_fee: Decimal::new(4, 3),
-            max_open_orders: 225,
+            ..Instrument::kraken_doge_usd()
         };
         let mut a = MarketView::prices("DOGEUSD", Decimal::ONE, Decimal::ONE, Decimal::TWO);
         a.instrument = Some(inst(Decimal::new(25, 4)));
