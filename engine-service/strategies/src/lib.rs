@@ -24,3 +24,15 @@ pub mod funding;
 pub mod grid;
 pub mod rangers;
 pub mod strategy;
+
+/// What the crate's tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// One step of the 64-bit linear congruential generator the
+    /// randomized tests walk (Knuth's MMIX constants): a fixed sequence
+    /// from a seed, no dependency.
+    pub(crate) fn lcg(seed: u64) -> u64 {
+        seed.wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407)
+    }
+}

@@ -2256,10 +2256,7 @@ mod shared_entry_tests {
     struct Rng(u64);
     impl Rng {
         fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            self.0 = crate::testing::lcg(self.0);
             (self.0 >> 33) % n
         }
     }

@@ -405,9 +405,7 @@ mod tests {
         let mut seed: u64 = 3;
         for scale in 0..=28_u32 {
             for k in 0..400 {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                seed = crate::testing::lcg(seed);
                 // Small, i64-sized and wider-than-i64 mantissas, both signs.
                 let m: i128 = match k % 4 {
                     0 => i128::from(seed % 1_000_000),

@@ -2559,9 +2559,7 @@ mod verified_tests {
         ] {
             let limit = pct / hundred();
             for k in 0..4_000_i64 {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                seed = crate::testing::lcg(seed);
                 let market = Decimal::new(i64::try_from(seed >> 44).unwrap() + 1, 7);
                 let Some(screen) = RefreshScreen::new(market, pct) else {
                     panic!("no screen at {market}");
@@ -2736,13 +2734,7 @@ mod verified_tests {
             for step in 0..600_i64 {
                 let ctx = SlotCtx {
                     params: &params,
-                    filters: Filters {
-                        tick_size: Decimal::new(1, 7),
-                        lot_decimals: 8,
-                        min_volume: Decimal::TEN,
-                        min_cost: Decimal::new(5, 1),
-                        maker_fee: Decimal::new(25, 4),
-                    },
+                    filters: doge_filters(),
                     profit_pct: params.profit_pct,
                     entry_budget: u32::try_from(step % 3).unwrap(),
                     entries_blocked: None,
@@ -2793,13 +2785,7 @@ mod verified_tests {
         let params = SlotParams::default();
         let ctx = SlotCtx {
             params: &params,
-            filters: Filters {
-                tick_size: Decimal::new(1, 7),
-                lot_decimals: 8,
-                min_volume: Decimal::TEN,
-                min_cost: Decimal::new(5, 1),
-                maker_fee: Decimal::new(25, 4),
-            },
+            filters: doge_filters(),
             profit_pct: params.profit_pct,
             entry_budget: 2,
             entries_blocked: None,
@@ -2850,6 +2836,17 @@ mod verified_tests {
         // The walk went through whole cycles (entries, exits, fills).
         assert!(checked.cycles >= 10, "{} cycles", checked.cycles);
     }
+    /// DOGE/USD's filters on Kraken (`Instrument::kraken_doge_usd`'s).
+    fn doge_filters() -> Filters {
+        Filters {
+            tick_size: Decimal::new(1, 7),
+            lot_decimals: 8,
+            min_volume: Decimal::TEN,
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+        }
+    }
+
     /// The walk tests' event at `step`: on steps 1 and 3 of every five, a
     /// fill or a cancel of the first open order; else a price wandering 2 %
     /// around 0.12.

@@ -2826,9 +2826,7 @@ mod quiet_slot_tests {
         let (mut subsidised, mut tightened) = (0, 0);
         for step in 0..3_000_i64 {
             let now = T0 + step * 60_000;
-            seed = seed
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            seed = crate::testing::lcg(seed);
             let r = i64::try_from((seed >> 33) % 2001).unwrap() - 1000;
             // Mostly small moves, now and then a jump of up to 3 %.
             let scale = if seed.is_multiple_of(17) { 30 } else { 3 };
@@ -2984,9 +2982,7 @@ mod quiet_slot_tests {
         let mut fast = 0;
         for scale in 0..=28_u32 {
             for k in 0..300 {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                seed = crate::testing::lcg(seed);
                 let m: i128 = match k % 5 {
                     0 => i128::from(seed % 10_000_000),
                     1 => i128::from(seed >> 1),
