@@ -212,12 +212,7 @@ impl Ledger {
                 if self.positions.contains_key(&position.id) {
                     self.conflicts += 1;
                 } else {
-                    if position.is_open() {
-                        self.open
-                            .insert(position.id.clone(), position.as_ref().clone());
-                    }
-                    self.positions
-                        .insert(position.id.clone(), position.as_ref().clone());
+                    self.insert_position(position.as_ref().clone());
                 }
             }
             LedgerEvent::ExitMoved {
@@ -259,13 +254,7 @@ impl Ledger {
             LedgerEvent::Close {
                 position_id,
                 outcome,
-            } => match self.positions.get_mut(position_id) {
-                Some(p) if p.outcome.is_none() => {
-                    p.outcome = Some(outcome.clone());
-                    self.open.remove(position_id);
-                }
-                _ => self.conflicts += 1,
-            },
+            } => self.close(position_id, || outcome.clone()),
             LedgerEvent::Earned {
                 slot_id, amount, ..
             } => {
@@ -283,24 +272,35 @@ impl Ledger {
                 if self.positions.contains_key(&position.id) {
                     self.conflicts += 1;
                 } else {
-                    let position = *position;
-                    if position.is_open() {
-                        self.open.insert(position.id.clone(), position.clone());
-                    }
-                    self.positions.insert(position.id.clone(), position);
+                    self.insert_position(*position);
                 }
             }
             LedgerEvent::Close {
                 position_id,
                 outcome,
-            } => match self.positions.get_mut(&position_id) {
-                Some(p) if p.outcome.is_none() => {
-                    p.outcome = Some(outcome);
-                    self.open.remove(&position_id);
-                }
-                _ => self.conflicts += 1,
-            },
+            } => self.close(&position_id, || outcome),
             ev => self.apply(&ev),
+        }
+    }
+
+    /// A new position (its id not in the ledger): kept, and among the open
+    /// ones while it is open.
+    fn insert_position(&mut self, position: Position) {
+        if position.is_open() {
+            self.open.insert(position.id.clone(), position.clone());
+        }
+        self.positions.insert(position.id.clone(), position);
+    }
+
+    /// Closes position `id` with the outcome `outcome` gives (called only
+    /// when it closes); a conflict when it is unknown or already closed.
+    fn close(&mut self, id: &str, outcome: impl FnOnce() -> Outcome) {
+        match self.positions.get_mut(id) {
+            Some(p) if p.outcome.is_none() => {
+                p.outcome = Some(outcome());
+                self.open.remove(id);
+            }
+            _ => self.conflicts += 1,
         }
     }
 
