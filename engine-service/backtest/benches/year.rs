@@ -221,6 +221,58 @@ fn split(bars: &[Bar], regime: RegimeSetup) {
     );
 }
 
+/// The strategy step alone: the fixed run recorded (every call the driver
+/// made into the strategies, with its answer), replayed once on fresh
+/// strategies comparing every answer, then replayed three times more
+/// (`HERD_BENCH_REPLAYS`: that many, for profiling), timed, without
+/// comparing. Nothing of the venue, the driver or a
+/// clock runs between the calls; the strategies see the inputs the run
+/// gave them and take the same decisions.
+fn step(bars: &[Bar], regime: RegimeSetup) {
+    use herd_backtest::replay;
+    let replays: usize = std::env::var("HERD_BENCH_REPLAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (wrapped, log) = replay::record(strategies());
+    if run(&setup(regime), wrapped, bars, 60_000, &mut ()).is_err() {
+        println!("strategy step: the recorded run failed");
+        return;
+    }
+    let log = log.take();
+    let (ticks, updates) = log.calls.iter().fold((0, 0), |(t, u), (_, c)| match c {
+        replay::Call::Tick(..) => (t + 1, u),
+        replay::Call::Order(..) => (t, u + 1),
+        _ => (t, u),
+    });
+    if let Err(m) = replay::replay(&mut strategies(), &log, true) {
+        println!("strategy step: the replay differs from the run at {m}");
+        return;
+    }
+    let mut best = f64::INFINITY;
+    let mut all = Vec::new();
+    for _ in 0..replays {
+        let mut fresh = strategies();
+        let (t, c) = (Instant::now(), thread_cpu_secs());
+        let made = replay::replay(&mut fresh, &log, false);
+        let (secs, cpu) = (t.elapsed().as_secs_f64(), thread_cpu_secs() - c);
+        drop(fresh);
+        if made.is_err() {
+            return;
+        }
+        best = best.min(secs);
+        all.push(format!("{secs:.3} s (CPU {cpu:.2} s)"));
+    }
+    let n = bars.len() as f64;
+    println!(
+        "strategy step (the fixed run's {} calls replayed: {ticks} ticks, {updates} order updates; every answer equal to the run's): best {best:.3} s, {:.0} ns per candle, {:.0} candles/s on one core; replays {}",
+        log.len(),
+        best / n * 1e9,
+        n / best,
+        all.join(", ")
+    );
+}
+
 fn main() {
     let n = std::env::var("HERD_BENCH_CANDLES")
         .ok()
@@ -233,7 +285,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    // HERD_BENCH_RUNS=fixed, =hmm, =hmm-inline or =regime runs only that one
+    // HERD_BENCH_RUNS=fixed, =step, =hmm, =hmm-inline or =regime runs only that one
     // (for profiling).
     let runs = std::env::var("HERD_BENCH_RUNS").unwrap_or_default();
     let want = |name: &str| runs.is_empty() || runs == name;
@@ -255,6 +307,9 @@ fn main() {
             o.fills.len(),
             o.orders_placed
         );
+    }
+    if want("fixed") || want("step") {
+        step(&bars, ranging.clone());
     }
     if want("fixed") && herd_backtest::timing::ENABLED {
         split(&bars, ranging);

@@ -131,10 +131,34 @@ pub(super) fn approx_f64(d: Decimal) -> f64 {
     // powers of ten up to 1e22 are exact in f64, as are the products
     // `powi` builds them from (so the table holds what it returns).
     let m = d.mantissa();
-    let m = i64::try_from(m).map_or(m as f64, |m| m as f64);
+    let m = if m < 0 {
+        -u96_to_f64(m.unsigned_abs())
+    } else {
+        u96_to_f64(m.unsigned_abs())
+    };
     match POW10.get(d.scale() as usize) {
         Some(p) => m / p,
         None => m / 10f64.powi(d.scale() as i32),
+    }
+}
+
+/// `m as f64` (the nearest f64, ties to even) for a Decimal's mantissa
+/// (below 2^96), without the generic 128-bit conversion: a mantissa that
+/// fits 64 bits converts directly; a wider one keeps its top 64 bits with
+/// a sticky bit for the rest (far below the rounding bit, so it rounds as
+/// the whole would), and the scaling by a power of two is exact.
+fn u96_to_f64(m: u128) -> f64 {
+    match u64::try_from(m) {
+        Ok(m) => m as f64,
+        Err(_) => {
+            // 1 ..= 64 bits dropped (the mantissa has 65 ..= 128).
+            let shift = 64 - m.leading_zeros();
+            let top = (m >> shift) as u64;
+            let sticky = u64::from(m & ((1u128 << shift) - 1) != 0);
+            // 2^shift, exactly: the biased exponent with no mantissa bits.
+            let scale = f64::from_bits((1023 + u64::from(shift)) << 52);
+            (top | sticky) as f64 * scale
+        }
     }
 }
 
@@ -407,8 +431,9 @@ mod tests {
             for k in 0..400 {
                 seed = crate::testing::lcg(seed);
                 // Small, i64-sized and wider-than-i64 mantissas, both signs.
-                let m: i128 = match k % 4 {
+                let m: i128 = match k % 5 {
                     0 => i128::from(seed % 1_000_000),
+                    4 => i128::from(seed | 1 << 63),
                     1 => i128::from(seed >> 1),
                     2 => (i128::from(seed) << 30) | i128::from(seed >> 40),
                     _ => -(i128::from(seed >> 3)),
@@ -417,6 +442,31 @@ mod tests {
                 assert_eq!(approx_f64(d).to_bits(), old(d).to_bits(), "{d}");
             }
         }
+        // Mantissas on both sides of every power of two from 2^52 up, and
+        // halfway cases (ties to even) at the widths that drop bits.
+        for bits in 52..96_u32 {
+            for delta in [-2_i128, -1, 0, 1, 2] {
+                let base = 1_i128 << bits;
+                for m in [
+                    base + delta,
+                    base + (base >> 53) + delta,
+                    base * 3 / 2 + delta,
+                ] {
+                    if m > 0 && m < (1_i128 << 96) {
+                        for scale in [0_u32, 9, 28] {
+                            let d = Decimal::from_i128_with_scale(m, scale);
+                            assert_eq!(approx_f64(d).to_bits(), old(d).to_bits(), "{d}");
+                            assert_eq!(approx_f64(-d).to_bits(), old(-d).to_bits(), "{d}");
+                        }
+                    }
+                }
+            }
+        }
+        let negative_zero = Decimal::from_parts(0, 0, 0, true, 3);
+        assert_eq!(
+            approx_f64(negative_zero).to_bits(),
+            old(negative_zero).to_bits()
+        );
         assert_eq!(
             approx_f64(Decimal::MAX).to_bits(),
             old(Decimal::MAX).to_bits()
