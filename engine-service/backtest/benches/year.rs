@@ -240,11 +240,15 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
         return;
     }
     let log = log.take();
-    let (ticks, updates) = log.calls.iter().fold((0, 0), |(t, u), (_, c)| match c {
-        replay::Call::Tick(..) => (t + 1, u),
-        replay::Call::Order(..) => (t, u + 1),
-        _ => (t, u),
-    });
+    let (ticks, quiet, updates) = log
+        .calls
+        .iter()
+        .fold((0, 0, 0), |(t, q, u), (_, c)| match c {
+            replay::Call::Tick(..) => (t + 1, q, u),
+            replay::Call::QuietTick(..) => (t, q + 1, u),
+            replay::Call::Order(..) => (t, q, u + 1),
+            _ => (t, q, u),
+        });
     if let Err(m) = replay::replay(&mut strategies(), &log, true) {
         println!("strategy step: the replay differs from the run at {m}");
         return;
@@ -265,7 +269,7 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
     }
     let n = bars.len() as f64;
     println!(
-        "strategy step (the fixed run's {} calls replayed: {ticks} ticks, {updates} order updates; every answer equal to the run's): best {best:.3} s, {:.0} ns per candle, {:.0} candles/s on one core; replays {}",
+        "strategy step (the fixed run's {} calls replayed: {ticks} ticks, {quiet} skipped ticks replayed, {updates} order updates; every answer equal to the run's): best {best:.3} s, {:.0} ns per candle, {:.0} candles/s on one core; replays {}",
         log.len(),
         best / n * 1e9,
         n / best,

@@ -32,6 +32,7 @@ use herd_strategies::strategy::{
 #[derive(Debug, Clone)]
 pub enum Call {
     Tick(TickCall),
+    QuietTick(TickCall),
     Order(OrderCall),
     Wake,
     /// The client order id asked about, in the log's text.
@@ -189,7 +190,14 @@ impl Log {
         self.with(|c| c.push(strategy, call, answer));
     }
 
-    fn push_tick(&self, strategy: usize, v: &MarketView, now_ms: i64, answer: &Answer) {
+    fn push_tick(
+        &self,
+        strategy: usize,
+        v: &MarketView,
+        now_ms: i64,
+        quiet: bool,
+        answer: &Answer,
+    ) {
         self.with(|c| {
             let view = c.view_of(v);
             let tick = TickCall {
@@ -204,7 +212,12 @@ impl Log {
                 last_partial_cancel_ms: v.last_partial_cancel_ms,
                 now_ms,
             };
-            c.push(strategy, Call::Tick(tick), answer);
+            let call = if quiet {
+                Call::QuietTick(tick)
+            } else {
+                Call::Tick(tick)
+            };
+            c.push(strategy, call, answer);
         });
     }
 
@@ -269,7 +282,13 @@ impl Strategy for Recording {
 
     fn on_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
         let a = Answer::Actions(self.inner.on_tick(market, now_ms));
-        self.log.push_tick(self.index, market, now_ms, &a);
+        self.log.push_tick(self.index, market, now_ms, false, &a);
+        a.into_actions()
+    }
+
+    fn on_quiet_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        let a = Answer::Actions(self.inner.on_quiet_tick(market, now_ms));
+        self.log.push_tick(self.index, market, now_ms, true, &a);
         a.into_actions()
     }
 
@@ -432,12 +451,16 @@ pub fn replay(
             return Err(mismatch(at, log, "a strategy", "no such strategy".into()));
         };
         let answer = match call {
-            Call::Tick(t) => {
+            Call::Tick(t) | Call::QuietTick(t) => {
                 let Some(v) = views.get_mut(t.view) else {
                     return Err(mismatch(at, log, "a view", "no such view".into()));
                 };
                 t.fill(v);
-                Answer::Actions(s.on_tick(v, t.now_ms))
+                Answer::Actions(if matches!(call, Call::QuietTick(_)) {
+                    s.on_quiet_tick(v, t.now_ms)
+                } else {
+                    s.on_tick(v, t.now_ms)
+                })
             }
             Call::Order(o) => {
                 o.fill(text, &mut update);

@@ -1218,7 +1218,8 @@ impl Sim {
     }
 
     /// Runs strategy `i`'s last skipped tick, if one is waiting, so its
-    /// state is the one an unskipped run has (see [`Wake`]). By the wake's
+    /// state is the one an unskipped run has (see [`Wake`]; as a quiet
+    /// tick, [`Strategy::on_quiet_tick`]). By the wake's
     /// promise it answers nothing; were it to, the answer runs as a tick's.
     fn replay(&mut self, i: usize) {
         let Some((bid, ask, last, at)) = self.skipped.get_mut(i).and_then(Option::take) else {
@@ -1235,7 +1236,7 @@ impl Sim {
         let actions = match (self.strategies.get_mut(i), self.base_view.as_ref()) {
             (Some(s), Some(view)) => {
                 let _t = timing::enter(Part::Strategies);
-                s.on_tick(view, at)
+                s.on_quiet_tick(view, at)
             }
             _ => Vec::new(),
         };

@@ -247,7 +247,8 @@ fn identical_instrument(a: &Instrument, b: &Instrument) -> bool {
 /// such tick overwrites what it stores: the market view, capacity reading,
 /// status texts). A driver that skips such ticks must therefore replay the
 /// last skipped one before the strategy's next call of any kind, so that
-/// its state is exactly the one an unskipped run would have.
+/// its state is exactly the one an unskipped run would have; it replays it
+/// with [`Strategy::on_quiet_tick`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
     /// Tick me every time (the default: no promise).
@@ -569,6 +570,17 @@ pub trait Strategy: Send {
     /// ticks a promise covers.
     fn wake(&self) -> Wake {
         Wake::EveryTick
+    }
+
+    /// A tick that the promise of the last [`Strategy::wake`] covers (read
+    /// after the strategy's last tick, no other call since, the view
+    /// differing from that tick's only where the promise allows): it must
+    /// leave the state [`Strategy::on_tick`] would and return what it would
+    /// (nothing, by the promise). A driver that skipped ticks replays the
+    /// last with it. The default is `on_tick`; a strategy may store only
+    /// what such a tick stores, without deciding anything again.
+    fn on_quiet_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        self.on_tick(market, now_ms)
     }
 
     /// Tells the strategy which journal kinds its caller keeps: rows of
