@@ -107,6 +107,15 @@ impl CapitalLedger {
         self.holds.contains_key(id)
     }
 
+    /// Whether an order whose id starts with `prefix` holds funds.
+    pub fn holds_prefix(&self, prefix: &str) -> bool {
+        use std::ops::Bound;
+        self.holds
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .next()
+            .is_some_and(|(id, _)| id.starts_with(prefix))
+    }
+
     /// Whether [`CapitalLedger::reserve`] of `amount` would pass the
     /// balance check now (before the order has an id): the same refusal,
     /// with nothing recorded.
@@ -228,6 +237,23 @@ mod tests {
         assert_eq!(l.committed(Asset::Base), dec!(20));
         assert_eq!(l.reserved(Asset::Base), dec!(10));
         assert_eq!(l.committed(Asset::Quote), dec!(5));
+    }
+
+    #[test]
+    fn a_prefix_is_held_only_when_an_id_starting_with_it_is() {
+        let mut l = CapitalLedger::new();
+        assert!(!l.holds_prefix("g1Be-"));
+        l.hold("g1Be-00a1b2c7", Asset::Quote, dec!(5), 100);
+        l.hold("g12Ae-00a1b2c9", Asset::Base, dec!(5), 100);
+        assert!(l.holds_prefix("g1Be-"));
+        assert!(l.holds_prefix("g12Ae-"));
+        // A longer tag, another trade or role, a tag that only shares a
+        // start with a held id's.
+        for other in ["g1Ae-", "g1Bx-", "g10Be-", "g12Be-", "g1B", "g2", "h"] {
+            assert_eq!(l.holds_prefix(other), other == "g1B", "{other}");
+        }
+        l.release("g1Be-00a1b2c7");
+        assert!(!l.holds_prefix("g1Be-"));
     }
 
     #[test]

@@ -729,7 +729,7 @@ const POW10: [f64; 29] = [
 /// `d` as f64 within a few ulps (for screens with a far wider margin).
 fn approx(d: Decimal) -> f64 {
     let scale = usize::try_from(d.scale()).unwrap_or(28).min(28);
-    d.mantissa() as f64 / POW10[scale]
+    crate::mantissa_f64(d) / POW10[scale]
 }
 
 /// The screens' relative margin: far above the f64 rounding of the few

@@ -365,6 +365,13 @@ const RUN_SPACE: i64 = 2_176_782_336;
 /// second (the engine's `clock::fresh_run_start_ms`), and a counter rollover moves the run id
 /// on by one second per 46,656 orders, far slower than the clock moves at
 /// any venue's rate limits, so a later run never reuses an earlier run's id.
+/// An id's place in its generator's sequence (see [`IdGen::take`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdTicket {
+    run: u64,
+    next: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct IdGen {
     run: u64,
@@ -382,15 +389,31 @@ impl IdGen {
 
     /// `tag` names the owner ("m" manual, "r0e" ranger 0's entry, ...).
     pub fn next(&mut self, tag: &str) -> String {
+        let ticket = self.take();
+        IdGen::write(tag, ticket)
+    }
+
+    /// The next id's counter, taken (the id written later, or never, by
+    /// [`IdGen::write`]): what [`IdGen::next`] takes.
+    pub fn take(&mut self) -> IdTicket {
         self.next += 1;
         if self.next >= COUNTER_LIMIT {
             self.run = (self.run + 1) % RUN_SPACE.unsigned_abs();
             self.next = 1;
         }
+        IdTicket {
+            run: self.run,
+            next: self.next,
+        }
+    }
+
+    /// The id of `ticket` for `tag`: `{tag}-{run}{next}`, the run in six
+    /// base-36 digits.
+    pub fn write(tag: &str, ticket: IdTicket) -> String {
         // `format!("{tag}-{:0>6}{}", base36(run), base36(next))`, written
         // into one buffer.
-        let (run, run_len) = base36_digits(self.run);
-        let (next, next_len) = base36_digits(self.next);
+        let (run, run_len) = base36_digits(ticket.run);
+        let (next, next_len) = base36_digits(ticket.next);
         let run = run.get(run.len() - run_len..).unwrap_or_default();
         let next = next.get(next.len() - next_len..).unwrap_or_default();
         let mut id = String::with_capacity(tag.len() + 1 + RUN_DIGITS.max(run_len) + next_len);

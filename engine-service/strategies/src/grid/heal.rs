@@ -130,35 +130,10 @@ pub(super) fn approx_f64(d: Decimal) -> f64 {
     // fits an i64 converts to the same nearest f64 either way, and the
     // powers of ten up to 1e22 are exact in f64, as are the products
     // `powi` builds them from (so the table holds what it returns).
-    let m = d.mantissa();
-    let m = if m < 0 {
-        -u96_to_f64(m.unsigned_abs())
-    } else {
-        u96_to_f64(m.unsigned_abs())
-    };
+    let m = crate::mantissa_f64(d);
     match POW10.get(d.scale() as usize) {
         Some(p) => m / p,
         None => m / 10f64.powi(d.scale() as i32),
-    }
-}
-
-/// `m as f64` (the nearest f64, ties to even) for a Decimal's mantissa
-/// (below 2^96), without the generic 128-bit conversion: a mantissa that
-/// fits 64 bits converts directly; a wider one keeps its top 64 bits with
-/// a sticky bit for the rest (far below the rounding bit, so it rounds as
-/// the whole would), and the scaling by a power of two is exact.
-fn u96_to_f64(m: u128) -> f64 {
-    match u64::try_from(m) {
-        Ok(m) => m as f64,
-        Err(_) => {
-            // 1 ..= 64 bits dropped (the mantissa has 65 ..= 128).
-            let shift = 64 - m.leading_zeros();
-            let top = (m >> shift) as u64;
-            let sticky = u64::from(m & ((1u128 << shift) - 1) != 0);
-            // 2^shift, exactly: the biased exponent with no mantissa bits.
-            let scale = f64::from_bits((1023 + u64::from(shift)) << 52);
-            (top | sticky) as f64 * scale
-        }
     }
 }
 

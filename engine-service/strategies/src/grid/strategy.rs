@@ -2663,6 +2663,10 @@ impl slot::EntryCheck for LedgerCheck<'_> {
     fn is_held(&self, client_order_id: &str) -> bool {
         self.capital.is_held(client_order_id)
     }
+
+    fn holds_prefix(&self, prefix: &str) -> bool {
+        self.capital.holds_prefix(prefix)
+    }
 }
 
 #[cfg(test)]
