@@ -161,10 +161,12 @@ impl MarketView {
 /// reusing what `dst` already holds: strings are copied into their
 /// buffers and an unchanged instrument is left as it is (a strategy keeps
 /// the view of every tick; cloning allocated five strings each time).
-pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) {
+/// True when the instrument kept was already the one held (to the
+/// Decimals' scales; never for a first view).
+pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) -> bool {
     let Some(d) = dst else {
         *dst = Some(src.clone());
-        return;
+        return false;
     };
     let MarketView {
         symbol,
@@ -183,18 +185,20 @@ pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) {
     d.last = *last;
     d.bid = *bid;
     d.ask = *ask;
-    keep_instrument(&mut d.instrument, instrument);
+    let same = keep_instrument(&mut d.instrument, instrument);
     d.free_base = *free_base;
     d.free_quote = *free_quote;
     d.open_orders_on_pair = *open_orders_on_pair;
     d.regime.copy_from(regime);
     d.balances_as_of_ms = *balances_as_of_ms;
     d.last_partial_cancel_ms = *last_partial_cancel_ms;
+    same
 }
 
 /// `*dst = src.clone()`, without cloning when they are already the same
-/// (to the Decimals' scales: a kept `0.0025` is not replaced by `0.00250`).
-pub fn keep_instrument(dst: &mut Option<Instrument>, src: &Option<Instrument>) {
+/// (to the Decimals' scales: a kept `0.0025` is not replaced by `0.00250`);
+/// whether they were.
+pub fn keep_instrument(dst: &mut Option<Instrument>, src: &Option<Instrument>) -> bool {
     let same = match (dst.as_ref(), src.as_ref()) {
         (None, None) => true,
         (Some(d), Some(s)) => identical_instrument(d, s),
@@ -203,6 +207,7 @@ pub fn keep_instrument(dst: &mut Option<Instrument>, src: &Option<Instrument>) {
     if !same {
         dst.clone_from(src);
     }
+    same
 }
 
 fn identical_instrument(a: &Instrument, b: &Instrument) -> bool {
@@ -714,9 +719,14 @@ mod tests {
         a.last_partial_cancel_ms = Some(3);
         let mut b = MarketView::prices("XBTUSD", Decimal::TWO, Decimal::ONE, Decimal::TEN);
         b.instrument = Some(inst(Decimal::new(250, 5)));
-        for start in [None, Some(b.clone()), Some(a.clone())] {
+        // (kept before, whether its instrument is a's to the scale)
+        for (start, same) in [
+            (None, false),
+            (Some(b.clone()), false),
+            (Some(a.clone()), true),
+        ] {
             let mut kept = start;
-            keep_view(&mut kept, &a);
+            assert_eq!(keep_view(&mut kept, &a), same);
             assert_eq!(kept, Some(a.clone()));
             let fee = kept
                 .and_then(|k| k.instrument)
@@ -724,7 +734,7 @@ mod tests {
             assert_eq!(fee.as_deref(), Some("0.0025"));
         }
         let mut kept = Some(a.clone());
-        keep_view(&mut kept, &b);
+        assert!(!keep_view(&mut kept, &b));
         assert_eq!(kept, Some(b.clone()));
         let fee = kept
             .and_then(|k| k.instrument)

@@ -104,18 +104,39 @@ impl StaleScreen {
     /// `None` when the screen cannot judge (a price or knob that is not
     /// positive): read every position exactly then.
     pub fn new(market: Decimal, h: &HealParams) -> Option<StaleScreen> {
+        StaleScreen::with_knobs(
+            market,
+            approx_f64(h.distance_divisor),
+            approx_f64(h.stale_hours),
+        )
+    }
+
+    /// The screen from the knobs already read as [`approx_f64`]
+    /// (`divisor`: `distance_divisor`, `stale_hours`): the one
+    /// [`StaleScreen::new`] builds.
+    pub(super) fn with_knobs(
+        market: Decimal,
+        divisor: f64,
+        stale_hours: f64,
+    ) -> Option<StaleScreen> {
         let screen = StaleScreen {
             market: approx_f64(market),
-            divisor: approx_f64(h.distance_divisor),
-            stale_hours: approx_f64(h.stale_hours),
+            divisor,
+            stale_hours,
         };
         (screen.market > 0.0 && screen.divisor > 0.0).then_some(screen)
     }
 
     /// False only when `p` is certainly fresh or aging at `now_ms`.
     pub fn may_be_stale(&self, p: &Position, now_ms: i64) -> bool {
-        let age_h = (now_ms - p.entry.time_ms).max(0) as f64 / HOUR_MS as f64;
-        let distance = (approx_f64(p.exit.price) - self.market).abs() / self.market * 100.0;
+        self.may_be_stale_at(approx_f64(p.exit.price), p.entry.time_ms, now_ms)
+    }
+
+    /// [`StaleScreen::may_be_stale`] of a position entered at `entry_ms`
+    /// whose exit price reads `exit` as [`approx_f64`].
+    pub(super) fn may_be_stale_at(&self, exit: f64, entry_ms: i64, now_ms: i64) -> bool {
+        let age_h = (now_ms - entry_ms).max(0) as f64 / HOUR_MS as f64;
+        let distance = (exit - self.market).abs() / self.market * 100.0;
         let eff = age_h * (1.0 + distance / self.divisor);
         // NaN (or anything not certainly below the edge) reads as "maybe".
         let certainly_below = eff < self.stale_hours * (1.0 - 1e-9);

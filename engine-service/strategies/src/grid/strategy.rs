@@ -95,6 +95,10 @@ pub struct Grid {
     /// Whether price ticks may skip quiet slots (on; the tests compare a
     /// grid with it off).
     skip_quiet: bool,
+    /// Whether self-healing may find nothing to move from the inputs kept
+    /// for its wake ([`Grid::nothing_to_heal`]; on: the tests compare a
+    /// grid with it off).
+    heal_from_kept: bool,
     /// Slot price ticks skipped that way (tests).
     quiet_skips: u64,
     /// Wakes kept by ticks whose entries were all refused (tests read it).
@@ -394,6 +398,7 @@ impl Grid {
             verified: vec![false; usize::try_from(cfg.slots).unwrap_or(0)],
             quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
             skip_quiet: true,
+            heal_from_kept: true,
             quiet_skips: 0,
             refused_wakes: 0,
             precheck: true,
@@ -562,6 +567,16 @@ impl Grid {
         let same_time = q.at_ms == now || (q.at_ms < now && q.wake.holds(last, now));
         let same_gates = q.entries_open == entries_open || !slot::entry_due(&self.slots[i], now);
         (same_time && same_gates).then_some(q.wake)
+    }
+
+    /// Keeps the tick's view, and its instrument (the last one a view
+    /// had) when the view's changed: `self.instrument` is the view's
+    /// instrument whenever the view has one, set here only.
+    fn keep_market(&mut self, market: &MarketView) {
+        let same = crate::strategy::keep_view(&mut self.market, market);
+        if market.instrument.is_some() && !same {
+            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
+        }
     }
 
     /// Drops every slot's kept wake (and self-healing's kept inputs:
@@ -1017,6 +1032,9 @@ impl Grid {
         let Some(f) = self.filters() else {
             return;
         };
+        if self.nothing_to_heal(market, now) {
+            return;
+        }
         let h = self.cfg.heal.clone();
         let screen = heal::StaleScreen::new(market, &h);
         let mut moves: Vec<(usize, String, Decimal, String, Decimal)> = Vec::new();
@@ -1097,6 +1115,27 @@ impl Grid {
             };
             out.extend(self.step_slot(i, &ev, 0, now).0);
         }
+    }
+
+    /// Whether [`Grid::heal`] would skip every position at `market` and
+    /// `now`, read from the inputs kept for its wake when they are current
+    /// (`heal_gen` has not moved since): each is held, or its exit not live,
+    /// or the stale screen finds it certainly fresh or aging (the screen
+    /// `heal` builds, on the same f64 readings). `false` when they are not
+    /// current or the screen cannot judge.
+    fn nothing_to_heal(&self, market: Decimal, now: i64) -> bool {
+        let kept = self.heal_inputs.borrow();
+        if !self.heal_from_kept || kept.read_at != Some(self.heal_gen) {
+            return false;
+        }
+        let Some(screen) = heal::StaleScreen::with_knobs(market, kept.div, kept.stale) else {
+            return false;
+        };
+        kept.items.iter().all(|p| {
+            p.hold_until_ms.is_some_and(|t| now < t)
+                || !p.live
+                || !screen.may_be_stale_at(p.exit, p.entry_ms, now)
+        })
     }
 
     /// [`Strategy::wake`], read after a tick at `ticked_ms` that returned no
@@ -2108,10 +2147,7 @@ impl Strategy for Grid {
         self.roll_day(now);
         self.keep_loss();
         self.ticked_ms = now;
-        crate::strategy::keep_view(&mut self.market, market);
-        if market.instrument.is_some() {
-            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
-        }
+        self.keep_market(market);
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         let mut out = Vec::new();
         for (id, retry_at) in &mut self.restart_cancels {
@@ -2205,10 +2241,7 @@ impl Strategy for Grid {
         }
         self.roll_day(now);
         self.ticked_ms = now;
-        crate::strategy::keep_view(&mut self.market, market);
-        if market.instrument.is_some() {
-            crate::strategy::keep_instrument(&mut self.instrument, &market.instrument);
-        }
+        self.keep_market(market);
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         if self.filters().is_none() || market.last <= Decimal::ZERO {
             return Vec::new();
@@ -2797,6 +2830,7 @@ mod quiet_slot_tests {
         let mut slow = Grid::new(cfg, "DOGEUSD", T0);
         slow.skip_quiet = slow_skips;
         slow.precheck = slow_prechecks;
+        slow.heal_from_kept = false;
         // Open orders: (id, side, price, volume).
         let mut open: Vec<(String, Side, Decimal, Decimal)> = Vec::new();
         let mut seed: u64 = 7;
