@@ -162,9 +162,9 @@ struct HealItem {
 /// The daily loss gates of one (limit, realized today) pair.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LossRead {
-    /// The limit and realized loss, as bytes: the same bytes, the same
-    /// reading.
-    key: ([u8; 16], [u8; 16]),
+    /// The limit and realized loss, exactly ([`exact`]): the same key,
+    /// the same reading.
+    key: (Exact, Exact),
     /// Realized today at or below minus a positive limit.
     locked: bool,
     /// No limit, or limit + realized above zero.
@@ -176,12 +176,21 @@ struct LossRead {
 impl LossRead {
     fn of(limit: Decimal, realized: Decimal) -> LossRead {
         LossRead {
-            key: (limit.serialize(), realized.serialize()),
+            key: (exact(limit), exact(realized)),
             locked: realized <= -limit && limit > Decimal::ZERO,
             room_left: limit <= Decimal::ZERO || limit + realized > Decimal::ZERO,
             room: (limit > Decimal::ZERO).then(|| limit + realized),
         }
     }
+}
+
+/// A Decimal to the bit: mantissa, scale and sign (what `serialize`
+/// holds, without writing out sixteen bytes: the loss gates compare two a
+/// read, several reads a tick).
+type Exact = (i128, u32, bool);
+
+fn exact(d: Decimal) -> Exact {
+    (d.mantissa(), d.scale(), d.is_sign_negative())
 }
 
 /// A slot's kept wake (see `Grid::quiet_slots`).
@@ -454,7 +463,7 @@ impl Grid {
     /// realized loss are the ones it was read from, else read afresh.
     fn loss(&self) -> LossRead {
         let (limit, realized) = (self.cfg.daily_loss_limit_usd, self.realized_today);
-        if self.loss_read.key == (limit.serialize(), realized.serialize()) {
+        if self.loss_read.key == (exact(limit), exact(realized)) {
             self.loss_read
         } else {
             LossRead::of(limit, realized)
