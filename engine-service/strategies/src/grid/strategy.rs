@@ -141,6 +141,65 @@ struct HealInputs {
     stuck: f64,
     /// Times it was read afresh (tests).
     reads: u64,
+    /// The price band the wake's healing bounds are read over (see
+    /// [`HealBand`]).
+    band: Option<HealBand>,
+    /// Wakes that took the band's kept bound (tests).
+    bound_kept: u64,
+}
+
+/// The price band self-healing's wake reads its positions over: 1 %
+/// either side of the last price it was taken at, kept while the last
+/// price stays within 0.5 % of that one (a bounded distance either way,
+/// the same band for a run of wakes), with the time bound the positions
+/// gave over it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct HealBand {
+    /// The last price it was taken at (`approx_f64`).
+    at: f64,
+    lo: Decimal,
+    hi: Decimal,
+    lo_f: f64,
+    hi_f: f64,
+    kept: Option<KeptBound>,
+}
+
+/// The positions' time bound over a [`HealBand`], read at `from_ms` with
+/// inputs of `heal_gen` `generation`: the same at any time from then until
+/// the bound (every branch the reading takes is decided by a time it
+/// bounds by, or by the inputs), `None` being no bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KeptBound {
+    generation: u64,
+    from_ms: i64,
+    before: Option<i64>,
+}
+
+impl HealBand {
+    /// The band for `last`: `kept` while `last` is within 0.5 % of the
+    /// price it was taken at, else a new one around `last`. `None` for a
+    /// price that is not positive.
+    fn for_last(kept: Option<HealBand>, last: Decimal) -> Option<HealBand> {
+        let lf = heal::approx_f64(last);
+        if !(lf > 0.0 && lf.is_finite()) {
+            return None;
+        }
+        if let Some(b) = kept
+            && (lf - b.at).abs() <= b.at * 0.005
+        {
+            return Some(b);
+        }
+        // 1 - 0.01 and 1 + 0.01 (scale 2).
+        let (lo, hi) = (times_hundredths(last, 99), times_hundredths(last, 101));
+        Some(HealBand {
+            at: lf,
+            lo,
+            hi,
+            lo_f: heal::approx_f64(lo),
+            hi_f: heal::approx_f64(hi),
+            kept: None,
+        })
+    }
 }
 
 /// One open non-churner position as [`Grid::heal_wake`] reads it.
@@ -1263,10 +1322,10 @@ impl Grid {
 
     /// The self-healing part of [`Grid::quiet`]: what `heal_wake_fresh`
     /// (the tests' copy of the code before) gives, from the inputs kept in
-    /// `heal_inputs` (read again whenever `heal_gen` moved).
+    /// `heal_inputs` (read again whenever `heal_gen` moved), over the band
+    /// kept there ([`HealBand`]), with the positions' time bound kept while
+    /// it holds.
     fn heal_wake(&self, w: Wake, last: Decimal, now: i64) -> Wake {
-        const HOUR_MS: f64 = 3_600_000.0;
-        const MARGIN: f64 = 1e-9;
         let mut kept = self.heal_inputs.borrow_mut();
         if kept.read_at != Some(self.heal_gen) {
             self.read_heal_inputs(&mut kept);
@@ -1274,90 +1333,37 @@ impl Grid {
         if kept.items.is_empty() {
             return w;
         }
-        let kept = &*kept;
-        let f = heal::approx_f64;
-        let w = if within_one_pct(w, last) {
+        let Some(mut band) = HealBand::for_last(kept.band, last) else {
+            return Wake::EveryTick;
+        };
+        let w = if within_band(w, band.lo_f, band.hi_f) {
             w
         } else {
-            // 1 - 0.01 and 1 + 0.01 (scale 2).
-            w.inside(
-                Some(times_hundredths(last, 99)),
-                Some(times_hundredths(last, 101)),
-            )
+            w.inside(Some(band.lo), Some(band.hi))
         };
-        // The time bounds below, taken together at the end (`before` of
-        // each in turn gives the earliest).
-        let mut before: Option<i64> = None;
-        let mut take = |t: i64| before = Some(before.map_or(t, |b| b.min(t)));
-        let Wake::Quiet {
-            above: Some(lo),
-            below: Some(hi),
-            ..
-        } = w
-        else {
-            return Wake::EveryTick;
-        };
-        let (lo, hi, div) = (f(lo), f(hi), kept.div);
-        let (stale, stuck) = (kept.stale, kept.stuck);
-        if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
-            return Wake::EveryTick;
-        }
-        for p in &kept.items {
-            if let Some(t) = p.hold_until_ms
-                && now < t
+        let before = match band.kept {
+            Some(k)
+                if k.generation == self.heal_gen
+                    && k.from_ms <= now
+                    && k.before.is_none_or(|t| now < t) =>
             {
-                take(t);
-                continue;
+                kept.bound_kept += 1;
+                k.before
             }
-            if !p.live {
-                continue;
-            }
-            let e = p.exit;
-            let dist = |m: f64| (e - m).abs() / m * 100.0;
-            let dmax = dist(lo).max(dist(hi));
-            let dmin = if (lo..=hi).contains(&e) {
-                0.0
-            } else {
-                dist(lo).min(dist(hi))
-            };
-            if !(e.is_finite() && dmax.is_finite()) {
-                return Wake::EveryTick;
-            }
-            let age_now = (now - p.entry_ms).max(0) as f64 / HOUR_MS;
-            let eff_lo = age_now * (1.0 + dmin / div) * (1.0 - MARGIN);
-            let eff_hi = age_now * (1.0 + dmax / div) * (1.0 + MARGIN);
-            let has_subsidy = p.has_subsidy;
-            let cooling = p.cooldown_end_ms.filter(|end| now < *end);
-            if has_subsidy && let Some(end) = cooling {
-                take(end);
-            }
-            // Where a tick may act: stale before the free tighten; stuck
-            // and later with subsidy to spend, out of the cooldown.
-            let stale_acts = !p.tightened;
-            let stuck_acts = has_subsidy && cooling.is_none();
-            if stale_acts && eff_lo < stuck && eff_hi >= stale {
-                return Wake::EveryTick;
-            }
-            if stuck_acts && eff_hi >= stuck {
-                return Wake::EveryTick;
-            }
-            let edge = if stale_acts && eff_hi < stale {
-                Some(stale)
-            } else if stuck_acts {
-                Some(stuck)
-            } else {
-                None
-            };
-            if let Some(edge) = edge {
-                let age_h = edge * (1.0 - MARGIN) / (1.0 + dmax * (1.0 + MARGIN) / div);
-                let at = p.entry_ms as f64 + (age_h * HOUR_MS).floor() - 1.0;
-                if !at.is_finite() || at <= now as f64 {
+            _ => {
+                let Some(before) = heal_bound(&kept, band.lo_f, band.hi_f, now) else {
+                    kept.band = Some(band);
                     return Wake::EveryTick;
-                }
-                // Saturating: far beyond any run.
-                take(at.min(i64::MAX as f64 / 2.0) as i64);
+                };
+                band.kept = Some(KeptBound {
+                    generation: self.heal_gen,
+                    from_ms: now,
+                    before,
+                });
+                before
             }
-        }
+        };
+        kept.band = Some(band);
         match before {
             Some(t) => w.before(t),
             None => w,
@@ -1379,17 +1385,18 @@ impl Grid {
         if positions().next().is_none() {
             return w;
         }
+        // The band `heal_wake` read (1 % either side of a last price near
+        // this one), or 1 % either side of this one.
         let one_pct = Decimal::new(1, 2);
-        let mut w = w.inside(
-            Some(last * (Decimal::ONE - one_pct)),
-            Some(last * (Decimal::ONE + one_pct)),
-        );
-        let Wake::Quiet {
-            above: Some(lo),
-            below: Some(hi),
-            ..
-        } = w
-        else {
+        let (lo, hi) = match self.heal_inputs.borrow().band {
+            Some(b) => (b.lo, b.hi),
+            None => (
+                last * (Decimal::ONE - one_pct),
+                last * (Decimal::ONE + one_pct),
+            ),
+        };
+        let mut w = w.inside(Some(lo), Some(hi));
+        let Wake::Quiet { .. } = w else {
             return Wake::EveryTick;
         };
         let f = heal::approx_f64;
@@ -2585,20 +2592,93 @@ impl Strategy for Grid {
     }
 }
 
-/// Whether `w`'s price band is certainly inside 1 % of `last`, strictly
-/// (f64, a relative margin of 1e-9 against the exact products `last * 0.99`
-/// and `last * 1.01`): then `w.inside` of that band keeps `w` as it is, and
-/// [`Grid::heal_wake`] skips the Decimal products.
-fn within_one_pct(w: Wake, last: Decimal) -> bool {
+/// The time before which no position of `kept` can reach a band where a
+/// tick would move it, for any price in `(lo, hi)` (f64, `lo` > 0): `Some`
+/// of that bound (`None`: none), or `None` when one may move now (the wake
+/// is every tick).
+fn heal_bound(kept: &HealInputs, lo: f64, hi: f64, now: i64) -> Option<Option<i64>> {
+    const HOUR_MS: f64 = 3_600_000.0;
+    const MARGIN: f64 = 1e-9;
+    let (div, stale, stuck) = (kept.div, kept.stale, kept.stuck);
+    if !(lo > 0.0 && hi >= lo && div > 0.0 && stale.is_finite() && stuck.is_finite()) {
+        return None;
+    }
+    // The time bounds, taken together at the end (`before` of each in turn
+    // gives the earliest).
+    let mut before: Option<i64> = None;
+    let mut take = |t: i64| before = Some(before.map_or(t, |b| b.min(t)));
+    for p in &kept.items {
+        if let Some(t) = p.hold_until_ms
+            && now < t
+        {
+            take(t);
+            continue;
+        }
+        if !p.live {
+            continue;
+        }
+        let e = p.exit;
+        let dist = |m: f64| (e - m).abs() / m * 100.0;
+        let dmax = dist(lo).max(dist(hi));
+        let dmin = if (lo..=hi).contains(&e) {
+            0.0
+        } else {
+            dist(lo).min(dist(hi))
+        };
+        if !(e.is_finite() && dmax.is_finite()) {
+            return None;
+        }
+        let age_now = (now - p.entry_ms).max(0) as f64 / HOUR_MS;
+        let eff_lo = age_now * (1.0 + dmin / div) * (1.0 - MARGIN);
+        let eff_hi = age_now * (1.0 + dmax / div) * (1.0 + MARGIN);
+        let has_subsidy = p.has_subsidy;
+        let cooling = p.cooldown_end_ms.filter(|end| now < *end);
+        if has_subsidy && let Some(end) = cooling {
+            take(end);
+        }
+        // Where a tick may act: stale before the free tighten; stuck
+        // and later with subsidy to spend, out of the cooldown.
+        let stale_acts = !p.tightened;
+        let stuck_acts = has_subsidy && cooling.is_none();
+        if stale_acts && eff_lo < stuck && eff_hi >= stale {
+            return None;
+        }
+        if stuck_acts && eff_hi >= stuck {
+            return None;
+        }
+        let edge = if stale_acts && eff_hi < stale {
+            Some(stale)
+        } else if stuck_acts {
+            Some(stuck)
+        } else {
+            None
+        };
+        if let Some(edge) = edge {
+            let age_h = edge * (1.0 - MARGIN) / (1.0 + dmax * (1.0 + MARGIN) / div);
+            let at = p.entry_ms as f64 + (age_h * HOUR_MS).floor() - 1.0;
+            if !at.is_finite() || at <= now as f64 {
+                return None;
+            }
+            // Saturating: far beyond any run.
+            take(at.min(i64::MAX as f64 / 2.0) as i64);
+        }
+    }
+    Some(before)
+}
+
+/// Whether `w`'s price band is certainly inside `(lo, hi)`, strictly
+/// (f64 readings of the exact bounds, a relative margin of 1e-9): then
+/// `w.inside` of that band keeps `w` as it is, and [`Grid::heal_wake`]
+/// skips the Decimal comparisons.
+fn within_band(w: Wake, lo: f64, hi: f64) -> bool {
     let f = heal::approx_f64;
-    let lf = f(last);
-    lf > 0.0
-        && lf.is_finite()
+    lo > 0.0
+        && hi.is_finite()
         && matches!(w, Wake::Quiet {
             above: Some(a),
             below: Some(b),
             ..
-        } if f(a) > lf * 0.99 * (1.0 + 1e-9) && f(b) < lf * 1.01 * (1.0 - 1e-9))
+        } if f(a) > lo * (1.0 + 1e-9) && f(b) < hi * (1.0 - 1e-9))
 }
 
 /// `d * (k / 100)`, the bytes `d * Decimal::new(k, 2)` gives, without the
@@ -3010,6 +3090,11 @@ mod quiet_slot_tests {
             subsidised > 100 && tightened > 100,
             "positions seen with subsidy {subsidised}, tightened {tightened}"
         );
+        let kept_bounds = fast.heal_inputs.borrow().bound_kept;
+        assert!(
+            kept_bounds > 100,
+            "the kept healing bound served {kept_bounds} wakes"
+        );
         let reads = fast.heal_inputs.borrow().reads;
         assert!(
             reads > 10 && reads * 3 < heal_reads,
@@ -3167,7 +3252,7 @@ mod quiet_slot_tests {
                     let w = Wake::IDLE.before(T0).inside(Some(a), Some(b));
                     let exact = w.inside(Some(lo), Some(hi));
                     checked += 1;
-                    if within_one_pct(w, last) {
+                    if within_band(w, heal::approx_f64(lo), heal::approx_f64(hi)) {
                         within += 1;
                         assert_eq!(
                             format!("{exact:?}"),
@@ -3183,7 +3268,7 @@ mod quiet_slot_tests {
             within > checked / 3 && within < checked,
             "{within} / {checked}"
         );
-        assert!(!within_one_pct(Wake::IDLE, Decimal::ONE));
+        assert!(!within_band(Wake::IDLE, 0.99, 1.01));
     }
 
     #[test]
