@@ -363,6 +363,12 @@ pub enum SlotAction {
 pub enum SlotEvent {
     /// A new market price (also runs the timers).
     PriceTick { market: Decimal, now_ms: i64 },
+    /// A price tick of a verified slot untouched since its last tick, at a
+    /// price and time where the wake of all but its entries holds
+    /// ([`wake_parts_verified`]): refused exits, orphan timers, stale
+    /// entries and the mode have nothing due, so only the entries due are
+    /// placed. The same state and actions as the price tick.
+    EntryRetry { market: Decimal, now_ms: i64 },
     /// Time passed.
     TimerTick { now_ms: i64 },
     /// A fill of an entry, exit or close; `done` when the order is complete.
@@ -1413,6 +1419,21 @@ fn transition_with(
             tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
         SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid, pre),
+        SlotEvent::EntryRetry { market, now_ms } => {
+            if *market > Decimal::ZERO {
+                s.market = Some(*market);
+            }
+            let placed = s.orders.len();
+            if s.halted.is_none() {
+                place_entries(s, *market, *now_ms, ctx, &mut out, pre);
+            }
+            // Nothing went out and nothing entered the slot's orders (the
+            // entries refused on the screen never do): the orders are the
+            // ones whose invariants held, the closing check would pass.
+            if out.is_empty() && s.orders.len() == placed && s.halted.is_none() {
+                return out;
+            }
+        }
         SlotEvent::Fill {
             client_order_id,
             volume,
@@ -1589,7 +1610,7 @@ pub fn wake(
     params: &SlotParams,
     entries_open: bool,
 ) -> crate::strategy::Wake {
-    wake_from(s, now, params, entries_open, false)
+    wake_from(s, now, params, entries_open, false).0
 }
 
 /// [`wake`] of a state known verified (see [`transition_verified`]): its
@@ -1600,23 +1621,36 @@ pub(crate) fn wake_verified(
     params: &SlotParams,
     entries_open: bool,
 ) -> crate::strategy::Wake {
+    wake_from(s, now, params, entries_open, true).0
+}
+
+/// [`wake_verified`], and the wake of everything but the entries (their
+/// cooldown and re-entry times, their gates): where that one holds, a tick
+/// does nothing but place the entries due ([`SlotEvent::EntryRetry`]).
+pub(crate) fn wake_parts_verified(
+    s: &SlotState,
+    now: i64,
+    params: &SlotParams,
+    entries_open: bool,
+) -> (crate::strategy::Wake, crate::strategy::Wake) {
     wake_from(s, now, params, entries_open, true)
 }
 
+/// The slot's wake and the wake of all but its entries.
 fn wake_from(
     s: &SlotState,
     now: i64,
     params: &SlotParams,
     entries_open: bool,
     verified: bool,
-) -> crate::strategy::Wake {
+) -> (crate::strategy::Wake, crate::strategy::Wake) {
     use crate::strategy::Wake;
     let mut w = Wake::IDLE;
     if s.halted.is_some() {
-        return w;
+        return (w, w);
     }
     if s.market.is_none() {
-        return Wake::EveryTick;
+        return (Wake::EveryTick, Wake::EveryTick);
     }
     // Refused exits are placed again at their retry time.
     for o in s.orders.iter().chain(&s.recovery) {
@@ -1630,7 +1664,7 @@ fn wake_from(
         s.phase_of_orders()
     } else {
         let Ok(phase) = s.phase() else {
-            return w;
+            return (w, w);
         };
         phase
     };
@@ -1648,7 +1682,7 @@ fn wake_from(
                     // than it was at placement.
                     let d = (p - o.market_at_place).abs();
                     if d.is_zero() {
-                        return Wake::EveryTick;
+                        return (Wake::EveryTick, Wake::EveryTick);
                     }
                     w = w.inside(Some(p - d), Some(p + d));
                 }
@@ -1657,7 +1691,7 @@ fn wake_from(
         Phase::S1a | Phase::S1b => {}
         Phase::S2 => {
             let Some(since) = s.s2_since_ms else {
-                return Wake::EveryTick;
+                return (Wake::EveryTick, Wake::EveryTick);
             };
             if !s.sticky {
                 w = w.before(since.saturating_add(secs_ms(params.s2_orphan_sec)));
@@ -1676,7 +1710,7 @@ fn wake_from(
             }
             let Some(p) = o.price else { continue };
             if limit <= Decimal::ZERO {
-                return Wake::EveryTick;
+                return (Wake::EveryTick, Wake::EveryTick);
             }
             // |p - m| / m <= limit  <=>  p / (1 + limit) <= m <= p / (1 - limit).
             let lo = (p / (Decimal::ONE + limit)) * (Decimal::ONE + WAKE_MARGIN);
@@ -1685,6 +1719,14 @@ fn wake_from(
             w = w.inside(Some(lo), hi);
         }
     }
+    // Entries the mode no longer allows are cancelled at once.
+    if s.orders
+        .iter()
+        .any(|o| o.role == Role::Entry && o.pending.is_none() && !mode_allows(s.mode, o.trade))
+    {
+        return (Wake::EveryTick, Wake::EveryTick);
+    }
+    let other = w;
     // Entries: a trade without an order re-enters after its cooldown and
     // re-entry delay, if the gates let it.
     for t in [Trade::A, Trade::B] {
@@ -1699,17 +1741,10 @@ fn wake_from(
         if now < at {
             w = w.before(at);
         } else if entries_open {
-            return Wake::EveryTick;
+            return (Wake::EveryTick, other);
         }
     }
-    // Entries the mode no longer allows are cancelled at once.
-    if s.orders
-        .iter()
-        .any(|o| o.role == Role::Entry && o.pending.is_none() && !mode_allows(s.mode, o.trade))
-    {
-        return Wake::EveryTick;
-    }
-    w
+    (w, other)
 }
 
 /// Places refused exits again once their retry time came; whether any was.

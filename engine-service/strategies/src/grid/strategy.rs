@@ -95,6 +95,11 @@ pub struct Grid {
     /// Whether price ticks may skip quiet slots (on; the tests compare a
     /// grid with it off).
     skip_quiet: bool,
+    /// Whether a slot's price tick may only place its entries when nothing
+    /// else of it is due ([`Grid::entry_retry_only`]; on: the tests compare
+    /// a grid with it off), and how often it did (tests).
+    entry_retry: bool,
+    entry_retries: u64,
     /// Whether self-healing may find nothing to move from the inputs kept
     /// for its wake ([`Grid::nothing_to_heal`]; on: the tests compare a
     /// grid with it off).
@@ -260,6 +265,10 @@ struct QuietSlot {
     /// The entry gates it was read with ([`Grid::entries_open`]).
     entries_open: bool,
     wake: Wake,
+    /// The wake of all but the slot's entries (every tick when the slot
+    /// was not verified): where it holds, the slot's tick only places the
+    /// entries due ([`SlotEvent::EntryRetry`]).
+    other: Wake,
 }
 
 /// Counts of open positions per band.
@@ -467,6 +476,8 @@ impl Grid {
             quiet_slots: vec![None; usize::try_from(cfg.slots).unwrap_or(0)],
             skip_quiet: true,
             heal_from_kept: true,
+            entry_retry: true,
+            entry_retries: 0,
             quiet_skips: 0,
             refused_wakes: 0,
             precheck: true,
@@ -623,6 +634,23 @@ impl Grid {
         true
     }
 
+    /// Whether slot `i`'s price tick at `market`, `now` only places the
+    /// entries due: the slot verified and untouched since its last tick
+    /// (its wake kept), the wake of all but its entries holding (read then,
+    /// every bound it took from a time holds now, so reading it now would
+    /// take the same branches), an entry due.
+    fn entry_retry_only(&self, i: usize, market: Decimal, now: i64) -> bool {
+        self.entry_retry
+            && self.verified.get(i).copied().unwrap_or(false)
+            && self
+                .quiet_slots
+                .get(i)
+                .copied()
+                .flatten()
+                .is_some_and(|q| q.at_ms <= now && q.other.holds(market, now))
+            && self.slots.get(i).is_some_and(|s| slot::entry_due(s, now))
+    }
+
     /// Slot `i`'s kept wake when it is the one [`Grid::slot_wake`] reads at
     /// `now` with `entries_open` (the slot untouched since its quiet tick):
     /// - kept at `now`, or holding at (`last`, `now`): every bound the wake
@@ -761,7 +789,9 @@ impl Grid {
         // a refusal's transition, which may return nothing: not a tick.)
         let tick = matches!(
             ev,
-            SlotEvent::PriceTick { .. } | SlotEvent::TimerTick { .. }
+            SlotEvent::PriceTick { .. }
+                | SlotEvent::TimerTick { .. }
+                | SlotEvent::EntryRetry { .. }
         );
         let entries_only = actions
             .iter()
@@ -2196,9 +2226,17 @@ impl Strategy for Grid {
             if self.skip_quiet_slot(i, market.last, now) {
                 continue;
             }
-            let ev = SlotEvent::PriceTick {
-                market: market.last,
-                now_ms: now,
+            let ev = if self.entry_retry_only(i, market.last, now) {
+                self.entry_retries += 1;
+                SlotEvent::EntryRetry {
+                    market: market.last,
+                    now_ms: now,
+                }
+            } else {
+                SlotEvent::PriceTick {
+                    market: market.last,
+                    now_ms: now,
+                }
             };
             let (a, used, quiet, refused_only) = self.step_slot_quiet(i, &ev, budget, now);
             budget = budget.saturating_sub(used);
@@ -2220,12 +2258,17 @@ impl Strategy for Grid {
                     self.refused_wakes += 1;
                 }
                 let entries_open = gates && budget > 0;
-                let wake = self.slot_wake(i, now, entries_open);
+                let (wake, other) = if self.verified.get(i).copied().unwrap_or(false) {
+                    slot::wake_parts_verified(&self.slots[i], now, &self.cfg.slot, entries_open)
+                } else {
+                    (self.slot_wake(i, now, entries_open), Wake::EveryTick)
+                };
                 if let Some(q) = self.quiet_slots.get_mut(i) {
                     *q = Some(QuietSlot {
                         at_ms: now,
                         entries_open,
                         wake,
+                        other,
                     });
                 }
             }
@@ -2920,6 +2963,7 @@ mod quiet_slot_tests {
         slow.skip_quiet = slow_skips;
         slow.precheck = slow_prechecks;
         slow.heal_from_kept = false;
+        slow.entry_retry = false;
         // Open orders: (id, side, price, volume).
         let mut open: Vec<(String, Side, Decimal, Decimal)> = Vec::new();
         let mut seed: u64 = 7;
@@ -3090,6 +3134,13 @@ mod quiet_slot_tests {
             subsidised > 100 && tightened > 100,
             "positions seen with subsidy {subsidised}, tightened {tightened}"
         );
+        if low {
+            assert!(
+                fast.entry_retries > 100 && slow.entry_retries == 0,
+                "{} ticks only placed entries",
+                fast.entry_retries
+            );
+        }
         let kept_bounds = fast.heal_inputs.borrow().bound_kept;
         assert!(
             kept_bounds > 100,
