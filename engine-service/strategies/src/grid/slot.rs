@@ -18,7 +18,7 @@
 //! self-healing reprice, market close) always waits for the venue to confirm
 //! the cancel, so a cancel that races a fill books the fill.
 
-use std::sync::OnceLock;
+use std::cell::OnceCell;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -469,7 +469,8 @@ pub struct SlotState {
 /// kept as its facts (the id and the amounts) and written out when first
 /// read. Once the free balance no longer covers a slot's entries, every
 /// re-entry is refused, and formatting the amounts each time was a
-/// measurable share of a long backtest. Reads as the text (`Deref<str>`,
+/// measurable share of a long backtest (the text is kept in a
+/// `OnceCell`: a slot lives on one thread at a time). Reads as the text (`Deref<str>`,
 /// `Display`, serialized as a string); the text read is the one the
 /// refusal's message gave before: `entry {id} refused: capital: {error}`.
 #[derive(Clone, Default)]
@@ -478,20 +479,23 @@ pub struct LastError {
     /// error only while `refused`.
     refusal: Option<Box<(RefusedId, Refusal)>>,
     refused: bool,
-    text: OnceLock<String>,
+    text: OnceCell<String>,
 }
 
 impl LastError {
     /// Sets the text.
     pub fn set(&mut self, text: String) {
         self.refused = false;
-        self.text = OnceLock::from(text);
+        self.text = OnceCell::from(text);
     }
 
     /// No error.
     pub fn clear(&mut self) {
+        if !self.refused && self.text.get().is_some_and(String::is_empty) {
+            return;
+        }
         self.refused = false;
-        self.text = OnceLock::from(String::new());
+        self.text = OnceCell::from(String::new());
     }
 
     /// Entry `id` refused by the capital ledger; the text waits for a read.
@@ -511,7 +515,7 @@ impl LastError {
             None => self.refusal = Some(Box::new((id, refusal))),
         }
         self.refused = true;
-        self.text = OnceLock::new();
+        self.text = OnceCell::new();
     }
 
     /// Whether the error is an entry the capital ledger refused.
