@@ -61,6 +61,53 @@ pub struct FreeBalance {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapitalLedger {
     holds: BTreeMap<String, Hold>,
+    /// Answers read since the holds last changed (every `&mut` method
+    /// drops them): a grid asks the same questions at every slot tick.
+    #[serde(skip)]
+    memo: Memo,
+}
+
+/// [`CapitalLedger`]'s kept answers: not part of its value (equal, and
+/// cloned empty, whatever they hold).
+#[derive(Default)]
+struct Memo(std::cell::RefCell<MemoData>);
+
+#[derive(Default)]
+struct MemoData {
+    /// Per asset (base, quote): the sum of the holds not acknowledged, in
+    /// the holds' order, and the latest acknowledgement (a snapshot
+    /// requested after it subtracts exactly those holds).
+    pending: [Option<(Decimal, Option<i64>)>; 2],
+    /// `holds_prefix` per prefix asked (its bytes), the answer.
+    prefixes: Vec<(Vec<u8>, bool)>,
+}
+
+impl Memo {
+    fn forget(&mut self) {
+        let m = self.0.get_mut();
+        m.pending = [None, None];
+        m.prefixes.clear();
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Memo {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl CapitalLedger {
@@ -73,6 +120,42 @@ impl CapitalLedger {
     /// commitments the snapshot cannot reflect yet.
     pub fn available(&self, asset: Asset, snapshot: Option<FreeBalance>) -> Option<Decimal> {
         let snap = snapshot?;
+        let slot = usize::from(asset == Asset::Quote);
+        let kept = self.memo.0.borrow().pending.get(slot).copied().flatten();
+        let (unacked, last_ack) = match kept {
+            Some(k) => k,
+            None => {
+                let k = self.unacknowledged(asset);
+                if let Some(m) = self.memo.0.borrow_mut().pending.get_mut(slot) {
+                    *m = Some(k);
+                }
+                k
+            }
+        };
+        // Requested after every acknowledgement: the snapshot reflects each
+        // acknowledged order, and only the others are subtracted (the same
+        // holds, added in the same order, as the whole reading adds).
+        if last_ack.is_none_or(|t| t < snap.as_of_ms) {
+            return Some(snap.free - unacked);
+        }
+        self.available_now(asset, snap)
+    }
+
+    /// The sum of `asset`'s holds not acknowledged yet (in the holds'
+    /// order) and the latest acknowledgement of the others.
+    fn unacknowledged(&self, asset: Asset) -> (Decimal, Option<i64>) {
+        let mut sum = Decimal::ZERO;
+        let mut last = None;
+        for h in self.holds.values().filter(|h| h.asset == asset) {
+            match h.committed_at_ms {
+                None => sum += h.amount,
+                Some(c) => last = Some(last.map_or(c, |l: i64| l.max(c))),
+            }
+        }
+        (sum, last)
+    }
+
+    fn available_now(&self, asset: Asset, snap: FreeBalance) -> Option<Decimal> {
         let pending: Decimal = self
             .holds
             .values()
@@ -110,10 +193,17 @@ impl CapitalLedger {
     /// Whether an order whose id starts with `prefix` holds funds.
     pub fn holds_prefix(&self, prefix: &str) -> bool {
         use std::ops::Bound;
-        self.holds
+        let p = prefix.as_bytes();
+        if let Some((_, answer)) = self.memo.0.borrow().prefixes.iter().find(|(k, _)| k == p) {
+            return *answer;
+        }
+        let answer = self
+            .holds
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .next()
-            .is_some_and(|(id, _)| id.starts_with(prefix))
+            .is_some_and(|(id, _)| id.starts_with(prefix));
+        self.memo.0.borrow_mut().prefixes.push((p.to_vec(), answer));
+        answer
     }
 
     /// Whether [`CapitalLedger::reserve`] of `amount` would pass the
@@ -143,6 +233,7 @@ impl CapitalLedger {
     /// Records a hold without a balance check (orders that must go out,
     /// such as exits closing a position).
     pub fn hold(&mut self, id: &str, asset: Asset, amount: Decimal, now_ms: i64) {
+        self.memo.forget();
         self.holds.insert(
             id.to_string(),
             Hold {
@@ -156,6 +247,7 @@ impl CapitalLedger {
 
     /// The venue acknowledged order `id`. False when it holds nothing here.
     pub fn commit(&mut self, id: &str, now_ms: i64) -> bool {
+        self.memo.forget();
         match self.holds.get_mut(id) {
             Some(h) => {
                 if h.committed_at_ms.is_none() {
@@ -169,6 +261,7 @@ impl CapitalLedger {
 
     /// Order `id` failed or is done: its funds are no longer promised.
     pub fn release(&mut self, id: &str) -> Option<Hold> {
+        self.memo.forget();
         self.holds.remove(id)
     }
 
@@ -192,6 +285,7 @@ impl CapitalLedger {
 
     /// Drops every hold (a strategy that has cancelled everything).
     pub fn clear(&mut self) {
+        self.memo.forget();
         self.holds.clear();
     }
 }
@@ -237,6 +331,58 @@ mod tests {
         assert_eq!(l.committed(Asset::Base), dec!(20));
         assert_eq!(l.reserved(Asset::Base), dec!(10));
         assert_eq!(l.committed(Asset::Quote), dec!(5));
+    }
+
+    /// The kept answers are the ones read afresh (a clone keeps none),
+    /// whatever the holds went through between two reads.
+    #[test]
+    fn kept_answers_are_fresh_answers() {
+        let mut l = CapitalLedger::new();
+        let mut seed: u64 = 11;
+        let ids = ["g0Ae-1", "g0Be-2", "g1Ae-3", "r0e-4", "g0Ax-5"];
+        let prefixes = ["g0Ae-", "g0Be-", "g1Ae-", "r0e-", "g0A", "g2Be-"];
+        let mut kept_reads = 0;
+        for step in 0..4_000_i64 {
+            seed = crate::testing::lcg(seed);
+            let id = ids[(seed >> 20) as usize % ids.len()];
+            let asset = if seed % 2 == 0 {
+                Asset::Base
+            } else {
+                Asset::Quote
+            };
+            match (seed >> 8) % 8 {
+                0 | 1 => l.hold(id, asset, Decimal::from(seed % 50), step),
+                2 => {
+                    l.commit(id, step);
+                }
+                3 => {
+                    l.release(id);
+                }
+                4 if step % 500 == 0 => l.clear(),
+                _ => {}
+            }
+            // Two reads in a row: the second is kept.
+            for _ in 0..2 {
+                let snap = snap(
+                    Decimal::new((seed % 9_000) as i64, 2),
+                    step - (seed % 3) as i64,
+                );
+                let fresh = l.clone();
+                let whole = snap.and_then(|s| l.available_now(asset, s));
+                let read = l.available(asset, snap);
+                assert_eq!(
+                    read.map(|d| d.serialize()),
+                    whole.map(|d| d.serialize()),
+                    "{read:?} {whole:?}"
+                );
+                assert_eq!(read, fresh.available(asset, snap));
+                for p in prefixes {
+                    assert_eq!(l.holds_prefix(p), fresh.holds_prefix(p), "{p}");
+                }
+                kept_reads += 1;
+            }
+        }
+        assert!(kept_reads > 4_000);
     }
 
     #[test]
