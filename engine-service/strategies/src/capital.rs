@@ -345,7 +345,7 @@ mod tests {
         for step in 0..4_000_i64 {
             seed = crate::testing::lcg(seed);
             let id = ids[(seed >> 20) as usize % ids.len()];
-            let asset = if seed % 2 == 0 {
+            let asset = if seed.is_multiple_of(2) {
                 Asset::Base
             } else {
                 Asset::Quote
