@@ -31,12 +31,16 @@ use herd_strategies::strategy::{
 /// One call into a strategy (the arguments that are data, owned).
 #[derive(Debug, Clone)]
 pub enum Call {
-    Tick(TickCall),
-    QuietTick(TickCall),
-    Order(OrderCall),
+    /// Index into [`Calls::ticks`].
+    Tick(u32),
+    /// Index into [`Calls::ticks`].
+    QuietTick(u32),
+    /// Index into [`Calls::orders`].
+    Order(u32),
     Wake,
-    /// The client order id asked about, in the log's text.
-    Owns(Range<usize>),
+    /// The client order id asked about: its start and end in the log's
+    /// text.
+    Owns(u32, u32),
     Status(i64),
     Restore(i64),
     JournalFilter(fn(&str) -> bool),
@@ -128,7 +132,11 @@ pub enum Answer {
 /// them); the distinct market views the ticks refer to; the texts.
 #[derive(Debug, Clone, Default)]
 pub struct Calls {
-    pub calls: Vec<(usize, Call)>,
+    /// The strategy's index and the call (a few bytes each: what a timed
+    /// replay streams through; the ticks and updates apart, read in turn).
+    pub calls: Vec<(u32, Call)>,
+    pub ticks: Vec<TickCall>,
+    pub orders: Vec<OrderCall>,
     pub digests: Vec<u64>,
     pub views: Vec<MarketView>,
     pub text: String,
@@ -164,7 +172,8 @@ impl Calls {
     }
 
     fn push(&mut self, strategy: usize, call: Call, answer: &Answer) {
-        self.calls.push((strategy, call));
+        self.calls
+            .push((u32::try_from(strategy).unwrap_or(u32::MAX), call));
         self.digests.push(digest(answer));
     }
 }
@@ -212,10 +221,12 @@ impl Log {
                 last_partial_cancel_ms: v.last_partial_cancel_ms,
                 now_ms,
             };
+            let at = u32::try_from(c.ticks.len()).unwrap_or(u32::MAX);
+            c.ticks.push(tick);
             let call = if quiet {
-                Call::QuietTick(tick)
+                Call::QuietTick(at)
             } else {
-                Call::Tick(tick)
+                Call::Tick(at)
             };
             c.push(strategy, call, answer);
         });
@@ -235,14 +246,20 @@ impl Log {
                 message: c.keep_text(&u.message),
                 now_ms,
             };
-            c.push(strategy, Call::Order(order), answer);
+            let at = u32::try_from(c.orders.len()).unwrap_or(u32::MAX);
+            c.orders.push(order);
+            c.push(strategy, Call::Order(at), answer);
         });
     }
 
     fn push_owns(&self, strategy: usize, id: &str, answer: &Answer) {
         self.with(|c| {
             let id = c.keep_text(id);
-            c.push(strategy, Call::Owns(id), answer);
+            let (start, end) = (
+                u32::try_from(id.start).unwrap_or(u32::MAX),
+                u32::try_from(id.end).unwrap_or(u32::MAX),
+            );
+            c.push(strategy, Call::Owns(start, end), answer);
         });
     }
 
@@ -447,11 +464,14 @@ pub fn replay(
     };
     let text = log.text.as_str();
     for (at, (index, call)) in log.calls.iter().enumerate() {
-        let Some(s) = strategies.get_mut(*index) else {
+        let Some(s) = strategies.get_mut(*index as usize) else {
             return Err(mismatch(at, log, "a strategy", "no such strategy".into()));
         };
         let answer = match call {
             Call::Tick(t) | Call::QuietTick(t) => {
+                let Some(t) = log.ticks.get(*t as usize) else {
+                    return Err(mismatch(at, log, "a tick", "no such tick".into()));
+                };
                 let Some(v) = views.get_mut(t.view) else {
                     return Err(mismatch(at, log, "a view", "no such view".into()));
                 };
@@ -463,11 +483,16 @@ pub fn replay(
                 })
             }
             Call::Order(o) => {
+                let Some(o) = log.orders.get(*o as usize) else {
+                    return Err(mismatch(at, log, "an update", "no such update".into()));
+                };
                 o.fill(text, &mut update);
                 Answer::Actions(s.on_order(&update, o.now_ms))
             }
             Call::Wake => Answer::Wake(s.wake()),
-            Call::Owns(id) => Answer::Bool(s.owns(text.get(id.clone()).unwrap_or_default())),
+            Call::Owns(start, end) => {
+                Answer::Bool(s.owns(text.get(*start as usize..*end as usize).unwrap_or_default()))
+            }
             Call::Status(now) => {
                 std::hint::black_box(s.status(*now));
                 Answer::Nothing
@@ -496,7 +521,9 @@ fn mismatch(at: usize, log: &Calls, recorded: &str, replayed: String) -> Mismatc
     let (strategy, call) = log
         .calls
         .get(at)
-        .map_or((usize::MAX, String::new()), |(i, c)| (*i, format!("{c:?}")));
+        .map_or((usize::MAX, String::new()), |(i, c)| {
+            (*i as usize, format!("{c:?}"))
+        });
     Mismatch {
         at,
         strategy,
