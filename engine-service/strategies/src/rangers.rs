@@ -446,6 +446,50 @@ impl LastError {
         *self = LastError::None;
     }
 
+    /// `self.set(text.to_string())`, into the text's buffer when it has one.
+    fn set_str(&mut self, text: &str) {
+        match self {
+            LastError::Text(t) => {
+                t.clear();
+                t.push_str(text);
+            }
+            other => *other = LastError::Text(text.to_string()),
+        }
+    }
+
+    /// The refusal of a regime that is not RANGING ("regime X is not
+    /// RANGING"), written only when it is not already the text: winding
+    /// down, every idle ranger is told at every tick.
+    fn set_regime(&mut self, regime: &str) {
+        if let LastError::Text(t) = self {
+            let named = t
+                .strip_prefix("regime ")
+                .and_then(|r| r.strip_suffix(" is not RANGING"));
+            if named == Some(regime) {
+                return;
+            }
+        }
+        self.set(format!("regime {regime} is not RANGING"));
+    }
+
+    /// `*self = LastError::Screened(r)`, in place when it is one.
+    fn set_screened(&mut self, r: ScreenedRefusal) {
+        match self {
+            LastError::Screened(a) => *a = r,
+            other => *other = LastError::Screened(r),
+        }
+    }
+
+    /// `*self = e.clone()`, reusing what it holds: a ranger the reserve
+    /// refuses at every tick is written the same kind of error each time.
+    fn assign(&mut self, e: &LastError) {
+        match (self, e) {
+            (LastError::Screened(a), LastError::Screened(b)) => *a = *b,
+            (LastError::Text(a), LastError::Text(b)) => a.clone_from(b),
+            (s, e) => *s = e.clone(),
+        }
+    }
+
     /// The text the status shows.
     fn text(&self) -> String {
         match self {
@@ -1103,12 +1147,30 @@ impl Rangers {
             Err(e) => {
                 for slot in &mut self.slots {
                     if slot.stage == Stage::Idle {
-                        slot.last_error.set(e.clone());
+                        slot.last_error.set_str(&e);
                     }
                 }
                 return Vec::new();
             }
         };
+        // The screen's refusal is every idle ranger's (a refusal takes
+        // nothing from the budget): written over each one's last error in
+        // place, with no plan kept.
+        #[cfg(test)]
+        let shared = !self.per_slot_entries;
+        #[cfg(not(test))]
+        let shared = true;
+        if shared
+            && budget > 0
+            && let Some(r) = self.screened_refusal(market)
+        {
+            for slot in &mut self.slots {
+                if slot.stage == Stage::Idle {
+                    slot.last_error.set_screened(r);
+                }
+            }
+            return Vec::new();
+        }
         let mut out = Vec::new();
         // Every idle ranger of this tick sees the same market, so the
         // entry's price and volume (or why there is none) are worked out
@@ -1135,12 +1197,15 @@ impl Rangers {
                 }
                 continue;
             }
-            let plan = plan.get_or_insert_with(|| match self.screened_refusal(market) {
-                Some(r) => Err(LastError::Screened(r)),
-                None => self.entry_plan(market),
-            });
+            // The screen refused nothing: the exact plan decides.
+            let plan = plan.get_or_insert_with(|| self.entry_plan(market));
+            // A refusal is written over the ranger's last error in place
+            // (the same kind at every tick the reserve refuses).
             let result = match (&*plan, &refused) {
-                (Err(e), _) => Err(e.clone()),
+                (Err(e), _) => {
+                    self.slots[i].last_error.assign(e);
+                    continue;
+                }
                 (Ok(_), Some(e)) => Err(LastError::Reserve(e.clone())),
                 (Ok(p), None) => match self.check_entry(p) {
                     Err(e) => {
@@ -1688,14 +1753,12 @@ impl Strategy for Rangers {
             for i in 0..self.slots.len() {
                 out.extend(self.wind_down(i, reason, now_ms));
                 if self.slots[i].stage == Stage::Idle && self.enabled {
-                    self.slots[i].last_error.set(format!(
-                        "regime {} is not RANGING",
-                        if market.regime.ready {
-                            market.regime.regime.as_str()
-                        } else {
-                            "not ready"
-                        }
-                    ));
+                    let regime = if market.regime.ready {
+                        market.regime.regime.as_str()
+                    } else {
+                        "not ready"
+                    };
+                    self.slots[i].last_error.set_regime(regime);
                 }
             }
             return out;
@@ -1785,6 +1848,58 @@ impl Strategy for Rangers {
             }
         }
         wake
+    }
+
+    /// Stores what a covered tick stores, without the rest of the tick.
+    /// The view differs from the kept one only in its copied fields
+    /// (prices, balances, counts, times), so those are copied and its
+    /// symbol, instrument and regime stay (the instrument was compared at
+    /// every tick: a third of the rangers' tick). The day rolls and the
+    /// capacity reading is taken again (its band follows the time). The
+    /// timers are not due before the wake. Winding down, every ranger is
+    /// idle and keeps the regime text the last tick wrote. Otherwise the
+    /// idle rangers' entry refusals depend on the price: the entries are
+    /// worked out as a tick does (they place nothing, by the wake). A view
+    /// without an instrument, or with another regime, is a whole tick.
+    fn on_quiet_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        let Some(kept) = self.market.as_mut() else {
+            return self.on_tick(market, now_ms);
+        };
+        let winding_down = !self.enabled || !self.regime_ok;
+        if kept.instrument.is_none()
+            || market.instrument.is_none()
+            || kept.regime != market.regime
+            || winding_down && self.slots.iter().any(|s| s.stage != Stage::Idle)
+        {
+            return self.on_tick(market, now_ms);
+        }
+        let MarketView {
+            symbol: _,
+            last,
+            bid,
+            ask,
+            instrument: _,
+            free_base,
+            free_quote,
+            open_orders_on_pair,
+            regime: _,
+            balances_as_of_ms,
+            last_partial_cancel_ms,
+        } = market;
+        kept.last = *last;
+        kept.bid = *bid;
+        kept.ask = *ask;
+        kept.free_base = *free_base;
+        kept.free_quote = *free_quote;
+        kept.open_orders_on_pair = *open_orders_on_pair;
+        kept.balances_as_of_ms = *balances_as_of_ms;
+        kept.last_partial_cancel_ms = *last_partial_cancel_ms;
+        self.roll_day(now_ms);
+        self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
+        if winding_down {
+            return Vec::new();
+        }
+        self.entries(market, now_ms)
     }
 
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action> {
@@ -2526,5 +2641,204 @@ mod shared_entry_tests {
         // minimum volume left over the reserve), and the screen did refuse.
         assert!(over > 50, "{over} ticks skipped over the reserve");
         assert!(screened > 200, "{screened} screened refusals");
+    }
+
+    /// The regime a quiet walk's view carries: 0 RANGING, 1 TRENDING, 2
+    /// VOLATILE, 3 a detector not ready.
+    fn regime_view(kind: u64) -> RegimeView {
+        match kind {
+            0..=2 => RegimeView {
+                regime: ["RANGING", "TRENDING", "VOLATILE"][usize::try_from(kind).unwrap()].into(),
+                ready: true,
+                confidence: 0.9,
+                bias: 0.0,
+            },
+            _ => RegimeView::not_ready(),
+        }
+    }
+
+    /// Walks `steps` events with two rangers given the same calls, except
+    /// that `fast` takes each tick its wake covers (read after its last
+    /// tick, no other call since, at the same balances) with
+    /// `on_quiet_tick` and `slow` takes every tick whole. Both answer the
+    /// same, show the same status, hold the same state and promise the same
+    /// wake at every step. Returns how many quiet ticks `fast` took, how
+    /// many of them were winding down, and after how many a ranger was
+    /// refused at the DOGE reserve.
+    fn quiet_walk(seed: u64, steps: usize, max_slots: u32) -> (usize, usize, usize) {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots,
+            ..RangerConfig::default()
+        };
+        let mut slow = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+        let mut fast = Rangers::new(cfg, "DOGEUSD", T0);
+        let mut rng = Rng(seed);
+        let mut env = Env {
+            free_base: Decimal::from(200),
+            open: 0,
+            ranging: true,
+        };
+        let mut regime = 0;
+        let mut partial_cancel: Option<i64> = None;
+        let mut now = T0;
+        let mut last = Decimal::new(12, 2);
+        let mut live: Live = Vec::new();
+        let mut cancels: Vec<String> = Vec::new();
+        // `fast`'s wake, read after a tick, while no other call reached it.
+        let mut wake: Option<Wake> = None;
+        let (mut quiet, mut quiet_down, mut refused) = (0, 0, 0);
+        for step in 0..steps {
+            let roll = rng.next(100);
+            if roll < 65 {
+                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
+                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
+                last = (last + delta)
+                    .max(Decimal::new(5, 2))
+                    .min(Decimal::new(30, 2));
+                if rng.next(20) == 0 {
+                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
+                }
+                let ask = match rng.next(10) {
+                    0 => last * Decimal::from(2),
+                    1 => last * Decimal::new(13, 1),
+                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
+                    _ => last + Decimal::new(1, 7),
+                };
+                let mut m = view(&env, last, ask, now);
+                m.regime = regime_view(regime);
+                m.last_partial_cancel_ms = partial_cancel;
+                if rng.next(50) == 0 {
+                    m.instrument = None;
+                }
+                let covered = wake.take().is_some_and(|w| w.holds(last, now));
+                let a = if covered {
+                    quiet += 1;
+                    quiet_down += usize::from(!fast.regime_ok || !fast.enabled);
+                    fast.on_quiet_tick(&m, now)
+                } else {
+                    fast.on_tick(&m, now)
+                };
+                let b = slow.on_tick(&m, now);
+                assert_eq!(a, b, "step {step}: tick actions (quiet: {covered})");
+                if covered {
+                    refused += fast.slots.iter().any(|s| {
+                        matches!(s.last_error, LastError::Reserve(_) | LastError::Screened(_))
+                    }) as usize;
+                }
+                if a.is_empty() {
+                    wake = Some(fast.wake());
+                }
+                track(&mut live, &mut cancels, &a);
+            } else {
+                wake = None;
+                now += 500;
+                let a = if roll < 68 {
+                    // Free DOGE around the reserve and an entry over it.
+                    env.free_base =
+                        Decimal::new(i64::try_from(9_000 + rng.next(3_500)).unwrap(), 2);
+                    Vec::new()
+                } else if roll < 70 {
+                    env.free_base = Decimal::from(150 + rng.next(1_000));
+                    Vec::new()
+                } else if roll < 73 {
+                    regime = if regime == 0 { 1 + rng.next(3) } else { 0 };
+                    Vec::new()
+                } else if roll < 75 {
+                    // The open-order count: headroom to spare, short of the
+                    // minimum, none.
+                    env.open = [0, 3, 0, 3, 160, 170][usize::try_from(rng.next(6)).unwrap()];
+                    Vec::new()
+                } else if roll < 76 {
+                    // A partial cancel whose window ends within the hour.
+                    let ago = capacity::PARTIAL_CANCEL_WINDOW_MS
+                        - i64::try_from(rng.next(3_600_000)).unwrap();
+                    partial_cancel = Some(now - ago);
+                    Vec::new()
+                } else if roll < 77 {
+                    // Disabled now and then, for a while.
+                    let on = !slow.enabled;
+                    if on || rng.next(3) == 0 {
+                        let a = fast.set_enabled(on, now).unwrap();
+                        assert_eq!(a, slow.set_enabled(on, now).unwrap(), "step {step}");
+                        a
+                    } else {
+                        Vec::new()
+                    }
+                } else if !live.is_empty() {
+                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
+                    let (id, volume, price) = live[k].clone();
+                    let asked = cancels.contains(&id);
+                    let kind = match rng.next(8) {
+                        0 | 1 => UpdateKind::Open,
+                        2 => UpdateKind::PartialFill,
+                        3 if asked => UpdateKind::Canceled,
+                        3 => UpdateKind::Rejected,
+                        4 => UpdateKind::Canceled,
+                        _ => UpdateKind::Filled,
+                    };
+                    let fill = match kind {
+                        UpdateKind::Filled => volume,
+                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
+                        _ => Decimal::ZERO,
+                    };
+                    let u = OrderUpdate {
+                        client_order_id: id.clone(),
+                        kind,
+                        volume_executed: fill,
+                        average_price: None,
+                        fill_volume: fill,
+                        fill_price: price,
+                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
+                        fee_asset: "USD".into(),
+                        message: "venue says no".into(),
+                    };
+                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
+                        live.remove(k);
+                        cancels.retain(|c| c != &id);
+                    }
+                    let a = fast.on_order(&u, now);
+                    assert_eq!(a, slow.on_order(&u, now), "step {step}: update actions");
+                    if fill > Decimal::ZERO {
+                        env.free_base += if id.contains('e') { -fill } else { fill };
+                    }
+                    a
+                } else {
+                    Vec::new()
+                };
+                track(&mut live, &mut cancels, &a);
+                env.open = env.open.max(u32::try_from(live.len()).unwrap());
+            }
+            assert_eq!(fast.wake(), slow.wake(), "step {step}: wake");
+            assert_eq!(
+                fast.status(now).detail_json(),
+                slow.status(now).detail_json(),
+                "step {step}: status"
+            );
+            assert_eq!(state(&fast, now), state(&slow, now), "step {step}: state");
+            assert_eq!(fast.instrument(), slow.instrument(), "step {step}");
+            assert_eq!(fast.market, slow.market, "step {step}: view");
+        }
+        (quiet, quiet_down, refused)
+    }
+
+    /// A quiet tick leaves what a whole tick leaves, in every stage and
+    /// gate the walks reach: entries refused at the reserve, headroom short
+    /// or gone, the capacity band's window, regime shifts, disables.
+    #[test]
+    fn a_quiet_tick_leaves_what_a_whole_tick_leaves() {
+        let (mut quiet, mut down, mut refused) = (0, 0, 0);
+        for (seed, slots) in [(11, 3), (12, 1), (13, 5), (14, 2), (15, 3)] {
+            let (q, d, r) = quiet_walk(seed, 4_000, slots);
+            quiet += q;
+            down += d;
+            refused += r;
+        }
+        assert!(quiet > 2_000, "only {quiet} quiet ticks");
+        assert!(down > 500, "only {down} quiet ticks winding down");
+        assert!(
+            refused > 300,
+            "only {refused} quiet ticks refused at the reserve"
+        );
     }
 }
