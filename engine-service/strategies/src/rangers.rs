@@ -374,6 +374,175 @@ struct OrphanRow<'a> {
     time_ms: i64,
 }
 
+/// `d.normalize().to_string()`, written directly: the digits of the
+/// mantissa with the point placed by the scale (the journal rows write
+/// nine of them each; the formatter was most of a row).
+fn decimal_text(d: Decimal) -> String {
+    let d = d.normalize();
+    let m = d.mantissa().unsigned_abs();
+    if m == 0 {
+        return d.to_string();
+    }
+    // The mantissa's digits, last first, into the end of the buffer
+    // (in u64 while it fits: a 128-bit division is a call).
+    let mut buf = [0_u8; 40];
+    let mut at = buf.len();
+    let mut push = |digit: u8| {
+        at -= 1;
+        if let Some(b) = buf.get_mut(at) {
+            *b = b'0' + digit;
+        }
+    };
+    let mut wide = m;
+    while wide > u128::from(u64::MAX) {
+        push(u8::try_from(wide % 10).unwrap_or(0));
+        wide /= 10;
+    }
+    let mut rest = u64::try_from(wide).unwrap_or(0);
+    while rest > 0 {
+        push(u8::try_from(rest % 10).unwrap_or(0));
+        rest /= 10;
+    }
+    let digits = std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default();
+    let scale = usize::try_from(d.scale()).unwrap_or(0);
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(digits);
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(digits);
+    }
+    out
+}
+
+/// A row's compact JSON, as serde_json writes a struct: its fields in
+/// order, strings escaped the same way.
+struct JsonRow(String);
+
+impl JsonRow {
+    fn new() -> JsonRow {
+        JsonRow(String::with_capacity(400))
+    }
+
+    fn key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    /// A string value: `"` and `\\` escaped, control characters as
+    /// serde_json writes them (short forms, else `\u00xx`).
+    fn str(&mut self, key: &str, v: &str) {
+        self.key(key);
+        let out = &mut self.0;
+        out.push('"');
+        for c in v.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if u32::from(c) < 0x20 => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    let b = u32::from(c);
+                    out.push_str("\\u00");
+                    for nibble in [b >> 4, b & 0xf] {
+                        let digit = usize::try_from(nibble).unwrap_or(0);
+                        out.push(char::from(HEX.get(digit).copied().unwrap_or(b'0')));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn opt_str(&mut self, key: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    fn int(&mut self, key: &str, v: impl std::fmt::Display) {
+        use std::fmt::Write;
+        self.key(key);
+        let _ = write!(self.0, "{v}");
+    }
+
+    fn opt_int(&mut self, key: &str, v: Option<i64>) {
+        match v {
+            Some(v) => self.int(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+impl CycleRow<'_> {
+    /// `serde_json::to_string(self)`, written directly.
+    fn to_json(&self) -> String {
+        let mut j = JsonRow::new();
+        j.str("entry_fee_usd", &self.entry_fee_usd);
+        j.opt_int("entry_filled_at_ms", self.entry_filled_at_ms);
+        j.str("entry_order", self.entry_order);
+        j.str("entry_price", &self.entry_price);
+        j.str("exit_fee_usd", &self.exit_fee_usd);
+        j.str("exit_order", self.exit_order);
+        j.str("exit_price", &self.exit_price);
+        j.str("gross_usd", &self.gross_usd);
+        j.str("net_usd", &self.net_usd);
+        j.int("ranger_id", self.ranger_id);
+        j.int("time_ms", self.time_ms);
+        j.str("volume", &self.volume);
+        j.finish()
+    }
+}
+
+impl OrphanRow<'_> {
+    /// `serde_json::to_string(self)`, written directly.
+    fn to_json(&self) -> String {
+        let mut j = JsonRow::new();
+        j.str("entry_fee_usd", &self.entry_fee_usd);
+        j.opt_int("entry_filled_at_ms", self.entry_filled_at_ms);
+        j.str("entry_order", self.entry_order);
+        j.str("entry_price", &self.entry_price);
+        j.opt_str("exit_order", self.exit_order);
+        j.opt_str("exit_price", self.exit_price.as_deref());
+        j.str("exposure_usd", &self.exposure_usd);
+        j.opt_str("market_price", self.market_price.as_deref());
+        j.str("orphan_volume", &self.orphan_volume);
+        j.str("partial_profit_usd", &self.partial_profit_usd);
+        j.int("ranger_id", self.ranger_id);
+        j.str("reason", self.reason);
+        j.int("time_ms", self.time_ms);
+        j.finish()
+    }
+}
+
 /// One ranger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Slot {
@@ -1458,12 +1627,13 @@ impl Rangers {
         })]
     }
 
-    /// A journal row whose payload is `row` as compact JSON.
-    fn journal(kind: &str, row: &impl Serialize) -> Action {
+    /// A journal row whose payload is `payload_json` (a row's compact
+    /// JSON).
+    fn journal(kind: &str, payload_json: String) -> Action {
         Action::Journal {
             stream: JOURNAL_STREAM.to_string(),
             kind: kind.to_string(),
-            payload_json: serde_json::to_string(row).unwrap_or_default(),
+            payload_json,
         }
     }
 
@@ -1479,23 +1649,21 @@ impl Rangers {
         self.cycles_total += 1;
         self.profit_today += net;
         self.profit_total += net;
-        vec![Self::journal(
-            "cycle",
-            &CycleRow {
-                ranger_id: slot.id,
-                entry_order: &entry.client_order_id,
-                exit_order: &exit.client_order_id,
-                entry_price: entry.average_price.normalize().to_string(),
-                exit_price: exit.average_price.normalize().to_string(),
-                volume: exit.executed.normalize().to_string(),
-                gross_usd: gross.normalize().to_string(),
-                entry_fee_usd: entry.fee_usd.normalize().to_string(),
-                exit_fee_usd: exit.fee_usd.normalize().to_string(),
-                net_usd: net.normalize().to_string(),
-                entry_filled_at_ms: slot.entry_filled_at_ms,
-                time_ms: now_ms,
-            },
-        )]
+        let row = CycleRow {
+            ranger_id: slot.id,
+            entry_order: &entry.client_order_id,
+            exit_order: &exit.client_order_id,
+            entry_price: decimal_text(entry.average_price),
+            exit_price: decimal_text(exit.average_price),
+            volume: decimal_text(exit.executed),
+            gross_usd: decimal_text(gross),
+            entry_fee_usd: decimal_text(entry.fee_usd),
+            exit_fee_usd: decimal_text(exit.fee_usd),
+            net_usd: decimal_text(net),
+            entry_filled_at_ms: slot.entry_filled_at_ms,
+            time_ms: now_ms,
+        };
+        vec![Self::journal("cycle", row.to_json())]
     }
 
     /// Books what was sold and not bought back as an orphan; a partly filled
@@ -1524,24 +1692,22 @@ impl Rangers {
         self.orphan_exposure_usd += exposure;
         self.profit_today += partial_profit;
         self.profit_total += partial_profit;
-        vec![Self::journal(
-            "orphan",
-            &OrphanRow {
-                ranger_id: slot.id,
-                reason,
-                entry_order: &entry.client_order_id,
-                exit_order: exit.map(|x| x.client_order_id.as_str()),
-                entry_price: entry.average_price.normalize().to_string(),
-                exit_price: slot.exit_target.map(|p| p.normalize().to_string()),
-                orphan_volume: orphan_volume.normalize().to_string(),
-                exposure_usd: exposure.normalize().to_string(),
-                entry_fee_usd: entry.fee_usd.normalize().to_string(),
-                partial_profit_usd: partial_profit.normalize().to_string(),
-                market_price: self.market.as_ref().map(|m| m.last.normalize().to_string()),
-                entry_filled_at_ms: slot.entry_filled_at_ms,
-                time_ms: now_ms,
-            },
-        )]
+        let row = OrphanRow {
+            ranger_id: slot.id,
+            reason,
+            entry_order: &entry.client_order_id,
+            exit_order: exit.map(|x| x.client_order_id.as_str()),
+            entry_price: decimal_text(entry.average_price),
+            exit_price: slot.exit_target.map(decimal_text),
+            orphan_volume: decimal_text(orphan_volume),
+            exposure_usd: decimal_text(exposure),
+            entry_fee_usd: decimal_text(entry.fee_usd),
+            partial_profit_usd: decimal_text(partial_profit),
+            market_price: self.market.as_ref().map(|m| decimal_text(m.last)),
+            entry_filled_at_ms: slot.entry_filled_at_ms,
+            time_ms: now_ms,
+        };
+        vec![Self::journal("orphan", row.to_json())]
     }
 
     fn on_entry_update(&mut self, i: usize, u: &OrderUpdate, now_ms: i64) -> Vec<Action> {
@@ -1975,6 +2141,103 @@ mod tests {
     /// The journal rows' text is the text of the `json!` objects they
     /// replaced (keys sorted, the same values), byte for byte, with and
     /// without the optional fields.
+    /// The rows' text is the one serde_json writes and the decimals' the
+    /// normalized `to_string`, on random rows: every scale, mantissas up to
+    /// 96 bits, both signs, zero, and strings with every character JSON
+    /// escapes.
+    #[test]
+    fn rows_written_by_hand_are_the_serde_json_text() {
+        struct R(u64);
+        impl R {
+            fn next(&mut self, n: u64) -> u64 {
+                self.0 = crate::testing::lcg(self.0);
+                (self.0 >> 33) % n
+            }
+            /// Up to 96 bits of mantissa, either sign, any scale.
+            fn decimal(&mut self) -> Decimal {
+                let bits = self.next(97);
+                let m = (u128::from(self.next(1 << 31))
+                    | u128::from(self.next(1 << 31)) << 31
+                    | u128::from(self.next(1 << 31)) << 62
+                    | u128::from(self.next(1 << 31)) << 93)
+                    & ((1_u128 << bits) - 1);
+                let m = i128::try_from(m).unwrap();
+                let m = if self.next(2) == 0 { -m } else { m };
+                Decimal::from_i128_with_scale(m, u32::try_from(self.next(29)).unwrap())
+            }
+            fn text(&mut self) -> String {
+                const CHARS: [char; 16] = [
+                    'a', 'Z', '0', '-', '"', '\\', '/', '\n', '\r', '\t', '\u{8}', '\u{c}',
+                    '\u{1}', '\u{1f}', '\u{7f}', '\u{e9}',
+                ];
+                (0..self.next(8))
+                    .map(|_| CHARS[usize::try_from(self.next(16)).unwrap()])
+                    .collect()
+            }
+        }
+        let mut r = R(7);
+        let mut specials = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(-0, 5),
+            Decimal::ONE,
+            Decimal::NEGATIVE_ONE,
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::new(1, 28),
+            Decimal::new(-1, 28),
+            Decimal::new(100, 2),
+            Decimal::new(1200, 0),
+            Decimal::new(i64::MAX, 3),
+            Decimal::from_i128_with_scale(i128::from(u64::MAX) + 1, 7),
+        ];
+        specials.extend((0..20_000).map(|_| r.decimal()));
+        for d in &specials {
+            assert_eq!(decimal_text(*d), d.normalize().to_string(), "{d:?}");
+        }
+        for k in 0..2_000 {
+            let texts: Vec<String> = (0..4).map(|_| r.text()).collect();
+            let d: Vec<String> = (0..9)
+                .map(|j| decimal_text(specials[(k * 9 + j) % specials.len()]))
+                .collect();
+            let filled =
+                (r.next(2) == 0).then(|| i64::try_from(r.next(1 << 40)).unwrap() - (1 << 39));
+            let time_ms = i64::try_from(r.next(1 << 40)).unwrap() - (1 << 39);
+            let id = u32::try_from(r.next(1 << 32)).unwrap();
+            let cycle = CycleRow {
+                ranger_id: id,
+                entry_order: &texts[0],
+                exit_order: &texts[1],
+                entry_price: d[0].clone(),
+                exit_price: d[1].clone(),
+                volume: d[2].clone(),
+                gross_usd: d[3].clone(),
+                entry_fee_usd: d[4].clone(),
+                exit_fee_usd: d[5].clone(),
+                net_usd: d[6].clone(),
+                entry_filled_at_ms: filled,
+                time_ms,
+            };
+            assert_eq!(cycle.to_json(), serde_json::to_string(&cycle).unwrap());
+            let orphan = OrphanRow {
+                ranger_id: id,
+                reason: &texts[2],
+                entry_order: &texts[0],
+                exit_order: (r.next(2) == 0).then_some(texts[3].as_str()),
+                entry_price: d[0].clone(),
+                exit_price: (r.next(2) == 0).then(|| d[7].clone()),
+                orphan_volume: d[2].clone(),
+                exposure_usd: d[3].clone(),
+                entry_fee_usd: d[4].clone(),
+                partial_profit_usd: d[5].clone(),
+                market_price: (r.next(2) == 0).then(|| d[8].clone()),
+                entry_filled_at_ms: filled,
+                time_ms,
+            };
+            assert_eq!(orphan.to_json(), serde_json::to_string(&orphan).unwrap());
+        }
+    }
+
     #[test]
     fn journal_rows_are_the_json_objects_they_replaced() {
         #![allow(clippy::unwrap_used)]
