@@ -383,24 +383,37 @@ fn decimal_text(d: Decimal) -> String {
     if m == 0 {
         return d.to_string();
     }
-    // The mantissa's digits, last first, into the end of the buffer
-    // (in u64 while it fits: a 128-bit division is a call).
+    // The mantissa's digits, last first, into the end of the buffer, in
+    // two u64 halves of up to 19 digits (a 128-bit division is a call:
+    // one splits a wide mantissa, the digits are u64 work).
+    const E19: u128 = 10_000_000_000_000_000_000;
     let mut buf = [0_u8; 40];
     let mut at = buf.len();
-    let mut push = |digit: u8| {
+    let mut push = |digit: u64| {
         at -= 1;
         if let Some(b) = buf.get_mut(at) {
-            *b = b'0' + digit;
+            *b = b'0' + u8::try_from(digit).unwrap_or(0);
         }
     };
-    let mut wide = m;
-    while wide > u128::from(u64::MAX) {
-        push(u8::try_from(wide % 10).unwrap_or(0));
-        wide /= 10;
+    let (high, low) = if m >= E19 {
+        (
+            u64::try_from(m / E19).unwrap_or(0),
+            u64::try_from(m % E19).unwrap_or(0),
+        )
+    } else {
+        (0, u64::try_from(m).unwrap_or(0))
+    };
+    let mut rest = low;
+    if high > 0 {
+        // The low half's 19 digits, leading zeros included.
+        for _ in 0..19 {
+            push(rest % 10);
+            rest /= 10;
+        }
+        rest = high;
     }
-    let mut rest = u64::try_from(wide).unwrap_or(0);
     while rest > 0 {
-        push(u8::try_from(rest % 10).unwrap_or(0));
+        push(rest % 10);
         rest /= 10;
     }
     let digits = std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default();
@@ -446,6 +459,12 @@ impl JsonRow {
         self.key(key);
         let out = &mut self.0;
         out.push('"');
+        // Ids and decimal texts need no escape: copied whole.
+        if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push_str(v);
+            out.push('"');
+            return;
+        }
         for c in v.chars() {
             match c {
                 '"' => out.push_str("\\\""),
@@ -2191,6 +2210,14 @@ mod tests {
             Decimal::new(i64::MAX, 3),
             Decimal::from_i128_with_scale(i128::from(u64::MAX) + 1, 7),
         ];
+        // Around the split into two u64 halves (10^19).
+        for k in -2..=2 {
+            specials.push(Decimal::from_i128_with_scale(10_i128.pow(19) + k, 3));
+            specials.push(Decimal::from_i128_with_scale(
+                -(10_i128.pow(19) * 7 + k),
+                21,
+            ));
+        }
         specials.extend((0..20_000).map(|_| r.decimal()));
         for d in &specials {
             assert_eq!(decimal_text(*d), d.normalize().to_string(), "{d:?}");
