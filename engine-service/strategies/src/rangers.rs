@@ -918,6 +918,10 @@ pub struct Rangers {
     /// view has none (see [`Rangers::instrument`]).
     instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
+    /// The screen's terms for the kept view's instrument and the config,
+    /// kept while neither changes (a tick whose instrument is not the kept
+    /// one, and a reconfigure, drop them).
+    screen_terms: Option<ScreenTerms>,
     regime_ok: bool,
     day: i64,
     cycles_today: u32,
@@ -967,6 +971,39 @@ fn approx(d: Decimal) -> f64 {
 /// The screens' relative margin: far above the f64 rounding of the few
 /// operations they make, far below anything a real refusal is decided by.
 const SCREEN_MARGIN: f64 = 1e-9;
+
+/// The terms of [`Rangers::screened_refusal`] that only the config and
+/// the instrument set, each the f64 the screen worked out at every tick
+/// (the same operations on the same inputs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScreenTerms {
+    /// 1 + entry_pct / 100.
+    entry_factor: f64,
+    tick: f64,
+    /// The order size, less the margin.
+    order: f64,
+    /// One lot, plus the margin.
+    lot: f64,
+    min_volume: f64,
+    min_cost: f64,
+    /// The tick is above zero (the screen needs one).
+    tick_positive: bool,
+}
+
+impl ScreenTerms {
+    fn new(cfg: &RangerConfig, inst: &Instrument) -> Option<ScreenTerms> {
+        let m = SCREEN_MARGIN;
+        Some(ScreenTerms {
+            entry_factor: 1.0 + approx(cfg.entry_pct) / 100.0,
+            tick: approx(inst.tick_size),
+            order: approx(cfg.order_size_usd) * (1.0 - m),
+            lot: 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m),
+            min_volume: approx(inst.min_volume),
+            min_cost: approx(inst.min_cost),
+            tick_positive: inst.tick_size > Decimal::ZERO,
+        })
+    }
+}
 
 fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
     if tick <= Decimal::ZERO {
@@ -1045,6 +1082,7 @@ impl Rangers {
             market: None,
             instrument: None,
             capacity: None,
+            screen_terms: None,
             regime_ok: false,
             day: run_start_ms.div_euclid(DAY_MS),
             cycles_today: 0,
@@ -1348,6 +1386,12 @@ impl Rangers {
         let shared = !self.per_slot_entries;
         #[cfg(not(test))]
         let shared = true;
+        if shared && budget > 0 && self.screen_terms.is_none() {
+            self.screen_terms = market
+                .instrument
+                .as_ref()
+                .and_then(|i| ScreenTerms::new(&self.cfg, i));
+        }
         if shared
             && budget > 0
             && let Some(r) = self.screened_refusal(market)
@@ -1441,7 +1485,11 @@ impl Rangers {
     fn screened_refusal(&self, market: &MarketView) -> Option<ScreenedRefusal> {
         let inst = market.instrument.as_ref()?;
         let free = market.free_base?;
-        if market.last <= Decimal::ZERO || inst.tick_size <= Decimal::ZERO {
+        let terms = match self.screen_terms {
+            Some(t) => t,
+            None => ScreenTerms::new(&self.cfg, inst)?,
+        };
+        if market.last <= Decimal::ZERO || !terms.tick_positive {
             return None;
         }
         let available = self.ledger.available(
@@ -1453,16 +1501,21 @@ impl Rangers {
         )?;
         let keep = self.cfg.doge_reserve;
         let m = SCREEN_MARGIN;
-        let raw = approx(market.last) * (1.0 + approx(self.cfg.entry_pct) / 100.0);
+        let ScreenTerms {
+            entry_factor,
+            tick,
+            order,
+            lot,
+            min_volume,
+            min_cost,
+            tick_positive: _,
+        } = terms;
+        let raw = approx(market.last) * entry_factor;
         let ask = approx(market.ask);
         // The price is at most the raw price plus a tick, or the ask.
-        let price_hi = (raw + approx(inst.tick_size)).max(ask) * (1.0 + m);
-        let order = approx(self.cfg.order_size_usd) * (1.0 - m);
-        let lot = 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m);
+        let price_hi = (raw + tick).max(ask) * (1.0 + m);
         // The volume loses less than a lot to the rounding down.
         let volume_lo = order / price_hi - lot;
-        let min_volume = approx(inst.min_volume);
-        let min_cost = approx(inst.min_cost);
         let over = approx(available - keep);
         let passes_minimums = volume_lo * (1.0 - m) > min_volume.max(0.0) * (1.0 + m)
             && order - lot * price_hi > min_cost + min_cost.abs() * m;
@@ -1921,7 +1974,9 @@ impl Strategy for Rangers {
                 self.instrument = Some(i);
             }
         }
-        crate::strategy::keep_view(&mut self.market, market);
+        if !crate::strategy::keep_view(&mut self.market, market) {
+            self.screen_terms = None;
+        }
         #[cfg(test)]
         if market.instrument.is_some() {
             crate::strategy::keep_instrument(&mut self.instrument_as_before, &market.instrument);
@@ -2137,6 +2192,7 @@ impl Strategy for Rangers {
         cfg.userref_offset = self.cfg.userref_offset;
         let switched = cfg.enabled != self.cfg.enabled;
         self.cfg = cfg;
+        self.screen_terms = None;
         if switched {
             return self
                 .set_enabled(self.cfg.enabled, now_ms)
@@ -2978,6 +3034,7 @@ mod shared_entry_tests {
         // `fast`'s wake, read after a tick, while no other call reached it.
         let mut wake: Option<Wake> = None;
         let (mut quiet, mut quiet_down, mut refused) = (0, 0, 0);
+        let (mut other_instrument, mut reconfigured, mut kept_terms) = (false, 0, 0);
         for step in 0..steps {
             let roll = rng.next(100);
             if roll < 65 {
@@ -2998,6 +3055,14 @@ mod shared_entry_tests {
                 let mut m = view(&env, last, ask, now);
                 m.regime = regime_view(regime);
                 m.last_partial_cancel_ms = partial_cancel;
+                if other_instrument {
+                    m.instrument = Some(Instrument {
+                        tick_size: Decimal::new(1, 6),
+                        lot_decimals: 6,
+                        min_volume: Decimal::from(12),
+                        ..inst()
+                    });
+                }
                 if rng.next(50) == 0 {
                     m.instrument = None;
                 }
@@ -3055,6 +3120,29 @@ mod shared_entry_tests {
                     } else {
                         Vec::new()
                     }
+                } else if roll < 78 {
+                    // Another instrument (its tick, lots and minimum).
+                    other_instrument = !other_instrument;
+                    Vec::new()
+                } else if roll < 79 {
+                    // Another entry distance and size.
+                    let new = RangerConfig {
+                        entry_pct: Decimal::new(i64::try_from(5 + rng.next(40)).unwrap(), 2),
+                        order_size_usd: Decimal::new(
+                            i64::try_from(150 + rng.next(200)).unwrap(),
+                            2,
+                        ),
+                        ..slow.cfg.clone()
+                    };
+                    let grid = crate::grid::GridConfig::default();
+                    let params = crate::strategy::Params {
+                        rangers: &new,
+                        grid: &grid,
+                    };
+                    let a = fast.reconfigure(&params, now);
+                    assert_eq!(a, slow.reconfigure(&params, now), "step {step}");
+                    reconfigured += 1;
+                    a
                 } else if !live.is_empty() {
                     let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
                     let (id, volume, price) = live[k].clone();
@@ -3108,7 +3196,21 @@ mod shared_entry_tests {
             assert_eq!(state(&fast, now), state(&slow, now), "step {step}: state");
             assert_eq!(fast.instrument(), slow.instrument(), "step {step}");
             assert_eq!(fast.market, slow.market, "step {step}: view");
+            // Kept screen terms are the ones the kept instrument and the
+            // config give (while a view without one is kept, the terms of
+            // the last, which the next instrument replaces).
+            let kept = fast.market.as_ref().and_then(|m| m.instrument.as_ref());
+            if let (Some(t), Some(i)) = (fast.screen_terms, kept) {
+                assert_eq!(
+                    Some(t),
+                    ScreenTerms::new(&fast.cfg, i),
+                    "step {step}: terms"
+                );
+                kept_terms += 1;
+            }
         }
+        assert!(reconfigured > 10, "{reconfigured} reconfigures");
+        assert!(kept_terms > steps / 4, "terms kept at {kept_terms} steps");
         (quiet, quiet_down, refused)
     }
 
