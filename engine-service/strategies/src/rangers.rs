@@ -374,6 +374,194 @@ struct OrphanRow<'a> {
     time_ms: i64,
 }
 
+/// `d.normalize().to_string()`, written directly: the digits of the
+/// mantissa with the point placed by the scale (the journal rows write
+/// nine of them each; the formatter was most of a row).
+fn decimal_text(d: Decimal) -> String {
+    let d = d.normalize();
+    let m = d.mantissa().unsigned_abs();
+    if m == 0 {
+        return d.to_string();
+    }
+    // The mantissa's digits, last first, into the end of the buffer, in
+    // two u64 halves of up to 19 digits (a 128-bit division is a call:
+    // one splits a wide mantissa, the digits are u64 work).
+    const E19: u128 = 10_000_000_000_000_000_000;
+    let mut buf = [0_u8; 40];
+    let mut at = buf.len();
+    let mut push = |digit: u64| {
+        at -= 1;
+        if let Some(b) = buf.get_mut(at) {
+            *b = b'0' + u8::try_from(digit).unwrap_or(0);
+        }
+    };
+    let (high, low) = if m >= E19 {
+        (
+            u64::try_from(m / E19).unwrap_or(0),
+            u64::try_from(m % E19).unwrap_or(0),
+        )
+    } else {
+        (0, u64::try_from(m).unwrap_or(0))
+    };
+    let mut rest = low;
+    if high > 0 {
+        // The low half's 19 digits, leading zeros included.
+        for _ in 0..19 {
+            push(rest % 10);
+            rest /= 10;
+        }
+        rest = high;
+    }
+    while rest > 0 {
+        push(rest % 10);
+        rest /= 10;
+    }
+    let digits = std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default();
+    let scale = usize::try_from(d.scale()).unwrap_or(0);
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(digits);
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(digits);
+    }
+    out
+}
+
+/// A row's compact JSON, as serde_json writes a struct: its fields in
+/// order, strings escaped the same way.
+struct JsonRow(String);
+
+impl JsonRow {
+    fn new() -> JsonRow {
+        JsonRow(String::with_capacity(400))
+    }
+
+    fn key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push('"');
+        self.0.push_str(key);
+        self.0.push_str("\":");
+    }
+
+    /// A string value: `"` and `\\` escaped, control characters as
+    /// serde_json writes them (short forms, else `\u00xx`).
+    fn str(&mut self, key: &str, v: &str) {
+        self.key(key);
+        let out = &mut self.0;
+        out.push('"');
+        // Ids and decimal texts need no escape: copied whole.
+        if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push_str(v);
+            out.push('"');
+            return;
+        }
+        for c in v.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if u32::from(c) < 0x20 => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    let b = u32::from(c);
+                    out.push_str("\\u00");
+                    for nibble in [b >> 4, b & 0xf] {
+                        let digit = usize::try_from(nibble).unwrap_or(0);
+                        out.push(char::from(HEX.get(digit).copied().unwrap_or(b'0')));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn opt_str(&mut self, key: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    fn int(&mut self, key: &str, v: impl std::fmt::Display) {
+        use std::fmt::Write;
+        self.key(key);
+        let _ = write!(self.0, "{v}");
+    }
+
+    fn opt_int(&mut self, key: &str, v: Option<i64>) {
+        match v {
+            Some(v) => self.int(key, v),
+            None => {
+                self.key(key);
+                self.0.push_str("null");
+            }
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+impl CycleRow<'_> {
+    /// `serde_json::to_string(self)`, written directly.
+    fn to_json(&self) -> String {
+        let mut j = JsonRow::new();
+        j.str("entry_fee_usd", &self.entry_fee_usd);
+        j.opt_int("entry_filled_at_ms", self.entry_filled_at_ms);
+        j.str("entry_order", self.entry_order);
+        j.str("entry_price", &self.entry_price);
+        j.str("exit_fee_usd", &self.exit_fee_usd);
+        j.str("exit_order", self.exit_order);
+        j.str("exit_price", &self.exit_price);
+        j.str("gross_usd", &self.gross_usd);
+        j.str("net_usd", &self.net_usd);
+        j.int("ranger_id", self.ranger_id);
+        j.int("time_ms", self.time_ms);
+        j.str("volume", &self.volume);
+        j.finish()
+    }
+}
+
+impl OrphanRow<'_> {
+    /// `serde_json::to_string(self)`, written directly.
+    fn to_json(&self) -> String {
+        let mut j = JsonRow::new();
+        j.str("entry_fee_usd", &self.entry_fee_usd);
+        j.opt_int("entry_filled_at_ms", self.entry_filled_at_ms);
+        j.str("entry_order", self.entry_order);
+        j.str("entry_price", &self.entry_price);
+        j.opt_str("exit_order", self.exit_order);
+        j.opt_str("exit_price", self.exit_price.as_deref());
+        j.str("exposure_usd", &self.exposure_usd);
+        j.opt_str("market_price", self.market_price.as_deref());
+        j.str("orphan_volume", &self.orphan_volume);
+        j.str("partial_profit_usd", &self.partial_profit_usd);
+        j.int("ranger_id", self.ranger_id);
+        j.str("reason", self.reason);
+        j.int("time_ms", self.time_ms);
+        j.finish()
+    }
+}
+
 /// One ranger.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Slot {
@@ -444,6 +632,50 @@ impl LastError {
 
     fn clear(&mut self) {
         *self = LastError::None;
+    }
+
+    /// `self.set(text.to_string())`, into the text's buffer when it has one.
+    fn set_str(&mut self, text: &str) {
+        match self {
+            LastError::Text(t) => {
+                t.clear();
+                t.push_str(text);
+            }
+            other => *other = LastError::Text(text.to_string()),
+        }
+    }
+
+    /// The refusal of a regime that is not RANGING ("regime X is not
+    /// RANGING"), written only when it is not already the text: winding
+    /// down, every idle ranger is told at every tick.
+    fn set_regime(&mut self, regime: &str) {
+        if let LastError::Text(t) = self {
+            let named = t
+                .strip_prefix("regime ")
+                .and_then(|r| r.strip_suffix(" is not RANGING"));
+            if named == Some(regime) {
+                return;
+            }
+        }
+        self.set(format!("regime {regime} is not RANGING"));
+    }
+
+    /// `*self = LastError::Screened(r)`, in place when it is one.
+    fn set_screened(&mut self, r: ScreenedRefusal) {
+        match self {
+            LastError::Screened(a) => *a = r,
+            other => *other = LastError::Screened(r),
+        }
+    }
+
+    /// `*self = e.clone()`, reusing what it holds: a ranger the reserve
+    /// refuses at every tick is written the same kind of error each time.
+    fn assign(&mut self, e: &LastError) {
+        match (self, e) {
+            (LastError::Screened(a), LastError::Screened(b)) => *a = *b,
+            (LastError::Text(a), LastError::Text(b)) => a.clone_from(b),
+            (s, e) => *s = e.clone(),
+        }
     }
 
     /// The text the status shows.
@@ -686,6 +918,10 @@ pub struct Rangers {
     /// view has none (see [`Rangers::instrument`]).
     instrument: Option<Instrument>,
     capacity: Option<CapacityHealth>,
+    /// The screen's terms for the kept view's instrument and the config,
+    /// kept while neither changes (a tick whose instrument is not the kept
+    /// one, and a reconfigure, drop them).
+    screen_terms: Option<ScreenTerms>,
     regime_ok: bool,
     day: i64,
     cycles_today: u32,
@@ -735,6 +971,39 @@ fn approx(d: Decimal) -> f64 {
 /// The screens' relative margin: far above the f64 rounding of the few
 /// operations they make, far below anything a real refusal is decided by.
 const SCREEN_MARGIN: f64 = 1e-9;
+
+/// The terms of [`Rangers::screened_refusal`] that only the config and
+/// the instrument set, each the f64 the screen worked out at every tick
+/// (the same operations on the same inputs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ScreenTerms {
+    /// 1 + entry_pct / 100.
+    entry_factor: f64,
+    tick: f64,
+    /// The order size, less the margin.
+    order: f64,
+    /// One lot, plus the margin.
+    lot: f64,
+    min_volume: f64,
+    min_cost: f64,
+    /// The tick is above zero (the screen needs one).
+    tick_positive: bool,
+}
+
+impl ScreenTerms {
+    fn new(cfg: &RangerConfig, inst: &Instrument) -> Option<ScreenTerms> {
+        let m = SCREEN_MARGIN;
+        Some(ScreenTerms {
+            entry_factor: 1.0 + approx(cfg.entry_pct) / 100.0,
+            tick: approx(inst.tick_size),
+            order: approx(cfg.order_size_usd) * (1.0 - m),
+            lot: 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m),
+            min_volume: approx(inst.min_volume),
+            min_cost: approx(inst.min_cost),
+            tick_positive: inst.tick_size > Decimal::ZERO,
+        })
+    }
+}
 
 fn ceil_to_tick(p: Decimal, tick: Decimal) -> Decimal {
     if tick <= Decimal::ZERO {
@@ -813,6 +1082,7 @@ impl Rangers {
             market: None,
             instrument: None,
             capacity: None,
+            screen_terms: None,
             regime_ok: false,
             day: run_start_ms.div_euclid(DAY_MS),
             cycles_today: 0,
@@ -1103,12 +1373,36 @@ impl Rangers {
             Err(e) => {
                 for slot in &mut self.slots {
                     if slot.stage == Stage::Idle {
-                        slot.last_error.set(e.clone());
+                        slot.last_error.set_str(&e);
                     }
                 }
                 return Vec::new();
             }
         };
+        // The screen's refusal is every idle ranger's (a refusal takes
+        // nothing from the budget): written over each one's last error in
+        // place, with no plan kept.
+        #[cfg(test)]
+        let shared = !self.per_slot_entries;
+        #[cfg(not(test))]
+        let shared = true;
+        if shared && budget > 0 && self.screen_terms.is_none() {
+            self.screen_terms = market
+                .instrument
+                .as_ref()
+                .and_then(|i| ScreenTerms::new(&self.cfg, i));
+        }
+        if shared
+            && budget > 0
+            && let Some(r) = self.screened_refusal(market)
+        {
+            for slot in &mut self.slots {
+                if slot.stage == Stage::Idle {
+                    slot.last_error.set_screened(r);
+                }
+            }
+            return Vec::new();
+        }
         let mut out = Vec::new();
         // Every idle ranger of this tick sees the same market, so the
         // entry's price and volume (or why there is none) are worked out
@@ -1135,12 +1429,15 @@ impl Rangers {
                 }
                 continue;
             }
-            let plan = plan.get_or_insert_with(|| match self.screened_refusal(market) {
-                Some(r) => Err(LastError::Screened(r)),
-                None => self.entry_plan(market),
-            });
+            // The screen refused nothing: the exact plan decides.
+            let plan = plan.get_or_insert_with(|| self.entry_plan(market));
+            // A refusal is written over the ranger's last error in place
+            // (the same kind at every tick the reserve refuses).
             let result = match (&*plan, &refused) {
-                (Err(e), _) => Err(e.clone()),
+                (Err(e), _) => {
+                    self.slots[i].last_error.assign(e);
+                    continue;
+                }
                 (Ok(_), Some(e)) => Err(LastError::Reserve(e.clone())),
                 (Ok(p), None) => match self.check_entry(p) {
                     Err(e) => {
@@ -1188,7 +1485,11 @@ impl Rangers {
     fn screened_refusal(&self, market: &MarketView) -> Option<ScreenedRefusal> {
         let inst = market.instrument.as_ref()?;
         let free = market.free_base?;
-        if market.last <= Decimal::ZERO || inst.tick_size <= Decimal::ZERO {
+        let terms = match self.screen_terms {
+            Some(t) => t,
+            None => ScreenTerms::new(&self.cfg, inst)?,
+        };
+        if market.last <= Decimal::ZERO || !terms.tick_positive {
             return None;
         }
         let available = self.ledger.available(
@@ -1200,16 +1501,21 @@ impl Rangers {
         )?;
         let keep = self.cfg.doge_reserve;
         let m = SCREEN_MARGIN;
-        let raw = approx(market.last) * (1.0 + approx(self.cfg.entry_pct) / 100.0);
+        let ScreenTerms {
+            entry_factor,
+            tick,
+            order,
+            lot,
+            min_volume,
+            min_cost,
+            tick_positive: _,
+        } = terms;
+        let raw = approx(market.last) * entry_factor;
         let ask = approx(market.ask);
         // The price is at most the raw price plus a tick, or the ask.
-        let price_hi = (raw + approx(inst.tick_size)).max(ask) * (1.0 + m);
-        let order = approx(self.cfg.order_size_usd) * (1.0 - m);
-        let lot = 1.0 / POW10[usize::try_from(inst.lot_decimals).ok()?.min(28)] * (1.0 + m);
+        let price_hi = (raw + tick).max(ask) * (1.0 + m);
         // The volume loses less than a lot to the rounding down.
         let volume_lo = order / price_hi - lot;
-        let min_volume = approx(inst.min_volume);
-        let min_cost = approx(inst.min_cost);
         let over = approx(available - keep);
         let passes_minimums = volume_lo * (1.0 - m) > min_volume.max(0.0) * (1.0 + m)
             && order - lot * price_hi > min_cost + min_cost.abs() * m;
@@ -1393,12 +1699,13 @@ impl Rangers {
         })]
     }
 
-    /// A journal row whose payload is `row` as compact JSON.
-    fn journal(kind: &str, row: &impl Serialize) -> Action {
+    /// A journal row whose payload is `payload_json` (a row's compact
+    /// JSON).
+    fn journal(kind: &str, payload_json: String) -> Action {
         Action::Journal {
             stream: JOURNAL_STREAM.to_string(),
             kind: kind.to_string(),
-            payload_json: serde_json::to_string(row).unwrap_or_default(),
+            payload_json,
         }
     }
 
@@ -1414,23 +1721,21 @@ impl Rangers {
         self.cycles_total += 1;
         self.profit_today += net;
         self.profit_total += net;
-        vec![Self::journal(
-            "cycle",
-            &CycleRow {
-                ranger_id: slot.id,
-                entry_order: &entry.client_order_id,
-                exit_order: &exit.client_order_id,
-                entry_price: entry.average_price.normalize().to_string(),
-                exit_price: exit.average_price.normalize().to_string(),
-                volume: exit.executed.normalize().to_string(),
-                gross_usd: gross.normalize().to_string(),
-                entry_fee_usd: entry.fee_usd.normalize().to_string(),
-                exit_fee_usd: exit.fee_usd.normalize().to_string(),
-                net_usd: net.normalize().to_string(),
-                entry_filled_at_ms: slot.entry_filled_at_ms,
-                time_ms: now_ms,
-            },
-        )]
+        let row = CycleRow {
+            ranger_id: slot.id,
+            entry_order: &entry.client_order_id,
+            exit_order: &exit.client_order_id,
+            entry_price: decimal_text(entry.average_price),
+            exit_price: decimal_text(exit.average_price),
+            volume: decimal_text(exit.executed),
+            gross_usd: decimal_text(gross),
+            entry_fee_usd: decimal_text(entry.fee_usd),
+            exit_fee_usd: decimal_text(exit.fee_usd),
+            net_usd: decimal_text(net),
+            entry_filled_at_ms: slot.entry_filled_at_ms,
+            time_ms: now_ms,
+        };
+        vec![Self::journal("cycle", row.to_json())]
     }
 
     /// Books what was sold and not bought back as an orphan; a partly filled
@@ -1459,24 +1764,22 @@ impl Rangers {
         self.orphan_exposure_usd += exposure;
         self.profit_today += partial_profit;
         self.profit_total += partial_profit;
-        vec![Self::journal(
-            "orphan",
-            &OrphanRow {
-                ranger_id: slot.id,
-                reason,
-                entry_order: &entry.client_order_id,
-                exit_order: exit.map(|x| x.client_order_id.as_str()),
-                entry_price: entry.average_price.normalize().to_string(),
-                exit_price: slot.exit_target.map(|p| p.normalize().to_string()),
-                orphan_volume: orphan_volume.normalize().to_string(),
-                exposure_usd: exposure.normalize().to_string(),
-                entry_fee_usd: entry.fee_usd.normalize().to_string(),
-                partial_profit_usd: partial_profit.normalize().to_string(),
-                market_price: self.market.as_ref().map(|m| m.last.normalize().to_string()),
-                entry_filled_at_ms: slot.entry_filled_at_ms,
-                time_ms: now_ms,
-            },
-        )]
+        let row = OrphanRow {
+            ranger_id: slot.id,
+            reason,
+            entry_order: &entry.client_order_id,
+            exit_order: exit.map(|x| x.client_order_id.as_str()),
+            entry_price: decimal_text(entry.average_price),
+            exit_price: slot.exit_target.map(decimal_text),
+            orphan_volume: decimal_text(orphan_volume),
+            exposure_usd: decimal_text(exposure),
+            entry_fee_usd: decimal_text(entry.fee_usd),
+            partial_profit_usd: decimal_text(partial_profit),
+            market_price: self.market.as_ref().map(|m| decimal_text(m.last)),
+            entry_filled_at_ms: slot.entry_filled_at_ms,
+            time_ms: now_ms,
+        };
+        vec![Self::journal("orphan", row.to_json())]
     }
 
     fn on_entry_update(&mut self, i: usize, u: &OrderUpdate, now_ms: i64) -> Vec<Action> {
@@ -1671,7 +1974,9 @@ impl Strategy for Rangers {
                 self.instrument = Some(i);
             }
         }
-        crate::strategy::keep_view(&mut self.market, market);
+        if !crate::strategy::keep_view(&mut self.market, market) {
+            self.screen_terms = None;
+        }
         #[cfg(test)]
         if market.instrument.is_some() {
             crate::strategy::keep_instrument(&mut self.instrument_as_before, &market.instrument);
@@ -1688,14 +1993,12 @@ impl Strategy for Rangers {
             for i in 0..self.slots.len() {
                 out.extend(self.wind_down(i, reason, now_ms));
                 if self.slots[i].stage == Stage::Idle && self.enabled {
-                    self.slots[i].last_error.set(format!(
-                        "regime {} is not RANGING",
-                        if market.regime.ready {
-                            market.regime.regime.as_str()
-                        } else {
-                            "not ready"
-                        }
-                    ));
+                    let regime = if market.regime.ready {
+                        market.regime.regime.as_str()
+                    } else {
+                        "not ready"
+                    };
+                    self.slots[i].last_error.set_regime(regime);
                 }
             }
             return out;
@@ -1787,6 +2090,58 @@ impl Strategy for Rangers {
         wake
     }
 
+    /// Stores what a covered tick stores, without the rest of the tick.
+    /// The view differs from the kept one only in its copied fields
+    /// (prices, balances, counts, times), so those are copied and its
+    /// symbol, instrument and regime stay (the instrument was compared at
+    /// every tick: a third of the rangers' tick). The day rolls and the
+    /// capacity reading is taken again (its band follows the time). The
+    /// timers are not due before the wake. Winding down, every ranger is
+    /// idle and keeps the regime text the last tick wrote. Otherwise the
+    /// idle rangers' entry refusals depend on the price: the entries are
+    /// worked out as a tick does (they place nothing, by the wake). A view
+    /// without an instrument, or with another regime, is a whole tick.
+    fn on_quiet_tick(&mut self, market: &MarketView, now_ms: i64) -> Vec<Action> {
+        let Some(kept) = self.market.as_mut() else {
+            return self.on_tick(market, now_ms);
+        };
+        let winding_down = !self.enabled || !self.regime_ok;
+        if kept.instrument.is_none()
+            || market.instrument.is_none()
+            || kept.regime != market.regime
+            || winding_down && self.slots.iter().any(|s| s.stage != Stage::Idle)
+        {
+            return self.on_tick(market, now_ms);
+        }
+        let MarketView {
+            symbol: _,
+            last,
+            bid,
+            ask,
+            instrument: _,
+            free_base,
+            free_quote,
+            open_orders_on_pair,
+            regime: _,
+            balances_as_of_ms,
+            last_partial_cancel_ms,
+        } = market;
+        kept.last = *last;
+        kept.bid = *bid;
+        kept.ask = *ask;
+        kept.free_base = *free_base;
+        kept.free_quote = *free_quote;
+        kept.open_orders_on_pair = *open_orders_on_pair;
+        kept.balances_as_of_ms = *balances_as_of_ms;
+        kept.last_partial_cancel_ms = *last_partial_cancel_ms;
+        self.roll_day(now_ms);
+        self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
+        if winding_down {
+            return Vec::new();
+        }
+        self.entries(market, now_ms)
+    }
+
     fn on_order(&mut self, update: &OrderUpdate, now_ms: i64) -> Vec<Action> {
         self.roll_day(now_ms);
         let id = update.client_order_id.as_str();
@@ -1837,6 +2192,7 @@ impl Strategy for Rangers {
         cfg.userref_offset = self.cfg.userref_offset;
         let switched = cfg.enabled != self.cfg.enabled;
         self.cfg = cfg;
+        self.screen_terms = None;
         if switched {
             return self
                 .set_enabled(self.cfg.enabled, now_ms)
@@ -1860,6 +2216,111 @@ mod tests {
     /// The journal rows' text is the text of the `json!` objects they
     /// replaced (keys sorted, the same values), byte for byte, with and
     /// without the optional fields.
+    /// The rows' text is the one serde_json writes and the decimals' the
+    /// normalized `to_string`, on random rows: every scale, mantissas up to
+    /// 96 bits, both signs, zero, and strings with every character JSON
+    /// escapes.
+    #[test]
+    fn rows_written_by_hand_are_the_serde_json_text() {
+        struct R(u64);
+        impl R {
+            fn next(&mut self, n: u64) -> u64 {
+                self.0 = crate::testing::lcg(self.0);
+                (self.0 >> 33) % n
+            }
+            /// Up to 96 bits of mantissa, either sign, any scale.
+            fn decimal(&mut self) -> Decimal {
+                let bits = self.next(97);
+                let m = (u128::from(self.next(1 << 31))
+                    | u128::from(self.next(1 << 31)) << 31
+                    | u128::from(self.next(1 << 31)) << 62
+                    | u128::from(self.next(1 << 31)) << 93)
+                    & ((1_u128 << bits) - 1);
+                let m = i128::try_from(m).unwrap();
+                let m = if self.next(2) == 0 { -m } else { m };
+                Decimal::from_i128_with_scale(m, u32::try_from(self.next(29)).unwrap())
+            }
+            fn text(&mut self) -> String {
+                const CHARS: [char; 16] = [
+                    'a', 'Z', '0', '-', '"', '\\', '/', '\n', '\r', '\t', '\u{8}', '\u{c}',
+                    '\u{1}', '\u{1f}', '\u{7f}', '\u{e9}',
+                ];
+                (0..self.next(8))
+                    .map(|_| CHARS[usize::try_from(self.next(16)).unwrap()])
+                    .collect()
+            }
+        }
+        let mut r = R(7);
+        let mut specials = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(-0, 5),
+            Decimal::ONE,
+            Decimal::NEGATIVE_ONE,
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::new(1, 28),
+            Decimal::new(-1, 28),
+            Decimal::new(100, 2),
+            Decimal::new(1200, 0),
+            Decimal::new(i64::MAX, 3),
+            Decimal::from_i128_with_scale(i128::from(u64::MAX) + 1, 7),
+        ];
+        // Around the split into two u64 halves (10^19).
+        for k in -2..=2 {
+            specials.push(Decimal::from_i128_with_scale(10_i128.pow(19) + k, 3));
+            specials.push(Decimal::from_i128_with_scale(
+                -(10_i128.pow(19) * 7 + k),
+                21,
+            ));
+        }
+        specials.extend((0..20_000).map(|_| r.decimal()));
+        for d in &specials {
+            assert_eq!(decimal_text(*d), d.normalize().to_string(), "{d:?}");
+        }
+        for k in 0..2_000 {
+            let texts: Vec<String> = (0..4).map(|_| r.text()).collect();
+            let d: Vec<String> = (0..9)
+                .map(|j| decimal_text(specials[(k * 9 + j) % specials.len()]))
+                .collect();
+            let filled =
+                (r.next(2) == 0).then(|| i64::try_from(r.next(1 << 40)).unwrap() - (1 << 39));
+            let time_ms = i64::try_from(r.next(1 << 40)).unwrap() - (1 << 39);
+            let id = u32::try_from(r.next(1 << 32)).unwrap();
+            let cycle = CycleRow {
+                ranger_id: id,
+                entry_order: &texts[0],
+                exit_order: &texts[1],
+                entry_price: d[0].clone(),
+                exit_price: d[1].clone(),
+                volume: d[2].clone(),
+                gross_usd: d[3].clone(),
+                entry_fee_usd: d[4].clone(),
+                exit_fee_usd: d[5].clone(),
+                net_usd: d[6].clone(),
+                entry_filled_at_ms: filled,
+                time_ms,
+            };
+            assert_eq!(cycle.to_json(), serde_json::to_string(&cycle).unwrap());
+            let orphan = OrphanRow {
+                ranger_id: id,
+                reason: &texts[2],
+                entry_order: &texts[0],
+                exit_order: (r.next(2) == 0).then_some(texts[3].as_str()),
+                entry_price: d[0].clone(),
+                exit_price: (r.next(2) == 0).then(|| d[7].clone()),
+                orphan_volume: d[2].clone(),
+                exposure_usd: d[3].clone(),
+                entry_fee_usd: d[4].clone(),
+                partial_profit_usd: d[5].clone(),
+                market_price: (r.next(2) == 0).then(|| d[8].clone()),
+                entry_filled_at_ms: filled,
+                time_ms,
+            };
+            assert_eq!(orphan.to_json(), serde_json::to_string(&orphan).unwrap());
+        }
+    }
+
     #[test]
     fn journal_rows_are_the_json_objects_they_replaced() {
         #![allow(clippy::unwrap_used)]
@@ -2526,5 +2987,250 @@ mod shared_entry_tests {
         // minimum volume left over the reserve), and the screen did refuse.
         assert!(over > 50, "{over} ticks skipped over the reserve");
         assert!(screened > 200, "{screened} screened refusals");
+    }
+
+    /// The regime a quiet walk's view carries: 0 RANGING, 1 TRENDING, 2
+    /// VOLATILE, 3 a detector not ready.
+    fn regime_view(kind: u64) -> RegimeView {
+        match kind {
+            0..=2 => RegimeView {
+                regime: ["RANGING", "TRENDING", "VOLATILE"][usize::try_from(kind).unwrap()].into(),
+                ready: true,
+                confidence: 0.9,
+                bias: 0.0,
+            },
+            _ => RegimeView::not_ready(),
+        }
+    }
+
+    /// Walks `steps` events with two rangers given the same calls, except
+    /// that `fast` takes each tick its wake covers (read after its last
+    /// tick, no other call since, at the same balances) with
+    /// `on_quiet_tick` and `slow` takes every tick whole. Both answer the
+    /// same, show the same status, hold the same state and promise the same
+    /// wake at every step. Returns how many quiet ticks `fast` took, how
+    /// many of them were winding down, and after how many a ranger was
+    /// refused at the DOGE reserve.
+    fn quiet_walk(seed: u64, steps: usize, max_slots: u32) -> (usize, usize, usize) {
+        let cfg = RangerConfig {
+            enabled: true,
+            max_slots,
+            ..RangerConfig::default()
+        };
+        let mut slow = Rangers::new(cfg.clone(), "DOGEUSD", T0);
+        let mut fast = Rangers::new(cfg, "DOGEUSD", T0);
+        let mut rng = Rng(seed);
+        let mut env = Env {
+            free_base: Decimal::from(200),
+            open: 0,
+            ranging: true,
+        };
+        let mut regime = 0;
+        let mut partial_cancel: Option<i64> = None;
+        let mut now = T0;
+        let mut last = Decimal::new(12, 2);
+        let mut live: Live = Vec::new();
+        let mut cancels: Vec<String> = Vec::new();
+        // `fast`'s wake, read after a tick, while no other call reached it.
+        let mut wake: Option<Wake> = None;
+        let (mut quiet, mut quiet_down, mut refused) = (0, 0, 0);
+        let (mut other_instrument, mut reconfigured, mut kept_terms) = (false, 0, 0);
+        for step in 0..steps {
+            let roll = rng.next(100);
+            if roll < 65 {
+                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
+                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
+                last = (last + delta)
+                    .max(Decimal::new(5, 2))
+                    .min(Decimal::new(30, 2));
+                if rng.next(20) == 0 {
+                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
+                }
+                let ask = match rng.next(10) {
+                    0 => last * Decimal::from(2),
+                    1 => last * Decimal::new(13, 1),
+                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
+                    _ => last + Decimal::new(1, 7),
+                };
+                let mut m = view(&env, last, ask, now);
+                m.regime = regime_view(regime);
+                m.last_partial_cancel_ms = partial_cancel;
+                if other_instrument {
+                    m.instrument = Some(Instrument {
+                        tick_size: Decimal::new(1, 6),
+                        lot_decimals: 6,
+                        min_volume: Decimal::from(12),
+                        ..inst()
+                    });
+                }
+                if rng.next(50) == 0 {
+                    m.instrument = None;
+                }
+                let covered = wake.take().is_some_and(|w| w.holds(last, now));
+                let a = if covered {
+                    quiet += 1;
+                    quiet_down += usize::from(!fast.regime_ok || !fast.enabled);
+                    fast.on_quiet_tick(&m, now)
+                } else {
+                    fast.on_tick(&m, now)
+                };
+                let b = slow.on_tick(&m, now);
+                assert_eq!(a, b, "step {step}: tick actions (quiet: {covered})");
+                if covered {
+                    refused += fast.slots.iter().any(|s| {
+                        matches!(s.last_error, LastError::Reserve(_) | LastError::Screened(_))
+                    }) as usize;
+                }
+                if a.is_empty() {
+                    wake = Some(fast.wake());
+                }
+                track(&mut live, &mut cancels, &a);
+            } else {
+                wake = None;
+                now += 500;
+                let a = if roll < 68 {
+                    // Free DOGE around the reserve and an entry over it.
+                    env.free_base =
+                        Decimal::new(i64::try_from(9_000 + rng.next(3_500)).unwrap(), 2);
+                    Vec::new()
+                } else if roll < 70 {
+                    env.free_base = Decimal::from(150 + rng.next(1_000));
+                    Vec::new()
+                } else if roll < 73 {
+                    regime = if regime == 0 { 1 + rng.next(3) } else { 0 };
+                    Vec::new()
+                } else if roll < 75 {
+                    // The open-order count: headroom to spare, short of the
+                    // minimum, none.
+                    env.open = [0, 3, 0, 3, 160, 170][usize::try_from(rng.next(6)).unwrap()];
+                    Vec::new()
+                } else if roll < 76 {
+                    // A partial cancel whose window ends within the hour.
+                    let ago = capacity::PARTIAL_CANCEL_WINDOW_MS
+                        - i64::try_from(rng.next(3_600_000)).unwrap();
+                    partial_cancel = Some(now - ago);
+                    Vec::new()
+                } else if roll < 77 {
+                    // Disabled now and then, for a while.
+                    let on = !slow.enabled;
+                    if on || rng.next(3) == 0 {
+                        let a = fast.set_enabled(on, now).unwrap();
+                        assert_eq!(a, slow.set_enabled(on, now).unwrap(), "step {step}");
+                        a
+                    } else {
+                        Vec::new()
+                    }
+                } else if roll < 78 {
+                    // Another instrument (its tick, lots and minimum).
+                    other_instrument = !other_instrument;
+                    Vec::new()
+                } else if roll < 79 {
+                    // Another entry distance and size.
+                    let new = RangerConfig {
+                        entry_pct: Decimal::new(i64::try_from(5 + rng.next(40)).unwrap(), 2),
+                        order_size_usd: Decimal::new(
+                            i64::try_from(150 + rng.next(200)).unwrap(),
+                            2,
+                        ),
+                        ..slow.cfg.clone()
+                    };
+                    let grid = crate::grid::GridConfig::default();
+                    let params = crate::strategy::Params {
+                        rangers: &new,
+                        grid: &grid,
+                    };
+                    let a = fast.reconfigure(&params, now);
+                    assert_eq!(a, slow.reconfigure(&params, now), "step {step}");
+                    reconfigured += 1;
+                    a
+                } else if !live.is_empty() {
+                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
+                    let (id, volume, price) = live[k].clone();
+                    let asked = cancels.contains(&id);
+                    let kind = match rng.next(8) {
+                        0 | 1 => UpdateKind::Open,
+                        2 => UpdateKind::PartialFill,
+                        3 if asked => UpdateKind::Canceled,
+                        3 => UpdateKind::Rejected,
+                        4 => UpdateKind::Canceled,
+                        _ => UpdateKind::Filled,
+                    };
+                    let fill = match kind {
+                        UpdateKind::Filled => volume,
+                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
+                        _ => Decimal::ZERO,
+                    };
+                    let u = OrderUpdate {
+                        client_order_id: id.clone(),
+                        kind,
+                        volume_executed: fill,
+                        average_price: None,
+                        fill_volume: fill,
+                        fill_price: price,
+                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
+                        fee_asset: "USD".into(),
+                        message: "venue says no".into(),
+                    };
+                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
+                        live.remove(k);
+                        cancels.retain(|c| c != &id);
+                    }
+                    let a = fast.on_order(&u, now);
+                    assert_eq!(a, slow.on_order(&u, now), "step {step}: update actions");
+                    if fill > Decimal::ZERO {
+                        env.free_base += if id.contains('e') { -fill } else { fill };
+                    }
+                    a
+                } else {
+                    Vec::new()
+                };
+                track(&mut live, &mut cancels, &a);
+                env.open = env.open.max(u32::try_from(live.len()).unwrap());
+            }
+            assert_eq!(fast.wake(), slow.wake(), "step {step}: wake");
+            assert_eq!(
+                fast.status(now).detail_json(),
+                slow.status(now).detail_json(),
+                "step {step}: status"
+            );
+            assert_eq!(state(&fast, now), state(&slow, now), "step {step}: state");
+            assert_eq!(fast.instrument(), slow.instrument(), "step {step}");
+            assert_eq!(fast.market, slow.market, "step {step}: view");
+            // Kept screen terms are the ones the kept instrument and the
+            // config give (while a view without one is kept, the terms of
+            // the last, which the next instrument replaces).
+            let kept = fast.market.as_ref().and_then(|m| m.instrument.as_ref());
+            if let (Some(t), Some(i)) = (fast.screen_terms, kept) {
+                assert_eq!(
+                    Some(t),
+                    ScreenTerms::new(&fast.cfg, i),
+                    "step {step}: terms"
+                );
+                kept_terms += 1;
+            }
+        }
+        assert!(reconfigured > 10, "{reconfigured} reconfigures");
+        assert!(kept_terms > steps / 4, "terms kept at {kept_terms} steps");
+        (quiet, quiet_down, refused)
+    }
+
+    /// A quiet tick leaves what a whole tick leaves, in every stage and
+    /// gate the walks reach: entries refused at the reserve, headroom short
+    /// or gone, the capacity band's window, regime shifts, disables.
+    #[test]
+    fn a_quiet_tick_leaves_what_a_whole_tick_leaves() {
+        let (mut quiet, mut down, mut refused) = (0, 0, 0);
+        for (seed, slots) in [(11, 3), (12, 1), (13, 5), (14, 2), (15, 3)] {
+            let (q, d, r) = quiet_walk(seed, 4_000, slots);
+            quiet += q;
+            down += d;
+            refused += r;
+        }
+        assert!(quiet > 2_000, "only {quiet} quiet ticks");
+        assert!(down > 500, "only {down} quiet ticks winding down");
+        assert!(
+            refused > 300,
+            "only {refused} quiet ticks refused at the reserve"
+        );
     }
 }
