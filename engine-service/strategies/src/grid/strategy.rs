@@ -269,6 +269,59 @@ struct QuietSlot {
     /// was not verified): where it holds, the slot's tick only places the
     /// entries due ([`SlotEvent::EntryRetry`]).
     other: Wake,
+    /// The two wakes' price bands in f64 ([`holds_screened`]).
+    wake_band: BandF,
+    other_band: BandF,
+}
+
+/// A wake's price band read as `approx_f64` (unbounded: infinite; every
+/// tick: empty).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BandF {
+    lo: f64,
+    hi: f64,
+}
+
+impl BandF {
+    fn of(w: Wake) -> BandF {
+        match w {
+            Wake::Quiet { above, below, .. } => BandF {
+                lo: above.map_or(f64::NEG_INFINITY, heal::approx_f64),
+                hi: below.map_or(f64::INFINITY, heal::approx_f64),
+            },
+            Wake::EveryTick => BandF {
+                lo: f64::INFINITY,
+                hi: f64::NEG_INFINITY,
+            },
+        }
+    }
+}
+
+/// `w.holds(last, now)`, its price band (`band`, `BandF::of(w)`) screened
+/// in f64 first with `lf` (`approx_f64(last)`): a relative margin of 1e-9,
+/// far wider than the readings' few ulps, makes "certainly inside" and
+/// "certainly outside" exact; only a price at an edge compares Decimals
+/// (which rescale: the bands' scales are not the prices').
+fn holds_screened(w: Wake, band: BandF, last: Decimal, lf: f64, now: i64) -> bool {
+    let Wake::Quiet { before_ms, .. } = w else {
+        return false;
+    };
+    if before_ms.is_some_and(|t| now >= t) {
+        return false;
+    }
+    const M: f64 = 1e-9;
+    let (lo, hi) = (band.lo, band.hi);
+    let above_lo = lo == f64::NEG_INFINITY || lf > lo + lo.abs() * M;
+    let below_hi = hi == f64::INFINITY || lf < hi - hi.abs() * M;
+    if above_lo && below_hi && lf.is_finite() {
+        return true;
+    }
+    let under_lo = lo.is_finite() && lf < lo - lo.abs() * M;
+    let over_hi = hi.is_finite() && lf > hi + hi.abs() * M;
+    if under_lo || over_hi {
+        return false;
+    }
+    w.holds(last, now)
 }
 
 /// Counts of open positions per band.
@@ -617,14 +670,17 @@ impl Grid {
     /// now was not due then (the slot's orders and timers are the ones that
     /// tick left); a tick reads them only for a due trade too (where a
     /// blocked entry rewrites `last_error`).
-    fn skip_quiet_slot(&mut self, i: usize, market: Decimal, now: i64) -> bool {
+    fn skip_quiet_slot(&mut self, i: usize, market: Decimal, lf: f64, now: i64) -> bool {
         if !self.skip_quiet {
             return false;
         }
         let Some(q) = self.quiet_slots.get(i).copied().flatten() else {
             return false;
         };
-        if now < q.at_ms || !q.wake.holds(market, now) || slot::entry_due(&self.slots[i], now) {
+        if now < q.at_ms
+            || !holds_screened(q.wake, q.wake_band, market, lf, now)
+            || slot::entry_due(&self.slots[i], now)
+        {
             return false;
         }
         if market > Decimal::ZERO {
@@ -639,15 +695,12 @@ impl Grid {
     /// (its wake kept), the wake of all but its entries holding (read then,
     /// every bound it took from a time holds now, so reading it now would
     /// take the same branches), an entry due.
-    fn entry_retry_only(&self, i: usize, market: Decimal, now: i64) -> bool {
+    fn entry_retry_only(&self, i: usize, market: Decimal, lf: f64, now: i64) -> bool {
         self.entry_retry
             && self.verified.get(i).copied().unwrap_or(false)
-            && self
-                .quiet_slots
-                .get(i)
-                .copied()
-                .flatten()
-                .is_some_and(|q| q.at_ms <= now && q.other.holds(market, now))
+            && self.quiet_slots.get(i).copied().flatten().is_some_and(|q| {
+                q.at_ms <= now && holds_screened(q.other, q.other_band, market, lf, now)
+            })
             && self.slots.get(i).is_some_and(|s| slot::entry_due(s, now))
     }
 
@@ -658,9 +711,17 @@ impl Grid {
     ///   reading it now takes the same branches;
     /// - read with the same gates, or no trade due an entry (the gates are
     ///   read only for one).
-    fn kept_wake(&self, i: usize, last: Decimal, now: i64, entries_open: bool) -> Option<Wake> {
+    fn kept_wake(
+        &self,
+        i: usize,
+        last: Decimal,
+        lf: f64,
+        now: i64,
+        entries_open: bool,
+    ) -> Option<Wake> {
         let q = self.quiet_slots.get(i).copied().flatten()?;
-        let same_time = q.at_ms == now || (q.at_ms < now && q.wake.holds(last, now));
+        let same_time =
+            q.at_ms == now || (q.at_ms < now && holds_screened(q.wake, q.wake_band, last, lf, now));
         let same_gates = q.entries_open == entries_open || !slot::entry_due(&self.slots[i], now);
         (same_time && same_gates).then_some(q.wake)
     }
@@ -1293,8 +1354,9 @@ impl Grid {
         }
         let budget = self.capacity.as_ref().map_or(0, |c| c.entries_allowed);
         let entries_open = self.entries_open(budget);
+        let lf = heal::approx_f64(market.last);
         for i in 0..self.slots.len() {
-            let w_slot = match self.kept_wake(i, market.last, now, entries_open) {
+            let w_slot = match self.kept_wake(i, market.last, lf, now, entries_open) {
                 Some(w) => w,
                 None => self.slot_wake(i, now, entries_open),
             };
@@ -2222,11 +2284,12 @@ impl Strategy for Grid {
         // The gates, read again only after a transition that acted (a
         // quiet one changes nothing they read).
         let mut gates = self.entry_gates_open();
+        let lf = heal::approx_f64(market.last);
         for i in 0..self.slots.len() {
-            if self.skip_quiet_slot(i, market.last, now) {
+            if self.skip_quiet_slot(i, market.last, lf, now) {
                 continue;
             }
-            let ev = if self.entry_retry_only(i, market.last, now) {
+            let ev = if self.entry_retry_only(i, market.last, lf, now) {
                 self.entry_retries += 1;
                 SlotEvent::EntryRetry {
                     market: market.last,
@@ -2269,6 +2332,8 @@ impl Strategy for Grid {
                         entries_open,
                         wake,
                         other,
+                        wake_band: BandF::of(wake),
+                        other_band: BandF::of(other),
                     });
                 }
             }
@@ -3320,6 +3385,55 @@ mod quiet_slot_tests {
             "{within} / {checked}"
         );
         assert!(!within_band(Wake::IDLE, 0.99, 1.01));
+    }
+
+    /// The f64 screen answers as `Wake::holds` does, at prices swept in
+    /// steps of about 1e-10 across both edges of bands of several scales,
+    /// unbounded sides and every-tick wakes, before and after the time.
+    #[test]
+    fn the_screened_hold_is_the_exact_one() {
+        let mut decided_by_screen = 0;
+        let mut checked = 0;
+        for (lo, hi) in [
+            (
+                Some(Decimal::new(11_999_999, 8)),
+                Some(Decimal::new(121_234_567_891, 12)),
+            ),
+            (Some(Decimal::new(3, 0)), None),
+            (None, Some(Decimal::new(98_765, 5))),
+            (None, None),
+        ] {
+            let w = Wake::IDLE.before(T0 + 1_000).inside(lo, hi);
+            let band = BandF::of(w);
+            for edge in [lo, hi].into_iter().flatten() {
+                for k in -3000_i64..=3000 {
+                    let last = (edge * (Decimal::ONE + Decimal::new(k, 10))).round_dp(12);
+                    let lf = heal::approx_f64(last);
+                    for now in [T0, T0 + 999, T0 + 1_000] {
+                        checked += 1;
+                        let screened = holds_screened(w, band, last, lf, now);
+                        assert_eq!(screened, w.holds(last, now), "{last} in ({lo:?}, {hi:?})");
+                        if now < T0 + 1_000 && k.abs() > 100 {
+                            decided_by_screen += 1;
+                        }
+                    }
+                }
+            }
+            let last = Decimal::new(5, 0);
+            assert_eq!(
+                holds_screened(w, band, last, heal::approx_f64(last), T0),
+                w.holds(last, T0)
+            );
+        }
+        let every = BandF::of(Wake::EveryTick);
+        assert!(!holds_screened(
+            Wake::EveryTick,
+            every,
+            Decimal::ONE,
+            1.0,
+            T0
+        ));
+        assert!(checked > 30_000 && decided_by_screen > 10_000);
     }
 
     #[test]
