@@ -267,7 +267,24 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
         best = best.min(secs);
         all.push(format!("{secs:.3} s (CPU {cpu:.2} s)"));
     }
+    // The replay's own cost: the same calls made on strategies that do
+    // nothing (the loop, the views and updates written, the answers
+    // dropped).
+    let mut floor = f64::INFINITY;
+    for _ in 0..replays.max(1) {
+        let mut idle: Vec<Box<dyn herd_strategies::strategy::Strategy>> =
+            (0..2).map(|_| Box::new(Idle) as _).collect();
+        let t = Instant::now();
+        let _ = replay::replay(&mut idle, &log, false);
+        floor = floor.min(t.elapsed().as_secs_f64());
+    }
     let n = bars.len() as f64;
+    println!(
+        "replay alone (the same calls on strategies that do nothing): best {floor:.3} s, {:.0} ns per candle; the strategies net of it: {:.0} ns per candle, {:.0} candles/s",
+        floor / n * 1e9,
+        (best - floor) / n * 1e9,
+        n / (best - floor)
+    );
     println!(
         "strategy step (the fixed run's {} calls replayed: {ticks} ticks, {quiet} skipped ticks replayed, {updates} order updates; every answer equal to the run's): best {best:.3} s, {:.0} ns per candle, {:.0} candles/s on one core; replays {}",
         log.len(),
@@ -275,6 +292,43 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
         n / best,
         all.join(", ")
     );
+}
+
+/// A strategy that does nothing (the replay's own cost).
+struct Idle;
+
+impl herd_strategies::strategy::Strategy for Idle {
+    fn name(&self) -> &str {
+        "idle"
+    }
+
+    fn owns(&self, _: &str) -> bool {
+        false
+    }
+
+    fn on_tick(
+        &mut self,
+        _: &herd_strategies::strategy::MarketView,
+        _: i64,
+    ) -> Vec<herd_strategies::strategy::Action> {
+        Vec::new()
+    }
+
+    fn on_order(
+        &mut self,
+        _: &herd_strategies::strategy::OrderUpdate,
+        _: i64,
+    ) -> Vec<herd_strategies::strategy::Action> {
+        Vec::new()
+    }
+
+    fn status(&self, _: i64) -> herd_strategies::strategy::StatusBlock {
+        herd_strategies::strategy::StatusBlock::Detail(serde_json::Value::Null)
+    }
+
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 fn main() {
