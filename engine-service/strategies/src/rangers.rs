@@ -2738,6 +2738,48 @@ mod shared_entry_tests {
     /// Live orders: id, volume, price.
     type Live = Vec<(String, Decimal, Decimal)>;
 
+    /// An update of one of `live`'s orders (non-empty), drawn at random: an
+    /// ack, a partial or full fill, a cancel (always, when one was asked)
+    /// or a refusal; a final one forgets the order. The update and its fill.
+    fn random_update(
+        rng: &mut Rng,
+        live: &mut Live,
+        cancels: &mut Vec<String>,
+    ) -> (OrderUpdate, Decimal) {
+        let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
+        let (id, volume, price) = live[k].clone();
+        let asked = cancels.contains(&id);
+        let kind = match rng.next(8) {
+            0 | 1 => UpdateKind::Open,
+            2 => UpdateKind::PartialFill,
+            3 if asked => UpdateKind::Canceled,
+            3 => UpdateKind::Rejected,
+            4 => UpdateKind::Canceled,
+            _ => UpdateKind::Filled,
+        };
+        let fill = match kind {
+            UpdateKind::Filled => volume,
+            UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
+            _ => Decimal::ZERO,
+        };
+        let u = OrderUpdate {
+            client_order_id: id.clone(),
+            kind,
+            volume_executed: fill,
+            average_price: None,
+            fill_volume: fill,
+            fill_price: price,
+            fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
+            fee_asset: "USD".into(),
+            message: "venue says no".into(),
+        };
+        if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
+            live.remove(k);
+            cancels.retain(|c| c != &id);
+        }
+        (u, fill)
+    }
+
     fn track(live: &mut Live, cancels: &mut Vec<String>, actions: &[Action]) {
         for a in actions {
             match a {
@@ -2862,44 +2904,18 @@ mod shared_entry_tests {
                 } else if roll < 76 || !env.ranging && roll < 85 {
                     env.ranging = !env.ranging;
                 } else if !live.is_empty() {
-                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
-                    let (id, volume, price) = live[k].clone();
-                    let asked = cancels.contains(&id);
-                    let kind = match rng.next(8) {
-                        0 | 1 => UpdateKind::Open,
-                        2 => UpdateKind::PartialFill,
-                        3 if asked => UpdateKind::Canceled,
-                        3 => UpdateKind::Rejected,
-                        4 => UpdateKind::Canceled,
-                        _ => UpdateKind::Filled,
-                    };
-                    let fill = match kind {
-                        UpdateKind::Filled => volume,
-                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
-                        _ => Decimal::ZERO,
-                    };
-                    let u = OrderUpdate {
-                        client_order_id: id.clone(),
-                        kind,
-                        volume_executed: fill,
-                        average_price: None,
-                        fill_volume: fill,
-                        fill_price: price,
-                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
-                        fee_asset: "USD".into(),
-                        message: "venue says no".into(),
-                    };
-                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
-                        live.remove(k);
-                        cancels.retain(|c| c != &id);
-                    }
+                    let (u, fill) = random_update(&mut rng, &mut live, &mut cancels);
                     let a = old.on_order(&u, now);
                     let b = new.on_order(&u, now);
                     assert_eq!(a, b, "step {step}: update actions");
                     track(&mut live, &mut cancels, &a);
                     // Fills move the free DOGE.
                     if fill > Decimal::ZERO {
-                        env.free_base += if id.contains('e') { -fill } else { fill };
+                        env.free_base += if u.client_order_id.contains('e') {
+                            -fill
+                        } else {
+                            fill
+                        };
                     }
                 }
                 env.open = u32::try_from(live.len()).unwrap();
@@ -3144,41 +3160,15 @@ mod shared_entry_tests {
                     reconfigured += 1;
                     a
                 } else if !live.is_empty() {
-                    let k = usize::try_from(rng.next(live.len() as u64)).unwrap();
-                    let (id, volume, price) = live[k].clone();
-                    let asked = cancels.contains(&id);
-                    let kind = match rng.next(8) {
-                        0 | 1 => UpdateKind::Open,
-                        2 => UpdateKind::PartialFill,
-                        3 if asked => UpdateKind::Canceled,
-                        3 => UpdateKind::Rejected,
-                        4 => UpdateKind::Canceled,
-                        _ => UpdateKind::Filled,
-                    };
-                    let fill = match kind {
-                        UpdateKind::Filled => volume,
-                        UpdateKind::PartialFill => (volume / Decimal::from(3)).round_dp(8),
-                        _ => Decimal::ZERO,
-                    };
-                    let u = OrderUpdate {
-                        client_order_id: id.clone(),
-                        kind,
-                        volume_executed: fill,
-                        average_price: None,
-                        fill_volume: fill,
-                        fill_price: price,
-                        fill_fee: (fill * price * Decimal::new(25, 4)).round_dp(8),
-                        fee_asset: "USD".into(),
-                        message: "venue says no".into(),
-                    };
-                    if !matches!(kind, UpdateKind::Open | UpdateKind::PartialFill) {
-                        live.remove(k);
-                        cancels.retain(|c| c != &id);
-                    }
+                    let (u, fill) = random_update(&mut rng, &mut live, &mut cancels);
                     let a = fast.on_order(&u, now);
                     assert_eq!(a, slow.on_order(&u, now), "step {step}: update actions");
                     if fill > Decimal::ZERO {
-                        env.free_base += if id.contains('e') { -fill } else { fill };
+                        env.free_base += if u.client_order_id.contains('e') {
+                            -fill
+                        } else {
+                            fill
+                        };
                     }
                     a
                 } else {
