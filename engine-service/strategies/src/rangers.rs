@@ -2738,6 +2738,28 @@ mod shared_entry_tests {
     /// Live orders: id, volume, price.
     type Live = Vec<(String, Decimal, Decimal)>;
 
+    /// A step of the walks' price: later by 1-90 s, a small move within
+    /// 0.05-0.30 and now and then a jump, and an ask (a wide one makes the
+    /// entry smaller: below the minimum volume at twice the price, between
+    /// it and the usual one at 1.3 times). (last, ask, now).
+    fn walk_price(rng: &mut Rng, last: Decimal, now: i64) -> (Decimal, Decimal, i64) {
+        let now = now + i64::try_from(1 + rng.next(90)).unwrap() * 1000;
+        let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
+        let mut last = (last + delta)
+            .max(Decimal::new(5, 2))
+            .min(Decimal::new(30, 2));
+        if rng.next(20) == 0 {
+            last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
+        }
+        let ask = match rng.next(10) {
+            0 => last * Decimal::from(2),
+            1 => last * Decimal::new(13, 1),
+            2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
+            _ => last + Decimal::new(1, 7),
+        };
+        (last, ask, now)
+    }
+
     /// An update of one of `live`'s orders (non-empty), drawn at random: an
     /// ack, a partial or full fill, a cancel (always, when one was asked)
     /// or a refusal; a final one forgets the order. The update and its fill.
@@ -2830,23 +2852,8 @@ mod shared_entry_tests {
             let roll = rng.next(100);
             if roll < 65 || live.is_empty() && roll < 90 {
                 // A price tick: a small walk, now and then a wide ask.
-                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
-                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
-                last = (last + delta)
-                    .max(Decimal::new(5, 2))
-                    .min(Decimal::new(30, 2));
-                if rng.next(20) == 0 {
-                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
-                }
-                // A wide ask makes the entry smaller: below the minimum
-                // volume at twice the price, between it and the usual one
-                // at 1.3 times.
-                let ask = match rng.next(10) {
-                    0 => last * Decimal::from(2),
-                    1 => last * Decimal::new(13, 1),
-                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
-                    _ => last + Decimal::new(1, 7),
-                };
+                let ask;
+                (last, ask, now) = walk_price(&mut rng, last, now);
                 let mut m = view(&env, last, ask, now);
                 // Now and then a view without the instrument: not one a
                 // wake covers (nor the next, with it again).
@@ -3054,20 +3061,8 @@ mod shared_entry_tests {
         for step in 0..steps {
             let roll = rng.next(100);
             if roll < 65 {
-                now += i64::try_from(1 + rng.next(90)).unwrap() * 1000;
-                let delta = Decimal::new(i64::try_from(rng.next(2001)).unwrap() - 1000, 7);
-                last = (last + delta)
-                    .max(Decimal::new(5, 2))
-                    .min(Decimal::new(30, 2));
-                if rng.next(20) == 0 {
-                    last = Decimal::new(i64::try_from(800 + rng.next(1200)).unwrap(), 4);
-                }
-                let ask = match rng.next(10) {
-                    0 => last * Decimal::from(2),
-                    1 => last * Decimal::new(13, 1),
-                    2 => last + Decimal::new(i64::try_from(rng.next(5000)).unwrap(), 7),
-                    _ => last + Decimal::new(1, 7),
-                };
+                let ask;
+                (last, ask, now) = walk_price(&mut rng, last, now);
                 let mut m = view(&env, last, ask, now);
                 m.regime = regime_view(regime);
                 m.last_partial_cancel_ms = partial_cancel;
