@@ -383,39 +383,8 @@ fn decimal_text(d: Decimal) -> String {
     if m == 0 {
         return d.to_string();
     }
-    // The mantissa's digits, last first, into the end of the buffer, in
-    // two u64 halves of up to 19 digits (a 128-bit division is a call:
-    // one splits a wide mantissa, the digits are u64 work).
-    const E19: u128 = 10_000_000_000_000_000_000;
-    let mut buf = [0_u8; 40];
-    let mut at = buf.len();
-    let mut push = |digit: u64| {
-        at -= 1;
-        if let Some(b) = buf.get_mut(at) {
-            *b = b'0' + u8::try_from(digit).unwrap_or(0);
-        }
-    };
-    let (high, low) = if m >= E19 {
-        (
-            u64::try_from(m / E19).unwrap_or(0),
-            u64::try_from(m % E19).unwrap_or(0),
-        )
-    } else {
-        (0, u64::try_from(m).unwrap_or(0))
-    };
-    let mut rest = low;
-    if high > 0 {
-        // The low half's 19 digits, leading zeros included.
-        for _ in 0..19 {
-            push(rest % 10);
-            rest /= 10;
-        }
-        rest = high;
-    }
-    while rest > 0 {
-        push(rest % 10);
-        rest /= 10;
-    }
+    let mut buf = [b'0'; 40];
+    let at = crate::mantissa_digits(m, &mut buf);
     let digits = std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default();
     let scale = usize::try_from(d.scale()).unwrap_or(0);
     let mut out = String::with_capacity(digits.len() + scale + 3);

@@ -61,10 +61,9 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 /// An integer in decimal, `-` first when `negative`.
 fn push_int(out: &mut Vec<u8>, v: u64, negative: bool) {
-    const LEN: usize = 21;
-    let mut buf = [b'0'; LEN];
-    let mut i = digits_u64(&mut buf, v, LEN);
-    if i == LEN {
+    let mut buf = [b'0'; 40];
+    let mut i = crate::mantissa_digits(u128::from(v), &mut buf);
+    if i == buf.len() {
         i -= 1; // zero: one digit
     }
     if negative {
@@ -74,18 +73,6 @@ fn push_int(out: &mut Vec<u8>, v: u64, negative: bool) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// Writes `v`'s digits to end just before `end` (none for zero); returns
-/// where they start.
-fn digits_u64(buf: &mut [u8], mut v: u64, end: usize) -> usize {
-    let mut i = end;
-    while v != 0 {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    i
-}
-
 /// `d` as rust_decimal's `Serialize` writes it (`to_str_internal(d, true,
 /// None)`): `-` when the sign bit is set (also for a zero), the mantissa's
 /// digits with the point `scale` digits from the right (zeros padded in
@@ -93,19 +80,9 @@ fn digits_u64(buf: &mut [u8], mut v: u64, end: usize) -> usize {
 fn push_decimal(out: &mut Vec<u8>, d: &Decimal) {
     // 96-bit mantissa: at most 29 digits; scale at most 28. The buffer
     // starts as zeros, so the padding in front is already there.
-    const LEN: usize = 32;
-    const E19: u128 = 10_000_000_000_000_000_000;
+    const LEN: usize = 40;
     let mut digits = [b'0'; LEN];
-    let m = d.mantissa().unsigned_abs();
-    let mut i = match u64::try_from(m) {
-        Ok(v) => digits_u64(&mut digits, v, LEN),
-        Err(_) => {
-            // Two u64 halves: the low 19 digits (zero-padded), then the rest.
-            let (hi, lo) = (m / E19, m % E19);
-            digits_u64(&mut digits, lo as u64, LEN);
-            digits_u64(&mut digits, hi as u64, LEN - 19)
-        }
-    };
+    let mut i = crate::mantissa_digits(d.mantissa().unsigned_abs(), &mut digits);
     let scale = d.scale() as usize;
     i = i.min(LEN - scale);
     let n = LEN - i;
