@@ -2349,7 +2349,8 @@ impl Strategy for Grid {
 
     /// What [`Grid::on_tick`] stores at a tick the wake covers, without
     /// its decisions (see [`Grid::quiet`] for what such a tick stores): the
-    /// day roll, the tick's time, the view and instrument, the capacity
+    /// day roll, the tick's time, the view (its prices, balances and
+    /// counts: the rest is the last tick's) and instrument, the capacity
     /// reading, the recent price and each slot's market. Due restart
     /// cancels, a day's end and every slot's timers and price bands bound
     /// the wake, so none is due; self-healing moves nothing where its wake
@@ -2365,7 +2366,28 @@ impl Strategy for Grid {
         }
         self.roll_day(now);
         self.ticked_ms = now;
-        self.keep_market(market);
+        // The promise covers a view that differs from the last tick's only
+        // in prices and the balances' time: the symbol, instrument and
+        // regime stay (its scalars copied, the balances and counts too; a
+        // view with another symbol, regime or no instrument is kept whole).
+        match self.market.as_mut() {
+            Some(kept)
+                if kept.instrument.is_some()
+                    && market.instrument.is_some()
+                    && kept.symbol == market.symbol
+                    && kept.regime == market.regime =>
+            {
+                kept.last = market.last;
+                kept.bid = market.bid;
+                kept.ask = market.ask;
+                kept.free_base = market.free_base;
+                kept.free_quote = market.free_quote;
+                kept.open_orders_on_pair = market.open_orders_on_pair;
+                kept.balances_as_of_ms = market.balances_as_of_ms;
+                kept.last_partial_cancel_ms = market.last_partial_cancel_ms;
+            }
+            _ => self.keep_market(market),
+        }
         self.capacity = capacity::from_market(market, self.internal_open(), now);
         if self.filters().is_none() || market.last <= Decimal::ZERO {
             return Vec::new();
