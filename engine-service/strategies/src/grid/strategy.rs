@@ -1428,11 +1428,7 @@ impl Grid {
         let Some(mut band) = HealBand::for_last(kept.band, last) else {
             return Wake::EveryTick;
         };
-        let w = if within_band(w, band.lo_f, band.hi_f) {
-            w
-        } else {
-            w.inside(Some(band.lo), Some(band.hi))
-        };
+        let w = inside_screened(w, &band);
         let before = match band.kept {
             Some(k)
                 if k.generation == self.heal_gen
@@ -2796,19 +2792,53 @@ fn heal_bound(kept: &HealInputs, lo: f64, hi: f64, now: i64) -> Option<Option<i6
     Some(before)
 }
 
-/// Whether `w`'s price band is certainly inside `(lo, hi)`, strictly
-/// (f64 readings of the exact bounds, a relative margin of 1e-9): then
-/// `w.inside` of that band keeps `w` as it is, and [`Grid::heal_wake`]
-/// skips the Decimal comparisons.
-fn within_band(w: Wake, lo: f64, hi: f64) -> bool {
+/// `w.inside(Some(band.lo), Some(band.hi))`: each side's bound chosen in
+/// f64 where the two readings are certainly apart (a 1e-9 relative
+/// margin), by the Decimal comparison only where they are not.
+fn inside_screened(w: Wake, band: &HealBand) -> Wake {
+    let Wake::Quiet {
+        before_ms,
+        above,
+        below,
+    } = w
+    else {
+        return w;
+    };
+    const M: f64 = 1e-9;
     let f = heal::approx_f64;
-    lo > 0.0
-        && hi.is_finite()
-        && matches!(w, Wake::Quiet {
-            above: Some(a),
-            below: Some(b),
-            ..
-        } if f(a) > lo * (1.0 + 1e-9) && f(b) < hi * (1.0 - 1e-9))
+    // The greater of `above` and the band's low edge.
+    let above = Some(match above {
+        None => band.lo,
+        Some(a) => {
+            let af = f(a);
+            if af > band.lo_f * (1.0 + M) {
+                a
+            } else if af < band.lo_f * (1.0 - M) {
+                band.lo
+            } else {
+                a.max(band.lo)
+            }
+        }
+    });
+    // The lesser of `below` and the band's high edge.
+    let below = Some(match below {
+        None => band.hi,
+        Some(b) => {
+            let bf = f(b);
+            if bf < band.hi_f * (1.0 - M) {
+                b
+            } else if bf > band.hi_f * (1.0 + M) {
+                band.hi
+            } else {
+                b.min(band.hi)
+            }
+        }
+    });
+    Wake::Quiet {
+        before_ms,
+        above,
+        below,
+    }
 }
 
 /// `d * (k / 100)`, the bytes `d * Decimal::new(k, 2)` gives, without the
@@ -3368,8 +3398,12 @@ mod quiet_slot_tests {
         );
     }
 
+    /// `inside_screened` is `Wake::inside` of the healing band to the
+    /// byte, over bounds swept in steps of about 1e-10 across both edges
+    /// (where the f64 screen must leave the choice to the Decimals), at
+    /// several prices and scales, and for one-sided and unbounded wakes.
     #[test]
-    fn the_one_pct_screen_never_hides_a_narrower_band() {
+    fn the_screened_band_is_the_exact_one() {
         let mut within = 0;
         let mut checked = 0;
         for last in [
@@ -3389,13 +3423,34 @@ mod quiet_slot_tests {
                 ] {
                     let w = Wake::IDLE.before(T0).inside(Some(a), Some(b));
                     let exact = w.inside(Some(lo), Some(hi));
+                    let band = HealBand {
+                        at: heal::approx_f64(last),
+                        lo,
+                        hi,
+                        lo_f: heal::approx_f64(lo),
+                        hi_f: heal::approx_f64(hi),
+                        kept: None,
+                    };
                     checked += 1;
-                    if within_band(w, heal::approx_f64(lo), heal::approx_f64(hi)) {
+                    let screened = inside_screened(w, &band);
+                    // To the byte (the scales of the bounds kept).
+                    assert_eq!(
+                        format!("{screened:?}"),
+                        format!("{exact:?}"),
+                        "last {last}, band ({a}, {b})"
+                    );
+                    if screened == w {
                         within += 1;
+                    }
+                    for one_side in [
+                        Wake::IDLE.before(T0).inside(Some(a), None),
+                        Wake::IDLE.before(T0).inside(None, Some(b)),
+                        Wake::IDLE,
+                        Wake::EveryTick,
+                    ] {
                         assert_eq!(
-                            format!("{exact:?}"),
-                            format!("{w:?}"),
-                            "last {last}, band ({a}, {b})"
+                            format!("{:?}", inside_screened(one_side, &band)),
+                            format!("{:?}", one_side.inside(Some(lo), Some(hi))),
                         );
                     }
                 }
@@ -3406,7 +3461,6 @@ mod quiet_slot_tests {
             within > checked / 3 && within < checked,
             "{within} / {checked}"
         );
-        assert!(!within_band(Wake::IDLE, 0.99, 1.01));
     }
 
     /// The f64 screen answers as `Wake::holds` does, at prices swept in
