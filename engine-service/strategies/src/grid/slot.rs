@@ -780,14 +780,14 @@ impl SlotState {
         self.orders
             .iter()
             .chain(&self.recovery)
-            .any(|o| o.client_order_id == client_order_id)
+            .any(|o| same_id(&o.client_order_id, client_order_id))
     }
 
     /// Is `client_order_id` one of this slot's recovery orders?
     pub fn is_recovery(&self, client_order_id: &str) -> bool {
         self.recovery
             .iter()
-            .any(|o| o.client_order_id == client_order_id)
+            .any(|o| same_id(&o.client_order_id, client_order_id))
     }
 
     fn next_id(&mut self, trade: Trade, role: Role) -> String {
@@ -827,6 +827,14 @@ impl SlotState {
             self.recent.remove(0);
         }
     }
+}
+
+/// `a == b` for client order ids: the lengths and the last bytes (the
+/// counter's last digit, where the ids of one tag differ) compared before
+/// the whole.
+#[inline]
+pub(crate) fn same_id(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().last() == b.as_bytes().last() && a == b
 }
 
 /// Writes `g{slot}{trade}{role}` (ASCII tags) into `buf`; its length.
@@ -2253,7 +2261,11 @@ fn on_fill(
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
 ) {
-    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+    let Some(i) = s
+        .orders
+        .iter()
+        .position(|o| same_id(&o.client_order_id, id))
+    else {
         return;
     };
     s.orders[i].fold_fill(volume, price, fee);
@@ -2366,7 +2378,11 @@ fn on_recovery_fill(
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
 ) {
-    let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) else {
+    let Some(i) = s
+        .recovery
+        .iter()
+        .position(|o| same_id(&o.client_order_id, id))
+    else {
         return;
     };
     s.recovery[i].fold_fill(volume, price, fee);
@@ -2396,7 +2412,11 @@ fn on_recovery_cancel(
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
 ) {
-    let Some(i) = s.recovery.iter().position(|o| o.client_order_id == id) else {
+    let Some(i) = s
+        .recovery
+        .iter()
+        .position(|o| same_id(&o.client_order_id, id))
+    else {
         return;
     };
     match s.recovery[i].pending.clone() {
@@ -2419,7 +2439,11 @@ fn on_canceled(
     ctx: &SlotCtx<'_>,
     out: &mut Vec<SlotAction>,
 ) {
-    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+    let Some(i) = s
+        .orders
+        .iter()
+        .position(|o| same_id(&o.client_order_id, id))
+    else {
         return;
     };
     let o = &s.orders[i];
@@ -2562,7 +2586,11 @@ fn on_refused(
         }
         return;
     }
-    let Some(i) = s.orders.iter().position(|o| o.client_order_id == id) else {
+    let Some(i) = s
+        .orders
+        .iter()
+        .position(|o| same_id(&o.client_order_id, id))
+    else {
         return;
     };
     match s.orders[i].role {

@@ -1137,7 +1137,9 @@ impl Grid {
             .iter()
             .chain(&self.slots[i].recovery)
             // The role first: most of a slot's orders are not exits.
-            .find(|o| o.role == Role::Exit && o.client_order_id == p.exit.order_id)?;
+            .find(|o| {
+                o.role == Role::Exit && slot::same_id(&o.client_order_id, &p.exit.order_id)
+            })?;
         Some((i, o))
     }
 
