@@ -2082,27 +2082,7 @@ impl Strategy for Rangers {
         {
             return self.on_tick(market, now_ms);
         }
-        let MarketView {
-            symbol: _,
-            last,
-            bid,
-            ask,
-            instrument: _,
-            free_base,
-            free_quote,
-            open_orders_on_pair,
-            regime: _,
-            balances_as_of_ms,
-            last_partial_cancel_ms,
-        } = market;
-        kept.last = *last;
-        kept.bid = *bid;
-        kept.ask = *ask;
-        kept.free_base = *free_base;
-        kept.free_quote = *free_quote;
-        kept.open_orders_on_pair = *open_orders_on_pair;
-        kept.balances_as_of_ms = *balances_as_of_ms;
-        kept.last_partial_cancel_ms = *last_partial_cancel_ms;
+        crate::strategy::keep_view_scalars(kept, market);
         self.roll_day(now_ms);
         self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
         if winding_down {

@@ -195,6 +195,34 @@ pub fn keep_view(dst: &mut Option<MarketView>, src: &MarketView) -> bool {
     same
 }
 
+/// Copies into `dst` the fields of `src` that a quiet tick's view may
+/// change (prices, balances and counts, their times): its symbol,
+/// instrument and regime stay (see [`Strategy::on_quiet_tick`]). Every
+/// field is named, so a new one must be placed here.
+pub fn keep_view_scalars(dst: &mut MarketView, src: &MarketView) {
+    let MarketView {
+        symbol: _,
+        last,
+        bid,
+        ask,
+        instrument: _,
+        free_base,
+        free_quote,
+        open_orders_on_pair,
+        regime: _,
+        balances_as_of_ms,
+        last_partial_cancel_ms,
+    } = src;
+    dst.last = *last;
+    dst.bid = *bid;
+    dst.ask = *ask;
+    dst.free_base = *free_base;
+    dst.free_quote = *free_quote;
+    dst.open_orders_on_pair = *open_orders_on_pair;
+    dst.balances_as_of_ms = *balances_as_of_ms;
+    dst.last_partial_cancel_ms = *last_partial_cancel_ms;
+}
+
 /// `*dst = src.clone()`, without cloning when they are already the same
 /// (to the Decimals' scales: a kept `0.0025` is not replaced by `0.00250`);
 /// whether they were.

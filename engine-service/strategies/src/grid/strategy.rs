@@ -2375,14 +2375,7 @@ impl Strategy for Grid {
                     && kept.symbol == market.symbol
                     && kept.regime == market.regime =>
             {
-                kept.last = market.last;
-                kept.bid = market.bid;
-                kept.ask = market.ask;
-                kept.free_base = market.free_base;
-                kept.free_quote = market.free_quote;
-                kept.open_orders_on_pair = market.open_orders_on_pair;
-                kept.balances_as_of_ms = market.balances_as_of_ms;
-                kept.last_partial_cancel_ms = market.last_partial_cancel_ms;
+                crate::strategy::keep_view_scalars(kept, market);
             }
             _ => self.keep_market(market),
         }
