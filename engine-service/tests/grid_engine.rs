@@ -692,13 +692,13 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
         let indexed: Vec<&str> = live.open_positions().map(|p| p.id.as_str()).collect();
         let scanned: Vec<&str> = live
             .positions()
-            .values()
             .filter(|p| p.is_open())
             .map(|p| p.id.as_str())
             .collect();
         assert_eq!(indexed, scanned, "{backend}");
         let open = live.open_positions().count();
-        let closed = live.positions().len() - open;
+        let closed = live.position_count() - open;
+        assert_eq!(closed, live.closed_positions().count(), "{backend}");
         assert!(
             open > 0 && closed > 0,
             "{backend}: mid-cycle: {open} open, {closed} closed"
@@ -759,9 +759,9 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
         let mut restarted = Grid::new(grid_cfg(3, SlotMode::Both), "DOGEUSD", T0 + 1_000);
         let actions = restarted.restore(&rows, &known, sim.now);
         let r = restarted.ledger();
-        assert_eq!(r.positions().len(), live.positions().len(), "{backend}");
-        for (id, p) in live.positions() {
-            let q = &r.positions()[id];
+        assert_eq!(r.position_count(), live.position_count(), "{backend}");
+        for p in live.positions() {
+            let q = r.position(&p.id).unwrap();
             assert_eq!(
                 (&q.entry, q.slot_id, q.mode),
                 (&p.entry, p.slot_id, p.mode),
@@ -771,8 +771,8 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
                 assert_eq!(q.outcome, p.outcome, "{backend}: outcomes are written once");
             }
         }
-        let newly_closed = r.positions().values().filter(|p| !p.is_open()).count()
-            - live.positions().values().filter(|p| !p.is_open()).count();
+        let newly_closed = r.positions().filter(|p| !p.is_open()).count()
+            - live.positions().filter(|p| !p.is_open()).count();
         assert_eq!(newly_closed, exits_down, "{backend}");
         for slot in 0..3 {
             assert_eq!(r.subsidy_of(slot), live.subsidy_of(slot));
@@ -863,13 +863,13 @@ async fn journal_replay_after_a_crash_mid_cycle_gives_the_same_ledger() {
             probe.on_order(&update(id, UpdateKind::Canceled, ""), sim.now + 5_100);
         }
         assert!(retried(probe.on_tick(&market, sim.now + 20_000)).is_empty());
-        let opened_before = restarted.ledger().positions().len();
+        let opened_before = restarted.ledger().position_count();
         sim.grid = restarted;
         sim.execute(0, actions).await;
         sim.tick().await;
         // The entries that filled while down are positions now, with exits.
         assert_eq!(
-            sim.grid().ledger().positions().len(),
+            sim.grid().ledger().position_count(),
             opened_before + entries_down,
             "{backend}"
         );

@@ -258,7 +258,7 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
     for _ in 0..replays {
         let mut fresh = strategies();
         let (t, c) = (Instant::now(), thread_cpu_secs());
-        let made = replay::replay(&mut fresh, &log, false);
+        let made = timed_replay(&mut fresh, &log);
         let (secs, cpu) = (t.elapsed().as_secs_f64(), thread_cpu_secs() - c);
         drop(fresh);
         if made.is_err() {
@@ -292,6 +292,18 @@ fn step(bars: &[Bar], regime: RegimeSetup) {
         n / best,
         all.join(", ")
     );
+}
+
+/// One timed replay, apart so that a profiler can collect it alone
+/// (`valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='backtest_year::timed_replay'`: no recording, no
+/// comparing pass, no idle pass).
+#[inline(never)]
+fn timed_replay(
+    strategies: &mut [Box<dyn herd_strategies::strategy::Strategy>],
+    log: &herd_backtest::replay::Calls,
+) -> Result<usize, herd_backtest::replay::Mismatch> {
+    herd_backtest::replay::replay(strategies, log, false)
 }
 
 /// A strategy that does nothing (the replay's own cost).

@@ -154,7 +154,25 @@ pub(super) fn approx_f64(d: Decimal) -> f64 {
     let m = crate::mantissa_f64(d);
     match POW10.get(d.scale() as usize) {
         Some(p) => m / p,
-        None => m / 10f64.powi(d.scale() as i32),
+        None => m / pow10_beyond_table(d.scale()),
+    }
+}
+
+/// `10f64.powi(scale)` for a scale past [`POW10`], out of line: inlined,
+/// the compiler computed `powi` (a call) for every conversion, table hit or
+/// not, since it may run it ahead of the branch.
+#[cold]
+#[inline(never)]
+fn pow10_beyond_table(scale: u32) -> f64 {
+    10f64.powi(scale as i32)
+}
+
+/// `10f64.powi(-k)` bit for bit (`powi` of a negative power is one over
+/// the positive power, exact in f64 up to 10^22), from [`POW10`].
+pub(super) fn pow10_neg(k: u32) -> f64 {
+    match POW10.get(k as usize) {
+        Some(p) => 1.0 / p,
+        None => 1.0 / pow10_beyond_table(k),
     }
 }
 
@@ -417,6 +435,14 @@ mod tests {
         );
         // Already inside the fillable price: nothing to pay.
         assert_eq!(subsidised_move(&short, dec!(0.118), dec!(1), TICK), None);
+    }
+
+    #[test]
+    fn pow10_neg_is_powi_bit_for_bit() {
+        for k in 0..=40_u32 {
+            let powi = 10f64.powi(-i32::try_from(k).unwrap());
+            assert_eq!(pow10_neg(k).to_bits(), powi.to_bits(), "10^-{k}");
+        }
     }
 
     #[test]

@@ -163,22 +163,46 @@ impl LedgerEvent {
     }
 }
 
-/// The ledger. Built only by [`Ledger::apply`] (and [`Ledger::replay`]), which
-/// keeps the index of open positions; readers see `positions` but cannot
-/// change it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// The ledger. Built only by [`Ledger::apply`] (and [`Ledger::replay`]);
+/// readers see the positions but cannot change them.
+///
+/// Every position is in exactly one of two maps by id: the open ones
+/// (the strategy walks them at every tick) and the closed ones (a long run
+/// closes hundreds of thousands). A position moves from one to the other,
+/// its id key with it, when it closes: opening one inserts into the small
+/// map only, and no position is ever copied (both a copy of every open
+/// position and one map of all were kept before).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
-    positions: BTreeMap<String, Position>,
+    closed: BTreeMap<String, Position>,
     pub subsidy: BTreeMap<u32, Subsidy>,
     /// Events ignored because they would rewrite history (a second open,
     /// a second outcome) or name an unknown position.
     pub conflicts: u64,
-    /// Copies of the open positions, by id: the strategy walks them at
-    /// every tick, while `positions` keeps every closed one too (a long run
-    /// closes thousands, and looking each open one up there cost a dozen
-    /// string comparisons). [`Ledger::apply`] changes both copies alike.
-    #[serde(skip)]
     open: BTreeMap<String, Position>,
+}
+
+/// Serialized as it always was: every position (open and closed) in one
+/// map by id, the subsidy accounts and the conflicts.
+impl Serialize for Ledger {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        struct All<'a>(&'a Ledger);
+        impl Serialize for All<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.position_count()))?;
+                for p in self.0.positions() {
+                    m.serialize_entry(&p.id, p)?;
+                }
+                m.end()
+            }
+        }
+        let mut st = s.serialize_struct("Ledger", 3)?;
+        st.serialize_field("positions", &All(self))?;
+        st.serialize_field("subsidy", &self.subsidy)?;
+        st.serialize_field("conflicts", &self.conflicts)?;
+        st.end()
+    }
 }
 
 impl Ledger {
@@ -209,7 +233,7 @@ impl Ledger {
     pub fn apply(&mut self, ev: &LedgerEvent) {
         match ev {
             LedgerEvent::Open { position } => {
-                if self.positions.contains_key(&position.id) {
+                if self.contains(&position.id) {
                     self.conflicts += 1;
                 } else {
                     self.insert_position(position.as_ref().clone());
@@ -269,7 +293,7 @@ impl Ledger {
     pub fn apply_owned(&mut self, ev: LedgerEvent) {
         match ev {
             LedgerEvent::Open { position } => {
-                if self.positions.contains_key(&position.id) {
+                if self.contains(&position.id) {
                     self.conflicts += 1;
                 } else {
                     self.insert_position(*position);
@@ -283,39 +307,38 @@ impl Ledger {
         }
     }
 
-    /// A new position (its id not in the ledger): kept, and among the open
-    /// ones while it is open.
+    /// A new position (its id not in the ledger): among the open ones
+    /// while it is open.
     fn insert_position(&mut self, position: Position) {
-        if position.is_open() {
-            self.open.insert(position.id.clone(), position.clone());
-        }
-        self.positions.insert(position.id.clone(), position);
+        let map = if position.is_open() {
+            &mut self.open
+        } else {
+            &mut self.closed
+        };
+        map.insert(position.id.clone(), position);
     }
 
     /// Closes position `id` with the outcome `outcome` gives (called only
     /// when it closes); a conflict when it is unknown or already closed.
     fn close(&mut self, id: &str, outcome: impl FnOnce() -> Outcome) {
-        match self.positions.get_mut(id) {
-            Some(p) if p.outcome.is_none() => {
+        match self.open.remove_entry(id) {
+            Some((id, mut p)) => {
                 p.outcome = Some(outcome());
-                self.open.remove(id);
+                self.closed.insert(id, p);
             }
-            _ => self.conflicts += 1,
+            None => self.conflicts += 1,
         }
     }
 
-    /// Changes open position `id` (both its copies) with `f` and gives its
-    /// slot; counts a conflict when there is no such open position.
+    /// Changes open position `id` with `f` and gives its slot; counts a
+    /// conflict when there is no such open position.
     fn update_open(&mut self, id: &str, f: impl Fn(&mut Position)) -> Option<u32> {
-        match self.positions.get_mut(id) {
-            Some(p) if p.outcome.is_none() => {
+        match self.open.get_mut(id) {
+            Some(p) => {
                 f(p);
-                if let Some(copy) = self.open.get_mut(id) {
-                    f(copy);
-                }
                 Some(p.slot_id)
             }
-            _ => {
+            None => {
                 self.conflicts += 1;
                 None
             }
@@ -327,19 +350,42 @@ impl Ledger {
         self.subsidy.get(&slot_id).cloned().unwrap_or_default()
     }
 
-    /// Every position, open and closed, by id.
-    pub fn positions(&self) -> &BTreeMap<String, Position> {
-        &self.positions
+    /// Every position, open and closed, in the order of their ids.
+    pub fn positions(&self) -> impl Iterator<Item = &Position> {
+        let (mut open, mut closed) = (
+            self.open.values().peekable(),
+            self.closed.values().peekable(),
+        );
+        std::iter::from_fn(move || match (open.peek(), closed.peek()) {
+            (Some(o), Some(c)) if o.id < c.id => open.next(),
+            (Some(_), Some(_)) | (None, _) => closed.next(),
+            (Some(_), None) => open.next(),
+        })
+    }
+
+    /// How many positions there are, open and closed.
+    pub fn position_count(&self) -> usize {
+        self.open.len() + self.closed.len()
+    }
+
+    /// Whether a position with this id exists, open or closed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.open.contains_key(id) || self.closed.contains_key(id)
     }
 
     /// One position, open or closed.
     pub fn position(&self, id: &str) -> Option<&Position> {
-        self.positions.get(id)
+        self.open.get(id).or_else(|| self.closed.get(id))
     }
 
-    /// Open positions, oldest first (by id, as `positions`).
+    /// Open positions, oldest first (by id).
     pub fn open_positions(&self) -> impl Iterator<Item = &Position> {
         self.open.values()
+    }
+
+    /// Closed positions, by id.
+    pub fn closed_positions(&self) -> impl Iterator<Item = &Position> {
+        self.closed.values()
     }
 
     /// The position whose exit is order `order_id`.
@@ -349,7 +395,7 @@ impl Ledger {
 
     /// Sum of the realized outcomes' net, optionally of one mode.
     pub fn realized(&self, mode: Option<PositionMode>) -> Decimal {
-        self.positions
+        self.closed
             .values()
             .filter(|p| mode.is_none_or(|m| p.mode == m))
             .filter_map(|p| p.outcome.as_ref().map(|o| o.net))
@@ -465,6 +511,53 @@ mod tests {
         }
         assert_eq!(by_value.conflicts, 5);
         assert_eq!(by_value.open_positions().count(), 1);
-        assert_eq!(by_value.positions().len(), 4);
+        assert_eq!(by_value.position_count(), 4);
+        assert_eq!(by_value.positions().count(), 4);
+    }
+
+    /// Open and closed positions interleaved by id: `positions` walks all
+    /// of them in id order, each found by `position` and `contains`, and
+    /// the ledger serializes as one map of every position by id (as when
+    /// it kept one), with the same realized sum as a walk of all.
+    #[test]
+    fn positions_merge_the_open_and_the_closed_in_id_order() {
+        let mut l = Ledger::new();
+        let ids = [
+            "p05", "p01", "p09", "p03", "p07", "p02", "p08", "p04", "p06",
+        ];
+        for (k, id) in ids.iter().enumerate() {
+            l.apply_owned(open(position(id, k as u32 % 3, k == 4)));
+        }
+        for (k, id) in ["p01", "p09", "p04", "p02"].iter().enumerate() {
+            l.apply_owned(close(id, "exit", k as i64 + 1));
+        }
+        let walked: Vec<&str> = l.positions().map(|p| p.id.as_str()).collect();
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(walked, sorted);
+        assert_eq!(l.position_count(), 9);
+        assert_eq!(l.open_positions().count(), 4);
+        assert_eq!(l.closed_positions().count(), 5);
+        assert!(l.open_positions().all(Position::is_open));
+        assert!(l.closed_positions().all(|p| !p.is_open()));
+        for id in ids {
+            assert!(l.contains(id));
+            assert_eq!(l.position(id).map(|p| p.id.as_str()), Some(id));
+        }
+        assert!(!l.contains("p10") && l.position("p10").is_none());
+        let json = serde_json::to_value(&l).unwrap_or_default();
+        let keys: Vec<&str> = json["positions"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys, sorted);
+        assert_eq!(json["positions"]["p07"]["outcome"]["kind"], "dust");
+        assert!(json["positions"]["p08"]["outcome"].is_null());
+        assert_eq!(json["conflicts"], 0);
+        let all: Decimal = l
+            .positions()
+            .filter_map(|p| p.outcome.as_ref().map(|o| o.net))
+            .sum();
+        assert_eq!(l.realized(None), all);
     }
 }

@@ -963,7 +963,8 @@ fn entry_floor(
     };
     // The price on the tick: within a tick of `p`.
     let (p_lo, p_hi) = (p * (1.0 - SCREEN_EPS) - tick, p * (1.0 + SCREEN_EPS) + tick);
-    let lot = 10f64.powi(-i32::try_from(f.lot_decimals).ok()?);
+    i32::try_from(f.lot_decimals).ok()?;
+    let lot = super::heal::pow10_neg(f.lot_decimals);
     // The volume, rounded down to the lot: within a lot below usd / price.
     let v_lo = a(usd) / p_hi * (1.0 - SCREEN_EPS) - lot;
     let cost_lo = v_lo * p_lo * (1.0 - SCREEN_EPS);
@@ -1610,6 +1611,55 @@ fn tick(
 /// the quiet side of the exact test the tick makes.
 const WAKE_MARGIN: Decimal = Decimal::from_parts(1, 0, 0, false, 9);
 
+/// The factors of a stale-entry band: an entry at `p` is not refreshed
+/// while the market is within `p * lo ..= p * hi`, with `lo = (1 +
+/// WAKE_MARGIN) / (1 + limit)` and `hi = (1 - WAKE_MARGIN) / (1 - limit)`
+/// (none for a limit of 100 % or more), `limit = refresh_pct / 100`. The
+/// band `(p / (1 + limit)) * (1 + WAKE_MARGIN)` as before, within
+/// Decimal's rounding (28 digits), far inside the margin; two
+/// multiplications an entry instead of two divisions and two
+/// multiplications. `factors` is `None` for a limit at or below zero
+/// (every tick may refresh).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RefreshFactors {
+    refresh_pct: Decimal,
+    factors: Option<(Decimal, Option<Decimal>)>,
+}
+
+impl RefreshFactors {
+    /// The factors of `refresh_pct`, kept per thread for the last
+    /// percentage asked (a pure function of it: one grid asks for one).
+    fn of(refresh_pct: Decimal) -> RefreshFactors {
+        thread_local! {
+            static LAST: std::cell::Cell<Option<RefreshFactors>> =
+                const { std::cell::Cell::new(None) };
+        }
+        LAST.with(|last| match last.get() {
+            Some(f) if f.refresh_pct == refresh_pct => f,
+            _ => {
+                let f = RefreshFactors::compute(refresh_pct);
+                last.set(Some(f));
+                f
+            }
+        })
+    }
+
+    fn compute(refresh_pct: Decimal) -> RefreshFactors {
+        let limit = refresh_pct / hundred();
+        let factors = (limit > Decimal::ZERO).then(|| {
+            (
+                (Decimal::ONE + WAKE_MARGIN) / (Decimal::ONE + limit),
+                (limit < Decimal::ONE)
+                    .then(|| (Decimal::ONE - WAKE_MARGIN) / (Decimal::ONE - limit)),
+            )
+        });
+        RefreshFactors {
+            refresh_pct,
+            factors,
+        }
+    }
+}
+
 /// When a price tick of `s` at a time after `now` (its last tick, which
 /// returned no actions) can next do something ([`crate::strategy::Wake`]).
 /// `entries_open`: whether the grid's gates (enabled, loss lock, capacity
@@ -1715,20 +1765,18 @@ fn wake_from(
     if now < s.refresh_cooldown_until_ms {
         w = w.before(s.refresh_cooldown_until_ms);
     } else {
-        let limit = params.refresh_pct / hundred();
+        let mut factors = None;
         for o in &s.orders {
             if o.role != Role::Entry || o.pending.is_some() || !o.executed.is_zero() {
                 continue;
             }
             let Some(p) = o.price else { continue };
-            if limit <= Decimal::ZERO {
+            let f = *factors.get_or_insert_with(|| RefreshFactors::of(params.refresh_pct));
+            let Some((lo_f, hi_f)) = f.factors else {
                 return (Wake::EveryTick, Wake::EveryTick);
-            }
+            };
             // |p - m| / m <= limit  <=>  p / (1 + limit) <= m <= p / (1 - limit).
-            let lo = (p / (Decimal::ONE + limit)) * (Decimal::ONE + WAKE_MARGIN);
-            let hi = (limit < Decimal::ONE)
-                .then(|| (p / (Decimal::ONE - limit)) * (Decimal::ONE - WAKE_MARGIN));
-            w = w.inside(Some(lo), hi);
+            w = w.inside(Some(p * lo_f), hi_f.map(|h| p * h));
         }
     }
     // Entries the mode no longer allows are cancelled at once.
@@ -2673,6 +2721,54 @@ mod verified_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The stale-entry band from kept factors is the band the divisions
+    /// gave (within 1e-20 relative), still inside the exact test's limits
+    /// at both edges, and the kept factors are the computed ones whichever
+    /// percentage was asked before.
+    #[test]
+    fn the_refresh_band_from_factors_is_the_divided_band() {
+        let pcts = [
+            "1", "0.5", "2.75", "0.0001", "99.99", "100", "150", "0", "-1",
+        ];
+        let prices = [
+            "0.1",
+            "0.12345",
+            "0.099871",
+            "1",
+            "27.5",
+            "65432.1",
+            "0.00000123",
+        ];
+        for (k, pct) in pcts.iter().cycle().take(40).enumerate() {
+            let pct: Decimal = pct.parse().unwrap();
+            let kept = RefreshFactors::of(pct);
+            assert_eq!(kept, RefreshFactors::compute(pct), "{pct} after {k} asks");
+            let limit = pct / hundred();
+            let Some((lo_f, hi_f)) = kept.factors else {
+                assert!(limit <= Decimal::ZERO, "{pct}");
+                continue;
+            };
+            for p in prices {
+                let p: Decimal = p.parse().unwrap();
+                let old_lo = (p / (Decimal::ONE + limit)) * (Decimal::ONE + WAKE_MARGIN);
+                let lo = p * lo_f;
+                let close = |a: Decimal, b: Decimal| (a - b).abs() <= b.abs() * Decimal::new(1, 20);
+                assert!(close(lo, old_lo), "{pct} {p}: {lo} vs {old_lo}");
+                // At the band's edge the entry is within the limit.
+                assert!((p - lo).abs() / lo <= limit, "{pct} {p} lo {lo}");
+                match hi_f {
+                    Some(h) => {
+                        let old_hi = (p / (Decimal::ONE - limit)) * (Decimal::ONE - WAKE_MARGIN);
+                        let hi = p * h;
+                        assert!(close(hi, old_hi), "{pct} {p}: {hi} vs {old_hi}");
+                        assert!((p - hi).abs() / hi <= limit, "{pct} {p} hi {hi}");
+                    }
+                    None => assert!(limit >= Decimal::ONE, "{pct}"),
+                }
+            }
+        }
+    }
 
     /// An id taken and written later is the id `next_id` writes at once,
     /// across the counter's rollover, and starts with its prefix.

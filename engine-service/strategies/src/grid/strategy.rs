@@ -1052,8 +1052,7 @@ impl Grid {
                     .map_or(Decimal::ZERO, |(_, c)| c);
                 let price = new_price.unwrap_or_else(|| {
                     self.ledger
-                        .positions()
-                        .get(&position_id)
+                        .position(&position_id)
                         .map_or(Decimal::ZERO, |p| p.exit.price)
                 });
                 self.record(
@@ -1087,11 +1086,7 @@ impl Grid {
         let kind = c.kind.as_str().to_string();
         // Over-performance: an exit that filled better than the price it
         // was resting at earns its slot subsidy.
-        let limit = self
-            .ledger
-            .positions()
-            .get(&c.position_id)
-            .map(|p| p.exit.price);
+        let limit = self.ledger.position(&c.position_id).map(|p| p.exit.price);
         self.record(
             LedgerEvent::Close {
                 position_id: c.position_id.clone(),
@@ -1622,7 +1617,7 @@ impl Grid {
             let Some(i) = self.slots.iter().position(|s| s.id == slot_id) else {
                 continue;
             };
-            if self.ledger.positions().contains_key(&k.client_order_id) {
+            if self.ledger.contains(&k.client_order_id) {
                 continue;
             }
             let Some(f) = self.filters() else {
@@ -1756,7 +1751,7 @@ impl Grid {
         let parent_id = c.and_then(|c| c.parent_position_id.clone());
         let parent = parent_id
             .as_ref()
-            .and_then(|id| self.ledger.positions().get(id))
+            .and_then(|id| self.ledger.position(id))
             .filter(|p| p.is_open() && self.exit_of(p).is_some());
         let parent_slot = c.and_then(|c| c.parent_slot);
         let needs = parent_slot.is_some_and(|s| {
@@ -2000,12 +1995,7 @@ impl Grid {
                 }
             })
             .collect();
-        let closed = self
-            .ledger
-            .positions()
-            .values()
-            .filter(|p| !p.is_open())
-            .count();
+        let closed = self.ledger.closed_positions().count();
         GridStatusBlock {
             enabled: self.enabled,
             mode: self.cfg.mode.as_str().into(),
@@ -2092,8 +2082,7 @@ impl Grid {
     ) -> Result<(usize, Position, SlotOrder), CommandError> {
         let p = self
             .ledger
-            .positions()
-            .get(position_id)
+            .position(position_id)
             .ok_or_else(|| CommandError::NotFound(format!("no position {position_id:?}")))?;
         if !p.is_open() {
             return Err(format!("position {position_id} is already closed").into());
@@ -2217,8 +2206,7 @@ impl Grid {
             Command::KeepHolding { position_id, hours } => {
                 let p = self
                     .ledger
-                    .positions()
-                    .get(position_id)
+                    .position(position_id)
                     .filter(|p| p.is_open())
                     .ok_or_else(|| format!("no open position {position_id:?}"))?;
                 let until = now + i64::from(*hours) * 3_600_000;
@@ -2607,7 +2595,7 @@ impl Strategy for Grid {
                     && !k.open_at_venue
                     && k.volume_executed > Decimal::ZERO
                     && k.average_price > Decimal::ZERO
-                    && !self.ledger.positions().contains_key(&k.client_order_id)
+                    && !self.ledger.contains(&k.client_order_id)
             })
             .cloned()
             .collect();
@@ -3286,7 +3274,7 @@ mod quiet_slot_tests {
             );
         }
         assert!(
-            fast.ledger().positions().len() > 5,
+            fast.ledger().position_count() > 5,
             "few positions: the walk traded too little"
         );
     }
