@@ -1265,11 +1265,40 @@ enum PreRefusal {
     },
 }
 
+/// The refusals of one transition, in order: two kept in place (a
+/// transition places entries once, one a trade), any more in a Vec (none
+/// today), so that a refused entry allocates nothing.
+#[derive(Default)]
+struct Refusals {
+    inline: [Option<PreRefusal>; 2],
+    more: Vec<PreRefusal>,
+}
+
+impl Refusals {
+    fn push(&mut self, r: PreRefusal) {
+        match self.inline.iter_mut().find(|x| x.is_none()) {
+            Some(free) if self.more.is_empty() => *free = Some(r),
+            _ => self.more.push(r),
+        }
+    }
+}
+
+impl Refusals {
+    /// Takes the refusals out in order, in place (moving the whole,
+    /// mostly empty, would copy both kept places).
+    fn drain(&mut self) -> impl Iterator<Item = PreRefusal> + '_ {
+        self.inline
+            .iter_mut()
+            .map_while(Option::take)
+            .chain(self.more.drain(..))
+    }
+}
+
 /// The entries of one transition its [`EntryCheck`] refused.
 #[derive(Default)]
 struct Precheck<'a> {
     check: Option<&'a dyn EntryCheck>,
-    refused: Vec<PreRefusal>,
+    refused: Refusals,
     /// Lazy refusals so far (their entries are not in the slot).
     lazy: usize,
     /// An entry went out checked against the ledger (the transition's
@@ -1312,7 +1341,7 @@ pub(crate) fn transition_checked(
 ) -> Checked {
     let mut pre = Precheck {
         check: Some(check),
-        refused: Vec::new(),
+        refused: Refusals::default(),
         lazy: 0,
         accepted: false,
     };
@@ -1326,7 +1355,7 @@ pub(crate) fn transition_checked(
     // the halt reads them.
     if s.halted.is_some() {
         if pre.lazy > 0 {
-            for r in pre.refused {
+            for r in pre.refused.drain() {
                 if let PreRefusal::Lazy {
                     id,
                     refusal,
@@ -1342,7 +1371,7 @@ pub(crate) fn transition_checked(
             s.halted = s.check_invariants().err();
         }
     } else {
-        for r in pre.refused {
+        for r in pre.refused.drain() {
             refused += 1;
             let (id, error) = match r {
                 PreRefusal::Known(id, error) => (id, error),
@@ -2721,6 +2750,28 @@ mod verified_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Refusals come out in the order they went in, the first two kept in
+    /// place and any more after them.
+    #[test]
+    fn refusals_keep_their_order() {
+        for n in 0..5 {
+            let mut r = Refusals::default();
+            for k in 0..n {
+                let id = format!("r{k}");
+                r.push(PreRefusal::Known(id.clone(), CapitalError::Duplicate(id)));
+            }
+            let ids: Vec<String> = r
+                .drain()
+                .map(|p| match p {
+                    PreRefusal::Known(id, _) => id,
+                    PreRefusal::Lazy { .. } => "lazy".into(),
+                })
+                .collect();
+            let want: Vec<String> = (0..n).map(|k| format!("r{k}")).collect();
+            assert_eq!(ids, want);
+        }
+    }
 
     /// The stale-entry band from kept factors is the band the divisions
     /// gave (within 1e-20 relative), still inside the exact test's limits

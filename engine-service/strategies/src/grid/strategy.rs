@@ -248,13 +248,13 @@ impl LossRead {
     }
 }
 
-/// A Decimal to the bit: mantissa, scale and sign (what `serialize`
-/// holds, without writing out sixteen bytes: the loss gates compare two a
-/// read, several reads a tick).
-type Exact = (i128, u32, bool);
+/// A Decimal to the bit: its sixteen bytes (flags with scale and sign,
+/// then the mantissa) as one number, so the loss gates' key compares in two
+/// machine words (two keys a read, several reads a tick).
+type Exact = u128;
 
 fn exact(d: Decimal) -> Exact {
-    (d.mantissa(), d.scale(), d.is_sign_negative())
+    u128::from_le_bytes(d.serialize())
 }
 
 /// A slot's kept wake (see `Grid::quiet_slots`).
