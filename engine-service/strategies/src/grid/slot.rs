@@ -1289,7 +1289,8 @@ impl Refusals {
     fn drain(&mut self) -> impl Iterator<Item = PreRefusal> + '_ {
         self.inline
             .iter_mut()
-            .map_while(Option::take)
+            .take_while(|r| r.is_some())
+            .filter_map(Option::take)
             .chain(self.more.drain(..))
     }
 }

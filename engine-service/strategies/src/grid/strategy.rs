@@ -605,13 +605,18 @@ impl Grid {
     }
 
     fn entries_blocked(&self) -> Option<String> {
-        if !self.entries_closed() {
+        self.entries_blocked_by(self.loss_locked())
+    }
+
+    /// [`Grid::entries_blocked`] with the loss lock already read.
+    fn entries_blocked_by(&self, loss_locked: bool) -> Option<String> {
+        if self.enabled && !loss_locked && self.capacity_open() {
             return None;
         }
         if !self.enabled {
             return Some("grid disabled".into());
         }
-        if self.loss_locked() {
+        if loss_locked {
             return Some(format!(
                 "daily loss lock: realized today {} <= -{}",
                 money(self.realized_today),
@@ -625,7 +630,9 @@ impl Grid {
         }
     }
 
-    /// Whether [`Grid::entries_blocked`] names a reason (without writing it).
+    /// Whether [`Grid::entries_blocked`] names a reason (without writing
+    /// it): the tests hold the two together.
+    #[cfg(test)]
     fn entries_closed(&self) -> bool {
         !self.enabled || self.loss_locked() || !self.capacity_open()
     }
@@ -802,14 +809,16 @@ impl Grid {
         let Some(filters) = self.filters() else {
             return (Vec::new(), 0, false, false);
         };
+        // The loss gates read once for both.
+        let loss = self.loss();
         let ctx = SlotCtx {
             params: &self.cfg.slot,
             filters,
             profit_pct: self.profit_pct(),
             entry_budget: budget,
-            entries_blocked: self.entries_blocked(),
+            entries_blocked: self.entries_blocked_by(loss.locked),
             userref_offset: self.userref(self.slots[i].id),
-            loss_room: self.loss().room,
+            loss_room: loss.room,
         };
         let verified = self.verified.get(i).copied().unwrap_or(false);
         // In place: `transition` (or `transition_verified`) without moving
