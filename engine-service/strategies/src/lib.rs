@@ -25,6 +25,15 @@ pub mod grid;
 pub mod rangers;
 pub mod strategy;
 
+/// `d > 0` read from the sign bit and the mantissa, without a full
+/// comparison (a call into rust_decimal that lines both up first): a
+/// negative zero is not positive, as `-0 > 0` is false. The hot paths'
+/// tests against zero use it (`!is_positive(d)` is `d <= 0`).
+#[inline]
+pub(crate) fn is_positive(d: rust_decimal::Decimal) -> bool {
+    d.is_sign_positive() && !d.is_zero()
+}
+
 /// `d.mantissa() as f64` (the nearest f64, ties to even), without the
 /// generic 128-bit conversion: the f64 screens read Decimals millions of
 /// times a backtest.
@@ -100,6 +109,42 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
+
+    /// `is_positive` is `d > 0` for zeros of either sign and any scale,
+    /// the smallest and largest magnitudes, and random values.
+    #[test]
+    fn is_positive_is_greater_than_zero() {
+        let mut cases = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::new(0, 5),
+            Decimal::from_parts(0, 0, 0, true, 7),
+            Decimal::new(1, 28),
+            Decimal::new(-1, 28),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::ONE,
+            Decimal::NEGATIVE_ONE,
+        ];
+        let mut seed = 11;
+        for _ in 0..2_000 {
+            seed = crate::testing::lcg(seed);
+            let lo = (seed >> 32) as u32;
+            let mid = if seed & 1 == 0 { 0 } else { seed as u32 };
+            cases.push(Decimal::from_parts(
+                lo % 7,
+                mid & 3,
+                0,
+                seed & 2 == 0,
+                (lo % 29).min(28),
+            ));
+        }
+        for d in cases {
+            assert_eq!(super::is_positive(d), d > Decimal::ZERO, "{d:?}");
+        }
+    }
+
     /// The digits are `format!`'s, for zero, every power of ten and its
     /// neighbours up to 2^96, and random wide and narrow mantissas.
     #[test]

@@ -202,7 +202,7 @@ impl SlotOrder {
     }
 
     fn fold_fill(&mut self, volume: Decimal, price: Decimal, fee: Decimal) {
-        if volume <= Decimal::ZERO {
+        if !crate::is_positive(volume) {
             return;
         }
         let executed = self.executed + volume;
@@ -740,7 +740,7 @@ impl SlotState {
                     want.as_str()
                 ));
             }
-            if o.volume <= Decimal::ZERO {
+            if !crate::is_positive(o.volume) {
                 return Err(format!(
                     "order {} has volume {}",
                     o.client_order_id, o.volume
@@ -1073,7 +1073,7 @@ pub fn exit_price(t: Trade, fill: Decimal, market: Decimal, ctx: &SlotCtx<'_>) -
 /// Volume for `usd` at `price`, rounded down to the lot; `Err` when below
 /// the venue's minimum volume or cost (never upsized).
 pub fn entry_volume(usd: Decimal, price: Decimal, f: &Filters) -> Result<Decimal, String> {
-    if price <= Decimal::ZERO {
+    if !crate::is_positive(price) {
         return Err("no price".into());
     }
     let v = floor_lot(usd / price, f.lot_decimals);
@@ -1082,7 +1082,7 @@ pub fn entry_volume(usd: Decimal, price: Decimal, f: &Filters) -> Result<Decimal
 }
 
 fn check_minimums(v: Decimal, price: Decimal, f: &Filters) -> Result<(), String> {
-    if v <= Decimal::ZERO || v < f.min_volume {
+    if !crate::is_positive(v) || v < f.min_volume {
         return Err(format!("volume {v} is below the minimum {}", f.min_volume));
     }
     if v * price < f.min_cost {
@@ -1456,14 +1456,14 @@ fn transition_with(
     let valid = s.halted.is_none();
     match event {
         SlotEvent::PriceTick { market, now_ms } => {
-            if *market > Decimal::ZERO {
+            if crate::is_positive(*market) {
                 s.market = Some(*market);
             }
             tick(s, *now_ms, ctx, &mut out, valid, pre);
         }
         SlotEvent::TimerTick { now_ms } => tick(s, *now_ms, ctx, &mut out, valid, pre),
         SlotEvent::EntryRetry { market, now_ms } => {
-            if *market > Decimal::ZERO {
+            if crate::is_positive(*market) {
                 s.market = Some(*market);
             }
             let placed = s.orders.len();
@@ -2528,7 +2528,7 @@ fn on_canceled(
     match (o.role, o.pending.clone()) {
         (Role::Entry, _) => {
             let o = s.orders.remove(i);
-            if o.executed > Decimal::ZERO {
+            if crate::is_positive(o.executed) {
                 open_position(s, o, now, ctx, out);
             }
         }

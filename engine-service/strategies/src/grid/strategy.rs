@@ -1333,7 +1333,7 @@ impl Grid {
         };
         if !self.churners.is_empty()
             || !self.filled_while_down.is_empty()
-            || self.cfg.volatility_profit_factor > Decimal::ZERO
+            || crate::is_positive(self.cfg.volatility_profit_factor)
         {
             return Wake::EveryTick;
         }
@@ -1351,7 +1351,7 @@ impl Grid {
         if self.filters().is_none() {
             return w;
         }
-        if market.last <= Decimal::ZERO {
+        if !crate::is_positive(market.last) {
             return Wake::EveryTick;
         }
         let mode = self.mode_for(market);
@@ -1580,7 +1580,7 @@ impl Grid {
     pub fn profit_pct(&self) -> Decimal {
         let base = self.cfg.slot.profit_pct;
         let factor = self.cfg.volatility_profit_factor;
-        if factor <= Decimal::ZERO {
+        if !crate::is_positive(factor) {
             return base;
         }
         let lo = self.prices.iter().map(|p| p.1).min();
@@ -2261,7 +2261,7 @@ impl Strategy for Grid {
                 });
             }
         }
-        if self.filters().is_none() || market.last <= Decimal::ZERO {
+        if self.filters().is_none() || !crate::is_positive(market.last) {
             return out;
         }
         self.remember_price(now, market.last);
@@ -2377,7 +2377,7 @@ impl Strategy for Grid {
             _ => self.keep_market(market),
         }
         self.capacity = capacity::from_market(market, self.internal_open(), now);
-        if self.filters().is_none() || market.last <= Decimal::ZERO {
+        if self.filters().is_none() || !crate::is_positive(market.last) {
             return Vec::new();
         }
         self.remember_price(now, market.last);
