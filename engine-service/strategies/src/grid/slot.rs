@@ -2214,12 +2214,13 @@ fn place_entries(
         // exactly below against the same funds.
         let mut taken = None;
         let mut funds = None;
+        // Read once: the screen's and the price's.
+        let backoff = backoff(ctx.params, losses);
         if let Some(check) = pre.check
             && !out.iter().any(|a| matches!(a, SlotAction::PlaceOrder(_)))
             && let Some((asset, available, buy_fee)) = check.funds(t.entry_side())
         {
             funds = Some((asset, available, buy_fee));
-            let backoff = backoff(ctx.params, losses);
             let usd = ctx.params.order_size_usd;
             // Screened only after a refusal (the slot's last error): most
             // entries are refused in a row, and the screen costs about as
@@ -2257,7 +2258,13 @@ fn place_entries(
                 taken = Some(id.text());
             }
         }
-        let price = entry_price(t, market, ctx, losses);
+        let price = entry_price_of(
+            t,
+            market,
+            ctx.params.entry_pct,
+            backoff,
+            ctx.filters.tick_size,
+        );
         let volume = match entry_volume(ctx.params.order_size_usd, price, &ctx.filters) {
             Ok(v) => v,
             Err(e) => {
