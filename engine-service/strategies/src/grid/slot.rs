@@ -1816,9 +1816,22 @@ fn wake_from(
     {
         return (Wake::EveryTick, Wake::EveryTick);
     }
-    let other = w;
-    // Entries: a trade without an order re-enters after its cooldown and
-    // re-entry delay, if the gates let it.
+    (entries_wake(s, now, entries_open, w), w)
+}
+
+/// The slot's wake from `other`, the wake of all but its entries: a trade
+/// without an order re-enters after its cooldown and re-entry delay, if
+/// the gates let it. (The end of [`wake_from`]; an entry retry refused in
+/// full changes nothing `other` reads, so the grid reads the new wake from
+/// the `other` it kept.)
+pub(crate) fn entries_wake(
+    s: &SlotState,
+    now: i64,
+    entries_open: bool,
+    other: crate::strategy::Wake,
+) -> crate::strategy::Wake {
+    use crate::strategy::Wake;
+    let mut w = other;
     for t in [Trade::A, Trade::B] {
         if !mode_allows(s.mode, t) {
             continue;
@@ -1831,10 +1844,10 @@ fn wake_from(
         if now < at {
             w = w.before(at);
         } else if entries_open {
-            return (Wake::EveryTick, other);
+            return Wake::EveryTick;
         }
     }
-    (w, other)
+    w
 }
 
 /// Places refused exits again once their retry time came; whether any was.

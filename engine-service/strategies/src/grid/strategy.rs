@@ -99,6 +99,11 @@ pub struct Grid {
     /// else of it is due ([`Grid::entry_retry_only`]; on: the tests compare
     /// a grid with it off), and how often it did (tests).
     entry_retry: bool,
+    /// An entry retry refused in full reads the slot's wake from the wake
+    /// of its other parts kept before it (the tests turn it off to compare).
+    kept_other: bool,
+    /// Wakes read that way (tests).
+    kept_others: u64,
     entry_retries: u64,
     /// Whether self-healing may find nothing to move from the inputs kept
     /// for its wake ([`Grid::nothing_to_heal`]; on: the tests compare a
@@ -530,6 +535,8 @@ impl Grid {
             skip_quiet: true,
             heal_from_kept: true,
             entry_retry: true,
+            kept_other: true,
+            kept_others: 0,
             entry_retries: 0,
             quiet_skips: 0,
             refused_wakes: 0,
@@ -2284,7 +2291,12 @@ impl Strategy for Grid {
             if self.skip_quiet_slot(i, market.last, lf, now) {
                 continue;
             }
-            let ev = if self.entry_retry_only(i, market.last, lf, now) {
+            // An entry retry's kept wake of the slot's other parts (the
+            // step clears what it kept).
+            let retry_of = self
+                .entry_retry_only(i, market.last, lf, now)
+                .then(|| self.quiet_slots.get(i).copied().flatten());
+            let ev = if retry_of.is_some() {
                 self.entry_retries += 1;
                 SlotEvent::EntryRetry {
                     market: market.last,
@@ -2316,10 +2328,37 @@ impl Strategy for Grid {
                     self.refused_wakes += 1;
                 }
                 let entries_open = gates && budget > 0;
-                let (wake, other) = if self.verified.get(i).copied().unwrap_or(false) {
-                    slot::wake_parts_verified(&self.slots[i], now, &self.cfg.slot, entries_open)
-                } else {
-                    (self.slot_wake(i, now, entries_open), Wake::EveryTick)
+                let verified = self.verified.get(i).copied().unwrap_or(false);
+                let kept = match retry_of {
+                    // A retry whose entries were all refused: the slot's
+                    // orders, exits, timers and bands are as the kept wake
+                    // of its other parts read them (the refusals changed
+                    // only re-entry times, the last error and the id
+                    // counter), and that wake held at this tick, so it
+                    // reads the same now; only the entries' part is new.
+                    Some(Some(prev)) if verified && self.kept_other && !quiet => {
+                        self.kept_others += 1;
+                        let wake =
+                            slot::entries_wake(&self.slots[i], now, entries_open, prev.other);
+                        Some((wake, prev.other, prev.other_band))
+                    }
+                    _ => None,
+                };
+                let (wake, other, other_band) = match kept {
+                    Some(k) => k,
+                    None => {
+                        let (wake, other) = if verified {
+                            slot::wake_parts_verified(
+                                &self.slots[i],
+                                now,
+                                &self.cfg.slot,
+                                entries_open,
+                            )
+                        } else {
+                            (self.slot_wake(i, now, entries_open), Wake::EveryTick)
+                        };
+                        (wake, other, BandF::of(other))
+                    }
                 };
                 if let Some(q) = self.quiet_slots.get_mut(i) {
                     *q = Some(QuietSlot {
@@ -2328,7 +2367,7 @@ impl Strategy for Grid {
                         wake,
                         other,
                         wake_band: BandF::of(wake),
-                        other_band: BandF::of(other),
+                        other_band,
                     });
                 }
             }
@@ -3280,6 +3319,13 @@ mod quiet_slot_tests {
                 fast.refused_wakes > 20,
                 "only {} refused ticks kept a wake",
                 fast.refused_wakes
+            );
+            // Refused retries read the slot's wake from the kept wake of
+            // its other parts, and the wakes compared equal above.
+            assert!(
+                fast.kept_others > 20 && slow.kept_others == 0,
+                "only {} refused retries read the kept wake",
+                fast.kept_others
             );
         }
         assert!(
