@@ -2311,9 +2311,13 @@ impl Strategy for Grid {
             let (a, used, quiet, refused_only) = self.step_slot_quiet(i, &ev, budget, now);
             budget = budget.saturating_sub(used);
             out.extend(a);
-            if !quiet {
+            // (A step whose entries were all refused booked nothing, moved
+            // no capacity and changed no switch: the gates read the same.)
+            if !quiet && !refused_only {
                 gates = self.entry_gates_open();
             }
+            #[cfg(test)]
+            assert_eq!(gates, self.entry_gates_open(), "gates kept at slot {i}");
             // A tick whose entries the capital ledger all refused keeps its
             // wake too. It left the slot as a quiet tick at this price and
             // time would (the same orders: each refused entry is gone again;
@@ -2340,11 +2344,20 @@ impl Strategy for Grid {
                         self.kept_others += 1;
                         let wake =
                             slot::entries_wake(&self.slots[i], now, entries_open, prev.other);
-                        Some((wake, prev.other, prev.other_band))
+                        // The entries' part bounds only the time: the
+                        // price band is the other parts' (none when every
+                        // tick).
+                        let wake_band = match wake {
+                            Wake::EveryTick => BandF::of(wake),
+                            Wake::Quiet { .. } => prev.other_band,
+                        };
+                        #[cfg(test)]
+                        assert_eq!(wake_band, BandF::of(wake), "kept band at slot {i}");
+                        Some((wake, prev.other, wake_band, prev.other_band))
                     }
                     _ => None,
                 };
-                let (wake, other, other_band) = match kept {
+                let (wake, other, wake_band, other_band) = match kept {
                     Some(k) => k,
                     None => {
                         let (wake, other) = if verified {
@@ -2357,7 +2370,7 @@ impl Strategy for Grid {
                         } else {
                             (self.slot_wake(i, now, entries_open), Wake::EveryTick)
                         };
-                        (wake, other, BandF::of(other))
+                        (wake, other, BandF::of(wake), BandF::of(other))
                     }
                 };
                 if let Some(q) = self.quiet_slots.get_mut(i) {
@@ -2366,7 +2379,7 @@ impl Strategy for Grid {
                         entries_open,
                         wake,
                         other,
-                        wake_band: BandF::of(wake),
+                        wake_band,
                         other_band,
                     });
                 }
