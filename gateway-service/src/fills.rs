@@ -709,8 +709,14 @@ mod tests {
         l.flush().await;
         l.tag("e0-b", "e0", "ranger");
         l.tag("e0-c", "e0", "");
-        assert!(l.observe("e0", "b", &order("b", "OB", dec!(10)), 1).is_some());
-        assert!(l.observe("e0", "c", &order("c", "OC", dec!(10)), 1).is_some());
+        assert!(
+            l.observe("e0", "b", &order("b", "OB", dec!(10)), 1)
+                .is_some()
+        );
+        assert!(
+            l.observe("e0", "c", &order("c", "OC", dec!(10)), 1)
+                .is_some()
+        );
         l.flush().await;
         let rows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fill_orders")
             .fetch_one(&l.pool)
