@@ -491,6 +491,79 @@ async fn write_batch(
 mod tests {
     use super::*;
 
+    /// One batch of audit lines and day totals (several per book) is one
+    /// transaction: every audit line in order, each book's last total, and
+    /// both survive a reopen.
+    #[tokio::test]
+    async fn a_batch_keeps_every_audit_line_and_each_books_last_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RiskStore::open(dir.path()).await.unwrap();
+        let day = |scope: &str, realized: i64, net: i64| Write::Day {
+            scope: scope.into(),
+            day: 7,
+            realized: Decimal::from(realized),
+            peak: Decimal::from(realized.max(0)),
+            positions: vec![(
+                "XBTUSD".into(),
+                Position {
+                    net: Decimal::from(net),
+                    avg_cost: Decimal::from(100),
+                },
+            )],
+        };
+        let audit = |n: i64| AuditEntry {
+            at_ms: n,
+            actor: "risk".into(),
+            kind: "denial".into(),
+            engine: "e1".into(),
+            before: String::new(),
+            after: "max_notional".into(),
+            reason: format!("line {n}"),
+        };
+        let tx = store.sender();
+        for n in 0..70 {
+            tx.send(day("e1", n, n)).unwrap();
+            tx.send(day(ACCOUNT, -n, 2 * n)).unwrap();
+            store.append(&audit(n));
+        }
+        store.close().await;
+
+        let store = RiskStore::open(dir.path()).await.unwrap();
+        let lines = store.audit(None, 0).await.unwrap();
+        let reasons: Vec<String> = lines.iter().map(|a| a.reason.clone()).collect();
+        let want: Vec<String> = (0..70).map(|n| format!("line {n}")).collect();
+        assert_eq!(reasons, want);
+        let rows = sqlx::query("SELECT scope, realized, positions FROM risk_day ORDER BY scope")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let got: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("scope").unwrap(),
+                    r.try_get("realized").unwrap(),
+                    r.try_get("positions").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    ACCOUNT.to_string(),
+                    "-69".to_string(),
+                    r#"[["XBTUSD","138","100"]]"#.to_string()
+                ),
+                (
+                    "e1".to_string(),
+                    "69".to_string(),
+                    r#"[["XBTUSD","69","100"]]"#.to_string()
+                ),
+            ]
+        );
+    }
+
     /// The group commit: what is sent within [`GROUP_COMMIT`] of a batch's
     /// first item joins that batch; what comes after starts the next one;
     /// an urgent item ends the wait at once; a closed queue still hands over
