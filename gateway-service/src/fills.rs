@@ -18,8 +18,9 @@
 //!
 //! Storage: `state_dir/fills.sqlite` (an in-memory database without a
 //! `state_dir`: nothing survives a restart then). Tables `fills`,
-//! `fill_orders` (each order's engine and strategy tag, written when the
-//! order is registered) and `funding` (payments booked to engines). Writes
+//! `fill_orders` (each order's engine and strategy tag, queued when the
+//! order is registered; left out when the order's first fill, whose row
+//! carries the tag, commits with it, and for an empty tag) and `funding` (payments booked to engines). Writes
 //! go through one writer task in batches, like the risk store's.
 
 use std::collections::{HashMap, HashSet};
@@ -220,7 +221,8 @@ impl Ledger {
         }
         let mut inner = Inner::default();
         for row in sqlx::query(
-            "SELECT venue_client_id, cum_volume, cum_value, cum_fee FROM fills ORDER BY rowid",
+            "SELECT venue_client_id, strategy, cum_volume, cum_value, cum_fee FROM fills \
+             ORDER BY rowid",
         )
         .fetch_all(&pool)
         .await?
@@ -231,6 +233,12 @@ impl Ledger {
                 value: dec(&row, "cum_value")?,
                 fee: dec(&row, "cum_fee")?,
             };
+            // A fill's row carries its order's tag: the `fill_orders` row
+            // is left out when it would commit with the order's first fill.
+            let strategy: String = row.try_get("strategy")?;
+            if !strategy.is_empty() && !inner.tags.contains_key(&id) {
+                inner.tags.insert(id.clone(), strategy);
+            }
             let e = inner.marks.entry(id).or_default();
             if m.volume > e.volume {
                 *e = m;
@@ -272,7 +280,16 @@ impl Ledger {
 
     /// Remembers the strategy tag of an order being registered (before it
     /// is sent, so its fills always find it).
+    ///
+    /// An empty tag is neither kept nor written: an order without a row
+    /// reads as untagged (`""`), so the row would say nothing. A tag is
+    /// written in the transaction of the order's first fill when that fill
+    /// comes within the same group commit (the fill's row carries the tag
+    /// and [`Ledger::open`] reads tags from fills too), on its own otherwise.
     pub fn tag(&self, venue_client_id: &str, engine: &str, strategy: &str) {
+        if strategy.is_empty() {
+            return;
+        }
         let mut inner = self.lock();
         if inner.tags.contains_key(venue_client_id) {
             return;
@@ -518,6 +535,15 @@ async fn write_batch(pool: &SqlitePool, writes: Vec<Write>) -> Result<(), sqlx::
             Write::Flush(_) => {}
         }
     }
+    // A tag whose order's fill commits in this transaction with the same
+    // tag needs no row of its own: the fill's row carries it.
+    if !tags.is_empty() && !fills.is_empty() {
+        let filled: HashSet<(&str, &str)> = fills
+            .iter()
+            .map(|(f, id, _)| (id.as_str(), f.strategy.as_str()))
+            .collect();
+        tags.retain(|(id, _, strategy)| !filled.contains(&(id.as_str(), strategy.as_str())));
+    }
     use crate::risk_store::{in_one_transaction, row_chunks, rows_sql};
     // The whole batch is one query: BEGIN, the inserts, COMMIT.
     let mut sql = String::from("BEGIN; ");
@@ -663,6 +689,66 @@ mod tests {
         let l = Ledger::open(Some(dir.path()), clock).await.unwrap();
         assert!(l.observe("e0", "a", &full, 5).is_none());
         assert_eq!(l.fills(&FillFilter::default()).await.unwrap().len(), 2);
+    }
+
+    /// A tag written alone (its order not yet filled at the commit) and one
+    /// left to its order's first fill both attribute the orders' later
+    /// fills after a reopen; an untagged order's fills read as untagged.
+    #[tokio::test]
+    async fn tags_survive_a_reopen_alone_or_with_the_first_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = std::sync::Arc::new(SystemClock);
+        let order = |id: &str, venue: &str, exec: Decimal| {
+            let mut s = state(exec, dec!(0.1), dec!(0));
+            s.client_order_id = format!("e0-{id}");
+            s.venue_order_id = venue.into();
+            s
+        };
+        let l = Ledger::open(Some(dir.path()), clock.clone()).await.unwrap();
+        l.tag("e0-a", "e0", "grid");
+        l.flush().await;
+        l.tag("e0-b", "e0", "ranger");
+        l.tag("e0-c", "e0", "");
+        assert!(
+            l.observe("e0", "b", &order("b", "OB", dec!(10)), 1)
+                .is_some()
+        );
+        assert!(
+            l.observe("e0", "c", &order("c", "OC", dec!(10)), 1)
+                .is_some()
+        );
+        l.flush().await;
+        let rows: i64 = sqlx::query("SELECT COUNT(*) AS n FROM fill_orders")
+            .fetch_one(&l.pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(rows, 1, "only a's tag has a row of its own");
+        l.close().await;
+
+        let l = Ledger::open(Some(dir.path()), clock).await.unwrap();
+        for (id, venue) in [("a", "OA"), ("b", "OB"), ("c", "OC")] {
+            assert!(
+                l.observe("e0", id, &order(id, venue, dec!(20)), 2)
+                    .is_some()
+            );
+        }
+        let fills = l.fills(&FillFilter::default()).await.unwrap();
+        let got: Vec<(&str, &str)> = fills
+            .iter()
+            .map(|f| (f.trade_id.as_str(), f.strategy.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("OB:10", "ranger"),
+                ("OC:10", ""),
+                ("OA:20", "grid"),
+                ("OB:20", "ranger"),
+                ("OC:20", ""),
+            ]
+        );
     }
 
     /// Funding payments an engine reads are booked once, across a reopen.

@@ -393,7 +393,10 @@ pub(crate) async fn in_one_transaction<'q>(
 async fn writer(pool: SqlitePool, mut rx: WriteRx<Write>) {
     while let Some(batch) = rx.next_batch().await {
         let mut audits = Vec::new();
-        let mut days: BTreeMap<String, (i64, Decimal, Decimal, String)> = BTreeMap::new();
+        // Each book's last day total of the batch, turned into JSON only
+        // once it is known to be the last.
+        type Day = (i64, Decimal, Decimal, Vec<(String, Position)>);
+        let mut last: BTreeMap<String, Day> = BTreeMap::new();
         let mut flushes = Vec::new();
         for w in batch {
             match w {
@@ -406,15 +409,21 @@ async fn writer(pool: SqlitePool, mut rx: WriteRx<Write>) {
                     peak,
                     positions,
                 } => {
-                    let raw: Vec<(&str, Decimal, Decimal)> = positions
-                        .iter()
-                        .map(|(s, p)| (s.as_str(), p.net, p.avg_cost))
-                        .collect();
-                    let json = serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into());
-                    days.insert(scope, (day, realized, peak, json));
+                    last.insert(scope, (day, realized, peak, positions));
                 }
             }
         }
+        let days: BTreeMap<String, (i64, Decimal, Decimal, String)> = last
+            .into_iter()
+            .map(|(scope, (day, realized, peak, positions))| {
+                let raw: Vec<(&str, Decimal, Decimal)> = positions
+                    .iter()
+                    .map(|(s, p)| (s.as_str(), p.net, p.avg_cost))
+                    .collect();
+                let json = serde_json::to_string(&raw).unwrap_or_else(|_| "[]".into());
+                (scope, (day, realized, peak, json))
+            })
+            .collect();
         if let Err(e) = write_batch(&pool, audits, days).await {
             tracing::error!(error = %e, "risk store write failed");
         }
@@ -432,42 +441,128 @@ async fn write_batch(
     if audits.is_empty() && days.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
+    // The whole batch is one query (BEGIN, the inserts, COMMIT): one round
+    // trip to SQLite's thread, not one per row plus BEGIN and COMMIT.
+    let mut sql = String::from("BEGIN; ");
+    for n in row_chunks(audits.len()) {
+        sql.push_str(&rows_sql(
+            "INSERT INTO risk_audit (at_ms, actor, kind, engine, before, after, reason) VALUES ",
+            7,
+            n,
+            "; ",
+        ));
+    }
+    for n in row_chunks(days.len()) {
+        // Scopes are distinct within the batch (a map's keys), so one
+        // statement never upserts a row twice.
+        sql.push_str(&rows_sql(
+            "INSERT INTO risk_day (scope, day, realized, peak, positions) VALUES ",
+            5,
+            n,
+            " ON CONFLICT(scope) DO UPDATE SET day = excluded.day, \
+             realized = excluded.realized, peak = excluded.peak, \
+             positions = excluded.positions; ",
+        ));
+    }
+    sql.push_str("COMMIT");
+    let mut q = sqlx::query(&sql);
     for a in audits {
-        sqlx::query(
-            "INSERT INTO risk_audit (at_ms, actor, kind, engine, before, after, reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.at_ms)
-        .bind(a.actor)
-        .bind(a.kind)
-        .bind(a.engine)
-        .bind(a.before)
-        .bind(a.after)
-        .bind(a.reason)
-        .execute(&mut *tx)
-        .await?;
+        q = q
+            .bind(a.at_ms)
+            .bind(a.actor)
+            .bind(a.kind)
+            .bind(a.engine)
+            .bind(a.before)
+            .bind(a.after)
+            .bind(a.reason);
     }
     for (scope, (day, realized, peak, json)) in days {
-        sqlx::query(
-            "INSERT INTO risk_day (scope, day, realized, peak, positions) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT(scope) DO UPDATE SET day = excluded.day, realized = excluded.realized, \
-             peak = excluded.peak, positions = excluded.positions",
-        )
-        .bind(scope)
-        .bind(day)
-        .bind(realized.to_string())
-        .bind(peak.to_string())
-        .bind(json)
-        .execute(&mut *tx)
-        .await?;
+        q = q
+            .bind(scope)
+            .bind(day)
+            .bind(realized.to_string())
+            .bind(peak.to_string())
+            .bind(json);
     }
-    tx.commit().await
+    in_one_transaction(pool, q).await.map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One batch of audit lines and day totals (several per book) is one
+    /// transaction: every audit line in order, each book's last total, and
+    /// both survive a reopen.
+    #[tokio::test]
+    async fn a_batch_keeps_every_audit_line_and_each_books_last_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RiskStore::open(dir.path()).await.unwrap();
+        let day = |scope: &str, realized: i64, net: i64| Write::Day {
+            scope: scope.into(),
+            day: 7,
+            realized: Decimal::from(realized),
+            peak: Decimal::from(realized.max(0)),
+            positions: vec![(
+                "XBTUSD".into(),
+                Position {
+                    net: Decimal::from(net),
+                    avg_cost: Decimal::from(100),
+                },
+            )],
+        };
+        let audit = |n: i64| AuditEntry {
+            at_ms: n,
+            actor: "risk".into(),
+            kind: "denial".into(),
+            engine: "e1".into(),
+            before: String::new(),
+            after: "max_notional".into(),
+            reason: format!("line {n}"),
+        };
+        let tx = store.sender();
+        for n in 0..70 {
+            tx.send(day("e1", n, n)).unwrap();
+            tx.send(day(ACCOUNT, -n, 2 * n)).unwrap();
+            store.append(&audit(n));
+        }
+        store.close().await;
+
+        let store = RiskStore::open(dir.path()).await.unwrap();
+        let lines = store.audit(None, 0).await.unwrap();
+        let reasons: Vec<String> = lines.iter().map(|a| a.reason.clone()).collect();
+        let want: Vec<String> = (0..70).map(|n| format!("line {n}")).collect();
+        assert_eq!(reasons, want);
+        let rows = sqlx::query("SELECT scope, realized, positions FROM risk_day ORDER BY scope")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let got: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("scope").unwrap(),
+                    r.try_get("realized").unwrap(),
+                    r.try_get("positions").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    ACCOUNT.to_string(),
+                    "-69".to_string(),
+                    r#"[["XBTUSD","138","100"]]"#.to_string()
+                ),
+                (
+                    "e1".to_string(),
+                    "69".to_string(),
+                    r#"[["XBTUSD","69","100"]]"#.to_string()
+                ),
+            ]
+        );
+    }
 
     /// The group commit: what is sent within [`GROUP_COMMIT`] of a batch's
     /// first item joins that batch; what comes after starts the next one;

@@ -483,7 +483,13 @@ impl Core {
                 tracing::info!(engine, client_order_id = %order.client_order_id,
                     venue_order_id = %state.venue_order_id, status = ?state.status,
                     "order placed");
-                self.registry.apply(&state, self.clock.now_ms());
+                // The answer is the order as just applied: its last event
+                // carries it converted already (no second look-up and
+                // conversion). Without a change, the registry's state below.
+                let events = self.registry.apply(&state, self.clock.now_ms());
+                if let Some(order) = events.into_iter().next_back().and_then(|e| e.order) {
+                    return Ok(order);
+                }
             }
             Ok(PlaceOutcome::Unknown { reason }) => {
                 tracing::warn!(engine, client_order_id = %order.client_order_id, %reason,
