@@ -1973,9 +1973,11 @@ impl Strategy for Rangers {
             return out;
         }
         for i in 0..self.slots.len() {
-            out.extend(self.timers(i, now_ms));
+            let timers = self.timers(i, now_ms);
+            crate::strategy::append_actions(&mut out, timers);
         }
-        out.extend(self.entries(market, now_ms));
+        let entries = self.entries(market, now_ms);
+        crate::strategy::append_actions(&mut out, entries);
         out
     }
 

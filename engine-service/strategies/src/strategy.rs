@@ -157,6 +157,20 @@ impl MarketView {
     }
 }
 
+/// `out.extend(more)`, without the iterator an empty `more` would still
+/// build and drop (most of a tick's parts return nothing), and moving
+/// `more` in whole when `out` is empty. The same actions in the same order.
+pub fn append_actions(out: &mut Vec<Action>, more: Vec<Action>) {
+    if more.is_empty() {
+        return;
+    }
+    if out.is_empty() {
+        *out = more;
+    } else {
+        out.extend(more);
+    }
+}
+
 /// Keeps a copy of `src` in `dst` as `*dst = Some(src.clone())` would,
 /// reusing what `dst` already holds: strings are copied into their
 /// buffers and an unchanged instrument is left as it is (a strategy keeps

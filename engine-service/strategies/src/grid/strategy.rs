@@ -888,12 +888,15 @@ impl Grid {
         // The first order out, an entry the slot checked against the
         // ledger, is held without checking it again.
         let mut accepted = checked;
-        for a in actions {
-            if accepted && matches!(a, SlotAction::PlaceOrder(_)) {
-                accepted = false;
-                self.entry_checked = true;
+        // (Most steps return nothing: no iterator built and dropped.)
+        if !actions.is_empty() {
+            for a in actions {
+                if accepted && matches!(a, SlotAction::PlaceOrder(_)) {
+                    accepted = false;
+                    self.entry_checked = true;
+                }
+                self.translate(i, a, now, &mut out, &mut entries, &mut refused);
             }
-            self.translate(i, a, now, &mut out, &mut entries, &mut refused);
         }
         // Every entry the tick placed was refused, and nothing else came of
         // it: see `Grid::on_tick` on the wake such a tick keeps.
@@ -918,13 +921,15 @@ impl Grid {
                 out.extend(self.step_slot(i, &ev, 0, now).0);
             }
         }
-        for (id, error) in refused {
-            let ev = SlotEvent::CapitalRefused {
-                client_order_id: id,
-                error,
-                now_ms: now,
-            };
-            out.extend(self.step_slot(i, &ev, 0, now).0);
+        if !refused.is_empty() {
+            for (id, error) in refused {
+                let ev = SlotEvent::CapitalRefused {
+                    client_order_id: id,
+                    error,
+                    now_ms: now,
+                };
+                out.extend(self.step_slot(i, &ev, 0, now).0);
+            }
         }
         let refused_only = refused_only && out.is_empty() && self.slots[i].halted.is_none();
         (out, entries, quiet, refused_only)
@@ -2310,7 +2315,7 @@ impl Strategy for Grid {
             };
             let (a, used, quiet, refused_only) = self.step_slot_quiet(i, &ev, budget, now);
             budget = budget.saturating_sub(used);
-            out.extend(a);
+            crate::strategy::append_actions(&mut out, a);
             // (A step whose entries were all refused booked nothing, moved
             // no capacity and changed no switch: the gates read the same.)
             if !quiet && !refused_only {
