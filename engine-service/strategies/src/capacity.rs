@@ -140,6 +140,38 @@ pub fn from_market(market: &MarketView, internal_open: u32, now_ms: i64) -> Opti
     ))
 }
 
+/// Sets `kept` to [`from_market`]'s reading, leaving it as it is when it is
+/// already that reading: read with the same limit, the same count from the
+/// same source, and no partial cancel in the window then or now (a band
+/// other than Stop says there was none; the reading is then a function of
+/// those three alone). A tick reads capacity again at every call, and the
+/// inputs rarely move between two.
+pub fn refresh(
+    kept: &mut Option<CapacityHealth>,
+    market: &MarketView,
+    internal_open: u32,
+    now_ms: i64,
+) {
+    if let (Some(c), Some(inst)) = (kept.as_ref(), market.instrument.as_ref()) {
+        let (open_orders, source) = match market.open_orders_on_pair {
+            Some(n) => (n, CountSource::Venue),
+            None => (internal_open, CountSource::Internal),
+        };
+        let recent_partial_cancel = market
+            .last_partial_cancel_ms
+            .is_some_and(|t| now_ms - t < PARTIAL_CANCEL_WINDOW_MS);
+        if c.band != Band::Stop
+            && !recent_partial_cancel
+            && c.limit == inst.max_open_orders
+            && c.open_orders == open_orders
+            && c.source == source
+        {
+            return;
+        }
+    }
+    *kept = from_market(market, internal_open, now_ms);
+}
+
 /// The safe cap as a decimal share, for display.
 pub fn safe_cap_fraction() -> Decimal {
     Decimal::new(i64::from(SAFE_CAP_PERCENT), 2)
@@ -148,6 +180,68 @@ pub fn safe_cap_fraction() -> Decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A walk of the inputs (limits, counts from either source, partial
+    /// cancels in and out of the window, the window's end passing): the
+    /// kept reading, refreshed at every step, is the fresh one.
+    #[test]
+    fn a_refreshed_reading_is_the_fresh_one() {
+        use crate::strategy::{Instrument, InstrumentKind, MarketView, RegimeView};
+        let instrument = |max_open_orders| Instrument {
+            kind: InstrumentKind::Spot,
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::TEN,
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(4, 3),
+            max_open_orders,
+        };
+        let mut view = MarketView {
+            symbol: "DOGEUSD".into(),
+            last: Decimal::ONE,
+            bid: Decimal::ONE,
+            ask: Decimal::ONE,
+            instrument: Some(instrument(225)),
+            free_base: None,
+            free_quote: None,
+            open_orders_on_pair: None,
+            regime: RegimeView::not_ready(),
+            balances_as_of_ms: 0,
+            last_partial_cancel_ms: None,
+        };
+        let (mut kept, mut seed, mut now) = (None, 17_u64, 0_i64);
+        let (mut reused, mut read) = (0, 0);
+        for _ in 0..20_000 {
+            seed = crate::testing::lcg(seed);
+            let r = seed >> 33;
+            now += (r % 7) as i64 * 3_600_000;
+            match r % 23 {
+                0 => view.instrument = Some(instrument([225, 80, 10, 0][(r / 23 % 4) as usize])),
+                1 => view.instrument = None,
+                2 => view.last_partial_cancel_ms = Some(now - (r / 23 % 3) as i64 * 20 * 3_600_000),
+                3 => view.open_orders_on_pair = None,
+                4..=9 => view.open_orders_on_pair = Some((r / 23 % 200) as u32),
+                _ => {}
+            }
+            let internal = (r / 5 % 180) as u32;
+            let before = kept.clone();
+            refresh(&mut kept, &view, internal, now);
+            assert_eq!(kept, from_market(&view, internal, now), "at {now}");
+            if before.is_some() && before == kept {
+                reused += 1;
+            }
+            read += 1;
+        }
+        assert!(
+            reused > 1_000 && reused < read,
+            "{reused} of {read} readings kept"
+        );
+    }
 
     #[test]
     fn safe_cap_is_three_quarters_rounded_down() {

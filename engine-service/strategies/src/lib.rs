@@ -111,6 +111,39 @@ pub(crate) mod testing {
 mod tests {
     use rust_decimal::Decimal;
 
+    /// `mantissa_f64` is `mantissa() as f64` bit for bit: zeros of either
+    /// sign, the 2^63 and 2^64 edges, the widest mantissas, random ones.
+    #[test]
+    fn mantissa_f64_is_the_mantissa_as_f64_bit_for_bit() {
+        let mut cases = vec![
+            Decimal::ZERO,
+            -Decimal::ZERO,
+            Decimal::from_parts(0, 0, 0, true, 9),
+            Decimal::MAX,
+            Decimal::MIN,
+            Decimal::from_parts(u32::MAX, i32::MAX as u32, 0, false, 3),
+            Decimal::from_parts(0, 1 << 31, 0, true, 0),
+            Decimal::from_parts(u32::MAX, u32::MAX, 0, false, 28),
+            Decimal::from_parts(0, 0, 1, true, 5),
+            Decimal::from_parts(1, 0, 1, false, 5),
+        ];
+        let mut seed = 3;
+        for k in 0..5_000_u32 {
+            seed = crate::testing::lcg(seed);
+            let (lo, mid) = ((seed >> 32) as u32, seed as u32);
+            let hi = match k % 3 {
+                0 => 0,
+                1 => (seed >> 40) as u32 & 0xff,
+                _ => (seed >> 13) as u32,
+            };
+            cases.push(Decimal::from_parts(lo, mid, hi, k % 2 == 0, k % 29));
+        }
+        for d in cases {
+            let want = d.mantissa() as f64;
+            assert_eq!(super::mantissa_f64(d).to_bits(), want.to_bits(), "{d:?}");
+        }
+    }
+
     /// `is_positive` is `d > 0` for zeros of either sign and any scale,
     /// the smallest and largest magnitudes, and random values.
     #[test]

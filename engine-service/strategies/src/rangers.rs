@@ -1951,7 +1951,8 @@ impl Strategy for Rangers {
             crate::strategy::keep_instrument(&mut self.instrument_as_before, &market.instrument);
         }
         self.regime_ok = market.regime.is_ranging();
-        self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
+        let open = self.open_orders();
+        capacity::refresh(&mut self.capacity, market, open, now_ms);
         let mut out = Vec::new();
         if !self.enabled || !self.regime_ok {
             let reason = if self.enabled {
@@ -2086,7 +2087,8 @@ impl Strategy for Rangers {
         }
         crate::strategy::keep_view_scalars(kept, market);
         self.roll_day(now_ms);
-        self.capacity = capacity::from_market(market, self.open_orders(), now_ms);
+        let open = self.open_orders();
+        capacity::refresh(&mut self.capacity, market, open, now_ms);
         if winding_down {
             return Vec::new();
         }

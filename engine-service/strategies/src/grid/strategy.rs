@@ -2263,7 +2263,8 @@ impl Strategy for Grid {
         self.keep_loss();
         self.ticked_ms = now;
         self.keep_market(market);
-        self.capacity = capacity::from_market(market, self.internal_open(), now);
+        let open = self.internal_open();
+        capacity::refresh(&mut self.capacity, market, open, now);
         let mut out = Vec::new();
         for (id, retry_at) in &mut self.restart_cancels {
             if retry_at.is_some_and(|t| t <= now) {
@@ -2433,7 +2434,8 @@ impl Strategy for Grid {
             }
             _ => self.keep_market(market),
         }
-        self.capacity = capacity::from_market(market, self.internal_open(), now);
+        let open = self.internal_open();
+        capacity::refresh(&mut self.capacity, market, open, now);
         if self.filters().is_none() || !crate::is_positive(market.last) {
             return Vec::new();
         }
