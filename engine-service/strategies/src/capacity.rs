@@ -186,34 +186,10 @@ mod tests {
     /// kept reading, refreshed at every step, is the fresh one.
     #[test]
     fn a_refreshed_reading_is_the_fresh_one() {
-        use crate::strategy::{Instrument, InstrumentKind, MarketView, RegimeView};
-        let instrument = |max_open_orders| Instrument {
-            kind: InstrumentKind::Spot,
-            symbol: "DOGEUSD".into(),
-            base: "DOGE".into(),
-            quote: "USD".into(),
-            tick_size: Decimal::new(1, 7),
-            price_decimals: 7,
-            lot_decimals: 8,
-            min_volume: Decimal::TEN,
-            min_cost: Decimal::new(5, 1),
-            maker_fee: Decimal::new(25, 4),
-            taker_fee: Decimal::new(4, 3),
-            max_open_orders,
-        };
-        let mut view = MarketView {
-            symbol: "DOGEUSD".into(),
-            last: Decimal::ONE,
-            bid: Decimal::ONE,
-            ask: Decimal::ONE,
-            instrument: Some(instrument(225)),
-            free_base: None,
-            free_quote: None,
-            open_orders_on_pair: None,
-            regime: RegimeView::not_ready(),
-            balances_as_of_ms: 0,
-            last_partial_cancel_ms: None,
-        };
+        use crate::strategy::MarketView;
+        use crate::testing::doge_usd as instrument;
+        let mut view = MarketView::prices("DOGEUSD", Decimal::ONE, Decimal::ONE, Decimal::ONE);
+        view.instrument = Some(instrument(225));
         let (mut kept, mut seed, mut now) = (None, 17_u64, 0_i64);
         let (mut reused, mut read) = (0, 0);
         for _ in 0..20_000 {

@@ -98,6 +98,29 @@ fn u64_digits(buf: &mut [u8; 40], mut v: u64, end: usize) -> usize {
 /// What the crate's tests share.
 #[cfg(test)]
 pub(crate) mod testing {
+    use rust_decimal::Decimal;
+
+    use crate::strategy::{Instrument, InstrumentKind};
+
+    /// Kraken's DOGE/USD spot instrument (tick 1e-7, lot 1e-8, at least
+    /// 10 DOGE and $0.5, maker 0.25 %), with `max_open_orders`.
+    pub(crate) fn doge_usd(max_open_orders: u32) -> Instrument {
+        Instrument {
+            kind: InstrumentKind::Spot,
+            symbol: "DOGEUSD".into(),
+            base: "DOGE".into(),
+            quote: "USD".into(),
+            tick_size: Decimal::new(1, 7),
+            price_decimals: 7,
+            lot_decimals: 8,
+            min_volume: Decimal::TEN,
+            min_cost: Decimal::new(5, 1),
+            maker_fee: Decimal::new(25, 4),
+            taker_fee: Decimal::new(4, 3),
+            max_open_orders,
+        }
+    }
+
     /// One step of the 64-bit linear congruential generator the
     /// randomized tests walk (Knuth's MMIX constants): a fixed sequence
     /// from a seed, no dependency.

@@ -912,27 +912,32 @@ impl Grid {
             for a in after {
                 self.translate(i, a, now, &mut out, &mut no_entries, &mut nested);
             }
-            for (id, error) in nested {
-                let ev = SlotEvent::CapitalRefused {
-                    client_order_id: id,
-                    error,
-                    now_ms: now,
-                };
-                out.extend(self.step_slot(i, &ev, 0, now).0);
-            }
+            self.step_refusals(i, nested, now, &mut out);
         }
         if !refused.is_empty() {
-            for (id, error) in refused {
-                let ev = SlotEvent::CapitalRefused {
-                    client_order_id: id,
-                    error,
-                    now_ms: now,
-                };
-                out.extend(self.step_slot(i, &ev, 0, now).0);
-            }
+            self.step_refusals(i, refused, now, &mut out);
         }
         let refused_only = refused_only && out.is_empty() && self.slots[i].halted.is_none();
         (out, entries, quiet, refused_only)
+    }
+
+    /// Steps slot `i` through the ledger's refusals of its orders, in
+    /// order, adding what they return to `out`.
+    fn step_refusals(
+        &mut self,
+        i: usize,
+        refusals: Vec<(String, CapitalError)>,
+        now: i64,
+        out: &mut Vec<Action>,
+    ) {
+        for (id, error) in refusals {
+            let ev = SlotEvent::CapitalRefused {
+                client_order_id: id,
+                error,
+                now_ms: now,
+            };
+            out.extend(self.step_slot(i, &ev, 0, now).0);
+        }
     }
 
     /// What an order holds: (asset, amount).
@@ -3007,26 +3012,13 @@ mod quiet_slot_tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
-    use crate::strategy::{InstrumentKind, RegimeView};
+    use crate::strategy::RegimeView;
 
     const T0: i64 = 1_700_000_000_000;
 
     fn market(last: Decimal, now: i64, free_quote: Decimal) -> MarketView {
         MarketView {
-            instrument: Some(Instrument {
-                kind: InstrumentKind::Spot,
-                symbol: "DOGEUSD".into(),
-                base: "DOGE".into(),
-                quote: "USD".into(),
-                tick_size: Decimal::new(1, 7),
-                price_decimals: 7,
-                lot_decimals: 8,
-                min_volume: Decimal::TEN,
-                min_cost: Decimal::new(5, 1),
-                maker_fee: Decimal::new(25, 4),
-                taker_fee: Decimal::new(4, 3),
-                max_open_orders: 225,
-            }),
+            instrument: Some(crate::testing::doge_usd(225)),
             free_base: Some(Decimal::from(50_000)),
             free_quote: Some(free_quote),
             open_orders_on_pair: Some(0),
