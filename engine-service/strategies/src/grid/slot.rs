@@ -963,6 +963,7 @@ fn entry_floor(
     };
     // The price on the tick: within a tick of `p`.
     let (p_lo, p_hi) = (p * (1.0 - SCREEN_EPS) - tick, p * (1.0 + SCREEN_EPS) + tick);
+    // A lot past i32 decimals is no instrument: unsure, as `powi` said.
     i32::try_from(f.lot_decimals).ok()?;
     let lot = super::heal::pow10_neg(f.lot_decimals);
     // The volume, rounded down to the lot: within a lot below usd / price.
@@ -1281,9 +1282,7 @@ impl Refusals {
             _ => self.more.push(r),
         }
     }
-}
 
-impl Refusals {
     /// Takes the refusals out in order, in place (moving the whole,
     /// mostly empty, would copy both kept places).
     fn drain(&mut self) -> impl Iterator<Item = PreRefusal> + '_ {

@@ -96,13 +96,11 @@ pub struct Grid {
     /// grid with it off).
     skip_quiet: bool,
     /// Whether a slot's price tick may only place its entries when nothing
-    /// else of it is due ([`Grid::entry_retry_only`]; on: the tests compare
+    /// else of it is due ([`Grid::entry_retry_of`]; on: the tests compare
     /// a grid with it off), and how often it did (tests).
     entry_retry: bool,
-    /// An entry retry refused in full reads the slot's wake from the wake
-    /// of its other parts kept before it (the tests turn it off to compare).
-    kept_other: bool,
-    /// Wakes read that way (tests).
+    /// Refused entry retries whose slot wake was read from the kept wake
+    /// of its other parts (tests).
     kept_others: u64,
     entry_retries: u64,
     /// Whether self-healing may find nothing to move from the inputs kept
@@ -535,7 +533,6 @@ impl Grid {
             skip_quiet: true,
             heal_from_kept: true,
             entry_retry: true,
-            kept_other: true,
             kept_others: 0,
             entry_retries: 0,
             quiet_skips: 0,
@@ -704,18 +701,20 @@ impl Grid {
         true
     }
 
-    /// Whether slot `i`'s price tick at `market`, `now` only places the
-    /// entries due: the slot verified and untouched since its last tick
-    /// (its wake kept), the wake of all but its entries holding (read then,
-    /// every bound it took from a time holds now, so reading it now would
-    /// take the same branches), an entry due.
-    fn entry_retry_only(&self, i: usize, market: Decimal, lf: f64, now: i64) -> bool {
-        self.entry_retry
-            && self.verified.get(i).copied().unwrap_or(false)
-            && self.quiet_slots.get(i).copied().flatten().is_some_and(|q| {
-                q.at_ms <= now && holds_screened(q.other, q.other_band, market, lf, now)
-            })
-            && self.slots.get(i).is_some_and(|s| slot::entry_due(s, now))
+    /// Slot `i`'s kept wake when its price tick at `market`, `now` only
+    /// places the entries due: the slot verified and untouched since its
+    /// last tick (its wake kept), the wake of all but its entries holding
+    /// (read then, every bound it took from a time holds now, so reading it
+    /// now would take the same branches), an entry due.
+    fn entry_retry_of(&self, i: usize, market: Decimal, lf: f64, now: i64) -> Option<QuietSlot> {
+        if !self.entry_retry || !self.verified.get(i).copied().unwrap_or(false) {
+            return None;
+        }
+        let q = self.quiet_slots.get(i).copied().flatten()?;
+        (q.at_ms <= now
+            && holds_screened(q.other, q.other_band, market, lf, now)
+            && self.slots.get(i).is_some_and(|s| slot::entry_due(s, now)))
+        .then_some(q)
     }
 
     /// Slot `i`'s kept wake when it is the one [`Grid::slot_wake`] reads at
@@ -2304,9 +2303,7 @@ impl Strategy for Grid {
             }
             // An entry retry's kept wake of the slot's other parts (the
             // step clears what it kept).
-            let retry_of = self
-                .entry_retry_only(i, market.last, lf, now)
-                .then(|| self.quiet_slots.get(i).copied().flatten());
+            let retry_of = self.entry_retry_of(i, market.last, lf, now);
             let ev = if retry_of.is_some() {
                 self.entry_retries += 1;
                 SlotEvent::EntryRetry {
@@ -2351,7 +2348,7 @@ impl Strategy for Grid {
                     // only re-entry times, the last error and the id
                     // counter), and that wake held at this tick, so it
                     // reads the same now; only the entries' part is new.
-                    Some(Some(prev)) if verified && self.kept_other && !quiet => {
+                    Some(prev) if verified && !quiet => {
                         self.kept_others += 1;
                         let wake =
                             slot::entries_wake(&self.slots[i], now, entries_open, prev.other);
