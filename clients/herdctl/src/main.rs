@@ -20,6 +20,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use herd_proto::engine as epb;
 use herd_proto::gateway as gpb;
 
+/// jemalloc: `herdctl backtest` runs the strategy step, whose small ids and
+/// rows per order and fill cost about 4 % more instructions on glibc's
+/// malloc (docs/benchmarks.md, issue 18); the year bench uses the same.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Operate a Herd: status, control and a one-command local herd.
 #[derive(Debug, Parser)]
 #[command(version, about)]

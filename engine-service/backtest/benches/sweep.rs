@@ -20,6 +20,10 @@ use herd_strategies::strategy::RegimeView;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
+/// The allocator herdctl runs sweeps with (clients/herdctl/src/main.rs).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const START_MS: i64 = 1_704_067_200_000;
 
 /// 1 m candles around 0.1: two sines (40 min and 1 day) and a seeded jitter.

@@ -12,6 +12,10 @@ use herd_backtest::{Bar, engine_strategies, run};
 use herd_strategies::strategy::RegimeView;
 use rust_decimal::Decimal;
 
+/// The allocator herdctl runs backtests with (clients/herdctl/src/main.rs).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const YEAR: usize = 525_600;
 const START_MS: i64 = 1_704_067_200_000;
 
