@@ -7,7 +7,7 @@
 //! stays free of the runtime: it gets the parsed strategy configs.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -193,22 +193,33 @@ fn balances_for(args: &[String], inst: &Instrument) -> anyhow::Result<BTreeMap<S
     Ok(out)
 }
 
-/// A progress line on stderr: candles done and candles per second.
-struct Line {
-    started: Instant,
-    shown: bool,
+/// The progress bar on stderr (indicatif, drawn only on a terminal): candles
+/// done of all, the share, candles per second and the time left.
+struct ProgressOut(indicatif::ProgressBar);
+
+impl ProgressOut {
+    fn new(target: indicatif::ProgressDrawTarget) -> ProgressOut {
+        let style = indicatif::ProgressStyle::with_template(
+            "backtest {pos}/{len} candles ({percent}%), {cps}, {eta} left [{wide_bar}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "cps",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} candles/s", s.per_sec());
+            },
+        )
+        .progress_chars("=> ");
+        ProgressOut(indicatif::ProgressBar::with_draw_target(Some(0), target).with_style(style))
+    }
 }
 
-impl Progress for Line {
+impl Progress for ProgressOut {
     fn candles(&mut self, done: usize, total: usize) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        eprint!(
-            "\rbacktest: {done}/{total} candles ({pct}%), {:.0} candles/s   ",
-            done as f64 / secs
-        );
-        let _ = std::io::stderr().flush();
-        self.shown = true;
+        if self.0.length() != Some(total as u64) {
+            self.0.set_length(total as u64);
+        }
+        self.0.set_position(done as u64);
     }
 }
 
@@ -321,13 +332,13 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let mut line = Line {
-        started,
-        shown: false,
-    };
     let show = !args.quiet && std::io::stderr().is_terminal();
+    let mut bar = show.then(|| ProgressOut::new(indicatif::ProgressDrawTarget::stderr()));
     let mut quiet = ();
-    let progress: &mut dyn Progress = if show { &mut line } else { &mut quiet };
+    let progress: &mut dyn Progress = match bar.as_mut() {
+        Some(b) => b,
+        None => &mut quiet,
+    };
     let mut none = ();
     let with: &mut dyn Companion = match companion.as_mut() {
         Some(c) => c,
@@ -341,7 +352,9 @@ fn run_backtest_here(args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         progress,
         with,
     )?;
-    if line.shown {
+    if let Some(b) = &bar {
+        // The finished bar stays; what follows starts on its own line.
+        b.0.finish();
         eprintln!();
     }
     if let Some(c) = companion {
@@ -751,4 +764,32 @@ fn print_summary(rep: &report::Report, written: &[PathBuf], dir: &Path, secs: f6
         dir.display(),
         written.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indicatif::{InMemoryTerm, ProgressDrawTarget};
+
+    /// The bar a terminal shows: what the run reported (candles done of
+    /// all, the share, a rate in candles per second), and the finished bar.
+    #[test]
+    fn the_progress_bar_shows_candles_their_share_and_rate() {
+        let term = InMemoryTerm::new(4, 120);
+        let mut bar = ProgressOut::new(ProgressDrawTarget::term_like(Box::new(term.clone())));
+        bar.candles(0, 8192);
+        let first = term.contents();
+        assert!(first.contains("0/8192 candles (0%)"), "{first:?}");
+        bar.candles(4096, 8192);
+        bar.candles(8192, 8192);
+        bar.0.finish();
+        let last = term.contents();
+        assert!(last.contains("8192/8192 candles (100%)"), "{last:?}");
+        assert!(last.contains(" candles/s"), "{last:?}");
+        // The bar takes the terminal's width left of the text, all filled.
+        assert!(last.starts_with("backtest 8192/8192"), "{last:?}");
+        assert!(last.ends_with("=]"), "{last:?}");
+        assert_eq!(last.lines().count(), 1, "{last:?}");
+        assert!(last.len() <= 120, "{last:?}");
+    }
 }
