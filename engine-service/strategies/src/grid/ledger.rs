@@ -174,7 +174,9 @@ impl LedgerEvent {
 /// position and one map of all were kept before).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ledger {
-    closed: BTreeMap<String, Position>,
+    /// Boxed: a long run's closed map is deep, and a node's insert and
+    /// split move its values (a position is about 300 bytes; a box, 8).
+    closed: BTreeMap<String, Box<Position>>,
     pub subsidy: BTreeMap<u32, Subsidy>,
     /// Events ignored because they would rewrite history (a second open,
     /// a second outcome) or name an unknown position.
@@ -310,12 +312,11 @@ impl Ledger {
     /// A new position (its id not in the ledger): among the open ones
     /// while it is open.
     fn insert_position(&mut self, position: Position) {
-        let map = if position.is_open() {
-            &mut self.open
+        if position.is_open() {
+            self.open.insert(position.id.clone(), position);
         } else {
-            &mut self.closed
-        };
-        map.insert(position.id.clone(), position);
+            self.closed.insert(position.id.clone(), Box::new(position));
+        }
     }
 
     /// Closes position `id` with the outcome `outcome` gives (called only
@@ -324,7 +325,7 @@ impl Ledger {
         match self.open.remove_entry(id) {
             Some((id, mut p)) => {
                 p.outcome = Some(outcome());
-                self.closed.insert(id, p);
+                self.closed.insert(id, Box::new(p));
             }
             None => self.conflicts += 1,
         }
@@ -354,7 +355,7 @@ impl Ledger {
     pub fn positions(&self) -> impl Iterator<Item = &Position> {
         let (mut open, mut closed) = (
             self.open.values().peekable(),
-            self.closed.values().peekable(),
+            self.closed.values().map(|p| &**p).peekable(),
         );
         std::iter::from_fn(move || match (open.peek(), closed.peek()) {
             (Some(o), Some(c)) if o.id < c.id => open.next(),
@@ -375,7 +376,9 @@ impl Ledger {
 
     /// One position, open or closed.
     pub fn position(&self, id: &str) -> Option<&Position> {
-        self.open.get(id).or_else(|| self.closed.get(id))
+        self.open
+            .get(id)
+            .or_else(|| self.closed.get(id).map(|p| &**p))
     }
 
     /// Open positions, oldest first (by id).
@@ -385,7 +388,7 @@ impl Ledger {
 
     /// Closed positions, by id.
     pub fn closed_positions(&self) -> impl Iterator<Item = &Position> {
-        self.closed.values()
+        self.closed.values().map(|p| &**p)
     }
 
     /// The position whose exit is order `order_id`.
