@@ -347,6 +347,26 @@ impl herd_strategies::strategy::Strategy for Idle {
     }
 }
 
+/// `bars` in Kraken's OHLCVT layout: time in seconds, open, high, low,
+/// close, volume, trades (a placeholder 12); no header.
+fn write_kraken_csv(bars: &[Bar], path: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for b in bars {
+        writeln!(
+            w,
+            "{},{},{},{},{},{},12",
+            b.open_time_ms / 1000,
+            b.open,
+            b.high,
+            b.low,
+            b.close,
+            b.volume
+        )?;
+    }
+    w.flush()
+}
+
 fn main() {
     let n = std::env::var("HERD_BENCH_CANDLES")
         .ok()
@@ -358,6 +378,17 @@ fn main() {
         "generated {n} candles in {:.2} s",
         t.elapsed().as_secs_f64()
     );
+    // HERD_BENCH_WRITE_CSV=FILE writes these candles as a Kraken OHLCVT file
+    // (seconds, no header) and stops: the input of the `herdctl backtest`
+    // measurement in docs/benchmarks.md.
+    if let Ok(path) = std::env::var("HERD_BENCH_WRITE_CSV") {
+        if let Err(e) = write_kraken_csv(&bars, &path) {
+            eprintln!("HERD_BENCH_WRITE_CSV={path}: {e}");
+            std::process::exit(1);
+        }
+        println!("wrote {} candles to {path}", bars.len());
+        return;
+    }
 
     // HERD_BENCH_RUNS=fixed, =step, =hmm, =hmm-inline or =regime runs only that one
     // (for profiling).
