@@ -45,6 +45,9 @@ struct Herd {
     gateway: Proc,
     engine: EngineProc,
     http: reqwest::Client,
+    /// The simulator's ledger before the gateway and the engine start: the
+    /// engine may trade as soon as it is up.
+    before: Ledger,
 }
 
 impl Herd {
@@ -92,6 +95,7 @@ impl Herd {
         for f in faults {
             herd_sim.post("fault", f.clone()).await;
         }
+        let before = herd_sim.ledger().await;
 
         std::fs::write(dir.join("bybit-key"), format!("{KEY}\n")).unwrap();
         std::fs::write(dir.join("bybit-secret"), format!("{SECRET}\n")).unwrap();
@@ -138,6 +142,7 @@ impl Herd {
             gateway,
             engine,
             http,
+            before,
         }
     }
 
@@ -320,7 +325,8 @@ async fn opens_on_a_rich_rate_collects_funding_closes_on_decay_and_books_match_t
     let mut herd = Herd::start(dir.path(), 150, &[]).await;
     let started = Instant::now();
     let sim = herd.sim();
-    let before = sim.ledger().await;
+    // Read before the engine started: it may have bought the spot leg by now.
+    let before = &herd.before;
     let usdt_before = before.balance("USDT");
     assert_eq!(usdt_before, Decimal::from(10_000));
     assert_eq!(before.balance("BTC"), Decimal::ZERO);
