@@ -163,6 +163,24 @@ pub const UNKNOWN_OUTCOME_ASK_MS: i64 = 2_000;
 /// Attempts at listing open orders before startup cleanup gives up.
 const CLEANUP_ATTEMPTS: u32 = 10;
 
+/// At most this many order events share one journal transaction.
+const MAX_EVENT_BATCH: usize = 256;
+
+/// The stream's next message if it has already arrived (`None` when it has
+/// not): polled once without registering for a wake-up, so the caller must
+/// await [`tonic::Streaming::message`] to wait for more. `Streaming` keeps
+/// its state in itself, so a poll that finds nothing loses nothing.
+fn ready_message<T>(stream: &mut tonic::Streaming<T>) -> Option<Result<Option<T>, Status>> {
+    use tokio_stream::Stream;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(stream).poll_next(&mut cx) {
+        std::task::Poll::Pending => None,
+        std::task::Poll::Ready(Some(Ok(m))) => Some(Ok(Some(m))),
+        std::task::Poll::Ready(Some(Err(e))) => Some(Err(e)),
+        std::task::Poll::Ready(None) => Some(Ok(None)),
+    }
+}
+
 /// Everything the engine's tasks share.
 pub struct Shared {
     pub cfg: EngineConfig,
@@ -654,15 +672,25 @@ impl Shared {
         failures
     }
 
-    /// Journals one stream event and hands it to the owning strategy.
+    /// Journals `events` (in stream order, one transaction) and then hands
+    /// each to its strategy: nothing reaches a strategy before it is in the
+    /// journal.
+    async fn handle_events(&self, events: Vec<pb::OrderEvent>) -> anyhow::Result<()> {
+        let new_fills = self.store.record_events(&events).await?;
+        self.metrics.events.inc_by(events.len() as u64);
+        for (ev, new_fill) in events.into_iter().zip(new_fills) {
+            self.handle_journaled(ev, new_fill).await;
+        }
+        Ok(())
+    }
+
+    /// Hands one journaled stream event to the owning strategy.
     #[tracing::instrument(name = "order_event", skip_all, fields(
         engine = %self.cfg.id,
         sequence = ev.sequence,
         client_order_id = %ev.order.as_ref().map_or("", |o| o.client_order_id.as_str()),
     ))]
-    async fn handle_event(&self, ev: pb::OrderEvent) -> anyhow::Result<()> {
-        let new_fill = self.store.record_event(&ev).await?;
-        self.metrics.events.inc();
+    async fn handle_journaled(&self, ev: pb::OrderEvent, new_fill: bool) {
         tracing::debug!(
             kind = pb::OrderEventKind::try_from(ev.kind).map_or("?", |k| k.as_str_name()),
             "order event journaled"
@@ -675,10 +703,10 @@ impl Shared {
             // would count it twice in a strategy that does not check.
             tracing::debug!(client_order_id = ?ev.order.as_ref().map(|o| &o.client_order_id),
                 "replayed fill already journaled; not handed over again");
-            return Ok(());
+            return;
         }
         let Some(update) = update_from_event(&ev) else {
-            return Ok(());
+            return;
         };
         if update.kind == UpdateKind::Canceled && update.volume_executed > Decimal::ZERO {
             tracing::warn!(client_order_id = %update.client_order_id, executed = %update.volume_executed,
@@ -686,7 +714,6 @@ impl Shared {
             self.state().last_partial_cancel_ms = Some(now_ms());
         }
         self.dispatch(update).await;
-        Ok(())
     }
 
     /// Settles strategy orders whose place had an unknown outcome, once
@@ -931,8 +958,32 @@ impl Shared {
         self.set_gateway_connected(true);
         self.metrics.stream_connects.inc();
         tracing::info!(incarnation = %session.incarnation, after, "following order events");
-        while let Some(ev) = stream.message().await? {
-            self.handle_event(ev).await?;
+        // What arrived together is journaled together (one commit, not one
+        // per event): after each awaited event, the ones already received
+        // behind it join its batch.
+        while let Some(first) = stream.message().await? {
+            let mut batch = vec![first];
+            let mut end = None;
+            while batch.len() < MAX_EVENT_BATCH {
+                match ready_message(&mut stream) {
+                    None => break,
+                    Some(Ok(Some(ev))) => batch.push(ev),
+                    Some(Ok(None)) => {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        end = Some(Err(e));
+                        break;
+                    }
+                }
+            }
+            // The events before a failure are handled before it is reported.
+            self.handle_events(batch).await?;
+            if let Some(end) = end {
+                end?;
+                return Ok(());
+            }
         }
         Ok(())
     }

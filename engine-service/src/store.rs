@@ -638,43 +638,39 @@ impl Store {
     /// cursor in one transaction. Returns true when the event carried a fill
     /// that was not recorded before.
     pub async fn record_event(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
-        self.record(ev, true).await
+        let mut tx = self.pool.begin().await?;
+        let new_fill = record_in(&mut tx, ev).await?;
+        set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
+        tx.commit().await?;
+        Ok(new_fill)
+    }
+
+    /// Records stream events in stream order, each exactly once, in one
+    /// transaction: every event's order state and fill, and the cursor at
+    /// the last. One commit (and one fsync) for what arrived together, not
+    /// one per event; all or nothing, so a crash leaves the cursor before
+    /// the batch and the stream replays it. Returns, per event, whether it
+    /// carried a fill not recorded before (a fill repeated within the batch
+    /// counts once).
+    pub async fn record_events(&self, events: &[pb::OrderEvent]) -> Result<Vec<bool>, StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(Vec::new());
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut new_fills = Vec::with_capacity(events.len());
+        for ev in events {
+            new_fills.push(record_in(&mut tx, ev).await?);
+        }
+        set_cursor_in(&mut tx, &last.incarnation, last.sequence).await?;
+        tx.commit().await?;
+        Ok(new_fills)
     }
 
     /// Records what a reconcile learned (an order's state and the fill that
     /// explains its new executed volume) without moving the stream cursor.
     pub async fn record_reconciled(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
-        self.record(ev, false).await
-    }
-
-    async fn record(&self, ev: &pb::OrderEvent, move_cursor: bool) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut new_fill = false;
-        if let Some(o) = &ev.order {
-            update_order_in(&mut tx, o, ev.time_ms).await?;
-            if !ev.fill_volume.is_empty() {
-                let fill_id = format!("{}:{}", o.client_order_id, o.volume_executed);
-                let done = sqlx::query(
-                    "INSERT INTO fills (fill_id, client_order_id, volume, price, fee, fee_asset, sequence, incarnation, time_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (fill_id) DO NOTHING",
-                )
-                .bind(&fill_id)
-                .bind(&o.client_order_id)
-                .bind(&ev.fill_volume)
-                .bind(&ev.fill_price)
-                .bind(&ev.fill_fee)
-                .bind(&o.fee_asset)
-                .bind(i64::try_from(ev.sequence).unwrap_or(i64::MAX))
-                .bind(&ev.incarnation)
-                .bind(ev.time_ms)
-                .execute(&mut *tx)
-                .await?;
-                new_fill = done.rows_affected() > 0;
-            }
-        }
-        if move_cursor {
-            set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
-        }
+        let new_fill = record_in(&mut tx, ev).await?;
         tx.commit().await?;
         Ok(new_fill)
     }
@@ -1084,6 +1080,38 @@ async fn update_order_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// An event's order state and its fill (if any) in `tx`; true when the
+/// fill was not recorded before.
+async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ev: &pb::OrderEvent,
+) -> Result<bool, StoreError> {
+    let Some(o) = &ev.order else {
+        return Ok(false);
+    };
+    update_order_in(tx, o, ev.time_ms).await?;
+    if ev.fill_volume.is_empty() {
+        return Ok(false);
+    }
+    let fill_id = format!("{}:{}", o.client_order_id, o.volume_executed);
+    let done = sqlx::query(
+        "INSERT INTO fills (fill_id, client_order_id, volume, price, fee, fee_asset, sequence, incarnation, time_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (fill_id) DO NOTHING",
+    )
+    .bind(&fill_id)
+    .bind(&o.client_order_id)
+    .bind(&ev.fill_volume)
+    .bind(&ev.fill_price)
+    .bind(&ev.fill_fee)
+    .bind(&o.fee_asset)
+    .bind(i64::try_from(ev.sequence).unwrap_or(i64::MAX))
+    .bind(&ev.incarnation)
+    .bind(ev.time_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 async fn set_cursor_in(

@@ -168,6 +168,69 @@ async fn journal_survives_restart_and_events_record_exactly_once() {
     }
 }
 
+/// What arrived together is journaled in one transaction: each fill once
+/// (a fill repeated inside the batch, or one journaled before, is not new),
+/// every order state, and the cursor at the batch's last event; an empty
+/// batch changes nothing; the same batch again adds nothing.
+#[tokio::test]
+async fn a_batch_of_events_records_each_once_and_moves_the_cursor_to_its_last() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, url) in backends(dir.path(), "batch").await {
+        let store = Store::connect(&url).await.unwrap();
+        store.insert_order(&order_row("m-1")).await.unwrap();
+        store.insert_order(&order_row("m-2")).await.unwrap();
+        assert!(
+            store
+                .record_event(&fill_event(1, "m-1", "40", "40", pb::OrderStatus::Open))
+                .await
+                .unwrap()
+        );
+        assert!(store.record_events(&[]).await.unwrap().is_empty());
+        assert_eq!(store.cursor().await.unwrap().last_sequence, 1, "{backend}");
+        let mut accepted = fill_event(3, "m-2", "0", "", pb::OrderStatus::Open);
+        accepted.kind = pb::OrderEventKind::Open as i32;
+        let batch = [
+            // Journaled before this batch: not new.
+            fill_event(1, "m-1", "40", "40", pb::OrderStatus::Open),
+            fill_event(2, "m-1", "100", "60", pb::OrderStatus::Filled),
+            accepted,
+            fill_event(4, "m-2", "30", "30", pb::OrderStatus::Open),
+            // The same fill twice in one batch counts once.
+            fill_event(5, "m-2", "30", "30", pb::OrderStatus::Open),
+        ];
+        assert_eq!(
+            store.record_events(&batch).await.unwrap(),
+            vec![false, true, false, true, false],
+            "{backend}"
+        );
+        let cursor = store.cursor().await.unwrap();
+        assert_eq!(
+            (cursor.incarnation.as_str(), cursor.last_sequence),
+            ("inc-1", 5),
+            "{backend}"
+        );
+        let fills = store.fills().await.unwrap();
+        assert_eq!(fills.len(), 3, "{backend}: {fills:?}");
+        let working: Vec<String> = store
+            .working_orders()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.client_order_id)
+            .collect();
+        assert_eq!(working, ["m-2"], "{backend}: m-1 filled, m-2 open");
+        // A replay of the whole batch (a crash before the strategy saw it)
+        // adds nothing.
+        assert_eq!(
+            store.record_events(&batch).await.unwrap(),
+            vec![false; 5],
+            "{backend}"
+        );
+        assert_eq!(store.fills().await.unwrap().len(), 3, "{backend}");
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
