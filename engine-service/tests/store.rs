@@ -227,6 +227,43 @@ async fn a_batch_of_events_records_each_once_and_moves_the_cursor_to_its_last() 
             "{backend}"
         );
         assert_eq!(store.fills().await.unwrap().len(), 3, "{backend}");
+
+        // An order first seen in a batch, open then filled: one row, created
+        // at its first event's time, updated at its last, final.
+        let batch = [
+            fill_event(6, "x-1", "50", "50", pb::OrderStatus::Open),
+            fill_event(7, "x-1", "100", "50", pb::OrderStatus::Filled),
+        ];
+        assert_eq!(
+            store.record_events(&batch).await.unwrap(),
+            vec![true, true],
+            "{backend}"
+        );
+        let x1 = store.order("x-1").await.unwrap().unwrap();
+        assert_eq!(
+            (x1.status.as_str(), x1.volume_executed.as_str()),
+            ("filled", "100"),
+            "{backend}"
+        );
+        assert_eq!(
+            (x1.owner.as_str(), x1.created_at_ms, x1.updated_at_ms),
+            ("external", 16, 17),
+            "{backend}"
+        );
+        // A late, older view after the final state in the same batch does
+        // not reopen it.
+        let batch = [
+            fill_event(8, "x-2", "100", "100", pb::OrderStatus::Filled),
+            fill_event(9, "x-2", "40", "", pb::OrderStatus::Open),
+        ];
+        store.record_events(&batch).await.unwrap();
+        let x2 = store.order("x-2").await.unwrap().unwrap();
+        assert_eq!(
+            (x2.status.as_str(), x2.volume_executed.as_str()),
+            ("filled", "100"),
+            "{backend}"
+        );
+        assert_eq!(store.cursor().await.unwrap().last_sequence, 9, "{backend}");
         store.close().await;
     }
 }
