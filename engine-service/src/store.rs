@@ -18,8 +18,7 @@ use std::time::Duration;
 use herd_proto::gateway as pb;
 use rust_decimal::Decimal;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, FromRow, Row};
-use std::collections::HashMap;
+use sqlx::{AnyPool, FromRow};
 
 /// A store failure. Causes are written into the message and are not the
 /// error's source, so a printed chain says each once.
@@ -630,7 +629,7 @@ impl Store {
     /// e.g. the answer to PlaceOrder or a reconcile).
     pub async fn update_order(&self, o: &pb::Order, now_ms: i64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        update_order_in(&mut tx, o, now_ms, now_ms).await?;
+        update_order_in(&mut tx, o, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -639,102 +638,28 @@ impl Store {
     /// cursor in one transaction. Returns true when the event carried a fill
     /// that was not recorded before.
     pub async fn record_event(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
-        let new_fill = self.record_events(std::slice::from_ref(ev)).await?;
-        Ok(new_fill.first().copied().unwrap_or(false))
+        let mut tx = self.pool.begin().await?;
+        let new_fill = record_in(&mut tx, ev).await?;
+        set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
+        tx.commit().await?;
+        Ok(new_fill)
     }
 
     /// Records stream events in stream order, each exactly once, in one
-    /// transaction: the orders' states, the fills, and the cursor at the
-    /// last event. One commit (and one fsync) for what arrived together, not
+    /// transaction: every event's order state and fill, and the cursor at
+    /// the last. One commit (and one fsync) for what arrived together, not
     /// one per event; all or nothing, so a crash leaves the cursor before
     /// the batch and the stream replays it. Returns, per event, whether it
     /// carried a fill not recorded before (a fill repeated within the batch
-    /// counts once, at its first event).
-    ///
-    /// The end state is the one the events would leave one by one, in fewer
-    /// statements: an order's state that a later event of the same order in
-    /// the batch replaces is not written (unless final: a final state is
-    /// never overwritten, so it must be the one written first), a new row
-    /// keeps the time of the order's first event as its creation time, and
-    /// the fills go in one insert.
+    /// counts once).
     pub async fn record_events(&self, events: &[pb::OrderEvent]) -> Result<Vec<bool>, StoreError> {
         let Some(last) = events.last() else {
             return Ok(Vec::new());
         };
-        // Per order id: the index of its last event and the time of its first.
-        let mut span: HashMap<&str, (usize, i64)> = HashMap::new();
-        for (i, ev) in events.iter().enumerate() {
-            if let Some(o) = &ev.order {
-                span.entry(o.client_order_id.as_str())
-                    .and_modify(|(last, _)| *last = i)
-                    .or_insert((i, ev.time_ms));
-            }
-        }
         let mut tx = self.pool.begin().await?;
-        for (i, ev) in events.iter().enumerate() {
-            let Some(o) = &ev.order else { continue };
-            let (last_of_order, first_ms) = span[o.client_order_id.as_str()];
-            if i < last_of_order && !is_final_status(status_name(o.status)) {
-                continue;
-            }
-            update_order_in(&mut tx, o, first_ms, ev.time_ms).await?;
-        }
-        // The fills, each id once (its first event), in one statement that
-        // answers the ids it inserted.
-        let mut first_of_fill: HashMap<String, usize> = HashMap::new();
-        let mut fills: Vec<(usize, String)> = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            let Some(o) = &ev.order else { continue };
-            if ev.fill_volume.is_empty() {
-                continue;
-            }
-            let fill_id = format!("{}:{}", o.client_order_id, o.volume_executed);
-            if !first_of_fill.contains_key(&fill_id) {
-                first_of_fill.insert(fill_id.clone(), i);
-                fills.push((i, fill_id));
-            }
-        }
-        let mut new_fills = vec![false; events.len()];
-        if !fills.is_empty() {
-            let mut sql = String::from(
-                "INSERT INTO fills (fill_id, client_order_id, volume, price, fee, fee_asset, sequence, incarnation, time_ms) VALUES ",
-            );
-            for k in 0..fills.len() {
-                let b = k * 9;
-                if k > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 1..=9 {
-                    if c > 1 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", b + c));
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id");
-            let mut q = sqlx::query(&sql);
-            for (i, fill_id) in &fills {
-                let ev = &events[*i];
-                let Some(o) = &ev.order else { continue };
-                q = q
-                    .bind(fill_id.as_str())
-                    .bind(o.client_order_id.as_str())
-                    .bind(ev.fill_volume.as_str())
-                    .bind(ev.fill_price.as_str())
-                    .bind(ev.fill_fee.as_str())
-                    .bind(o.fee_asset.as_str())
-                    .bind(i64::try_from(ev.sequence).unwrap_or(i64::MAX))
-                    .bind(ev.incarnation.as_str())
-                    .bind(ev.time_ms);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let id: String = row.try_get("fill_id")?;
-                if let Some(&i) = first_of_fill.get(&id) {
-                    new_fills[i] = true;
-                }
-            }
+        let mut new_fills = Vec::with_capacity(events.len());
+        for ev in events {
+            new_fills.push(record_in(&mut tx, ev).await?);
         }
         set_cursor_in(&mut tx, &last.incarnation, last.sequence).await?;
         tx.commit().await?;
@@ -1118,7 +1043,6 @@ impl Store {
 async fn update_order_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     o: &pb::Order,
-    created_at_ms: i64,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let side = match pb::Side::try_from(o.side) {
@@ -1134,7 +1058,7 @@ async fn update_order_in(
     sqlx::query(
         "INSERT INTO orders (client_order_id, owner, symbol, side, order_type, price, volume, \
          volume_executed, average_price, fee, fee_asset, status, venue_order_id, created_at_ms, updated_at_ms) \
-         VALUES ($1, 'external', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         VALUES ($1, 'external', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
          ON CONFLICT (client_order_id) DO UPDATE SET volume_executed = excluded.volume_executed, \
          average_price = excluded.average_price, fee = excluded.fee, fee_asset = excluded.fee_asset, \
          status = excluded.status, venue_order_id = excluded.venue_order_id, updated_at_ms = excluded.updated_at_ms \
@@ -1152,7 +1076,6 @@ async fn update_order_in(
     .bind(&o.fee_asset)
     .bind(status_name(o.status))
     .bind(&o.venue_order_id)
-    .bind(created_at_ms)
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
@@ -1168,7 +1091,7 @@ async fn record_in(
     let Some(o) = &ev.order else {
         return Ok(false);
     };
-    update_order_in(tx, o, ev.time_ms, ev.time_ms).await?;
+    update_order_in(tx, o, ev.time_ms).await?;
     if ev.fill_volume.is_empty() {
         return Ok(false);
     }
