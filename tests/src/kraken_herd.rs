@@ -467,15 +467,22 @@ impl KrakenHerd {
         let store = Store::connect(&e.check_url).await?;
         // Every owner: the operator's (manual), adopted ones and the
         // strategies' (grid, rangers, ...).
-        let orders = store.all_orders().await?;
-        let fills = store
-            .fills()
-            .await?
-            .into_iter()
-            .map(|f| (f.client_order_id, f.volume))
-            .collect();
+        let read = async {
+            let orders = store.all_orders().await?;
+            let fills = store
+                .fills()
+                .await?
+                .into_iter()
+                .map(|f| (f.client_order_id, f.volume))
+                .collect();
+            anyhow::Ok((orders, fills))
+        }
+        .await;
+        // Closed on an error too: a pool left open when the test's runtime
+        // shuts down can keep its maintenance task spinning (seen once: a
+        // test that had finished never exited).
         store.close().await;
-        Ok((orders, fills))
+        read
     }
 
     /// Terminates every Postgres backend of engine `i` (pg_terminate_backend
