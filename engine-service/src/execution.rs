@@ -963,25 +963,23 @@ impl Shared {
         // behind it join its batch.
         while let Some(first) = stream.message().await? {
             let mut batch = vec![first];
-            let mut end = None;
-            while batch.len() < MAX_EVENT_BATCH {
-                match ready_message(&mut stream) {
-                    None => break,
-                    Some(Ok(Some(ev))) => batch.push(ev),
-                    Some(Ok(None)) => {
-                        end = Some(Ok(()));
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        end = Some(Err(e));
+            // Ok(true): the stream ended behind the batch; Err: it failed.
+            let mut ended = Ok(false);
+            while batch.len() < MAX_EVENT_BATCH
+                && let Some(next) = ready_message(&mut stream)
+            {
+                match next {
+                    Ok(Some(ev)) => batch.push(ev),
+                    end => {
+                        ended = end.map(|_| true);
                         break;
                     }
                 }
             }
-            // The events before a failure are handled before it is reported.
+            // The events before an end or a failure are handled before it
+            // is reported.
             self.handle_events(batch).await?;
-            if let Some(end) = end {
-                end?;
+            if ended? {
                 return Ok(());
             }
         }

@@ -638,11 +638,8 @@ impl Store {
     /// cursor in one transaction. Returns true when the event carried a fill
     /// that was not recorded before.
     pub async fn record_event(&self, ev: &pb::OrderEvent) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let new_fill = record_in(&mut tx, ev).await?;
-        set_cursor_in(&mut tx, &ev.incarnation, ev.sequence).await?;
-        tx.commit().await?;
-        Ok(new_fill)
+        let new_fill = self.record_events(std::slice::from_ref(ev)).await?;
+        Ok(new_fill.first().copied().unwrap_or(false))
     }
 
     /// Records stream events in stream order, each exactly once, in one
