@@ -22,6 +22,7 @@
 //! foreign set ([`Registry::set_foreign`]), for counting and for operators.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use herd_proto::gateway as pb;
@@ -103,7 +104,6 @@ struct EngineBook {
     log: VecDeque<pb::OrderEvent>,
     next_seq: u64,
     seq_tx: watch::Sender<u64>,
-    calls: u64,
     streams: u32,
     /// Since when no stream has been open (None while one is).
     gone_since_ms: Option<i64>,
@@ -120,6 +120,13 @@ struct Inner {
     owners: HashMap<String, (String, String)>,
     /// Open foreign orders by venue order id, as of the last complete view.
     foreign: BTreeMap<String, OrderState>,
+}
+
+/// An engine's prefix and its call count.
+#[derive(Debug)]
+struct Fixed {
+    prefix: String,
+    calls: AtomicU64,
 }
 
 /// What a new submit found.
@@ -140,6 +147,10 @@ pub enum Registration {
 #[derive(Debug)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// What never changes after [`Registry::new`] (the engines, their
+    /// prefixes) and the call counts: read and counted on every call
+    /// without the lock of `inner`, which every engine's orders share.
+    fixed: HashMap<String, Fixed>,
     /// Risk follows every order state change (set once at start).
     risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
     /// The fills ledger follows every state change and adoption (set once at start).
@@ -156,7 +167,15 @@ impl Registry {
     /// `engines` is (engine id, venue prefix).
     pub fn new(engines: &[(String, String)], incarnation: String, retention: usize) -> Registry {
         let mut inner = Inner::default();
+        let mut fixed = HashMap::new();
         for (id, prefix) in engines {
+            fixed.insert(
+                id.clone(),
+                Fixed {
+                    prefix: prefix.clone(),
+                    calls: AtomicU64::new(0),
+                },
+            );
             let (seq_tx, _) = watch::channel(0);
             inner.engines.insert(
                 id.clone(),
@@ -168,7 +187,6 @@ impl Registry {
                     log: VecDeque::new(),
                     next_seq: 1,
                     seq_tx,
-                    calls: 0,
                     streams: 0,
                     gone_since_ms: None,
                     dead_man_fired: false,
@@ -178,6 +196,7 @@ impl Registry {
         }
         Registry {
             inner: Mutex::new(inner),
+            fixed,
             risk: std::sync::OnceLock::new(),
             ledger: std::sync::OnceLock::new(),
             recorder: std::sync::OnceLock::new(),
@@ -227,16 +246,15 @@ impl Registry {
 
     /// The venue-facing client id of an engine's order.
     pub fn venue_client_id(&self, engine: &str, client_order_id: &str) -> Option<String> {
-        self.lock()
-            .engines
+        self.fixed
             .get(engine)
-            .map(|b| format!("{}{client_order_id}", b.prefix))
+            .map(|f| format!("{}{client_order_id}", f.prefix))
     }
 
     /// Counts one call against the engine's spend.
     pub fn count_call(&self, engine: &str) {
-        if let Some(b) = self.lock().engines.get_mut(engine) {
-            b.calls += 1;
+        if let Some(f) = self.fixed.get(engine) {
+            f.calls.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -690,7 +708,9 @@ impl Registry {
                     b.streams,
                     b.next_seq - 1,
                     u32::try_from(working).unwrap_or(u32::MAX),
-                    b.calls,
+                    self.fixed
+                        .get(id)
+                        .map_or(0, |f| f.calls.load(Ordering::Relaxed)),
                 )
             })
             .collect();
@@ -710,7 +730,7 @@ impl Registry {
 
     /// The engine's prefix, for converting orders at the edge.
     pub fn prefix(&self, engine: &str) -> Option<String> {
-        self.lock().engines.get(engine).map(|b| b.prefix.clone())
+        self.fixed.get(engine).map(|f| f.prefix.clone())
     }
 }
 
@@ -1102,5 +1122,45 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// Calls are counted without the registry's lock: callers on many
+    /// threads at once lose no count, each engine's count is its own, an
+    /// unknown engine counts nothing, and the prefixes read the same way.
+    #[test]
+    fn calls_counted_from_many_threads_at_once_are_each_counted_once() {
+        let reg = std::sync::Arc::new(Registry::new(
+            &[
+                ("e0".to_string(), "e0-".to_string()),
+                ("e1".to_string(), "x1/".to_string()),
+            ],
+            "inc".into(),
+            10,
+        ));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let reg = reg.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        reg.count_call(if t % 2 == 0 { "e0" } else { "e1" });
+                        reg.count_call("e0");
+                        reg.count_call("nobody");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let calls: Vec<(String, u64)> = reg
+            .engine_summaries()
+            .into_iter()
+            .map(|s| (s.0, s.4))
+            .collect();
+        assert_eq!(calls, [("e0".to_string(), 6000), ("e1".to_string(), 2000)]);
+        assert_eq!(reg.prefix("e1").as_deref(), Some("x1/"));
+        assert_eq!(reg.prefix("nobody"), None);
+        assert_eq!(reg.venue_client_id("e1", "abc").as_deref(), Some("x1/abc"));
+        assert_eq!(reg.venue_client_id("nobody", "abc"), None);
     }
 }
