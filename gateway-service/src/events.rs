@@ -31,6 +31,17 @@ use tonic::Status;
 /// only user); the event tables sit beside the risk tables.
 pub const DB_FILE: &str = "risk.sqlite";
 
+/// How long the event log's writer gathers events after a batch's first
+/// (the fills ledger, which engines' streams wait on, keeps the 2 ms
+/// `risk_store::GROUP_COMMIT`). Nothing waits on a gateway event one by one
+/// (a durable append and a flush still commit at once), and each commit
+/// writes its pages once whatever it carries: under 32 callers the log's
+/// commits were about a sixth of the gateway's CPU per order at 2 ms
+/// (docs/benchmarks.md, issue 16). A reader or sink sees an event up to this
+/// much later; a crash loses at most this window of queued gateway events,
+/// as it lost the 2 ms one before.
+pub const EVENT_WINDOW: Duration = Duration::from_millis(10);
+
 /// `[events]` in the gateway config.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,7 +168,7 @@ impl EventLog {
             .await?
             .try_get("m")?;
         let (last_tx, _) = watch::channel(u64::try_from(last).unwrap_or(0));
-        let (tx, rx) = crate::risk_store::write_queue();
+        let (tx, rx) = crate::risk_store::write_queue_with(EVENT_WINDOW);
         let log = Arc::new(EventLog {
             pool: pool.clone(),
             tx,

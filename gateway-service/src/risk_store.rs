@@ -291,9 +291,19 @@ impl<T> std::fmt::Debug for WriteQueue<T> {
 pub(crate) struct WriteRx<T> {
     rx: mpsc::UnboundedReceiver<T>,
     urgent: std::sync::Arc<tokio::sync::Notify>,
+    window: std::time::Duration,
 }
 
+/// A queue whose writer waits [`GROUP_COMMIT`] after a batch's first item.
 pub(crate) fn write_queue<T>() -> (WriteQueue<T>, WriteRx<T>) {
+    write_queue_with(GROUP_COMMIT)
+}
+
+/// A queue whose writer waits `window` after a batch's first item: longer
+/// than [`GROUP_COMMIT`] for a log no one waits on item by item (each
+/// transaction's pages are written once for more rows), never for one an
+/// engine's event stream waits on.
+pub(crate) fn write_queue_with<T>(window: std::time::Duration) -> (WriteQueue<T>, WriteRx<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let urgent = std::sync::Arc::new(tokio::sync::Notify::new());
     (
@@ -301,7 +311,7 @@ pub(crate) fn write_queue<T>() -> (WriteQueue<T>, WriteRx<T>) {
             tx,
             urgent: urgent.clone(),
         },
-        WriteRx { rx, urgent },
+        WriteRx { rx, urgent, window },
     )
 }
 
@@ -319,13 +329,14 @@ impl<T> WriteQueue<T> {
 }
 
 impl<T> WriteRx<T> {
-    /// The next batch: waits for one item, then for [`GROUP_COMMIT`] or an
-    /// urgent item, whichever comes first, then takes every item waiting
-    /// (so a burst costs one transaction). `None` once every sender is gone.
+    /// The next batch: waits for one item, then for the queue's window
+    /// ([`GROUP_COMMIT`] unless made with [`write_queue_with`]) or an urgent
+    /// item, whichever comes first, then takes every item waiting (so a
+    /// burst costs one transaction). `None` once every sender is gone.
     pub(crate) async fn next_batch(&mut self) -> Option<Vec<T>> {
         let mut batch = vec![self.rx.recv().await?];
         tokio::select! {
-            () = tokio::time::sleep(GROUP_COMMIT) => {}
+            () = tokio::time::sleep(self.window) => {}
             () = self.urgent.notified() => {}
         }
         while let Ok(w) = self.rx.try_recv() {
@@ -568,6 +579,37 @@ mod tests {
     /// first item joins that batch; what comes after starts the next one;
     /// an urgent item ends the wait at once; a closed queue still hands over
     /// what it holds, then ends.
+    /// A queue made with a longer window (the event log's) gathers what
+    /// arrives within that window, not within [`GROUP_COMMIT`], and an
+    /// urgent item still ends its wait at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_window_gathers_more_and_an_urgent_item_still_ends_it() {
+        let window = GROUP_COMMIT * 5;
+        let (tx, mut rx) = write_queue_with::<u32>(window);
+        let started = tokio::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            tx.send(1).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(2).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(3).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(4).unwrap();
+            tokio::time::sleep(GROUP_COMMIT).await;
+            tx.send_urgent(5).unwrap();
+        });
+        assert_eq!(rx.next_batch().await, Some(vec![1, 2, 3]));
+        assert_eq!(started.elapsed(), window);
+        assert_eq!(rx.next_batch().await, Some(vec![4, 5]));
+        assert_eq!(
+            started.elapsed(),
+            GROUP_COMMIT * 7,
+            "the urgent item did not cut the longer wait"
+        );
+        sender.await.unwrap();
+        assert_eq!(rx.next_batch().await, None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_batch_takes_what_arrives_within_the_group_commit() {
         let (tx, mut rx) = write_queue::<u32>();
