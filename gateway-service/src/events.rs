@@ -35,11 +35,11 @@ pub const DB_FILE: &str = "risk.sqlite";
 /// (the fills ledger, which engines' streams wait on, keeps the 2 ms
 /// `risk_store::GROUP_COMMIT`). Nothing waits on a gateway event one by one
 /// (a durable append and a flush still commit at once), and each commit
-/// writes its pages once whatever it carries: under 32 callers the log's
-/// commits were about a sixth of the gateway's CPU per order at 2 ms
-/// (docs/benchmarks.md, issue 16). A reader or sink sees an event up to this
-/// much later; a crash loses at most this window of queued gateway events,
-/// as it lost the 2 ms one before.
+/// writes its pages once whatever it carries: under 32 callers SQLite's work
+/// behind the gateway's two writers was about a quarter of its CPU at 2 ms,
+/// much of it per commit (docs/benchmarks.md, issue 16). A reader or sink
+/// sees an event up to this much later; a crash loses at most this window of
+/// queued gateway events, as it lost the 2 ms one before.
 pub const EVENT_WINDOW: Duration = Duration::from_millis(10);
 
 /// `[events]` in the gateway config.
