@@ -89,7 +89,6 @@ struct Tracked {
 
 #[derive(Debug)]
 struct EngineBook {
-    prefix: String,
     orders: HashMap<String, Tracked>,
     /// The engine's client ids of its orders that are not final: what the
     /// poller, capacity counts and open-order lists look at, without going
@@ -148,8 +147,9 @@ pub enum Registration {
 pub struct Registry {
     inner: Mutex<Inner>,
     /// What never changes after [`Registry::new`] (the engines, their
-    /// prefixes) and the call counts: read and counted on every call
-    /// without the lock of `inner`, which every engine's orders share.
+    /// prefixes: the one place a prefix is kept) and the call counts: read
+    /// and counted on every call without the lock of `inner`, which every
+    /// engine's orders share.
     fixed: HashMap<String, Fixed>,
     /// Risk follows every order state change (set once at start).
     risk: std::sync::OnceLock<std::sync::Arc<crate::risk::Risk>>,
@@ -180,7 +180,6 @@ impl Registry {
             inner.engines.insert(
                 id.clone(),
                 EngineBook {
-                    prefix: prefix.clone(),
                     orders: HashMap::new(),
                     working: BTreeSet::new(),
                     finals: VecDeque::new(),
@@ -270,7 +269,7 @@ impl Registry {
         }
         let venue_id = order.client_order_id.clone();
         let mine = (engine.to_string(), client_order_id.to_string());
-        if owner_of(&inner, &venue_id).is_some_and(|o| o != mine) {
+        if owner_of(&inner, &self.fixed, &venue_id).is_some_and(|o| o != mine) {
             return Registration::Taken;
         }
         let Some(book) = inner.engines.get_mut(engine) else {
@@ -313,7 +312,7 @@ impl Registry {
     /// carries (an order not seen since the gateway started). The one rule
     /// every lookup and adoption goes by.
     pub fn owner_of(&self, venue_client_id: &str) -> Option<(String, String)> {
-        owner_of(&self.lock(), venue_client_id)
+        owner_of(&self.lock(), &self.fixed, venue_client_id)
     }
 
     /// The order as last seen (venue-facing client id).
@@ -446,7 +445,8 @@ impl Registry {
         };
         // One conversion for all of this change's events (an order that
         // fills at once is accepted and filled in one step).
-        let order = convert::order_to_pb(new, &book.prefix);
+        let prefix = self.fixed.get(&engine).map_or("", |f| f.prefix.as_str());
+        let order = convert::order_to_pb(new, prefix);
         let mut out = Vec::with_capacity(kinds.len());
         for (kind, fill) in kinds {
             let seq = book.next_seq;
@@ -601,7 +601,7 @@ impl Registry {
     /// The engine whose order prefix `venue_client_id` carries (the
     /// longest, should several), and the engine's own id for the order.
     pub fn owner_by_prefix(&self, venue_client_id: &str) -> Option<(String, String)> {
-        owner_by_prefix(&self.lock(), venue_client_id)
+        owner_by_prefix(&self.fixed, venue_client_id)
     }
 
     /// Takes over an order found at the venue (after a gateway restart, or
@@ -617,7 +617,7 @@ impl Registry {
         if inner.owners.contains_key(&state.client_order_id) {
             return false;
         }
-        let Some((engine, client_id)) = owner_by_prefix(&inner, &state.client_order_id) else {
+        let Some((engine, client_id)) = owner_by_prefix(&self.fixed, &state.client_order_id) else {
             return false;
         };
         let Some(book) = inner.engines.get_mut(&engine) else {
@@ -734,22 +734,28 @@ impl Registry {
     }
 }
 
-fn owner_of(inner: &Inner, venue_client_id: &str) -> Option<(String, String)> {
+fn owner_of(
+    inner: &Inner,
+    fixed: &HashMap<String, Fixed>,
+    venue_client_id: &str,
+) -> Option<(String, String)> {
     match inner.owners.get(venue_client_id) {
         Some(o) => Some(o.clone()),
-        None => owner_by_prefix(inner, venue_client_id),
+        None => owner_by_prefix(fixed, venue_client_id),
     }
 }
 
-fn owner_by_prefix(inner: &Inner, venue_client_id: &str) -> Option<(String, String)> {
-    inner
-        .engines
+fn owner_by_prefix(
+    fixed: &HashMap<String, Fixed>,
+    venue_client_id: &str,
+) -> Option<(String, String)> {
+    fixed
         .iter()
-        .filter_map(|(id, b)| {
+        .filter_map(|(id, f)| {
             venue_client_id
-                .strip_prefix(&b.prefix)
+                .strip_prefix(&f.prefix)
                 .filter(|rest| !rest.is_empty())
-                .map(|rest| (b.prefix.len(), id, rest))
+                .map(|rest| (f.prefix.len(), id, rest))
         })
         .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
         .map(|(_, id, rest)| (id.clone(), rest.to_string()))

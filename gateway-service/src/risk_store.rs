@@ -579,37 +579,6 @@ mod tests {
     /// first item joins that batch; what comes after starts the next one;
     /// an urgent item ends the wait at once; a closed queue still hands over
     /// what it holds, then ends.
-    /// A queue made with a longer window (the event log's) gathers what
-    /// arrives within that window, not within [`GROUP_COMMIT`], and an
-    /// urgent item still ends its wait at once.
-    #[tokio::test(start_paused = true)]
-    async fn a_longer_window_gathers_more_and_an_urgent_item_still_ends_it() {
-        let window = GROUP_COMMIT * 5;
-        let (tx, mut rx) = write_queue_with::<u32>(window);
-        let started = tokio::time::Instant::now();
-        let sender = tokio::spawn(async move {
-            tx.send(1).unwrap();
-            tokio::time::sleep(GROUP_COMMIT * 2).await;
-            tx.send(2).unwrap();
-            tokio::time::sleep(GROUP_COMMIT * 2).await;
-            tx.send(3).unwrap();
-            tokio::time::sleep(GROUP_COMMIT * 2).await;
-            tx.send(4).unwrap();
-            tokio::time::sleep(GROUP_COMMIT).await;
-            tx.send_urgent(5).unwrap();
-        });
-        assert_eq!(rx.next_batch().await, Some(vec![1, 2, 3]));
-        assert_eq!(started.elapsed(), window);
-        assert_eq!(rx.next_batch().await, Some(vec![4, 5]));
-        assert_eq!(
-            started.elapsed(),
-            GROUP_COMMIT * 7,
-            "the urgent item did not cut the longer wait"
-        );
-        sender.await.unwrap();
-        assert_eq!(rx.next_batch().await, None);
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_batch_takes_what_arrives_within_the_group_commit() {
         let (tx, mut rx) = write_queue::<u32>();
@@ -637,6 +606,37 @@ mod tests {
             started.elapsed(),
             GROUP_COMMIT * 4,
             "the urgent item did not cut the wait"
+        );
+        sender.await.unwrap();
+        assert_eq!(rx.next_batch().await, None);
+    }
+
+    /// A queue made with a longer window (the event log's) gathers what
+    /// arrives within that window, not within [`GROUP_COMMIT`], and an
+    /// urgent item still ends its wait at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_window_gathers_more_and_an_urgent_item_still_ends_it() {
+        let window = GROUP_COMMIT * 5;
+        let (tx, mut rx) = write_queue_with::<u32>(window);
+        let started = tokio::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            tx.send(1).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(2).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(3).unwrap();
+            tokio::time::sleep(GROUP_COMMIT * 2).await;
+            tx.send(4).unwrap();
+            tokio::time::sleep(GROUP_COMMIT).await;
+            tx.send_urgent(5).unwrap();
+        });
+        assert_eq!(rx.next_batch().await, Some(vec![1, 2, 3]));
+        assert_eq!(started.elapsed(), window);
+        assert_eq!(rx.next_batch().await, Some(vec![4, 5]));
+        assert_eq!(
+            started.elapsed(),
+            GROUP_COMMIT * 7,
+            "the urgent item did not cut the longer wait"
         );
         sender.await.unwrap();
         assert_eq!(rx.next_batch().await, None);
